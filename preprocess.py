@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""Binarize a tokenized (and BPE'd) text file against a vocabulary.
+
+    python preprocess.py VOCAB INPUT [OUTPUT]
+
+writes OUTPUT (default INPUT.pth, the original XLM's name) in xlm's memory-friendly format, or with
+--format original in the original's torch.save layout. As in the original, an existing output is not
+rebuilt: it is loaded, checked against the vocabulary, and summarised.
+"""
+import argparse
+import logging
+import os
+import sys
+import time
+
+from xlm.data.binarized import binarize, load_binarized, save_original
+from xlm.data.dictionary import Dictionary
+from xlm.fileio import DataError
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("vocab", help="vocabulary file, 'WORD COUNT' per line (fastBPE getvocab)")
+    parser.add_argument("input", help="tokenized text, one sentence per line")
+    parser.add_argument("output", nargs="?", help="output path (default: INPUT.pth)")
+    parser.add_argument("--format", choices=["xlm", "original"], default="xlm",
+                        help="xlm: read on demand, constant memory (default); original: the original XLM's .pth")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="worker processes (default: all cores)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(format="%(levelname)s - %(message)s", level=logging.INFO)
+    output = args.output or args.input + ".pth"
+
+    dico = Dictionary.read_vocab(args.vocab)
+    if os.path.exists(output):
+        corpus = load_binarized(output)
+        if corpus.dico != dico:
+            raise DataError(f"{output} exists and was binarized with a different vocabulary than {args.vocab}")
+        print(f"{output} already exists, not rebuilt.")
+    else:
+        start = time.perf_counter()
+        if args.format == "original":
+            tmp = output + ".xlmbin.tmp"
+            try:
+                save_original(binarize(args.input, dico, tmp, args.threads), output)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+        else:
+            binarize(args.input, dico, output, args.threads)
+        corpus = load_binarized(output)
+        print(f"Saved {output} in {time.perf_counter() - start:.1f}s ({len(corpus) / (time.perf_counter() - start):.0f} lines/s).")
+    print(corpus.summary())
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except DataError as e:
+        sys.exit(f"error: {e}")

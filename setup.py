@@ -1,0 +1,26 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="xlm",
+    version="0.1.0",
+    description="Cross-lingual language model pretraining (XLM), reimplemented on current PyTorch",
+    packages=find_packages(include=["xlm", "xlm.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "torch>=2.1,<3",
+        "numpy>=1.23",
+        "sacremoses>=0.1",
+        "sacrebleu>=2.3",
+        "subword-nmt>=0.3.8,<0.4",
+        "tokenizers>=0.15",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "zh": ["jieba>=0.42"],
+        "th": ["pythainlp>=4.0"],
+        "ja": ["fugashi>=1.2", "unidic-lite>=1.0"],
+        "hf": ["transformers>=4.40"],
+        "test": ["pytest>=7"],
+    },
+    scripts=["tools/fastbpe"],
+)

@@ -1,0 +1,14 @@
+#!/usr/bin/env python
+"""stdin to stdout: lower-case and strip accents exactly like the original XLM tool."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from xlm.data.tokenize import lowercase_and_remove_accent  # noqa: E402
+from xlm.fileio import DataError, decode_utf8  # noqa: E402
+
+try:
+    for line_no, raw in enumerate(sys.stdin.buffer, 1):
+        sys.stdout.write(lowercase_and_remove_accent(decode_utf8(raw, "<stdin>", line_no)) + "\n")
+except DataError as e:
+    sys.exit(f"error: {e}")

@@ -1,0 +1,307 @@
+"""Binarized corpora: token ids of every sentence, each followed by EOS, plus [start, end) offsets.
+
+Two on-disk formats, told apart by their first bytes:
+  * ours (`XLMBIN01`), read on demand with `os.pread`, so opening or iterating a corpus costs memory
+    independent of its size (pages stay in the OS cache, not in the process):
+        [0:8) magic, [8:16) little-endian uint64 offset of the JSON header,
+        [64:...) sentences (uint16 below 65,536 words, else int32), then positions as int64 (n, 2),
+        then the JSON header (dtype, sizes, offsets, vocabulary, unknown-word counts).
+  * the original XLM's torch.save'd dict {dico, positions, sentences, unk_words}, loaded into memory
+    through an unpickler that only accepts numpy arrays and the dictionary (no code can run).
+
+`load_binarized(path)` reads either; `write_binarized` writes ours; `save_original` writes theirs.
+"""
+import io
+import json
+import logging
+import os
+import pickle
+import struct
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import chain, repeat
+from multiprocessing import Pool
+
+import numpy as np
+
+try:
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import _reconstruct
+
+from ..fileio import DataError, atomic_write, check_file, iter_line_blocks
+from .dictionary import EOS_INDEX, N_RESERVED, SPECIAL_WORDS, UNK_INDEX, Dictionary
+
+logger = logging.getLogger(__name__)
+
+MAGIC = b"XLMBIN01"
+DATA_OFFSET = 64
+
+
+def token_dtype(n_words):
+    """uint16 below 65,536 words, else int32: what the original stores (and checks on load)."""
+    return np.uint16 if n_words < 1 << 16 else np.int32
+
+
+class FileArray:
+    """A 1-D array stored in a file, sliced with os.pread: nothing stays mapped in the process."""
+
+    def __init__(self, path, offset, dtype, length):
+        self.path, self.offset, self.dtype, self.length = path, offset, np.dtype(dtype), length
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, index):
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError("FileArray supports contiguous slices only")
+        start, stop, _ = index.indices(self.length)
+        n = max(stop - start, 0)
+        size = self.dtype.itemsize
+        data = os.pread(self._fd, n * size, self.offset + start * size)
+        return np.frombuffer(data, dtype=self.dtype, count=n)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[:], dtype=dtype)
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_fd"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+
+
+@dataclass
+class BinarizedCorpus:
+    """`len(c)` sentences; `c[i]` the ids of sentence i without EOS; `c.sentences` all ids with EOS."""
+    sentences: "np.ndarray | FileArray"
+    positions: np.ndarray
+    dico: Dictionary
+    unk_words: dict = field(default_factory=dict)
+    path: str = ""
+
+    def __len__(self):
+        return len(self.positions)
+
+    def __getitem__(self, i):
+        start, end = self.positions[i]
+        return self.sentences[int(start):int(end)]
+
+    @property
+    def lengths(self):
+        """Number of tokens of each sentence, EOS excluded."""
+        return self.positions[:, 1] - self.positions[:, 0]
+
+    @property
+    def n_words(self):
+        return len(self.sentences) - len(self.positions)
+
+    @property
+    def n_unk(self):
+        return sum(self.unk_words.values())
+
+    def summary(self):
+        lines = [f"{self.n_words} words ({len(self.dico)} unique) in {len(self)} sentences."]
+        if self.unk_words:
+            lines.append(f"{self.n_unk} unknown words ({len(self.unk_words)} unique) covering "
+                         f"{100 * self.n_unk / max(self.n_words, 1):.2f}% of the data.")
+            if len(self.unk_words) < 30:
+                lines += [f"{w}: {c}" for w, c in sorted(self.unk_words.items(), key=lambda x: x[1])[::-1]]
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- reading
+
+def load_binarized(path):
+    """Open a binarized corpus written by this project or by the original XLM preprocess.py."""
+    check_file(path)
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:8] == MAGIC:
+        return _load_ours(path)
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return _load_original(path)
+    raise DataError(f"{path}: not a binarized corpus (neither xlm's format nor a torch.save'd .pth)")
+
+
+def _load_ours(path):
+    with open(path, "rb") as f:
+        f.seek(8)
+        (header_offset,) = struct.unpack("<Q", f.read(8))
+        f.seek(header_offset)
+        try:
+            header = json.loads(f.read().decode("utf-8"))
+        except ValueError:
+            raise DataError(f"{path}: corrupt header") from None
+    dico = Dictionary.from_words([(w, 0) for w in SPECIAL_WORDS] + [tuple(wc) for wc in header["words"]])
+    n, n_tokens = header["n_sentences"], header["n_tokens"]
+    positions = np.fromfile(path, dtype=np.int64, count=2 * n, offset=header["positions_offset"]).reshape(n, 2)
+    sentences = FileArray(path, DATA_OFFSET, header["dtype"], n_tokens)
+    return BinarizedCorpus(sentences, positions, dico, header["unk_words"], path)
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Only the globals a binarized .pth of the original contains: numpy arrays and the dictionary."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("xlm.data.dictionary", "Dictionary"): Dictionary,
+        ("collections", "OrderedDict"): dict,
+    }
+
+    def find_class(self, module, name):
+        try:
+            return self.ALLOWED[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}") from None
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("tensors are not expected in a binarized corpus")
+
+
+def _unpickle_torch_file(path):
+    """The object of a torch.save file (zip or legacy format), without running code from it."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if n.endswith("/data.pkl")]
+            if len(names) != 1:
+                raise DataError(f"{path}: not a torch.save archive")
+            return _RestrictedUnpickler(io.BytesIO(z.read(names[0]))).load()
+    with open(path, "rb") as f:
+        magic = _RestrictedUnpickler(f).load()
+        if magic != 0x1950A86A20F9469CFC6C:
+            raise DataError(f"{path}: not a torch.save file")
+        _RestrictedUnpickler(f).load()  # protocol version
+        _RestrictedUnpickler(f).load()  # sys info
+        return _RestrictedUnpickler(f).load()
+
+
+def _load_original(path):
+    try:
+        data = _unpickle_torch_file(path)
+    except (pickle.UnpicklingError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: cannot read as an original XLM binarized file: {e}") from None
+    if not isinstance(data, dict) or not {"dico", "positions", "sentences", "unk_words"} <= set(data):
+        raise DataError(f"{path}: expected keys dico, positions, sentences, unk_words")
+    dico, positions, sentences = data["dico"], data["positions"], data["sentences"]
+    if not isinstance(dico, Dictionary):
+        raise DataError(f"{path}: 'dico' is not a dictionary")
+    dico.check_valid()
+    if sentences.dtype != token_dtype(len(dico)) or sentences.ndim != 1:
+        raise DataError(f"{path}: sentences of dtype {sentences.dtype} do not fit a {len(dico)}-word dictionary")
+    if positions.ndim != 2 or positions.shape[1] != 2:
+        raise DataError(f"{path}: positions must have shape (n, 2)")
+    return BinarizedCorpus(sentences, positions.astype(np.int64), dico, dict(data["unk_words"]), path)
+
+
+# ----------------------------------------------------------------------------- writing
+
+def save_original(corpus, path):
+    """Write a corpus in the original XLM's .pth layout (for the original code, or to share)."""
+    import torch
+
+    data = {"dico": corpus.dico, "positions": np.asarray(corpus.positions, dtype=np.int64),
+            "sentences": np.asarray(corpus.sentences), "unk_words": dict(corpus.unk_words)}
+    with atomic_write(path) as f:
+        torch.save(data, f, pickle_protocol=4)
+
+
+_worker_word2id = None
+
+
+def _init_indexer(word2id):
+    global _worker_word2id
+    _worker_word2id = word2id
+
+
+@dataclass
+class _IndexedBlock:
+    ids: np.ndarray          # token ids, each sentence followed by EOS
+    lengths: np.ndarray      # tokens per sentence, EOS excluded
+    unk_words: Counter
+    dropped_lines: list      # line numbers where special tokens were removed
+    empty_lines: list
+
+
+def _index_block(block, word2id=None):
+    """Map one block of lines to ids with C-level dict lookups (no Python loop over words)."""
+    first_line, lines = block
+    word2id = word2id or _worker_word2id
+    split = [line.rstrip().split() for line in lines]
+    lengths = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
+    words = list(chain.from_iterable(split))
+    ids = np.fromiter(map(word2id.get, words, repeat(-1)), dtype=np.int64, count=len(words))
+    oov = np.flatnonzero(ids < 0)
+    unk_words = Counter(words[i] for i in oov)
+    ids[oov] = UNK_INDEX
+    # a literal </s>, <pad> or <specialN> in the text would corrupt the batches: drop it, like the original
+    special = (ids < N_RESERVED) & (ids != UNK_INDEX)
+    sentence_of = np.repeat(np.arange(len(lines)), lengths)
+    dropped_lines = []
+    if special.any():
+        dropped_lines = (first_line + np.unique(sentence_of[special])).tolist()
+        lengths = lengths - np.bincount(sentence_of[special], minlength=len(lines))
+        sentence_of, ids = sentence_of[~special], ids[~special]
+    out = np.full(len(ids) + len(lines), EOS_INDEX, dtype=np.int64)
+    out[np.arange(len(ids)) + sentence_of] = ids
+    empty_lines = (first_line + np.flatnonzero(lengths == 0)).tolist()
+    return _IndexedBlock(out, lengths, unk_words, dropped_lines, empty_lines)
+
+
+def _write_ours(f, blocks, dico):
+    """Stream indexed blocks into an open file; returns (n_sentences, n_tokens, unk_words)."""
+    dtype = token_dtype(len(dico))
+    f.write(MAGIC + b"\0" * (DATA_OFFSET - len(MAGIC)))
+    lengths, unk_words, n_tokens = [], Counter(), 0
+    dropped, empty = [], []
+    for block in blocks:
+        f.write(block.ids.astype(dtype).tobytes())
+        n_tokens += len(block.ids)
+        lengths.append(block.lengths)
+        unk_words.update(block.unk_words)
+        dropped += block.dropped_lines
+        empty += block.empty_lines
+    lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(lengths + 1) - 1
+    positions = np.stack([ends - lengths, ends], axis=1).astype(np.int64)
+    positions_offset = -(-f.tell() // 8) * 8
+    f.write(b"\0" * (positions_offset - f.tell()))
+    f.write(positions.tobytes())
+    header = {"format": "xlm-binarized", "version": 1, "dtype": np.dtype(dtype).name,
+              "n_sentences": len(positions), "n_tokens": n_tokens, "positions_offset": positions_offset,
+              "words": [[dico[i], dico.counts[dico[i]]] for i in range(N_RESERVED, len(dico))],
+              "unk_words": dict(unk_words)}
+    header_offset = f.tell()
+    f.write(json.dumps(header, ensure_ascii=False).encode("utf-8"))
+    f.seek(8)
+    f.write(struct.pack("<Q", header_offset))
+    return dropped, empty
+
+
+def binarize(text_path, dico, output_path, threads=None):
+    """Index a tokenized text file against `dico` into our format; returns the loaded corpus."""
+    check_file(text_path)
+    threads = threads or os.cpu_count() or 1
+    blocks = iter_line_blocks(text_path, 1 << 20)
+    with atomic_write(output_path) as f:
+        if threads == 1:
+            dropped, empty = _write_ours(f, (_index_block(b, dico.word2id) for b in blocks), dico)
+        else:
+            with Pool(threads, initializer=_init_indexer, initargs=(dico.word2id,)) as pool:
+                dropped, empty = _write_ours(f, pool.imap(_index_block, blocks), dico)
+    if empty:
+        logger.warning("%s: %i empty lines kept as empty sentences (first at line %i)", text_path, len(empty), empty[0])
+    if dropped:
+        logger.warning("%s: special tokens removed from %i lines (first at line %i)", text_path, len(dropped),
+                       dropped[0])
+    return load_binarized(output_path)

@@ -1,0 +1,77 @@
+"""Reading text safely and writing files atomically.
+
+Every error about user input is a `DataError` whose message names the file (and line when there is
+one), so a command line tool can print it as one line and exit.
+"""
+import os
+import tempfile
+from contextlib import contextmanager
+
+
+class DataError(ValueError):
+    """Bad user input: a missing, empty or malformed file, or an impossible option."""
+
+
+def check_file(path):
+    """Fail early, naming the file, if `path` is not a readable non-empty file."""
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file")
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: not a regular file")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path}: file is empty")
+
+
+def decode_utf8(data, path, first_line=1):
+    """Decode bytes as UTF-8; on failure name the file and the line of the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = first_line + data.count(b"\n", 0, e.start)
+        raise DataError(f"{path}:{line}: invalid UTF-8 ({e.reason} at byte {e.start})") from None
+
+
+def iter_line_blocks(path, block_bytes=1 << 22):
+    """Yield (first_line_number, list_of_lines) blocks of a UTF-8 text file, lines without '\\n'.
+
+    Reading in blocks of whole lines keeps memory bounded and lets workers process blocks in parallel.
+    """
+    check_file(path)
+    line_no = 1
+    rest = b""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(block_bytes)
+            if not chunk:
+                break
+            chunk = rest + chunk
+            cut = chunk.rfind(b"\n") + 1
+            if cut == 0:
+                rest = chunk
+                continue
+            rest = chunk[cut:]
+            lines = decode_utf8(chunk[:cut], path, line_no).split("\n")[:-1]
+            yield line_no, lines
+            line_no += len(lines)
+    if rest:
+        yield line_no, [decode_utf8(rest, path, line_no)]
+
+
+@contextmanager
+def atomic_write(path, mode="wb"):
+    """Write to a temporary file next to `path`, fsync, then rename over `path`.
+
+    An interrupted writer leaves either the previous file or no file under `path`, never half a file.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
