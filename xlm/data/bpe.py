@@ -97,8 +97,11 @@ def read_codes(path):
 
 
 def _merge_counts(block):
-    """How often each merge fires when segmenting (word, count) pairs: the pair frequency fastBPE
-    records in its codes, since greedy learning applies merges in the same order as segmentation."""
+    """The frequency of each merge's pair when it was learned, which fastBPE writes in its codes.
+
+    Segmenting a word applies merges in rank order, as learning did, so at the moment merge k is
+    applied the word holds the symbols it held when k was learned: count the pair there (overlapping
+    occurrences included, as the learner counts them)."""
     word_counts, ranks = block
     no_merge = len(ranks)
     fired = Counter()
@@ -108,11 +111,11 @@ def _merge_counts(block):
             rank, pair = min((ranks.get(p, no_merge), p) for p in zip(symbols, symbols[1:]))
             if rank == no_merge:
                 break
+            fired[rank] += count * sum(p == pair for p in zip(symbols, symbols[1:]))
             merged, i = [], 0
             while i < len(symbols):
                 if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == pair:
                     merged.append(symbols[i] + symbols[i + 1])
-                    fired[rank] += count
                     i += 2
                 else:
                     merged.append(symbols[i])

@@ -1,0 +1,38 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+
+
+def run(args, input=None, check=True, cwd=None):
+    """Run a command of the project as a user would; returns the CompletedProcess (text mode)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(args, input=input, capture_output=True, text=True, cwd=cwd or ROOT, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def python(*args, **kw):
+    return run([sys.executable, *map(str, args)], **kw)
+
+
+@pytest.fixture(scope="session")
+def raw_lines():
+    """2,000 real English sentences of the bundled sample."""
+    with open(SAMPLE / "mono" / "train.en", encoding="utf-8") as f:
+        return [next(f).rstrip("\n") for _ in range(2000)]
+
+
+@pytest.fixture(scope="session")
+def tokenized_file(tmp_path_factory, raw_lines):
+    """The same sentences through tools/tokenize.sh."""
+    path = tmp_path_factory.mktemp("tok") / "train.en"
+    out = run(["bash", "tools/tokenize.sh", "en"], input="\n".join(raw_lines) + "\n").stdout
+    path.write_text(out, encoding="utf-8")
+    return path

@@ -1,0 +1,136 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import xlm.data.dictionary
+from conftest import python
+from xlm.data import binarized, load_binarized
+from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
+from xlm.fileio import DataError
+
+VOCAB = "the 9\ncat 8\nsat 7\non 6\nmat 5\n"
+
+
+@pytest.fixture
+def vocab(tmp_path):
+    path = tmp_path / "vocab"
+    path.write_text(VOCAB, encoding="utf-8")
+    return path
+
+
+def test_preprocess_writes_input_pth_and_summary(tmp_path, vocab):
+    text = tmp_path / "train.en"
+    text.write_text("the cat sat\n\nthe dog sat on the mat\nthe </s> cat <special1>\n", encoding="utf-8")
+    proc = python("preprocess.py", vocab, text)
+    assert "11 words (19 unique) in 4 sentences." in proc.stdout
+    assert "1 unknown words (1 unique) covering 9.09% of the data." in proc.stdout and "dog: 1" in proc.stdout
+    assert "empty lines" in proc.stderr and "special tokens removed" in proc.stderr
+    corpus = load_binarized(str(text) + ".pth")
+    assert len(corpus) == 4 and corpus.n_unk == 1 and corpus.unk_words == {"dog": 1}
+    assert corpus.dico == Dictionary.read_vocab(vocab)
+    assert [corpus.dico[i] for i in corpus[2]] == "the <unk> sat on the mat".split()
+    assert len(corpus[1]) == 0 and [corpus.dico[i] for i in corpus[3]] == ["the", "cat"]
+    assert isinstance(corpus[0], np.ndarray) and corpus[0].dtype == np.uint16
+    assert np.asarray(corpus.sentences)[corpus.positions[:, 1]].tolist() == [1, 1, 1, 1]  # EOS after each
+    # an existing output is reused (as the original does), and a different vocabulary is refused
+    assert "already exists" in python("preprocess.py", vocab, text).stdout
+    other = tmp_path / "other"
+    other.write_text("a 3\n", encoding="utf-8")
+    proc = python("preprocess.py", other, text, check=False)
+    assert proc.returncode != 0 and "different vocabulary" in proc.stderr
+
+
+def test_large_vocabularies_use_int32(tmp_path):
+    words = [(f"w{i}", 1) for i in range(70000)]
+    dico = Dictionary.from_words([(w, 0) for w in SPECIAL_WORDS] + words)
+    text = tmp_path / "t"
+    text.write_text("w0 w69999\n", encoding="utf-8")
+    corpus = binarized.binarize(text, dico, tmp_path / "t.pth", threads=1)
+    assert corpus[0].dtype == np.int32 and corpus[0].tolist() == [14, 70013]
+
+
+class OriginalDictionary:
+    """Stands in for the original's class: a pickle names only its module path and attributes."""
+
+
+def write_original(path, dico, positions, sentences, unk_words, monkeypatch, legacy):
+    fake = OriginalDictionary()
+    fake.__dict__.update(id2word=dict(dico.id2word), word2id=dict(dico.word2id), counts=dict(dico.counts),
+                         bos_index=0, eos_index=1, pad_index=2, unk_index=3)
+    OriginalDictionary.__module__, OriginalDictionary.__qualname__ = "xlm.data.dictionary", "Dictionary"
+    monkeypatch.setattr(xlm.data.dictionary, "Dictionary", OriginalDictionary)
+    data = {"dico": fake, "positions": positions, "sentences": sentences, "unk_words": unk_words}
+    torch.save(data, path, pickle_protocol=4, _use_new_zipfile_serialization=not legacy)
+    monkeypatch.undo()
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_reads_files_of_the_original_preprocess(tmp_path, vocab, monkeypatch, legacy):
+    """Layout of the reference (section 3.1): dico object, int64 positions [start, end), uint16 sentences."""
+    dico = Dictionary.read_vocab(vocab)
+    sentences = np.array([14, 15, 16, 1, 1, 18, 3, 1], dtype=np.uint16)
+    positions = np.array([[0, 3], [4, 4], [5, 7]], dtype=np.int64)
+    path = tmp_path / "train.en.pth"
+    write_original(path, dico, positions, sentences, {"dog": 1}, monkeypatch, legacy)
+    corpus = load_binarized(path)
+    assert len(corpus) == 3 and corpus.dico == dico and corpus.n_unk == 1
+    assert corpus[0].tolist() == [14, 15, 16] and corpus[1].tolist() == [] and corpus[2].tolist() == [18, 3]
+    # and back: our writer of the original layout gives a file the same reader (and torch) accepts
+    binarized.save_original(corpus, tmp_path / "copy.pth")
+    again = load_binarized(tmp_path / "copy.pth")
+    assert np.array_equal(again.sentences, sentences) and again.dico == dico
+    raw = torch.load(tmp_path / "copy.pth", weights_only=False)
+    assert type(raw["dico"]).__module__ == "xlm.data.dictionary" and raw["sentences"].dtype == np.uint16
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_malicious_pickle_is_refused_and_not_run(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"dico": Exploit(), "positions": None, "sentences": None, "unk_words": {}}, path)
+    with pytest.raises(DataError, match="refusing to load posix.system"):
+        load_binarized(path)
+    assert not (tmp_path / "pwned").exists() and not os.path.exists("pwned")
+
+
+def test_bad_inputs_leave_no_output(tmp_path, vocab):
+    text = tmp_path / "bad.en"
+    text.write_bytes(b"the cat\n" * 100 + b"the \xe9 mat\n")
+    proc = python("preprocess.py", vocab, text, check=False)
+    assert proc.returncode != 0 and "bad.en:101: invalid UTF-8" in proc.stderr
+    empty = tmp_path / "empty.en"
+    empty.write_text("")
+    proc = python("preprocess.py", vocab, empty, check=False)
+    assert "empty.en: file is empty" in proc.stderr
+    proc = python("preprocess.py", vocab, tmp_path / "missing.en", check=False)
+    assert "missing.en: no such file" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.en", "empty.en", "vocab"]
+
+
+def test_interrupted_binarization_keeps_the_previous_file(tmp_path, vocab, monkeypatch):
+    dico = Dictionary.read_vocab(vocab)
+    text = tmp_path / "t"
+    text.write_text("the cat\n", encoding="utf-8")
+    out = tmp_path / "t.pth"
+    binarized.binarize(text, dico, out, threads=1)
+    before = out.read_bytes()
+    text.write_text("the mat\n" * 300000, encoding="utf-8")
+
+    def crash(block, word2id=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(binarized, "_index_block", crash)
+    with pytest.raises(KeyboardInterrupt):
+        binarized.binarize(text, dico, out, threads=1)
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["t", "t.pth", "vocab"]
+
+
+def test_not_a_corpus(tmp_path):
+    (tmp_path / "x.pth").write_text("hello")
+    with pytest.raises(DataError, match="not a binarized corpus"):
+        load_binarized(tmp_path / "x.pth")

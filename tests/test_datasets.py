@@ -1,0 +1,130 @@
+import numpy as np
+import pytest
+
+from conftest import python
+from xlm.data import BatchingOptions, BatchIterator, ParallelDataset, SentenceDataset, StreamDataset
+from xlm.data.binarized import binarize
+from xlm.data.datasets import bucket_batches
+from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
+from xlm.fileio import DataError
+
+
+def make_corpus(tmp_path, name, n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(50)]
+    dico = Dictionary.from_words([(w, 0) for w in SPECIAL_WORDS] + [(w, 100 - i) for i, w in enumerate(words)])
+    lines = [" ".join(rng.choice(words, rng.integers(1, 40))) for _ in range(n)]
+    (tmp_path / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return binarize(tmp_path / name, dico, tmp_path / (name + ".pth"), threads=1)
+
+
+def original_stream(sentences, bs, bptt):
+    """The original StreamDataset layout, from the reference (section 4.2), kept in memory."""
+    n = len(sentences)
+    n_batches = -(-n // (bs * bptt))
+    t = n_batches * bptt * bs
+    buffer = np.full(t, 1, dtype=np.int64)
+    buffer[t - n:] = sentences
+    data = np.full((n_batches * bptt + 1, bs), 1, dtype=np.int64)
+    data[1:] = buffer.reshape(bs, n_batches * bptt).T
+    return [data[bptt * i:bptt * (i + 1)] for i in range(n_batches)]
+
+
+@pytest.mark.parametrize("bs, bptt", [(4, 16), (3, 7), (1, 50)])
+def test_stream_batches_are_the_originals_transposed(tmp_path, bs, bptt):
+    corpus = make_corpus(tmp_path, "mono")
+    dataset = StreamDataset(corpus, bs, bptt)
+    expected = original_stream(np.asarray(corpus.sentences), bs, bptt)
+    assert len(dataset) == len(expected)
+    for i, rows in enumerate(expected):
+        batch = dataset.collate(i)
+        assert batch.x.shape == (bs, bptt) and (batch.lengths == bptt).all()
+        assert np.array_equal(batch.x.numpy(), rows.T)
+
+
+def test_sentence_batches_pad_and_filter(tmp_path):
+    corpus = make_corpus(tmp_path, "mono")
+    dataset = SentenceDataset(corpus, BatchingOptions(batch_size=16), max_len=20)
+    assert len(dataset) == int(((corpus.lengths > 0) & (corpus.lengths <= 20)).sum())
+    batch = dataset.collate(np.arange(5))
+    for row, length, i in zip(batch.x, batch.lengths, dataset.indices[:5]):
+        assert length == len(corpus[i]) + 2 and row[0] == 1 and row[length - 1] == 1
+        assert row[1:length - 1].tolist() == corpus[i].tolist() and (row[length:] == 2).all()
+
+
+def test_token_budget_buckets():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 60, 1000)
+    batches = bucket_batches(lengths, np.random.default_rng(1), tokens_per_batch=400, max_batch_size=20)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    for b in batches:
+        assert len(b) <= 20 and (len(b) == 1 or len(b) * lengths[b].max() <= 400)
+    fixed = bucket_batches(lengths, None, batch_size=32, group_by_size=True)
+    assert len(fixed) == 32 and np.all(np.diff(lengths[np.concatenate(fixed)]) >= 0)
+
+
+def test_parallel_dataset(tmp_path):
+    a, b = make_corpus(tmp_path, "x.en", seed=1), make_corpus(tmp_path, "x.fr", seed=2)
+    dataset = ParallelDataset(a, b, BatchingOptions(tokens_per_batch=300), max_len=30)
+    ok = (a.lengths <= 30) & (b.lengths <= 30)
+    assert len(dataset) == ok.sum()
+    first, second = dataset.collate(dataset.batches(None)[0])
+    assert first.x.shape[0] == second.x.shape[0]
+    short = make_corpus(tmp_path, "y.fr", n=10)
+    with pytest.raises(DataError, match="x.en.pth has 300 sentences but .*y.fr.pth has 10"):
+        ParallelDataset(a, short)
+
+
+def batches_of(iterator, n):
+    return [next(iterator).x.numpy().copy() for _ in range(n)]
+
+
+def test_two_ranks_read_disjoint_shards_of_the_same_order(tmp_path):
+    dataset = SentenceDataset(make_corpus(tmp_path, "mono"), BatchingOptions(batch_size=10))
+    single = BatchIterator(dataset, seed=5, shuffle=True, repeat=False, drop_last=True)
+    rank0 = BatchIterator(dataset, seed=5, rank=0, world_size=2, repeat=False)
+    rank1 = BatchIterator(dataset, seed=5, rank=1, world_size=2, repeat=False)
+    all_batches, b0, b1 = list(single), list(rank0), list(rank1)
+    assert len(b0) == len(b1) == len(all_batches) // 2
+    for i, (x0, x1) in enumerate(zip(b0, b1)):  # rank r takes global batches r, r + 2, r + 4, ...
+        assert np.array_equal(x0.x, all_batches[2 * i].x) and np.array_equal(x1.x, all_batches[2 * i + 1].x)
+    with pytest.raises(DataError, match="cannot be shared by 1000 ranks"):
+        next(BatchIterator(dataset, world_size=1000))
+
+
+def test_resume_yields_the_same_next_batches(tmp_path):
+    for dataset in (StreamDataset(make_corpus(tmp_path, "mono"), 4, 32),
+                    SentenceDataset(make_corpus(tmp_path, "mono"), BatchingOptions(tokens_per_batch=200))):
+        reference = BatchIterator(dataset, seed=7)
+        expected = batches_of(reference, 3 * len(reference))  # crosses pass boundaries
+        interrupted = BatchIterator(dataset, seed=7)
+        batches_of(interrupted, len(reference) + 3)
+        state = interrupted.state_dict()
+        resumed = BatchIterator(dataset, seed=7)
+        resumed.load_state_dict(state)
+        for got, want in zip(batches_of(resumed, 10), expected[len(reference) + 3:]):
+            assert np.array_equal(got, want)
+        assert not np.array_equal(batches_of(BatchIterator(dataset, seed=8), 1)[0], expected[0])
+        with pytest.raises(DataError, match="world_size=2"):
+            BatchIterator(dataset, seed=7, world_size=2).load_state_dict(state)
+
+
+SCRIPT = """
+import hashlib, sys
+from xlm.data import *
+c = load_binarized(sys.argv[1])
+h = hashlib.sha256()
+for ds in (StreamDataset(c, 8, 16), SentenceDataset(c, BatchingOptions(tokens_per_batch=300))):
+    it = BatchIterator(ds, seed=11, rank=1, world_size=2)
+    for _ in range(25):
+        h.update(next(it).x.numpy().tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_batches_are_deterministic_across_processes(tmp_path):
+    make_corpus(tmp_path, "mono")
+    script = tmp_path / "hash.py"
+    script.write_text(SCRIPT)
+    first = python(script, tmp_path / "mono.pth").stdout
+    assert first == python(script, tmp_path / "mono.pth").stdout and len(first.strip()) == 64

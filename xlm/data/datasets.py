@@ -1,0 +1,173 @@
+"""Datasets over binarized corpora, and how they are cut into batches.
+
+Every dataset has the same two-method interface used by `BatchIterator`:
+  batches(rng) -> list of batch keys for one pass (shuffled with `rng`, in order when rng is None)
+  collate(key) -> the batch, as torch tensors
+
+Batches are batch-first: `x` is (batch, length) of token ids, `lengths` is (batch,). Sentences are
+`</s> w1 ... wn </s>` (EOS at both ends, as in the original XLM) padded with <pad>.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..fileio import DataError
+from .dictionary import EOS_INDEX, PAD_INDEX, UNK_INDEX
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor        # (batch, length) int64 token ids
+    lengths: torch.Tensor  # (batch,) int64, EOS included
+
+
+def _limit_vocab(ids, n_words):
+    """Ids beyond a truncated dictionary (max_vocab / min_count) become <unk>."""
+    if n_words is not None:
+        ids = np.where(ids >= n_words, UNK_INDEX, ids)
+    return ids
+
+
+def batch_sentences(sentences, n_words=None):
+    """Pad 1-D id arrays into a Batch of `</s> ids </s>` rows."""
+    lengths = np.array([len(s) + 2 for s in sentences], dtype=np.int64)
+    x = np.full((len(sentences), lengths.max()), PAD_INDEX, dtype=np.int64)
+    x[:, 0] = EOS_INDEX
+    for i, s in enumerate(sentences):
+        x[i, 1:lengths[i] - 1] = _limit_vocab(s, n_words)
+        x[i, lengths[i] - 1] = EOS_INDEX
+    return Batch(torch.from_numpy(x), torch.from_numpy(lengths))
+
+
+def bucket_batches(lengths, rng=None, batch_size=32, tokens_per_batch=-1, max_batch_size=0, group_by_size=True):
+    """Cut sentence indices into batches, like the original XLM's sentence iterator.
+
+    Shuffle (with rng), stable-sort by length (group_by_size), then cut into ceil(n / batch_size)
+    near-equal batches, or, with tokens_per_batch > 0, into consecutive batches whose padded size
+    (sentences x longest) stays within the budget and that hold at most max_batch_size sentences.
+    The original instead summed unpadded lengths and dropped sentences beyond max_batch_size at random.
+    The list of batches is shuffled too.
+    """
+    lengths = np.asarray(lengths)
+    indices = rng.permutation(len(lengths)) if rng is not None else np.arange(len(lengths))
+    if group_by_size:
+        indices = indices[np.argsort(lengths[indices], kind="mergesort")]
+    if tokens_per_batch > 0:
+        batches, start, longest = [], 0, 0
+        for end, length in enumerate(lengths[indices].tolist()):
+            longest = max(longest, length)
+            count = end - start + 1
+            if count > 1 and (count * longest > tokens_per_batch or 0 < max_batch_size < count):
+                batches.append(indices[start:end])
+                start, longest = end, length
+        if start < len(indices):
+            batches.append(indices[start:])
+    else:
+        batches = np.array_split(indices, math.ceil(len(indices) / batch_size)) if len(indices) else []
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+class StreamDataset:
+    """A corpus as one token stream (EOS between sentences) for CLM/MLM, laid out like the original:
+    the stream is left-padded with EOS and cut into `batch_size` columns of contiguous text, and
+    batch i is rows [i*bptt, (i+1)*bptt) of the columns, with an EOS before the first row. Columns
+    are read from disk batch by batch, so memory does not depend on the corpus size."""
+
+    def __init__(self, corpus, batch_size, bptt, n_words=None):
+        if len(corpus.sentences) == 0:
+            raise DataError(f"{corpus.path}: empty corpus")
+        self.corpus, self.batch_size, self.bptt, self.n_words = corpus, batch_size, bptt, n_words
+        n_tokens = len(corpus.sentences)
+        self.n_batches = math.ceil(n_tokens / (batch_size * bptt))
+        self.column_len = self.n_batches * bptt
+        self.pad = self.column_len * batch_size - n_tokens
+        self.n_sentences = len(corpus)
+
+    def __len__(self):
+        return self.n_batches
+
+    def batches(self, rng=None):
+        return list(rng.permutation(self.n_batches)) if rng is not None else list(range(self.n_batches))
+
+    def _read(self, lo, hi):
+        """Positions [lo, hi) of the EOS-left-padded stream."""
+        out = np.full(hi - lo, EOS_INDEX, dtype=np.int64)
+        start = max(lo, self.pad)
+        if start < hi:
+            out[start - lo:] = self.corpus.sentences[start - self.pad:hi - self.pad]
+        return out
+
+    def collate(self, i):
+        x = np.empty((self.batch_size, self.bptt), dtype=np.int64)
+        for j in range(self.batch_size):
+            lo = j * self.column_len + i * self.bptt - 1
+            x[j] = self._read(lo, lo + self.bptt)
+            if i == 0:
+                x[j, 0] = EOS_INDEX
+        x = _limit_vocab(x, self.n_words)
+        return Batch(torch.from_numpy(x), torch.full((self.batch_size,), self.bptt, dtype=torch.int64))
+
+
+@dataclass
+class BatchingOptions:
+    batch_size: int = 32
+    tokens_per_batch: int = -1
+    max_batch_size: int = 0
+    group_by_size: bool = True
+
+
+class SentenceDataset:
+    """Monolingual sentences (AE/BT, classification). With max_len, training sets drop empty
+    sentences and sentences longer than max_len tokens (EOS excluded), as the original does."""
+
+    def __init__(self, corpus, batching=None, max_len=None, n_words=None):
+        self.corpus, self.batching, self.n_words = corpus, batching or BatchingOptions(), n_words
+        lengths = corpus.lengths
+        keep = np.ones(len(lengths), dtype=bool) if max_len is None else (lengths > 0) & (lengths <= max_len)
+        self.indices = np.flatnonzero(keep)
+        self.lengths = lengths[self.indices] + 2
+        if len(self.indices) == 0:
+            raise DataError(f"{corpus.path}: no sentence left after filtering by max_len={max_len}")
+
+    def __len__(self):
+        return len(self.indices)
+
+    def batches(self, rng=None):
+        return bucket_batches(self.lengths, rng, **vars(self.batching))
+
+    def collate(self, key):
+        return batch_sentences([self.corpus[i] for i in self.indices[key]], self.n_words)
+
+
+class ParallelDataset:
+    """Line-aligned sentence pairs (TLM, MT). Batches are (Batch of side 1, Batch of side 2)."""
+
+    def __init__(self, corpus1, corpus2, batching=None, max_len=None, n_words=None):
+        if len(corpus1) != len(corpus2):
+            raise DataError(f"{corpus1.path} has {len(corpus1)} sentences but {corpus2.path} has {len(corpus2)}: "
+                            "parallel corpora must be line-aligned")
+        self.corpus1, self.corpus2 = corpus1, corpus2
+        self.batching, self.n_words = batching or BatchingOptions(), n_words
+        len1, len2 = corpus1.lengths, corpus2.lengths
+        keep = np.ones(len(len1), dtype=bool)
+        if max_len is not None:
+            keep = (len1 > 0) & (len2 > 0) & (len1 <= max_len) & (len2 <= max_len)
+        self.indices = np.flatnonzero(keep)
+        self.lengths = len1[self.indices] + len2[self.indices] + 4
+        if len(self.indices) == 0:
+            raise DataError(f"{corpus1.path}: no sentence pair left after filtering by max_len={max_len}")
+
+    def __len__(self):
+        return len(self.indices)
+
+    def batches(self, rng=None):
+        return bucket_batches(self.lengths, rng, **vars(self.batching))
+
+    def collate(self, key):
+        ids = self.indices[key]
+        return (batch_sentences([self.corpus1[i] for i in ids], self.n_words),
+                batch_sentences([self.corpus2[i] for i in ids], self.n_words))
