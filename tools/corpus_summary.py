@@ -1,0 +1,29 @@
+#!/usr/bin/env python
+"""Print one line per binarized corpus (*.pth) in a folder: sentences, words, unknown words."""
+import glob
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from xlm.data.binarized import load_binarized  # noqa: E402
+from xlm.fileio import DataError  # noqa: E402
+
+
+def main(folder):
+    paths = sorted(glob.glob(os.path.join(folder, "*.pth")))
+    if not paths:
+        raise DataError(f"{folder}: no .pth files")
+    print(f"{'corpus':<24} {'sentences':>10} {'words':>10} {'unknown':>8} {'vocab':>7}")
+    for path in paths:
+        c = load_binarized(path)
+        print(f"{os.path.basename(path):<24} {len(c):>10} {c.n_words:>10} {100 * c.n_unk / max(c.n_words, 1):>7.2f}% "
+              f"{len(c.dico):>7}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: {sys.argv[0]} FOLDER")
+    try:
+        main(sys.argv[1])
+    except DataError as e:
+        sys.exit(f"error: {e}")
