@@ -134,3 +134,13 @@ def test_not_a_corpus(tmp_path):
     (tmp_path / "x.pth").write_text("hello")
     with pytest.raises(DataError, match="not a binarized corpus"):
         load_binarized(tmp_path / "x.pth")
+
+
+def test_convert_between_formats(tmp_path, vocab):
+    text = tmp_path / "t"
+    text.write_text("the cat\n\nthe dog on the mat\n", encoding="utf-8")
+    python("preprocess.py", vocab, text)
+    python("tools/convert_binarized.py", tmp_path / "t.pth", tmp_path / "orig.pth", "--to", "original")
+    python("tools/convert_binarized.py", tmp_path / "orig.pth", tmp_path / "back.pth", "--to", "xlm")
+    assert (tmp_path / "back.pth").read_bytes() == (tmp_path / "t.pth").read_bytes()
+    assert (tmp_path / "orig.pth").read_bytes()[:4] == b"PK\x03\x04"

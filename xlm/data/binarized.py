@@ -9,7 +9,7 @@ Two on-disk formats, told apart by their first bytes:
   * the original XLM's torch.save'd dict {dico, positions, sentences, unk_words}, loaded into memory
     through an unpickler that only accepts numpy arrays and the dictionary (no code can run).
 
-`load_binarized(path)` reads either; `write_binarized` writes ours; `save_original` writes theirs.
+`load_binarized(path)` reads either; `binarize` and `save_ours` write ours; `save_original` writes theirs.
 """
 import io
 import json
@@ -214,6 +214,15 @@ def save_original(corpus, path):
             "sentences": np.asarray(corpus.sentences), "unk_words": dict(corpus.unk_words)}
     with atomic_write(path) as f:
         torch.save(data, f, pickle_protocol=4)
+
+
+def save_ours(corpus, path):
+    """Write any loaded corpus (e.g. an original .pth) in this project's format."""
+    sentences = [np.append(corpus[i], EOS_INDEX) for i in range(len(corpus))]
+    ids = np.concatenate(sentences) if sentences else np.zeros(0, dtype=np.int64)
+    block = _IndexedBlock(ids, np.asarray(corpus.lengths, dtype=np.int64), Counter(corpus.unk_words), [], [])
+    with atomic_write(path) as f:
+        _write_ours(f, [block], corpus.dico)
 
 
 _worker_word2id = None

@@ -1,0 +1,30 @@
+"""The README's first command, end to end, as a user runs it."""
+import os
+
+from conftest import ROOT, run
+from xlm.data import load_binarized
+from xlm.data.bpe import remove_bpe
+
+
+def test_run_sample_produces_the_original_file_names(tmp_path):
+    out = tmp_path / "sample"
+    proc = run(["env", f"OUT={out}", "N_CODES=3000", "bash", str(ROOT / "run-sample.sh")])
+    names = {p.name for p in out.glob("*.pth")}
+    expected = {f"{s}.{lg}.pth" for s in ("train", "valid", "test") for lg in ("en", "fr", "de")}
+    expected |= {f"{s}.{p}.{lg}.pth" for s in ("train", "valid", "test")
+                 for p, lgs in (("en-fr", ("en", "fr")), ("de-en", ("de", "en"))) for lg in lgs}
+    assert names == expected
+    assert len((out / "codes").read_text(encoding="utf-8").splitlines()) == 3000
+    assert "train.en-fr.fr.pth" in proc.stdout and "sentences" in proc.stdout
+    # the ids decode back to the BPE'd text, which decodes back to the tokenized text
+    corpus = load_binarized(out / "valid.en-fr.fr.pth")
+    bpe_lines = (out / "valid.en-fr.fr").read_text(encoding="utf-8").splitlines()
+    tok_lines = (out / "tok" / "valid.en-fr.fr").read_text(encoding="utf-8").splitlines()
+    for i in (0, 17, len(corpus) - 1):
+        assert corpus[i].tolist() == [corpus.dico.index(w) for w in bpe_lines[i].split()]
+        assert remove_bpe(bpe_lines[i]) == tok_lines[i]
+    assert len(load_binarized(out / "train.en-fr.en.pth")) == len(load_binarized(out / "train.en-fr.fr.pth"))
+    # a second run skips every step whose output exists
+    before = {p: os.path.getmtime(p) for p in out.glob("*.pth")}
+    run(["env", f"OUT={out}", "N_CODES=3000", "bash", str(ROOT / "run-sample.sh")])
+    assert before == {p: os.path.getmtime(p) for p in out.glob("*.pth")}
