@@ -1,0 +1,216 @@
+"""Product-key memory layers (Lample et al., 2019, "Large Memory Layers with Product Keys").
+
+A memory reads `knn` of `n_keys**2` value slots per head: the query is split in two halves, each
+half is scored against its own `n_keys` sub-keys, and the best `knn x knn` combinations of the two
+top-k lists are rescored to keep the overall top `knn`. Parameter names (`keys`, `values.weight`,
+`query_proj.query_mlps.*`) are the original XLM's, so its PKM checkpoints load as they are.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..fileio import DataError
+
+
+@dataclass
+class MemoryConfig:
+    """The original's `--mem_*` options (defaults included) that the product-key memory uses."""
+    implementation: str = "pq_fast"
+    k_dim: int = 256
+    v_dim: int = -1
+    heads: int = 4
+    knn: int = 32
+    n_keys: int = 512
+    modulo_size: int = -1
+    keys_type: str = "uniform"
+    keys_normalized_init: bool = False
+    keys_learn: bool = True
+    use_different_keys: bool = True
+    query_detach_input: bool = False
+    query_layer_sizes: str = "0,0"
+    query_bias: bool = True
+    query_batchnorm: bool = False
+    query_net_learn: bool = True
+    value_zero_init: bool = False
+    normalize_query: bool = False
+    temperature: float = 1.0
+    score_softmax: bool = True
+    score_subtract: str = ""
+    score_normalize: bool = False
+    input_dropout: float = 0.0
+    query_dropout: float = 0.0
+    value_dropout: float = 0.0
+    sparse: bool = False
+
+    # options of the original that only its image/experimental variants use: refused if set
+    UNSUPPORTED = {"share_values": False, "input2d": False, "multi_query_net": False, "grouped_conv": False,
+                   "shuffle_indices": False, "shuffle_query": False, "query_residual": False,
+                   "query_kernel_sizes": ""}
+
+    @classmethod
+    def from_params(cls, params):
+        """From an original params dict (`mem_k_dim`, ...); missing keys take the defaults."""
+        for name, default in cls.UNSUPPORTED.items():
+            if params.get("mem_" + name, default) not in (default, None):
+                raise DataError(f"product-key memory option --mem_{name} is not supported")
+        kwargs = {f: params["mem_" + f] for f in cls.__dataclass_fields__ if "mem_" + f in params}
+        if isinstance(kwargs.get("query_layer_sizes"), (list, tuple)):
+            kwargs["query_layer_sizes"] = ",".join(map(str, kwargs["query_layer_sizes"]))
+        config = cls(**kwargs)
+        config.check()
+        return config
+
+    def check(self):
+        if self.implementation not in ("pq_fast", "pq_default"):
+            raise DataError(f"--mem_implementation {self.implementation}: only product keys (pq_fast, pq_default) "
+                            "are supported")
+        if self.keys_type not in ("uniform", "gaussian"):
+            raise DataError(f"--mem_keys_type {self.keys_type}: use uniform or gaussian")
+        if self.k_dim < 2 or self.k_dim % 2:
+            raise DataError("--mem_k_dim must be even: each half of the query scores one set of sub-keys")
+        if self.score_subtract not in ("", "min", "mean", "median") or (self.score_subtract and self.knn < 2):
+            raise DataError("--mem_score_subtract must be '', min, mean or median, and needs --mem_knn >= 2")
+        sizes = self.layer_sizes
+        if len(sizes) < 2 or sizes[0] != 0 or sizes[-1] != 0:
+            raise DataError("--mem_query_layer_sizes must start and end with 0, e.g. 0,0 or 0,512,0")
+        if self.modulo_size != -1 and not 1 <= self.modulo_size < self.n_keys ** 2:
+            raise DataError("--mem_modulo_size must be -1 or in [1, mem_n_keys**2)")
+
+    @property
+    def layer_sizes(self):
+        return [int(s) for s in str(self.query_layer_sizes).split(",") if s != ""]
+
+    @property
+    def size(self):
+        """Number of value slots."""
+        return self.n_keys ** 2 if self.modulo_size == -1 else self.modulo_size
+
+
+def parse_mem_positions(spec, n_layers):
+    """'4,7+' -> [(4, 'in'), (7, 'after')]: 'k' replaces the FFN of layer k, 'k+' adds a memory after it.
+    Lists of (layer, 'in'|'after') pairs, as stored in the original's params, pass through."""
+    if isinstance(spec, (list, tuple)):
+        positions = [(int(k), str(p)) for k, p in spec]
+    else:
+        positions = [(int(s[:-1]), "after") if s.endswith("+") else (int(s), "in") for s in spec.split(",") if s]
+    for layer, where in positions:
+        if not 0 <= layer < n_layers or where not in ("in", "after"):
+            raise DataError(f"memory position {layer}{'+' if where == 'after' else ''} is not a layer of "
+                            f"a {n_layers}-layer model")
+    return positions
+
+
+class QueryMLP(nn.Module):
+    """Input -> `heads` queries of `k_dim`: Linear (+BatchNorm) layers with ReLU between them."""
+
+    def __init__(self, input_dim, config):
+        super().__init__()
+        sizes = config.layer_sizes
+        sizes[0], sizes[-1] = input_dim, config.heads * config.k_dim
+        layers = []
+        for i, (d_in, d_out) in enumerate(zip(sizes, sizes[1:])):
+            layers.append(nn.Linear(d_in, d_out, bias=config.query_bias))
+            if config.query_batchnorm:
+                layers.append(nn.BatchNorm1d(d_out))
+            if i < len(sizes) - 2:
+                layers.append(nn.ReLU())
+        self.query_mlps = nn.Sequential(*layers)
+        self.heads, self.k_dim = config.heads, config.k_dim
+
+    def forward(self, x):
+        return self.query_mlps(x.reshape(-1, x.shape[-1])).view(-1, self.k_dim)  # (n * heads, k_dim)
+
+
+def _random_keys(n, dim, config, seed):
+    """Sub-keys from a fixed-seed generator, so two memories built alike start alike."""
+    g = torch.Generator().manual_seed(seed)
+    if config.keys_type == "gaussian":
+        keys = torch.randn(n, dim, generator=g) / math.sqrt(dim)
+    else:
+        bound = 1 / math.sqrt(dim)
+        keys = torch.rand(n, dim, generator=g) * 2 * bound - bound
+    if config.keys_normalized_init:
+        keys = keys / keys.norm(dim=1, keepdim=True)
+    return keys
+
+
+class HashingMemory(nn.Module):
+    """A product-key memory reading `input_dim` features and writing `output_dim` (or v_dim) ones."""
+
+    def __init__(self, input_dim, output_dim, config):
+        super().__init__()
+        self.config = config
+        self.v_dim = config.v_dim if config.v_dim > 0 else output_dim
+        half = config.k_dim // 2
+        if config.use_different_keys:
+            keys = torch.stack([torch.stack([_random_keys(config.n_keys, half, config, 2 * h + j) for j in range(2)])
+                                for h in range(config.heads)])          # (heads, 2, n_keys, half)
+        else:
+            keys = _random_keys(config.n_keys, half, config, 0)         # (n_keys, half), shared by all
+        if config.keys_learn:
+            self.keys = nn.Parameter(keys)
+        else:
+            self.register_buffer("keys", keys)
+        self.values = nn.EmbeddingBag(config.size, self.v_dim, mode="sum", sparse=config.sparse)
+        if config.value_zero_init:
+            nn.init.zeros_(self.values.weight)
+        else:
+            nn.init.normal_(self.values.weight, mean=0, std=self.v_dim ** -0.5)
+        self.query_proj = QueryMLP(input_dim, config)
+        if not config.query_net_learn:
+            for p in self.query_proj.parameters():
+                p.requires_grad = False
+
+    def _sub_keys(self, head):
+        if self.config.use_different_keys:
+            return self.keys[head, 0], self.keys[head, 1]
+        return self.keys, self.keys
+
+    def _top_knn(self, query, head):
+        """Scores and indices of the `knn` best slots for (n, k_dim) queries of one head."""
+        knn, n_keys = self.config.knn, self.config.n_keys
+        q1, q2 = query.chunk(2, dim=-1)
+        if self.config.normalize_query:
+            q1, q2 = F.normalize(q1, dim=-1), F.normalize(q2, dim=-1)
+        keys1, keys2 = self._sub_keys(head)
+        s1, i1 = F.linear(q1, keys1).topk(knn, dim=1)                   # (n, knn) each
+        s2, i2 = F.linear(q2, keys2).topk(knn, dim=1)
+        all_scores = (s1.unsqueeze(2) + s2.unsqueeze(1)).flatten(1)      # (n, knn * knn)
+        all_indices = (i1.unsqueeze(2) * n_keys + i2.unsqueeze(1)).flatten(1)
+        scores, best = all_scores.topk(knn, dim=1)
+        return scores, all_indices.gather(1, best)
+
+    def forward(self, x):
+        c = self.config
+        prefix = x.shape[:-1]
+        if c.query_detach_input:
+            x = x.detach()
+        x = F.dropout(x, p=c.input_dropout, training=self.training)
+        query = F.dropout(self.query_proj(x), p=c.query_dropout, training=self.training)
+        query = query.view(-1, c.heads, c.k_dim)                         # (n, heads, k_dim)
+        per_head = [self._top_knn(query[:, h], h) for h in range(c.heads)]
+        scores = torch.stack([s for s, _ in per_head], 1)                # (n, heads, knn)
+        indices = torch.stack([i for _, i in per_head], 1)
+        if c.modulo_size != -1:
+            indices = indices % c.modulo_size
+        if c.temperature != 1:
+            scores = scores / c.temperature
+        if c.score_softmax:
+            scores = F.softmax(scores.float(), dim=-1).type_as(scores)
+        if c.score_subtract == "min":
+            scores = scores - scores.min(-1, keepdim=True).values
+        elif c.score_subtract == "mean":
+            scores = scores - scores.mean(-1, keepdim=True)
+        elif c.score_subtract == "median":
+            scores = scores - scores.median(-1, keepdim=True).values
+        if c.score_normalize:
+            scores = scores / scores.norm(p=1, dim=-1, keepdim=True)
+        n = indices.shape[0]
+        out = self.values(indices.view(n, -1), per_sample_weights=scores.reshape(n, -1).to(self.values.weight.dtype))
+        out = F.dropout(out.to(scores.dtype), p=c.value_dropout, training=self.training)
+        if not self.training:
+            self.last_indices, self.last_scores = indices.detach(), scores.detach().float()
+        return out.view(*prefix, self.v_dim)

@@ -1,0 +1,229 @@
+"""The XLM Transformer: one class for the encoder (bidirectional or causal) and the decoder.
+
+Post-LayerNorm (BERT style) layers with LayerNorm eps 1e-12, an embedding LayerNorm, learned or
+sinusoidal positions (a 512-row table), optional language embeddings, GELU or ReLU, and an output
+projection tied to the input embeddings. Module and parameter names are the original XLM's, so its
+state dicts load without renaming. Tensors are batch-first: x is (batch, length).
+"""
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .memory import HashingMemory, MemoryConfig
+
+N_MAX_POSITIONS = 512
+
+
+@dataclass
+class TransformerConfig:
+    n_words: int
+    emb_dim: int = 512
+    n_layers: int = 4
+    n_heads: int = 8
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    gelu_activation: bool = False
+    share_inout_emb: bool = True
+    sinusoidal_embeddings: bool = False
+    use_lang_emb: bool = True
+    n_langs: int = 1
+    is_decoder: bool = False
+    asm: bool = False
+    asm_cutoffs: tuple = (8000, 20000)
+    asm_div_value: float = 4.0
+    memory: MemoryConfig = None
+    mem_positions: list = field(default_factory=list)  # [(layer, 'in' | 'after')]
+    pad_index: int = 2
+    eos_index: int = 1
+
+    @property
+    def has_lang_emb(self):
+        return self.n_langs > 1 and self.use_lang_emb
+
+
+def sinusoidal_table(n_positions, dim):
+    """PE[pos, j] = sin / cos (pos / 10000^(2*(j//2)/dim)) on even / odd columns."""
+    j = np.arange(dim)
+    angles = np.arange(n_positions)[:, None] / np.power(10000, 2 * (j // 2) / dim)[None, :]
+    table = np.where(j % 2 == 0, np.sin(angles), np.cos(angles))
+    return torch.tensor(table, dtype=torch.float32)
+
+
+def embedding(n, dim, padding_idx=None):
+    emb = nn.Embedding(n, dim, padding_idx=padding_idx)
+    nn.init.normal_(emb.weight, mean=0, std=dim ** -0.5)
+    if padding_idx is not None:
+        nn.init.zeros_(emb.weight[padding_idx])
+    return emb
+
+
+class MultiHeadAttention(nn.Module):
+    """Self-attention, or attention over `kv` (the encoder output), through fused SDPA kernels."""
+
+    def __init__(self, n_heads, dim, dropout, cache_key):
+        super().__init__()
+        self.n_heads, self.dim, self.dropout, self.cache_key = n_heads, dim, dropout, cache_key
+        self.q_lin = nn.Linear(dim, dim)
+        self.k_lin = nn.Linear(dim, dim)
+        self.v_lin = nn.Linear(dim, dim)
+        self.out_lin = nn.Linear(dim, dim)
+
+    def _heads(self, x):
+        bs, n, _ = x.shape
+        return x.view(bs, n, self.n_heads, self.dim // self.n_heads).transpose(1, 2)
+
+    def forward(self, x, mask, kv=None, cache=None):
+        """x (bs, qlen, dim); mask broadcastable to (bs, heads, qlen, klen), True where attending.
+        With a cache, self-attention appends this step's keys/values and cross-attention reuses
+        the encoder's, computed once."""
+        q = self._heads(self.q_lin(x))
+        if cache is not None and kv is not None and self.cache_key in cache:
+            k, v = cache[self.cache_key]
+        else:
+            src = x if kv is None else kv
+            k, v = self._heads(self.k_lin(src)), self._heads(self.v_lin(src))
+            if cache is not None and kv is None and self.cache_key in cache:
+                k_prev, v_prev = cache[self.cache_key]
+                k, v = torch.cat([k_prev, k], dim=2), torch.cat([v_prev, v], dim=2)
+        if cache is not None:
+            cache[self.cache_key] = (k, v)
+        dropout = self.dropout if self.training else 0.0
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        bs, _, qlen, _ = context.shape
+        return self.out_lin(context.transpose(1, 2).reshape(bs, qlen, self.dim))
+
+
+class TransformerFFN(nn.Module):
+    def __init__(self, dim, hidden_dim, dropout, gelu_activation):
+        super().__init__()
+        self.lin1 = nn.Linear(dim, hidden_dim)
+        self.lin2 = nn.Linear(hidden_dim, dim)
+        self.dropout = dropout
+        self.act = F.gelu if gelu_activation else F.relu  # F.gelu is the exact erf form, as the original
+
+    def forward(self, x):
+        return F.dropout(self.lin2(self.act(self.lin1(x))), p=self.dropout, training=self.training)
+
+
+class PredLayer(nn.Module):
+    """Output layer: a projection to the vocabulary, or an adaptive softmax (`asm`)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.asm = config.asm
+        if config.asm:
+            self.proj = nn.AdaptiveLogSoftmaxWithLoss(config.emb_dim, config.n_words, cutoffs=list(config.asm_cutoffs),
+                                                      div_value=config.asm_div_value, head_bias=True)
+        else:
+            self.proj = nn.Linear(config.emb_dim, config.n_words, bias=True)
+
+    def scores(self, h):
+        """(n, dim) -> (n, n_words): logits, or log-probabilities with the adaptive softmax."""
+        return self.proj.log_prob(h) if self.asm else self.proj(h)
+
+    def loss(self, h, y):
+        """Mean cross-entropy of predicting y (n,) from h (n, dim)."""
+        if self.asm:
+            return self.proj(h, y).loss
+        return F.cross_entropy(self.proj(h).float(), y)
+
+
+class TransformerModel(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        c = self.config = config
+        if c.emb_dim % c.n_heads:
+            raise ValueError(f"emb_dim {c.emb_dim} must be a multiple of n_heads {c.n_heads}")
+        self.is_decoder = c.is_decoder
+        self.position_embeddings = embedding(N_MAX_POSITIONS, c.emb_dim)
+        if c.sinusoidal_embeddings:
+            self.position_embeddings.weight.data.copy_(sinusoidal_table(N_MAX_POSITIONS, c.emb_dim))
+            self.position_embeddings.weight.requires_grad = False
+        if c.has_lang_emb:
+            self.lang_embeddings = embedding(c.n_langs, c.emb_dim)
+        self.embeddings = embedding(c.n_words, c.emb_dim, padding_idx=c.pad_index)
+        self.layer_norm_emb = nn.LayerNorm(c.emb_dim, eps=1e-12)
+
+        self.attentions, self.layer_norm1 = nn.ModuleList(), nn.ModuleList()
+        self.ffns, self.layer_norm2 = nn.ModuleList(), nn.ModuleList()
+        if self.is_decoder:
+            self.layer_norm15, self.encoder_attn = nn.ModuleList(), nn.ModuleList()
+        self.memories = nn.ModuleDict({f"{layer}_{where}": HashingMemory(c.emb_dim, c.emb_dim, c.memory)
+                                       for layer, where in c.mem_positions})
+        for i in range(c.n_layers):
+            self.attentions.append(MultiHeadAttention(c.n_heads, c.emb_dim, c.attention_dropout, ("self", i)))
+            self.layer_norm1.append(nn.LayerNorm(c.emb_dim, eps=1e-12))
+            if self.is_decoder:
+                self.layer_norm15.append(nn.LayerNorm(c.emb_dim, eps=1e-12))
+                self.encoder_attn.append(MultiHeadAttention(c.n_heads, c.emb_dim, c.attention_dropout, ("cross", i)))
+            # a memory "in" layer i replaces its FFN (the original keeps a None there: no ffns.i.* keys)
+            ffn = None if f"{i}_in" in self.memories else TransformerFFN(c.emb_dim, 4 * c.emb_dim, c.dropout,
+                                                                         c.gelu_activation)
+            self.ffns.append(ffn)
+            self.layer_norm2.append(nn.LayerNorm(c.emb_dim, eps=1e-12))
+
+        self.pred_layer = PredLayer(c)
+        if c.share_inout_emb and not c.asm:
+            self.pred_layer.proj.weight = self.embeddings.weight
+
+    def forward(self, x, lengths, langs=None, positions=None, causal=False, src_enc=None, src_len=None, cache=None):
+        """Last-layer hidden states (bs, slen, dim) of token ids x (bs, slen).
+
+        lengths (bs,): tokens of each row (the rest is padding). langs: (bs, slen) language ids, or
+        one id for all tokens (ignored by models without language embeddings). positions: (bs,
+        slen), default 0..slen-1. causal: each position sees only itself and earlier ones. src_enc
+        (bs, src_len, dim) and src_len (bs,): the encoder output a decoder attends to. cache: a dict
+        {'slen': 0} to decode incrementally; x then holds the whole prefix, of which only the
+        positions not yet cached are computed (and returned).
+        """
+        bs, slen = x.shape
+        device = x.device
+        if positions is None:
+            positions = torch.arange(slen, device=device).expand(bs, slen)
+        if isinstance(langs, int):
+            langs = torch.full_like(x, langs)
+        start = 0 if cache is None else cache["slen"]
+        x, positions = x[:, start:], positions[:, start:]
+        if langs is not None:
+            langs = langs[:, start:]
+        alen = torch.arange(slen, device=device)
+        keep = (alen[None, start:] < lengths[:, None]).unsqueeze(-1)                # (bs, qlen, 1)
+        if causal:
+            # query t (absolute position start + t) sees keys 0..start + t; padding sits after
+            # every real token, so a real query never sees it
+            attn_mask = (alen[None, :] <= alen[start:, None])[None, None]           # (1, 1, qlen, slen)
+        else:
+            attn_mask = (alen[None, :] < lengths[:, None])[:, None, None, :]        # (bs, 1, 1, slen)
+        if src_enc is not None:
+            src_mask = (torch.arange(src_enc.shape[1], device=device)[None, :] < src_len[:, None])[:, None, None, :]
+
+        h = self.embeddings(x) + self.position_embeddings(positions)
+        if langs is not None and self.config.has_lang_emb:
+            h = h + self.lang_embeddings(langs)
+        h = self.layer_norm_emb(h)
+        h = F.dropout(h, p=self.config.dropout, training=self.training) * keep.to(h.dtype)
+        for i in range(self.config.n_layers):
+            a = self.attentions[i](h, attn_mask, cache=cache)
+            h = self.layer_norm1[i](h + F.dropout(a, p=self.config.dropout, training=self.training))
+            if self.is_decoder and src_enc is not None:
+                a = self.encoder_attn[i](h, src_mask, kv=src_enc, cache=cache)
+                h = self.layer_norm15[i](h + F.dropout(a, p=self.config.dropout, training=self.training))
+            ffn = self.memories[f"{i}_in"] if self.ffns[i] is None else self.ffns[i]
+            h = self.layer_norm2[i](h + ffn(h))
+            if f"{i}_after" in self.memories:
+                h = h + self.memories[f"{i}_after"](h)
+            h = h * keep.to(h.dtype)
+        if cache is not None:
+            cache["slen"] = slen
+        return h
+
+    def predict(self, h, pred_mask, y):
+        """Loss of predicting y at the positions of pred_mask (bs, slen) from hidden states h."""
+        return self.pred_layer.loss(h[pred_mask], y)
+
+    def get_scores(self, h):
+        return self.pred_layer.scores(h)
