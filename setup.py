@@ -20,7 +20,7 @@ setup(
         "th": ["pythainlp>=4.0"],
         "ja": ["fugashi>=1.2", "unidic-lite>=1.0"],
         "hf": ["transformers>=4.40"],
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "transformers>=4.40"],
     },
     scripts=["tools/fastbpe"],
 )

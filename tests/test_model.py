@@ -1,0 +1,200 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import xlm
+from conftest import python
+from xlm.data.dictionary import SPECIAL_WORDS
+from xlm.fileio import DataError
+from xlm.model.checkpoint import read_checkpoint
+from xlm.model.generate import generate_beam, generate_greedy
+from xlm.model.transformer import TransformerConfig, TransformerModel
+
+
+WORDS = SPECIAL_WORDS + [f"w{i}" if i % 2 else f"w{i}@@" for i in range(36)]  # 50 words
+
+
+def padded_batch(n_words, lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor(lengths)
+    x = torch.randint(4, n_words, (len(lengths), int(lengths.max())), generator=g)
+    x[torch.arange(x.shape[1])[None, :] >= lengths[:, None]] = 2
+    return x, lengths
+
+
+def hf_folder(tmp_path, **config):
+    """A random HF XLMWithLMHeadModel saved with a vocab.json in HF's '</w>' convention."""
+    torch.manual_seed(0)
+    n_langs = config.get("n_langs", 1)
+    cfg = transformers.XLMConfig(vocab_size=len(WORDS), emb_dim=32, n_layers=2, n_heads=4, dropout=0.0,
+                                 attention_dropout=0.0, lang2id={f"l{i}": i for i in range(n_langs)}, **config)
+    model = transformers.XLMWithLMHeadModel(cfg).eval()
+    model.save_pretrained(tmp_path / "hf")
+    vocab = {(w if i < 14 else w[:-2] if w.endswith("@@") else w + "</w>"): i for i, w in enumerate(WORDS)}
+    (tmp_path / "hf" / "vocab.json").write_text(json.dumps(vocab))
+    return model, tmp_path / "hf"
+
+
+@pytest.mark.parametrize("config", [
+    dict(n_langs=3, use_lang_emb=True),
+    dict(n_langs=1),
+    dict(n_langs=2, use_lang_emb=False, sinusoidal_embeddings=True),
+    dict(n_langs=2, causal=True, gelu_activation=False),
+])
+def test_parity_with_transformers(tmp_path, config):
+    hf, folder = hf_folder(tmp_path, **config)
+    python("-m", "xlm.convert", "from-hf", folder, tmp_path / "x.pth")
+    loaded = xlm.load_model(tmp_path / "x.pth")
+    assert loaded.decoder is None and loaded.dico[15] == "w1" and loaded.dico[14] == "w0@@"
+    x, lengths = padded_batch(len(WORDS), [9, 6, 2, 7])
+    langs = torch.randint(0, config["n_langs"], x.shape) if config["n_langs"] > 1 else None
+    with torch.no_grad():
+        ref = hf(input_ids=x, lengths=lengths, langs=langs, output_hidden_states=True)
+        h = loaded.encoder(x, lengths, langs=langs, causal=config.get("causal", False))
+        logits = loaded.encoder.get_scores(h)
+    torch.testing.assert_close(h, ref.hidden_states[-1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(logits, ref.logits, atol=1e-5, rtol=0)
+
+    # and back: to-hf writes the very same weights
+    python("-m", "xlm.convert", "to-hf", tmp_path / "x.pth", tmp_path / "back")
+    back = transformers.XLMWithLMHeadModel.from_pretrained(tmp_path / "back")
+    original, again = hf.state_dict(), back.state_dict()
+    assert original.keys() == again.keys()
+    assert all(torch.equal(original[k], again[k]) for k in original)
+    assert json.loads((tmp_path / "back" / "vocab.json").read_text()) == json.loads((folder / "vocab.json").read_text())
+
+
+def original_state_dict(n_words, dim, n_layers, n_langs, decoder=False, prefix=""):
+    """Keys and shapes from the reference's table of the original's state dict (section 5.2)."""
+    g = torch.Generator().manual_seed(1)
+    shapes = {"position_embeddings.weight": (512, dim), "embeddings.weight": (n_words, dim),
+              "layer_norm_emb.weight": (dim,), "layer_norm_emb.bias": (dim,), "pred_layer.proj.bias": (n_words,)}
+    if n_langs > 1:
+        shapes["lang_embeddings.weight"] = (n_langs, dim)
+    for i in range(n_layers):
+        attentions = ["attentions"] + (["encoder_attn"] if decoder else [])
+        for a in attentions:
+            for lin in ("q_lin", "k_lin", "v_lin", "out_lin"):
+                shapes[f"{a}.{i}.{lin}.weight"], shapes[f"{a}.{i}.{lin}.bias"] = (dim, dim), (dim,)
+        norms = ["layer_norm1", "layer_norm2"] + (["layer_norm15"] if decoder else [])
+        for ln in norms:
+            shapes[f"{ln}.{i}.weight"], shapes[f"{ln}.{i}.bias"] = (dim,), (dim,)
+        shapes[f"ffns.{i}.lin1.weight"], shapes[f"ffns.{i}.lin1.bias"] = (4 * dim, dim), (4 * dim,)
+        shapes[f"ffns.{i}.lin2.weight"], shapes[f"ffns.{i}.lin2.bias"] = (dim, 4 * dim), (dim,)
+    state = {k: torch.randn(s, generator=g) * 0.1 for k, s in shapes.items()}
+    state["pred_layer.proj.weight"] = state["embeddings.weight"]  # tied: both keys are saved
+    return {prefix + k: v for k, v in state.items()}
+
+
+def original_params(**kw):
+    """A params dict like the original's, including its numpy and tensor values."""
+    params = dict(emb_dim=32, n_layers=2, n_heads=4, dropout=0.1, attention_dropout=0.1, gelu_activation=True,
+                  share_inout_emb=True, sinusoidal_embeddings=False, asm=False, n_langs=2, n_words=len(WORDS),
+                  langs=["en", "fr"], id2lang={0: "en", 1: "fr"}, lang2id={"en": 0, "fr": 1},
+                  mlm_steps=[("en", None), ("en", "fr")], pred_probs=torch.FloatTensor([0.8, 0.1, 0.1]),
+                  mask_scores=np.maximum(np.arange(len(WORDS)), 1) ** -0.0, sample_alpha=np.float64(0.0),
+                  command="python train.py --exp_name x", dump_path="/checkpoint/x")
+    params.update(kw)
+    return params
+
+
+def vocab_entries():
+    return dict(dico_id2word=dict(enumerate(WORDS)), dico_word2id={w: i for i, w in enumerate(WORDS)},
+                dico_counts={w: (0 if i < 14 else 100 - i) for i, w in enumerate(WORDS)})
+
+
+def test_loads_a_pretrained_checkpoint_of_the_original_layout(tmp_path):
+    path = tmp_path / "mlm_enfr.pth"
+    # saved from DistributedDataParallel: every key has the 'module.' prefix
+    torch.save({"model": original_state_dict(len(WORDS), 32, 2, 2, prefix="module."), "params": original_params(),
+                **vocab_entries()}, path)
+    loaded = xlm.load_model(path)
+    assert loaded.decoder is None and len(loaded.dico) == len(WORDS) and loaded.params["lang2id"]["fr"] == 1
+    x, lengths = padded_batch(len(WORDS), [6, 3])
+    h = loaded.encoder(x, lengths, langs=torch.ones_like(x))
+    assert h.shape == (2, 6, 32) and torch.all(h[1, 3:] == 0) and torch.isfinite(h).all()
+    assert not loaded.encoder.training
+
+
+def test_loads_a_translation_checkpoint_and_decodes(tmp_path):
+    path = tmp_path / "mt.pth"
+    torch.save({"encoder": original_state_dict(len(WORDS), 32, 2, 2), "params": original_params(encoder_only=False),
+                "decoder": original_state_dict(len(WORDS), 32, 2, 2, decoder=True), **vocab_entries()}, path)
+    loaded = xlm.load_model(path)
+    x, lengths = padded_batch(len(WORDS), [6, 3])
+    src = loaded.encoder(x, lengths, langs=0)
+    out, out_len = generate_greedy(loaded.decoder, src, lengths, tgt_lang_id=1, max_len=10)
+    beam, beam_len = generate_beam(loaded.decoder, src, lengths, 1, beam_size=3, max_len=10)
+    assert out[:, 0].tolist() == [1, 1] and all(out[i, out_len[i] - 1] == 1 for i in range(2))
+    assert beam.shape[0] == 2 and all(beam[i, beam_len[i] - 1] == 1 for i in range(2))
+
+
+def test_mismatches_are_named(tmp_path):
+    state = original_state_dict(len(WORDS) + 5, 32, 2, 2)
+    torch.save({"model": state, "params": original_params(n_words=len(WORDS)), **vocab_entries()}, tmp_path / "a.pth")
+    with pytest.raises(DataError, match=r"embeddings.weight: checkpoint \(55, 32\) vs model \(50, 32\) "
+                                        r"\(vocabulary size\)"):
+        xlm.load_model(tmp_path / "a.pth")
+    torch.save({"model": original_state_dict(len(WORDS), 32, 3, 2), "params": original_params(), **vocab_entries()},
+               tmp_path / "b.pth")
+    with pytest.raises(DataError, match=r"unexpected keys: attentions.2.q_lin.weight"):
+        xlm.load_model(tmp_path / "b.pth")
+    torch.save({"model": original_state_dict(len(WORDS), 32, 2, 3), "params": original_params(), **vocab_entries()},
+               tmp_path / "c.pth")
+    with pytest.raises(DataError, match=r"lang_embeddings.weight: checkpoint \(3, 32\) vs model \(2, 32\) "
+                                        r"\(number of languages\)"):
+        xlm.load_model(tmp_path / "c.pth")
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch pwned_by_checkpoint",))
+
+
+def test_malicious_checkpoint_is_refused(tmp_path):
+    torch.save({"model": {}, "params": Exploit(), **vocab_entries()}, tmp_path / "evil.pth")
+    with pytest.raises(DataError, match="refusing to load.*posix.system"):
+        read_checkpoint(tmp_path / "evil.pth")
+    assert not os.path.exists("pwned_by_checkpoint") and not (tmp_path / "pwned_by_checkpoint").exists()
+
+
+def test_memory_layers_train_and_load_with_original_names(tmp_path):
+    params = original_params(use_memory=True, mem_enc_positions=[(0, "after"), (1, "in")], mem_k_dim=16,
+                             mem_heads=2, mem_knn=4, mem_n_keys=8, mem_query_batchnorm=False)
+    from xlm.model.checkpoint import config_from_params
+    model = TransformerModel(config_from_params(params, len(WORDS)))
+    names = set(model.state_dict())
+    assert {"memories.0_after.keys", "memories.0_after.values.weight", "memories.1_in.query_proj.query_mlps.0.weight",
+            "memories.1_in.query_proj.query_mlps.0.bias", "ffns.0.lin1.weight"} <= names
+    assert not any(k.startswith("ffns.1.") for k in names)  # the memory replaces layer 1's FFN
+    assert model.memories["1_in"].values.weight.shape == (64, 32) and model.memories["1_in"].keys.shape == (2, 2, 8, 8)
+    x, lengths = padded_batch(len(WORDS), [7, 5])
+    h = model(x, lengths, langs=0)
+    model.predict(h, x > 3, x[x > 3]).backward()
+    for where in ("0_after", "1_in"):
+        memory = model.memories[where]
+        grads = [memory.keys.grad, memory.values.weight.grad, memory.query_proj.query_mlps[0].weight.grad]
+        assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    torch.save({"model": model.state_dict(), "params": params, **vocab_entries()}, tmp_path / "pkm.pth")
+    loaded = xlm.load_model(tmp_path / "pkm.pth")
+    torch.testing.assert_close(loaded.encoder(x, lengths, langs=0), model.eval()(x, lengths, langs=0))
+
+
+def test_sinusoidal_adaptive_softmax_and_encoder_contract():
+    config = TransformerConfig(n_words=len(WORDS), emb_dim=32, n_layers=1, n_heads=4, sinusoidal_embeddings=True,
+                               asm=True, asm_cutoffs=(20, 35), asm_div_value=2.0)
+    model = TransformerModel(config)
+    pos = model.state_dict()["position_embeddings.weight"]
+    assert not model.position_embeddings.weight.requires_grad
+    assert torch.allclose(pos[3, 0], torch.tensor(np.sin(3.0), dtype=torch.float32))
+    assert torch.allclose(pos[3, 1], torch.tensor(np.cos(3.0), dtype=torch.float32))
+    assert {"pred_layer.proj.head.weight", "pred_layer.proj.head.bias"} <= set(model.state_dict())
+    x, lengths = padded_batch(len(WORDS), [5, 4])
+    h = model(x, lengths)
+    assert h.shape == (2, 5, 32)
+    loss = model.predict(h, x > 3, x[x > 3])
+    assert torch.isfinite(loss) and model.get_scores(h[:, 0]).shape == (2, len(WORDS))
