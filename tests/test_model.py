@@ -198,3 +198,10 @@ def test_sinusoidal_adaptive_softmax_and_encoder_contract():
     assert h.shape == (2, 5, 32)
     loss = model.predict(h, x > 3, x[x > 3])
     assert torch.isfinite(loss) and model.get_scores(h[:, 0]).shape == (2, len(WORDS))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_unpadded_fast_path_equals_the_masked_one(causal):
+    model = TransformerModel(TransformerConfig(n_words=len(WORDS), emb_dim=32, n_layers=2, n_heads=4, n_langs=2))
+    x, lengths = padded_batch(len(WORDS), [7, 7, 7])
+    torch.testing.assert_close(model(x, None, langs=1, causal=causal), model(x, lengths, langs=1, causal=causal))

@@ -76,10 +76,10 @@ class MultiHeadAttention(nn.Module):
         bs, n, _ = x.shape
         return x.view(bs, n, self.n_heads, self.dim // self.n_heads).transpose(1, 2)
 
-    def forward(self, x, mask, kv=None, cache=None):
-        """x (bs, qlen, dim); mask broadcastable to (bs, heads, qlen, klen), True where attending.
-        With a cache, self-attention appends this step's keys/values and cross-attention reuses
-        the encoder's, computed once."""
+    def forward(self, x, mask, kv=None, cache=None, is_causal=False):
+        """x (bs, qlen, dim); mask broadcastable to (bs, heads, qlen, klen), True where attending, or
+        None (with is_causal for the causal triangle). With a cache, self-attention appends this
+        step's keys/values and cross-attention reuses the encoder's, computed once."""
         q = self._heads(self.q_lin(x))
         if cache is not None and kv is not None and self.cache_key in cache:
             k, v = cache[self.cache_key]
@@ -92,7 +92,7 @@ class MultiHeadAttention(nn.Module):
         if cache is not None:
             cache[self.cache_key] = (k, v)
         dropout = self.dropout if self.training else 0.0
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
         bs, _, qlen, _ = context.shape
         return self.out_lin(context.transpose(1, 2).reshape(bs, qlen, self.dim))
 
@@ -173,12 +173,13 @@ class TransformerModel(nn.Module):
     def forward(self, x, lengths, langs=None, positions=None, causal=False, src_enc=None, src_len=None, cache=None):
         """Last-layer hidden states (bs, slen, dim) of token ids x (bs, slen).
 
-        lengths (bs,): tokens of each row (the rest is padding). langs: (bs, slen) language ids, or
-        one id for all tokens (ignored by models without language embeddings). positions: (bs,
-        slen), default 0..slen-1. causal: each position sees only itself and earlier ones. src_enc
-        (bs, src_len, dim) and src_len (bs,): the encoder output a decoder attends to. cache: a dict
-        {'slen': 0} to decode incrementally; x then holds the whole prefix, of which only the
-        positions not yet cached are computed (and returned).
+        lengths (bs,): tokens of each row (the rest is padding), or None when no row is padded (as
+        in bptt streams), which lets attention use its fastest kernels. langs: (bs, slen) language
+        ids, or one id for all tokens (ignored by models without language embeddings). positions:
+        (bs, slen), default 0..slen-1. causal: each position sees only itself and earlier ones.
+        src_enc (bs, src_len, dim) and src_len (bs,): the encoder output a decoder attends to.
+        cache: a dict {'slen': 0} to decode incrementally; x then holds the whole prefix, of which
+        only the positions not yet cached are computed (and returned).
         """
         bs, slen = x.shape
         device = x.device
@@ -191,11 +192,14 @@ class TransformerModel(nn.Module):
         if langs is not None:
             langs = langs[:, start:]
         alen = torch.arange(slen, device=device)
-        keep = (alen[None, start:] < lengths[:, None]).unsqueeze(-1)                # (bs, qlen, 1)
-        if causal:
+        keep = None if lengths is None else (alen[None, start:] < lengths[:, None]).unsqueeze(-1)  # (bs, qlen, 1)
+        is_causal = causal and start == 0
+        if causal and start > 0:
             # query t (absolute position start + t) sees keys 0..start + t; padding sits after
             # every real token, so a real query never sees it
             attn_mask = (alen[None, :] <= alen[start:, None])[None, None]           # (1, 1, qlen, slen)
+        elif causal or lengths is None:
+            attn_mask = None
         else:
             attn_mask = (alen[None, :] < lengths[:, None])[:, None, None, :]        # (bs, 1, 1, slen)
         if src_enc is not None:
@@ -205,9 +209,11 @@ class TransformerModel(nn.Module):
         if langs is not None and self.config.has_lang_emb:
             h = h + self.lang_embeddings(langs)
         h = self.layer_norm_emb(h)
-        h = F.dropout(h, p=self.config.dropout, training=self.training) * keep.to(h.dtype)
+        h = F.dropout(h, p=self.config.dropout, training=self.training)
+        if keep is not None:
+            h = h * keep.to(h.dtype)
         for i in range(self.config.n_layers):
-            a = self.attentions[i](h, attn_mask, cache=cache)
+            a = self.attentions[i](h, attn_mask, cache=cache, is_causal=is_causal)
             h = self.layer_norm1[i](h + F.dropout(a, p=self.config.dropout, training=self.training))
             if self.is_decoder and src_enc is not None:
                 a = self.encoder_attn[i](h, src_mask, kv=src_enc, cache=cache)
@@ -216,7 +222,8 @@ class TransformerModel(nn.Module):
             h = self.layer_norm2[i](h + ffn(h))
             if f"{i}_after" in self.memories:
                 h = h + self.memories[f"{i}_after"](h)
-            h = h * keep.to(h.dtype)
+            if keep is not None:
+                h = h * keep.to(h.dtype)
         if cache is not None:
             cache["slen"] = slen
         return h
