@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from conftest import python
 from xlm.data import BatchingOptions, BatchIterator, ParallelDataset, SentenceDataset, StreamDataset
@@ -37,7 +38,7 @@ def test_stream_batches_are_the_originals_transposed(tmp_path, bs, bptt):
     expected = original_stream(np.asarray(corpus.sentences), bs, bptt)
     assert len(dataset) == len(expected)
     for i, rows in enumerate(expected):
-        batch = dataset.collate(i)
+        batch = dataset.collate((i, 0, bs))
         assert batch.x.shape == (bs, bptt) and (batch.lengths == bptt).all()
         assert np.array_equal(batch.x.numpy(), rows.T)
 
@@ -79,17 +80,27 @@ def batches_of(iterator, n):
     return [next(iterator).x.numpy().copy() for _ in range(n)]
 
 
-def test_two_ranks_read_disjoint_shards_of_the_same_order(tmp_path):
-    dataset = SentenceDataset(make_corpus(tmp_path, "mono"), BatchingOptions(batch_size=10))
-    single = BatchIterator(dataset, seed=5, shuffle=True, repeat=False, drop_last=True)
-    rank0 = BatchIterator(dataset, seed=5, rank=0, world_size=2, repeat=False)
-    rank1 = BatchIterator(dataset, seed=5, rank=1, world_size=2, repeat=False)
-    all_batches, b0, b1 = list(single), list(rank0), list(rank1)
-    assert len(b0) == len(b1) == len(all_batches) // 2
-    for i, (x0, x1) in enumerate(zip(b0, b1)):  # rank r takes global batches r, r + 2, r + 4, ...
-        assert np.array_equal(x0.x, all_batches[2 * i].x) and np.array_equal(x1.x, all_batches[2 * i + 1].x)
-    with pytest.raises(DataError, match="cannot be shared by 1000 ranks"):
-        next(BatchIterator(dataset, world_size=1000))
+@pytest.mark.parametrize("kind", ["stream", "sentences"])
+def test_two_ranks_split_each_global_batch(tmp_path, kind):
+    corpus = make_corpus(tmp_path, "mono")
+
+    def dataset(batch_size):
+        if kind == "stream":
+            return StreamDataset(corpus, batch_size, 16)
+        return SentenceDataset(corpus, BatchingOptions(batch_size=batch_size))
+
+    single = BatchIterator(dataset(8), seed=5)
+    rank0 = BatchIterator(dataset(8), seed=5, rank=0, world_size=2)
+    rank1 = BatchIterator(dataset(8), seed=5, rank=1, world_size=2)
+    for _ in range(2 * len(single) + 3):  # across passes
+        whole, a, b = next(single), next(rank0), next(rank1)
+        assert abs(len(a.lengths) - len(b.lengths)) <= 1 and len(a.lengths) + len(b.lengths) == len(whole.lengths)
+        # the two ranks read disjoint rows whose union is the single process's batch
+        rows = [r[:n].tolist() for r, n in zip(whole.x, whole.lengths)]
+        assert [r[:n].tolist() for r, n in zip(torch.cat([a.x, b.x]) if kind == "stream" else
+                                               list(a.x) + list(b.x), torch.cat([a.lengths, b.lengths]))] == rows
+    with pytest.raises(DataError, match="cannot be split among 3 ranks"):
+        next(BatchIterator(StreamDataset(corpus, 8, 16), world_size=3, rank=2))
 
 
 def test_resume_yields_the_same_next_batches(tmp_path):
@@ -106,7 +117,7 @@ def test_resume_yields_the_same_next_batches(tmp_path):
             assert np.array_equal(got, want)
         assert not np.array_equal(batches_of(BatchIterator(dataset, seed=8), 1)[0], expected[0])
         with pytest.raises(DataError, match="world_size=2"):
-            BatchIterator(dataset, seed=7, world_size=2).load_state_dict(state)
+            BatchIterator(dataset, seed=7, world_size=2, rank=1).load_state_dict(state)
 
 
 SCRIPT = """

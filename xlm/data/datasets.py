@@ -1,8 +1,11 @@
 """Datasets over binarized corpora, and how they are cut into batches.
 
-Every dataset has the same two-method interface used by `BatchIterator`:
-  batches(rng) -> list of batch keys for one pass (shuffled with `rng`, in order when rng is None)
+Every dataset has the same interface, used by `BatchIterator`:
+  batches(rng) -> list of global batch keys for one pass (shuffled with `rng`, in order when rng is None)
+  shard(key, rank, world_size) -> the part of a global batch that one rank of a distributed run reads
   collate(key) -> the batch, as torch tensors
+A global batch is split among ranks by rows, so a run on N ranks sees the same global batches as one
+process with an N times larger batch.
 
 Batches are batch-first: `x` is (batch, length) of token ids, `lengths` is (batch,). Sentences are
 `</s> w1 ... wn </s>` (EOS at both ends, as in the original XLM) padded with <pad>.
@@ -73,9 +76,10 @@ def bucket_batches(lengths, rng=None, batch_size=32, tokens_per_batch=-1, max_ba
 
 class StreamDataset:
     """A corpus as one token stream (EOS between sentences) for CLM/MLM, laid out like the original:
-    the stream is left-padded with EOS and cut into `batch_size` columns of contiguous text, and
-    batch i is rows [i*bptt, (i+1)*bptt) of the columns, with an EOS before the first row. Columns
-    are read from disk batch by batch, so memory does not depend on the corpus size."""
+    the stream is left-padded with EOS and cut into `batch_size` columns of contiguous text (the
+    global batch size: per-rank batch size x ranks), and batch i is rows [i*bptt, (i+1)*bptt) of the
+    columns, with an EOS before the first row. Columns are read from disk batch by batch, so memory
+    does not depend on the corpus size. Batches are returned batch-first: column j is row j."""
 
     def __init__(self, corpus, batch_size, bptt, n_words=None):
         if len(corpus.sentences) == 0:
@@ -91,7 +95,15 @@ class StreamDataset:
         return self.n_batches
 
     def batches(self, rng=None):
-        return list(rng.permutation(self.n_batches)) if rng is not None else list(range(self.n_batches))
+        order = rng.permutation(self.n_batches) if rng is not None else range(self.n_batches)
+        return [(int(i), 0, self.batch_size) for i in order]
+
+    def shard(self, key, rank, world_size):
+        i, lo, hi = key
+        if self.batch_size % world_size:
+            raise DataError(f"a stream batch of {self.batch_size} rows cannot be split among {world_size} ranks")
+        rows = self.batch_size // world_size
+        return i, rank * rows, (rank + 1) * rows
 
     def _read(self, lo, hi):
         """Positions [lo, hi) of the EOS-left-padded stream."""
@@ -101,15 +113,17 @@ class StreamDataset:
             out[start - lo:] = self.corpus.sentences[start - self.pad:hi - self.pad]
         return out
 
-    def collate(self, i):
-        x = np.empty((self.batch_size, self.bptt), dtype=np.int64)
-        for j in range(self.batch_size):
+    def collate(self, key):
+        """key = (batch index, first column, end column)."""
+        i, first, end = key
+        x = np.empty((end - first, self.bptt), dtype=np.int64)
+        for row, j in enumerate(range(first, end)):
             lo = j * self.column_len + i * self.bptt - 1
-            x[j] = self._read(lo, lo + self.bptt)
+            x[row] = self._read(lo, lo + self.bptt)
             if i == 0:
-                x[j, 0] = EOS_INDEX
+                x[row, 0] = EOS_INDEX
         x = _limit_vocab(x, self.n_words)
-        return Batch(torch.from_numpy(x), torch.full((self.batch_size,), self.bptt, dtype=torch.int64))
+        return Batch(torch.from_numpy(x), torch.full((end - first,), self.bptt, dtype=torch.int64))
 
 
 @dataclass
@@ -120,7 +134,20 @@ class BatchingOptions:
     group_by_size: bool = True
 
 
-class SentenceDataset:
+class _Bucketed:
+    """Batching shared by sentence and sentence-pair datasets: `indices` kept, `lengths` for batching."""
+
+    def __len__(self):
+        return len(self.indices)
+
+    def batches(self, rng=None):
+        return bucket_batches(self.lengths, rng, **vars(self.batching))
+
+    def shard(self, key, rank, world_size):
+        return np.array_split(key, world_size)[rank]
+
+
+class SentenceDataset(_Bucketed):
     """Monolingual sentences (AE/BT, classification). With max_len, training sets drop empty
     sentences and sentences longer than max_len tokens (EOS excluded), as the original does."""
 
@@ -133,17 +160,11 @@ class SentenceDataset:
         if len(self.indices) == 0:
             raise DataError(f"{corpus.path}: no sentence left after filtering by max_len={max_len}")
 
-    def __len__(self):
-        return len(self.indices)
-
-    def batches(self, rng=None):
-        return bucket_batches(self.lengths, rng, **vars(self.batching))
-
     def collate(self, key):
         return batch_sentences([self.corpus[i] for i in self.indices[key]], self.n_words)
 
 
-class ParallelDataset:
+class ParallelDataset(_Bucketed):
     """Line-aligned sentence pairs (TLM, MT). Batches are (Batch of side 1, Batch of side 2)."""
 
     def __init__(self, corpus1, corpus2, batching=None, max_len=None, n_words=None):
@@ -160,12 +181,6 @@ class ParallelDataset:
         self.lengths = len1[self.indices] + len2[self.indices] + 4
         if len(self.indices) == 0:
             raise DataError(f"{corpus1.path}: no sentence pair left after filtering by max_len={max_len}")
-
-    def __len__(self):
-        return len(self.indices)
-
-    def batches(self, rng=None):
-        return bucket_batches(self.lengths, rng, **vars(self.batching))
 
     def collate(self, key):
         ids = self.indices[key]

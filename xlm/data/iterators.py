@@ -1,4 +1,4 @@
-"""A resumable, sharded iterator over any dataset of xlm.data.datasets."""
+"""A resumable iterator over any dataset of xlm.data.datasets, for one rank of a distributed run."""
 import numpy as np
 
 from ..fileio import DataError
@@ -7,34 +7,31 @@ from ..fileio import DataError
 class BatchIterator:
     """Batches of `dataset`, pass after pass (or one pass with repeat=False).
 
-    The order of pass p depends only on (seed, p): every rank computes the same global order and
-    takes every world_size-th batch from its rank on, so ranks read disjoint shards and, for
-    training (drop_last), the same number of batches. The whole position is (pass, position), which
-    `state_dict` returns: a resumed iterator yields exactly the batch the interrupted one would have.
+    The order of pass p depends only on (seed, p), so every rank computes the same sequence of global
+    batches and reads its own rows of each (`dataset.shard`): N ranks together see exactly the
+    batches of one process with an N times larger batch. The whole position is (pass, position),
+    which `state_dict` returns: a resumed iterator yields exactly the batch the interrupted one would
+    have.
     """
 
-    def __init__(self, dataset, seed=0, rank=0, world_size=1, shuffle=True, repeat=True, drop_last=None):
+    def __init__(self, dataset, seed=0, rank=0, world_size=1, shuffle=True, repeat=True):
         if not 0 <= rank < world_size:
             raise DataError(f"rank {rank} is not in [0, world_size={world_size})")
         self.dataset, self.seed, self.rank, self.world_size = dataset, seed, rank, world_size
         self.shuffle, self.repeat = shuffle, repeat
-        self.drop_last = repeat if drop_last is None else drop_last
         self.pass_index, self.position = 0, 0
         self._plan, self._plan_pass = None, None
 
     def _batches_of_pass(self, p):
         if self._plan_pass != p:
             rng = np.random.default_rng([self.seed, p]) if self.shuffle else None
-            batches = self.dataset.batches(rng)
-            end = len(batches) // self.world_size * self.world_size if self.drop_last else len(batches)
-            if end == 0 and self.drop_last:
-                raise DataError(f"{len(batches)} batches cannot be shared by {self.world_size} ranks: "
-                                "use more data or smaller batches")
-            self._plan, self._plan_pass = batches[self.rank:end:self.world_size], p
+            self._plan, self._plan_pass = self.dataset.batches(rng), p
+            if not self._plan:
+                raise DataError("the dataset has no batch")
         return self._plan
 
     def __len__(self):
-        """Batches per pass on this rank."""
+        """Batches per pass."""
         return len(self._batches_of_pass(self.pass_index))
 
     def __iter__(self):
@@ -49,14 +46,13 @@ class BatchIterator:
             plan = self._batches_of_pass(self.pass_index)
         key = plan[self.position]
         self.position += 1
-        return self.dataset.collate(key)
+        return self.dataset.collate(self.dataset.shard(key, self.rank, self.world_size))
 
     def state_dict(self):
-        return {"seed": self.seed, "rank": self.rank, "world_size": self.world_size,
-                "pass": self.pass_index, "position": self.position}
+        return {"seed": self.seed, "world_size": self.world_size, "pass": self.pass_index, "position": self.position}
 
     def load_state_dict(self, state):
-        for key in ("seed", "rank", "world_size"):
+        for key in ("seed", "world_size"):
             if state[key] != getattr(self, key):
                 raise DataError(f"cannot resume a data iterator saved with {key}={state[key]} "
                                 f"with {key}={getattr(self, key)}")
