@@ -1,9 +1,19 @@
 #!/usr/bin/env python
-"""pretraining and MT training: not available yet.
+"""Pretrain a cross-lingual language model (CLM, MLM, TLM) with the original XLM's command line.
 
-The data pipeline (tokenization, BPE, vocabulary, binarization, batching) is done; this script arrives
-with the model and trainer. It exits with an error rather than pretend to run.
+    python train.py --exp_name xlm_en_fr --dump_path ./dumped --data_path ./data/processed/en-fr \\
+        --lgs 'en-fr' --mlm_steps 'en,fr,en-fr' --emb_dim 1024 --n_layers 6 --n_heads 8 ...
+
+Several GPUs: torchrun --nproc_per_node N train.py ...; SLURM: srun (one task per GPU) with
+--master_port. Rerunning a command with the same --exp_id resumes it exactly.
 """
 import sys
 
-sys.exit("train.py: pretraining and MT training is not implemented yet in xlm; see README.md for what works today")
+from xlm.fileio import DataError
+from xlm.train.loop import main
+
+if __name__ == "__main__":
+    try:
+        main()
+    except DataError as e:
+        sys.exit(f"error: {e}")

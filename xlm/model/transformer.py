@@ -170,8 +170,11 @@ class TransformerModel(nn.Module):
         if c.share_inout_emb and not c.asm:
             self.pred_layer.proj.weight = self.embeddings.weight
 
-    def forward(self, x, lengths, langs=None, positions=None, causal=False, src_enc=None, src_len=None, cache=None):
-        """Last-layer hidden states (bs, slen, dim) of token ids x (bs, slen).
+    def forward(self, x, lengths, langs=None, positions=None, causal=False, src_enc=None, src_len=None, cache=None,
+                pred_mask=None, y=None):
+        """Last-layer hidden states (bs, slen, dim) of token ids x (bs, slen); with targets y, the mean
+        cross-entropy of predicting y from the hidden states at pred_mask (bs, slen) instead, so that
+        a training step is one call (and one DistributedDataParallel forward).
 
         lengths (bs,): tokens of each row (the rest is padding), or None when no row is padded (as
         in bptt streams), which lets attention use its fastest kernels. langs: (bs, slen) language
@@ -226,7 +229,7 @@ class TransformerModel(nn.Module):
                 h = h * keep.to(h.dtype)
         if cache is not None:
             cache["slen"] = slen
-        return h
+        return h if y is None else self.predict(h, pred_mask, y)
 
     def predict(self, h, pred_mask, y):
         """Loss of predicting y at the positions of pred_mask (bs, slen) from hidden states h."""

@@ -1,0 +1,64 @@
+"""Find and open the binarized corpora a training run needs in --data_path, under the original's names:
+`{split}.{lg}.pth` (monolingual) and `{split}.{a}-{b}.{a|b}.pth` with a < b (parallel)."""
+import os
+from dataclasses import dataclass, field
+
+from ..fileio import DataError
+from .binarized import load_binarized
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class TrainingData:
+    dico: object
+    n_words: int                               # after --max_vocab / --min_count
+    mono: dict = field(default_factory=dict)   # lang -> split -> corpus
+    para: dict = field(default_factory=dict)   # (a, b) with a < b -> split -> (corpus_a, corpus_b)
+
+
+def needed_languages(params):
+    steps = params.clm_steps + params.mlm_steps
+    mono = sorted({l1 for l1, l2 in steps if l2 is None})
+    pairs = sorted({tuple(sorted((l1, l2))) for l1, l2 in steps if l2 is not None})
+    return mono, pairs
+
+
+def load_training_data(params, logger=None):
+    mono, pairs = needed_languages(params)
+    splits = ("valid", "test") if params.eval_only else SPLITS
+    names = [(f"{s}.{lg}", (lg, s)) for lg in mono for s in splits]
+    names += [(f"{s}.{a}-{b}.{lg}", ((a, b), s, lg)) for a, b in pairs for s in splits for lg in (a, b)]
+
+    def path_of(name):
+        file_name = name.replace("train.", "valid.", 1) if params.debug_train and name.startswith("train.") else name
+        return os.path.join(params.data_path, file_name + ".pth")
+
+    missing = [path_of(n) for n, _ in names if not os.path.isfile(path_of(n))]
+    if missing:
+        raise DataError(f"missing data files: {', '.join(missing)}")
+    data, dico, first = TrainingData(None, 0), None, None
+    for name, key in names:
+        corpus = load_binarized(path_of(name))
+        if dico is None:
+            dico, first = corpus.dico, corpus.path
+        elif corpus.dico != dico:
+            raise DataError(f"{corpus.path} and {first} were binarized with different vocabularies")
+        if logger:
+            logger.info("%s: %i sentences, %i words", corpus.path, len(corpus), corpus.n_words)
+        if isinstance(key[0], str):
+            data.mono.setdefault(key[0], {})[key[1]] = corpus
+        else:
+            pair, split, lg = key
+            sides = data.para.setdefault(pair, {}).setdefault(split, {})
+            sides[lg] = corpus
+    for pair, splits_ in data.para.items():
+        for split, sides in splits_.items():
+            splits_[split] = (sides[pair[0]], sides[pair[1]])
+    full = len(dico)
+    dico.max_vocab(params.max_vocab)
+    dico.min_count(params.min_count)
+    data.dico, data.n_words = dico, len(dico)
+    if logger and data.n_words < full:
+        logger.info("Vocabulary restricted to %i of %i words; the others read as <unk>", data.n_words, full)
+    return data

@@ -1,0 +1,116 @@
+"""Language-model objectives as functions of a batch: CLM, MLM and TLM (MLM on a parallel pair).
+
+Batches are batch-first (bs, slen). Masks are drawn on the CPU from an explicit torch.Generator, so a
+run's randomness is in state that a checkpoint saves and a resumed run restores.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.dictionary import MASK_INDEX, N_RESERVED
+
+
+@dataclass
+class MaskingConfig:
+    word_pred: float = 0.15
+    pred_probs: tuple = (0.8, 0.1, 0.1)   # mask, keep, random
+    n_words: int = 0
+    sample_alpha: float = 0.0
+    mask_scores: torch.Tensor = None      # max(count, 1) ** -sample_alpha, 0 for special tokens
+    pad_index: int = 2
+
+    @classmethod
+    def from_params(cls, params, dico, n_words):
+        scores = None
+        if params.sample_alpha > 0:
+            counts = np.array([dico.counts[dico[i]] for i in range(n_words)], dtype=np.float64)
+            scores = torch.from_numpy(np.maximum(counts, 1) ** -params.sample_alpha)
+            scores[:N_RESERVED] = 0
+        return cls(params.word_pred, (params.word_mask, params.word_keep, params.word_rand), n_words,
+                   params.sample_alpha, scores)
+
+
+def mask_for_training(x, lengths, cfg, generator):
+    """BERT masking of x (bs, slen) on the CPU. Returns (input, pred_mask, targets).
+
+    Positions are chosen with probability word_pred (or, with sample_alpha, exactly
+    ceil(word_pred * slen * bs) of them, weighted towards rare words), never padding nor the first
+    token of a row. Chosen tokens become <special1> (the mask), stay, or become a random word with
+    the probabilities of --word_mask_keep_rand."""
+    bs, slen = x.shape
+    valid = torch.arange(slen)[None, :] < lengths[:, None]
+    valid[:, 0] = False
+    if cfg.sample_alpha == 0:
+        pred_mask = (torch.rand(bs, slen, generator=generator) <= cfg.word_pred) & valid
+    else:
+        weights = cfg.mask_scores[x.flatten()] * valid.flatten()
+        n = min(math.ceil(cfg.word_pred * slen * bs), int((weights > 0).sum()))
+        pred_mask = torch.zeros(bs * slen, dtype=torch.bool)
+        if n > 0:
+            pred_mask[torch.multinomial(weights, n, replacement=False, generator=generator)] = True
+        pred_mask = pred_mask.view(bs, slen)
+    if not pred_mask.any():  # a tiny batch may draw nothing: predict one token rather than divide by zero
+        rows, cols = valid.nonzero(as_tuple=True)
+        i = int(torch.randint(len(rows), (1,), generator=generator))
+        pred_mask[rows[i], cols[i]] = True
+    y = x[pred_mask]
+    action = torch.multinomial(torch.tensor(cfg.pred_probs), len(y), replacement=True, generator=generator)
+    random_words = torch.randint(cfg.n_words, (len(y),), generator=generator)
+    replaced = torch.where(action == 0, torch.full_like(y, MASK_INDEX), torch.where(action == 1, y, random_words))
+    x = x.clone()
+    x[pred_mask] = replaced
+    return x, pred_mask, y
+
+
+def mask_for_eval(x, lengths, word_pred, rng):
+    """Deterministic evaluation masking: positions with probability word_pred (never the first token
+    of a row nor its final </s> and padding), at least one per row, all replaced by the mask."""
+    bs, slen = x.shape
+    pred_mask = torch.from_numpy(rng.rand(bs, slen) <= word_pred)
+    pred_mask[:, 0] = False
+    pred_mask &= torch.arange(slen)[None, :] < (lengths[:, None] - 1)
+    for i in range(bs):
+        if not pred_mask[i].any() and lengths[i] > 2:
+            pred_mask[i, rng.randint(1, int(lengths[i]) - 1)] = True
+    y = x[pred_mask]
+    x = x.clone()
+    x[pred_mask] = MASK_INDEX
+    return x, pred_mask, y
+
+
+def concat_pair(b1, lang1, b2, lang2, pad_index=2, reset_positions=True):
+    """Concatenate the sentences of two batches row by row: `</s> x1 </s> </s> x2 </s>` with positions
+    restarting at 0 on the second side (TLM), or with reset_positions=False `</s> x1 </s> x2 </s>`
+    sharing the middle </s> and continuous positions. Each side keeps its language id."""
+    len1 = b1.lengths - (0 if reset_positions else 1)
+    lengths = len1 + b2.lengths
+    bs, slen = len(lengths), int(lengths.max())
+    t = torch.arange(slen)[None, :].expand(bs, slen)
+    first = t < len1[:, None]
+    second_pos = (t - len1[:, None]).clamp(0, b2.x.shape[1] - 1)
+    x1 = F.pad(b1.x, (0, max(slen - b1.x.shape[1], 0)), value=pad_index)[:, :slen]
+    x = torch.where(first, x1, b2.x.gather(1, second_pos))
+    x = torch.where(t < lengths[:, None], x, torch.full_like(x, pad_index))
+    positions = torch.where(first, t, t - len1[:, None]) if reset_positions else t.clone()
+    langs = torch.where(first, torch.full_like(x, lang1), torch.full_like(x, lang2))
+    return x, lengths, positions, langs
+
+
+def clm_targets(x, lengths, context_size=0):
+    """Position t < length - 1 (and t >= context_size) predicts token t + 1; the last position never
+    predicts, so the mask applies to the hidden states as they are."""
+    slen = x.shape[1]
+    pred_mask = torch.arange(slen)[None, :] < (lengths[:, None] - 1)
+    pred_mask[:, :context_size] = False
+    return pred_mask, x[:, 1:][pred_mask[:, :-1]]
+
+
+def lm_scores(model, x, lengths, langs, positions, pred_mask, y, causal):
+    """(sum of cross-entropy, number of predictions, number correct), for evaluation."""
+    h = model(x, lengths, langs=langs, positions=positions, causal=causal)
+    scores = model.get_scores(h[pred_mask]).float()
+    loss = F.nll_loss(scores, y, reduction="sum") if model.config.asm else F.cross_entropy(scores, y, reduction="sum")
+    return loss.item(), len(y), (scores.argmax(-1) == y).sum().item()

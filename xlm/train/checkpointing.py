@@ -1,0 +1,64 @@
+"""Training checkpoints: everything a resumed run needs to continue exactly where it stopped.
+
+The file has the original's keys (epoch, n_total_iter, best_metrics, best_stopping_criterion, model,
+model_optimizer, the vocabulary and params), so the original code and `xlm.load_model` read it, plus
+`train_state`: the gradient scaler, every data iterator's position, the loop's counters and running
+stats, and the random states of python, numpy and torch (CPU and CUDA) of every rank.
+"""
+import random
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..model.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint, strip_module_prefix
+
+
+def rng_state(masking_generator, round_rng):
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "masking": masking_generator.get_state(), "rounds": round_rng.bit_generator.state}
+
+
+def set_rng_state(state, masking_generator, round_rng):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    masking_generator.set_state(state["masking"])
+    round_rng.bit_generator.state = state["rounds"]
+
+
+def gather_rng_states(state, info):
+    """Every rank's random state, on rank 0 (only rank 0 writes checkpoints)."""
+    if not info.multi:
+        return [state]
+    states = [None] * info.world_size
+    dist.all_gather_object(states, state)
+    return states
+
+
+def save_training_checkpoint(path, model, optimizers, dico, params, train_state):
+    payload = checkpoint_payload(dico, vars(params), model=model, epoch=train_state["epoch"],
+                                 n_total_iter=train_state["n_total_iter"], best_metrics=train_state["best_metrics"],
+                                 best_stopping_criterion=train_state["best_stopping_criterion"])
+    for name, optimizer in optimizers.items():
+        payload[f"{name}_optimizer"] = optimizer.state_dict()
+    payload["train_state"] = train_state
+    save_checkpoint(payload, path)
+
+
+def load_training_checkpoint(path, model, optimizers):
+    """Restore weights and optimizer states; returns the file's train_state (None for a file written by
+    the original code, which keeps no such state: then only weights, optimizers and counters return)."""
+    data = read_checkpoint(path)
+    model.load_state_dict(strip_module_prefix(data["model"]))
+    for name, optimizer in optimizers.items():
+        if f"{name}_optimizer" in data:
+            optimizer.load_state_dict(data[f"{name}_optimizer"])
+    state = data.get("train_state")
+    if state is None:
+        state = {"epoch": data["epoch"] + 1, "n_total_iter": data["n_total_iter"],
+                 "best_metrics": data["best_metrics"], "best_stopping_criterion": data["best_stopping_criterion"]}
+    return state

@@ -1,0 +1,72 @@
+"""One process, torchrun, or SLURM: who am I, and on which device.
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT. Under SLURM (srun, one task
+per GPU) the same facts come from SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID, and the master is the
+first host of SLURM_JOB_NODELIST on --master_port. NCCL on GPUs, gloo on CPUs.
+"""
+import os
+import subprocess
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from ..fileio import DataError
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_master(self):
+        return self.rank == 0
+
+    @property
+    def multi(self):
+        return self.world_size > 1
+
+
+def _slurm_env(params):
+    if "SLURM_JOB_ID" not in os.environ or params.debug_slurm or "RANK" in os.environ:
+        return
+    n_tasks = int(os.environ.get("SLURM_NTASKS", "1"))
+    if n_tasks == 1:
+        return
+    if not 10001 <= params.master_port <= 20000:
+        raise DataError("a multi-task SLURM job needs --master_port in 10001..20000")
+    hosts = subprocess.check_output(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]], text=True)
+    os.environ.update(MASTER_ADDR=hosts.split()[0], MASTER_PORT=str(params.master_port), WORLD_SIZE=str(n_tasks),
+                      RANK=os.environ["SLURM_PROCID"], LOCAL_RANK=os.environ["SLURM_LOCALID"])
+
+
+def init_distributed(params):
+    _slurm_env(params)
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        return DistInfo(device=device)
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", params.local_rank if params.local_rank >= 0 else 0))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device, backend = torch.device("cuda", local_rank), "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    dist.init_process_group(backend=backend, init_method="env://")
+    return DistInfo(rank, world_size, local_rank, device)
+
+
+def all_reduce_sum(values, info):
+    """Sum a list of floats over ranks (one collective)."""
+    if not info.multi:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=info.device if info.device.type == "cuda" else "cpu")
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def any_rank(flag, info):
+    return bool(all_reduce_sum([float(flag)], info)[0]) if info.multi else flag

@@ -1,0 +1,365 @@
+"""The training loop of train.py, read top to bottom: set-up, resume, epochs of rounds of objective
+steps, evaluation, checkpoints. Objectives are functions of a batch (xlm/objectives); the model knows
+nothing of this file.
+"""
+import json
+import math
+import os
+import pickle
+import random
+import signal
+import subprocess
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from ..data.datasets import BatchingOptions, ParallelDataset, StreamDataset
+from ..data.iterators import BatchIterator
+from ..data.loader import load_training_data
+from ..evaluation.lm import evaluate_lm, metric_names
+from ..fileio import DataError, atomic_write
+from ..model.checkpoint import checkpoint_payload, config_from_params, load_weights, read_checkpoint, save_checkpoint
+from ..model.transformer import TransformerModel
+from ..objectives.lm import MaskingConfig, clm_targets, concat_pair, mask_for_training
+from .checkpointing import gather_rng_states, load_training_checkpoint, rng_state, save_training_checkpoint, \
+    set_rng_state
+from .distributed import all_reduce_sum, any_rank, init_distributed
+from .logging import MetricsWriter, create_logger
+from .options import parse_params
+from .schedules import LambdaSchedule, build_optimizer, update_lr
+
+MAX_CONSECUTIVE_NONFINITE = 20
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0
+    n_total_iter: int = 0
+    n_steps: int = 0            # backward passes, for gradient accumulation
+    n_sentences: int = 0        # this epoch, + batch_size per step as the original counts
+    best_metrics: dict = field(default_factory=dict)
+    best_stopping_criterion: float = None
+    decrease_counts: int = 0
+    n_nonfinite: int = 0
+    consecutive_nonfinite: int = 0
+    losses: dict = field(default_factory=dict)   # key -> [sum, count] since the last progress line
+    n_words: int = 0            # predicted tokens since the last progress line
+    n_sents: int = 0
+
+
+def prepare_dump(params, info):
+    """dump_path/exp_name/exp_id, and params.pkl (as the original) and params.json in it."""
+    dump = os.path.join(params.dump_path, params.exp_name, params.exp_id)
+    os.makedirs(dump, exist_ok=True)
+    params.dump_path = dump
+    if info.is_master and not os.path.exists(os.path.join(dump, "params.pkl")):
+        with atomic_write(os.path.join(dump, "params.pkl")) as f:
+            pickle.dump(params, f)
+        with atomic_write(os.path.join(dump, "params.json"), "w") as f:
+            json.dump(vars(params), f, indent=1, default=str)
+    return dump
+
+
+def build_iterators(params, data, info):
+    """One resumable iterator per (objective, languages), keyed like the original (causal / pred)."""
+    iterators = {}
+    world, seed = info.world_size, params.seed
+    for objective, steps in (("causal", params.clm_steps), ("pred", params.mlm_steps)):
+        for l1, l2 in steps:
+            if l2 is None:
+                dataset = StreamDataset(data.mono[l1]["train"], params.batch_size * world, params.bptt, data.n_words)
+                key = (objective, l1)
+            else:
+                a, b = sorted((l1, l2))
+                batching = BatchingOptions(params.batch_size * world, params.tokens_per_batch * world
+                                           if params.tokens_per_batch > 0 else -1,
+                                           params.max_batch_size * world, params.group_by_size)
+                dataset = ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len, data.n_words)
+                key = (objective, a, b)
+            iterators.setdefault(key, BatchIterator(dataset, seed, info.rank, world))
+    return iterators
+
+
+def round_of_steps(steps, sizes, alpha, rng):
+    """The steps of one round: each once in a random order, or with --lg_sampling_factor alpha,
+    min(5, n) draws with replacement, p_l proportional to (n_l / sum n)^alpha, as the original."""
+    if not steps:
+        return []
+    if alpha == -1:
+        return [steps[i] for i in rng.permutation(len(steps))]
+    p = np.array([sizes[s] for s in steps], dtype=np.float64)
+    p = (p / p.sum()) ** alpha
+    return [steps[i] for i in rng.choice(len(steps), size=min(5, len(steps)), p=p / p.sum(), replace=True)]
+
+
+class Trainer:
+    def __init__(self, params):
+        self.params = params
+        self.info = info = init_distributed(params)
+        self.dump = prepare_dump(params, info)
+        self.logger = create_logger(os.path.join(self.dump, "train.log"), info.rank)
+        self.logger.info("============ Initialized logger ============")
+        self.logger.info("\n".join(f"{k}: {v}" for k, v in sorted(vars(params).items())))
+        self.logger.info("The experiment will be stored in %s\nRunning command: %s", self.dump, params.command)
+        self.metrics = MetricsWriter(self.dump, info.is_master)
+        random.seed(params.seed)
+        np.random.seed(params.seed)
+        torch.manual_seed(params.seed)  # the same initial weights on every rank
+
+        self.data = load_training_data(params, self.logger)
+        if self.data.n_words != params.__dict__.setdefault("n_words", self.data.n_words):
+            raise DataError("internal: vocabulary size changed")
+        unknown = [m.lstrip("_") for m in filter(None, params.validation_metrics.split(","))
+                   if m.lstrip("_") not in metric_names(params)]
+        if params.stopping_criterion:
+            metric = params.stopping_criterion.split(",")[0].lstrip("_")
+            unknown += [] if metric in metric_names(params) else [metric]
+        if unknown:
+            raise DataError(f"unknown metrics {', '.join(unknown)}; this run computes {', '.join(metric_names(params))}")
+        params.n_words = self.data.n_words
+        self.model = TransformerModel(config_from_params(vars(params), self.data.n_words)).to(info.device)
+        if params.reload_model:
+            reloaded = read_checkpoint(params.reload_model)
+            load_weights(self.model, reloaded.get("model", reloaded.get("encoder", {})), params.reload_model)
+            self.logger.info("Reloaded the model from %s", params.reload_model)
+        self.logger.info("Model: %i parameters", sum(p.numel() for p in self.model.parameters()))
+        memory_values = [p for n, p in self.model.named_parameters() if n.endswith(".values.weight")]
+        others = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.endswith(".values.weight")]
+        self.optimizers = {"model": build_optimizer(others, params.optimizer)}
+        if memory_values:
+            self.optimizers["memory"] = build_optimizer(memory_values, params.mem_values_optimizer or params.optimizer)
+        self.param_sets = {"model": others, "memory": memory_values}
+        self.scaler = torch.amp.GradScaler(info.device.type, enabled=params.fp16)
+        amp_dtype = torch.float16 if params.fp16 else torch.bfloat16 if params.bf16 else None
+        self.autocast = torch.autocast(info.device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+        self.lambdas = {o: LambdaSchedule.parse(getattr(params, f"lambda_{o}")) for o in ("clm", "mlm")}
+        self.iterators = build_iterators(params, self.data, info)
+        self.sizes = {s: (len(self.data.mono[s[0]]["train"]) if s[1] is None else
+                          len(self.data.para[tuple(sorted(s))]["train"][0]))
+                      for s in params.clm_steps + params.mlm_steps} if not params.eval_only else {}
+        self.masking = MaskingConfig.from_params(params, self.data.dico, self.data.n_words)
+        self.masking_generator = torch.Generator().manual_seed(params.seed * 1000 + info.rank)
+        self.round_rng = np.random.default_rng(params.seed)  # the same on every rank: ranks run the same steps
+        torch.manual_seed(params.seed + info.rank)  # dropout differs between ranks
+        self.state = LoopState(best_metrics={m.lstrip("_"): (1e12 if m.startswith("_") else -1e12)
+                                             for m in filter(None, params.validation_metrics.split(","))})
+        self.resume()
+        self.ddp = (DistributedDataParallel(self.model, device_ids=[info.local_rank] if info.device.type == "cuda"
+                                            else None) if info.multi else self.model)
+        self.stop_signal = None
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+
+    # ------------------------------------------------------------------ checkpoints
+    def train_state(self):
+        states = gather_rng_states(rng_state(self.masking_generator, self.round_rng), self.info)
+        return {**asdict(self.state), "scaler": self.scaler.state_dict(), "rng": states,
+                "world_size": self.info.world_size,
+                "iterators": {"|".join(k): it.state_dict() for k, it in self.iterators.items()}}
+
+    def save(self, name):
+        """Write <dump>/<name>.pth (rank 0); every rank takes part because random states are gathered."""
+        state = self.train_state()
+        if self.info.is_master:
+            save_training_checkpoint(os.path.join(self.dump, f"{name}.pth"), self.model, self.optimizers,
+                                     self.data.dico, self.params, state)
+            self.logger.info("Saved %s.pth", name)
+
+    def save_model_only(self, name):
+        if self.info.is_master:
+            payload = checkpoint_payload(self.data.dico, vars(self.params), model=self.model, epoch=self.state.epoch,
+                                         n_total_iter=self.state.n_total_iter, best_metrics=self.state.best_metrics,
+                                         best_stopping_criterion=self.state.best_stopping_criterion)
+            save_checkpoint(payload, os.path.join(self.dump, f"{name}.pth"))
+            self.logger.info("Saved %s.pth", name)
+
+    def resume(self):
+        path = os.path.join(self.dump, "checkpoint.pth")
+        if not os.path.isfile(path):
+            path = self.params.reload_checkpoint
+            if not path:
+                return
+        saved = load_training_checkpoint(path, self.model, self.optimizers)
+        fields = LoopState.__dataclass_fields__
+        self.state = LoopState(**{k: v for k, v in saved.items() if k in fields})
+        if "scaler" in saved:
+            self.scaler.load_state_dict(saved["scaler"])
+            if saved["world_size"] == self.info.world_size:
+                set_rng_state(saved["rng"][self.info.rank], self.masking_generator, self.round_rng)
+            else:
+                self.logger.warning("Resuming with %i ranks a run saved with %i: random states are not restored",
+                                    self.info.world_size, saved["world_size"])
+            for key, it in self.iterators.items():
+                it.load_state_dict(saved["iterators"]["|".join(key)])
+        self.logger.info("Resumed from %s: epoch %i, iteration %i", path, self.state.epoch, self.state.n_total_iter)
+
+    def _on_signal(self, signum, frame):
+        self.stop_signal = signum
+        self.logger.warning("Received signal %i: saving a checkpoint at the next step boundary", signum)
+
+    # ------------------------------------------------------------------ one objective step
+    def batch(self, objective, l1, l2):
+        """(x, lengths, positions, langs, stream?) of the next batch of an objective, on the CPU."""
+        p = self.params
+        if l2 is None:
+            b = next(self.iterators[(objective, l1)])
+            langs = torch.full_like(b.x, p.lang2id[l1]) if p.n_langs > 1 else None
+            return b.x, b.lengths, None, langs, True
+        a, b = sorted((l1, l2))
+        first, second = next(self.iterators[(objective, a, b)])
+        if (l1, l2) != (a, b):
+            first, second = second, first
+        x, lengths, positions, langs = concat_pair(first, p.lang2id[l1], second, p.lang2id[l2])
+        return x, lengths, positions, langs, False
+
+    def step(self, objective, l1, l2):
+        p, state = self.params, self.state
+        lam = self.lambdas[objective](state.n_total_iter)
+        if lam == 0:
+            return
+        x, lengths, positions, langs, stream = self.batch("causal" if objective == "clm" else "pred", l1, l2)
+        if objective == "clm":
+            pred_mask, y = clm_targets(x, lengths, p.context_size)
+        else:
+            x, pred_mask, y = mask_for_training(x, lengths, self.masking, self.masking_generator)
+        to = (lambda t: None if t is None else t.to(self.info.device, non_blocking=True))
+        sync = (state.n_steps + 1) % p.accumulate_gradients == 0
+        with (self.ddp.no_sync() if self.info.multi and not sync else nullcontext()):
+            with self.autocast:
+                loss = self.ddp(to(x), None if stream else to(lengths), langs=to(langs), positions=to(positions),
+                                causal=objective == "clm", pred_mask=to(pred_mask), y=to(y))
+            finite = not any_rank(not torch.isfinite(loss).item(), self.info)
+            if not finite:
+                state.n_nonfinite += 1
+                state.consecutive_nonfinite += 1
+                self.logger.warning("Non-finite loss at iteration %i (%s): step skipped (%i so far)",
+                                    state.n_total_iter, objective, state.n_nonfinite)
+                if state.consecutive_nonfinite >= MAX_CONSECUTIVE_NONFINITE:
+                    raise RuntimeError(f"{MAX_CONSECUTIVE_NONFINITE} non-finite losses in a row: the run diverged; "
+                                       "lower the learning rate or use --bf16 instead of --fp16")
+                return
+            self.scaler.scale(loss * lam / p.accumulate_gradients).backward()
+        state.consecutive_nonfinite = 0
+        state.n_steps += 1
+        if sync:
+            for optimizer in self.optimizers.values():
+                self.scaler.unscale_(optimizer)
+            if p.clip_grad_norm > 0:
+                for params_ in self.param_sets.values():
+                    if params_:
+                        torch.nn.utils.clip_grad_norm_(params_, p.clip_grad_norm)
+            for optimizer in self.optimizers.values():
+                self.scaler.step(optimizer)
+            self.scaler.update()
+            for optimizer in self.optimizers.values():
+                optimizer.zero_grad(set_to_none=True)
+                update_lr(optimizer)
+        name = f"{objective.upper()}-{l1}" + (f"-{l2}" if l2 else "")
+        total = state.losses.setdefault(name, [0.0, 0])
+        total[0], total[1] = total[0] + loss.item(), total[1] + 1
+        state.n_words += len(y)
+        state.n_sents += p.batch_size
+        state.n_sentences += p.batch_size
+
+    # ------------------------------------------------------------------ progress, evaluation, epochs
+    def log_progress(self, elapsed):
+        s, p = self.state, self.params
+        names = sorted(s.losses)
+        sums = all_reduce_sum([s.losses[k][0] for k in names] + [s.losses[k][1] for k in names] +
+                              [s.n_words, s.n_sents], self.info)
+        k = len(names)
+        means = {n: sums[i] / max(sums[k + i], 1) for i, n in enumerate(names)}
+        words, sents = sums[2 * k], sums[2 * k + 1]
+        lr = " / ".join(f"{g['lr']:.4e}" for g in self.optimizers["model"].param_groups)
+        eta = elapsed / max(s.n_sentences, 1) * max(p.epoch_size - s.n_sentences, 0)
+        self.logger.info("%7i - %7.2f sent/s - %8.2f words/s - %s - model LR: %s - epoch %i - %i/%i sentences - "
+                         "ETA epoch %s", s.n_total_iter, sents / self.window_time(), words / self.window_time(),
+                         " || ".join(f"{n}: {v:7.4f}" for n, v in means.items()), lr, s.epoch, s.n_sentences,
+                         p.epoch_size, timedelta(seconds=round(eta)))
+        self.metrics.write("train", s.n_total_iter, {"epoch": s.epoch, **means, "words_per_s": words / self.window_time(),
+                                                     "lr": self.optimizers["model"].param_groups[0]["lr"]})
+        s.losses, s.n_words, s.n_sents = {}, 0, 0
+        self.window_start = time.time()
+
+    def window_time(self):
+        return max(time.time() - self.window_start, 1e-9)
+
+    def evaluate(self):
+        scores = {"epoch": self.state.epoch}
+        scores.update(evaluate_lm(self.model, self.data, self.params, self.info.device, self.autocast))
+        for k, v in scores.items():
+            self.logger.info("%s -> %.6f", k, v)
+        if self.info.is_master:
+            self.logger.info("__log__:%s", json.dumps(scores))
+        self.metrics.write("eval", self.state.n_total_iter, scores)
+        return scores
+
+    def end_of_epoch(self, scores):
+        """Best models, periodic saves, the stopping criterion; True when training should stop."""
+        p, s = self.params, self.state
+        for metric in filter(None, p.validation_metrics.split(",")):
+            name, smaller = metric.lstrip("_"), metric.startswith("_")
+            if (scores[name] < s.best_metrics[name]) if smaller else (scores[name] > s.best_metrics[name]):
+                s.best_metrics[name] = scores[name]
+                self.logger.info("New best score for %s: %.6f", name, scores[name])
+                self.save_model_only(f"best-{name}")
+        if p.save_periodic > 0 and s.epoch % p.save_periodic == 0:
+            self.save_model_only(f"periodic-{s.epoch}")
+        if p.stopping_criterion:
+            metric, patience = p.stopping_criterion.split(",")
+            name, smaller = metric.lstrip("_"), metric.startswith("_")
+            value = scores[name] if not smaller else -scores[name]
+            if s.best_stopping_criterion is None or value > s.best_stopping_criterion:
+                s.best_stopping_criterion, s.decrease_counts = value, 0
+            else:
+                s.decrease_counts += 1
+                self.logger.info("Not a better validation score (%i / %s).", s.decrease_counts, patience)
+            if s.decrease_counts > int(patience):
+                self.logger.info("Stopping criterion has been below its best value for more than %s epochs. "
+                                 "Ending the experiment...", patience)
+                return True
+        return False
+
+    def run(self):
+        p, s = self.params, self.state
+        if p.eval_only:
+            self.evaluate()
+            return
+        while s.epoch < p.max_epoch:
+            self.logger.info("============ Starting epoch %i ... ============", s.epoch)
+            epoch_start = self.window_start = time.time()
+            while s.n_sentences < p.epoch_size:
+                for objective, steps in (("clm", p.clm_steps), ("mlm", p.mlm_steps)):
+                    for l1, l2 in round_of_steps(steps, self.sizes, p.lg_sampling_factor, self.round_rng):
+                        self.step(objective, l1, l2)
+                s.n_total_iter += 1
+                if s.n_total_iter % p.log_interval == 0:
+                    self.log_progress(time.time() - epoch_start)
+                    if any_rank(self.stop_signal is not None, self.info):
+                        self.save("checkpoint")
+                        if self.stop_signal == signal.SIGUSR1 and self.info.is_master and "SLURM_JOB_ID" in os.environ:
+                            subprocess.call(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]])
+                        self.logger.warning("Stopped by signal %i after saving; rerun the command to resume",
+                                            self.stop_signal)
+                        return
+                if p.checkpoint_every and s.n_total_iter % p.checkpoint_every == 0:
+                    self.save("checkpoint")
+            self.logger.info("============ End of epoch %i ============", s.epoch)
+            stop = self.end_of_epoch(self.evaluate())
+            s.epoch, s.n_sentences = s.epoch + 1, 0
+            self.save("checkpoint")
+            if stop:
+                return
+        self.logger.info("Reached --max_epoch %i.", p.max_epoch)
+
+
+def main(argv=None):
+    trainer = Trainer(parse_params(argv))
+    trainer.run()
+    if trainer.info.multi:
+        torch.distributed.destroy_process_group()

@@ -1,0 +1,255 @@
+"""train.py's command line: the original XLM's flags, names, defaults and string syntaxes.
+
+`parse_params(argv)` returns an argparse Namespace after every check, with the derived fields the rest
+of the code uses (langs, lang2id, step lists, ...). A flag combination that cannot work is a
+`DataError` naming the flag, raised before any work starts.
+"""
+import argparse
+import os
+import random
+import re
+import string
+
+from ..fileio import DataError
+from ..model.memory import MemoryConfig
+
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+
+
+def bool_flag(s):
+    if s.lower() in ("on", "true", "1"):
+        return True
+    if s.lower() in ("off", "false", "0"):
+        return False
+    raise argparse.ArgumentTypeError("expected a boolean: true/false, on/off, 1/0")
+
+
+def add_memory_flags(parser):
+    for name, f in MemoryConfig.__dataclass_fields__.items():
+        parser.add_argument(f"--mem_{name}", type=bool_flag if f.type is bool else f.type, default=f.default)
+    parser.add_argument("--mem_values_optimizer", type=str, default="adam,lr=0.001")
+    for name, default in MemoryConfig.UNSUPPORTED.items():
+        parser.add_argument(f"--mem_{name}", type=bool_flag if isinstance(default, bool) else str, default=default)
+    parser.add_argument("--mem_enc_positions", type=str, default="")
+    parser.add_argument("--mem_dec_positions", type=str, default="")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description="XLM pretraining and translation training")
+    a = p.add_argument
+    # experiment
+    a("--dump_path", type=str, default="./dumped/")
+    a("--exp_name", type=str, default="")
+    a("--save_periodic", type=int, default=0)
+    a("--exp_id", type=str, default="")
+    a("--seed", type=int, default=0, help="random seed (xlm)")
+    a("--checkpoint_every", type=int, default=0,
+      help="also save checkpoint.pth every N iterations, not only at the end of each epoch (xlm; 0 = off)")
+    a("--log_interval", type=int, default=5, help="iterations between progress lines (xlm)")
+    # precision
+    a("--fp16", type=bool_flag, default=False)
+    a("--amp", type=int, default=-1)
+    a("--bf16", type=bool_flag, default=False, help="bfloat16 autocast (xlm)")
+    # model
+    a("--encoder_only", type=bool_flag, default=True)
+    a("--emb_dim", type=int, default=512)
+    a("--n_layers", type=int, default=4)
+    a("--n_heads", type=int, default=8)
+    a("--dropout", type=float, default=0)
+    a("--attention_dropout", type=float, default=0)
+    a("--gelu_activation", type=bool_flag, default=False)
+    a("--share_inout_emb", type=bool_flag, default=True)
+    a("--sinusoidal_embeddings", type=bool_flag, default=False)
+    a("--use_lang_emb", type=bool_flag, default=True)
+    a("--use_memory", type=bool_flag, default=False)
+    a("--asm", type=bool_flag, default=False)
+    a("--context_size", type=int, default=0)
+    a("--word_pred", type=float, default=0.15)
+    a("--sample_alpha", type=float, default=0)
+    a("--word_mask_keep_rand", type=str, default="0.8,0.1,0.1")
+    a("--word_shuffle", type=float, default=0)
+    a("--word_dropout", type=float, default=0)
+    a("--word_blank", type=float, default=0)
+    # data
+    a("--data_path", type=str, default="")
+    a("--lgs", type=str, default="")
+    a("--max_vocab", type=int, default=-1)
+    a("--min_count", type=int, default=0)
+    a("--lg_sampling_factor", type=float, default=-1)
+    a("--bptt", type=int, default=256)
+    a("--max_len", type=int, default=100)
+    a("--group_by_size", type=bool_flag, default=True)
+    a("--batch_size", type=int, default=32)
+    a("--max_batch_size", type=int, default=0)
+    a("--tokens_per_batch", type=int, default=-1)
+    a("--split_data", type=bool_flag, default=False)
+    # training
+    a("--optimizer", type=str, default="adam,lr=0.0001")
+    a("--clip_grad_norm", type=float, default=5)
+    a("--epoch_size", type=int, default=100000)
+    a("--max_epoch", type=int, default=100000)
+    a("--stopping_criterion", type=str, default="")
+    a("--validation_metrics", type=str, default="")
+    a("--accumulate_gradients", type=int, default=1)
+    for obj in ("mlm", "clm", "pc", "ae", "mt", "bt"):
+        a(f"--lambda_{obj}", type=str, default="1")
+    for obj in ("clm", "mlm", "mt", "ae", "bt", "pc"):
+        a(f"--{obj}_steps", type=str, default="")
+    a("--reload_emb", type=str, default="")
+    a("--reload_model", type=str, default="")
+    a("--reload_checkpoint", type=str, default="")
+    a("--beam_size", type=int, default=1)
+    a("--length_penalty", type=float, default=1)
+    a("--early_stopping", type=bool_flag, default=False)
+    a("--eval_bleu", type=bool_flag, default=False)
+    a("--eval_only", type=bool_flag, default=False)
+    a("--debug_train", type=bool_flag, default=False)
+    a("--debug_slurm", type=bool_flag, default=False)
+    a("--debug", action="store_true")
+    a("--local_rank", type=int, default=-1)
+    a("--master_port", type=int, default=-1)
+    return p
+
+
+def parse_params(argv=None):
+    parser = build_parser()
+    # like the original, the memory and adaptive-softmax options exist only when switched on
+    known, _ = parser.parse_known_args(argv)
+    if known.use_memory:
+        add_memory_flags(parser)
+    if known.asm:
+        parser.add_argument("--asm_cutoffs", type=str, default="8000,20000")
+        parser.add_argument("--asm_div_value", type=float, default=4)
+    params = parser.parse_args(argv)
+    params.command = " ".join(["python", "train.py"] + list(argv if argv is not None else os.sys.argv[1:]))
+    check_params(params)
+    return params
+
+
+def parse_steps(value, flag, langs, kind):
+    """'en,fr,en-fr' -> [('en', None), ('fr', None), ('en', 'fr')] with the original's rules."""
+    steps = []
+    for item in filter(None, value.split(",")):
+        parts = item.split("-")
+        if kind == "mono_or_pair" and len(parts) not in (1, 2) or kind == "pair" and len(parts) != 2 \
+                or kind == "mono" and len(parts) != 1 or kind == "triple" and len(parts) != 3:
+            raise DataError(f"--{flag}: cannot parse '{item}'")
+        for lg in parts:
+            if lg not in langs:
+                raise DataError(f"--{flag}: language '{lg}' is not in --lgs")
+        if kind == "pair" and parts[0] == parts[1]:
+            raise DataError(f"--{flag}: '{item}' pairs a language with itself")
+        if kind == "triple" and (parts[0] != parts[2] or parts[0] == parts[1]):
+            raise DataError(f"--{flag}: '{item}' must be l1-l2-l1 with l1 != l2")
+        step = tuple(parts) if kind in ("pair", "triple") else (parts[0], parts[1] if len(parts) == 2 else None)
+        if kind == "mono":
+            step = parts[0]
+        if step in steps:
+            raise DataError(f"--{flag}: '{item}' appears twice")
+        steps.append(step)
+    return steps
+
+
+def parse_float_list(value, flag, n):
+    items = value.split(",")
+    if len(items) != n or not all(_NUMBER.match(s) for s in items):
+        raise DataError(f"--{flag}: expected {n} comma-separated numbers, got '{value}'")
+    return [float(s) for s in items]
+
+
+def check_params(params):
+    from .schedules import LambdaSchedule, parse_optimizer
+
+    if params.debug:
+        params.exp_name = "debug"
+        params.exp_id = params.exp_id or "debug_%08i" % random.randint(0, 10 ** 8)
+        params.debug_slurm = params.debug_train = True
+    if not params.exp_name:
+        raise DataError("--exp_name is required: runs are stored in dump_path/exp_name/exp_id")
+    if not params.exp_id:
+        params.exp_id = os.environ.get("CHRONOS_JOB_ID") or os.environ.get("SLURM_JOB_ID") or \
+            "".join(random.choice(string.ascii_lowercase + string.digits) for _ in range(10))
+    if not params.dump_path:
+        params.dump_path = os.path.join("/checkpoint", os.environ.get("USER", "user"), "dumped")
+
+    # languages: ids follow the alphabetical order, not the --lgs order (as the original)
+    params.langs = ["en"] if params.lgs == "debug" else [lg for lg in params.lgs.split("-") if lg]
+    if not params.langs:
+        raise DataError("--lgs is required, e.g. --lgs en-fr")
+    if len(set(params.langs)) != len(params.langs):
+        raise DataError(f"--lgs: a language appears twice in '{params.lgs}'")
+    params.id2lang = dict(enumerate(sorted(params.langs)))
+    params.lang2id = {lg: i for i, lg in params.id2lang.items()}
+    params.n_langs = len(params.langs)
+
+    params.clm_steps = parse_steps(params.clm_steps, "clm_steps", params.langs, "mono_or_pair")
+    params.mlm_steps = parse_steps(params.mlm_steps, "mlm_steps", params.langs, "mono_or_pair")
+    params.pc_steps = parse_steps(params.pc_steps, "pc_steps", params.langs, "pair")
+    params.mt_steps = parse_steps(params.mt_steps, "mt_steps", params.langs, "pair")
+    params.ae_steps = parse_steps(params.ae_steps, "ae_steps", params.langs, "mono")
+    params.bt_steps = parse_steps(params.bt_steps, "bt_steps", params.langs, "triple")
+    for flag in ("pc_steps", "mt_steps", "ae_steps", "bt_steps"):
+        if getattr(params, flag):
+            raise DataError(f"--{flag} is not supported yet in xlm (pretraining objectives: --clm_steps, --mlm_steps)")
+    if not (params.clm_steps or params.mlm_steps) and not params.eval_only:
+        raise DataError("nothing to train: give --clm_steps and/or --mlm_steps")
+    if params.encoder_only is False:
+        raise DataError("--encoder_only false (translation) is not supported yet in xlm")
+
+    # data
+    if not params.data_path or not os.path.isdir(params.data_path):
+        raise DataError(f"--data_path '{params.data_path}' is not a directory")
+    if params.bptt < 2 or params.batch_size < 1:
+        raise DataError("--bptt must be >= 2 and --batch_size >= 1")
+    if params.tokens_per_batch != -1 and params.tokens_per_batch < 1:
+        raise DataError("--tokens_per_batch must be -1 (off) or positive")
+
+    # masking
+    if not 0 <= params.word_pred < 1:
+        raise DataError("--word_pred must be in [0, 1)")
+    if not 0 <= params.sample_alpha < 1:
+        raise DataError("--sample_alpha must be in [0, 1)")
+    params.word_mask, params.word_keep, params.word_rand = parse_float_list(params.word_mask_keep_rand,
+                                                                            "word_mask_keep_rand", 3)
+    probs = [params.word_mask, params.word_keep, params.word_rand]
+    if not all(0 <= p <= 1 for p in probs) or abs(sum(probs) - 1) > 1e-6:
+        raise DataError("--word_mask_keep_rand: three probabilities in [0, 1] that sum to 1")
+
+    # precision: --fp16 maps onto torch.amp float16 (apex's --amp levels are accepted, not needed)
+    if params.amp == 0 and params.fp16:
+        raise DataError("--amp 0 means float32: it cannot be combined with --fp16 true")
+    if params.amp not in (-1, 0, 1, 2, 3):
+        raise DataError("--amp must be -1 (off) or an apex opt level 0..3")
+    if params.fp16 and params.bf16:
+        raise DataError("--fp16 and --bf16 are exclusive")
+    if params.accumulate_gradients < 1:
+        raise DataError("--accumulate_gradients must be >= 1")
+    if params.clip_grad_norm < 0:
+        raise DataError("--clip_grad_norm must be >= 0")
+    if params.epoch_size < 1:
+        raise DataError("--epoch_size must be positive (-1, 'the parallel data size', is broken in the original)")
+    if params.log_interval < 1 or params.checkpoint_every < 0:
+        raise DataError("--log_interval must be >= 1 and --checkpoint_every >= 0")
+
+    # model
+    if params.emb_dim % params.n_heads:
+        raise DataError(f"--emb_dim {params.emb_dim} must be a multiple of --n_heads {params.n_heads}")
+    if params.asm and params.share_inout_emb:
+        raise DataError("--asm true needs --share_inout_emb false: the adaptive softmax has its own weights")
+    if params.use_memory:
+        MemoryConfig.from_params(vars(params))
+    if params.reload_model and not os.path.isfile(params.reload_model):
+        raise DataError(f"--reload_model: {params.reload_model} is not a file")
+    if params.reload_checkpoint and not os.path.isfile(params.reload_checkpoint):
+        raise DataError(f"--reload_checkpoint: {params.reload_checkpoint} is not a file")
+
+    # schedules and metrics
+    parse_optimizer(params.optimizer)
+    for obj in ("mlm", "clm", "pc", "ae", "mt", "bt"):
+        LambdaSchedule.parse(getattr(params, f"lambda_{obj}"), f"lambda_{obj}")
+    if params.stopping_criterion:
+        m = re.match(r"^(_?[\w.-]+),(\d+)$", params.stopping_criterion)
+        if not m:
+            raise DataError("--stopping_criterion must be 'metric,N', e.g. _valid_mlm_ppl,10")
+    if params.eval_bleu:
+        raise DataError("--eval_bleu needs --mt_steps or --bt_steps, which are not supported yet in xlm")
