@@ -142,7 +142,9 @@ def _load_ours(path):
             raise DataError(f"{path}: corrupt header") from None
     dico = Dictionary.from_words([(w, 0) for w in SPECIAL_WORDS] + [tuple(wc) for wc in header["words"]])
     n, n_tokens = header["n_sentences"], header["n_tokens"]
-    positions = np.fromfile(path, dtype=np.int64, count=2 * n, offset=header["positions_offset"]).reshape(n, 2)
+    # mapped, not read: a stream never touches the offsets, so opening costs nothing per sentence
+    positions = np.memmap(path, dtype=np.int64, mode="r", offset=header["positions_offset"], shape=(n, 2)) if n \
+        else np.zeros((0, 2), dtype=np.int64)
     sentences = FileArray(path, DATA_OFFSET, header["dtype"], n_tokens)
     return BinarizedCorpus(sentences, positions, dico, header["unk_words"], path)
 
