@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the bundled sample data (data/sample): tokenize, learn and apply BPE, build the
 # vocabulary, binarize, and summarise the corpora, with the original XLM's file names, into
-# data/processed/sample/ (override with OUT=...). Steps whose outputs exist are skipped.
+# data/processed/sample/ (override with OUT=...); then a short MLM+TLM pretraining of a small
+# English-French XLM (PRETRAIN=0 skips it) that prints its validation perplexities. Steps whose
+# outputs exist are skipped, and rerunning resumes (or ends at once if the run is complete).
 set -euo pipefail
 cd "$(dirname "$0")"
 SRC=data/sample
@@ -34,3 +36,15 @@ for f in "$OUT"/tok/*; do
   [ -s "$OUT/$name.pth" ] || python preprocess.py "$OUT/vocab" "$OUT/$name" > /dev/null 2>&1 || python preprocess.py "$OUT/vocab" "$OUT/$name"
 done
 python tools/corpus_summary.py "$OUT"
+
+[ "${PRETRAIN:-1}" = 0 ] && exit 0
+# The original README's MLM+TLM command for en-fr, with a small model and short epochs so that it
+# runs in a few minutes on 2 CPU cores.
+DUMP=${DUMP:-dumped}
+python train.py --exp_name sample_mlm_tlm --exp_id ${EXP_ID:-sample} --dump_path "$DUMP" --data_path "$OUT" \
+  --lgs 'en-fr' --mlm_steps 'en,fr,en-fr' \
+  --emb_dim 128 --n_layers 2 --n_heads 4 --dropout 0.1 --attention_dropout 0.1 --gelu_activation true \
+  --batch_size 16 --bptt 64 --max_len 60 --optimizer adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.001,warmup_updates=200 \
+  --epoch_size 6000 --max_epoch ${MAX_EPOCH:-4} --validation_metrics _valid_mlm_ppl --stopping_criterion _valid_mlm_ppl,10 \
+  --log_interval 20 | grep -E "End of epoch|valid_.*mlm_ppl ->|Reached|Resumed"
+echo "Pretraining done: $DUMP/sample_mlm_tlm/${EXP_ID:-sample}/ (train.log, checkpoint.pth, best-valid_mlm_ppl.pth)"

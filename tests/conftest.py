@@ -36,3 +36,27 @@ def tokenized_file(tmp_path_factory, raw_lines):
     out = run(["bash", "tools/tokenize.sh", "en"], input="\n".join(raw_lines) + "\n").stdout
     path.write_text(out, encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory):
+    """The README's pipeline (run-sample.sh) on the bundled sample, once per test session."""
+    out = tmp_path_factory.mktemp("processed") / "sample"
+    run(["env", f"OUT={out}", "N_CODES=3000", "PRETRAIN=0", "bash", str(ROOT / "run-sample.sh")])
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_sample(sample_data, tmp_path_factory):
+    """The processed sample with 150-sentence valid and test sets, so that evaluation is quick."""
+    out = tmp_path_factory.mktemp("small") / "sample"
+    out.mkdir()
+    for pth in sample_data.glob("*.pth"):
+        name = pth.name[:-len(".pth")]
+        if name.startswith("train."):
+            (out / pth.name).symlink_to(pth)
+        else:
+            lines = (sample_data / name).read_text(encoding="utf-8").splitlines()[:150]
+            (out / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+            python("preprocess.py", sample_data / "vocab", out / name)
+    return out

@@ -6,16 +6,14 @@ from xlm.data import load_binarized
 from xlm.data.bpe import remove_bpe
 
 
-def test_run_sample_produces_the_original_file_names(tmp_path):
-    out = tmp_path / "sample"
-    proc = run(["env", f"OUT={out}", "N_CODES=3000", "bash", str(ROOT / "run-sample.sh")])
+def test_run_sample_produces_the_original_file_names(sample_data):
+    out = sample_data
     names = {p.name for p in out.glob("*.pth")}
     expected = {f"{s}.{lg}.pth" for s in ("train", "valid", "test") for lg in ("en", "fr", "de")}
     expected |= {f"{s}.{p}.{lg}.pth" for s in ("train", "valid", "test")
                  for p, lgs in (("en-fr", ("en", "fr")), ("de-en", ("de", "en"))) for lg in lgs}
     assert names == expected
     assert len((out / "codes").read_text(encoding="utf-8").splitlines()) == 3000
-    assert "train.en-fr.fr.pth" in proc.stdout and "sentences" in proc.stdout
     # the ids decode back to the BPE'd text, which decodes back to the tokenized text
     corpus = load_binarized(out / "valid.en-fr.fr.pth")
     bpe_lines = (out / "valid.en-fr.fr").read_text(encoding="utf-8").splitlines()
@@ -24,7 +22,8 @@ def test_run_sample_produces_the_original_file_names(tmp_path):
         assert corpus[i].tolist() == [corpus.dico.index(w) for w in bpe_lines[i].split()]
         assert remove_bpe(bpe_lines[i]) == tok_lines[i]
     assert len(load_binarized(out / "train.en-fr.en.pth")) == len(load_binarized(out / "train.en-fr.fr.pth"))
-    # a second run skips every step whose output exists
+    # a second run skips every step whose output exists, and prints the summary
     before = {p: os.path.getmtime(p) for p in out.glob("*.pth")}
-    run(["env", f"OUT={out}", "N_CODES=3000", "bash", str(ROOT / "run-sample.sh")])
+    proc = run(["env", f"OUT={out}", "N_CODES=3000", "PRETRAIN=0", "bash", str(ROOT / "run-sample.sh")])
     assert before == {p: os.path.getmtime(p) for p in out.glob("*.pth")}
+    assert "train.en-fr.fr.pth" in proc.stdout and "sentences" in proc.stdout

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..model.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint, strip_module_prefix
+from ..model.checkpoint import checkpoint_payload, load_weights, read_checkpoint, save_checkpoint
 
 
 def rng_state(masking_generator, round_rng):
@@ -49,14 +49,17 @@ def save_training_checkpoint(path, model, optimizers, dico, params, train_state)
     save_checkpoint(payload, path)
 
 
-def load_training_checkpoint(path, model, optimizers):
-    """Restore weights and optimizer states; returns the file's train_state (None for a file written by
-    the original code, which keeps no such state: then only weights, optimizers and counters return)."""
+def load_training_checkpoint(path, model, optimizers, logger):
+    """Restore weights and optimizer states; returns the file's train_state. A file written by the
+    original code keeps no such state: then weights, counters and (when they fit) optimizer states return."""
     data = read_checkpoint(path)
-    model.load_state_dict(strip_module_prefix(data["model"]))
+    load_weights(model, data["model"], path)
     for name, optimizer in optimizers.items():
         if f"{name}_optimizer" in data:
-            optimizer.load_state_dict(data[f"{name}_optimizer"])
+            try:
+                optimizer.load_state_dict(data[f"{name}_optimizer"])
+            except (ValueError, KeyError, RuntimeError) as e:
+                logger.warning("%s: the %s optimizer state does not fit (%s); starting it afresh", path, name, e)
     state = data.get("train_state")
     if state is None:
         state = {"epoch": data["epoch"] + 1, "n_total_iter": data["n_total_iter"],

@@ -184,7 +184,7 @@ class Trainer:
             path = self.params.reload_checkpoint
             if not path:
                 return
-        saved = load_training_checkpoint(path, self.model, self.optimizers)
+        saved = load_training_checkpoint(path, self.model, self.optimizers, self.logger)
         fields = LoopState.__dataclass_fields__
         self.state = LoopState(**{k: v for k, v in saved.items() if k in fields})
         if "scaler" in saved:

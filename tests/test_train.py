@@ -1,0 +1,166 @@
+"""train.py as a user runs it: the original README's pretraining flags at toy sizes on the sample data."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import xlm
+from conftest import ROOT, python
+from xlm.fileio import DataError
+from xlm.model.checkpoint import read_checkpoint, save_checkpoint
+from xlm.train.options import parse_params
+
+TINY = ["--emb_dim", "32", "--n_layers", "2", "--n_heads", "4", "--batch_size", "8", "--bptt", "32",
+        "--gelu_activation", "true", "--max_len", "40"]
+
+
+def train(data, dump, exp_id, *flags, check=True):
+    return python("train.py", "--exp_name", "test", "--exp_id", exp_id, "--dump_path", dump, "--data_path", data,
+                  *TINY, *flags, check=check)
+
+
+def scores_of(log):
+    return [json.loads(line.split("__log__:", 1)[1]) for line in log.splitlines() if "__log__:" in line]
+
+
+def losses_of(log):
+    """{iteration: line of losses} from the progress lines; a later line for the same iteration wins."""
+    found = {}
+    for line in log.splitlines():
+        m = re.search(r" - +(\d+) - .*? words/s - (.*?) - model LR", line)
+        if m:
+            found[int(m.group(1))] = m.group(2)
+    return found
+
+
+def test_mlm_tlm_pretraining(small_sample, tmp_path):
+    """The original README's XLM en-fr MLM+TLM command, at toy sizes."""
+    train(small_sample, tmp_path, "mlm", "--lgs", "en-fr", "--mlm_steps", "en,fr,en-fr", "--dropout", "0.1",
+          "--attention_dropout", "0.1", "--optimizer", "adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.002,warmup_updates=20",
+          "--epoch_size", "400", "--max_epoch", "3", "--validation_metrics", "_valid_mlm_ppl",
+          "--stopping_criterion", "_valid_mlm_ppl,10", "--word_mask_keep_rand", "0.8,0.1,0.1", "--word_pred", "0.15")
+    dump = tmp_path / "test" / "mlm"
+    assert {"train.log", "params.pkl", "checkpoint.pth", "best-valid_mlm_ppl.pth", "train.jsonl"} <= set(os.listdir(dump))
+    scores = scores_of((dump / "train.log").read_text())
+    assert [s["epoch"] for s in scores] == [0, 1, 2]
+    assert list(scores[0])[:9] == ["epoch", "valid_en_mlm_ppl", "valid_en_mlm_acc", "valid_fr_mlm_ppl", "valid_fr_mlm_acc",
+                                   "valid_en_fr_mlm_ppl", "valid_en_fr_mlm_acc", "valid_mlm_ppl", "valid_mlm_acc"]
+    assert scores[-1]["valid_mlm_ppl"] < 0.7 * scores[0]["valid_mlm_ppl"]
+    assert scores[-1]["valid_en_fr_mlm_ppl"] < scores[0]["valid_en_fr_mlm_ppl"]
+    # the checkpoints load with the public loader, in the original's layout
+    best = xlm.load_model(dump / "best-valid_mlm_ppl.pth")
+    assert best.encoder.config.n_langs == 2 and best.params["lang2id"] == {"en": 0, "fr": 1}
+    ckpt = read_checkpoint(dump / "checkpoint.pth")
+    assert {"epoch", "n_total_iter", "best_metrics", "best_stopping_criterion", "model", "model_optimizer",
+            "dico_id2word", "dico_word2id", "dico_counts", "params"} <= set(ckpt)
+
+
+def test_clm_pretraining(small_sample, tmp_path):
+    train(small_sample, tmp_path, "clm", "--lgs", "de-en", "--clm_steps", "de,en,de-en", "--optimizer",
+          "adam,lr=0.002", "--epoch_size", "400", "--max_epoch", "2")
+    scores = scores_of((tmp_path / "test" / "clm" / "train.log").read_text())
+    assert {"valid_de_clm_ppl", "valid_en_clm_acc", "valid_de-en_clm_ppl", "valid_clm_ppl", "test_clm_acc"} <= set(scores[0])
+    assert scores[-1]["valid_clm_ppl"] < 0.9 * scores[0]["valid_clm_ppl"]
+
+
+RESUME_FLAGS = ["--lgs", "en-fr", "--mlm_steps", "en,en-fr", "--clm_steps", "fr", "--epoch_size", "480",
+                "--max_epoch", "2", "--log_interval", "1", "--checkpoint_every", "7", "--dropout", "0.1",
+                "--optimizer", "adam_inverse_sqrt,lr=0.001,warmup_updates=10"]
+
+
+def test_sigkill_then_rerun_resumes_exactly(small_sample, tmp_path):
+    train(small_sample, tmp_path, "whole", *RESUME_FLAGS)
+    reference = (tmp_path / "test" / "whole" / "train.log").read_text()
+    # the same command, killed with SIGKILL in the middle of the second epoch, then run again
+    args = [sys.executable, "train.py", "--exp_name", "test", "--exp_id", "killed", "--dump_path", str(tmp_path),
+            "--data_path", str(small_sample), *TINY, *RESUME_FLAGS]
+    log = tmp_path / "test" / "killed" / "train.log"
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (log.exists() and re.search(r" - +27 - ", log.read_text())):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first_attempt = log.read_text()
+    assert "End of epoch 0" in first_attempt and "End of epoch 1" not in first_attempt
+    python(*args[1:])
+    resumed = log.read_text()
+    assert "Resumed from" in resumed
+    expected, got = losses_of(reference), losses_of(resumed)
+    assert len(expected) >= 40 and got == expected
+    assert scores_of(resumed)[-1] == scores_of(reference)[-1]
+
+
+def test_a_killed_write_keeps_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint.pth"
+    save_checkpoint({"model": {"w": torch.ones(3)}, "epoch": 1}, path)
+    # a writer killed in the middle of torch.save (SIGKILL: no clean-up runs)
+    code = ("import os, signal, torch; from xlm.model.checkpoint import save_checkpoint\n"
+            "class Boom:\n"
+            "    def __reduce__(self):\n"
+            "        os.kill(os.getpid(), signal.SIGKILL)\n"
+            f"save_checkpoint({{'model': {{'w': torch.zeros(1000000)}}, 'boom': Boom()}}, {str(path)!r})\n")
+    proc = python("-c", code, check=False)
+    assert proc.returncode == -signal.SIGKILL
+    assert read_checkpoint(path)["epoch"] == 1 and torch.equal(read_checkpoint(path)["model"]["w"], torch.ones(3))
+
+
+def test_torchrun_two_ranks_match_one_process(small_sample, tmp_path):
+    """2 ranks (gloo) x batch 4 see the global batches of one process x batch 8: same losses."""
+    flags = ["--lgs", "en", "--clm_steps", "en", "--max_epoch", "1", "--log_interval", "1",
+             "--optimizer", "adam,lr=0.001", "--emb_dim", "32", "--n_layers", "2", "--n_heads", "4", "--bptt", "32",
+             "--exp_name", "test", "--dump_path", str(tmp_path), "--data_path", str(small_sample)]
+    # the original counts an epoch in sentences per process: 2 ranks reach 80 when one process reaches 160
+    python("train.py", *flags, "--exp_id", "single", "--batch_size", "8", "--epoch_size", "160")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                    "train.py", *flags, "--exp_id", "ddp", "--batch_size", "4", "--epoch_size", "80"], cwd=ROOT, env=env, check=True,
+                   capture_output=True)
+    single = losses_of((tmp_path / "test" / "single" / "train.log").read_text())
+    ddp = losses_of((tmp_path / "test" / "ddp" / "train.log").read_text())
+    assert single.keys() == ddp.keys() and len(single) == 20
+    for it in single:
+        a, b = (float(v) for v in (single[it].split(":")[1], ddp[it].split(":")[1]))
+        assert abs(a - b) < 1e-4 * max(1, abs(a)), (it, a, b)
+    assert (tmp_path / "test" / "ddp" / "train.log-1").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    ([], "nothing to train"),
+    (["--mlm_steps", "en,de"], "--mlm_steps: language 'de' is not in --lgs"),
+    (["--mlm_steps", "en,en"], "appears twice"),
+    (["--mlm_steps", "en", "--word_mask_keep_rand", "0.8,0.1,0.2"], "sum to 1"),
+    (["--mlm_steps", "en", "--word_pred", "1.5"], "--word_pred must be in"),
+    (["--mlm_steps", "en", "--optimizer", "adam,lr=1e-4"], "plain decimals"),
+    (["--mlm_steps", "en", "--optimizer", "adamw,lr=0.1"], "unknown optimizer 'adamw'"),
+    (["--mlm_steps", "en", "--lambda_mlm", "0:1,0:2"], "must increase strictly"),
+    (["--mlm_steps", "en", "--emb_dim", "30"], "multiple of --n_heads"),
+    (["--mlm_steps", "en", "--amp", "0", "--fp16", "true"], "--amp 0 means float32"),
+    (["--mlm_steps", "en", "--fp16", "true", "--bf16", "true"], "exclusive"),
+    (["--mlm_steps", "en", "--asm", "true"], "--share_inout_emb false"),
+    (["--mlm_steps", "en", "--epoch_size", "-1"], "broken in the original"),
+    (["--mlm_steps", "en", "--stopping_criterion", "valid_en_mlm_ppl"], "metric,N"),
+    (["--mt_steps", "en-fr"], "not supported yet"),
+    (["--mlm_steps", "en", "--reload_model", "missing.pth"], "is not a file"),
+    (["--mlm_steps", "en", "--use_memory", "true", "--mem_k_dim", "15"], "must be even"),
+])
+def test_bad_flag_combinations(tmp_path, flags, message):
+    argv = ["--exp_name", "x", "--lgs", "en-fr", "--data_path", str(tmp_path), *flags]
+    with pytest.raises(DataError, match=re.escape(message)):
+        parse_params(argv)
+
+
+def test_bad_inputs_are_one_clear_line(small_sample, tmp_path):
+    proc = python("train.py", "--exp_name", "x", "--lgs", "en-ro", "--mlm_steps", "ro", "--data_path", small_sample,
+                  "--dump_path", tmp_path, check=False)
+    assert proc.returncode != 0 and "missing data files:" in proc.stderr and "train.ro.pth" in proc.stderr
+    proc = python("train.py", "--exp_name", "x", "--lgs", "en", "--mlm_steps", "en", "--data_path", small_sample,
+                  "--dump_path", tmp_path, "--validation_metrics", "valid_en_clm_ppl", check=False)
+    assert proc.returncode != 0 and "unknown metrics valid_en_clm_ppl" in proc.stderr
+    assert "Traceback" not in proc.stderr
