@@ -20,7 +20,8 @@ setup(
         "th": ["pythainlp>=4.0"],
         "ja": ["fugashi>=1.2", "unidic-lite>=1.0"],
         "hf": ["transformers>=4.40"],
-        "test": ["pytest>=7", "transformers>=4.40"],
+        "plot": ["matplotlib>=3.5"],
+        "test": ["pytest>=7", "transformers>=4.40", "matplotlib>=3.5"],
     },
     scripts=["tools/fastbpe"],
 )

@@ -56,6 +56,9 @@ def test_mlm_tlm_pretraining(small_sample, tmp_path):
     # the checkpoints load with the public loader, in the original's layout
     best = xlm.load_model(dump / "best-valid_mlm_ppl.pth")
     assert best.encoder.config.n_langs == 2 and best.params["lang2id"] == {"en": 0, "fr": 1}
+    # the learning curves of the run, drawn as a user would
+    png = python("tools/plot_log.py", dump).stdout.strip()
+    assert png.endswith("curves.png") and open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     ckpt = read_checkpoint(dump / "checkpoint.pth")
     assert {"epoch", "n_total_iter", "best_metrics", "best_stopping_criterion", "model", "model_optimizer",
             "dico_id2word", "dico_word2id", "dico_counts", "params"} <= set(ckpt)

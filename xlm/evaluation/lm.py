@@ -2,6 +2,7 @@
 names: `valid_en_mlm_ppl`, `valid_en_fr_mlm_acc` (TLM: underscore), `valid_en-fr_clm_ppl` (CLM pair:
 hyphen), and `valid_mlm_ppl` / `valid_clm_ppl` averaged over the monolingual languages."""
 import math
+import time
 from contextlib import nullcontext
 
 import numpy as np
@@ -48,8 +49,9 @@ def _evaluate(model, batches, objective, params, device, autocast):
 
 
 @torch.no_grad()
-def evaluate_lm(model, data, params, device, autocast=None):
-    """Scores for every clm/mlm step on valid and test, in the original's order and names."""
+def evaluate_lm(model, data, params, device, autocast=None, log=None):
+    """Scores for every clm/mlm step on valid and test, in the original's order and names; `log`, if
+    given, is called with a progress message after each evaluated set."""
     autocast = autocast or nullcontext()
     was_training = model.training
     model.eval()
@@ -75,8 +77,11 @@ def evaluate_lm(model, data, params, device, autocast=None):
                     batches = ((x, lengths, positions, langs) for x, lengths, positions, langs in
                                _pair_batches(c1, c2, params.batch_size, data.n_words, (lang_id[l1], lang_id[l2])))
                     name = f"{split}_{l1}-{l2}_clm" if objective == "clm" else f"{split}_{l1}_{l2}_mlm"
+                start = time.time()
                 ppl, acc = _evaluate(model, batches, objective, params, device, autocast)
                 scores[f"{name}_ppl"], scores[f"{name}_acc"] = ppl, acc
+                if log:
+                    log(f"Evaluated {name}: ppl {ppl:.2f}, acc {acc:.2f}% ({time.time() - start:.1f}s)")
             if mono:
                 scores[f"{split}_{objective}_ppl"] = float(np.mean([scores[f"{m}_ppl"] for m in mono]))
                 scores[f"{split}_{objective}_acc"] = float(np.mean([scores[f"{m}_acc"] for m in mono]))

@@ -112,8 +112,6 @@ class Trainer:
         torch.manual_seed(params.seed)  # the same initial weights on every rank
 
         self.data = load_training_data(params, self.logger)
-        if self.data.n_words != params.__dict__.setdefault("n_words", self.data.n_words):
-            raise DataError("internal: vocabulary size changed")
         unknown = [m.lstrip("_") for m in filter(None, params.validation_metrics.split(","))
                    if m.lstrip("_") not in metric_names(params)]
         if params.stopping_criterion:
@@ -291,7 +289,8 @@ class Trainer:
 
     def evaluate(self):
         scores = {"epoch": self.state.epoch}
-        scores.update(evaluate_lm(self.model, self.data, self.params, self.info.device, self.autocast))
+        scores.update(evaluate_lm(self.model, self.data, self.params, self.info.device, self.autocast,
+                                  log=self.logger.info))
         for k, v in scores.items():
             self.logger.info("%s -> %.6f", k, v)
         if self.info.is_master:
