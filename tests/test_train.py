@@ -159,6 +159,36 @@ def test_bad_flag_combinations(tmp_path, flags, message):
         parse_params(argv)
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--lgs", "en", "--mlm_steps", "en"], "--exp_name is required"),
+    (["--exp_name", "x", "--mlm_steps", "en"], "--lgs is required"),
+    (["--exp_name", "x", "--lgs", "en-fr-en", "--mlm_steps", "en"], "appears twice in 'en-fr-en'"),
+    (["--exp_name", "x", "--lgs", "en", "--mlm_steps", "en", "--data_path", "/nonexistent"], "is not a directory"),
+    (["--lgs", "en-fr", "--mlm_steps", "en", "--accumulate_gradients", "0"], "--accumulate_gradients must be"),
+    (["--lgs", "en-fr", "--mlm_steps", "en", "--tokens_per_batch", "0"], "--tokens_per_batch must be"),
+    (["--lgs", "en-fr", "--mlm_steps", "en", "--amp", "5"], "--amp must be"),
+    (["--lgs", "en-fr", "--mlm_steps", "en", "--use_memory", "true", "--mem_enc_positions", "9"],
+     "memory position 9 is not a layer of a 4-layer model"),
+    (["--lgs", "en-fr", "--mlm_steps", "en", "--use_memory", "true", "--mem_implementation", "flat"],
+     "only product keys"),
+])
+def test_more_bad_flags(tmp_path, argv, message):
+    if "--data_path" not in argv:
+        argv = argv + ["--data_path", str(tmp_path)]
+    if "--exp_name" not in argv and "--exp_name is required" not in message:
+        argv = ["--exp_name", "x"] + argv
+    with pytest.raises(DataError, match=re.escape(message)):
+        parse_params(argv)
+
+
+def test_conditional_flags_need_their_switch(tmp_path, capsys):
+    """As in the original, --asm_cutoffs and the --mem_* flags exist only with --asm / --use_memory true."""
+    with pytest.raises(SystemExit):
+        parse_params(["--exp_name", "x", "--lgs", "en", "--mlm_steps", "en", "--data_path", str(tmp_path),
+                      "--asm_cutoffs", "10,20"])
+    assert "unrecognized arguments: --asm_cutoffs" in capsys.readouterr().err
+
+
 def test_bad_inputs_are_one_clear_line(small_sample, tmp_path):
     proc = python("train.py", "--exp_name", "x", "--lgs", "en-ro", "--mlm_steps", "ro", "--data_path", small_sample,
                   "--dump_path", tmp_path, check=False)

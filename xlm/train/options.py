@@ -11,7 +11,7 @@ import re
 import string
 
 from ..fileio import DataError
-from ..model.memory import MemoryConfig
+from ..model.memory import MemoryConfig, parse_mem_positions
 
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 
@@ -238,6 +238,9 @@ def check_params(params):
         raise DataError("--asm true needs --share_inout_emb false: the adaptive softmax has its own weights")
     if params.use_memory:
         MemoryConfig.from_params(vars(params))
+        if not (parse_mem_positions(params.mem_enc_positions, params.n_layers) or
+                parse_mem_positions(params.mem_dec_positions, params.n_layers)):
+            raise DataError("--use_memory true needs --mem_enc_positions (e.g. 4,7 or 7+)")
     if params.reload_model and not os.path.isfile(params.reload_model):
         raise DataError(f"--reload_model: {params.reload_model} is not a file")
     if params.reload_checkpoint and not os.path.isfile(params.reload_checkpoint):
