@@ -31,19 +31,24 @@ def decode_utf8(data, path, first_line=1):
         raise DataError(f"{path}:{line}: invalid UTF-8 ({e.reason} at byte {e.start})") from None
 
 
-def iter_line_blocks(path, block_bytes=1 << 22):
+def iter_line_blocks(path, block_bytes=1 << 22, desc=None):
     """Yield (first_line_number, list_of_lines) blocks of a UTF-8 text file, lines without '\\n'.
 
     Reading in blocks of whole lines keeps memory bounded and lets workers process blocks in parallel.
+    With `desc`, a progress bar on stderr follows the bytes read (when stderr is a terminal).
     """
     check_file(path)
+    from tqdm import tqdm
+
     line_no = 1
     rest = b""
-    with open(path, "rb") as f:
+    with open(path, "rb") as f, tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, desc=desc,
+                                     disable=None if desc else True, leave=False) as bar:
         while True:
             chunk = f.read(block_bytes)
             if not chunk:
                 break
+            bar.update(len(chunk))
             chunk = rest + chunk
             cut = chunk.rfind(b"\n") + 1
             if cut == 0:

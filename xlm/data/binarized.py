@@ -303,7 +303,7 @@ def binarize(text_path, dico, output_path, threads=None):
     """Index a tokenized text file against `dico` into our format; returns the loaded corpus."""
     check_file(text_path)
     threads = threads or os.cpu_count() or 1
-    blocks = iter_line_blocks(text_path, 1 << 20)
+    blocks = iter_line_blocks(text_path, 1 << 20, desc=f"binarize {os.path.basename(text_path)}")
     with atomic_write(output_path) as f:
         if threads == 1:
             dropped, empty = _write_ours(f, (_index_block(b, dico.word2id) for b in blocks), dico)

@@ -206,5 +206,6 @@ def apply_bpe_file(input_path, output_path, codes_path, vocab_path=None, threads
     """BPE a whole file; the output appears under its name only when complete."""
     check_file(input_path)
     with atomic_write(output_path, "w") as out:
-        for text in apply_bpe_stream(iter_line_blocks(input_path, 1 << 20), codes_path, vocab_path, threads):
+        blocks = iter_line_blocks(input_path, 1 << 20, desc=f"applybpe {os.path.basename(input_path)}")
+        for text in apply_bpe_stream(blocks, codes_path, vocab_path, threads):
             out.write(text)
