@@ -197,3 +197,26 @@ def test_bad_inputs_are_one_clear_line(small_sample, tmp_path):
                   "--dump_path", tmp_path, "--validation_metrics", "valid_en_clm_ppl", check=False)
     assert proc.returncode != 0 and "unknown metrics valid_en_clm_ppl" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_per_rank_shards_replace_the_train_file(small_sample, tmp_path):
+    """The original's multi-GPU data: train.en.<local_rank>.pth, when present, is that rank's data."""
+    from xlm.data.loader import load_training_data
+    from xlm.train.distributed import DistInfo
+    from xlm.train.loop import build_iterators
+    for f in small_sample.iterdir():
+        (tmp_path / f.name).symlink_to(f)
+    (tmp_path / "train.en.1.pth").symlink_to(small_sample / "train.fr.pth")
+    params = parse_params(["--exp_name", "x", "--lgs", "en-fr", "--mlm_steps", "en,fr", "--data_path", str(tmp_path),
+                           "--batch_size", "4", "--bptt", "16"])
+    rank1 = load_training_data(params, local_rank=1)
+    assert rank1.mono["en"]["train"].path.endswith("train.en.1.pth") and rank1.sharded == {"en"}
+    rank0 = load_training_data(params, local_rank=0)
+    assert rank0.mono["en"]["train"].path.endswith("train.en.pth") and not rank0.sharded
+    from xlm.data import BatchIterator, StreamDataset
+    iterators = build_iterators(params, rank1, DistInfo(rank=1, world_size=2, local_rank=1))
+    fr = rank1.mono["fr"]["train"]
+    own = next(BatchIterator(StreamDataset(fr, 4, 16, rank1.n_words), params.seed)).x
+    whole = next(BatchIterator(StreamDataset(fr, 8, 16, rank1.n_words), params.seed)).x
+    assert torch.equal(next(iterators[("pred", "en")]).x, own)          # its own batches of --batch_size
+    assert torch.equal(next(iterators[("pred", "fr")]).x, whole[4:])    # its rows of a global batch of 2 x 4

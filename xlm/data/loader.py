@@ -1,5 +1,7 @@
 """Find and open the binarized corpora a training run needs in --data_path, under the original's names:
-`{split}.{lg}.pth` (monolingual) and `{split}.{a}-{b}.{a|b}.pth` with a < b (parallel)."""
+`{split}.{lg}.pth` (monolingual) and `{split}.{a}-{b}.{a|b}.pth` with a < b (parallel). As in the
+original, a per-rank shard `train.{lg}.{local_rank}.pth`, when present, replaces `train.{lg}.pth` for
+that rank (get-data-wiki.sh style data split for multi-GPU runs)."""
 import os
 from dataclasses import dataclass, field
 
@@ -14,6 +16,7 @@ class TrainingData:
     dico: object
     n_words: int                               # after --max_vocab / --min_count
     mono: dict = field(default_factory=dict)   # lang -> split -> corpus
+    sharded: set = field(default_factory=set)  # languages whose train corpus is this rank's own shard
     para: dict = field(default_factory=dict)   # (a, b) with a < b -> split -> (corpus_a, corpus_b)
 
 
@@ -24,7 +27,7 @@ def needed_languages(params):
     return mono, pairs
 
 
-def load_training_data(params, logger=None):
+def load_training_data(params, logger=None, local_rank=0):
     mono, pairs = needed_languages(params)
     splits = ("valid", "test") if params.eval_only else SPLITS
     names = [(f"{s}.{lg}", (lg, s)) for lg in mono for s in splits]
@@ -32,6 +35,9 @@ def load_training_data(params, logger=None):
 
     def path_of(name):
         file_name = name.replace("train.", "valid.", 1) if params.debug_train and name.startswith("train.") else name
+        shard = os.path.join(params.data_path, f"{file_name}.{local_rank}.pth")
+        if file_name.startswith("train.") and file_name.count(".") == 1 and os.path.isfile(shard):
+            return shard
         return os.path.join(params.data_path, file_name + ".pth")
 
     missing = [path_of(n) for n, _ in names if not os.path.isfile(path_of(n))]
@@ -48,6 +54,8 @@ def load_training_data(params, logger=None):
             logger.info("%s: %i sentences, %i words", corpus.path, len(corpus), corpus.n_words)
         if isinstance(key[0], str):
             data.mono.setdefault(key[0], {})[key[1]] = corpus
+            if path_of(name).endswith(f".{local_rank}.pth"):
+                data.sharded.add(key[0])
         else:
             pair, split, lg = key
             sides = data.para.setdefault(pair, {}).setdefault(split, {})

@@ -71,6 +71,11 @@ def build_iterators(params, data, info):
     world, seed = info.world_size, params.seed
     for objective, steps in (("causal", params.clm_steps), ("pred", params.mlm_steps)):
         for l1, l2 in steps:
+            if l2 is None and l1 in data.sharded:
+                # this rank's own shard file: its own batches, not rows of global ones
+                dataset = StreamDataset(data.mono[l1]["train"], params.batch_size, params.bptt, data.n_words)
+                iterators.setdefault((objective, l1), BatchIterator(dataset, seed))
+                continue
             if l2 is None:
                 dataset = StreamDataset(data.mono[l1]["train"], params.batch_size * world, params.bptt, data.n_words)
                 key = (objective, l1)
@@ -111,7 +116,7 @@ class Trainer:
         np.random.seed(params.seed)
         torch.manual_seed(params.seed)  # the same initial weights on every rank
 
-        self.data = load_training_data(params, self.logger)
+        self.data = load_training_data(params, self.logger, info.local_rank)
         unknown = [m.lstrip("_") for m in filter(None, params.validation_metrics.split(","))
                    if m.lstrip("_") not in metric_names(params)]
         if params.stopping_criterion:
