@@ -1,0 +1,45 @@
+import math
+from collections import Counter
+
+import pytest
+
+from xlm.evaluation.bleu import detokenized_bleu, prepare_for_bleu, tokenized_bleu
+
+HYPS = ["the cat sat on the mat .", "there is a dog in the garden", "he reads a book ."]
+REFS = ["the cat is sitting on the mat .", "a dog is in the garden", "he is reading a book ."]
+
+
+def multi_bleu_by_hand(hyps, refs):
+    """multi-bleu.perl's formula written out: clipped n-gram precisions over the corpus, geometric mean,
+    brevity penalty exp(1 - r/c) when the hypotheses are shorter."""
+    correct, total, hyp_len, ref_len = [0] * 4, [0] * 4, 0, 0
+    for h, r in zip(hyps, refs):
+        h, r = h.split(), r.split()
+        hyp_len, ref_len = hyp_len + len(h), ref_len + len(r)
+        for n in range(1, 5):
+            hn = Counter(tuple(h[i:i + n]) for i in range(len(h) - n + 1))
+            rn = Counter(tuple(r[i:i + n]) for i in range(len(r) - n + 1))
+            correct[n - 1] += sum(min(c, rn[g]) for g, c in hn.items())
+            total[n - 1] += max(len(h) - n + 1, 0)
+    if min(correct) == 0:
+        return 0.0
+    bp = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)
+    return 100 * bp * math.exp(sum(math.log(c / t) for c, t in zip(correct, total)) / 4)
+
+
+def test_tokenized_bleu_is_multi_bleu():
+    expected = multi_bleu_by_hand(HYPS, REFS)
+    assert 20 < expected < 60
+    assert tokenized_bleu(HYPS, REFS) == pytest.approx(expected, abs=1e-9)
+    assert tokenized_bleu(REFS, REFS) == pytest.approx(100.0)
+    assert tokenized_bleu(["a b c"], ["d e f"]) == 0.0  # no smoothing, as multi-bleu.perl
+    assert tokenized_bleu(["The cat"], ["the cat"]) < 100  # case-sensitive
+
+
+def test_detokenized_bleu_has_a_signature():
+    score, signature = detokenized_bleu(HYPS, REFS, "en")
+    assert 0 < score < 100 and "tok:13a" in signature and "smooth:exp" in signature
+
+
+def test_prepare_for_bleu_like_the_original():
+    assert prepare_for_bleu("the ca@@ t sat on <unk> mat@@") == "the cat sat on <<unk>> mat"

@@ -1,0 +1,33 @@
+"""BLEU as the original XLM reports it, on sacrebleu.
+
+`tokenized_bleu` is Moses' multi-bleu.perl (which the original runs): corpus BLEU over the whitespace
+tokens of the tokenized, BPE-removed text, case-sensitive, one reference, no smoothing (a zero n-gram
+precision gives 0). `detokenized_bleu` is the comparable score of today's papers: Moses-detokenized
+text scored by sacrebleu with its default tokenizer, returned with sacrebleu's signature.
+"""
+import sacrebleu
+from sacremoses import MosesDetokenizer
+
+from ..data.bpe import remove_bpe
+
+
+def tokenized_bleu(hypotheses, references):
+    """multi-bleu.perl's score (0-100) of hypothesis lines against reference lines."""
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
+    return sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none", smooth_method="none",
+                                 force=True).score
+
+
+def detokenized_bleu(hypotheses, references, lang):
+    """(score, signature) of detokenized text, sacrebleu's default settings."""
+    detok = MosesDetokenizer(lang=lang)
+    hyps = [detok.detokenize(h.split()) for h in hypotheses]
+    refs = [detok.detokenize(r.split()) for r in references]
+    metric = sacrebleu.metrics.BLEU()
+    return metric.corpus_score(hyps, [refs]).score, str(metric.get_signature())
+
+
+def prepare_for_bleu(line):
+    """What the original writes to its hypothesis and reference files: BPE removed, <unk> as <<unk>>."""
+    return remove_bpe(line.replace("<unk>", "<<unk>>"))
