@@ -1,9 +1,119 @@
 #!/usr/bin/env python
-"""translation: not available yet.
+"""Translate tokenized, BPE'd sentences (stdin, one per line) with a translation checkpoint.
 
-The data pipeline (tokenization, BPE, vocabulary, binarization, batching) is done; this script arrives
-with the model and trainer. It exits with an error rather than pretend to run.
+    cat input.en.bpe | python translate.py --model_path mt_enfr.pth --src_lang en --tgt_lang fr \\
+        --output_path output.fr.bpe [--beam_size 5 --length_penalty 1.0 --batch_size 32]
+
+The original's command line; output lines are BPE'd like the input (add --remove_bpe true for plain
+tokens) and keep the input's order. Sentences are batched by length for speed.
 """
+import argparse
+import logging
+import os
 import sys
 
-sys.exit("translate.py: translation is not implemented yet in xlm; see README.md for what works today")
+import torch
+from tqdm import tqdm
+
+from xlm.data.bpe import remove_bpe
+from xlm.data.datasets import batch_sentences
+from xlm.fileio import DataError, atomic_write, decode_utf8
+from xlm.model.checkpoint import load_model
+from xlm.model.generate import generate_beam, generate_greedy
+from xlm.model.transformer import N_MAX_POSITIONS
+from xlm.train.options import bool_flag
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dump_path", type=str, default="./dumped/", help="with --exp_name: where the log goes")
+    p.add_argument("--exp_name", type=str, default="")
+    p.add_argument("--exp_id", type=str, default="")
+    p.add_argument("--batch_size", type=int, default=32, help="sentences per batch")
+    p.add_argument("--model_path", type=str, required=True)
+    p.add_argument("--output_path", type=str, required=True, help="must not exist yet")
+    p.add_argument("--src_lang", type=str, required=True)
+    p.add_argument("--tgt_lang", type=str, required=True)
+    p.add_argument("--beam_size", type=int, default=1, help="1: greedy decoding (the original's only mode)")
+    p.add_argument("--length_penalty", type=float, default=1.0)
+    p.add_argument("--early_stopping", type=bool_flag, default=False)
+    p.add_argument("--remove_bpe", type=bool_flag, default=False)
+    p.add_argument("--device", type=str, default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    if args.src_lang == args.tgt_lang:
+        raise DataError("--src_lang and --tgt_lang must differ")
+    if os.path.exists(args.output_path):
+        raise DataError(f"--output_path {args.output_path} already exists")
+    if args.batch_size < 1 or args.beam_size < 1:
+        raise DataError("--batch_size and --beam_size must be >= 1")
+    return args
+
+
+def read_input(stream, dico, max_tokens):
+    """Token ids of every input line; an empty or too long line is an error naming it."""
+    sentences = []
+    for line_no, raw in enumerate(stream, 1):
+        words = decode_utf8(raw, "<stdin>", line_no).split()
+        if not words:
+            raise DataError(f"<stdin>:{line_no}: empty line (every line must hold a sentence)")
+        if len(words) > max_tokens:
+            raise DataError(f"<stdin>:{line_no}: {len(words)} tokens, more than the {max_tokens} the model's "
+                            "positions allow; split the sentence")
+        sentences.append(torch.tensor([dico.index(w) for w in words], dtype=torch.long))
+    if not sentences:
+        raise DataError("<stdin>: no input")
+    return sentences
+
+
+@torch.no_grad()
+def translate(model, sentences, src_id, tgt_id, args, device):
+    """Translations (id lists without </s>) in input order."""
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+    out = [None] * len(sentences)
+    for start in tqdm(range(0, len(order), args.batch_size), desc="translate", unit="batch", file=sys.stderr,
+                      disable=None):
+        ids = order[start:start + args.batch_size]
+        batch = batch_sentences([sentences[i].numpy() for i in ids])
+        x, lengths = batch.x.to(device), batch.lengths.to(device)
+        enc = model.encoder(x, lengths, langs=src_id)
+        max_len = min(int(1.5 * int(lengths.max()) + 10), N_MAX_POSITIONS)
+        if args.beam_size == 1:
+            y, y_len = generate_greedy(model.decoder, enc, lengths, tgt_id, max_len=max_len)
+        else:
+            y, y_len = generate_beam(model.decoder, enc, lengths, tgt_id, args.beam_size, args.length_penalty,
+                                     args.early_stopping, max_len=max_len)
+        for row, i in enumerate(ids):
+            out[i] = y[row, 1:int(y_len[row]) - 1].tolist()
+    return out
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.exp_name:
+        dump = os.path.join(args.dump_path, args.exp_name, args.exp_id or "translate")
+        os.makedirs(dump, exist_ok=True)
+        logging.basicConfig(filename=os.path.join(dump, "translate.log"), level=logging.INFO)
+    model = load_model(args.model_path)
+    if model.decoder is None:
+        raise DataError(f"{args.model_path}: a pretrained (encoder only) model cannot translate")
+    lang2id = model.params.get("lang2id", {})
+    for lang in (args.src_lang, args.tgt_lang):
+        if lang not in lang2id:
+            raise DataError(f"language '{lang}' is not one of the model's: {', '.join(sorted(lang2id))}")
+    device = torch.device(args.device)
+    model.encoder.to(device)
+    model.decoder.to(device)
+    sentences = read_input(sys.stdin.buffer, model.dico, N_MAX_POSITIONS - 2)
+    translations = translate(model, sentences, lang2id[args.src_lang], lang2id[args.tgt_lang], args, device)
+    with atomic_write(args.output_path, "w") as f:
+        for ids in translations:
+            line = " ".join(model.dico[i] for i in ids)
+            f.write((remove_bpe(line) if args.remove_bpe else line) + "\n")
+    print(f"Translated {len(sentences)} sentences to {args.output_path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except DataError as e:
+        sys.exit(f"error: {e}")

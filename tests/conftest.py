@@ -60,3 +60,28 @@ def small_sample(sample_data, tmp_path_factory):
             (out / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
             python("preprocess.py", sample_data / "vocab", out / name)
     return out
+
+
+def train_reverser(n_words, steps=400, first_word=4, seed=0):
+    """A tiny encoder-decoder trained for a few seconds to reverse sequences of the words
+    first_word..n_words-1: outputs of varied lengths and content for decoding tests."""
+    import torch
+    from xlm.data.datasets import batch_sentences
+    from xlm.model.transformer import TransformerConfig, TransformerModel
+
+    torch.manual_seed(seed)
+    kw = dict(n_words=n_words, emb_dim=32, n_layers=2, n_heads=4, n_langs=2)
+    enc, dec = TransformerModel(TransformerConfig(**kw)), TransformerModel(TransformerConfig(**kw, is_decoder=True))
+    opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=3e-3)
+    g = torch.Generator().manual_seed(seed + 1)
+    for _ in range(steps):
+        seqs = [torch.randint(first_word, n_words, (int(n),), generator=g).numpy()
+                for n in torch.randint(1, 7, (32,), generator=g)]
+        src, tgt = batch_sentences(seqs), batch_sentences([s[::-1] for s in seqs])
+        h = dec(tgt.x, tgt.lengths, langs=1, causal=True, src_enc=enc(src.x, src.lengths, langs=0), src_len=src.lengths)
+        pred = torch.arange(tgt.x.shape[1])[None, :] < (tgt.lengths[:, None] - 1)
+        loss = dec.predict(h, pred, tgt.x[:, 1:][pred[:, :-1]])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return enc.eval(), dec.eval()

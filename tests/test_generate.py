@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import train_reverser
 from xlm.model.generate import generate_beam, generate_greedy
 from xlm.model.transformer import TransformerConfig, TransformerModel
 
@@ -27,23 +28,7 @@ def batch(seqs):
 
 @pytest.fixture(scope="module")
 def reverser():
-    """A tiny encoder-decoder trained for a few seconds to reverse sequences: its outputs have
-    varied lengths and content, so decoding tests exercise EOS handling and the cache."""
-    enc, dec = model_pair()
-    opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=3e-3)
-    g = torch.Generator().manual_seed(1)
-    for _ in range(400):
-        seqs = [torch.randint(4, N_WORDS, (int(n),), generator=g).tolist()
-                for n in torch.randint(1, 7, (32,), generator=g)]
-        x, xl = batch(seqs)
-        y, yl = batch([s[::-1] for s in seqs])
-        h = dec(y, yl, langs=1, causal=True, src_enc=enc(x, xl, langs=0), src_len=xl)
-        pred = torch.arange(y.shape[1])[None, :-1] < (yl[:, None] - 1)
-        loss = dec.predict(h[:, :-1], pred, y[:, 1:][pred])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return enc.eval(), dec.eval()
+    return train_reverser(N_WORDS)
 
 
 def encode(enc, seqs):

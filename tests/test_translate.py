@@ -1,0 +1,65 @@
+"""translate.py as a user runs it, with a translation checkpoint of a model trained to reverse."""
+import pytest
+import torch
+
+from conftest import python, train_reverser
+from xlm.data.dictionary import SPECIAL_WORDS
+from xlm.model.checkpoint import checkpoint_payload, save_checkpoint
+
+WORDS = ["a", "b", "c", "d", "e", "f", "g", "h"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    vocab = SPECIAL_WORDS + WORDS
+    enc, dec = train_reverser(len(vocab), steps=500, first_word=len(SPECIAL_WORDS))
+    from xlm.data.dictionary import Dictionary
+    dico = Dictionary.from_words([(w, 0) for w in vocab])
+    params = dict(emb_dim=32, n_layers=2, n_heads=4, n_langs=2, lang2id={"en": 0, "fr": 1}, id2lang={0: "en", 1: "fr"},
+                  encoder_only=False, n_words=len(vocab))
+    path = tmp_path_factory.mktemp("mt") / "mt.pth"
+    save_checkpoint(checkpoint_payload(dico, params, encoder=enc, decoder=dec), path)
+    return path
+
+
+LINES = ["a b c", "h", "d e f g h", "b b a", "c d", "g f e d c b", "a"]
+
+
+def test_translate_keeps_the_order_and_translates(checkpoint, tmp_path):
+    out = tmp_path / "out.fr"
+    python("translate.py", "--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr",
+           "--output_path", out, "--batch_size", "3", input="\n".join(LINES) + "\n")
+    got = out.read_text().splitlines()
+    assert len(got) == len(LINES)
+    assert sum(g.split() == l.split()[::-1] for g, l in zip(got, LINES)) >= 5
+    # one sentence at a time gives the same lines: the batching by length does not reorder the output
+    one = tmp_path / "one.fr"
+    python("translate.py", "--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr",
+           "--output_path", one, "--batch_size", "1", input="\n".join(LINES) + "\n")
+    assert one.read_text().splitlines() == got
+    beam = tmp_path / "beam.fr"
+    python("translate.py", "--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr",
+           "--output_path", beam, "--beam_size", "4", "--length_penalty", "1.0", input="\n".join(LINES) + "\n")
+    assert len(beam.read_text().splitlines()) == len(LINES)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a b\n\nc\n", "<stdin>:2: empty line"),
+    ("a b\n" + " ".join(["a"] * 600) + "\n", "<stdin>:2: 600 tokens, more than the 510"),
+])
+def test_bad_input_lines_are_named(checkpoint, tmp_path, text, message):
+    proc = python("translate.py", "--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr",
+                  "--output_path", tmp_path / "out", input=text, check=False)
+    assert proc.returncode != 0 and message in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_bad_flags(checkpoint, tmp_path):
+    (tmp_path / "exists").write_text("x")
+    for flags, message in [(["--src_lang", "en", "--tgt_lang", "en"], "must differ"),
+                           (["--src_lang", "en", "--tgt_lang", "de"], "language 'de' is not one of the model's"),
+                           (["--src_lang", "en", "--tgt_lang", "fr", "--output_path", tmp_path / "exists"],
+                            "already exists")]:
+        if "--output_path" not in flags:
+            flags = flags + ["--output_path", tmp_path / "o"]
+        proc = python("translate.py", "--model_path", checkpoint, *flags, input="a\n", check=False)
+        assert proc.returncode != 0 and message in proc.stderr, proc.stderr
