@@ -149,7 +149,12 @@ def test_torchrun_two_ranks_match_one_process(small_sample, tmp_path):
     (["--mlm_steps", "en", "--asm", "true"], "--share_inout_emb false"),
     (["--mlm_steps", "en", "--epoch_size", "-1"], "broken in the original"),
     (["--mlm_steps", "en", "--stopping_criterion", "valid_en_mlm_ppl"], "metric,N"),
-    (["--mt_steps", "en-fr"], "not supported yet"),
+    (["--mt_steps", "en-fr"], "add --encoder_only false"),
+    (["--pc_steps", "en-fr"], "not supported yet"),
+    (["--encoder_only", "false", "--mt_steps", "en-fr", "--word_shuffle", "0.5"], "--word_shuffle must be 0 or > 1"),
+    (["--encoder_only", "false", "--bt_steps", "en-fr-fr"], "must be l1-l2-l1"),
+    (["--mlm_steps", "en", "--eval_bleu", "true"], "--eval_bleu needs --mt_steps or --bt_steps"),
+    (["--encoder_only", "false", "--ae_steps", "en", "--reload_model", "a.pth"], "'encoder_path,decoder_path'"),
     (["--mlm_steps", "en", "--reload_model", "missing.pth"], "is not a file"),
     (["--mlm_steps", "en", "--use_memory", "true", "--mem_k_dim", "15"], "must be even"),
 ])

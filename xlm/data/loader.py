@@ -21,17 +21,21 @@ class TrainingData:
 
 
 def needed_languages(params):
+    """(monolingual languages, pairs with train data, pairs with only valid/test data)."""
     steps = params.clm_steps + params.mlm_steps
-    mono = sorted({l1 for l1, l2 in steps if l2 is None})
-    pairs = sorted({tuple(sorted((l1, l2))) for l1, l2 in steps if l2 is not None})
-    return mono, pairs
+    mono = {l1 for l1, l2 in steps if l2 is None} | set(params.ae_steps) | {l1 for l1, _, _ in params.bt_steps}
+    pairs = {tuple(sorted(s)) for s in [s for s in steps if s[1] is not None] + params.mt_steps}
+    eval_pairs = {tuple(sorted((l2, l3))) for _, l2, l3 in params.bt_steps} - pairs
+    return sorted(mono), sorted(pairs), sorted(eval_pairs)
 
 
 def load_training_data(params, logger=None, local_rank=0):
-    mono, pairs = needed_languages(params)
+    mono, pairs, eval_pairs = needed_languages(params)
     splits = ("valid", "test") if params.eval_only else SPLITS
     names = [(f"{s}.{lg}", (lg, s)) for lg in mono for s in splits]
     names += [(f"{s}.{a}-{b}.{lg}", ((a, b), s, lg)) for a, b in pairs for s in splits for lg in (a, b)]
+    names += [(f"{s}.{a}-{b}.{lg}", ((a, b), s, lg)) for a, b in eval_pairs for s in ("valid", "test")
+              for lg in (a, b)]
 
     def path_of(name):
         file_name = name.replace("train.", "valid.", 1) if params.debug_train and name.startswith("train.") else name

@@ -90,7 +90,10 @@ def evaluate_lm(model, data, params, device, autocast=None, log=None):
 
 
 def metric_names(params):
-    """Every score evaluate_lm reports, to check --validation_metrics and --stopping_criterion early."""
+    """Every score a run reports (evaluate_lm, evaluate_mt), to check --validation_metrics and
+    --stopping_criterion before training starts."""
+    from .mt import mt_directions
+
     names = []
     for split in ("valid", "test"):
         for objective, steps in (("clm", params.clm_steps), ("mlm", params.mlm_steps)):
@@ -102,4 +105,7 @@ def metric_names(params):
                 names += [f"{base}_ppl", f"{base}_acc"]
             if any(l2 is None for _, l2 in steps):
                 names += [f"{split}_{objective}_ppl", f"{split}_{objective}_acc"]
+        for src, tgt in mt_directions(params):
+            names += [f"{split}_{src}-{tgt}_mt_ppl", f"{split}_{src}-{tgt}_mt_acc"]
+            names += [f"{split}_{src}-{tgt}_mt_bleu"] if params.eval_bleu else []
     return names

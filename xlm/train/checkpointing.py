@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..fileio import DataError
 from ..model.checkpoint import checkpoint_payload, load_weights, read_checkpoint, save_checkpoint
 
 
@@ -39,8 +40,9 @@ def gather_rng_states(state, info):
     return states
 
 
-def save_training_checkpoint(path, model, optimizers, dico, params, train_state):
-    payload = checkpoint_payload(dico, vars(params), model=model, epoch=train_state["epoch"],
+def save_training_checkpoint(path, models, optimizers, dico, params, train_state):
+    """models: {'model': m} or {'encoder': e, 'decoder': d}, saved under those keys as the original."""
+    payload = checkpoint_payload(dico, vars(params), **models, epoch=train_state["epoch"],
                                  n_total_iter=train_state["n_total_iter"], best_metrics=train_state["best_metrics"],
                                  best_stopping_criterion=train_state["best_stopping_criterion"])
     for name, optimizer in optimizers.items():
@@ -49,11 +51,14 @@ def save_training_checkpoint(path, model, optimizers, dico, params, train_state)
     save_checkpoint(payload, path)
 
 
-def load_training_checkpoint(path, model, optimizers, logger):
+def load_training_checkpoint(path, models, optimizers, logger):
     """Restore weights and optimizer states; returns the file's train_state. A file written by the
     original code keeps no such state: then weights, counters and (when they fit) optimizer states return."""
     data = read_checkpoint(path)
-    load_weights(model, data["model"], path)
+    for name, model in models.items():
+        if name not in data:
+            raise DataError(f"{path}: no '{name}' weights to resume from")
+        load_weights(model, data[name], f"{path} ({name})")
     for name, optimizer in optimizers.items():
         if f"{name}_optimizer" in data:
             try:

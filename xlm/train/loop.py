@@ -10,7 +10,7 @@ import random
 import signal
 import subprocess
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
@@ -18,14 +18,18 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data.datasets import BatchingOptions, ParallelDataset, StreamDataset
+from ..data.datasets import Batch, BatchingOptions, ParallelDataset, SentenceDataset, StreamDataset
 from ..data.iterators import BatchIterator
 from ..data.loader import load_training_data
 from ..evaluation.lm import evaluate_lm, metric_names
+from ..evaluation.mt import evaluate_mt
 from ..fileio import DataError, atomic_write
-from ..model.checkpoint import checkpoint_payload, config_from_params, load_weights, read_checkpoint, save_checkpoint
-from ..model.transformer import TransformerModel
+from ..model.checkpoint import (checkpoint_payload, config_from_params, load_weights, read_checkpoint,
+                                save_checkpoint, strip_module_prefix)
+from ..model.generate import generate_greedy
+from ..model.transformer import N_MAX_POSITIONS, TransformerModel
 from ..objectives.lm import MaskingConfig, clm_targets, concat_pair, mask_for_training
+from ..objectives.mt import add_noise, mt_loss
 from .checkpointing import gather_rng_states, load_training_checkpoint, rng_state, save_training_checkpoint, \
     set_rng_state
 from .distributed import all_reduce_sum, any_rank, init_distributed
@@ -87,7 +91,53 @@ def build_iterators(params, data, info):
                 dataset = ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len, data.n_words)
                 key = (objective, a, b)
             iterators.setdefault(key, BatchIterator(dataset, seed, info.rank, world))
+    batching = BatchingOptions(params.batch_size * world, params.tokens_per_batch * world
+                               if params.tokens_per_batch > 0 else -1, params.max_batch_size * world,
+                               params.group_by_size)
+    for objective, langs in (("ae", params.ae_steps), ("bt", [l1 for l1, _, _ in params.bt_steps])):
+        for lang in langs:
+            dataset = SentenceDataset(data.mono[lang]["train"], batching, params.max_len, data.n_words)
+            iterators[(objective, lang)] = BatchIterator(dataset, seed, info.rank, world)
+    for l1, l2 in params.mt_steps:
+        a, b = sorted((l1, l2))
+        dataset = ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len, data.n_words)
+        iterators.setdefault(("mt", a, b), BatchIterator(dataset, seed, info.rank, world))
     return iterators
+
+
+def build_models(params, n_words, device, logger):
+    """{'model': encoder} for pretraining, {'encoder', 'decoder'} for translation, with --reload_model."""
+    if params.encoder_only:
+        models = {"model": TransformerModel(config_from_params(vars(params), n_words))}
+    else:
+        models = {"encoder": TransformerModel(config_from_params(vars(params), n_words)),
+                  "decoder": TransformerModel(config_from_params(vars(params), n_words, is_decoder=True))}
+    for (name, model), path in zip(models.items(), params.reload_model_paths):
+        if not path:
+            continue
+        reloaded = read_checkpoint(path)
+        # a pretrained file has 'model'; a translation file 'encoder' and 'decoder'
+        state = strip_module_prefix(reloaded.get("model", reloaded.get(name, reloaded.get("encoder", {}))))
+        if name == "decoder":
+            # a decoder initialised from a pretrained encoder keeps its fresh cross-attention, as the original
+            fresh = model.state_dict()
+            missing = [k for k in fresh if k not in state and k.startswith(("encoder_attn.", "layer_norm15."))]
+            if missing:
+                logger.warning("%s: %i decoder-only parameters (cross-attention) keep their initialisation",
+                               path, len(missing))
+                state = {**state, **{k: fresh[k] for k in missing}}
+        load_weights(model, state, f"{path} ({name})")
+        logger.info("Reloaded the %s from %s", name, path)
+    if not params.encoder_only:
+        # the encoder's output layer is never used in translation: frozen, so that distributed training does
+        # not wait for its gradients (its weight, tied to the input embeddings, stays trained)
+        encoder = models["encoder"]
+        for p in encoder.pred_layer.parameters():
+            if p is not encoder.embeddings.weight:
+                p.requires_grad = False
+    for name, model in models.items():
+        logger.info("%s: %i parameters", name, sum(p.numel() for p in model.parameters()))
+    return {k: m.to(device) for k, m in models.items()}
 
 
 def round_of_steps(steps, sizes, alpha, rng):
@@ -125,14 +175,10 @@ class Trainer:
         if unknown:
             raise DataError(f"unknown metrics {', '.join(unknown)}; this run computes {', '.join(metric_names(params))}")
         params.n_words = self.data.n_words
-        self.model = TransformerModel(config_from_params(vars(params), self.data.n_words)).to(info.device)
-        if params.reload_model:
-            reloaded = read_checkpoint(params.reload_model)
-            load_weights(self.model, reloaded.get("model", reloaded.get("encoder", {})), params.reload_model)
-            self.logger.info("Reloaded the model from %s", params.reload_model)
-        self.logger.info("Model: %i parameters", sum(p.numel() for p in self.model.parameters()))
-        memory_values = [p for n, p in self.model.named_parameters() if n.endswith(".values.weight")]
-        others = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.endswith(".values.weight")]
+        self.models = build_models(params, self.data.n_words, info.device, self.logger)
+        named = [(n, p) for m in self.models.values() for n, p in m.named_parameters() if p.requires_grad]
+        memory_values = [p for n, p in named if n.endswith(".values.weight")]
+        others = [p for n, p in named if not n.endswith(".values.weight")]
         self.optimizers = {"model": build_optimizer(others, params.optimizer)}
         if memory_values:
             self.optimizers["memory"] = build_optimizer(memory_values, params.mem_values_optimizer or params.optimizer)
@@ -140,11 +186,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=params.fp16)
         amp_dtype = torch.float16 if params.fp16 else torch.bfloat16 if params.bf16 else None
         self.autocast = torch.autocast(info.device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-        self.lambdas = {o: LambdaSchedule.parse(getattr(params, f"lambda_{o}")) for o in ("clm", "mlm")}
+        self.lambdas = {o: LambdaSchedule.parse(getattr(params, f"lambda_{o}")) for o in ("clm", "mlm", "ae", "mt", "bt")}
         self.iterators = build_iterators(params, self.data, info)
         self.sizes = {s: (len(self.data.mono[s[0]]["train"]) if s[1] is None else
                           len(self.data.para[tuple(sorted(s))]["train"][0]))
-                      for s in params.clm_steps + params.mlm_steps} if not params.eval_only else {}
+                      for s in params.clm_steps + params.mlm_steps + params.mt_steps} if not params.eval_only else {}
         self.masking = MaskingConfig.from_params(params, self.data.dico, self.data.n_words)
         self.masking_generator = torch.Generator().manual_seed(params.seed * 1000 + info.rank)
         self.round_rng = np.random.default_rng(params.seed)  # the same on every rank: ranks run the same steps
@@ -152,8 +198,9 @@ class Trainer:
         self.state = LoopState(best_metrics={m.lstrip("_"): (1e12 if m.startswith("_") else -1e12)
                                              for m in filter(None, params.validation_metrics.split(","))})
         self.resume()
-        self.ddp = (DistributedDataParallel(self.model, device_ids=[info.local_rank] if info.device.type == "cuda"
-                                            else None) if info.multi else self.model)
+        device_ids = [info.local_rank] if info.device.type == "cuda" else None
+        self.ddp = {k: DistributedDataParallel(m, device_ids=device_ids) if info.multi else m
+                    for k, m in self.models.items()}
         self.stop_signal = None
         for sig in (signal.SIGUSR1, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
@@ -169,13 +216,13 @@ class Trainer:
         """Write <dump>/<name>.pth (rank 0); every rank takes part because random states are gathered."""
         state = self.train_state()
         if self.info.is_master:
-            save_training_checkpoint(os.path.join(self.dump, f"{name}.pth"), self.model, self.optimizers,
+            save_training_checkpoint(os.path.join(self.dump, f"{name}.pth"), self.models, self.optimizers,
                                      self.data.dico, self.params, state)
             self.logger.info("Saved %s.pth", name)
 
     def save_model_only(self, name):
         if self.info.is_master:
-            payload = checkpoint_payload(self.data.dico, vars(self.params), model=self.model, epoch=self.state.epoch,
+            payload = checkpoint_payload(self.data.dico, vars(self.params), **self.models, epoch=self.state.epoch,
                                          n_total_iter=self.state.n_total_iter, best_metrics=self.state.best_metrics,
                                          best_stopping_criterion=self.state.best_stopping_criterion)
             save_checkpoint(payload, os.path.join(self.dump, f"{name}.pth"))
@@ -187,7 +234,7 @@ class Trainer:
             path = self.params.reload_checkpoint
             if not path:
                 return
-        saved = load_training_checkpoint(path, self.model, self.optimizers, self.logger)
+        saved = load_training_checkpoint(path, self.models, self.optimizers, self.logger)
         fields = LoopState.__dataclass_fields__
         self.state = LoopState(**{k: v for k, v in saved.items() if k in fields})
         if "scaler" in saved:
@@ -205,9 +252,12 @@ class Trainer:
         self.stop_signal = signum
         self.logger.warning("Received signal %i: saving a checkpoint at the next step boundary", signum)
 
-    # ------------------------------------------------------------------ one objective step
+    # ------------------------------------------------------------------ objective steps
+    def to_device(self, t):
+        return None if t is None else t.to(self.info.device, non_blocking=True)
+
     def batch(self, objective, l1, l2):
-        """(x, lengths, positions, langs, stream?) of the next batch of an objective, on the CPU."""
+        """(x, lengths, positions, langs, stream?) of the next LM batch of an objective, on the CPU."""
         p = self.params
         if l2 is None:
             b = next(self.iterators[(objective, l1)])
@@ -220,28 +270,81 @@ class Trainer:
         x, lengths, positions, langs = concat_pair(first, p.lang2id[l1], second, p.lang2id[l2])
         return x, lengths, positions, langs, False
 
-    def step(self, objective, l1, l2):
+    def lm_step(self, objective, l1, l2):
+        """CLM, or MLM / TLM, on the next batch."""
+        def loss():
+            x, lengths, positions, langs, stream = self.batch("causal" if objective == "clm" else "pred", l1, l2)
+            if objective == "clm":
+                pred_mask, y = clm_targets(x, lengths, self.params.context_size)
+            else:
+                x, pred_mask, y = mask_for_training(x, lengths, self.masking, self.masking_generator)
+            to = self.to_device
+            return self.ddp["model"](to(x), None if stream else to(lengths), langs=to(langs), positions=to(positions),
+                                     causal=objective == "clm", pred_mask=to(pred_mask), y=to(y)), len(y)
+        self.optimize(objective, f"{objective.upper()}-{l1}" + (f"-{l2}" if l2 else ""), loss)
+
+    def _on_device(self, batch):
+        return Batch(self.to_device(batch.x), self.to_device(batch.lengths))
+
+    def ae_step(self, lang):
+        """Denoising auto-encoding: rebuild a sentence from its noisy version."""
+        def loss():
+            p = self.params
+            clean = next(self.iterators[("ae", lang)])
+            noisy = add_noise(clean, p.word_shuffle, p.word_dropout, p.word_blank, self.masking_generator)
+            lang_id = p.lang2id[lang]
+            return (mt_loss(self.ddp["encoder"], self.ddp["decoder"], self._on_device(noisy), lang_id,
+                            self._on_device(clean), lang_id), int((clean.lengths - 1).sum()))
+        self.optimize("ae", f"AE-{lang}", loss)
+
+    def mt_step(self, l1, l2):
+        """Supervised translation from l1 to l2 on parallel data."""
+        def loss():
+            a, b = sorted((l1, l2))
+            first, second = next(self.iterators[("mt", a, b)])
+            src, tgt = (first, second) if (l1, l2) == (a, b) else (second, first)
+            return (mt_loss(self.ddp["encoder"], self.ddp["decoder"], self._on_device(src), self.params.lang2id[l1],
+                            self._on_device(tgt), self.params.lang2id[l2]), int((tgt.lengths - 1).sum()))
+        self.optimize("mt", f"MT-{l1}-{l2}", loss)
+
+    def bt_step(self, l1, l2, l3):
+        """Online back-translation: translate l1 text to l2 with the current model (no gradient), then
+        learn to translate it back to l3 == l1."""
+        def loss():
+            p = self.params
+            enc, dec = self.models["encoder"], self.models["decoder"]
+            original = self._on_device(next(self.iterators[("bt", l1)]))
+            was_training = enc.training
+            enc.eval(), dec.eval()
+            with torch.no_grad():
+                encoded = enc(original.x, original.lengths, langs=p.lang2id[l1])
+                max_len = min(int(1.3 * int(original.lengths.max()) + 5), N_MAX_POSITIONS)
+                x2, len2 = generate_greedy(dec, encoded, original.lengths, p.lang2id[l2], max_len=max_len)
+            enc.train(was_training), dec.train(was_training)
+            return (mt_loss(self.ddp["encoder"], self.ddp["decoder"], Batch(x2, len2), p.lang2id[l2], original,
+                            p.lang2id[l3]), int((original.lengths - 1).sum()))
+        self.optimize("bt", f"BT-{l1}-{l2}-{l3}", loss)
+
+    def optimize(self, objective, name, compute_loss):
+        """One objective step: forward (compute_loss() -> (loss, predicted tokens)), backward, and an
+        optimizer step every --accumulate_gradients steps; a non-finite loss skips the step."""
         p, state = self.params, self.state
         lam = self.lambdas[objective](state.n_total_iter)
         if lam == 0:
             return
-        x, lengths, positions, langs, stream = self.batch("causal" if objective == "clm" else "pred", l1, l2)
-        if objective == "clm":
-            pred_mask, y = clm_targets(x, lengths, p.context_size)
-        else:
-            x, pred_mask, y = mask_for_training(x, lengths, self.masking, self.masking_generator)
-        to = (lambda t: None if t is None else t.to(self.info.device, non_blocking=True))
         sync = (state.n_steps + 1) % p.accumulate_gradients == 0
-        with (self.ddp.no_sync() if self.info.multi and not sync else nullcontext()):
+        with ExitStack() as stack:
+            if self.info.multi and not sync:
+                for ddp in self.ddp.values():
+                    stack.enter_context(ddp.no_sync())
             with self.autocast:
-                loss = self.ddp(to(x), None if stream else to(lengths), langs=to(langs), positions=to(positions),
-                                causal=objective == "clm", pred_mask=to(pred_mask), y=to(y))
+                loss, n_predicted = compute_loss()
             finite = not any_rank(not torch.isfinite(loss).item(), self.info)
             if not finite:
                 state.n_nonfinite += 1
                 state.consecutive_nonfinite += 1
                 self.logger.warning("Non-finite loss at iteration %i (%s): step skipped (%i so far)",
-                                    state.n_total_iter, objective, state.n_nonfinite)
+                                    state.n_total_iter, name, state.n_nonfinite)
                 if state.consecutive_nonfinite >= MAX_CONSECUTIVE_NONFINITE:
                     raise RuntimeError(f"{MAX_CONSECUTIVE_NONFINITE} non-finite losses in a row: the run diverged; "
                                        "lower the learning rate or use --bf16 instead of --fp16")
@@ -262,10 +365,9 @@ class Trainer:
             for optimizer in self.optimizers.values():
                 optimizer.zero_grad(set_to_none=True)
                 update_lr(optimizer)
-        name = f"{objective.upper()}-{l1}" + (f"-{l2}" if l2 else "")
         total = state.losses.setdefault(name, [0.0, 0])
         total[0], total[1] = total[0] + loss.item(), total[1] + 1
-        state.n_words += len(y)
+        state.n_words += n_predicted
         state.n_sents += p.batch_size
         state.n_sentences += p.batch_size
 
@@ -294,8 +396,13 @@ class Trainer:
 
     def evaluate(self):
         scores = {"epoch": self.state.epoch}
-        scores.update(evaluate_lm(self.model, self.data, self.params, self.info.device, self.autocast,
-                                  log=self.logger.info))
+        if self.params.encoder_only:
+            scores.update(evaluate_lm(self.models["model"], self.data, self.params, self.info.device, self.autocast,
+                                      log=self.logger.info))
+        else:
+            scores.update(evaluate_mt(self.models["encoder"], self.models["decoder"], self.data, self.params,
+                                      self.info.device, self.autocast, self.state.epoch, self.dump,
+                                      log=self.logger.info, write_files=self.info.is_master))
         for k, v in scores.items():
             self.logger.info("%s -> %.6f", k, v)
         if self.info.is_master:
@@ -340,7 +447,15 @@ class Trainer:
             while s.n_sentences < p.epoch_size:
                 for objective, steps in (("clm", p.clm_steps), ("mlm", p.mlm_steps)):
                     for l1, l2 in round_of_steps(steps, self.sizes, p.lg_sampling_factor, self.round_rng):
-                        self.step(objective, l1, l2)
+                        self.lm_step(objective, l1, l2)
+                # as the original: each AE and BT step once per round in a random order, MT steps drawn
+                # like the LM steps
+                for lang in round_of_steps(p.ae_steps, self.sizes, -1, self.round_rng):
+                    self.ae_step(lang)
+                for l1, l2 in round_of_steps(p.mt_steps, self.sizes, p.lg_sampling_factor, self.round_rng):
+                    self.mt_step(l1, l2)
+                for l1, l2, l3 in round_of_steps(p.bt_steps, self.sizes, -1, self.round_rng):
+                    self.bt_step(l1, l2, l3)
                 s.n_total_iter += 1
                 if s.n_total_iter % p.log_interval == 0:
                     self.log_progress(time.time() - epoch_start)

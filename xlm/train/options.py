@@ -188,13 +188,26 @@ def check_params(params):
     params.mt_steps = parse_steps(params.mt_steps, "mt_steps", params.langs, "pair")
     params.ae_steps = parse_steps(params.ae_steps, "ae_steps", params.langs, "mono")
     params.bt_steps = parse_steps(params.bt_steps, "bt_steps", params.langs, "triple")
-    for flag in ("pc_steps", "mt_steps", "ae_steps", "bt_steps"):
-        if getattr(params, flag):
-            raise DataError(f"--{flag} is not supported yet in xlm (pretraining objectives: --clm_steps, --mlm_steps)")
-    if not (params.clm_steps or params.mlm_steps) and not params.eval_only:
-        raise DataError("nothing to train: give --clm_steps and/or --mlm_steps")
-    if params.encoder_only is False:
-        raise DataError("--encoder_only false (translation) is not supported yet in xlm")
+    if params.pc_steps:
+        raise DataError("--pc_steps is not supported yet in xlm")
+    translation = params.mt_steps or params.ae_steps or params.bt_steps
+    if translation and params.encoder_only:
+        raise DataError("--mt_steps, --ae_steps and --bt_steps train an encoder-decoder: add --encoder_only false")
+    if not params.encoder_only and (params.clm_steps or params.mlm_steps):
+        raise DataError("--clm_steps / --mlm_steps with --encoder_only false are not supported yet in xlm")
+    if not (params.clm_steps or params.mlm_steps or translation) and not params.eval_only:
+        raise DataError("nothing to train: give --clm_steps, --mlm_steps, --mt_steps, --ae_steps or --bt_steps")
+    if params.eval_bleu and not (params.mt_steps or params.bt_steps):
+        raise DataError("--eval_bleu needs --mt_steps or --bt_steps")
+    if not (params.word_shuffle == 0 or params.word_shuffle > 1):
+        raise DataError("--word_shuffle must be 0 or > 1 (the largest displacement of a word)")
+    if not (0 <= params.word_dropout < 1 and 0 <= params.word_blank < 1):
+        raise DataError("--word_dropout and --word_blank must be in [0, 1)")
+    if params.beam_size < 1:
+        raise DataError("--beam_size must be >= 1")
+    params.reload_model_paths = params.reload_model.split(",") if params.reload_model else []
+    if params.reload_model and (len(params.reload_model_paths) != (1 if params.encoder_only else 2)):
+        raise DataError("--reload_model: one path, or 'encoder_path,decoder_path' with --encoder_only false")
 
     # data
     if not params.data_path or not os.path.isdir(params.data_path):
@@ -241,8 +254,9 @@ def check_params(params):
         if not (parse_mem_positions(params.mem_enc_positions, params.n_layers) or
                 parse_mem_positions(params.mem_dec_positions, params.n_layers)):
             raise DataError("--use_memory true needs --mem_enc_positions (e.g. 4,7 or 7+)")
-    if params.reload_model and not os.path.isfile(params.reload_model):
-        raise DataError(f"--reload_model: {params.reload_model} is not a file")
+    for path in params.reload_model_paths:
+        if path and not os.path.isfile(path):
+            raise DataError(f"--reload_model: {path} is not a file")
     if params.reload_checkpoint and not os.path.isfile(params.reload_checkpoint):
         raise DataError(f"--reload_checkpoint: {params.reload_checkpoint} is not a file")
 
@@ -254,5 +268,3 @@ def check_params(params):
         m = re.match(r"^(_?[\w.-]+),(\d+)$", params.stopping_criterion)
         if not m:
             raise DataError("--stopping_criterion must be 'metric,N', e.g. _valid_mlm_ppl,10")
-    if params.eval_bleu:
-        raise DataError("--eval_bleu needs --mt_steps or --bt_steps, which are not supported yet in xlm")

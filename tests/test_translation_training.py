@@ -1,0 +1,75 @@
+"""train.py with --encoder_only false: denoising auto-encoding, back-translation and supervised MT."""
+import json
+
+import torch
+
+import xlm
+from conftest import python
+from xlm.data.datasets import batch_sentences
+from xlm.data.dictionary import MASK_INDEX
+from xlm.objectives.mt import add_noise
+
+TINY = ["--emb_dim", "32", "--n_layers", "1", "--n_heads", "4", "--batch_size", "16", "--max_len", "30"]
+
+
+def train(data, dump, exp_id, *flags):
+    return python("train.py", "--exp_name", "mt", "--exp_id", exp_id, "--dump_path", dump, "--data_path", data,
+                  *TINY, *flags)
+
+
+def scores_of(log):
+    return [json.loads(line.split("__log__:", 1)[1]) for line in log.splitlines() if "__log__:" in line]
+
+
+def test_noise_follows_the_original_rules():
+    g = torch.Generator().manual_seed(0)
+    sentence = torch.arange(20, 40).numpy()
+    batch = batch_sentences([sentence, sentence[:3]])
+    shuffled = add_noise(batch, 3, 0, 0, g)
+    order = shuffled.x[0, 1:21] - 20
+    assert sorted(order.tolist()) == list(range(20)) and (order - torch.arange(20)).abs().max() < 3
+    assert shuffled.x[0, 0] == 1 and shuffled.x[0, 21] == 1
+    dropped = add_noise(batch, 0, 0.5, 0, g)
+    assert (dropped.lengths < batch.lengths).any() and (dropped.lengths >= 3).all()
+    blanked = add_noise(batch, 0, 0, 0.5, g)
+    assert torch.equal(blanked.lengths, batch.lengths) and (blanked.x == MASK_INDEX).any()
+    assert (blanked.x[:, 0] == 1).all() and blanked.x[0, 21] == 1
+
+
+def test_unsupervised_and_supervised_mt(small_sample, tmp_path):
+    # an MLM-pretrained model initialises both encoder and decoder (--reload_model enc,dec), as in the paper
+    train(small_sample, tmp_path, "mlm", "--lgs", "en-fr", "--mlm_steps", "en,fr", "--epoch_size", "160",
+          "--max_epoch", "1")
+    mlm = tmp_path / "mt" / "mlm" / "checkpoint.pth"
+    proc = train(small_sample, tmp_path, "aebt", "--lgs", "en-fr", "--encoder_only", "false",
+                 "--reload_model", f"{mlm},{mlm}", "--ae_steps", "en,fr", "--bt_steps", "en-fr-en,fr-en-fr",
+                 "--word_shuffle", "3", "--word_dropout", "0.1", "--word_blank", "0.1",
+                 "--lambda_ae", "0:1,100:0.1", "--tokens_per_batch", "400", "--epoch_size", "96", "--max_epoch", "2",
+                 "--log_interval", "1",
+                 "--eval_bleu", "true", "--validation_metrics", "valid_en-fr_mt_bleu",
+                 "--stopping_criterion", "valid_en-fr_mt_bleu,10")
+    dump = tmp_path / "mt" / "aebt"
+    log = (dump / "train.log").read_text()
+    assert "decoder-only parameters (cross-attention) keep their initialisation" in log
+    assert "AE-en:" in log and "BT-en-fr-en:" in log and "BT-fr-en-fr:" in log
+    scores = scores_of(log)
+    assert {"valid_en-fr_mt_ppl", "valid_en-fr_mt_acc", "valid_en-fr_mt_bleu", "valid_fr-en_mt_bleu",
+            "test_fr-en_mt_bleu"} <= set(scores[0])
+    hyps = {p.name for p in (dump / "hypotheses").iterdir()}
+    assert {"ref.en-fr.valid.txt", "ref.fr-en.test.txt", "hyp0.en-fr.valid.txt", "hyp1.fr-en.test.txt"} <= hyps
+    refs = (dump / "hypotheses" / "ref.en-fr.valid.txt").read_text().splitlines()
+    assert len(refs) == 150 and "@@" not in " ".join(refs)
+    assert (dump / "best-valid_en-fr_mt_bleu.pth").exists()
+
+    # supervised MT: the teacher-forced perplexity falls, and translate.py uses the checkpoint
+    train(small_sample, tmp_path, "sup", "--lgs", "en-fr", "--encoder_only", "false", "--mt_steps", "en-fr,fr-en",
+          "--optimizer", "adam,lr=0.002", "--epoch_size", "480", "--max_epoch", "3")
+    scores = scores_of((tmp_path / "mt" / "sup" / "train.log").read_text())
+    assert scores[-1]["valid_en-fr_mt_ppl"] < 0.7 * scores[0]["valid_en-fr_mt_ppl"]
+    model = xlm.load_model(tmp_path / "mt" / "sup" / "checkpoint.pth")
+    assert model.decoder is not None
+    lines = (small_sample / "valid.en-fr.en").read_text().splitlines()[:12]
+    out = tmp_path / "out.fr"
+    python("translate.py", "--model_path", tmp_path / "mt" / "sup" / "checkpoint.pth", "--src_lang", "en",
+           "--tgt_lang", "fr", "--output_path", out, "--batch_size", "5", input="\n".join(lines) + "\n")
+    assert len(out.read_text().splitlines()) == 12

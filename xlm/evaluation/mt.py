@@ -1,0 +1,89 @@
+"""Translation evaluation under the original's names: `valid_en-fr_mt_ppl`, `valid_en-fr_mt_acc`
+(teacher forcing) and with --eval_bleu `valid_en-fr_mt_bleu` (multi-bleu's tokenized BLEU), with the
+original's reference and hypothesis files in <dump>/hypotheses/."""
+import math
+import os
+import time
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+
+from ..data.datasets import BatchingOptions, ParallelDataset
+from ..fileio import atomic_write
+from ..model.generate import generate_beam, generate_greedy
+from ..model.transformer import N_MAX_POSITIONS
+from ..objectives.mt import decoder_targets
+from .bleu import prepare_for_bleu, tokenized_bleu
+
+
+def mt_directions(params):
+    """The evaluated directions: mt_steps, then the (l2, l3) of each bt step, without repeats."""
+    directions = []
+    for d in list(params.mt_steps) + [(l2, l3) for _, l2, l3 in params.bt_steps]:
+        if d not in directions:
+            directions.append(d)
+    return directions
+
+
+def _sentences(dico, ids):
+    return " ".join(dico[i] for i in ids)
+
+
+@torch.no_grad()
+def evaluate_mt(encoder, decoder, data, params, device, autocast=None, epoch=0, dump=".", log=None,
+                write_files=True):
+    autocast = autocast or nullcontext()
+    was_training = encoder.training
+    encoder.eval(), decoder.eval()
+    scores = {}
+    hyp_dir = os.path.join(dump, "hypotheses")
+    os.makedirs(hyp_dir, exist_ok=True)
+    for split in ("valid", "test"):
+        for src, tgt in mt_directions(params):
+            start = time.time()
+            a, b = sorted((src, tgt))
+            c_src, c_tgt = data.para[(a, b)][split]
+            if (src, tgt) != (a, b):
+                c_src, c_tgt = c_tgt, c_src
+            dataset = ParallelDataset(c_src, c_tgt, BatchingOptions(batch_size=params.batch_size, group_by_size=True),
+                                      n_words=data.n_words)
+            xe, n, correct, hyps = 0.0, 0, 0, {}
+            for key in dataset.batches(None):
+                s, t = dataset.collate(key)
+                x1, len1, x2, len2 = (v.to(device) for v in (s.x, s.lengths, t.x, t.lengths))
+                with autocast:
+                    enc = encoder(x1, len1, langs=params.lang2id[src])
+                    h = decoder(x2, len2, langs=params.lang2id[tgt], causal=True, src_enc=enc, src_len=len1)
+                    pred_mask, y = decoder_targets(x2, len2)
+                    logits = decoder.get_scores(h[pred_mask]).float()
+                    if params.eval_bleu:
+                        max_len = min(int(1.5 * int(len1.max()) + 10), N_MAX_POSITIONS)
+                        if params.beam_size == 1:
+                            out, out_len = generate_greedy(decoder, enc, len1, params.lang2id[tgt], max_len=max_len)
+                        else:
+                            out, out_len = generate_beam(decoder, enc, len1, params.lang2id[tgt], params.beam_size,
+                                                         params.length_penalty, params.early_stopping, max_len)
+                        for row, i in enumerate(dataset.indices[key]):
+                            hyps[int(i)] = out[row, 1:int(out_len[row]) - 1].tolist()
+                xe += F.cross_entropy(logits, y, reduction="sum").item()
+                n, correct = n + len(y), correct + (logits.argmax(-1) == y).sum().item()
+            name = f"{split}_{src}-{tgt}_mt"
+            scores[f"{name}_ppl"], scores[f"{name}_acc"] = math.exp(xe / max(n, 1)), 100.0 * correct / max(n, 1)
+            if params.eval_bleu:
+                refs = [prepare_for_bleu(_sentences(data.dico, c_tgt[i])) for i in range(len(c_tgt))]
+                out = [prepare_for_bleu(_sentences(data.dico, hyps[i])) for i in range(len(c_tgt))]
+                if write_files:
+                    ref_path = os.path.join(hyp_dir, f"ref.{src}-{tgt}.{split}.txt")
+                    if not os.path.exists(ref_path):
+                        with atomic_write(ref_path, "w") as f:
+                            f.write("".join(r + "\n" for r in refs))
+                    with atomic_write(os.path.join(hyp_dir, f"hyp{epoch}.{src}-{tgt}.{split}.txt"), "w") as f:
+                        f.write("".join(h + "\n" for h in out))
+                scores[f"{name}_bleu"] = tokenized_bleu(out, refs)
+            if log:
+                log(f"Evaluated {name}: ppl {scores[f'{name}_ppl']:.2f}" +
+                    (f", BLEU {scores[f'{name}_bleu']:.2f}" if params.eval_bleu else "") +
+                    f" ({time.time() - start:.1f}s)")
+    encoder.train(was_training), decoder.train(was_training)
+    return scores
