@@ -1,6 +1,5 @@
 """translate.py as a user runs it, with a translation checkpoint of a model trained to reverse."""
 import pytest
-import torch
 
 from conftest import python, train_reverser
 from xlm.data.dictionary import SPECIAL_WORDS

@@ -41,7 +41,7 @@ def test_unsupervised_and_supervised_mt(small_sample, tmp_path):
     train(small_sample, tmp_path, "mlm", "--lgs", "en-fr", "--mlm_steps", "en,fr", "--epoch_size", "160",
           "--max_epoch", "1")
     mlm = tmp_path / "mt" / "mlm" / "checkpoint.pth"
-    proc = train(small_sample, tmp_path, "aebt", "--lgs", "en-fr", "--encoder_only", "false",
+    train(small_sample, tmp_path, "aebt", "--lgs", "en-fr", "--encoder_only", "false",
                  "--reload_model", f"{mlm},{mlm}", "--ae_steps", "en,fr", "--bt_steps", "en-fr-en,fr-en-fr",
                  "--word_shuffle", "3", "--word_dropout", "0.1", "--word_blank", "0.1",
                  "--lambda_ae", "0:1,100:0.1", "--tokens_per_batch", "400", "--epoch_size", "96", "--max_epoch", "2",

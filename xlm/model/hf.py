@@ -7,7 +7,6 @@ body of XLMWithLMHeadModel. Vocabularies differ in convention: fastBPE marks non
 import json
 import os
 
-import torch
 
 from ..data.dictionary import N_RESERVED, Dictionary
 from ..fileio import DataError

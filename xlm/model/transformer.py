@@ -5,7 +5,6 @@ sinusoidal positions (a 512-row table), optional language embeddings, GELU or Re
 projection tied to the input embeddings. Module and parameter names are the original XLM's, so its
 state dicts load without renaming. Tensors are batch-first: x is (batch, length).
 """
-import math
 from dataclasses import dataclass, field
 
 import numpy as np

@@ -3,7 +3,6 @@ steps, evaluation, checkpoints. Objectives are functions of a batch (xlm/objecti
 nothing of this file.
 """
 import json
-import math
 import os
 import pickle
 import random
