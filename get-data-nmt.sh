@@ -1,6 +1,142 @@
 #!/usr/bin/env bash
-# Not available yet: this script arrives with translation / XNLI support. It exits with an error
-# rather than pretend to run. The data tools it will use already work: tools/tokenize.sh,
-# tools/fastbpe, preprocess.py (see README.md).
-echo "get-data-nmt.sh is not implemented yet in xlm; see README.md for what works today" >&2
-exit 2
+# Monolingual WMT NewsCrawl data and WMT dev/test sets for unsupervised MT, prepared like the original
+# XLM's get-data-nmt.sh (same files, same names), on xlm's own tools:
+#
+#   ./get-data-nmt.sh --src en --tgt fr [--reload_codes CODES --reload_vocab VOCAB]
+#                     [--mirror DIR_OR_URL] [--data_path ./data] [--n_mono 5000000] [--codes 60000]
+#
+# --mirror fetches every archive by its file name from a local folder or an http(s) prefix instead of
+# statmt.org (clusters without internet). Each archive is checked before use; every output is written
+# under a temporary name and renamed when complete; steps whose outputs exist are skipped.
+set -euo pipefail
+MAIN=$(cd "$(dirname "$0")" && pwd)
+N_MONO=5000000
+CODES=60000
+DATA=./data
+SRC= TGT= RELOAD_CODES= RELOAD_VOCAB= MIRROR=
+die() { echo "get-data-nmt.sh: $*" >&2; exit 1; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --src) SRC=$2; shift 2;;
+    --tgt) TGT=$2; shift 2;;
+    --reload_codes) RELOAD_CODES=$2; shift 2;;
+    --reload_vocab) RELOAD_VOCAB=$2; shift 2;;
+    --mirror) MIRROR=$2; shift 2;;
+    --data_path) DATA=$2; shift 2;;
+    --n_mono) N_MONO=$2; shift 2;;
+    --codes) CODES=$2; shift 2;;
+    *) die "unknown argument $1";;
+  esac
+done
+[ -n "$SRC" ] || die "--src not provided"
+[ -n "$TGT" ] || die "--tgt not provided"
+case "$SRC-$TGT" in en-fr|de-en|en-ro) ;; *) die "supported pairs: --src en --tgt fr, --src de --tgt en, --src en --tgt ro";; esac
+[ -z "$RELOAD_CODES" ] || [ -f "$RELOAD_CODES" ] || die "cannot locate BPE codes $RELOAD_CODES"
+[ -z "$RELOAD_VOCAB" ] || [ -f "$RELOAD_VOCAB" ] || die "cannot locate vocabulary $RELOAD_VOCAB"
+if { [ -n "$RELOAD_CODES" ] && [ -z "$RELOAD_VOCAB" ]; } || { [ -z "$RELOAD_CODES" ] && [ -n "$RELOAD_VOCAB" ]; }; then
+  die "BPE codes should be provided if and only if the vocabulary is also provided"
+fi
+
+MONO=$DATA/mono PARA=$DATA/para PROC=$DATA/processed/$SRC-$TGT
+mkdir -p "$MONO/$SRC" "$MONO/$TGT" "$PARA" "$PROC"
+PY="python"
+
+fetch() {  # url, destination folder: download (or copy from the mirror) to a .part file, check, rename
+  local url=$1 dest=$2/$(basename "$1")
+  [ -f "$dest" ] && return 0
+  local src=$url
+  [ -n "$MIRROR" ] && src=${MIRROR%/}/$(basename "$url")
+  echo "Fetching $src"
+  if [ -d "${MIRROR:-/nonexistent}" ]; then
+    [ -f "$src" ] || die "$src: not in the mirror"
+    cp "$src" "$dest.part"
+  else
+    curl -fL --retry 3 -o "$dest.part" "$src" || { rm -f "$dest.part"; die "cannot download $src"; }
+  fi
+  case "$dest" in
+    *.tgz) tar -tzf "$dest.part" > /dev/null 2>&1 || { rm -f "$dest.part"; die "$src: corrupt archive"; };;
+    *.gz) gzip -t "$dest.part" 2> /dev/null || { rm -f "$dest.part"; die "$src: corrupt archive"; };;
+  esac
+  mv "$dest.part" "$dest"
+}
+
+tokenize() {  # language: stdin -> stdout, the original's Moses pipeline (+ Romanian normalisation)
+  if [ "$1" = ro ]; then
+    # Sennrich's WMT16 Romanian preprocessing: comma-below letters and no diacritics
+    $PY -c 'import sys
+t = str.maketrans("ŞşŢţȘșȚțĂăÂâÎî", "SsTtSsTtAaAaIi")
+for line in sys.stdin: sys.stdout.write(line.translate(t))' | bash "$MAIN/tools/tokenize.sh" ro
+  else
+    bash "$MAIN/tools/tokenize.sh" "$1"
+  fi
+}
+
+declare -A NEWS=(
+  [en]="http://www.statmt.org/wmt14/training-monolingual-news-crawl/news.2007.en.shuffled.gz http://www.statmt.org/wmt14/training-monolingual-news-crawl/news.2008.en.shuffled.gz"
+  [de]="http://www.statmt.org/wmt14/training-monolingual-news-crawl/news.2007.de.shuffled.gz http://www.statmt.org/wmt14/training-monolingual-news-crawl/news.2008.de.shuffled.gz"
+  [fr]="http://www.statmt.org/wmt14/training-monolingual-news-crawl/news.2007.fr.shuffled.gz http://www.statmt.org/wmt14/training-monolingual-news-crawl/news.2008.fr.shuffled.gz http://www.statmt.org/wmt14/training-monolingual-news-crawl/news.2009.fr.shuffled.gz"
+  [ro]="http://data.statmt.org/wmt16/translation-task/news.2015.ro.shuffled.gz"
+)
+
+for lg in $SRC $TGT; do
+  raw=$MONO/$lg/all.$lg
+  if [ ! -f "$raw" ]; then
+    for url in ${NEWS[$lg]}; do fetch "$url" "$MONO/$lg"; done
+    echo "Concatenating $lg monolingual data ($N_MONO sentences at most)..."
+    for url in ${NEWS[$lg]}; do gzip -dc "$MONO/$lg/$(basename "$url")"; done | head -n "$N_MONO" > "$raw.tmp" || true
+    mv "$raw.tmp" "$raw"
+  fi
+  if [ ! -f "$raw.tok" ]; then
+    echo "Tokenizing $lg monolingual data..."
+    tokenize "$lg" < "$raw" > "$raw.tok.tmp" && mv "$raw.tok.tmp" "$raw.tok"
+  fi
+done
+
+BPE_CODES=$PROC/codes FULL_VOCAB=$PROC/vocab.$SRC-$TGT
+if [ ! -f "$BPE_CODES" ] && [ -n "$RELOAD_CODES" ]; then cp "$RELOAD_CODES" "$BPE_CODES"; fi
+if [ ! -f "$BPE_CODES" ]; then
+  echo "Learning $CODES BPE codes..."
+  $PY "$MAIN/tools/fastbpe" learnbpe "$CODES" "$MONO/$SRC/all.$SRC.tok" "$MONO/$TGT/all.$TGT.tok" > "$BPE_CODES.tmp"
+  mv "$BPE_CODES.tmp" "$BPE_CODES"
+fi
+for lg in $SRC $TGT; do
+  [ -f "$PROC/train.$lg" ] || $PY "$MAIN/tools/fastbpe" applybpe "$PROC/train.$lg" "$MONO/$lg/all.$lg.tok" "$BPE_CODES"
+  if [ ! -f "$PROC/vocab.$lg" ]; then
+    $PY "$MAIN/tools/fastbpe" getvocab "$PROC/train.$lg" > "$PROC/vocab.$lg.tmp" && mv "$PROC/vocab.$lg.tmp" "$PROC/vocab.$lg"
+  fi
+done
+if [ ! -f "$FULL_VOCAB" ] && [ -n "$RELOAD_VOCAB" ]; then cp "$RELOAD_VOCAB" "$FULL_VOCAB"; fi
+if [ ! -f "$FULL_VOCAB" ]; then
+  $PY "$MAIN/tools/fastbpe" getvocab "$PROC/train.$SRC" "$PROC/train.$TGT" > "$FULL_VOCAB.tmp" && mv "$FULL_VOCAB.tmp" "$FULL_VOCAB"
+fi
+for lg in $SRC $TGT; do
+  [ -f "$PROC/train.$lg.pth" ] || $PY "$MAIN/preprocess.py" "$FULL_VOCAB" "$PROC/train.$lg"
+done
+
+# WMT dev/test sets (evaluation only), from the sgm files of WMT18's dev.tgz
+case "$SRC-$TGT" in
+  en-fr) VALID=(newstest2013-ref.en newstest2013-ref.fr) TEST=(newstest2014-fren-ref.en newstest2014-fren-ref.fr);;
+  de-en) VALID=(newstest2013-ref.de newstest2013-ref.en) TEST=(newstest2016-ende-ref.de newstest2016-deen-ref.en);;
+  en-ro) VALID=(newsdev2016-roen-ref.en newsdev2016-enro-ref.ro) TEST=(newstest2016-roen-ref.en newstest2016-enro-ref.ro);;
+esac
+fetch http://data.statmt.org/wmt18/translation-task/dev.tgz "$PARA"
+[ -d "$PARA/dev" ] || tar -xzf "$PARA/dev.tgz" -C "$PARA"
+for split in valid test; do
+  if [ $split = valid ]; then files=("${VALID[@]}"); else files=("${TEST[@]}"); fi
+  for i in 0 1; do
+    lg=$([ $i = 0 ] && echo "$SRC" || echo "$TGT")
+    sgm=$PARA/dev/${files[$i]}.sgm
+    [ -f "$sgm" ] || die "$sgm is not found in dev.tgz"
+    out=$PROC/$split.$SRC-$TGT.$lg
+    if [ ! -f "$out.pth" ]; then
+      # the text of each <seg> element, as Moses' input-from-sgm.perl extracts it
+      sed -n 's/^.*<seg[^>]*>[[:space:]]*\(.*[^[:space:]]\)[[:space:]]*<\/seg>.*$/\1/p' "$sgm" | tokenize "$lg" > "$PARA/dev/${files[$i]}.tok"
+      $PY "$MAIN/tools/fastbpe" applybpe "$out" "$PARA/dev/${files[$i]}.tok" "$BPE_CODES" "$PROC/vocab.$lg"
+      $PY "$MAIN/preprocess.py" "$FULL_VOCAB" "$out"
+    fi
+    ln -sf "$(basename "$out").pth" "$PROC/$split.$lg.pth"
+  done
+done
+
+echo "===== Data summary ($PROC)"
+python "$MAIN/tools/corpus_summary.py" "$PROC"

@@ -1,0 +1,83 @@
+"""get-data-nmt.sh offline, against a mirror folder of tiny archives with the real names and layout."""
+import gzip
+import io
+import os
+import tarfile
+
+import pytest
+
+from conftest import ROOT, SAMPLE, python, run
+
+NEWS = {"en": ["news.2007.en.shuffled.gz", "news.2008.en.shuffled.gz"],
+        "fr": ["news.2007.fr.shuffled.gz", "news.2008.fr.shuffled.gz", "news.2009.fr.shuffled.gz"]}
+
+
+def sgm(lines, lang):
+    segs = "".join(f'<seg id="{i + 1}">{line}</seg>\n' for i, line in enumerate(lines))
+    return f'<refset setid="newstest" srclang="any" trglang="{lang}">\n<doc sysid="ref" docid="d1">\n{segs}</doc>\n</refset>\n'
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mirror")
+    for lang, names in NEWS.items():
+        lines = (SAMPLE / "mono" / f"train.{lang}").read_text(encoding="utf-8").splitlines()
+        for k, name in enumerate(names):
+            with gzip.open(folder / name, "wt", encoding="utf-8") as f:
+                f.write("\n".join(lines[k * 400:(k + 1) * 400]) + "\n")
+    with tarfile.open(folder / "dev.tgz", "w:gz") as tar:
+        for split, name in (("valid", "newstest2013-ref"), ("test", "newstest2014-fren-ref")):
+            for lang in ("en", "fr"):
+                lines = (SAMPLE / "para" / f"{split}.en-fr.{lang}").read_text(encoding="utf-8").splitlines()[:50]
+                data = sgm(lines, lang).encode("utf-8")
+                info = tarfile.TarInfo(f"dev/{name}.{lang}.sgm")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return folder
+
+
+def test_offline_run_writes_what_train_py_reads(mirror, tmp_path):
+    data = tmp_path / "data"
+    proc = run(["bash", str(ROOT / "get-data-nmt.sh"), "--src", "en", "--tgt", "fr", "--mirror", str(mirror),
+                "--data_path", str(data), "--n_mono", "1000", "--codes", "500"])
+    proc_dir = data / "processed" / "en-fr"
+    expected = {"codes", "vocab.en", "vocab.fr", "vocab.en-fr", "train.en.pth", "train.fr.pth",
+                "valid.en-fr.en.pth", "valid.en-fr.fr.pth", "test.en-fr.en.pth", "test.en-fr.fr.pth",
+                "valid.en.pth", "valid.fr.pth", "test.en.pth", "test.fr.pth"}
+    assert expected <= set(os.listdir(proc_dir))
+    assert "Data summary" in proc.stdout
+    assert len((data / "mono" / "en" / "all.en").read_text(encoding="utf-8").splitlines()) == 800  # all there is
+    assert len((data / "mono" / "fr" / "all.fr").read_text(encoding="utf-8").splitlines()) == 1000  # --n_mono
+    assert len((proc_dir / "valid.en-fr.fr").read_text(encoding="utf-8").splitlines()) == 50
+    # the unsupervised MT command runs on it
+    python("train.py", "--exp_name", "nmt", "--dump_path", tmp_path / "dumped", "--data_path", proc_dir,
+           "--lgs", "en-fr", "--encoder_only", "false", "--ae_steps", "en,fr", "--bt_steps", "en-fr-en,fr-en-fr",
+           "--emb_dim", "16", "--n_layers", "1", "--n_heads", "2", "--batch_size", "8", "--epoch_size", "32",
+           "--max_epoch", "1", "--eval_bleu", "true")
+    # a second run finds every output and redoes nothing
+    before = {p: p.stat().st_mtime for p in proc_dir.glob("*.pth")}
+    run(["bash", str(ROOT / "get-data-nmt.sh"), "--src", "en", "--tgt", "fr", "--mirror", str(mirror),
+         "--data_path", str(data), "--n_mono", "1000", "--codes", "500"])
+    assert before == {p: p.stat().st_mtime for p in proc_dir.glob("*.pth")}
+
+
+def test_corrupt_archive_is_a_clear_error(mirror, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in mirror.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "news.2008.en.shuffled.gz").write_bytes((mirror / "news.2008.en.shuffled.gz").read_bytes()[:200])
+    data = tmp_path / "data"
+    proc = run(["bash", str(ROOT / "get-data-nmt.sh"), "--src", "en", "--tgt", "fr", "--mirror", str(broken),
+                "--data_path", str(data), "--n_mono", "1000", "--codes", "500"], check=False)
+    assert proc.returncode != 0 and "news.2008.en.shuffled.gz: corrupt archive" in proc.stderr
+    leftovers = [p.name for p in (data / "mono" / "en").iterdir()]
+    assert "news.2008.en.shuffled.gz" not in leftovers and not any(n.endswith(".part") for n in leftovers)
+    assert not (data / "mono" / "en" / "all.en").exists()
+
+
+def test_bad_arguments():
+    for args, message in ((["--src", "en"], "--tgt not provided"), (["--src", "fr", "--tgt", "en"], "supported pairs"),
+                          (["--src", "en", "--tgt", "fr", "--reload_codes", "missing"], "cannot locate BPE codes")):
+        proc = run(["bash", str(ROOT / "get-data-nmt.sh"), *args], check=False)
+        assert proc.returncode != 0 and message in proc.stderr
