@@ -1,0 +1,92 @@
+"""Translation speed: translate.py's sentences/s with beam 5, and the share of a back-translation step
+spent generating. Random weights with </s> made impossible, so every sentence decodes to its max_len
+(the worst case). Prints one JSON object.
+
+    python -m bench.translate [--sentences 200] [--emb_dim 256 --n_layers 4]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+from bench.model import cpu_model
+from xlm.data import load_binarized
+from xlm.data.datasets import Batch, batch_sentences
+from xlm.data.dictionary import Dictionary
+from xlm.model.checkpoint import checkpoint_payload, save_checkpoint
+from xlm.model.generate import generate_greedy
+from xlm.model.transformer import N_MAX_POSITIONS, TransformerConfig, TransformerModel
+from xlm.objectives.mt import mt_loss
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", default=os.path.join(ROOT, "data", "processed", "sample"))
+    parser.add_argument("--sentences", type=int, default=200)
+    parser.add_argument("--emb_dim", type=int, default=256)
+    parser.add_argument("--n_layers", type=int, default=4)
+    parser.add_argument("--batch_size", type=int, default=32)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    corpus = load_binarized(os.path.join(args.data, "valid.en-fr.en.pth"))
+    dico = Dictionary.read_vocab(os.path.join(args.data, "vocab"))
+    kw = dict(n_words=len(dico), emb_dim=args.emb_dim, n_layers=args.n_layers, n_heads=8, n_langs=2,
+              gelu_activation=True, dropout=0.1, attention_dropout=0.1)
+    enc, dec = TransformerModel(TransformerConfig(**kw)), TransformerModel(TransformerConfig(**kw, is_decoder=True))
+    with torch.no_grad():
+        dec.pred_layer.proj.bias[dec.config.eos_index] = -1e4
+    params = dict(emb_dim=args.emb_dim, n_layers=args.n_layers, n_heads=8, n_langs=2, gelu_activation=True,
+                  lang2id={"en": 0, "fr": 1}, id2lang={0: "en", 1: "fr"}, encoder_only=False, n_words=len(dico))
+    result = {"benchmark": "translate", "command": "python -m bench.translate " + " ".join(sys.argv[1:]),
+              "device_name": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "model": {"emb_dim": args.emb_dim, "n_layers": args.n_layers, "n_words": len(dico)}}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = os.path.join(tmp, "mt.pth")
+        save_checkpoint(checkpoint_payload(dico, params, encoder=enc, decoder=dec), ckpt)
+        lines = [" ".join(dico[i] for i in corpus[k]) for k in range(args.sentences)]
+        start = time.perf_counter()
+        subprocess.run([sys.executable, os.path.join(ROOT, "translate.py"), "--model_path", ckpt, "--src_lang", "en",
+                        "--tgt_lang", "fr", "--output_path", os.path.join(tmp, "out"), "--beam_size", "5",
+                        "--batch_size", str(args.batch_size), "--device", "cpu"],
+                       input="\n".join(lines) + "\n", text=True, check=True, capture_output=True)
+        seconds = time.perf_counter() - start
+    result["translate_beam5"] = {"sentences": args.sentences, "seconds": round(seconds, 2),
+                                 "sentences_per_s": round(args.sentences / seconds, 2),
+                                 "mean_source_tokens": round(sum(len(l.split()) for l in lines) / len(lines), 1),
+                                 "note": "includes process start-up and model loading"}
+
+    # one back-translation step: generate (no gradient, eval mode), then train on the reverse direction
+    optimizer = torch.optim.AdamW(list(enc.parameters()) + list(dec.parameters()), lr=1e-4)
+    batch = batch_sentences([corpus[k] for k in range(args.batch_size)])
+    gen_t, train_t = [], []
+    for _ in range(3):
+        start = time.perf_counter()
+        enc.eval(), dec.eval()
+        with torch.no_grad():
+            encoded = enc(batch.x, batch.lengths, langs=0)
+            max_len = min(int(1.3 * int(batch.lengths.max()) + 5), N_MAX_POSITIONS)
+            x2, len2 = generate_greedy(dec, encoded, batch.lengths, 1, max_len=max_len)
+        middle = time.perf_counter()
+        enc.train(), dec.train()
+        mt_loss(enc, dec, Batch(x2, len2), 1, batch, 0).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        gen_t.append(middle - start)
+        train_t.append(time.perf_counter() - middle)
+    g, t = min(gen_t), min(train_t)
+    result["bt_step"] = {"batch_size": args.batch_size, "generated_len": int(len2.max()),
+                         "generate_seconds": round(g, 3), "train_seconds": round(t, 3),
+                         "generation_share": round(g / (g + t), 3)}
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
