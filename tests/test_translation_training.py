@@ -73,3 +73,22 @@ def test_unsupervised_and_supervised_mt(small_sample, tmp_path):
     python("translate.py", "--model_path", tmp_path / "mt" / "sup" / "checkpoint.pth", "--src_lang", "en",
            "--tgt_lang", "fr", "--output_path", out, "--batch_size", "5", input="\n".join(lines) + "\n")
     assert len(out.read_text().splitlines()) == 12
+
+
+def test_translation_steps_under_torchrun(small_sample, tmp_path):
+    """AE, BT and MT with 2 gloo ranks: DistributedDataParallel over encoder and decoder, generation inside."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547",
+                    "train.py", "--exp_name", "mt", "--exp_id", "ddp", "--dump_path", str(tmp_path), "--data_path",
+                    str(small_sample), "--lgs", "en-fr", "--encoder_only", "false", "--ae_steps", "en,fr",
+                    "--bt_steps", "en-fr-en", "--mt_steps", "fr-en", "--emb_dim", "16", "--n_layers", "1",
+                    "--n_heads", "2", "--batch_size", "4", "--epoch_size", "48", "--max_epoch", "1",
+                    "--log_interval", "1", "--max_len", "20"], cwd=ROOT, env=env, check=True, capture_output=True)
+    log = (tmp_path / "mt" / "ddp" / "train.log").read_text()
+    assert "AE-en:" in log and "BT-en-fr-en:" in log and "MT-fr-en:" in log and "valid_fr-en_mt_ppl" in log
+    assert (tmp_path / "mt" / "ddp" / "train.log-1").exists()
