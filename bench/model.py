@@ -6,15 +6,17 @@ beam-5 decoding sentences/s. Prints one JSON object.
 """
 import argparse
 import json
-import platform
+import os
 import sys
 import time
 from contextlib import nullcontext
 
 import torch
 
-from xlm.model.generate import generate_beam, generate_greedy
-from xlm.model.transformer import TransformerConfig, TransformerModel
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.data_pipeline import cpu_model  # noqa: E402
+from xlm.model.generate import generate_beam, generate_greedy  # noqa: E402
+from xlm.model.transformer import TransformerConfig, TransformerModel  # noqa: E402
 
 
 def sync(device):
@@ -31,14 +33,6 @@ def timed(fn, device, iters, warmup=2):
         fn()
     sync(device)
     return (time.perf_counter() - start) / iters
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 def main():

@@ -13,7 +13,8 @@ from contextlib import nullcontext
 
 import torch
 
-from bench.model import cpu_model, sync
+from bench.data_pipeline import cpu_model
+from bench.model import sync
 from xlm.data.datasets import Batch
 from xlm.model.transformer import TransformerConfig, TransformerModel
 from xlm.objectives.lm import MaskingConfig, concat_pair, mask_for_training

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from bench.model import cpu_model
+from bench.data_pipeline import cpu_model
 from xlm.data import load_binarized
 from xlm.data.datasets import Batch, batch_sentences
 from xlm.data.dictionary import Dictionary

@@ -62,6 +62,20 @@ def iter_line_blocks(path, block_bytes=1 << 22, desc=None):
         yield line_no, [decode_utf8(rest, path, line_no)]
 
 
+def iter_stdin_blocks(block_lines=4096):
+    """Yield (first_line_number, list_of_lines) blocks of standard input; a bad byte names its line."""
+    import sys
+
+    block, first = [], 1
+    for line_no, raw in enumerate(sys.stdin.buffer, 1):
+        block.append(decode_utf8(raw, "<stdin>", line_no).rstrip("\r\n"))
+        if len(block) == block_lines:
+            yield first, block
+            block, first = [], line_no + 1
+    if block:
+        yield first, block
+
+
 @contextmanager
 def atomic_write(path, mode="wb"):
     """Write to a temporary file next to `path`, fsync, then rename over `path`.

@@ -15,7 +15,7 @@ from multiprocessing import Pool
 
 from sacremoses import MosesPunctNormalizer, MosesTokenizer
 
-from ..fileio import DataError, decode_utf8
+from ..fileio import DataError, iter_stdin_blocks
 
 # language -> (segmenter module, pip extra that installs it)
 SEGMENTERS = {"zh": ("jieba", "zh"), "th": ("pythainlp", "th"), "ja": ("fugashi", "ja")}
@@ -79,19 +79,6 @@ def _tokenize_block(args):
     return [tokenize(line, lang) for line in lines]
 
 
-def _lines_from_stdin(block_lines=2000):
-    """Blocks of decoded stdin lines; a bad byte is an error naming the line."""
-    block, line_no = [], 0
-    for raw in sys.stdin.buffer:
-        line_no += 1
-        block.append(decode_utf8(raw, "<stdin>", line_no).rstrip("\r\n"))
-        if len(block) == block_lines:
-            yield block
-            block = []
-    if block:
-        yield block
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Moses tokenization (stdin to stdout) like XLM's tools/tokenize.sh")
     parser.add_argument("lang", help="language code, e.g. en, fr, zh")
@@ -100,7 +87,7 @@ def main(argv=None):
     try:
         if args.lang in SEGMENTERS:
             _import_segmenter(args.lang)
-        blocks = ((block, args.lang) for block in _lines_from_stdin())
+        blocks = ((block, args.lang) for _, block in iter_stdin_blocks(2000))
         out = sys.stdout
         if args.threads > 1:
             with Pool(args.threads) as pool:

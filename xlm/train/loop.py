@@ -72,6 +72,10 @@ def build_iterators(params, data, info):
     """One resumable iterator per (objective, languages), keyed like the original (causal / pred)."""
     iterators = {}
     world, seed = info.world_size, params.seed
+    # --batch_size and --tokens_per_batch are per rank; a global batch holds every rank's rows
+    batching = BatchingOptions(params.batch_size * world, params.tokens_per_batch * world
+                               if params.tokens_per_batch > 0 else -1, params.max_batch_size * world,
+                               params.group_by_size)
     for objective, steps in (("causal", params.clm_steps), ("pred", params.mlm_steps)):
         for l1, l2 in steps:
             if l2 is None and l1 in data.sharded:
@@ -84,15 +88,9 @@ def build_iterators(params, data, info):
                 key = (objective, l1)
             else:
                 a, b = sorted((l1, l2))
-                batching = BatchingOptions(params.batch_size * world, params.tokens_per_batch * world
-                                           if params.tokens_per_batch > 0 else -1,
-                                           params.max_batch_size * world, params.group_by_size)
                 dataset = ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len, data.n_words)
                 key = (objective, a, b)
             iterators.setdefault(key, BatchIterator(dataset, seed, info.rank, world))
-    batching = BatchingOptions(params.batch_size * world, params.tokens_per_batch * world
-                               if params.tokens_per_batch > 0 else -1, params.max_batch_size * world,
-                               params.group_by_size)
     for objective, langs in (("ae", params.ae_steps), ("bt", [l1 for l1, _, _ in params.bt_steps])):
         for lang in langs:
             dataset = SentenceDataset(data.mono[lang]["train"], batching, params.max_len, data.n_words)
