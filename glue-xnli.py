@@ -1,9 +1,23 @@
 #!/usr/bin/env python
-"""XNLI/GLUE fine-tuning: not available yet.
+"""Fine-tune a pretrained XLM on XNLI (train on English, test zero-shot on the other languages) and
+the English GLUE tasks, with the original XLM's command line.
 
-The data pipeline (tokenization, BPE, vocabulary, binarization, batching) is done; this script arrives
-with the model and trainer. It exits with an error rather than pretend to run.
+    python glue-xnli.py --exp_name test_xnli_mlm_tlm --dump_path ./dumped/ \\
+        --model_path mlm_tlm_xnli15_1024.pth --data_path ./data/processed/XLM15 \\
+        --transfer_tasks XNLI,SST-2 --optimizer_e adam,lr=0.000025 --optimizer_p adam,lr=0.000025 \\
+        --finetune_layers "0:_1" --batch_size 8 --n_epochs 250 --epoch_size 20000 --max_len 256 \\
+        --max_vocab 95000
+
+Several GPUs: torchrun --nproc_per_node N glue-xnli.py ...; rerunning a command with the same
+--exp_id resumes it.
 """
 import sys
 
-sys.exit("glue-xnli.py: XNLI/GLUE fine-tuning is not implemented yet in xlm; see README.md for what works today")
+from xlm.fileio import DataError
+from xlm.train.finetune import main
+
+if __name__ == "__main__":
+    try:
+        main()
+    except DataError as e:
+        sys.exit(f"error: {e}")

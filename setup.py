@@ -21,7 +21,7 @@ setup(
         "ja": ["fugashi>=1.2", "unidic-lite>=1.0"],
         "hf": ["transformers>=4.40"],
         "plot": ["matplotlib>=3.5"],
-        "test": ["pytest>=7", "transformers>=4.40", "matplotlib>=3.5"],
+        "test": ["pytest>=7", "transformers>=4.40", "matplotlib>=3.5", "scikit-learn>=1.0", "scipy>=1.7"],
     },
     scripts=["tools/fastbpe"],
 )

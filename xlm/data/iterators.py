@@ -38,15 +38,19 @@ class BatchIterator:
         return self
 
     def __next__(self):
+        return self.dataset.collate(self.dataset.shard(self.next_global_key(), self.rank, self.world_size))
+
+    def next_global_key(self):
+        """The key of the next global batch (all ranks' rows), for callers that need more than its
+        collated tensors, e.g. which examples it holds."""
         plan = self._batches_of_pass(self.pass_index)
         if self.position >= len(plan):
             if not self.repeat:
                 raise StopIteration
             self.pass_index, self.position = self.pass_index + 1, 0
             plan = self._batches_of_pass(self.pass_index)
-        key = plan[self.position]
         self.position += 1
-        return self.dataset.collate(self.dataset.shard(key, self.rank, self.world_size))
+        return plan[self.position - 1]
 
     def state_dict(self):
         return {"seed": self.seed, "world_size": self.world_size, "pass": self.pass_index, "position": self.position}

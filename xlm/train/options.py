@@ -157,13 +157,8 @@ def parse_float_list(value, flag, n):
     return [float(s) for s in items]
 
 
-def check_params(params):
-    from .schedules import LambdaSchedule, parse_optimizer
-
-    if params.debug:
-        params.exp_name = "debug"
-        params.exp_id = params.exp_id or "debug_%08i" % random.randint(0, 10 ** 8)
-        params.debug_slurm = params.debug_train = True
+def set_experiment_names(params):
+    """The run folder dump_path/exp_name/exp_id, with the original's defaults."""
     if not params.exp_name:
         raise DataError("--exp_name is required: runs are stored in dump_path/exp_name/exp_id")
     if not params.exp_id:
@@ -171,6 +166,16 @@ def check_params(params):
             "".join(random.choice(string.ascii_lowercase + string.digits) for _ in range(10))
     if not params.dump_path:
         params.dump_path = os.path.join("/checkpoint", os.environ.get("USER", "user"), "dumped")
+
+
+def check_params(params):
+    from .schedules import LambdaSchedule, parse_optimizer
+
+    if params.debug:
+        params.exp_name = "debug"
+        params.exp_id = params.exp_id or "debug_%08i" % random.randint(0, 10 ** 8)
+        params.debug_slurm = params.debug_train = True
+    set_experiment_names(params)
 
     # languages: ids follow the alphabetical order, not the --lgs order (as the original)
     params.langs = ["en"] if params.lgs == "debug" else [lg for lg in params.lgs.split("-") if lg]

@@ -1,0 +1,194 @@
+"""glue-xnli.py: XNLI and GLUE fine-tuning run as a user runs them, on tiny data built here."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, python, run
+from xlm.data.binarized import binarize
+from xlm.data.dictionary import Dictionary
+from xlm.evaluation.classification import f1_binary, matthews, pearson, spearman
+from xlm.fileio import DataError
+from xlm.model.checkpoint import checkpoint_payload, load_model, read_checkpoint, save_checkpoint
+from xlm.model.embedder import finetuned_parameters, parse_layer_range
+from xlm.model.transformer import TransformerConfig, TransformerModel
+
+LANGS = ("de", "en", "fr")
+
+
+def save_tiny_model(path, dico, n_layers=2, seed=0):
+    torch.manual_seed(seed)
+    params = dict(emb_dim=32, n_layers=n_layers, n_heads=4, dropout=0.1, attention_dropout=0.1,
+                  gelu_activation=True, n_langs=len(LANGS), lang2id={lg: i for i, lg in enumerate(LANGS)},
+                  id2lang=dict(enumerate(LANGS)), n_words=len(dico))
+    model = TransformerModel(TransformerConfig(n_words=len(dico), emb_dim=32, n_layers=n_layers, n_heads=4,
+                                               dropout=0.1, attention_dropout=0.1, gelu_activation=True,
+                                               n_langs=len(LANGS)))
+    save_checkpoint(checkpoint_payload(dico, params, model=model), path)
+
+
+@pytest.fixture(scope="module")
+def toy_tasks(tmp_path_factory):
+    """Toy-language XNLI files (eval/XNLI, train in en only) and GLUE-layout SST-2, MRPC and STS-B
+    derived from them, binarized against one vocabulary, and a tiny random pretrained model."""
+    root = tmp_path_factory.mktemp("glue_xnli")
+    raw = root / "raw"
+    python("tools/toy_languages.py", "--out", raw, "--langs", ",".join(LANGS), "--n_mono", 200, "--n_para", 0,
+           "--n_valid", 10, "--n_test", 10, "--n_cls_train", 240, "--n_cls_eval", 45, "--vocab_size", 60)
+    counts = {}
+    for path in (raw / "cls").iterdir():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            for word in " ".join(line.split("\t")[:2]).split():
+                counts[word] = counts.get(word, 0) + 1
+    vocab = root / "vocab"
+    vocab.write_text("".join(f"{w} {c}\n" for w, c in sorted(counts.items(), key=lambda x: -x[1])), encoding="utf-8")
+    dico = Dictionary.read_vocab(str(vocab))
+
+    def write(folder, name, lines):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        if not name.split(".")[1].startswith("label"):
+            binarize(str(folder / name), dico, str(folder / f"{name}.pth"))
+
+    xnli = root / "data" / "eval" / "XNLI"
+    for lg in LANGS:
+        for split in ("train", "valid", "test") if lg == "en" else ("valid", "test"):
+            rows = [line.split("\t") for line in (raw / "cls" / f"{lg}.{split}").read_text(encoding="utf-8").splitlines()]
+            write(xnli, f"{split}.s1.{lg}", [r[0] for r in rows])
+            write(xnli, f"{split}.s2.{lg}", [r[1] for r in rows])
+            write(xnli, f"{split}.label.{lg}", [r[2] for r in rows])
+    for split in ("train", "valid", "test"):
+        rows = [line.split("\t") for line in (raw / "cls" / f"en.{split}").read_text(encoding="utf-8").splitlines()]
+        glue = root / "data" / "eval"
+        # SST-2-like: is the sentence negated?  MRPC-like: entailment or not.  STS-B-like: a score per class.
+        write(glue / "SST-2", f"{split}.s1", [r[0] for r in rows])
+        write(glue / "SST-2", f"{split}.label", ["1" if " " in r[0] and r[2] == "entailment" else "0" for r in rows])
+        for task in ("MRPC", "STS-B"):
+            write(glue / task, f"{split}.s1", [r[0] for r in rows])
+            write(glue / task, f"{split}.s2", [r[1] for r in rows])
+        write(glue / "MRPC", f"{split}.label", ["1" if r[2] == "entailment" else "0" for r in rows])
+        score = {"entailment": "5.0", "neutral": "2.5", "contradiction": "0.0"}
+        write(glue / "STS-B", f"{split}.label", [score[r[2]] for r in rows])
+    save_tiny_model(root / "model.pth", dico)
+    return root
+
+
+def finetune(root, *args, exp_id="run", check=True):
+    return python("glue-xnli.py", "--exp_name", "ft", "--exp_id", exp_id, "--dump_path", root / "dumped",
+                  "--model_path", root / "model.pth", "--data_path", root / "data", "--batch_size", 16,
+                  "--optimizer_e", "adam,lr=0.001", "--optimizer_p", "adam,lr=0.001", "--log_interval", 5,
+                  *args, check=check)
+
+
+def logged_scores(proc):
+    return [json.loads(line.split("__log__:", 1)[1]) for line in proc.stdout.splitlines() if "__log__:" in line]
+
+
+def test_xnli_zero_shot_run(toy_tasks):
+    proc = finetune(toy_tasks, "--transfer_tasks", "XNLI", "--n_epochs", 2)
+    scores = logged_scores(proc)
+    assert [s["epoch"] for s in scores] == [0, 1]
+    for lg in LANGS:
+        for split in ("valid", "test"):
+            assert 0 <= scores[-1][f"xnli_{split}_{lg}_acc"] <= 100
+    assert "sent/s" in proc.stdout and "ETA epoch" in proc.stdout
+    dump = toy_tasks / "dumped" / "ft" / "run"
+    best = dump / "best-xnli_valid_acc.pth"
+    assert best.is_file() and (dump / "checkpoint-XNLI.pth").is_file()
+    loaded = load_model(str(best))  # the fine-tuned encoder is a regular pretrained model
+    data = read_checkpoint(str(best))
+    assert data["task"] == "XNLI" and data["classifier"]["1.weight"].shape == (3, 32)
+    assert loaded.encoder.config.n_layers == 2
+
+    # rerunning the command with more epochs resumes after the last finished epoch
+    proc = finetune(toy_tasks, "--transfer_tasks", "XNLI", "--n_epochs", 3)
+    assert "resumed from" in proc.stdout and [s["epoch"] for s in logged_scores(proc)] == [2]
+
+
+def test_glue_tasks_and_their_metrics(toy_tasks):
+    proc = finetune(toy_tasks, "--transfer_tasks", "SST-2,MRPC,STS-B", "--n_epochs", 1, "--dropout", 0.1,
+                    exp_id="glue")
+    (scores_sst, scores_mrpc, scores_sts) = logged_scores(proc)
+    assert {"valid_SST-2_acc", "test_SST-2_acc"} <= set(scores_sst)
+    assert {"valid_MRPC_acc", "valid_MRPC_f1", "test_MRPC_f1"} <= set(scores_mrpc)
+    assert {"valid_STS-B_prs", "valid_STS-B_spr"} <= set(scores_sts)
+    dump = toy_tasks / "dumped" / "ft" / "glue"
+    preds = (dump / "STS-B" / "valid.pred.0").read_text().splitlines()
+    assert len(preds) == 45 and preds[0].startswith("0\t")
+    for metric in ("valid_SST-2_acc", "valid_MRPC_acc", "valid_STS-B_prs"):
+        assert (dump / f"best-{metric}.pth").is_file()
+
+
+def changed_parameters(root, exp_id, *args):
+    finetune(root, "--transfer_tasks", "SST-2", "--n_epochs", 1, *args, exp_id=exp_id)
+    before = read_checkpoint(str(root / "model.pth"))["model"]
+    after = read_checkpoint(str(root / "dumped" / "ft" / exp_id / "best-valid_SST-2_acc.pth"))["model"]
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def test_finetune_layers_freeze_the_rest(toy_tasks):
+    changed = changed_parameters(toy_tasks, "last_layer", "--finetune_layers", "_1:_1")
+    assert changed and all(k.split(".")[1] == "1" for k in changed), changed
+    assert any(k.startswith("attentions.1.") for k in changed) and any(k.startswith("ffns.1.") for k in changed)
+    # GLUE feeds no language ids: the language embeddings, though trainable, get no gradient
+    changed = changed_parameters(toy_tasks, "embeddings", "--finetune_layers", "0:0")
+    assert changed == {"embeddings.weight", "position_embeddings.weight", "layer_norm_emb.weight",
+                       "layer_norm_emb.bias", "pred_layer.proj.weight"}
+    assert changed_parameters(toy_tasks, "frozen", "--embedder_only", "true") == set()
+
+
+def test_layer_ranges_follow_the_original():
+    model = TransformerModel(TransformerConfig(n_words=20, emb_dim=16, n_layers=3, n_heads=2, n_langs=2))
+    names = {id(p): n for n, p in model.named_parameters()}
+
+    def layers(spec):
+        return {names[id(p)].split(".")[0] + ("." + names[id(p)].split(".")[1] if names[id(p)].split(".")[1].isdigit()
+                                               else "") for p in finetuned_parameters(model, spec)}
+    assert parse_layer_range("0:_1", 3) == (0, 3) and parse_layer_range("_2:_1", 3) == (2, 3)
+    assert layers("0:0") == {"embeddings", "position_embeddings", "lang_embeddings", "layer_norm_emb"}
+    assert layers("1:1") == {"attentions.0", "layer_norm1.0", "ffns.0", "layer_norm2.0"}
+    assert len(finetuned_parameters(model, "0:_1")) == len([p for p in model.parameters()]) - 1  # not the output bias
+    assert finetuned_parameters(model, "2:1") == []
+    for bad in ("0", "a:1", "0:4", "_5:1"):
+        with pytest.raises(DataError, match="--finetune_layers"):
+            finetuned_parameters(model, bad)
+
+
+def test_metrics_match_scikit_learn_and_scipy():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    gold, pred = rng.integers(0, 2, 200), rng.integers(0, 2, 200)
+    assert f1_binary(pred, gold) == pytest.approx(100 * sklearn_metrics.f1_score(gold, pred))
+    assert matthews(pred, gold) == pytest.approx(100 * sklearn_metrics.matthews_corrcoef(gold, pred))
+    a, b = rng.normal(size=300), rng.integers(0, 6, 300).astype(float)  # ties for Spearman
+    assert pearson(a, b) == pytest.approx(100 * stats.pearsonr(a, b)[0])
+    assert spearman(a, b) == pytest.approx(100 * stats.spearmanr(a, b)[0])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--transfer_tasks", "XNLI", "--model_path", "missing.pth"], "--model_path: missing.pth does not exist"),
+    (["--transfer_tasks", "NOPE"], "unknown task 'NOPE'"),
+    (["--transfer_tasks", "XNLI", "--optimizer_e", "adam,lr=1e-4"], "--optimizer_e"),
+    (["--transfer_tasks", "XNLI", "--xnli_train_lang", "sw"], "--xnli_train_lang sw: not a language of the model"),
+    (["--transfer_tasks", "XNLI", "--max_vocab", "30"], "not the model's"),
+    (["--transfer_tasks", "XNLI", "--finetune_layers", "0:9"], "--finetune_layers"),
+])
+def test_mistakes_are_one_clear_error(toy_tasks, args, message):
+    proc = finetune(toy_tasks, "--n_epochs", 1, *args, exp_id="err", check=False)
+    assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_mismatched_label_file_is_an_error(toy_tasks, tmp_path):
+    data = tmp_path / "data" / "eval" / "SST-2"
+    data.mkdir(parents=True)
+    for name in os.listdir(toy_tasks / "data" / "eval" / "SST-2"):
+        (data / name).symlink_to(toy_tasks / "data" / "eval" / "SST-2" / name)
+    (data / "valid.label").unlink()
+    labels = (toy_tasks / "data" / "eval" / "SST-2" / "valid.label").read_text().splitlines()
+    (data / "valid.label").write_text("\n".join(labels[:-1] + ["maybe"]) + "\n")
+    proc = python("glue-xnli.py", "--exp_name", "ft", "--dump_path", tmp_path / "dumped", "--model_path",
+                  toy_tasks / "model.pth", "--data_path", tmp_path / "data", "--transfer_tasks", "SST-2", check=False)
+    assert proc.returncode != 0 and f"valid.label, line {len(labels)}: unknown label 'maybe'" in proc.stderr

@@ -1,0 +1,198 @@
+"""Sentence(-pair) classification data and scores for XNLI and the English GLUE tasks.
+
+Files, as the original's prepare-xnli.sh / prepare-glue.sh write them under `--data_path`:
+  eval/XNLI/{split}.s1.{lg}.pth, {split}.s2.{lg}.pth, {split}.label.{lg}   (train for one language)
+  eval/{TASK}/{split}.s1.pth[, {split}.s2.pth], {split}.label               (s2 for pair tasks)
+Metric names are the original's: `xnli_valid_fr_acc`, `valid_SST-2_acc`, `valid_MRPC_f1`,
+`valid_CoLA_mc`, `valid_STS-B_prs` / `_spr`; scores are percentages.
+"""
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..data.binarized import load_binarized
+from ..data.datasets import Batch, BatchingOptions, ParallelDataset, SentenceDataset
+from ..data.dictionary import EOS_INDEX
+from ..fileio import DataError, check_file, decode_utf8
+from ..objectives.lm import concat_pair
+
+
+@dataclass(frozen=True)
+class Task:
+    n_outputs: int      # classes, or 1 for a regression
+    pair: bool          # two sentences (s1, s2) or one
+    metrics: tuple      # beside accuracy, or the correlations of a regression
+
+
+TASKS = {
+    "MNLI-m": Task(3, True, ("acc",)), "MNLI-mm": Task(3, True, ("acc",)), "QQP": Task(2, True, ("acc", "f1")),
+    "QNLI": Task(2, True, ("acc",)), "SST-2": Task(2, False, ("acc",)), "CoLA": Task(2, False, ("acc", "mc")),
+    "MRPC": Task(2, True, ("acc", "f1")), "RTE": Task(2, True, ("acc",)), "STS-B": Task(1, True, ("prs", "spr")),
+    "WNLI": Task(2, True, ("acc",)), "XNLI": Task(3, True, ("acc",)),
+}
+XNLI_LABELS = ("contradiction", "neutral", "entailment")
+
+
+# ----------------------------------------------------------------------------- scores
+
+def accuracy(pred, gold):
+    return 100.0 * float(np.mean(pred == gold))
+
+
+def f1_binary(pred, gold):
+    """F1 of the positive class (label id 1)."""
+    tp = float(np.sum((pred == 1) & (gold == 1)))
+    fp, fn = float(np.sum((pred == 1) & (gold != 1))), float(np.sum((pred != 1) & (gold == 1)))
+    return 100.0 * 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def matthews(pred, gold):
+    tp, tn = float(np.sum((pred == 1) & (gold == 1))), float(np.sum((pred != 1) & (gold != 1)))
+    fp, fn = float(np.sum((pred == 1) & (gold != 1))), float(np.sum((pred != 1) & (gold == 1)))
+    denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return 100.0 * (tp * tn - fp * fn) / denominator if denominator else 0.0
+
+
+def pearson(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    a, b = a - a.mean(), b - b.mean()
+    denominator = np.sqrt((a * a).sum() * (b * b).sum())
+    return 100.0 * float((a * b).sum() / denominator) if denominator else 0.0
+
+
+def _ranks(a):
+    """Ranks 1..n, ties sharing their mean rank (as Spearman's correlation needs)."""
+    a = np.asarray(a)
+    order = np.argsort(a, kind="mergesort")
+    ranks = np.empty(len(a), dtype=np.float64)
+    ranks[order] = np.arange(1, len(a) + 1)
+    values, inverse = np.unique(a, return_inverse=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return (sums / np.bincount(inverse))[inverse]
+
+
+def spearman(a, b):
+    return pearson(_ranks(a), _ranks(b))
+
+
+def task_scores(task_name, outputs, gold, prefix):
+    """{prefix_metric: value} from the classifier outputs (n, n_outputs) and the gold labels."""
+    task = TASKS[task_name]
+    if task.n_outputs == 1:
+        pred = outputs[:, 0]
+        return {f"{prefix}_prs": pearson(pred, gold), f"{prefix}_spr": spearman(pred, gold)}
+    pred = outputs.argmax(1)
+    functions = {"acc": accuracy, "f1": f1_binary, "mc": matthews}
+    return {f"{prefix}_{m}": functions[m](pred, gold) for m in task.metrics}
+
+
+# ----------------------------------------------------------------------------- data
+
+@dataclass
+class LabelledSplit:
+    """One split of one task (and language): sentences (pairs), gold labels, and the language."""
+    dataset: object           # ParallelDataset (pairs) or SentenceDataset
+    labels: np.ndarray        # int64 class ids, float32 scores (regression), or None (unlabelled test)
+    lang: str = None
+    path: str = ""
+
+    def batch(self, key, lang_id=None, max_len=0):
+        """(x, lengths, langs, indices) of the examples `key`. Pairs are `</s> s1 </s> s2 </s>` with
+        continuous positions, as the original feeds them; with max_len, each sentence is cut first."""
+        sides = self.dataset.collate(key)
+        sides = [truncate(b, max_len) for b in (sides if isinstance(sides, tuple) else (sides,))]
+        if len(sides) == 2:
+            x, lengths, _, _ = concat_pair(sides[0], 0, sides[1], 0, reset_positions=False)
+        else:
+            x, lengths = sides[0].x, sides[0].lengths
+        langs = torch.full_like(x, lang_id) if lang_id is not None else None
+        return x, lengths, langs, self.dataset.indices[key]
+
+
+def read_labels(path, task_name, label_set=None):
+    """Labels of a `.label` file: XNLI names, GLUE strings (ids in the sorted order of the training
+    set's labels) or STS-B scores. Returns (labels, label_set)."""
+    check_file(path)
+    with open(path, "rb") as f:
+        lines = decode_utf8(f.read(), path).splitlines()
+    if task_name == "STS-B":
+        try:
+            scores = np.array([float(s) for s in lines], dtype=np.float32)
+        except ValueError as e:
+            raise DataError(f"{path}: STS-B labels must be numbers ({e})") from None
+        return scores, None
+    if task_name == "XNLI":
+        label_set = XNLI_LABELS
+    elif label_set is None:
+        # the original numbered each split's own sorted labels, which shifts ids when a split lacks a class
+        label_set = tuple(sorted(set(lines)))
+        if len(label_set) != TASKS[task_name].n_outputs:
+            raise DataError(f"{path}: {task_name} has {TASKS[task_name].n_outputs} classes, the file has "
+                            f"{len(label_set)} distinct labels ({', '.join(label_set[:10])})")
+    ids = {label: i for i, label in enumerate(label_set)}
+    for n, label in enumerate(lines, 1):
+        if label not in ids:
+            raise DataError(f"{path}, line {n}: unknown label '{label}' (expected one of {', '.join(label_set)})")
+    return np.array([ids[label] for label in lines], dtype=np.int64), label_set
+
+
+class TaskData:
+    """Reads the binarized sentences of a task and checks them against the model's vocabulary."""
+
+    def __init__(self, data_path, model_dico, max_vocab=-1, min_count=0):
+        self.data_path, self.model_dico = data_path, model_dico
+        self.max_vocab, self.min_count = max_vocab, min_count
+        self.checked_dico = None
+
+    def corpus(self, path):
+        corpus = load_binarized(path)
+        if self.checked_dico is not None and corpus.dico == self.checked_dico:
+            return corpus
+        dico = corpus.dico
+        full = len(dico)
+        dico.max_vocab(self.max_vocab)
+        dico.min_count(self.min_count)
+        if dico != self.model_dico:
+            raise DataError(f"{path}: binarized with a vocabulary of {full} words ({len(dico)} after --max_vocab "
+                            f"{self.max_vocab} / --min_count {self.min_count}) that is not the model's "
+                            f"({len(self.model_dico)} words): binarize with the model's vocabulary and pass the "
+                            "--max_vocab / --min_count of its pretraining")
+        self.checked_dico = dico
+        return corpus
+
+    def split(self, task_name, split, lang=None, batching=None, label_set=None, file_split=None):
+        """A LabelledSplit; `file_split` reads another split's files (--debug_train)."""
+        task, name = TASKS[task_name], file_split or split
+        folder = os.path.join(self.data_path, "eval", task_name)
+        suffix = f".{lang}" if lang else ""
+        s1 = self.corpus(os.path.join(folder, f"{name}.s1{suffix}.pth"))
+        batching = batching or BatchingOptions(group_by_size=False)
+        if task.pair:
+            s2 = self.corpus(os.path.join(folder, f"{name}.s2{suffix}.pth"))
+            dataset = ParallelDataset(s1, s2, batching, n_words=len(self.model_dico))
+        else:
+            dataset = SentenceDataset(s1, batching, n_words=len(self.model_dico))
+        label_path = os.path.join(folder, f"{name}.label{suffix}")
+        labels = None
+        if os.path.exists(label_path):
+            labels, label_set = read_labels(label_path, task_name, label_set)
+            if len(labels) != len(s1):
+                raise DataError(f"{label_path}: {len(labels)} labels for {len(s1)} sentences in {s1.path}")
+        elif split != "test":
+            raise DataError(f"missing labels: {label_path}")
+        return LabelledSplit(dataset, labels, lang, s1.path), label_set
+
+    def has_split(self, task_name, split, lang=None):
+        suffix = f".{lang}" if lang else ""
+        return os.path.isfile(os.path.join(self.data_path, "eval", task_name, f"{split}.s1{suffix}.pth"))
+
+
+def truncate(batch, max_len):
+    """Keep the first max_len tokens of each row (EOS included), the last of them an EOS, as the original."""
+    if max_len <= 0 or batch.lengths.max() <= max_len:
+        return batch
+    x = batch.x[:, :max_len].clone()
+    x[batch.lengths > max_len, max_len - 1] = EOS_INDEX
+    return Batch(x, batch.lengths.clamp(max=max_len))

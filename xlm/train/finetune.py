@@ -1,0 +1,356 @@
+"""glue-xnli.py: fine-tune a pretrained model on XNLI (zero-shot to the other languages) and GLUE.
+
+For each task of --transfer_tasks, in turn: the pretrained model (freshly loaded) with a classifier
+`Dropout -> Linear(dim, n_outputs)` on the sentence vector (last layer at position 0), trained with
+two optimizers (--optimizer_e on the --finetune_layers parameters, --optimizer_p on the classifier)
+and evaluated after every epoch. XNLI trains on one language (English) and is evaluated on every
+language of the model that has data; GLUE feeds no language ids, as the original.
+Each task keeps `best-<metric>.pth` (the fine-tuned model, loadable with `xlm.load_model`, plus its
+classifier) and `checkpoint-<TASK>.pth`, from which a rerun of the same command resumes.
+"""
+import argparse
+import json
+import os
+import time
+from contextlib import nullcontext
+from datetime import timedelta
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..data.datasets import BatchingOptions
+from ..data.iterators import BatchIterator
+from ..evaluation.classification import TASKS, TaskData, task_scores
+from ..fileio import DataError, atomic_write
+from ..model.checkpoint import checkpoint_payload, load_model, load_weights, read_checkpoint, save_checkpoint
+from ..model.embedder import finetuned_parameters, freeze_all_but, sentence_vectors
+from .distributed import all_reduce_sum, init_distributed
+from .logging import MetricsWriter, create_logger
+from .loop import prepare_dump
+from .options import bool_flag, set_experiment_names
+from .schedules import build_optimizer, parse_optimizer, update_lr
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description="Fine-tune a pretrained XLM on XNLI / GLUE")
+    a = p.add_argument
+    a("--exp_name", type=str, default="")
+    a("--dump_path", type=str, default="")
+    a("--exp_id", type=str, default="")
+    a("--transfer_tasks", type=str, default="", help=f"comma list of {', '.join(TASKS)}")
+    a("--model_path", type=str, default="", help="pretrained model .pth")
+    a("--data_path", type=str, default="", help="folder with eval/XNLI/ and/or eval/<GLUE task>/")
+    a("--max_vocab", type=int, default=-1)
+    a("--min_count", type=int, default=0)
+    a("--max_len", type=int, default=256, help="training sentences are cut to this many tokens")
+    a("--group_by_size", type=bool_flag, default=False)
+    a("--batch_size", type=int, default=32)
+    a("--max_batch_size", type=int, default=0)
+    a("--tokens_per_batch", type=int, default=-1)
+    a("--finetune_layers", type=str, default="0:_1",
+      help="'i:j': 0 the embeddings, k the k-th layer, _ a minus sign (0:_1 = everything)")
+    a("--embedder_only", type=bool_flag, default=False,
+      help="freeze the whole pretrained model and train the classifier only (xlm; = --finetune_layers 1:0)")
+    a("--weighted_training", type=bool_flag, default=False, help="class-weighted loss (GLUE)")
+    a("--dropout", type=float, default=0, help="dropout before the classifier")
+    a("--optimizer_e", type=str, default="adam,lr=0.0001", help="optimizer of the pretrained model's parameters")
+    a("--optimizer_p", type=str, default="adam,lr=0.0001", help="optimizer of the classifier")
+    a("--n_epochs", type=int, default=100)
+    a("--epoch_size", type=int, default=-1, help="training sentences per epoch (-1: one pass)")
+    a("--xnli_train_lang", type=str, default="en", help="the language XNLI is trained on (xlm)")
+    a("--seed", type=int, default=0, help="random seed (xlm)")
+    a("--log_interval", type=int, default=20, help="steps between progress lines (xlm)")
+    a("--fp16", type=bool_flag, default=False, help="float16 autocast with loss scaling (xlm)")
+    a("--bf16", type=bool_flag, default=False, help="bfloat16 autocast (xlm)")
+    a("--debug_train", type=bool_flag, default=False, help="train on the valid files (fast loading)")
+    a("--debug_slurm", type=bool_flag, default=False)
+    a("--local_rank", type=int, default=-1)
+    a("--master_port", type=int, default=-1)
+    return p
+
+
+def parse_params(argv=None):
+    params = build_parser().parse_args(argv)
+    params.command = " ".join(["python", "glue-xnli.py"] + list(argv if argv is not None else os.sys.argv[1:]))
+    set_experiment_names(params)
+    params.transfer_tasks = [t for t in params.transfer_tasks.split(",") if t]
+    if not params.transfer_tasks:
+        raise DataError(f"--transfer_tasks is required: a comma list of {', '.join(TASKS)}")
+    for task in params.transfer_tasks:
+        if task not in TASKS:
+            raise DataError(f"--transfer_tasks: unknown task '{task}' (one of {', '.join(TASKS)}; "
+                            "the diagnostic AX_MNLI-m is not supported)")
+    if len(set(params.transfer_tasks)) != len(params.transfer_tasks):
+        raise DataError("--transfer_tasks: a task appears twice")
+    for flag in ("model_path", "data_path"):
+        if not getattr(params, flag):
+            raise DataError(f"--{flag} is required")
+    if not os.path.isfile(params.model_path):
+        raise DataError(f"--model_path: {params.model_path} does not exist")
+    if not os.path.isdir(params.data_path):
+        raise DataError(f"--data_path: {params.data_path} is not a folder")
+    for flag in ("optimizer_e", "optimizer_p"):
+        try:
+            parse_optimizer(getattr(params, flag))
+        except DataError as e:
+            raise DataError(str(e).replace("--optimizer:", f"--{flag}:")) from None
+    if params.fp16 and params.bf16:
+        raise DataError("--fp16 and --bf16 exclude each other")
+    if params.batch_size < 1 or params.n_epochs < 1:
+        raise DataError("--batch_size and --n_epochs must be positive")
+    if params.epoch_size == 0 or params.epoch_size < -1:
+        raise DataError("--epoch_size must be positive, or -1 for one pass over the training set")
+    if params.tokens_per_batch > -1:
+        params.group_by_size = True
+    if params.embedder_only:
+        params.finetune_layers = "1:0"
+    return params
+
+
+class Classifier(nn.Module):
+    """The pretrained encoder and the original's head: the sentence vector -> Dropout -> Linear."""
+
+    def __init__(self, encoder, n_outputs, dropout):
+        super().__init__()
+        self.encoder = encoder
+        self.proj = nn.Sequential(nn.Dropout(dropout), nn.Linear(encoder.config.emb_dim, n_outputs))
+
+    def forward(self, x, lengths, langs):
+        return self.proj(sentence_vectors(self.encoder, x, lengths, langs))
+
+
+class FineTuner:
+    """One task: the model, its data, optimizers, the epoch loop, evaluation and saves."""
+
+    def __init__(self, params, task, info, logger, metrics):
+        self.params, self.task_name, self.task = params, task, TASKS[task]
+        self.info, self.logger, self.metrics = info, logger, metrics
+        torch.manual_seed(params.seed)  # the same classifier initialisation on every rank
+        loaded = load_model(params.model_path)
+        self.pretrained_params, self.dico = loaded.params, loaded.dico
+        self.lang2id = dict(loaded.params.get("lang2id") or {})
+        encoder = loaded.encoder
+        tuned = finetuned_parameters(encoder, params.finetune_layers)
+        freeze_all_but(encoder, tuned)
+        self.model = Classifier(encoder, self.task.n_outputs, params.dropout).to(info.device)
+        logger.info("%s: fine-tuning %i of %i pretrained parameters (--finetune_layers %s)", task,
+                    sum(p.numel() for p in tuned), sum(p.numel() for p in encoder.parameters()),
+                    params.finetune_layers)
+        self.optimizers = {"classifier": build_optimizer(self.model.proj.parameters(), params.optimizer_p)}
+        if tuned:
+            self.optimizers["encoder"] = build_optimizer(tuned, params.optimizer_e)
+        self.scaler = torch.amp.GradScaler(info.device.type, enabled=params.fp16)
+        amp_dtype = torch.float16 if params.fp16 else torch.bfloat16 if params.bf16 else None
+        self.autocast = torch.autocast(info.device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+        self.load_data()
+        self.epoch, self.best = 0, None
+        self.checkpoint_path = os.path.join(params.dump_path, f"checkpoint-{task}.pth")
+        self.resume()
+        device_ids = [info.local_rank] if info.device.type == "cuda" else None
+        self.ddp = DistributedDataParallel(self.model, device_ids=device_ids) if info.multi else self.model
+
+    # ------------------------------------------------------------------ data
+    def load_data(self):
+        p, task = self.params, self.task_name
+        data = TaskData(p.data_path, self.dico, p.max_vocab, p.min_count)
+        if task == "XNLI":
+            if p.xnli_train_lang not in self.lang2id:
+                raise DataError(f"--xnli_train_lang {p.xnli_train_lang}: not a language of the model "
+                                f"({', '.join(self.lang2id) or 'none'})")
+            self.train_lang = p.xnli_train_lang
+            self.eval_langs = [lg for lg in self.lang2id if data.has_split(task, "valid", lg)]
+            skipped = [lg for lg in self.lang2id if lg not in self.eval_langs]
+            if skipped:
+                self.logger.info("XNLI: no valid data for %s in %s: not evaluated", ", ".join(skipped), p.data_path)
+        else:
+            self.train_lang, self.eval_langs = None, [None]
+        batching = BatchingOptions(p.batch_size * self.info.world_size,
+                                   p.tokens_per_batch * self.info.world_size if p.tokens_per_batch > 0 else -1,
+                                   p.max_batch_size * self.info.world_size, p.group_by_size)
+        self.train, self.label_set = data.split(task, "train", self.train_lang, batching,
+                                                file_split="valid" if p.debug_train else None)
+        if self.train.labels is None:
+            raise DataError(f"{self.train.path}: the training set has no labels")
+        self.eval_splits = {}
+        for split in ("valid", "test"):
+            for lang in self.eval_langs:
+                if split == "valid" or data.has_split(task, split, lang):
+                    self.eval_splits[(split, lang)] = data.split(task, split, lang, label_set=self.label_set)[0]
+        self.iterator = BatchIterator(self.train.dataset, p.seed, self.info.rank, self.info.world_size)
+        self.class_weights = None
+        if p.weighted_training and self.task.n_outputs > 1 and task != "XNLI":
+            counts = np.bincount(self.train.labels, minlength=self.task.n_outputs).astype(np.float64)
+            weights = 1.0 / np.maximum(counts, 1)
+            self.class_weights = torch.tensor(weights / weights.sum(), dtype=torch.float32, device=self.info.device)
+        self.logger.info("%s: %i training examples%s; evaluated on %s", task, len(self.train.dataset),
+                         f" ({self.train_lang})" if self.train_lang else "",
+                         ", ".join(f"{s} {lg}" if lg else s for s, lg in self.eval_splits))
+
+    def lang_id(self, lang):
+        return self.lang2id[lang] if lang is not None else None
+
+    # ------------------------------------------------------------------ training
+    def loss(self, outputs, labels):
+        if self.task.n_outputs == 1:
+            return F.mse_loss(outputs[:, 0].float(), labels.float())
+        return F.cross_entropy(outputs.float(), labels, weight=self.class_weights)
+
+    def train_epoch(self):
+        p, device = self.params, self.info.device
+        self.model.train()
+        # -1: one pass; an epoch then ends where the pass does, since it starts where the previous one ended
+        epoch_size = p.epoch_size if p.epoch_size > 0 else len(self.train.dataset)
+        n_sentences, n_steps, window = 0, 0, [0.0, 0, 0, 0, 0]  # loss sum, steps, correct, examples, rows
+        start = last_log = time.time()
+        while n_sentences < epoch_size:
+            key = self.iterator.next_global_key()
+            shard = self.train.dataset.shard(key, self.info.rank, self.info.world_size)
+            x, lengths, langs, indices = self.train.batch(shard, self.lang_id(self.train_lang), p.max_len)
+            labels = torch.from_numpy(self.train.labels[indices]).to(device)
+            with self.autocast:
+                outputs = self.ddp(x.to(device), lengths.to(device), None if langs is None else langs.to(device))
+                loss = self.loss(outputs, labels)
+            for optimizer in self.optimizers.values():
+                optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            for optimizer in self.optimizers.values():
+                self.scaler.step(optimizer)
+                update_lr(optimizer)
+            self.scaler.update()
+            n_steps += 1
+            n_sentences += len(key)
+            window[0] += loss.item()
+            window[1] += 1
+            window[4] += len(key)
+            if self.task.n_outputs > 1:
+                window[2] += int((outputs.argmax(1) == labels).sum())
+                window[3] += len(labels)
+            if n_steps % p.log_interval == 0:
+                loss_sum, steps, correct, examples = all_reduce_sum(window[:4], self.info)
+                eta = (time.time() - start) / n_sentences * max(epoch_size - n_sentences, 0)
+                acc = f" - train acc {100 * correct / max(examples, 1):5.1f}" if self.task.n_outputs > 1 else ""
+                self.logger.info("%s - epoch %i - %i/%i sentences - %.1f sent/s - loss %.4f%s - ETA epoch %s",
+                                 self.task_name, self.epoch, n_sentences, epoch_size,
+                                 window[4] / max(time.time() - last_log, 1e-9), loss_sum / max(steps, 1), acc,
+                                 timedelta(seconds=round(eta)))
+                self.metrics.write(f"train_{self.task_name}", self.epoch, {"loss": loss_sum / max(steps, 1)})
+                window, last_log = [0.0, 0, 0, 0, 0], time.time()
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self):
+        """Scores of every valid/test set (every rank computes them all; rank 0 writes predictions)."""
+        self.model.eval()
+        device = self.info.device
+        scores = {"epoch": self.epoch}
+        for (split, lang), data in self.eval_splits.items():
+            outputs, order = [], []
+            for key in data.dataset.batches(None):
+                x, lengths, langs, indices = data.batch(key, self.lang_id(lang))
+                with self.autocast:
+                    out = self.model(x.to(device), lengths.to(device), None if langs is None else langs.to(device))
+                outputs.append(out.float().cpu().numpy())
+                order.append(indices)
+            outputs = np.concatenate(outputs)[np.argsort(np.concatenate(order))]
+            if self.task_name != "XNLI" and self.info.is_master:
+                self.write_predictions(split, outputs)
+            if data.labels is not None:
+                prefix = f"xnli_{split}_{lang}" if self.task_name == "XNLI" else f"{split}_{self.task_name}"
+                scores.update(task_scores(self.task_name, outputs, data.labels, prefix))
+        if self.task_name == "XNLI":
+            # the mean over languages, which selects the best model
+            for split in ("valid", "test"):
+                accs = [v for k, v in scores.items() if k.startswith(f"xnli_{split}_") and k.endswith("_acc")]
+                if accs:
+                    scores[f"xnli_{split}_acc"] = float(np.mean(accs))
+        return scores
+
+    def write_predictions(self, split, outputs):
+        folder = os.path.join(self.params.dump_path, self.task_name)
+        os.makedirs(folder, exist_ok=True)
+        with atomic_write(os.path.join(folder, f"{split}.pred.{self.epoch}"), "w") as f:
+            for i, row in enumerate(outputs):
+                f.write(f"{i}\t{','.join(f'{v:.6f}' for v in row)}\n")
+
+    @property
+    def validation_metric(self):
+        """The score that selects the best model: mean valid accuracy over the XNLI languages, or the
+        task's first metric on its valid set."""
+        if self.task_name == "XNLI":
+            return "xnli_valid_acc"
+        return f"valid_{self.task_name}_{self.task.metrics[0]}"
+
+    # ------------------------------------------------------------------ saving, resuming
+    def payload(self, **extra):
+        return checkpoint_payload(self.dico, self.pretrained_params, model=self.model.encoder,
+                                  classifier=self.model.proj.state_dict(), task=self.task_name,
+                                  finetune_params={k: v for k, v in vars(self.params).items()
+                                                   if isinstance(v, (str, int, float, bool, list))}, **extra)
+
+    def save_best(self, scores):
+        metric = self.validation_metric
+        if self.best is not None and scores[metric] <= self.best:
+            return
+        self.best = scores[metric]
+        self.logger.info("New best score for %s: %.2f", metric, self.best)
+        if self.info.is_master:
+            save_checkpoint(self.payload(epoch=self.epoch, scores=scores),
+                            os.path.join(self.params.dump_path, f"best-{metric}.pth"))
+            self.logger.info("Saved best-%s.pth", metric)
+
+    def save_checkpoint(self):
+        if not self.info.is_master:
+            return
+        optimizers = {f"{name}_optimizer": o.state_dict() for name, o in self.optimizers.items()}
+        state = {"epoch": self.epoch, "best": self.best, "iterator": self.iterator.state_dict(),
+                 "scaler": self.scaler.state_dict(), "torch_rng": torch.get_rng_state()}
+        save_checkpoint(self.payload(train_state=state, **optimizers), self.checkpoint_path)
+
+    def resume(self):
+        if not os.path.isfile(self.checkpoint_path):
+            return
+        data = read_checkpoint(self.checkpoint_path)
+        load_weights(self.model.encoder, data["model"], f"{self.checkpoint_path} (model)")
+        self.model.proj.load_state_dict(data["classifier"])
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(data[f"{name}_optimizer"])
+        state = data["train_state"]
+        self.epoch, self.best = state["epoch"], state["best"]
+        self.iterator.load_state_dict(state["iterator"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.logger.info("%s: resumed from %s at epoch %i", self.task_name, self.checkpoint_path, self.epoch)
+
+    def run(self):
+        while self.epoch < self.params.n_epochs:
+            self.logger.info("============ %s: starting epoch %i ... ============", self.task_name, self.epoch)
+            self.train_epoch()
+            scores = self.evaluate()
+            for k, v in scores.items():
+                self.logger.info("%s -> %.6f", k, v)
+            if self.info.is_master:
+                self.logger.info("__log__:%s", json.dumps(scores))
+            self.metrics.write(f"eval_{self.task_name}", self.epoch, scores)
+            self.save_best(scores)
+            self.epoch += 1
+            self.save_checkpoint()
+        self.logger.info("%s: done, best %s %.2f", self.task_name, self.validation_metric, self.best)
+
+
+def main(argv=None):
+    params = parse_params(argv)
+    info = init_distributed(params)
+    prepare_dump(params, info)
+    logger = create_logger(os.path.join(params.dump_path, "train.log"), info.rank)
+    logger.info("============ Initialized logger ============")
+    logger.info("\n".join(f"{k}: {v}" for k, v in sorted(vars(params).items())))
+    logger.info("The experiment will be stored in %s\nRunning command: %s", params.dump_path, params.command)
+    metrics = MetricsWriter(params.dump_path, info.is_master)
+    torch.manual_seed(params.seed + info.rank)
+    for task in params.transfer_tasks:
+        FineTuner(params, task, info, logger, metrics).run()
+    if info.multi:
+        torch.distributed.destroy_process_group()
