@@ -1,0 +1,45 @@
+"""The embedding API: raw sentences -> the same ids as the command-line pipeline -> sentence vectors."""
+import pytest
+import torch
+
+from conftest import SAMPLE, python, run
+from xlm.data.dictionary import Dictionary
+from xlm.embed import SentenceEncoder
+from xlm.fileio import DataError
+from xlm.model.checkpoint import checkpoint_payload, save_checkpoint
+from xlm.model.transformer import TransformerConfig, TransformerModel
+
+
+@pytest.fixture(scope="module")
+def encoder(sample_data, tmp_path_factory):
+    dico = Dictionary.read_vocab(str(sample_data / "vocab"))
+    torch.manual_seed(0)
+    model = TransformerModel(TransformerConfig(n_words=len(dico), emb_dim=32, n_layers=2, n_heads=4, n_langs=2))
+    path = tmp_path_factory.mktemp("embed") / "model.pth"
+    params = dict(emb_dim=32, n_layers=2, n_heads=4, n_langs=2, lang2id={"en": 0, "fr": 1}, id2lang={0: "en", 1: "fr"})
+    save_checkpoint(checkpoint_payload(dico, params, model=model), str(path))
+    return SentenceEncoder(str(path), codes=str(sample_data / "codes"))
+
+
+def test_preprocessing_matches_the_command_line_pipeline(encoder, sample_data, tmp_path):
+    lines = (SAMPLE / "mono" / "valid.fr").read_text(encoding="utf-8").splitlines()[:50]
+    tok = run(["bash", "tools/tokenize.sh", "fr"], input="\n".join(lines) + "\n").stdout
+    (tmp_path / "tok").write_text(tok, encoding="utf-8")
+    python("tools/fastbpe", "applybpe", tmp_path / "bpe", tmp_path / "tok", sample_data / "codes")
+    expected = (tmp_path / "bpe").read_text(encoding="utf-8").splitlines()
+    assert [encoder.preprocess(line, "fr") for line in lines] == expected
+
+
+def test_vectors_do_not_depend_on_batching(encoder):
+    sentences = ["The file could not be opened.", "Open", "", "Unable to save the document: the disk is full."]
+    together = encoder.encode(sentences, "en", batch_size=3)
+    alone = torch.cat([encoder.encode([s], "en") for s in sentences])
+    assert together.shape == (4, 32)
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+    # the language embedding is part of the representation
+    assert not torch.allclose(together, encoder.encode(sentences, "fr", batch_size=3))
+
+
+def test_unknown_language_is_an_error(encoder):
+    with pytest.raises(DataError, match="language 'de' is not one of the model's"):
+        encoder.encode(["Hallo"], "de")
