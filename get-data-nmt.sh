@@ -10,11 +10,11 @@
 # under a temporary name and renamed when complete; steps whose outputs exist are skipped.
 set -euo pipefail
 MAIN=$(cd "$(dirname "$0")" && pwd)
+source "$MAIN/tools/data_lib.sh"  # fetch, extract, die
 N_MONO=5000000
 CODES=60000
 DATA=./data
 SRC= TGT= RELOAD_CODES= RELOAD_VOCAB= MIRROR=
-die() { echo "get-data-nmt.sh: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --src) SRC=$2; shift 2;;
@@ -40,25 +40,6 @@ fi
 MONO=$DATA/mono PARA=$DATA/para PROC=$DATA/processed/$SRC-$TGT
 mkdir -p "$MONO/$SRC" "$MONO/$TGT" "$PARA" "$PROC"
 PY="python"
-
-fetch() {  # url, destination folder: download (or copy from the mirror) to a .part file, check, rename
-  local url=$1 dest=$2/$(basename "$1")
-  [ -f "$dest" ] && return 0
-  local src=$url
-  [ -n "$MIRROR" ] && src=${MIRROR%/}/$(basename "$url")
-  echo "Fetching $src"
-  if [ -d "${MIRROR:-/nonexistent}" ]; then
-    [ -f "$src" ] || die "$src: not in the mirror"
-    cp "$src" "$dest.part"
-  else
-    curl -fL --retry 3 -o "$dest.part" "$src" || { rm -f "$dest.part"; die "cannot download $src"; }
-  fi
-  case "$dest" in
-    *.tgz) tar -tzf "$dest.part" > /dev/null 2>&1 || { rm -f "$dest.part"; die "$src: corrupt archive"; };;
-    *.gz) gzip -t "$dest.part" 2> /dev/null || { rm -f "$dest.part"; die "$src: corrupt archive"; };;
-  esac
-  mv "$dest.part" "$dest"
-}
 
 tokenize() {  # language: stdin -> stdout, the original's Moses pipeline (+ Romanian normalisation)
   if [ "$1" = ro ]; then
@@ -120,7 +101,7 @@ case "$SRC-$TGT" in
   en-ro) VALID=(newsdev2016-roen-ref.en newsdev2016-enro-ref.ro) TEST=(newstest2016-roen-ref.en newstest2016-enro-ref.ro);;
 esac
 fetch http://data.statmt.org/wmt18/translation-task/dev.tgz "$PARA"
-[ -d "$PARA/dev" ] || tar -xzf "$PARA/dev.tgz" -C "$PARA"
+extract "$PARA/dev.tgz" "$PARA" dev
 for split in valid test; do
   if [ $split = valid ]; then files=("${VALID[@]}"); else files=("${TEST[@]}"); fi
   for i in 0 1; do

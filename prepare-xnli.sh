@@ -1,6 +1,77 @@
 #!/usr/bin/env bash
-# Not available yet: this script arrives with translation / XNLI support. It exits with an error
-# rather than pretend to run. The data tools it will use already work: tools/tokenize.sh,
-# tools/fastbpe, preprocess.py (see README.md).
-echo "prepare-xnli.sh is not implemented yet in xlm; see README.md for what works today" >&2
-exit 2
+# BPE and binarize the XNLI files written by get-data-xnli.sh for glue-xnli.py, like the original XLM's
+# prepare-xnli.sh (same files, same names):
+#
+#   ./prepare-xnli.sh [--codes codes_xnli_15] [--vocab vocab_xnli_15] [--input data/xnli/XNLI-1.0]
+#                     [--output data/processed/XLM15/eval/XNLI] [--langs ar,bg,...,zh]
+#
+# For the en train split and the valid/test splits of every language, reads INPUT/<lg>.<split>
+# ('premise<TAB>hypo<TAB>label' lines, after an optional 'premise<TAB>hypo<TAB>label' header line) and writes
+# into OUTPUT: <split>.s1.<lg> and <split>.s2.<lg> (BPE'd with --codes) with their binarized <split>.s1.<lg>.pth
+# and <split>.s2.<lg>.pth (--vocab), and <split>.label.<lg>. Then run
+#   python glue-xnli.py --transfer_tasks XNLI --data_path data/processed/XLM15 ...
+#
+# The original drops the first line of every file (sed '1d'), the header its get-data-xnli.sh writes; here
+# only a line equal to that header is dropped, so a file without it loses no example. The released codes and vocabulary are
+# https://dl.fbaipublicfiles.com/XLM/codes_xnli_15 and https://dl.fbaipublicfiles.com/XLM/vocab_xnli_15.
+# The original's BPE and binarization of the Wikipedia/parallel pretraining data is not done here.
+# All inputs are checked before anything is written; every output is written under a temporary name and
+# renamed when complete; outputs that exist are skipped.
+set -euo pipefail
+MAIN=$(cd "$(dirname "$0")" && pwd)
+source "$MAIN/tools/data_lib.sh"  # die
+XNLI_LANGS="ar bg de el en es fr hi ru sw th tr ur vi zh"
+CODES=codes_xnli_15 VOCAB=vocab_xnli_15
+INPUT=data/xnli/XNLI-1.0 OUTPUT=data/processed/XLM15/eval/XNLI LANGS=$XNLI_LANGS
+while [ $# -gt 0 ]; do
+  [ $# -ge 2 ] || die "$1: missing value"  # every option takes one
+  case "$1" in
+    --codes) CODES=$2; shift 2;;
+    --vocab) VOCAB=$2; shift 2;;
+    --input) INPUT=$2; shift 2;;
+    --output) OUTPUT=$2; shift 2;;
+    --langs) LANGS=${2//,/ }; shift 2;;
+    *) die "unknown argument $1";;
+  esac
+done
+[ -f "$CODES" ] || die "BPE codes $CODES not found (pass --codes)"
+[ -f "$VOCAB" ] || die "vocabulary $VOCAB not found (pass --vocab)"
+[ -n "$LANGS" ] || die "--langs: no language given"
+JOBS=()  # "split lg" pairs: train for en only, as in the original
+for lg in $LANGS; do
+  [[ " $XNLI_LANGS " == *" $lg "* ]] || die "--langs: '$lg' is not an XNLI language ($XNLI_LANGS)"
+  for split in train valid test; do
+    [ $split = train ] && [ "$lg" != en ] && continue
+    [ -f "$INPUT/$lg.$split" ] || die "$INPUT/$lg.$split not found (run get-data-xnli.sh, or choose languages with --langs)"
+    JOBS+=("$split $lg")
+  done
+done
+
+mkdir -p "$OUTPUT"
+TMP=$(mktemp -d "$OUTPUT/.tmp.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+
+for job in "${JOBS[@]}"; do
+  read -r split lg <<< "$job"
+  in=$INPUT/$lg.$split out=$OUTPUT/$split
+  if [ -f "$out.s2.$lg.pth" ]; then  # the last one written
+    echo "$out.{s1,s2,label}.$lg exist, skipped"
+    continue
+  fi
+  echo "Preparing $in..."
+  awk -F'\t' -v src="$in" -v dir="$TMP" '
+    NR == 1 && $0 == "premise\thypo\tlabel" { next }
+    NF != 3 || $3 !~ /^(contradiction|neutral|entailment)$/ {
+      printf "prepare-xnli.sh: %s:%d: not premise<TAB>hypo<TAB>label with label contradiction, neutral or entailment\n", src, NR > "/dev/stderr"
+      exit 1
+    }
+    { print $1 > (dir "/s1"); print $2 > (dir "/s2"); print $3 > (dir "/label") }' "$in"
+  [ -f "$TMP/label" ] || die "$in: no examples"
+  [ -f "$out.label.$lg" ] || mv "$TMP/label" "$out.label.$lg"
+  for s in s1 s2; do
+    [ -f "$out.$s.$lg" ] || python "$MAIN/tools/fastbpe" applybpe "$out.$s.$lg" "$TMP/$s" "$CODES"
+    [ -f "$out.$s.$lg.pth" ] || python "$MAIN/preprocess.py" "$VOCAB" "$out.$s.$lg"
+  done
+  rm -f "$TMP/s1" "$TMP/s2" "$TMP/label"
+done
+echo "XNLI data ready in $OUTPUT"

@@ -148,3 +148,14 @@ def test_convert_between_formats(tmp_path, vocab):
     python("tools/convert_binarized.py", tmp_path / "orig.pth", tmp_path / "back.pth", "--to", "xlm")
     assert (tmp_path / "back.pth").read_bytes() == (tmp_path / "t.pth").read_bytes()
     assert (tmp_path / "orig.pth").read_bytes()[:4] == b"PK\x03\x04"
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    from xlm.fileio import atomic_write
+    umask = os.umask(0o022)
+    try:
+        with atomic_write(str(tmp_path / "out"), "w") as f:
+            f.write("x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o644

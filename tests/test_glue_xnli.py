@@ -1,12 +1,14 @@
 """glue-xnli.py: XNLI and GLUE fine-tuning run as a user runs them, on tiny data built here."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, python, run
+from conftest import ROOT, python
 from xlm.data.binarized import binarize
 from xlm.data.dictionary import Dictionary
 from xlm.evaluation.classification import f1_binary, matthews, pearson, spearman
@@ -18,13 +20,13 @@ from xlm.model.transformer import TransformerConfig, TransformerModel
 LANGS = ("de", "en", "fr")
 
 
-def save_tiny_model(path, dico, n_layers=2, seed=0):
+def save_tiny_model(path, dico, dropout=0.1, seed=0):
     torch.manual_seed(seed)
-    params = dict(emb_dim=32, n_layers=n_layers, n_heads=4, dropout=0.1, attention_dropout=0.1,
+    params = dict(emb_dim=32, n_layers=2, n_heads=4, dropout=dropout, attention_dropout=dropout,
                   gelu_activation=True, n_langs=len(LANGS), lang2id={lg: i for i, lg in enumerate(LANGS)},
                   id2lang=dict(enumerate(LANGS)), n_words=len(dico))
-    model = TransformerModel(TransformerConfig(n_words=len(dico), emb_dim=32, n_layers=n_layers, n_heads=4,
-                                               dropout=0.1, attention_dropout=0.1, gelu_activation=True,
+    model = TransformerModel(TransformerConfig(n_words=len(dico), emb_dim=32, n_layers=2, n_heads=4,
+                                               dropout=dropout, attention_dropout=dropout, gelu_activation=True,
                                                n_langs=len(LANGS)))
     save_checkpoint(checkpoint_payload(dico, params, model=model), path)
 
@@ -72,14 +74,18 @@ def toy_tasks(tmp_path_factory):
         score = {"entailment": "5.0", "neutral": "2.5", "contradiction": "0.0"}
         write(glue / "STS-B", f"{split}.label", [score[r[2]] for r in rows])
     save_tiny_model(root / "model.pth", dico)
+    save_tiny_model(root / "model_no_dropout.pth", dico, dropout=0.0)
     return root
 
 
+def finetune_flags(root, exp_id, model="model.pth", batch_size=16):
+    return ["--exp_name", "ft", "--exp_id", exp_id, "--dump_path", root / "dumped", "--model_path", root / model,
+            "--data_path", root / "data", "--batch_size", batch_size, "--optimizer_e", "adam,lr=0.001",
+            "--optimizer_p", "adam,lr=0.001", "--log_interval", 5]
+
+
 def finetune(root, *args, exp_id="run", check=True):
-    return python("glue-xnli.py", "--exp_name", "ft", "--exp_id", exp_id, "--dump_path", root / "dumped",
-                  "--model_path", root / "model.pth", "--data_path", root / "data", "--batch_size", 16,
-                  "--optimizer_e", "adam,lr=0.001", "--optimizer_p", "adam,lr=0.001", "--log_interval", 5,
-                  *args, check=check)
+    return python("glue-xnli.py", *finetune_flags(root, exp_id), *args, check=check)
 
 
 def logged_scores(proc):
@@ -95,7 +101,7 @@ def test_xnli_zero_shot_run(toy_tasks):
             assert 0 <= scores[-1][f"xnli_{split}_{lg}_acc"] <= 100
     assert "sent/s" in proc.stdout and "ETA epoch" in proc.stdout
     dump = toy_tasks / "dumped" / "ft" / "run"
-    best = dump / "best-xnli_valid_acc.pth"
+    best = dump / "best-xnli_valid_en_acc.pth"
     assert best.is_file() and (dump / "checkpoint-XNLI.pth").is_file()
     loaded = load_model(str(best))  # the fine-tuned encoder is a regular pretrained model
     data = read_checkpoint(str(best))
@@ -105,6 +111,29 @@ def test_xnli_zero_shot_run(toy_tasks):
     # rerunning the command with more epochs resumes after the last finished epoch
     proc = finetune(toy_tasks, "--transfer_tasks", "XNLI", "--n_epochs", 3)
     assert "resumed from" in proc.stdout and [s["epoch"] for s in logged_scores(proc)] == [2]
+
+
+def test_torchrun_two_ranks_match_one_process(toy_tasks):
+    """2 ranks (gloo) x batch 8 fine-tune exactly like one process x batch 16 (no dropout)."""
+    args = ["--transfer_tasks", "XNLI", "--n_epochs", 1, "--epoch_size", 96]
+    python("glue-xnli.py", *finetune_flags(toy_tasks, "single", "model_no_dropout.pth", 16), *args)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+                    "glue-xnli.py", *map(str, finetune_flags(toy_tasks, "ddp", "model_no_dropout.pth", 8)),
+                    *map(str, args)], cwd=ROOT, env=env, check=True, capture_output=True)
+    single, ddp = (read_checkpoint(str(toy_tasks / "dumped" / "ft" / run / "checkpoint-XNLI.pth"))
+                   for run in ("single", "ddp"))
+    for key in ("model", "classifier"):
+        for name, value in single[key].items():
+            # attention is invariant to the key bias: its gradient is rounding noise, which Adam scales up
+            if not name.endswith("k_lin.bias"):
+                torch.testing.assert_close(ddp[key][name], value, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_bf16_autocast(toy_tasks):
+    proc = finetune(toy_tasks, "--transfer_tasks", "XNLI", "--n_epochs", 1, "--epoch_size", 64, "--bf16", "true",
+                    exp_id="bf16")
+    assert 0 <= logged_scores(proc)[0]["xnli_test_fr_acc"] <= 100
 
 
 def test_glue_tasks_and_their_metrics(toy_tasks):

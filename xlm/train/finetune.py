@@ -261,7 +261,6 @@ class FineTuner:
                 prefix = f"xnli_{split}_{lang}" if self.task_name == "XNLI" else f"{split}_{self.task_name}"
                 scores.update(task_scores(self.task_name, outputs, data.labels, prefix))
         if self.task_name == "XNLI":
-            # the mean over languages, which selects the best model
             for split in ("valid", "test"):
                 accs = [v for k, v in scores.items() if k.startswith(f"xnli_{split}_") and k.endswith("_acc")]
                 if accs:
@@ -277,10 +276,10 @@ class FineTuner:
 
     @property
     def validation_metric(self):
-        """The score that selects the best model: mean valid accuracy over the XNLI languages, or the
-        task's first metric on its valid set."""
+        """The score that selects the best model: for XNLI the valid accuracy in the training language,
+        so that no label of another language is used (zero-shot), else the task's first metric."""
         if self.task_name == "XNLI":
-            return "xnli_valid_acc"
+            return f"xnli_valid_{self.train_lang}_acc"
         return f"valid_{self.task_name}_{self.task.metrics[0]}"
 
     # ------------------------------------------------------------------ saving, resuming

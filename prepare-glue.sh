@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# BPE and binarize the GLUE files written by get-data-glue.sh for glue-xnli.py, like the original XLM's
+# prepare-glue.sh:
+#
+#   ./prepare-glue.sh [--codes codes_en] [--vocab vocab_en] [--input data/glue] [--output data/processed/XLM_en/eval]
+#                     [--tasks MNLI-m,MNLI-mm,QQP,QNLI,SST-2,CoLA,MRPC,RTE,STS-B,WNLI]
+#
+# For each task and split, reads INPUT/<TASK>/<split>.xlm.tsv (split train, dev, test) and writes into
+# OUTPUT/<TASK>: <s>.s1 (and <s>.s2 for the pair tasks, all but SST-2 and CoLA), BPE'd with --codes, their
+# binarized <s>.s1.pth / <s>.s2.pth (--vocab), and <s>.label where the file has labels, with <s> = train,
+# valid (from dev) or test: the names glue-xnli.py reads (the original wrote dev.*, which its glue.py does
+# not read). Then run
+#   python glue-xnli.py --transfer_tasks MNLI-m,QNLI,SST-2 --data_path data/processed/XLM_en ...
+#
+# The released codes and vocabulary of the English model are https://dl.fbaipublicfiles.com/XLM/codes_en and
+# https://dl.fbaipublicfiles.com/XLM/vocab_en. All inputs are checked before anything is written; every
+# output is written under a temporary name and renamed when complete; outputs that exist are skipped.
+set -euo pipefail
+MAIN=$(cd "$(dirname "$0")" && pwd)
+source "$MAIN/tools/data_lib.sh"  # die
+GLUE_TASKS="MNLI-m MNLI-mm QQP QNLI SST-2 CoLA MRPC RTE STS-B WNLI"
+CODES=codes_en VOCAB=vocab_en
+INPUT=data/glue OUTPUT=data/processed/XLM_en/eval TASKS=$GLUE_TASKS
+while [ $# -gt 0 ]; do
+  [ $# -ge 2 ] || die "$1: missing value"  # every option takes one
+  case "$1" in
+    --codes) CODES=$2; shift 2;;
+    --vocab) VOCAB=$2; shift 2;;
+    --input) INPUT=$2; shift 2;;
+    --output) OUTPUT=$2; shift 2;;
+    --tasks) TASKS=${2//,/ }; shift 2;;
+    *) die "unknown argument $1";;
+  esac
+done
+[ -f "$CODES" ] || die "BPE codes $CODES not found (pass --codes)"
+[ -f "$VOCAB" ] || die "vocabulary $VOCAB not found (pass --vocab)"
+[ -n "$TASKS" ] || die "--tasks: no task given"
+for task in $TASKS; do
+  [[ " $GLUE_TASKS " == *" $task "* ]] || die "--tasks: '$task' is not a GLUE task ($GLUE_TASKS)"
+  for split in train dev test; do
+    [ -f "$INPUT/$task/$split.xlm.tsv" ] ||
+      die "$INPUT/$task/$split.xlm.tsv not found (run get-data-glue.sh, or choose tasks with --tasks)"
+  done
+done
+
+mkdir -p "$OUTPUT"
+TMP=$(mktemp -d "$OUTPUT/.tmp.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+
+for task in $TASKS; do
+  case $task in SST-2|CoLA) n_sent=1;; *) n_sent=2;; esac
+  mkdir -p "$OUTPUT/$task"
+  for split in train dev test; do
+    in=$INPUT/$task/$split.xlm.tsv out=$OUTPUT/$task/$([ $split = dev ] && echo valid || echo $split)
+    sents=(s1); [ $n_sent = 1 ] || sents+=(s2)
+    if [ -f "$out.${sents[-1]}.pth" ]; then echo "$out.* exist, skipped"; continue; fi  # the last one written
+    echo "Preparing $in..."
+    rm -f "$TMP"/{s1,s2,label}
+    # every line: the sentence(s), then the label if the file has labels (all lines alike)
+    awk -F'\t' -v src="$in" -v n="$n_sent" -v dir="$TMP" '
+      FNR == 1 { cols = NF }
+      NF != cols || (NF != n && NF != n + 1) {
+        printf "prepare-glue.sh: %s:%d: expected %d or %d tab-separated columns, like every line of the file\n", src, FNR, n, n + 1 > "/dev/stderr"
+        exit 1
+      }
+      { print $1 > (dir "/s1"); if (n == 2) print $2 > (dir "/s2"); if (NF > n) print $NF > (dir "/label") }' "$in"
+    [ -f "$TMP/s1" ] || die "$in: no examples"
+    if [ -f "$TMP/label" ] && [ ! -f "$out.label" ]; then mv "$TMP/label" "$out.label"; fi
+    for s in "${sents[@]}"; do
+      [ -f "$out.$s" ] || python "$MAIN/tools/fastbpe" applybpe "$out.$s" "$TMP/$s" "$CODES"
+      [ -f "$out.$s.pth" ] || python "$MAIN/preprocess.py" "$VOCAB" "$out.$s"
+    done
+  done
+done
+echo "GLUE data ready in $OUTPUT"

@@ -1,0 +1,79 @@
+# Shell helpers shared by the get-data-*.sh / prepare-*.sh scripts; source it, do not run it:
+#
+#   MAIN=...     # the repository root
+#   MIRROR=...   # optional: a local folder or an http(s) prefix holding every archive under its file name
+#   source "$MAIN/tools/data_lib.sh"
+#   fetch URL DIR                  # DIR/<file name of URL>, downloaded (or copied from $MIRROR) and checked
+#   extract ARCHIVE DIR TOP        # unpack ARCHIVE's folder TOP into DIR/TOP, all at once
+#   tokenize_lower LANG FILE...    # each FILE in place through tools/tokenize.sh LANG (skipped if LANG is '')
+#                                  # and tools/lowercase_and_remove_accent.py
+#   die MESSAGE                    # "<script name>: MESSAGE" on stderr, exit 1
+#
+# Every output appears under its final name only when complete, and a step whose output exists is skipped,
+# so an interrupted script can simply be run again.
+
+die() { echo "$(basename "$0"): $*" >&2; exit 1; }
+
+archive_ok() {  # file, its final name: true if the archive (.zip, .tgz/.tar.gz or .gz by that name) reads to its end
+  case "$2" in
+    *.zip) python -c 'import sys, zipfile; sys.exit(zipfile.ZipFile(sys.argv[1]).testzip() is not None)' "$1" 2> /dev/null;;
+    *.tgz|*.tar.gz) tar -tzf "$1" > /dev/null 2>&1;;
+    *.gz) gzip -t "$1" 2> /dev/null;;
+    *) true;;
+  esac
+}
+
+fetch() {  # url, destination folder: download (or copy from $MIRROR) to a .part file, check, rename
+  local url=$1 dest
+  dest=$2/$(basename "$1")
+  [ -f "$dest" ] && return 0
+  local src=$url
+  [ -n "${MIRROR:-}" ] && src=${MIRROR%/}/$(basename "$url")
+  echo "Fetching $src"
+  if [ -d "${MIRROR:-/nonexistent}" ]; then
+    [ -f "$src" ] || die "$src: not in the mirror"
+    cp "$src" "$dest.part"
+  else
+    curl -fL --retry 3 -o "$dest.part" "$src" || { rm -f "$dest.part"; die "cannot download $src"; }
+  fi
+  archive_ok "$dest.part" "$dest" || { rm -f "$dest.part"; die "$src: corrupt archive"; }
+  mv "$dest.part" "$dest"
+}
+
+extract() {  # archive, destination folder, folder inside the archive: DIR/TOP appears complete or not at all
+  local archive=$1 dir=$2 top=$3
+  [ -d "$dir/$top" ] && return 0
+  local tmp=$dir/.$top.extract.tmp
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  echo "Extracting $archive"
+  case "$archive" in
+    *.zip) python -m zipfile -e "$archive" "$tmp" 2> /dev/null;;
+    *.tgz|*.tar.gz) tar -xzf "$archive" -C "$tmp" 2> /dev/null;;
+    *) false;;
+  esac || { rm -rf "$tmp"; die "$archive: cannot extract"; }
+  [ -d "$tmp/$top" ] || { rm -rf "$tmp"; die "$archive: no folder $top/ inside"; }
+  mv "$tmp/$top" "$dir/$top"
+  rm -rf "$tmp"
+}
+
+tokenize_lower() {  # language ('': lower-case only), files...: each file, in place, through tools/tokenize.sh
+  # then tools/lowercase_and_remove_accent.py; all the files go through one process (one start-up, not one per
+  # file) and are split back by their line counts
+  local lang=$1 counts=() f n total=0 start=1 i=0
+  shift
+  for f in "$@"; do n=$(wc -l < "$f"); counts+=("$n"); total=$((total + n)); done
+  local all
+  all=$(mktemp "$1.XXXXXX")
+  if [ -n "$lang" ]; then
+    cat "$@" | bash "$MAIN/tools/tokenize.sh" "$lang" | python "$MAIN/tools/lowercase_and_remove_accent.py" > "$all"
+  else
+    cat "$@" | python "$MAIN/tools/lowercase_and_remove_accent.py" > "$all"
+  fi
+  [ "$(wc -l < "$all")" -eq "$total" ] || { rm -f "$all"; die "$1: tokenization changed the number of lines"; }
+  for f in "$@"; do
+    awk -v a="$start" -v b="$((start + counts[i]))" 'NR >= a && NR < b' "$all" > "$f"
+    start=$((start + counts[i])); i=$((i + 1))
+  done
+  rm -f "$all"
+}
