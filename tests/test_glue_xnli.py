@@ -16,6 +16,7 @@ from xlm.fileio import DataError
 from xlm.model.checkpoint import checkpoint_payload, load_model, read_checkpoint, save_checkpoint
 from xlm.model.embedder import finetuned_parameters, parse_layer_range
 from xlm.model.transformer import TransformerConfig, TransformerModel
+from xlm.train.finetune import parse_params as finetune_options
 
 LANGS = ("de", "en", "fr")
 
@@ -200,14 +201,23 @@ def test_metrics_match_scikit_learn_and_scipy():
 @pytest.mark.parametrize("args, message", [
     (["--transfer_tasks", "XNLI", "--model_path", "missing.pth"], "--model_path: missing.pth does not exist"),
     (["--transfer_tasks", "NOPE"], "unknown task 'NOPE'"),
+    (["--transfer_tasks", "XNLI,XNLI"], "appears twice"),
     (["--transfer_tasks", "XNLI", "--optimizer_e", "adam,lr=1e-4"], "--optimizer_e"),
-    (["--transfer_tasks", "XNLI", "--xnli_train_lang", "sw"], "--xnli_train_lang sw: not a language of the model"),
-    (["--transfer_tasks", "XNLI", "--max_vocab", "30"], "not the model's"),
-    (["--transfer_tasks", "XNLI", "--finetune_layers", "0:9"], "--finetune_layers"),
+    (["--transfer_tasks", "XNLI", "--fp16", "true", "--bf16", "true"], "exclude each other"),
+    (["--transfer_tasks", "XNLI", "--epoch_size", "0"], "--epoch_size"),
 ])
-def test_mistakes_are_one_clear_error(toy_tasks, args, message):
-    proc = finetune(toy_tasks, "--n_epochs", 1, *args, exp_id="err", check=False)
-    assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+def test_bad_flags(toy_tasks, args, message):
+    with pytest.raises(DataError, match=message.replace("(", r"\(")):
+        finetune_options([str(a) for a in finetune_flags(toy_tasks, "err") + args])
+
+
+def test_mistakes_are_one_clear_error(toy_tasks):
+    """Errors found once the model and the data are read: one line each, no traceback."""
+    for args, message in [(["--xnli_train_lang", "sw"], "--xnli_train_lang sw: not a language of the model"),
+                          (["--max_vocab", "30"], "not the model's"),
+                          (["--finetune_layers", "0:9"], "--finetune_layers: '0:9' is outside 0..2")]:
+        proc = finetune(toy_tasks, "--transfer_tasks", "XNLI", "--n_epochs", 1, *args, exp_id="err", check=False)
+        assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_mismatched_label_file_is_an_error(toy_tasks, tmp_path):

@@ -136,6 +136,7 @@ class FineTuner:
         tuned = finetuned_parameters(encoder, params.finetune_layers)
         freeze_all_but(encoder, tuned)
         self.model = Classifier(encoder, self.task.n_outputs, params.dropout).to(info.device)
+        torch.manual_seed(params.seed + info.rank)  # dropout differs between ranks
         logger.info("%s: fine-tuning %i of %i pretrained parameters (--finetune_layers %s)", task,
                     sum(p.numel() for p in tuned), sum(p.numel() for p in encoder.parameters()),
                     params.finetune_layers)
@@ -162,6 +163,9 @@ class FineTuner:
                                 f"({', '.join(self.lang2id) or 'none'})")
             self.train_lang = p.xnli_train_lang
             self.eval_langs = [lg for lg in self.lang2id if data.has_split(task, "valid", lg)]
+            if self.train_lang not in self.eval_langs:
+                raise DataError(f"missing {p.data_path}/eval/XNLI/valid.s1.{self.train_lang}.pth: the valid set of "
+                                "the training language selects the model")
             skipped = [lg for lg in self.lang2id if lg not in self.eval_langs]
             if skipped:
                 self.logger.info("XNLI: no valid data for %s in %s: not evaluated", ", ".join(skipped), p.data_path)
@@ -348,7 +352,6 @@ def main(argv=None):
     logger.info("\n".join(f"{k}: {v}" for k, v in sorted(vars(params).items())))
     logger.info("The experiment will be stored in %s\nRunning command: %s", params.dump_path, params.command)
     metrics = MetricsWriter(params.dump_path, info.is_master)
-    torch.manual_seed(params.seed + info.rank)
     for task in params.transfer_tasks:
         FineTuner(params, task, info, logger, metrics).run()
     if info.multi:
