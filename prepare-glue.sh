@@ -17,24 +17,12 @@
 # output is written under a temporary name and renamed when complete; outputs that exist are skipped.
 set -euo pipefail
 MAIN=$(cd "$(dirname "$0")" && pwd)
-source "$MAIN/tools/data_lib.sh"  # die
+source "$MAIN/tools/data_lib.sh"  # die, prepare_options
 GLUE_TASKS="MNLI-m MNLI-mm QQP QNLI SST-2 CoLA MRPC RTE STS-B WNLI"
 CODES=codes_en VOCAB=vocab_en
-INPUT=data/glue OUTPUT=data/processed/XLM_en/eval TASKS=$GLUE_TASKS
-while [ $# -gt 0 ]; do
-  [ $# -ge 2 ] || die "$1: missing value"  # every option takes one
-  case "$1" in
-    --codes) CODES=$2; shift 2;;
-    --vocab) VOCAB=$2; shift 2;;
-    --input) INPUT=$2; shift 2;;
-    --output) OUTPUT=$2; shift 2;;
-    --tasks) TASKS=${2//,/ }; shift 2;;
-    *) die "unknown argument $1";;
-  esac
-done
-[ -f "$CODES" ] || die "BPE codes $CODES not found (pass --codes)"
-[ -f "$VOCAB" ] || die "vocabulary $VOCAB not found (pass --vocab)"
-[ -n "$TASKS" ] || die "--tasks: no task given"
+INPUT=data/glue OUTPUT=data/processed/XLM_en/eval ITEMS=$GLUE_TASKS
+prepare_options tasks "$@"
+TASKS=$ITEMS
 for task in $TASKS; do
   [[ " $GLUE_TASKS " == *" $task "* ]] || die "--tasks: '$task' is not a GLUE task ($GLUE_TASKS)"
   for split in train dev test; do

@@ -19,24 +19,12 @@
 # renamed when complete; outputs that exist are skipped.
 set -euo pipefail
 MAIN=$(cd "$(dirname "$0")" && pwd)
-source "$MAIN/tools/data_lib.sh"  # die
+source "$MAIN/tools/data_lib.sh"  # die, prepare_options
 XNLI_LANGS="ar bg de el en es fr hi ru sw th tr ur vi zh"
 CODES=codes_xnli_15 VOCAB=vocab_xnli_15
-INPUT=data/xnli/XNLI-1.0 OUTPUT=data/processed/XLM15/eval/XNLI LANGS=$XNLI_LANGS
-while [ $# -gt 0 ]; do
-  [ $# -ge 2 ] || die "$1: missing value"  # every option takes one
-  case "$1" in
-    --codes) CODES=$2; shift 2;;
-    --vocab) VOCAB=$2; shift 2;;
-    --input) INPUT=$2; shift 2;;
-    --output) OUTPUT=$2; shift 2;;
-    --langs) LANGS=${2//,/ }; shift 2;;
-    *) die "unknown argument $1";;
-  esac
-done
-[ -f "$CODES" ] || die "BPE codes $CODES not found (pass --codes)"
-[ -f "$VOCAB" ] || die "vocabulary $VOCAB not found (pass --vocab)"
-[ -n "$LANGS" ] || die "--langs: no language given"
+INPUT=data/xnli/XNLI-1.0 OUTPUT=data/processed/XLM15/eval/XNLI ITEMS=$XNLI_LANGS
+prepare_options langs "$@"
+LANGS=$ITEMS
 JOBS=()  # "split lg" pairs: train for en only, as in the original
 for lg in $LANGS; do
   [[ " $XNLI_LANGS " == *" $lg "* ]] || die "--langs: '$lg' is not an XNLI language ($XNLI_LANGS)"

@@ -7,6 +7,7 @@
 #   extract ARCHIVE DIR TOP        # unpack ARCHIVE's folder TOP into DIR/TOP, all at once
 #   tokenize_lower LANG FILE...    # each FILE in place through tools/tokenize.sh LANG (skipped if LANG is '')
 #                                  # and tools/lowercase_and_remove_accent.py
+#   prepare_options FLAG "$@"      # --codes --vocab --input --output --FLAG of prepare-*.sh, checked
 #   die MESSAGE                    # "<script name>: MESSAGE" on stderr, exit 1
 #
 # Every output appears under its final name only when complete, and a step whose output exists is skipped,
@@ -76,4 +77,26 @@ tokenize_lower() {  # language ('': lower-case only), files...: each file, in pl
     start=$((start + counts[i])); i=$((i + 1))
   done
   rm -f "$all"
+}
+
+prepare_options() {  # list flag, "$@": the options of the prepare-*.sh scripts, --codes --vocab --input --output and
+  # --<list flag> (a comma list), into CODES VOCAB INPUT OUTPUT ITEMS, whose defaults the script sets first; the codes
+  # and vocabulary must exist and the list must not be empty
+  local list_flag=$1
+  shift
+  while [ $# -gt 0 ]; do
+    [ $# -ge 2 ] || die "$1: missing value"  # every option takes one
+    case "$1" in
+      --codes) CODES=$2;;
+      --vocab) VOCAB=$2;;
+      --input) INPUT=$2;;
+      --output) OUTPUT=$2;;
+      "--$list_flag") ITEMS=${2//,/ };;
+      *) die "unknown argument $1";;
+    esac
+    shift 2
+  done
+  [ -f "$CODES" ] || die "BPE codes $CODES not found (pass --codes)"
+  [ -f "$VOCAB" ] || die "vocabulary $VOCAB not found (pass --vocab)"
+  [ -n "$ITEMS" ] || die "--$list_flag: none given"
 }
