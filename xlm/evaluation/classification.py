@@ -14,7 +14,7 @@ import torch
 
 from ..data.binarized import load_binarized
 from ..data.datasets import Batch, BatchingOptions, ParallelDataset, SentenceDataset
-from ..data.dictionary import EOS_INDEX
+from ..data.dictionary import EOS_INDEX, Dictionary
 from ..fileio import DataError, check_file, decode_utf8
 from ..objectives.lm import concat_pair
 
@@ -92,10 +92,9 @@ def task_scores(task_name, outputs, gold, prefix):
 
 @dataclass
 class LabelledSplit:
-    """One split of one task (and language): sentences (pairs), gold labels, and the language."""
+    """One split of one task (and language): sentences (pairs) and gold labels."""
     dataset: object           # ParallelDataset (pairs) or SentenceDataset
     labels: np.ndarray        # int64 class ids, float32 scores (regression), or None (unlabelled test)
-    lang: str = None
     path: str = ""
 
     def batch(self, key, lang_id=None, max_len=0):
@@ -144,22 +143,22 @@ class TaskData:
     def __init__(self, data_path, model_dico, max_vocab=-1, min_count=0):
         self.data_path, self.model_dico = data_path, model_dico
         self.max_vocab, self.min_count = max_vocab, min_count
-        self.checked_dico = None
+        self.accepted = None  # the (untruncated) vocabulary of the files already checked
 
     def corpus(self, path):
         corpus = load_binarized(path)
-        if self.checked_dico is not None and corpus.dico == self.checked_dico:
+        if self.accepted is not None and corpus.dico == self.accepted:
             return corpus
         dico = corpus.dico
-        full = len(dico)
+        full = Dictionary(dict(dico.id2word), dict(dico.word2id), dict(dico.counts))
         dico.max_vocab(self.max_vocab)
         dico.min_count(self.min_count)
         if dico != self.model_dico:
-            raise DataError(f"{path}: binarized with a vocabulary of {full} words ({len(dico)} after --max_vocab "
+            raise DataError(f"{path}: binarized with a vocabulary of {len(full)} words ({len(dico)} after --max_vocab "
                             f"{self.max_vocab} / --min_count {self.min_count}) that is not the model's "
                             f"({len(self.model_dico)} words): binarize with the model's vocabulary and pass the "
                             "--max_vocab / --min_count of its pretraining")
-        self.checked_dico = dico
+        self.accepted = full
         return corpus
 
     def split(self, task_name, split, lang=None, batching=None, label_set=None, file_split=None):
@@ -182,7 +181,7 @@ class TaskData:
                 raise DataError(f"{label_path}: {len(labels)} labels for {len(s1)} sentences in {s1.path}")
         elif split != "test":
             raise DataError(f"missing labels: {label_path}")
-        return LabelledSplit(dataset, labels, lang, s1.path), label_set
+        return LabelledSplit(dataset, labels, s1.path), label_set
 
     def has_split(self, task_name, split, lang=None):
         suffix = f".{lang}" if lang else ""
