@@ -53,13 +53,36 @@ def test_sentence_batches_pad_and_filter(tmp_path):
         assert row[1:length - 1].tolist() == corpus[i].tolist() and (row[length:] == 2).all()
 
 
+def original_token_batches(sorted_lengths, tokens_per_batch):
+    """The original's rule, written out: walking the length-sorted sentences, one starts a new batch
+    when the running sum of lengths enters a new multiple of tokens_per_batch."""
+    batches, total = [], 0
+    for i, length in enumerate(sorted_lengths):
+        previous, total = total, total + length
+        if i == 0 or total // tokens_per_batch != previous // tokens_per_batch:
+            batches.append([])
+        batches[-1].append(i)
+    return batches
+
+
 def test_token_budget_buckets():
     rng = np.random.default_rng(0)
     lengths = rng.integers(3, 60, 1000)
-    batches = bucket_batches(lengths, np.random.default_rng(1), tokens_per_batch=400, max_batch_size=20)
-    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
-    for b in batches:
+    batches = bucket_batches(lengths, None, tokens_per_batch=400)
+    order = np.argsort(lengths, kind="mergesort")
+    expected = original_token_batches(lengths[order], 400)
+    assert [b.tolist() for b in batches] == [order[e].tolist() for e in expected]
+    # unpadded token counts: each batch crosses the budget by less than one sentence
+    assert all(lengths[b].sum() < 400 + lengths[b].max() for b in batches)
+    shuffled = bucket_batches(lengths, np.random.default_rng(1), tokens_per_batch=400, max_batch_size=12)
+    assert sorted(np.concatenate(shuffled).tolist()) == list(range(1000))
+    assert max(len(b) for b in shuffled) <= 12 and len(shuffled) > len(batches)
+    padded = bucket_batches(lengths, np.random.default_rng(1), tokens_per_batch=400, max_batch_size=20,
+                            count_padding=True)
+    assert sorted(np.concatenate(padded).tolist()) == list(range(1000))
+    for b in padded:
         assert len(b) <= 20 and (len(b) == 1 or len(b) * lengths[b].max() <= 400)
+    assert sum(len(b) for b in padded) / len(padded) < sum(len(b) for b in batches) / len(batches)
     fixed = bucket_batches(lengths, None, batch_size=32, group_by_size=True)
     assert len(fixed) == 32 and np.all(np.diff(lengths[np.concatenate(fixed)]) >= 0)
 

@@ -62,6 +62,29 @@ def test_mlm_tlm_pretraining(small_sample, tmp_path):
     ckpt = read_checkpoint(dump / "checkpoint.pth")
     assert {"epoch", "n_total_iter", "best_metrics", "best_stopping_criterion", "model", "model_optimizer",
             "dico_id2word", "dico_word2id", "dico_counts", "params"} <= set(ckpt)
+    # the original's conventions: the last finished epoch, the best criterion value as it is (not negated)
+    best_ppl = min(s["valid_mlm_ppl"] for s in scores)
+    assert ckpt["epoch"] == 2 and ckpt["best_stopping_criterion"] == pytest.approx(best_ppl)
+    assert ckpt["best_metrics"] == {"valid_mlm_ppl": pytest.approx(best_ppl)}
+
+    # a checkpoint as the original writes it (no train_state) resumes at epoch + 1 with its stopping state
+    # and its learning-rate schedule: a raw best of 1e9 is beaten at once, so patience 0 does not stop the run
+    del ckpt["train_state"]
+    ckpt["best_stopping_criterion"], ckpt["best_metrics"] = 1e9, {"valid_mlm_ppl": 1e9}
+    for group in ckpt["model_optimizer"]["param_groups"]:
+        group["num_updates"] = 1000
+    save_checkpoint(ckpt, tmp_path / "original.pth")
+    train(small_sample, tmp_path, "resumed", "--lgs", "en-fr", "--mlm_steps", "en,fr,en-fr", "--dropout", "0.1",
+          "--attention_dropout", "0.1", "--optimizer", "adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.002,warmup_updates=20",
+          "--epoch_size", "120", "--max_epoch", "5", "--validation_metrics", "_valid_mlm_ppl",
+          "--stopping_criterion", "_valid_mlm_ppl,0", "--reload_checkpoint", tmp_path / "original.pth")
+    log = (tmp_path / "test" / "resumed" / "train.log").read_text()
+    assert f"Resumed from {tmp_path / 'original.pth'}: epoch 3, iteration {ckpt['n_total_iter']}" in log
+    assert [s["epoch"] for s in scores_of(log)] == [3, 4]
+    assert "New best validation score" in log
+    # at most 5 rounds of 3 steps after update 1000 of an inverse-sqrt schedule (not back in its warm-up)
+    first_lr = float(re.search(r"model LR: ([0-9.e+-]+)", log).group(1))
+    assert 0.002 * (20 / 1016) ** 0.5 < first_lr < 0.002 * (20 / 1000) ** 0.5
 
 
 def test_clm_pretraining(small_sample, tmp_path):

@@ -44,31 +44,40 @@ def batch_sentences(sentences, n_words=None):
     return Batch(torch.from_numpy(x), torch.from_numpy(lengths))
 
 
-def bucket_batches(lengths, rng=None, batch_size=32, tokens_per_batch=-1, max_batch_size=0, group_by_size=True):
+def bucket_batches(lengths, rng=None, batch_size=32, tokens_per_batch=-1, max_batch_size=0, group_by_size=True,
+                   count_padding=False):
     """Cut sentence indices into batches, like the original XLM's sentence iterator.
 
     Shuffle (with rng), stable-sort by length (group_by_size), then cut into ceil(n / batch_size)
-    near-equal batches, or, with tokens_per_batch > 0, into consecutive batches whose padded size
-    (sentences x longest) stays within the budget and that hold at most max_batch_size sentences.
-    The original instead summed unpadded lengths and dropped sentences beyond max_batch_size at random.
-    The list of batches is shuffled too.
+    near-equal batches, or, with tokens_per_batch > 0, as the original: a new batch starts at each
+    sentence where the running sum of lengths crosses a multiple of tokens_per_batch. With
+    count_padding, batches are instead the longest runs whose padded size (sentences x longest) stays
+    within tokens_per_batch: fewer tokens per step, but a bound on memory. A batch of more than
+    max_batch_size sentences is split in near-equal parts (the original dropped the excess sentences
+    at random). The list of batches is shuffled too.
     """
     lengths = np.asarray(lengths)
     indices = rng.permutation(len(lengths)) if rng is not None else np.arange(len(lengths))
     if group_by_size:
         indices = indices[np.argsort(lengths[indices], kind="mergesort")]
-    if tokens_per_batch > 0:
+    if not len(indices):
+        batches = []
+    elif tokens_per_batch > 0 and count_padding:
         batches, start, longest = [], 0, 0
         for end, length in enumerate(lengths[indices].tolist()):
             longest = max(longest, length)
-            count = end - start + 1
-            if count > 1 and (count * longest > tokens_per_batch or 0 < max_batch_size < count):
+            if end > start and (end - start + 1) * longest > tokens_per_batch:
                 batches.append(indices[start:end])
                 start, longest = end, length
-        if start < len(indices):
-            batches.append(indices[start:])
+        batches.append(indices[start:])
+    elif tokens_per_batch > 0:
+        crossings = np.cumsum(lengths[indices]) // tokens_per_batch
+        starts = np.flatnonzero(np.diff(crossings, prepend=-1))
+        batches = np.split(indices, starts[1:])
     else:
-        batches = np.array_split(indices, math.ceil(len(indices) / batch_size)) if len(indices) else []
+        batches = np.array_split(indices, math.ceil(len(indices) / batch_size))
+    if max_batch_size > 0:
+        batches = [part for b in batches for part in np.array_split(b, math.ceil(len(b) / max_batch_size))]
     if rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
@@ -132,6 +141,7 @@ class BatchingOptions:
     tokens_per_batch: int = -1
     max_batch_size: int = 0
     group_by_size: bool = True
+    count_padding: bool = False
 
 
 class _Bucketed:

@@ -13,6 +13,7 @@ import torch.distributed as dist
 
 from ..fileio import DataError
 from ..model.checkpoint import checkpoint_payload, load_weights, read_checkpoint, save_checkpoint
+from .schedules import scheduled_lr
 
 
 def rng_state(masking_generator, round_rng):
@@ -41,8 +42,10 @@ def gather_rng_states(state, info):
 
 
 def save_training_checkpoint(path, models, optimizers, dico, params, train_state):
-    """models: {'model': m} or {'encoder': e, 'decoder': d}, saved under those keys as the original."""
-    payload = checkpoint_payload(dico, vars(params), **models, epoch=train_state["epoch"],
+    """models: {'model': m} or {'encoder': e, 'decoder': d}, saved under those keys as the original.
+    The file's `epoch` is the last finished one, as the original writes it (it resumes at epoch + 1);
+    train_state keeps the loop's own position, mid-epoch included."""
+    payload = checkpoint_payload(dico, vars(params), **models, epoch=train_state["epoch"] - 1,
                                  n_total_iter=train_state["n_total_iter"], best_metrics=train_state["best_metrics"],
                                  best_stopping_criterion=train_state["best_stopping_criterion"])
     for name, optimizer in optimizers.items():
@@ -53,19 +56,25 @@ def save_training_checkpoint(path, models, optimizers, dico, params, train_state
 
 def load_training_checkpoint(path, models, optimizers, logger):
     """Restore weights and optimizer states; returns the file's train_state. A file written by the
-    original code keeps no such state: then weights, counters and (when they fit) optimizer states return."""
+    original code keeps no such state: then, as the original resumes, the weights, the counters, and
+    each optimizer group's update count (so its learning-rate schedule goes on) return."""
     data = read_checkpoint(path)
     for name, model in models.items():
         if name not in data:
             raise DataError(f"{path}: no '{name}' weights to resume from")
         load_weights(model, data[name], f"{path} ({name})")
-    for name, optimizer in optimizers.items():
-        if f"{name}_optimizer" in data:
-            try:
-                optimizer.load_state_dict(data[f"{name}_optimizer"])
-            except (ValueError, KeyError, RuntimeError) as e:
-                logger.warning("%s: the %s optimizer state does not fit (%s); starting it afresh", path, name, e)
     state = data.get("train_state")
+    for name, optimizer in optimizers.items():
+        saved = data.get(f"{name}_optimizer")
+        if saved is None:
+            continue
+        if state is not None:
+            optimizer.load_state_dict(saved)
+            continue
+        for group, saved_group in zip(optimizer.param_groups, saved.get("param_groups", [])):
+            if "num_updates" in group and "num_updates" in saved_group:
+                group["num_updates"] = saved_group["num_updates"]
+                group["lr"] = scheduled_lr(group)
     if state is None:
         state = {"epoch": data["epoch"] + 1, "n_total_iter": data["n_total_iter"],
                  "best_metrics": data["best_metrics"], "best_stopping_criterion": data["best_stopping_criterion"]}

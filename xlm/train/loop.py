@@ -75,7 +75,7 @@ def build_iterators(params, data, info):
     # --batch_size and --tokens_per_batch are per rank; a global batch holds every rank's rows
     batching = BatchingOptions(params.batch_size * world, params.tokens_per_batch * world
                                if params.tokens_per_batch > 0 else -1, params.max_batch_size * world,
-                               params.group_by_size)
+                               params.group_by_size, params.tokens_per_batch_padded)
     for objective, steps in (("causal", params.clm_steps), ("pred", params.mlm_steps)):
         for l1, l2 in steps:
             if l2 is None and l1 in data.sharded:
@@ -137,16 +137,21 @@ def build_models(params, n_words, device, logger):
     return {k: m.to(device) for k, m in models.items()}
 
 
-def round_of_steps(steps, sizes, alpha, rng):
-    """The steps of one round: each once in a random order, or with --lg_sampling_factor alpha,
-    min(5, n) draws with replacement, p_l proportional to (n_l / sum n)^alpha, as the original."""
-    if not steps:
-        return []
-    if alpha == -1:
-        return [steps[i] for i in rng.permutation(len(steps))]
-    p = np.array([sizes[s] for s in steps], dtype=np.float64)
-    p = (p / p.sum()) ** alpha
-    return [steps[i] for i in rng.choice(len(steps), size=min(5, len(steps)), p=p / p.sum(), replace=True)]
+def sample_round(steps, sizes, alpha, rng, n=5):
+    """The steps of one round of an objective, as the original draws them: min(n, #monolingual) draws
+    among the monolingual steps, then min(n, #pairs) among the pairs, with replacement; uniform, or with
+    --lg_sampling_factor alpha, p proportional to (training sentences)^alpha. So `--mlm_steps en,fr` may
+    run en twice and fr never in a round, and 15 MLM + 28 TLM steps run 5 + 5 steps a round."""
+    drawn = []
+    for group in ([s for s in steps if s[1] is None], [s for s in steps if s[1] is not None]):
+        if not group:
+            continue
+        p = None
+        if alpha != -1:
+            p = np.array([sizes[s] for s in group], dtype=np.float64) ** alpha
+            p /= p.sum()
+        drawn += [group[i] for i in rng.choice(len(group), size=min(n, len(group)), p=p, replace=True)]
+    return drawn
 
 
 class Trainer:
@@ -184,16 +189,20 @@ class Trainer:
         amp_dtype = torch.float16 if params.fp16 else torch.bfloat16 if params.bf16 else None
         self.autocast = torch.autocast(info.device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
         self.lambdas = {o: LambdaSchedule.parse(getattr(params, f"lambda_{o}")) for o in ("clm", "mlm", "ae", "mt", "bt")}
-        self.iterators = build_iterators(params, self.data, info)
-        self.sizes = {s: (len(self.data.mono[s[0]]["train"]) if s[1] is None else
-                          len(self.data.para[tuple(sorted(s))]["train"][0]))
+        self.iterators = build_iterators(params, self.data, info) if not params.eval_only else {}
+        # training sentences of each step's data, for --lg_sampling_factor (pairs after the max_len filter)
+        self.sizes = {s: len(self.data.mono[s[0]]["train"]) if s[1] is None else
+                      len(self.iterators[next(k for k in self.iterators if k[1:] == tuple(sorted(s)))].dataset)
                       for s in params.clm_steps + params.mlm_steps + params.mt_steps} if not params.eval_only else {}
         self.masking = MaskingConfig.from_params(params, self.data.dico, self.data.n_words)
         self.masking_generator = torch.Generator().manual_seed(params.seed * 1000 + info.rank)
         self.round_rng = np.random.default_rng(params.seed)  # the same on every rank: ranks run the same steps
         torch.manual_seed(params.seed + info.rank)  # dropout differs between ranks
+        # best values are stored raw, with the original's starting points, as its checkpoints hold them
         self.state = LoopState(best_metrics={m.lstrip("_"): (1e12 if m.startswith("_") else -1e12)
-                                             for m in filter(None, params.validation_metrics.split(","))})
+                                             for m in filter(None, params.validation_metrics.split(","))},
+                               best_stopping_criterion=(1e12 if params.stopping_criterion.startswith("_") else -1e12)
+                               if params.stopping_criterion else None)
         self.resume()
         device_ids = [info.local_rank] if info.device.type == "cuda" else None
         self.ddp = {k: DistributedDataParallel(m, device_ids=device_ids) if info.multi else m
@@ -232,8 +241,12 @@ class Trainer:
             if not path:
                 return
         saved = load_training_checkpoint(path, self.models, self.optimizers, self.logger)
-        fields = LoopState.__dataclass_fields__
+        fields, initial = LoopState.__dataclass_fields__, self.state
         self.state = LoopState(**{k: v for k, v in saved.items() if k in fields})
+        # metrics or a criterion that the saved run did not track start from scratch
+        self.state.best_metrics = {**initial.best_metrics, **self.state.best_metrics}
+        if self.state.best_stopping_criterion is None:
+            self.state.best_stopping_criterion = initial.best_stopping_criterion
         if "scaler" in saved:
             self.scaler.load_state_dict(saved["scaler"])
             if saved["world_size"] == self.info.world_size:
@@ -420,10 +433,10 @@ class Trainer:
             self.save_model_only(f"periodic-{s.epoch}")
         if p.stopping_criterion:
             metric, patience = p.stopping_criterion.split(",")
-            name, smaller = metric.lstrip("_"), metric.startswith("_")
-            value = scores[name] if not smaller else -scores[name]
-            if s.best_stopping_criterion is None or value > s.best_stopping_criterion:
-                s.best_stopping_criterion, s.decrease_counts = value, 0
+            name, factor = metric.lstrip("_"), -1 if metric.startswith("_") else 1
+            if factor * scores[name] > factor * s.best_stopping_criterion:
+                s.best_stopping_criterion, s.decrease_counts = scores[name], 0
+                self.logger.info("New best validation score: %f", scores[name])
             else:
                 s.decrease_counts += 1
                 self.logger.info("Not a better validation score (%i / %s).", s.decrease_counts, patience)
@@ -443,16 +456,15 @@ class Trainer:
             epoch_start = self.window_start = time.time()
             while s.n_sentences < p.epoch_size:
                 for objective, steps in (("clm", p.clm_steps), ("mlm", p.mlm_steps)):
-                    for l1, l2 in round_of_steps(steps, self.sizes, p.lg_sampling_factor, self.round_rng):
+                    for l1, l2 in sample_round(steps, self.sizes, p.lg_sampling_factor, self.round_rng):
                         self.lm_step(objective, l1, l2)
-                # as the original: each AE and BT step once per round in a random order, MT steps drawn
-                # like the LM steps
-                for lang in round_of_steps(p.ae_steps, self.sizes, -1, self.round_rng):
-                    self.ae_step(lang)
-                for l1, l2 in round_of_steps(p.mt_steps, self.sizes, p.lg_sampling_factor, self.round_rng):
+                # as the original: AE and BT steps once each per round, in a random order
+                for i in self.round_rng.permutation(len(p.ae_steps)):
+                    self.ae_step(p.ae_steps[i])
+                for l1, l2 in sample_round(p.mt_steps, self.sizes, p.lg_sampling_factor, self.round_rng):
                     self.mt_step(l1, l2)
-                for l1, l2, l3 in round_of_steps(p.bt_steps, self.sizes, -1, self.round_rng):
-                    self.bt_step(l1, l2, l3)
+                for i in self.round_rng.permutation(len(p.bt_steps)):
+                    self.bt_step(*p.bt_steps[i])
                 s.n_total_iter += 1
                 if s.n_total_iter % p.log_interval == 0:
                     self.log_progress(time.time() - epoch_start)

@@ -82,6 +82,8 @@ def build_parser():
     a("--batch_size", type=int, default=32)
     a("--max_batch_size", type=int, default=0)
     a("--tokens_per_batch", type=int, default=-1)
+    a("--tokens_per_batch_padded", type=bool_flag, default=False,
+      help="count padding in --tokens_per_batch (sentences x longest <= budget): smaller batches, bounded memory (xlm)")
     a("--split_data", type=bool_flag, default=False)
     # training
     a("--optimizer", type=str, default="adam,lr=0.0001")
