@@ -177,7 +177,7 @@ class SentenceDataset(_Bucketed):
 class ParallelDataset(_Bucketed):
     """Line-aligned sentence pairs (TLM, MT). Batches are (Batch of side 1, Batch of side 2)."""
 
-    def __init__(self, corpus1, corpus2, batching=None, max_len=None, n_words=None):
+    def __init__(self, corpus1, corpus2, batching=None, max_len=None, n_words=None, n_sentences=None):
         if len(corpus1) != len(corpus2):
             raise DataError(f"{corpus1.path} has {len(corpus1)} sentences but {corpus2.path} has {len(corpus2)}: "
                             "parallel corpora must be line-aligned")
@@ -187,7 +187,7 @@ class ParallelDataset(_Bucketed):
         keep = np.ones(len(len1), dtype=bool)
         if max_len is not None:
             keep = (len1 > 0) & (len2 > 0) & (len1 <= max_len) & (len2 <= max_len)
-        self.indices = np.flatnonzero(keep)
+        self.indices = np.flatnonzero(keep)[:n_sentences]  # evaluation may read the first n only
         self.lengths = len1[self.indices] + len2[self.indices] + 4
         if len(self.indices) == 0:
             raise DataError(f"{corpus1.path}: no sentence pair left after filtering by max_len={max_len}")

@@ -12,18 +12,34 @@ from ..data.datasets import BatchingOptions, ParallelDataset, StreamDataset
 from ..objectives.lm import clm_targets, concat_pair, lm_scores, mask_for_eval
 
 
-def _stream_windows(corpus, bptt, n_words, group):
+# the 15 XNLI languages keep larger evaluation sets in runs of more than 30 languages
+XNLI_LANGS = {"ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh"}
+
+
+def eval_subset(params, split, lang):
+    """(subsample, n_sentences) of the original's evaluation of runs with many languages: streams keep
+    their first 1/subsample bptt windows, sentence sets their first n_sentences (None: all)."""
+    if len(params.langs) > 30:
+        small = split == "test" or lang not in XNLI_LANGS
+        return (10, 600) if small else (5, 1500)
+    if len(params.langs) > 5:
+        return (10, 300) if split == "test" else (5, 1500)
+    return 1, None
+
+
+def _stream_windows(corpus, bptt, n_words, group, subsample=1):
     """The original evaluates a stream one bptt window at a time (batch size 1); rows of a batch are
     independent, so windows are stacked `group` at a time with the same results."""
     dataset = StreamDataset(corpus, 1, bptt, n_words=n_words)
-    keys = dataset.batches(None)
+    keys = dataset.batches(None)[:max(len(dataset) // subsample, 1)]
     for start in range(0, len(keys), group):
         batches = [dataset.collate(k) for k in keys[start:start + group]]
         yield torch.cat([b.x for b in batches]), torch.cat([b.lengths for b in batches])
 
 
-def _pair_batches(c1, c2, batch_size, n_words, lang_ids):
-    dataset = ParallelDataset(c1, c2, BatchingOptions(batch_size=batch_size, group_by_size=True), n_words=n_words)
+def _pair_batches(c1, c2, batch_size, n_words, lang_ids, n_sentences=None):
+    dataset = ParallelDataset(c1, c2, BatchingOptions(batch_size=batch_size, group_by_size=True), n_words=n_words,
+                              n_sentences=n_sentences)
     for key in dataset.batches(None):
         b1, b2 = dataset.collate(key)
         yield concat_pair(b1, lang_ids[0], b2, lang_ids[1])
@@ -65,8 +81,9 @@ def evaluate_lm(model, data, params, device, autocast=None, log=None):
                 if l2 is None:
                     corpus = data.mono[l1][split]
                     lang = lang_id[l1] if params.n_langs > 1 else None
+                    subsample = eval_subset(params, split, l1)[0]
                     batches = ((x, lengths, None, None if lang is None else torch.full_like(x, lang))
-                               for x, lengths in _stream_windows(corpus, params.bptt, data.n_words, group))
+                               for x, lengths in _stream_windows(corpus, params.bptt, data.n_words, group, subsample))
                     name = f"{split}_{l1}_{objective}"
                     mono.append(name)
                 else:
@@ -75,7 +92,8 @@ def evaluate_lm(model, data, params, device, autocast=None, log=None):
                     if (l1, l2) != (a, b):
                         c1, c2 = c2, c1
                     batches = ((x, lengths, positions, langs) for x, lengths, positions, langs in
-                               _pair_batches(c1, c2, params.batch_size, data.n_words, (lang_id[l1], lang_id[l2])))
+                               _pair_batches(c1, c2, params.batch_size, data.n_words, (lang_id[l1], lang_id[l2]),
+                                             eval_subset(params, split, l1)[1]))
                     name = f"{split}_{l1}-{l2}_clm" if objective == "clm" else f"{split}_{l1}_{l2}_mlm"
                 start = time.time()
                 ppl, acc = _evaluate(model, batches, objective, params, device, autocast)

@@ -15,6 +15,7 @@ from ..model.generate import generate_beam, generate_greedy
 from ..model.transformer import N_MAX_POSITIONS
 from ..objectives.mt import decoder_targets
 from .bleu import prepare_for_bleu, tokenized_bleu
+from .lm import eval_subset
 
 
 def mt_directions(params):
@@ -47,7 +48,7 @@ def evaluate_mt(encoder, decoder, data, params, device, autocast=None, epoch=0, 
             if (src, tgt) != (a, b):
                 c_src, c_tgt = c_tgt, c_src
             dataset = ParallelDataset(c_src, c_tgt, BatchingOptions(batch_size=params.batch_size, group_by_size=True),
-                                      n_words=data.n_words)
+                                      n_words=data.n_words, n_sentences=eval_subset(params, split, src)[1])
             xe, n, correct, hyps = 0.0, 0, 0, {}
             for key in dataset.batches(None):
                 s, t = dataset.collate(key)
@@ -71,8 +72,8 @@ def evaluate_mt(encoder, decoder, data, params, device, autocast=None, epoch=0, 
             name = f"{split}_{src}-{tgt}_mt"
             scores[f"{name}_ppl"], scores[f"{name}_acc"] = math.exp(xe / max(n, 1)), 100.0 * correct / max(n, 1)
             if params.eval_bleu:
-                refs = [prepare_for_bleu(_sentences(data.dico, c_tgt[i])) for i in range(len(c_tgt))]
-                out = [prepare_for_bleu(_sentences(data.dico, hyps[i])) for i in range(len(c_tgt))]
+                refs = [prepare_for_bleu(_sentences(data.dico, c_tgt[i])) for i in dataset.indices]
+                out = [prepare_for_bleu(_sentences(data.dico, hyps[int(i)])) for i in dataset.indices]
                 if write_files:
                     ref_path = os.path.join(hyp_dir, f"ref.{src}-{tgt}.{split}.txt")
                     if not os.path.exists(ref_path):
