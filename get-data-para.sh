@@ -125,4 +125,4 @@ else
       "$N_VALID" "$N_TEST"
   done
 fi
-for lg in $LANGS; do echo "Wrote $PARA/$PAIR.$lg.train ($(wc -l < "$PARA/$PAIR.$lg.train") lines), .valid, .test"; done
+echo "Done: $PARA/$PAIR.{${LANGS/ /,}}.{train,valid,test}"

@@ -61,4 +61,4 @@ if [ -f "$TXT/$LG.train" ] && [ -f "$TXT/$LG.valid" ] && [ -f "$TXT/$LG.test" ];
 else
   split_data "$ALL" "$TXT/$LG.train" "$TXT/$LG.valid" "$TXT/$LG.test" "$N_VALID" "$N_TEST"
 fi
-echo "Wrote $TXT/$LG.train ($(wc -l < "$TXT/$LG.train") lines), $LG.valid, $LG.test"
+echo "Done: $TXT/$LG.{train,valid,test}"
