@@ -21,7 +21,9 @@ setup(
         "ja": ["fugashi>=1.2", "unidic-lite>=1.0"],
         "hf": ["transformers>=4.40"],
         "plot": ["matplotlib>=3.5"],
-        "test": ["pytest>=7", "transformers>=4.40", "matplotlib>=3.5", "scikit-learn>=1.0", "scipy>=1.7"],
+        "wiki": ["wikiextractor>=3.1"],
+        "test": ["pytest>=7", "transformers>=4.40", "matplotlib>=3.5", "scikit-learn>=1.0", "scipy>=1.7",
+                 "wikiextractor>=3.1"],
     },
     scripts=["tools/fastbpe"],
 )

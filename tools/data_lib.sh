@@ -3,10 +3,13 @@
 #   MAIN=...     # the repository root
 #   MIRROR=...   # optional: a local folder or an http(s) prefix holding every archive under its file name
 #   source "$MAIN/tools/data_lib.sh"
-#   fetch URL DIR                  # DIR/<file name of URL>, downloaded (or copied from $MIRROR) and checked
+#   fetch URL DIR [NAME]           # DIR/NAME (default: the file name of URL), downloaded (or copied from
+#                                  # $MIRROR/NAME) and checked
 #   extract ARCHIVE DIR TOP        # unpack ARCHIVE's folder TOP into DIR/TOP, all at once
 #   tokenize_lower LANG FILE...    # each FILE in place through tools/tokenize.sh LANG (skipped if LANG is '')
 #                                  # and tools/lowercase_and_remove_accent.py
+#   tokenize_lower_pipe LANG       # the same, stdin to stdout
+#   split_data ALL TRAIN VALID TEST N_VALID N_TEST   # the original's seeded shuffle and split of ALL
 #   prepare_options FLAG "$@"      # --codes --vocab --input --output --FLAG of prepare-*.sh, checked
 #   die MESSAGE                    # "<script name>: MESSAGE" on stderr, exit 1
 #
@@ -15,8 +18,9 @@
 
 die() { echo "$(basename "$0"): $*" >&2; exit 1; }
 
-archive_ok() {  # file, its final name: true if the archive (.zip, .tgz/.tar.gz or .gz by that name) reads to its end
+archive_ok() {  # file, its final name: true if the archive (.zip, .tgz/.tar.gz, .gz or .bz2 by that name) reads to its end
   case "$2" in
+    *.bz2) bzip2 -t "$1" 2> /dev/null;;
     *.zip) python -c 'import sys, zipfile; sys.exit(zipfile.ZipFile(sys.argv[1]).testzip() is not None)' "$1" 2> /dev/null;;
     *.tgz|*.tar.gz) tar -tzf "$1" > /dev/null 2>&1;;
     *.gz) gzip -t "$1" 2> /dev/null;;
@@ -24,12 +28,12 @@ archive_ok() {  # file, its final name: true if the archive (.zip, .tgz/.tar.gz 
   esac
 }
 
-fetch() {  # url, destination folder: download (or copy from $MIRROR) to a .part file, check, rename
-  local url=$1 dest
-  dest=$2/$(basename "$1")
+fetch() {  # url, destination folder[, file name]: download (or copy from $MIRROR) to a .part file, check, rename
+  local url=$1 name=${3:-$(basename "$1")}
+  local dest=$2/$name
   [ -f "$dest" ] && return 0
   local src=$url
-  [ -n "${MIRROR:-}" ] && src=${MIRROR%/}/$(basename "$url")
+  [ -n "${MIRROR:-}" ] && src=${MIRROR%/}/$name
   echo "Fetching $src"
   if [ -d "${MIRROR:-/nonexistent}" ]; then
     [ -f "$src" ] || die "$src: not in the mirror"
@@ -66,17 +70,53 @@ tokenize_lower() {  # language ('': lower-case only), files...: each file, in pl
   for f in "$@"; do n=$(wc -l < "$f"); counts+=("$n"); total=$((total + n)); done
   local all
   all=$(mktemp "$1.XXXXXX")
-  if [ -n "$lang" ]; then
-    cat "$@" | bash "$MAIN/tools/tokenize.sh" "$lang" | python "$MAIN/tools/lowercase_and_remove_accent.py" > "$all"
-  else
-    cat "$@" | python "$MAIN/tools/lowercase_and_remove_accent.py" > "$all"
-  fi
+  cat "$@" | tokenize_lower_pipe "$lang" > "$all"
   [ "$(wc -l < "$all")" -eq "$total" ] || { rm -f "$all"; die "$1: tokenization changed the number of lines"; }
   for f in "$@"; do
     awk -v a="$start" -v b="$((start + counts[i]))" 'NR >= a && NR < b' "$all" > "$f"
     start=$((start + counts[i])); i=$((i + 1))
   done
   rm -f "$all"
+}
+
+tokenize_lower_pipe() {  # language ('': lower-case only): stdin to stdout
+  if [ -n "$1" ]; then
+    bash "$MAIN/tools/tokenize.sh" "$1" | python "$MAIN/tools/lowercase_and_remove_accent.py"
+  else
+    python "$MAIN/tools/lowercase_and_remove_accent.py"
+  fi
+}
+
+seeded_random() {  # seed: the original's endless stream of pseudo-random bytes for shuf --random-source
+  openssl enc -aes-256-ctr -pass pass:"$1" -nosalt < /dev/zero 2> /dev/null
+}
+
+split_data() {  # all, train, valid, test, n_valid, n_test: the lines of ALL in the order of the original's
+  # `shuf --random-source=<(seeded_random 42) ALL`, the first ones to TRAIN, the next N_VALID to VALID, the last
+  # N_TEST to TEST; the three appear together when complete.
+  # shuf's permutation depends only on the number of lines, so shuffling the line numbers gives it without holding
+  # the text in memory (shuf keeps ~25 bytes a line); the text is then put in that order by two disk-backed sorts.
+  local all=$1 n_valid=$5 n_test=$6 n
+  n=$(wc -l < "$all")
+  [ "$n" -gt $((n_valid + n_test)) ] || die "$all: $n lines, not more than the $n_valid valid + $n_test test lines"
+  local tmp=$all.split.tmp  # a fixed name, so that a rerun removes what an interrupted run left
+  rm -rf "$tmp"
+  mkdir "$tmp"
+  : > "$tmp/train"; : > "$tmp/valid"; : > "$tmp/test"
+  echo "Splitting $all ($n lines) into train / valid ($n_valid) / test ($n_test)"
+  seq "$n" | shuf --random-source=<(seeded_random 42) > "$tmp/from"  # line i of the shuffle is line from[i] of ALL
+  # to[k]: the place of line k of ALL in the shuffle
+  awk '{ print $1 "\t" NR }' "$tmp/from" | LC_ALL=C sort -t $'\t' -k1,1n -T "$tmp" | cut -f2 > "$tmp/to"
+  rm "$tmp/from"
+  paste "$tmp/to" "$all" | LC_ALL=C sort -t $'\t' -k1,1n -T "$tmp" | cut -f2- |
+    awk -v a=$((n - n_valid - n_test)) -v b=$((n - n_test)) -v dir="$tmp" '
+      NR <= a { print > (dir "/train"); next }
+      NR <= b { print > (dir "/valid"); next }
+      { print > (dir "/test") }'
+  mv "$tmp/train" "$2"
+  mv "$tmp/valid" "$3"
+  mv "$tmp/test" "$4"
+  rm -rf "$tmp"
 }
 
 prepare_options() {  # list flag, "$@": the options of the prepare-*.sh scripts, --codes --vocab --input --output and
