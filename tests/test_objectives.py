@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from scipy import stats
 
 from conftest import python
-from test_train import losses_of
+from test_train import losses_of, scores_of
 from xlm.data.binarized import binarize
 from xlm.data.datasets import batch_sentences
 from xlm.data.dictionary import MASK_INDEX, N_RESERVED, SPECIAL_WORDS, Dictionary
@@ -341,7 +341,9 @@ def test_mixed_precision_training(toy_data, tmp_path, precision):
         assert state["scaler"]["scale"] > 0 and "_growth_tracker" in state["scaler"]
     else:
         assert state["scaler"] == {}  # bf16 needs no loss scaling
-    assert "valid_en_fr_mlm_ppl" in (dump / "train.log").read_text()
+    scores = scores_of((dump / "train.log").read_text())[-1]  # evaluation: windows and pairs
+    names = [f"{split}_{name}_ppl" for split in ("valid", "test") for name in ("en_clm", "en_mlm", "en_fr_mlm")]
+    assert all(math.isfinite(scores[name]) for name in names)
 
 
 def test_cpu_autocast_computes_in_half_precision():
