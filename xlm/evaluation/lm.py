@@ -37,6 +37,13 @@ def _stream_windows(corpus, bptt, n_words, group, subsample=1):
         yield torch.cat([b.x for b in batches]), torch.cat([b.lengths for b in batches])
 
 
+def _mask_windows(x, lengths, word_pred, rng):
+    """mask_for_eval on stacked stream windows one window at a time, as the original masks each
+    window as a batch of its own: the same rng draws, so the same masked tokens."""
+    masked = [mask_for_eval(x[i:i + 1], lengths[i:i + 1], word_pred, rng) for i in range(len(x))]
+    return tuple(torch.cat(parts) for parts in zip(*masked))
+
+
 def _pair_batches(c1, c2, batch_size, n_words, lang_ids, n_sentences=None):
     dataset = ParallelDataset(c1, c2, BatchingOptions(batch_size=batch_size, group_by_size=True), n_words=n_words,
                               n_sentences=n_sentences)
@@ -45,15 +52,15 @@ def _pair_batches(c1, c2, batch_size, n_words, lang_ids, n_sentences=None):
         yield concat_pair(b1, lang_ids[0], b2, lang_ids[1])
 
 
-def _evaluate(model, batches, objective, params, device, autocast):
-    """ppl and acc over batches of (x, lengths, positions, langs)."""
+def _evaluate(model, batches, objective, params, device, autocast, mask=mask_for_eval):
+    """ppl and acc over batches of (x, lengths, positions, langs); MLM masks with `mask`."""
     xe, n, correct = 0.0, 0, 0
     rng = np.random.RandomState(0)  # the same masks at every evaluation
     for x, lengths, positions, langs in batches:
         if objective == "clm":
             pred_mask, y = clm_targets(x, lengths, params.context_size)
         else:
-            x, pred_mask, y = mask_for_eval(x, lengths, params.word_pred, rng)
+            x, pred_mask, y = mask(x, lengths, params.word_pred, rng)
         if len(y) == 0:
             continue
         move = (lambda t: None if t is None else t.to(device, non_blocking=True))
@@ -96,7 +103,8 @@ def evaluate_lm(model, data, params, device, autocast=None, log=None):
                                              eval_subset(params, split, l1)[1]))
                     name = f"{split}_{l1}-{l2}_clm" if objective == "clm" else f"{split}_{l1}_{l2}_mlm"
                 start = time.time()
-                ppl, acc = _evaluate(model, batches, objective, params, device, autocast)
+                mask = _mask_windows if l2 is None else mask_for_eval
+                ppl, acc = _evaluate(model, batches, objective, params, device, autocast, mask)
                 scores[f"{name}_ppl"], scores[f"{name}_acc"] = ppl, acc
                 if log:
                     log(f"Evaluated {name}: ppl {ppl:.2f}, acc {acc:.2f}% ({time.time() - start:.1f}s)")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.dictionary import MASK_INDEX, N_RESERVED
+from ..data.dictionary import MASK_INDEX
 
 
 @dataclass
@@ -19,7 +19,7 @@ class MaskingConfig:
     pred_probs: tuple = (0.8, 0.1, 0.1)   # mask, keep, random
     n_words: int = 0
     sample_alpha: float = 0.0
-    mask_scores: torch.Tensor = None      # max(count, 1) ** -sample_alpha, 0 for special tokens
+    mask_scores: torch.Tensor = None      # max(count, 1) ** -sample_alpha, 0 for count 0 (specials)
     pad_index: int = 2
 
     @classmethod
@@ -27,8 +27,9 @@ class MaskingConfig:
         scores = None
         if params.sample_alpha > 0:
             counts = np.array([dico.counts[dico[i]] for i in range(n_words)], dtype=np.float64)
-            scores = torch.from_numpy(np.maximum(counts, 1) ** -params.sample_alpha)
-            scores[:N_RESERVED] = 0
+            scores = np.maximum(counts, 1) ** -params.sample_alpha
+            scores[counts == 0] = 0  # the special tokens, and as in the original any word of count 0
+            scores = torch.from_numpy(scores)
         return cls(params.word_pred, (params.word_mask, params.word_keep, params.word_rand), n_words,
                    params.sample_alpha, scores)
 
@@ -39,7 +40,8 @@ def mask_for_training(x, lengths, cfg, generator):
     Positions are chosen with probability word_pred (or, with sample_alpha, exactly
     ceil(word_pred * slen * bs) of them, weighted towards rare words), never padding nor the first
     token of a row. Chosen tokens become <special1> (the mask), stay, or become a random word with
-    the probabilities of --word_mask_keep_rand."""
+    the probabilities of --word_mask_keep_rand. Targets are in row-major order over (bs, slen), the
+    original's position-major over its (slen, bs): the loss, a mean, is the same."""
     bs, slen = x.shape
     valid = torch.arange(slen)[None, :] < lengths[:, None]
     valid[:, 0] = False
@@ -67,9 +69,12 @@ def mask_for_training(x, lengths, cfg, generator):
 
 def mask_for_eval(x, lengths, word_pred, rng):
     """Deterministic evaluation masking: positions with probability word_pred (never the first token
-    of a row nor its final </s> and padding), at least one per row, all replaced by the mask."""
+    of a row nor its final </s> and padding), at least one per row, all replaced by the mask.
+
+    rng (numpy RandomState) is drawn from in the original's order, which is for its (slen, bs)
+    batch: the same batch and the same rng state mask the same tokens as the original."""
     bs, slen = x.shape
-    pred_mask = torch.from_numpy(rng.rand(bs, slen) <= word_pred)
+    pred_mask = torch.from_numpy(np.ascontiguousarray((rng.rand(slen, bs) <= word_pred).T))
     pred_mask[:, 0] = False
     pred_mask &= torch.arange(slen)[None, :] < (lengths[:, None] - 1)
     for i in range(bs):
