@@ -13,6 +13,7 @@ import torch.distributed as dist
 
 from ..fileio import DataError
 from ..model.checkpoint import checkpoint_payload, load_weights, read_checkpoint, save_checkpoint
+from .schedules import load_optimizer_state
 
 
 def rng_state(masking_generator, round_rng):
@@ -62,7 +63,7 @@ def load_training_checkpoint(path, models, optimizers, logger):
     for name, optimizer in optimizers.items():
         if f"{name}_optimizer" in data:
             try:
-                optimizer.load_state_dict(data[f"{name}_optimizer"])
+                load_optimizer_state(optimizer, data[f"{name}_optimizer"])
             except (ValueError, KeyError, RuntimeError) as e:
                 logger.warning("%s: the %s optimizer state does not fit (%s); starting it afresh", path, name, e)
     state = data.get("train_state")
