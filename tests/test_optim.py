@@ -251,6 +251,10 @@ def test_mem_sparse_turns_adam_into_sparseadam(tmp_path):
     assert parse_params(argv + ["--mem_values_optimizer", ""]).mem_values_optimizer == "adam_inverse_sqrt,lr=0.0001"
     with pytest.raises(DataError, match="--mem_sparse true: --mem_values_optimizer adam_inverse_sqrt does not take"):
         parse_params(argv + ["--mem_sparse", "true", "--mem_values_optimizer", ""])
+    with pytest.raises(DataError, match="sparseadam needs --mem_sparse true"):
+        parse_params(argv + ["--mem_values_optimizer", "sparseadam,lr=0.01"])
+    with pytest.raises(DataError, match="--optimizer sparseadam takes only sparse gradients"):
+        parse_params(argv + ["--optimizer", "sparseadam"])
 
 
 @pytest.fixture(scope="module")

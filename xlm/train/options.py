@@ -268,6 +268,8 @@ def check_params(params):
         elif params.mem_sparse and name not in SPARSE_OPTIMIZERS:
             raise DataError(f"--mem_sparse true: --mem_values_optimizer {name} does not take sparse gradients "
                             f"(use {', '.join(SPARSE_OPTIMIZERS)} or adam, which becomes sparseadam)")
+        elif name == "sparseadam" and not params.mem_sparse:
+            raise DataError("--mem_values_optimizer sparseadam needs --mem_sparse true (sparse gradients)")
     for path in params.reload_model_paths:
         if path and not os.path.isfile(path):
             raise DataError(f"--reload_model: {path} is not a file")
@@ -275,7 +277,9 @@ def check_params(params):
         raise DataError(f"--reload_checkpoint: {params.reload_checkpoint} is not a file")
 
     # schedules and metrics
-    parse_optimizer(params.optimizer)
+    if parse_optimizer(params.optimizer)[0] == "sparseadam":
+        raise DataError("--optimizer sparseadam takes only sparse gradients: it is for the memory values "
+                        "(--mem_values_optimizer with --mem_sparse true)")
     for obj in ("mlm", "clm", "pc", "ae", "mt", "bt"):
         LambdaSchedule.parse(getattr(params, f"lambda_{obj}"), f"lambda_{obj}")
     if params.stopping_criterion:
