@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from ..fileio import DataError
 from ..model.checkpoint import checkpoint_payload, load_weights, read_checkpoint, save_checkpoint
-from .schedules import scheduled_lr
+from .schedules import load_optimizer_state
 
 
 def rng_state(masking_generator, round_rng):
@@ -56,25 +56,21 @@ def save_training_checkpoint(path, models, optimizers, dico, params, train_state
 
 def load_training_checkpoint(path, models, optimizers, logger):
     """Restore weights and optimizer states; returns the file's train_state. A file written by the
-    original code keeps no such state: then, as the original resumes, the weights, the counters, and
-    each optimizer group's update count (so its learning-rate schedule goes on) return."""
+    original code keeps no such state: then the weights, the counters and the optimizer states return
+    (its update counts, so that the learning-rate schedule goes on, and its moments, which the original
+    itself does not restore)."""
     data = read_checkpoint(path)
     for name, model in models.items():
         if name not in data:
             raise DataError(f"{path}: no '{name}' weights to resume from")
         load_weights(model, data[name], f"{path} ({name})")
-    state = data.get("train_state")
     for name, optimizer in optimizers.items():
-        saved = data.get(f"{name}_optimizer")
-        if saved is None:
-            continue
-        if state is not None:
-            optimizer.load_state_dict(saved)
-            continue
-        for group, saved_group in zip(optimizer.param_groups, saved.get("param_groups", [])):
-            if "num_updates" in group and "num_updates" in saved_group:
-                group["num_updates"] = saved_group["num_updates"]
-                group["lr"] = scheduled_lr(group)
+        if f"{name}_optimizer" in data:
+            try:
+                load_optimizer_state(optimizer, data[f"{name}_optimizer"])
+            except (ValueError, KeyError, RuntimeError) as e:
+                logger.warning("%s: the %s optimizer state does not fit (%s); starting it afresh", path, name, e)
+    state = data.get("train_state")
     if state is None:
         state = {"epoch": data["epoch"] + 1, "n_total_iter": data["n_total_iter"],
                  "best_metrics": data["best_metrics"], "best_stopping_criterion": data["best_stopping_criterion"]}

@@ -34,7 +34,7 @@ from .checkpointing import gather_rng_states, load_training_checkpoint, rng_stat
 from .distributed import all_reduce_sum, any_rank, init_distributed
 from .logging import MetricsWriter, create_logger
 from .options import parse_params
-from .schedules import LambdaSchedule, build_optimizer, update_lr
+from .schedules import LambdaSchedule, build_optimizer, clip_grad_norm_, update_lr
 
 MAX_CONSECUTIVE_NONFINITE = 20
 
@@ -183,7 +183,8 @@ class Trainer:
         others = [p for n, p in named if not n.endswith(".values.weight")]
         self.optimizers = {"model": build_optimizer(others, params.optimizer)}
         if memory_values:
-            self.optimizers["memory"] = build_optimizer(memory_values, params.mem_values_optimizer or params.optimizer)
+            self.optimizers["memory"] = build_optimizer(memory_values, params.mem_values_optimizer,
+                                                        "mem_values_optimizer")
         self.param_sets = {"model": others, "memory": memory_values}
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=params.fp16)
         amp_dtype = torch.float16 if params.fp16 else torch.bfloat16 if params.bf16 else None
@@ -368,7 +369,7 @@ class Trainer:
             if p.clip_grad_norm > 0:
                 for params_ in self.param_sets.values():
                     if params_:
-                        torch.nn.utils.clip_grad_norm_(params_, p.clip_grad_norm)
+                        clip_grad_norm_(params_, p.clip_grad_norm)
             for optimizer in self.optimizers.values():
                 self.scaler.step(optimizer)
             self.scaler.update()

@@ -171,7 +171,7 @@ def set_experiment_names(params):
 
 
 def check_params(params):
-    from .schedules import LambdaSchedule, parse_optimizer
+    from .schedules import SPARSE_OPTIMIZERS, LambdaSchedule, parse_optimizer
 
     if params.debug:
         params.exp_name = "debug"
@@ -261,6 +261,17 @@ def check_params(params):
         if not (parse_mem_positions(params.mem_enc_positions, params.n_layers) or
                 parse_mem_positions(params.mem_dec_positions, params.n_layers)):
             raise DataError("--use_memory true needs --mem_enc_positions (e.g. 4,7 or 7+)")
+        # as the original: "" means --optimizer, and sparse updates turn adam into sparseadam (which the
+        # original forgot to define: it stopped at start-up)
+        params.mem_values_optimizer = params.mem_values_optimizer or params.optimizer
+        name, _ = parse_optimizer(params.mem_values_optimizer, "mem_values_optimizer")
+        if params.mem_sparse and name == "adam":
+            params.mem_values_optimizer = "sparseadam" + params.mem_values_optimizer[len(name):]
+        elif params.mem_sparse and name not in SPARSE_OPTIMIZERS:
+            raise DataError(f"--mem_sparse true: --mem_values_optimizer {name} does not take sparse gradients "
+                            f"(use {', '.join(SPARSE_OPTIMIZERS)} or adam, which becomes sparseadam)")
+        elif name == "sparseadam" and not params.mem_sparse:
+            raise DataError("--mem_values_optimizer sparseadam needs --mem_sparse true (sparse gradients)")
     for path in params.reload_model_paths:
         if path and not os.path.isfile(path):
             raise DataError(f"--reload_model: {path} is not a file")
@@ -268,7 +279,9 @@ def check_params(params):
         raise DataError(f"--reload_checkpoint: {params.reload_checkpoint} is not a file")
 
     # schedules and metrics
-    parse_optimizer(params.optimizer)
+    if parse_optimizer(params.optimizer)[0] == "sparseadam":
+        raise DataError("--optimizer sparseadam takes only sparse gradients: it is for the memory values "
+                        "(--mem_values_optimizer with --mem_sparse true)")
     for obj in ("mlm", "clm", "pc", "ae", "mt", "bt"):
         LambdaSchedule.parse(getattr(params, f"lambda_{obj}"), f"lambda_{obj}")
     if params.stopping_criterion:

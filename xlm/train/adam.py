@@ -1,0 +1,54 @@
+"""The original XLM's Adam (its `adam`, `adam_inverse_sqrt` and `adam_cosine` optimizers).
+
+It differs from torch's Adam/AdamW in where eps goes: the original adds eps to sqrt(v) before the bias
+correction, `p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)`, where torch divides by
+`sqrt(v) / sqrt(1 - b2^t) + eps` (at step 1 with b2 = 0.999 the original's eps weighs 31x more).
+Weight decay is decoupled and applied before the update: `p -= wd * lr * p`.
+"""
+import math
+
+import torch
+
+
+class Adam(torch.optim.Optimizer):
+    """State per parameter as torch's and the original's: `step` (an int), `exp_avg`, `exp_avg_sq`."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"Adam: invalid lr={lr}, betas={betas}, eps={eps} or weight_decay={weight_decay}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            if any(p.grad.is_sparse for p in params):
+                raise RuntimeError("Adam does not take sparse gradients: use sparseadam (--mem_sparse true)")
+            states = [self.state[p] for p in params]
+            for p, state in zip(params, states):
+                if not state:
+                    state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                state["step"] += 1
+            grads = [p.grad for p in params]
+            exp_avg = [s["exp_avg"] for s in states]
+            exp_avg_sq = [s["exp_avg_sq"] for s in states]
+            (beta1, beta2), lr, wd = group["betas"], group["lr"], group["weight_decay"]
+            # the original's operations in its order, one multi-tensor kernel each
+            torch._foreach_mul_(exp_avg, beta1)
+            torch._foreach_add_(exp_avg, grads, alpha=1 - beta1)
+            torch._foreach_mul_(exp_avg_sq, beta2)
+            torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - beta2)
+            denom = torch._foreach_sqrt(exp_avg_sq)
+            torch._foreach_add_(denom, group["eps"])
+            if wd != 0:
+                torch._foreach_add_(params, params, alpha=-wd * lr)
+            # steps differ between parameters only when some of them missed gradients at some updates
+            step_sizes = [-lr * math.sqrt(1 - beta2 ** s["step"]) / (1 - beta1 ** s["step"]) for s in states]
+            torch._foreach_addcdiv_(params, exp_avg, denom, step_sizes)
+        return loss
