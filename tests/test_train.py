@@ -173,7 +173,7 @@ def test_torchrun_two_ranks_match_one_process(small_sample, tmp_path):
     (["--mlm_steps", "en", "--epoch_size", "-1"], "broken in the original"),
     (["--mlm_steps", "en", "--stopping_criterion", "valid_en_mlm_ppl"], "metric,N"),
     (["--mt_steps", "en-fr"], "add --encoder_only false"),
-    (["--pc_steps", "en-fr"], "not supported yet"),
+    (["--pc_steps", "en-en"], "pairs a language with itself"),
     (["--encoder_only", "false", "--mt_steps", "en-fr", "--word_shuffle", "0.5"], "--word_shuffle must be 0 or > 1"),
     (["--encoder_only", "false", "--bt_steps", "en-fr-fr"], "must be l1-l2-l1"),
     (["--mlm_steps", "en", "--eval_bleu", "true"], "--eval_bleu needs --mt_steps or --bt_steps"),

@@ -92,3 +92,40 @@ def test_translation_steps_under_torchrun(small_sample, tmp_path):
     log = (tmp_path / "mt" / "ddp" / "train.log").read_text()
     assert "AE-en:" in log and "BT-en-fr-en:" in log and "MT-fr-en:" in log and "valid_fr-en_mt_ppl" in log
     assert (tmp_path / "mt" / "ddp" / "train.log-1").exists()
+
+
+def test_parallel_classification_batches():
+    """The original's pc_step: label 1 keeps the translation, 0 takes another sentence of the batch, and the
+    pair is `</s> x1 </s> x2 </s>` with continuous positions, each side with its language."""
+    from xlm.objectives.pc import pc_batch
+
+    g = torch.Generator().manual_seed(0)
+    first = batch_sentences([torch.arange(20, 20 + n).numpy() for n in (3, 5, 2, 4, 6, 1)])
+    second = batch_sentences([torch.arange(100 + 10 * i, 100 + 10 * i + n).numpy() for i, n in enumerate((2, 4, 3, 5, 1, 2))])
+    labels_seen = []
+    for _ in range(20):
+        x, lengths, positions, langs, labels = pc_batch(first, 0, second, 1, g)
+        for row in range(6):
+            n1 = int(first.lengths[row])
+            tail = x[row, n1:int(lengths[row]) - 1].tolist()
+            own = second.x[row, 1:int(second.lengths[row]) - 1].tolist()
+            assert x[row, :n1].tolist() == first.x[row, :n1].tolist()
+            assert (tail == own) == bool(labels[row])  # every second sentence here is distinct
+            assert positions[row, :int(lengths[row])].tolist() == list(range(int(lengths[row])))
+            assert langs[row, :n1 - 1].eq(0).all() and langs[row, n1 - 1:int(lengths[row])].eq(1).all()
+        labels_seen += labels.tolist()
+    assert 0.3 < sum(labels_seen) / len(labels_seen) < 0.7
+
+
+def test_every_objective_in_one_translation_run_under_torchrun(small_sample, tmp_path):
+    """CLM (decoder), MLM (encoder), PC and MT steps together in an encoder-decoder run, as the original allows,
+    on 2 ranks: DDP must not wait for parameters a step leaves out."""
+    dump = tmp_path / "dump"
+    python("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "train.py",
+           "--exp_name", "mt", "--exp_id", "all", "--dump_path", dump, "--data_path", small_sample, *TINY,
+           "--lgs", "en-fr", "--encoder_only", "false", "--clm_steps", "fr", "--mlm_steps", "en,en-fr",
+           "--pc_steps", "en-fr", "--mt_steps", "en-fr", "--epoch_size", "160", "--max_epoch", "1", "--log_interval", "1")
+    log = (dump / "mt" / "all" / "train.log").read_text()
+    assert "CLM-fr:" in log and "MLM-en:" in log and "MLM-en-fr:" in log and "PC-en-fr:" in log and "MT-en-fr:" in log
+    scores = scores_of(log)[0]
+    assert {"valid_fr_clm_ppl", "valid_en_mlm_ppl", "valid_en_fr_mlm_ppl", "valid_en-fr_mt_ppl"} <= set(scores)

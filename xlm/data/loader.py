@@ -24,7 +24,7 @@ def needed_languages(params):
     """(monolingual languages, pairs with train data, pairs with only valid/test data)."""
     steps = params.clm_steps + params.mlm_steps
     mono = {l1 for l1, l2 in steps if l2 is None} | set(params.ae_steps) | {l1 for l1, _, _ in params.bt_steps}
-    pairs = {tuple(sorted(s)) for s in [s for s in steps if s[1] is not None] + params.mt_steps}
+    pairs = {tuple(sorted(s)) for s in [s for s in steps if s[1] is not None] + params.pc_steps + params.mt_steps}
     eval_pairs = {tuple(sorted((l2, l3))) for _, l2, l3 in params.bt_steps} - pairs
     return sorted(mono), sorted(pairs), sorted(eval_pairs)
 

@@ -72,12 +72,14 @@ def _evaluate(model, batches, objective, params, device, autocast, mask=mask_for
 
 
 @torch.no_grad()
-def evaluate_lm(model, data, params, device, autocast=None, log=None):
-    """Scores for every clm/mlm step on valid and test, in the original's order and names; `log`, if
-    given, is called with a progress message after each evaluated set."""
+def evaluate_lm(models, data, params, device, autocast=None, log=None):
+    """Scores for every clm/mlm step on valid and test, in the original's order and names, of
+    models["clm"] and models["mlm"]; `log`, if given, is called with a progress message after each
+    evaluated set."""
     autocast = autocast or nullcontext()
-    was_training = model.training
-    model.eval()
+    was_training = {m: m.training for m in models.values()}
+    for m in was_training:
+        m.eval()
     scores = {}
     group = max(params.batch_size, 1)
     lang_id = params.lang2id
@@ -104,14 +106,15 @@ def evaluate_lm(model, data, params, device, autocast=None, log=None):
                     name = f"{split}_{l1}-{l2}_clm" if objective == "clm" else f"{split}_{l1}_{l2}_mlm"
                 start = time.time()
                 mask = _mask_windows if l2 is None else mask_for_eval
-                ppl, acc = _evaluate(model, batches, objective, params, device, autocast, mask)
+                ppl, acc = _evaluate(models[objective], batches, objective, params, device, autocast, mask)
                 scores[f"{name}_ppl"], scores[f"{name}_acc"] = ppl, acc
                 if log:
                     log(f"Evaluated {name}: ppl {ppl:.2f}, acc {acc:.2f}% ({time.time() - start:.1f}s)")
             if mono:
                 scores[f"{split}_{objective}_ppl"] = float(np.mean([scores[f"{m}_ppl"] for m in mono]))
                 scores[f"{split}_{objective}_acc"] = float(np.mean([scores[f"{m}_acc"] for m in mono]))
-    model.train(was_training)
+    for m, training in was_training.items():
+        m.train(training)
     return scores
 
 

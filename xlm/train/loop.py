@@ -29,6 +29,7 @@ from ..model.generate import generate_greedy
 from ..model.transformer import N_MAX_POSITIONS, TransformerModel
 from ..objectives.lm import MaskingConfig, clm_targets, concat_pair, mask_for_training
 from ..objectives.mt import add_noise, mt_loss
+from ..objectives.pc import pc_batch, pc_loss
 from .checkpointing import gather_rng_states, load_training_checkpoint, rng_state, save_training_checkpoint, \
     set_rng_state
 from .distributed import all_reduce_sum, any_rank, init_distributed
@@ -95,10 +96,11 @@ def build_iterators(params, data, info):
         for lang in langs:
             dataset = SentenceDataset(data.mono[lang]["train"], batching, params.max_len, data.n_words)
             iterators[(objective, lang)] = BatchIterator(dataset, seed, info.rank, world)
-    for l1, l2 in params.mt_steps:
-        a, b = sorted((l1, l2))
-        dataset = ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len, data.n_words)
-        iterators.setdefault(("mt", a, b), BatchIterator(dataset, seed, info.rank, world))
+    for objective, steps in (("align", params.pc_steps), ("mt", params.mt_steps)):
+        for l1, l2 in steps:
+            a, b = sorted((l1, l2))
+            dataset = ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len, data.n_words)
+            iterators.setdefault((objective, a, b), BatchIterator(dataset, seed, info.rank, world))
     return iterators
 
 
@@ -125,7 +127,7 @@ def build_models(params, n_words, device, logger):
                 state = {**state, **{k: fresh[k] for k in missing}}
         load_weights(model, state, f"{path} ({name})")
         logger.info("Reloaded the %s from %s", name, path)
-    if not params.encoder_only:
+    if not params.encoder_only and not params.mlm_steps:
         # the encoder's output layer is never used in translation: frozen, so that distributed training does
         # not wait for its gradients (its weight, tied to the input embeddings, stays trained)
         encoder = models["encoder"]
@@ -189,12 +191,14 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=params.fp16)
         amp_dtype = torch.float16 if params.fp16 else torch.bfloat16 if params.bf16 else None
         self.autocast = torch.autocast(info.device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-        self.lambdas = {o: LambdaSchedule.parse(getattr(params, f"lambda_{o}")) for o in ("clm", "mlm", "ae", "mt", "bt")}
+        self.lambdas = {o: LambdaSchedule.parse(getattr(params, f"lambda_{o}"))
+                        for o in ("clm", "mlm", "pc", "ae", "mt", "bt")}
         self.iterators = build_iterators(params, self.data, info) if not params.eval_only else {}
         # training sentences of each step's data, for --lg_sampling_factor (pairs after the max_len filter)
-        self.sizes = {s: len(self.data.mono[s[0]]["train"]) if s[1] is None else
-                      len(self.iterators[next(k for k in self.iterators if k[1:] == tuple(sorted(s)))].dataset)
-                      for s in params.clm_steps + params.mlm_steps + params.mt_steps} if not params.eval_only else {}
+        self.sizes = {} if params.eval_only else {
+            s: len(self.data.mono[s[0]]["train"]) if s[1] is None else
+            len(self.iterators[next(k for k in self.iterators if k[1:] == tuple(sorted(s)))].dataset)
+            for s in params.clm_steps + params.mlm_steps + params.pc_steps + params.mt_steps}
         self.masking = MaskingConfig.from_params(params, self.data.dico, self.data.n_words)
         self.masking_generator = torch.Generator().manual_seed(params.seed * 1000 + info.rank)
         self.round_rng = np.random.default_rng(params.seed)  # the same on every rank: ranks run the same steps
@@ -206,8 +210,10 @@ class Trainer:
                                if params.stopping_criterion else None)
         self.resume()
         device_ids = [info.local_rank] if info.device.type == "cuda" else None
-        self.ddp = {k: DistributedDataParallel(m, device_ids=device_ids) if info.multi else m
-                    for k, m in self.models.items()}
+        # steps that leave parameters out (PC: the output layer; a decoder's CLM: its cross-attention)
+        partial = bool(params.pc_steps) or not params.encoder_only and bool(params.clm_steps or params.mlm_steps)
+        self.ddp = {k: DistributedDataParallel(m, device_ids=device_ids, find_unused_parameters=partial)
+                    if info.multi else m for k, m in self.models.items()}
         self.stop_signal = None
         for sig in (signal.SIGUSR1, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
@@ -282,7 +288,10 @@ class Trainer:
         return x, lengths, positions, langs, False
 
     def lm_step(self, objective, l1, l2):
-        """CLM, or MLM / TLM, on the next batch."""
+        """CLM, or MLM / TLM, on the next batch; in a translation run, as the original, CLM trains the
+        decoder (without source) and MLM the encoder."""
+        name = "model" if self.params.encoder_only else "decoder" if objective == "clm" else "encoder"
+
         def loss():
             x, lengths, positions, langs, stream = self.batch("causal" if objective == "clm" else "pred", l1, l2)
             if objective == "clm":
@@ -290,9 +299,27 @@ class Trainer:
             else:
                 x, pred_mask, y = mask_for_training(x, lengths, self.masking, self.masking_generator)
             to = self.to_device
-            return self.ddp["model"](to(x), None if stream else to(lengths), langs=to(langs), positions=to(positions),
-                                     causal=objective == "clm", pred_mask=to(pred_mask), y=to(y)), len(y)
+            return self.ddp[name](to(x), None if stream else to(lengths), langs=to(langs), positions=to(positions),
+                                  causal=objective == "clm", pred_mask=to(pred_mask), y=to(y)), len(y)
         self.optimize(objective, f"{objective.upper()}-{l1}" + (f"-{l2}" if l2 else ""), loss)
+
+    def pc_step(self, l1, l2):
+        """Parallel classification: translation or not, on the next batch of aligned pairs."""
+        p = self.params
+        name = "model" if p.encoder_only else "encoder"
+        a, b = sorted((l1, l2))
+        first, second = next(self.iterators[("align", a, b)])
+        if (l1, l2) != (a, b):
+            first, second = second, first
+        if len(first.lengths) == 1:  # no other sentence to pair with: skipped, as the original
+            self.state.n_sentences += p.batch_size
+            return
+        x, lengths, positions, langs, labels = pc_batch(first, p.lang2id[l1], second, p.lang2id[l2],
+                                                        self.masking_generator)
+        to = self.to_device
+        self.optimize("pc", f"PC-{l1}-{l2}", lambda: (
+            pc_loss(self.ddp[name], self.models[name].embeddings.weight, to(x), to(lengths), to(positions), to(langs),
+                    to(labels)), len(labels)))
 
     def _on_device(self, batch):
         return Batch(self.to_device(batch.x), self.to_device(batch.lengths))
@@ -407,10 +434,13 @@ class Trainer:
 
     def evaluate(self):
         scores = {"epoch": self.state.epoch}
-        if self.params.encoder_only:
-            scores.update(evaluate_lm(self.models["model"], self.data, self.params, self.info.device, self.autocast,
-                                      log=self.logger.info))
-        else:
+        m = self.models
+        # in a translation run, CLM is the decoder's and MLM the encoder's, as they were trained
+        lm_models = {"clm": m["model"], "mlm": m["model"]} if self.params.encoder_only else \
+            {"clm": m["decoder"], "mlm": m["encoder"]}
+        scores.update(evaluate_lm(lm_models, self.data, self.params, self.info.device, self.autocast,
+                                  log=self.logger.info))
+        if not self.params.encoder_only:
             scores.update(evaluate_mt(self.models["encoder"], self.models["decoder"], self.data, self.params,
                                       self.info.device, self.autocast, self.state.epoch, self.dump,
                                       log=self.logger.info, write_files=self.info.is_master))
@@ -459,6 +489,8 @@ class Trainer:
                 for objective, steps in (("clm", p.clm_steps), ("mlm", p.mlm_steps)):
                     for l1, l2 in sample_round(steps, self.sizes, p.lg_sampling_factor, self.round_rng):
                         self.lm_step(objective, l1, l2)
+                for l1, l2 in sample_round(p.pc_steps, self.sizes, p.lg_sampling_factor, self.round_rng):
+                    self.pc_step(l1, l2)
                 # as the original: AE and BT steps once each per round, in a random order
                 for i in self.round_rng.permutation(len(p.ae_steps)):
                     self.ae_step(p.ae_steps[i])

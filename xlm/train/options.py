@@ -195,15 +195,12 @@ def check_params(params):
     params.mt_steps = parse_steps(params.mt_steps, "mt_steps", params.langs, "pair")
     params.ae_steps = parse_steps(params.ae_steps, "ae_steps", params.langs, "mono")
     params.bt_steps = parse_steps(params.bt_steps, "bt_steps", params.langs, "triple")
-    if params.pc_steps:
-        raise DataError("--pc_steps is not supported yet in xlm")
     translation = params.mt_steps or params.ae_steps or params.bt_steps
     if translation and params.encoder_only:
         raise DataError("--mt_steps, --ae_steps and --bt_steps train an encoder-decoder: add --encoder_only false")
-    if not params.encoder_only and (params.clm_steps or params.mlm_steps):
-        raise DataError("--clm_steps / --mlm_steps with --encoder_only false are not supported yet in xlm")
-    if not (params.clm_steps or params.mlm_steps or translation) and not params.eval_only:
-        raise DataError("nothing to train: give --clm_steps, --mlm_steps, --mt_steps, --ae_steps or --bt_steps")
+    if not (params.clm_steps or params.mlm_steps or params.pc_steps or translation) and not params.eval_only:
+        raise DataError("nothing to train: give --clm_steps, --mlm_steps, --pc_steps, --mt_steps, --ae_steps or "
+                        "--bt_steps")
     if params.eval_bleu and not (params.mt_steps or params.bt_steps):
         raise DataError("--eval_bleu needs --mt_steps or --bt_steps")
     if not (params.word_shuffle == 0 or params.word_shuffle > 1):
