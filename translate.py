@@ -20,7 +20,6 @@ from xlm.data.datasets import batch_sentences
 from xlm.fileio import DataError, atomic_write, decode_utf8
 from xlm.model.checkpoint import load_model
 from xlm.model.generate import generate_beam, generate_greedy
-from xlm.model.transformer import N_MAX_POSITIONS
 from xlm.train.options import bool_flag
 
 
@@ -76,7 +75,7 @@ def translate(model, sentences, src_id, tgt_id, args, device):
         batch = batch_sentences([sentences[i].numpy() for i in ids])
         x, lengths = batch.x.to(device), batch.lengths.to(device)
         enc = model.encoder(x, lengths, langs=src_id)
-        max_len = min(int(1.5 * int(lengths.max()) + 10), N_MAX_POSITIONS)
+        max_len = min(int(1.5 * int(lengths.max()) + 10), model.decoder.config.n_positions)
         if args.beam_size == 1:
             y, y_len = generate_greedy(model.decoder, enc, lengths, tgt_id, max_len=max_len)
         else:
@@ -103,7 +102,7 @@ def main(argv=None):
     device = torch.device(args.device)
     model.encoder.to(device)
     model.decoder.to(device)
-    sentences = read_input(sys.stdin.buffer, model.dico, N_MAX_POSITIONS - 2)
+    sentences = read_input(sys.stdin.buffer, model.dico, model.encoder.config.n_positions - 2)
     translations = translate(model, sentences, lang2id[args.src_lang], lang2id[args.tgt_lang], args, device)
     with atomic_write(args.output_path, "w") as f:
         for ids in translations:

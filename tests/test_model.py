@@ -1,13 +1,10 @@
-import json
 import os
 
 import numpy as np
 import pytest
 import torch
-import transformers
 
 import xlm
-from conftest import python
 from xlm.data.dictionary import SPECIAL_WORDS
 from xlm.fileio import DataError
 from xlm.model.checkpoint import read_checkpoint
@@ -24,48 +21,6 @@ def padded_batch(n_words, lengths, seed=0):
     x = torch.randint(4, n_words, (len(lengths), int(lengths.max())), generator=g)
     x[torch.arange(x.shape[1])[None, :] >= lengths[:, None]] = 2
     return x, lengths
-
-
-def hf_folder(tmp_path, **config):
-    """A random HF XLMWithLMHeadModel saved with a vocab.json in HF's '</w>' convention."""
-    torch.manual_seed(0)
-    n_langs = config.get("n_langs", 1)
-    cfg = transformers.XLMConfig(vocab_size=len(WORDS), emb_dim=32, n_layers=2, n_heads=4, dropout=0.0,
-                                 attention_dropout=0.0, lang2id={f"l{i}": i for i in range(n_langs)}, **config)
-    model = transformers.XLMWithLMHeadModel(cfg).eval()
-    model.save_pretrained(tmp_path / "hf")
-    vocab = {(w if i < 14 else w[:-2] if w.endswith("@@") else w + "</w>"): i for i, w in enumerate(WORDS)}
-    (tmp_path / "hf" / "vocab.json").write_text(json.dumps(vocab))
-    return model, tmp_path / "hf"
-
-
-@pytest.mark.parametrize("config", [
-    dict(n_langs=3, use_lang_emb=True),
-    dict(n_langs=1),
-    dict(n_langs=2, use_lang_emb=False, sinusoidal_embeddings=True),
-    dict(n_langs=2, causal=True, gelu_activation=False),
-])
-def test_parity_with_transformers(tmp_path, config):
-    hf, folder = hf_folder(tmp_path, **config)
-    python("-m", "xlm.convert", "from-hf", folder, tmp_path / "x.pth")
-    loaded = xlm.load_model(tmp_path / "x.pth")
-    assert loaded.decoder is None and loaded.dico[15] == "w1" and loaded.dico[14] == "w0@@"
-    x, lengths = padded_batch(len(WORDS), [9, 6, 2, 7])
-    langs = torch.randint(0, config["n_langs"], x.shape) if config["n_langs"] > 1 else None
-    with torch.no_grad():
-        ref = hf(input_ids=x, lengths=lengths, langs=langs, output_hidden_states=True)
-        h = loaded.encoder(x, lengths, langs=langs, causal=config.get("causal", False))
-        logits = loaded.encoder.get_scores(h)
-    torch.testing.assert_close(h, ref.hidden_states[-1], atol=1e-5, rtol=0)
-    torch.testing.assert_close(logits, ref.logits, atol=1e-5, rtol=0)
-
-    # and back: to-hf writes the very same weights
-    python("-m", "xlm.convert", "to-hf", tmp_path / "x.pth", tmp_path / "back")
-    back = transformers.XLMWithLMHeadModel.from_pretrained(tmp_path / "back")
-    original, again = hf.state_dict(), back.state_dict()
-    assert original.keys() == again.keys()
-    assert all(torch.equal(original[k], again[k]) for k in original)
-    assert json.loads((tmp_path / "back" / "vocab.json").read_text()) == json.loads((folder / "vocab.json").read_text())
 
 
 def original_state_dict(n_words, dim, n_layers, n_langs, decoder=False, prefix=""):

@@ -16,7 +16,8 @@ def main(argv=None):
     p = sub.add_parser("to-hf", help="xlm / original XLM checkpoint -> HF XLMWithLMHeadModel folder")
     p.add_argument("checkpoint")
     p.add_argument("out_dir")
-    p.add_argument("--causal", action="store_true", help="mark the HF model causal (a CLM-trained model)")
+    p.add_argument("--causal", action="store_true", help="mark the HF model causal (a CLM-trained model); a "
+                   "checkpoint converted from a causal HF model stays causal without it")
     p = sub.add_parser("from-hf", help="HF XLM folder (with vocab.json) -> checkpoint in the original layout")
     p.add_argument("hf_dir")
     p.add_argument("out")

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from ..data.datasets import BatchingOptions, ParallelDataset
 from ..fileio import atomic_write
 from ..model.generate import generate_beam, generate_greedy
-from ..model.transformer import N_MAX_POSITIONS
 from ..objectives.mt import decoder_targets
 from .bleu import prepare_for_bleu, tokenized_bleu
 from .lm import eval_subset
@@ -59,7 +58,7 @@ def evaluate_mt(encoder, decoder, data, params, device, autocast=None, epoch=0, 
                     pred_mask, y = decoder_targets(x2, len2)
                     logits = decoder.get_scores(h[pred_mask]).float()
                     if params.eval_bleu:
-                        max_len = min(int(1.5 * int(len1.max()) + 10), N_MAX_POSITIONS)
+                        max_len = min(int(1.5 * int(len1.max()) + 10), decoder.config.n_positions)
                         if params.beam_size == 1:
                             out, out_len = generate_greedy(decoder, enc, len1, params.lang2id[tgt], max_len=max_len)
                         else:

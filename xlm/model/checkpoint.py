@@ -16,7 +16,7 @@ import torch
 from ..data.dictionary import Dictionary
 from ..fileio import DataError, atomic_write, check_file
 from .memory import MemoryConfig, parse_mem_positions
-from .transformer import TransformerConfig, TransformerModel
+from .transformer import N_MAX_POSITIONS, TransformerConfig, TransformerModel
 
 try:
     from numpy._core.multiarray import _reconstruct, scalar
@@ -66,7 +66,8 @@ def _int_list(value):
 
 
 def config_from_params(params, n_words, is_decoder=False):
-    """A TransformerConfig from the original's params dict (older files lack the later keys)."""
+    """A TransformerConfig from the original's params dict (older files lack the later keys; the original's
+    own lack `n_positions` and `layer_norm_eps`, which only models converted from Hugging Face set)."""
     required = ["emb_dim", "n_layers", "n_heads"]
     missing = [k for k in required if k not in params]
     if missing:
@@ -83,7 +84,8 @@ def config_from_params(params, n_words, is_decoder=False):
         memory=MemoryConfig.from_params(params) if use_memory else None,
         mem_positions=parse_mem_positions(params.get("mem_dec_positions" if is_decoder else "mem_enc_positions", ""),
                                           params["n_layers"]) if use_memory else [],
-        pad_index=params.get("pad_index", 2), eos_index=params.get("eos_index", 1))
+        pad_index=params.get("pad_index", 2), eos_index=params.get("eos_index", 1),
+        n_positions=params.get("n_positions", N_MAX_POSITIONS), layer_norm_eps=params.get("layer_norm_eps", 1e-12))
     return config
 
 

@@ -3,12 +3,21 @@
 Parameter names are the same on both sides except for the `transformer.` prefix HF puts before the
 body of XLMWithLMHeadModel. Vocabularies differ in convention: fastBPE marks non-final subwords with
 `@@` (`hel@@`, `lo`), HF's XLM tokenizer marks final ones with `</w>` (`hel`, `lo</w>`).
+
+The XLMConfig attributes that change what the model computes, and where xlm keeps each:
+vocab_size, emb_dim, n_layers, n_heads, dropout, attention_dropout, gelu_activation,
+sinusoidal_embeddings, n_langs, use_lang_emb (HF and the original both have no language embeddings
+with one language), tie_word_embeddings (share_inout_emb): params keys of the same names.
+max_position_embeddings and layer_norm_eps: `n_positions` and `layer_norm_eps`, which the original
+fixes at 512 and 1e-12. causal: `causal` (xlm chooses causality per call, HF per model). Refused:
+asm (adaptive softmax), is_encoder false (HF cannot build it either), special-token ids other than
+the fixed ones of xlm's vocabulary. Initialisation (init_std, embed_init_std), the heads of the other
+HF classes (summary_*, start/end_n_top) and generation settings (lang_id, mask_token_id) are not kept.
 """
 import json
 import os
 
-
-from ..data.dictionary import N_RESERVED, Dictionary
+from ..data.dictionary import BOS_INDEX, EOS_INDEX, MASK_INDEX, N_RESERVED, PAD_INDEX, UNK_INDEX, Dictionary
 from ..fileio import DataError
 from .checkpoint import checkpoint_payload, config_from_params, load_model, load_weights, save_checkpoint
 from .transformer import TransformerModel
@@ -50,11 +59,11 @@ def to_hf(checkpoint_path, out_dir, causal=False):
     hf_config = transformers.XLMConfig(
         vocab_size=c.n_words, emb_dim=c.emb_dim, n_layers=c.n_layers, n_heads=c.n_heads, dropout=c.dropout,
         attention_dropout=c.attention_dropout, gelu_activation=c.gelu_activation,
-        sinusoidal_embeddings=c.sinusoidal_embeddings, causal=causal, asm=False, n_langs=c.n_langs,
-        use_lang_emb=c.use_lang_emb, max_position_embeddings=512, layer_norm_eps=1e-12,
-        bos_index=0, eos_index=c.eos_index, pad_index=c.pad_index, unk_index=3, mask_index=5,
-        lang2id=dict(lang2id), id2lang={int(i): l for l, i in lang2id.items()},
-        tie_word_embeddings=c.share_inout_emb)
+        sinusoidal_embeddings=c.sinusoidal_embeddings, causal=causal or bool(p.get("causal", False)), asm=False,
+        n_langs=c.n_langs, use_lang_emb=c.use_lang_emb, max_position_embeddings=c.n_positions,
+        layer_norm_eps=c.layer_norm_eps, bos_index=BOS_INDEX, eos_index=c.eos_index, pad_index=c.pad_index,
+        unk_index=UNK_INDEX, mask_index=MASK_INDEX, lang2id=dict(lang2id),
+        id2lang={int(i): l for l, i in lang2id.items()}, tie_word_embeddings=c.share_inout_emb)
     model = transformers.XLMWithLMHeadModel(hf_config)
     state = {(k if k.startswith("pred_layer.") else HF_PREFIX + k): v for k, v in loaded.encoder.state_dict().items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -69,8 +78,28 @@ def to_hf(checkpoint_path, out_dir, causal=False):
                   f, indent=1, default=str)
 
 
+def check_hf_config(hc, hf_dir):
+    """Refuse, in one message, what an xlm checkpoint cannot hold; returns lang2id."""
+    problems = []
+    if hc.asm:
+        problems.append("asm=true (adaptive softmax) is not supported")
+    if not hc.is_encoder:
+        problems.append("is_encoder=false (HF's XLM is an encoder only)")
+    special = dict(bos_index=BOS_INDEX, eos_index=EOS_INDEX, pad_index=PAD_INDEX, unk_index=UNK_INDEX,
+                   mask_index=MASK_INDEX)
+    wrong = [f"{k}={getattr(hc, k, None)} (xlm: {v})" for k, v in special.items() if getattr(hc, k, None) != v]
+    if wrong:
+        problems.append("special-token ids differ from xlm's fixed ones: " + ", ".join(wrong))
+    lang2id = getattr(hc, "lang2id", None) or ({"en": 0} if hc.n_langs == 1 else {})
+    if sorted(lang2id.values()) != list(range(hc.n_langs)):
+        problems.append(f"lang2id {lang2id} must name the n_langs={hc.n_langs} languages with ids 0..{hc.n_langs - 1}")
+    if problems:
+        raise DataError(f"{hf_dir}/config.json: " + "; ".join(problems))
+    return dict(lang2id)
+
+
 def from_hf(hf_dir, out_path):
-    """Write a checkpoint of the original's layout from an HF XLM model folder with a vocab.json."""
+    """Write a checkpoint of the original's layout from an HF XLMWithLMHeadModel folder with a vocab.json."""
     transformers = _transformers()
     vocab_path = os.path.join(hf_dir, "vocab.json")
     if not os.path.isfile(vocab_path):
@@ -80,22 +109,25 @@ def from_hf(hf_dir, out_path):
     words = sorted(vocab.items(), key=lambda wi: wi[1])
     if [i for _, i in words] != list(range(len(words))):
         raise DataError(f"{vocab_path}: ids must be 0..{len(words) - 1} without gaps")
-    entries = [(from_hf_word(w, i), 0) for w, i in words]
-    dico = Dictionary.from_words(entries)
-    hf = transformers.XLMWithLMHeadModel.from_pretrained(hf_dir)
-    hc = hf.config
-    if hc.asm:
-        raise DataError(f"{hf_dir}: adaptive softmax models are not supported")
+    try:
+        dico = Dictionary.from_words([(from_hf_word(w, i), 0) for w, i in words])
+    except DataError as e:
+        raise DataError(f"{vocab_path}: {e}") from None
+    hc = transformers.XLMConfig.from_pretrained(hf_dir)
+    lang2id = check_hf_config(hc, hf_dir)
     if len(dico) != hc.vocab_size:
         raise DataError(f"{hf_dir}: vocab.json has {len(dico)} words but the model {hc.vocab_size}")
-    lang2id = dict(hc.lang2id or {"en": 0})
+    hf, info = transformers.XLMWithLMHeadModel.from_pretrained(hf_dir, output_loading_info=True)
+    if info["missing_keys"]:
+        raise DataError(f"{hf_dir}: not an XLMWithLMHeadModel, it lacks {', '.join(sorted(info['missing_keys']))}")
     params = dict(emb_dim=hc.emb_dim, n_layers=hc.n_layers, n_heads=hc.n_heads, dropout=hc.dropout,
                   attention_dropout=hc.attention_dropout, gelu_activation=hc.gelu_activation,
-                  share_inout_emb=bool(getattr(hc, "tie_word_embeddings", True)),
-                  sinusoidal_embeddings=hc.sinusoidal_embeddings, use_lang_emb=hc.use_lang_emb, n_langs=hc.n_langs,
-                  asm=False, n_words=len(dico), lang2id=lang2id, id2lang={i: l for l, i in lang2id.items()},
-                  langs=sorted(lang2id, key=lang2id.get), bos_index=0, eos_index=hc.eos_index,
-                  pad_index=hc.pad_index, unk_index=3, mask_index=5, encoder_only=True, use_memory=False)
+                  share_inout_emb=bool(hc.tie_word_embeddings), sinusoidal_embeddings=hc.sinusoidal_embeddings,
+                  use_lang_emb=hc.use_lang_emb, n_langs=hc.n_langs, asm=False, n_words=len(dico),
+                  n_positions=hc.max_position_embeddings, layer_norm_eps=hc.layer_norm_eps, causal=hc.causal,
+                  lang2id=lang2id, id2lang={i: l for l, i in lang2id.items()}, langs=sorted(lang2id, key=lang2id.get),
+                  bos_index=BOS_INDEX, eos_index=EOS_INDEX, pad_index=PAD_INDEX, unk_index=UNK_INDEX,
+                  mask_index=MASK_INDEX, encoder_only=True, use_memory=False)
     state = {k[len(HF_PREFIX):] if k.startswith(HF_PREFIX) else k: v for k, v in hf.state_dict().items()
              if not k.endswith("position_ids")}
     model = TransformerModel(config_from_params(params, len(dico)))

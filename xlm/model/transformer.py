@@ -2,8 +2,9 @@
 
 Post-LayerNorm (BERT style) layers with LayerNorm eps 1e-12, an embedding LayerNorm, learned or
 sinusoidal positions (a 512-row table), optional language embeddings, GELU or ReLU, and an output
-projection tied to the input embeddings. Module and parameter names are the original XLM's, so its
-state dicts load without renaming. Tensors are batch-first: x is (batch, length).
+projection tied to the input embeddings. The table size and the eps are the original's constants made
+configurable, for Hugging Face XLM models that set them otherwise. Module and parameter names are the
+original XLM's, so its state dicts load without renaming. Tensors are batch-first: x is (batch, length).
 """
 from dataclasses import dataclass, field
 
@@ -14,7 +15,7 @@ from torch import nn
 
 from .memory import HashingMemory, MemoryConfig
 
-N_MAX_POSITIONS = 512
+N_MAX_POSITIONS = 512  # the original's fixed position table; checkpoints without `n_positions` have it
 
 
 @dataclass
@@ -38,6 +39,8 @@ class TransformerConfig:
     mem_positions: list = field(default_factory=list)  # [(layer, 'in' | 'after')]
     pad_index: int = 2
     eos_index: int = 1
+    n_positions: int = N_MAX_POSITIONS
+    layer_norm_eps: float = 1e-12
 
     @property
     def has_lang_emb(self):
@@ -138,14 +141,14 @@ class TransformerModel(nn.Module):
         if c.emb_dim % c.n_heads:
             raise ValueError(f"emb_dim {c.emb_dim} must be a multiple of n_heads {c.n_heads}")
         self.is_decoder = c.is_decoder
-        self.position_embeddings = embedding(N_MAX_POSITIONS, c.emb_dim)
+        self.position_embeddings = embedding(c.n_positions, c.emb_dim)
         if c.sinusoidal_embeddings:
-            self.position_embeddings.weight.data.copy_(sinusoidal_table(N_MAX_POSITIONS, c.emb_dim))
+            self.position_embeddings.weight.data.copy_(sinusoidal_table(c.n_positions, c.emb_dim))
             self.position_embeddings.weight.requires_grad = False
         if c.has_lang_emb:
             self.lang_embeddings = embedding(c.n_langs, c.emb_dim)
         self.embeddings = embedding(c.n_words, c.emb_dim, padding_idx=c.pad_index)
-        self.layer_norm_emb = nn.LayerNorm(c.emb_dim, eps=1e-12)
+        self.layer_norm_emb = nn.LayerNorm(c.emb_dim, eps=c.layer_norm_eps)
 
         self.attentions, self.layer_norm1 = nn.ModuleList(), nn.ModuleList()
         self.ffns, self.layer_norm2 = nn.ModuleList(), nn.ModuleList()
@@ -155,15 +158,15 @@ class TransformerModel(nn.Module):
                                        for layer, where in c.mem_positions})
         for i in range(c.n_layers):
             self.attentions.append(MultiHeadAttention(c.n_heads, c.emb_dim, c.attention_dropout, ("self", i)))
-            self.layer_norm1.append(nn.LayerNorm(c.emb_dim, eps=1e-12))
+            self.layer_norm1.append(nn.LayerNorm(c.emb_dim, eps=c.layer_norm_eps))
             if self.is_decoder:
-                self.layer_norm15.append(nn.LayerNorm(c.emb_dim, eps=1e-12))
+                self.layer_norm15.append(nn.LayerNorm(c.emb_dim, eps=c.layer_norm_eps))
                 self.encoder_attn.append(MultiHeadAttention(c.n_heads, c.emb_dim, c.attention_dropout, ("cross", i)))
             # a memory "in" layer i replaces its FFN (the original keeps a None there: no ffns.i.* keys)
             ffn = None if f"{i}_in" in self.memories else TransformerFFN(c.emb_dim, 4 * c.emb_dim, c.dropout,
                                                                          c.gelu_activation)
             self.ffns.append(ffn)
-            self.layer_norm2.append(nn.LayerNorm(c.emb_dim, eps=1e-12))
+            self.layer_norm2.append(nn.LayerNorm(c.emb_dim, eps=c.layer_norm_eps))
 
         self.pred_layer = PredLayer(c)
         if c.share_inout_emb and not c.asm:
@@ -186,6 +189,8 @@ class TransformerModel(nn.Module):
         bs, slen = x.shape
         device = x.device
         if positions is None:
+            if slen > self.config.n_positions:
+                raise ValueError(f"{slen} tokens in a row, but the model has {self.config.n_positions} positions")
             positions = torch.arange(slen, device=device).expand(bs, slen)
         if isinstance(langs, int):
             langs = torch.full_like(x, langs)

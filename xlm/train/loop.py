@@ -104,19 +104,37 @@ def build_iterators(params, data, info):
     return iterators
 
 
+def check_positions(params, source):
+    """Refuse inputs longer than the position table, which torch would report deep in an embedding lookup."""
+    lm_steps = list(params.clm_steps) + list(params.mlm_steps)
+    if any(l2 is None for _, l2 in lm_steps) and params.bptt > params.n_positions:
+        raise DataError(f"--bptt {params.bptt} is longer than the {params.n_positions} positions of the model{source}")
+    sentences = any(l2 is not None for _, l2 in lm_steps) or params.ae_steps or params.bt_steps or params.mt_steps
+    if sentences and params.max_len + 2 > params.n_positions:
+        raise DataError(f"--max_len {params.max_len}: a sentence and its two </s> would not fit the "
+                        f"{params.n_positions} positions of the model{source}")
+
+
 def build_models(params, n_words, device, logger):
-    """{'model': encoder} for pretraining, {'encoder', 'decoder'} for translation, with --reload_model."""
-    if params.encoder_only:
-        models = {"model": TransformerModel(config_from_params(vars(params), n_words))}
-    else:
-        models = {"encoder": TransformerModel(config_from_params(vars(params), n_words)),
-                  "decoder": TransformerModel(config_from_params(vars(params), n_words, is_decoder=True))}
-    for (name, model), path in zip(models.items(), params.reload_model_paths):
-        if not path:
-            continue
-        reloaded = read_checkpoint(path)
+    """{'model': encoder} for pretraining, {'encoder', 'decoder'} for translation, with --reload_model.
+
+    The original has no flag for the position table (512 rows) and the LayerNorm eps (1e-12): a reloaded
+    model (a converted Hugging Face one may differ) sets them, and params carries them into this run's
+    checkpoints."""
+    names = ["model"] if params.encoder_only else ["encoder", "decoder"]
+    paths = {name: path for name, path in zip(names, params.reload_model_paths) if path}
+    files = {path: read_checkpoint(path) for path in paths.values()}  # encoder and decoder often share one
+    source = next(iter(files), "")
+    reloaded_params = (files[source].get("params") or {}) if source else {}
+    params.n_positions = reloaded_params.get("n_positions", N_MAX_POSITIONS)
+    params.layer_norm_eps = reloaded_params.get("layer_norm_eps", 1e-12)
+    check_positions(params, f" ({source})" if source else "")
+    models = {name: TransformerModel(config_from_params(vars(params), n_words, is_decoder=name == "decoder"))
+              for name in names}
+    for name, path in paths.items():
+        model, data = models[name], files[path]
         # a pretrained file has 'model'; a translation file 'encoder' and 'decoder'
-        state = strip_module_prefix(reloaded.get("model", reloaded.get(name, reloaded.get("encoder", {}))))
+        state = strip_module_prefix(data.get("model", data.get(name, data.get("encoder", {}))))
         if name == "decoder":
             # a decoder initialised from a pretrained encoder keeps its fresh cross-attention, as the original
             fresh = model.state_dict()
@@ -356,7 +374,7 @@ class Trainer:
             enc.eval(), dec.eval()
             with torch.no_grad():
                 encoded = enc(original.x, original.lengths, langs=p.lang2id[l1])
-                max_len = min(int(1.3 * int(original.lengths.max()) + 5), N_MAX_POSITIONS)
+                max_len = min(int(1.3 * int(original.lengths.max()) + 5), dec.config.n_positions)
                 x2, len2 = generate_greedy(dec, encoded, original.lengths, p.lang2id[l2], max_len=max_len)
             enc.train(was_training), dec.train(was_training)
             return (mt_loss(self.ddp["encoder"], self.ddp["decoder"], Batch(x2, len2), p.lang2id[l2], original,

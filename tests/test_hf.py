@@ -1,0 +1,136 @@
+"""Hugging Face conversion: every XLMConfig variant that changes the computation, both ways, against
+transformers' own XLMWithLMHeadModel as the oracle."""
+import json
+import logging
+
+import pytest
+import torch
+import transformers
+
+import xlm
+from test_model import WORDS, padded_batch
+from xlm.convert import main as convert
+from xlm.fileio import DataError
+from xlm.model.hf import from_hf
+from xlm.train.loop import build_models
+from xlm.train.options import parse_params
+
+# the XLMConfig attributes that change the model or its outputs, compared after the round trip
+COMPUTATION = ["vocab_size", "emb_dim", "n_layers", "n_heads", "dropout", "attention_dropout", "gelu_activation",
+               "sinusoidal_embeddings", "causal", "asm", "n_langs", "use_lang_emb", "max_position_embeddings",
+               "layer_norm_eps", "tie_word_embeddings", "is_encoder", "pad_token_id", "eos_token_id"]
+
+
+def hf_folder(path, seed=0, **config):
+    """A random HF XLMWithLMHeadModel saved with a vocab.json in HF's '</w>' convention."""
+    torch.manual_seed(seed)
+    n_langs = config.get("n_langs", 1)
+    cfg = transformers.XLMConfig(vocab_size=len(WORDS), emb_dim=32, n_layers=2, n_heads=4,
+                                 lang2id={f"l{i}": i for i in range(n_langs)}, **config)
+    model = transformers.XLMWithLMHeadModel(cfg).eval()
+    with torch.no_grad():  # HF initialises biases and LayerNorms to constants: randomise them so they count
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "layer_norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(path)
+    vocab = {(w if i < 14 else w[:-2] if w.endswith("@@") else w + "</w>"): i for i, w in enumerate(WORDS)}
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    return model, path
+
+
+CONFIGS = {
+    "64-positions-3-langs": dict(max_position_embeddings=64, n_langs=3, dropout=0.3, attention_dropout=0.2,
+                                 layer_norm_eps=1e-3),
+    "1024-positions-1-lang": dict(max_position_embeddings=1024, n_langs=1, use_lang_emb=True, gelu_activation=False),
+    "no-lang-emb-sinusoidal": dict(n_langs=2, use_lang_emb=False, sinusoidal_embeddings=True),
+    "causal-untied-relu": dict(n_langs=2, causal=True, gelu_activation=False, tie_word_embeddings=False),
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_from_hf_and_back(tmp_path, name):
+    config = CONFIGS[name]
+    hf, folder = hf_folder(tmp_path / "hf", **config)
+    convert(["from-hf", str(folder), str(tmp_path / "x.pth")])
+    loaded = xlm.load_model(tmp_path / "x.pth")
+    assert loaded.decoder is None and loaded.dico[15] == "w1" and loaded.dico[14] == "w0@@"
+    n_positions = config.get("max_position_embeddings", 512)
+    assert loaded.encoder.position_embeddings.weight.shape == (n_positions, 32)
+    # rows of up to every position the model has, padded, with a language per token
+    x, lengths = padded_batch(len(WORDS), [min(n_positions, 600), 9, 2, 40], seed=1)
+    langs = torch.randint(0, config["n_langs"], x.shape)
+    with torch.no_grad():
+        ref = hf(input_ids=x, lengths=lengths, langs=langs, output_hidden_states=True)
+        h = loaded.encoder(x, lengths, langs=langs, causal=loaded.params["causal"])
+        logits = loaded.encoder.get_scores(h)
+    torch.testing.assert_close(h, ref.hidden_states[-1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(logits, ref.logits, atol=1e-5, rtol=0)
+
+    # and back: to-hf writes the very same weights and configuration
+    convert(["to-hf", str(tmp_path / "x.pth"), str(tmp_path / "back")])
+    back = transformers.XLMWithLMHeadModel.from_pretrained(tmp_path / "back")
+    original, again = hf.state_dict(), back.state_dict()
+    assert original.keys() == again.keys()
+    assert all(torch.equal(original[k], again[k]) for k in original)
+    assert {a: getattr(back.config, a) for a in COMPUTATION} == {a: getattr(hf.config, a) for a in COMPUTATION}
+    assert back.config.lang2id == hf.config.lang2id
+    assert json.loads((tmp_path / "back" / "vocab.json").read_text()) == json.loads((folder / "vocab.json").read_text())
+
+
+def test_released_checkpoints_keep_512_positions(tmp_path):
+    """Params without n_positions / layer_norm_eps (the original's, older xlm's) mean 512 and 1e-12."""
+    hf_folder(tmp_path / "hf", n_langs=2)
+    convert(["from-hf", str(tmp_path / "hf"), str(tmp_path / "x.pth")])
+    data = torch.load(tmp_path / "x.pth")
+    for key in ("n_positions", "layer_norm_eps", "causal"):
+        del data["params"][key]
+    torch.save(data, tmp_path / "old.pth")
+    encoder = xlm.load_model(tmp_path / "old.pth").encoder
+    assert encoder.config.n_positions == 512 and encoder.position_embeddings.weight.shape == (512, 32)
+    assert all(m.eps == 1e-12 for m in encoder.modules() if isinstance(m, torch.nn.LayerNorm))
+
+
+def test_refusals_name_the_attribute(tmp_path):
+    _, folder = hf_folder(tmp_path / "hf", n_langs=2)
+    config = json.loads((folder / "config.json").read_text())
+    bad = dict(config, asm=True, is_encoder=False, pad_token_id=0, lang2id={"a": 0, "b": 5})
+    (folder / "config.json").write_text(json.dumps(bad))
+    with pytest.raises(DataError, match=r"config.json: asm=true .*; is_encoder=false .*; special-token ids differ "
+                                        r"from xlm's fixed ones: pad_index=0 \(xlm: 2\); lang2id .* ids 0..1"):
+        from_hf(folder, tmp_path / "x.pth")
+    (folder / "config.json").write_text(json.dumps(config))
+    torch.manual_seed(0)
+    transformers.XLMModel(transformers.XLMConfig.from_pretrained(folder)).save_pretrained(folder)  # no LM head
+    with pytest.raises(DataError, match="not an XLMWithLMHeadModel, it lacks pred_layer.proj.bias"):
+        from_hf(folder, tmp_path / "x.pth")
+    (folder / "config.json").write_text(json.dumps(bad))
+    with pytest.raises(SystemExit, match="error: .*asm=true"):
+        convert(["from-hf", str(folder), str(tmp_path / "x.pth")])
+
+
+def test_train_reloads_a_64_position_model(tmp_path):
+    hf_folder(tmp_path / "hf", max_position_embeddings=64, n_langs=3, layer_norm_eps=1e-6)
+    path = str(tmp_path / "x.pth")
+    convert(["from-hf", str(tmp_path / "hf"), path])
+    reference = xlm.load_model(path).encoder.state_dict()
+    common = ["--exp_name", "x", "--lgs", "l0-l1-l2", "--data_path", str(tmp_path), "--emb_dim", "32",
+              "--n_layers", "2", "--n_heads", "4", "--gelu_activation", "true"]
+    log = logging.getLogger("test")
+
+    params = parse_params(common + ["--mlm_steps", "l0,l1-l2", "--reload_model", path, "--bptt", "64",
+                                    "--max_len", "62"])
+    model = build_models(params, len(WORDS), "cpu", log)["model"]
+    assert params.n_positions == 64 and params.layer_norm_eps == 1e-6  # saved with this run's checkpoints
+    assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="65 tokens in a row, but the model has 64 positions"):
+        model(torch.full((1, 65), 4), None)
+
+    params = parse_params(common + ["--mlm_steps", "l0", "--reload_model", path, "--bptt", "65"])
+    with pytest.raises(DataError, match=r"--bptt 65 is longer than the 64 positions of the model \(.*x.pth\)"):
+        build_models(params, len(WORDS), "cpu", log)
+    translation = common + ["--encoder_only", "false", "--mt_steps", "l0-l1", "--reload_model", f"{path},{path}"]
+    with pytest.raises(DataError, match=r"--max_len 100: a sentence and its two </s> would not fit the 64 positions"):
+        build_models(parse_params(translation), len(WORDS), "cpu", log)
+    models = build_models(parse_params(translation + ["--max_len", "62"]), len(WORDS), "cpu", log)
+    assert models["decoder"].config.n_positions == 64 and torch.equal(
+        models["decoder"].position_embeddings.weight, reference["position_embeddings.weight"])
