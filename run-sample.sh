@@ -12,6 +12,7 @@ N_CODES=${N_CODES:-8000}
 LANGS="en fr de"
 PAIRS="de-en en-fr"
 mkdir -p "$OUT/tok"
+bash tools/install_fastbpe.sh  # the compiled fastBPE when it builds (tools/fastbpe falls back to Python)
 
 tokenize() {  # raw file, language, tokenized output
   [ -s "$3" ] || { echo "tokenize $1"; bash tools/tokenize.sh "$2" < "$1" > "$3.tmp" && mv "$3.tmp" "$3"; }

@@ -12,9 +12,11 @@ train.fr, made by `bash run-sample.sh`) repeated to --lines lines, in two varian
             drawn from the sample's own letter frequencies), so the cache keeps seeing new words,
             the way the long tail of a real corpus keeps growing its vocabulary.
 
-BPE apply and binarize run at threads=1 and threads=all cores, --repeats times each, reporting the
-fastest run (wall seconds) and its CPU seconds (this process + worker processes): CPU time shows
-the work done even when other jobs share the machine. BPE learning (all cores) runs once per input.
+BPE apply and learning run on both implementations of tools/fastbpe: the compiled fastBPE
+(tools/install_fastbpe.sh; skipped when not built) and the Python one (xlm/data/bpe.py), checking that
+they write the same bytes. Binarize runs at threads=1 and threads=all cores. Apply and binarize run
+--repeats times each, reporting the fastest run (wall seconds) and its CPU seconds (this process +
+children): CPU time shows the work done even when other jobs share the machine. Learning runs once.
 A pure-Python spin on every core, before and after, records how much parallelism the machine
 actually gave (`parallel_check`). The single JSON result goes to stdout, progress to stderr.
 """
@@ -34,7 +36,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a checkout without installing, too
 
-from xlm.data import bpe  # noqa: E402
+from xlm.data import bpe, fastbpe  # noqa: E402
 from xlm.data.binarized import binarize  # noqa: E402
 from xlm.data.dictionary import Dictionary  # noqa: E402
 
@@ -71,8 +73,6 @@ def version_of(module_name):
 
 
 def machine_info():
-    from importlib.metadata import version
-
     return {
         "cpu_model": cpu_model(),
         "cores": os.cpu_count(),
@@ -82,8 +82,7 @@ def machine_info():
         "python": platform.python_version(),
         "torch": version_of("torch"),
         "numpy": version_of("numpy"),
-        "subword_nmt": version("subword-nmt"),
-        "tokenizers": version_of("tokenizers"),
+        "fastbpe_binary": bool(fastbpe.binary()),
     }
 
 
@@ -221,15 +220,27 @@ def rates(seconds, cpu, lines, tokens_in, tokens_out=None):
     return out
 
 
+def implementations():
+    """tools/fastbpe's two implementations: (name, applybpe(out, in, codes), learnbpe(n, paths, out))."""
+    python = ("python", lambda out, inp, codes: bpe.apply_bpe_file(inp, out, codes),
+              lambda n, paths, out: out.write(python_codes(n, paths)))
+    compiled = ("fastbpe", fastbpe.applybpe, fastbpe.learnbpe)
+    return [compiled, python] if fastbpe.binary() else [python]
+
+
+def python_codes(n_codes, paths):
+    return "".join(f"{a} {b} {c}\n" for a, b, c in bpe.learn_bpe(paths, n_codes)).encode("utf-8")
+
+
 def bench_apply(name, text_path, stats, codes, workdir, repeats):
-    """BPE-apply one input at each thread count; check that every thread count writes the same file."""
+    """BPE-apply one input with each implementation; check that they write the same file."""
     results, outputs = [], []
-    for threads in thread_counts():
-        out = os.path.join(workdir, f"{name}.bpe.t{threads}")
-        log(f"apply BPE: {name}, threads={threads}")
-        _, seconds, cpu, walls = best_of(repeats, bpe.apply_bpe_file, text_path, out, codes, threads=threads)
+    for impl, apply, _ in implementations():
+        out = os.path.join(workdir, f"{name}.bpe.{impl}")
+        log(f"apply BPE: {name}, {impl}")
+        _, seconds, cpu, walls = best_of(repeats, apply, out, text_path, codes)
         out_stats = text_stats(out)
-        results.append({"input": name, "threads": threads, "lines": stats["lines"], "tokens": stats["tokens"],
+        results.append({"input": name, "implementation": impl, "lines": stats["lines"], "tokens": stats["tokens"],
                         "distinct_tokens": stats["distinct_tokens"], "subword_tokens": out_stats["tokens"],
                         **rates(seconds, cpu, stats["lines"], stats["tokens"], out_stats["tokens"]),
                         "all_seconds": walls})
@@ -237,7 +248,7 @@ def bench_apply(name, text_path, stats, codes, workdir, repeats):
         log(f"  {seconds:.1f}s, {results[-1]['lines_per_s']} lines/s")
     identical = all(filecmp.cmp(outputs[0], o, shallow=False) for o in outputs[1:])
     for r in results:
-        r["outputs_identical_across_threads"] = identical
+        r["outputs_identical_across_implementations"] = identical
     return results, outputs[0]
 
 
@@ -257,16 +268,24 @@ def bench_binarize(name, bpe_path, dico, workdir, repeats):
 
 
 def bench_learn(name, text_path, n_lines, n_codes, workdir):
-    """Learn codes on the first n_lines (all cores: tokenizers' trainer is multi-threaded in Rust,
-    and learn_bpe counts words and merge frequencies on worker processes)."""
+    """Learn codes on the first n_lines with each implementation; check that they are the same."""
     sub = os.path.join(workdir, f"{name}.head{n_lines}")
     head(text_path, n_lines, sub)
     stats = text_stats(sub)
-    log(f"learn {n_codes} BPE codes: {name}, {stats['lines']} lines")
-    codes, seconds, cpu = timed(bpe.learn_bpe, [sub], n_codes)
-    log(f"  {seconds:.1f}s")
-    return {"input": name, "threads": os.cpu_count(), "n_codes": n_codes, "codes_learned": len(codes),
-            "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), **stats}
+    results, outputs = [], []
+    for impl, _, learn in implementations():
+        log(f"learn {n_codes} BPE codes: {name}, {stats['lines']} lines, {impl}")
+        with open(os.path.join(workdir, f"codes.{impl}"), "wb") as out:
+            _, seconds, cpu = timed(learn, n_codes, [sub], out)
+        with open(out.name, "rb") as f:
+            outputs.append(f.read())
+        log(f"  {seconds:.1f}s")
+        results.append({"input": name, "implementation": impl, "n_codes": n_codes,
+                        "codes_learned": outputs[-1].count(b"\n"), "seconds": round(seconds, 3),
+                        "cpu_seconds": round(cpu, 3), "lines_per_s": round(stats["lines"] / seconds), **stats})
+    for r in results:
+        r["codes_identical_across_implementations"] = all(o == outputs[0] for o in outputs)
+    return results
 
 
 # ----------------------------------------------------------------------------- main
@@ -309,8 +328,8 @@ def main():
         for name, path in bpe_outputs.items():
             binarize_results += bench_binarize(name, path, dico, workdir, args.repeats)
 
-        learn_results = [bench_learn(name, path, args.learn_lines, args.n_codes, workdir)
-                         for name, path in inputs.items()]
+        learn_results = [r for name, path in inputs.items()
+                         for r in bench_learn(name, path, args.learn_lines, args.n_codes, workdir)]
         check_after = parallel_check()
     finally:
         if not args.workdir:

@@ -1,9 +1,12 @@
+import io
+import os
 import re
+import subprocess
 from collections import Counter
 
 import pytest
 
-from conftest import python, run
+from conftest import ROOT, SAMPLE, python, run
 from xlm.data import bpe
 from xlm.fileio import DataError
 
@@ -79,3 +82,121 @@ def test_bad_codes_and_inputs(tmp_path):
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.*"))
     proc = python("tools/fastbpe", "learnbpe", 10, tmp_path / "missing", check=False)
     assert proc.returncode != 0 and re.search(r"missing: no such file", proc.stderr)
+    # fastBPE aborts on an assert for these; tools/fastbpe says what is wrong, with or without it
+    (tmp_path / "dup").write_text("a b 5\nab c 4\na bc 3\n", encoding="utf-8")
+    (tmp_path / "vocab").write_text("ab@@ 3\nc\n", encoding="utf-8")
+    (tmp_path / "text").write_text("abc\n", encoding="utf-8")
+    for env in ({}, {"FASTBPE": ""}):
+        proc = fastbpe(["applybpe_stream", tmp_path / "dup"], "abc\n", env, check=False)
+        assert proc.returncode == 1 and "dup:3: the merge 'a bc' makes a subword made earlier" in proc.stderr
+        proc = fastbpe(["applybpe", tmp_path / "o", tmp_path / "text", tmp_path / "good", tmp_path / "vocab"],
+                       None, env, check=False)
+        assert proc.returncode == 1 and "vocab:2: expected 'TOKEN COUNT'" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- the compiled fastBPE
+
+FAST = ROOT / "tools" / "fastBPE" / "fast"
+
+
+@pytest.fixture(scope="module")
+def fast():
+    """The original's tool, built by tools/install_fastbpe.sh (a no-op once built)."""
+    run(["bash", "tools/install_fastbpe.sh"])
+    if not os.access(FAST, os.X_OK):
+        pytest.skip("fastBPE could not be built here (no g++ or no pip access)")
+    return FAST
+
+
+def fastbpe(args, stdin, env, check=True):
+    """tools/fastbpe with `env` (FASTBPE="" runs the Python implementation); stdout as bytes."""
+    proc = subprocess.run(["python", "tools/fastbpe", *map(str, args)], input=stdin and stdin.encode(),
+                          capture_output=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+    proc.stderr = proc.stderr.decode()
+    assert proc.returncode == 0 or not check, proc.stderr
+    return proc
+
+
+def python_bytes(write, items):
+    f = io.StringIO()
+    write(items, f)
+    return f.getvalue().encode("utf-8")
+
+
+def original(fast, *args, stdin=None):
+    return subprocess.run([fast, *map(str, args)], input=stdin, capture_output=True, check=True).stdout
+
+
+TRICKY = [
+    "a  b\t c\n\n  ab ab\tab\n \n",            # doubled, leading and trailing spaces, tabs, empty lines
+    "été 日本語 日本 été été\nüber\r\nnaïve ü\n",  # unicode, a carriage return inside a word
+    "ab ba ab ba cd dc cd dc\nx y\n",            # ties in pair counts and in the vocabulary
+    "aaaa aaa aa a </w> a@@b\n",                 # overlapping pairs, literal markers
+    "no final newline here here",                # fastBPE drops the last word of a file
+]
+
+
+def compare_all(fast, tmp_path, texts, n_codes, cli=False):
+    """learnbpe, getvocab, applybpe (with and without a vocabulary) and applybpe_stream: the original
+    tool and the Python implementation give the same bytes."""
+    files = []
+    for i, text in enumerate(texts):
+        files.append(tmp_path / f"in{i}")
+        files[-1].write_bytes(text.encode("utf-8"))
+    pair = files[:2]  # the original takes one or two files
+    codes = original(fast, "learnbpe", n_codes, *pair)
+    vocab = original(fast, "getvocab", *pair)
+    # past the last possible merge fastBPE repeats one, which its applybpe refuses: apply the rest
+    merges = {}
+    for line in codes.split(b"\n")[:-1]:
+        merges.setdefault(b"".join(line.split(b" ")[:2]), line + b"\n")
+    (tmp_path / "codes").write_bytes(b"".join(merges.values()))
+    (tmp_path / "vocab").write_bytes(b"".join(l + b"\n" for l in vocab.split(b"\n")[:-1:2]))  # half the words
+    stream_in = b"".join(f.read_bytes() for f in files)
+    expected = {"stream": original(fast, "applybpe_stream", tmp_path / "codes", stdin=stream_in),
+                "stream_v": original(fast, "applybpe_stream", tmp_path / "codes", tmp_path / "vocab", stdin=stream_in)}
+    for name, vocab_args in (("out", []), ("out_v", [tmp_path / "vocab"])):
+        original(fast, "applybpe", tmp_path / name, files[0], tmp_path / "codes", *vocab_args)
+        expected[name] = (tmp_path / name).read_bytes()
+    assert python_bytes(bpe.write_codes, bpe.learn_bpe(pair, n_codes)) == codes
+    assert python_bytes(bpe.write_vocab, bpe.get_vocab(pair)) == vocab
+    for name, vocab_args in (("out", []), ("out_v", [tmp_path / "vocab"])):
+        bpe.apply_bpe_file(files[0], tmp_path / f"mine.{name}", tmp_path / "codes", *vocab_args)
+        assert (tmp_path / f"mine.{name}").read_bytes() == expected[name], name
+        out = io.BytesIO()
+        bpe.apply_bpe_stream(io.BytesIO(stream_in), out, tmp_path / "codes", *vocab_args)
+        assert out.getvalue() == expected["stream" + name[3:]], name
+    if cli:  # tools/fastbpe on the original tool and on the Python implementation, more files than 2 too
+        for env in ({}, {"FASTBPE": ""}):
+            assert fastbpe(["learnbpe", n_codes, *pair], None, env).stdout == codes, env
+            assert fastbpe(["applybpe_stream", tmp_path / "codes", tmp_path / "vocab"], stream_in.decode(),
+                           env).stdout == expected["stream_v"]
+            fastbpe(["applybpe", tmp_path / "mine", files[0], tmp_path / "codes", tmp_path / "vocab"], None, env)
+            assert (tmp_path / "mine").read_bytes() == expected["out_v"], env
+        both = [fastbpe(["learnbpe", n_codes, *files], None, env).stdout for env in ({}, {"FASTBPE": ""})]
+        assert both[0] == both[1]
+        vocabs = [fastbpe(["getvocab", *files], None, env).stdout for env in ({}, {"FASTBPE": ""})]
+        assert vocabs[0] == vocabs[1] == original(fast, "getvocab", "-", stdin=stream_in)
+    return codes
+
+
+def test_same_bytes_as_fastbpe_on_the_sample(fast, tmp_path):
+    texts = [open(SAMPLE / "mono" / f"train.{lg}", encoding="utf-8").read()[:size]
+             for lg, size in (("en", 80_000), ("fr", 50_000), ("de", 20_000))]
+    texts = [t[:t.rindex("\n") + 1] for t in texts]
+    codes = compare_all(fast, tmp_path, texts, 800, cli=True)
+    counts = [int(l.split(b" ")[2]) for l in codes.split(b"\n")[:-1]]
+    assert len(counts) == 800 and counts[-1] > 1 and len(set(counts[-300:])) < 30  # many ties were broken
+
+
+def test_same_bytes_as_fastbpe_on_tricky_text(fast, tmp_path):
+    for text in TRICKY:
+        compare_all(fast, tmp_path, [text, TRICKY[2], TRICKY[0]], 40)  # more codes than pairs: fastBPE repeats one
+
+
+def test_python_order_of_the_cpp_word_map(fast, tmp_path):
+    """Ties go to the symbols seen first when iterating fastBPE's std::unordered_map of words: with
+    the words in a different order the learned codes differ, and the emulation follows."""
+    words = [f"{a}{b}" for a in "klmnopqrst" for b in "uvwxyz"]
+    for order in (words, words[::-1]):
+        compare_all(fast, tmp_path, [" ".join(order) + "\n"], 30)

@@ -152,10 +152,10 @@ def codes_vocab(tmp_path_factory):
     (folder / "text").write_text("".join(tok(s) + "\n" for s in SENTENCES), encoding="utf-8")
     codes, vocab = folder / "codes", folder / "vocab"
     with open(codes, "w", encoding="utf-8") as f:
-        bpe.write_codes(bpe.learn_bpe([str(folder / "text")], 300, threads=1), f)
-    bpe.apply_bpe_file(str(folder / "text"), str(folder / "text.bpe"), str(codes), threads=1)
+        bpe.write_codes(bpe.learn_bpe([str(folder / "text")], 300), f)
+    bpe.apply_bpe_file(str(folder / "text"), str(folder / "text.bpe"), str(codes))
     with open(vocab, "w", encoding="utf-8") as f:
-        bpe.write_vocab(bpe.get_vocab([str(folder / "text.bpe")], threads=1), f)
+        bpe.write_vocab(bpe.get_vocab([str(folder / "text.bpe")]), f)
     return codes, vocab
 
 

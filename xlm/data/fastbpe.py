@@ -1,0 +1,140 @@
+"""fastBPE's four commands (learnbpe, applybpe, applybpe_stream, getvocab) on the compiled fastBPE
+when tools/install_fastbpe.sh could build it, else on xlm.data.bpe, which writes the same bytes.
+
+Inputs go through the same checks either way, so bad input is one DataError naming the file and line
+(fastBPE itself aborts on a failed assert, and reads invalid UTF-8 as it is). The compiled tool takes
+one or two text files; more are passed as one stream on its standard input, each file's last word
+dropped when nothing follows it, as fastBPE does when it reads files.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+from . import bpe
+from ..fileio import DataError, check_file, decode_utf8
+
+BUILT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                     "tools", "fastBPE", "fast")
+
+
+def binary():
+    """The compiled fastBPE: $FASTBPE when set (set and empty: none), else tools/fastBPE/fast if built."""
+    path = os.environ.get("FASTBPE", BUILT)
+    if path and not os.access(path, os.X_OK):
+        if "FASTBPE" in os.environ:
+            raise DataError(f"FASTBPE={path}: not an executable")
+        return None
+    return path or None
+
+
+def _check_exit(command, returncode, err):
+    if returncode != 0:
+        err.seek(0)
+        lines = err.read().decode("utf-8", "replace").strip().splitlines() or ["no message"]
+        raise DataError(f"fastBPE {command} failed (exit status {returncode}): {lines[-1]}")
+
+
+def _run(args):
+    with tempfile.TemporaryFile() as err:
+        _check_exit(args[0], subprocess.run([binary(), *args], stderr=err).returncode, err)
+
+
+def _check_utf8(path, sink=None, block_bytes=1 << 22):
+    """Read a text file in blocks, checking that it is UTF-8; copy to `sink` what fastBPE reads of it
+    (all up to the last ' ' or '\\n')."""
+    check_file(path)
+    line_no, rest = 1, b""
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(block_bytes)
+            data = rest + block
+            cut = len(data) if not block else max(data.rfind(b"\n"), data.rfind(b" ")) + 1
+            decode_utf8(data[:cut], path, line_no)
+            line_no += data.count(b"\n", 0, cut)
+            if sink and block:
+                sink.write(data[:cut])
+            rest = data[cut:]
+            if not block:
+                if data:
+                    bpe.warn_last_word_dropped(path)
+                return
+
+
+def _on_stdin(command, paths, out):
+    """Run `fast COMMAND ... -` on the files streamed to its standard input."""
+    proc_args = [binary(), *command, "-"]
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(proc_args, stdin=subprocess.PIPE, stdout=out, stderr=err)
+        try:
+            for path in paths:
+                _check_utf8(path, proc.stdin)
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            proc.stdin.close()
+            proc.wait()
+        _check_exit(command[0], proc.returncode, err)
+
+
+def _checked_codes(codes_path, vocab_path, tmp_dir):
+    """Check the codes and vocabulary; returns the codes path the compiled tool can read (subword-nmt
+    codes are rewritten in fastBPE's three columns)."""
+    merges = bpe.read_codes(codes_path)
+    if vocab_path:
+        bpe.read_vocab(vocab_path)
+    if bpe.is_fastbpe_codes(codes_path):
+        return codes_path
+    converted = os.path.join(tmp_dir, "codes")
+    with open(converted, "w", encoding="utf-8") as f:
+        bpe.write_codes([(a, b, 0) for a, b in merges], f)
+    return converted
+
+
+def learnbpe(n_codes, paths, out):
+    """Codes to the binary file `out` (with a file descriptor)."""
+    if not binary():
+        for path in paths:
+            check_file(path)
+        out.write("".join(f"{a} {b} {c}\n" for a, b, c in bpe.learn_bpe(paths, n_codes)).encode("utf-8"))
+        return
+    out.flush()
+    _on_stdin(["learnbpe", str(n_codes)], paths, out)
+
+
+def getvocab(paths, out):
+    if not binary():
+        out.write("".join(f"{w} {c}\n" for w, c in bpe.get_vocab(paths)).encode("utf-8"))
+        return
+    out.flush()
+    _on_stdin(["getvocab"], paths, out)
+
+
+def applybpe(output_path, input_path, codes_path, vocab_path=None):
+    """BPE a file; the output appears under its name only when complete."""
+    if not binary():
+        bpe.apply_bpe_file(input_path, output_path, codes_path, vocab_path)
+        return
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        codes = _checked_codes(codes_path, vocab_path, tmp_dir)
+        _check_utf8(input_path)
+        tmp_out = os.path.join(os.path.dirname(os.path.abspath(output_path)),
+                               f".{os.path.basename(output_path)}.{os.getpid()}.tmp")
+        try:
+            _run(["applybpe", tmp_out, input_path, codes] + ([vocab_path] if vocab_path else []))
+            os.replace(tmp_out, output_path)
+        finally:
+            if os.path.exists(tmp_out):
+                os.remove(tmp_out)
+
+
+def applybpe_stream(codes_path, vocab_path=None):
+    """Standard input to standard output, line by line."""
+    if not binary():
+        bpe.apply_bpe_stream(sys.stdin.buffer, sys.stdout.buffer, codes_path, vocab_path)
+        return
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        codes = _checked_codes(codes_path, vocab_path, tmp_dir)
+        sys.stdout.flush()
+        _run(["applybpe_stream", codes] + ([vocab_path] if vocab_path else []))
