@@ -196,8 +196,10 @@ class Trainer:
                                              for m in filter(None, params.validation_metrics.split(","))})
         self.resume()
         device_ids = [info.local_rank] if info.device.type == "cuda" else None
-        self.ddp = {k: DistributedDataParallel(m, device_ids=device_ids) if info.multi else m
-                    for k, m in self.models.items()}
+        # a batch without a target in some cluster of the adaptive softmax leaves that cluster without
+        # gradient: DistributedDataParallel must then look for unused parameters after each forward
+        self.ddp = {k: DistributedDataParallel(m, device_ids=device_ids, find_unused_parameters=m.config.asm)
+                    if info.multi else m for k, m in self.models.items()}
         self.stop_signal = None
         for sig in (signal.SIGUSR1, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
