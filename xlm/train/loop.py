@@ -27,6 +27,7 @@ from ..model.checkpoint import (checkpoint_payload, config_from_params, load_wei
                                 save_checkpoint, strip_module_prefix)
 from ..model.generate import generate_greedy
 from ..model.transformer import N_MAX_POSITIONS, TransformerModel
+from ..model.word_vectors import reload_word_vectors
 from ..objectives.lm import MaskingConfig, clm_targets, concat_pair, mask_for_training
 from ..objectives.mt import add_noise, mt_loss
 from .checkpointing import gather_rng_states, load_training_checkpoint, rng_state, save_training_checkpoint, \
@@ -102,13 +103,17 @@ def build_iterators(params, data, info):
     return iterators
 
 
-def build_models(params, n_words, device, logger):
-    """{'model': encoder} for pretraining, {'encoder', 'decoder'} for translation, with --reload_model."""
+def build_models(params, dico, device, logger):
+    """{'model': encoder} for pretraining, {'encoder', 'decoder'} for translation, with --reload_emb and
+    --reload_model (which, read last as in the original, overrides the word vectors)."""
+    n_words = len(dico)
     if params.encoder_only:
         models = {"model": TransformerModel(config_from_params(vars(params), n_words))}
     else:
         models = {"encoder": TransformerModel(config_from_params(vars(params), n_words)),
                   "decoder": TransformerModel(config_from_params(vars(params), n_words, is_decoder=True))}
+    if params.reload_emb:
+        reload_word_vectors(list(models.values()), dico, params.reload_emb, logger)
     for (name, model), path in zip(models.items(), params.reload_model_paths):
         if not path:
             continue
@@ -172,7 +177,7 @@ class Trainer:
         if unknown:
             raise DataError(f"unknown metrics {', '.join(unknown)}; this run computes {', '.join(metric_names(params))}")
         params.n_words = self.data.n_words
-        self.models = build_models(params, self.data.n_words, info.device, self.logger)
+        self.models = build_models(params, self.data.dico, info.device, self.logger)
         named = [(n, p) for m in self.models.values() for n, p in m.named_parameters() if p.requires_grad]
         memory_values = [p for n, p in named if n.endswith(".values.weight")]
         others = [p for n, p in named if not n.endswith(".values.weight")]
