@@ -114,15 +114,19 @@ def test_xnli_zero_shot_run(toy_tasks):
     assert "resumed from" in proc.stdout and [s["epoch"] for s in logged_scores(proc)] == [2]
 
 
-def test_torchrun_two_ranks_match_one_process(toy_tasks):
-    """2 ranks (gloo) x batch 8 fine-tune exactly like one process x batch 16 (no dropout)."""
-    args = ["--transfer_tasks", "XNLI", "--n_epochs", 1, "--epoch_size", 96]
-    python("glue-xnli.py", *finetune_flags(toy_tasks, "single", "model_no_dropout.pth", 16), *args)
+@pytest.mark.parametrize("task, port", [("XNLI", 29541), ("SST-2", 29542)])
+def test_torchrun_two_ranks_match_one_process(toy_tasks, task, port):
+    """2 ranks (gloo) x batch 8 fine-tune exactly like one process x batch 16 (no dropout), for 6 steps:
+    XNLI with language ids, and a GLUE task without them (its language embeddings are unused)."""
+    args = ["--transfer_tasks", task, "--n_epochs", 1, "--epoch_size", 96]
+    python("glue-xnli.py", *finetune_flags(toy_tasks, f"single-{task}", "model_no_dropout.pth", 16), *args)
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
-                    "glue-xnli.py", *map(str, finetune_flags(toy_tasks, "ddp", "model_no_dropout.pth", 8)),
-                    *map(str, args)], cwd=ROOT, env=env, check=True, capture_output=True)
-    single, ddp = (read_checkpoint(str(toy_tasks / "dumped" / "ft" / run / "checkpoint-XNLI.pth"))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(port), "glue-xnli.py",
+                           *map(str, finetune_flags(toy_tasks, f"ddp-{task}", "model_no_dropout.pth", 8)),
+                           *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single, ddp = (read_checkpoint(str(toy_tasks / "dumped" / "ft" / f"{run}-{task}" / f"checkpoint-{task}.pth"))
                    for run in ("single", "ddp"))
     for key in ("model", "classifier"):
         for name, value in single[key].items():
@@ -162,7 +166,7 @@ def test_finetune_layers_freeze_the_rest(toy_tasks):
     changed = changed_parameters(toy_tasks, "last_layer", "--finetune_layers", "_1:_1")
     assert changed and all(k.split(".")[1] == "1" for k in changed), changed
     assert any(k.startswith("attentions.1.") for k in changed) and any(k.startswith("ffns.1.") for k in changed)
-    # GLUE feeds no language ids: the language embeddings, though trainable, get no gradient
+    # GLUE feeds no language ids: the language embeddings are frozen
     changed = changed_parameters(toy_tasks, "embeddings", "--finetune_layers", "0:0")
     assert changed == {"embeddings.weight", "position_embeddings.weight", "layer_norm_emb.weight",
                        "layer_norm_emb.bias", "pred_layer.proj.weight"}

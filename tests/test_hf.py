@@ -10,6 +10,7 @@ import transformers
 import xlm
 from test_model import WORDS, padded_batch
 from xlm.convert import main as convert
+from xlm.data.dictionary import Dictionary
 from xlm.fileio import DataError
 from xlm.model.hf import from_hf
 from xlm.train.loop import build_models
@@ -108,6 +109,9 @@ def test_refusals_name_the_attribute(tmp_path):
         convert(["from-hf", str(folder), str(tmp_path / "x.pth")])
 
 
+DICO = Dictionary.from_words([(w, 0) for w in WORDS])
+
+
 def test_train_reloads_a_64_position_model(tmp_path):
     hf_folder(tmp_path / "hf", max_position_embeddings=64, n_langs=3, layer_norm_eps=1e-6)
     path = str(tmp_path / "x.pth")
@@ -119,7 +123,7 @@ def test_train_reloads_a_64_position_model(tmp_path):
 
     params = parse_params(common + ["--mlm_steps", "l0,l1-l2", "--reload_model", path, "--bptt", "64",
                                     "--max_len", "62"])
-    model = build_models(params, len(WORDS), "cpu", log)["model"]
+    model = build_models(params, DICO, "cpu", log)["model"]
     assert params.n_positions == 64 and params.layer_norm_eps == 1e-6  # saved with this run's checkpoints
     assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="65 tokens in a row, but the model has 64 positions"):
@@ -127,10 +131,10 @@ def test_train_reloads_a_64_position_model(tmp_path):
 
     params = parse_params(common + ["--mlm_steps", "l0", "--reload_model", path, "--bptt", "65"])
     with pytest.raises(DataError, match=r"--bptt 65 is longer than the 64 positions of the model \(.*x.pth\)"):
-        build_models(params, len(WORDS), "cpu", log)
+        build_models(params, DICO, "cpu", log)
     translation = common + ["--encoder_only", "false", "--mt_steps", "l0-l1", "--reload_model", f"{path},{path}"]
     with pytest.raises(DataError, match=r"--max_len 100: a sentence and its two </s> would not fit the 64 positions"):
-        build_models(parse_params(translation), len(WORDS), "cpu", log)
-    models = build_models(parse_params(translation + ["--max_len", "62"]), len(WORDS), "cpu", log)
+        build_models(parse_params(translation), DICO, "cpu", log)
+    models = build_models(parse_params(translation + ["--max_len", "62"]), DICO, "cpu", log)
     assert models["decoder"].config.n_positions == 64 and torch.equal(
         models["decoder"].position_embeddings.weight, reference["position_embeddings.weight"])

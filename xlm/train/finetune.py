@@ -134,6 +134,10 @@ class FineTuner:
         self.lang2id = dict(loaded.params.get("lang2id") or {})
         encoder = loaded.encoder
         tuned = finetuned_parameters(encoder, params.finetune_layers)
+        if task != "XNLI" and encoder.config.has_lang_emb:
+            # GLUE feeds no language ids: frozen, the language embeddings cannot hold up distributed
+            # training, which waits for a gradient of every trainable parameter
+            tuned = [p for p in tuned if p is not encoder.lang_embeddings.weight]
         freeze_all_but(encoder, tuned)
         self.model = Classifier(encoder, self.task.n_outputs, params.dropout).to(info.device)
         torch.manual_seed(params.seed + info.rank)  # dropout differs between ranks

@@ -27,6 +27,7 @@ from ..model.checkpoint import (checkpoint_payload, config_from_params, load_wei
                                 save_checkpoint, strip_module_prefix)
 from ..model.generate import generate_greedy
 from ..model.transformer import N_MAX_POSITIONS, TransformerModel
+from ..model.word_vectors import reload_word_vectors
 from ..objectives.lm import MaskingConfig, clm_targets, concat_pair, mask_for_training
 from ..objectives.mt import add_noise, mt_loss
 from ..objectives.pc import pc_batch, pc_loss
@@ -115,8 +116,9 @@ def check_positions(params, source):
                         f"{params.n_positions} positions of the model{source}")
 
 
-def build_models(params, n_words, device, logger):
-    """{'model': encoder} for pretraining, {'encoder', 'decoder'} for translation, with --reload_model.
+def build_models(params, dico, device, logger):
+    """{'model': encoder} for pretraining, {'encoder', 'decoder'} for translation, with --reload_emb and
+    --reload_model (which, read last as in the original, overrides the word vectors).
 
     The original has no flag for the position table (512 rows) and the LayerNorm eps (1e-12): a reloaded
     model (a converted Hugging Face one may differ) sets them, and params carries them into this run's
@@ -129,8 +131,10 @@ def build_models(params, n_words, device, logger):
     params.n_positions = reloaded_params.get("n_positions", N_MAX_POSITIONS)
     params.layer_norm_eps = reloaded_params.get("layer_norm_eps", 1e-12)
     check_positions(params, f" ({source})" if source else "")
-    models = {name: TransformerModel(config_from_params(vars(params), n_words, is_decoder=name == "decoder"))
+    models = {name: TransformerModel(config_from_params(vars(params), len(dico), is_decoder=name == "decoder"))
               for name in names}
+    if params.reload_emb:
+        reload_word_vectors(list(models.values()), dico, params.reload_emb, logger)
     for name, path in paths.items():
         model, data = models[name], files[path]
         # a pretrained file has 'model'; a translation file 'encoder' and 'decoder'
@@ -197,7 +201,7 @@ class Trainer:
         if unknown:
             raise DataError(f"unknown metrics {', '.join(unknown)}; this run computes {', '.join(metric_names(params))}")
         params.n_words = self.data.n_words
-        self.models = build_models(params, self.data.n_words, info.device, self.logger)
+        self.models = build_models(params, self.data.dico, info.device, self.logger)
         named = [(n, p) for m in self.models.values() for n, p in m.named_parameters() if p.requires_grad]
         memory_values = [p for n, p in named if n.endswith(".values.weight")]
         others = [p for n, p in named if not n.endswith(".values.weight")]
@@ -228,9 +232,11 @@ class Trainer:
                                if params.stopping_criterion else None)
         self.resume()
         device_ids = [info.local_rank] if info.device.type == "cuda" else None
-        # steps that leave parameters out (PC: the output layer; a decoder's CLM: its cross-attention)
+        # steps that leave parameters out: PC the output layer, a decoder's CLM its cross-attention, and a
+        # batch without a target in some cluster of the adaptive softmax that cluster
         partial = bool(params.pc_steps) or not params.encoder_only and bool(params.clm_steps or params.mlm_steps)
-        self.ddp = {k: DistributedDataParallel(m, device_ids=device_ids, find_unused_parameters=partial)
+        self.ddp = {k: DistributedDataParallel(m, device_ids=device_ids,
+                                               find_unused_parameters=partial or m.config.asm)
                     if info.multi else m for k, m in self.models.items()}
         self.stop_signal = None
         for sig in (signal.SIGUSR1, signal.SIGTERM):

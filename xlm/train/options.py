@@ -272,6 +272,8 @@ def check_params(params):
     for path in params.reload_model_paths:
         if path and not os.path.isfile(path):
             raise DataError(f"--reload_model: {path} is not a file")
+    if params.reload_emb and not os.path.isfile(params.reload_emb):
+        raise DataError(f"--reload_emb: {params.reload_emb} is not a file")
     if params.reload_checkpoint and not os.path.isfile(params.reload_checkpoint):
         raise DataError(f"--reload_checkpoint: {params.reload_checkpoint} is not a file")
 

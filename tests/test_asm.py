@@ -1,0 +1,63 @@
+"""train.py --asm true: an adaptive softmax output layer, in one process and under torchrun."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+from conftest import ROOT, python
+
+# a 3,193-word vocabulary: the last cluster (ids 2800+) holds rare subwords, 1% of the tokens, absent from
+# about half of the batches of 64 tokens
+ASM = ["--asm", "true", "--share_inout_emb", "false", "--asm_cutoffs", "500,2800", "--asm_div_value", "2"]
+TINY = ["--emb_dim", "32", "--n_layers", "1", "--n_heads", "4", "--bptt", "32", "--max_len", "30"]
+
+
+def flags(data, dump, exp_id, *more):
+    return ["--exp_name", "asm", "--exp_id", exp_id, "--dump_path", str(dump), "--data_path", str(data), *TINY, *ASM,
+            *map(str, more)]
+
+
+def torchrun(port, *args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(port), "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def log_of(dump, exp_id):
+    return (dump / "asm" / exp_id / "train.log").read_text()
+
+
+def scores_of(log):
+    return [json.loads(line.split("__log__:", 1)[1]) for line in log.splitlines() if "__log__:" in line]
+
+
+def losses_of(log, name):
+    """{iteration: loss of the objective `name`} from the progress lines."""
+    return {int(m.group(1)): float(m.group(2)) for m in re.finditer(rf" - +(\d+) - .*? {name}: +([-\d.naif]+)", log)}
+
+
+def test_one_process_learns_and_torchrun_matches_it(small_sample, tmp_path):
+    """The loss falls; 2 ranks (gloo) x batch 2 give the losses of one process x batch 4, through steps in
+    which a cluster gets no target on a rank (or on both), whose gradient DDP must then not wait for."""
+    common = ["--lgs", "en", "--clm_steps", "en", "--optimizer", "adam,lr=0.003", "--max_epoch", 1,
+              "--log_interval", 1]
+    python("train.py", *flags(small_sample, tmp_path, "single", *common, "--batch_size", 4, "--epoch_size", 48))
+    torchrun(29571, *flags(small_sample, tmp_path, "ddp", *common, "--batch_size", 2, "--epoch_size", 24))
+    single, ddp = (losses_of(log_of(tmp_path, run), "CLM-en") for run in ("single", "ddp"))
+    assert len(single) == 12 and single.keys() == ddp.keys()
+    losses = list(single.values())
+    assert all(0 < v < 20 for v in losses) and sum(losses[-3:]) < 0.9 * sum(losses[:3]), losses
+    for it in single:
+        assert abs(single[it] - ddp[it]) < 1e-4 * single[it], (it, single[it], ddp[it])
+
+
+def test_translation_under_torchrun(small_sample, tmp_path):
+    """The decoder's adaptive softmax under torchrun; the encoder's, unused in translation, is frozen."""
+    torchrun(29572, *flags(small_sample, tmp_path, "mt", "--lgs", "en-fr", "--encoder_only", "false", "--mt_steps",
+                           "fr-en", "--ae_steps", "en", "--batch_size", 4, "--epoch_size", 24, "--max_epoch", 1,
+                           "--log_interval", 1))
+    log = log_of(tmp_path, "mt")
+    assert len(losses_of(log, "MT-fr-en")) == 3 and len(losses_of(log, "AE-en")) == 3
+    assert scores_of(log)[0]["valid_fr-en_mt_ppl"] > 0
