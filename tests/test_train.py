@@ -244,7 +244,24 @@ def test_per_rank_shards_replace_the_train_file(small_sample, tmp_path):
     from xlm.data import BatchIterator, StreamDataset
     iterators = build_iterators(params, rank1, DistInfo(rank=1, world_size=2, local_rank=1))
     fr = rank1.mono["fr"]["train"]
-    own = next(BatchIterator(StreamDataset(fr, 4, 16, rank1.n_words), params.seed)).x
-    whole = next(BatchIterator(StreamDataset(fr, 8, 16, rank1.n_words), params.seed)).x
+    own = next(BatchIterator(StreamDataset(fr, 4, 16, rank1.n_words), iterators[("pred", "en")].seed)).x
+    whole = next(BatchIterator(StreamDataset(fr, 8, 16, rank1.n_words), iterators[("pred", "fr")].seed)).x
     assert torch.equal(next(iterators[("pred", "en")]).x, own)          # its own batches of --batch_size
     assert torch.equal(next(iterators[("pred", "fr")]).x, whole[4:])    # its rows of a global batch of 2 x 4
+
+
+def test_each_objective_draws_its_own_batches(small_sample):
+    """As the original's separate iterators: AE and BT on one language (or MLM and TLM on one pair) do not
+    read the same batches in lockstep, while every rank computes the same order for a given objective."""
+    from xlm.data.loader import load_training_data
+    from xlm.train.distributed import DistInfo
+    from xlm.train.loop import build_iterators
+    params = parse_params(["--exp_name", "x", "--lgs", "en-fr", "--encoder_only", "false", "--ae_steps", "en",
+                           "--bt_steps", "en-fr-en", "--mt_steps", "en-fr", "--mlm_steps", "en-fr",
+                           "--data_path", str(small_sample), "--batch_size", "8"])
+    data = load_training_data(params)
+    iterators = build_iterators(params, data, DistInfo())
+    assert not torch.equal(next(iterators[("ae", "en")]).x, next(iterators[("bt", "en")]).x)
+    assert not torch.equal(next(iterators[("pred", "en", "fr")])[0].x, next(iterators[("mt", "en", "fr")])[0].x)
+    again = build_iterators(params, data, DistInfo(rank=1, world_size=2, local_rank=1))
+    assert {k: it.seed for k, it in iterators.items()} == {k: it.seed for k, it in again.items()}

@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import time
+import zlib
 from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -71,37 +72,42 @@ def prepare_dump(params, info):
 
 
 def build_iterators(params, data, info):
-    """One resumable iterator per (objective, languages), keyed like the original (causal / pred)."""
+    """One resumable iterator per (objective, languages), keyed like the original (causal / pred / align /
+    ae / bt / mt). Each draws its own order, as the original's do: AE and BT on one language, or MLM and
+    MT on one pair, must not see the same batches in lockstep."""
     iterators = {}
-    world, seed = info.world_size, params.seed
+    world = info.world_size
     # --batch_size and --tokens_per_batch are per rank; a global batch holds every rank's rows
     batching = BatchingOptions(params.batch_size * world, params.tokens_per_batch * world
                                if params.tokens_per_batch > 0 else -1, params.max_batch_size * world,
                                params.group_by_size, params.tokens_per_batch_padded)
+
+    def add(key, dataset, rank=info.rank, world_size=world):
+        if key not in iterators:
+            seed = zlib.crc32("|".join(map(str, (params.seed,) + key)).encode())  # the same on every rank
+            iterators[key] = BatchIterator(dataset, seed, rank, world_size)
+
     for objective, steps in (("causal", params.clm_steps), ("pred", params.mlm_steps)):
         for l1, l2 in steps:
             if l2 is None and l1 in data.sharded:
                 # this rank's own shard file: its own batches, not rows of global ones
-                dataset = StreamDataset(data.mono[l1]["train"], params.batch_size, params.bptt, data.n_words)
-                iterators.setdefault((objective, l1), BatchIterator(dataset, seed))
-                continue
-            if l2 is None:
-                dataset = StreamDataset(data.mono[l1]["train"], params.batch_size * world, params.bptt, data.n_words)
-                key = (objective, l1)
+                add((objective, l1), StreamDataset(data.mono[l1]["train"], params.batch_size, params.bptt,
+                                                   data.n_words), 0, 1)
+            elif l2 is None:
+                add((objective, l1), StreamDataset(data.mono[l1]["train"], params.batch_size * world, params.bptt,
+                                                   data.n_words))
             else:
                 a, b = sorted((l1, l2))
-                dataset = ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len, data.n_words)
-                key = (objective, a, b)
-            iterators.setdefault(key, BatchIterator(dataset, seed, info.rank, world))
+                add((objective, a, b), ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len,
+                                                       data.n_words))
     for objective, langs in (("ae", params.ae_steps), ("bt", [l1 for l1, _, _ in params.bt_steps])):
         for lang in langs:
-            dataset = SentenceDataset(data.mono[lang]["train"], batching, params.max_len, data.n_words)
-            iterators[(objective, lang)] = BatchIterator(dataset, seed, info.rank, world)
+            add((objective, lang), SentenceDataset(data.mono[lang]["train"], batching, params.max_len, data.n_words))
     for objective, steps in (("align", params.pc_steps), ("mt", params.mt_steps)):
         for l1, l2 in steps:
             a, b = sorted((l1, l2))
-            dataset = ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len, data.n_words)
-            iterators.setdefault((objective, a, b), BatchIterator(dataset, seed, info.rank, world))
+            add((objective, a, b), ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len,
+                                                   data.n_words))
     return iterators
 
 
