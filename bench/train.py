@@ -1,5 +1,6 @@
 """Training-step speed: an MLM step on a bptt stream plus a TLM step on a sentence pair, as train.py
-runs them (masking on the CPU, one forward returning the loss, backward, clipping, AdamW step).
+runs them (masking on the CPU, one forward returning the loss, backward, clipping, the original's Adam
+with the inverse-sqrt schedule, as `--optimizer adam_inverse_sqrt,...`).
 Prints one JSON object with tokens/s, and on a GPU the model FLOPs utilisation (MFU).
 
     python bench/train.py                                   # CPU: 4 layers, 256 dim, bptt 256
@@ -18,6 +19,7 @@ from bench.model import sync
 from xlm.data.datasets import Batch
 from xlm.model.transformer import TransformerConfig, TransformerModel
 from xlm.objectives.lm import MaskingConfig, concat_pair, mask_for_training
+from xlm.train.schedules import build_optimizer, update_lr
 
 SIZES = {"small": dict(emb_dim=256, n_layers=4, n_heads=8, n_words=32000),
          "mlm_tlm_xnli15_1024": dict(emb_dim=1024, n_layers=12, n_heads=8, n_words=95000)}
@@ -47,7 +49,7 @@ def main():
                                gelu_activation=True)
     model = TransformerModel(config).to(device).train()
     forward = torch.compile(model) if args.compile else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    optimizer = build_optimizer(list(model.parameters()), "adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.0001")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bfloat16" else nullcontext()
     masking = MaskingConfig(n_words=config.n_words)
     generator = torch.Generator().manual_seed(0)
@@ -78,6 +80,7 @@ def main():
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            update_lr(optimizer)
             n += int(lengths.sum())
         return n
 
