@@ -310,6 +310,10 @@ def binarize(text_path, dico, output_path, threads=None):
         else:
             with Pool(threads, initializer=_init_indexer, initargs=(dico.word2id,)) as pool:
                 dropped, empty = _write_ours(f, pool.imap(_index_block, blocks), dico)
+                # workers end on their own: the pool's exit terminates them by SIGTERM, which waits forever
+                # in a process that handles SIGTERM itself (as a training run does)
+                pool.close()
+                pool.join()
     if empty:
         logger.warning("%s: %i empty lines kept as empty sentences (first at line %i)", text_path, len(empty), empty[0])
     if dropped:
