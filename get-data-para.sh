@@ -29,23 +29,9 @@ declare -A CORPORA=(
   [en-tr]="SETIMES/v2 TED2013/v1.1 Wikipedia/v1.0" [en-ur]="Tanzil/v1" [en-vi]="OpenSubtitles/v2018"
   [en-zh]="MultiUN/v1"
 )
-DATA=./data MIRROR='' N_VALID=5000 N_TEST=5000 PAIR=''
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --*) [ $# -ge 2 ] || die "$1: missing value";;  # every option takes one
-  esac
-  case "$1" in
-    --mirror) MIRROR=$2; shift 2;;
-    --data_path) DATA=$2; shift 2;;
-    --n_valid) N_VALID=$2; shift 2;;
-    --n_test) N_TEST=$2; shift 2;;
-    -*) die "unknown argument $1";;
-    *) [ -z "$PAIR" ] || die "one pair only ($PAIR, then $1)"; PAIR=$1; shift;;
-  esac
-done
-[ -n "$PAIR" ] || die "usage: $0 PAIR [--mirror DIR_OR_URL] [--data_path ./data] [--n_valid 5000] [--n_test 5000]"
+split_options pair "$@"
+PAIR=$ARG
 [ -n "${CORPORA[$PAIR]:-}" ] || die "unsupported pair $PAIR; supported: $(printf '%s\n' "${!CORPORA[@]}" | sort | xargs)"
-[[ "$N_VALID" =~ ^[0-9]+$ && "$N_TEST" =~ ^[0-9]+$ ]] || die "--n_valid and --n_test take a number of lines"
 LANGS=${PAIR/-/ }
 PARA=$DATA/para
 mkdir -p "$PARA"

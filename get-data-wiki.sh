@@ -17,22 +17,8 @@
 set -euo pipefail
 MAIN=$(cd "$(dirname "$0")" && pwd)
 source "$MAIN/tools/data_lib.sh"  # fetch, tokenize_lower_pipe, split_data, die
-DATA=./data MIRROR='' N_VALID=5000 N_TEST=5000 LG=''
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --*) [ $# -ge 2 ] || die "$1: missing value";;  # every option takes one
-  esac
-  case "$1" in
-    --mirror) MIRROR=$2; shift 2;;
-    --data_path) DATA=$2; shift 2;;
-    --n_valid) N_VALID=$2; shift 2;;
-    --n_test) N_TEST=$2; shift 2;;
-    -*) die "unknown argument $1";;
-    *) [ -z "$LG" ] || die "one language only ($LG, then $1)"; LG=$1; shift;;
-  esac
-done
-[ -n "$LG" ] || die "usage: $0 LG [--mirror DIR_OR_URL] [--data_path ./data] [--n_valid 5000] [--n_test 5000]"
-[[ "$N_VALID" =~ ^[0-9]+$ && "$N_TEST" =~ ^[0-9]+$ ]] || die "--n_valid and --n_test take a number of lines"
+split_options language "$@"
+LG=$ARG
 
 WIKI=$DATA/wiki TXT=$DATA/wiki/txt
 ALL=$TXT/$LG.all

@@ -11,6 +11,7 @@
 #   tokenize_lower_pipe LANG       # the same, stdin to stdout
 #   split_data ALL TRAIN VALID TEST N_VALID N_TEST   # the original's seeded shuffle and split of ALL
 #   prepare_options FLAG "$@"      # --codes --vocab --input --output --FLAG of prepare-*.sh, checked
+#   split_options WHAT "$@"        # one WHAT (into ARG) and --mirror --data_path --n_valid --n_test, checked
 #   die MESSAGE                    # "<script name>: MESSAGE" on stderr, exit 1
 #
 # Every output appears under its final name only when complete, and a step whose output exists is skipped,
@@ -139,4 +140,26 @@ prepare_options() {  # list flag, "$@": the options of the prepare-*.sh scripts,
   [ -f "$CODES" ] || die "BPE codes $CODES not found (pass --codes)"
   [ -f "$VOCAB" ] || die "vocabulary $VOCAB not found (pass --vocab)"
   [ -n "$ITEMS" ] || die "--$list_flag: none given"
+}
+
+split_options() {  # what (named in messages), "$@": one positional argument into ARG, and --mirror --data_path
+  # --n_valid --n_test into MIRROR DATA N_VALID N_TEST (defaults: none, ./data, the original's 5000 and 5000)
+  local what=$1
+  shift
+  DATA=./data MIRROR='' N_VALID=5000 N_TEST=5000 ARG=''
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --*) [ $# -ge 2 ] || die "$1: missing value";;  # every option takes one
+    esac
+    case "$1" in
+      --mirror) MIRROR=$2; shift 2;;
+      --data_path) DATA=$2; shift 2;;
+      --n_valid) N_VALID=$2; shift 2;;
+      --n_test) N_TEST=$2; shift 2;;
+      -*) die "unknown argument $1";;
+      *) [ -z "$ARG" ] || die "one $what only ($ARG, then $1)"; ARG=$1; shift;;
+    esac
+  done
+  [ -n "$ARG" ] || die "usage: $0 ${what^^} [--mirror DIR_OR_URL] [--data_path ./data] [--n_valid 5000] [--n_test 5000]"
+  [[ "$N_VALID" =~ ^[0-9]+$ && "$N_TEST" =~ ^[0-9]+$ ]] || die "--n_valid and --n_test take a number of lines"
 }
