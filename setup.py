@@ -11,8 +11,6 @@ setup(
         "numpy>=1.23",
         "sacremoses>=0.1",
         "sacrebleu>=2.3",
-        "subword-nmt>=0.3.8,<0.4",
-        "tokenizers>=0.15",
         "tqdm>=4.60",
     ],
     extras_require={
@@ -22,8 +20,9 @@ setup(
         "hf": ["transformers>=4.40"],
         "plot": ["matplotlib>=3.5"],
         "wiki": ["wikiextractor>=3.1"],
+        # subword-nmt: an independent oracle for the BPE tests
         "test": ["pytest>=7", "transformers>=4.40", "matplotlib>=3.5", "scikit-learn>=1.0", "scipy>=1.7",
-                 "wikiextractor>=3.1"],
+                 "wikiextractor>=3.1", "subword-nmt>=0.3.8,<0.4"],
     },
     scripts=["tools/fastbpe"],
 )
