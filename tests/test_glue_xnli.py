@@ -1,6 +1,7 @@
 """glue-xnli.py: XNLI and GLUE fine-tuning run as a user runs them, on tiny data built here."""
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -235,3 +236,25 @@ def test_mismatched_label_file_is_an_error(toy_tasks, tmp_path):
     proc = python("glue-xnli.py", "--exp_name", "ft", "--dump_path", tmp_path / "dumped", "--model_path",
                   toy_tasks / "model.pth", "--data_path", tmp_path / "data", "--transfer_tasks", "SST-2", check=False)
     assert proc.returncode != 0 and f"valid.label, line {len(labels)}: unknown label 'maybe'" in proc.stderr
+
+
+def test_torchrun_two_ranks_evaluate_as_one_process(toy_tasks):
+    """Unchanged weights (lr 0): 2 ranks, each predicting half of every XNLI set, log one process's scores."""
+    args = ["--transfer_tasks", "XNLI", "--n_epochs", 1, "--epoch_size", 16, "--optimizer_e", "adam,lr=0",
+            "--optimizer_p", "adam,lr=0"]
+    single = logged_scores(python("glue-xnli.py", *finetune_flags(toy_tasks, "eval-single", "model_no_dropout.pth"),
+                                  *args))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(port), "glue-xnli.py",
+                           *map(str, finetune_flags(toy_tasks, "eval-ddp", "model_no_dropout.pth", 8)), *map(str, args)],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = logged_scores(proc)
+    assert len(single) == len(ddp) == 1 and single[0].keys() == ddp[0].keys()
+    assert {f"xnli_{split}_{lg}_acc" for split in ("valid", "test") for lg in LANGS} < set(single[0])
+    for k, v in single[0].items():
+        assert ddp[0][k] == pytest.approx(v, rel=1e-6), k

@@ -21,7 +21,7 @@ from test_train import losses_of, scores_of
 from xlm.data.binarized import binarize
 from xlm.data.datasets import batch_sentences
 from xlm.data.dictionary import MASK_INDEX, N_RESERVED, SPECIAL_WORDS, Dictionary
-from xlm.evaluation.lm import _mask_windows
+from xlm.evaluation.lm import _stack, _targets
 from xlm.model.checkpoint import read_checkpoint
 from xlm.model.transformer import TransformerConfig, TransformerModel
 from xlm.objectives.lm import MaskingConfig, clm_targets, concat_pair, mask_for_eval, mask_for_training
@@ -209,21 +209,23 @@ def test_eval_mask_is_the_originals_number_for_number():
 def test_eval_mask_of_stacked_stream_windows():
     """The original evaluates a stream one window at a time (batch size 1); xlm stacks windows and
     must mask them as the original does window after window."""
-    ours, theirs = np.random.RandomState(0), np.random.RandomState(0)
+    theirs = np.random.RandomState(0)
     bptt, forced = 8, 0
     g = torch.Generator().manual_seed(0)
-    for group in (5, 3, 4):
-        x = torch.randint(N_RESERVED, 40, (group, bptt), generator=g)
-        lengths = torch.full((group,), bptt)
-        got_x, got_mask, got_y = _mask_windows(x, lengths, 0.05, ours)
-        for i in range(group):
-            exp_x, exp_y, exp_mask, n = original_eval_mask(x[i:i + 1].T.numpy(), lengths[i:i + 1].numpy(), 0.05, theirs)
+    windows = [torch.randint(N_RESERVED, 40, (1, bptt), generator=g) for _ in range(12)]
+    lengths = torch.full((1,), bptt)
+    params = SimpleNamespace(word_pred=0.05, context_size=0)
+    batches = list(_stack(_targets(((w, lengths, None, None) for w in windows), "mlm", params), 5))
+    assert [len(b[0]) for b in batches] == [5, 5, 2]
+    for k, (x, stacked_lengths, _, _, pred_mask, y) in enumerate(batches):
+        originals = torch.cat(windows[5 * k:5 * k + 5])
+        for i in range(len(x)):
+            exp_x, exp_y, exp_mask, n = original_eval_mask(originals[i:i + 1].T.numpy(), lengths.numpy(), 0.05, theirs)
             forced += n
-            assert np.array_equal(got_mask[i:i + 1].T.numpy(), exp_mask)
-            assert np.array_equal(got_x[i:i + 1].T.numpy(), exp_x)
-        assert torch.equal(got_y, x[got_mask])
+            assert np.array_equal(pred_mask[i:i + 1].T.numpy(), exp_mask)
+            assert np.array_equal(x[i:i + 1].T.numpy(), exp_x)
+        assert torch.equal(y, originals[pred_mask]) and (stacked_lengths == bptt).all()
     assert forced > 0
-    assert all(np.array_equal(a, b) for a, b in zip(ours.get_state(), theirs.get_state()))
 
 
 # ---------------------------------------------------------------------------------------------- TLM layout

@@ -17,6 +17,7 @@ from ..data.datasets import Batch, BatchingOptions, ParallelDataset, SentenceDat
 from ..data.dictionary import EOS_INDEX, Dictionary
 from ..fileio import DataError, check_file, decode_utf8
 from ..objectives.lm import concat_pair
+from ..train.distributed import gather_to_master, own_share
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,25 @@ class LabelledSplit:
             x, lengths = sides[0].x, sides[0].lengths
         langs = torch.full_like(x, lang_id) if lang_id is not None else None
         return x, lengths, langs, self.dataset.indices[key]
+
+
+@torch.no_grad()
+def predict(model, data, lang_id, info, autocast):
+    """The outputs (n, n_outputs) of `model` on a LabelledSplit, in sentence order, on rank 0 (None on
+    the other ranks): each rank of `info` runs batches i ≡ rank (mod world size)."""
+    outputs, order = [], []
+    for key in own_share(data.dataset.batches(None), info):
+        x, lengths, langs, indices = data.batch(key, lang_id)
+        with autocast:
+            out = model(x.to(info.device), lengths.to(info.device), None if langs is None else langs.to(info.device))
+        outputs.append(out.float().cpu().numpy())
+        order.append(indices)
+    shares = gather_to_master((outputs, order), info)
+    if not info.is_master:
+        return None
+    outputs = [o for share, _ in shares for o in share]
+    order = np.concatenate([i for _, share in shares for i in share])
+    return np.concatenate(outputs)[np.argsort(order)]
 
 
 def read_labels(path, task_name, label_set=None):

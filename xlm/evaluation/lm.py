@@ -1,6 +1,7 @@
 """Perplexity and accuracy of CLM / MLM / TLM on the valid and test sets, under the original's metric
 names: `valid_en_mlm_ppl`, `valid_en_fr_mlm_acc` (TLM: underscore), `valid_en-fr_clm_ppl` (CLM pair:
 hyphen), and `valid_mlm_ppl` / `valid_clm_ppl` averaged over the monolingual languages."""
+import itertools
 import math
 import time
 from contextlib import nullcontext
@@ -10,6 +11,7 @@ import torch
 
 from ..data.datasets import BatchingOptions, ParallelDataset, StreamDataset
 from ..objectives.lm import clm_targets, concat_pair, lm_scores, mask_for_eval
+from ..train.distributed import DistInfo, all_reduce_sum, own_share
 
 
 # the 15 XNLI languages keep larger evaluation sets in runs of more than 30 languages
@@ -27,21 +29,12 @@ def eval_subset(params, split, lang):
     return 1, None
 
 
-def _stream_windows(corpus, bptt, n_words, group, subsample=1):
-    """The original evaluates a stream one bptt window at a time (batch size 1); rows of a batch are
-    independent, so windows are stacked `group` at a time with the same results."""
+def _stream_windows(corpus, bptt, n_words, lang, subsample=1):
+    """The original evaluates a stream one bptt window at a time (batch size 1)."""
     dataset = StreamDataset(corpus, 1, bptt, n_words=n_words)
-    keys = dataset.batches(None)[:max(len(dataset) // subsample, 1)]
-    for start in range(0, len(keys), group):
-        batches = [dataset.collate(k) for k in keys[start:start + group]]
-        yield torch.cat([b.x for b in batches]), torch.cat([b.lengths for b in batches])
-
-
-def _mask_windows(x, lengths, word_pred, rng):
-    """mask_for_eval on stacked stream windows one window at a time, as the original masks each
-    window as a batch of its own: the same rng draws, so the same masked tokens."""
-    masked = [mask_for_eval(x[i:i + 1], lengths[i:i + 1], word_pred, rng) for i in range(len(x))]
-    return tuple(torch.cat(parts) for parts in zip(*masked))
+    for key in dataset.batches(None)[:max(len(dataset) // subsample, 1)]:
+        b = dataset.collate(key)
+        yield b.x, b.lengths, None, None if lang is None else torch.full_like(b.x, lang)
 
 
 def _pair_batches(c1, c2, batch_size, n_words, lang_ids, n_sentences=None):
@@ -52,47 +45,61 @@ def _pair_batches(c1, c2, batch_size, n_words, lang_ids, n_sentences=None):
         yield concat_pair(b1, lang_ids[0], b2, lang_ids[1])
 
 
-def _evaluate(model, batches, objective, params, device, autocast, mask=mask_for_eval):
-    """ppl and acc over batches of (x, lengths, positions, langs); MLM masks with `mask`."""
-    xe, n, correct = 0.0, 0, 0
-    rng = np.random.RandomState(0)  # the same masks at every evaluation
+def _targets(batches, objective, params):
+    """(x, lengths, positions, langs, pred_mask, y) of each batch: CLM's next tokens, or MLM's masks
+    drawn from a fresh RandomState(0) batch after batch, as the original: the same masks at every
+    evaluation, and on any number of ranks as long as every rank draws those of every batch."""
+    rng = np.random.RandomState(0)
     for x, lengths, positions, langs in batches:
         if objective == "clm":
             pred_mask, y = clm_targets(x, lengths, params.context_size)
         else:
-            x, pred_mask, y = mask(x, lengths, params.word_pred, rng)
+            x, pred_mask, y = mask_for_eval(x, lengths, params.word_pred, rng)
+        yield x, lengths, positions, langs, pred_mask, y
+
+
+def _stack(batches, group):
+    """Batches stacked `group` at a time; rows are independent, so stacked stream windows score as the
+    original's one-window batches."""
+    batches = iter(batches)
+    while chunk := list(itertools.islice(batches, group)):
+        yield tuple(None if parts[0] is None else torch.cat(parts) for parts in zip(*chunk))
+
+
+def _evaluate(model, batches, objective, device, autocast):
+    """(sum of cross-entropy, predictions, correct predictions) over batches of _targets."""
+    xe, n, correct = 0.0, 0, 0
+    move = (lambda t: None if t is None else t.to(device, non_blocking=True))
+    for x, lengths, positions, langs, pred_mask, y in batches:
         if len(y) == 0:
             continue
-        move = (lambda t: None if t is None else t.to(device, non_blocking=True))
         with autocast:
             s, k, c = lm_scores(model, move(x), move(lengths), move(langs), move(positions), move(pred_mask),
                                 move(y), causal=objective == "clm")
         xe, n, correct = xe + s, n + k, correct + c
-    return math.exp(xe / max(n, 1)), 100.0 * correct / max(n, 1)
+    return xe, n, correct
 
 
 @torch.no_grad()
-def evaluate_lm(models, data, params, device, autocast=None, log=None):
+def evaluate_lm(models, data, params, info=DistInfo(), autocast=None, log=None):
     """Scores for every clm/mlm step on valid and test, in the original's order and names, of
     models["clm"] and models["mlm"]; `log`, if given, is called with a progress message after each
-    evaluated set."""
+    evaluated set. Each rank of `info` evaluates batches (stream windows) i ≡ rank (mod world size) and
+    the sums are added up, so every rank returns the scores of the whole sets."""
     autocast = autocast or nullcontext()
     was_training = {m: m.training for m in models.values()}
     for m in was_training:
         m.eval()
     scores = {}
-    group = max(params.batch_size, 1)
     lang_id = params.lang2id
     for split in ("valid", "test"):
         for objective, steps in (("clm", params.clm_steps), ("mlm", params.mlm_steps)):
             mono = []
             for l1, l2 in steps:
                 if l2 is None:
-                    corpus = data.mono[l1][split]
                     lang = lang_id[l1] if params.n_langs > 1 else None
-                    subsample = eval_subset(params, split, l1)[0]
-                    batches = ((x, lengths, None, None if lang is None else torch.full_like(x, lang))
-                               for x, lengths in _stream_windows(corpus, params.bptt, data.n_words, group, subsample))
+                    batches = _stream_windows(data.mono[l1][split], params.bptt, data.n_words, lang,
+                                              eval_subset(params, split, l1)[0])
                     name = f"{split}_{l1}_{objective}"
                     mono.append(name)
                 else:
@@ -100,13 +107,16 @@ def evaluate_lm(models, data, params, device, autocast=None, log=None):
                     c1, c2 = data.para[(a, b)][split]
                     if (l1, l2) != (a, b):
                         c1, c2 = c2, c1
-                    batches = ((x, lengths, positions, langs) for x, lengths, positions, langs in
-                               _pair_batches(c1, c2, params.batch_size, data.n_words, (lang_id[l1], lang_id[l2]),
-                                             eval_subset(params, split, l1)[1]))
+                    batches = _pair_batches(c1, c2, params.batch_size, data.n_words, (lang_id[l1], lang_id[l2]),
+                                            eval_subset(params, split, l1)[1])
                     name = f"{split}_{l1}-{l2}_clm" if objective == "clm" else f"{split}_{l1}_{l2}_mlm"
                 start = time.time()
-                mask = _mask_windows if l2 is None else mask_for_eval
-                ppl, acc = _evaluate(models[objective], batches, objective, params, device, autocast, mask)
+                own = own_share(_targets(batches, objective, params), info)
+                if l2 is None:
+                    own = _stack(own, max(params.batch_size, 1))
+                xe, n, correct = all_reduce_sum(list(_evaluate(models[objective], own, objective, info.device,
+                                                               autocast)), info)
+                ppl, acc = math.exp(xe / max(n, 1)), 100.0 * correct / max(n, 1)
                 scores[f"{name}_ppl"], scores[f"{name}_acc"] = ppl, acc
                 if log:
                     log(f"Evaluated {name}: ppl {ppl:.2f}, acc {acc:.2f}% ({time.time() - start:.1f}s)")

@@ -14,6 +14,7 @@ from ..fileio import atomic_write
 from ..model.generate import generate_beam, generate_greedy
 from ..objectives.mt import decoder_targets
 from .bleu import prepare_for_bleu, tokenized_bleu
+from ..train.distributed import DistInfo, all_reduce_sum, broadcast_from_master, gather_to_master, own_share
 from .lm import eval_subset
 
 
@@ -31,14 +32,17 @@ def _sentences(dico, ids):
 
 
 @torch.no_grad()
-def evaluate_mt(encoder, decoder, data, params, device, autocast=None, epoch=0, dump=".", log=None,
-                write_files=True):
+def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, epoch=0, dump=".", log=None):
+    """Teacher-forced ppl / acc and, with --eval_bleu, BLEU of every direction on valid and test. Each
+    rank of `info` takes batches i ≡ rank (mod world size); rank 0 gathers the hypotheses, writes the
+    files and scores BLEU, and every rank returns the same scores."""
     autocast = autocast or nullcontext()
     was_training = encoder.training
     encoder.eval(), decoder.eval()
     scores = {}
     hyp_dir = os.path.join(dump, "hypotheses")
-    os.makedirs(hyp_dir, exist_ok=True)
+    if info.is_master:
+        os.makedirs(hyp_dir, exist_ok=True)
     for split in ("valid", "test"):
         for src, tgt in mt_directions(params):
             start = time.time()
@@ -49,9 +53,9 @@ def evaluate_mt(encoder, decoder, data, params, device, autocast=None, epoch=0, 
             dataset = ParallelDataset(c_src, c_tgt, BatchingOptions(batch_size=params.batch_size, group_by_size=True),
                                       n_words=data.n_words, n_sentences=eval_subset(params, split, src)[1])
             xe, n, correct, hyps = 0.0, 0, 0, {}
-            for key in dataset.batches(None):
+            for key in own_share(dataset.batches(None), info):
                 s, t = dataset.collate(key)
-                x1, len1, x2, len2 = (v.to(device) for v in (s.x, s.lengths, t.x, t.lengths))
+                x1, len1, x2, len2 = (v.to(info.device) for v in (s.x, s.lengths, t.x, t.lengths))
                 with autocast:
                     enc = encoder(x1, len1, langs=params.lang2id[src])
                     h = decoder(x2, len2, langs=params.lang2id[tgt], causal=True, src_enc=enc, src_len=len1)
@@ -69,18 +73,23 @@ def evaluate_mt(encoder, decoder, data, params, device, autocast=None, epoch=0, 
                 xe += F.cross_entropy(logits, y, reduction="sum").item()
                 n, correct = n + len(y), correct + (logits.argmax(-1) == y).sum().item()
             name = f"{split}_{src}-{tgt}_mt"
+            xe, n, correct = all_reduce_sum([xe, n, correct], info)
             scores[f"{name}_ppl"], scores[f"{name}_acc"] = math.exp(xe / max(n, 1)), 100.0 * correct / max(n, 1)
             if params.eval_bleu:
-                refs = [prepare_for_bleu(_sentences(data.dico, c_tgt[i])) for i in dataset.indices]
-                out = [prepare_for_bleu(_sentences(data.dico, hyps[int(i)])) for i in dataset.indices]
-                if write_files:
+                shares = gather_to_master(hyps, info)
+                bleu = None
+                if info.is_master:
+                    hyps = {i: h for share in shares for i, h in share.items()}
+                    refs = [prepare_for_bleu(_sentences(data.dico, c_tgt[i])) for i in dataset.indices]
+                    out = [prepare_for_bleu(_sentences(data.dico, hyps[int(i)])) for i in dataset.indices]
                     ref_path = os.path.join(hyp_dir, f"ref.{src}-{tgt}.{split}.txt")
                     if not os.path.exists(ref_path):
                         with atomic_write(ref_path, "w") as f:
                             f.write("".join(r + "\n" for r in refs))
                     with atomic_write(os.path.join(hyp_dir, f"hyp{epoch}.{src}-{tgt}.{split}.txt"), "w") as f:
                         f.write("".join(h + "\n" for h in out))
-                scores[f"{name}_bleu"] = tokenized_bleu(out, refs)
+                    bleu = tokenized_bleu(out, refs)
+                scores[f"{name}_bleu"] = broadcast_from_master(bleu, info)
             if log:
                 log(f"Evaluated {name}: ppl {scores[f'{name}_ppl']:.2f}" +
                     (f", BLEU {scores[f'{name}_bleu']:.2f}" if params.eval_bleu else "") +

@@ -4,6 +4,7 @@ torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT. Under 
 per GPU) the same facts come from SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID, and the master is the
 first host of SLURM_JOB_NODELIST on --master_port. NCCL on GPUs, gloo on CPUs.
 """
+import itertools
 import os
 import subprocess
 from dataclasses import dataclass
@@ -70,3 +71,26 @@ def all_reduce_sum(values, info):
 
 def any_rank(flag, info):
     return bool(all_reduce_sum([float(flag)], info)[0]) if info.multi else flag
+
+
+def own_share(items, info):
+    """Items i ≡ rank (mod world size): one rank's share of work that every rank walks through."""
+    return itertools.islice(items, info.rank, None, info.world_size)
+
+
+def gather_to_master(obj, info):
+    """[every rank's obj] on rank 0, None on the others (a picklable object per rank)."""
+    if not info.multi:
+        return [obj]
+    gathered = [None] * info.world_size if info.is_master else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
+
+
+def broadcast_from_master(obj, info):
+    """Rank 0's obj on every rank: the decisions and scores that every rank must share."""
+    if not info.multi:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

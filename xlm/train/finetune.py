@@ -23,11 +23,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data.datasets import BatchingOptions
 from ..data.iterators import BatchIterator
-from ..evaluation.classification import TASKS, TaskData, task_scores
+from ..evaluation.classification import TASKS, TaskData, predict, task_scores
 from ..fileio import DataError, atomic_write
 from ..model.checkpoint import checkpoint_payload, load_model, load_weights, read_checkpoint, save_checkpoint
 from ..model.embedder import finetuned_parameters, freeze_all_but, sentence_vectors
-from .distributed import all_reduce_sum, init_distributed
+from .distributed import all_reduce_sum, broadcast_from_master, init_distributed
 from .logging import MetricsWriter, create_logger
 from .loop import prepare_dump
 from .options import bool_flag, set_experiment_names
@@ -250,20 +250,15 @@ class FineTuner:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self):
-        """Scores of every valid/test set (every rank computes them all; rank 0 writes predictions)."""
+        """Scores of every valid/test set: each rank predicts its share, rank 0 scores them all, writes
+        the predictions and sends every rank the scores."""
         self.model.eval()
-        device = self.info.device
         scores = {"epoch": self.epoch}
         for (split, lang), data in self.eval_splits.items():
-            outputs, order = [], []
-            for key in data.dataset.batches(None):
-                x, lengths, langs, indices = data.batch(key, self.lang_id(lang))
-                with self.autocast:
-                    out = self.model(x.to(device), lengths.to(device), None if langs is None else langs.to(device))
-                outputs.append(out.float().cpu().numpy())
-                order.append(indices)
-            outputs = np.concatenate(outputs)[np.argsort(np.concatenate(order))]
-            if self.task_name != "XNLI" and self.info.is_master:
+            outputs = predict(self.model, data, self.lang_id(lang), self.info, self.autocast)
+            if not self.info.is_master:
+                continue
+            if self.task_name != "XNLI":
                 self.write_predictions(split, outputs)
             if data.labels is not None:
                 prefix = f"xnli_{split}_{lang}" if self.task_name == "XNLI" else f"{split}_{self.task_name}"
@@ -273,7 +268,7 @@ class FineTuner:
                 accs = [v for k, v in scores.items() if k.startswith(f"xnli_{split}_") and k.endswith("_acc")]
                 if accs:
                     scores[f"xnli_{split}_acc"] = float(np.mean(accs))
-        return scores
+        return broadcast_from_master(scores, self.info)
 
     def write_predictions(self, split, outputs):
         folder = os.path.join(self.params.dump_path, self.task_name)

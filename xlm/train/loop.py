@@ -34,7 +34,7 @@ from ..objectives.mt import add_noise, mt_loss
 from ..objectives.pc import pc_batch, pc_loss
 from .checkpointing import gather_rng_states, load_training_checkpoint, rng_state, save_training_checkpoint, \
     set_rng_state
-from .distributed import all_reduce_sum, any_rank, init_distributed
+from .distributed import all_reduce_sum, any_rank, broadcast_from_master, init_distributed
 from .logging import MetricsWriter, create_logger
 from .options import parse_params
 from .schedules import LambdaSchedule, build_optimizer, clip_grad_norm_, update_lr
@@ -468,12 +468,11 @@ class Trainer:
         # in a translation run, CLM is the decoder's and MLM the encoder's, as they were trained
         lm_models = {"clm": m["model"], "mlm": m["model"]} if self.params.encoder_only else \
             {"clm": m["decoder"], "mlm": m["encoder"]}
-        scores.update(evaluate_lm(lm_models, self.data, self.params, self.info.device, self.autocast,
-                                  log=self.logger.info))
+        # each rank evaluates its share of the sets; every rank gets the scores of the whole sets
+        scores.update(evaluate_lm(lm_models, self.data, self.params, self.info, self.autocast, log=self.logger.info))
         if not self.params.encoder_only:
             scores.update(evaluate_mt(self.models["encoder"], self.models["decoder"], self.data, self.params,
-                                      self.info.device, self.autocast, self.state.epoch, self.dump,
-                                      log=self.logger.info, write_files=self.info.is_master))
+                                      self.info, self.autocast, self.state.epoch, self.dump, log=self.logger.info))
         for k, v in scores.items():
             self.logger.info("%s -> %.6f", k, v)
         if self.info.is_master:
@@ -541,7 +540,8 @@ class Trainer:
                 if p.checkpoint_every and s.n_total_iter % p.checkpoint_every == 0:
                     self.save("checkpoint")
             self.logger.info("============ End of epoch %i ============", s.epoch)
-            stop = self.end_of_epoch(self.evaluate())
+            # rank 0 decides, so that no rank can stop alone
+            stop = broadcast_from_master(self.end_of_epoch(self.evaluate()), self.info)
             s.epoch, s.n_sentences = s.epoch + 1, 0
             self.save("checkpoint")
             if stop:

@@ -1,0 +1,161 @@
+"""Evaluation shared among ranks: each rank evaluates its share of the valid/test sets and of the BLEU
+sentences, and every rank gets the scores of one process evaluating everything."""
+import logging
+import os
+import socket
+import subprocess
+import sys
+from collections import Counter
+from contextlib import nullcontext
+
+import numpy as np
+import pytest
+import torch
+
+import xlm.evaluation.classification as classification
+import xlm.evaluation.lm as lm
+import xlm.evaluation.mt as mt
+from conftest import ROOT
+from test_train import TINY, scores_of
+from xlm.data.binarized import load_binarized
+from xlm.data.datasets import BatchingOptions, SentenceDataset
+from xlm.data.loader import load_training_data
+from xlm.train.distributed import DistInfo
+from xlm.train.loop import build_models
+from xlm.train.options import parse_params
+
+STEPS = ["--lgs", "en-fr", "--encoder_only", "false", "--clm_steps", "en,en-fr", "--mlm_steps", "en,fr,en-fr",
+         "--mt_steps", "en-fr", "--eval_bleu", "true", "--eval_only", "true"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def assert_same_scores(got, expected):
+    assert got.keys() == expected.keys()
+    for k, v in expected.items():
+        assert got[k] == pytest.approx(v, rel=1e-6, abs=1e-9), k
+
+
+def test_torchrun_two_ranks_evaluate_as_one_process(small_sample, tmp_path):
+    """MLM, TLM, CLM (stream and pair) and MT with BLEU of a checkpoint (--eval_only): 2 ranks (gloo)
+    log the scores of one process, on both ranks, and rank 0 writes the same hypothesis files."""
+    flags = ["--exp_name", "test", "--dump_path", tmp_path, "--data_path", small_sample, *TINY, *STEPS]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, "train.py", *map(str, flags), "--exp_id", "single"], cwd=ROOT, env=env,
+                   check=True, capture_output=True)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(free_port()), "train.py", *map(str, flags), "--exp_id", "ddp"], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single, ddp = tmp_path / "test" / "single", tmp_path / "test" / "ddp"
+    expected = scores_of((single / "train.log").read_text())[0]
+    assert {"valid_en_mlm_ppl", "valid_en_fr_mlm_acc", "test_en-fr_clm_ppl", "valid_en-fr_mt_bleu"} <= set(expected)
+    assert_same_scores(scores_of((ddp / "train.log").read_text())[0], expected)
+    # rank 1 logs the same "name -> value" lines
+    logged = [line.split(" - ")[-1] for line in (ddp / "train.log-1").read_text().splitlines() if " -> " in line]
+    assert len(logged) == len(expected) and all(float(line.split(" -> ")[1]) == pytest.approx(expected[line.split(
+        " -> ")[0]], rel=1e-6, abs=1e-6) for line in logged)
+    names = sorted(os.listdir(single / "hypotheses"))
+    assert len(names) == 4 and sorted(os.listdir(ddp / "hypotheses")) == names
+    for name in names:
+        assert (ddp / "hypotheses" / name).read_text() == (single / "hypotheses" / name).read_text(), name
+
+
+class TwoRanks:
+    """Collectives of 2 ranks run one after the other in this process: rank 1 first records what it
+    sends, then rank 0 receives it."""
+
+    def __init__(self):
+        self.sums, self.shares = [], []
+
+    def patch(self, monkeypatch, rank):
+        def all_reduce_sum(values, info):
+            if rank == 1:
+                self.sums.append(list(values))
+                return values
+            return [a + b for a, b in zip(values, self.sums.pop(0))]
+
+        def gather_to_master(obj, info):
+            if rank == 1:
+                self.shares.append(obj)
+                return None
+            return [obj, self.shares.pop(0)]
+
+        for module in (lm, mt, classification):
+            for name, function in (("all_reduce_sum", all_reduce_sum), ("gather_to_master", gather_to_master)):
+                if hasattr(module, name):
+                    monkeypatch.setattr(module, name, function)
+        monkeypatch.setattr(mt, "broadcast_from_master", lambda obj, info: obj)
+
+
+def rows_seen(modules):
+    """A Counter of (module, input row) over the forward calls of modules, filled as they run."""
+    seen = Counter()
+    for name, module in modules.items():
+        module.register_forward_hook(lambda m, args, out, name=name: seen.update(
+            (name, tuple(row)) for row in args[0].tolist()))
+    return seen
+
+
+def test_each_rank_evaluates_a_disjoint_share(small_sample, tmp_path, monkeypatch):
+    """The forward calls of rank 0 and rank 1 (rows of every batch, BLEU generation included) add up
+    to one process's, are split about evenly, and give one process's scores."""
+    params = parse_params(["--exp_name", "t", "--dump_path", str(tmp_path), "--data_path", str(small_sample), *TINY,
+                           "--lgs", "en-fr", "--encoder_only", "false", "--clm_steps", "en", "--mlm_steps", "en,en-fr",
+                           "--mt_steps", "en-fr", "--eval_bleu", "true", "--eval_only", "true"])
+    data = load_training_data(params)
+    params.n_words = data.n_words
+
+    def evaluate(info, dump):
+        torch.manual_seed(0)
+        models = build_models(params, data.dico, torch.device("cpu"), logging.getLogger("test"))
+        seen = rows_seen(models)
+        scores = lm.evaluate_lm({"clm": models["decoder"], "mlm": models["encoder"]}, data, params, info)
+        scores.update(mt.evaluate_mt(models["encoder"], models["decoder"], data, params, info, dump=dump))
+        return scores, seen
+
+    expected, single = evaluate(DistInfo(), tmp_path / "single")
+    ranks = TwoRanks()
+    shares = []
+    for rank in (1, 0):
+        ranks.patch(monkeypatch, rank)
+        scores, seen = evaluate(DistInfo(rank=rank, world_size=2), tmp_path / "shared")
+        shares.append(seen)
+    assert_same_scores(scores, expected)
+    rank1, rank0 = shares
+    assert rank0 + rank1 == single  # nothing is run twice, nothing is left out
+    for name in ("encoder", "decoder"):
+        n0, n1 = (sum(n for (m, _), n in share.items() if m == name) for share in (rank0, rank1))
+        assert 0.3 < n0 / (n0 + n1) < 0.7, (name, n0, n1)
+    for name in os.listdir(tmp_path / "single" / "hypotheses"):
+        assert (tmp_path / "shared" / "hypotheses" / name).read_text() == \
+            (tmp_path / "single" / "hypotheses" / name).read_text()
+
+
+def test_classifier_predictions_are_shared(small_sample, monkeypatch):
+    """predict: each rank runs every other batch; rank 0 gets every sentence's outputs in order."""
+    corpus = load_binarized(str(small_sample / "valid.en.pth"))
+    split = classification.LabelledSplit(SentenceDataset(corpus, BatchingOptions(batch_size=8, group_by_size=True)),
+                                         None)
+    rows = []
+
+    def model(x, lengths, langs):  # (first word, length) of each sentence
+        rows.append(len(x))
+        return torch.stack([x[:, 1].float(), lengths.float()], 1)
+
+    expected = np.array([[corpus[i][0] if len(corpus[i]) else 1, len(corpus[i]) + 2] for i in range(len(corpus))],
+                        dtype=np.float32)
+    np.testing.assert_array_equal(classification.predict(model, split, None, DistInfo(), nullcontext()), expected)
+    ranks = TwoRanks()
+    counts = []
+    for rank in (1, 0):
+        ranks.patch(monkeypatch, rank)
+        rows.clear()
+        out = classification.predict(model, split, None, DistInfo(rank=rank, world_size=2), nullcontext())
+        counts.append(sum(rows))
+    assert counts[0] + counts[1] == len(corpus) and abs(counts[0] - counts[1]) <= 8
+    np.testing.assert_array_equal(out, expected)
