@@ -184,3 +184,21 @@ def time_steps(trainer, step, steps, warmup):
     for k, it in iterators.items():
         trainer.iterators[k] = it.inner
     return result
+
+
+def profile_steps(trainer, step, steps, top=15):
+    """The ops that take the most self time over `steps` calls (torch.profiler), with their share."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.info.device.type == "cuda" else [])
+    step()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        sync(trainer.info.device)
+    events = prof.key_averages()
+    cuda = trainer.info.device.type == "cuda"
+    self_time = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
+    total = sum(self_time(e) for e in events) or 1
+    ranked = sorted(events, key=self_time, reverse=True)[:top]
+    return [{"op": e.key, "self_share": round(self_time(e) / total, 4), "calls_per_step": e.count / steps}
+            for e in ranked]

@@ -18,7 +18,7 @@ import time
 import torch
 
 from bench.data_pipeline import cpu_model
-from bench.steps import build_trainer, time_steps, write_data
+from bench.steps import build_trainer, profile_steps, time_steps, write_data
 
 SIZES = {"tiny": dict(emb_dim=64, n_layers=2, n_heads=4, n_words=2000),
          "small": dict(emb_dim=256, n_layers=4, n_heads=8, n_words=32000),
@@ -49,6 +49,7 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--objectives", default="mlm,tlm,mt,bt")
+    parser.add_argument("--profile", type=int, default=0, help="also profile this many MLM steps (top ops)")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
     objectives = args.objectives.split(",")
@@ -83,6 +84,8 @@ def main():
                 peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in device_name(device)), None)
                 r.update(achieved_tflops=round(achieved / 1e12, 1),
                          mfu=round(achieved / peak, 3) if peak and args.bf16 else None)
+            if args.profile:
+                r["profile_top_ops"] = profile_steps(lm, lambda: lm.lm_step("mlm", "la", None), args.profile)
         if "tlm" in objectives:
             result["objectives"]["tlm"] = time_steps(lm, lambda: lm.lm_step("mlm", "la", "lb"), args.steps, args.warmup)
         del lm
