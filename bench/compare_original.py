@@ -13,7 +13,6 @@ The original is imported from --original (a copy patched to run on PyTorch 2 and
 an empty `apex` module, as its run_orig.py does. Nothing of it is part of xlm.
 """
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
@@ -28,14 +27,11 @@ import numpy as np
 import torch
 
 from bench.data_pipeline import cpu_model
-from xlm.data.binarized import binarize
+from bench.steps import LANGS, build_trainer, write_data
 from xlm.data.datasets import Batch, batch_sentences
-from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
+from xlm.data.dictionary import SPECIAL_WORDS
 from xlm.model.generate import generate_beam
-from xlm.train.loop import Trainer
-from xlm.train.options import parse_params
 
-LANGS = ("la", "lb")
 OPTIMIZER = "adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.0001,warmup_updates=4000"
 
 
@@ -57,34 +53,11 @@ def import_original(path):
     return package
 
 
-def write_data(folder, n_words, n_sentences=400, seed=0):
-    """A vocabulary of n_words (specials included) and random train/valid/test files for la, lb and la-lb,
-    binarized by xlm (which both read): only so that each Trainer can be built; the timed batches are
-    generated and fed through the iterators."""
-    rng = np.random.default_rng(seed)
-    words = [f"w{i}" for i in range(n_words - len(SPECIAL_WORDS))]
-    with open(os.path.join(folder, "vocab"), "w") as f:
-        f.writelines(f"{w} {1000000 - i}\n" for i, w in enumerate(words))
-    dico = Dictionary.read_vocab(os.path.join(folder, "vocab"))
-    names = [f"{s}.{lg}" for s in ("train", "valid", "test") for lg in LANGS]
-    names += [f"{s}.la-lb.{lg}" for s in ("train", "valid", "test") for lg in LANGS]
-    for name in names:
-        text = os.path.join(folder, name)
-        with open(text, "w") as f:
-            for _ in range(n_sentences):
-                f.write(" ".join(words[i] for i in rng.integers(0, len(words), rng.integers(5, 30))) + "\n")
-        binarize(text, dico, text + ".pth", threads=1)
-    return dico
-
-
-def xlm_trainer(data, dump, args, *flags):
-    params = parse_params(["--dump_path", dump, "--exp_name", "compare", "--data_path", data, "--lgs", "la-lb",
-                           "--emb_dim", str(args.emb_dim), "--n_layers", str(args.n_layers), "--n_heads", "8",
-                           "--dropout", "0.1", "--attention_dropout", "0.1", "--gelu_activation", "true",
-                           "--batch_size", str(args.batch_size), "--bptt", str(args.bptt), "--max_len", "100",
-                           "--optimizer", OPTIMIZER, "--clip_grad_norm", "5", *flags])
-    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # its log lines go to train.log
-        return Trainer(params)
+def xlm_trainer(data, dump, args, exp_id, *flags):
+    return build_trainer(data, dump, exp_id, ["--emb_dim", args.emb_dim, "--n_layers", args.n_layers, "--n_heads", 8,
+                                              "--dropout", 0.1, "--attention_dropout", 0.1, "--gelu_activation", "true",
+                                              "--batch_size", args.batch_size, "--bptt", args.bptt, "--max_len", 100,
+                                              "--optimizer", OPTIMIZER, "--clip_grad_norm", 5, *flags])
 
 
 def original_params(xlm_params, n_words):
@@ -166,10 +139,10 @@ def main():
     tmp = tempfile.TemporaryDirectory()
     data = os.path.join(tmp.name, "data")
     os.makedirs(data)
-    dico = write_data(data, args.n_words)
+    dico = write_data(data, args.n_words, 400)
     n_words = len(dico)
-    lm = xlm_trainer(data, tmp.name, args, "--exp_id", "lm", "--mlm_steps", "la,la-lb")
-    mt = xlm_trainer(data, tmp.name, args, "--exp_id", "mt", "--encoder_only", "false", "--bt_steps", "la-lb-la",
+    lm = xlm_trainer(data, tmp.name, args, "lm", "--mlm_steps", "la,la-lb")
+    mt = xlm_trainer(data, tmp.name, args, "mt", "--encoder_only", "false", "--bt_steps", "la-lb-la",
                      "--mt_steps", "la-lb")
     o_lm = original_trainer(orig, lm, dico)
     o_mt = original_trainer(orig, mt, dico)
