@@ -1,109 +1,112 @@
-"""Training-step speed: an MLM step on a bptt stream plus a TLM step on a sentence pair, as train.py
-runs them (masking on the CPU, one forward returning the loss, backward, clipping, the original's Adam
-with the inverse-sqrt schedule, as `--optimizer adam_inverse_sqrt,...`).
-Prints one JSON object with tokens/s, and on a GPU the model FLOPs utilisation (MFU).
+"""Training-step speed of xlm's Trainer, as train.py runs it, on generated data read from disk: MLM on a
+bptt stream, TLM on padded sentence pairs, MT, and back-translation (greedy generation + the MT step on
+the reverse direction). For each: tokens/s (tokens of the batches the iterators yield), the share of step
+time the main thread waits for data, the split of the step time (forward, backward, optimizer,
+generation), and on a GPU the model FLOPs utilisation (MFU) of MLM. Prints one JSON object and writes
+it to --out.
 
-    python bench/train.py                                   # CPU: 4 layers, 256 dim, bptt 256
-    python bench/train.py --size mlm_tlm_xnli15_1024 --dtype bfloat16 --device cuda
+    python -m bench.train                                        # CPU: 4 layers, 256 dim, bptt 256
+    python -m bench.train --size mlm_tlm_xnli15_1024 --bf16 --compile   # GPU
 """
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
-from contextlib import nullcontext
 
 import torch
 
 from bench.data_pipeline import cpu_model
-from bench.model import sync
-from xlm.data.datasets import Batch
-from xlm.model.transformer import TransformerConfig, TransformerModel
-from xlm.objectives.lm import MaskingConfig, concat_pair, mask_for_training
-from xlm.train.schedules import build_optimizer, update_lr
+from bench.steps import build_trainer, profile_steps, time_steps, write_data
 
-SIZES = {"small": dict(emb_dim=256, n_layers=4, n_heads=8, n_words=32000),
+SIZES = {"tiny": dict(emb_dim=64, n_layers=2, n_heads=4, n_words=2000),
+         "small": dict(emb_dim=256, n_layers=4, n_heads=8, n_words=32000),
          "mlm_tlm_xnli15_1024": dict(emb_dim=1024, n_layers=12, n_heads=8, n_words=95000)}
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def flops_per_token(c, seq):
-    """Forward+backward FLOPs per input token: 6 x (layer matmul weights) + attention scores and
-    mixing (12 x layers x seq x dim), and the output layer on the ~15% predicted tokens."""
-    layer_weights = c.n_layers * 12 * c.emb_dim ** 2
-    return 6 * layer_weights + 12 * c.n_layers * seq * c.emb_dim + 0.15 * 6 * c.emb_dim * c.n_words
+def flops_per_token(c, seq, word_pred=0.15):
+    """Forward+backward FLOPs per input token of an MLM step: 6 x the layers' matmul weights, attention
+    scores and mixing (12 x layers x seq x dim), and the output layer on the predicted tokens."""
+    layer_weights = c["n_layers"] * 12 * c["emb_dim"] ** 2
+    return 6 * layer_weights + 12 * c["n_layers"] * seq * c["emb_dim"] + word_pred * 6 * c["emb_dim"] * c["n_words"]
+
+
+def device_name(device):
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", choices=list(SIZES), default="small")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (--bf16 true)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile (--compile true)")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--bptt", type=int, default=256)
+    parser.add_argument("--max_len", type=int, default=100, help="longest training sentence (words)")
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--objectives", default="mlm,tlm,mt,bt")
+    parser.add_argument("--profile", type=int, default=0, help="also profile this many MLM steps (top ops)")
+    parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    config = TransformerConfig(**SIZES[args.size], n_langs=15, dropout=0.1, attention_dropout=0.1,
-                               gelu_activation=True)
-    model = TransformerModel(config).to(device).train()
-    forward = torch.compile(model) if args.compile else model
-    optimizer = build_optimizer(list(model.parameters()), "adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.0001")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bfloat16" else nullcontext()
-    masking = MaskingConfig(n_words=config.n_words)
-    generator = torch.Generator().manual_seed(0)
-    bs, bptt = args.batch_size, args.bptt
-
-    def batches():
-        """A bptt stream batch (MLM) and a batch of sentence pairs of ~bptt/2 tokens a side (TLM)."""
-        stream = torch.randint(14, config.n_words, (bs, bptt), generator=generator)
-        sides = []
-        for _ in range(2):
-            lengths = torch.randint(bptt // 4, bptt // 2, (bs,), generator=generator)
-            x = torch.randint(14, config.n_words, (bs, int(lengths.max())), generator=generator)
-            x[torch.arange(x.shape[1])[None, :] >= lengths[:, None]] = 2
-            sides.append(Batch(x, lengths))
-        return stream, concat_pair(sides[0], 3, sides[1], 7)
-
-    def step():
-        stream, (x2, len2, pos2, langs2) = batches()
-        n = 0
-        for x, lengths, positions, langs in ((stream, torch.full((bs,), bptt), None, torch.full_like(stream, 3)),
-                                             (x2, len2, pos2, langs2)):
-            x, pred_mask, y = mask_for_training(x, lengths, masking, generator)
-            to = (lambda t: None if t is None else t.to(device, non_blocking=True))
-            with autocast:
-                loss = forward(to(x), None if positions is None else to(lengths), langs=to(langs),
-                               positions=to(positions), pred_mask=to(pred_mask), y=to(y))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            update_lr(optimizer)
-            n += int(lengths.sum())
-        return n
-
-    for _ in range(2):
-        step()
-    sync(device)
-    start, tokens = time.perf_counter(), 0
-    for _ in range(args.steps):
-        tokens += step()
-    sync(device)
-    seconds = time.perf_counter() - start
-    result = {"benchmark": "train_step", "command": "python " + " ".join(sys.argv), "size": args.size,
-              "config": SIZES[args.size], "device": args.device, "dtype": args.dtype, "batch_size": bs, "bptt": bptt,
-              "steps": args.steps, "tokens_per_s": round(tokens / seconds), "torch": torch.__version__,
-              "threads": torch.get_num_threads(),
-              "device_name": torch.cuda.get_device_name() if device.type == "cuda" else cpu_model()}
+    objectives = args.objectives.split(",")
+    size = SIZES[args.size]
+    flags = ["--emb_dim", size["emb_dim"], "--n_layers", size["n_layers"], "--n_heads", size["n_heads"],
+             "--dropout", 0.1, "--attention_dropout", 0.1, "--gelu_activation", "true",
+             "--batch_size", args.batch_size, "--bptt", args.bptt, "--max_len", args.max_len,
+             "--optimizer", "adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.0001,warmup_updates=30000",
+             "--clip_grad_norm", 5, "--bf16", str(args.bf16).lower()]
+    if args.compile:
+        flags += ["--compile", "true"]
+    tmp = tempfile.TemporaryDirectory()
+    data = os.path.join(tmp.name, "data")
+    os.makedirs(data)
+    # enough sentences for every timed step (three passes: warm-up, speed, split) without a new epoch
+    n_stream = 3 * (args.steps + args.warmup) * args.batch_size * args.bptt
+    start = time.perf_counter()
+    write_data(data, size["n_words"], max(2000, n_stream // 52), min_len=4, max_len=args.max_len)
+    result = {"benchmark": "train_step", "command": "python -m bench.train " + " ".join(sys.argv[1:]),
+              "size": args.size, "config": size, "dtype": "bfloat16" if args.bf16 else "float32",
+              "compile": args.compile, "batch_size": args.batch_size, "bptt": args.bptt, "max_len": args.max_len,
+              "steps": args.steps, "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "data_seconds": round(time.perf_counter() - start, 1), "objectives": {}}
+    if {"mlm", "tlm"} & set(objectives):
+        lm = build_trainer(data, tmp.name, "lm", flags + ["--mlm_steps", "la,la-lb"])
+        device = lm.info.device
+        if "mlm" in objectives:
+            r = result["objectives"]["mlm"] = time_steps(lm, lambda: lm.lm_step("mlm", "la", None),
+                                                         args.steps, args.warmup)
+            if device.type == "cuda":
+                achieved = r["tokens_per_s"] * flops_per_token(size, args.bptt)
+                peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in device_name(device)), None)
+                r.update(achieved_tflops=round(achieved / 1e12, 1),
+                         mfu=round(achieved / peak, 3) if peak and args.bf16 else None)
+            if args.profile:
+                r["profile_top_ops"] = profile_steps(lm, lambda: lm.lm_step("mlm", "la", None), args.profile)
+        if "tlm" in objectives:
+            result["objectives"]["tlm"] = time_steps(lm, lambda: lm.lm_step("mlm", "la", "lb"), args.steps, args.warmup)
+        del lm
+    if {"mt", "bt"} & set(objectives):
+        mt = build_trainer(data, tmp.name, "mt", flags + ["--encoder_only", "false", "--mt_steps", "la-lb",
+                                                          "--bt_steps", "la-lb-la"])
+        device = mt.info.device
+        if "mt" in objectives:
+            result["objectives"]["mt"] = time_steps(mt, lambda: mt.mt_step("la", "lb"), args.steps, args.warmup)
+        if "bt" in objectives:
+            result["objectives"]["bt"] = time_steps(mt, lambda: mt.bt_step("la", "lb", "la"), args.steps, args.warmup)
+        del mt
+    result.update(device=str(device), device_name=device_name(device))
     if device.type == "cuda":
-        achieved = tokens / seconds * flops_per_token(config, bptt)
-        peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in result["device_name"]), None)
-        result.update(achieved_tflops=round(achieved / 1e12, 1),
-                      mfu=round(achieved / peak, 3) if peak and args.dtype == "bfloat16" else None,
-                      max_memory_gib=round(torch.cuda.max_memory_allocated() / 2 ** 30, 2))
-    print(json.dumps(result, indent=1))
+        result["max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    tmp.cleanup()
 
 
 if __name__ == "__main__":

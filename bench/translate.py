@@ -1,8 +1,10 @@
-"""Translation speed: translate.py's sentences/s with beam 5, and the share of a back-translation step
-spent generating. Random weights with </s> made impossible, so every sentence decodes to its max_len
-(the worst case). Prints one JSON object.
+"""Translation speed: beam-5 and greedy decoding in process (sentences/s, generated tokens/s), translate.py
+end to end (process start-up and model loading included), and a back-translation step of xlm's Trainer
+(greedy generation + the MT step on the reverse direction) with its split. Random weights with </s> made
+impossible, so every sentence decodes to its max_len (the worst case). Prints one JSON object and
+writes it to --out.
 
-    python -m bench.translate [--sentences 200] [--emb_dim 256 --n_layers 4]
+    python -m bench.translate [--sentences 200] [--emb_dim 256 --n_layers 4] [--bf16]
 """
 import argparse
 import json
@@ -11,81 +13,101 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 
 import torch
 
-from bench.data_pipeline import cpu_model
+from bench.steps import build_trainer, sync, time_steps, write_data
+from bench.train import device_name
 from xlm.data import load_binarized
-from xlm.data.datasets import Batch, batch_sentences
-from xlm.data.dictionary import Dictionary
+from xlm.data.datasets import batch_sentences
 from xlm.model.checkpoint import checkpoint_payload, save_checkpoint
-from xlm.model.generate import generate_greedy
-from xlm.model.transformer import N_MAX_POSITIONS, TransformerConfig, TransformerModel
-from xlm.objectives.mt import mt_loss
+from xlm.model.generate import generate_beam, generate_greedy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default=os.path.join(ROOT, "data", "processed", "sample"))
     parser.add_argument("--sentences", type=int, default=200)
     parser.add_argument("--emb_dim", type=int, default=256)
     parser.add_argument("--n_layers", type=int, default=4)
+    parser.add_argument("--n_words", type=int, default=8000)
     parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--bt_steps", type=int, default=3)
+    parser.add_argument("--skip_translate_py", action="store_true")
+    parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    corpus = load_binarized(os.path.join(args.data, "valid.en-fr.en.pth"))
-    dico = Dictionary.read_vocab(os.path.join(args.data, "vocab"))
-    kw = dict(n_words=len(dico), emb_dim=args.emb_dim, n_layers=args.n_layers, n_heads=8, n_langs=2,
-              gelu_activation=True, dropout=0.1, attention_dropout=0.1)
-    enc, dec = TransformerModel(TransformerConfig(**kw)), TransformerModel(TransformerConfig(**kw, is_decoder=True))
+    tmp = tempfile.TemporaryDirectory()
+    data = os.path.join(tmp.name, "data")
+    os.makedirs(data)
+    dico = write_data(data, args.n_words, max(args.sentences, 500), min_len=5, max_len=30)
+    flags = ["--emb_dim", args.emb_dim, "--n_layers", args.n_layers, "--n_heads", 8, "--dropout", 0.1,
+             "--attention_dropout", 0.1, "--gelu_activation", "true", "--batch_size", args.batch_size,
+             "--encoder_only", "false", "--bt_steps", "la-lb-la", "--bf16", str(args.bf16).lower(),
+             "--optimizer", "adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.0001,warmup_updates=30000",
+             "--clip_grad_norm", 5]
+    trainer = build_trainer(data, tmp.name, "bt", flags)
+    device = trainer.info.device
+    enc, dec = trainer.models["encoder"], trainer.models["decoder"]
     with torch.no_grad():
         dec.pred_layer.proj.bias[dec.config.eos_index] = -1e4
-    params = dict(emb_dim=args.emb_dim, n_layers=args.n_layers, n_heads=8, n_langs=2, gelu_activation=True,
-                  lang2id={"en": 0, "fr": 1}, id2lang={0: "en", 1: "fr"}, encoder_only=False, n_words=len(dico))
     result = {"benchmark": "translate", "command": "python -m bench.translate " + " ".join(sys.argv[1:]),
-              "device_name": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "dtype": "bfloat16" if args.bf16 else "float32",
               "model": {"emb_dim": args.emb_dim, "n_layers": args.n_layers, "n_words": len(dico)}}
 
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = os.path.join(tmp, "mt.pth")
+    # decoding in process: batches of the valid sentences, max_len 1.5 x source + 10 (BLEU evaluation's)
+    corpus = load_binarized(os.path.join(data, "valid.la.pth"))
+    corpus = load_binarized(os.path.join(data, "train.la.pth")) if len(corpus) < args.sentences else corpus
+    batches = [batch_sentences([corpus[k] for k in range(i, min(i + args.batch_size, args.sentences))])
+               for i in range(0, args.sentences, args.batch_size)]
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else nullcontext()
+    enc.eval(), dec.eval()
+    for name, decode in (("greedy", lambda e, n, m: generate_greedy(dec, e, n, 1, max_len=m)),
+                         ("beam5", lambda e, n, m: generate_beam(dec, e, n, 1, beam_size=5, max_len=m))):
+        generated = 0
+        with torch.no_grad(), autocast:
+            decode(enc(batches[0].x.to(device), batches[0].lengths.to(device), langs=0), batches[0].lengths.to(device), 20)
+            sync(device)
+            start = time.perf_counter()
+            for b in batches:
+                x, lengths = b.x.to(device), b.lengths.to(device)
+                out_len = decode(enc(x, lengths, langs=0), lengths, int(1.5 * int(b.lengths.max()) + 10))[1]
+                generated += int(out_len.sum())
+            sync(device)
+        seconds = time.perf_counter() - start
+        result[f"decode_{name}"] = {"sentences": args.sentences, "batch_size": args.batch_size,
+                                    "sentences_per_s": round(args.sentences / seconds, 2),
+                                    "generated_tokens_per_s": round(generated / seconds, 1)}
+        print(name, result[f"decode_{name}"], file=sys.stderr, flush=True)
+
+    if not args.skip_translate_py:
+        ckpt = os.path.join(tmp.name, "mt.pth")
+        params = dict(emb_dim=args.emb_dim, n_layers=args.n_layers, n_heads=8, n_langs=2, gelu_activation=True,
+                      lang2id={"la": 0, "lb": 1}, id2lang={0: "la", 1: "lb"}, encoder_only=False, n_words=len(dico))
         save_checkpoint(checkpoint_payload(dico, params, encoder=enc, decoder=dec), ckpt)
         lines = [" ".join(dico[i] for i in corpus[k]) for k in range(args.sentences)]
         start = time.perf_counter()
-        subprocess.run([sys.executable, os.path.join(ROOT, "translate.py"), "--model_path", ckpt, "--src_lang", "en",
-                        "--tgt_lang", "fr", "--output_path", os.path.join(tmp, "out"), "--beam_size", "5",
-                        "--batch_size", str(args.batch_size), "--device", "cpu"],
+        subprocess.run([sys.executable, os.path.join(ROOT, "translate.py"), "--model_path", ckpt, "--src_lang", "la",
+                        "--tgt_lang", "lb", "--output_path", os.path.join(tmp.name, "out"), "--beam_size", "5",
+                        "--batch_size", str(args.batch_size), "--device", device.type],
                        input="\n".join(lines) + "\n", text=True, check=True, capture_output=True)
         seconds = time.perf_counter() - start
-    result["translate_beam5"] = {"sentences": args.sentences, "seconds": round(seconds, 2),
-                                 "sentences_per_s": round(args.sentences / seconds, 2),
-                                 "mean_source_tokens": round(sum(len(l.split()) for l in lines) / len(lines), 1),
-                                 "note": "includes process start-up and model loading"}
+        result["translate_py_beam5"] = {"sentences": args.sentences, "seconds": round(seconds, 2),
+                                        "sentences_per_s": round(args.sentences / seconds, 2),
+                                        "mean_source_tokens": round(sum(len(l.split()) for l in lines) / len(lines), 1),
+                                        "note": "includes process start-up and model loading"}
 
-    # one back-translation step: generate (no gradient, eval mode), then train on the reverse direction
-    optimizer = torch.optim.AdamW(list(enc.parameters()) + list(dec.parameters()), lr=1e-4)
-    batch = batch_sentences([corpus[k] for k in range(args.batch_size)])
-    gen_t, train_t = [], []
-    for _ in range(3):
-        start = time.perf_counter()
-        enc.eval(), dec.eval()
-        with torch.no_grad():
-            encoded = enc(batch.x, batch.lengths, langs=0)
-            max_len = min(int(1.3 * int(batch.lengths.max()) + 5), N_MAX_POSITIONS)
-            x2, len2 = generate_greedy(dec, encoded, batch.lengths, 1, max_len=max_len)
-        middle = time.perf_counter()
-        enc.train(), dec.train()
-        mt_loss(enc, dec, Batch(x2, len2), 1, batch, 0).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        gen_t.append(middle - start)
-        train_t.append(time.perf_counter() - middle)
-    g, t = min(gen_t), min(train_t)
-    result["bt_step"] = {"batch_size": args.batch_size, "generated_len": int(len2.max()),
-                         "generate_seconds": round(g, 3), "train_seconds": round(t, 3),
-                         "generation_share": round(g / (g + t), 3)}
-    print(json.dumps(result, indent=1))
+    # one back-translation step of the Trainer: generation (greedy, eval mode, no gradient), then MT
+    result["bt_step"] = time_steps(trainer, lambda: trainer.bt_step("la", "lb", "la"), args.bt_steps, 1)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    tmp.cleanup()
 
 
 if __name__ == "__main__":

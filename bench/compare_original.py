@@ -1,0 +1,218 @@
+"""Side by side with the original XLM on the CPU, on the same batches and the same weights: an MLM step
+(bptt stream) and a TLM step as `Trainer.mlm_step` runs them, a back-translation step (greedy generation,
+then the MT step on the reverse direction, as `bt_step`), and beam-5 decoding. Each side runs its own code:
+the original's trainer methods and `generate_beam` on one side, xlm's Trainer and `generate_beam` on the
+other, fed the same batches through their iterators, with models built from one state dict. Timed
+alternately (original, xlm, original, ...), medians of the repeats, for each thread count.
+Prints one JSON object.
+
+    python -m bench.compare_original [--original /work/orig-cpu] [--threads 1,2] [--repeats 5]
+
+The original is imported from --original (a copy patched to run on PyTorch 2 and the CPU, as
+/work/orig-cpu: see its PATCHES.md) under the package name `orig_xlm`, with `.cuda()` made a no-op and
+an empty `apex` module, as its run_orig.py does. Nothing of it is part of xlm.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import types
+from itertools import cycle
+
+import numpy as np
+import torch
+
+from bench.data_pipeline import cpu_model
+from bench.steps import LANGS, build_trainer, write_data
+from xlm.data.datasets import Batch, batch_sentences
+from xlm.data.dictionary import SPECIAL_WORDS
+from xlm.model.generate import generate_beam
+
+OPTIMIZER = "adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.0001,warmup_updates=4000"
+
+
+def import_original(path):
+    """The original's `xlm` package as `orig_xlm`: loaded by path, so that it does not shadow this one."""
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    torch.nn.Module.cuda = lambda self, *args, **kwargs: self
+    torch.cuda.set_device = lambda *args, **kwargs: None
+    sys.modules.setdefault("apex", types.ModuleType("apex"))
+    init = os.path.join(path, "xlm", "__init__.py")
+    if not os.path.isfile(init):
+        sys.exit(f"--original {path}: no xlm/__init__.py there (the original XLM, patched for the CPU)")
+    spec = importlib.util.spec_from_file_location("orig_xlm", init, submodule_search_locations=[os.path.dirname(init)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["orig_xlm"] = package
+    spec.loader.exec_module(package)
+    for name in ("trainer", "model.transformer", "data.dictionary"):
+        importlib.import_module(f"orig_xlm.{name}")
+    return package
+
+
+def xlm_trainer(data, dump, args, exp_id, *flags):
+    return build_trainer(data, dump, exp_id, ["--emb_dim", args.emb_dim, "--n_layers", args.n_layers, "--n_heads", 8,
+                                              "--dropout", 0.1, "--attention_dropout", 0.1, "--gelu_activation", "true",
+                                              "--batch_size", args.batch_size, "--bptt", args.bptt, "--max_len", 100,
+                                              "--optimizer", OPTIMIZER, "--clip_grad_norm", 5, *flags])
+
+
+def original_params(xlm_params, n_words):
+    """The original's params for the same flags: xlm's, plus what its train.py derives or defaults."""
+    p = types.SimpleNamespace(**vars(xlm_params))
+    p.dump_path = tempfile.mkdtemp(prefix="orig_", dir=xlm_params.dump_path)
+    p.reload_checkpoint, p.langs, p.pc_steps, p.context_size = "", list(LANGS), [], 0
+    p.n_words, p.eos_index, p.pad_index, p.mask_index = n_words, 1, 2, 5
+    p.amp, p.fp16, p.multi_gpu, p.use_memory, p.asm = -1, False, False, False, False
+    p.sinusoidal_embeddings, p.share_inout_emb, p.use_lang_emb = False, True, True
+    p.word_mask, p.word_keep, p.word_rand = 0.8, 0.1, 0.1
+    return p
+
+
+def original_trainer(orig, xlm_trainer_, dico):
+    """The original's SingleTrainer / EncDecTrainer, its models holding the weights of xlm's (one state
+    dict: the parameter names are the same)."""
+    p = original_params(xlm_trainer_.params, len(dico))
+    odico = orig.data.dictionary.Dictionary(dico.id2word, dico.word2id, dico.counts)
+    models = {}
+    for name, model in xlm_trainer_.models.items():
+        models[name] = orig.model.transformer.TransformerModel(p, odico, is_encoder=name != "decoder", with_output=True)
+        models[name].load_state_dict(model.state_dict(), strict=True)
+    cls = orig.trainer.SingleTrainer if "model" in models else orig.trainer.EncDecTrainer
+    trainer = cls.__new__(cls)  # its __init__ takes models built by its build_model; set them, then run the rest
+    trainer.MODEL_NAMES = list(models)
+    for name, model in models.items():
+        setattr(trainer, name, model)
+    trainer.data, trainer.params = {"dico": odico, "para": {("la", "lb"): None}}, p
+    orig.trainer.Trainer.__init__(trainer, trainer.data, p)
+    return trainer
+
+
+def sentences(generator, bs, n_words, low, high):
+    """A batch of bs sentences `</s> w... </s>` of low..high tokens, padded (xlm's layout, (bs, slen))."""
+    lengths = torch.randint(low, high + 1, (bs,), generator=generator)
+    return batch_sentences([torch.randint(len(SPECIAL_WORDS), n_words, (int(n) - 2,), generator=generator).numpy()
+                            for n in lengths])
+
+
+def seconds(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def side_by_side(name, run_orig, run_xlm, repeats, work, unit):
+    """Warm-up once each, then alternate; work is the number of tokens (or sentences) of one call."""
+    run_orig(), run_xlm()
+    t_orig, t_xlm = [], []
+    for _ in range(repeats):
+        t_orig.append(seconds(run_orig))
+        t_xlm.append(seconds(run_xlm))
+    o, x = statistics.median(t_orig), statistics.median(t_xlm)
+    result = {f"original_{unit}_per_s": round(work / o, 1), f"xlm_{unit}_per_s": round(work / x, 1),
+              "speedup": round(o / x, 3), "original_seconds": [round(t, 4) for t in t_orig],
+              "xlm_seconds": [round(t, 4) for t in t_xlm]}
+    print(name, {k: v for k, v in result.items() if not k.endswith("seconds")}, file=sys.stderr, flush=True)
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--original", default="/work/orig-cpu", help="the original XLM, patched for the CPU")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--emb_dim", type=int, default=256)
+    parser.add_argument("--n_layers", type=int, default=4)
+    parser.add_argument("--n_words", type=int, default=8000)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--bptt", type=int, default=128)
+    parser.add_argument("--beam_sentences", type=int, default=32)
+    parser.add_argument("--only", default="mlm,tlm,bt,beam5")
+    args = parser.parse_args()
+    orig = import_original(os.path.abspath(args.original))
+    only = args.only.split(",")
+    torch.manual_seed(0)
+    np.random.seed(0)  # the original's masking draws from numpy's global state
+    tmp = tempfile.TemporaryDirectory()
+    data = os.path.join(tmp.name, "data")
+    os.makedirs(data)
+    dico = write_data(data, args.n_words, 400)
+    n_words = len(dico)
+    lm = xlm_trainer(data, tmp.name, args, "lm", "--mlm_steps", "la,la-lb")
+    mt = xlm_trainer(data, tmp.name, args, "mt", "--encoder_only", "false", "--bt_steps", "la-lb-la",
+                     "--mt_steps", "la-lb")
+    o_lm = original_trainer(orig, lm, dico)
+    o_mt = original_trainer(orig, mt, dico)
+    # </s> made impossible: every generated sentence runs to max_len on both sides, the same work
+    for dec in (mt.models["decoder"], o_mt.decoder):
+        with torch.no_grad():
+            dec.pred_layer.proj.bias[1] = -1e4
+
+    g = torch.Generator().manual_seed(0)
+    bs = args.batch_size
+    streams = [torch.randint(len(SPECIAL_WORDS), n_words, (bs, args.bptt), generator=g) for _ in range(4)]
+    pairs = [(sentences(g, bs, n_words, 20, 60), sentences(g, bs, n_words, 20, 60)) for _ in range(4)]
+    bt_batches = [sentences(g, bs, n_words, 10, 40) for _ in range(4)]
+    # the same batches through each side's iterator, in each side's layout ((bs, slen) / (slen, bs))
+    full = torch.full((bs,), args.bptt)
+    lm.iterators[("pred", "la")] = (Batch(x, full) for x in cycle(streams))
+    o_lm.iterators[("pred", "la", None)] = ((x.t().contiguous(), full) for x in cycle(streams))
+    lm.iterators[("pred", "la", "lb")] = cycle(pairs)
+    o_lm.iterators[("pred", "la", "lb")] = (tuple((b.x.t().contiguous(), b.lengths) for b in pair) for pair in cycle(pairs))
+    mt.iterators[("bt", "la")] = cycle(bt_batches)
+    o_mt.iterators[("bt", "la", None)] = ((b.x.t().contiguous(), b.lengths) for b in cycle(bt_batches))
+
+    result = {"benchmark": "compare_original", "command": "python -m bench.compare_original " + " ".join(sys.argv[1:]),
+              "original": os.path.abspath(args.original), "device_name": cpu_model(), "torch": torch.__version__,
+              "model": {"emb_dim": args.emb_dim, "n_layers": args.n_layers, "n_heads": 8, "n_words": n_words,
+                        "dropout": 0.1, "attention_dropout": 0.1, "gelu_activation": True},
+              "batches": {"mlm": f"{bs} x {args.bptt} stream", "tlm": f"{bs} pairs of 20-60 + 20-60 tokens",
+                          "bt": f"{bs} sentences of 10-40 tokens, greedy to 1.3 x max + 5",
+                          "beam5": f"{args.beam_sentences} sentences of 10-40 tokens, max_len 1.5 x len + 10"},
+              "optimizer": OPTIMIZER, "clip_grad_norm": 5, "repeats": args.repeats, "threads": {}}
+    tlm_tokens = sum(int(a.lengths.sum() + b.lengths.sum()) for a, b in pairs) / len(pairs)
+    bt_tokens = sum(int(b.lengths.sum()) for b in bt_batches) / len(bt_batches)
+    beam_src = sentences(g, args.beam_sentences, n_words, 10, 40)
+    max_len = int(1.5 * int(beam_src.lengths.max()) + 10)
+
+    def beam_orig():
+        with torch.no_grad():
+            o_mt.encoder.eval(), o_mt.decoder.eval()
+            langs = torch.zeros_like(beam_src.x.t())
+            enc = o_mt.encoder("fwd", x=beam_src.x.t(), lengths=beam_src.lengths, langs=langs, causal=False)
+            return o_mt.decoder.generate_beam(enc.transpose(0, 1), beam_src.lengths, 1, beam_size=5,
+                                              length_penalty=1.0, early_stopping=False, max_len=max_len)
+
+    def beam_xlm():
+        with torch.no_grad():
+            mt.models["encoder"].eval(), mt.models["decoder"].eval()
+            enc = mt.models["encoder"](beam_src.x, beam_src.lengths, langs=0)
+            return generate_beam(mt.models["decoder"], enc, beam_src.lengths, 1, beam_size=5, max_len=max_len)
+
+    for threads in map(int, args.threads.split(",")):
+        torch.set_num_threads(threads)
+        r = result["threads"][str(threads)] = {}
+        if "mlm" in only:
+            r["mlm_step"] = side_by_side(f"{threads} threads, MLM", lambda: o_lm.mlm_step("la", None, 1.0),
+                                         lambda: lm.lm_step("mlm", "la", None), args.repeats, bs * args.bptt, "tokens")
+        if "tlm" in only:
+            r["tlm_step"] = side_by_side(f"{threads} threads, TLM", lambda: o_lm.mlm_step("la", "lb", 1.0),
+                                         lambda: lm.lm_step("mlm", "la", "lb"), args.repeats, tlm_tokens, "tokens")
+        if "bt" in only:
+            r["bt_step"] = side_by_side(f"{threads} threads, BT", lambda: o_mt.bt_step("la", "lb", "la", 1.0),
+                                        lambda: mt.bt_step("la", "lb", "la"), args.repeats, bt_tokens, "tokens")
+        if "beam5" in only:
+            (o_out, o_len), (x_out, x_len) = beam_orig(), beam_xlm()
+            r["beam5"] = side_by_side(f"{threads} threads, beam 5", beam_orig, beam_xlm, max(1, args.repeats // 2),
+                                      args.beam_sentences, "sentences")
+            r["beam5"]["same_output"] = bool(torch.equal(o_len, x_len) and torch.equal(o_out.t(), x_out))
+    result["goals"] = {"mlm_step": 1.5, "bt_step": 2.0, "beam5": 3.0}
+    print(json.dumps(result, indent=1))
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
