@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from xlm.train.loop import sample_round
+from xlm.train.pipeline import sample_round
 
 XNLI15 = "ar bg de el en es fr hi ru sw th tr ur vi zh".split()
 MLM_STEPS = [(lg, None) for lg in XNLI15] + [p for lg in XNLI15 if lg != "en" for p in (("en", lg), (lg, "en"))]

@@ -175,8 +175,8 @@ class TransformerModel(nn.Module):
     def forward(self, x, lengths, langs=None, positions=None, causal=False, src_enc=None, src_len=None, cache=None,
                 pred_mask=None, y=None):
         """Last-layer hidden states (bs, slen, dim) of token ids x (bs, slen); with targets y, the mean
-        cross-entropy of predicting y from the hidden states at pred_mask (bs, slen) instead, so that
-        a training step is one call (and one DistributedDataParallel forward).
+        cross-entropy of predicting y from the hidden states at pred_mask instead (see `predict`), so
+        that a training step is one call (and one DistributedDataParallel forward).
 
         lengths (bs,): tokens of each row (the rest is padding), or None when no row is padded (as
         in bptt streams), which lets attention use its fastest kernels. langs: (bs, slen) language
@@ -236,8 +236,12 @@ class TransformerModel(nn.Module):
         return h if y is None else self.predict(h, pred_mask, y)
 
     def predict(self, h, pred_mask, y):
-        """Loss of predicting y at the positions of pred_mask (bs, slen) from hidden states h."""
-        return self.pred_layer.loss(h[pred_mask], y)
+        """Loss of predicting y from the hidden states h at pred_mask: a boolean (bs, slen) mask, or the
+        positions' indices in the flattened (bs * slen) rows, in the same order. Training passes
+        indices made with the batch on the CPU: a boolean mask on the device makes the host wait for
+        the number of positions."""
+        h = h[pred_mask] if pred_mask.dtype == torch.bool else h.flatten(0, 1).index_select(0, pred_mask)
+        return self.pred_layer.loss(h, y)
 
     def get_scores(self, h):
         return self.pred_layer.scores(h)

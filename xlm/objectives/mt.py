@@ -38,9 +38,16 @@ def decoder_targets(x, lengths):
     return pred_mask, x[:, 1:][pred_mask[:, :-1]]
 
 
-def mt_loss(encoder, decoder, src, src_lang, tgt, tgt_lang):
-    """Cross-entropy of the decoder on tgt given the encoder's reading of src (Batches on the device)."""
+def decoder_positions(x, lengths):
+    """decoder_targets as (flat positions, targets), made on the CPU for `mt_loss`."""
+    pred_mask, y = decoder_targets(x, lengths)
+    return pred_mask.flatten().nonzero().squeeze(1), y
+
+
+def mt_loss(encoder, decoder, src, src_lang, tgt, tgt_lang, targets=None):
+    """Cross-entropy of the decoder on tgt given the encoder's reading of src (Batches on the device);
+    targets: decoder_positions of tgt moved to the device (else found on the device)."""
     enc = encoder(src.x, src.lengths, langs=src_lang)
-    pred_mask, y = decoder_targets(tgt.x, tgt.lengths)
+    pred, y = targets if targets is not None else decoder_targets(tgt.x, tgt.lengths)
     return decoder(tgt.x, tgt.lengths, langs=tgt_lang, causal=True, src_enc=enc, src_len=src.lengths,
-                   pred_mask=pred_mask, y=y)
+                   pred_mask=pred, y=y)

@@ -4,6 +4,11 @@ It differs from torch's Adam/AdamW in where eps goes: the original adds eps to s
 correction, `p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)`, where torch divides by
 `sqrt(v) / sqrt(1 - b2^t) + eps` (at step 1 with b2 = 0.999 the original's eps weighs 31x more).
 Weight decay is decoupled and applied before the update: `p -= wd * lr * p`.
+
+It follows GradScaler's `found_inf` protocol: with an attribute `found_inf` (a tensor on the device,
+non-zero to skip), a skipped update leaves the moments and parameters exactly as they were, decided on
+the device without a host synchronisation (the step counts, on the host, still advance:
+xlm/train/engine.py takes them back).
 """
 import math
 
@@ -12,6 +17,7 @@ import torch
 
 class Adam(torch.optim.Optimizer):
     """State per parameter as torch's and the original's: `step` (an int), `exp_avg`, `exp_avg_sq`."""
+    _step_supports_amp_scaling = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
@@ -36,18 +42,28 @@ class Adam(torch.optim.Optimizer):
                     state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
                 state["step"] += 1
             grads = [p.grad for p in params]
+            found_inf = getattr(self, "found_inf", None)
+            if getattr(self, "grad_scale", None) is not None:  # gradients GradScaler.step left scaled
+                grads = torch._foreach_div(grads, self.grad_scale)
+            keep = None if found_inf is None else found_inf == 0
+            if keep is not None:  # a skipped update adds zero gradients to unchanged moments
+                grads = [torch.where(keep, g, 0.0) for g in grads]
             exp_avg = [s["exp_avg"] for s in states]
             exp_avg_sq = [s["exp_avg_sq"] for s in states]
             (beta1, beta2), lr, wd = group["betas"], group["lr"], group["weight_decay"]
             # the original's operations in its order, one multi-tensor kernel each
-            torch._foreach_mul_(exp_avg, beta1)
+            torch._foreach_mul_(exp_avg, beta1 if keep is None else torch.where(keep, beta1, 1.0))
             torch._foreach_add_(exp_avg, grads, alpha=1 - beta1)
-            torch._foreach_mul_(exp_avg_sq, beta2)
+            torch._foreach_mul_(exp_avg_sq, beta2 if keep is None else torch.where(keep, beta2, 1.0))
             torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - beta2)
             denom = torch._foreach_sqrt(exp_avg_sq)
             torch._foreach_add_(denom, group["eps"])
-            if wd != 0:
+            if keep is not None:  # an infinite denominator: the step is exactly 0
+                torch._foreach_div_(denom, keep.float())
+            if wd != 0 and keep is None:
                 torch._foreach_add_(params, params, alpha=-wd * lr)
+            elif wd != 0:
+                torch._foreach_add_(params, torch._foreach_mul(params, torch.where(keep, -wd * lr, 0.0)))
             # steps differ between parameters only when some of them missed gradients at some updates
             step_sizes = [-lr * math.sqrt(1 - beta2 ** s["step"]) / (1 - beta1 ** s["step"]) for s in states]
             torch._foreach_addcdiv_(params, exp_avg, denom, step_sizes)

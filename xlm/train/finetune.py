@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import time
-from contextlib import nullcontext
 from datetime import timedelta
 
 import numpy as np
@@ -21,17 +20,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data.datasets import BatchingOptions
 from ..data.iterators import BatchIterator
 from ..evaluation.classification import TASKS, TaskData, predict, task_scores
 from ..fileio import DataError, atomic_write
 from ..model.checkpoint import checkpoint_payload, load_model, load_weights, read_checkpoint, save_checkpoint
 from ..model.embedder import finetuned_parameters, freeze_all_but, sentence_vectors
-from .distributed import all_reduce_sum, broadcast_from_master, init_distributed
-from .logging import MetricsWriter, create_logger
-from .loop import prepare_dump
+from .distributed import all_reduce_sum, broadcast_from_master
+from .engine import StepEngine
+from .loop import global_batching, start_experiment
 from .options import bool_flag, set_experiment_names
-from .schedules import build_optimizer, parse_optimizer, update_lr
+from .schedules import build_optimizer, parse_optimizer
 
 
 def build_parser():
@@ -147,15 +145,14 @@ class FineTuner:
         self.optimizers = {"classifier": build_optimizer(self.model.proj.parameters(), params.optimizer_p)}
         if tuned:
             self.optimizers["encoder"] = build_optimizer(tuned, params.optimizer_e)
-        self.scaler = torch.amp.GradScaler(info.device.type, enabled=params.fp16)
-        amp_dtype = torch.float16 if params.fp16 else torch.bfloat16 if params.bf16 else None
-        self.autocast = torch.autocast(info.device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
         self.load_data()
+        device_ids = [info.local_rank] if info.device.type == "cuda" else None
+        self.ddp = DistributedDataParallel(self.model, device_ids=device_ids) if info.multi else self.model
+        amp_dtype = torch.float16 if params.fp16 else torch.bfloat16 if params.bf16 else None
+        self.engine = StepEngine(self.optimizers, {}, [self.ddp], info.device, amp_dtype, multi=info.multi)
         self.epoch, self.best = 0, None
         self.checkpoint_path = os.path.join(params.dump_path, f"checkpoint-{task}.pth")
         self.resume()
-        device_ids = [info.local_rank] if info.device.type == "cuda" else None
-        self.ddp = DistributedDataParallel(self.model, device_ids=device_ids) if info.multi else self.model
 
     # ------------------------------------------------------------------ data
     def load_data(self):
@@ -175,9 +172,7 @@ class FineTuner:
                 self.logger.info("XNLI: no valid data for %s in %s: not evaluated", ", ".join(skipped), p.data_path)
         else:
             self.train_lang, self.eval_langs = None, [None]
-        batching = BatchingOptions(p.batch_size * self.info.world_size,
-                                   p.tokens_per_batch * self.info.world_size if p.tokens_per_batch > 0 else -1,
-                                   p.max_batch_size * self.info.world_size, p.group_by_size)
+        batching = global_batching(p, self.info.world_size)
         self.train, self.label_set = data.split(task, "train", self.train_lang, batching,
                                                 file_split="valid" if p.debug_train else None)
         if self.train.labels is None:
@@ -211,41 +206,42 @@ class FineTuner:
         self.model.train()
         # -1: one pass; an epoch then ends where the pass does, since it starts where the previous one ended
         epoch_size = p.epoch_size if p.epoch_size > 0 else len(self.train.dataset)
-        n_sentences, n_steps, window = 0, 0, [0.0, 0, 0, 0, 0]  # loss sum, steps, correct, examples, rows
+        n_sentences, n_steps = 0, 0
+        # loss and correct predictions summed on the device, read at log lines; steps, examples, rows
+        sums, window = torch.zeros(2, dtype=torch.float64, device=device), [0, 0, 0]
         start = last_log = time.time()
         while n_sentences < epoch_size:
             key = self.iterator.next_global_key()
             shard = self.train.dataset.shard(key, self.info.rank, self.info.world_size)
             x, lengths, langs, indices = self.train.batch(shard, self.lang_id(self.train_lang), p.max_len)
-            labels = torch.from_numpy(self.train.labels[indices]).to(device)
-            with self.autocast:
-                outputs = self.ddp(x.to(device), lengths.to(device), None if langs is None else langs.to(device))
-                loss = self.loss(outputs, labels)
-            for optimizer in self.optimizers.values():
-                optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            for optimizer in self.optimizers.values():
-                self.scaler.step(optimizer)
-                update_lr(optimizer)
-            self.scaler.update()
+            labels = torch.from_numpy(self.train.labels[indices]).to(device, non_blocking=True)
+            outputs = []
+
+            def loss():
+                to = (lambda t: None if t is None else t.to(device, non_blocking=True))
+                outputs.append(self.ddp(to(x), to(lengths), to(langs)))
+                return self.loss(outputs[0], labels)
+            sums[0] += self.engine.step(loss)
             n_steps += 1
             n_sentences += len(key)
-            window[0] += loss.item()
-            window[1] += 1
-            window[4] += len(key)
+            window[0] += 1
+            window[2] += len(key)
             if self.task.n_outputs > 1:
-                window[2] += int((outputs.argmax(1) == labels).sum())
-                window[3] += len(labels)
+                sums[1] += (outputs[0].argmax(1) == labels).sum()
+                window[1] += len(labels)
             if n_steps % p.log_interval == 0:
-                loss_sum, steps, correct, examples = all_reduce_sum(window[:4], self.info)
+                self.engine.settle()
+                loss_sum, correct = sums.tolist()
+                loss_sum, steps, correct, examples = all_reduce_sum([loss_sum, window[0], correct, window[1]], self.info)
                 eta = (time.time() - start) / n_sentences * max(epoch_size - n_sentences, 0)
                 acc = f" - train acc {100 * correct / max(examples, 1):5.1f}" if self.task.n_outputs > 1 else ""
                 self.logger.info("%s - epoch %i - %i/%i sentences - %.1f sent/s - loss %.4f%s - ETA epoch %s",
                                  self.task_name, self.epoch, n_sentences, epoch_size,
-                                 window[4] / max(time.time() - last_log, 1e-9), loss_sum / max(steps, 1), acc,
+                                 window[2] / max(time.time() - last_log, 1e-9), loss_sum / max(steps, 1), acc,
                                  timedelta(seconds=round(eta)))
                 self.metrics.write(f"train_{self.task_name}", self.epoch, {"loss": loss_sum / max(steps, 1)})
-                window, last_log = [0.0, 0, 0, 0, 0], time.time()
+                sums.zero_()
+                window, last_log = [0, 0, 0], time.time()
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -255,7 +251,7 @@ class FineTuner:
         self.model.eval()
         scores = {"epoch": self.epoch}
         for (split, lang), data in self.eval_splits.items():
-            outputs = predict(self.model, data, self.lang_id(lang), self.info, self.autocast)
+            outputs = predict(self.model, data, self.lang_id(lang), self.info, self.engine.autocast())
             if not self.info.is_master:
                 continue
             if self.task_name != "XNLI":
@@ -308,7 +304,7 @@ class FineTuner:
             return
         optimizers = {f"{name}_optimizer": o.state_dict() for name, o in self.optimizers.items()}
         state = {"epoch": self.epoch, "best": self.best, "iterator": self.iterator.state_dict(),
-                 "scaler": self.scaler.state_dict(), "torch_rng": torch.get_rng_state()}
+                 "scaler": self.engine.scaler.state_dict(), "torch_rng": torch.get_rng_state()}
         save_checkpoint(self.payload(train_state=state, **optimizers), self.checkpoint_path)
 
     def resume(self):
@@ -322,7 +318,7 @@ class FineTuner:
         state = data["train_state"]
         self.epoch, self.best = state["epoch"], state["best"]
         self.iterator.load_state_dict(state["iterator"])
-        self.scaler.load_state_dict(state["scaler"])
+        self.engine.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
         self.logger.info("%s: resumed from %s at epoch %i", self.task_name, self.checkpoint_path, self.epoch)
 
@@ -344,13 +340,7 @@ class FineTuner:
 
 def main(argv=None):
     params = parse_params(argv)
-    info = init_distributed(params)
-    prepare_dump(params, info)
-    logger = create_logger(os.path.join(params.dump_path, "train.log"), info.rank)
-    logger.info("============ Initialized logger ============")
-    logger.info("\n".join(f"{k}: {v}" for k, v in sorted(vars(params).items())))
-    logger.info("The experiment will be stored in %s\nRunning command: %s", params.dump_path, params.command)
-    metrics = MetricsWriter(params.dump_path, info.is_master)
+    info, logger, metrics = start_experiment(params)
     for task in params.transfer_tasks:
         FineTuner(params, task, info, logger, metrics).run()
     if info.multi:

@@ -1,6 +1,7 @@
 """The training loop of train.py, read top to bottom: set-up, resume, epochs of rounds of objective
-steps, evaluation, checkpoints. Objectives are functions of a batch (xlm/objectives); the model knows
-nothing of this file.
+steps, evaluation, checkpoints. What to train on comes ready from xlm/train/pipeline.py (a background
+thread), a step is xlm/train/engine.py's, objectives are functions of a batch (xlm/objectives); the model
+knows nothing of this file.
 """
 import json
 import os
@@ -10,7 +11,6 @@ import signal
 import subprocess
 import time
 import zlib
-from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
@@ -29,17 +29,17 @@ from ..model.checkpoint import (checkpoint_payload, config_from_params, load_wei
 from ..model.generate import generate_greedy
 from ..model.transformer import N_MAX_POSITIONS, TransformerModel
 from ..model.word_vectors import reload_word_vectors
-from ..objectives.lm import MaskingConfig, clm_targets, concat_pair, mask_for_training
-from ..objectives.mt import add_noise, mt_loss
-from ..objectives.pc import pc_batch, pc_loss
+from ..objectives.lm import MaskingConfig
+from ..objectives.mt import mt_loss
+from ..objectives.pc import pc_loss
 from .checkpointing import gather_rng_states, load_training_checkpoint, rng_state, save_training_checkpoint, \
     set_rng_state
 from .distributed import all_reduce_sum, any_rank, broadcast_from_master, init_distributed
+from .engine import StepEngine
 from .logging import MetricsWriter, create_logger
 from .options import parse_params
-from .schedules import LambdaSchedule, build_optimizer, clip_grad_norm_, update_lr
-
-MAX_CONSECUTIVE_NONFINITE = 20
+from .pipeline import Plan, Prefetcher
+from .schedules import LambdaSchedule, build_optimizer
 
 
 @dataclass
@@ -51,8 +51,7 @@ class LoopState:
     best_metrics: dict = field(default_factory=dict)
     best_stopping_criterion: float = None
     decrease_counts: int = 0
-    n_nonfinite: int = 0
-    consecutive_nonfinite: int = 0
+    n_nonfinite: int = 0        # updates skipped for a non-finite loss
     losses: dict = field(default_factory=dict)   # key -> [sum, count] since the last progress line
     n_words: int = 0            # predicted tokens since the last progress line
     n_sents: int = 0
@@ -71,16 +70,37 @@ def prepare_dump(params, info):
     return dump
 
 
+def start_experiment(params):
+    """Ranks and devices, the dump folder, the logger (the original's train.log) and the metrics file."""
+    info = init_distributed(params)
+    dump = prepare_dump(params, info)
+    logger = create_logger(os.path.join(dump, "train.log"), info.rank)
+    logger.info("============ Initialized logger ============")
+    logger.info("\n".join(f"{k}: {v}" for k, v in sorted(vars(params).items())))
+    logger.info("The experiment will be stored in %s\nRunning command: %s", dump, params.command)
+    return info, logger, MetricsWriter(dump, info.is_master)
+
+
+def seed_all(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def global_batching(params, world_size):
+    """--batch_size and --tokens_per_batch are per rank; a global batch holds every rank's rows."""
+    return BatchingOptions(params.batch_size * world_size, params.tokens_per_batch * world_size
+                           if params.tokens_per_batch > 0 else -1, params.max_batch_size * world_size,
+                           params.group_by_size, getattr(params, "tokens_per_batch_padded", False))
+
+
 def build_iterators(params, data, info):
     """One resumable iterator per (objective, languages), keyed like the original (causal / pred / align /
     ae / bt / mt). Each draws its own order, as the original's do: AE and BT on one language, or MLM and
     MT on one pair, must not see the same batches in lockstep."""
     iterators = {}
     world = info.world_size
-    # --batch_size and --tokens_per_batch are per rank; a global batch holds every rank's rows
-    batching = BatchingOptions(params.batch_size * world, params.tokens_per_batch * world
-                               if params.tokens_per_batch > 0 else -1, params.max_batch_size * world,
-                               params.group_by_size, params.tokens_per_batch_padded)
+    batching = global_batching(params, world)
 
     def add(key, dataset, rank=info.rank, world_size=world):
         if key not in iterators:
@@ -167,69 +187,60 @@ def build_models(params, dico, device, logger):
     return {k: m.to(device) for k, m in models.items()}
 
 
-def sample_round(steps, sizes, alpha, rng, n=5):
-    """The steps of one round of an objective, as the original draws them: min(n, #monolingual) draws
-    among the monolingual steps, then min(n, #pairs) among the pairs, with replacement; uniform, or with
-    --lg_sampling_factor alpha, p proportional to (training sentences)^alpha. So `--mlm_steps en,fr` may
-    run en twice and fr never in a round, and 15 MLM + 28 TLM steps run 5 + 5 steps a round."""
-    drawn = []
-    for group in ([s for s in steps if s[1] is None], [s for s in steps if s[1] is not None]):
-        if not group:
-            continue
-        p = None
-        if alpha != -1:
-            p = np.array([sizes[s] for s in group], dtype=np.float64) ** alpha
-            p /= p.sum()
-        drawn += [group[i] for i in rng.choice(len(group), size=min(n, len(group)), p=p, replace=True)]
-    return drawn
+def build_optimizers(models, params):
+    """The model's optimizer, and the memory values' (--mem_values_optimizer) when there are any; with the
+    parameter sets that are clipped apart."""
+    named = [(n, p) for m in models.values() for n, p in m.named_parameters() if p.requires_grad]
+    memory_values = [p for n, p in named if n.endswith(".values.weight")]
+    others = [p for n, p in named if not n.endswith(".values.weight")]
+    optimizers = {"model": build_optimizer(others, params.optimizer)}
+    if memory_values:
+        optimizers["memory"] = build_optimizer(memory_values, params.mem_values_optimizer, "mem_values_optimizer")
+    return optimizers, {"model": others, "memory": memory_values}
+
+
+def check_metrics(params):
+    known = metric_names(params)
+    unknown = [m.lstrip("_") for m in filter(None, params.validation_metrics.split(",")) if m.lstrip("_") not in known]
+    if params.stopping_criterion and params.stopping_criterion.split(",")[0].lstrip("_") not in known:
+        unknown.append(params.stopping_criterion.split(",")[0].lstrip("_"))
+    if unknown:
+        raise DataError(f"unknown metrics {', '.join(unknown)}; this run computes {', '.join(known)}")
 
 
 class Trainer:
     def __init__(self, params):
         self.params = params
-        self.info = info = init_distributed(params)
-        self.dump = prepare_dump(params, info)
-        self.logger = create_logger(os.path.join(self.dump, "train.log"), info.rank)
-        self.logger.info("============ Initialized logger ============")
-        self.logger.info("\n".join(f"{k}: {v}" for k, v in sorted(vars(params).items())))
-        self.logger.info("The experiment will be stored in %s\nRunning command: %s", self.dump, params.command)
-        self.metrics = MetricsWriter(self.dump, info.is_master)
-        random.seed(params.seed)
-        np.random.seed(params.seed)
-        torch.manual_seed(params.seed)  # the same initial weights on every rank
-
+        info, self.logger, self.metrics = start_experiment(params)
+        self.info = info
+        self.dump = params.dump_path
+        seed_all(params.seed)  # the same initial weights on every rank
         self.data = load_training_data(params, self.logger, info.local_rank)
-        unknown = [m.lstrip("_") for m in filter(None, params.validation_metrics.split(","))
-                   if m.lstrip("_") not in metric_names(params)]
-        if params.stopping_criterion:
-            metric = params.stopping_criterion.split(",")[0].lstrip("_")
-            unknown += [] if metric in metric_names(params) else [metric]
-        if unknown:
-            raise DataError(f"unknown metrics {', '.join(unknown)}; this run computes {', '.join(metric_names(params))}")
+        check_metrics(params)
         params.n_words = self.data.n_words
         self.models = build_models(params, self.data.dico, info.device, self.logger)
-        named = [(n, p) for m in self.models.values() for n, p in m.named_parameters() if p.requires_grad]
-        memory_values = [p for n, p in named if n.endswith(".values.weight")]
-        others = [p for n, p in named if not n.endswith(".values.weight")]
-        self.optimizers = {"model": build_optimizer(others, params.optimizer)}
-        if memory_values:
-            self.optimizers["memory"] = build_optimizer(memory_values, params.mem_values_optimizer,
-                                                        "mem_values_optimizer")
-        self.param_sets = {"model": others, "memory": memory_values}
-        self.scaler = torch.amp.GradScaler(info.device.type, enabled=params.fp16)
+        self.optimizers, param_sets = build_optimizers(self.models, params)
+        device_ids = [info.local_rank] if info.device.type == "cuda" else None
+        # steps that leave parameters out: PC the output layer, a decoder's CLM its cross-attention, and a
+        # batch without a target in some cluster of the adaptive softmax that cluster
+        partial = bool(params.pc_steps) or not params.encoder_only and bool(params.clm_steps or params.mlm_steps)
+        self.ddp = {k: DistributedDataParallel(m, device_ids=device_ids, find_unused_parameters=partial or m.config.asm)
+                    if info.multi else m for k, m in self.models.items()}
         amp_dtype = torch.float16 if params.fp16 else torch.bfloat16 if params.bf16 else None
-        self.autocast = torch.autocast(info.device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+        self.engine = StepEngine(self.optimizers, param_sets, self.ddp.values(), info.device, amp_dtype,
+                                 params.accumulate_gradients, params.clip_grad_norm, info.multi)
         self.lambdas = {o: LambdaSchedule.parse(getattr(params, f"lambda_{o}"))
                         for o in ("clm", "mlm", "pc", "ae", "mt", "bt")}
         self.iterators = build_iterators(params, self.data, info) if not params.eval_only else {}
         # training sentences of each step's data, for --lg_sampling_factor (pairs after the max_len filter)
-        self.sizes = {} if params.eval_only else {
+        sizes = {} if params.eval_only else {
             s: len(self.data.mono[s[0]]["train"]) if s[1] is None else
             len(self.iterators[next(k for k in self.iterators if k[1:] == tuple(sorted(s)))].dataset)
             for s in params.clm_steps + params.mlm_steps + params.pc_steps + params.mt_steps}
-        self.masking = MaskingConfig.from_params(params, self.data.dico, self.data.n_words)
+        masking = MaskingConfig.from_params(params, self.data.dico, self.data.n_words)
         self.masking_generator = torch.Generator().manual_seed(params.seed * 1000 + info.rank)
         self.round_rng = np.random.default_rng(params.seed)  # the same on every rank: ranks run the same steps
+        self.plan = Plan(params, self.iterators, masking, self.masking_generator, self.round_rng, sizes, self.lambdas)
         torch.manual_seed(params.seed + info.rank)  # dropout differs between ranks
         # best values are stored raw, with the original's starting points, as its checkpoints hold them
         self.state = LoopState(best_metrics={m.lstrip("_"): (1e12 if m.startswith("_") else -1e12)
@@ -237,26 +248,26 @@ class Trainer:
                                best_stopping_criterion=(1e12 if params.stopping_criterion.startswith("_") else -1e12)
                                if params.stopping_criterion else None)
         self.resume()
-        device_ids = [info.local_rank] if info.device.type == "cuda" else None
-        # steps that leave parameters out: PC the output layer, a decoder's CLM its cross-attention, and a
-        # batch without a target in some cluster of the adaptive softmax that cluster
-        partial = bool(params.pc_steps) or not params.encoder_only and bool(params.clm_steps or params.mlm_steps)
-        self.ddp = {k: DistributedDataParallel(m, device_ids=device_ids,
-                                               find_unused_parameters=partial or m.config.asm)
-                    if info.multi else m for k, m in self.models.items()}
+        self.consumed = self.plan.states()  # the plan's states after the last item trained on
+        self.window = {}                    # key -> loss sum on the device, since the last progress line
+        self.data_wait = self.window_start = 0.0
         self.stop_signal = None
         for sig in (signal.SIGUSR1, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
 
     # ------------------------------------------------------------------ checkpoints
     def train_state(self):
-        states = gather_rng_states(rng_state(self.masking_generator, self.round_rng), self.info)
-        return {**asdict(self.state), "scaler": self.scaler.state_dict(), "rng": states,
-                "world_size": self.info.world_size,
-                "iterators": {"|".join(k): it.state_dict() for k, it in self.iterators.items()}}
+        self.fold_window()
+        self.state.n_steps, self.state.n_nonfinite = self.engine.n_micro, self.engine.n_skipped
+        rng = {**rng_state(self.masking_generator, self.round_rng), "masking": self.consumed["masking"],
+               "rounds": self.consumed["rounds"]}
+        return {**asdict(self.state), "scaler": self.engine.scaler.state_dict(),
+                "rng": gather_rng_states(rng, self.info), "world_size": self.info.world_size,
+                "iterators": self.consumed["iterators"]}
 
     def save(self, name):
         """Write <dump>/<name>.pth (rank 0); every rank takes part because random states are gathered."""
+        self.engine.settle()
         state = self.train_state()
         if self.info.is_master:
             save_training_checkpoint(os.path.join(self.dump, f"{name}.pth"), self.models, self.optimizers,
@@ -285,7 +296,8 @@ class Trainer:
         if self.state.best_stopping_criterion is None:
             self.state.best_stopping_criterion = initial.best_stopping_criterion
         if "scaler" in saved:
-            self.scaler.load_state_dict(saved["scaler"])
+            self.engine.load_state_dict({"scaler": saved["scaler"], "n_micro": self.state.n_steps,
+                                         "n_skipped": self.state.n_nonfinite})
             if saved["world_size"] == self.info.world_size:
                 set_rng_state(saved["rng"][self.info.rank], self.masking_generator, self.round_rng)
             else:
@@ -297,170 +309,96 @@ class Trainer:
 
     def _on_signal(self, signum, frame):
         self.stop_signal = signum
-        self.logger.warning("Received signal %i: saving a checkpoint at the next step boundary", signum)
+        self.logger.warning("Received signal %i: saving a checkpoint at the next log line", signum)
 
     # ------------------------------------------------------------------ objective steps
-    def to_device(self, t):
-        return None if t is None else t.to(self.info.device, non_blocking=True)
+    def loss(self, work):
+        """The loss of a plan item, its inputs copied to the device."""
+        p, objective, langs = self.params, work.objective, work.langs
+        t = {k: v.to(self.info.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+             for k, v in work.inputs.items()}
+        if objective in ("clm", "mlm"):
+            # in a translation run, as the original, CLM trains the decoder (without source) and MLM the encoder
+            name = "model" if p.encoder_only else "decoder" if objective == "clm" else "encoder"
+            return self.ddp[name](t["x"], t["lengths"], langs=t["langs"], positions=t["positions"],
+                                  causal=objective == "clm", pred_mask=t["pred"], y=t["y"])
+        if objective == "pc":
+            name = "model" if p.encoder_only else "encoder"
+            return pc_loss(self.ddp[name], self.models[name].embeddings.weight, t["x"], t["lengths"], t["positions"],
+                           t["langs"], t["labels"])
+        src, tgt = Batch(t["src_x"], t["src_lengths"]), Batch(t["x"], t["lengths"])
+        src_lang, tgt_lang = (langs[0], langs[0]) if objective == "ae" else (langs[0], langs[1])
+        if objective == "bt":
+            # back-translation: translate l1 text to l2 with the current model (no gradient), then learn to
+            # translate it back to l3 == l1
+            src, src_lang, tgt_lang = self.back_translate(src, langs[0], langs[1], t["max_len"]), langs[1], langs[2]
+        return mt_loss(self.ddp["encoder"], self.ddp["decoder"], src, p.lang2id[src_lang], tgt, p.lang2id[tgt_lang],
+                       (t["pred"], t["y"]))
 
-    def batch(self, objective, l1, l2):
-        """(x, lengths, positions, langs, stream?) of the next LM batch of an objective, on the CPU."""
-        p = self.params
-        if l2 is None:
-            b = next(self.iterators[(objective, l1)])
-            langs = torch.full_like(b.x, p.lang2id[l1]) if p.n_langs > 1 else None
-            return b.x, b.lengths, None, langs, True
-        a, b = sorted((l1, l2))
-        first, second = next(self.iterators[(objective, a, b)])
-        if (l1, l2) != (a, b):
-            first, second = second, first
-        x, lengths, positions, langs = concat_pair(first, p.lang2id[l1], second, p.lang2id[l2])
-        return x, lengths, positions, langs, False
-
-    def lm_step(self, objective, l1, l2):
-        """CLM, or MLM / TLM, on the next batch; in a translation run, as the original, CLM trains the
-        decoder (without source) and MLM the encoder."""
-        name = "model" if self.params.encoder_only else "decoder" if objective == "clm" else "encoder"
-
-        def loss():
-            x, lengths, positions, langs, stream = self.batch("causal" if objective == "clm" else "pred", l1, l2)
-            if objective == "clm":
-                pred_mask, y = clm_targets(x, lengths, self.params.context_size)
-            else:
-                x, pred_mask, y = mask_for_training(x, lengths, self.masking, self.masking_generator)
-            to = self.to_device
-            return self.ddp[name](to(x), None if stream else to(lengths), langs=to(langs), positions=to(positions),
-                                  causal=objective == "clm", pred_mask=to(pred_mask), y=to(y)), len(y)
-        self.optimize(objective, f"{objective.upper()}-{l1}" + (f"-{l2}" if l2 else ""), loss)
-
-    def pc_step(self, l1, l2):
-        """Parallel classification: translation or not, on the next batch of aligned pairs."""
-        p = self.params
-        name = "model" if p.encoder_only else "encoder"
-        a, b = sorted((l1, l2))
-        first, second = next(self.iterators[("align", a, b)])
-        if (l1, l2) != (a, b):
-            first, second = second, first
-        if len(first.lengths) == 1:  # no other sentence to pair with: skipped, as the original
-            self.state.n_sentences += p.batch_size
-            return
-        x, lengths, positions, langs, labels = pc_batch(first, p.lang2id[l1], second, p.lang2id[l2],
-                                                        self.masking_generator)
-        to = self.to_device
-        self.optimize("pc", f"PC-{l1}-{l2}", lambda: (
-            pc_loss(self.ddp[name], self.models[name].embeddings.weight, to(x), to(lengths), to(positions), to(langs),
-                    to(labels)), len(labels)))
-
-    def _on_device(self, batch):
-        return Batch(self.to_device(batch.x), self.to_device(batch.lengths))
-
-    def ae_step(self, lang):
-        """Denoising auto-encoding: rebuild a sentence from its noisy version."""
-        def loss():
-            p = self.params
-            clean = next(self.iterators[("ae", lang)])
-            noisy = add_noise(clean, p.word_shuffle, p.word_dropout, p.word_blank, self.masking_generator)
-            lang_id = p.lang2id[lang]
-            return (mt_loss(self.ddp["encoder"], self.ddp["decoder"], self._on_device(noisy), lang_id,
-                            self._on_device(clean), lang_id), int((clean.lengths - 1).sum()))
-        self.optimize("ae", f"AE-{lang}", loss)
-
-    def mt_step(self, l1, l2):
-        """Supervised translation from l1 to l2 on parallel data."""
-        def loss():
-            a, b = sorted((l1, l2))
-            first, second = next(self.iterators[("mt", a, b)])
-            src, tgt = (first, second) if (l1, l2) == (a, b) else (second, first)
-            return (mt_loss(self.ddp["encoder"], self.ddp["decoder"], self._on_device(src), self.params.lang2id[l1],
-                            self._on_device(tgt), self.params.lang2id[l2]), int((tgt.lengths - 1).sum()))
-        self.optimize("mt", f"MT-{l1}-{l2}", loss)
-
-    def bt_step(self, l1, l2, l3):
-        """Online back-translation: translate l1 text to l2 with the current model (no gradient), then
-        learn to translate it back to l3 == l1."""
-        def loss():
-            p = self.params
-            enc, dec = self.models["encoder"], self.models["decoder"]
-            original = self._on_device(next(self.iterators[("bt", l1)]))
-            was_training = enc.training
-            enc.eval(), dec.eval()
-            with torch.no_grad():
-                encoded = enc(original.x, original.lengths, langs=p.lang2id[l1])
-                max_len = min(int(1.3 * int(original.lengths.max()) + 5), dec.config.n_positions)
-                x2, len2 = generate_greedy(dec, encoded, original.lengths, p.lang2id[l2], max_len=max_len)
-            enc.train(was_training), dec.train(was_training)
-            return (mt_loss(self.ddp["encoder"], self.ddp["decoder"], Batch(x2, len2), p.lang2id[l2], original,
-                            p.lang2id[l3]), int((original.lengths - 1).sum()))
-        self.optimize("bt", f"BT-{l1}-{l2}-{l3}", loss)
+    @torch.no_grad()
+    def back_translate(self, original, lang, to_lang, max_len):
+        enc, dec = self.models["encoder"], self.models["decoder"]
+        was_training = enc.training
+        enc.eval(), dec.eval()
+        encoded = enc(original.x, original.lengths, langs=self.params.lang2id[lang])
+        x, lengths = generate_greedy(dec, encoded, original.lengths, self.params.lang2id[to_lang], max_len=max_len)
+        enc.train(was_training), dec.train(was_training)
+        return Batch(x, lengths)
 
     def optimize(self, objective, name, compute_loss):
-        """One objective step: forward (compute_loss() -> (loss, predicted tokens)), backward, and an
-        optimizer step every --accumulate_gradients steps; a non-finite loss skips the step."""
-        p, state = self.params, self.state
-        lam = self.lambdas[objective](state.n_total_iter)
+        """One objective step: compute_loss() -> (loss, predicted tokens), weighted by the objective's
+        lambda; the engine updates every --accumulate_gradients steps."""
+        lam = self.lambdas[objective](self.state.n_total_iter)
         if lam == 0:
             return
-        sync = (state.n_steps + 1) % p.accumulate_gradients == 0
-        with ExitStack() as stack:
-            if self.info.multi and not sync:
-                for ddp in self.ddp.values():
-                    stack.enter_context(ddp.no_sync())
-            with self.autocast:
-                loss, n_predicted = compute_loss()
-            finite = not any_rank(not torch.isfinite(loss).item(), self.info)
-            if not finite:
-                state.n_nonfinite += 1
-                state.consecutive_nonfinite += 1
-                self.logger.warning("Non-finite loss at iteration %i (%s): step skipped (%i so far)",
-                                    state.n_total_iter, name, state.n_nonfinite)
-                if state.consecutive_nonfinite >= MAX_CONSECUTIVE_NONFINITE:
-                    raise RuntimeError(f"{MAX_CONSECUTIVE_NONFINITE} non-finite losses in a row: the run diverged; "
-                                       "lower the learning rate or use --bf16 instead of --fp16")
-                return
-            self.scaler.scale(loss * lam / p.accumulate_gradients).backward()
-        state.consecutive_nonfinite = 0
-        state.n_steps += 1
-        if sync:
-            for optimizer in self.optimizers.values():
-                self.scaler.unscale_(optimizer)
-            if p.clip_grad_norm > 0:
-                for params_ in self.param_sets.values():
-                    if params_:
-                        clip_grad_norm_(params_, p.clip_grad_norm)
-            for optimizer in self.optimizers.values():
-                self.scaler.step(optimizer)
-            self.scaler.update()
-            for optimizer in self.optimizers.values():
-                optimizer.zero_grad(set_to_none=True)
-                update_lr(optimizer)
-        total = state.losses.setdefault(name, [0.0, 0])
-        total[0], total[1] = total[0] + loss.item(), total[1] + 1
-        state.n_words += n_predicted
-        state.n_sents += p.batch_size
-        state.n_sentences += p.batch_size
+        n_predicted = []
+
+        def loss():
+            value, n = compute_loss()
+            n_predicted.append(n)
+            return value
+        loss = self.engine.step(loss, lam).double()
+        self.window[name] = self.window[name] + loss if name in self.window else loss
+        total = self.state.losses.setdefault(name, [0.0, 0])
+        total[1] += 1
+        self.state.n_steps = self.engine.n_micro
+        self.state.n_words += n_predicted[0]
+        self.state.n_sents += self.params.batch_size
+        self.state.n_sentences += self.params.batch_size
 
     # ------------------------------------------------------------------ progress, evaluation, epochs
+    def fold_window(self):
+        """Add the device's loss sums to the state's (a host synchronisation)."""
+        names = list(self.window)
+        for name, value in zip(names, torch.stack([self.window[n] for n in names]).tolist() if names else []):
+            self.state.losses[name][0] += value
+        self.window = {}
+
     def log_progress(self, elapsed):
         s, p = self.state, self.params
+        skipped = self.engine.settle()
+        if skipped:
+            self.logger.warning("Non-finite loss: %i update(s) skipped before iteration %i (%i so far)", skipped,
+                                s.n_total_iter, self.engine.n_skipped)
+        self.fold_window()
         names = sorted(s.losses)
         sums = all_reduce_sum([s.losses[k][0] for k in names] + [s.losses[k][1] for k in names] +
                               [s.n_words, s.n_sents], self.info)
         k = len(names)
         means = {n: sums[i] / max(sums[k + i], 1) for i, n in enumerate(names)}
         words, sents = sums[2 * k], sums[2 * k + 1]
+        window = max(time.time() - self.window_start, 1e-9)
         lr = " / ".join(f"{g['lr']:.4e}" for g in self.optimizers["model"].param_groups)
         eta = elapsed / max(s.n_sentences, 1) * max(p.epoch_size - s.n_sentences, 0)
         self.logger.info("%7i - %7.2f sent/s - %8.2f words/s - %s - model LR: %s - epoch %i - %i/%i sentences - "
-                         "ETA epoch %s", s.n_total_iter, sents / self.window_time(), words / self.window_time(),
+                         "data wait %.0f%% - ETA epoch %s", s.n_total_iter, sents / window, words / window,
                          " || ".join(f"{n}: {v:7.4f}" for n, v in means.items()), lr, s.epoch, s.n_sentences,
-                         p.epoch_size, timedelta(seconds=round(eta)))
-        self.metrics.write("train", s.n_total_iter, {"epoch": s.epoch, **means, "words_per_s": words / self.window_time(),
+                         p.epoch_size, 100 * self.data_wait / window, timedelta(seconds=round(eta)))
+        self.metrics.write("train", s.n_total_iter, {"epoch": s.epoch, **means, "words_per_s": words / window,
+                                                     "data_wait": self.data_wait / window,
                                                      "lr": self.optimizers["model"].param_groups[0]["lr"]})
         s.losses, s.n_words, s.n_sents = {}, 0, 0
-        self.window_start = time.time()
-
-    def window_time(self):
-        return max(time.time() - self.window_start, 1e-9)
+        self.window_start, self.data_wait = time.time(), 0.0
 
     def evaluate(self):
         scores = {"epoch": self.state.epoch}
@@ -469,10 +407,11 @@ class Trainer:
         lm_models = {"clm": m["model"], "mlm": m["model"]} if self.params.encoder_only else \
             {"clm": m["decoder"], "mlm": m["encoder"]}
         # each rank evaluates its share of the sets; every rank gets the scores of the whole sets
-        scores.update(evaluate_lm(lm_models, self.data, self.params, self.info, self.autocast, log=self.logger.info))
+        scores.update(evaluate_lm(lm_models, self.data, self.params, self.info, self.engine.autocast(),
+                                  log=self.logger.info))
         if not self.params.encoder_only:
             scores.update(evaluate_mt(self.models["encoder"], self.models["decoder"], self.data, self.params,
-                                      self.info, self.autocast, self.state.epoch, self.dump, log=self.logger.info))
+                                      self.info, self.engine.autocast(), self.state.epoch, self.dump, log=self.logger.info))
         for k, v in scores.items():
             self.logger.info("%s -> %.6f", k, v)
         if self.info.is_master:
@@ -506,36 +445,52 @@ class Trainer:
                 return True
         return False
 
+    def stopped_by_signal(self):
+        """At log lines only: every rank saves and stops if one of them was signalled."""
+        if not any_rank(self.stop_signal is not None, self.info):
+            return False
+        self.save("checkpoint")
+        if self.stop_signal == signal.SIGUSR1 and self.info.is_master and "SLURM_JOB_ID" in os.environ:
+            subprocess.call(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]])
+        self.logger.warning("Stopped by signal %s after saving; rerun the command to resume", self.stop_signal)
+        return True
+
     def run(self):
         p, s = self.params, self.state
         if p.eval_only:
             self.evaluate()
             return
+        plan = Prefetcher(self.plan.items(s.n_total_iter, s.n_sentences), pin=self.info.device.type == "cuda")
+        try:
+            self.train(plan)
+        finally:
+            plan.close()
+
+    def train_round(self, plan):
+        """The steps of one iteration, up to the plan's end-of-round item."""
+        while True:
+            waited = time.perf_counter()
+            work = next(plan)
+            self.data_wait += time.perf_counter() - waited
+            if work.kind == "step":
+                self.optimize(work.objective, work.name, lambda: (self.loss(work), work.n_predicted))
+            elif work.kind == "skip":
+                self.state.n_sentences += self.params.batch_size
+            self.consumed = work.states
+            if work.kind == "round":
+                return
+
+    def train(self, plan):
+        p, s = self.params, self.state
         while s.epoch < p.max_epoch:
             self.logger.info("============ Starting epoch %i ... ============", s.epoch)
             epoch_start = self.window_start = time.time()
             while s.n_sentences < p.epoch_size:
-                for objective, steps in (("clm", p.clm_steps), ("mlm", p.mlm_steps)):
-                    for l1, l2 in sample_round(steps, self.sizes, p.lg_sampling_factor, self.round_rng):
-                        self.lm_step(objective, l1, l2)
-                for l1, l2 in sample_round(p.pc_steps, self.sizes, p.lg_sampling_factor, self.round_rng):
-                    self.pc_step(l1, l2)
-                # as the original: AE and BT steps once each per round, in a random order
-                for i in self.round_rng.permutation(len(p.ae_steps)):
-                    self.ae_step(p.ae_steps[i])
-                for l1, l2 in sample_round(p.mt_steps, self.sizes, p.lg_sampling_factor, self.round_rng):
-                    self.mt_step(l1, l2)
-                for i in self.round_rng.permutation(len(p.bt_steps)):
-                    self.bt_step(*p.bt_steps[i])
+                self.train_round(plan)
                 s.n_total_iter += 1
                 if s.n_total_iter % p.log_interval == 0:
                     self.log_progress(time.time() - epoch_start)
-                    if any_rank(self.stop_signal is not None, self.info):
-                        self.save("checkpoint")
-                        if self.stop_signal == signal.SIGUSR1 and self.info.is_master and "SLURM_JOB_ID" in os.environ:
-                            subprocess.call(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]])
-                        self.logger.warning("Stopped by signal %i after saving; rerun the command to resume",
-                                            self.stop_signal)
+                    if self.stopped_by_signal():
                         return
                 if p.checkpoint_every and s.n_total_iter % p.checkpoint_every == 0:
                     self.save("checkpoint")

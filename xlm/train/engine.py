@@ -1,0 +1,115 @@
+"""The training step of train.py and glue-xnli.py: forward under autocast, loss scaling (fp16),
+gradient accumulation, clipping per parameter set, the non-finite skip, the optimizer steps and the
+learning-rate schedules.
+
+Nothing in a step reads a device value on the host, so that the host runs ahead of the GPU: a
+non-finite loss is noted in a flag on the device (all-reduced over ranks without being read) and the
+optimizers turn the update into a no-op themselves (GradScaler's `found_inf` protocol, which the
+original's Adam of xlm/train/adam.py follows). The host learns of skipped updates at `settle()`, called
+at log lines and before checkpoints: it then takes them back from the learning-rate schedules, so a
+skipped update does not advance them (until then, the steps in between ran one update ahead).
+"""
+from contextlib import ExitStack, nullcontext
+
+import torch
+import torch.distributed as dist
+
+from .schedules import clip_grad_norm_, scheduled_lr, update_lr
+
+MAX_CONSECUTIVE_NONFINITE = 20
+
+
+class StepEngine:
+    """`step(compute_loss)` runs one micro-step; every `accumulate`-th makes an update with the mean of
+    their gradients (each loss a mean, the gradient of one batch N times as large)."""
+
+    def __init__(self, optimizers, param_sets, modules, device, amp_dtype=None, accumulate=1, clip_grad_norm=0.0,
+                 multi=False):
+        self.optimizers, self.param_sets, self.modules = optimizers, param_sets, list(modules)
+        self.device, self.amp_dtype, self.accumulate, self.clip = device, amp_dtype, accumulate, clip_grad_norm
+        self.multi = multi
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
+        self.n_micro = 0                                                     # backward passes
+        self.nonfinite = torch.zeros((), dtype=torch.float32, device=device)  # since the last update
+        self.skipped = torch.zeros((), dtype=torch.int64, device=device)      # updates skipped, in all
+        self.in_a_row = torch.zeros((), dtype=torch.int64, device=device)
+        self.longest_run = torch.zeros((), dtype=torch.int64, device=device)  # since the last settle()
+        self.n_skipped = 0                                                   # as last read by settle()
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+
+    def step(self, compute_loss, weight=1.0):
+        """compute_loss() -> a scalar loss (a mean); returns it detached, on the device."""
+        update = (self.n_micro + 1) % self.accumulate == 0
+        with ExitStack() as stack:
+            if self.multi and not update:
+                for module in self.modules:  # gradients are all-reduced on the last micro-step only
+                    stack.enter_context(module.no_sync())
+            with self.autocast():
+                loss = compute_loss()
+            self.nonfinite = torch.maximum(self.nonfinite, (~torch.isfinite(loss.detach())).float())
+            self.scaler.scale(loss * (weight / self.accumulate)).backward()
+        self.n_micro += 1
+        if update:
+            self.update()
+        return loss.detach()
+
+    def update(self):
+        skip = self.nonfinite
+        if self.multi:
+            dist.all_reduce(skip, op=dist.ReduceOp.MAX)  # every rank skips the same updates
+        for optimizer in self.optimizers.values():
+            self.scaler.unscale_(optimizer)
+        if self.clip > 0:
+            for params in self.param_sets.values():
+                if params:
+                    clip_grad_norm_(params, self.clip)
+        for optimizer in self.optimizers.values():
+            found_inf = skip
+            if self.scaler.is_enabled():  # gradients that overflowed in float16
+                found_inf = found_inf + sum(v.to(self.device) for v in self.scaler._found_inf_per_device(optimizer).values())
+            if getattr(optimizer, "_step_supports_amp_scaling", False):
+                optimizer.found_inf = found_inf
+                optimizer.step()
+                del optimizer.found_inf
+            elif not found_inf.item():  # torch's other optimizers cannot skip on the device
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            update_lr(optimizer)
+        self.scaler.update()
+        skipped = (skip > 0).long()
+        self.skipped += skipped
+        self.in_a_row = (self.in_a_row + 1) * skipped
+        self.longest_run = torch.maximum(self.longest_run, self.in_a_row)
+        self.nonfinite = torch.zeros_like(self.nonfinite)
+
+    def settle(self):
+        """Read the skipped updates (a host synchronisation: at log lines and checkpoints), take them back
+        from the schedules, and stop a run that diverged. Returns the number newly skipped."""
+        total, longest = (int(v) for v in torch.stack([self.skipped, self.longest_run]).tolist())
+        new, self.n_skipped = total - self.n_skipped, total
+        self.longest_run.zero_()
+        if new:
+            for optimizer in self.optimizers.values():
+                for group in optimizer.param_groups:
+                    if "schedule_name" in group:
+                        group["num_updates"] -= new
+                        group["lr"] = scheduled_lr(group)
+                    for p in group["params"]:
+                        state = optimizer.state.get(p)
+                        if state and isinstance(state.get("step"), int):
+                            state["step"] = max(state["step"] - new, 0)
+        if longest >= MAX_CONSECUTIVE_NONFINITE:
+            raise RuntimeError(f"{MAX_CONSECUTIVE_NONFINITE} non-finite losses in a row: the run diverged; "
+                               "lower the learning rate or use --bf16 instead of --fp16")
+        return new
+
+    def state_dict(self):
+        self.settle()
+        return {"scaler": self.scaler.state_dict(), "n_micro": self.n_micro, "n_skipped": self.n_skipped}
+
+    def load_state_dict(self, state):
+        self.scaler.load_state_dict(state["scaler"])
+        self.n_micro, self.n_skipped = state["n_micro"], state["n_skipped"]
+        self.skipped.fill_(self.n_skipped)
