@@ -19,6 +19,7 @@ from bench.model import sync
 from xlm.data.datasets import Batch
 from xlm.model.transformer import TransformerConfig, TransformerModel
 from xlm.objectives.lm import MaskingConfig, concat_pair, mask_for_training
+from xlm.train.compile import BucketPadded
 from xlm.train.schedules import build_optimizer, update_lr
 
 SIZES = {"small": dict(emb_dim=256, n_layers=4, n_heads=8, n_words=32000),
@@ -41,14 +42,14 @@ def main():
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--bptt", type=int, default=256)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training forward, as --compile true")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
     config = TransformerConfig(**SIZES[args.size], n_langs=15, dropout=0.1, attention_dropout=0.1,
                                gelu_activation=True)
     model = TransformerModel(config).to(device).train()
-    forward = torch.compile(model) if args.compile else model
+    forward = BucketPadded(model) if args.compile else model  # as train.py --compile true
     optimizer = build_optimizer(list(model.parameters()), "adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.0001")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bfloat16" else nullcontext()
     masking = MaskingConfig(n_words=config.n_words)
