@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.varlen import varlen_attn
 
 from .memory import HashingMemory, MemoryConfig
 
@@ -63,6 +64,28 @@ def embedding(n, dim, padding_idx=None):
     return emb
 
 
+def varlen_attention(q, k, v, kv_lengths):
+    """Attention of q (bs, heads, qlen, d) over the first kv_lengths[i] keys of row i of k and v
+    (bs, heads, klen, d), as SDPA with a key padding mask, but through the variable-length flash kernel,
+    which skips the padding instead of computing and masking it. The rows are laid end to end without
+    a copy: segment 2i pairs row i's queries with its keys, segment 2i + 1 no query with its padding."""
+    bs, heads, qlen, d = q.shape
+    klen = k.shape[2]
+    cu_q = (torch.arange(bs + 1, device=q.device) * qlen).repeat_interleave(2)[1:]  # 0, qlen, qlen, 2 qlen...
+    start = torch.arange(bs, device=q.device) * klen
+    cu_k = torch.cat([torch.stack([start, start + kv_lengths], 1).flatten(), start.new_full((1,), bs * klen)])
+    packed = [t.transpose(1, 2).reshape(-1, heads, d) for t in (q, k, v)]
+    out = varlen_attn(*packed, cu_q.int(), cu_k.int(), qlen, klen)
+    return out.view(bs, qlen, heads, d).transpose(1, 2)
+
+
+def varlen_applies(q, dropout):
+    """The flash kernel's conditions: CUDA (Ampere or later), half precision, head size <= 256 and a
+    multiple of 8, no dropout. Elsewhere (and on the CPU) attention masks the padding."""
+    return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and dropout == 0 and q.shape[-1] % 8 == 0
+            and q.shape[-1] <= 256 and torch.cuda.get_device_capability(q.device) >= (8, 0))
+
+
 class MultiHeadAttention(nn.Module):
     """Self-attention, or attention over `kv` (the encoder output), through fused SDPA kernels."""
 
@@ -78,10 +101,11 @@ class MultiHeadAttention(nn.Module):
         bs, n, _ = x.shape
         return x.view(bs, n, self.n_heads, self.dim // self.n_heads).transpose(1, 2)
 
-    def forward(self, x, mask, kv=None, cache=None, is_causal=False):
+    def forward(self, x, mask, kv=None, cache=None, is_causal=False, kv_lengths=None):
         """x (bs, qlen, dim); mask broadcastable to (bs, heads, qlen, klen), True where attending, or
-        None (with is_causal for the causal triangle). With a cache, self-attention appends this
-        step's keys/values and cross-attention reuses the encoder's, computed once."""
+        None (with is_causal for the causal triangle). kv_lengths (bs,): when the mask only hides the
+        keys' padding, the keys of each row, for the kernel that skips it. With a cache, self-attention
+        appends this step's keys/values and cross-attention reuses the encoder's, computed once."""
         q = self._heads(self.q_lin(x))
         if cache is not None and kv is not None and self.cache_key in cache:
             k, v = cache[self.cache_key]
@@ -94,7 +118,10 @@ class MultiHeadAttention(nn.Module):
         if cache is not None:
             cache[self.cache_key] = (k, v)
         dropout = self.dropout if self.training else 0.0
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
+        if kv_lengths is not None and varlen_applies(q, dropout):
+            context = varlen_attention(q, k, v, kv_lengths)
+        else:
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
         bs, _, qlen, _ = context.shape
         return self.out_lin(context.transpose(1, 2).reshape(bs, qlen, self.dim))
 
@@ -219,11 +246,12 @@ class TransformerModel(nn.Module):
         h = F.dropout(h, p=self.config.dropout, training=self.training)
         if keep is not None:
             h = h * keep.to(h.dtype)
+        key_lengths = lengths if attn_mask is not None and not causal else None  # a padding mask
         for i in range(self.config.n_layers):
-            a = self.attentions[i](h, attn_mask, cache=cache, is_causal=is_causal)
+            a = self.attentions[i](h, attn_mask, cache=cache, is_causal=is_causal, kv_lengths=key_lengths)
             h = self.layer_norm1[i](h + F.dropout(a, p=self.config.dropout, training=self.training))
             if self.is_decoder and src_enc is not None:
-                a = self.encoder_attn[i](h, src_mask, kv=src_enc, cache=cache)
+                a = self.encoder_attn[i](h, src_mask, kv=src_enc, cache=cache, kv_lengths=src_len)
                 h = self.layer_norm15[i](h + F.dropout(a, p=self.config.dropout, training=self.training))
             ffn = self.memories[f"{i}_in"] if self.ffns[i] is None else self.ffns[i]
             h = self.layer_norm2[i](h + ffn(h))

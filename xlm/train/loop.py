@@ -34,6 +34,7 @@ from ..objectives.mt import mt_loss
 from ..objectives.pc import pc_loss
 from .checkpointing import gather_rng_states, load_training_checkpoint, rng_state, save_training_checkpoint, \
     set_rng_state
+from .compile import BucketPadded
 from .distributed import all_reduce_sum, any_rank, broadcast_from_master, init_distributed
 from .engine import StepEngine
 from .logging import MetricsWriter, create_logger
@@ -224,8 +225,10 @@ class Trainer:
         # steps that leave parameters out: PC the output layer, a decoder's CLM its cross-attention, and a
         # batch without a target in some cluster of the adaptive softmax that cluster
         partial = bool(params.pc_steps) or not params.encoder_only and bool(params.clm_steps or params.mlm_steps)
-        self.ddp = {k: DistributedDataParallel(m, device_ids=device_ids, find_unused_parameters=partial or m.config.asm)
-                    if info.multi else m for k, m in self.models.items()}
+        trained = {k: BucketPadded(m) if params.compile else m for k, m in self.models.items()}
+        self.ddp = {k: DistributedDataParallel(trained[k], device_ids=device_ids,
+                                               find_unused_parameters=partial or m.config.asm)
+                    if info.multi else trained[k] for k, m in self.models.items()}
         amp_dtype = torch.float16 if params.fp16 else torch.bfloat16 if params.bf16 else None
         self.engine = StepEngine(self.optimizers, param_sets, self.ddp.values(), info.device, amp_dtype,
                                  params.accumulate_gradients, params.clip_grad_norm, info.multi)

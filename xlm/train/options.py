@@ -50,6 +50,8 @@ def build_parser():
     a("--fp16", type=bool_flag, default=False)
     a("--amp", type=int, default=-1)
     a("--bf16", type=bool_flag, default=False, help="bfloat16 autocast (xlm)")
+    a("--compile", type=bool_flag, default=False,
+      help="torch.compile the training forward; padded batches are padded to a multiple of 8 tokens (xlm)")
     # model
     a("--encoder_only", type=bool_flag, default=True)
     a("--emb_dim", type=int, default=512)

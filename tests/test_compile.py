@@ -1,0 +1,118 @@
+"""--compile (torch.compile on bucket-padded batches) and the variable-length attention path."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch._dynamo.utils import counters
+
+import xlm.model.transformer as transformer
+from xlm.data.datasets import Batch, bucket_length
+from xlm.model.transformer import TransformerConfig, TransformerModel, varlen_attention
+from xlm.objectives.lm import MaskingConfig, concat_pair, mask_for_training
+from xlm.train.adam import Adam
+from xlm.train.compile import BucketPadded
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return TransformerModel(TransformerConfig(n_words=60, emb_dim=16, n_layers=2, n_heads=2, n_langs=3, **kw))
+
+
+def sentences(bs, generator, longest=13):
+    lengths = torch.randint(3, longest, (bs,), generator=generator)
+    x = torch.randint(14, 60, (bs, int(lengths.max())), generator=generator)
+    x[torch.arange(x.shape[1])[None] >= lengths[:, None]] = 2
+    return Batch(x, lengths)
+
+
+def tlm_batches(n, generator):
+    """Masked TLM batches of varying rows and lengths: (x, lengths, positions, langs, pred_mask, y)."""
+    masking = MaskingConfig(n_words=60)
+    for bs in [5, 4, 6, 5][:n]:
+        x, lengths, positions, langs = concat_pair(sentences(bs, generator), 1, sentences(bs, generator), 2)
+        x, pred_mask, y = mask_for_training(x, lengths, masking, generator)
+        yield x, lengths, positions, langs, pred_mask, y
+
+
+def test_bucket_length():
+    assert [bucket_length(n) for n in (1, 8, 9, 16, 17, 100)] == [8, 8, 16, 16, 24, 104]
+
+
+def test_padding_to_a_bucket_keeps_the_loss():
+    """Padding is masked: the loss of a batch padded with 5 more columns is the unpadded one's."""
+    model = tiny().eval()
+    x, lengths, positions, langs, pred_mask, y = next(tlm_batches(1, torch.Generator().manual_seed(1)))
+    loss = model(x, lengths, langs=langs, positions=positions, pred_mask=pred_mask, y=y)
+    pad = lambda t, v=0: F.pad(t, (0, 5), value=v)  # noqa: E731
+    padded = model(pad(x, 2), lengths, langs=pad(langs), positions=pad(positions), pred_mask=pad(pred_mask, False),
+                   y=y)
+    assert padded.item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_compiled_training_matches_eager_and_compiles_once():
+    """Four TLM steps of varying shapes (with Adam updates), eager and through BucketPadded: the same
+    losses, and the compiled forward is not compiled again for each new shape."""
+    losses = {}
+    for name in ("eager", "compiled"):
+        model = tiny(dropout=0.0)
+        forward = BucketPadded(model) if name == "compiled" else model
+        optimizer = Adam(model.parameters(), lr=1e-3)
+        torch._dynamo.reset()
+        counters.clear()
+        losses[name] = []
+        for x, lengths, positions, langs, pred_mask, y in tlm_batches(4, torch.Generator().manual_seed(2)):
+            loss = forward(x, lengths, langs=langs, positions=positions, pred_mask=pred_mask, y=y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses[name].append(loss.item())
+        graphs = counters["stats"]["unique_graphs"]
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-5)
+    # the model up to the predicted positions, once; the output layer after h[pred_mask] (a graph break),
+    # whose number of rows torch marks dynamic when it first changes: twice
+    assert graphs <= 3
+
+
+def reference_varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k):
+    """torch.nn.attention.varlen.varlen_attn as documented (CUDA only): segment j's queries
+    q[cu_q[j]:cu_q[j+1]] attend to its keys k[cu_k[j]:cu_k[j+1]]; tokens are (T, heads, d)."""
+    out = torch.zeros_like(q)
+    for j in range(len(cu_q) - 1):
+        qs, ks = slice(cu_q[j], cu_q[j + 1]), slice(cu_k[j], cu_k[j + 1])
+        if qs.stop > qs.start:
+            assert ks.stop - ks.start <= max_k and qs.stop - qs.start <= max_q
+            out[qs] = F.scaled_dot_product_attention(q[qs].transpose(0, 1), k[ks].transpose(0, 1),
+                                                     v[ks].transpose(0, 1)).transpose(0, 1)
+    return out
+
+
+@pytest.mark.parametrize("qlen", [7, 4])  # self-attention, cross-attention
+def test_varlen_segments_match_the_padding_mask(monkeypatch, qlen):
+    monkeypatch.setattr(transformer, "varlen_attn", reference_varlen_attn)
+    torch.manual_seed(0)
+    bs, heads, klen, d = 3, 2, 7, 8
+    kv_lengths = torch.tensor([7, 2, 5])
+    q, k, v = torch.randn(bs, heads, qlen, d), torch.randn(bs, heads, klen, d), torch.randn(bs, heads, klen, d)
+    mask = (torch.arange(klen)[None, :] < kv_lengths[:, None])[:, None, None, :]
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(varlen_attention(q, k, v, kv_lengths), expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the varlen flash kernel needs CUDA")
+def test_varlen_model_matches_padded_on_cuda(monkeypatch):
+    """An MT step in bf16: the decoder's loss and gradients with the varlen kernel and with masks."""
+    generator = torch.Generator().manual_seed(3)
+    src, tgt = sentences(6, generator, 40), sentences(6, generator, 40)
+    results = []
+    for varlen in (True, False):
+        monkeypatch.setattr(transformer, "varlen_applies", transformer.varlen_applies if varlen else
+                            (lambda q, dropout: False))
+        encoder, decoder = tiny().cuda(), tiny(is_decoder=True).cuda()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            enc = encoder(src.x.cuda(), src.lengths.cuda(), langs=1)
+            pred_mask = torch.arange(tgt.x.shape[1])[None] < tgt.lengths[:, None] - 1
+            loss = decoder(tgt.x.cuda(), tgt.lengths.cuda(), langs=2, causal=True, src_enc=enc,
+                           src_len=src.lengths.cuda(), pred_mask=pred_mask.cuda(), y=tgt.x[:, 1:][pred_mask[:, :-1]].cuda())
+        loss.backward()
+        results.append((loss.item(), encoder.attentions[0].q_lin.weight.grad.float().cpu()))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-2)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=5e-2, atol=1e-3)

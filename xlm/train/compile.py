@@ -1,0 +1,49 @@
+"""--compile: the training forward through torch.compile.
+
+Only the training forward is compiled: evaluation and generation (whose cache grows by one position
+a step) run the same modules eagerly. Padded batches are padded further, to a length of
+`bucket_length`, so that the compiled graphs see a few shapes; padding is masked in the model, so
+the loss is unchanged.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.datasets import bucket_length
+
+
+def _pad(t, length, value=0):
+    """t (bs, n, ...) padded along dim 1 to length."""
+    if t is None or t.shape[1] == length:
+        return t
+    pad = [0, 0] * (t.dim() - 2) + [0, length - t.shape[1]]
+    return F.pad(t, pad, value=value)
+
+
+class BucketPadded(nn.Module):
+    """`model`'s forward, compiled, on inputs padded to bucket lengths; hidden states come back at the
+    input's length. Sizes that vary from batch to batch (rows, length, predicted tokens) are marked
+    dynamic, so each graph is compiled once rather than once per shape."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.pad_index = model.config.pad_index
+        self.compiled = torch.compile(model)  # model's parameters, registered once
+
+    def forward(self, x, lengths, langs=None, positions=None, causal=False, src_enc=None, src_len=None,
+                pred_mask=None, y=None):
+        slen = x.shape[1]
+        if isinstance(langs, int):  # a tensor, not a constant that each language would compile again
+            langs = torch.full_like(x, langs)
+        if lengths is not None:
+            n = bucket_length(slen)
+            x = _pad(x, n, self.pad_index)
+            langs, positions, pred_mask = _pad(langs, n), _pad(positions, n), _pad(pred_mask, n, False)
+        if src_enc is not None:
+            src_enc = _pad(src_enc, bucket_length(src_enc.shape[1]))
+        for t in (x, lengths, langs, positions, src_enc, src_len, pred_mask, y):
+            for dim in range(0 if t is None else min(t.dim(), 2)):
+                torch._dynamo.maybe_mark_dynamic(t, dim)
+        out = self.compiled(x, lengths, langs=langs, positions=positions, causal=causal, src_enc=src_enc,
+                            src_len=src_len, pred_mask=pred_mask, y=y)
+        return out if y is not None else out[:, :slen]
