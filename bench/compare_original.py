@@ -1,8 +1,10 @@
 """Side by side with the original XLM on the CPU, on the same batches and the same weights: an MLM step
 (bptt stream) and a TLM step as `Trainer.mlm_step` runs them, a back-translation step (greedy generation,
 then the MT step on the reverse direction, as `bt_step`), and beam-5 decoding. Each side runs its own code:
-the original's trainer methods and `generate_beam` on one side, xlm's Trainer and `generate_beam` on the
-other, fed the same batches through their iterators, with models built from one state dict. Timed
+the original's trainer methods and `generate_beam` on one side; on the other, xlm's Trainer of a run with
+that objective alone, fed as train.py feeds it (`train_round` on its Plan made ahead in a background
+thread, or inline with --no_prefetch), and xlm's `generate_beam`. Both read the same batches through their
+iterators, with models built from one state dict. Timed
 alternately (original, xlm, original, ...), medians of the repeats, for each thread count.
 Prints one JSON object.
 
@@ -21,13 +23,12 @@ import sys
 import tempfile
 import time
 import types
-from itertools import cycle
 
 import numpy as np
 import torch
 
 from bench.data_pipeline import cpu_model
-from bench.steps import LANGS, build_trainer, write_data
+from bench.steps import LANGS, Rounds, build_trainer, write_data
 from xlm.data.datasets import Batch, batch_sentences
 from xlm.data.dictionary import SPECIAL_WORDS
 from xlm.model.generate import generate_beam
@@ -91,6 +92,23 @@ def original_trainer(orig, xlm_trainer_, dico):
     return trainer
 
 
+class Repeat:
+    """The same batches over and over, in place of one of xlm's iterators (the Plan saves their states)."""
+
+    def __init__(self, batches):
+        self.batches, self.i = batches, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self.i += 1
+        return self.batches[(self.i - 1) % len(self.batches)]
+
+    def state_dict(self):
+        return {"i": self.i}
+
+
 def sentences(generator, bs, n_words, low, high):
     """A batch of bs sentences `</s> w... </s>` of low..high tokens, padded (xlm's layout, (bs, slen))."""
     lengths = torch.randint(low, high + 1, (bs,), generator=generator)
@@ -131,6 +149,9 @@ def main():
     parser.add_argument("--bptt", type=int, default=128)
     parser.add_argument("--beam_sentences", type=int, default=32)
     parser.add_argument("--only", default="mlm,tlm,bt,beam5")
+    parser.add_argument("--no_prefetch", action="store_true",
+                        help="xlm makes its batches and masks in the main thread, as the original, instead of "
+                             "train.py's background thread")
     args = parser.parse_args()
     orig = import_original(os.path.abspath(args.original))
     only = args.only.split(",")
@@ -141,9 +162,11 @@ def main():
     os.makedirs(data)
     dico = write_data(data, args.n_words, 400)
     n_words = len(dico)
-    lm = xlm_trainer(data, tmp.name, args, "lm", "--mlm_steps", "la,la-lb")
-    mt = xlm_trainer(data, tmp.name, args, "mt", "--encoder_only", "false", "--bt_steps", "la-lb-la",
-                     "--mt_steps", "la-lb")
+    # xlm: a run of each objective alone (each round of its plan is one step)
+    lm = xlm_trainer(data, tmp.name, args, "mlm", "--mlm_steps", "la")
+    tlm = xlm_trainer(data, tmp.name, args, "tlm", "--mlm_steps", "la-lb")
+    tlm.models["model"].load_state_dict(lm.models["model"].state_dict())
+    mt = xlm_trainer(data, tmp.name, args, "bt", "--encoder_only", "false", "--bt_steps", "la-lb-la")
     o_lm = original_trainer(orig, lm, dico)
     o_mt = original_trainer(orig, mt, dico)
     # </s> made impossible: every generated sentence runs to max_len on both sides, the same work
@@ -158,12 +181,14 @@ def main():
     bt_batches = [sentences(g, bs, n_words, 10, 40) for _ in range(4)]
     # the same batches through each side's iterator, in each side's layout ((bs, slen) / (slen, bs))
     full = torch.full((bs,), args.bptt)
-    lm.iterators[("pred", "la")] = (Batch(x, full) for x in cycle(streams))
-    o_lm.iterators[("pred", "la", None)] = ((x.t().contiguous(), full) for x in cycle(streams))
-    lm.iterators[("pred", "la", "lb")] = cycle(pairs)
-    o_lm.iterators[("pred", "la", "lb")] = (tuple((b.x.t().contiguous(), b.lengths) for b in pair) for pair in cycle(pairs))
-    mt.iterators[("bt", "la")] = cycle(bt_batches)
-    o_mt.iterators[("bt", "la", None)] = ((b.x.t().contiguous(), b.lengths) for b in cycle(bt_batches))
+    lm.iterators[("pred", "la")] = Repeat([Batch(x, full) for x in streams])
+    o_lm.iterators[("pred", "la", None)] = Repeat([(x.t().contiguous(), full) for x in streams])
+    tlm.iterators[("pred", "la", "lb")] = Repeat(pairs)
+    o_lm.iterators[("pred", "la", "lb")] = Repeat([tuple((b.x.t().contiguous(), b.lengths) for b in pair) for pair in pairs])
+    mt.iterators[("bt", "la")] = Repeat(bt_batches)
+    o_mt.iterators[("bt", "la", None)] = Repeat([(b.x.t().contiguous(), b.lengths) for b in bt_batches])
+    # after the iterators are replaced: the plans read them from the Trainers' dicts
+    rounds = {name: Rounds(t, prefetch=not args.no_prefetch) for name, t in (("mlm", lm), ("tlm", tlm), ("bt", mt))}
 
     result = {"benchmark": "compare_original", "command": "python -m bench.compare_original " + " ".join(sys.argv[1:]),
               "original": os.path.abspath(args.original), "device_name": cpu_model(), "torch": torch.__version__,
@@ -172,7 +197,8 @@ def main():
               "batches": {"mlm": f"{bs} x {args.bptt} stream", "tlm": f"{bs} pairs of 20-60 + 20-60 tokens",
                           "bt": f"{bs} sentences of 10-40 tokens, greedy to 1.3 x max + 5",
                           "beam5": f"{args.beam_sentences} sentences of 10-40 tokens, max_len 1.5 x len + 10"},
-              "optimizer": OPTIMIZER, "clip_grad_norm": 5, "repeats": args.repeats, "threads": {}}
+              "optimizer": OPTIMIZER, "clip_grad_norm": 5,
+              "xlm_batches": "made inline" if args.no_prefetch else "made ahead in a background thread (train.py)", "repeats": args.repeats, "threads": {}}
     tlm_tokens = sum(int(a.lengths.sum() + b.lengths.sum()) for a, b in pairs) / len(pairs)
     bt_tokens = sum(int(b.lengths.sum()) for b in bt_batches) / len(bt_batches)
     beam_src = sentences(g, args.beam_sentences, n_words, 10, 40)
@@ -197,19 +223,21 @@ def main():
         r = result["threads"][str(threads)] = {}
         if "mlm" in only:
             r["mlm_step"] = side_by_side(f"{threads} threads, MLM", lambda: o_lm.mlm_step("la", None, 1.0),
-                                         lambda: lm.lm_step("mlm", "la", None), args.repeats, bs * args.bptt, "tokens")
+                                         rounds["mlm"].step, args.repeats, bs * args.bptt, "tokens")
         if "tlm" in only:
             r["tlm_step"] = side_by_side(f"{threads} threads, TLM", lambda: o_lm.mlm_step("la", "lb", 1.0),
-                                         lambda: lm.lm_step("mlm", "la", "lb"), args.repeats, tlm_tokens, "tokens")
+                                         rounds["tlm"].step, args.repeats, tlm_tokens, "tokens")
         if "bt" in only:
             r["bt_step"] = side_by_side(f"{threads} threads, BT", lambda: o_mt.bt_step("la", "lb", "la", 1.0),
-                                        lambda: mt.bt_step("la", "lb", "la"), args.repeats, bt_tokens, "tokens")
+                                        rounds["bt"].step, args.repeats, bt_tokens, "tokens")
         if "beam5" in only:
             (o_out, o_len), (x_out, x_len) = beam_orig(), beam_xlm()
             r["beam5"] = side_by_side(f"{threads} threads, beam 5", beam_orig, beam_xlm, max(1, args.repeats // 2),
                                       args.beam_sentences, "sentences")
             r["beam5"]["same_output"] = bool(torch.equal(o_len, x_len) and torch.equal(o_out.t(), x_out))
     result["goals"] = {"mlm_step": 1.5, "bt_step": 2.0, "beam5": 3.0}
+    for r in rounds.values():
+        r.close()
     print(json.dumps(result, indent=1))
     tmp.cleanup()
 

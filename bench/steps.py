@@ -1,13 +1,13 @@
 """What the step benchmarks share: generated data that xlm's Trainer reads, a Trainer built as train.py
-builds it, and its steps timed with the split of their time (data wait, forward, backward, optimizer,
-generation). The split comes from timers the bench installs around xlm's own calls (iterators, model
-forwards, autograd's backward, optimizer steps, the generate functions), each with a device
-synchronisation; nothing of it is in xlm.
+builds it and fed as train.py feeds it (rounds of its Plan, made ahead in a Prefetcher, through
+`train_round`), and its rounds timed with the split of their time (data wait, forward, backward,
+optimizer, generation). The data wait is the Trainer's own (`data_wait`); the rest of the split comes
+from timers the bench installs around xlm's own calls (model forwards, autograd's backward, optimizer
+steps, the generate functions), each with a device synchronisation; nothing of it is in xlm.
 """
 import contextlib
 import os
 import sys
-import threading
 import time
 import types
 
@@ -16,10 +16,10 @@ import torch
 
 import xlm.model.generate
 from xlm.data.binarized import binarize
-from xlm.data.datasets import Batch
 from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
 from xlm.train.loop import Trainer
 from xlm.train.options import parse_params
+from xlm.train.pipeline import Prefetcher
 
 LANGS = ("la", "lb")
 PHASES = ("data", "forward", "backward", "optimizer", "generation")
@@ -59,33 +59,41 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def tokens_of(item):
-    """Tokens of what a training iterator yields: a Batch, or a pair of them."""
-    if isinstance(item, Batch):
-        return int(item.lengths.sum())
-    return sum(tokens_of(b) for b in item)
+def tokens_of(work):
+    """Tokens of the batches a plan item was made from: the sentences (a stream's rows, a pair's two sides,
+    AE's and BT's original sentences), and an MT step's source too."""
+    if work.kind != "step":
+        return 0
+    t = work.inputs
+    tokens = t["x"].numel() if t["lengths"] is None else int(t["lengths"].sum())
+    return tokens + (int(t["src_lengths"].sum()) if work.objective == "mt" else 0)
 
 
-class CountingIterator:
-    """Wraps a Trainer's iterator: counts the tokens it yields and the time the main thread waits in it
-    (a background worker that iterates it is not waiting for the model, and is not counted)."""
+class Rounds:
+    """A Trainer fed as train.py feeds it: its plan made ahead in a Prefetcher (or inline, in the main
+    thread, with prefetch=False); step() trains one round. Counts the tokens of the items the Trainer
+    consumed (the producer runs a few items ahead)."""
 
-    def __init__(self, inner):
-        self.inner, self.tokens, self.wait = inner, 0, 0.0
+    def __init__(self, trainer, prefetch=True):
+        s = trainer.state
+        items = trainer.plan.items(s.n_total_iter, s.n_sentences)
+        self.plan = Prefetcher(items, pin=trainer.info.device.type == "cuda") if prefetch else items
+        self.trainer, self.tokens = trainer, 0
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        start = time.perf_counter()
-        item = next(self.inner)
-        if threading.current_thread() is threading.main_thread():
-            self.wait += time.perf_counter() - start
-        self.tokens += tokens_of(item)
-        return item
+        work = next(self.plan)
+        self.tokens += tokens_of(work)
+        return work
 
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
+    def step(self):
+        self.trainer.train_round(self)
+
+    def close(self):
+        if isinstance(self.plan, Prefetcher):
+            self.plan.close()
 
 
 @contextlib.contextmanager
@@ -146,49 +154,46 @@ def phase_timers(trainer, seconds):
             fn()
 
 
-def time_steps(trainer, step, steps, warmup):
-    """{tokens_per_s, data_wait_share, seconds_per_step} of `steps` calls of step() after `warmup`, then the
-    split of the step time from as many calls again with phase timers."""
+def time_rounds(rounds, steps, warmup):
+    """{tokens_per_s, data_wait_share, seconds_per_step} of `steps` rounds after `warmup` (the data wait as
+    the Trainer measures it for its log lines), then the split of the step time from as many rounds again
+    with phase timers."""
+    trainer = rounds.trainer
     device = trainer.info.device
-    iterators = {k: CountingIterator(it) for k, it in trainer.iterators.items()}
-    trainer.iterators.update(iterators)
     for _ in range(warmup):
-        step()
+        rounds.step()
     sync(device)
-    for it in iterators.values():
-        it.tokens, it.wait = 0, 0.0
+    rounds.tokens, trainer.data_wait = 0, 0.0
     start = time.perf_counter()
     for _ in range(steps):
-        step()
+        rounds.step()
     sync(device)
     total = time.perf_counter() - start
-    tokens, wait = sum(it.tokens for it in iterators.values()), sum(it.wait for it in iterators.values())
-    result = {"tokens_per_s": round(tokens / total, 1), "seconds_per_step": round(total / steps, 4),
-              "data_wait_share": round(wait / total, 4), "tokens_per_step": round(tokens / steps, 1)}
+    result = {"tokens_per_s": round(rounds.tokens / total, 1), "seconds_per_step": round(total / steps, 4),
+              "data_wait_share": round(trainer.data_wait / total, 4), "tokens_per_step": round(rounds.tokens / steps, 1)}
 
     seconds = dict.fromkeys(PHASES, 0.0)
-    for it in iterators.values():
-        it.wait = 0.0
+    trainer.data_wait = 0.0
     with phase_timers(trainer, seconds):
         sync(device)
         start = time.perf_counter()
         for _ in range(steps):
-            step()
+            rounds.step()
         sync(device)
         total = time.perf_counter() - start
-    seconds["data"] = sum(it.wait for it in iterators.values())
+    seconds["data"] = trainer.data_wait
     seconds["other"] = total - sum(seconds.values())
     result["split"] = {k: round(v / total, 4) for k, v in seconds.items() if v or k != "generation"}
     result["split_note"] = ("shares of the step time measured with a device synchronisation around each phase; "
-                            "other = masking, batch assembly outside the iterator, copies, clipping, bookkeeping")
-    for k, it in iterators.items():
-        trainer.iterators[k] = it.inner
+                            "data = the Trainer's wait for the plan's next item; other = copies to the device, "
+                            "clipping, learning-rate updates, bookkeeping")
     return result
 
 
-def profile_steps(trainer, step, steps, top=15):
-    """The ops that take the most self time over `steps` calls (torch.profiler), with their share."""
+def profile_rounds(rounds, steps, top=15):
+    """The ops that take the most self time over `steps` rounds (torch.profiler), with their share."""
     from torch.profiler import ProfilerActivity, profile
+    trainer, step = rounds.trainer, rounds.step
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.info.device.type == "cuda" else [])
     step()
     with profile(activities=activities) as prof:

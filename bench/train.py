@@ -18,12 +18,16 @@ import time
 import torch
 
 from bench.data_pipeline import cpu_model
-from bench.steps import build_trainer, profile_steps, time_steps, write_data
+from bench.steps import Rounds, build_trainer, profile_rounds, time_rounds, write_data
 
 SIZES = {"tiny": dict(emb_dim=64, n_layers=2, n_heads=4, n_words=2000),
          "small": dict(emb_dim=256, n_layers=4, n_heads=8, n_words=32000),
          "mlm_tlm_xnli15_1024": dict(emb_dim=1024, n_layers=12, n_heads=8, n_words=95000)}
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+# the flags of a run of each objective alone
+OBJECTIVES = {"mlm": ["--mlm_steps", "la"], "tlm": ["--mlm_steps", "la-lb"],
+              "mt": ["--encoder_only", "false", "--mt_steps", "la-lb"],
+              "bt": ["--encoder_only", "false", "--bt_steps", "la-lb-la"]}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -53,6 +57,9 @@ def main():
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
     objectives = args.objectives.split(",")
+    unknown = set(objectives) - set(OBJECTIVES)
+    if unknown:
+        parser.error(f"--objectives: unknown {', '.join(sorted(unknown))} (known: {', '.join(OBJECTIVES)})")
     size = SIZES[args.size]
     flags = ["--emb_dim", size["emb_dim"], "--n_layers", size["n_layers"], "--n_heads", size["n_heads"],
              "--dropout", 0.1, "--attention_dropout", 0.1, "--gelu_activation", "true",
@@ -73,31 +80,22 @@ def main():
               "compile": args.compile, "batch_size": args.batch_size, "bptt": args.bptt, "max_len": args.max_len,
               "steps": args.steps, "torch": torch.__version__, "threads": torch.get_num_threads(),
               "data_seconds": round(time.perf_counter() - start, 1), "objectives": {}}
-    if {"mlm", "tlm"} & set(objectives):
-        lm = build_trainer(data, tmp.name, "lm", flags + ["--mlm_steps", "la,la-lb"])
-        device = lm.info.device
-        if "mlm" in objectives:
-            r = result["objectives"]["mlm"] = time_steps(lm, lambda: lm.lm_step("mlm", "la", None),
-                                                         args.steps, args.warmup)
-            if device.type == "cuda":
+    for name in objectives:
+        # a run of this objective alone: each round of its plan is one step
+        trainer = build_trainer(data, tmp.name, name, flags + OBJECTIVES[name])
+        device, rounds = trainer.info.device, Rounds(trainer)
+        try:
+            r = result["objectives"][name] = time_rounds(rounds, args.steps, args.warmup)
+            if name == "mlm" and device.type == "cuda":
                 achieved = r["tokens_per_s"] * flops_per_token(size, args.bptt)
                 peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in device_name(device)), None)
                 r.update(achieved_tflops=round(achieved / 1e12, 1),
                          mfu=round(achieved / peak, 3) if peak and args.bf16 else None)
-            if args.profile:
-                r["profile_top_ops"] = profile_steps(lm, lambda: lm.lm_step("mlm", "la", None), args.profile)
-        if "tlm" in objectives:
-            result["objectives"]["tlm"] = time_steps(lm, lambda: lm.lm_step("mlm", "la", "lb"), args.steps, args.warmup)
-        del lm
-    if {"mt", "bt"} & set(objectives):
-        mt = build_trainer(data, tmp.name, "mt", flags + ["--encoder_only", "false", "--mt_steps", "la-lb",
-                                                          "--bt_steps", "la-lb-la"])
-        device = mt.info.device
-        if "mt" in objectives:
-            result["objectives"]["mt"] = time_steps(mt, lambda: mt.mt_step("la", "lb"), args.steps, args.warmup)
-        if "bt" in objectives:
-            result["objectives"]["bt"] = time_steps(mt, lambda: mt.bt_step("la", "lb", "la"), args.steps, args.warmup)
-        del mt
+            if name == "mlm" and args.profile:
+                r["profile_top_ops"] = profile_rounds(rounds, args.profile)
+        finally:
+            rounds.close()
+        del trainer, rounds
     result.update(device=str(device), device_name=device_name(device))
     if device.type == "cuda":
         result["max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
