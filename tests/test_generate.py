@@ -110,3 +110,73 @@ def test_exhaustive_beam_finds_the_best_hypothesis():
             out, lengths = generate_beam(dec, src_enc, src_len, 1, beam_size=n_words ** 3,
                                          length_penalty=length_penalty, max_len=max_len)
             assert out[0, :lengths[0]].tolist() == [1] + best + [1]
+
+
+def reference_beam(dec, src_enc, src_len, beam_size, length_penalty, early_stopping, max_len):
+    """The original's beam search for one sentence, written plainly from its rules: every prefix scored
+    anew (no cache); candidates: the 2 * beam_size best (beam, word) by summed log-probability, taken in
+    order until beam_size of them continue; a taken one ending in </s> (any taken one, at the last step)
+    is finished with score sum / len ** length_penalty, len counting the leading </s>. The sentence stops
+    once beam_size are finished and early_stopping, or the beam_size-th best finished score is >= the
+    best candidate's sum / (max_len - 1) ** length_penalty. Answer: the first finished among the best,
+    and the number of decoding steps run."""
+    n_words = dec.config.n_words
+    beams = [([1], 0.0)] + [([1], -1e9)] * (beam_size - 1)
+    finished = []  # (score, tokens), in the order they finish
+    for cur_len in range(1, max_len):
+        x = torch.tensor([tokens for tokens, _ in beams])
+        h = dec(x, torch.full((beam_size,), cur_len), langs=1, causal=True,
+                src_enc=src_enc.expand(beam_size, -1, -1), src_len=src_len.expand(beam_size))
+        summed = (F.log_softmax(dec.get_scores(h[:, -1]).float(), dim=-1)
+                  + torch.tensor([s for _, s in beams], dtype=torch.float32)[:, None])
+        values, indices = (t.tolist() for t in torch.topk(summed.view(-1), 2 * beam_size))
+        ranked = sorted((s for s, _ in finished), reverse=True)
+        if len(ranked) >= beam_size and (early_stopping or
+                                         ranked[beam_size - 1] >= values[0] / (max_len - 1) ** length_penalty):
+            break
+        next_beams = []
+        for value, index in zip(values, indices):
+            prefix, word = beams[index // n_words][0], index % n_words
+            if word == 1 or cur_len == max_len - 1:
+                finished.append((value / len(prefix) ** length_penalty, prefix))
+            else:
+                next_beams.append((prefix + [word], value))
+            if len(next_beams) == beam_size:
+                break
+        beams = next_beams
+    return max(finished, key=lambda f: f[0])[1] + [1], cur_len
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("model", ["trained", "random"])
+def test_beam_follows_the_original_rules(reverser, model):
+    """The batched beam search against the plain one above, over beam sizes, length penalties,
+    early stopping, batch sizes and max_len (short ones cut hypotheses, so all are finalised); one
+    sentence at a time with a stop check every step, it must also stop after the same step. The random
+    model's </s> is made likely, so that hypotheses of many lengths finish and early stopping matters."""
+    if model == "trained":
+        enc, dec = reverser
+    else:
+        enc, dec = [m.eval() for m in model_pair(seed=5)]
+        dec.pred_layer.proj.bias[1] += 2.0
+    steps = []
+    dec.register_forward_hook(lambda *_: steps.append(1))
+    sources = SOURCES + [[6, 6, 7, 4, 10, 9], [8]]
+    for beam_size, length_penalty, early_stopping, max_len, bs in [
+            (2, 1.0, False, 12, 7), (3, 0.5, False, 9, 7), (5, 2.0, False, 12, 3), (4, 2.0, True, 12, 7),
+            (3, 0.0, True, 5, 7), (5, 0.7, False, 4, 7), (2, 1.5, True, 3, 1), (5, -0.5, False, 8, 7)]:
+        for start in range(0, len(sources), bs):
+            src_enc, src_len = encode(enc, sources[start:start + bs])
+            out, lengths = generate_beam(dec, src_enc, src_len, 1, beam_size, length_penalty, early_stopping,
+                                         max_len)
+            assert out.shape[1] == int(lengths.max())
+            for i in range(len(src_len)):
+                one = src_enc[i:i + 1, :int(src_len[i])], src_len[i:i + 1]
+                expected, expected_steps = reference_beam(dec, *one, beam_size, length_penalty, early_stopping,
+                                                          max_len)
+                config = (beam_size, length_penalty, early_stopping, max_len, sources[start + i])
+                assert out[i, :lengths[i]].tolist() == expected, config
+                assert (out[i, lengths[i]:] == 2).all()
+                steps.clear()
+                generate_beam(dec, *one, 1, beam_size, length_penalty, early_stopping, max_len, sync_every=1)
+                assert len(steps) == expected_steps, config
