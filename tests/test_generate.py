@@ -1,11 +1,13 @@
 import itertools
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import train_reverser
-from xlm.model.generate import generate_beam, generate_greedy
+from xlm.model.generate import SYNC_EVERY, generate_beam, generate_greedy
 from xlm.model.transformer import TransformerConfig, TransformerModel
 
 N_WORDS = 12  # 0..3 special, 4..11 "letters"
@@ -180,3 +182,42 @@ def test_beam_follows_the_original_rules(reverser, model):
                 steps.clear()
                 generate_beam(dec, *one, 1, beam_size, length_penalty, early_stopping, max_len, sync_every=1)
                 assert len(steps) == expected_steps, config
+
+
+class HostReads(TorchDispatchMode):
+    """Counts the operations that make the host wait for a device value: reading a scalar, and indexing
+    with a boolean mask (whose size depends on the values); `tolist` and `numpy` are counted by the test."""
+    READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
+             torch.ops.aten.is_nonzero.default, torch.ops.aten.equal.default}
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        masks = [a for a in args if isinstance(a, (list, tuple)) for a in a if isinstance(a, torch.Tensor)
+                 and a.dtype == torch.bool]
+        self.count += func in self.READS or (func.__name__.startswith("index") and bool(masks))
+        return func(*args, **(kwargs or {}))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("generate", ["greedy", "beam"])
+def test_decoding_reads_the_host_every_few_steps(monkeypatch, generate):
+    """</s> made impossible, so every step runs: at most one host read per SYNC_EVERY steps, and the
+    final trim."""
+    enc, dec = [m.eval() for m in model_pair(seed=1)]
+    dec.pred_layer.proj.bias[1] = -1e4
+    src = encode(enc, SOURCES)
+    max_len = 30
+    with HostReads() as reads:
+        for name in ("tolist", "numpy"):
+            method = getattr(torch.Tensor, name)
+            monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _m=method, **k: (
+                setattr(reads, "count", reads.count + 1), _m(self, *a, **k))[1])
+        if generate == "greedy":
+            out, _ = generate_greedy(dec, *src, tgt_lang_id=1, max_len=max_len)
+        else:
+            out, _ = generate_beam(dec, *src, tgt_lang_id=1, beam_size=4, length_penalty=1.0, max_len=max_len)
+    assert out.shape[1] == max_len
+    assert reads.count <= math.ceil((max_len - 1) / SYNC_EVERY) + 1, reads.count
