@@ -81,8 +81,9 @@ def translate(model, sentences, src_id, tgt_id, args, device):
         else:
             y, y_len = generate_beam(model.decoder, enc, lengths, tgt_id, args.beam_size, args.length_penalty,
                                      args.early_stopping, max_len=max_len)
+        y, y_len = y.tolist(), y_len.tolist()  # one host read per batch
         for row, i in enumerate(ids):
-            out[i] = y[row, 1:int(y_len[row]) - 1].tolist()
+            out[i] = y[row][1:y_len[row] - 1]
     return out
 
 

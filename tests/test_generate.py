@@ -1,11 +1,13 @@
 import itertools
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import train_reverser
-from xlm.model.generate import generate_beam, generate_greedy
+from xlm.model.generate import SYNC_EVERY, generate_beam, generate_greedy
 from xlm.model.transformer import TransformerConfig, TransformerModel
 
 N_WORDS = 12  # 0..3 special, 4..11 "letters"
@@ -110,3 +112,112 @@ def test_exhaustive_beam_finds_the_best_hypothesis():
             out, lengths = generate_beam(dec, src_enc, src_len, 1, beam_size=n_words ** 3,
                                          length_penalty=length_penalty, max_len=max_len)
             assert out[0, :lengths[0]].tolist() == [1] + best + [1]
+
+
+def reference_beam(dec, src_enc, src_len, beam_size, length_penalty, early_stopping, max_len):
+    """The original's beam search for one sentence, written plainly from its rules: every prefix scored
+    anew (no cache); candidates: the 2 * beam_size best (beam, word) by summed log-probability, taken in
+    order until beam_size of them continue; a taken one ending in </s> (any taken one, at the last step)
+    is finished with score sum / len ** length_penalty, len counting the leading </s>. The sentence stops
+    once beam_size are finished and early_stopping, or the beam_size-th best finished score is >= the
+    best candidate's sum / (max_len - 1) ** length_penalty. Answer: the first finished among the best,
+    and the number of decoding steps run."""
+    n_words = dec.config.n_words
+    beams = [([1], 0.0)] + [([1], -1e9)] * (beam_size - 1)
+    finished = []  # (score, tokens), in the order they finish
+    for cur_len in range(1, max_len):
+        x = torch.tensor([tokens for tokens, _ in beams])
+        h = dec(x, torch.full((beam_size,), cur_len), langs=1, causal=True,
+                src_enc=src_enc.expand(beam_size, -1, -1), src_len=src_len.expand(beam_size))
+        summed = (F.log_softmax(dec.get_scores(h[:, -1]).float(), dim=-1)
+                  + torch.tensor([s for _, s in beams], dtype=torch.float32)[:, None])
+        values, indices = (t.tolist() for t in torch.topk(summed.view(-1), 2 * beam_size))
+        ranked = sorted((s for s, _ in finished), reverse=True)
+        if len(ranked) >= beam_size and (early_stopping or
+                                         ranked[beam_size - 1] >= values[0] / (max_len - 1) ** length_penalty):
+            break
+        next_beams = []
+        for value, index in zip(values, indices):
+            prefix, word = beams[index // n_words][0], index % n_words
+            if word == 1 or cur_len == max_len - 1:
+                finished.append((value / len(prefix) ** length_penalty, prefix))
+            else:
+                next_beams.append((prefix + [word], value))
+            if len(next_beams) == beam_size:
+                break
+        beams = next_beams
+    return max(finished, key=lambda f: f[0])[1] + [1], cur_len
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("model", ["trained", "random"])
+def test_beam_follows_the_original_rules(reverser, model):
+    """The batched beam search against the plain one above, over beam sizes, length penalties,
+    early stopping, batch sizes and max_len (short ones cut hypotheses, so all are finalised); one
+    sentence at a time with a stop check every step, it must also stop after the same step. The random
+    model's </s> is made likely, so that hypotheses of many lengths finish and early stopping matters."""
+    if model == "trained":
+        enc, dec = reverser
+    else:
+        enc, dec = [m.eval() for m in model_pair(seed=5)]
+        dec.pred_layer.proj.bias[1] += 2.0
+    steps = []
+    dec.register_forward_hook(lambda *_: steps.append(1))
+    sources = SOURCES + [[6, 6, 7, 4, 10, 9], [8]]
+    for beam_size, length_penalty, early_stopping, max_len, bs in [
+            (2, 1.0, False, 12, 7), (3, 0.5, False, 9, 7), (5, 2.0, False, 12, 3), (4, 2.0, True, 12, 7),
+            (3, 0.0, True, 5, 7), (5, 0.7, False, 4, 7), (2, 1.5, True, 3, 1), (5, -0.5, False, 8, 7)]:
+        for start in range(0, len(sources), bs):
+            src_enc, src_len = encode(enc, sources[start:start + bs])
+            out, lengths = generate_beam(dec, src_enc, src_len, 1, beam_size, length_penalty, early_stopping,
+                                         max_len)
+            assert out.shape[1] == int(lengths.max())
+            for i in range(len(src_len)):
+                one = src_enc[i:i + 1, :int(src_len[i])], src_len[i:i + 1]
+                expected, expected_steps = reference_beam(dec, *one, beam_size, length_penalty, early_stopping,
+                                                          max_len)
+                config = (beam_size, length_penalty, early_stopping, max_len, sources[start + i])
+                assert out[i, :lengths[i]].tolist() == expected, config
+                assert (out[i, lengths[i]:] == 2).all()
+                steps.clear()
+                generate_beam(dec, *one, 1, beam_size, length_penalty, early_stopping, max_len, sync_every=1)
+                assert len(steps) == expected_steps, config
+
+
+class HostReads(TorchDispatchMode):
+    """Counts the operations that make the host wait for a device value: reading a scalar, and indexing
+    with a boolean mask (whose size depends on the values); `tolist` and `numpy` are counted by the test."""
+    READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
+             torch.ops.aten.is_nonzero.default, torch.ops.aten.equal.default}
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        masks = [a for a in args if isinstance(a, (list, tuple)) for a in a if isinstance(a, torch.Tensor)
+                 and a.dtype == torch.bool]
+        self.count += func in self.READS or (func.__name__.startswith("index") and bool(masks))
+        return func(*args, **(kwargs or {}))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("generate", ["greedy", "beam"])
+def test_decoding_reads_the_host_every_few_steps(monkeypatch, generate):
+    """</s> made impossible, so every step runs: at most one host read per SYNC_EVERY steps, and the
+    final trim."""
+    enc, dec = [m.eval() for m in model_pair(seed=1)]
+    dec.pred_layer.proj.bias[1] = -1e4
+    src = encode(enc, SOURCES)
+    max_len = 30
+    with HostReads() as reads:
+        for name in ("tolist", "numpy"):
+            method = getattr(torch.Tensor, name)
+            monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _m=method, **k: (
+                setattr(reads, "count", reads.count + 1), _m(self, *a, **k))[1])
+        if generate == "greedy":
+            out, _ = generate_greedy(dec, *src, tgt_lang_id=1, max_len=max_len)
+        else:
+            out, _ = generate_beam(dec, *src, tgt_lang_id=1, beam_size=4, length_penalty=1.0, max_len=max_len)
+    assert out.shape[1] == max_len
+    assert reads.count <= math.ceil((max_len - 1) / SYNC_EVERY) + 1, reads.count

@@ -68,8 +68,9 @@ def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, 
                         else:
                             out, out_len = generate_beam(decoder, enc, len1, params.lang2id[tgt], params.beam_size,
                                                          params.length_penalty, params.early_stopping, max_len)
+                        out, out_len = out.tolist(), out_len.tolist()  # one host read per batch
                         for row, i in enumerate(dataset.indices[key]):
-                            hyps[int(i)] = out[row, 1:int(out_len[row]) - 1].tolist()
+                            hyps[int(i)] = out[row][1:out_len[row] - 1]
                 xe += F.cross_entropy(logits, y, reduction="sum").item()
                 n, correct = n + len(y), correct + (logits.argmax(-1) == y).sum().item()
             name = f"{split}_{src}-{tgt}_mt"

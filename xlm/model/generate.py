@@ -3,9 +3,15 @@
 Sentences start with </s> (XLM uses EOS as BOS) and decoding stops at </s> or at max_len, where
 </s> is forced. Both functions take the encoder output `src_enc` (bs, src_len, dim) and return
 (tokens (bs, length) with </s> at both ends and padding after, lengths (bs,)).
+
+All bookkeeping stays on the device: the host reads a device value only every `sync_every` steps (to
+stop once every sentence is finished) and once at the end (to trim the output). Steps run after the
+last sentence finished change nothing in the output.
 """
 import torch
 import torch.nn.functional as F
+
+SYNC_EVERY = 8
 
 
 def _step_scores(decoder, generated, lengths, tgt_lang_id, src_enc, src_len, cache):
@@ -15,7 +21,8 @@ def _step_scores(decoder, generated, lengths, tgt_lang_id, src_enc, src_len, cac
 
 
 @torch.no_grad()
-def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, sample_temperature=None, use_cache=True):
+def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, sample_temperature=None, use_cache=True,
+                    sync_every=SYNC_EVERY):
     bs, device = len(src_len), src_len.device
     pad, eos = decoder.config.pad_index, decoder.config.eos_index
     generated = torch.full((bs, max_len), pad, dtype=torch.long, device=device)
@@ -34,59 +41,78 @@ def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, sample_
         gen_len += unfinished
         unfinished &= next_words != eos
         cur_len += 1
-        if not unfinished.any():
+        if cur_len % sync_every == 0 and not unfinished.any():
             break
-    if cur_len == max_len:
-        generated[:, -1].masked_fill_(unfinished, eos)
-    return generated[:, :cur_len], gen_len
+    generated[:, -1].masked_fill_(unfinished, eos)  # still unfinished at max_len
+    return generated[:, :int(gen_len.max())], gen_len
 
 
 class BeamHypotheses:
-    """The n best finished hypotheses of one sentence, scored sum_logprobs / len(hyp) ** length_penalty
-    where len(hyp) counts the leading </s> and not the final one."""
+    """The n best finished hypotheses of each sentence of a batch, on the device, scored
+    sum_logprobs / len(hyp) ** length_penalty where len(hyp) counts the leading </s> and not the final one.
 
-    def __init__(self, n_hyp, max_len, length_penalty, early_stopping):
-        self.max_len = max_len - 1
-        self.n_hyp, self.length_penalty, self.early_stopping = n_hyp, length_penalty, early_stopping
-        self.hyp = []
-        self.worst_score = 1e9
+    The original keeps a list per sentence, adds a hypothesis when the list has fewer than n or it beats the
+    worst kept one (dropping the worst), and returns the first-added of the best. That is: the kept scores
+    are the n largest offered, and the answer is the earliest offered among the best. Here the n slots are
+    sorted by score, older hypotheses first among equal scores (a stable sort with the old slots first), so
+    slot 0 is the answer and slot n-1 the worst.
+    """
 
-    def __len__(self):
-        return len(self.hyp)
+    def __init__(self, bs, n_hyp, max_len, length_penalty, early_stopping, pad_index, device):
+        self.n_hyp, self.early_stopping = n_hyp, early_stopping
+        # len ** length_penalty and (max_len - 1) ** length_penalty as Python computes them, as the original does
+        self.len_penalty = torch.tensor([0.0] + [float(n) ** length_penalty for n in range(1, max_len)],
+                                        dtype=torch.float64, device=device)
+        self.max_len_penalty = float(max_len - 1) ** length_penalty
+        self.scores = torch.full((bs, n_hyp), -float("inf"), dtype=torch.float64, device=device)
+        self.tokens = torch.full((bs, n_hyp, max_len), pad_index, dtype=torch.long, device=device)
+        self.lengths = torch.zeros(bs, n_hyp, dtype=torch.long, device=device)
+        self.count = torch.zeros(bs, dtype=torch.long, device=device)
+        self.done = torch.zeros(bs, dtype=torch.bool, device=device)
 
-    def add(self, hyp, sum_logprobs):
-        score = sum_logprobs / len(hyp) ** self.length_penalty
-        if len(self) < self.n_hyp or score > self.worst_score:
-            self.hyp.append((score, hyp))
-            if len(self) > self.n_hyp:
-                ranked = sorted((s, i) for i, (s, _) in enumerate(self.hyp))
-                del self.hyp[ranked[0][1]]
-                self.worst_score = ranked[1][0]
-            else:
-                self.worst_score = min(score, self.worst_score)
+    def update_done(self, best_sum_logprobs):
+        """A sentence is done once it is full and no running hypothesis can beat its worst kept one."""
+        full = self.count >= self.n_hyp
+        if not self.early_stopping:
+            full &= self.scores[:, -1] >= best_sum_logprobs.double() / self.max_len_penalty
+        self.done |= full
 
-    def is_done(self, best_sum_logprobs):
-        """Full, and no running hypothesis can beat the worst kept one any more."""
-        if len(self) < self.n_hyp:
-            return False
-        return self.early_stopping or self.worst_score >= best_sum_logprobs / self.max_len ** self.length_penalty
+    def add(self, tokens, sum_logprobs, length, offered):
+        """Offer the hypotheses tokens (bs, k, max_len) of `length` tokens where `offered` (bs, k), in order."""
+        new_scores = torch.where(offered, sum_logprobs.double() / self.len_penalty[length], -float("inf"))
+        scores = torch.cat([self.scores, new_scores], dim=1)
+        keep = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :self.n_hyp]
+        self.scores = scores.gather(1, keep)
+        tokens = torch.cat([self.tokens, tokens], dim=1)
+        self.tokens = tokens.gather(1, keep[:, :, None].expand(-1, -1, tokens.shape[2]))
+        lengths = torch.cat([self.lengths, torch.full_like(new_scores, length, dtype=torch.long)], dim=1)
+        self.lengths = lengths.gather(1, keep)
+        self.count = torch.clamp(self.count + offered.sum(1), max=self.n_hyp)
+
+    def best(self, eos_index):
+        """The best hypothesis of each sentence followed by </s>, and its length."""
+        bs = len(self.tokens)
+        decoded, length = self.tokens[:, 0].clone(), self.lengths[:, 0] + 1
+        decoded[torch.arange(bs, device=decoded.device), length - 1] = eos_index
+        return decoded[:, :int(length.max())], length
 
 
 @torch.no_grad()
 def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_penalty=1.0, early_stopping=False,
-                  max_len=200):
+                  max_len=200, sync_every=SYNC_EVERY):
     bs, device = len(src_len), src_len.device
     pad, eos, n_words = decoder.config.pad_index, decoder.config.eos_index, decoder.config.n_words
     src_enc = src_enc.repeat_interleave(beam_size, dim=0)
     src_len = src_len.repeat_interleave(beam_size)
     generated = torch.full((bs * beam_size, max_len), pad, dtype=torch.long, device=device)
     generated[:, 0] = eos
-    hyps = [BeamHypotheses(beam_size, max_len, length_penalty, early_stopping) for _ in range(bs)]
+    hyps = BeamHypotheses(bs, beam_size, max_len, length_penalty, early_stopping, pad, device)
     # only the first beam of each sentence is alive at the start, so the beams do not repeat it
     beam_scores = torch.zeros(bs, beam_size, device=device)
     beam_scores[:, 1:] = -1e9
     beam_scores = beam_scores.view(-1)
-    done = [False] * bs
+    first_row = torch.arange(0, bs * beam_size, beam_size, device=device)[:, None]
+    candidate_rank = torch.arange(2 * beam_size, 0, -1, device=device)
     cache = {"slen": 0}
     cur_len = 1
     while cur_len < max_len:
@@ -94,38 +120,27 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
         scores = F.log_softmax(_step_scores(decoder, generated[:, :cur_len], lengths, tgt_lang_id, src_enc,
                                             src_len, cache).float(), dim=-1)
         scores = (scores + beam_scores[:, None]).view(bs, beam_size * n_words)
-        next_scores, next_words = torch.topk(scores, 2 * beam_size, dim=1)
-        next_scores_l, next_words_l = next_scores.tolist(), next_words.tolist()
-        next_batch = []  # (score, word, row of the batch it extends)
-        for i in range(bs):
-            done[i] = done[i] or hyps[i].is_done(max(next_scores_l[i]))
-            if done[i]:
-                next_batch += [(0.0, pad, 0)] * beam_size
-                continue
-            beam = []
-            for idx, value in zip(next_words_l[i], next_scores_l[i]):
-                row, word = i * beam_size + idx // n_words, idx % n_words
-                if word == eos or cur_len + 1 == max_len:
-                    hyps[i].add(generated[row, :cur_len].clone(), value)
-                else:
-                    beam.append((value, word, row))
-                if len(beam) == beam_size:
-                    break
-            next_batch += beam or [(0.0, pad, 0)] * beam_size
-        beam_scores = torch.tensor([s for s, _, _ in next_batch], device=device)
-        rows = torch.tensor([r for _, _, r in next_batch], device=device)
+        next_scores, next_words = torch.topk(scores, 2 * beam_size, dim=1)  # (bs, 2 * beam_size), best first
+        rows, words = first_row + next_words // n_words, next_words % n_words
+        hyps.update_done(next_scores[:, 0])
+        last = cur_len + 1 == max_len
+        continues = torch.zeros_like(words, dtype=torch.bool) if last else words != eos
+        # candidates are taken best first until beam_size of them continue; the others finish, if taken
+        n_continuing = continues.cumsum(1)
+        taken = (n_continuing - continues.long() < beam_size) & ~hyps.done[:, None]
+        hyps.add(generated[rows.view(-1)].view(bs, 2 * beam_size, max_len), next_scores, cur_len, taken & ~continues)
+        if last:
+            break
+        # the first beam_size continuing candidates, in order (the highest ranks)
+        beam = torch.topk(candidate_rank * (continues & (n_continuing <= beam_size)), beam_size, dim=1).indices
+        beam_scores = next_scores.gather(1, beam).view(-1)
+        rows = rows.gather(1, beam).view(-1)
         generated = generated[rows]
-        generated[:, cur_len] = torch.tensor([w for _, w, _ in next_batch], device=device)
+        generated[:, cur_len] = words.gather(1, beam).view(-1)
         for key in cache:
             if key != "slen" and key[0] == "self":  # the encoder's keys/values are the same in every beam
                 cache[key] = (cache[key][0][rows], cache[key][1][rows])
         cur_len += 1
-        if all(done):
+        if cur_len % sync_every == 0 and hyps.done.all():
             break
-    best = [max(h.hyp, key=lambda sh: sh[0])[1] for h in hyps]
-    tgt_len = torch.tensor([len(b) + 1 for b in best], device=device)
-    decoded = torch.full((bs, int(tgt_len.max())), pad, dtype=torch.long, device=device)
-    for i, hyp in enumerate(best):
-        decoded[i, :len(hyp)] = hyp
-        decoded[i, len(hyp)] = eos
-    return decoded, tgt_len
+    return hyps.best(eos)
