@@ -38,7 +38,11 @@ class BucketPadded(nn.Module):
         if lengths is not None:
             n = bucket_length(slen)
             x = _pad(x, n, self.pad_index)
-            langs, positions, pred_mask = _pad(langs, n), _pad(positions, n), _pad(pred_mask, n, False)
+            langs, positions = _pad(langs, n), _pad(positions, n)
+            if pred_mask is not None and pred_mask.dtype == torch.bool:
+                pred_mask = _pad(pred_mask, n, False)
+            elif pred_mask is not None:  # indices into the flattened (bs * slen) rows, now bs * n
+                pred_mask = pred_mask // slen * n + pred_mask % slen
         if src_enc is not None:
             src_enc = _pad(src_enc, bucket_length(src_enc.shape[1]))
         for t in (x, lengths, langs, positions, src_enc, src_len, pred_mask, y):
