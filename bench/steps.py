@@ -6,6 +6,7 @@ from timers the bench installs around xlm's own calls (model forwards, autograd'
 steps, the generate functions), each with a device synchronisation; nothing of it is in xlm.
 """
 import contextlib
+import json
 import os
 import sys
 import time
@@ -207,3 +208,12 @@ def profile_rounds(rounds, steps, top=15):
     ranked = sorted(events, key=self_time, reverse=True)[:top]
     return [{"op": e.key, "self_share": round(self_time(e) / total, 4), "calls_per_step": e.count / steps}
             for e in ranked]
+
+
+def emit(result, out=None):
+    """Print the result as JSON, and write it to `out` too when given."""
+    text = json.dumps(result, indent=1)
+    print(text)
+    if out:
+        with open(out, "w") as f:
+            f.write(text + "\n")

@@ -9,7 +9,6 @@ it to --out.
     python -m bench.train --size mlm_tlm_xnli15_1024 --bf16 --compile   # GPU
 """
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -18,7 +17,7 @@ import time
 import torch
 
 from bench.data_pipeline import cpu_model
-from bench.steps import Rounds, build_trainer, profile_rounds, time_rounds, write_data
+from bench.steps import Rounds, build_trainer, emit, profile_rounds, time_rounds, write_data
 
 SIZES = {"tiny": dict(emb_dim=64, n_layers=2, n_heads=4, n_words=2000),
          "small": dict(emb_dim=256, n_layers=4, n_heads=8, n_words=32000),
@@ -99,11 +98,7 @@ def main():
     result.update(device=str(device), device_name=device_name(device))
     if device.type == "cuda":
         result["max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit(result, args.out)
     tmp.cleanup()
 
 

@@ -7,7 +7,6 @@ writes it to --out.
     python -m bench.translate [--sentences 200] [--emb_dim 256 --n_layers 4] [--bf16]
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from contextlib import nullcontext
 
 import torch
 
-from bench.steps import Rounds, build_trainer, sync, time_rounds, write_data
+from bench.steps import Rounds, build_trainer, emit, sync, time_rounds, write_data
 from bench.train import device_name
 from xlm.data import load_binarized
 from xlm.data.datasets import batch_sentences
@@ -107,11 +106,7 @@ def main():
         result["bt_step"] = time_rounds(rounds, args.bt_steps, 1)
     finally:
         rounds.close()
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit(result, args.out)
     tmp.cleanup()
 
 

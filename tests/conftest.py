@@ -85,3 +85,13 @@ def train_reverser(n_words, steps=400, first_word=4, seed=0):
         loss.backward()
         opt.step()
     return enc.eval(), dec.eval()
+
+
+@pytest.fixture
+def keep_signal_handlers():
+    """A Trainer built in the test process handles SIGUSR1 and SIGTERM; give the process its own back."""
+    import signal
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR1, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)

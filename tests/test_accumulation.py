@@ -1,7 +1,5 @@
 """--accumulate_gradients N: N batches of B, each loss a mean, make one optimizer step with the gradient of
 one batch of N x B (xlm averages the N backward passes; the original summed them), clipped as a whole."""
-import signal
-
 import pytest
 import torch
 
@@ -9,14 +7,7 @@ from xlm.objectives.lm import clm_targets
 from xlm.train.loop import Trainer
 from xlm.train.options import parse_params
 
-
-@pytest.fixture(autouse=True)
-def keep_signal_handlers():
-    """A Trainer handles SIGUSR1 and SIGTERM; the test process must get its own handlers back."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR1, signal.SIGTERM)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
+pytestmark = pytest.mark.usefixtures("keep_signal_handlers")
 
 
 def trainer(small_sample, tmp_path, accumulate):

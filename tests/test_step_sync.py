@@ -3,7 +3,6 @@ train.py builds them. On the CPU, every op that makes the host wait for the devi
 scalar, finding non-zero entries, boolean-mask indexing) is counted while the steps run; on a GPU,
 torch.cuda.set_sync_debug_mode("error") raises at any synchronisation. Greedy generation inside BT
 still reads `unfinished.any()` per token (another change removes it): it is counted apart, not here."""
-import signal
 
 import pytest
 import torch
@@ -33,12 +32,7 @@ class HostReads(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-@pytest.fixture(autouse=True)
-def keep_signal_handlers():
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR1, signal.SIGTERM)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
+pytestmark = pytest.mark.usefixtures("keep_signal_handlers")
 
 
 def translation_trainer(small_sample, tmp_path, *flags):
