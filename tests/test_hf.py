@@ -82,7 +82,7 @@ def test_released_checkpoints_keep_512_positions(tmp_path):
     """Params without n_positions / layer_norm_eps (the original's, older xlm's) mean 512 and 1e-12."""
     hf_folder(tmp_path / "hf", n_langs=2)
     convert(["from-hf", str(tmp_path / "hf"), str(tmp_path / "x.pth")])
-    data = torch.load(tmp_path / "x.pth")
+    data = torch.load(tmp_path / "x.pth", weights_only=True)
     for key in ("n_positions", "layer_norm_eps", "causal"):
         del data["params"][key]
     torch.save(data, tmp_path / "old.pth")

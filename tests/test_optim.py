@@ -107,7 +107,7 @@ def test_optimizer_state_round_trips_and_keeps_the_schedule():
     buffer = io.BytesIO()
     torch.save(first.state_dict(), buffer)
     buffer.seek(0)
-    saved = torch.load(buffer)
+    saved = torch.load(buffer, weights_only=True)
     # a file of the original: its param groups have no schedule keys, only num_updates
     saved["param_groups"] = [{k: g[k] for k in ("lr", "betas", "eps", "weight_decay", "num_updates", "params")}
                              for g in saved["param_groups"]]
