@@ -161,6 +161,12 @@ class PredLayer(nn.Module):
         return F.cross_entropy(self.proj(h).float(), y)
 
 
+def flat_positions(pred_mask):
+    """The positions of a boolean (bs, slen) mask as indices in its flattened rows, the form of
+    `TransformerModel.predict`'s pred_mask that training makes on the CPU."""
+    return pred_mask.flatten().nonzero().squeeze(1)
+
+
 class TransformerModel(nn.Module):
     def __init__(self, config):
         super().__init__()

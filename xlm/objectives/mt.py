@@ -4,6 +4,7 @@ import torch
 
 from ..data.datasets import Batch
 from ..data.dictionary import EOS_INDEX, MASK_INDEX, PAD_INDEX
+from ..model.transformer import flat_positions
 
 
 @torch.no_grad()
@@ -41,7 +42,7 @@ def decoder_targets(x, lengths):
 def decoder_positions(x, lengths):
     """decoder_targets as (flat positions, targets), made on the CPU for `mt_loss`."""
     pred_mask, y = decoder_targets(x, lengths)
-    return pred_mask.flatten().nonzero().squeeze(1), y
+    return flat_positions(pred_mask), y
 
 
 def mt_loss(encoder, decoder, src, src_lang, tgt, tgt_lang, targets=None):

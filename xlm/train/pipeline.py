@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..model.transformer import flat_positions
 from ..objectives.lm import clm_targets, concat_pair, mask_for_training
 from ..objectives.mt import add_noise, decoder_positions
 from ..objectives.pc import pc_batch
@@ -45,11 +46,6 @@ def sample_round(steps, sizes, alpha, rng, n=5):
             p /= p.sum()
         drawn += [group[i] for i in rng.choice(len(group), size=min(n, len(group)), p=p, replace=True)]
     return drawn
-
-
-def flat_positions(pred_mask):
-    """The positions of a boolean (bs, slen) mask as indices in its flattened rows (TransformerModel.predict)."""
-    return pred_mask.flatten().nonzero().squeeze(1)
 
 
 class Plan:
