@@ -162,7 +162,7 @@ def test_beam_follows_the_original_rules(reverser, model):
         enc, dec = [m.eval() for m in model_pair(seed=5)]
         dec.pred_layer.proj.bias[1] += 2.0
     steps = []
-    dec.register_forward_hook(lambda *_: steps.append(1))
+    dec.layer_norm_emb.register_forward_hook(lambda *_: steps.append(1))  # once per decoding step
     sources = SOURCES + [[6, 6, 7, 4, 10, 9], [8]]
     for beam_size, length_penalty, early_stopping, max_len, bs in [
             (2, 1.0, False, 12, 7), (3, 0.5, False, 9, 7), (5, 2.0, False, 12, 3), (4, 2.0, True, 12, 7),
