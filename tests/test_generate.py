@@ -80,6 +80,26 @@ def test_batched_equals_one_sentence_at_a_time(reverser, generate):
     assert run(SOURCES) == [run([s])[0] for s in SOURCES]
 
 
+@torch.no_grad()
+def test_greedy_stops_computing_finished_sentences(reverser):
+    """After each host read (every sync_every steps), the sentences finished by then are no longer
+    decoded; the outputs stay those of each sentence alone (above)."""
+    enc, dec = reverser
+    src, sync_every = encode(enc, SOURCES), 4
+    lengths = generate_greedy(dec, *src, tgt_lang_id=1, max_len=12)[1]
+    rows = []
+    hook = dec.layer_norm_emb.register_forward_hook(lambda m, args, out: rows.append(len(out)))  # once per step
+    try:
+        out, _ = generate_greedy(dec, *src, tgt_lang_id=1, max_len=12, sync_every=sync_every)
+    finally:
+        hook.remove()
+    finished = int((lengths <= sync_every).sum())  # sentence i's </s> is generated at step lengths[i] - 1
+    assert 0 < finished < len(SOURCES)
+    assert rows[:sync_every - 1] == [len(SOURCES)] * (sync_every - 1)
+    assert rows[sync_every - 1] == len(SOURCES) - finished
+    assert torch.equal(out, generate_greedy(dec, *src, tgt_lang_id=1, max_len=12)[0])
+
+
 def finished_hypotheses(dec, src_enc, src_len, n_words, max_len):
     """Every hypothesis beam search can finish, as (output words, k, sum of log-probabilities), scored
     by teacher forcing in one batch. A hypothesis ends with </s> (kept out of the output) or is cut at
