@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention.varlen import varlen_attn
 
+from .dropout import attention_with_dropout, dropout
 from .memory import HashingMemory, MemoryConfig
 
 N_MAX_POSITIONS = 512  # the original's fixed position table; checkpoints without `n_positions` have it
@@ -120,6 +121,8 @@ class MultiHeadAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         if kv_lengths is not None and varlen_applies(q, dropout):
             context = varlen_attention(q, k, v, kv_lengths)
+        elif dropout and q.device.type == "cpu":
+            context = attention_with_dropout(q, k, v, mask, is_causal, dropout)
         else:
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
         bs, _, qlen, _ = context.shape
@@ -135,7 +138,7 @@ class TransformerFFN(nn.Module):
         self.act = F.gelu if gelu_activation else F.relu  # F.gelu is the exact erf form, as the original
 
     def forward(self, x):
-        return F.dropout(self.lin2(self.act(self.lin1(x))), p=self.dropout, training=self.training)
+        return dropout(self.lin2(self.act(self.lin1(x))), self.dropout, self.training)
 
 
 class PredLayer(nn.Module):
@@ -249,16 +252,16 @@ class TransformerModel(nn.Module):
         if langs is not None and self.config.has_lang_emb:
             h = h + self.lang_embeddings(langs)
         h = self.layer_norm_emb(h)
-        h = F.dropout(h, p=self.config.dropout, training=self.training)
+        h = dropout(h, self.config.dropout, self.training)
         if keep is not None:
             h = h * keep.to(h.dtype)
         key_lengths = lengths if attn_mask is not None and not causal else None  # a padding mask
         for i in range(self.config.n_layers):
             a = self.attentions[i](h, attn_mask, cache=cache, is_causal=is_causal, kv_lengths=key_lengths)
-            h = self.layer_norm1[i](h + F.dropout(a, p=self.config.dropout, training=self.training))
+            h = self.layer_norm1[i](h + dropout(a, self.config.dropout, self.training))
             if self.is_decoder and src_enc is not None:
                 a = self.encoder_attn[i](h, src_mask, kv=src_enc, cache=cache, kv_lengths=src_len)
-                h = self.layer_norm15[i](h + F.dropout(a, p=self.config.dropout, training=self.training))
+                h = self.layer_norm15[i](h + dropout(a, self.config.dropout, self.training))
             ffn = self.memories[f"{i}_in"] if self.ffns[i] is None else self.ffns[i]
             h = self.layer_norm2[i](h + ffn(h))
             if f"{i}_after" in self.memories:
