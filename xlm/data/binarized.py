@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import struct
 import zipfile
 from collections import Counter
@@ -222,7 +223,7 @@ def save_ours(corpus, path):
     """Write any loaded corpus (e.g. an original .pth) in this project's format."""
     sentences = [np.append(corpus[i], EOS_INDEX) for i in range(len(corpus))]
     ids = np.concatenate(sentences) if sentences else np.zeros(0, dtype=np.int64)
-    block = _IndexedBlock(ids, np.asarray(corpus.lengths, dtype=np.int64), Counter(corpus.unk_words), [], [])
+    block = _IndexedBlock(ids, np.asarray(corpus.lengths, dtype=np.int64), Counter(corpus.unk_words), [], [], [])
     with atomic_write(path) as f:
         _write_ours(f, [block], corpus.dico)
 
@@ -242,6 +243,12 @@ class _IndexedBlock:
     unk_words: Counter
     dropped_lines: list      # line numbers where special tokens were removed
     empty_lines: list
+    control_lines: list      # line numbers holding a control character that is not a space
+
+
+# control characters str.split() does not split on (it does on \t \n \v \f \r \x1c-\x1f \x85): as in the
+# original, such a character stays inside its word, e.g. 'hello\0world' is one (unknown) word
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
 
 
 def _index_block(block, word2id=None):
@@ -266,7 +273,10 @@ def _index_block(block, word2id=None):
     out = np.full(len(ids) + len(lines), EOS_INDEX, dtype=np.int64)
     out[np.arange(len(ids)) + sentence_of] = ids
     empty_lines = (first_line + np.flatnonzero(lengths == 0)).tolist()
-    return _IndexedBlock(out, lengths, unk_words, dropped_lines, empty_lines)
+    control_lines = []
+    if _CONTROL.search("".join(lines)):
+        control_lines = [first_line + i for i, line in enumerate(lines) if _CONTROL.search(line)]
+    return _IndexedBlock(out, lengths, unk_words, dropped_lines, empty_lines, control_lines)
 
 
 def _write_ours(f, blocks, dico):
@@ -274,7 +284,7 @@ def _write_ours(f, blocks, dico):
     dtype = token_dtype(len(dico))
     f.write(MAGIC + b"\0" * (DATA_OFFSET - len(MAGIC)))
     lengths, unk_words, n_tokens = [], Counter(), 0
-    dropped, empty = [], []
+    dropped, empty, control = [], [], []
     for block in blocks:
         f.write(block.ids.astype(dtype).tobytes())
         n_tokens += len(block.ids)
@@ -282,6 +292,7 @@ def _write_ours(f, blocks, dico):
         unk_words.update(block.unk_words)
         dropped += block.dropped_lines
         empty += block.empty_lines
+        control += block.control_lines
     lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
     ends = np.cumsum(lengths + 1) - 1
     positions = np.stack([ends - lengths, ends], axis=1).astype(np.int64)
@@ -296,7 +307,7 @@ def _write_ours(f, blocks, dico):
     f.write(json.dumps(header, ensure_ascii=False).encode("utf-8"))
     f.seek(8)
     f.write(struct.pack("<Q", header_offset))
-    return dropped, empty
+    return dropped, empty, control
 
 
 def binarize(text_path, dico, output_path, threads=None):
@@ -306,10 +317,10 @@ def binarize(text_path, dico, output_path, threads=None):
     blocks = iter_line_blocks(text_path, 1 << 20, desc=f"binarize {os.path.basename(text_path)}")
     with atomic_write(output_path) as f:
         if threads == 1:
-            dropped, empty = _write_ours(f, (_index_block(b, dico.word2id) for b in blocks), dico)
+            dropped, empty, control = _write_ours(f, (_index_block(b, dico.word2id) for b in blocks), dico)
         else:
             with Pool(threads, initializer=_init_indexer, initargs=(dico.word2id,)) as pool:
-                dropped, empty = _write_ours(f, pool.imap(_index_block, blocks), dico)
+                dropped, empty, control = _write_ours(f, pool.imap(_index_block, blocks), dico)
                 # workers end on their own: the pool's exit terminates them by SIGTERM, which waits forever
                 # in a process that handles SIGTERM itself (as a training run does)
                 pool.close()
@@ -319,4 +330,8 @@ def binarize(text_path, dico, output_path, threads=None):
     if dropped:
         logger.warning("%s: special tokens removed from %i lines (first at line %i)", text_path, len(dropped),
                        dropped[0])
+    if control:
+        logger.warning("%s: %i lines hold control characters such as NUL, kept inside their words, which are then "
+                       "likely unknown (first at line %i); tools/tokenize.sh removes them", text_path, len(control),
+                       control[0])
     return load_binarized(output_path)

@@ -53,9 +53,10 @@ def read_text(path):
     check_file(path)
     with open(path, "rb") as f:
         data = f.read()
+    text = decode_utf8(data, path)
     if data[-1:] not in (b" ", b"\n"):
         warn_last_word_dropped(path)
-    return decode_utf8(data, path)
+    return text
 
 
 def count_words(paths):
@@ -253,8 +254,11 @@ def read_vocab(path):
     vocab = set()
     for line_no, line in enumerate(_read_lines(path), 1):
         fields = [f for f in line.split(" ") if f]
-        if len(fields) != 2 or not re.match(r"\s*[+-]?\d", fields[1]):
+        count = re.match(r"[\t\n\v\f\r]*[+-]?[0-9]+", fields[1]) if len(fields) == 2 else None
+        if not count:
             raise DataError(f"{path}:{line_no}: expected 'TOKEN COUNT', got {line!r}")
+        if not -2**31 <= int(count.group()) < 2**31:  # fastBPE reads it with std::stoi, which throws
+            raise DataError(f"{path}:{line_no}: count {count.group().strip()} does not fit in 32 bits")
         if fields[0] in vocab:
             raise DataError(f"{path}:{line_no}: {fields[0]!r} is listed twice")
         vocab.add(fields[0])

@@ -12,7 +12,7 @@ import sys
 import tempfile
 
 from . import bpe
-from ..fileio import DataError, check_file, decode_utf8
+from ..fileio import DataError, atomic_write, check_file, check_output, decode_utf8, remove_stale_tmp
 
 BUILT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                      "tools", "fastBPE", "fast")
@@ -35,9 +35,9 @@ def _check_exit(command, returncode, err):
         raise DataError(f"fastBPE {command} failed (exit status {returncode}): {lines[-1]}")
 
 
-def _run(args):
+def _run(args, pass_fds=()):
     with tempfile.TemporaryFile() as err:
-        _check_exit(args[0], subprocess.run([binary(), *args], stderr=err).returncode, err)
+        _check_exit(args[0], subprocess.run([binary(), *args], stderr=err, pass_fds=pass_fds).returncode, err)
 
 
 def _check_utf8(path, sink=None, block_bytes=1 << 22):
@@ -112,21 +112,20 @@ def getvocab(paths, out):
 
 
 def applybpe(output_path, input_path, codes_path, vocab_path=None):
-    """BPE a file; the output appears under its name only when complete."""
+    """BPE a file; the output appears under its name only when complete. A temporary output that a
+    killed run left behind is removed first."""
+    check_output(output_path)
+    remove_stale_tmp(output_path)
     if not binary():
         bpe.apply_bpe_file(input_path, output_path, codes_path, vocab_path)
         return
     with tempfile.TemporaryDirectory() as tmp_dir:
         codes = _checked_codes(codes_path, vocab_path, tmp_dir)
         _check_utf8(input_path)
-        tmp_out = os.path.join(os.path.dirname(os.path.abspath(output_path)),
-                               f".{os.path.basename(output_path)}.{os.getpid()}.tmp")
-        try:
-            _run(["applybpe", tmp_out, input_path, codes] + ([vocab_path] if vocab_path else []))
-            os.replace(tmp_out, output_path)
-        finally:
-            if os.path.exists(tmp_out):
-                os.remove(tmp_out)
+        with atomic_write(output_path) as f:
+            # the compiled tool opens its output by name: it gets the temporary file atomic_write renames
+            _run(["applybpe", f"/dev/fd/{f.fileno()}", input_path, codes] + ([vocab_path] if vocab_path else []),
+                 pass_fds=(f.fileno(),))
 
 
 def applybpe_stream(codes_path, vocab_path=None):
