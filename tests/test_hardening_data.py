@@ -26,7 +26,8 @@ def start(args, fastbpe=None, stdin=subprocess.DEVNULL):
     if fastbpe is not None:
         env["FASTBPE"] = fastbpe
     return subprocess.Popen([sys.executable, *map(str, args)], stdin=stdin, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+                            stderr=subprocess.PIPE, text=True, errors="surrogateescape", cwd=ROOT,
+                            env=env)
 
 
 def cli(args, fastbpe=None, stdin=None, timeout=60):
@@ -97,10 +98,21 @@ def test_fastbpe_bad_codes_and_vocabularies_fail_at_once(files, fastbpe):
     assert_one_error(proc, BAD_VOCABS[1][1])
 
 
-def test_fastbpe_bad_inputs(files):
-    for name, message in BAD_CODES[:2] + BAD_CODES[3:]:
-        assert_one_error(cli(["tools/fastbpe", "applybpe", files / "out", files / name, files / "codes"], ""), message)
-    assert_one_error(cli(["tools/fastbpe", "learnbpe", 10, files / "binary"], ""), "binary:1: invalid UTF-8")
+@pytest.mark.parametrize("fastbpe", BACKENDS)
+def test_fastbpe_bad_inputs(files, fastbpe):
+    """Including what the compiled fastBPE crashes on (learnbpe without a word: a segmentation fault) or
+    takes as it is (invalid UTF-8 on applybpe_stream's input)."""
+    (files / "spaces").write_text("  \n\n", encoding="utf-8")
+    (files / "one_word").write_text("hello", encoding="utf-8")  # fastBPE drops a last word without newline
+    cases = [(["applybpe", files / "out", files / name, files / "codes"], message)
+             for name, message in BAD_CODES[:2] + BAD_CODES[3:]]
+    cases = (cases if not fastbpe else cases[2:3]) + [
+        (["learnbpe", 10, files / "spaces"], "spaces: no word followed by a space or newline, nothing to learn"),
+        (["applybpe", files / "out", files / "one_word", files / "codes"], "one_word: no word followed by")]
+    for args, message in cases:
+        assert_one_error(cli(["tools/fastbpe", *args], fastbpe), message)
+    proc = cli(["tools/fastbpe", "applybpe_stream", files / "codes"], fastbpe, stdin="hello\nnot \udcc3 ok\n")
+    assert_one_error(proc, "<stdin>:2: invalid UTF-8")
     assert not (files / "out").exists() and tmp_files(files) == []
 
 

@@ -94,8 +94,10 @@ def check_output(path):
         fd, probe = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     except OSError as e:
         raise DataError(f"{path}: cannot write in {directory} ({e.strerror})") from None
-    os.close(fd)
-    os.remove(probe)
+    try:
+        os.close(fd)
+    finally:
+        os.remove(probe)
 
 
 def remove_stale_tmp(path):

@@ -134,6 +134,10 @@ def unordered_map_order(keys):
 
 # ----------------------------------------------------------------------------- learning
 
+def nothing_to_learn(paths):
+    return DataError(f"{' '.join(map(str, paths))}: no word followed by a space or newline, nothing to learn")
+
+
 def learn_bpe(paths, n_codes):
     """Learn `n_codes` merges jointly on the files; returns [(left, right, count)] as fastBPE learnbpe."""
     counts = count_words(paths)
@@ -155,7 +159,7 @@ def learn_bpe(paths, n_codes):
             pair_counts[pair] = pair_counts.get(pair, 0) + freqs[wi]
             where.setdefault(pair, set()).add(wi)
     if not names:
-        raise DataError(f"{' '.join(map(str, paths))}: no word followed by a space or newline, nothing to learn")
+        raise nothing_to_learn(paths)
     heap = [(-c, a, b) for (a, b), c in pair_counts.items()]
     heapq.heapify(heap)
 
@@ -334,13 +338,17 @@ class BPEApplier:
         return "\n".join(" ".join(map(self.__getitem__, line.split(" "))) for line in lines)
 
 
+def nothing_to_apply(path):
+    return DataError(f"{path}: no word followed by a space or newline (fastBPE cannot write an empty file)")
+
+
 def apply_bpe_file(input_path, output_path, codes_path, vocab_path=None):
     """BPE a whole file; the output appears under its name only when complete."""
     applier = BPEApplier(codes_path, vocab_path)
     text = read_text(input_path)
     out = applier.apply_text(text)
     if not out:
-        raise DataError(f"{input_path}: no word followed by a space or newline (fastBPE cannot write an empty file)")
+        raise nothing_to_apply(input_path)
     with atomic_write(output_path, "w") as f:
         f.write(out)
 
