@@ -1,6 +1,7 @@
 """The data tools on bad input, bad output locations and kills (issue 12): each run either does its job or
 exits non-zero with one `error:` line naming the file, line or flag — never a hang (every run has a
 timeout), never a traceback — and leaves no temporary file behind."""
+import contextlib
 import os
 import random
 import signal
@@ -21,13 +22,13 @@ BACKENDS = [pytest.param("", id="python"),
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def start(args, fastbpe=None, stdin=subprocess.DEVNULL):
+def start(args, fastbpe=None, stdin=subprocess.DEVNULL, new_group=False):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     if fastbpe is not None:
         env["FASTBPE"] = fastbpe
     return subprocess.Popen([sys.executable, *map(str, args)], stdin=stdin, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, errors="surrogateescape", cwd=ROOT,
-                            env=env)
+                            env=env, start_new_session=new_group)
 
 
 def cli(args, fastbpe=None, stdin=None, timeout=60):
@@ -196,8 +197,11 @@ def a_lasting_tmp(folder):
     return bool(first) and first == tmp_files(folder)
 
 
-def kill_and_check(proc, signum, folder, output):
-    proc.send_signal(signum)
+def kill_and_check(proc, signum, folder, output, group=False):
+    if group:  # as Ctrl-C in a terminal, or `kill -- -PGID`: the workers get it too
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
     _, err = proc.communicate(timeout=30)
     errors = [line for line in err.splitlines() if not line.startswith("INFO")]
     assert proc.returncode == 128 + signum and errors == [f"error: stopped by {signal.Signals(signum).name}"], err
@@ -220,17 +224,21 @@ def test_killed_fastbpe_leaves_no_tmp(tmp_path, fastbpe):
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
-def test_killed_preprocess_leaves_no_tmp(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_killed_preprocess_leaves_no_tmp(tmp_path, signum):
+    """The signal reaches the workers too: they must not die in a way that blocks their parent (a
+    multiprocessing.Pool whose worker died halfway through reading a task waits forever)."""
     (tmp_path / "vocab").write_text("".join(f"w{i} {1000 - i}\n" for i in range(1000)), encoding="utf-8")
     line = " ".join(f"w{i * 37 % 1100}" for i in range(20)) + "\n"  # some unknown words
     (tmp_path / "corpus").write_text(line * 60_000, encoding="utf-8")
-    proc = start(["preprocess.py", tmp_path / "vocab", tmp_path / "corpus", "--threads", 2])
+    proc = start(["preprocess.py", tmp_path / "vocab", tmp_path / "corpus", "--threads", 2], new_group=True)
     try:
         wait_for(lambda: any(p.stat().st_size > 0 for p in tmp_path.glob("corpus.pth.*.tmp")), proc,
                  "temporary output being written")
-        kill_and_check(proc, signal.SIGTERM, tmp_path, tmp_path / "corpus.pth")
+        kill_and_check(proc, signum, tmp_path, tmp_path / "corpus.pth", group=True)
     finally:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_stale_tmp_of_a_killed_run_removed_on_the_next_start(files):

@@ -112,14 +112,14 @@ def remove_stale_tmp(path):
 
 def exit_on_signals():
     """Make SIGTERM, SIGINT and SIGHUP end this process by SystemExit, so that `finally` blocks run and
-    `atomic_write` removes its temporary file (a plain SIGTERM would skip them). Processes forked from
-    this one later (worker pools) just exit: their parent does the cleaning."""
+    `atomic_write` removes its temporary file (a plain SIGTERM would skip them). A process forked from
+    this one later exits silently on them unless it sets its own handlers."""
     main_pid = os.getpid()
     signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
     def stop(signum, frame):
         if os.getpid() != main_pid:
-            os._exit(128 + signum)
+            raise SystemExit(128 + signum)
         for s in signals:  # a second signal must not interrupt the cleaning up
             signal.signal(s, signal.SIG_IGN)
         print(f"error: stopped by {signal.Signals(signum).name}", file=sys.stderr)

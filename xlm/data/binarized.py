@@ -14,15 +14,17 @@ Two on-disk formats, told apart by their first bytes:
 import io
 import json
 import logging
+import multiprocessing
 import os
 import pickle
 import re
+import signal
 import struct
 import zipfile
-from collections import Counter
+from collections import Counter, deque
+from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import chain, repeat
-from multiprocessing import Pool
 
 import numpy as np
 
@@ -228,14 +230,6 @@ def save_ours(corpus, path):
         _write_ours(f, [block], corpus.dico)
 
 
-_worker_word2id = None
-
-
-def _init_indexer(word2id):
-    global _worker_word2id
-    _worker_word2id = word2id
-
-
 @dataclass
 class _IndexedBlock:
     ids: np.ndarray          # token ids, each sentence followed by EOS
@@ -251,10 +245,9 @@ class _IndexedBlock:
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
 
 
-def _index_block(block, word2id=None):
+def _index_block(block, word2id):
     """Map one block of lines to ids with C-level dict lookups (no Python loop over words)."""
     first_line, lines = block
-    word2id = word2id or _worker_word2id
     split = [line.rstrip().split() for line in lines]
     lengths = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
     words = list(chain.from_iterable(split))
@@ -310,6 +303,69 @@ def _write_ours(f, blocks, dico):
     return dropped, empty, control
 
 
+def _serve(fn, conn, parent_conns):
+    """A worker of `_in_order`: fn on each item received, until its parent closes the pipe or kills it."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the parent decides when to stop
+        signal.signal(signum, signal.SIG_IGN)
+    for c in parent_conns:  # so that the pipe ends (EOF) when the parent is gone, even by SIGKILL
+        c.close()
+    while True:
+        try:
+            item = conn.recv()
+        except EOFError:
+            return
+        try:
+            result = True, fn(item)
+        except Exception as e:
+            result = False, e
+        conn.send(result)
+
+
+def _in_order(fn, items, n_workers):
+    """fn(item) for each item, computed by `n_workers` forked processes, yielded in order; close it
+    (contextlib.closing) and the workers are killed. A worker gets its next item as soon as its result
+    is read (not before: both would wait on a full pipe, it to send the result and us to send the item).
+
+    Unlike multiprocessing.Pool, whose workers share a locked queue, each worker has its own pipe: a
+    worker that dies halfway through reading a task (a Ctrl-C or SIGTERM reaches the whole process
+    group) cannot leave a lock taken or a half-read message on which the pool's shutdown waits forever."""
+    ctx = multiprocessing.get_context("fork")  # fn need not be picklable
+    workers, conns = [], []
+    try:
+        for _ in range(n_workers):
+            conn, child = ctx.Pipe()
+            conns.append(conn)
+            workers.append(ctx.Process(target=_serve, args=(fn, child, conns), daemon=True))
+            workers[-1].start()
+            child.close()
+        items, in_flight = iter(items), deque()  # the worker of each item sent, in item order
+
+        def send(w):
+            for item in items:
+                conns[w].send(item)
+                in_flight.append(w)
+                return
+
+        for w in range(n_workers):
+            send(w)
+        while in_flight:
+            w = in_flight.popleft()
+            try:
+                ok, result = conns[w].recv()
+            except EOFError:
+                raise RuntimeError(f"a worker process died (exit status {workers[w].exitcode})") from None
+            if not ok:
+                raise result
+            send(w)
+            yield result
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.join()
+        for conn in conns:
+            conn.close()
+
+
 def binarize(text_path, dico, output_path, threads=None):
     """Index a tokenized text file against `dico` into our format; returns the loaded corpus."""
     check_file(text_path)
@@ -319,12 +375,8 @@ def binarize(text_path, dico, output_path, threads=None):
         if threads == 1:
             dropped, empty, control = _write_ours(f, (_index_block(b, dico.word2id) for b in blocks), dico)
         else:
-            with Pool(threads, initializer=_init_indexer, initargs=(dico.word2id,)) as pool:
-                dropped, empty, control = _write_ours(f, pool.imap(_index_block, blocks), dico)
-                # workers end on their own: the pool's exit terminates them by SIGTERM, which waits forever
-                # in a process that handles SIGTERM itself (as a training run does)
-                pool.close()
-                pool.join()
+            with closing(_in_order(lambda block: _index_block(block, dico.word2id), blocks, threads)) as indexed:
+                dropped, empty, control = _write_ours(f, indexed, dico)
     if empty:
         logger.warning("%s: %i empty lines kept as empty sentences (first at line %i)", text_path, len(empty), empty[0])
     if dropped:
