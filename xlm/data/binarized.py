@@ -338,13 +338,13 @@ def _in_order(fn, items, n_workers):
             workers.append(ctx.Process(target=_serve, args=(fn, child, conns), daemon=True))
             workers[-1].start()
             child.close()
-        items, in_flight = iter(items), deque()  # the worker of each item sent, in item order
+        items, in_flight, end = iter(items), deque(), object()  # in_flight: the worker of each item sent, in order
 
         def send(w):
-            for item in items:
+            item = next(items, end)
+            if item is not end:
                 conns[w].send(item)
                 in_flight.append(w)
-                return
 
         for w in range(n_workers):
             send(w)
