@@ -79,8 +79,9 @@ def iter_stdin_blocks(block_lines=4096):
         yield first, block
 
 
-def _tmp_prefix(path):
-    return os.path.join(os.path.dirname(os.path.abspath(path)), os.path.basename(path) + ".")
+def _tmp_place(path):
+    """The folder and the name prefix of `atomic_write`'s temporary files for `path`."""
+    return os.path.dirname(os.path.abspath(path)), os.path.basename(path) + "."
 
 
 def check_output(path):
@@ -89,7 +90,7 @@ def check_output(path):
     file, removed at once), which also catches read-only file systems and ACLs."""
     if os.path.isdir(path):
         raise DataError(f"{path}: is a folder, expected an output file name")
-    directory, prefix = os.path.split(_tmp_prefix(path))
+    directory, prefix = _tmp_place(path)
     try:
         fd, probe = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     except OSError as e:
@@ -102,7 +103,7 @@ def check_output(path):
 
 def remove_stale_tmp(path):
     """Remove what an `atomic_write(path)` killed by SIGKILL (or a power cut) left beside `path`."""
-    directory, prefix = os.path.split(_tmp_prefix(path))
+    directory, prefix = _tmp_place(path)
     # mkstemp's 8 random characters: nothing else of that shape is taken for ours
     stale = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}\.tmp")
     for name in os.listdir(directory):
@@ -135,7 +136,7 @@ def atomic_write(path, mode="wb"):
 
     An interrupted writer leaves either the previous file or no file under `path`, never half a file.
     """
-    directory, prefix = os.path.split(_tmp_prefix(path))
+    directory, prefix = _tmp_place(path)
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     try:
         # mkstemp makes the file private (0600); the result gets the usual umask-based mode, as open() would
