@@ -285,3 +285,19 @@ def test_tokenize_language_codes():
     assert out["en"] == out["EN"] == ("Mr. Smith isn 't here .\n", "")
     assert out["xx"][0] == "Mr. Smith isn ' t here .\n" * 2001
     assert len(out["xx"][1].splitlines()) == 1 and "warning" in out["xx"][1] and "'xx'" in out["xx"][1]
+
+
+def test_binarize_in_parallel_writes_the_same_bytes(tmp_path):
+    """The workers that replace multiprocessing.Pool keep the blocks in order (3 workers, 4 blocks)."""
+    from xlm.data.binarized import binarize
+    from xlm.data.dictionary import Dictionary
+
+    (tmp_path / "vocab").write_text("".join(f"w{i} {500 - i}\n" for i in range(500)), encoding="utf-8")
+    rng = random.Random(0)
+    lines = (" ".join(f"w{rng.randrange(600)}" for _ in range(rng.randrange(0, 30))) for _ in range(50_000))
+    (tmp_path / "text").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    assert (tmp_path / "text").stat().st_size > 3 << 20
+    dico = Dictionary.read_vocab(tmp_path / "vocab")
+    for threads in (1, 3):
+        binarize(tmp_path / "text", dico, tmp_path / f"out{threads}", threads)
+    assert (tmp_path / "out1").read_bytes() == (tmp_path / "out3").read_bytes()
