@@ -124,3 +124,15 @@ def test_slurm_mistakes_are_one_clear_line(scontrol, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
     with pytest.raises(DataError, match="scontrol show hostnames node\\[1-2\\]"):
         slurm_env(params, environ)
+
+
+def test_a_task_that_sees_one_gpu_uses_it(monkeypatch):
+    """srun --gpus-per-task=1 (or cgroups) shows each task its own GPU as cuda:0, whatever its local rank."""
+    import torch
+    from xlm.train.distributed import cuda_device
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert cuda_device(3) == torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert cuda_device(3) == torch.device("cuda", 3)
+    with pytest.raises(DataError, match="local rank 5 but only 4 GPUs"):
+        cuda_device(5)
