@@ -92,7 +92,8 @@ def test_srun_tasks_train_as_torchrun_and_a_time_limit_warning_requeues(small_sa
     codes, errors = finished(tasks)
     assert codes == [0, 0], errors
     resumed = log.read_text()
-    assert f"Resumed from {log.parent / 'checkpoint.pth'}: epoch {(stopped_at - 1) // 6}, iteration {stopped_at}" in resumed
+    epoch = (stopped_at - 1) // 6  # stopped at the end of an epoch, it is evaluated after the resumption
+    assert f"Resumed from {log.parent / 'checkpoint.pth'}: epoch {epoch}, iteration {stopped_at}" in resumed
     assert losses_of(resumed) == expected
 
 

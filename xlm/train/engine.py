@@ -5,10 +5,11 @@ learning-rate schedules.
 Nothing in a step reads a device value on the host, so that the host runs ahead of the GPU: a
 non-finite loss, or float16 gradients that overflowed the loss scale, is noted in a flag on the device
 (all-reduced over ranks without being read) and the optimizers turn the update into a no-op themselves
-(GradScaler's `found_inf` protocol, which the original's Adam of xlm/train/adam.py follows). The host learns of skipped updates at `settle()`, called
-at log lines and before checkpoints: it then takes them back from the learning-rate schedules, so a
-skipped update does not advance them (until then, the steps in between ran one update ahead), and
-stops a run whose last MAX_CONSECUTIVE_NONFINITE updates were all skipped.
+(GradScaler's `found_inf` protocol, which the original's Adam of xlm/train/adam.py follows). The host
+learns of skipped updates at `settle()`, called at log lines and before checkpoints: it then takes them
+back from the learning-rate schedules, so a skipped update does not advance them (until then, the steps
+in between ran one update ahead), and stops a run whose last MAX_CONSECUTIVE_NONFINITE updates were all
+skipped.
 """
 from contextlib import ExitStack, nullcontext
 

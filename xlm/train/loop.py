@@ -383,8 +383,8 @@ class Trainer:
         s, p = self.state, self.params
         skipped = self.engine.settle()
         if skipped:
-            self.logger.warning("Non-finite loss or float16 overflow: %i update(s) skipped before iteration %i (%i so far)", skipped,
-                                s.n_total_iter, self.engine.n_skipped)
+            self.logger.warning("Non-finite loss or float16 overflow: %i update(s) skipped before iteration %i "
+                                "(%i so far)", skipped, s.n_total_iter, self.engine.n_skipped)
         self.fold_window()
         names = sorted(s.losses)
         sums = all_reduce_sum([s.losses[k][0] for k in names] + [s.losses[k][1] for k in names] +
