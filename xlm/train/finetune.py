@@ -146,7 +146,7 @@ class FineTuner:
         if tuned:
             self.optimizers["encoder"] = build_optimizer(tuned, params.optimizer_e)
         self.load_data()
-        device_ids = [info.local_rank] if info.device.type == "cuda" else None
+        device_ids = [info.device] if info.device.type == "cuda" else None
         self.ddp = DistributedDataParallel(self.model, device_ids=device_ids) if info.multi else self.model
         amp_dtype = torch.float16 if params.fp16 else torch.bfloat16 if params.bf16 else None
         self.engine = StepEngine(self.optimizers, {}, [self.ddp], info.device, amp_dtype, multi=info.multi)
