@@ -135,21 +135,62 @@ def load_binarized(path):
 
 
 def _load_ours(path):
+    size = os.path.getsize(path)
+    if size < DATA_OFFSET:
+        raise DataError(f"{path}: truncated ({size} bytes, less than xlm's {DATA_OFFSET}-byte preamble)")
     with open(path, "rb") as f:
         f.seek(8)
         (header_offset,) = struct.unpack("<Q", f.read(8))
-        f.seek(header_offset)
+        f.seek(min(header_offset, size))
         try:
             header = json.loads(f.read().decode("utf-8"))
-        except ValueError:
-            raise DataError(f"{path}: corrupt header") from None
-    dico = Dictionary.from_words([(w, 0) for w in SPECIAL_WORDS] + [tuple(wc) for wc in header["words"]])
-    n, n_tokens = header["n_sentences"], header["n_tokens"]
+            dico = Dictionary.from_words([(w, 0) for w in SPECIAL_WORDS] + [tuple(wc) for wc in header["words"]])
+            n, n_tokens, positions_offset = (int(header[k]) for k in ("n_sentences", "n_tokens", "positions_offset"))
+            dtype, unk_words = np.dtype(header["dtype"]), dict(header["unk_words"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{path}: corrupt header ({type(e).__name__}: {e})") from None
+    if dtype != token_dtype(len(dico)):
+        raise DataError(f"{path}: token ids of dtype {dtype} do not fit a {len(dico)}-word vocabulary")
+    if not (n >= 0 and DATA_OFFSET + n_tokens * dtype.itemsize <= positions_offset
+            and positions_offset + 16 * n <= header_offset):
+        raise DataError(f"{path}: corrupt header (sections overlap or lie outside the file)")
     # mapped, not read: a stream never touches the offsets, so opening costs nothing per sentence
-    positions = np.memmap(path, dtype=np.int64, mode="r", offset=header["positions_offset"], shape=(n, 2)) if n \
+    positions = np.memmap(path, dtype=np.int64, mode="r", offset=positions_offset, shape=(n, 2)) if n \
         else np.zeros((0, 2), dtype=np.int64)
-    sentences = FileArray(path, DATA_OFFSET, header["dtype"], n_tokens)
-    return BinarizedCorpus(sentences, positions, dico, header["unk_words"], path)
+    sentences = FileArray(path, DATA_OFFSET, dtype, n_tokens)
+    check_ids(path, sentences, positions, len(dico))
+    return BinarizedCorpus(sentences, positions, dico, unk_words, path)
+
+
+CHECK_BLOCK = 1 << 24  # values per block of the checks below: bounded memory whatever the file's size
+
+
+def _blocks(array):
+    """(start, values) of consecutive blocks of a numpy array or a FileArray; a FileArray's block is mapped
+    while it is read, which reads the page cache in place where pread would copy every byte."""
+    for start in range(0, len(array), CHECK_BLOCK):
+        if isinstance(array, FileArray):
+            n = min(CHECK_BLOCK, len(array) - start)
+            yield start, np.memmap(array.path, array.dtype, "r", array.offset + start * array.dtype.itemsize, (n,))
+        else:
+            yield start, np.asarray(array[start:start + CHECK_BLOCK])
+
+
+def check_ids(path, sentences, positions, n_words):
+    """Every token id inside the vocabulary, every sentence inside the token array: one vectorised pass
+    over the file. The data loaders read ids >= their vocabulary as <unk> (--max_vocab), so a corrupt
+    id would otherwise train silently as an unknown word."""
+    for start, block in _blocks(sentences):
+        if block.max() >= n_words or block.dtype.kind == "i" and block.min() < 0:
+            i = int(np.flatnonzero((block >= n_words) | (block < 0))[0])
+            raise DataError(f"{path}: token id {int(block[i])} at position {start + i} is outside its "
+                            f"{n_words}-word vocabulary")
+    for start, block in _blocks(positions):
+        if block[:, 0].min() < 0 or (block[:, 1] - block[:, 0]).min() < 0 or block[:, 1].max() >= len(sentences):
+            i = int(np.flatnonzero((block[:, 0] < 0) | (block[:, 1] < block[:, 0]) |
+                                   (block[:, 1] >= len(sentences)))[0])
+            raise DataError(f"{path}: sentence {start + i} has offsets {block[i].tolist()} outside its "
+                            f"{len(sentences)} tokens")
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -194,19 +235,30 @@ def _unpickle_torch_file(path):
 def _load_original(path):
     try:
         data = _unpickle_torch_file(path)
-    except (pickle.UnpicklingError, EOFError, ValueError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: cannot read as an original XLM binarized file: {e}") from None
+    except DataError:
+        raise
+    except Exception as e:  # a damaged pickle fails in many ways, none of which runs code from the file
+        raise DataError(f"{path}: cannot read as an original XLM binarized file ({type(e).__name__}: {e})") from None
     if not isinstance(data, dict) or not {"dico", "positions", "sentences", "unk_words"} <= set(data):
         raise DataError(f"{path}: expected keys dico, positions, sentences, unk_words")
     dico, positions, sentences = data["dico"], data["positions"], data["sentences"]
     if not isinstance(dico, Dictionary):
         raise DataError(f"{path}: 'dico' is not a dictionary")
-    dico.check_valid()
+    try:
+        dico.check_valid()
+    except (DataError, AttributeError, TypeError) as e:
+        raise DataError(f"{path}: malformed dictionary ({e})") from None
+    if not isinstance(sentences, np.ndarray) or not isinstance(positions, np.ndarray):
+        raise DataError(f"{path}: 'sentences' and 'positions' must be numpy arrays")
     if sentences.dtype != token_dtype(len(dico)) or sentences.ndim != 1:
         raise DataError(f"{path}: sentences of dtype {sentences.dtype} do not fit a {len(dico)}-word dictionary")
-    if positions.ndim != 2 or positions.shape[1] != 2:
-        raise DataError(f"{path}: positions must have shape (n, 2)")
-    return BinarizedCorpus(sentences, positions.astype(np.int64), dico, dict(data["unk_words"]), path)
+    if positions.ndim != 2 or positions.shape[1] != 2 or positions.dtype.kind not in "iu":
+        raise DataError(f"{path}: positions must be integers of shape (n, 2)")
+    if not isinstance(data["unk_words"], dict):
+        raise DataError(f"{path}: 'unk_words' must be a dict")
+    positions = positions.astype(np.int64)
+    check_ids(path, sentences, positions, len(dico))
+    return BinarizedCorpus(sentences, positions, dico, dict(data["unk_words"]), path)
 
 
 # ----------------------------------------------------------------------------- writing
