@@ -102,13 +102,18 @@ def check_output(path):
 
 
 def remove_stale_tmp(path):
-    """Remove what an `atomic_write(path)` killed by SIGKILL (or a power cut) left beside `path`."""
+    """Remove what an `atomic_write(path)` killed by SIGKILL (or a power cut) left beside `path`; a `*` in
+    the file name stands for any characters (`dump/*.pth`: beside every checkpoint). Returns the paths
+    removed. Only for files that no running process is writing."""
     directory, prefix = _tmp_place(path)
     # mkstemp's 8 random characters: nothing else of that shape is taken for ours
-    stale = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}\.tmp")
-    for name in os.listdir(directory):
-        if stale.fullmatch(name):
+    stale = re.compile(".*".join(map(re.escape, prefix.split("*"))) + r"[a-z0-9_]{8}\.tmp")
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        if stale.fullmatch(name) and os.path.isfile(os.path.join(directory, name)):
             os.remove(os.path.join(directory, name))
+            removed.append(os.path.join(directory, name))
+    return removed
 
 
 def exit_on_signals():

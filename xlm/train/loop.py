@@ -24,9 +24,9 @@ from ..data.iterators import BatchIterator
 from ..data.loader import load_training_data
 from ..evaluation.lm import evaluate_lm, metric_names
 from ..evaluation.mt import evaluate_mt
-from ..fileio import DataError, atomic_write
-from ..model.checkpoint import (checkpoint_payload, config_from_params, load_weights, read_checkpoint,
-                                save_checkpoint, strip_module_prefix)
+from ..fileio import DataError, atomic_write, remove_stale_tmp
+from ..model.checkpoint import (check_vocabulary, checkpoint_payload, config_from_params, load_weights,
+                                read_checkpoint, save_checkpoint, strip_module_prefix)
 from ..model.generate import generate_greedy
 from ..model.transformer import N_MAX_POSITIONS, TransformerModel
 from ..model.word_vectors import reload_word_vectors
@@ -154,6 +154,8 @@ def build_models(params, dico, device, logger):
     names = ["model"] if params.encoder_only else ["encoder", "decoder"]
     paths = {name: path for name, path in zip(names, params.reload_model_paths) if path}
     files = {path: read_checkpoint(path) for path in paths.values()}  # encoder and decoder often share one
+    for path, data in files.items():
+        check_vocabulary(data, dico, path)
     source = next(iter(files), "")
     reloaded_params = (files[source].get("params") or {}) if source else {}
     params.n_positions = reloaded_params.get("n_positions", N_MAX_POSITIONS)
@@ -220,6 +222,8 @@ class Trainer:
         for sig in (signal.SIGUSR1, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
         self.dump = params.dump_path
+        for path in remove_stale_tmp(os.path.join(self.dump, "*.pth")) if info.is_master else []:
+            self.logger.warning("Removed %s, left by a save that was killed", path)
         seed_all(params.seed)  # the same initial weights on every rank
         self.data = load_training_data(params, self.logger, info.local_rank)
         check_metrics(params)
@@ -293,7 +297,7 @@ class Trainer:
             path = self.params.reload_checkpoint
             if not path:
                 return
-        saved = load_training_checkpoint(path, self.models, self.optimizers, self.logger)
+        saved = load_training_checkpoint(path, self.models, self.optimizers, self.logger, self.data.dico)
         fields, initial = LoopState.__dataclass_fields__, self.state
         self.state = LoopState(**{k: v for k, v in saved.items() if k in fields})
         # metrics or a criterion that the saved run did not track start from scratch
