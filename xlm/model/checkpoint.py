@@ -71,8 +71,12 @@ def require_keys(data, keys, path):
         raise DataError(f"{path}: not a checkpoint of XLM's layout (no {', '.join(missing)})")
 
 
-def strip_module_prefix(state_dict):
-    """Remove the `module.` that DistributedDataParallel puts before every key (if all have it)."""
+def strip_module_prefix(state_dict, name="model"):
+    """Remove the `module.` that DistributedDataParallel puts before every key (if all have it); `name` says
+    whose weights a file holds in place of a state dict."""
+    if not isinstance(state_dict, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                   for k, v in state_dict.items()):
+        raise DataError(f"the {name} weights are not a state dict (names to tensors)")
     if state_dict and all(k.startswith("module.") for k in state_dict):
         return {k[len("module."):]: v for k, v in state_dict.items()}
     return dict(state_dict)
@@ -145,10 +149,7 @@ def _hint(key):
 
 def load_weights(model, state_dict, name="model"):
     """Load a state dict strictly; one error listing every missing, unexpected or misshapen key."""
-    if not isinstance(state_dict, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                   for k, v in state_dict.items()):
-        raise DataError(f"the {name} weights are not a state dict (names to tensors)")
-    state_dict = strip_module_prefix(state_dict)
+    state_dict = strip_module_prefix(state_dict, name)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]

@@ -168,7 +168,7 @@ def build_models(params, dico, device, logger):
     for name, path in paths.items():
         model, data = models[name], files[path]
         # a pretrained file has 'model'; a translation file 'encoder' and 'decoder'
-        state = strip_module_prefix(data.get("model", data.get(name, data.get("encoder", {}))))
+        state = strip_module_prefix(data.get("model", data.get(name, data.get("encoder", {}))), f"{path} ({name})")
         if name == "decoder":
             # a decoder initialised from a pretrained encoder keeps its fresh cross-attention, as the original
             fresh = model.state_dict()
