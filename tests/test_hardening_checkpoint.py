@@ -13,16 +13,16 @@ import pytest
 import torch
 
 import xlm
-from xlm.model.transformer import TransformerConfig, TransformerModel
-from xlm.train.checkpointing import load_training_checkpoint
-from xlm.train.loop import build_models
-from xlm.train.options import parse_params
 from conftest import python
 from xlm.data.binarized import DATA_OFFSET, binarize, load_binarized
 from xlm.data.dictionary import N_RESERVED, SPECIAL_WORDS, Dictionary
 from xlm.evaluation.classification import TaskData
 from xlm.fileio import DataError
 from xlm.model.checkpoint import check_vocabulary, read_checkpoint, save_checkpoint
+from xlm.model.transformer import TransformerConfig, TransformerModel
+from xlm.train.checkpointing import load_training_checkpoint
+from xlm.train.loop import build_models
+from xlm.train.options import parse_params
 
 WORDS = [f"w{i}" for i in range(40)]
 TINY = ["--emb_dim", "16", "--n_layers", "1", "--n_heads", "2", "--batch_size", "4", "--bptt", "16",
