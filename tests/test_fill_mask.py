@@ -79,7 +79,8 @@ def test_predictions_equal_the_hf_forward(model):
     filler = fill_mask.MaskFiller(folder / "model.pth", codes=folder / "codes")
     words = fill_mask.words_of(filler.encoder, "the file could not be <mask> .", "en")
     assert words == [["the"], ["file"], ["could"], ["not"], ["be"], [None], ["."]]
-    tokens, flags = fill_mask.mask_words(fill_mask.words_of(filler.encoder, "the file could not be opened .", "en"), [1, -2])
+    words = fill_mask.words_of(filler.encoder, "the file could not be opened .", "en")
+    tokens, flags = fill_mask.mask_words(words, [1, -2])
     assert [t for t, f in zip(tokens, flags) if f] == ["file", "open@@", "ed"]  # every subword of a masked word
     masked = [None if f else t for t, f in zip(tokens, flags)]
     assert torch.allclose(filler.predict(tokens, flags, "en"), oracle(hf, masked, "en"), atol=1e-5)

@@ -68,7 +68,8 @@ def compare(model_path, data_path=None, split="valid"):
     for l1, l2 in p.mlm_steps:
         if l2 is None:
             lang = p.lang2id[l1] if p.n_langs > 1 else None
-            batches = list(_stream_windows(corpus(f"{split}.{l1}"), p.bptt, n_words, lang, eval_subset(p, split, l1)[0]))
+            batches = list(_stream_windows(corpus(f"{split}.{l1}"), p.bptt, n_words, lang,
+                                           eval_subset(p, split, l1)[0]))
             tables = {lang: unigram_log_probs(corpus(f"train.{l1}"), n_words)}
             name = f"{split}_{l1}_mlm"
         else:
