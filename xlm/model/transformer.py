@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention.varlen import varlen_attn
 
+from .dropout import attention_with_dropout, dropout
 from .memory import HashingMemory, MemoryConfig
 
 N_MAX_POSITIONS = 512  # the original's fixed position table; checkpoints without `n_positions` have it
@@ -112,6 +113,8 @@ class MultiHeadAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         if kv_lengths is not None and varlen_applies(q, dropout):
             context = varlen_attention(q, k, v, kv_lengths)
+        elif dropout and q.device.type == "cpu":
+            context = attention_with_dropout(q, k, v, mask, is_causal, dropout)
         else:
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
         bs, _, qlen, _ = context.shape
@@ -147,7 +150,7 @@ class MultiHeadAttention(nn.Module):
         q = q * (q.shape[-1] ** -0.5)
         scores = torch.bmm(q, k.transpose(1, 2)) if bias is None else torch.baddbmm(bias, q, k.transpose(1, 2))
         weights = F.softmax(scores.float(), dim=-1).type_as(scores)
-        weights = F.dropout(weights, p=self.dropout, training=self.training)
+        weights = dropout(weights, self.dropout, self.training)
         context = torch.bmm(weights, v).view(-1, self.n_heads, group, q.shape[-1]).transpose(1, 2)
         return self.out_lin(context.reshape(-1, self.dim))
 
@@ -161,7 +164,7 @@ class TransformerFFN(nn.Module):
         self.act = F.gelu if gelu_activation else F.relu  # F.gelu is the exact erf form, as the original
 
     def forward(self, x):
-        return F.dropout(self.lin2(self.act(self.lin1(x))), p=self.dropout, training=self.training)
+        return dropout(self.lin2(self.act(self.lin1(x))), self.dropout, self.training)
 
 
 class PredLayer(nn.Module):
@@ -330,16 +333,16 @@ class TransformerModel(nn.Module):
         h = self.embeddings(x) + position_embeddings
         if lang_embeddings is not None:
             h = h + lang_embeddings
-        return F.dropout(self.layer_norm_emb(h), p=self.config.dropout, training=self.training)
+        return dropout(self.layer_norm_emb(h), self.config.dropout, self.training)
 
     def _layers(self, h, attention, cross_attention=None, keep=None):
         """The layers on h, attention(i, h) and cross_attention(i, h) being layer i's; keep: a mask of
         the positions that are not padding, zeroed after each layer."""
         for i in range(self.config.n_layers):
-            h = self.layer_norm1[i](h + F.dropout(attention(i, h), p=self.config.dropout, training=self.training))
+            h = self.layer_norm1[i](h + dropout(attention(i, h), self.config.dropout, self.training))
             if cross_attention is not None:
                 a = cross_attention(i, h)
-                h = self.layer_norm15[i](h + F.dropout(a, p=self.config.dropout, training=self.training))
+                h = self.layer_norm15[i](h + dropout(a, self.config.dropout, self.training))
             ffn = self.memories[f"{i}_in"] if self.ffns[i] is None else self.ffns[i]
             h = self.layer_norm2[i](h + ffn(h))
             if f"{i}_after" in self.memories:

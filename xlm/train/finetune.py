@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data.iterators import BatchIterator
 from ..evaluation.classification import TASKS, TaskData, predict, task_scores
-from ..fileio import DataError, atomic_write
+from ..fileio import DataError, atomic_write, remove_stale_tmp
 from ..model.checkpoint import checkpoint_payload, load_model, load_weights, read_checkpoint, save_checkpoint
 from ..model.embedder import finetuned_parameters, freeze_all_but, sentence_vectors
 from .distributed import all_reduce_sum, broadcast_from_master
@@ -146,7 +146,7 @@ class FineTuner:
         if tuned:
             self.optimizers["encoder"] = build_optimizer(tuned, params.optimizer_e)
         self.load_data()
-        device_ids = [info.local_rank] if info.device.type == "cuda" else None
+        device_ids = [info.device] if info.device.type == "cuda" else None
         self.ddp = DistributedDataParallel(self.model, device_ids=device_ids) if info.multi else self.model
         amp_dtype = torch.float16 if params.fp16 else torch.bfloat16 if params.bf16 else None
         self.engine = StepEngine(self.optimizers, {}, [self.ddp], info.device, amp_dtype, multi=info.multi)
@@ -341,6 +341,8 @@ class FineTuner:
 def main(argv=None):
     params = parse_params(argv)
     info, logger, metrics = start_experiment(params)
+    for path in remove_stale_tmp(os.path.join(params.dump_path, "*.pth")) if info.is_master else []:
+        logger.warning("Removed %s, left by a save that was killed", path)
     for task in params.transfer_tasks:
         FineTuner(params, task, info, logger, metrics).run()
     if info.multi:
