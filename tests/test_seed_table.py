@@ -51,6 +51,9 @@ def test_mean_and_sample_sd_per_row_and_column(tmp_path, capsys):
     best = run_table(capsys, "--seeds", "2", "--columns", "test_bleu", "--best", "valid_bleu",
                   f"a={tmp_path}/seed{{seed}}/a/train.log").stdout.splitlines()
     assert best[2] == "| a | 0.00 ± 0.00 |"  # epoch 0 of both seeds has the best valid BLEU
+    lowest = run_table(capsys, "--seeds", "2", "--columns", "test_bleu", "--best", "valid_bleu", "--lowest",
+                       f"a={tmp_path}/seed{{seed}}/a/train.log").stdout.splitlines()
+    assert lowest[2] == f"| a | 3.00 ± {statistics.stdev([2.0, 4.0]):.2f} |"  # epoch 1: seed * 2
 
 
 def test_one_seed_prints_the_value_alone_and_missing_inputs_are_named(tmp_path, capsys):

@@ -42,8 +42,9 @@ def log_scores(path):
     return scores
 
 
-def read_scores(path, best=None):
-    """One dict of scores: a JSON file's object, or a train.log's last (or best by `best`) epoch."""
+def read_scores(path, best=None, lowest=False):
+    """One dict of scores: a JSON file's object, or a train.log's last epoch, or its epoch with the
+    highest (`lowest`: the lowest) value of `best`."""
     if path.endswith(".json"):
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -53,10 +54,10 @@ def read_scores(path, best=None):
     missing = [i for i, s in enumerate(scores) if best not in s]
     if missing:
         raise DataError(f"{path}: no {best} in the scores of epoch line {missing[0] + 1}")
-    return max(scores, key=lambda s: s[best])
+    return (min if lowest else max)(scores, key=lambda s: s[best])
 
 
-def collect(rows, columns, seeds, best=None):
+def collect(rows, columns, seeds, best=None, lowest=False):
     """{row: {column: [value of seed 1, ..., seed n]}} from `rows`: (name, path template with {seed})."""
     table = {}
     for name, template in rows:
@@ -65,7 +66,7 @@ def collect(rows, columns, seeds, best=None):
             path = template.format(seed=seed)
             if not os.path.isfile(path):
                 raise DataError(f"{path}: missing (row {name}, seed {seed})")
-            scores = read_scores(path, best)
+            scores = read_scores(path, best, lowest)
             for c in columns:
                 if c not in scores:
                     raise DataError(f"{path}: no metric {c} (has {', '.join(sorted(scores))})")
@@ -96,6 +97,7 @@ def main(argv=None):
     p.add_argument("--columns", required=True, help="comma-separated METRIC or METRIC=LABEL")
     p.add_argument("--seeds", type=int, default=3, help="seeds 1..SEEDS")
     p.add_argument("--best", default=None, help="take the epoch with the highest value of this metric")
+    p.add_argument("--lowest", action="store_true", help="--best takes the lowest value (a perplexity)")
     p.add_argument("--first", default="", help="header of the row-name column")
     p.add_argument("--digits", type=int, default=2)
     p.add_argument("--json", default=None, help="write the per-seed values here")
@@ -107,13 +109,13 @@ def main(argv=None):
         if a.seeds < 1:
             raise DataError(f"--seeds {a.seeds}: need at least 1")
         seeds = list(range(1, a.seeds + 1))
-        table = collect(rows, columns, seeds, a.best)
+        table = collect(rows, columns, seeds, a.best, a.lowest)
     except (DataError, OSError, ValueError) as e:
         print(f"seed_table.py: {e}", file=sys.stderr)
         return 1
     print(markdown(table, columns, labels, a.first, a.digits))
     if a.json:
-        summary = {"seeds": seeds, "best": a.best, "rows": {
+        summary = {"seeds": seeds, "best": a.best, "lowest": a.lowest, "rows": {
             name: {c: {"values": v, "mean": mean_sd(v)[0], "sd": mean_sd(v)[1]} for c, v in cells.items()}
             for name, cells in table.items()}}
         with atomic_write(a.json, "w") as f:
