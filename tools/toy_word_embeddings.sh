@@ -17,7 +17,7 @@
 # (toy_languages.py --seed SEED-1) and new training runs (train.py --seed SEED).
 #
 #   bash tools/toy_word_embeddings.sh             # OUT=/tmp/toy_word_emb, SEEDS=3
-# Knobs: OUT, SEEDS, N_MONO, VOCAB_SIZE (concepts), EPOCHS, EPOCH_SIZE (sentences an epoch), JOBS (runs
+# Knobs: OUT, SEEDS, N_MONO, VOCAB_SIZE (concepts), EPOCHS (default 6), EPOCH_SIZE (sentences an epoch), JOBS (runs
 # at once, one thread each; default 2).
 # Idempotent: steps whose outputs exist are skipped, a finished run ends at once.
 set -euo pipefail
@@ -26,7 +26,7 @@ OUT=${OUT:-/tmp/toy_word_emb}
 SEEDS=${SEEDS:-3}
 N_MONO=${N_MONO:-30000}
 VOCAB_SIZE=${VOCAB_SIZE:-100}
-EPOCHS=${EPOCHS:-4}
+EPOCHS=${EPOCHS:-6}
 EPOCH_SIZE=${EPOCH_SIZE:-19200}
 JOBS=${JOBS:-2}
 export OMP_NUM_THREADS=1
