@@ -17,8 +17,8 @@
 # (toy_languages.py --seed SEED-1) and new training runs (train.py --seed SEED).
 #
 #   bash tools/toy_word_embeddings.sh             # OUT=/tmp/toy_word_emb, SEEDS=3
-# Knobs: OUT, SEEDS, N_MONO, VOCAB_SIZE (concepts), EPOCHS (default 6), EPOCH_SIZE (sentences an epoch), JOBS (runs
-# at once, one thread each; default 2).
+# Knobs: OUT, SEEDS, N_MONO, VOCAB_SIZE (concepts), EPOCHS (default 6), EPOCH_SIZE (sentences an epoch),
+# JOBS (runs at once, one thread each; default 2).
 # Idempotent: steps whose outputs exist are skipped, a finished run ends at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
