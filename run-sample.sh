@@ -41,9 +41,9 @@ python tools/corpus_summary.py "$OUT"
 [ "${PRETRAIN:-1}" = 0 ] && exit 0
 # The original README's MLM+TLM command for en-fr, with a tiny model and short epochs so that it
 # runs in about 4 minutes on 2 CPU cores. A small MLM first learns the word frequencies, then stays
-# for thousands of updates on that plateau (ppl near the unigram's) unless its windows are short and
-# its learning rate high: --bptt 8 with lr 0.005 (warm-up 500) leaves it after ~1,000 updates, where
-# --bptt 16 or lr 0.001 still sit on it after 3,000 (see the README's section on the plateau).
+# for thousands of updates on that plateau (ppl near the unigram's) unless its batches are wide and
+# its learning rate high: 64 windows a batch with lr 0.005 (warm-up 500) leave it after ~1,000
+# updates (--bptt 8 or 16 alike), where batches of 32 or lr 0.001 still sit on it after 3,000.
 DUMP=${DUMP:-dumped}
 RUN="$DUMP/sample_mlm_tlm/${EXP_ID:-sample}"
 python train.py --exp_name sample_mlm_tlm --exp_id ${EXP_ID:-sample} --dump_path "$DUMP" --data_path "$OUT" \
