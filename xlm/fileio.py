@@ -22,6 +22,14 @@ def check_file(path):
         raise DataError(f"{path}: file is empty")
 
 
+def check_writable(folder):
+    """Raise OSError unless a file can be created in `folder` (what a later save will need), by creating
+    and removing one: permission bits do not tell, e.g. for root or on a read-only mount."""
+    fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+    os.close(fd)
+    os.remove(probe)
+
+
 def decode_utf8(data, path, first_line=1):
     """Decode bytes as UTF-8; on failure name the file and the line of the first bad byte."""
     try:
