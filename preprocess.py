@@ -15,7 +15,7 @@ import time
 
 from xlm.data.binarized import binarize, load_binarized, save_original
 from xlm.data.dictionary import Dictionary
-from xlm.fileio import DataError
+from xlm.fileio import DataError, check_file, check_output, exit_on_signals, remove_stale_tmp
 
 
 def main(argv=None):
@@ -27,9 +27,20 @@ def main(argv=None):
                         help="xlm: read on demand, constant memory (default); original: the original XLM's .pth")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="worker processes (default: all cores)")
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        raise DataError(f"--threads must be at least 1, got {args.threads}")
     logging.basicConfig(format="%(levelname)s - %(message)s", level=logging.INFO)
     output = args.output or args.input + ".pth"
+    intermediate = output + ".xlmbin.tmp"  # --format original binarizes in ours first
 
+    if not os.path.exists(output):
+        check_file(args.input)
+        check_output(output)
+        # what a run killed by SIGKILL left behind
+        remove_stale_tmp(output)
+        remove_stale_tmp(intermediate)
+        if os.path.exists(intermediate):
+            os.remove(intermediate)
     dico = Dictionary.read_vocab(args.vocab)
     if os.path.exists(output):
         corpus = load_binarized(output)
@@ -39,12 +50,11 @@ def main(argv=None):
     else:
         start = time.perf_counter()
         if args.format == "original":
-            tmp = output + ".xlmbin.tmp"
             try:
-                save_original(binarize(args.input, dico, tmp, args.threads), output)
+                save_original(binarize(args.input, dico, intermediate, args.threads), output)
             finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+                if os.path.exists(intermediate):
+                    os.remove(intermediate)
         else:
             binarize(args.input, dico, output, args.threads)
         corpus = load_binarized(output)
@@ -53,6 +63,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    exit_on_signals()
     try:
         main()
     except DataError as e:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from xlm.data.bpe import remove_bpe
 from xlm.data.datasets import batch_sentences
 from xlm.data.dictionary import N_RESERVED, UNK_INDEX
-from xlm.fileio import DataError, atomic_write, check_writable, decode_utf8
+from xlm.fileio import DataError, atomic_write, check_output, decode_utf8
 from xlm.model.checkpoint import load_model
 from xlm.model.generate import generate_beam, generate_greedy
 from xlm.train.options import bool_flag, check_folder_name
@@ -45,9 +45,9 @@ def parse_args(argv=None):
     if os.path.exists(args.output_path):
         raise DataError(f"--output_path {args.output_path} already exists")
     try:  # found now, not once everything is translated
-        check_writable(os.path.dirname(args.output_path) or ".")
-    except OSError as e:
-        raise DataError(f"--output_path {args.output_path}: cannot write in its folder ({e.strerror or e})") from None
+        check_output(args.output_path)
+    except DataError as e:
+        raise DataError(f"--output_path {e}") from None
     if args.batch_size < 1 or args.beam_size < 1:
         raise DataError("--batch_size and --beam_size must be >= 1")
     if args.exp_name:
@@ -116,9 +116,9 @@ def main(argv=None):
         dump = os.path.join(args.dump_path, args.exp_name, args.exp_id or "translate")
         try:
             os.makedirs(dump, exist_ok=True)
-            check_writable(dump)
         except OSError as e:
-            raise DataError(f"--dump_path: cannot write the log folder {dump} ({e.strerror or e})") from None
+            raise DataError(f"--dump_path: cannot make the log folder {dump} ({e.strerror})") from None
+        check_output(os.path.join(dump, "translate.log"))
         logging.basicConfig(filename=os.path.join(dump, "translate.log"), level=logging.INFO)
     model = load_model(args.model_path)
     if model.decoder is None:

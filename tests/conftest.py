@@ -95,3 +95,37 @@ def keep_signal_handlers():
     yield
     for sig, handler in saved.items():
         signal.signal(sig, handler)
+
+
+# a 2-rank CLM run of 4 epochs of 6 iterations (a checkpoint at each end of epoch), logged at every iteration
+TWO_RANK_FLAGS = ["train.py", "--exp_name", "test", "--lgs", "en", "--clm_steps", "en", "--max_epoch", "4",
+                  "--epoch_size", "24", "--batch_size", "4", "--log_interval", "1", "--optimizer", "adam,lr=0.001",
+                  "--emb_dim", "32", "--n_layers", "2", "--n_heads", "4", "--bptt", "32"]
+
+
+def free_port(low=29600, high=29999):
+    """A port nothing listens on, at random: tests that run at the same time do not meet."""
+    import random
+    import socket
+    while True:
+        port = random.randint(low, high)
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return port
+
+
+def torchrun(*args):
+    """`torchrun --nproc_per_node 2 ...` (gloo on the CPU), and the environment to start it in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    return ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+             str(free_port()), *map(str, args)], {**env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+
+
+@pytest.fixture(scope="session")
+def two_rank_reference(small_sample, tmp_path_factory):
+    """train.log of an uninterrupted torchrun run of TWO_RANK_FLAGS: what killed, signalled and resumed runs
+    of the same command must reproduce."""
+    dump = tmp_path_factory.mktemp("two_ranks")
+    command, env = torchrun(*TWO_RANK_FLAGS, "--exp_id", "whole", "--dump_path", dump, "--data_path", small_sample)
+    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
+    return (dump / "test" / "whole" / "train.log").read_text()

@@ -80,6 +80,26 @@ def test_batched_equals_one_sentence_at_a_time(reverser, generate):
     assert run(SOURCES) == [run([s])[0] for s in SOURCES]
 
 
+@torch.no_grad()
+def test_greedy_stops_computing_finished_sentences(reverser):
+    """After each host read (every sync_every steps), the sentences finished by then are no longer
+    decoded; the outputs stay those of each sentence alone (above)."""
+    enc, dec = reverser
+    src, sync_every = encode(enc, SOURCES), 4
+    lengths = generate_greedy(dec, *src, tgt_lang_id=1, max_len=12)[1]
+    rows = []
+    hook = dec.layer_norm_emb.register_forward_hook(lambda m, args, out: rows.append(len(out)))  # once per step
+    try:
+        out, _ = generate_greedy(dec, *src, tgt_lang_id=1, max_len=12, sync_every=sync_every)
+    finally:
+        hook.remove()
+    finished = int((lengths <= sync_every).sum())  # sentence i's </s> is generated at step lengths[i] - 1
+    assert 0 < finished < len(SOURCES)
+    assert rows[:sync_every - 1] == [len(SOURCES)] * (sync_every - 1)
+    assert rows[sync_every - 1] == len(SOURCES) - finished
+    assert torch.equal(out, generate_greedy(dec, *src, tgt_lang_id=1, max_len=12)[0])
+
+
 def finished_hypotheses(dec, src_enc, src_len, n_words, max_len):
     """Every hypothesis beam search can finish, as (output words, k, sum of log-probabilities), scored
     by teacher forcing in one batch. A hypothesis ends with </s> (kept out of the output) or is cut at
@@ -162,7 +182,7 @@ def test_beam_follows_the_original_rules(reverser, model):
         enc, dec = [m.eval() for m in model_pair(seed=5)]
         dec.pred_layer.proj.bias[1] += 2.0
     steps = []
-    dec.register_forward_hook(lambda *_: steps.append(1))
+    dec.layer_norm_emb.register_forward_hook(lambda *_: steps.append(1))  # once per decoding step
     sources = SOURCES + [[6, 6, 7, 4, 10, 9], [8]]
     for beam_size, length_penalty, early_stopping, max_len, bs in [
             (2, 1.0, False, 12, 7), (3, 0.5, False, 9, 7), (5, 2.0, False, 12, 3), (4, 2.0, True, 12, 7),

@@ -437,3 +437,25 @@ def test_gloss_language_is_readable(world):
     s = T.Sentence(T.Clause(T.NP(head=world.grammar.by_cat["name"][0]),
                             verb=world.grammar.by_cat["verb"][0], neg=True))
     assert T.render_line(gl, s) == "Ada NEG verb0 ."
+
+
+def test_cognates_make_a_related_language(tmp_path):
+    cfg = T.Config(out=str(tmp_path), langs=["la", "lb", "lc"], typologies=["svo", "svo", "sov"],
+                   vocab_size=400, cognates={"lb": ("la", 0.5)})
+    w = T.build_world(cfg)
+    la, lb, lc = w.languages
+    ids = [c.cid for c in w.grammar.concepts if c.cat not in T.ANCHOR_CATS]
+    shared_ab = sum(la.words[i] == lb.words[i] for i in ids) / len(ids)
+    assert 0.4 < shared_ab < 0.6
+    # a word of lb is either la's word for the same concept or its own; lc shares nothing
+    tokens = {lg.code: {t for i in ids for t in lg.words[i]} for lg in w.languages}
+    assert not tokens["lc"] & (tokens["la"] | tokens["lb"])
+    assert all(lb.words[i] == la.words[i] or not set(lb.words[i]) & tokens["la"] for i in ids)
+    # la is as without the option (the cognate draws have their own stream)
+    plain = T.build_world(T.Config(out=str(tmp_path), langs=["la", "lb", "lc"], typologies=["svo", "svo", "sov"],
+                                   vocab_size=400))
+    assert plain.languages[0].words == la.words
+    assert "--cognates lb=la:0.5" in cfg.command()
+    for bad in ({"la": ("lb", 0.5)}, {"lb": ("lz", 0.5)}, {"lb": ("la", 1.5)}):
+        with pytest.raises(ValueError):
+            T.Config(out="x", langs=["la", "lb"], cognates=bad)

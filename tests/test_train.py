@@ -128,10 +128,12 @@ def test_a_killed_write_keeps_the_previous_checkpoint(tmp_path):
     save_checkpoint({"model": {"w": torch.ones(3)}, "epoch": 1}, path)
     # a writer killed in the middle of torch.save (SIGKILL: no clean-up runs)
     code = ("import os, signal, torch; from xlm.model.checkpoint import save_checkpoint\n"
-            "class Boom:\n"
-            "    def __reduce__(self):\n"
-            "        os.kill(os.getpid(), signal.SIGKILL)\n"
-            f"save_checkpoint({{'model': {{'w': torch.zeros(1000000)}}, 'boom': Boom()}}, {str(path)!r})\n")
+            "def killed_mid_write(payload, f):\n"
+            "    f.write(b'half a checkpoint')\n"
+            "    f.flush()\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n"
+            "torch.save = killed_mid_write\n"
+            f"save_checkpoint({{'model': {{'w': torch.zeros(1000000)}}}}, {str(path)!r})\n")
     proc = python("-c", code, check=False)
     assert proc.returncode == -signal.SIGKILL
     assert read_checkpoint(path)["epoch"] == 1 and torch.equal(read_checkpoint(path)["model"]["w"], torch.ones(3))

@@ -603,16 +603,23 @@ def syllables_for_rank(rng: random.Random, rank: int) -> int:
 
 
 def build_language(g: Grammar, code: str, typology: Typology, seed: int,
-                   taken: set, compound_rate: float = 0.1) -> Language:
+                   taken: set, compound_rate: float = 0.1,
+                   parent: Optional["Language"] = None, cognate_rate: float = 0.0) -> Language:
     """Surface lexicon of one language.
 
     `taken` holds the words of the languages built before this one and is
     updated: it is what makes vocabularies disjoint.  The lexicon depends on the
     seed and the language code (not its position), except in the rare case of a
-    collision with an earlier language's word.
+    collision with an earlier language's word.  With a `parent`, each
+    non-anchor concept keeps the parent's word with probability `cognate_rate`
+    (a related language: shared words, as Hindi and Nepali share many).
     """
     rng = make_rng(seed, "lexicon", code)
+    cognate_rng = make_rng(seed, "cognates", code)  # its own stream: the default output is unchanged
     phon = sample_phonology(rng)
+
+    def cognate() -> bool:
+        return parent is not None and cognate_rng.random() < cognate_rate
     words: List[Optional[Tuple[str, ...]]] = [None] * len(g.concepts)
     for c in g.concepts:
         if c.cat in ANCHOR_CATS:
@@ -620,11 +627,14 @@ def build_language(g: Grammar, code: str, typology: Typology, seed: int,
     # Function words and markers: monosyllables, as in most languages.
     for c in g.concepts:
         if c.cat in FUNCTION_CATS:
-            words[c.cid] = (fresh_word(rng, phon, 1, taken),)
+            words[c.cid] = parent.words[c.cid] if cognate() else (fresh_word(rng, phon, 1, taken),)
     # Open classes, most frequent first, across categories.
     open_ids = [c.cid for c in g.concepts if c.cat in OPEN_CATS]
     open_ids.sort(key=lambda i: (-g.concepts[i].weight, i))
     for rank, cid in enumerate(open_ids):
+        if cognate():
+            words[cid] = parent.words[cid]
+            continue
         n_syll = syllables_for_rank(rng, rank)
         if rng.random() < compound_rate:
             part = max(1, n_syll - 1)
@@ -635,10 +645,16 @@ def build_language(g: Grammar, code: str, typology: Typology, seed: int,
 
 
 def build_languages(g: Grammar, codes: Sequence[str], typologies: Sequence[str],
-                    seed: int, compound_rate: float = 0.1) -> List[Language]:
+                    seed: int, compound_rate: float = 0.1,
+                    cognates: Optional[Dict[str, Tuple[str, float]]] = None) -> List[Language]:
+    """`cognates`: child code -> (parent code, share of words kept); parents come first in `codes`."""
     taken: set = set()
-    return [build_language(g, code, TYPOLOGIES[t], seed, taken, compound_rate)
-            for code, t in zip(codes, typologies)]
+    built: Dict[str, Language] = {}
+    for code, t in zip(codes, typologies):
+        parent, rate = (cognates or {}).get(code, (None, 0.0))
+        built[code] = build_language(g, code, TYPOLOGIES[t], seed, taken, compound_rate,
+                                     built[parent] if parent else None, rate)
+    return [built[code] for code in codes]
 
 
 def gloss_language(g: Grammar, typology: str = "svo") -> Language:
@@ -877,6 +893,7 @@ class Config:
     vocab_size: int = 1000
     n_domains: int = 10
     compound_rate: float = 0.1
+    cognates: Dict[str, Tuple[str, float]] = field(default_factory=dict)  # child -> (parent, rate)
 
     def __post_init__(self) -> None:
         if not self.typologies:
@@ -894,6 +911,11 @@ class Config:
                 raise ValueError(f"bad language code {code!r} (lower-case letters/digits)")
         if not 0.0 <= self.compound_rate <= 1.0:
             raise ValueError("--compound_rate must be in [0, 1]")
+        for child, (parent, rate) in self.cognates.items():
+            if child not in self.langs or parent not in self.langs[: self.langs.index(child)]:
+                raise ValueError(f"--cognates {child}={parent}: both must be in --langs, the parent first")
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"--cognates {child}={parent}:{rate}: the share must be in [0, 1]")
         for name in ("n_mono", "n_para", "n_valid", "n_test", "n_cls_train", "n_cls_eval"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0")
@@ -910,6 +932,8 @@ class Config:
             f"--seed {self.seed}", f"--vocab_size {self.vocab_size}",
             f"--n_domains {self.n_domains}", f"--compound_rate {self.compound_rate}",
         ]
+        if self.cognates:
+            args.append("--cognates " + ",".join(f"{c}={p}:{r}" for c, (p, r) in self.cognates.items()))
         return " ".join(args)
 
 
@@ -938,7 +962,7 @@ class World:
 
 def build_world(cfg: Config) -> World:
     g = build_grammar(cfg.seed, cfg.vocab_size, cfg.n_domains)
-    return World(g, build_languages(g, cfg.langs, cfg.typologies, cfg.seed, cfg.compound_rate))
+    return World(g, build_languages(g, cfg.langs, cfg.typologies, cfg.seed, cfg.compound_rate, cfg.cognates))
 
 
 @dataclass
@@ -1061,6 +1085,9 @@ def write_readme(path: str, cfg: Config, world: World, counts: Dict[str, int],
     for lang in world.languages:
         line = f"  {lang.code}: typology {lang.typology.name} ({lang.typology.description}); "
         line += f"{lang.n_compounds} concepts realised as two tokens"
+        if lang.code in cfg.cognates:
+            parent, rate = cfg.cognates[lang.code]
+            line += f"; related to {parent}: keeps its word for a share {rate} of the concepts"
         if lang.code in stats:
             mean, lo, hi, types = stats[lang.code]
             line += f"; mono train: {types} token types, length mean {mean:.1f} min {lo} max {hi}"
@@ -1081,7 +1108,8 @@ def write_readme(path: str, cfg: Config, world: World, counts: Dict[str, int],
         f"  Latent length (tokens incl. '.') in [{MIN_LEN}, {MAX_LEN}]; compounds add tokens.",
         f"  Anchors, identical in every language: '.', {len(NUMBERS)} numbers "
         f"({' '.join(NUMBERS)}), {len(NAMES)} names ({' '.join(NAMES[:6])} ...).",
-        "  All other surface words are pseudo-words unique to one language.",
+        "  All other surface words are pseudo-words unique to one language"
+        + (" (or shared with a related language, see LANGUAGES)." if cfg.cognates else "."),
         "",
         "DATA",
         "  mono/{train,valid,test}.LG: independent latent samples per language (NOT translations).",
@@ -1136,14 +1164,24 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Config:
     p.add_argument("--n_domains", type=int, default=10, help="number of semantic domains")
     p.add_argument("--compound_rate", type=float, default=0.1,
                    help="fraction of open-class concepts realised as two tokens, per language")
+    p.add_argument("--cognates", default="",
+                   help="related languages, CHILD=PARENT:SHARE[,...]: CHILD keeps PARENT's word for that "
+                        "share of the non-anchor concepts (e.g. lb=la:0.5)")
     a = p.parse_args(argv)
     try:
+        cognates = {}
+        for item in (x for x in a.cognates.split(",") if x):
+            m = re.fullmatch(r"([^=]+)=([^:]+):([0-9.]+)", item)
+            if not m:
+                raise ValueError(f"--cognates {item!r}: expected CHILD=PARENT:SHARE")
+            cognates[m.group(1)] = (m.group(2), float(m.group(3)))
         return Config(
             out=a.out, langs=[x for x in a.langs.split(",") if x],
             typologies=[x for x in a.typology.split(",") if x],
             n_mono=a.n_mono, n_para=a.n_para, n_valid=a.n_valid, n_test=a.n_test,
             n_cls_train=a.n_cls_train, n_cls_eval=a.n_cls_eval, seed=a.seed,
             vocab_size=a.vocab_size, n_domains=a.n_domains, compound_rate=a.compound_rate,
+            cognates=cognates,
         )
     except ValueError as e:
         p.error(str(e))

@@ -6,39 +6,41 @@
 #   1. run-sample.sh with PRETRAIN=0: tokenize, joint BPE (8000 codes), vocabulary, binarize into $OUT/data
 #   2. MLM+TLM pretraining on the same data (--mlm_steps en,fr,en-fr: the monolingual sides and the
 #      parallel pairs), the original README's recipe with a small model (emb 128, 2 layers, 4 heads) and
-#      --bptt 32 (run-sample.sh's own pretraining, --bptt 64 and 4 x 6,000 sentences, ends at valid ppl ~930,
-#      i.e. barely past a unigram model, so it is not reused)
+#      --bptt 32 (run-sample.sh's own pretraining is sized for its few minutes, so it is not reused)
 #   3. supervised en->fr translation training (--encoder_only false --mt_steps en-fr), twice, with the
 #      same model size and schedule, concurrently (one thread each): from a random initialisation and
 #      from the MLM+TLM model (--reload_model mlm.pth,mlm.pth)
 #   4. a table of the tokenized BLEU logged by train.py (valid/test_en-fr_mt_bleu, multi-bleu on
-#      BPE-merged tokenized text) at the last epoch and at the best valid epoch.
+#      BPE-merged tokenized text) and the valid perplexity at the last epoch.
+#
+# Each cell (the pretraining included) runs for seeds 1..SEEDS (train.py --seed); the data is the bundled
+# sample, the same for every seed, so the spread is that of training alone. The table gives mean ± sd
+# (sample sd) over the seeds; the per-seed values go to $OUT/results.json.
 #
 # Usage: bash tools/toy_supervised_mt.sh
-# Env knobs: OUT (work folder, default /tmp/toy_supmt), N_CODES (BPE codes, default 8000: run-sample.sh's),
-#   MLM_EPOCHS (pretraining epochs of 200 iterations, default 5), MT_EPOCHS (translation epochs, default 4),
-#   MT_EPOCH_SIZE (sentences a translation epoch, default 8000 = 250 updates), THREADS (torch threads of the
-#   pretraining, default 1; each translation run uses one).
+# Env knobs: OUT (work folder, default /tmp/toy_supmt), SEEDS (default 3), N_CODES (BPE codes, default 8000:
+#   run-sample.sh's), MLM_EPOCHS (pretraining epochs of 200 iterations, default 4), MT_EPOCHS (translation
+#   epochs, default 4), MLM_EPOCH_SIZE (default 19200 sentences), MT_EPOCH_SIZE (sentences a translation
+#   epoch, default 6400 = 200 updates), JOBS (runs at once, one thread each, default 2).
 # Idempotent: every step whose output exists is skipped (a finished training run ends at once, an
 # interrupted one resumes from its checkpoint).
 #
-# Measured (complete run from scratch with the defaults, 2 CPU cores shared with another engineer's jobs):
-# data 85 s, MLM+TLM 6.3 min (valid_mlm_ppl 917 -> 707; unigram ppl of the BPE'd text: en 1259, fr 957),
-# MT 12.6 min (both runs concurrently), total 20 min 21 s. Result (tokenized BLEU en->fr, greedy):
-#   init       | last epoch | valid BLEU en-fr | test BLEU en-fr | best epoch | valid BLEU | test BLEU
-#   random     |          3 |            11.14 |           10.21 |          3 |      11.14 |     10.21
-#   pretrained |          3 |            12.19 |           10.83 |          3 |      12.19 |     10.83
-# valid_en-fr_mt_ppl at epochs 0-3: random 411 / 123 / 69 / 46, pretrained 193 / 78 / 48 / 35. The
-# pretrained initialisation leads at every epoch (BLEU 0.7 / 5.3 / 8.8 / 12.2 vs 0.0 / 4.5 / 8.2 / 11.1), by
-# a margin that is small in BLEU (+1.0 valid, +0.6 test at the end) and shrinking; both runs are still
-# improving when they stop, and the pretrained model is weak (MLM ppl only ~0.6-0.7 x unigram).
+# Measured with one seed and the former defaults (MLM_EPOCHS=5, MT_EPOCH_SIZE=8000; 2 CPU cores shared with
+# another engineer's jobs): data 85 s, MLM+TLM 6.3 min (valid_mlm_ppl 917 -> 707; unigram ppl of the BPE'd
+# text: en 1259, fr 957), MT 12.6 min (both runs concurrently), total 20 min 21 s; tokenized BLEU en->fr,
+# greedy, at the last epoch: random valid 11.14 / test 10.21, pretrained 12.19 / 10.83; valid_en-fr_mt_ppl at
+# epochs 0-3: random 411 / 123 / 69 / 46, pretrained 193 / 78 / 48 / 35.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/toy_supmt}
+SEEDS=${SEEDS:-3}
+MLM_EPOCHS=${MLM_EPOCHS:-4}
 MT_EPOCHS=${MT_EPOCHS:-4}
-MT_EPOCH_SIZE=${MT_EPOCH_SIZE:-8000}
+MT_EPOCH_SIZE=${MT_EPOCH_SIZE:-6400}
+MLM_EPOCH_SIZE=${MLM_EPOCH_SIZE:-19200}
+JOBS=${JOBS:-2}
+export OMP_NUM_THREADS=1
 DATA=$OUT/data
-DUMP=$OUT/dumped
 mkdir -p "$OUT"
 start=$(date +%s)
 
@@ -46,45 +48,47 @@ start=$(date +%s)
 OUT=$DATA PRETRAIN=0 bash run-sample.sh | grep -vE "^(tokenize|learn)" || true
 echo "data ready after $(( $(date +%s) - start )) s"
 
-# 2. MLM+TLM pretraining
 MODEL="--emb_dim 128 --n_layers 2 --n_heads 4 --gelu_activation true --dropout 0.1 --attention_dropout 0"
-OMP_NUM_THREADS=${THREADS:-1} python train.py --exp_name sample_mlm_tlm --exp_id mlm_tlm --dump_path "$DUMP" \
-  --data_path "$DATA" --lgs en-fr --mlm_steps en,fr,en-fr $MODEL --batch_size 32 --bptt 32 --max_len 60 \
-  --optimizer adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.002,warmup_updates=200 --epoch_size 19200 \
-  --max_epoch ${MLM_EPOCHS:-5} --validation_metrics _valid_mlm_ppl --log_interval 50 \
-  | grep -E "valid_mlm_ppl ->" | sed "s/^.* - /MLM+TLM: /" || true
-MLM=$DUMP/sample_mlm_tlm/mlm_tlm/best-valid_mlm_ppl.pth
-[ -f "$MLM" ] || { echo "no pretrained model $MLM" >&2; exit 1; }
-echo "pretraining done after $(( $(date +%s) - start )) s"
-
-# 3. supervised MT, from scratch and from the MLM+TLM, concurrently (same architecture as the pretrained model)
+pretrain() {  # seed: 2. MLM+TLM pretraining
+  local dump=$OUT/seed$1/dumped
+  [ -f "$dump/sample_mlm_tlm/mlm_tlm/done" ] && return
+  python train.py --exp_name sample_mlm_tlm --exp_id mlm_tlm --dump_path "$dump" --seed "$1" \
+    --data_path "$DATA" --lgs en-fr --mlm_steps en,fr,en-fr $MODEL --batch_size 32 --bptt 32 --max_len 60 \
+    --optimizer adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.002,warmup_updates=200 --epoch_size "$MLM_EPOCH_SIZE" \
+    --max_epoch "$MLM_EPOCHS" --validation_metrics _valid_mlm_ppl --log_interval 50 > /dev/null
+  touch "$dump/sample_mlm_tlm/mlm_tlm/done"
+}
+# 3. supervised MT, from scratch and from the MLM+TLM (same architecture as the pretrained model)
 MT="--lgs en-fr --encoder_only false --mt_steps en-fr --max_len 60 --tokens_per_batch 1500 --batch_size 32
   --optimizer adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.001,warmup_updates=200 --epoch_size $MT_EPOCH_SIZE
   --max_epoch $MT_EPOCHS --eval_bleu true --validation_metrics valid_en-fr_mt_bleu --log_interval 50"
-pids=()
-for init in random pretrained; do
-  reload=""
-  [ $init = pretrained ] && reload="--reload_model $MLM,$MLM"
-  OMP_NUM_THREADS=1 python train.py --exp_name sup_mt --exp_id $init --dump_path "$DUMP" --data_path "$DATA" \
-    $MODEL $MT $reload > "$OUT/mt_$init.out" 2>&1 &
-  pids+=($!)
+mt() {  # seed, init (random or pretrained)
+  local dump=$OUT/seed$1/dumped reload=""
+  [ -f "$dump/sup_mt/$2/done" ] && return
+  local mlm=$dump/sample_mlm_tlm/mlm_tlm/best-valid_mlm_ppl.pth
+  [ "$2" = pretrained ] && reload="--reload_model $mlm,$mlm"
+  python train.py --exp_name sup_mt --exp_id "$2" --dump_path "$dump" --data_path "$DATA" --seed "$1" \
+    $MODEL $MT $reload > "$OUT/seed$1/mt_$2.out" 2>&1
+  touch "$dump/sup_mt/$2/done"
+}
+
+# per seed, two jobs: the pretraining then MT from it, and MT from random weights
+for seed in $(seq 1 "$SEEDS"); do
+  mkdir -p "$OUT/seed$seed"
+  for job in "pretrain $seed && mt $seed pretrained" "mt $seed random"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
+    eval "$job" &
+  done
 done
-for pid in "${pids[@]}"; do wait "$pid"; done
-grep -hE "valid_en-fr_mt_bleu ->" "$OUT/mt_pretrained.out" | sed "s/^.* - /pretrained: /" || true
-echo "MT done after $(( $(date +%s) - start )) s"
+wait
+echo "trained after $(( $(date +%s) - start )) s"
 
 # 4. results, from the runs' logs
-python - "$DUMP/sup_mt" <<'EOF'
-import json, os, sys
-rows = []
-for init in ("random", "pretrained"):
-    evals = [json.loads(l.split("__log__:", 1)[1]) for l in open(os.path.join(sys.argv[1], init, "train.log"))
-             if "__log__:" in l]
-    last, best = evals[-1], max(evals, key=lambda e: e["valid_en-fr_mt_bleu"])
-    rows.append((init, last["epoch"], last["valid_en-fr_mt_bleu"], last["test_en-fr_mt_bleu"], best["epoch"],
-                 best["valid_en-fr_mt_bleu"], best["test_en-fr_mt_bleu"]))
-print("\ninit       | last epoch | valid BLEU en-fr | test BLEU en-fr | best epoch | valid BLEU | test BLEU")
-for r in rows:
-    print("%-10s | %10d | %16.2f | %15.2f | %10d | %10.2f | %9.2f" % r)
-EOF
-echo "total wall time: $(( $(date +%s) - start )) s"
+echo "MLM+TLM pretraining (best valid epoch), mean ± sd over $SEEDS seeds:"
+python tools/seed_table.py --seeds "$SEEDS" --first model --best valid_mlm_ppl --lowest --columns valid_mlm_ppl \
+  "MLM+TLM=$OUT/seed{seed}/dumped/sample_mlm_tlm/mlm_tlm/train.log"
+echo "Tokenized BLEU en→fr (greedy) and valid perplexity at the last epoch ($(( MT_EPOCHS - 1 ))), mean ± sd over $SEEDS seeds:"
+python tools/seed_table.py --seeds "$SEEDS" --first initialisation --json "$OUT/results.json" \
+  --columns "valid_en-fr_mt_bleu=valid BLEU,test_en-fr_mt_bleu=test BLEU,valid_en-fr_mt_ppl=valid ppl" \
+  "random=$OUT/seed{seed}/dumped/sup_mt/random/train.log" "MLM+TLM=$OUT/seed{seed}/dumped/sup_mt/pretrained/train.log"
+echo "per-seed values: $OUT/results.json; total wall time: $(( $(date +%s) - start )) s"

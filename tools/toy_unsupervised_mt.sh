@@ -15,20 +15,25 @@
 #      last epoch, and, as a diagnostic of the MLM's cross-lingual alignment, the precision@1 of
 #      nearest-neighbour word translation la->lb with its input embeddings against the gold lexicon.
 #
+# Each cell runs for seeds 1..SEEDS: a seed draws new languages (toy_languages.py --seed SEED-1) and new
+# training runs (train.py --seed SEED, the MLM included), so the spread covers both; the two runs of one
+# seed share their data. The tables give mean ± sd (sample sd) over the seeds; the per-seed values go to
+# $OUT/results.json and $OUT/mlm.json.
+#
 # Usage: bash tools/toy_unsupervised_mt.sh
-# Env knobs: OUT (work folder, default /tmp/toy_unsup_mt), MLM_EPOCHS (default 5, of 200 iterations),
-#   EPOCHS (AE+BT epochs, default 4, of 100 iterations), THREADS (torch threads of each run, default 1).
+# Env knobs: OUT (work folder, default /tmp/toy_unsup_mt), SEEDS (default 3), MLM_EPOCHS (default 4, of
+#   200 iterations), EPOCHS (AE+BT epochs, default 3, of 100 iterations), N_MONO (sentences a language,
+#   default 50000), MLM_EPOCH_SIZE (default 25600 sentences), EPOCH_SIZE (AE+BT, default 12800), JOBS
+#   (runs at once, one thread each, default 2).
 # Idempotent: steps whose outputs exist are skipped; a finished training ends at once, an interrupted one
 # resumes from its checkpoint.
 #
-# Measured (complete run from scratch, 2 CPU cores shared with another engineer's jobs, i.e. ~1 core for
-# this script: user time = wall time), with EPOCHS=5: data 12 s, MLM 6.6 min (valid_mlm_ppl 7.91), AE+BT
-# 23.8 min (both runs concurrently, ~4.5 min an epoch), total 30 min 39 s. BLEU (valid la-lb / lb-la, test
-# la-lb / lb-la) at the last epoch (4):
+# Measured with one seed (the former defaults: MLM_EPOCHS=5 and EPOCHS=5, 2 CPU cores shared with another
+# engineer's jobs, i.e. ~1 core for this script: user time = wall time): data 12 s, MLM 6.6 min
+# (valid_mlm_ppl 7.91), AE+BT 23.8 min (both runs concurrently, ~4.5 min an epoch), total 30 min 39 s.
+# BLEU (valid la-lb / lb-la, test la-lb / lb-la) at the last epoch (4):
 #   random     |  0.00 |  0.00 |  0.00 |  1.06
 #   pretrained | 12.67 | 12.92 | 11.10 | 12.36
-# and at epoch 3, where the default EPOCHS=4 stops (the runs do not depend on --max_epoch before it ends,
-# ~25.5 min in all): random 0.00 | 0.00 | 1.14 | 0.00, pretrained 13.68 | 12.52 | 12.83 | 11.35.
 # The pretrained runs learn the sentence structure almost perfectly (lengths, names, digits, grammatical
 # markers) after 1-2 epochs and then plateau at ~13 BLEU: content words are translated right only 15-30%
 # of the time (the MLM's input embeddings are weakly aligned: word translation P@1 0.12). The random runs
@@ -39,77 +44,81 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/toy_unsup_mt}
-MLM_EPOCHS=${MLM_EPOCHS:-5}
-EPOCHS=${EPOCHS:-4}
-export OMP_NUM_THREADS=${THREADS:-1}
-DATA=$OUT/processed
-DUMP=$OUT/dumped
-mkdir -p "$DATA"
+SEEDS=${SEEDS:-3}
+MLM_EPOCHS=${MLM_EPOCHS:-4}
+EPOCHS=${EPOCHS:-3}
+N_MONO=${N_MONO:-50000}
+MLM_EPOCH_SIZE=${MLM_EPOCH_SIZE:-25600}
+EPOCH_SIZE=${EPOCH_SIZE:-12800}
+JOBS=${JOBS:-2}
+export OMP_NUM_THREADS=1
 start=$(date +%s)
 
-# 1-2. data
-[ -f "$OUT/raw/README.txt" ] || python tools/toy_languages.py --out "$OUT/raw" --langs la,lb --typology svo,svo \
-  --n_mono 50000 --n_para 0 --n_valid 300 --n_test 300 --n_cls_train 0 --n_cls_eval 0 --vocab_size 100 \
-  --compound_rate 0 > /dev/null
-[ -f "$DATA/vocab" ] || python tools/fastbpe getvocab "$OUT/raw/mono/train.la" "$OUT/raw/mono/train.lb" > "$DATA/vocab"
-for split in train valid test; do
-  for lg in la lb; do
-    [ -f "$DATA/$split.$lg.pth" ] || python preprocess.py "$DATA/vocab" "$OUT/raw/mono/$split.$lg" "$DATA/$split.$lg.pth" > /dev/null 2>&1
-    [ $split = train ] || [ -f "$DATA/$split.la-lb.$lg.pth" ] || python preprocess.py "$DATA/vocab" \
-      "$OUT/raw/para/$split.la-lb.$lg" "$DATA/$split.la-lb.$lg.pth" > /dev/null 2>&1
+data() {  # seed
+  local raw=$OUT/seed$1/raw data=$OUT/seed$1/processed
+  mkdir -p "$data"
+  [ -f "$raw/README.txt" ] || python tools/toy_languages.py --out "$raw" --langs la,lb --typology svo,svo \
+    --n_mono "$N_MONO" --n_para 0 --n_valid 300 --n_test 300 --n_cls_train 0 --n_cls_eval 0 --vocab_size 100 \
+    --compound_rate 0 --seed $(( $1 - 1 )) > /dev/null
+  # gold lexicon of the open-class words (lexicon.tsv: id, category, gloss, domain, la, lb)
+  [ -f "$raw/lexicon.la-lb.txt" ] || awk -F'\t' 'NR > 1 && $2 ~ /^(noun|verb|adj|adv)$/ { print $5, $6 }' \
+    "$raw/lexicon.tsv" > "$raw/lexicon.la-lb.txt"
+  [ -f "$data/vocab" ] || python tools/fastbpe getvocab "$raw/mono/train.la" "$raw/mono/train.lb" > "$data/vocab"
+  for split in train valid test; do
+    for lg in la lb; do
+      [ -f "$data/$split.$lg.pth" ] || python preprocess.py "$data/vocab" "$raw/mono/$split.$lg" "$data/$split.$lg.pth" > /dev/null 2>&1
+      [ $split = train ] || [ -f "$data/$split.la-lb.$lg.pth" ] || python preprocess.py "$data/vocab" \
+        "$raw/para/$split.la-lb.$lg" "$data/$split.la-lb.$lg.pth" > /dev/null 2>&1
+    done
   done
-done
-echo "data ready after $(( $(date +%s) - start )) s"
+}
 
-# 3. MLM pretraining
 MODEL="--emb_dim 128 --n_layers 2 --n_heads 4 --gelu_activation true --dropout 0.1 --attention_dropout 0"
-python train.py --exp_name toy_mlm --exp_id mlm --dump_path "$DUMP" --data_path "$DATA" --lgs la-lb \
-  --mlm_steps la,lb $MODEL --batch_size 64 --bptt 32 --optimizer adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.002,warmup_updates=100 \
-  --epoch_size 25600 --max_epoch $MLM_EPOCHS --log_interval 50 | grep -E "valid_mlm_ppl ->" | sed "s/^.* - /MLM: /" || true
-MLM=$DUMP/toy_mlm/mlm/checkpoint.pth
-[ -f "$MLM" ] || { echo "no pretrained model $MLM" >&2; exit 1; }
-echo "MLM done after $(( $(date +%s) - start )) s"
-
-# 4. AE + BT, from the MLM and from scratch, concurrently
+mlm() {  # seed
+  local dump=$OUT/seed$1/dumped
+  [ -f "$dump/toy_mlm/mlm/done" ] && return
+  python train.py --exp_name toy_mlm --exp_id mlm --dump_path "$dump" --data_path "$OUT/seed$1/processed" --lgs la-lb \
+    --mlm_steps la,lb $MODEL --batch_size 64 --bptt 32 --seed "$1" \
+    --optimizer adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.002,warmup_updates=100 \
+    --epoch_size "$MLM_EPOCH_SIZE" --max_epoch "$MLM_EPOCHS" --log_interval 50 > /dev/null
+  touch "$dump/toy_mlm/mlm/done"
+}
 AEBT="--lgs la-lb --encoder_only false --ae_steps la,lb --bt_steps la-lb-la,lb-la-lb --word_shuffle 3
   --word_dropout 0.1 --word_blank 0.1 --lambda_ae 0:1,300:0.1 --tokens_per_batch 1000 --batch_size 32
-  --optimizer adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.001,warmup_updates=100 --epoch_size 12800
+  --optimizer adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.001,warmup_updates=100 --epoch_size $EPOCH_SIZE
   --max_epoch $EPOCHS --eval_bleu true --log_interval 50"
-pids=()
-for init in pretrained random; do
-  reload=""
-  [ $init = pretrained ] && reload="--reload_model $MLM,$MLM"
-  python train.py --exp_name toy_unmt --exp_id $init --dump_path "$DUMP" --data_path "$DATA" $MODEL $AEBT \
-    $reload > "$OUT/aebt_$init.out" 2>&1 &
-  pids+=($!)
-done
-for pid in "${pids[@]}"; do wait "$pid"; done
-grep -hE "valid_(la-lb|lb-la)_mt_bleu ->" "$OUT/aebt_pretrained.out" | sed "s/^.* - /pretrained: /" || true
-echo "AE+BT done after $(( $(date +%s) - start )) s"
+aebt() {  # seed, init (random or pretrained)
+  local dump=$OUT/seed$1/dumped reload=""
+  [ -f "$dump/toy_unmt/$2/done" ] && return
+  [ "$2" = pretrained ] && reload="--reload_model $dump/toy_mlm/mlm/checkpoint.pth,$dump/toy_mlm/mlm/checkpoint.pth"
+  python train.py --exp_name toy_unmt --exp_id "$2" --dump_path "$dump" --data_path "$OUT/seed$1/processed" \
+    --seed "$1" $MODEL $AEBT $reload > "$OUT/seed$1/aebt_$2.out" 2>&1
+  touch "$dump/toy_unmt/$2/done"
+}
 
-# 5. results
-python - "$DUMP" "$OUT/raw/lexicon.tsv" <<'EOF'
-import json, os, sys
-import torch
-sys.path.insert(0, ".")
-from xlm.model.checkpoint import read_checkpoint
-dump, lexicon = sys.argv[1:]
-# alignment diagnostic: nearest lb input embedding of each la word of the gold lexicon
-ck = read_checkpoint(os.path.join(dump, "toy_mlm", "mlm", "checkpoint.pth"))
-emb = torch.nn.functional.normalize(ck["model"]["embeddings.weight"].float(), dim=1)
-w2i = ck["dico_word2id"]
-pairs = [(w2i[f[4]], w2i[f[5]]) for f in (l.split("\t") for l in open(lexicon).read().splitlines()[1:])
-         if f[4] != f[5] and f[4] in w2i and f[5] in w2i]
-lb = torch.tensor(sorted({b for _, b in pairs}))
-hits = sum(int(lb[(emb[lb] @ emb[a]).argmax()]) == b for a, b in pairs)
-mlm = [json.loads(l.split("__log__:", 1)[1]) for l in open(os.path.join(dump, "toy_mlm", "mlm", "train.log")) if "__log__:" in l]
-print(f"\nMLM: valid_mlm_ppl {mlm[-1]['valid_mlm_ppl']:.2f} after {len(mlm)} epochs; "
-      f"word translation P@1 la->lb from its embeddings {hits}/{len(pairs)} = {hits / len(pairs):.2f}")
-print("\ninit       | epoch | valid BLEU la-lb | valid BLEU lb-la | test BLEU la-lb | test BLEU lb-la")
-for init in ("random", "pretrained"):
-    e = [json.loads(l.split("__log__:", 1)[1]) for l in open(os.path.join(dump, "toy_unmt", init, "train.log"))
-         if "__log__:" in l][-1]
-    print(f"{init:10s} | {e['epoch']:5d} | {e['valid_la-lb_mt_bleu']:16.2f} | {e['valid_lb-la_mt_bleu']:16.2f} | "
-          f"{e['test_la-lb_mt_bleu']:15.2f} | {e['test_lb-la_mt_bleu']:15.2f}")
-EOF
-echo "total wall time: $(( $(date +%s) - start )) s"
+# per seed, two jobs: the MLM then AE+BT from it, and AE+BT from random weights
+for seed in $(seq 1 "$SEEDS"); do
+  data "$seed"
+  for job in "mlm $seed && aebt $seed pretrained" "aebt $seed random"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
+    eval "$job" &
+  done
+done
+wait
+echo "trained after $(( $(date +%s) - start )) s"
+
+# alignment diagnostic: nearest-neighbour word translation la -> lb with the MLM's input embeddings
+for seed in $(seq 1 "$SEEDS"); do
+  [ -f "$OUT/seed$seed/mlm_alignment.json" ] || python tools/embedding_alignment.py \
+    "$OUT/seed$seed/dumped/toy_mlm/mlm/checkpoint.pth" "$OUT/seed$seed/raw/lexicon.la-lb.txt" \
+    --output "$OUT/seed$seed/mlm_alignment.json" > /dev/null
+done
+echo "MLM (last epoch; P@1 of la -> lb among the lexicon's lb words), mean ± sd over $SEEDS seeds:"
+python tools/seed_table.py --seeds "$SEEDS" --first model --json "$OUT/mlm.json" --columns valid_mlm_ppl \
+  "MLM=$OUT/seed{seed}/dumped/toy_mlm/mlm/train.log"
+python tools/seed_table.py --seeds "$SEEDS" --first model --columns p_at_1=P@1,cosine "MLM=$OUT/seed{seed}/mlm_alignment.json"
+echo "Tokenized BLEU at the last epoch ($(( EPOCHS - 1 ))), mean ± sd over $SEEDS seeds:"
+python tools/seed_table.py --seeds "$SEEDS" --first initialisation --json "$OUT/results.json" \
+  --columns "valid_la-lb_mt_bleu=valid la→lb,valid_lb-la_mt_bleu=valid lb→la,test_la-lb_mt_bleu=test la→lb,test_lb-la_mt_bleu=test lb→la" \
+  "random=$OUT/seed{seed}/dumped/toy_unmt/random/train.log" "MLM=$OUT/seed{seed}/dumped/toy_unmt/pretrained/train.log"
+echo "per-seed values: $OUT/results.json, $OUT/mlm.json; total wall time: $(( $(date +%s) - start )) s"

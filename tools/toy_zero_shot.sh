@@ -10,108 +10,121 @@
 #   mlm_tlm  MLM + TLM (MLM on la-lb and la-lc translation pairs as well)
 # The model is selected on la's valid accuracy (no label of lb or lc is used); the table gives the
 # test accuracies of that epoch. Chance is 33.3%.
+# Each cell (the pretraining included) runs for seeds 1..SEEDS: a seed draws new languages and tasks
+# (toy_languages.py --seed SEED-1) and new runs (train.py and glue-xnli.py --seed SEED); the three
+# initialisations of one seed share their data. The table gives mean ± sd (sample sd) over the seeds; the
+# per-seed values go to $OUT/results.json.
 #
-#   bash tools/toy_zero_shot.sh                 # OUT=/tmp/toy_xnli
-# Knobs: OUT (work folder), PRETRAIN_EPOCHS, FT_EPOCHS, N_MONO, N_PARA, N_CLS, VOCAB_SIZE (concepts),
-# TYPOLOGY (word orders of la,lb,lc; svo,svo,svo leaves only the vocabularies different).
-# Measured results (MLM+TLM > MLM > none, about +10 points over chance for MLM+TLM): README.md.
+#   bash tools/toy_zero_shot.sh                 # OUT=/tmp/toy_xnli, SEEDS=3
+# Knobs: OUT (work folder), SEEDS, PRETRAIN_EPOCHS (default 4), FT_EPOCHS (default 4), N_MONO, N_PARA, N_CLS,
+# VOCAB_SIZE (concepts), TYPOLOGY (word orders of la,lb,lc; svo,svo,svo leaves only the vocabularies
+# different), MLM_EPOCH_SIZE / TLM_EPOCH_SIZE (pretraining sentences an epoch, default 19200 / 32000: 100
+# iterations of one step per language or pair), JOBS (runs at once, one thread each, default 2).
+# Measured with one seed (the former defaults, 5 + 5 epochs: MLM+TLM > MLM > none, about +10 points over
+# chance for MLM+TLM): README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/toy_xnli}
-PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-5}
-FT_EPOCHS=${FT_EPOCHS:-5}
+SEEDS=${SEEDS:-3}
+PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-4}
+FT_EPOCHS=${FT_EPOCHS:-4}
 N_MONO=${N_MONO:-20000}
 N_PARA=${N_PARA:-10000}
 N_CLS=${N_CLS:-6000}
 VOCAB_SIZE=${VOCAB_SIZE:-60}
 TYPOLOGY=${TYPOLOGY:-svo,svo_na,sov}
-RAW=$OUT/raw
-DATA=$OUT/processed
+MLM_EPOCH_SIZE=${MLM_EPOCH_SIZE:-19200}
+TLM_EPOCH_SIZE=${TLM_EPOCH_SIZE:-32000}
+JOBS=${JOBS:-2}
+export OMP_NUM_THREADS=1
 LANGS="la lb lc"
 start=$(date +%s)
 
-[ -f "$RAW/README.txt" ] || python tools/toy_languages.py --out "$RAW" --langs la,lb,lc --typology "$TYPOLOGY" \
-  --n_mono "$N_MONO" --n_para "$N_PARA" --n_valid 500 --n_test 500 --n_cls_train "$N_CLS" --n_cls_eval 1000 \
-  --vocab_size "$VOCAB_SIZE" > /dev/null
-mkdir -p "$DATA/eval/XNLI"
-# the toy words need no BPE: the vocabulary is the words themselves
-if [ ! -f "$DATA/vocab" ]; then
-  for lg in $LANGS; do cut -f1,2 "$RAW/cls/$lg.train" | tr '\t' '\n'; done > "$DATA/cls_text"
-  python tools/fastbpe getvocab "$RAW"/mono/train.* "$RAW"/para/train.* "$DATA/cls_text" > "$DATA/vocab.tmp"
-  mv "$DATA/vocab.tmp" "$DATA/vocab"
-fi
-binarize() {  # text file, output .pth (quiet unless it fails)
-  [ -f "$2" ] || python preprocess.py "$DATA/vocab" "$1" "$2" > /dev/null 2>&1 || python preprocess.py "$DATA/vocab" "$1" "$2"
+binarize() {  # vocabulary, text file, output .pth (quiet unless it fails)
+  [ -f "$3" ] || python preprocess.py "$1" "$2" "$3" > /dev/null 2>&1 || python preprocess.py "$1" "$2" "$3"
 }
-for split in train valid test; do
-  for lg in $LANGS; do
-    binarize "$RAW/mono/$split.$lg" "$DATA/$split.$lg.pth"
-  done
-  for pair in la-lb la-lc; do
-    for lg in ${pair/-/ }; do
-      binarize "$RAW/para/$split.$pair.$lg" "$DATA/$split.$pair.$lg.pth"
+data() {  # seed
+  local raw=$OUT/seed$1/raw data=$OUT/seed$1/processed
+  [ -f "$raw/README.txt" ] || python tools/toy_languages.py --out "$raw" --langs la,lb,lc --typology "$TYPOLOGY" \
+    --n_mono "$N_MONO" --n_para "$N_PARA" --n_valid 500 --n_test 500 --n_cls_train "$N_CLS" --n_cls_eval 1000 \
+    --vocab_size "$VOCAB_SIZE" --seed $(( $1 - 1 )) > /dev/null
+  mkdir -p "$data/eval/XNLI"
+  # the toy words need no BPE: the vocabulary is the words themselves
+  if [ ! -f "$data/vocab" ]; then
+    for lg in $LANGS; do cut -f1,2 "$raw/cls/$lg.train" | tr '\t' '\n'; done > "$data/cls_text"
+    python tools/fastbpe getvocab "$raw"/mono/train.* "$raw"/para/train.* "$data/cls_text" > "$data/vocab.tmp"
+    mv "$data/vocab.tmp" "$data/vocab"
+  fi
+  for split in train valid test; do
+    for lg in $LANGS; do
+      binarize "$data/vocab" "$raw/mono/$split.$lg" "$data/$split.$lg.pth"
+    done
+    for pair in la-lb la-lc; do
+      for lg in ${pair/-/ }; do
+        binarize "$data/vocab" "$raw/para/$split.$pair.$lg" "$data/$split.$pair.$lg.pth"
+      done
+    done
+    # XNLI layout: {split}.s1.{lg}, {split}.s2.{lg}, {split}.label.{lg}; training data in la only
+    for lg in $LANGS; do
+      [ $split = train ] && [ $lg != la ] && continue
+      for col in 1 2; do
+        [ -f "$data/eval/XNLI/$split.s$col.$lg" ] || cut -f$col "$raw/cls/$lg.$split" > "$data/eval/XNLI/$split.s$col.$lg"
+        binarize "$data/vocab" "$data/eval/XNLI/$split.s$col.$lg" "$data/eval/XNLI/$split.s$col.$lg.pth"
+      done
+      cut -f3 "$raw/cls/$lg.$split" > "$data/eval/XNLI/$split.label.$lg"
     done
   done
-  # XNLI layout: {split}.s1.{lg}, {split}.s2.{lg}, {split}.label.{lg}; training data in la only
-  for lg in $LANGS; do
-    [ $split = train ] && [ $lg != la ] && continue
-    for col in 1 2; do
-      [ -f "$DATA/eval/XNLI/$split.s$col.$lg" ] || cut -f$col "$RAW/cls/$lg.$split" > "$DATA/eval/XNLI/$split.s$col.$lg"
-      binarize "$DATA/eval/XNLI/$split.s$col.$lg" "$DATA/eval/XNLI/$split.s$col.$lg.pth"
-    done
-    cut -f3 "$RAW/cls/$lg.$split" > "$DATA/eval/XNLI/$split.label.$lg"
-  done
-done
-echo "data ready after $(( $(date +%s) - start )) s"
+}
 
 MODEL="--emb_dim 128 --n_layers 2 --n_heads 4 --gelu_activation true --dropout 0.1 --attention_dropout 0"
-pretrain() {  # name, --mlm_steps, --epoch_size (100 iterations of one step per language or pair)
-  local ckpt=$OUT/dumped/toy_pretrain/$1/checkpoint.pth
-  if [ ! -f "$OUT/$1.pth" ]; then
-    # --bptt 32: with 64 the MLM stays much longer on its unigram plateau (it ignores the context)
-    python train.py --exp_name toy_pretrain --exp_id "$1" --dump_path "$OUT/dumped" --data_path "$DATA" \
-      --lgs la-lb-lc --mlm_steps "$2" $MODEL --batch_size 64 --bptt 32 \
-      --optimizer adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.002,warmup_updates=100 --epoch_size "$3" \
-      --max_epoch "$PRETRAIN_EPOCHS" --log_interval 50 | grep -E "valid_mlm_ppl ->" | sed "s/^.* - /$1: /" || true
-    cp "$ckpt" "$OUT/$1.pth"
-  fi
-  echo "pretrained $1 after $(( $(date +%s) - start )) s"
+pretrain() {  # seed, name, --mlm_steps, --epoch_size
+  local out=$OUT/seed$1
+  [ -f "$out/$2.pth" ] && return
+  # --bptt 32: with 64 the MLM stays much longer on its unigram plateau (it ignores the context)
+  python train.py --exp_name toy_pretrain --exp_id "$2" --dump_path "$out/dumped" --data_path "$out/processed" \
+    --lgs la-lb-lc --mlm_steps "$3" $MODEL --batch_size 64 --bptt 32 --seed "$1" \
+    --optimizer adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.002,warmup_updates=100 --epoch_size "$4" \
+    --max_epoch "$PRETRAIN_EPOCHS" --log_interval 50 > /dev/null
+  cp "$out/dumped/toy_pretrain/$2/checkpoint.pth" "$out/$2.pth"
 }
-pretrain mlm la,lb,lc 19200
-pretrain mlm_tlm la,lb,lc,la-lb,la-lc 32000
-# the same architecture and vocabulary with fresh random weights
-[ -f "$OUT/none.pth" ] || python - "$OUT/mlm.pth" "$OUT/none.pth" <<'EOF'
+none() {  # seed: the same architecture and vocabulary with fresh random weights
+  [ -f "$OUT/seed$1/none.pth" ] || python - "$OUT/seed$1/mlm.pth" "$OUT/seed$1/none.pth" "$1" <<'EOF'
 import sys
 import torch
 from xlm import load_model
 from xlm.model.checkpoint import checkpoint_payload, save_checkpoint
 from xlm.model.transformer import TransformerModel
 loaded = load_model(sys.argv[1])
-torch.manual_seed(0)
+torch.manual_seed(int(sys.argv[3]))
 save_checkpoint(checkpoint_payload(loaded.dico, loaded.params, model=TransformerModel(loaded.encoder.config)), sys.argv[2])
 EOF
+}
+finetune() {  # seed, init
+  local out=$OUT/seed$1
+  [ -f "$out/dumped/toy_xnli/$2/done" ] && return
+  python glue-xnli.py --exp_name toy_xnli --exp_id "$2" --dump_path "$out/dumped" --model_path "$out/$2.pth" \
+    --data_path "$out/processed" --transfer_tasks XNLI --xnli_train_lang la --optimizer_e adam,lr=0.0005 \
+    --optimizer_p adam,lr=0.0005 --finetune_layers 0:_1 --batch_size 32 --n_epochs "$FT_EPOCHS" \
+    --epoch_size -1 --log_interval 100 --seed "$1" > /dev/null
+  touch "$out/dumped/toy_xnli/$2/done"
+}
 
-for init in none mlm mlm_tlm; do
-  best=$OUT/dumped/toy_xnli/$init/best-xnli_valid_la_acc.pth
-  [ -f "$OUT/dumped/toy_xnli/$init/done" ] || {
-    python glue-xnli.py --exp_name toy_xnli --exp_id $init --dump_path "$OUT/dumped" --model_path "$OUT/$init.pth" \
-      --data_path "$DATA" --transfer_tasks XNLI --xnli_train_lang la --optimizer_e adam,lr=0.0005 \
-      --optimizer_p adam,lr=0.0005 --finetune_layers 0:_1 --batch_size 32 --n_epochs "$FT_EPOCHS" \
-      --epoch_size -1 --log_interval 100 > /dev/null
-    touch "$OUT/dumped/toy_xnli/$init/done"
-  }
-  echo "fine-tuned $init after $(( $(date +%s) - start )) s"
+# per seed, two jobs of about the same length: MLM, then fine-tuning from random weights and from it;
+# MLM+TLM, then fine-tuning from it
+for seed in $(seq 1 "$SEEDS"); do
+  data "$seed"
+  for job in "pretrain $seed mlm la,lb,lc $MLM_EPOCH_SIZE && none $seed && finetune $seed none && finetune $seed mlm" \
+             "pretrain $seed mlm_tlm la,lb,lc,la-lb,la-lc $TLM_EPOCH_SIZE && finetune $seed mlm_tlm"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
+    eval "$job" &
+  done
 done
+wait
+echo "trained after $(( $(date +%s) - start )) s"
 
-python - "$OUT" <<'EOF'
-import sys
-from xlm.model.checkpoint import read_checkpoint
-out = sys.argv[1]
-print("| pretraining | epoch | la valid | la test | lb test (zero-shot) | lc test (zero-shot) |")
-print("|---|---|---|---|---|---|")
-for init in ("none", "mlm", "mlm_tlm"):
-    s = read_checkpoint(f"{out}/dumped/toy_xnli/{init}/best-xnli_valid_la_acc.pth")["scores"]
-    print(f"| {init} | {s['epoch']} | {s['xnli_valid_la_acc']:.1f} | {s['xnli_test_la_acc']:.1f} | "
-          f"{s['xnli_test_lb_acc']:.1f} | {s['xnli_test_lc_acc']:.1f} |")
-EOF
-echo "total $(( $(date +%s) - start )) s"
+echo "XNLI-like accuracy (%) at the epoch of the best la valid accuracy, chance 33.3, mean ± sd over $SEEDS seeds:"
+python tools/seed_table.py --seeds "$SEEDS" --first pretraining --best xnli_valid_la_acc --digits 1 \
+  --json "$OUT/results.json" --columns "xnli_valid_la_acc=la valid,xnli_test_la_acc=la test (trained),xnli_test_lb_acc=lb test (zero-shot),xnli_test_lc_acc=lc test (zero-shot)" \
+  "none=$OUT/seed{seed}/dumped/toy_xnli/none/train.log" "MLM=$OUT/seed{seed}/dumped/toy_xnli/mlm/train.log" \
+  "MLM+TLM=$OUT/seed{seed}/dumped/toy_xnli/mlm_tlm/train.log"
+echo "per-seed values: $OUT/results.json; total $(( $(date +%s) - start )) s"

@@ -22,14 +22,16 @@ from .model.embedder import sentence_vectors
 
 
 class SentenceEncoder:
-    def __init__(self, model_path, codes=None, lowercase=False, device="cpu"):
+    def __init__(self, model_path, codes=None, lowercase=False, device="cpu", vocab=None):
         """model_path: a checkpoint (pretrained `model`, or a translation model's `encoder`);
-        codes: the BPE codes the model's data was segmented with (None: sentences are given BPE'd)."""
+        codes: the BPE codes the model's data was segmented with (None: sentences are given BPE'd);
+        vocab: the vocabulary file applybpe was given with the codes, if any."""
         loaded = load_model(model_path)
         self.model = loaded.encoder.to(device).eval()
         self.dico, self.device, self.lowercase = loaded.dico, torch.device(device), lowercase
+        self.params = loaded.params
         self.lang2id = dict(loaded.params.get("lang2id") or {})
-        self.bpe = BPEApplier(codes) if codes else None
+        self.bpe = BPEApplier(codes, vocab) if codes else None
 
     def preprocess(self, sentence, lang):
         """Raw text -> the model's subword tokens."""

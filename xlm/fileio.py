@@ -4,6 +4,9 @@ Every error about user input is a `DataError` whose message names the file (and 
 one), so a command line tool can print it as one line and exit.
 """
 import os
+import re
+import signal
+import sys
 import tempfile
 from contextlib import contextmanager
 
@@ -20,14 +23,6 @@ def check_file(path):
         raise DataError(f"{path}: not a regular file")
     if os.path.getsize(path) == 0:
         raise DataError(f"{path}: file is empty")
-
-
-def check_writable(folder):
-    """Raise OSError unless a file can be created in `folder` (what a later save will need), by creating
-    and removing one: permission bits do not tell, e.g. for root or on a read-only mount."""
-    fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
-    os.close(fd)
-    os.remove(probe)
 
 
 def decode_utf8(data, path, first_line=1):
@@ -84,14 +79,70 @@ def iter_stdin_blocks(block_lines=4096):
         yield first, block
 
 
+def _tmp_place(path):
+    """The folder and the name prefix of `atomic_write`'s temporary files for `path`."""
+    return os.path.dirname(os.path.abspath(path)), os.path.basename(path) + "."
+
+
+def check_output(path):
+    """Fail before any work, naming `path`, if a file cannot be written there: the folder is missing,
+    not a folder, read-only or not ours, or `path` is a folder. Tries it for real (an empty temporary
+    file, removed at once), which also catches read-only file systems and ACLs."""
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a folder, expected an output file name")
+    directory, prefix = _tmp_place(path)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise DataError(f"{path}: cannot write in {directory} ({e.strerror})") from None
+    try:
+        os.close(fd)
+    finally:
+        os.remove(probe)
+
+
+def remove_stale_tmp(path):
+    """Remove what an `atomic_write(path)` killed by SIGKILL (or a power cut) left beside `path`; a `*` in
+    the file name stands for any characters (`dump/*.pth`: beside every checkpoint). Returns the paths
+    removed. Only for files that no running process is writing."""
+    directory, prefix = _tmp_place(path)
+    # mkstemp's 8 random characters: nothing else of that shape is taken for ours
+    stale = re.compile(".*".join(map(re.escape, prefix.split("*"))) + r"[a-z0-9_]{8}\.tmp")
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        if stale.fullmatch(name) and os.path.isfile(os.path.join(directory, name)):
+            os.remove(os.path.join(directory, name))
+            removed.append(os.path.join(directory, name))
+    return removed
+
+
+def exit_on_signals():
+    """Make SIGTERM, SIGINT and SIGHUP end this process by SystemExit, so that `finally` blocks run and
+    `atomic_write` removes its temporary file (a plain SIGTERM would skip them). A process forked from
+    this one later exits silently on them unless it sets its own handlers."""
+    main_pid = os.getpid()
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def stop(signum, frame):
+        if os.getpid() != main_pid:
+            raise SystemExit(128 + signum)
+        for s in signals:  # a second signal must not interrupt the cleaning up
+            signal.signal(s, signal.SIG_IGN)
+        print(f"error: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        raise SystemExit(128 + signum)
+
+    for signum in signals:
+        signal.signal(signum, stop)
+
+
 @contextmanager
 def atomic_write(path, mode="wb"):
     """Write to a temporary file next to `path`, fsync, then rename over `path`.
 
     An interrupted writer leaves either the previous file or no file under `path`, never half a file.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    directory, prefix = _tmp_place(path)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     try:
         # mkstemp makes the file private (0600); the result gets the usual umask-based mode, as open() would
         umask = os.umask(0)

@@ -14,14 +14,17 @@ Two on-disk formats, told apart by their first bytes:
 import io
 import json
 import logging
+import multiprocessing
 import os
 import pickle
+import re
+import signal
 import struct
 import zipfile
-from collections import Counter
+from collections import Counter, deque
+from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import chain, repeat
-from multiprocessing import Pool
 
 import numpy as np
 
@@ -132,21 +135,62 @@ def load_binarized(path):
 
 
 def _load_ours(path):
+    size = os.path.getsize(path)
+    if size < DATA_OFFSET:
+        raise DataError(f"{path}: truncated ({size} bytes, less than xlm's {DATA_OFFSET}-byte preamble)")
     with open(path, "rb") as f:
         f.seek(8)
         (header_offset,) = struct.unpack("<Q", f.read(8))
-        f.seek(header_offset)
+        f.seek(min(header_offset, size))
         try:
             header = json.loads(f.read().decode("utf-8"))
-        except ValueError:
-            raise DataError(f"{path}: corrupt header") from None
-    dico = Dictionary.from_words([(w, 0) for w in SPECIAL_WORDS] + [tuple(wc) for wc in header["words"]])
-    n, n_tokens = header["n_sentences"], header["n_tokens"]
+            dico = Dictionary.from_words([(w, 0) for w in SPECIAL_WORDS] + [tuple(wc) for wc in header["words"]])
+            n, n_tokens, positions_offset = (int(header[k]) for k in ("n_sentences", "n_tokens", "positions_offset"))
+            dtype, unk_words = np.dtype(header["dtype"]), dict(header["unk_words"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{path}: corrupt header ({type(e).__name__}: {e})") from None
+    if dtype != token_dtype(len(dico)):
+        raise DataError(f"{path}: token ids of dtype {dtype} do not fit a {len(dico)}-word vocabulary")
+    if not (n >= 0 and DATA_OFFSET + n_tokens * dtype.itemsize <= positions_offset
+            and positions_offset + 16 * n <= header_offset):
+        raise DataError(f"{path}: corrupt header (sections overlap or lie outside the file)")
     # mapped, not read: a stream never touches the offsets, so opening costs nothing per sentence
-    positions = np.memmap(path, dtype=np.int64, mode="r", offset=header["positions_offset"], shape=(n, 2)) if n \
+    positions = np.memmap(path, dtype=np.int64, mode="r", offset=positions_offset, shape=(n, 2)) if n \
         else np.zeros((0, 2), dtype=np.int64)
-    sentences = FileArray(path, DATA_OFFSET, header["dtype"], n_tokens)
-    return BinarizedCorpus(sentences, positions, dico, header["unk_words"], path)
+    sentences = FileArray(path, DATA_OFFSET, dtype, n_tokens)
+    check_ids(path, sentences, positions, len(dico))
+    return BinarizedCorpus(sentences, positions, dico, unk_words, path)
+
+
+CHECK_BLOCK = 1 << 24  # values per block of the checks below: bounded memory whatever the file's size
+
+
+def _blocks(array):
+    """(start, values) of consecutive blocks of a numpy array or a FileArray; a FileArray's block is mapped
+    while it is read, which reads the page cache in place where pread would copy every byte."""
+    for start in range(0, len(array), CHECK_BLOCK):
+        if isinstance(array, FileArray):
+            n = min(CHECK_BLOCK, len(array) - start)
+            yield start, np.memmap(array.path, array.dtype, "r", array.offset + start * array.dtype.itemsize, (n,))
+        else:
+            yield start, np.asarray(array[start:start + CHECK_BLOCK])
+
+
+def check_ids(path, sentences, positions, n_words):
+    """Every token id inside the vocabulary, every sentence inside the token array: one vectorised pass
+    over the file. The data loaders read ids >= their vocabulary as <unk> (--max_vocab), so a corrupt
+    id would otherwise train silently as an unknown word."""
+    for start, block in _blocks(sentences):
+        if block.max() >= n_words or block.dtype.kind == "i" and block.min() < 0:
+            i = int(np.flatnonzero((block >= n_words) | (block < 0))[0])
+            raise DataError(f"{path}: token id {int(block[i])} at position {start + i} is outside its "
+                            f"{n_words}-word vocabulary")
+    for start, block in _blocks(positions):
+        if block[:, 0].min() < 0 or (block[:, 1] - block[:, 0]).min() < 0 or block[:, 1].max() >= len(sentences):
+            i = int(np.flatnonzero((block[:, 0] < 0) | (block[:, 1] < block[:, 0]) |
+                                   (block[:, 1] >= len(sentences)))[0])
+            raise DataError(f"{path}: sentence {start + i} has offsets {block[i].tolist()} outside its "
+                            f"{len(sentences)} tokens")
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -191,19 +235,30 @@ def _unpickle_torch_file(path):
 def _load_original(path):
     try:
         data = _unpickle_torch_file(path)
-    except (pickle.UnpicklingError, EOFError, ValueError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: cannot read as an original XLM binarized file: {e}") from None
+    except DataError:
+        raise
+    except Exception as e:  # a damaged pickle fails in many ways, none of which runs code from the file
+        raise DataError(f"{path}: cannot read as an original XLM binarized file ({type(e).__name__}: {e})") from None
     if not isinstance(data, dict) or not {"dico", "positions", "sentences", "unk_words"} <= set(data):
         raise DataError(f"{path}: expected keys dico, positions, sentences, unk_words")
     dico, positions, sentences = data["dico"], data["positions"], data["sentences"]
     if not isinstance(dico, Dictionary):
         raise DataError(f"{path}: 'dico' is not a dictionary")
-    dico.check_valid()
+    try:
+        dico.check_valid()
+    except (DataError, AttributeError, TypeError) as e:
+        raise DataError(f"{path}: malformed dictionary ({e})") from None
+    if not isinstance(sentences, np.ndarray) or not isinstance(positions, np.ndarray):
+        raise DataError(f"{path}: 'sentences' and 'positions' must be numpy arrays")
     if sentences.dtype != token_dtype(len(dico)) or sentences.ndim != 1:
         raise DataError(f"{path}: sentences of dtype {sentences.dtype} do not fit a {len(dico)}-word dictionary")
-    if positions.ndim != 2 or positions.shape[1] != 2:
-        raise DataError(f"{path}: positions must have shape (n, 2)")
-    return BinarizedCorpus(sentences, positions.astype(np.int64), dico, dict(data["unk_words"]), path)
+    if positions.ndim != 2 or positions.shape[1] != 2 or positions.dtype.kind not in "iu":
+        raise DataError(f"{path}: positions must be integers of shape (n, 2)")
+    if not isinstance(data["unk_words"], dict):
+        raise DataError(f"{path}: 'unk_words' must be a dict")
+    positions = positions.astype(np.int64)
+    check_ids(path, sentences, positions, len(dico))
+    return BinarizedCorpus(sentences, positions, dico, dict(data["unk_words"]), path)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -222,17 +277,9 @@ def save_ours(corpus, path):
     """Write any loaded corpus (e.g. an original .pth) in this project's format."""
     sentences = [np.append(corpus[i], EOS_INDEX) for i in range(len(corpus))]
     ids = np.concatenate(sentences) if sentences else np.zeros(0, dtype=np.int64)
-    block = _IndexedBlock(ids, np.asarray(corpus.lengths, dtype=np.int64), Counter(corpus.unk_words), [], [])
+    block = _IndexedBlock(ids, np.asarray(corpus.lengths, dtype=np.int64), Counter(corpus.unk_words), [], [], [])
     with atomic_write(path) as f:
         _write_ours(f, [block], corpus.dico)
-
-
-_worker_word2id = None
-
-
-def _init_indexer(word2id):
-    global _worker_word2id
-    _worker_word2id = word2id
 
 
 @dataclass
@@ -242,12 +289,17 @@ class _IndexedBlock:
     unk_words: Counter
     dropped_lines: list      # line numbers where special tokens were removed
     empty_lines: list
+    control_lines: list      # line numbers holding a control character that is not a space
 
 
-def _index_block(block, word2id=None):
+# control characters str.split() does not split on (it does on \t \n \v \f \r \x1c-\x1f \x85): as in the
+# original, such a character stays inside its word, e.g. 'hello\0world' is one (unknown) word
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
+
+
+def _index_block(block, word2id):
     """Map one block of lines to ids with C-level dict lookups (no Python loop over words)."""
     first_line, lines = block
-    word2id = word2id or _worker_word2id
     split = [line.rstrip().split() for line in lines]
     lengths = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
     words = list(chain.from_iterable(split))
@@ -266,7 +318,10 @@ def _index_block(block, word2id=None):
     out = np.full(len(ids) + len(lines), EOS_INDEX, dtype=np.int64)
     out[np.arange(len(ids)) + sentence_of] = ids
     empty_lines = (first_line + np.flatnonzero(lengths == 0)).tolist()
-    return _IndexedBlock(out, lengths, unk_words, dropped_lines, empty_lines)
+    control_lines = []
+    if _CONTROL.search("".join(lines)):
+        control_lines = [first_line + i for i, line in enumerate(lines) if _CONTROL.search(line)]
+    return _IndexedBlock(out, lengths, unk_words, dropped_lines, empty_lines, control_lines)
 
 
 def _write_ours(f, blocks, dico):
@@ -274,7 +329,7 @@ def _write_ours(f, blocks, dico):
     dtype = token_dtype(len(dico))
     f.write(MAGIC + b"\0" * (DATA_OFFSET - len(MAGIC)))
     lengths, unk_words, n_tokens = [], Counter(), 0
-    dropped, empty = [], []
+    dropped, empty, control = [], [], []
     for block in blocks:
         f.write(block.ids.astype(dtype).tobytes())
         n_tokens += len(block.ids)
@@ -282,6 +337,7 @@ def _write_ours(f, blocks, dico):
         unk_words.update(block.unk_words)
         dropped += block.dropped_lines
         empty += block.empty_lines
+        control += block.control_lines
     lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
     ends = np.cumsum(lengths + 1) - 1
     positions = np.stack([ends - lengths, ends], axis=1).astype(np.int64)
@@ -296,7 +352,70 @@ def _write_ours(f, blocks, dico):
     f.write(json.dumps(header, ensure_ascii=False).encode("utf-8"))
     f.seek(8)
     f.write(struct.pack("<Q", header_offset))
-    return dropped, empty
+    return dropped, empty, control
+
+
+def _serve(fn, conn, parent_conns):
+    """A worker of `_in_order`: fn on each item received, until its parent closes the pipe or kills it."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the parent decides when to stop
+        signal.signal(signum, signal.SIG_IGN)
+    for c in parent_conns:  # so that the pipe ends (EOF) when the parent is gone, even by SIGKILL
+        c.close()
+    while True:
+        try:
+            item = conn.recv()
+        except EOFError:
+            return
+        try:
+            result = True, fn(item)
+        except Exception as e:
+            result = False, e
+        conn.send(result)
+
+
+def _in_order(fn, items, n_workers):
+    """fn(item) for each item, computed by `n_workers` forked processes, yielded in order; close it
+    (contextlib.closing) and the workers are killed. A worker gets its next item as soon as its result
+    is read (not before: both would wait on a full pipe, it to send the result and us to send the item).
+
+    Unlike multiprocessing.Pool, whose workers share a locked queue, each worker has its own pipe: a
+    worker that dies halfway through reading a task (a Ctrl-C or SIGTERM reaches the whole process
+    group) cannot leave a lock taken or a half-read message on which the pool's shutdown waits forever."""
+    ctx = multiprocessing.get_context("fork")  # fn need not be picklable
+    workers, conns = [], []
+    try:
+        for _ in range(n_workers):
+            conn, child = ctx.Pipe()
+            conns.append(conn)
+            workers.append(ctx.Process(target=_serve, args=(fn, child, conns), daemon=True))
+            workers[-1].start()
+            child.close()
+        items, in_flight, end = iter(items), deque(), object()  # in_flight: the worker of each item sent, in order
+
+        def send(w):
+            item = next(items, end)
+            if item is not end:
+                conns[w].send(item)
+                in_flight.append(w)
+
+        for w in range(n_workers):
+            send(w)
+        while in_flight:
+            w = in_flight.popleft()
+            try:
+                ok, result = conns[w].recv()
+            except EOFError:
+                raise RuntimeError(f"a worker process died (exit status {workers[w].exitcode})") from None
+            if not ok:
+                raise result
+            send(w)
+            yield result
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.join()
+        for conn in conns:
+            conn.close()
 
 
 def binarize(text_path, dico, output_path, threads=None):
@@ -306,17 +425,17 @@ def binarize(text_path, dico, output_path, threads=None):
     blocks = iter_line_blocks(text_path, 1 << 20, desc=f"binarize {os.path.basename(text_path)}")
     with atomic_write(output_path) as f:
         if threads == 1:
-            dropped, empty = _write_ours(f, (_index_block(b, dico.word2id) for b in blocks), dico)
+            dropped, empty, control = _write_ours(f, (_index_block(b, dico.word2id) for b in blocks), dico)
         else:
-            with Pool(threads, initializer=_init_indexer, initargs=(dico.word2id,)) as pool:
-                dropped, empty = _write_ours(f, pool.imap(_index_block, blocks), dico)
-                # workers end on their own: the pool's exit terminates them by SIGTERM, which waits forever
-                # in a process that handles SIGTERM itself (as a training run does)
-                pool.close()
-                pool.join()
+            with closing(_in_order(lambda block: _index_block(block, dico.word2id), blocks, threads)) as indexed:
+                dropped, empty, control = _write_ours(f, indexed, dico)
     if empty:
         logger.warning("%s: %i empty lines kept as empty sentences (first at line %i)", text_path, len(empty), empty[0])
     if dropped:
         logger.warning("%s: special tokens removed from %i lines (first at line %i)", text_path, len(dropped),
                        dropped[0])
+    if control:
+        logger.warning("%s: %i lines hold control characters such as NUL, kept inside their words, which are then "
+                       "likely unknown (first at line %i); tools/tokenize.sh removes them", text_path, len(control),
+                       control[0])
     return load_binarized(output_path)

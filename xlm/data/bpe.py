@@ -53,9 +53,10 @@ def read_text(path):
     check_file(path)
     with open(path, "rb") as f:
         data = f.read()
+    text = decode_utf8(data, path)
     if data[-1:] not in (b" ", b"\n"):
         warn_last_word_dropped(path)
-    return decode_utf8(data, path)
+    return text
 
 
 def count_words(paths):
@@ -133,6 +134,10 @@ def unordered_map_order(keys):
 
 # ----------------------------------------------------------------------------- learning
 
+def nothing_to_learn(paths):
+    return DataError(f"{' '.join(map(str, paths))}: no word followed by a space or newline, nothing to learn")
+
+
 def learn_bpe(paths, n_codes):
     """Learn `n_codes` merges jointly on the files; returns [(left, right, count)] as fastBPE learnbpe."""
     counts = count_words(paths)
@@ -154,7 +159,7 @@ def learn_bpe(paths, n_codes):
             pair_counts[pair] = pair_counts.get(pair, 0) + freqs[wi]
             where.setdefault(pair, set()).add(wi)
     if not names:
-        raise DataError(f"{' '.join(map(str, paths))}: no word followed by a space or newline, nothing to learn")
+        raise nothing_to_learn(paths)
     heap = [(-c, a, b) for (a, b), c in pair_counts.items()]
     heapq.heapify(heap)
 
@@ -253,8 +258,11 @@ def read_vocab(path):
     vocab = set()
     for line_no, line in enumerate(_read_lines(path), 1):
         fields = [f for f in line.split(" ") if f]
-        if len(fields) != 2 or not re.match(r"\s*[+-]?\d", fields[1]):
+        count = re.match(r"[\t\n\v\f\r]*[+-]?[0-9]+", fields[1]) if len(fields) == 2 else None
+        if not count:
             raise DataError(f"{path}:{line_no}: expected 'TOKEN COUNT', got {line!r}")
+        if not -2**31 <= int(count.group()) < 2**31:  # fastBPE reads it with std::stoi, which throws
+            raise DataError(f"{path}:{line_no}: count {count.group().strip()} does not fit in 32 bits")
         if fields[0] in vocab:
             raise DataError(f"{path}:{line_no}: {fields[0]!r} is listed twice")
         vocab.add(fields[0])
@@ -330,13 +338,17 @@ class BPEApplier:
         return "\n".join(" ".join(map(self.__getitem__, line.split(" "))) for line in lines)
 
 
+def nothing_to_apply(path):
+    return DataError(f"{path}: no word followed by a space or newline (fastBPE cannot write an empty file)")
+
+
 def apply_bpe_file(input_path, output_path, codes_path, vocab_path=None):
     """BPE a whole file; the output appears under its name only when complete."""
     applier = BPEApplier(codes_path, vocab_path)
     text = read_text(input_path)
     out = applier.apply_text(text)
     if not out:
-        raise DataError(f"{input_path}: no word followed by a space or newline (fastBPE cannot write an empty file)")
+        raise nothing_to_apply(input_path)
     with atomic_write(output_path, "w") as f:
         f.write(out)
 

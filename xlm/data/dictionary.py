@@ -98,6 +98,15 @@ class Dictionary:
             return False
         return all(self.id2word[i] == other.id2word[i] for i in range(len(self)))
 
+    def first_difference(self, other):
+        """(id, self's word, other's word) at the first id where they differ, a word None past the end of
+        a shorter vocabulary; None when the two are equal."""
+        for i in range(max(len(self), len(other))):
+            mine, theirs = self.id2word.get(i), other.id2word.get(i)
+            if mine != theirs:
+                return i, mine, theirs
+        return None
+
     def index(self, word):
         return self.word2id.get(word, self.unk_index)
 

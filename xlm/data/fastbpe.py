@@ -6,13 +6,14 @@ Inputs go through the same checks either way, so bad input is one DataError nami
 one or two text files; more are passed as one stream on its standard input, each file's last word
 dropped when nothing follows it, as fastBPE does when it reads files.
 """
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 
 from . import bpe
-from ..fileio import DataError, check_file, decode_utf8
+from ..fileio import DataError, atomic_write, check_file, check_output, decode_utf8, remove_stale_tmp
 
 BUILT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                      "tools", "fastBPE", "fast")
@@ -35,16 +36,16 @@ def _check_exit(command, returncode, err):
         raise DataError(f"fastBPE {command} failed (exit status {returncode}): {lines[-1]}")
 
 
-def _run(args):
+def _run(args, pass_fds=()):
     with tempfile.TemporaryFile() as err:
-        _check_exit(args[0], subprocess.run([binary(), *args], stderr=err).returncode, err)
+        _check_exit(args[0], subprocess.run([binary(), *args], stderr=err, pass_fds=pass_fds).returncode, err)
 
 
 def _check_utf8(path, sink=None, block_bytes=1 << 22):
     """Read a text file in blocks, checking that it is UTF-8; copy to `sink` what fastBPE reads of it
-    (all up to the last ' ' or '\\n')."""
+    (all up to the last ' ' or '\\n'). Returns (the number of bytes it reads, whether they hold a word)."""
     check_file(path)
-    line_no, rest = 1, b""
+    line_no, rest, n_read, has_word = 1, b"", 0, False
     with open(path, "rb") as f:
         while True:
             block = f.read(block_bytes)
@@ -52,30 +53,52 @@ def _check_utf8(path, sink=None, block_bytes=1 << 22):
             cut = len(data) if not block else max(data.rfind(b"\n"), data.rfind(b" ")) + 1
             decode_utf8(data[:cut], path, line_no)
             line_no += data.count(b"\n", 0, cut)
-            if sink and block:
-                sink.write(data[:cut])
+            if block:
+                n_read += cut
+                has_word = has_word or bool(data[:cut].replace(b"\n", b" ").strip(b" "))
+                if sink:
+                    sink.write(data[:cut])
             rest = data[cut:]
             if not block:
                 if data:
                     bpe.warn_last_word_dropped(path)
-                return
+                return n_read, has_word
 
 
-def _on_stdin(command, paths, out):
-    """Run `fast COMMAND ... -` on the files streamed to its standard input."""
-    proc_args = [binary(), *command, "-"]
+def _copy_stdin_lines(sink):
+    """Standard input to `sink` line by line (applybpe_stream answers each line), checked to be UTF-8."""
+    for line_no, raw in enumerate(sys.stdin.buffer, 1):
+        decode_utf8(raw, "<stdin>", line_no)
+        sink.write(raw)
+        sink.flush()
+
+
+def _piped(command, feed, out):
+    """Run `fast COMMAND...` on what `feed(pipe)` writes to its standard input."""
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(proc_args, stdin=subprocess.PIPE, stdout=out, stderr=err)
+        proc = subprocess.Popen([binary(), *command], stdin=subprocess.PIPE, stdout=out, stderr=err)
         try:
-            for path in paths:
-                _check_utf8(path, proc.stdin)
+            feed(proc.stdin)
+        except BrokenPipeError:
+            pass  # the tool stopped reading: its exit status and message say why
         except BaseException:
             proc.kill()
             raise
         finally:
-            proc.stdin.close()
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
             proc.wait()
         _check_exit(command[0], proc.returncode, err)
+
+
+def _on_stdin(command, paths, out, if_no_words=None):
+    """Run `fast COMMAND ... -` on the files streamed to its standard input; raise `if_no_words` rather
+    than run it on nothing."""
+    def feed(pipe):
+        has_word = [_check_utf8(path, pipe)[1] for path in paths]
+        if if_no_words and not any(has_word):
+            raise if_no_words
+    _piped([*command, "-"], feed, out)
 
 
 def _checked_codes(codes_path, vocab_path, tmp_dir):
@@ -100,7 +123,7 @@ def learnbpe(n_codes, paths, out):
         out.write("".join(f"{a} {b} {c}\n" for a, b, c in bpe.learn_bpe(paths, n_codes)).encode("utf-8"))
         return
     out.flush()
-    _on_stdin(["learnbpe", str(n_codes)], paths, out)
+    _on_stdin(["learnbpe", str(n_codes)], paths, out, bpe.nothing_to_learn(paths))  # fastBPE crashes on it
 
 
 def getvocab(paths, out):
@@ -112,21 +135,21 @@ def getvocab(paths, out):
 
 
 def applybpe(output_path, input_path, codes_path, vocab_path=None):
-    """BPE a file; the output appears under its name only when complete."""
+    """BPE a file; the output appears under its name only when complete. A temporary output that a
+    killed run left behind is removed first."""
+    check_output(output_path)
+    remove_stale_tmp(output_path)
     if not binary():
         bpe.apply_bpe_file(input_path, output_path, codes_path, vocab_path)
         return
     with tempfile.TemporaryDirectory() as tmp_dir:
         codes = _checked_codes(codes_path, vocab_path, tmp_dir)
-        _check_utf8(input_path)
-        tmp_out = os.path.join(os.path.dirname(os.path.abspath(output_path)),
-                               f".{os.path.basename(output_path)}.{os.getpid()}.tmp")
-        try:
-            _run(["applybpe", tmp_out, input_path, codes] + ([vocab_path] if vocab_path else []))
-            os.replace(tmp_out, output_path)
-        finally:
-            if os.path.exists(tmp_out):
-                os.remove(tmp_out)
+        if _check_utf8(input_path)[0] == 0:
+            raise bpe.nothing_to_apply(input_path)
+        with atomic_write(output_path) as f:
+            # the compiled tool opens its output by name: it gets the temporary file atomic_write renames
+            _run(["applybpe", f"/dev/fd/{f.fileno()}", input_path, codes] + ([vocab_path] if vocab_path else []),
+                 pass_fds=(f.fileno(),))
 
 
 def applybpe_stream(codes_path, vocab_path=None):
@@ -137,4 +160,4 @@ def applybpe_stream(codes_path, vocab_path=None):
     with tempfile.TemporaryDirectory() as tmp_dir:
         codes = _checked_codes(codes_path, vocab_path, tmp_dir)
         sys.stdout.flush()
-        _run(["applybpe_stream", codes] + ([vocab_path] if vocab_path else []))
+        _piped(["applybpe_stream", codes] + ([vocab_path] if vocab_path else []), _copy_stdin_lines, sys.stdout.buffer)

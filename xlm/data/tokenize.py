@@ -5,6 +5,8 @@ remove non-printing characters, then the Moses tokenizer without XML escaping. C
 Japanese are segmented by an optional word segmenter instead of the Moses tokenizer.
 
 Command line (stdin to stdout, all cores): python -m xlm.data.tokenize LANG
+LANG is lower-cased (EN tokenizes as en). A language Moses has no nonbreaking prefixes for gets one
+warning, and then, as in Moses's tokenizer.perl, the generic rules and the English prefixes.
 """
 import argparse
 import os
@@ -14,6 +16,7 @@ from functools import lru_cache
 from multiprocessing import Pool
 
 from sacremoses import MosesPunctNormalizer, MosesTokenizer
+from sacremoses.corpus import NonbreakingPrefixes
 
 from ..fileio import DataError, iter_stdin_blocks
 
@@ -74,6 +77,15 @@ def lowercase_and_remove_accent(line):
     return "".join(c for c in line if unicodedata.category(c) != "Mn").lower()
 
 
+def check_language(lang):
+    """Warn (once, on stderr) when Moses knows nothing of `lang`: no nonbreaking prefixes (sacremoses's
+    list, the same languages as Moses's) and no word segmenter here."""
+    if lang in SEGMENTERS or lang in set(NonbreakingPrefixes().available_langs.values()):
+        return
+    print(f"warning: Moses has no nonbreaking prefixes for language '{lang}' (unknown, or none in Moses): "
+          "tokenizing with its generic rules and the English prefixes, as tokenizer.perl does", file=sys.stderr)
+
+
 def _tokenize_block(args):
     lines, lang = args
     return [tokenize(line, lang) for line in lines]
@@ -81,10 +93,13 @@ def _tokenize_block(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Moses tokenization (stdin to stdout) like XLM's tools/tokenize.sh")
-    parser.add_argument("lang", help="language code, e.g. en, fr, zh")
+    parser.add_argument("lang", type=str.lower, help="language code, e.g. en, fr, zh (lower-cased: EN is en)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="worker processes (default: all cores)")
     args = parser.parse_args(argv)
     try:
+        if args.threads < 1:
+            raise DataError(f"--threads must be at least 1, got {args.threads}")
+        check_language(args.lang)
         if args.lang in SEGMENTERS:
             _import_segmenter(args.lang)
         blocks = ((block, args.lang) for _, block in iter_stdin_blocks(2000))

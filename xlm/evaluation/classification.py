@@ -174,10 +174,12 @@ class TaskData:
         dico.max_vocab(self.max_vocab)
         dico.min_count(self.min_count)
         if dico != self.model_dico:
+            i, in_data, in_model = dico.first_difference(self.model_dico)
             raise DataError(f"{path}: binarized with a vocabulary of {len(full)} words ({len(dico)} after --max_vocab "
                             f"{self.max_vocab} / --min_count {self.min_count}) that is not the model's "
-                            f"({len(self.model_dico)} words): binarize with the model's vocabulary and pass the "
-                            "--max_vocab / --min_count of its pretraining")
+                            f"({len(self.model_dico)} words; id {i} is {in_data!r} in the data, {in_model!r} in the "
+                            "model): binarize with the model's vocabulary and pass the --max_vocab / --min_count of "
+                            "its pretraining")
         self.accepted = full
         return corpus
 

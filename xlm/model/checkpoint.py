@@ -4,15 +4,19 @@ A checkpoint is a dict: `model` (a pretrained model) or `encoder` + `decoder` (a
 state dicts with the original's parameter names, `params` (the run's options), and the vocabulary as
 `dico_id2word` / `dico_word2id` / `dico_counts`; training checkpoints add optimizer states and counters.
 Files are read with `torch.load(weights_only=True)` and an allow-list of the plain numpy types the
-original's `params` contain: anything else is refused, and nothing in the file runs.
+original's `params` contain: anything else is refused, and nothing in the file runs. Files are written
+with plain Python types and tensors only, so that `torch.load(weights_only=True)` reads them with no
+allow-list.
 """
 import os
 import pickle
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..data.binarized import MAGIC as BINARIZED_MAGIC
 from ..data.dictionary import Dictionary
 from ..fileio import DataError, atomic_write, check_file
 from .memory import MemoryConfig, parse_mem_positions
@@ -29,36 +33,80 @@ for _module in ("numpy.core.multiarray", "numpy._core.multiarray"):
     _NUMPY_GLOBALS += [(_reconstruct, f"{_module}._reconstruct"), (scalar, f"{_module}.scalar")]
 
 
+def _first_line(error):
+    """The gist of a torch.load error: the reason after its advice paragraph, one line, no colour codes."""
+    text = str(error).split("\n\n")[1] if "\n\n" in str(error) else str(error)
+    line = next((part.strip() for part in text.splitlines() if part.strip()), type(error).__name__)
+    return line.replace("\x1b[1m", "").replace("\x1b[0m", "").split(". ")[0]
+
+
 def read_checkpoint(path):
     """The dict of a .pth file, loaded safely on CPU; a clear DataError for anything unexpected."""
     check_file(path)
+    with open(path, "rb") as f:
+        if f.read(len(BINARIZED_MAGIC)) == BINARIZED_MAGIC:
+            raise DataError(f"{path}: a binarized corpus (preprocess.py output), not a model checkpoint")
     try:
         with torch.serialization.safe_globals(_NUMPY_GLOBALS):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = str(e).split("\n\n")[1].strip() if "\n\n" in str(e) else str(e)
-        raise DataError(f"{path}: refusing to load, the file holds objects outside the allow-list of plain "
-                        f"types ({reason.splitlines()[0]})") from None
-    except (RuntimeError, EOFError, ValueError) as e:
-        raise DataError(f"{path}: not a readable checkpoint ({e})") from None
+        reason = _first_line(e)
+        if "xlm.data.dictionary.Dictionary" in reason:
+            raise DataError(f"{path}: a binarized corpus (the original's preprocess.py output), not a model "
+                            "checkpoint") from None
+        if "GLOBAL " in reason:  # a class or function outside the allow-list
+            raise DataError(f"{path}: refusing to load, the file holds objects outside the allow-list of plain "
+                            f"types ({reason})") from None
+        raise DataError(f"{path}: not a PyTorch checkpoint ({reason})") from None
+    except Exception as e:  # torch.load reports a file that is not a checkpoint by any of many exceptions
+        raise DataError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a dict, found {type(data).__name__}")
     return data
 
 
-def strip_module_prefix(state_dict):
-    """Remove the `module.` that DistributedDataParallel puts before every key (if all have it)."""
+def require_keys(data, keys, path):
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise DataError(f"{path}: not a checkpoint of XLM's layout (no {', '.join(missing)})")
+
+
+def strip_module_prefix(state_dict, name="model"):
+    """Remove the `module.` that DistributedDataParallel puts before every key (if all have it); `name` says
+    whose weights a file holds in place of a state dict."""
+    if not isinstance(state_dict, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                   for k, v in state_dict.items()):
+        raise DataError(f"the {name} weights are not a state dict (names to tensors)")
     if state_dict and all(k.startswith("module.") for k in state_dict):
         return {k[len("module."):]: v for k, v in state_dict.items()}
     return dict(state_dict)
 
 
 def dico_from_checkpoint(data, path=""):
+    require_keys(data, ["dico_id2word", "dico_word2id", "dico_counts"], path)
     try:
-        id2word, word2id, counts = data["dico_id2word"], data["dico_word2id"], data["dico_counts"]
-    except KeyError as e:
-        raise DataError(f"{path}: no vocabulary in the checkpoint (missing {e})") from None
-    return Dictionary({int(i): w for i, w in id2word.items()}, dict(word2id), dict(counts))
+        return Dictionary({int(i): w for i, w in data["dico_id2word"].items()}, dict(data["dico_word2id"]),
+                          dict(data["dico_counts"]))
+    except (AttributeError, TypeError, ValueError, KeyError) as e:
+        raise DataError(f"{path}: malformed vocabulary in the checkpoint ({type(e).__name__}: {e})") from None
+
+
+def check_vocabulary(data, dico, path):
+    """Refuse a checkpoint whose words are not `dico`'s at the same ids: its embedding rows would be read
+    as other words, with no error from the shapes when the sizes agree."""
+    saved = dico_from_checkpoint(data, path)
+    diff = saved.first_difference(dico)
+    if diff is None:
+        return
+    i, in_checkpoint, in_data = diff
+    if in_checkpoint is not None and in_data is not None:
+        detail = f"id {i} is {in_checkpoint!r} in the checkpoint but {in_data!r} in the data"
+    else:
+        detail = (f"{len(saved)} words in the checkpoint, {len(dico)} in the data (id {i} is "
+                  f"{in_checkpoint if in_data is None else in_data!r} only in the "
+                  f"{'checkpoint' if in_data is None else 'data'})")
+    raise DataError(f"{path}: the checkpoint's vocabulary is not the data's: {detail}; binarize the data with the "
+                    "checkpoint's vocabulary (and its --max_vocab / --min_count)")
 
 
 def _int_list(value):
@@ -101,7 +149,7 @@ def _hint(key):
 
 def load_weights(model, state_dict, name="model"):
     """Load a state dict strictly; one error listing every missing, unexpected or misshapen key."""
-    state_dict = strip_module_prefix(state_dict)
+    state_dict = strip_module_prefix(state_dict, name)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -134,7 +182,10 @@ def load_model(path):
     models to a device with `.to(device)`.
     """
     data = read_checkpoint(path)
-    params = dict(data.get("params") or {})
+    params = data.get("params") or {}
+    if not isinstance(params, dict):
+        raise DataError(f"{path}: 'params' is a {type(params).__name__}, not a dict")
+    params = dict(params)
     dico = dico_from_checkpoint(data, path)
     n_words = len(dico)
     if params.get("n_words", n_words) != n_words:
@@ -147,7 +198,10 @@ def load_model(path):
         raise DataError(f"{path}: no 'model' nor 'encoder'/'decoder' weights")
     models = []
     for key, is_decoder in parts:
-        model = TransformerModel(config_from_params(params, n_words, is_decoder))
+        try:
+            model = TransformerModel(config_from_params(params, n_words, is_decoder))
+        except (TypeError, ValueError, ZeroDivisionError) as e:  # DataError included
+            raise DataError(f"{path}: its params do not describe a model ({e})") from None
         try:
             load_weights(model, data[key], key)
         except DataError as e:
@@ -168,8 +222,32 @@ def checkpoint_payload(dico, params, model=None, encoder=None, decoder=None, **e
     return payload
 
 
+def plain(value, where="checkpoint"):
+    """`value` in the types any torch.load(weights_only=True) reads without an allow-list: numpy scalars as
+    Python numbers, numpy arrays (e.g. numpy's random state) as lists, dict subclasses as dicts. Containers
+    are copied, never changed in place (params is a live namespace's __dict__)."""
+    if value is None or type(value) in (str, int, float, bool) or isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        out = OrderedDict() if isinstance(value, OrderedDict) else {}
+        for k, v in value.items():
+            out[plain(k, where)] = plain(v, f"{where}[{k!r}]")
+        if hasattr(value, "_metadata"):  # a module state dict's versions, read back by load_state_dict
+            out._metadata = plain(value._metadata, where)
+        return out
+    if type(value) in (list, tuple):
+        return type(value)(plain(v, f"{where}[{i}]") for i, v in enumerate(value))
+    raise TypeError(f"{where}: a {type(value).__name__} has no place in a checkpoint that plain "
+                    "torch.load(weights_only=True) must read")
+
+
 def save_checkpoint(payload, path):
-    """torch.save atomically: a crash while writing leaves the previous file intact."""
+    """torch.save atomically (a crash while writing leaves the previous file intact), plain types only."""
+    payload = plain(payload)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with atomic_write(path) as f:
         torch.save(payload, f)

@@ -5,19 +5,15 @@ Sentences start with </s> (XLM uses EOS as BOS) and decoding stops at </s> or at
 (tokens (bs, length) with </s> at both ends and padding after, lengths (bs,)).
 
 All bookkeeping stays on the device: the host reads a device value only every `sync_every` steps (to
-stop once every sentence is finished) and once at the end (to trim the output). Steps run after the
-last sentence finished change nothing in the output.
+stop once every sentence is finished, and in greedy decoding to drop the finished ones from the batch)
+and once at the end (to trim the output). Steps run after the last sentence finished change nothing
+in the output. The decoder computes one position per step, from the keys and values it keeps
+(`TransformerModel.step`).
 """
 import torch
 import torch.nn.functional as F
 
 SYNC_EVERY = 8
-
-
-def _step_scores(decoder, generated, lengths, tgt_lang_id, src_enc, src_len, cache):
-    """Scores of the next token after each prefix `generated` (bs, cur_len)."""
-    h = decoder(generated, lengths, langs=tgt_lang_id, causal=True, src_enc=src_enc, src_len=src_len, cache=cache)
-    return decoder.get_scores(h[:, -1])
 
 
 @torch.no_grad()
@@ -28,22 +24,36 @@ def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, sample_
     generated = torch.full((bs, max_len), pad, dtype=torch.long, device=device)
     generated[:, 0] = eos
     gen_len = torch.ones(bs, dtype=torch.long, device=device)
+    # the sentences still decoded (finished ones are dropped at the host reads), and which of them are unfinished
+    alive = torch.arange(bs, device=device)
     unfinished = torch.ones(bs, dtype=torch.bool, device=device)
-    cache = {"slen": 0} if use_cache else None
+    state = decoder.start_decoding(src_enc, src_len, max_len) if use_cache else None
     cur_len = 1
     while cur_len < max_len:
-        scores = _step_scores(decoder, generated[:, :cur_len], gen_len, tgt_lang_id, src_enc, src_len, cache)
+        if use_cache:
+            h = decoder.step(generated[alive, cur_len - 1], tgt_lang_id, state)
+        else:
+            h = decoder(generated[alive, :cur_len], gen_len[alive], langs=tgt_lang_id, causal=True,
+                        src_enc=src_enc[alive], src_len=src_len[alive])[:, -1]
+        scores = decoder.get_scores(h)
         if sample_temperature is None:
             next_words = scores.argmax(-1)
         else:
             next_words = torch.multinomial(F.softmax(scores.float() / sample_temperature, dim=-1), 1).squeeze(1)
-        generated[:, cur_len] = torch.where(unfinished, next_words, pad)
-        gen_len += unfinished
+        generated[alive, cur_len] = torch.where(unfinished, next_words, pad)
+        gen_len.index_add_(0, alive, unfinished.long())
         unfinished &= next_words != eos
         cur_len += 1
-        if cur_len % sync_every == 0 and not unfinished.any():
-            break
-    generated[:, -1].masked_fill_(unfinished, eos)  # still unfinished at max_len
+        if cur_len % sync_every == 0:
+            going = unfinished.nonzero().squeeze(1)
+            if len(going) == 0:
+                break
+            # sampling keeps every row, so that the random draws are those of the whole batch
+            if len(going) < len(alive) and sample_temperature is None:
+                alive, unfinished = alive[going], unfinished[going]
+                if use_cache:
+                    state.keep(going)
+    generated[alive, -1] = torch.where(unfinished, eos, generated[alive, -1])  # still unfinished at max_len
     return generated[:, :int(gen_len.max())], gen_len
 
 
@@ -102,8 +112,6 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
                   max_len=200, sync_every=SYNC_EVERY):
     bs, device = len(src_len), src_len.device
     pad, eos, n_words = decoder.config.pad_index, decoder.config.eos_index, decoder.config.n_words
-    src_enc = src_enc.repeat_interleave(beam_size, dim=0)
-    src_len = src_len.repeat_interleave(beam_size)
     generated = torch.full((bs * beam_size, max_len), pad, dtype=torch.long, device=device)
     generated[:, 0] = eos
     hyps = BeamHypotheses(bs, beam_size, max_len, length_penalty, early_stopping, pad, device)
@@ -113,12 +121,11 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
     beam_scores = beam_scores.view(-1)
     first_row = torch.arange(0, bs * beam_size, beam_size, device=device)[:, None]
     candidate_rank = torch.arange(2 * beam_size, 0, -1, device=device)
-    cache = {"slen": 0}
+    state = decoder.start_decoding(src_enc, src_len, max_len, group=beam_size)
     cur_len = 1
     while cur_len < max_len:
-        lengths = torch.full((bs * beam_size,), cur_len, dtype=torch.long, device=device)
-        scores = F.log_softmax(_step_scores(decoder, generated[:, :cur_len], lengths, tgt_lang_id, src_enc,
-                                            src_len, cache).float(), dim=-1)
+        h = decoder.step(generated[:, cur_len - 1], tgt_lang_id, state)
+        scores = F.log_softmax(decoder.get_scores(h).float(), dim=-1)
         scores = (scores + beam_scores[:, None]).view(bs, beam_size * n_words)
         next_scores, next_words = torch.topk(scores, 2 * beam_size, dim=1)  # (bs, 2 * beam_size), best first
         rows, words = first_row + next_words // n_words, next_words % n_words
@@ -137,9 +144,7 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
         rows = rows.gather(1, beam).view(-1)
         generated = generated[rows]
         generated[:, cur_len] = words.gather(1, beam).view(-1)
-        for key in cache:
-            if key != "slen" and key[0] == "self":  # the encoder's keys/values are the same in every beam
-                cache[key] = (cache[key][0][rows], cache[key][1][rows])
+        state.reorder(rows)  # the encoder's keys/values are shared by the beams of a sentence
         cur_len += 1
         if cur_len % sync_every == 0 and hyps.done.all():
             break

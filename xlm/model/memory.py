@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..fileio import DataError
+from .dropout import dropout
 
 
 @dataclass
@@ -188,8 +189,8 @@ class HashingMemory(nn.Module):
         prefix = x.shape[:-1]
         if c.query_detach_input:
             x = x.detach()
-        x = F.dropout(x, p=c.input_dropout, training=self.training)
-        query = F.dropout(self.query_proj(x), p=c.query_dropout, training=self.training)
+        x = dropout(x, c.input_dropout, self.training)
+        query = dropout(self.query_proj(x), p=c.query_dropout, training=self.training)
         query = query.view(-1, c.heads, c.k_dim)                         # (n, heads, k_dim)
         per_head = [self._top_knn(query[:, h], h) for h in range(c.heads)]
         scores = torch.stack([s for s, _ in per_head], 1)                # (n, heads, knn)
@@ -210,7 +211,7 @@ class HashingMemory(nn.Module):
             scores = scores / scores.norm(p=1, dim=-1, keepdim=True)
         n = indices.shape[0]
         out = self.values(indices.view(n, -1), per_sample_weights=scores.reshape(n, -1).to(self.values.weight.dtype))
-        out = F.dropout(out.to(scores.dtype), p=c.value_dropout, training=self.training)
+        out = dropout(out.to(scores.dtype), p=c.value_dropout, training=self.training)
         if not self.training:
             self.last_indices, self.last_scores = indices.detach(), scores.detach().float()
         return out.view(*prefix, self.v_dim)

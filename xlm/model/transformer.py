@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention.varlen import varlen_attn
 
+from .dropout import attention_with_dropout, dropout
 from .memory import HashingMemory, MemoryConfig
 
 N_MAX_POSITIONS = 512  # the original's fixed position table; checkpoints without `n_positions` have it
@@ -87,11 +88,12 @@ def varlen_applies(q, dropout):
 
 
 class MultiHeadAttention(nn.Module):
-    """Self-attention, or attention over `kv` (the encoder output), through fused SDPA kernels."""
+    """Self-attention, or attention over `kv` (the encoder output), through fused SDPA kernels; `step` and
+    `step_cross` attend from one new position per row, for incremental decoding."""
 
-    def __init__(self, n_heads, dim, dropout, cache_key):
+    def __init__(self, n_heads, dim, dropout):
         super().__init__()
-        self.n_heads, self.dim, self.dropout, self.cache_key = n_heads, dim, dropout, cache_key
+        self.n_heads, self.dim, self.dropout = n_heads, dim, dropout
         self.q_lin = nn.Linear(dim, dim)
         self.k_lin = nn.Linear(dim, dim)
         self.v_lin = nn.Linear(dim, dim)
@@ -101,29 +103,56 @@ class MultiHeadAttention(nn.Module):
         bs, n, _ = x.shape
         return x.view(bs, n, self.n_heads, self.dim // self.n_heads).transpose(1, 2)
 
-    def forward(self, x, mask, kv=None, cache=None, is_causal=False, kv_lengths=None):
+    def forward(self, x, mask, kv=None, is_causal=False, kv_lengths=None):
         """x (bs, qlen, dim); mask broadcastable to (bs, heads, qlen, klen), True where attending, or
         None (with is_causal for the causal triangle). kv_lengths (bs,): when the mask only hides the
-        keys' padding, the keys of each row, for the kernel that skips it. With a cache, self-attention
-        appends this step's keys/values and cross-attention reuses the encoder's, computed once."""
+        keys' padding, the keys of each row, for the kernel that skips it."""
         q = self._heads(self.q_lin(x))
-        if cache is not None and kv is not None and self.cache_key in cache:
-            k, v = cache[self.cache_key]
-        else:
-            src = x if kv is None else kv
-            k, v = self._heads(self.k_lin(src)), self._heads(self.v_lin(src))
-            if cache is not None and kv is None and self.cache_key in cache:
-                k_prev, v_prev = cache[self.cache_key]
-                k, v = torch.cat([k_prev, k], dim=2), torch.cat([v_prev, v], dim=2)
-        if cache is not None:
-            cache[self.cache_key] = (k, v)
+        src = x if kv is None else kv
+        k, v = self._heads(self.k_lin(src)), self._heads(self.v_lin(src))
         dropout = self.dropout if self.training else 0.0
         if kv_lengths is not None and varlen_applies(q, dropout):
             context = varlen_attention(q, k, v, kv_lengths)
+        elif dropout and q.device.type == "cpu":
+            context = attention_with_dropout(q, k, v, mask, is_causal, dropout)
         else:
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
         bs, _, qlen, _ = context.shape
         return self.out_lin(context.transpose(1, 2).reshape(bs, qlen, self.dim))
+
+    def source_keys_values(self, src_enc):
+        """The keys and values of the encoder output (bs, src_len, dim), as (bs * heads, src_len, head_dim)."""
+        return tuple(self._heads(lin(src_enc)).flatten(0, 1) for lin in (self.k_lin, self.v_lin))
+
+    def _queries(self, x, group):
+        """The queries of x (n * group, dim), as (n * heads, group, head_dim)."""
+        n, d = len(x) // group, self.dim // self.n_heads
+        return self.q_lin(x).view(n, group, self.n_heads, d).transpose(1, 2).reshape(n * self.n_heads, group, d)
+
+    def step(self, x, keys, values, t):
+        """Self-attention of position t of each row, x (rows, dim), over positions 0..t, whose keys and
+        values are kept in keys/values (rows, heads, >t, head_dim); this position's are written there."""
+        rows, d = len(x), self.dim // self.n_heads
+        keys[:, :, t] = self.k_lin(x).view(rows, self.n_heads, d)
+        values[:, :, t] = self.v_lin(x).view(rows, self.n_heads, d)
+        k, v = keys[:, :, :t + 1].flatten(0, 1), values[:, :, :t + 1].flatten(0, 1)
+        return self._attend(self._queries(x, 1), k, v, None, 1)
+
+    def step_cross(self, x, k, v, bias, group):
+        """Attention of x (n * group, dim) over the encoder output: each `group` consecutive rows (the
+        beams of a sentence) over one source, whose keys and values k, v (n * heads, src_len, head_dim)
+        they share. bias (n * heads, 1, src_len): -inf on the source's padding."""
+        return self._attend(self._queries(x, group), k, v, bias, group)
+
+    def _attend(self, q, k, v, bias, group):
+        """q (n * heads, group, d) over k, v (n * heads, klen, d) -> (n * group, dim). Plain batched
+        matmuls: with a few queries per key, they beat the fused kernels, made for long queries."""
+        q = q * (q.shape[-1] ** -0.5)
+        scores = torch.bmm(q, k.transpose(1, 2)) if bias is None else torch.baddbmm(bias, q, k.transpose(1, 2))
+        weights = F.softmax(scores.float(), dim=-1).type_as(scores)
+        weights = dropout(weights, self.dropout, self.training)
+        context = torch.bmm(weights, v).view(-1, self.n_heads, group, q.shape[-1]).transpose(1, 2)
+        return self.out_lin(context.reshape(-1, self.dim))
 
 
 class TransformerFFN(nn.Module):
@@ -135,7 +164,7 @@ class TransformerFFN(nn.Module):
         self.act = F.gelu if gelu_activation else F.relu  # F.gelu is the exact erf form, as the original
 
     def forward(self, x):
-        return F.dropout(self.lin2(self.act(self.lin1(x))), p=self.dropout, training=self.training)
+        return dropout(self.lin2(self.act(self.lin1(x))), self.dropout, self.training)
 
 
 class PredLayer(nn.Module):
@@ -167,6 +196,59 @@ def flat_positions(pred_mask):
     return pred_mask.flatten().nonzero().squeeze(1)
 
 
+@dataclass
+class DecodingState:
+    """What incremental decoding keeps between steps. The self-attention keys and values of all layers
+    are one tensor, written in place, so that a beam reorder is one copy, into a spare. Both live in
+    buffers allocated once (a fresh one per step costs more than the copy, in page faults), and grow
+    by GROW positions at a time, so that the copy moves little free room."""
+    GROW = 8
+    source: list               # per layer, the encoder output's keys and values (bs * heads, src_len, head_dim)
+    source_bias: torch.Tensor  # (bs * heads, 1, src_len): 0, or -inf on the source's padding
+    heads: int
+    group: int                 # rows per sentence (the beams), consecutive
+    max_len: int
+    kv: torch.Tensor = None    # (2 * layers, rows, heads, capacity, head_dim): keys (even), values (odd)
+    spare: torch.Tensor = None
+    length: int = 0            # positions filled
+
+    def room(self, config, dtype):
+        """The keys and values, with room for one more position."""
+        layers, d = 2 * config.n_layers, config.emb_dim // self.heads
+        if self.kv is None:
+            rows = len(self.source_bias) // self.heads * self.group
+            memory = [self.source_bias.new_empty(layers * rows * self.heads * self.max_len * d, dtype=dtype)
+                      for _ in range(2)]
+            self.kv, self.spare = (_shaped(m, (layers, rows, self.heads, 0, d)) for m in memory)
+        if self.kv.shape[3] == self.length:
+            shape = (*self.kv.shape[:3], min(self.length + self.GROW, self.max_len), d)
+            kv = _shaped(self.spare, shape)
+            kv[:, :, :, :self.length] = self.kv
+            self.kv, self.spare = kv, _shaped(self.kv, shape)
+        return self.kv
+
+    def reorder(self, rows):
+        """Row i goes on from row rows[i] (a beam of the same sentence)."""
+        torch.index_select(self.kv, 1, rows, out=self.spare)
+        self.kv, self.spare = self.spare, self.kv
+
+    def keep(self, sentences):
+        """Only the sentences of these indices go on, with their rows."""
+        def select(t, dim, per):  # t has `per` entries per sentence along dim
+            return t.unflatten(dim, (-1, per)).index_select(dim, sentences).flatten(dim, dim + 1)
+        self.source = [tuple(select(t, 0, self.heads) for t in kv) for kv in self.source]
+        self.source_bias = select(self.source_bias, 0, self.heads)
+        if self.kv is not None:
+            shape = (len(self.kv), len(sentences) * self.group, *self.kv.shape[2:])
+            kv = _shaped(self.spare, shape).copy_(select(self.kv, 1, self.group))
+            self.kv, self.spare = kv, _shaped(self.kv, shape)
+
+
+def _shaped(buffer, shape):
+    """A tensor of that shape in buffer's memory."""
+    return buffer.new_empty(0).set_(buffer.untyped_storage(), 0, shape)
+
+
 class TransformerModel(nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -190,11 +272,11 @@ class TransformerModel(nn.Module):
         self.memories = nn.ModuleDict({f"{layer}_{where}": HashingMemory(c.emb_dim, c.emb_dim, c.memory)
                                        for layer, where in c.mem_positions})
         for i in range(c.n_layers):
-            self.attentions.append(MultiHeadAttention(c.n_heads, c.emb_dim, c.attention_dropout, ("self", i)))
+            self.attentions.append(MultiHeadAttention(c.n_heads, c.emb_dim, c.attention_dropout))
             self.layer_norm1.append(nn.LayerNorm(c.emb_dim, eps=c.layer_norm_eps))
             if self.is_decoder:
                 self.layer_norm15.append(nn.LayerNorm(c.emb_dim, eps=c.layer_norm_eps))
-                self.encoder_attn.append(MultiHeadAttention(c.n_heads, c.emb_dim, c.attention_dropout, ("cross", i)))
+                self.encoder_attn.append(MultiHeadAttention(c.n_heads, c.emb_dim, c.attention_dropout))
             # a memory "in" layer i replaces its FFN (the original keeps a None there: no ffns.i.* keys)
             ffn = None if f"{i}_in" in self.memories else TransformerFFN(c.emb_dim, 4 * c.emb_dim, c.dropout,
                                                                          c.gelu_activation)
@@ -205,7 +287,7 @@ class TransformerModel(nn.Module):
         if c.share_inout_emb and not c.asm:
             self.pred_layer.proj.weight = self.embeddings.weight
 
-    def forward(self, x, lengths, langs=None, positions=None, causal=False, src_enc=None, src_len=None, cache=None,
+    def forward(self, x, lengths, langs=None, positions=None, causal=False, src_enc=None, src_len=None,
                 pred_mask=None, y=None):
         """Last-layer hidden states (bs, slen, dim) of token ids x (bs, slen); with targets y, the mean
         cross-entropy of predicting y from the hidden states at pred_mask instead (see `predict`), so
@@ -216,8 +298,6 @@ class TransformerModel(nn.Module):
         ids, or one id for all tokens (ignored by models without language embeddings). positions:
         (bs, slen), default 0..slen-1. causal: each position sees only itself and earlier ones.
         src_enc (bs, src_len, dim) and src_len (bs,): the encoder output a decoder attends to.
-        cache: a dict {'slen': 0} to decode incrementally; x then holds the whole prefix, of which
-        only the positions not yet cached are computed (and returned).
         """
         bs, slen = x.shape
         device = x.device
@@ -227,47 +307,75 @@ class TransformerModel(nn.Module):
             positions = torch.arange(slen, device=device).expand(bs, slen)
         if isinstance(langs, int):
             langs = torch.full_like(x, langs)
-        start = 0 if cache is None else cache["slen"]
-        x, positions = x[:, start:], positions[:, start:]
-        if langs is not None:
-            langs = langs[:, start:]
         alen = torch.arange(slen, device=device)
-        keep = None if lengths is None else (alen[None, start:] < lengths[:, None]).unsqueeze(-1)  # (bs, qlen, 1)
-        is_causal = causal and start == 0
-        if causal and start > 0:
-            # query t (absolute position start + t) sees keys 0..start + t; padding sits after
-            # every real token, so a real query never sees it
-            attn_mask = (alen[None, :] <= alen[start:, None])[None, None]           # (1, 1, qlen, slen)
-        elif causal or lengths is None:
+        keep = None if lengths is None else (alen[None, :] < lengths[:, None]).unsqueeze(-1)  # (bs, slen, 1)
+        if causal or lengths is None:
+            # a causal query never sees the padding, which sits after every real token
             attn_mask = None
         else:
             attn_mask = (alen[None, :] < lengths[:, None])[:, None, None, :]        # (bs, 1, 1, slen)
         if src_enc is not None:
             src_mask = (torch.arange(src_enc.shape[1], device=device)[None, :] < src_len[:, None])[:, None, None, :]
 
-        h = self.embeddings(x) + self.position_embeddings(positions)
-        if langs is not None and self.config.has_lang_emb:
-            h = h + self.lang_embeddings(langs)
-        h = self.layer_norm_emb(h)
-        h = F.dropout(h, p=self.config.dropout, training=self.training)
+        has_langs = langs is not None and self.config.has_lang_emb
+        h = self._embed(x, self.position_embeddings(positions), self.lang_embeddings(langs) if has_langs else None)
         if keep is not None:
             h = h * keep.to(h.dtype)
         key_lengths = lengths if attn_mask is not None and not causal else None  # a padding mask
+        cross = None
+        if self.is_decoder and src_enc is not None:
+            cross = lambda i, h: self.encoder_attn[i](h, src_mask, kv=src_enc, kv_lengths=src_len)  # noqa: E731
+        h = self._layers(h, lambda i, h: self.attentions[i](h, attn_mask, is_causal=causal, kv_lengths=key_lengths),
+                         cross, keep)
+        return h if y is None else self.predict(h, pred_mask, y)
+
+    def _embed(self, x, position_embeddings, lang_embeddings):
+        h = self.embeddings(x) + position_embeddings
+        if lang_embeddings is not None:
+            h = h + lang_embeddings
+        return dropout(self.layer_norm_emb(h), self.config.dropout, self.training)
+
+    def _layers(self, h, attention, cross_attention=None, keep=None):
+        """The layers on h, attention(i, h) and cross_attention(i, h) being layer i's; keep: a mask of
+        the positions that are not padding, zeroed after each layer."""
         for i in range(self.config.n_layers):
-            a = self.attentions[i](h, attn_mask, cache=cache, is_causal=is_causal, kv_lengths=key_lengths)
-            h = self.layer_norm1[i](h + F.dropout(a, p=self.config.dropout, training=self.training))
-            if self.is_decoder and src_enc is not None:
-                a = self.encoder_attn[i](h, src_mask, kv=src_enc, cache=cache, kv_lengths=src_len)
-                h = self.layer_norm15[i](h + F.dropout(a, p=self.config.dropout, training=self.training))
+            h = self.layer_norm1[i](h + dropout(attention(i, h), self.config.dropout, self.training))
+            if cross_attention is not None:
+                a = cross_attention(i, h)
+                h = self.layer_norm15[i](h + dropout(a, self.config.dropout, self.training))
             ffn = self.memories[f"{i}_in"] if self.ffns[i] is None else self.ffns[i]
             h = self.layer_norm2[i](h + ffn(h))
             if f"{i}_after" in self.memories:
                 h = h + self.memories[f"{i}_after"](h)
             if keep is not None:
                 h = h * keep.to(h.dtype)
-        if cache is not None:
-            cache["slen"] = slen
-        return h if y is None else self.predict(h, pred_mask, y)
+        return h
+
+    def start_decoding(self, src_enc, src_len, max_len, group=1):
+        """The state of incremental decoding (see `step`) of up to max_len positions, by `group`
+        consecutive rows (the beams) per sentence of the encoder output src_enc (bs, src_len, dim)."""
+        padding = torch.arange(src_enc.shape[1], device=src_enc.device)[None, :] >= src_len[:, None]
+        bias = src_enc.new_zeros(padding.shape).masked_fill_(padding, -float("inf"))[:, None, None, :]
+        bias = bias.expand(-1, self.config.n_heads, 1, -1).flatten(0, 1)
+        return DecodingState([a.source_keys_values(src_enc) for a in self.encoder_attn], bias, self.config.n_heads,
+                             group, min(max_len, self.config.n_positions))
+
+    def step(self, words, lang, state):
+        """Last-layer hidden states (rows, dim) of the next position of each row, whose token ids there
+        are words (rows,), the earlier positions' keys and values being in `state`, which it extends.
+        lang: one language id. The same as `forward` on the prefixes (causal), one position at a time."""
+        t = state.length
+        if t == self.config.n_positions:
+            raise ValueError(f"{t + 1} tokens in a row, but the model has {self.config.n_positions} positions")
+        # rows of the tables indexed on the host: a device tensor of t would be a copy to the device per step
+        h = self._embed(words, self.position_embeddings.weight[t],
+                        self.lang_embeddings.weight[lang] if self.config.has_lang_emb else None)
+        kv = state.room(self.config, h.dtype)
+        h = self._layers(h, lambda i, h: self.attentions[i].step(h, kv[2 * i], kv[2 * i + 1], t),
+                         lambda i, h: self.encoder_attn[i].step_cross(h, *state.source[i], state.source_bias,
+                                                                     state.group))
+        state.length = t + 1
+        return h
 
     def predict(self, h, pred_mask, y):
         """Loss of predicting y from the hidden states h at pred_mask: a boolean (bs, slen) mask, or the

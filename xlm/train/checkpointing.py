@@ -12,7 +12,8 @@ import torch
 import torch.distributed as dist
 
 from ..fileio import DataError
-from ..model.checkpoint import checkpoint_payload, load_weights, read_checkpoint, save_checkpoint
+from ..model.checkpoint import (check_vocabulary, checkpoint_payload, load_weights, read_checkpoint, require_keys,
+                                save_checkpoint)
 from .schedules import load_optimizer_state
 
 
@@ -54,12 +55,13 @@ def save_training_checkpoint(path, models, optimizers, dico, params, train_state
     save_checkpoint(payload, path)
 
 
-def load_training_checkpoint(path, models, optimizers, logger):
+def load_training_checkpoint(path, models, optimizers, logger, dico):
     """Restore weights and optimizer states; returns the file's train_state. A file written by the
     original code keeps no such state: then the weights, the counters and the optimizer states return
     (its update counts, so that the learning-rate schedule goes on, and its moments, which the original
-    itself does not restore)."""
+    itself does not restore). The file's vocabulary must be the data's `dico`."""
     data = read_checkpoint(path)
+    check_vocabulary(data, dico, path)
     for name, model in models.items():
         if name not in data:
             raise DataError(f"{path}: no '{name}' weights to resume from")
@@ -72,6 +74,7 @@ def load_training_checkpoint(path, models, optimizers, logger):
                 logger.warning("%s: the %s optimizer state does not fit (%s); starting it afresh", path, name, e)
     state = data.get("train_state")
     if state is None:
+        require_keys(data, ["epoch", "n_total_iter", "best_metrics", "best_stopping_criterion"], path)
         state = {"epoch": data["epoch"] + 1, "n_total_iter": data["n_total_iter"],
                  "best_metrics": data["best_metrics"], "best_stopping_criterion": data["best_stopping_criterion"]}
     return state

@@ -2,7 +2,7 @@
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT. Under SLURM (srun, one task
 per GPU) the same facts come from SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID, and the master is the
-first host of SLURM_JOB_NODELIST on --master_port. NCCL on GPUs, gloo on CPUs.
+first host of the nodes (`scontrol show hostnames`) on --master_port. NCCL on GPUs, gloo on CPUs.
 """
 import itertools
 import os
@@ -31,21 +31,46 @@ class DistInfo:
         return self.world_size > 1
 
 
-def _slurm_env(params):
-    if "SLURM_JOB_ID" not in os.environ or params.debug_slurm or "RANK" in os.environ:
-        return
-    n_tasks = int(os.environ.get("SLURM_NTASKS", "1"))
+def slurm_env(params, environ=os.environ):
+    """The torchrun variables of an srun task (one task per GPU), {} when there is nothing to set up: not a
+    SLURM job, one task, --debug_slurm, or torchrun started inside the job. The master is the first host
+    of the step's nodes (the job's when srun does not say), where task 0 runs."""
+    if "SLURM_JOB_ID" not in environ or params.debug_slurm or "RANK" in environ:
+        return {}
+    n_tasks = int(environ.get("SLURM_NTASKS", "1"))
     if n_tasks == 1:
-        return
+        return {}
+    if "SLURM_STEP_ID" not in environ or "SLURM_PROCID" not in environ:
+        # a batch script or salloc shell has SLURM_NTASKS too: task 0 would wait for the others forever
+        raise DataError(f"SLURM_NTASKS={n_tasks} but this process was not started by srun: run `srun python "
+                        "train.py ...` (one task per GPU), or set SLURM_NTASKS=1 for a single process")
     if not 10001 <= params.master_port <= 20000:
         raise DataError("a multi-task SLURM job needs --master_port in 10001..20000")
-    hosts = subprocess.check_output(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]], text=True)
-    os.environ.update(MASTER_ADDR=hosts.split()[0], MASTER_PORT=str(params.master_port), WORLD_SIZE=str(n_tasks),
-                      RANK=os.environ["SLURM_PROCID"], LOCAL_RANK=os.environ["SLURM_LOCALID"])
+    nodes = environ.get("SLURM_STEP_NODELIST") or environ["SLURM_JOB_NODELIST"]
+    try:
+        hosts = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True,
+                               timeout=60).stdout.split()
+    except (OSError, subprocess.SubprocessError) as e:
+        raise DataError(f"`scontrol show hostnames {nodes}` failed ({e}): cannot find the master host") from None
+    if not hosts:
+        raise DataError(f"`scontrol show hostnames {nodes}` printed no host: cannot find the master host")
+    return dict(MASTER_ADDR=hosts[0], MASTER_PORT=str(params.master_port), WORLD_SIZE=str(n_tasks),
+                RANK=environ["SLURM_PROCID"], LOCAL_RANK=environ["SLURM_LOCALID"])
+
+
+def cuda_device(local_rank):
+    """The GPU of a local rank. A task that sees a single GPU uses it: SLURM often gives each task its own
+    (srun --gpus-per-task=1, or cgroups), where local rank 1 would ask for a second GPU that is not there."""
+    visible = torch.cuda.device_count()
+    if visible == 1:
+        return torch.device("cuda", 0)
+    if local_rank >= visible:
+        raise DataError(f"local rank {local_rank} but only {visible} GPUs are visible: start one task per GPU")
+    return torch.device("cuda", local_rank)
 
 
 def init_distributed(params):
-    _slurm_env(params)
+    os.environ.update(slurm_env(params))
     enable_tf32()
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
         device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
@@ -53,8 +78,8 @@ def init_distributed(params):
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", params.local_rank if params.local_rank >= 0 else 0))
     if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        device, backend = torch.device("cuda", local_rank), "nccl"
+        device, backend = cuda_device(local_rank), "nccl"
+        torch.cuda.set_device(device)
     else:
         device, backend = torch.device("cpu"), "gloo"
     dist.init_process_group(backend=backend, init_method="env://")
@@ -68,10 +93,6 @@ def all_reduce_sum(values, info):
     t = torch.tensor(values, dtype=torch.float64, device=info.device if info.device.type == "cuda" else "cpu")
     dist.all_reduce(t)
     return t.tolist()
-
-
-def any_rank(flag, info):
-    return bool(all_reduce_sum([float(flag)], info)[0]) if info.multi else flag
 
 
 def own_share(items, info):

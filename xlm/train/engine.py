@@ -3,17 +3,20 @@ gradient accumulation, clipping per parameter set, the non-finite skip, the opti
 learning-rate schedules.
 
 Nothing in a step reads a device value on the host, so that the host runs ahead of the GPU: a
-non-finite loss is noted in a flag on the device (all-reduced over ranks without being read) and the
-optimizers turn the update into a no-op themselves (GradScaler's `found_inf` protocol, which the
-original's Adam of xlm/train/adam.py follows). The host learns of skipped updates at `settle()`, called
-at log lines and before checkpoints: it then takes them back from the learning-rate schedules, so a
-skipped update does not advance them (until then, the steps in between ran one update ahead).
+non-finite loss, or float16 gradients that overflowed the loss scale, is noted in a flag on the device
+(all-reduced over ranks without being read) and the optimizers turn the update into a no-op themselves
+(GradScaler's `found_inf` protocol, which the original's Adam of xlm/train/adam.py follows). The host
+learns of skipped updates at `settle()`, called at log lines and before checkpoints: it then takes them
+back from the learning-rate schedules, so a skipped update does not advance them (until then, the steps
+in between ran one update ahead), and stops a run whose last MAX_CONSECUTIVE_NONFINITE updates were all
+skipped.
 """
 from contextlib import ExitStack, nullcontext
 
 import torch
 import torch.distributed as dist
 
+from ..fileio import DataError
 from .schedules import clip_grad_norm_, scheduled_lr, update_lr
 
 MAX_CONSECUTIVE_NONFINITE = 20
@@ -56,24 +59,26 @@ class StepEngine:
         return loss.detach()
 
     def update(self):
-        skip = self.nonfinite
-        if self.multi:
-            dist.all_reduce(skip, op=dist.ReduceOp.MAX)  # every rank skips the same updates
         for optimizer in self.optimizers.values():
             self.scaler.unscale_(optimizer)
+        # one decision for all optimizers: a non-finite loss, or float16 gradients that overflowed the loss
+        # scale (on DDP's all-reduced gradients); an update is made or skipped whole, and counted as such
+        skip = self.nonfinite
+        if self.scaler.is_enabled():
+            skip = skip + sum(v.to(self.device) for optimizer in self.optimizers.values()
+                              for v in self.scaler._found_inf_per_device(optimizer).values())
+        if self.multi:
+            dist.all_reduce(skip, op=dist.ReduceOp.MAX)  # every rank skips the same updates
         if self.clip > 0:
             for params in self.param_sets.values():
                 if params:
                     clip_grad_norm_(params, self.clip)
         for optimizer in self.optimizers.values():
-            found_inf = skip
-            if self.scaler.is_enabled():  # gradients that overflowed in float16
-                found_inf = found_inf + sum(v.to(self.device) for v in self.scaler._found_inf_per_device(optimizer).values())
             if getattr(optimizer, "_step_supports_amp_scaling", False):
-                optimizer.found_inf = found_inf
+                optimizer.found_inf = skip
                 optimizer.step()
                 del optimizer.found_inf
-            elif not found_inf.item():  # torch's other optimizers cannot skip on the device
+            elif not skip.item():  # torch's other optimizers cannot skip on the device
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             update_lr(optimizer)
@@ -101,8 +106,9 @@ class StepEngine:
                         if state and isinstance(state.get("step"), int):
                             state["step"] = max(state["step"] - new, 0)
         if longest >= MAX_CONSECUTIVE_NONFINITE:
-            raise RuntimeError(f"{MAX_CONSECUTIVE_NONFINITE} non-finite losses in a row: the run diverged; "
-                               "lower the learning rate or use --bf16 instead of --fp16")
+            # a DataError, so that train.py and glue-xnli.py stop with this one line (the flags are to blame)
+            raise DataError(f"{longest} updates in a row skipped for a non-finite loss or float16 overflow: the run "
+                            "diverged; lower the learning rate, or use --bf16 instead of --fp16")
         return new
 
     def state_dict(self):

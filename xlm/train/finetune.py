@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data.dictionary import N_RESERVED
 from ..data.iterators import BatchIterator
 from ..evaluation.classification import TASKS, TaskData, predict, task_scores
-from ..fileio import DataError, atomic_write
+from ..fileio import DataError, atomic_write, remove_stale_tmp
 from ..model.checkpoint import checkpoint_payload, load_model, load_weights, read_checkpoint, save_checkpoint
 from ..model.embedder import finetuned_parameters, freeze_all_but, sentence_vectors
 from .distributed import all_reduce_sum, broadcast_from_master
@@ -153,7 +153,7 @@ class FineTuner:
         if tuned:
             self.optimizers["encoder"] = build_optimizer(tuned, params.optimizer_e)
         self.load_data()
-        device_ids = [info.local_rank] if info.device.type == "cuda" else None
+        device_ids = [info.device] if info.device.type == "cuda" else None
         self.ddp = DistributedDataParallel(self.model, device_ids=device_ids) if info.multi else self.model
         amp_dtype = torch.float16 if params.fp16 else torch.bfloat16 if params.bf16 else None
         self.engine = StepEngine(self.optimizers, {}, [self.ddp], info.device, amp_dtype, multi=info.multi)
@@ -348,7 +348,9 @@ class FineTuner:
 def check_task_files(params):
     """Every file the tasks will read, before the first of them trains: XNLI's training language, and
     each language with any XNLI file must have all of them, or the mean accuracy would silently leave it
-    out. A language of the model without any XNLI file (e.g. one XNLI does not cover) is not evaluated."""
+    out. A language of the model without any XNLI file (e.g. one XNLI does not cover) is not evaluated.
+    The model file is read first: an unreadable one is the first error."""
+    model_langs = (read_checkpoint(params.model_path).get("params") or {}).get("lang2id") or {}
     data = TaskData(params.data_path, None)
     missing = []
     for task in params.transfer_tasks:
@@ -356,7 +358,6 @@ def check_task_files(params):
             missing += data.missing_files(task, "valid" if params.debug_train else "train") + \
                 data.missing_files(task, "valid")
             continue
-        model_langs = (read_checkpoint(params.model_path).get("params") or {}).get("lang2id") or {}
         if params.xnli_train_lang not in model_langs:
             raise DataError(f"--xnli_train_lang {params.xnli_train_lang}: not a language of the model "
                             f"({', '.join(model_langs) or 'none'})")
@@ -376,6 +377,8 @@ def main(argv=None):
     check_task_files(params)
     with removed_on_failure(params):
         info, logger, metrics = start_experiment(params)
+        for path in remove_stale_tmp(os.path.join(params.dump_path, "*.pth")) if info.is_master else []:
+            logger.warning("Removed %s, left by a save that was killed", path)
         tuner = FineTuner(params, params.transfer_tasks[0], info, logger, metrics)
     tuner.run()
     for task in params.transfer_tasks[1:]:

@@ -10,6 +10,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import zlib
 from contextlib import contextmanager
@@ -25,9 +26,9 @@ from ..data.iterators import BatchIterator
 from ..data.loader import load_training_data
 from ..evaluation.lm import evaluate_lm, metric_names
 from ..evaluation.mt import evaluate_mt
-from ..fileio import DataError, atomic_write, check_writable
-from ..model.checkpoint import (checkpoint_payload, config_from_params, load_weights, read_checkpoint,
-                                save_checkpoint, strip_module_prefix)
+from ..fileio import DataError, atomic_write, check_output, remove_stale_tmp
+from ..model.checkpoint import (check_vocabulary, checkpoint_payload, config_from_params, load_weights,
+                                read_checkpoint, save_checkpoint, strip_module_prefix)
 from ..model.generate import generate_greedy
 from ..model.transformer import N_MAX_POSITIONS, TransformerModel
 from ..model.word_vectors import reload_word_vectors
@@ -37,7 +38,7 @@ from ..objectives.pc import pc_loss
 from .checkpointing import gather_rng_states, load_training_checkpoint, rng_state, save_training_checkpoint, \
     set_rng_state
 from .compile import BucketPadded
-from .distributed import all_reduce_sum, any_rank, broadcast_from_master, init_distributed
+from .distributed import all_reduce_sum, broadcast_from_master, init_distributed
 from .engine import StepEngine
 from .logging import MetricsWriter, create_logger
 from .options import check_positions, parse_params
@@ -70,9 +71,10 @@ def prepare_dump(params, info):
     dump = experiment_folder(params)
     try:
         os.makedirs(dump, exist_ok=True)
-        check_writable(dump)
-    except OSError as e:
-        raise DataError(f"--dump_path: cannot write the experiment folder {dump} ({e.strerror or e})") from None
+        check_output(os.path.join(dump, "checkpoint.pth"))
+    except (OSError, DataError) as e:
+        raise DataError(f"--dump_path: cannot write the experiment folder {dump} "
+                        f"({e.strerror if isinstance(e, OSError) else e})") from None
     params.dump_path = dump
     if info.is_master and not os.path.exists(os.path.join(dump, "params.pkl")):
         with atomic_write(os.path.join(dump, "params.pkl")) as f:
@@ -170,6 +172,8 @@ def build_models(params, dico, device, logger):
     names = ["model"] if params.encoder_only else ["encoder", "decoder"]
     paths = {name: path for name, path in zip(names, params.reload_model_paths) if path}
     files = {path: read_checkpoint(path) for path in paths.values()}  # encoder and decoder often share one
+    for path, data in files.items():
+        check_vocabulary(data, dico, path)
     source = next(iter(files), "")
     reloaded_params = (files[source].get("params") or {}) if source else {}
     params.n_positions = reloaded_params.get("n_positions", N_MAX_POSITIONS)
@@ -185,7 +189,7 @@ def build_models(params, dico, device, logger):
     for name, path in paths.items():
         model, data = models[name], files[path]
         # a pretrained file has 'model'; a translation file 'encoder' and 'decoder'
-        state = strip_module_prefix(data.get("model", data.get(name, data.get("encoder", {}))))
+        state = strip_module_prefix(data.get("model", data.get(name, data.get("encoder", {}))), f"{path} ({name})")
         if name == "decoder":
             # a decoder initialised from a pretrained encoder keeps its fresh cross-attention, as the original
             fresh = model.state_dict()
@@ -234,14 +238,20 @@ class Trainer:
         self.params = params
         info, self.logger, self.metrics = start_experiment(params)
         self.info = info
+        # from here on a signal (SLURM's time-limit warning, a kill) is kept for the first log line
+        self.stop_signal = None
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
         self.dump = params.dump_path
+        for path in remove_stale_tmp(os.path.join(self.dump, "*.pth")) if info.is_master else []:
+            self.logger.warning("Removed %s, left by a save that was killed", path)
         seed_all(params.seed)  # the same initial weights on every rank
         self.data = load_training_data(params, self.logger, info.local_rank)
         check_metrics(params)
         params.n_words = self.data.n_words
         self.models = build_models(params, self.data.dico, info.device, self.logger)
         self.optimizers, param_sets = build_optimizers(self.models, params)
-        device_ids = [info.local_rank] if info.device.type == "cuda" else None
+        device_ids = [info.device] if info.device.type == "cuda" else None
         # steps that leave parameters out: PC the output layer, a decoder's CLM its cross-attention, and a
         # batch without a target in some cluster of the adaptive softmax that cluster
         partial = bool(params.pc_steps) or not params.encoder_only and bool(params.clm_steps or params.mlm_steps)
@@ -274,9 +284,6 @@ class Trainer:
         self.consumed = self.plan.states()  # the plan's states after the last item trained on
         self.window = {}                    # key -> loss sum on the device, since the last progress line
         self.data_wait = self.window_start = 0.0
-        self.stop_signal = None
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
-            signal.signal(sig, self._on_signal)
 
     # ------------------------------------------------------------------ checkpoints
     def train_state(self):
@@ -311,7 +318,7 @@ class Trainer:
             path = self.params.reload_checkpoint
             if not path:
                 return
-        saved = load_training_checkpoint(path, self.models, self.optimizers, self.logger)
+        saved = load_training_checkpoint(path, self.models, self.optimizers, self.logger, self.data.dico)
         fields, initial = LoopState.__dataclass_fields__, self.state
         self.state = LoopState(**{k: v for k, v in saved.items() if k in fields})
         # metrics or a criterion that the saved run did not track start from scratch
@@ -401,8 +408,8 @@ class Trainer:
         s, p = self.state, self.params
         skipped = self.engine.settle()
         if skipped:
-            self.logger.warning("Non-finite loss: %i update(s) skipped before iteration %i (%i so far)", skipped,
-                                s.n_total_iter, self.engine.n_skipped)
+            self.logger.warning("Non-finite loss or float16 overflow: %i update(s) skipped before iteration %i "
+                                "(%i so far)", skipped, s.n_total_iter, self.engine.n_skipped)
         self.fold_window()
         names = sorted(s.losses)
         sums = all_reduce_sum([s.losses[k][0] for k in names] + [s.losses[k][1] for k in names] +
@@ -469,13 +476,24 @@ class Trainer:
         return False
 
     def stopped_by_signal(self):
-        """At log lines only: every rank saves and stops if one of them was signalled."""
-        if not any_rank(self.stop_signal is not None, self.info):
+        """At log lines only: every rank saves and stops if one of them was signalled. SIGUSR1 (SLURM's
+        time-limit warning, on any rank) also requeues the job: SLURM reruns the command, which resumes."""
+        usr1, any_signal = all_reduce_sum([float(self.stop_signal == signal.SIGUSR1),
+                                           float(self.stop_signal is not None)], self.info)
+        if not any_signal:
             return False
+        self.stop_signal = signal.SIGUSR1 if usr1 else self.stop_signal or signal.SIGTERM
         self.save("checkpoint")
+        broadcast_from_master(None, self.info)  # no rank exits (and gets the others killed) before it is written
         if self.stop_signal == signal.SIGUSR1 and self.info.is_master and "SLURM_JOB_ID" in os.environ:
-            subprocess.call(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]])
-        self.logger.warning("Stopped by signal %s after saving; rerun the command to resume", self.stop_signal)
+            requeue = ["scontrol", "requeue", os.environ["SLURM_JOB_ID"]]
+            try:
+                failed = subprocess.call(requeue)
+            except OSError as e:
+                failed = e
+            if failed:
+                self.logger.error("`%s` failed (%s): resubmit the job to resume", " ".join(requeue), failed)
+        self.logger.warning("Stopped by signal %i after saving; rerun the command to resume", self.stop_signal)
         return True
 
     def run(self):
@@ -534,3 +552,5 @@ def main(argv=None):
     trainer.run()
     if trainer.info.multi:
         torch.distributed.destroy_process_group()
+    if trainer.stop_signal is not None:
+        sys.exit(128 + trainer.stop_signal)  # the shell's status of a signalled command: the run is not over
