@@ -116,19 +116,19 @@ def sentences(generator, bs, n_words, low, high):
                             for n in lengths])
 
 
-def seconds(fn):
-    start = time.perf_counter()
+def seconds(fn, clock=time.perf_counter):
+    start = clock()
     fn()
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def side_by_side(name, run_orig, run_xlm, repeats, work, unit):
+def side_by_side(name, run_orig, run_xlm, repeats, work, unit, clock=time.perf_counter):
     """Warm-up once each, then alternate; work is the number of tokens (or sentences) of one call."""
     run_orig(), run_xlm()
     t_orig, t_xlm = [], []
     for _ in range(repeats):
-        t_orig.append(seconds(run_orig))
-        t_xlm.append(seconds(run_xlm))
+        t_orig.append(seconds(run_orig, clock))
+        t_xlm.append(seconds(run_xlm, clock))
     o, x = statistics.median(t_orig), statistics.median(t_xlm)
     result = {f"original_{unit}_per_s": round(work / o, 1), f"xlm_{unit}_per_s": round(work / x, 1),
               "speedup": round(o / x, 3), "original_seconds": [round(t, 4) for t in t_orig],
@@ -152,7 +152,12 @@ def main():
     parser.add_argument("--no_prefetch", action="store_true",
                         help="xlm makes its batches and masks in the main thread, as the original, instead of "
                              "train.py's background thread")
+    parser.add_argument("--cpu_time", action="store_true",
+                        help="time each call by the process's CPU time (every thread's, xlm's batch-making "
+                             "thread included) instead of the wall clock: steadier when other jobs share the "
+                             "cores; meant for --threads 1")
     args = parser.parse_args()
+    clock = time.process_time if args.cpu_time else time.perf_counter
     orig = import_original(os.path.abspath(args.original))
     only = args.only.split(",")
     torch.manual_seed(0)
@@ -198,7 +203,9 @@ def main():
                           "bt": f"{bs} sentences of 10-40 tokens, greedy to 1.3 x max + 5",
                           "beam5": f"{args.beam_sentences} sentences of 10-40 tokens, max_len 1.5 x len + 10"},
               "optimizer": OPTIMIZER, "clip_grad_norm": 5,
-              "xlm_batches": "made inline" if args.no_prefetch else "made ahead in a background thread (train.py)", "repeats": args.repeats, "threads": {}}
+              "clock": "process CPU time" if args.cpu_time else "wall",
+              "xlm_batches": "made inline" if args.no_prefetch else "made ahead in a background thread (train.py)",
+              "repeats": args.repeats, "threads": {}}
     tlm_tokens = sum(int(a.lengths.sum() + b.lengths.sum()) for a, b in pairs) / len(pairs)
     bt_tokens = sum(int(b.lengths.sum()) for b in bt_batches) / len(bt_batches)
     beam_src = sentences(g, args.beam_sentences, n_words, 10, 40)
@@ -223,17 +230,17 @@ def main():
         r = result["threads"][str(threads)] = {}
         if "mlm" in only:
             r["mlm_step"] = side_by_side(f"{threads} threads, MLM", lambda: o_lm.mlm_step("la", None, 1.0),
-                                         rounds["mlm"].step, args.repeats, bs * args.bptt, "tokens")
+                                         rounds["mlm"].step, args.repeats, bs * args.bptt, "tokens", clock)
         if "tlm" in only:
             r["tlm_step"] = side_by_side(f"{threads} threads, TLM", lambda: o_lm.mlm_step("la", "lb", 1.0),
-                                         rounds["tlm"].step, args.repeats, tlm_tokens, "tokens")
+                                         rounds["tlm"].step, args.repeats, tlm_tokens, "tokens", clock)
         if "bt" in only:
             r["bt_step"] = side_by_side(f"{threads} threads, BT", lambda: o_mt.bt_step("la", "lb", "la", 1.0),
-                                        rounds["bt"].step, args.repeats, bt_tokens, "tokens")
+                                        rounds["bt"].step, args.repeats, bt_tokens, "tokens", clock)
         if "beam5" in only:
             (o_out, o_len), (x_out, x_len) = beam_orig(), beam_xlm()
             r["beam5"] = side_by_side(f"{threads} threads, beam 5", beam_orig, beam_xlm, max(1, args.repeats // 2),
-                                      args.beam_sentences, "sentences")
+                                      args.beam_sentences, "sentences", clock)
             r["beam5"]["same_output"] = bool(torch.equal(o_len, x_len) and torch.equal(o_out.t(), x_out))
     result["goals"] = {"mlm_step": 1.5, "bt_step": 2.0, "beam5": 3.0}
     for r in rounds.values():
