@@ -604,3 +604,58 @@ def test_translate_damaged_inputs(model_files, tmp_path):
     for n, ((described, _, _, correct), (code, stderr)) in enumerate(zip(cases, results)):
         check_outcome(problems, f"case {n}: {described}", code, stderr.encode(), correct)
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems)
+
+
+# ----------------------------------------------------------------------------- files of the wrong kind
+
+def wrong_kind_files(tmp, bpe_files, prep_files, model_files):
+    """Files that are not what a flag expects: each name to its path."""
+    (tmp / "empty").write_bytes(b"")
+    (tmp / "huge_count.vocab").write_text("a 99999999999999999999\nb 1\n")
+    (tmp / "nul.vocab").write_bytes(b"a\0b 3\nc 2\n")
+    torch.save({"positions": torch.zeros(3, 2), "sentences": list(range(5))}, tmp / "data.pth")
+    return {"empty": tmp / "empty", "codes": bpe_files / "codes", "bpe vocab": bpe_files / "vocab",
+            "text": prep_files / "text", "binarized": prep_files / "ours.pth", "original binarized":
+            prep_files / "original.pth", "checkpoint": model_files / "mt.pth", "data .pth": tmp / "data.pth",
+            "huge count vocab": tmp / "huge_count.vocab", "NUL vocab": tmp / "nul.vocab", "folder": tmp}
+
+
+def test_commands_given_files_of_the_wrong_kind(bpe_files, prep_files, model_files, tmp_path):
+    """Every file argument of every command given each file of another kind: fastbpe and preprocess.py one
+    process a call, translate.py all in one."""
+    problems = []
+    kinds = wrong_kind_files(tmp_path, bpe_files, prep_files, model_files)
+    text, codes, vocab = bpe_files / "text", bpe_files / "codes", bpe_files / "vocab"
+    output = tmp_path / "out"
+    for kind, path in kinds.items():
+        text_file = path.is_file() and path.stat().st_size and decoded(path.read_bytes()) is not None
+        calls = [(["learnbpe", 10, path], b"", text_file),
+                 (["applybpe", output, text, path], b"", kind == "codes"),
+                 (["applybpe", output, text, codes, path], b"", kind in ("bpe vocab", "NUL vocab")),
+                 (["applybpe_stream", path], text.read_bytes(), kind == "codes")]
+        for args, stdin, may_succeed in calls:
+            if output.exists():
+                output.unlink()
+            proc = fastbpe(*args, stdin=stdin)
+            check_outcome(problems, f"fastbpe {args[0]} given a {kind} file as {args[-1]}", proc.returncode,
+                          proc.stderr, lambda: may_succeed)
+        if output.exists():
+            output.unlink()
+        for args in (["preprocess.py", path, prep_files / "text", output], ["preprocess.py", prep_files / "vocab",
+                                                                            path, output]):
+            proc = command([*args, "--threads", "1"])
+            check_outcome(problems, f"preprocess.py given a {kind} file as {args[1]}", proc.returncode,
+                          proc.stderr, lambda: output.exists() and corpus_invariants(load_binarized(output)) is None)
+            if output.exists():
+                output.unlink()
+    stdin = tmp_path / "in"
+    stdin.write_text(" ".join(MT_WORDS[:5]) + "\n")
+    cases = [(["--model_path", path, "--src_lang", "en", "--tgt_lang", "fr", "--output_path", tmp_path / f"{i}.out"],
+              path if kind != "folder" else stdin) for i, (kind, path) in enumerate(kinds.items())]
+    cases.append((["--model_path", kinds["checkpoint"], "--src_lang", "en", "--tgt_lang", "fr", "--output_path",
+                   tmp_path / "missing" / "out"], stdin))
+    for (kind, _), (code, stderr) in zip([*kinds.items(), ("missing output folder", None)],
+                                         run_in_one_process(tmp_path, "translate.py", cases)):
+        check_outcome(problems, f"translate.py given a {kind} file as --model_path and stdin", code, stderr.encode(),
+                      lambda: kind == "checkpoint")
+    assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems)
