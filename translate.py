@@ -17,10 +17,11 @@ from tqdm import tqdm
 
 from xlm.data.bpe import remove_bpe
 from xlm.data.datasets import batch_sentences
-from xlm.fileio import DataError, atomic_write, decode_utf8
+from xlm.data.dictionary import N_RESERVED, UNK_INDEX
+from xlm.fileio import DataError, atomic_write, check_output, decode_utf8
 from xlm.model.checkpoint import load_model
 from xlm.model.generate import generate_beam, generate_greedy
-from xlm.train.options import bool_flag
+from xlm.train.options import bool_flag, check_folder_name
 
 
 def parse_args(argv=None):
@@ -43,24 +44,46 @@ def parse_args(argv=None):
         raise DataError("--src_lang and --tgt_lang must differ")
     if os.path.exists(args.output_path):
         raise DataError(f"--output_path {args.output_path} already exists")
+    try:  # found now, not once everything is translated
+        check_output(args.output_path)
+    except DataError as e:
+        raise DataError(f"--output_path {e}") from None
     if args.batch_size < 1 or args.beam_size < 1:
         raise DataError("--batch_size and --beam_size must be >= 1")
+    if args.exp_name:
+        check_folder_name(args.exp_name, "exp_name")
+        check_folder_name(args.exp_id or "translate", "exp_id")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        raise DataError(f"--device {args.device}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DataError(f"--device {args.device}: no CUDA device on this machine (use --device cpu)")
     return args
 
 
 def read_input(stream, dico, max_tokens):
-    """Token ids of every input line; an empty or too long line is an error naming it."""
-    sentences = []
+    """Token ids of every input line; an empty or too long line is an error naming it. A literal </s>,
+    <pad>, <s> or <specialN> is dropped with a warning, as preprocess.py does (it would end the sentence
+    or be read as padding); <unk> stays the unknown word."""
+    sentences, dropped = [], []
     for line_no, raw in enumerate(stream, 1):
         words = decode_utf8(raw, "<stdin>", line_no).split()
-        if not words:
+        ids = [dico.index(w) for w in words]
+        kept = [i for i in ids if i >= N_RESERVED or i == UNK_INDEX]
+        if len(kept) < len(ids):
+            dropped.append(line_no)
+        if not kept:
             raise DataError(f"<stdin>:{line_no}: empty line (every line must hold a sentence)")
-        if len(words) > max_tokens:
-            raise DataError(f"<stdin>:{line_no}: {len(words)} tokens, more than the {max_tokens} the model's "
+        if len(kept) > max_tokens:
+            raise DataError(f"<stdin>:{line_no}: {len(kept)} tokens, more than the {max_tokens} the model's "
                             "positions allow; split the sentence")
-        sentences.append(torch.tensor([dico.index(w) for w in words], dtype=torch.long))
+        sentences.append(torch.tensor(kept, dtype=torch.long))
     if not sentences:
         raise DataError("<stdin>: no input")
+    if dropped:
+        print(f"warning: <stdin>: special tokens removed from {len(dropped)} lines (first at line {dropped[0]})",
+              file=sys.stderr)
     return sentences
 
 
@@ -91,7 +114,11 @@ def main(argv=None):
     args = parse_args(argv)
     if args.exp_name:
         dump = os.path.join(args.dump_path, args.exp_name, args.exp_id or "translate")
-        os.makedirs(dump, exist_ok=True)
+        try:
+            os.makedirs(dump, exist_ok=True)
+        except OSError as e:
+            raise DataError(f"--dump_path: cannot make the log folder {dump} ({e.strerror})") from None
+        check_output(os.path.join(dump, "translate.log"))
         logging.basicConfig(filename=os.path.join(dump, "translate.log"), level=logging.INFO)
     model = load_model(args.model_path)
     if model.decoder is None:

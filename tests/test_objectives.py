@@ -21,7 +21,7 @@ from test_train import losses_of, scores_of
 from xlm.data.binarized import binarize
 from xlm.data.datasets import batch_sentences
 from xlm.data.dictionary import MASK_INDEX, N_RESERVED, SPECIAL_WORDS, Dictionary
-from xlm.evaluation.lm import _stack, _targets
+from xlm.evaluation.lm import _stack, eval_targets
 from xlm.model.checkpoint import read_checkpoint
 from xlm.model.transformer import TransformerConfig, TransformerModel
 from xlm.objectives.lm import MaskingConfig, clm_targets, concat_pair, mask_for_eval, mask_for_training
@@ -215,7 +215,7 @@ def test_eval_mask_of_stacked_stream_windows():
     windows = [torch.randint(N_RESERVED, 40, (1, bptt), generator=g) for _ in range(12)]
     lengths = torch.full((1,), bptt)
     params = SimpleNamespace(word_pred=0.05, context_size=0)
-    batches = list(_stack(_targets(((w, lengths, None, None) for w in windows), "mlm", params), 5))
+    batches = list(_stack(eval_targets(((w, lengths, None, None) for w in windows), "mlm", params), 5))
     assert [len(b[0]) for b in batches] == [5, 5, 2]
     for k, (x, stacked_lengths, _, _, pred_mask, y) in enumerate(batches):
         originals = torch.cat(windows[5 * k:5 * k + 5])

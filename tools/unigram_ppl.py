@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from xlm.data.binarized import load_binarized  # noqa: E402
 from xlm.data.dictionary import UNK_INDEX  # noqa: E402
-from xlm.evaluation.lm import _evaluate, _pair_batches, _stream_windows, _targets, eval_subset  # noqa: E402
+from xlm.evaluation.lm import eval_subset, eval_targets, pair_batches, score_batches, stream_windows  # noqa: E402
 from xlm.fileio import DataError  # noqa: E402
 from xlm.model.checkpoint import load_model  # noqa: E402
 
@@ -37,7 +37,7 @@ def unigram_log_probs(corpus, n_words):
 
 
 def unigram_xe(batches, tables):
-    """(sum of cross-entropy, number of predictions) on _targets batches of the unigram model of each
+    """(sum of cross-entropy, number of predictions) on eval_targets batches of the unigram model of each
     target's language; tables: language id (None for a model without language ids) -> log p."""
     xe, n = 0.0, 0
     for _, _, _, langs, pred_mask, y in batches:
@@ -68,20 +68,20 @@ def compare(model_path, data_path=None, split="valid"):
     for l1, l2 in p.mlm_steps:
         if l2 is None:
             lang = p.lang2id[l1] if p.n_langs > 1 else None
-            batches = list(_stream_windows(corpus(f"{split}.{l1}"), p.bptt, n_words, lang,
-                                           eval_subset(p, split, l1)[0]))
+            batches = list(stream_windows(corpus(f"{split}.{l1}"), p.bptt, n_words, lang,
+                                          eval_subset(p, split, l1)[0]))
             tables = {lang: unigram_log_probs(corpus(f"train.{l1}"), n_words)}
             name = f"{split}_{l1}_mlm"
         else:
             a, b = sorted((l1, l2))
-            batches = list(_pair_batches(corpus(f"{split}.{a}-{b}.{l1}"), corpus(f"{split}.{a}-{b}.{l2}"),
-                                         p.batch_size, n_words, (p.lang2id[l1], p.lang2id[l2]),
-                                         eval_subset(p, split, l1)[1]))
+            batches = list(pair_batches(corpus(f"{split}.{a}-{b}.{l1}"), corpus(f"{split}.{a}-{b}.{l2}"),
+                                        p.batch_size, n_words, (p.lang2id[l1], p.lang2id[l2]),
+                                        eval_subset(p, split, l1)[1]))
             tables = {p.lang2id[lg]: unigram_log_probs(corpus(f"train.{a}-{b}.{lg}"), n_words) for lg in (l1, l2)}
             name = f"{split}_{l1}_{l2}_mlm"
         with torch.no_grad():
-            xe, n, _ = _evaluate(loaded.encoder, _targets(batches, "mlm", p), "mlm", "cpu", nullcontext())
-        uxe, un = unigram_xe(_targets(batches, "mlm", p), tables)
+            xe, n, _ = score_batches(loaded.encoder, eval_targets(batches, "mlm", p), "mlm", "cpu", nullcontext())
+        uxe, un = unigram_xe(eval_targets(batches, "mlm", p), tables)
         rows.append((name, math.exp(xe / max(n, 1)), math.exp(uxe / max(un, 1)), l2 is None))
     mono = [r for r in rows if r[3]]
     if mono:

@@ -205,6 +205,14 @@ class TaskData:
             raise DataError(f"missing labels: {label_path}")
         return LabelledSplit(dataset, labels, s1.path), label_set
 
+    def missing_files(self, task_name, split, lang=None):
+        """The files of a split that do not exist: sentences (s2 for pairs), and labels."""
+        folder, suffix = os.path.join(self.data_path, "eval", task_name), f".{lang}" if lang else ""
+        names = [f"{split}.s1{suffix}.pth", f"{split}.label{suffix}"]
+        if TASKS[task_name].pair:
+            names.insert(1, f"{split}.s2{suffix}.pth")
+        return [os.path.join(folder, n) for n in names if not os.path.isfile(os.path.join(folder, n))]
+
     def has_split(self, task_name, split, lang=None):
         suffix = f".{lang}" if lang else ""
         return os.path.isfile(os.path.join(self.data_path, "eval", task_name, f"{split}.s1{suffix}.pth"))

@@ -29,7 +29,7 @@ def eval_subset(params, split, lang):
     return 1, None
 
 
-def _stream_windows(corpus, bptt, n_words, lang, subsample=1):
+def stream_windows(corpus, bptt, n_words, lang, subsample=1):
     """The original evaluates a stream one bptt window at a time (batch size 1)."""
     dataset = StreamDataset(corpus, 1, bptt, n_words=n_words)
     for key in dataset.batches(None)[:max(len(dataset) // subsample, 1)]:
@@ -37,7 +37,7 @@ def _stream_windows(corpus, bptt, n_words, lang, subsample=1):
         yield b.x, b.lengths, None, None if lang is None else torch.full_like(b.x, lang)
 
 
-def _pair_batches(c1, c2, batch_size, n_words, lang_ids, n_sentences=None):
+def pair_batches(c1, c2, batch_size, n_words, lang_ids, n_sentences=None):
     dataset = ParallelDataset(c1, c2, BatchingOptions(batch_size=batch_size, group_by_size=True), n_words=n_words,
                               n_sentences=n_sentences)
     for key in dataset.batches(None):
@@ -45,7 +45,7 @@ def _pair_batches(c1, c2, batch_size, n_words, lang_ids, n_sentences=None):
         yield concat_pair(b1, lang_ids[0], b2, lang_ids[1])
 
 
-def _targets(batches, objective, params):
+def eval_targets(batches, objective, params):
     """(x, lengths, positions, langs, pred_mask, y) of each batch: CLM's next tokens, or MLM's masks
     drawn from a fresh RandomState(0) batch after batch, as the original: the same masks at every
     evaluation, and on any number of ranks as long as every rank draws those of every batch."""
@@ -66,8 +66,8 @@ def _stack(batches, group):
         yield tuple(None if parts[0] is None else torch.cat(parts) for parts in zip(*chunk))
 
 
-def _evaluate(model, batches, objective, device, autocast):
-    """(sum of cross-entropy, predictions, correct predictions) over batches of _targets."""
+def score_batches(model, batches, objective, device, autocast):
+    """(sum of cross-entropy, predictions, correct predictions) over batches of eval_targets."""
     xe, n, correct = 0.0, 0, 0
     move = (lambda t: None if t is None else t.to(device, non_blocking=True))
     for x, lengths, positions, langs, pred_mask, y in batches:
@@ -98,8 +98,8 @@ def evaluate_lm(models, data, params, info=DistInfo(), autocast=None, log=None):
             for l1, l2 in steps:
                 if l2 is None:
                     lang = lang_id[l1] if params.n_langs > 1 else None
-                    batches = _stream_windows(data.mono[l1][split], params.bptt, data.n_words, lang,
-                                              eval_subset(params, split, l1)[0])
+                    batches = stream_windows(data.mono[l1][split], params.bptt, data.n_words, lang,
+                                             eval_subset(params, split, l1)[0])
                     name = f"{split}_{l1}_{objective}"
                     mono.append(name)
                 else:
@@ -107,15 +107,15 @@ def evaluate_lm(models, data, params, info=DistInfo(), autocast=None, log=None):
                     c1, c2 = data.para[(a, b)][split]
                     if (l1, l2) != (a, b):
                         c1, c2 = c2, c1
-                    batches = _pair_batches(c1, c2, params.batch_size, data.n_words, (lang_id[l1], lang_id[l2]),
-                                            eval_subset(params, split, l1)[1])
+                    batches = pair_batches(c1, c2, params.batch_size, data.n_words, (lang_id[l1], lang_id[l2]),
+                                           eval_subset(params, split, l1)[1])
                     name = f"{split}_{l1}-{l2}_clm" if objective == "clm" else f"{split}_{l1}_{l2}_mlm"
                 start = time.time()
-                own = own_share(_targets(batches, objective, params), info)
+                own = own_share(eval_targets(batches, objective, params), info)
                 if l2 is None:
                     own = _stack(own, max(params.batch_size, 1))
-                xe, n, correct = all_reduce_sum(list(_evaluate(models[objective], own, objective, info.device,
-                                                               autocast)), info)
+                xe, n, correct = all_reduce_sum(list(score_batches(models[objective], own, objective, info.device,
+                                                              autocast)), info)
                 ppl, acc = math.exp(xe / max(n, 1)), 100.0 * correct / max(n, 1)
                 scores[f"{name}_ppl"], scores[f"{name}_acc"] = ppl, acc
                 if log:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..data.dictionary import N_RESERVED
 from ..data.iterators import BatchIterator
 from ..evaluation.classification import TASKS, TaskData, predict, task_scores
 from ..fileio import DataError, atomic_write, remove_stale_tmp
@@ -27,9 +28,9 @@ from ..model.checkpoint import checkpoint_payload, load_model, load_weights, rea
 from ..model.embedder import finetuned_parameters, freeze_all_but, sentence_vectors
 from .distributed import all_reduce_sum, broadcast_from_master
 from .engine import StepEngine
-from .loop import global_batching, start_experiment
-from .options import bool_flag, set_experiment_names
-from .schedules import build_optimizer, parse_optimizer
+from .loop import global_batching, removed_on_failure, start_experiment
+from .options import bool_flag, check_optimizer, set_experiment_names
+from .schedules import build_optimizer
 
 
 def build_parser():
@@ -91,16 +92,22 @@ def parse_params(argv=None):
     if not os.path.isdir(params.data_path):
         raise DataError(f"--data_path: {params.data_path} is not a folder")
     for flag in ("optimizer_e", "optimizer_p"):
-        try:
-            parse_optimizer(getattr(params, flag))
-        except DataError as e:
-            raise DataError(str(e).replace("--optimizer:", f"--{flag}:")) from None
+        check_optimizer(getattr(params, flag), flag)
     if params.fp16 and params.bf16:
         raise DataError("--fp16 and --bf16 exclude each other")
     if params.batch_size < 1 or params.n_epochs < 1:
         raise DataError("--batch_size and --n_epochs must be positive")
     if params.epoch_size == 0 or params.epoch_size < -1:
         raise DataError("--epoch_size must be positive, or -1 for one pass over the training set")
+    if params.max_len < 1 or params.max_batch_size < 0 or params.log_interval < 1:
+        raise DataError("--max_len and --log_interval must be >= 1, --max_batch_size >= 0 (0: no cap)")
+    if params.tokens_per_batch != -1 and params.tokens_per_batch < 1:
+        raise DataError("--tokens_per_batch must be -1 (off) or positive")
+    if params.max_vocab != -1 and params.max_vocab <= N_RESERVED:
+        raise DataError(f"--max_vocab {params.max_vocab}: -1 (all words), or more than the {N_RESERVED} special "
+                        "words that every vocabulary starts with")
+    if params.min_count < 0 or not 0 <= params.dropout < 1 or not 0 <= params.seed < 2 ** 32:
+        raise DataError("--min_count must be >= 0, --dropout in [0, 1) and --seed in [0, 2**32)")
     if params.tokens_per_batch > -1:
         params.group_by_size = True
     if params.embedder_only:
@@ -338,12 +345,43 @@ class FineTuner:
         self.logger.info("%s: done, best %s %.2f", self.task_name, self.validation_metric, self.best)
 
 
+def check_task_files(params):
+    """Every file the tasks will read, before the first of them trains: XNLI's training language, and
+    each language with any XNLI file must have all of them, or the mean accuracy would silently leave it
+    out. A language of the model without any XNLI file (e.g. one XNLI does not cover) is not evaluated.
+    The model file is read first: an unreadable one is the first error."""
+    model_langs = (read_checkpoint(params.model_path).get("params") or {}).get("lang2id") or {}
+    data = TaskData(params.data_path, None)
+    missing = []
+    for task in params.transfer_tasks:
+        if task != "XNLI":
+            missing += data.missing_files(task, "valid" if params.debug_train else "train") + \
+                data.missing_files(task, "valid")
+            continue
+        if params.xnli_train_lang not in model_langs:
+            raise DataError(f"--xnli_train_lang {params.xnli_train_lang}: not a language of the model "
+                            f"({', '.join(model_langs) or 'none'})")
+        folder = os.path.join(params.data_path, "eval", "XNLI")
+        present = {name.split(".")[2] for name in (os.listdir(folder) if os.path.isdir(folder) else [])
+                   if name.count(".") >= 2}
+        missing += data.missing_files(task, "valid" if params.debug_train else "train", params.xnli_train_lang)
+        for lang in sorted(set(model_langs) & (present | {params.xnli_train_lang})):
+            missing += data.missing_files(task, "valid", lang) + data.missing_files(task, "test", lang)
+    if missing:
+        raise DataError(f"missing {len(missing)} data file(s): {', '.join(missing[:6])}"
+                        f"{', ...' if len(missing) > 6 else ''}")
+
+
 def main(argv=None):
     params = parse_params(argv)
-    info, logger, metrics = start_experiment(params)
-    for path in remove_stale_tmp(os.path.join(params.dump_path, "*.pth")) if info.is_master else []:
-        logger.warning("Removed %s, left by a save that was killed", path)
-    for task in params.transfer_tasks:
+    check_task_files(params)
+    with removed_on_failure(params):
+        info, logger, metrics = start_experiment(params)
+        for path in remove_stale_tmp(os.path.join(params.dump_path, "*.pth")) if info.is_master else []:
+            logger.warning("Removed %s, left by a save that was killed", path)
+        tuner = FineTuner(params, params.transfer_tasks[0], info, logger, metrics)
+    tuner.run()
+    for task in params.transfer_tasks[1:]:
         FineTuner(params, task, info, logger, metrics).run()
     if info.multi:
         torch.distributed.destroy_process_group()

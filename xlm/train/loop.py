@@ -7,11 +7,13 @@ import json
 import os
 import pickle
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
@@ -24,7 +26,7 @@ from ..data.iterators import BatchIterator
 from ..data.loader import load_training_data
 from ..evaluation.lm import evaluate_lm, metric_names
 from ..evaluation.mt import evaluate_mt
-from ..fileio import DataError, atomic_write, remove_stale_tmp
+from ..fileio import DataError, atomic_write, check_output, remove_stale_tmp
 from ..model.checkpoint import (check_vocabulary, checkpoint_payload, config_from_params, load_weights,
                                 read_checkpoint, save_checkpoint, strip_module_prefix)
 from ..model.generate import generate_greedy
@@ -39,7 +41,7 @@ from .compile import BucketPadded
 from .distributed import all_reduce_sum, broadcast_from_master, init_distributed
 from .engine import StepEngine
 from .logging import MetricsWriter, create_logger
-from .options import parse_params
+from .options import check_positions, parse_params
 from .pipeline import Plan, Prefetcher
 from .schedules import LambdaSchedule, build_optimizer
 
@@ -59,10 +61,20 @@ class LoopState:
     n_sents: int = 0
 
 
+def experiment_folder(params):
+    return os.path.join(params.dump_path, params.exp_name, params.exp_id)
+
+
 def prepare_dump(params, info):
-    """dump_path/exp_name/exp_id, and params.pkl (as the original) and params.json in it."""
-    dump = os.path.join(params.dump_path, params.exp_name, params.exp_id)
-    os.makedirs(dump, exist_ok=True)
+    """dump_path/exp_name/exp_id, and params.pkl (as the original) and params.json in it; a folder that
+    cannot be written is an error now, not at the first save an epoch later."""
+    dump = experiment_folder(params)
+    try:
+        os.makedirs(dump, exist_ok=True)
+        check_output(os.path.join(dump, "checkpoint.pth"))
+    except (OSError, DataError) as e:
+        raise DataError(f"--dump_path: cannot write the experiment folder {dump} "
+                        f"({e.strerror if isinstance(e, OSError) else e})") from None
     params.dump_path = dump
     if info.is_master and not os.path.exists(os.path.join(dump, "params.pkl")):
         with atomic_write(os.path.join(dump, "params.pkl")) as f:
@@ -70,6 +82,23 @@ def prepare_dump(params, info):
         with atomic_write(os.path.join(dump, "params.json"), "w") as f:
             json.dump(vars(params), f, indent=1, default=str)
     return dump
+
+
+@contextmanager
+def removed_on_failure(params):
+    """A run that fails during its set-up leaves no experiment folder behind, if it made it: nothing in
+    it is worth keeping, and a rerun would otherwise look like a resume. Every rank decides before any
+    of them has made the folder (they meet in init_distributed first)."""
+    made = os.path.abspath(experiment_folder(params))
+    fresh = not os.path.lexists(made)
+    while fresh and not os.path.lexists(os.path.dirname(made)):
+        made = os.path.dirname(made)  # the run also makes the missing dump_path and exp_name folders
+    try:
+        yield
+    except BaseException:
+        if fresh:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
 
 
 def start_experiment(params):
@@ -133,17 +162,6 @@ def build_iterators(params, data, info):
     return iterators
 
 
-def check_positions(params, source):
-    """Refuse inputs longer than the position table, which torch would report deep in an embedding lookup."""
-    lm_steps = list(params.clm_steps) + list(params.mlm_steps)
-    if any(l2 is None for _, l2 in lm_steps) and params.bptt > params.n_positions:
-        raise DataError(f"--bptt {params.bptt} is longer than the {params.n_positions} positions of the model{source}")
-    sentences = any(l2 is not None for _, l2 in lm_steps) or params.ae_steps or params.bt_steps or params.mt_steps
-    if sentences and params.max_len + 2 > params.n_positions:
-        raise DataError(f"--max_len {params.max_len}: a sentence and its two </s> would not fit the "
-                        f"{params.n_positions} positions of the model{source}")
-
-
 def build_models(params, dico, device, logger):
     """{'model': encoder} for pretraining, {'encoder', 'decoder'} for translation, with --reload_emb and
     --reload_model (which, read last as in the original, overrides the word vectors).
@@ -160,7 +178,10 @@ def build_models(params, dico, device, logger):
     reloaded_params = (files[source].get("params") or {}) if source else {}
     params.n_positions = reloaded_params.get("n_positions", N_MAX_POSITIONS)
     params.layer_norm_eps = reloaded_params.get("layer_norm_eps", 1e-12)
-    check_positions(params, f" ({source})" if source else "")
+    check_positions(params, params.n_positions, f" ({source})" if source else "")
+    if params.asm and int(params.asm_cutoffs.split(",")[-1]) >= len(dico):
+        raise DataError(f"--asm_cutoffs {params.asm_cutoffs}: each cutoff must be below the {len(dico)} words of "
+                        "the vocabulary")
     models = {name: TransformerModel(config_from_params(vars(params), len(dico), is_decoder=name == "decoder"))
               for name in names}
     if params.reload_emb:
@@ -525,7 +546,9 @@ class Trainer:
 
 
 def main(argv=None):
-    trainer = Trainer(parse_params(argv))
+    params = parse_params(argv)
+    with removed_on_failure(params):
+        trainer = Trainer(params)
     trainer.run()
     if trainer.info.multi:
         torch.distributed.destroy_process_group()

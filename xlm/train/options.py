@@ -11,7 +11,9 @@ import re
 import string
 
 from ..fileio import DataError
+from ..data.dictionary import N_RESERVED
 from ..model.memory import MemoryConfig, parse_mem_positions
+from ..model.transformer import N_MAX_POSITIONS
 
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 
@@ -168,8 +170,41 @@ def set_experiment_names(params):
     if not params.exp_id:
         params.exp_id = os.environ.get("CHRONOS_JOB_ID") or os.environ.get("SLURM_JOB_ID") or \
             "".join(random.choice(string.ascii_lowercase + string.digits) for _ in range(10))
+    for flag in ("exp_name", "exp_id"):
+        check_folder_name(getattr(params, flag), flag)
     if not params.dump_path:
         params.dump_path = os.path.join("/checkpoint", os.environ.get("USER", "user"), "dumped")
+
+
+def check_folder_name(value, flag):
+    """One folder name: a separator or '..' would put the run outside --dump_path."""
+    if value in (".", "..") or "/" in value or (os.altsep and os.altsep in value):
+        raise DataError(f"--{flag} '{value}' must be a plain folder name (no '/', not '.' or '..')")
+
+
+def check_optimizer(spec, flag):
+    """Build the optimizer of --`flag` on a dummy parameter, so that a value torch refuses (lr=-1,
+    beta1=1.5) is refused now rather than when the model exists."""
+    import torch
+
+    from .schedules import build_optimizer
+
+    build_optimizer([torch.nn.Parameter(torch.zeros(1))], spec, flag)
+
+
+def check_positions(params, n_positions, source=""):
+    """Refuse inputs longer than the position table, which torch would report deep in an embedding lookup."""
+    lm_steps = list(params.clm_steps) + list(params.mlm_steps)
+    if any(l2 is None for _, l2 in lm_steps) and params.bptt > n_positions:
+        raise DataError(f"--bptt {params.bptt} is longer than the {n_positions} positions of the model{source}")
+    sentences = any(l2 is not None for _, l2 in lm_steps) or params.ae_steps or params.bt_steps or params.mt_steps
+    if sentences and params.max_len + 2 > n_positions:
+        raise DataError(f"--max_len {params.max_len}: a sentence and its two </s> would not fit the "
+                        f"{n_positions} positions of the model{source}")
+    # PC reads a pair as one sequence with continuous positions, `</s> x1 </s> x2 </s>`
+    if params.pc_steps and 2 * params.max_len + 3 > n_positions:
+        raise DataError(f"--max_len {params.max_len}: --pc_steps reads a pair as one sequence of up to "
+                        f"{2 * params.max_len + 3} tokens, more than the {n_positions} positions of the model{source}")
 
 
 def check_params(params):
@@ -222,6 +257,13 @@ def check_params(params):
         raise DataError("--bptt must be >= 2 and --batch_size >= 1")
     if params.tokens_per_batch != -1 and params.tokens_per_batch < 1:
         raise DataError("--tokens_per_batch must be -1 (off) or positive")
+    if params.max_len < 1 or params.max_batch_size < 0:
+        raise DataError("--max_len must be >= 1 and --max_batch_size >= 0 (0: no cap)")
+    if params.max_vocab != -1 and params.max_vocab <= N_RESERVED:
+        raise DataError(f"--max_vocab {params.max_vocab}: -1 (all words), or more than the {N_RESERVED} special "
+                        "words that every vocabulary starts with")
+    if params.min_count < 0:
+        raise DataError("--min_count must be >= 0")
 
     # masking
     if not 0 <= params.word_pred < 1:
@@ -249,14 +291,43 @@ def check_params(params):
         raise DataError("--epoch_size must be positive (-1, 'the parallel data size', is broken in the original)")
     if params.log_interval < 1 or params.checkpoint_every < 0:
         raise DataError("--log_interval must be >= 1 and --checkpoint_every >= 0")
+    if params.max_epoch < 1 or params.save_periodic < 0:
+        raise DataError("--max_epoch must be >= 1 and --save_periodic >= 0 (0: off)")
+    if not 0 <= params.seed < 2 ** 32:
+        raise DataError("--seed must be in [0, 2**32)")
 
     # model
+    if params.emb_dim < 1 or params.n_heads < 1:
+        raise DataError("--emb_dim and --n_heads must be >= 1")
+    if params.n_layers < (0 if params.encoder_only else 1):
+        raise DataError(f"--n_layers {params.n_layers}: must be >= 1 (>= 0 for an encoder only; a decoder needs "
+                        "layers to read the source)")
+    for flag in ("dropout", "attention_dropout"):
+        if not 0 <= getattr(params, flag) < 1:
+            raise DataError(f"--{flag} must be in [0, 1)")
+    if params.context_size < 0:
+        raise DataError("--context_size must be >= 0")
     if params.emb_dim % params.n_heads:
         raise DataError(f"--emb_dim {params.emb_dim} must be a multiple of --n_heads {params.n_heads}")
     if params.asm and params.share_inout_emb:
         raise DataError("--asm true needs --share_inout_emb false: the adaptive softmax has its own weights")
+    if params.asm:
+        cutoffs = params.asm_cutoffs.split(",")
+        if not all(c.isdigit() and int(c) > 0 for c in cutoffs) or \
+                any(int(b) <= int(a) for a, b in zip(cutoffs, cutoffs[1:])):
+            raise DataError(f"--asm_cutoffs '{params.asm_cutoffs}': increasing positive integers, e.g. 8000,20000")
+        if params.asm_div_value <= 1:
+            raise DataError("--asm_div_value must be > 1: each cluster of words gets a smaller projection")
+    if not params.reload_model_paths or not any(params.reload_model_paths):
+        check_positions(params, N_MAX_POSITIONS)  # a reloaded model may have another table: checked once read
     if params.use_memory:
         MemoryConfig.from_params(vars(params))
+        for name in ("heads", "knn", "n_keys"):
+            if getattr(params, f"mem_{name}") < 1:
+                raise DataError(f"--mem_{name} must be >= 1")
+        if params.mem_knn > params.mem_n_keys:
+            raise DataError(f"--mem_knn {params.mem_knn}: a query cannot select more than the --mem_n_keys "
+                            f"{params.mem_n_keys} sub-keys of each half")
         if not (parse_mem_positions(params.mem_enc_positions, params.n_layers) or
                 parse_mem_positions(params.mem_dec_positions, params.n_layers)):
             raise DataError("--use_memory true needs --mem_enc_positions (e.g. 4,7 or 7+)")
@@ -283,8 +354,19 @@ def check_params(params):
     if parse_optimizer(params.optimizer)[0] == "sparseadam":
         raise DataError("--optimizer sparseadam takes only sparse gradients: it is for the memory values "
                         "(--mem_values_optimizer with --mem_sparse true)")
+    check_optimizer(params.optimizer, "optimizer")
+    if params.use_memory:
+        check_optimizer(params.mem_values_optimizer, "mem_values_optimizer")
+    trained = []
     for obj in ("mlm", "clm", "pc", "ae", "mt", "bt"):
-        LambdaSchedule.parse(getattr(params, f"lambda_{obj}"), f"lambda_{obj}")
+        schedule = LambdaSchedule.parse(getattr(params, f"lambda_{obj}"), f"lambda_{obj}")
+        if any(value < 0 for _, value in schedule.points):
+            raise DataError(f"--lambda_{obj}: a loss coefficient must not be negative")
+        if getattr(params, f"{obj}_steps") and schedule.points[-1][1] > 0:
+            trained.append(obj)
+    if not trained and not params.eval_only:
+        # once every step is skipped, an epoch (counted in trained sentences) never ends
+        raise DataError("every objective of this run ends with a --lambda_* of 0: training would stop advancing")
     if params.stopping_criterion:
         m = re.match(r"^(_?[\w.-]+),(\d+)$", params.stopping_criterion)
         if not m:

@@ -67,6 +67,8 @@ def parse_optimizer(spec, flag="optimizer"):
         if not eq or not _NUMBER.match(value):
             raise DataError(f"--{flag}: '{item}' must be key=number (plain decimals: 0.0001, not 1e-4)")
         options[key] = float(value)
+        if options[key] < 0:
+            raise DataError(f"--{flag}: {key}={value} must not be negative")
     if name == "sgd" and "lr" not in options:
         raise DataError(f"--{flag}: sgd needs lr=...")
     return name, options
@@ -79,7 +81,7 @@ def build_optimizer(parameters, spec, flag="optimizer"):
     if name in OPTIMIZERS:
         try:
             return OPTIMIZERS[name](parameters, **options)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise DataError(f"--{flag}: {e}") from None
     schedule = dict(ADAM_FAMILY[name])
     kwargs = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8}
@@ -98,7 +100,13 @@ def build_optimizer(parameters, spec, flag="optimizer"):
             raise DataError(f"--{flag}: '{key}' is not an option of {name}")
     if schedule.get("warmup_updates", 1) <= 0 or schedule.get("init_period", 1) <= 0:
         raise DataError(f"--{flag}: {name} needs warmup_updates > 0 and init_period > 0")
-    optimizer = (torch.optim.SparseAdam if name == "sparseadam" else Adam)(parameters, **kwargs)
+    if schedule.get("period_mult", 1) < 1:
+        # shorter and shorter periods would end after init_period / (1 - period_mult) updates
+        raise DataError(f"--{flag}: {name} needs period_mult >= 1")
+    try:
+        optimizer = (torch.optim.SparseAdam if name == "sparseadam" else Adam)(parameters, **kwargs)
+    except ValueError as e:
+        raise DataError(f"--{flag}: {e}") from None
     for group in optimizer.param_groups:
         group.update(schedule_name=name, base_lr=kwargs["lr"], num_updates=0, **schedule)
         group["lr"] = scheduled_lr(group)

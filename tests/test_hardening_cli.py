@@ -1,0 +1,223 @@
+"""Command lines a careless user types: refused before any work with one line naming the flag, output
+locations checked first, and no experiment folder left behind by a run that fails in its set-up."""
+import importlib.util
+import io
+import os
+import subprocess
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+from conftest import ROOT, python
+from test_glue_xnli import finetune_flags, toy_tasks  # noqa: F401  (the toy XNLI/GLUE data)
+from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
+from xlm.fileio import DataError
+from xlm.model.checkpoint import checkpoint_payload, save_checkpoint
+from xlm.model.transformer import TransformerConfig, TransformerModel
+from xlm.train.options import parse_params
+
+TINY = ["--emb_dim", "32", "--n_layers", "2", "--n_heads", "4", "--batch_size", "8", "--bptt", "32", "--max_len", "40",
+        "--epoch_size", "16", "--max_epoch", "1"]
+
+
+def one_error_line(proc, message):
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and message in lines[-1], proc.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--bptt", "1000"], "--bptt 1000 is longer than the 512 positions"),
+    (["--mlm_steps", "en-fr", "--max_len", "600"], "--max_len 600"),
+    (["--pc_steps", "en-fr", "--max_len", "300"], "--pc_steps reads a pair as one sequence of up to 603"),
+    (["--n_heads", "0"], "--n_heads must be >= 1"),
+    (["--emb_dim", "0"], "--emb_dim and --n_heads must be >= 1"),
+    (["--emb_dim", "30"], "--emb_dim 30 must be a multiple of --n_heads 4"),
+    (["--n_layers", "-1"], "--n_layers -1"),
+    (["--encoder_only", "false", "--mlm_steps", "", "--ae_steps", "en", "--n_layers", "0"], "--n_layers 0"),
+    (["--optimizer", "adam,lr=-1"], "--optimizer: lr=-1 must not be negative"),
+    (["--optimizer", "adam,eps=-0.1"], "--optimizer: eps=-0.1 must not be negative"),
+    (["--optimizer", "adam,beta1=1.5"], "--optimizer: Adam: invalid"),
+    (["--optimizer", "nadam,lr=0.1"], "--optimizer: unknown optimizer 'nadam'"),
+    (["--optimizer", "adam,lr"], "--optimizer: 'lr' must be key=number"),
+    (["--optimizer", "sgd,lr=0.1,momentum=0.9,dampening=2,nesterov=1"], "--optimizer: "),
+    (["--optimizer", "adam_cosine,lr=0.1,period_mult=0.5"], "period_mult >= 1"),
+    (["--batch_size", "0"], "--batch_size >= 1"),
+    (["--epoch_size", "0"], "--epoch_size must be positive"),
+    (["--max_len", "0"], "--max_len must be >= 1"),
+    (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
+    (["--attention_dropout", "-1"], "--attention_dropout must be in [0, 1)"),
+    (["--seed", "-1"], "--seed"),
+    (["--max_vocab", "5"], "--max_vocab 5"),
+    (["--max_epoch", "0"], "--max_epoch"),
+    (["--lambda_mlm", "0"], "--lambda_* of 0"),
+    (["--lambda_mlm", "0:1,100:0"], "--lambda_* of 0"),
+    (["--lambda_mlm", "-1"], "--lambda_mlm: a loss coefficient must not be negative"),
+    (["--asm", "true", "--share_inout_emb", "false", "--asm_cutoffs", "50,20"], "--asm_cutoffs '50,20'"),
+    (["--asm", "true", "--share_inout_emb", "false", "--asm_div_value", "0.5"], "--asm_div_value must be > 1"),
+    (["--use_memory", "true", "--mem_enc_positions", "1", "--mem_knn", "0"], "--mem_knn must be >= 1"),
+    (["--use_memory", "true", "--mem_enc_positions", "1", "--mem_heads", "0"], "--mem_heads must be >= 1"),
+    (["--use_memory", "true", "--mem_enc_positions", "1", "--mem_values_optimizer", "adam,lr=-2"],
+     "--mem_values_optimizer: lr=-2"),
+    (["--exp_id", "../x"], "--exp_id '../x' must be a plain folder name"),
+    (["--exp_id", ".."], "--exp_id '..'"),
+    (["--exp_name", "a/b"], "--exp_name 'a/b'"),
+])
+def test_impossible_flags_are_refused_at_parse_time(tmp_path, flags, message):
+    argv = ["--exp_name", "t", "--exp_id", "x", "--dump_path", str(tmp_path), "--data_path", str(tmp_path),
+            "--lgs", "en-fr", "--mlm_steps", "en", *TINY]
+    with pytest.raises(DataError) as e:
+        parse_params(argv + flags)
+    assert message in str(e.value)
+
+
+def argv(data, dump, exp_id, *flags):
+    return ["--exp_name", "t", "--exp_id", exp_id, "--dump_path", str(dump), "--data_path", str(data),
+            "--lgs", "en-fr", "--mlm_steps", "en", *TINY, *map(str, flags)]
+
+
+def test_train_refuses_before_making_the_experiment_folder(tmp_path):
+    dump = tmp_path / "dumped"
+    one_error_line(python("train.py", *argv(tmp_path, dump, "a", "--bptt", "1000"), check=False),
+                   "--bptt 1000 is longer than the 512 positions")
+    assert not dump.exists()
+
+
+def setup_error(*args):
+    from xlm.train.loop import main
+    with pytest.raises(DataError) as e:
+        main(argv(*args))
+    return str(e.value)
+
+
+def test_a_run_failing_in_its_setup_leaves_no_folder(small_sample, tmp_path, keep_signal_handlers):
+    """Errors found once the data is read: the folders the run made are removed, an existing one is kept."""
+    assert "unknown metrics valid_xx_mlm_ppl" in setup_error(small_sample, tmp_path / "new", "a",
+                                                             "--validation_metrics", "valid_xx_mlm_ppl")
+    assert "--asm_cutoffs 8000,20000: each cutoff must be below the" in setup_error(
+        small_sample, tmp_path / "new", "b", "--asm", "true", "--share_inout_emb", "false")
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "old" / "t" / "c"
+    kept.mkdir(parents=True)
+    (kept / "notes.txt").write_text("mine")
+    assert "unknown metrics" in setup_error(small_sample, tmp_path / "old", "c", "--validation_metrics", "nope")
+    assert (kept / "notes.txt").read_text() == "mine"
+
+
+@contextmanager
+def read_only(folder):
+    """A folder nobody can write in: permission bits for a user, the immutable attribute for root."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+    elif subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("running as root on a file system without chattr +i: cannot make a read-only folder")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True) if os.geteuid() == 0 else folder.chmod(0o755)
+
+
+def test_unwritable_experiment_folder_is_found_before_training(small_sample, tmp_path, keep_signal_handlers):
+    (tmp_path / "file").write_text("not a folder")
+    assert "--dump_path: cannot write the experiment" in setup_error(small_sample, tmp_path / "file" / "d", "a")
+    exp = tmp_path / "ro" / "t" / "resumed"
+    exp.mkdir(parents=True)
+    with read_only(exp):
+        assert f"--dump_path: cannot write the experiment folder {exp}" in setup_error(small_sample, tmp_path / "ro",
+                                                                                       "resumed")
+
+
+# ----------------------------------------------------------------------------- translate.py
+
+WORDS = ["a", "b", "c", "d", "e", "f", "g", "h"]
+
+
+@pytest.fixture(scope="module")
+def mt_checkpoint(tmp_path_factory):
+    """A random (untrained) translation model: its greedy outputs are deterministic, which is all we compare."""
+    vocab = SPECIAL_WORDS + WORDS
+    torch.manual_seed(0)
+    kw = dict(n_words=len(vocab), emb_dim=16, n_layers=1, n_heads=2, n_langs=2)
+    enc, dec = TransformerModel(TransformerConfig(**kw)), TransformerModel(TransformerConfig(**kw, is_decoder=True))
+    params = dict(emb_dim=16, n_layers=1, n_heads=2, n_langs=2, lang2id={"en": 0, "fr": 1}, id2lang={0: "en", 1: "fr"},
+                  encoder_only=False, n_words=len(vocab))
+    path = tmp_path_factory.mktemp("mt") / "mt.pth"
+    save_checkpoint(checkpoint_payload(Dictionary.from_words([(w, 0) for w in vocab]), params, encoder=enc.eval(),
+                                       decoder=dec.eval()), path)
+    return path
+
+
+def translate_module():
+    spec = importlib.util.spec_from_file_location("translate_script", ROOT / "translate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_translate_checks_its_output_folder_first(mt_checkpoint, tmp_path):
+    proc = python("translate.py", "--model_path", mt_checkpoint, "--src_lang", "en", "--tgt_lang", "fr",
+                  "--output_path", tmp_path / "missing" / "out.fr", input="a b\n", check=False)
+    one_error_line(proc, f"--output_path {tmp_path / 'missing' / 'out.fr'}: cannot write in {tmp_path / 'missing'}")
+    parse_args = translate_module().parse_args
+    common = ["--model_path", str(mt_checkpoint), "--src_lang", "en", "--tgt_lang", "fr"]
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    with read_only(ro), pytest.raises(DataError, match="--output_path .*: cannot write in"):
+        parse_args(common + ["--output_path", str(ro / "out.fr")])
+    for flags, message in [(["--beam_size", "0"], "--beam_size must be >= 1"),
+                           (["--batch_size", "0"], "--batch_size"),
+                           (["--exp_name", "x", "--exp_id", "../y"], "--exp_id '../y'"),
+                           (["--device", "nonsense"], "--device nonsense")]:
+        with pytest.raises(DataError, match=message.replace("(", r"\(")):
+            parse_args(common + ["--output_path", str(tmp_path / "o")] + flags)
+
+
+def test_translate_drops_special_tokens_as_preprocess_does(capsys):
+    read_input = translate_module().read_input
+    dico = Dictionary.from_words([(w, 0) for w in SPECIAL_WORDS + WORDS])
+    got = read_input(io.BytesIO(b"a </s> b c\nd <pad> e <s>\nf <special3>\ng\n"), dico, 100)
+    # preprocess.py's rule: every id below 14 but <unk> is removed, the other words keep their ids
+    expected = [[dico.index(w) for w in line.split()] for line in ("a b c", "d e", "f", "g")]
+    assert [t.tolist() for t in got] == expected
+    assert capsys.readouterr().err == "warning: <stdin>: special tokens removed from 3 lines (first at line 1)\n"
+    assert read_input(io.BytesIO(b"a <unk> b\n"), dico, 100)[0].tolist() == [dico.index("a"), 3, dico.index("b")]
+    with pytest.raises(DataError, match="<stdin>:2: empty line"):
+        read_input(io.BytesIO(b"a\n</s> <pad>\n"), dico, 100)
+
+
+# ----------------------------------------------------------------------------- glue-xnli.py
+
+def partial_copy(toy_tasks, tmp_path, removed):  # noqa: F811
+    """The toy data with the files named in `removed` left out (the others linked)."""
+    for src in (toy_tasks / "data").rglob("*"):
+        if src.is_file() and src.name not in removed:
+            dst = tmp_path / "data" / src.relative_to(toy_tasks / "data")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(src)
+    return tmp_path / "data"
+
+
+def finetune(toy_tasks, data, *args):  # noqa: F811
+    flags = [str(a) for a in finetune_flags(toy_tasks, "missing")]
+    flags[flags.index("--data_path") + 1] = str(data)
+    return python("glue-xnli.py", *flags, "--n_epochs", 1, *args, check=False)
+
+
+def test_xnli_missing_test_files_are_an_error_before_training(toy_tasks, tmp_path):  # noqa: F811
+    data = partial_copy(toy_tasks, tmp_path, {"test.s2.fr.pth", "test.label.fr"})
+    proc = finetune(toy_tasks, data, "--transfer_tasks", "SST-2,XNLI")
+    one_error_line(proc, "missing 2 data file(s)")
+    assert "test.s2.fr.pth" in proc.stderr and "test.label.fr" in proc.stderr
+    assert "epoch" not in proc.stdout and not (toy_tasks / "dumped" / "ft" / "missing").exists()
+
+
+def test_glue_xnli_flags(toy_tasks, tmp_path):  # noqa: F811
+    from xlm.train.finetune import parse_params as finetune_options
+    for args, message in [(["--optimizer_e", "adam,lr=-1"], "--optimizer_e: lr=-1"),
+                          (["--optimizer_p", "adam,beta2=2"], "--optimizer_p: Adam: invalid"),
+                          (["--batch_size", "0"], "--batch_size"),
+                          (["--max_vocab", "3"], "--max_vocab 3"),
+                          (["--dropout", "2"], "--dropout"),
+                          (["--exp_id", "../up"], "--exp_id '../up'")]:
+        with pytest.raises(DataError, match=message.replace("(", r"\(")):
+            finetune_options([str(a) for a in finetune_flags(toy_tasks, "err")] + ["--transfer_tasks", "XNLI", *args])
