@@ -659,3 +659,44 @@ def test_commands_given_files_of_the_wrong_kind(bpe_files, prep_files, model_fil
         check_outcome(problems, f"translate.py given a {kind} file as --model_path and stdin", code, stderr.encode(),
                       lambda: kind == "checkpoint")
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems)
+
+
+# ----------------------------------------------------------------------------- what the fuzzing found, kept
+
+CHECKPOINT_REGRESSIONS = [  # each raised another exception than DataError, or loaded and failed in the model
+    ("mt.pth", "params.pad_index", torch.zeros(2, 2)), ("mt.pth", "params.pad_index", float("nan")),
+    ("mt.pth", "params.pad_index", True), ("mlm.pth", "params.pad_index", 10**30),
+    ("mlm.pth", "params.n_heads", torch.zeros(2, 2)), ("mlm.pth", "params.sinusoidal_embeddings", torch.zeros(2, 2)),
+    ("mlm.pth", "params.dropout", -1), ("mt.pth", "params.dropout", "x"), ("mlm.pth", "params.dropout", float("nan")),
+    ("mt.pth", "params.layer_norm_eps", None), ("mlm.pth", "params.layer_norm_eps", []),
+    ("mt.pth", "params", np.zeros(3, dtype=np.float32)), ("mlm.pth", "params.n_words", np.zeros(3, dtype=np.float32)),
+    ("mlm.pth", "dico_word2id.v0", torch.zeros(2, 2)),
+    # sizes that build a huge model before the weights are compared with it
+    ("mlm.pth", "params.n_layers", 100_000), ("mlm.pth", "params.emb_dim", 100_000),
+    ("mlm.pth", "params.n_langs", 2**31), ("mt.pth", "params.n_positions", 2**31),
+]
+
+
+@pytest.mark.parametrize("name, key, value", CHECKPOINT_REGRESSIONS, ids=lambda v: str(v)[:20])
+def test_checkpoint_with_a_wrong_value_is_a_data_error(model_files, tmp_path, name, key, value):
+    path = tmp_path / "bad.pth"
+    torch.save(replaced(torch.load(model_files / name, weights_only=True), key, value), path)
+    with deadline(10), pytest.raises(DataError, match="bad.pth"):
+        load_model(path)
+
+
+def test_binarized_header_with_a_negative_token_count_is_a_data_error(prep_files, tmp_path):
+    import struct
+    data = (prep_files / "ours.pth").read_bytes()
+    (offset,) = struct.unpack("<Q", data[8:16])
+    header = json.loads(data[offset:])
+    (tmp_path / "bad.pth").write_bytes(data[:offset] + json.dumps({**header, "n_tokens": -1}).encode())
+    with pytest.raises(DataError, match="bad.pth: corrupt header"):
+        load_binarized(tmp_path / "bad.pth")
+
+
+def test_fastbpe_refuses_a_vocabulary_given_as_codes(bpe_files, tmp_path):
+    """It was read as subword-nmt codes that merge nothing: the text came out split into characters."""
+    proc = fastbpe("applybpe", tmp_path / "out", bpe_files / "text", bpe_files / "vocab")
+    assert failed_cleanly(proc.returncode, proc.stderr) and b"a vocabulary, not BPE codes" in proc.stderr
+    assert not (tmp_path / "out").exists()
