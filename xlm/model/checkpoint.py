@@ -147,19 +147,19 @@ def check_config(config):
 
 
 def check_sizes(config, state_dict, name="model"):
-    """The sizes in the params against the shapes of the weights, before the model is built: a damaged
-    n_layers or emb_dim would otherwise allocate (or loop) for as long as it says."""
-    sizes = {"embeddings.weight": (config.n_words, config.emb_dim),
-             "position_embeddings.weight": (config.n_positions, config.emb_dim)}
+    """Refuse params that say more than the weights hold, before the model is built: a damaged n_layers or
+    emb_dim would otherwise allocate (or loop) for as long as it says. Smaller sizes are left to
+    `load_weights`, which names every key that does not fit."""
+    sizes = {"emb_dim": ("embeddings.weight", 1), "n_positions": ("position_embeddings.weight", 0)}
     if config.has_lang_emb:
-        sizes["lang_embeddings.weight"] = (config.n_langs, config.emb_dim)
-    for key, shape in sizes.items():
-        if key in state_dict and tuple(state_dict[key].shape) != shape:
-            raise DataError(f"the {name} weights do not fit the params: {key} is {tuple(state_dict[key].shape)}, "
-                            f"the params say {shape}")
+        sizes["n_langs"] = ("lang_embeddings.weight", 0)
+    for option, (key, dim) in sizes.items():
+        if key in state_dict and getattr(config, option) > state_dict[key].shape[dim]:
+            raise DataError(f"params {option}={getattr(config, option)}, but the {name} weights' {key} is "
+                            f"{tuple(state_dict[key].shape)}")
     layers = {m.group(1) for m in map(re.compile(r"attentions\.(\d+)\.").match, state_dict) if m}
-    if len(layers) != config.n_layers:
-        raise DataError(f"the {name} weights have {len(layers)} layers, the params say n_layers={config.n_layers}")
+    if config.n_layers > len(layers):
+        raise DataError(f"params n_layers={config.n_layers}, but the {name} weights have {len(layers)} layers")
 
 
 def config_from_params(params, n_words, is_decoder=False):
