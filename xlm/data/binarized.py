@@ -151,7 +151,7 @@ def _load_ours(path):
             raise DataError(f"{path}: corrupt header ({type(e).__name__}: {e})") from None
     if dtype != token_dtype(len(dico)):
         raise DataError(f"{path}: token ids of dtype {dtype} do not fit a {len(dico)}-word vocabulary")
-    if not (n >= 0 and DATA_OFFSET + n_tokens * dtype.itemsize <= positions_offset
+    if not (n >= 0 and n_tokens >= 0 and DATA_OFFSET + n_tokens * dtype.itemsize <= positions_offset
             and positions_offset + 16 * n <= header_offset):
         raise DataError(f"{path}: corrupt header (sections overlap or lie outside the file)")
     # mapped, not read: a stream never touches the offsets, so opening costs nothing per sentence

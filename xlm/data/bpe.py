@@ -245,6 +245,10 @@ def read_codes(path):
         joined.add(pair[0] + pair[1])
     if not merges:
         raise DataError(f"{path}: no BPE merges")
+    # subword-nmt's two columns are read without a header too, but never all 'WORD COUNT': a vocabulary
+    if all(right.isdigit() for _, right in merges) and not is_fastbpe_codes(path) and \
+            not _read_lines(path)[0].startswith("#version:"):
+        raise DataError(f"{path}: 'WORD COUNT' on every line: a vocabulary, not BPE codes")
     return list(merges)
 
 

@@ -116,6 +116,8 @@ class Dictionary:
                 raise DataError(f"dictionary: id {i} must be {w!r}, found {self.id2word.get(i)!r}")
         if not (len(self.id2word) == len(self.word2id) == len(self.counts)):
             raise DataError("dictionary: id2word, word2id and counts differ in size")
+        if not all(type(w) is str and type(i) is int for w, i in self.word2id.items()):
+            raise DataError("dictionary: words must be strings and ids integers")
         if set(self.word2id) != set(self.counts) or any(self.word2id[w] != i for i, w in self.id2word.items()):
             raise DataError("dictionary: id2word and word2id disagree")
 

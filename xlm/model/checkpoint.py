@@ -10,6 +10,7 @@ allow-list.
 """
 import os
 import pickle
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -113,6 +114,54 @@ def _int_list(value):
     return [int(v) for v in value.split(",") if v] if isinstance(value, str) else [int(v) for v in value]
 
 
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_flag(value):
+    return isinstance(value, (bool, np.bool_)) or _is_int(value) and value in (0, 1)
+
+
+def check_config(config):
+    """Each number of a config of the type and range a model needs, found before any layer is built: the
+    params of a damaged or hand-edited checkpoint would otherwise fail inside the model, or later."""
+    def refuse(name, expected):
+        raise DataError(f"params {name}={getattr(config, name)!r}, expected {expected}")
+    for name in ("n_words", "emb_dim", "n_heads", "n_langs", "n_positions"):
+        if not _is_int(getattr(config, name)) or getattr(config, name) < 1:
+            refuse(name, "an integer >= 1")
+    if not _is_int(config.n_layers) or config.n_layers < 0:
+        refuse("n_layers", "an integer >= 0")
+    for name in ("pad_index", "eos_index"):
+        if not _is_int(getattr(config, name)) or not 0 <= getattr(config, name) < config.n_words:
+            refuse(name, f"a word id below {config.n_words}")
+    for name in ("dropout", "attention_dropout", "layer_norm_eps", "asm_div_value"):
+        value = getattr(config, name)
+        if not (_is_int(value) or isinstance(value, (float, np.floating))) or not 0 <= value < 1e9:
+            refuse(name, "a number >= 0")
+    if not config.dropout < 1 or not config.attention_dropout < 1:
+        refuse("dropout" if config.dropout >= 1 else "attention_dropout", "a probability below 1")
+    for name in ("gelu_activation", "share_inout_emb", "sinusoidal_embeddings", "use_lang_emb", "asm"):
+        if not _is_flag(getattr(config, name)):
+            refuse(name, "true or false")
+
+
+def check_sizes(config, state_dict, name="model"):
+    """Refuse params that say more than the weights hold, before the model is built: a damaged n_layers or
+    emb_dim would otherwise allocate (or loop) for as long as it says. Smaller sizes are left to
+    `load_weights`, which names every key that does not fit."""
+    sizes = {"emb_dim": ("embeddings.weight", 1), "n_positions": ("position_embeddings.weight", 0)}
+    if config.has_lang_emb:
+        sizes["n_langs"] = ("lang_embeddings.weight", 0)
+    for option, (key, dim) in sizes.items():
+        if key in state_dict and getattr(config, option) > state_dict[key].shape[dim]:
+            raise DataError(f"params {option}={getattr(config, option)}, but the {name} weights' {key} is "
+                            f"{tuple(state_dict[key].shape)}")
+    layers = {m.group(1) for m in map(re.compile(r"attentions\.(\d+)\.").match, state_dict) if m}
+    if config.n_layers > len(layers):
+        raise DataError(f"params n_layers={config.n_layers}, but the {name} weights have {len(layers)} layers")
+
+
 def config_from_params(params, n_words, is_decoder=False):
     """A TransformerConfig from the original's params dict (older files lack the later keys; the original's
     own lack `n_positions` and `layer_norm_eps`, which only models converted from Hugging Face set)."""
@@ -121,6 +170,8 @@ def config_from_params(params, n_words, is_decoder=False):
     if missing:
         raise DataError(f"checkpoint params lack {', '.join(missing)}")
     use_memory = params.get("use_memory", False)
+    if not _is_flag(use_memory):
+        raise DataError(f"params use_memory={use_memory!r}, expected true or false")
     config = TransformerConfig(
         n_words=n_words, emb_dim=params["emb_dim"], n_layers=params["n_layers"], n_heads=params["n_heads"],
         dropout=params.get("dropout", 0.0), attention_dropout=params.get("attention_dropout", 0.0),
@@ -134,6 +185,7 @@ def config_from_params(params, n_words, is_decoder=False):
                                           params["n_layers"]) if use_memory else [],
         pad_index=params.get("pad_index", 2), eos_index=params.get("eos_index", 1),
         n_positions=params.get("n_positions", N_MAX_POSITIONS), layer_norm_eps=params.get("layer_norm_eps", 1e-12))
+    check_config(config)
     return config
 
 
@@ -182,13 +234,13 @@ def load_model(path):
     models to a device with `.to(device)`.
     """
     data = read_checkpoint(path)
-    params = data.get("params") or {}
+    params = {} if data.get("params") is None else data["params"]
     if not isinstance(params, dict):
         raise DataError(f"{path}: 'params' is a {type(params).__name__}, not a dict")
     params = dict(params)
     dico = dico_from_checkpoint(data, path)
     n_words = len(dico)
-    if params.get("n_words", n_words) != n_words:
+    if not _is_int(params.get("n_words", n_words)) or params.get("n_words", n_words) != n_words:
         raise DataError(f"{path}: params say n_words={params['n_words']} but the vocabulary has {n_words} words")
     if "model" in data:
         parts = [("model", False)]
@@ -199,7 +251,9 @@ def load_model(path):
     models = []
     for key, is_decoder in parts:
         try:
-            model = TransformerModel(config_from_params(params, n_words, is_decoder))
+            config = config_from_params(params, n_words, is_decoder)
+            check_sizes(config, strip_module_prefix(data[key], key), key)
+            model = TransformerModel(config)
         except (TypeError, ValueError, ZeroDivisionError) as e:  # DataError included
             raise DataError(f"{path}: its params do not describe a model ({e})") from None
         try:
