@@ -319,21 +319,27 @@ def test_preprocess_damaged_inputs(prep_files, tmp_path):
 
 # ----------------------------------------------------------------------------- readers, in process
 
-def test_load_binarized_damaged(prep_files, tmp_path):
-    """load_binarized on damaged files of both formats: a truncated file never loads; any other damage loads a
-    corpus whose ids and offsets are inside their bounds, or is a DataError."""
+def load_damaged(folder, names, n_cases, read, check, never_loads, tmp_path):
+    """read on n_cases damaged copies of folder's files: each loads and passes check, or is a DataError;
+    a copy for which never_loads(data, original) holds does not load."""
     problems = []
     rng = random.Random(SEED)
-    for n in range(150):
-        name = rng.choice(["ours.pth", "original.pth"])
-        original = (prep_files / name).read_bytes()
+    for n in range(n_cases):
+        name = rng.choice(names)
+        original = (folder / name).read_bytes()
         what, data = damage(original, rng)
         path = tmp_path / f"{n}.pth"
         path.write_bytes(data)
-        loaded = read_or_data_error(problems, f"case {n}: {name} {what}", lambda: load_binarized(path), corpus_invariants)
-        assert not (loaded and len(data) < len(original) and data == original[:len(data)]), \
-            f"case {n}: {name} {what} loaded"
+        loaded = read_or_data_error(problems, f"case {n}: {name} {what}", lambda: read(path), check)
+        assert not (loaded and never_loads(data, original)), f"case {n}: {name} {what} loaded"
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems)
+
+
+def test_load_binarized_damaged(prep_files, tmp_path):
+    """load_binarized on damaged files of both formats: a truncated file never loads; any other damage loads a
+    corpus whose ids and offsets are inside their bounds, or is a DataError."""
+    load_damaged(prep_files, ["ours.pth", "original.pth"], 150, load_binarized, corpus_invariants,
+                 lambda data, original: len(data) < len(original) and data == original[:len(data)], tmp_path)
 
 
 def vocab_invariants(path):
@@ -470,19 +476,10 @@ def model_works(model):
 
 
 def test_load_model_damaged(model_files, tmp_path):
-    """load_model on damaged checkpoint files: a truncated one never loads; any other damage gives a model
+    """load_model on damaged checkpoint files: a shortened one never loads; any other damage gives a model
     that runs, or a DataError."""
-    problems = []
-    rng = random.Random(SEED)
-    for n in range(60):
-        name = rng.choice(["mt.pth", "mlm.pth"])
-        original = (model_files / name).read_bytes()
-        what, data = damage(original, rng)
-        path = tmp_path / f"{n}.pth"
-        path.write_bytes(data)
-        loaded = read_or_data_error(problems, f"case {n}: {name} {what}", lambda: load_model(path), model_works)
-        assert not (loaded and len(data) < len(original)), f"case {n}: {name} {what} loaded"
-    assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems)
+    load_damaged(model_files, ["mt.pth", "mlm.pth"], 60, load_model, model_works,
+                 lambda data, original: len(data) < len(original), tmp_path)
 
 
 def replaced(data, key, value):
