@@ -7,6 +7,7 @@ first host of the nodes (`scontrol show hostnames`) on --master_port. NCCL on GP
 import itertools
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 
 import torch
@@ -116,6 +117,18 @@ def broadcast_from_master(obj, info):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def shutdown(info):
+    """End the process group. Gloo's worker threads drop the tensors of the last collectives after
+    completing them, which needs the GIL; destroying the group joins those threads while holding it, so
+    a thread still dropping one deadlocks the exit (seen: a glue-xnli.py rank hung after its last
+    broadcast). A barrier and a short sleep, both waiting without the GIL, let them finish first."""
+    if not info.multi:
+        return
+    dist.barrier()
+    time.sleep(0.05)
+    dist.destroy_process_group()
 
 
 def enable_tf32():

@@ -26,7 +26,7 @@ from ..evaluation.classification import TASKS, TaskData, predict, task_scores
 from ..fileio import DataError, atomic_write, remove_stale_tmp
 from ..model.checkpoint import checkpoint_payload, load_model, load_weights, read_checkpoint, save_checkpoint
 from ..model.embedder import finetuned_parameters, freeze_all_but, sentence_vectors
-from .distributed import all_reduce_sum, broadcast_from_master
+from .distributed import all_reduce_sum, broadcast_from_master, shutdown
 from .engine import StepEngine
 from .loop import global_batching, removed_on_failure, start_experiment
 from .options import bool_flag, check_optimizer, set_experiment_names
@@ -383,5 +383,4 @@ def main(argv=None):
     tuner.run()
     for task in params.transfer_tasks[1:]:
         FineTuner(params, task, info, logger, metrics).run()
-    if info.multi:
-        torch.distributed.destroy_process_group()
+    shutdown(info)

@@ -38,7 +38,7 @@ from ..objectives.pc import pc_loss
 from .checkpointing import gather_rng_states, load_training_checkpoint, rng_state, save_training_checkpoint, \
     set_rng_state
 from .compile import BucketPadded
-from .distributed import all_reduce_sum, broadcast_from_master, init_distributed
+from .distributed import all_reduce_sum, broadcast_from_master, init_distributed, shutdown
 from .engine import StepEngine
 from .logging import MetricsWriter, create_logger
 from .options import check_positions, parse_params
@@ -550,7 +550,6 @@ def main(argv=None):
     with removed_on_failure(params):
         trainer = Trainer(params)
     trainer.run()
-    if trainer.info.multi:
-        torch.distributed.destroy_process_group()
+    shutdown(trainer.info)
     if trainer.stop_signal is not None:
         sys.exit(128 + trainer.stop_signal)  # the shell's status of a signalled command: the run is not over
