@@ -129,3 +129,24 @@ def two_rank_reference(small_sample, tmp_path_factory):
     command, env = torchrun(*TWO_RANK_FLAGS, "--exp_id", "whole", "--dump_path", dump, "--data_path", small_sample)
     subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
     return (dump / "test" / "whole" / "train.log").read_text()
+
+
+def random_hf_xlm(path, words, seed=0, bias_scale=0.1, **config):
+    """A random transformers XLMWithLMHeadModel (2 x 32) over `words`, saved in path with a vocab.json in
+    HF's '</w>' convention; languages l0, l1, ... unless config gives lang2id."""
+    import json
+
+    import torch
+    import transformers
+    torch.manual_seed(seed)
+    config.setdefault("lang2id", {f"l{i}": i for i in range(config.get("n_langs", 1))})
+    model = transformers.XLMWithLMHeadModel(transformers.XLMConfig(vocab_size=len(words), emb_dim=32, n_layers=2,
+                                                                   n_heads=4, **config)).eval()
+    with torch.no_grad():  # HF initialises biases and LayerNorms to constants: randomise them so they count
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "layer_norm" in name:
+                p.add_(torch.randn_like(p) * bias_scale)
+    model.save_pretrained(path)
+    vocab = {(w if i < 14 else w[:-2] if w.endswith("@@") else w + "</w>"): i for i, w in enumerate(words)}
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    return model

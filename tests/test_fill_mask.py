@@ -1,14 +1,12 @@
 """tools/fill_mask.py: masked-word predictions of a checkpoint, against transformers' XLMWithLMHeadModel
 forward on the input written out by the MLM/TLM rule."""
 import importlib.util
-import json
 import sys
 
 import pytest
 import torch
-import transformers
 
-from conftest import ROOT, python
+from conftest import ROOT, python, random_hf_xlm
 from xlm.convert import main as convert
 from xlm.data.bpe import learn_bpe, write_codes
 from xlm.data.dictionary import SPECIAL_WORDS
@@ -29,17 +27,7 @@ LANG2ID = {"en": 0, "fr": 1}
 def model(tmp_path_factory):
     """A random HF XLMWithLMHeadModel with two languages, and the same converted to an xlm checkpoint."""
     folder = tmp_path_factory.mktemp("hf")
-    torch.manual_seed(0)
-    config = transformers.XLMConfig(vocab_size=len(WORDS), emb_dim=32, n_layers=2, n_heads=4, n_langs=2,
-                                    lang2id=LANG2ID, use_lang_emb=True)
-    hf = transformers.XLMWithLMHeadModel(config).eval()
-    with torch.no_grad():  # HF's constant biases and LayerNorms: randomise them so they count
-        for name, p in hf.named_parameters():
-            if name.endswith("bias") or "layer_norm" in name:
-                p.add_(torch.randn_like(p) * 0.3)
-    hf.save_pretrained(folder)
-    vocab = {(w if i < 14 else w[:-2] if w.endswith("@@") else w + "</w>"): i for i, w in enumerate(WORDS)}
-    (folder / "vocab.json").write_text(json.dumps(vocab))
+    hf = random_hf_xlm(folder, WORDS, bias_scale=0.3, n_langs=2, lang2id=LANG2ID, use_lang_emb=True)
     convert(["from-hf", str(folder), str(folder / "model.pth")])
     # BPE codes learned on every word but 'opened', plus 'openx' and 'ed': 'opened' becomes 'open@@ ed'
     (folder / "words").write_text(" ".join((SENTENCE_WORDS[:-1] + ["openx"]) * 3) + "\n")

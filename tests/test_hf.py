@@ -8,6 +8,7 @@ import torch
 import transformers
 
 import xlm
+from conftest import random_hf_xlm
 from test_model import WORDS, padded_batch
 from xlm.convert import main as convert
 from xlm.data.dictionary import Dictionary
@@ -24,19 +25,7 @@ COMPUTATION = ["vocab_size", "emb_dim", "n_layers", "n_heads", "dropout", "atten
 
 def hf_folder(path, seed=0, **config):
     """A random HF XLMWithLMHeadModel saved with a vocab.json in HF's '</w>' convention."""
-    torch.manual_seed(seed)
-    n_langs = config.get("n_langs", 1)
-    cfg = transformers.XLMConfig(vocab_size=len(WORDS), emb_dim=32, n_layers=2, n_heads=4,
-                                 lang2id={f"l{i}": i for i in range(n_langs)}, **config)
-    model = transformers.XLMWithLMHeadModel(cfg).eval()
-    with torch.no_grad():  # HF initialises biases and LayerNorms to constants: randomise them so they count
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "layer_norm" in name:
-                p.add_(torch.randn_like(p) * 0.1)
-    model.save_pretrained(path)
-    vocab = {(w if i < 14 else w[:-2] if w.endswith("@@") else w + "</w>"): i for i, w in enumerate(WORDS)}
-    (path / "vocab.json").write_text(json.dumps(vocab))
-    return model, path
+    return random_hf_xlm(path, WORDS, seed, **config), path
 
 
 CONFIGS = {
