@@ -100,6 +100,34 @@ def test_greedy_stops_computing_finished_sentences(reverser):
     assert torch.equal(out, generate_greedy(dec, *src, tgt_lang_id=1, max_len=12)[0])
 
 
+@torch.no_grad()
+def test_beam_stops_computing_done_sentences(reverser):
+    """A sentence whose beam search is done (enough finished hypotheses, none of the running ones can
+    beat them) leaves the batch at the next host read; the outputs stay those of the whole batch."""
+    enc, dec = reverser
+    sources, beam_size, sync_every = SOURCES + [[6, 6, 7, 4, 10, 9, 5, 8], [8]], 3, 2
+    src = encode(enc, sources)
+    rows = []
+    hook = dec.layer_norm_emb.register_forward_hook(lambda m, args, out: rows.append(len(out)))  # once per step
+    try:
+        alone = []  # the steps each sentence runs alone, stopping as soon as it is done
+        for i in range(len(sources)):
+            rows.clear()
+            generate_beam(dec, src[0][i:i + 1, :int(src[1][i])], src[1][i:i + 1], 1, beam_size, max_len=16,
+                          sync_every=1)
+            alone.append(len(rows))
+        rows.clear()
+        out, lengths = generate_beam(dec, *src, 1, beam_size, max_len=16, sync_every=sync_every)
+    finally:
+        hook.remove()
+    # before step t (1-based), the host read after step u < t dropped the sentences done by then
+    expected = [beam_size * sum(not any((u + 1) % sync_every == 0 and n <= u for u in range(1, t)) for n in alone)
+                for t in range(1, len(rows) + 1)]
+    assert rows == expected and len(set(rows)) > 2, alone
+    reference = generate_beam(dec, *src, 1, beam_size, max_len=16, sync_every=10 ** 6)
+    assert torch.equal(out, reference[0]) and torch.equal(lengths, reference[1])
+
+
 def finished_hypotheses(dec, src_enc, src_len, n_words, max_len):
     """Every hypothesis beam search can finish, as (output words, k, sum of log-probabilities), scored
     by teacher forcing in one batch. A hypothesis ends with </s> (kept out of the output) or is cut at

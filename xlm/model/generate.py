@@ -5,7 +5,7 @@ Sentences start with </s> (XLM uses EOS as BOS) and decoding stops at </s> or at
 (tokens (bs, length) with </s> at both ends and padding after, lengths (bs,)).
 
 All bookkeeping stays on the device: the host reads a device value only every `sync_every` steps (to
-stop once every sentence is finished, and in greedy decoding to drop the finished ones from the batch)
+stop once every sentence is finished, and to drop the finished ones from the batch)
 and once at the end (to trim the output). Steps run after the last sentence finished change nothing
 in the output. The decoder computes one position per step, from the keys and values it keeps
 (`TransformerModel.step`).
@@ -99,12 +99,17 @@ class BeamHypotheses:
         self.lengths = lengths.gather(1, keep)
         self.count = torch.clamp(self.count + offered.sum(1), max=self.n_hyp)
 
+    def keep(self, sentences):
+        """Only the sentences of these indices go on."""
+        for name in ("scores", "tokens", "lengths", "count", "done"):
+            setattr(self, name, getattr(self, name)[sentences])
+
     def best(self, eos_index):
-        """The best hypothesis of each sentence followed by </s>, and its length."""
+        """The best hypothesis of each sentence followed by </s> (bs, max_len), and its length."""
         bs = len(self.tokens)
         decoded, length = self.tokens[:, 0].clone(), self.lengths[:, 0] + 1
         decoded[torch.arange(bs, device=decoded.device), length - 1] = eos_index
-        return decoded[:, :int(length.max())], length
+        return decoded, length
 
 
 @torch.no_grad()
@@ -115,19 +120,28 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
     generated = torch.full((bs * beam_size, max_len), pad, dtype=torch.long, device=device)
     generated[:, 0] = eos
     hyps = BeamHypotheses(bs, beam_size, max_len, length_penalty, early_stopping, pad, device)
+    # the sentences still decoded: a done one gets no more hypotheses, so it leaves at the next host read
+    alive = torch.arange(bs, device=device)
+    decoded = torch.full((bs, max_len), pad, dtype=torch.long, device=device)
+    decoded_len = torch.zeros(bs, dtype=torch.long, device=device)
+
+    def finish():  # the answers of the sentences alive; those that go on will write theirs again
+        decoded[alive], decoded_len[alive] = hyps.best(eos)
+
     # only the first beam of each sentence is alive at the start, so the beams do not repeat it
     beam_scores = torch.zeros(bs, beam_size, device=device)
     beam_scores[:, 1:] = -1e9
     beam_scores = beam_scores.view(-1)
-    first_row = torch.arange(0, bs * beam_size, beam_size, device=device)[:, None]
     candidate_rank = torch.arange(2 * beam_size, 0, -1, device=device)
     state = decoder.start_decoding(src_enc, src_len, max_len, group=beam_size)
     cur_len = 1
     while cur_len < max_len:
+        n = len(alive)
         h = decoder.step(generated[:, cur_len - 1], tgt_lang_id, state)
         scores = F.log_softmax(decoder.get_scores(h).float(), dim=-1)
-        scores = (scores + beam_scores[:, None]).view(bs, beam_size * n_words)
-        next_scores, next_words = torch.topk(scores, 2 * beam_size, dim=1)  # (bs, 2 * beam_size), best first
+        scores = (scores + beam_scores[:, None]).view(n, beam_size * n_words)
+        next_scores, next_words = torch.topk(scores, 2 * beam_size, dim=1)  # (n, 2 * beam_size), best first
+        first_row = torch.arange(0, n * beam_size, beam_size, device=device)[:, None]
         rows, words = first_row + next_words // n_words, next_words % n_words
         hyps.update_done(next_scores[:, 0])
         last = cur_len + 1 == max_len
@@ -135,7 +149,7 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
         # candidates are taken best first until beam_size of them continue; the others finish, if taken
         n_continuing = continues.cumsum(1)
         taken = (n_continuing - continues.long() < beam_size) & ~hyps.done[:, None]
-        hyps.add(generated[rows.view(-1)].view(bs, 2 * beam_size, max_len), next_scores, cur_len, taken & ~continues)
+        hyps.add(generated[rows.view(-1)].view(n, 2 * beam_size, max_len), next_scores, cur_len, taken & ~continues)
         if last:
             break
         # the first beam_size continuing candidates, in order (the highest ranks)
@@ -146,6 +160,16 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
         generated[:, cur_len] = words.gather(1, beam).view(-1)
         state.reorder(rows)  # the encoder's keys/values are shared by the beams of a sentence
         cur_len += 1
-        if cur_len % sync_every == 0 and hyps.done.all():
-            break
-    return hyps.best(eos)
+        if cur_len % sync_every == 0:
+            going = (~hyps.done).nonzero().squeeze(1)
+            if len(going) < n:
+                finish()
+                if len(going) == 0:
+                    return decoded[:, :int(decoded_len.max())], decoded_len
+                beam_rows = (going[:, None] * beam_size + torch.arange(beam_size, device=device)).view(-1)
+                generated, beam_scores = generated[beam_rows], beam_scores[beam_rows]
+                alive = alive[going]
+                hyps.keep(going)
+                state.keep(going)
+    finish()
+    return decoded[:, :int(decoded_len.max())], decoded_len
