@@ -9,6 +9,7 @@ alternately (original, xlm, original, ...), medians of the repeats, for each thr
 Prints one JSON object.
 
     python -m bench.compare_original [--original /work/orig-cpu] [--threads 1,2] [--repeats 5]
+        [--trained MT.pth --trained_source valid.en-fr.en.pth --src_lang en --tgt_lang fr]
 
 The original is imported from --original (a copy patched to run on PyTorch 2 and the CPU, as
 /work/orig-cpu: see its PATCHES.md) under the package name `orig_xlm`, with `.cuda()` made a no-op and
@@ -31,6 +32,8 @@ from bench.data_pipeline import cpu_model
 from bench.steps import LANGS, Rounds, build_trainer, write_data
 from xlm.data.datasets import Batch, batch_sentences
 from xlm.data.dictionary import SPECIAL_WORDS
+from xlm.data.binarized import load_binarized
+from xlm.model.checkpoint import load_model
 from xlm.model.generate import generate_beam
 
 OPTIMIZER = "adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.0001,warmup_updates=4000"
@@ -137,6 +140,53 @@ def side_by_side(name, run_orig, run_xlm, repeats, work, unit, clock=time.perf_c
     return result
 
 
+def trained_beam(orig, args, clock):
+    """Beam 5 of a trained translation model (--trained) on the first --trained_sentences sentences of a
+    binarized source file, in batches of --beam_sentences in file order as translate.py reads them: the
+    sentences finish at their own lengths, as in real use (the worst case above never finishes one)."""
+    loaded = load_model(args.trained)
+    p = types.SimpleNamespace(**loaded.params)
+    p.eos_index, p.pad_index, p.asm, p.use_memory = loaded.dico.eos_index, loaded.dico.pad_index, False, False
+    odico = orig.data.dictionary.Dictionary(loaded.dico.id2word, loaded.dico.word2id, loaded.dico.counts)
+    o_models = []
+    for model in (loaded.encoder, loaded.decoder):
+        o_models.append(orig.model.transformer.TransformerModel(p, odico, is_encoder=model is loaded.encoder,
+                                                                with_output=True).eval())
+        o_models[-1].load_state_dict(model.state_dict(), strict=True)
+    src_id, tgt_id = p.lang2id[args.src_lang], p.lang2id[args.tgt_lang]
+    corpus = load_binarized(args.trained_source)
+    n = min(len(corpus), args.trained_sentences)
+    batches = [batch_sentences([np.asarray(corpus[i]) for i in range(start, min(start + args.beam_sentences, n))])
+               for start in range(0, n, args.beam_sentences)]
+
+    @torch.no_grad()
+    def beam_orig():
+        out = []
+        for b in batches:
+            x = b.x.t()
+            enc = o_models[0]("fwd", x=x, lengths=b.lengths, langs=torch.full_like(x, src_id), causal=False)
+            max_len = int(1.5 * int(b.lengths.max()) + 10)
+            out.append(o_models[1].generate_beam(enc.transpose(0, 1), b.lengths, tgt_id, beam_size=5,
+                                                 length_penalty=1.0, early_stopping=False, max_len=max_len))
+        return out
+
+    @torch.no_grad()
+    def beam_xlm():
+        out = []
+        for b in batches:
+            enc = loaded.encoder(b.x, b.lengths, langs=src_id)
+            max_len = int(1.5 * int(b.lengths.max()) + 10)
+            out.append(generate_beam(loaded.decoder, enc, b.lengths, tgt_id, beam_size=5, max_len=max_len))
+        return out
+
+    same = all(torch.equal(ol, xl) and torch.equal(oo.t(), xo) for (oo, ol), (xo, xl) in zip(beam_orig(), beam_xlm()))
+    r = side_by_side("trained model, beam 5", beam_orig, beam_xlm, max(1, args.repeats // 2), n, "sentences", clock)
+    r.update(same_output=same, checkpoint=os.path.abspath(args.trained), source=os.path.abspath(args.trained_source),
+             direction=f"{args.src_lang}-{args.tgt_lang}", sentences=n, batch=args.beam_sentences,
+             generated_tokens=sum(int(length.sum()) for _, length in beam_xlm()))
+    return r
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--original", default="/work/orig-cpu", help="the original XLM, patched for the CPU")
@@ -156,7 +206,14 @@ def main():
                         help="time each call by the process's CPU time (every thread's, xlm's batch-making "
                              "thread included) instead of the wall clock: steadier when other jobs share the "
                              "cores; meant for --threads 1")
+    parser.add_argument("--trained", help="a trained translation checkpoint: also time beam 5 on real sentences")
+    parser.add_argument("--trained_source", help="with --trained: a binarized file of source sentences")
+    parser.add_argument("--src_lang")
+    parser.add_argument("--tgt_lang")
+    parser.add_argument("--trained_sentences", type=int, default=256)
     args = parser.parse_args()
+    if args.trained and not (args.trained_source and args.src_lang and args.tgt_lang):
+        parser.error("--trained needs --trained_source, --src_lang and --tgt_lang")
     clock = time.process_time if args.cpu_time else time.perf_counter
     orig = import_original(os.path.abspath(args.original))
     only = args.only.split(",")
@@ -242,6 +299,8 @@ def main():
             r["beam5"] = side_by_side(f"{threads} threads, beam 5", beam_orig, beam_xlm, max(1, args.repeats // 2),
                                       args.beam_sentences, "sentences", clock)
             r["beam5"]["same_output"] = bool(torch.equal(o_len, x_len) and torch.equal(o_out.t(), x_out))
+        if args.trained:
+            r["beam5_trained"] = trained_beam(orig, args, clock)
     result["goals"] = {"mlm_step": 1.5, "bt_step": 2.0, "beam5": 3.0}
     for r in rounds.values():
         r.close()
