@@ -57,9 +57,11 @@ def import_original(path):
     return package
 
 
-def xlm_trainer(data, dump, args, exp_id, *flags):
-    return build_trainer(data, dump, exp_id, ["--emb_dim", args.emb_dim, "--n_layers", args.n_layers, "--n_heads", 8,
-                                              "--dropout", 0.1, "--attention_dropout", 0.1, "--gelu_activation", "true",
+def xlm_trainer(data, dump, args, exp_id, *flags, emb_dim=None, n_layers=None, n_heads=8, dropout=0.1,
+                attention_dropout=0.1):
+    return build_trainer(data, dump, exp_id, ["--emb_dim", emb_dim or args.emb_dim, "--n_layers", n_layers or args.n_layers,
+                                              "--n_heads", n_heads, "--dropout", dropout,
+                                              "--attention_dropout", attention_dropout, "--gelu_activation", "true",
                                               "--batch_size", args.batch_size, "--bptt", args.bptt, "--max_len", 100,
                                               "--optimizer", OPTIMIZER, "--clip_grad_norm", 5, *flags])
 
@@ -140,51 +142,72 @@ def side_by_side(name, run_orig, run_xlm, repeats, work, unit, clock=time.perf_c
     return result
 
 
-def trained_beam(orig, args, clock):
-    """Beam 5 of a trained translation model (--trained) on the first --trained_sentences sentences of a
-    binarized source file, in batches of --beam_sentences in file order as translate.py reads them: the
-    sentences finish at their own lengths, as in real use (the worst case above never finishes one)."""
+def trained(orig, args, tmp, clock):
+    """A trained translation model (--trained) on real sentences: the first --trained_sentences of a
+    binarized source file. Beam 5 in batches of --beam_sentences in file order, as translate.py reads
+    them, and the BT step (greedy generation into the target language, then the MT step back) on batches
+    of --batch_size: the sentences finish at their own lengths, as in real use (the worst cases above
+    never finish one)."""
     loaded = load_model(args.trained)
-    p = types.SimpleNamespace(**loaded.params)
-    p.eos_index, p.pad_index, p.asm, p.use_memory = loaded.dico.eos_index, loaded.dico.pad_index, False, False
-    odico = orig.data.dictionary.Dictionary(loaded.dico.id2word, loaded.dico.word2id, loaded.dico.counts)
-    o_models = []
-    for model in (loaded.encoder, loaded.decoder):
-        o_models.append(orig.model.transformer.TransformerModel(p, odico, is_encoder=model is loaded.encoder,
-                                                                with_output=True).eval())
-        o_models[-1].load_state_dict(model.state_dict(), strict=True)
-    src_id, tgt_id = p.lang2id[args.src_lang], p.lang2id[args.tgt_lang]
+    p = loaded.params
+    if (p["lang2id"][args.src_lang], p["lang2id"][args.tgt_lang]) != (0, 1):
+        sys.exit(f"--trained: {args.src_lang} and {args.tgt_lang} must be languages 0 and 1 of the checkpoint")
+    data = os.path.join(tmp, "trained_data")
+    os.makedirs(data)
+    dico = write_data(data, len(loaded.dico), 10)
+    mt = xlm_trainer(data, tmp, args, "bt_trained", "--encoder_only", "false", "--bt_steps", "la-lb-la",
+                     emb_dim=p["emb_dim"], n_layers=p["n_layers"], n_heads=p["n_heads"], dropout=p["dropout"],
+                     attention_dropout=p["attention_dropout"])
+    for name, model in (("encoder", loaded.encoder), ("decoder", loaded.decoder)):
+        mt.models[name].load_state_dict(model.state_dict(), strict=True)
+    o_mt = original_trainer(orig, mt, dico)
     corpus = load_binarized(args.trained_source)
     n = min(len(corpus), args.trained_sentences)
-    batches = [batch_sentences([np.asarray(corpus[i]) for i in range(start, min(start + args.beam_sentences, n))])
-               for start in range(0, n, args.beam_sentences)]
+    sentences_ = [np.asarray(corpus[i]).astype(np.int64) for i in range(n)]
+
+    def batches(size):
+        return [batch_sentences(sentences_[start:start + size]) for start in range(0, n, size)]
+
+    beam_batches, bt_batches = batches(args.beam_sentences), batches(args.batch_size)
+    mt.iterators[("bt", "la")] = Repeat(bt_batches)
+    o_mt.iterators[("bt", "la", None)] = Repeat([(b.x.t().contiguous(), b.lengths) for b in bt_batches])
+    bt = Rounds(mt, prefetch=not args.no_prefetch)
 
     @torch.no_grad()
     def beam_orig():
+        o_mt.encoder.eval(), o_mt.decoder.eval()
         out = []
-        for b in batches:
+        for b in beam_batches:
             x = b.x.t()
-            enc = o_models[0]("fwd", x=x, lengths=b.lengths, langs=torch.full_like(x, src_id), causal=False)
-            max_len = int(1.5 * int(b.lengths.max()) + 10)
-            out.append(o_models[1].generate_beam(enc.transpose(0, 1), b.lengths, tgt_id, beam_size=5,
-                                                 length_penalty=1.0, early_stopping=False, max_len=max_len))
+            enc = o_mt.encoder("fwd", x=x, lengths=b.lengths, langs=torch.zeros_like(x), causal=False)
+            out.append(o_mt.decoder.generate_beam(enc.transpose(0, 1), b.lengths, 1, beam_size=5, length_penalty=1.0,
+                                                  early_stopping=False, max_len=int(1.5 * int(b.lengths.max()) + 10)))
         return out
 
     @torch.no_grad()
     def beam_xlm():
+        mt.models["encoder"].eval(), mt.models["decoder"].eval()
         out = []
-        for b in batches:
-            enc = loaded.encoder(b.x, b.lengths, langs=src_id)
-            max_len = int(1.5 * int(b.lengths.max()) + 10)
-            out.append(generate_beam(loaded.decoder, enc, b.lengths, tgt_id, beam_size=5, max_len=max_len))
+        for b in beam_batches:
+            enc = mt.models["encoder"](b.x, b.lengths, langs=0)
+            out.append(generate_beam(mt.models["decoder"], enc, b.lengths, 1, beam_size=5,
+                                     max_len=int(1.5 * int(b.lengths.max()) + 10)))
         return out
 
+    # before any BT step changes the weights
     same = all(torch.equal(ol, xl) and torch.equal(oo.t(), xo) for (oo, ol), (xo, xl) in zip(beam_orig(), beam_xlm()))
-    r = side_by_side("trained model, beam 5", beam_orig, beam_xlm, max(1, args.repeats // 2), n, "sentences", clock)
-    r.update(same_output=same, checkpoint=os.path.abspath(args.trained), source=os.path.abspath(args.trained_source),
-             direction=f"{args.src_lang}-{args.tgt_lang}", sentences=n, batch=args.beam_sentences,
-             generated_tokens=sum(int(length.sum()) for _, length in beam_xlm()))
-    return r
+    described = {"checkpoint": os.path.abspath(args.trained), "source": os.path.abspath(args.trained_source),
+                 "direction": f"{args.src_lang}-{args.tgt_lang}", "sentences": n,
+                 "model": {k: p[k] for k in ("emb_dim", "n_layers", "n_heads", "dropout", "attention_dropout")}}
+    result = {"beam5_trained": side_by_side("trained model, beam 5", beam_orig, beam_xlm, max(1, args.repeats // 2), n,
+                                            "sentences", clock),
+              "bt_step_trained": side_by_side("trained model, BT", lambda: o_mt.bt_step("la", "lb", "la", 1.0), bt.step,
+                                              args.repeats, sum(int(b.lengths.sum()) for b in bt_batches) / len(bt_batches),
+                                              "tokens", clock)}
+    result["beam5_trained"].update(described, same_output=same, batch=args.beam_sentences)
+    result["bt_step_trained"].update(described, batch=args.batch_size)
+    bt.close()
+    return result
 
 
 def main():
@@ -300,7 +323,7 @@ def main():
                                       args.beam_sentences, "sentences", clock)
             r["beam5"]["same_output"] = bool(torch.equal(o_len, x_len) and torch.equal(o_out.t(), x_out))
         if args.trained:
-            r["beam5_trained"] = trained_beam(orig, args, clock)
+            r.update(trained(orig, args, os.path.join(tmp.name, f"trained{threads}"), clock))
     result["goals"] = {"mlm_step": 1.5, "bt_step": 2.0, "beam5": 3.0}
     for r in rounds.values():
         r.close()
