@@ -1,6 +1,7 @@
 """tools/fill_mask.py: masked-word predictions of a checkpoint, against transformers' XLMWithLMHeadModel
 forward on the input written out by the MLM/TLM rule."""
 import importlib.util
+import math
 import sys
 
 import pytest
@@ -103,3 +104,31 @@ def test_bad_mask_index_is_one_line(model):
     proc = python(ROOT / "tools" / "fill_mask.py", folder / "model.pth", "--lang", "en", "--mask", "9", "the file",
                   check=False)
     assert proc.returncode != 0 and proc.stderr.strip() == "error: --mask 9: the sentence has 2 words (the file)"
+
+
+def test_translations_file_sums_up_alone_and_with_translation(model, tmp_path):
+    """--translations: each sentence with its own line; the summary counts and scores the truths as the
+    oracle does, alone and with the translation."""
+    hf, folder = model
+    fr = ["impossible d'ouvrir le fichier", "le fichier est manquant"]
+    en = ["the file could not be opened .", "the file is missing ."]
+    (tmp_path / "en").write_text("\n".join(en) + "\n")
+    out = python(ROOT / "tools" / "fill_mask.py", folder / "model.pth", "--codes", folder / "codes", "--lang", "fr",
+                 "--mask", "1", "--translations", tmp_path / "en", "--translation_lang", "en", "--summary",
+                 input="\n".join(fr) + "\n").stdout.splitlines()
+    scores = {"alone": [], "with": []}
+    for sentence, translation in zip(fr, en):
+        words, translation = sentence.replace("d'", "d' ").split(), translation.replace("opened", "open@@ ed")
+        truth = WORDS.index(words[1])
+        masked = [None if i == 1 else w for i, w in enumerate(words)]
+        for name, log_probs in (("alone", oracle(hf, masked, "fr")),
+                                ("with", oracle(hf, masked, "fr", translation.split(), "en"))):
+            scores[name].append((float(log_probs[0, truth]), int(log_probs[0].argmax()) == truth))
+    expected = [f"top-1 {sum(t for _, t in s)}/2, perplexity {math.exp(-sum(lp for lp, _ in s) / 2):.1f}"
+                for s in scores.values()]
+    assert out == [f"2 sentences, masked tokens of known truth: alone: {expected[0]}; with en: {expected[1]}"]
+    (tmp_path / "short").write_text(en[0] + "\n")
+    proc = python(ROOT / "tools" / "fill_mask.py", folder / "model.pth", "--lang", "fr", "--mask", "1",
+                  "--translations", tmp_path / "short", "--translation_lang", "en", input="\n".join(fr) + "\n",
+                  check=False)
+    assert proc.returncode != 0 and proc.stderr.strip() == f"error: --translations {tmp_path / 'short'}: 1 lines for 2 sentences"

@@ -17,10 +17,18 @@ every subword of a masked word. Masked tokens become the mask token (<special1>)
 With --translation, the sentence is also scored with its translation beside it, as TLM is trained
 (`xlm.objectives.lm.concat_pair`: `</s> a </s> </s> b </s>`, positions restarting at 0 on the second
 side, each side with its language id, in the order of the run's TLM step), and both predictions are
-printed: what the model takes from the other language shows as the difference. Language ids come
-from the checkpoint's params (`lang2id`), the vocabulary from the checkpoint.
+printed: what the model takes from the other language shows as the difference. --translations FILE
+gives one translation per sentence (line by line), and a last line sums up the known masked tokens
+of all the sentences, alone and with the translation: how often the truth is the top prediction, and
+the perplexity of the truths (exp of their mean negative log-probability); --summary prints only that
+line. Language ids come from the checkpoint's params (`lang2id`), the vocabulary from the checkpoint.
+
+    python tools/fill_mask.py MODEL.pth --codes CODES --lang fr --mask random --summary \
+        --translations valid.en-fr.en --translation_lang en < valid.en-fr.fr
 """
 import argparse
+import io
+import math
 import os
 import random
 import re
@@ -33,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from xlm.data.datasets import batch_sentences  # noqa: E402
 from xlm.data.dictionary import MASK_INDEX  # noqa: E402
 from xlm.embed import SentenceEncoder  # noqa: E402
-from xlm.fileio import DataError  # noqa: E402
+from xlm.fileio import DataError, check_file, decode_utf8  # noqa: E402
 from xlm.objectives.lm import concat_pair  # noqa: E402
 
 MASK_MARKER = re.compile(r"<mask>|\[MASK\]")
@@ -132,6 +140,8 @@ def describe(dico, truth, log_probs, top_k):
 
 
 def show(filler, sentence, lang, indices, top_k, translation=None, translation_lang=None, out=sys.stdout):
+    """Prints the predictions; returns, per run (alone, then with the translation), a list of
+    (log-probability of the truth, whether it is the top prediction) for the masked tokens of known truth."""
     words = words_of(filler.encoder, sentence, lang)
     indices = indices(words) if callable(indices) else indices
     tokens, flags = mask_words(words, indices)
@@ -150,6 +160,20 @@ def show(filler, sentence, lang, indices, top_k, translation=None, translation_l
             label = f"{truth or '?':>14} " if n == 0 else " " * 15
             where = "" if translation is None else (f"with {translation_lang:<3}" if context else f"alone{'':3}")
             print(f"  {label}{where} {describe(filler.dico, truth, log_probs[k], top_k)}", file=out)
+    known = [(k, filler.dico.index(t)) for k, t in enumerate(truths) if t is not None]
+    return [[(float(log_probs[k, t]), int(log_probs[k].argmax()) == t) for k, t in known] for _, log_probs in runs]
+
+
+def summary(scores, translation_lang):
+    """One line over every sentence's (log-probability, top) of its masked truths, alone and with the translation."""
+    parts = []
+    for name, run in zip(("alone", f"with {translation_lang}"), zip(*scores)):
+        tokens = [score for sentence in run for score in sentence]
+        if not tokens:
+            raise DataError("no masked word of known truth to sum up (give --mask, not <mask>)")
+        ppl = math.exp(-sum(lp for lp, _ in tokens) / len(tokens))
+        parts.append(f"{name}: top-1 {sum(top for _, top in tokens)}/{len(tokens)}, perplexity {ppl:.1f}")
+    return f"{len(scores)} sentences, masked tokens of known truth: " + "; ".join(parts)
 
 
 def parse_mask(spec, seed):
@@ -177,15 +201,45 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="for --mask random")
     parser.add_argument("--top_k", type=int, default=5)
     parser.add_argument("--translation", help="the sentence's translation, for TLM (one sentence only)")
+    parser.add_argument("--translations", help="a file of the sentences' translations, one per line, for TLM")
     parser.add_argument("--translation_lang", help="the translation's language")
+    parser.add_argument("--summary", action="store_true", help="with --translations: print only the summary line")
     args = parser.parse_intermixed_args(argv)
-    sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    if args.translation is not None and (len(sentences) != 1 or not args.translation_lang):
-        raise DataError("--translation needs --translation_lang and exactly one sentence")
+    if args.translation is not None and args.translations:
+        raise DataError("--translation and --translations: give one of them")
+    if args.summary and not args.translations:
+        raise DataError("--summary needs --translations")
+    if not args.translations:
+        sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        translations = [args.translation] * len(sentences)
+    else:  # line by line: an empty line stays, so that the two files stay aligned
+        sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
+        translations = read_lines(args.translations)
+        if len(translations) != len(sentences):
+            raise DataError(f"--translations {args.translations}: {len(translations)} lines for {len(sentences)} "
+                            f"sentences")
+        pairs = [(s, t) for s, t in zip(sentences, translations) if s.strip() and t.strip()]
+        if not pairs:
+            raise DataError(f"--translations {args.translations}: no pair of non-empty lines")
+        sentences, translations = (list(x) for x in zip(*pairs))
+    if args.translation is not None and len(sentences) != 1:
+        raise DataError("--translation needs exactly one sentence (--translations FILE for several)")
+    if (args.translation is not None or args.translations) and not args.translation_lang:
+        raise DataError("--translation and --translations need --translation_lang")
     filler = MaskFiller(args.checkpoint, args.codes, args.vocab, args.lowercase)
     indices = parse_mask(args.mask, args.seed)
-    for sentence in sentences:
-        show(filler, sentence, args.lang, indices, args.top_k, args.translation, args.translation_lang)
+    out = io.StringIO() if args.summary else sys.stdout
+    scores = [show(filler, sentence, args.lang, indices, args.top_k, translation, args.translation_lang, out)
+              for sentence, translation in zip(sentences, translations)]
+    if args.translations:
+        print(summary(scores, args.translation_lang))
+
+
+def read_lines(path):
+    check_file(path)
+    with open(path, "rb") as f:
+        lines = decode_utf8(f.read(), path).split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 if __name__ == "__main__":
