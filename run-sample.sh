@@ -62,10 +62,21 @@ python tools/unigram_ppl.py "$RUN/best-valid_mlm_ppl.pth" --data_path "$OUT"
 echo
 echo "Masked-word predictions on held-out sentences (the first 4 valid sentences of 6-14 words, one word"
 echo "masked at random; rank and probability of the truth, then the model's top 5):"
-awk 'NF >= 6 && NF <= 14' "$SRC/mono/valid.en" | head -4 \
+awk 'NF >= 6 && NF <= 14 && n++ < 4' "$SRC/mono/valid.en" \
   | python tools/fill_mask.py "$RUN/best-valid_mlm_ppl.pth" --codes "$OUT/codes" --lang en --mask random --seed 1
 echo
-echo "TLM: a French valid sentence with a masked word, alone and with its English translation beside it:"
-python tools/fill_mask.py "$RUN/best-valid_mlm_ppl.pth" --codes "$OUT/codes" --lang fr --mask 4 \
-  --translation "cannot change root filesystem propagation" --translation_lang en \
-  "impossible de modifier la propagation au système de fichiers root"
+echo "TLM: French valid sentences with a word masked, alone and with their English translation beside them"
+echo "(the first 2 pairs of 6-14 words a side), then the same over the first 300 such pairs:"
+pairs=$(mktemp -d)
+trap 'rm -rf "$pairs"' EXIT
+paste "$SRC/para/valid.en-fr.fr" "$SRC/para/valid.en-fr.en" \
+  | awk -F'\t' '{ n = split($1, a, " "); m = split($2, b, " ") } n >= 6 && n <= 14 && m >= 6 && m <= 14 && k++ < 300' \
+  > "$pairs/fr-en"
+cut -f1 "$pairs/fr-en" > "$pairs/fr"
+cut -f2 "$pairs/fr-en" > "$pairs/en"
+tlm() { python tools/fill_mask.py "$RUN/best-valid_mlm_ppl.pth" --codes "$OUT/codes" --lang fr --mask random --seed 1 \
+  --translation_lang en "$@"; }
+head -2 "$pairs/fr" > "$pairs/fr2"
+head -2 "$pairs/en" > "$pairs/en2"
+tlm --translations "$pairs/en2" < "$pairs/fr2" | head -n -1
+tlm --translations "$pairs/en" --summary < "$pairs/fr"

@@ -18,7 +18,8 @@
 #   bash tools/toy_zero_shot.sh                 # OUT=/tmp/toy_xnli, SEEDS=3
 # Knobs: OUT (work folder), SEEDS, PRETRAIN_EPOCHS (default 4), FT_EPOCHS (default 4), N_MONO, N_PARA, N_CLS,
 # VOCAB_SIZE (concepts), TYPOLOGY (word orders of la,lb,lc; svo,svo,svo leaves only the vocabularies
-# different), MLM_EPOCH_SIZE / TLM_EPOCH_SIZE (pretraining sentences an epoch, default 19200 / 32000: 100
+# different), COGNATES (toy_languages.py --cognates, e.g. lb=la:0.5: lb keeps la's word for half the concepts;
+# default none), MLM_EPOCH_SIZE / TLM_EPOCH_SIZE (pretraining sentences an epoch, default 19200 / 32000: 100
 # iterations of one step per language or pair), JOBS (runs at once, one thread each, default 2).
 # Measured with one seed (the former defaults, 5 + 5 epochs: MLM+TLM > MLM > none, about +10 points over
 # chance for MLM+TLM): README.md.
@@ -33,6 +34,7 @@ N_PARA=${N_PARA:-10000}
 N_CLS=${N_CLS:-6000}
 VOCAB_SIZE=${VOCAB_SIZE:-60}
 TYPOLOGY=${TYPOLOGY:-svo,svo_na,sov}
+COGNATES=${COGNATES:-}
 MLM_EPOCH_SIZE=${MLM_EPOCH_SIZE:-19200}
 TLM_EPOCH_SIZE=${TLM_EPOCH_SIZE:-32000}
 JOBS=${JOBS:-2}
@@ -47,7 +49,7 @@ data() {  # seed
   local raw=$OUT/seed$1/raw data=$OUT/seed$1/processed
   [ -f "$raw/README.txt" ] || python tools/toy_languages.py --out "$raw" --langs la,lb,lc --typology "$TYPOLOGY" \
     --n_mono "$N_MONO" --n_para "$N_PARA" --n_valid 500 --n_test 500 --n_cls_train "$N_CLS" --n_cls_eval 1000 \
-    --vocab_size "$VOCAB_SIZE" --seed $(( $1 - 1 )) > /dev/null
+    --vocab_size "$VOCAB_SIZE" --cognates "$COGNATES" --seed $(( $1 - 1 )) > /dev/null
   mkdir -p "$data/eval/XNLI"
   # the toy words need no BPE: the vocabulary is the words themselves
   if [ ! -f "$data/vocab" ]; then
