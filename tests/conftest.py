@@ -1,6 +1,8 @@
+import importlib.util
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,25 @@ def run(args, input=None, check=True, cwd=None):
 
 def python(*args, **kw):
     return run([sys.executable, *map(str, args)], **kw)
+
+
+def load_script(path, name=None):
+    """A script of the project (tools/ is not a package) as a module, registered in sys.modules, where
+    dataclasses and pickling look their module up."""
+    name = name or Path(path).stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def main_in_process(main, capsys, *args):
+    """A script's main(argv) run in this process (a subprocess per call would cost seconds each):
+    its return code and captured output, as a CompletedProcess has them."""
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return types.SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
 @pytest.fixture(scope="session")

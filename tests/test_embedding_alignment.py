@@ -1,12 +1,10 @@
 """tools/embedding_alignment.py on checkpoints with known embeddings; the oracle is numpy by hand."""
-import importlib.util
 import json
-import types
 
 import numpy as np
 import torch
 
-from conftest import ROOT, python
+from conftest import ROOT, load_script, main_in_process, python
 from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
 from xlm.model.checkpoint import checkpoint_payload, save_checkpoint
 from xlm.model.transformer import TransformerConfig, TransformerModel
@@ -15,16 +13,11 @@ SCRIPT = ROOT / "tools" / "embedding_alignment.py"
 SRC = ["cat", "dog", "red", "run", "big"]
 TGT = ["chat", "chien", "rouge", "courir", "grand"]
 DIM = 4
-_spec = importlib.util.spec_from_file_location("embedding_alignment", SCRIPT)
-embedding_alignment = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(embedding_alignment)
+embedding_alignment = load_script(SCRIPT)
 
 
 def align(capsys, *args):
-    """The script's main in this process (a subprocess per call would cost seconds each)."""
-    code = embedding_alignment.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return types.SimpleNamespace(returncode=code, stdout=out, stderr=err)
+    return main_in_process(embedding_alignment.main, capsys, *args)
 
 
 def make_checkpoint(path, words, vectors, encoder_decoder=False):

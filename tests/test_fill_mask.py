@@ -1,21 +1,16 @@
 """tools/fill_mask.py: masked-word predictions of a checkpoint, against transformers' XLMWithLMHeadModel
 forward on the input written out by the MLM/TLM rule."""
-import importlib.util
 import math
-import sys
 
 import pytest
 import torch
 
-from conftest import ROOT, python, random_hf_xlm
+from conftest import ROOT, load_script, python, random_hf_xlm
 from xlm.convert import main as convert
 from xlm.data.bpe import learn_bpe, write_codes
 from xlm.data.dictionary import SPECIAL_WORDS
 
-SPEC = importlib.util.spec_from_file_location("fill_mask", ROOT / "tools" / "fill_mask.py")
-fill_mask = importlib.util.module_from_spec(SPEC)
-sys.modules["fill_mask"] = fill_mask
-SPEC.loader.exec_module(fill_mask)
+fill_mask = load_script(ROOT / "tools" / "fill_mask.py")
 
 EOS, MASK = 1, 5
 WORDS = SPECIAL_WORDS + ["the", "file", "open@@", "ed", "could", "not", "be", ".", "le", "fichier", "ouvrir",

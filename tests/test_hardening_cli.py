@@ -1,6 +1,5 @@
 """Command lines a careless user types: refused before any work with one line naming the flag, output
 locations checked first, and no experiment folder left behind by a run that fails in its set-up."""
-import importlib.util
 import io
 import os
 import subprocess
@@ -9,7 +8,7 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from conftest import ROOT, python
+from conftest import ROOT, load_script, python
 from test_glue_xnli import finetune_flags, toy_tasks  # noqa: F401  (the toy XNLI/GLUE data)
 from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
 from xlm.fileio import DataError
@@ -148,10 +147,7 @@ def mt_checkpoint(tmp_path_factory):
 
 
 def translate_module():
-    spec = importlib.util.spec_from_file_location("translate_script", ROOT / "translate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "translate.py", "translate_script")
 
 
 def test_translate_checks_its_output_folder_first(mt_checkpoint, tmp_path):

@@ -5,12 +5,13 @@ catalogs; see data/sample/README.md.
 """
 
 import gettext
-import importlib.util
 import io
 import os
 import struct
 
 import pytest
+
+from conftest import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "data", "sample")
@@ -19,16 +20,7 @@ PAIRS = {"de-en": ("de", "en"), "en-fr": ("en", "fr")}
 LANGS = ("en", "fr", "de")
 
 
-def load_extractor():
-    # tools/ is not a package: load the script as a module from its path.
-    path = os.path.join(ROOT, "tools", "extract_gettext.py")
-    spec = importlib.util.spec_from_file_location("extract_gettext", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-extract_gettext = load_extractor()
+extract_gettext = load_script(os.path.join(ROOT, "tools", "extract_gettext.py"))
 
 
 def read_lines(relative_path):

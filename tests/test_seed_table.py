@@ -1,22 +1,15 @@
 """tools/seed_table.py: mean ± sample sd over seeds, from train.logs and JSON score files."""
-import importlib.util
 import json
 import statistics
-import types
 
-from conftest import ROOT, python
+from conftest import ROOT, load_script, main_in_process, python
 
 SCRIPT = ROOT / "tools" / "seed_table.py"
-_spec = importlib.util.spec_from_file_location("seed_table", SCRIPT)
-seed_table = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(seed_table)
+seed_table = load_script(SCRIPT)
 
 
 def run_table(capsys, *args):
-    """The script's main in this process (a subprocess per call would cost seconds each)."""
-    code = seed_table.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return types.SimpleNamespace(returncode=code, stdout=out, stderr=err)
+    return main_in_process(seed_table.main, capsys, *args)
 
 
 def write_log(path, scores):

@@ -7,7 +7,6 @@ Sizes are small so that the whole module runs in a few seconds.
 
 import collections
 import hashlib
-import importlib.util
 import itertools
 import os
 import subprocess
@@ -16,19 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tools" / "toy_languages.py"
 
 
-def _load_module():
-    spec = importlib.util.spec_from_file_location("toy_languages", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["toy_languages"] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-T = _load_module()
+T = load_script(SCRIPT)
 
 LANGS = ["la", "lb", "lc"]
 SMALL = dict(n_mono=3000, n_para=300, n_valid=150, n_test=150, n_cls_train=301,

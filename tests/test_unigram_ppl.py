@@ -2,23 +2,18 @@
 number computed here by hand from the text files: each language's training-text frequencies (one </s>
 per sentence), add-one smoothed, on the masks the original's evaluation rule draws (RandomState(0)).
 The model's perplexity must be the run's own valid_*_mlm_ppl."""
-import importlib.util
 import json
 import math
-import sys
 from collections import Counter
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, python
+from conftest import ROOT, load_script, python
 from xlm.data.binarized import binarize
 from xlm.data.dictionary import Dictionary
 
-SPEC = importlib.util.spec_from_file_location("unigram_ppl", ROOT / "tools" / "unigram_ppl.py")
-unigram_ppl = importlib.util.module_from_spec(SPEC)
-sys.modules["unigram_ppl"] = unigram_ppl
-SPEC.loader.exec_module(unigram_ppl)
+unigram_ppl = load_script(ROOT / "tools" / "unigram_ppl.py")
 
 EOS, N_SPECIAL = 1, 14
 BPTT, WORD_PRED, BATCH = 8, 0.3, 4
