@@ -99,9 +99,9 @@ def train_reverser(n_words, steps=400, first_word=4, seed=0):
         seqs = [torch.randint(first_word, n_words, (int(n),), generator=g).numpy()
                 for n in torch.randint(1, 7, (32,), generator=g)]
         src, tgt = batch_sentences(seqs), batch_sentences([s[::-1] for s in seqs])
-        h = dec(tgt.x, tgt.lengths, langs=1, causal=True, src_enc=enc(src.x, src.lengths, langs=0), src_len=src.lengths)
         pred = torch.arange(tgt.x.shape[1])[None, :] < (tgt.lengths[:, None] - 1)
-        loss = dec.predict(h, pred, tgt.x[:, 1:][pred[:, :-1]])
+        loss = dec(tgt.x, tgt.lengths, langs=1, causal=True, src_enc=enc(src.x, src.lengths, langs=0),
+                   src_len=src.lengths, pred_mask=pred, y=tgt.x[:, 1:][pred[:, :-1]])
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -128,8 +128,7 @@ def test_memory_layers_train_and_load_with_original_names(tmp_path):
     assert not any(k.startswith("ffns.1.") for k in names)  # the memory replaces layer 1's FFN
     assert model.memories["1_in"].values.weight.shape == (64, 32) and model.memories["1_in"].keys.shape == (2, 2, 8, 8)
     x, lengths = padded_batch(len(WORDS), [7, 5])
-    h = model(x, lengths, langs=0)
-    model.predict(h, x > 3, x[x > 3]).backward()
+    model(x, lengths, langs=0, pred_mask=x > 3, y=x[x > 3]).backward()
     for where in ("0_after", "1_in"):
         memory = model.memories[where]
         grads = [memory.keys.grad, memory.values.weight.grad, memory.query_proj.query_mlps[0].weight.grad]
@@ -151,7 +150,7 @@ def test_sinusoidal_adaptive_softmax_and_encoder_contract():
     x, lengths = padded_batch(len(WORDS), [5, 4])
     h = model(x, lengths)
     assert h.shape == (2, 5, 32)
-    loss = model.predict(h, x > 3, x[x > 3])
+    loss = model(x, lengths, pred_mask=x > 3, y=x[x > 3])
     assert torch.isfinite(loss) and model.get_scores(h[:, 0]).shape == (2, len(WORDS))
 
 
@@ -160,3 +159,45 @@ def test_unpadded_fast_path_equals_the_masked_one(causal):
     model = TransformerModel(TransformerConfig(n_words=len(WORDS), emb_dim=32, n_layers=2, n_heads=4, n_langs=2))
     x, lengths = padded_batch(len(WORDS), [7, 7, 7])
     torch.testing.assert_close(model(x, None, langs=1, causal=causal), model(x, lengths, langs=1, causal=causal))
+
+
+@pytest.mark.parametrize("kind", ["padded", "stream", "causal", "decoder", "memory", "no_layer", "first_tokens"])
+def test_wanted_positions_alone_give_the_full_model_output(kind):
+    """With pred_mask, the last layer computes only the wanted positions past its keys and values: the
+    loss and every gradient are those of taking the positions from the full output."""
+    from xlm.model.memory import MemoryConfig
+    from xlm.model.embedder import sentence_vectors
+    kw = dict(n_words=len(WORDS), emb_dim=32, n_layers=2, n_heads=4, n_langs=2, gelu_activation=True)
+    if kind == "memory":
+        kw.update(memory=MemoryConfig(k_dim=16, heads=2, knn=4, n_keys=8, query_batchnorm=False),
+                  mem_positions=[(1, "in"), (1, "after")])
+    if kind == "no_layer":
+        kw["n_layers"] = 0
+    torch.manual_seed(0)
+    model = TransformerModel(TransformerConfig(**kw, is_decoder=kind == "decoder"))
+    x, lengths = padded_batch(len(WORDS), [9, 9, 9] if kind == "stream" else [9, 6, 3, 7])
+    extra = {}
+    if kind == "decoder":
+        extra = dict(causal=True, src_enc=torch.randn(4, 5, 32), src_len=torch.tensor([5, 2, 4, 3]))
+    lengths = None if kind == "stream" else lengths
+    pred_mask = (x > 20) & (torch.arange(9) > 0)
+    if kind == "first_tokens":
+        pred_mask = torch.arange(9)[None, :].expand(4, 9) == 0
+    y = x[pred_mask]
+
+    def loss_and_grads(wanted_only):
+        model.zero_grad()
+        if wanted_only:
+            loss = model(x, lengths, langs=1, pred_mask=pred_mask.flatten().nonzero().squeeze(1), y=y, **extra)
+        else:
+            loss = model.pred_layer.loss(model(x, lengths, langs=1, **extra)[pred_mask], y)
+        loss.backward()
+        return loss, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    full, fast = loss_and_grads(False), loss_and_grads(True)
+    torch.testing.assert_close(fast[0], full[0])
+    assert fast[1].keys() == full[1].keys() and len(full[1]) > 5
+    for name in full[1]:
+        torch.testing.assert_close(fast[1][name], full[1][name], msg=name)
+    if kind == "first_tokens":
+        torch.testing.assert_close(sentence_vectors(model, x, lengths, langs=1), model(x, lengths, langs=1)[:, 0])

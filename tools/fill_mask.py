@@ -95,8 +95,8 @@ def model_input(ids, lang, context_ids=None, context_lang=None, context_first=Tr
 @torch.no_grad()
 def masked_log_probs(model, x, lengths, positions, langs):
     """(number of mask tokens in x, n_words) log-probabilities at the mask tokens, in order."""
-    h = model(x, lengths, langs=langs, positions=positions)
-    return model.get_scores(h[x == MASK_INDEX]).float().log_softmax(-1)
+    h = model(x, lengths, langs=langs, positions=positions, pred_mask=x == MASK_INDEX)
+    return model.get_scores(h).float().log_softmax(-1)
 
 
 class MaskFiller:

@@ -58,9 +58,10 @@ def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, 
                 x1, len1, x2, len2 = (v.to(info.device) for v in (s.x, s.lengths, t.x, t.lengths))
                 with autocast:
                     enc = encoder(x1, len1, langs=params.lang2id[src])
-                    h = decoder(x2, len2, langs=params.lang2id[tgt], causal=True, src_enc=enc, src_len=len1)
                     pred_mask, y = decoder_targets(x2, len2)
-                    logits = decoder.get_scores(h[pred_mask]).float()
+                    h = decoder(x2, len2, langs=params.lang2id[tgt], causal=True, src_enc=enc, src_len=len1,
+                                pred_mask=pred_mask)
+                    logits = decoder.get_scores(h).float()
                     if params.eval_bleu:
                         max_len = min(int(1.5 * int(len1.max()) + 10), decoder.config.n_positions)
                         if params.beam_size == 1:

@@ -4,12 +4,16 @@ The sentence vector is the last layer's hidden state at position 0 (the leading 
 `--finetune_layers 'i:j'` chooses which parts of the model are trained: 0 is the embeddings
 (tokens, positions, languages and their LayerNorm), k the k-th Transformer layer, `_` a minus sign.
 """
+import torch
+
 from ..fileio import DataError
 
 
 def sentence_vectors(model, x, lengths, langs=None, positions=None):
-    """(batch, dim): the last layer at the first position of each row."""
-    return model(x, lengths, langs=langs, positions=positions)[:, 0]
+    """(batch, dim): the last layer at the first position of each row (the only one it computes)."""
+    bs, slen = x.shape
+    first = torch.arange(bs, device=x.device) * slen
+    return model(x, lengths, langs=langs, positions=positions, pred_mask=first)
 
 
 def parse_layer_range(spec, n_layers):

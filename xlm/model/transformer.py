@@ -103,10 +103,11 @@ class MultiHeadAttention(nn.Module):
         bs, n, _ = x.shape
         return x.view(bs, n, self.n_heads, self.dim // self.n_heads).transpose(1, 2)
 
-    def forward(self, x, mask, kv=None, is_causal=False, kv_lengths=None):
+    def forward(self, x, mask, kv=None, is_causal=False, kv_lengths=None, rows=None):
         """x (bs, qlen, dim); mask broadcastable to (bs, heads, qlen, klen), True where attending, or
         None (with is_causal for the causal triangle). kv_lengths (bs,): when the mask only hides the
-        keys' padding, the keys of each row, for the kernel that skips it."""
+        keys' padding, the keys of each row, for the kernel that skips it. rows: the only positions
+        (indices in the flattened bs * qlen) whose output is wanted, as (len(rows), dim)."""
         q = self._heads(self.q_lin(x))
         src = x if kv is None else kv
         k, v = self._heads(self.k_lin(src)), self._heads(self.v_lin(src))
@@ -118,7 +119,10 @@ class MultiHeadAttention(nn.Module):
         else:
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
         bs, _, qlen, _ = context.shape
-        return self.out_lin(context.transpose(1, 2).reshape(bs, qlen, self.dim))
+        context = context.transpose(1, 2).reshape(bs, qlen, self.dim)
+        if rows is not None:
+            context = context.flatten(0, 1).index_select(0, rows)
+        return self.out_lin(context)
 
     def source_keys_values(self, src_enc):
         """The keys and values of the encoder output (bs, src_len, dim), as (bs * heads, src_len, head_dim)."""
@@ -289,9 +293,14 @@ class TransformerModel(nn.Module):
 
     def forward(self, x, lengths, langs=None, positions=None, causal=False, src_enc=None, src_len=None,
                 pred_mask=None, y=None):
-        """Last-layer hidden states (bs, slen, dim) of token ids x (bs, slen); with targets y, the mean
-        cross-entropy of predicting y from the hidden states at pred_mask instead (see `predict`), so
-        that a training step is one call (and one DistributedDataParallel forward).
+        """Last-layer hidden states (bs, slen, dim) of token ids x (bs, slen). With pred_mask, only
+        those at pred_mask (n, dim): a boolean (bs, slen) mask, or the positions' indices in the
+        flattened (bs * slen) rows (training makes them with the batch on the CPU: a boolean mask on
+        the device makes the host wait for the number of positions). The last layer then computes
+        the rest of its positions only as keys and values, the rows and the cost of MLM's 85% of
+        unpredicted tokens, or of all but the first in classification. With targets y (n,) too, the
+        mean cross-entropy of predicting them instead, so that a training step is one call (and one
+        DistributedDataParallel forward).
 
         lengths (bs,): tokens of each row (the rest is padding), or None when no row is padded (as
         in bptt streams), which lets attention use its fastest kernels. langs: (bs, slen) language
@@ -307,6 +316,9 @@ class TransformerModel(nn.Module):
             positions = torch.arange(slen, device=device).expand(bs, slen)
         if isinstance(langs, int):
             langs = torch.full_like(x, langs)
+        rows = None
+        if pred_mask is not None:
+            rows = flat_positions(pred_mask) if pred_mask.dtype == torch.bool else pred_mask
         alen = torch.arange(slen, device=device)
         keep = None if lengths is None else (alen[None, :] < lengths[:, None]).unsqueeze(-1)  # (bs, slen, 1)
         if causal or lengths is None:
@@ -314,8 +326,6 @@ class TransformerModel(nn.Module):
             attn_mask = None
         else:
             attn_mask = (alen[None, :] < lengths[:, None])[:, None, None, :]        # (bs, 1, 1, slen)
-        if src_enc is not None:
-            src_mask = (torch.arange(src_enc.shape[1], device=device)[None, :] < src_len[:, None])[:, None, None, :]
 
         has_langs = langs is not None and self.config.has_lang_emb
         h = self._embed(x, self.position_embeddings(positions), self.lang_embeddings(langs) if has_langs else None)
@@ -324,10 +334,16 @@ class TransformerModel(nn.Module):
         key_lengths = lengths if attn_mask is not None and not causal else None  # a padding mask
         cross = None
         if self.is_decoder and src_enc is not None:
-            cross = lambda i, h: self.encoder_attn[i](h, src_mask, kv=src_enc, kv_lengths=src_len)  # noqa: E731
-        h = self._layers(h, lambda i, h: self.attentions[i](h, attn_mask, is_causal=causal, kv_lengths=key_lengths),
-                         cross, keep)
-        return h if y is None else self.predict(h, pred_mask, y)
+            src_mask = (torch.arange(src_enc.shape[1], device=device)[None, :] < src_len[:, None])[:, None, None, :]
+
+            def cross(i, h, rows):
+                return self.encoder_attn[i](h, src_mask, kv=src_enc, kv_lengths=src_len, rows=rows)
+
+        def attention(i, h, rows):
+            return self.attentions[i](h, attn_mask, is_causal=causal, kv_lengths=key_lengths, rows=rows)
+
+        h = self._layers(h, attention, cross, keep, rows)
+        return h if y is None else self.pred_layer.loss(h, y)
 
     def _embed(self, x, position_embeddings, lang_embeddings):
         h = self.embeddings(x) + position_embeddings
@@ -335,13 +351,25 @@ class TransformerModel(nn.Module):
             h = h + lang_embeddings
         return dropout(self.layer_norm_emb(h), self.config.dropout, self.training)
 
-    def _layers(self, h, attention, cross_attention=None, keep=None):
-        """The layers on h, attention(i, h) and cross_attention(i, h) being layer i's; keep: a mask of
-        the positions that are not padding, zeroed after each layer."""
+    def _layers(self, h, attention, cross_attention=None, keep=None, rows=None):
+        """The layers on h, attention(i, h, rows) and cross_attention(i, h, rows) being layer i's; keep:
+        a mask of the positions that are not padding, zeroed after each layer. rows: the flattened
+        positions wanted of the output; the last attention of the last layer gives only those, and
+        all that follows it is computed on them alone."""
+        last = self.config.n_layers - 1
+        if rows is not None and last < 0:  # no layer: the embeddings are the output
+            return h.flatten(0, 1).index_select(0, rows)
         for i in range(self.config.n_layers):
-            h = self.layer_norm1[i](h + dropout(attention(i, h), self.config.dropout, self.training))
+            self_rows = rows if i == last and cross_attention is None else None
+            a = attention(i, h, self_rows)
+            if self_rows is not None:
+                h, keep = h.flatten(0, 1).index_select(0, rows), None  # wanted positions are never padding
+            h = self.layer_norm1[i](h + dropout(a, self.config.dropout, self.training))
             if cross_attention is not None:
-                a = cross_attention(i, h)
+                cross_rows = rows if i == last else None
+                a = cross_attention(i, h, cross_rows)
+                if cross_rows is not None:
+                    h, keep = h.flatten(0, 1).index_select(0, rows), None
                 h = self.layer_norm15[i](h + dropout(a, self.config.dropout, self.training))
             ffn = self.memories[f"{i}_in"] if self.ffns[i] is None else self.ffns[i]
             h = self.layer_norm2[i](h + ffn(h))
@@ -371,19 +399,11 @@ class TransformerModel(nn.Module):
         h = self._embed(words, self.position_embeddings.weight[t],
                         self.lang_embeddings.weight[lang] if self.config.has_lang_emb else None)
         kv = state.room(self.config, h.dtype)
-        h = self._layers(h, lambda i, h: self.attentions[i].step(h, kv[2 * i], kv[2 * i + 1], t),
-                         lambda i, h: self.encoder_attn[i].step_cross(h, *state.source[i], state.source_bias,
-                                                                     state.group))
+        h = self._layers(h, lambda i, h, _: self.attentions[i].step(h, kv[2 * i], kv[2 * i + 1], t),
+                         lambda i, h, _: self.encoder_attn[i].step_cross(h, *state.source[i], state.source_bias,
+                                                                        state.group))
         state.length = t + 1
         return h
-
-    def predict(self, h, pred_mask, y):
-        """Loss of predicting y from the hidden states h at pred_mask: a boolean (bs, slen) mask, or the
-        positions' indices in the flattened (bs * slen) rows, in the same order. Training passes
-        indices made with the batch on the CPU: a boolean mask on the device makes the host wait for
-        the number of positions."""
-        h = h[pred_mask] if pred_mask.dtype == torch.bool else h.flatten(0, 1).index_select(0, pred_mask)
-        return self.pred_layer.loss(h, y)
 
     def get_scores(self, h):
         return self.pred_layer.scores(h)

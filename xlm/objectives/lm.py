@@ -115,7 +115,7 @@ def clm_targets(x, lengths, context_size=0):
 
 def lm_scores(model, x, lengths, langs, positions, pred_mask, y, causal):
     """(sum of cross-entropy, number of predictions, number correct), for evaluation."""
-    h = model(x, lengths, langs=langs, positions=positions, causal=causal)
-    scores = model.get_scores(h[pred_mask]).float()
+    h = model(x, lengths, langs=langs, positions=positions, causal=causal, pred_mask=pred_mask)
+    scores = model.get_scores(h).float()
     loss = F.nll_loss(scores, y, reduction="sum") if model.config.asm else F.cross_entropy(scores, y, reduction="sum")
     return loss.item(), len(y), (scores.argmax(-1) == y).sum().item()

@@ -8,6 +8,7 @@ bias), so the task adds no parameter to the model.
 import torch
 import torch.nn.functional as F
 
+from ..model.embedder import sentence_vectors
 from .lm import concat_pair
 
 CLF_WEIGHT, CLF_BIAS = 8, 9
@@ -27,6 +28,6 @@ def pc_batch(first, lang1, second, lang2, generator):
 
 def pc_loss(model, embeddings, x, lengths, positions, langs, labels):
     """Binary cross-entropy of the classifier on the first hidden state of each pair."""
-    h = model(x, lengths, positions=positions, langs=langs)[:, 0]
+    h = sentence_vectors(model, x, lengths, langs=langs, positions=positions)
     logits = F.linear(h, embeddings[CLF_WEIGHT].unsqueeze(0), embeddings[CLF_BIAS, 0])
     return F.binary_cross_entropy_with_logits(logits.view(-1), labels.to(logits.dtype))

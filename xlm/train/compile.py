@@ -50,4 +50,4 @@ class BucketPadded(nn.Module):
                 torch._dynamo.maybe_mark_dynamic(t, dim)
         out = self.compiled(x, lengths, langs=langs, positions=positions, causal=causal, src_enc=src_enc,
                             src_len=src_len, pred_mask=pred_mask, y=y)
-        return out if y is not None else out[:, :slen]
+        return out if y is not None or pred_mask is not None else out[:, :slen]
