@@ -12,25 +12,35 @@ import torch
 import torch.nn.functional as F
 
 
+def _kept(shape, p):
+    """A boolean mask of the elements kept, and the scale of the kept ones (None when all are dropped)."""
+    dropped = round(p * 65536)
+    n = math.prod(shape)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None)
+    uniform16 = bits.view(torch.int16)[:n].view(shape)  # uniform over -32768..32767
+    return uniform16 >= dropped - 32768, 65536 / (65536 - dropped) if dropped < 65536 else None
+
+
 def dropout(x, p, training):
     if not training or p == 0 or x.device.type != "cpu":
         return F.dropout(x, p=p, training=training)
-    dropped = round(p * 65536)
-    if dropped >= 65536:
+    kept, scale = _kept(x.shape, p)
+    if scale is None:
         return torch.zeros_like(x)
-    bits = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None)
-    uniform16 = bits.view(torch.int16)[:x.numel()].view(x.shape)  # uniform over -32768..32767
-    keep = (uniform16 >= dropped - 32768).to(x.dtype).mul_(65536 / (65536 - dropped))
-    return x * keep
+    return x * kept.to(x.dtype).mul_(scale)
 
 
 def attention_with_dropout(q, k, v, mask, is_causal, p):
     """Scaled dot-product attention with dropout on the weights, as `F.scaled_dot_product_attention`'s
-    math path computes it on the CPU, with the dropout above. mask: True where attending."""
+    math path computes it on the CPU, with the dropout above, whose scale is applied to the (smaller)
+    output. mask: True where attending."""
     scores = (q * (1 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)
     if is_causal:
         mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1)
-    return dropout(weights, p, True) @ v
+    kept, scale = _kept(weights.shape, p)
+    if scale is None:
+        return torch.zeros_like(weights @ v)
+    return (torch.where(kept, weights, 0.0) @ v) * scale

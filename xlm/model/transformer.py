@@ -99,6 +99,13 @@ class MultiHeadAttention(nn.Module):
         self.v_lin = nn.Linear(dim, dim)
         self.out_lin = nn.Linear(dim, dim)
 
+    @staticmethod
+    def _projections(x, *linears):
+        """x through each of the linear maps, as one matmul (a wider one runs closer to the peak)."""
+        weight = torch.cat([lin.weight for lin in linears])
+        bias = torch.cat([lin.bias for lin in linears])
+        return F.linear(x, weight, bias).chunk(len(linears), dim=-1)
+
     def _heads(self, x):
         bs, n, _ = x.shape
         return x.view(bs, n, self.n_heads, self.dim // self.n_heads).transpose(1, 2)
@@ -108,9 +115,11 @@ class MultiHeadAttention(nn.Module):
         None (with is_causal for the causal triangle). kv_lengths (bs,): when the mask only hides the
         keys' padding, the keys of each row, for the kernel that skips it. rows: the only positions
         (indices in the flattened bs * qlen) whose output is wanted, as (len(rows), dim)."""
-        q = self._heads(self.q_lin(x))
-        src = x if kv is None else kv
-        k, v = self._heads(self.k_lin(src)), self._heads(self.v_lin(src))
+        if kv is None:
+            q, k, v = map(self._heads, self._projections(x, self.q_lin, self.k_lin, self.v_lin))
+        else:
+            q = self._heads(self.q_lin(x))
+            k, v = map(self._heads, self._projections(kv, self.k_lin, self.v_lin))
         dropout = self.dropout if self.training else 0.0
         if kv_lengths is not None and varlen_applies(q, dropout):
             context = varlen_attention(q, k, v, kv_lengths)
