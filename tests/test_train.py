@@ -267,3 +267,12 @@ def test_each_objective_draws_its_own_batches(small_sample):
     assert not torch.equal(next(iterators[("pred", "en", "fr")])[0].x, next(iterators[("mt", "en", "fr")])[0].x)
     again = build_iterators(params, data, DistInfo(rank=1, world_size=2, local_rank=1))
     assert {k: it.seed for k, it in iterators.items()} == {k: it.seed for k, it in again.items()}
+
+
+def test_scripts_start_without_the_compiler_and_the_tokenizer():
+    """torch._dynamo (loaded by torch.nn.attention.varlen) and sacremoses added 2 s to every start of
+    train.py, translate.py and glue-xnli.py: they are imported where they are used."""
+    code = ("import sys, xlm.train.loop, xlm.train.finetune, xlm.evaluation.mt, xlm.model.generate\n"
+            "print(sorted(m for m in ('torch._dynamo', 'torch._inductor', 'sacremoses') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"

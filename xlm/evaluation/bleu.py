@@ -6,7 +6,6 @@ precision gives 0). `detokenized_bleu` is the comparable score of today's papers
 text scored by sacrebleu with its default tokenizer, returned with sacrebleu's signature.
 """
 import sacrebleu
-from sacremoses import MosesDetokenizer
 
 from ..data.bpe import remove_bpe
 
@@ -21,6 +20,7 @@ def tokenized_bleu(hypotheses, references):
 
 def detokenized_bleu(hypotheses, references, lang):
     """(score, signature) of detokenized text, sacrebleu's default settings."""
+    from sacremoses import MosesDetokenizer  # here: importing sacremoses takes 0.5 s of every start
     detok = MosesDetokenizer(lang=lang)
     hyps = [detok.detokenize(h.split()) for h in hypotheses]
     refs = [detok.detokenize(r.split()) for r in references]

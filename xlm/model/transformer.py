@@ -12,7 +12,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention.varlen import varlen_attn
 
 from .dropout import attention_with_dropout, dropout
 from .memory import HashingMemory, MemoryConfig
@@ -63,6 +62,13 @@ def embedding(n, dim, padding_idx=None):
     if padding_idx is not None:
         nn.init.zeros_(emb.weight[padding_idx])
     return emb
+
+
+def varlen_attn(*args):
+    """torch's variable-length flash attention, imported at its first use: importing it loads
+    torch._dynamo, which would add 1.5 s to the start of every script."""
+    from torch.nn.attention.varlen import varlen_attn as kernel
+    return kernel(*args)
 
 
 def varlen_attention(q, k, v, kv_lengths):
