@@ -42,5 +42,5 @@ def attention_with_dropout(q, k, v, mask, is_causal, p):
     weights = torch.softmax(scores, dim=-1)
     kept, scale = _kept(weights.shape, p)
     if scale is None:
-        return torch.zeros_like(weights @ v)
+        return weights.new_zeros((*weights.shape[:-1], v.shape[-1]))
     return (torch.where(kept, weights, 0.0) @ v) * scale

@@ -312,8 +312,8 @@ class TransformerModel(nn.Module):
         those at pred_mask (n, dim): a boolean (bs, slen) mask, or the positions' indices in the
         flattened (bs * slen) rows (training makes them with the batch on the CPU: a boolean mask on
         the device makes the host wait for the number of positions). The last layer then computes
-        the rest of its positions only as keys and values, the rows and the cost of MLM's 85% of
-        unpredicted tokens, or of all but the first in classification. With targets y (n,) too, the
+        the other positions only as keys and values, which saves most of its cost when few are
+        wanted (MLM's 15%, the first token in classification). With targets y (n,) too, the
         mean cross-entropy of predicting them instead, so that a training step is one call (and one
         DistributedDataParallel forward).
 
