@@ -9,6 +9,7 @@ from xlm.data.dictionary import SPECIAL_WORDS
 from xlm.fileio import DataError
 from xlm.model.checkpoint import read_checkpoint
 from xlm.model.generate import generate_beam, generate_greedy
+from xlm.model import transformer
 from xlm.model.transformer import TransformerConfig, TransformerModel
 
 
@@ -201,3 +202,42 @@ def test_wanted_positions_alone_give_the_full_model_output(kind):
         torch.testing.assert_close(fast[1][name], full[1][name], msg=name)
     if kind == "first_tokens":
         torch.testing.assert_close(sentence_vectors(model, x, lengths, langs=1), model(x, lengths, langs=1)[:, 0])
+
+
+@pytest.mark.parametrize("kind", ["padded", "causal", "decoder", "memory"])
+def test_packed_padding_gives_the_padded_model_output(kind, monkeypatch):
+    """On the CPU the padding is left out of all but attention (packed rows): the hidden states, the
+    loss and every gradient are those of the path that computes the padding and zeroes it (CUDA's)."""
+    from xlm.model.memory import MemoryConfig
+    kw = dict(n_words=len(WORDS), emb_dim=32, n_layers=2, n_heads=4, n_langs=2, gelu_activation=True)
+    if kind == "memory":
+        kw.update(memory=MemoryConfig(k_dim=16, heads=2, knn=4, n_keys=8, query_batchnorm=False),
+                  mem_positions=[(0, "in"), (1, "after")])
+    torch.manual_seed(0)
+    model = TransformerModel(TransformerConfig(**kw, is_decoder=kind == "decoder"))
+    x, lengths = padded_batch(len(WORDS), [9, 6, 3, 7])
+    extra = dict(causal=kind in ("causal", "decoder"))
+    if kind == "decoder":
+        extra.update(src_enc=torch.randn(4, 5, 32), src_len=torch.tensor([5, 2, 4, 3]))
+    positions = torch.arange(9).expand(4, 9) % 5  # not the default, so that packing them counts
+    pred_mask = (x > 20) & (torch.arange(9) > 0)
+
+    def run():
+        model.zero_grad()
+        h = model(x, lengths, langs=1, positions=positions, **extra)
+        loss = model(x, lengths, langs=1, positions=positions, pred_mask=flat(pred_mask), y=x[pred_mask], **extra)
+        loss.backward()
+        return h, loss, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    def flat(mask):
+        return mask.flatten().nonzero().squeeze(1)
+
+    packed = run()
+    monkeypatch.setattr(transformer, "packs_padding", lambda device: False)  # as on CUDA
+    padded = run()
+    torch.testing.assert_close(packed[0], padded[0])
+    assert packed[0][torch.arange(9)[None, :] >= lengths[:, None]].abs().max() == 0
+    torch.testing.assert_close(packed[1], padded[1])
+    assert packed[2].keys() == padded[2].keys()
+    for name in padded[2]:
+        torch.testing.assert_close(packed[2][name], padded[2][name], msg=name)

@@ -93,6 +93,36 @@ def varlen_applies(q, dropout):
             and q.shape[-1] <= 256 and torch.cuda.get_device_capability(q.device) >= (8, 0))
 
 
+def packs_padding(device):
+    """Whether padded batches on this device leave the padding out of all but attention (`Packing`): on
+    the CPU, where finding it is free. On CUDA it would make the host wait, and the varlen kernel skips
+    the padding in attention; the padding is computed there and zeroed after each layer. Not under
+    torch.compile, whose graphs would break on the number of real tokens."""
+    return device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+@dataclass
+class Packing:
+    """A padded (bs, slen) batch whose real tokens alone go through the position-wise parts of the
+    layers, as (n, ...) rows; attention sees them padded again."""
+    tokens: torch.Tensor  # (n,): the real tokens' indices in the flattened bs * slen
+    bs: int
+    slen: int
+
+    def pack(self, t):
+        """(bs, slen, ...) -> (n, ...)"""
+        return t.flatten(0, 1).index_select(0, self.tokens)
+
+    def pad(self, h):
+        """(n, d) -> (bs, slen, d), zeros at the padding."""
+        padded = h.new_zeros(self.bs * self.slen, h.shape[-1]).index_copy(0, self.tokens, h)
+        return padded.view(self.bs, self.slen, -1)
+
+    def find(self, positions):
+        """The packed rows of these indices into the flattened bs * slen (real tokens only)."""
+        return torch.searchsorted(self.tokens, positions)
+
+
 class MultiHeadAttention(nn.Module):
     """Self-attention, or attention over `kv` (the encoder output), through fused SDPA kernels; `step` and
     `step_cross` attend from one new position per row, for incremental decoding."""
@@ -107,25 +137,28 @@ class MultiHeadAttention(nn.Module):
 
     @staticmethod
     def _projections(x, *linears):
-        """x through each of the linear maps, as one matmul (a wider one runs closer to the peak)."""
+        """x through the linear maps side by side, as one matmul (a wider one runs closer to the peak)."""
         weight = torch.cat([lin.weight for lin in linears])
         bias = torch.cat([lin.bias for lin in linears])
-        return F.linear(x, weight, bias).chunk(len(linears), dim=-1)
+        return F.linear(x, weight, bias)
 
     def _heads(self, x):
         bs, n, _ = x.shape
         return x.view(bs, n, self.n_heads, self.dim // self.n_heads).transpose(1, 2)
 
-    def forward(self, x, mask, kv=None, is_causal=False, kv_lengths=None, rows=None):
-        """x (bs, qlen, dim); mask broadcastable to (bs, heads, qlen, klen), True where attending, or
-        None (with is_causal for the causal triangle). kv_lengths (bs,): when the mask only hides the
-        keys' padding, the keys of each row, for the kernel that skips it. rows: the only positions
-        (indices in the flattened bs * qlen) whose output is wanted, as (len(rows), dim)."""
+    def forward(self, x, mask, kv=None, is_causal=False, kv_lengths=None, rows=None, packing=None):
+        """x (bs, qlen, dim), or its real tokens (n, dim) with their `packing`; mask broadcastable to
+        (bs, heads, qlen, klen), True where attending, or None (with is_causal for the causal
+        triangle). kv_lengths (bs,): when the mask only hides the keys' padding, the keys of each row,
+        for the kernel that skips it. Returns the output (bs, qlen, dim), packed (n, dim), or at rows
+        alone (len(rows), dim): the only positions wanted, as indices in the flattened bs * qlen."""
+        unpack = packing.pad if packing is not None else lambda t: t
         if kv is None:
-            q, k, v = map(self._heads, self._projections(x, self.q_lin, self.k_lin, self.v_lin))
+            qkv = unpack(self._projections(x, self.q_lin, self.k_lin, self.v_lin))
+            q, k, v = map(self._heads, qkv.chunk(3, dim=-1))
         else:
-            q = self._heads(self.q_lin(x))
-            k, v = map(self._heads, self._projections(kv, self.k_lin, self.v_lin))
+            q = self._heads(unpack(self.q_lin(x)))
+            k, v = map(self._heads, self._projections(kv, self.k_lin, self.v_lin).chunk(2, dim=-1))
         dropout = self.dropout if self.training else 0.0
         if kv_lengths is not None and varlen_applies(q, dropout):
             context = varlen_attention(q, k, v, kv_lengths)
@@ -135,8 +168,9 @@ class MultiHeadAttention(nn.Module):
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
         bs, _, qlen, _ = context.shape
         context = context.transpose(1, 2).reshape(bs, qlen, self.dim)
-        if rows is not None:
-            context = context.flatten(0, 1).index_select(0, rows)
+        wanted = rows if rows is not None else None if packing is None else packing.tokens
+        if wanted is not None:
+            context = context.flatten(0, 1).index_select(0, wanted)
         return self.out_lin(context)
 
     def source_keys_values(self, src_enc):
@@ -317,8 +351,9 @@ class TransformerModel(nn.Module):
         mean cross-entropy of predicting them instead, so that a training step is one call (and one
         DistributedDataParallel forward).
 
-        lengths (bs,): tokens of each row (the rest is padding), or None when no row is padded (as
-        in bptt streams), which lets attention use its fastest kernels. langs: (bs, slen) language
+        lengths (bs,): tokens of each row (the rest is padding, left out of all but attention on
+        the CPU: `packs_padding`), or None when no row is padded (as in bptt streams), which lets
+        attention use its fastest kernels. langs: (bs, slen) language
         ids, or one id for all tokens (ignored by models without language embeddings). positions:
         (bs, slen), default 0..slen-1. causal: each position sees only itself and earlier ones.
         src_enc (bs, src_len, dim) and src_len (bs,): the encoder output a decoder attends to.
@@ -335,14 +370,20 @@ class TransformerModel(nn.Module):
         if pred_mask is not None:
             rows = flat_positions(pred_mask) if pred_mask.dtype == torch.bool else pred_mask
         alen = torch.arange(slen, device=device)
-        keep = None if lengths is None else (alen[None, :] < lengths[:, None]).unsqueeze(-1)  # (bs, slen, 1)
+        real = None if lengths is None else alen[None, :] < lengths[:, None]          # (bs, slen)
         if causal or lengths is None:
             # a causal query never sees the padding, which sits after every real token
             attn_mask = None
         else:
-            attn_mask = (alen[None, :] < lengths[:, None])[:, None, None, :]        # (bs, 1, 1, slen)
-
+            attn_mask = real[:, None, None, :]                                       # (bs, 1, 1, slen)
         has_langs = langs is not None and self.config.has_lang_emb
+        packing = keep = None
+        if real is not None and packs_padding(device) and not real.all():
+            packing = Packing(flat_positions(real), bs, slen)
+            x, positions = packing.pack(x), packing.pack(positions)
+            langs = packing.pack(langs) if has_langs else langs
+        elif real is not None:
+            keep = real.unsqueeze(-1)
         h = self._embed(x, self.position_embeddings(positions), self.lang_embeddings(langs) if has_langs else None)
         if keep is not None:
             h = h * keep.to(h.dtype)
@@ -352,13 +393,16 @@ class TransformerModel(nn.Module):
             src_mask = (torch.arange(src_enc.shape[1], device=device)[None, :] < src_len[:, None])[:, None, None, :]
 
             def cross(i, h, rows):
-                return self.encoder_attn[i](h, src_mask, kv=src_enc, kv_lengths=src_len, rows=rows)
+                return self.encoder_attn[i](h, src_mask, kv=src_enc, kv_lengths=src_len, rows=rows, packing=packing)
 
         def attention(i, h, rows):
-            return self.attentions[i](h, attn_mask, is_causal=causal, kv_lengths=key_lengths, rows=rows)
+            return self.attentions[i](h, attn_mask, is_causal=causal, kv_lengths=key_lengths, rows=rows,
+                                      packing=packing)
 
-        h = self._layers(h, attention, cross, keep, rows)
-        return h if y is None else self.pred_layer.loss(h, y)
+        h = self._layers(h, attention, cross, keep, rows, packing)
+        if y is not None:
+            return self.pred_layer.loss(h, y)
+        return packing.pad(h) if packing is not None and rows is None else h
 
     def _embed(self, x, position_embeddings, lang_embeddings):
         h = self.embeddings(x) + position_embeddings
@@ -366,25 +410,28 @@ class TransformerModel(nn.Module):
             h = h + lang_embeddings
         return dropout(self.layer_norm_emb(h), self.config.dropout, self.training)
 
-    def _layers(self, h, attention, cross_attention=None, keep=None, rows=None):
+    def _layers(self, h, attention, cross_attention=None, keep=None, rows=None, packing=None):
         """The layers on h, attention(i, h, rows) and cross_attention(i, h, rows) being layer i's; keep:
         a mask of the positions that are not padding, zeroed after each layer. rows: the flattened
         positions wanted of the output; the last attention of the last layer gives only those, and
-        all that follows it is computed on them alone."""
+        all that follows it is computed on them alone. packing: h holds the real tokens alone."""
+        def take(h, rows):  # the rows of h at these flattened positions, which are never padding
+            return h.flatten(0, 1).index_select(0, rows) if packing is None else h.index_select(0, packing.find(rows))
+
         last = self.config.n_layers - 1
         if rows is not None and last < 0:  # no layer: the embeddings are the output
-            return h.flatten(0, 1).index_select(0, rows)
+            return take(h, rows)
         for i in range(self.config.n_layers):
             self_rows = rows if i == last and cross_attention is None else None
             a = attention(i, h, self_rows)
             if self_rows is not None:
-                h, keep = h.flatten(0, 1).index_select(0, rows), None  # wanted positions are never padding
+                h, keep = take(h, rows), None
             h = self.layer_norm1[i](h + dropout(a, self.config.dropout, self.training))
             if cross_attention is not None:
                 cross_rows = rows if i == last else None
                 a = cross_attention(i, h, cross_rows)
                 if cross_rows is not None:
-                    h, keep = h.flatten(0, 1).index_select(0, rows), None
+                    h, keep = take(h, rows), None
                 h = self.layer_norm15[i](h + dropout(a, self.config.dropout, self.training))
             ffn = self.memories[f"{i}_in"] if self.ffns[i] is None else self.ffns[i]
             h = self.layer_norm2[i](h + ffn(h))
