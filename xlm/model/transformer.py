@@ -152,12 +152,12 @@ class MultiHeadAttention(nn.Module):
         triangle). kv_lengths (bs,): when the mask only hides the keys' padding, the keys of each row,
         for the kernel that skips it. Returns the output (bs, qlen, dim), packed (n, dim), or at rows
         alone (len(rows), dim): the only positions wanted, as indices in the flattened bs * qlen."""
-        unpack = packing.pad if packing is not None else lambda t: t
+        pad = packing.pad if packing is not None else lambda t: t
         if kv is None:
-            qkv = unpack(self._projections(x, self.q_lin, self.k_lin, self.v_lin))
+            qkv = pad(self._projections(x, self.q_lin, self.k_lin, self.v_lin))
             q, k, v = map(self._heads, qkv.chunk(3, dim=-1))
         else:
-            q = self._heads(unpack(self.q_lin(x)))
+            q = self._heads(pad(self.q_lin(x)))
             k, v = map(self._heads, self._projections(kv, self.k_lin, self.v_lin).chunk(2, dim=-1))
         dropout = self.dropout if self.training else 0.0
         if kv_lengths is not None and varlen_applies(q, dropout):
@@ -353,8 +353,8 @@ class TransformerModel(nn.Module):
 
         lengths (bs,): tokens of each row (the rest is padding, left out of all but attention on
         the CPU: `packs_padding`), or None when no row is padded (as in bptt streams), which lets
-        attention use its fastest kernels. langs: (bs, slen) language
-        ids, or one id for all tokens (ignored by models without language embeddings). positions:
+        attention use its fastest kernels. langs: (bs, slen) language ids, or one id for all tokens
+        (ignored by models without language embeddings). positions:
         (bs, slen), default 0..slen-1. causal: each position sees only itself and earlier ones.
         src_enc (bs, src_len, dim) and src_len (bs,): the encoder output a decoder attends to.
         """
