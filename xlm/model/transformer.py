@@ -168,7 +168,7 @@ class MultiHeadAttention(nn.Module):
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
         bs, _, qlen, _ = context.shape
         context = context.transpose(1, 2).reshape(bs, qlen, self.dim)
-        wanted = rows if rows is not None else None if packing is None else packing.tokens
+        wanted = rows if rows is not None else packing.tokens if packing is not None else None
         if wanted is not None:
             context = context.flatten(0, 1).index_select(0, wanted)
         return self.out_lin(context)
