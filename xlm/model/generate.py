@@ -134,12 +134,14 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
     beam_scores = beam_scores.view(-1)
     candidate_rank = torch.arange(2 * beam_size, 0, -1, device=device)
     state = decoder.start_decoding(src_enc, src_len, max_len, group=beam_size)
+    buffer = torch.empty(bs * beam_size, n_words, device=device)
     cur_len = 1
     while cur_len < max_len:
         n = len(alive)
         h = decoder.step(generated[:, cur_len - 1], tgt_lang_id, state)
-        scores = F.log_softmax(decoder.get_scores(h).float(), dim=-1)
-        scores = (scores + beam_scores[:, None]).view(n, beam_size * n_words)
+        # in place, in one buffer: the same values as the original's log_softmax(logits) + beam_scores
+        logits = decoder.get_scores(h, out=buffer[:len(h)]).float()
+        scores = torch.log_softmax(logits, dim=-1, out=logits).add_(beam_scores[:, None]).view(n, beam_size * n_words)
         next_scores, next_words = torch.topk(scores, 2 * beam_size, dim=1)  # (n, 2 * beam_size), best first
         first_row = torch.arange(0, n * beam_size, beam_size, device=device)[:, None]
         rows, words = first_row + next_words // n_words, next_words % n_words

@@ -232,9 +232,15 @@ class PredLayer(nn.Module):
         else:
             self.proj = nn.Linear(config.emb_dim, config.n_words, bias=True)
 
-    def scores(self, h):
-        """(n, dim) -> (n, n_words): logits, or log-probabilities with the adaptive softmax."""
-        return self.proj.log_prob(h) if self.asm else self.proj(h)
+    def scores(self, h, out=None):
+        """(n, dim) -> (n, n_words): logits, or log-probabilities with the adaptive softmax. out: a
+        tensor of that shape for the logits, which beam search reuses at every step; ignored under
+        autocast (which skips out= calls) or another dtype."""
+        if self.asm:
+            return self.proj.log_prob(h)
+        if out is None or out.dtype != h.dtype or torch.is_autocast_enabled(h.device.type):
+            return self.proj(h)
+        return torch.addmm(self.proj.bias, h, self.proj.weight.t(), out=out)
 
     def loss(self, h, y):
         """Mean cross-entropy of predicting y (n,) from h (n, dim)."""
@@ -467,5 +473,5 @@ class TransformerModel(nn.Module):
         state.length = t + 1
         return h
 
-    def get_scores(self, h):
-        return self.pred_layer.scores(h)
+    def get_scores(self, h, out=None):
+        return self.pred_layer.scores(h, out)
