@@ -118,3 +118,13 @@ def test_varlen_model_matches_padded_on_cuda(monkeypatch):
         results.append((loss.item(), encoder.attentions[0].q_lin.weight.grad.float().cpu()))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-2)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=5e-2, atol=1e-3)
+
+
+def test_varlen_kernel_is_looked_up_not_assumed():
+    """A torch before 2.9 has no torch.nn.attention.varlen: there padded attention masks, not crashes."""
+    try:
+        import torch.nn.attention.varlen  # noqa: F401
+        present = True
+    except ImportError:
+        present = False
+    assert transformer.has_varlen_kernel() is present

@@ -6,6 +6,8 @@ projection tied to the input embeddings. The table size and the eps are the orig
 configurable, for Hugging Face XLM models that set them otherwise. Module and parameter names are the
 original XLM's, so its state dicts load without renaming. Tensors are batch-first: x is (batch, length).
 """
+import functools
+import importlib.util
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -86,11 +88,18 @@ def varlen_attention(q, k, v, kv_lengths):
     return out.view(bs, qlen, heads, d).transpose(1, 2)
 
 
+@functools.cache
+def has_varlen_kernel():
+    """Whether this torch has `torch.nn.attention.varlen` (2.9 and later), looked up without importing it."""
+    return importlib.util.find_spec("torch.nn.attention.varlen") is not None
+
+
 def varlen_applies(q, dropout):
-    """The flash kernel's conditions: CUDA (Ampere or later), half precision, head size <= 256 and a
-    multiple of 8, no dropout. Elsewhere (and on the CPU) attention masks the padding."""
+    """The flash kernel's conditions: a torch that has it, CUDA (Ampere or later), half precision, head
+    size <= 256 and a multiple of 8, no dropout. Elsewhere (and on the CPU) attention masks the padding."""
     return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and dropout == 0 and q.shape[-1] % 8 == 0
-            and q.shape[-1] <= 256 and torch.cuda.get_device_capability(q.device) >= (8, 0))
+            and q.shape[-1] <= 256 and has_varlen_kernel()
+            and torch.cuda.get_device_capability(q.device) >= (8, 0))
 
 
 def packs_padding(device):
