@@ -7,7 +7,7 @@ setup(
     packages=find_packages(include=["xlm", "xlm.*"]),
     python_requires=">=3.9",
     install_requires=[
-        "torch>=2.1,<3",
+        "torch>=2.5,<3",  # 2.5: torch.serialization.safe_globals, which checkpoint loading uses
         "numpy>=1.23",
         "sacremoses>=0.1",
         "sacrebleu>=2.3",
