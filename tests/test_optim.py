@@ -118,6 +118,60 @@ def test_optimizer_state_round_trips_and_keeps_the_schedule():
     assert second.param_groups[0]["lr"] == uninterrupted.param_groups[0]["lr"] == pytest.approx(0.01 * 4 ** 0.5 * 8 ** -0.5)
 
 
+class TorchFormat(torch.optim.Optimizer):
+    """The original's Adam as a torch Optimizer (an int `step`, `exp_avg`, `exp_avg_sq`): torch's own
+    state_dict and load_state_dict are the reference for the format of xlm's Adam, a plain class."""
+
+    def __init__(self, params, **defaults):
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                state["step"] += 1
+                state["exp_avg"].add_(p.grad)
+                state["exp_avg_sq"].add_(p.grad * p.grad)
+
+
+def test_adam_state_dict_has_torchs_format():
+    torch.manual_seed(0)
+    make = lambda: [torch.randn(3, requires_grad=True), torch.randn(2, 2, requires_grad=True),  # noqa: E731
+                    torch.randn(4, requires_grad=True)]
+    groups = lambda ps: [{"params": ps[:2], **GROUPS[0]}, {"params": ps[2:], **GROUPS[1]}]  # noqa: E731
+    ours, theirs = make(), make()
+    adam, reference = Adam(groups(ours)), TorchFormat(groups(theirs))
+    for params, optimizer in ((ours, adam), (theirs, reference)):
+        for p in params[:2]:  # the third parameter gets no gradient: no state
+            p.grad = torch.ones_like(p)
+        optimizer.step()
+    mine, torchs = adam.state_dict(), reference.state_dict()
+    assert [g["params"] for g in mine["param_groups"]] == [g["params"] for g in torchs["param_groups"]] == [[0, 1], [2]]
+    assert mine["param_groups"] == torchs["param_groups"]
+    assert sorted(mine["state"]) == sorted(torchs["state"]) == [0, 1]
+    for i in (0, 1):
+        assert mine["state"][i]["step"] == torchs["state"][i]["step"] == 1
+    # each loads the other's file (as saved and read back), moments on each parameter's dtype
+    for target, source in ((Adam(groups(make())), torchs), (TorchFormat(groups(make())), mine)):
+        buffer = io.BytesIO()
+        torch.save(source, buffer)
+        buffer.seek(0)
+        target.load_state_dict(torch.load(buffer, weights_only=True))
+        assert target.param_groups[1]["lr"] == GROUPS[1]["lr"]
+        assert sorted(target.state_dict()["state"]) == [0, 1]
+    half = [p.detach().to(torch.bfloat16).requires_grad_() for p in make()]
+    loaded = Adam(groups(half))
+    loaded.load_state_dict(mine)
+    assert all(s["exp_avg"].dtype == torch.bfloat16 for s in loaded.state.values())
+    with pytest.raises(ValueError, match="doesn't match the size"):
+        Adam([{"params": make()}]).load_state_dict({"state": {}, "param_groups": [{**GROUPS[0], "params": [0, 1]}]})
+
+
 # ---------------------------------------------------------------------------------------------- LR schedules
 def inverse_sqrt(n, lr, warmup_updates=4000, warmup_init_lr=1e-7, exp_factor=0.5):
     """The original's AdamInverseSqrtWithWarmup.get_lr_for_step."""

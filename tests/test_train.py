@@ -270,9 +270,14 @@ def test_each_objective_draws_its_own_batches(small_sample):
 
 
 def test_scripts_start_without_the_compiler_and_the_tokenizer():
-    """torch._dynamo (loaded by torch.nn.attention.varlen) and sacremoses added 2 s to every start of
-    train.py, translate.py and glue-xnli.py: they are imported where they are used."""
-    code = ("import sys, xlm.train.loop, xlm.train.finetune, xlm.evaluation.mt, xlm.model.generate\n"
+    """torch._dynamo (loaded by torch.nn.attention.varlen, and by any torch.optim.Optimizer) and sacremoses
+    added 2-3 s to every start of train.py, translate.py and glue-xnli.py: they are imported where they
+    are used, and the original's Adam is not a torch Optimizer."""
+    code = ("import sys, torch, xlm.train.loop, xlm.train.finetune, xlm.evaluation.mt, xlm.model.generate\n"
+            "from xlm.train.schedules import build_optimizer\n"
+            "p = torch.nn.Parameter(torch.zeros(2))\n"
+            "o = build_optimizer([p], 'adam_inverse_sqrt,lr=0.001')\n"
+            "p.grad = torch.ones(2); o.step(); o.zero_grad(); o.load_state_dict(o.state_dict())\n"
             "print(sorted(m for m in ('torch._dynamo', 'torch._inductor', 'sacremoses') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"

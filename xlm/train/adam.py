@@ -9,20 +9,71 @@ It follows GradScaler's `found_inf` protocol: with an attribute `found_inf` (a t
 non-zero to skip), a skipped update leaves the moments and parameters exactly as they were, decided on
 the device without a host synchronisation (the step counts, on the host, still advance:
 xlm/train/engine.py takes them back).
+
+It is not a `torch.optim.Optimizer`: torch wraps that class's methods to keep its compiler out of them,
+and the first call imports `torch._dynamo`, 1.2-1.6 s at the start of every run. It has the part of that
+interface the training loop, GradScaler and checkpoints use (`param_groups`, `state`, `step`,
+`zero_grad`, `state_dict` and `load_state_dict`, in torch's format, which the original's files share).
 """
 import math
+from collections import defaultdict
+from copy import deepcopy
 
 import torch
 
 
-class Adam(torch.optim.Optimizer):
+class Adam:
     """State per parameter as torch's and the original's: `step` (an int), `exp_avg`, `exp_avg_sq`."""
     _step_supports_amp_scaling = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"Adam: invalid lr={lr}, betas={betas}, eps={eps} or weight_decay={weight_decay}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        self.defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        self.state = defaultdict(dict)
+        self.param_groups = []
+        params = list(params)
+        if not params:
+            raise ValueError("Adam: no parameters to optimize")
+        for group in params if isinstance(params[0], dict) else [{"params": params}]:
+            params = group["params"]
+            group = {**self.defaults, **group,
+                     "params": [params] if isinstance(params, torch.Tensor) else list(params)}
+            self.param_groups.append(group)
+
+    def zero_grad(self, set_to_none=True):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if set_to_none:
+                    p.grad = None
+                elif p.grad is not None:
+                    p.grad.detach_().zero_()
+
+    def state_dict(self):
+        """torch's layout: parameters numbered in group order, the state keyed by those numbers."""
+        number = {}
+        groups = [{**{k: v for k, v in group.items() if k != "params"},
+                   "params": [number.setdefault(id(p), len(number)) for p in group["params"]]}
+                  for group in self.param_groups]
+        return {"state": {number[id(p)]: s for p, s in self.state.items()}, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        """As torch's: the saved groups replace these (their parameters kept), the moments take each
+        parameter's dtype and device. ValueError when the groups do not match."""
+        saved = deepcopy(state_dict["param_groups"])
+        if len(saved) != len(self.param_groups):
+            raise ValueError(f"loaded state dict has {len(saved)} parameter groups, the optimizer "
+                             f"{len(self.param_groups)}")
+        if any(len(a["params"]) != len(b["params"]) for a, b in zip(saved, self.param_groups)):
+            raise ValueError("loaded state dict contains a parameter group that doesn't match the size of "
+                             "optimizer's group")
+        params = {i: p for a, b in zip(saved, self.param_groups) for i, p in zip(a["params"], b["params"])}
+        self.state = defaultdict(dict)
+        for i, s in state_dict["state"].items():
+            p = params[i]
+            self.state[p] = {k: v.to(device=p.device, dtype=p.dtype if p.is_floating_point() else None)
+                             if isinstance(v, torch.Tensor) and k != "step" else v for k, v in s.items()}
+        self.param_groups = [{**a, "params": b["params"]} for a, b in zip(saved, self.param_groups)]
 
     @torch.no_grad()
     def step(self, closure=None):
