@@ -36,10 +36,9 @@ class Adam:
         if not params:
             raise ValueError("Adam: no parameters to optimize")
         for group in params if isinstance(params[0], dict) else [{"params": params}]:
-            params = group["params"]
-            group = {**self.defaults, **group,
-                     "params": [params] if isinstance(params, torch.Tensor) else list(params)}
-            self.param_groups.append(group)
+            members = group["params"]
+            self.param_groups.append({**self.defaults, **group, "params": [members] if isinstance(
+                members, torch.Tensor) else list(members)})
 
     def zero_grad(self, set_to_none=True):
         for group in self.param_groups:
