@@ -77,9 +77,8 @@ def mask_for_eval(x, lengths, word_pred, rng):
     pred_mask = torch.from_numpy(np.ascontiguousarray((rng.rand(slen, bs) <= word_pred).T))
     pred_mask[:, 0] = False
     pred_mask &= torch.arange(slen)[None, :] < (lengths[:, None] - 1)
-    for i in range(bs):
-        if not pred_mask[i].any() and lengths[i] > 2:
-            pred_mask[i, rng.randint(1, int(lengths[i]) - 1)] = True
+    for i in (~pred_mask.any(1) & (lengths > 2)).nonzero().flatten().tolist():  # rows in order, as the original
+        pred_mask[i, rng.randint(1, int(lengths[i]) - 1)] = True
     y = x[pred_mask]
     x = x.clone()
     x[pred_mask] = MASK_INDEX
