@@ -52,7 +52,8 @@ def test_a_killed_rank_stops_the_other_and_the_rerun_resumes_exactly(seed, small
     assert ckpt["train_state"]["n_total_iter"] in (6, 12, 18) and ckpt["train_state"]["n_total_iter"] <= at + 1
 
     command, env = torchrun(*TWO_RANK_FLAGS, "--exp_id", "killed", "--dump_path", tmp_path, "--data_path", small_sample)
-    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
+    rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
     resumed = log.read_text()
     assert f"Resumed from {log.parent / 'checkpoint.pth'}: epoch " in resumed
     assert losses_of(resumed) == losses_of(two_rank_reference)
