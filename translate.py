@@ -5,7 +5,10 @@
         --output_path output.fr.bpe [--beam_size 5 --length_penalty 1.0 --batch_size 32]
 
 The original's command line; output lines are BPE'd like the input (add --remove_bpe true for plain
-tokens) and keep the input's order. Sentences are batched by length for speed.
+tokens) and keep the input's order. Sentences are translated in batches of --batch_size in input order, as
+the original does: a batch's longest source sets the max_len of all its translations (1.5 x its length +
+10), so a translation that runs to max_len depends on its batch, and only the original's batches give the
+original's output.
 """
 import argparse
 import logging
@@ -90,12 +93,10 @@ def read_input(stream, dico, max_tokens):
 @torch.no_grad()
 def translate(model, sentences, src_id, tgt_id, args, device):
     """Translations (id lists without </s>) in input order."""
-    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-    out = [None] * len(sentences)
-    for start in tqdm(range(0, len(order), args.batch_size), desc="translate", unit="batch", file=sys.stderr,
+    out = []
+    for start in tqdm(range(0, len(sentences), args.batch_size), desc="translate", unit="batch", file=sys.stderr,
                       disable=None):
-        ids = order[start:start + args.batch_size]
-        batch = batch_sentences([sentences[i].numpy() for i in ids])
+        batch = batch_sentences([s.numpy() for s in sentences[start:start + args.batch_size]])
         x, lengths = batch.x.to(device), batch.lengths.to(device)
         enc = model.encoder(x, lengths, langs=src_id)
         max_len = min(int(1.5 * int(lengths.max()) + 10), model.decoder.config.n_positions)
@@ -105,8 +106,7 @@ def translate(model, sentences, src_id, tgt_id, args, device):
             y, y_len = generate_beam(model.decoder, enc, lengths, tgt_id, args.beam_size, args.length_penalty,
                                      args.early_stopping, max_len=max_len)
         y, y_len = y.tolist(), y_len.tolist()  # one host read per batch
-        for row, i in enumerate(ids):
-            out[i] = y[row][1:y_len[row] - 1]
+        out += [row[1:n - 1] for row, n in zip(y, y_len)]
     return out
 
 

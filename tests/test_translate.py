@@ -1,5 +1,6 @@
 """translate.py as a user runs it, with a translation checkpoint of a model trained to reverse."""
 import pytest
+import torch
 
 from conftest import python, train_reverser
 from xlm.data.dictionary import SPECIAL_WORDS
@@ -31,7 +32,7 @@ def test_translate_keeps_the_order_and_translates(checkpoint, tmp_path):
     got = out.read_text().splitlines()
     assert len(got) == len(LINES)
     assert sum(g.split() == l.split()[::-1] for g, l in zip(got, LINES)) >= 5
-    # one sentence at a time gives the same lines: the batching by length does not reorder the output
+    # one sentence at a time gives the same lines (none of them runs to max_len)
     one = tmp_path / "one.fr"
     python("translate.py", "--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr",
            "--output_path", one, "--batch_size", "1", input="\n".join(LINES) + "\n")
@@ -40,6 +41,27 @@ def test_translate_keeps_the_order_and_translates(checkpoint, tmp_path):
     python("translate.py", "--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr",
            "--output_path", beam, "--beam_size", "4", "--length_penalty", "1.0", input="\n".join(LINES) + "\n")
     assert len(beam.read_text().splitlines()) == len(LINES)
+
+
+def test_batches_follow_the_input_order_as_the_original(tmp_path):
+    """A decoder that never ends a sentence: every translation runs to the max_len of its batch, 1.5 x
+    its longest source + 10 (</s> included). The original's batches are --batch_size lines in input order;
+    batches sorted by length would give "h" a shorter limit."""
+    vocab = SPECIAL_WORDS + WORDS
+    enc, dec = train_reverser(len(vocab), steps=1, first_word=len(SPECIAL_WORDS))
+    with torch.no_grad():
+        dec.pred_layer.proj.bias[dec.config.eos_index] = -1e9
+    from xlm.data.dictionary import Dictionary
+    dico = Dictionary.from_words([(w, 0) for w in vocab])
+    params = dict(emb_dim=32, n_layers=2, n_heads=4, n_langs=2, lang2id={"en": 0, "fr": 1}, id2lang={0: "en", 1: "fr"},
+                  encoder_only=False, n_words=len(vocab))
+    save_checkpoint(checkpoint_payload(dico, params, encoder=enc, decoder=dec), tmp_path / "mt.pth")
+    for beam_size in (1, 3):
+        out = tmp_path / f"out{beam_size}.fr"
+        python("translate.py", "--model_path", tmp_path / "mt.pth", "--src_lang", "en", "--tgt_lang", "fr",
+               "--output_path", out, "--batch_size", "3", "--beam_size", beam_size, input="\n".join(LINES) + "\n")
+        longest = [max(len(line.split()) + 2 for line in LINES[i - i % 3:i - i % 3 + 3]) for i in range(len(LINES))]
+        assert [len(line.split()) for line in out.read_text().splitlines()] == [int(1.5 * n + 10) - 2 for n in longest]
 
 
 @pytest.mark.parametrize("text, message", [

@@ -7,6 +7,7 @@ import xlm
 from conftest import python
 from xlm.data.datasets import batch_sentences
 from xlm.data.dictionary import MASK_INDEX
+from xlm.model.checkpoint import read_checkpoint
 from xlm.objectives.mt import add_noise
 
 TINY = ["--emb_dim", "32", "--n_layers", "1", "--n_heads", "4", "--batch_size", "16", "--max_len", "30"]
@@ -68,6 +69,10 @@ def test_unsupervised_and_supervised_mt(small_sample, tmp_path):
     assert scores[-1]["valid_en-fr_mt_ppl"] < 0.7 * scores[0]["valid_en-fr_mt_ppl"]
     model = xlm.load_model(tmp_path / "mt" / "sup" / "checkpoint.pth")
     assert model.decoder is not None
+    # what the original's translate.py reads from params, besides the model's sizes
+    params = read_checkpoint(tmp_path / "mt" / "sup" / "checkpoint.pth")["params"]
+    assert {k: params[k] for k in ("n_words", "bos_index", "eos_index", "pad_index", "unk_index", "mask_index")} == {
+        "n_words": len(model.dico), "bos_index": 0, "eos_index": 1, "pad_index": 2, "unk_index": 3, "mask_index": 5}
     lines = (small_sample / "valid.en-fr.en").read_text().splitlines()[:12]
     out = tmp_path / "out.fr"
     python("translate.py", "--model_path", tmp_path / "mt" / "sup" / "checkpoint.pth", "--src_lang", "en",

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..data.binarized import MAGIC as BINARIZED_MAGIC
-from ..data.dictionary import Dictionary
+from ..data.dictionary import MASK_INDEX, Dictionary
 from ..fileio import DataError, atomic_write, check_file
 from .memory import MemoryConfig, parse_mem_positions
 from .transformer import N_MAX_POSITIONS, TransformerConfig, TransformerModel
@@ -265,14 +265,18 @@ def load_model(path):
 
 
 def checkpoint_payload(dico, params, model=None, encoder=None, decoder=None, **extra):
-    """The dict the original writes (and reads): weights, params and the vocabulary."""
+    """The dict the original writes (and reads): weights, params and the vocabulary. params gets the
+    vocabulary's size and special indices, which the original's training derives into its params and
+    its translate.py reads back from them."""
+    params = {**params, "n_words": len(dico), "bos_index": dico.bos_index, "eos_index": dico.eos_index,
+              "pad_index": dico.pad_index, "unk_index": dico.unk_index, "mask_index": MASK_INDEX}
     payload = {}
     if model is not None:
         payload["model"] = model.state_dict()
     else:
         payload["encoder"], payload["decoder"] = encoder.state_dict(), decoder.state_dict()
     payload.update(dico_id2word=dict(dico.id2word), dico_word2id=dict(dico.word2id),
-                   dico_counts=dict(dico.counts), params=dict(params), **extra)
+                   dico_counts=dict(dico.counts), params=params, **extra)
     return payload
 
 
