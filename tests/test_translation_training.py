@@ -5,6 +5,7 @@ import torch
 
 import xlm
 from conftest import python
+from xlm.data.bpe import remove_bpe
 from xlm.data.datasets import batch_sentences
 from xlm.data.dictionary import MASK_INDEX
 from xlm.model.checkpoint import read_checkpoint
@@ -60,6 +61,11 @@ def test_unsupervised_and_supervised_mt(small_sample, tmp_path):
     assert {"ref.en-fr.valid.txt", "ref.fr-en.test.txt", "hyp0.en-fr.valid.txt", "hyp1.fr-en.test.txt"} <= hyps
     refs = (dump / "hypotheses" / "ref.en-fr.valid.txt").read_text().splitlines()
     assert len(refs) == 150 and "@@" not in " ".join(refs)
+    # in the original's order, that of its evaluation batches: stable-sorted by the pair's length
+    en, fr = ((small_sample / f"valid.en-fr.{lang}").read_text().splitlines() for lang in ("en", "fr"))
+    order = sorted(range(len(fr)), key=lambda i: len(en[i].split()) + len(fr[i].split()))
+    assert refs == [remove_bpe(fr[i].replace("<unk>", "<<unk>>")) for i in order] and order != sorted(order)
+    assert len((dump / "hypotheses" / "hyp0.en-fr.valid.txt").read_text().splitlines()) == 150
     assert (dump / "best-valid_en-fr_mt_bleu.pth").exists()
 
     # supervised MT: the teacher-forced perplexity falls, and translate.py uses the checkpoint

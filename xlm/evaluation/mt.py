@@ -82,8 +82,10 @@ def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, 
                 bleu = None
                 if info.is_master:
                     hyps = {i: h for share in shares for i, h in share.items()}
-                    refs = [prepare_for_bleu(_sentences(data.dico, c_tgt[i])) for i in dataset.indices]
-                    out = [prepare_for_bleu(_sentences(data.dico, hyps[int(i)])) for i in dataset.indices]
+                    # the original writes the sentences in the order of its batches (sorted by length)
+                    order = [int(i) for key in dataset.batches(None) for i in dataset.indices[key]]
+                    refs = [prepare_for_bleu(_sentences(data.dico, c_tgt[i])) for i in order]
+                    out = [prepare_for_bleu(_sentences(data.dico, hyps[i])) for i in order]
                     ref_path = os.path.join(hyp_dir, f"ref.{src}-{tgt}.{split}.txt")
                     if not os.path.exists(ref_path):
                         with atomic_write(ref_path, "w") as f:
