@@ -3,23 +3,26 @@ import pytest
 import torch
 
 from conftest import python, train_reverser
-from xlm.data.dictionary import SPECIAL_WORDS
+from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
 from xlm.model.checkpoint import checkpoint_payload, save_checkpoint
 
 WORDS = ["a", "b", "c", "d", "e", "f", "g", "h"]
+VOCAB = SPECIAL_WORDS + WORDS
+
+
+def save_translation_model(enc, dec, path):
+    """An en->fr translation checkpoint of enc and dec, trained on SPECIAL_WORDS + WORDS."""
+    params = dict(emb_dim=32, n_layers=2, n_heads=4, n_langs=2, lang2id={"en": 0, "fr": 1}, id2lang={0: "en", 1: "fr"},
+                  encoder_only=False, n_words=len(VOCAB))
+    save_checkpoint(checkpoint_payload(Dictionary.from_words([(w, 0) for w in VOCAB]), params, encoder=enc,
+                                       decoder=dec), path)
+    return path
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    vocab = SPECIAL_WORDS + WORDS
-    enc, dec = train_reverser(len(vocab), steps=500, first_word=len(SPECIAL_WORDS))
-    from xlm.data.dictionary import Dictionary
-    dico = Dictionary.from_words([(w, 0) for w in vocab])
-    params = dict(emb_dim=32, n_layers=2, n_heads=4, n_langs=2, lang2id={"en": 0, "fr": 1}, id2lang={0: "en", 1: "fr"},
-                  encoder_only=False, n_words=len(vocab))
-    path = tmp_path_factory.mktemp("mt") / "mt.pth"
-    save_checkpoint(checkpoint_payload(dico, params, encoder=enc, decoder=dec), path)
-    return path
+    enc, dec = train_reverser(len(VOCAB), steps=500, first_word=len(SPECIAL_WORDS))
+    return save_translation_model(enc, dec, tmp_path_factory.mktemp("mt") / "mt.pth")
 
 
 LINES = ["a b c", "h", "d e f g h", "b b a", "c d", "g f e d c b", "a"]
@@ -47,18 +50,13 @@ def test_batches_follow_the_input_order_as_the_original(tmp_path):
     """A decoder that never ends a sentence: every translation runs to the max_len of its batch, 1.5 x
     its longest source + 10 (</s> included). The original's batches are --batch_size lines in input order;
     batches sorted by length would give "h" a shorter limit."""
-    vocab = SPECIAL_WORDS + WORDS
-    enc, dec = train_reverser(len(vocab), steps=1, first_word=len(SPECIAL_WORDS))
+    enc, dec = train_reverser(len(VOCAB), steps=1, first_word=len(SPECIAL_WORDS))
     with torch.no_grad():
         dec.pred_layer.proj.bias[dec.config.eos_index] = -1e9
-    from xlm.data.dictionary import Dictionary
-    dico = Dictionary.from_words([(w, 0) for w in vocab])
-    params = dict(emb_dim=32, n_layers=2, n_heads=4, n_langs=2, lang2id={"en": 0, "fr": 1}, id2lang={0: "en", 1: "fr"},
-                  encoder_only=False, n_words=len(vocab))
-    save_checkpoint(checkpoint_payload(dico, params, encoder=enc, decoder=dec), tmp_path / "mt.pth")
+    model = save_translation_model(enc, dec, tmp_path / "mt.pth")
     for beam_size in (1, 3):
         out = tmp_path / f"out{beam_size}.fr"
-        python("translate.py", "--model_path", tmp_path / "mt.pth", "--src_lang", "en", "--tgt_lang", "fr",
+        python("translate.py", "--model_path", model, "--src_lang", "en", "--tgt_lang", "fr",
                "--output_path", out, "--batch_size", "3", "--beam_size", beam_size, input="\n".join(LINES) + "\n")
         longest = [max(len(line.split()) + 2 for line in LINES[i - i % 3:i - i % 3 + 3]) for i in range(len(LINES))]
         assert [len(line.split()) for line in out.read_text().splitlines()] == [int(1.5 * n + 10) - 2 for n in longest]
