@@ -50,9 +50,22 @@ def _normalizer(lang):
     return MosesPunctNormalizer(lang=lang, pre_replace_unicode_punct=True, post_remove_control_chars=True)
 
 
+class MosesTokenizerFinalDot(MosesTokenizer):
+    """sacremoses with Moses's rule since 2018-11 (tokenizer.perl, 9fc964da7 "split final dots
+    unconditionally"), which the original's tools/tokenize.sh runs from a Moses checkout: the period of
+    the last word is split off even after a nonbreaking prefix or a word with dots ("etc." -> "etc .",
+    "crt0.o." -> "crt0.o ."). sacremoses 0.2 keeps the older rule."""
+
+    def handles_nonbreaking_prefixes(self, text):
+        tokens = super().handles_nonbreaking_prefixes(text).split()
+        if tokens and len(tokens[-1]) > 1 and tokens[-1].endswith("."):
+            tokens[-1] = tokens[-1][:-1] + " ."
+        return " ".join(tokens)
+
+
 @lru_cache(maxsize=None)
 def _tokenizer(lang):
-    return MosesTokenizer(lang=lang)
+    return MosesTokenizerFinalDot(lang=lang)
 
 
 def tokenize(line, lang):
