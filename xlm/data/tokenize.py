@@ -15,6 +15,7 @@ import unicodedata
 from functools import lru_cache
 from multiprocessing import Pool
 
+import regex
 from sacremoses import MosesPunctNormalizer, MosesTokenizer
 from sacremoses.corpus import NonbreakingPrefixes
 
@@ -45,16 +46,68 @@ def _segmenter(lang):
     return lambda s: [w.surface for w in tagger(s)]
 
 
+class PerlPunctNormalizer(MosesPunctNormalizer):
+    """sacremoses's normalize-punctuation.perl, made to give the Perl script's output where it differs:
+    - a comma or periods before a closing quote go after it in every language but English (which moves
+      them before) and Czech; sacremoses moves them only in German, Spanish and French;
+    - the Perl script matches each line with its newline, so that periods before a quote that ends the
+      line move too ('dit."' -> 'dit".');
+    - remove-non-printing-char.perl turns control and format characters (tabs, zero-width spaces and
+      joiners) into spaces, where sacremoses deletes them and so joins the words around them."""
+
+    def __init__(self, lang):
+        super().__init__(lang=lang, pre_replace_unicode_punct=True, post_remove_control_chars=True)
+        if lang not in ("en", "de", "es", "fr", "cs", "cz"):
+            numbers = len(self.OTHER)  # the number rule stays last, as in the Perl script
+            self.substitutions[-numbers:-numbers] = self.DE_ES_FR_QUOTATION_FOLLOWED_BY_COMMA
+
+    def normalize(self, text):
+        return super().normalize(text + "\n")
+
+    def remove_control_chars(self, text):
+        return regex.sub(r"\p{C}", " ", text)
+
+
 @lru_cache(maxsize=None)
 def _normalizer(lang):
-    return MosesPunctNormalizer(lang=lang, pre_replace_unicode_punct=True, post_remove_control_chars=True)
+    return PerlPunctNormalizer(lang)
 
 
-class MosesTokenizerFinalDot(MosesTokenizer):
-    """sacremoses with Moses's rule since 2018-11 (tokenizer.perl, 9fc964da7 "split final dots
-    unconditionally"), which the original's tools/tokenize.sh runs from a Moses checkout: the period of
-    the last word is split off even after a nonbreaking prefix or a word with dots ("etc." -> "etc .",
-    "crt0.o." -> "crt0.o ."). sacremoses 0.2 keeps the older rule."""
+# Perl's Unicode properties, as tokenizer.perl matches them (\p{IsAlnum} is Alphabetic + decimal digits)
+ALNUM, ALPHA, NUM, LOWER = r"\p{Alphabetic}\p{Nd}", r"\p{Alphabetic}", r"\p{N}", r"\p{Lowercase}"
+
+
+def _apostrophe_rules(before_a_letter, between_letters):
+    """tokenizer.perl's apostrophe rules: ' is split off between non-letters, before a letter after a
+    character outside the class `before_a_letter`, after a letter before a non-letter, and between
+    letters by the replacement `between_letters` (English it 's, French l' homme)."""
+    return [(regex.compile(rf"([^{ALPHA}])[']([^{ALPHA}])"), r"\1 ' \2"),
+            (regex.compile(rf"([^{before_a_letter}])[']([{ALPHA}])"), r"\1 ' \2"),
+            (regex.compile(rf"([{ALPHA}])[']([^{ALPHA}])"), r"\1 ' \2"),
+            (regex.compile(rf"([{ALPHA}])[']([{ALPHA}])"), between_letters)]
+
+
+class PerlMosesTokenizer(MosesTokenizer):
+    """sacremoses's port of Moses's tokenizer.perl, made to give the Perl script's output (which the
+    original's tools/tokenize.sh runs from a Moses checkout) where the port differs:
+    - character classes: Perl's Unicode properties instead of sacremoses's tables, which lack the CJK
+      ideographs and Hangul (sacremoses splits 日本語 into 日 本 語; Perl keeps it) and count Indic viramas
+      and nuktas as letters (Perl splits नमस्ते into नमस ् ते, as in the original's Hindi data);
+    - the period of the last word is split off whatever the word ("etc." -> "etc .", "crt0.o." ->
+      "crt0.o ."), Moses's rule since 9fc964da7 (2018-11), which sacremoses 0.2 lacks."""
+    PAD_NOT_ISALNUM = regex.compile(rf"([^{ALNUM}\s\.'\`\,\-])"), r" \1 "
+    COMMA_SEPARATE_1 = regex.compile(rf"([^{NUM}])[,]"), r"\1 , "
+    COMMA_SEPARATE_2 = regex.compile(rf"[,]([^{NUM}])"), r" , \1"
+    COMMA_SEPARATE_3 = regex.compile(rf"([{NUM}])[,]$"), r"\1 , "
+    ENGLISH_SPECIFIC_APOSTROPHE = (_apostrophe_rules(ALPHA + NUM, r"\1 '\2")
+                                   + [(regex.compile(rf"([{NUM}])[']([s])"), r"\1 '\2")])  # 1990 's
+    FR_IT_SPECIFIC_APOSTROPHE = _apostrophe_rules(ALPHA, r"\1' \2")
+
+    def isanyalpha(self, text):
+        return regex.search(rf"[{ALPHA}]", text) is not None
+
+    def islower(self, text):
+        return regex.fullmatch(rf"[{LOWER}]*", text) is not None
 
     def handles_nonbreaking_prefixes(self, text):
         tokens = super().handles_nonbreaking_prefixes(text).split()
@@ -65,7 +118,7 @@ class MosesTokenizerFinalDot(MosesTokenizer):
 
 @lru_cache(maxsize=None)
 def _tokenizer(lang):
-    return MosesTokenizerFinalDot(lang=lang)
+    return PerlMosesTokenizer(lang=lang)
 
 
 def tokenize(line, lang):
