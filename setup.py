@@ -9,7 +9,8 @@ setup(
     install_requires=[
         "torch>=2.5,<3",  # 2.5: torch.serialization.safe_globals, which checkpoint loading uses
         "numpy>=1.23",
-        "sacremoses>=0.1",
+        "sacremoses>=0.1,<0.3",  # xlm/data/tokenize.py replaces some of its rules by name (tested with 0.2)
+        "regex",  # Perl's Unicode properties in those rules (sacremoses needs it too)
         "sacrebleu>=2.3",
         "tqdm>=4.60",
     ],

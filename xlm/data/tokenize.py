@@ -92,7 +92,7 @@ class PerlMosesTokenizer(MosesTokenizer):
     original's tools/tokenize.sh runs from a Moses checkout) where the port differs:
     - character classes: Perl's Unicode properties instead of sacremoses's tables, which lack the CJK
       ideographs and Hangul (sacremoses splits 日本語 into 日 本 語; Perl keeps it) and count Indic viramas
-      and nuktas as letters (Perl splits नमस्ते into नमस ् ते, as in the original's Hindi data);
+      and nuktas as letters (Perl splits नमस्ते into नमस ् ते, and so does the original's tokenize.sh);
     - the period of the last word is split off whatever the word ("etc." -> "etc .", "crt0.o." ->
       "crt0.o ."), Moses's rule since 9fc964da7 (2018-11), which sacremoses 0.2 lacks."""
     PAD_NOT_ISALNUM = regex.compile(rf"([^{ALNUM}\s\.'\`\,\-])"), r" \1 "
@@ -102,6 +102,11 @@ class PerlMosesTokenizer(MosesTokenizer):
     ENGLISH_SPECIFIC_APOSTROPHE = (_apostrophe_rules(ALPHA + NUM, r"\1 '\2")
                                    + [(regex.compile(rf"([{NUM}])[']([s])"), r"\1 '\2")])  # 1990 's
     FR_IT_SPECIFIC_APOSTROPHE = _apostrophe_rules(ALPHA, r"\1' \2")
+
+    def __init__(self, lang):
+        super().__init__(lang=lang)
+        # sacremoses widens its own class on the instance for zh/ja/ko: Perl's holds every script already
+        vars(self).pop("PAD_NOT_ISALNUM", None)
 
     def isanyalpha(self, text):
         return regex.search(rf"[{ALPHA}]", text) is not None
