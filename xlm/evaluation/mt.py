@@ -53,7 +53,8 @@ def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, 
             dataset = ParallelDataset(c_src, c_tgt, BatchingOptions(batch_size=params.batch_size, group_by_size=True),
                                       n_words=data.n_words, n_sentences=eval_subset(params, split, src)[1])
             xe, n, correct, hyps = 0.0, 0, 0, {}
-            for key in own_share(dataset.batches(None), info):
+            batches = dataset.batches(None)
+            for key in own_share(batches, info):
                 s, t = dataset.collate(key)
                 x1, len1, x2, len2 = (v.to(info.device) for v in (s.x, s.lengths, t.x, t.lengths))
                 with autocast:
@@ -83,7 +84,7 @@ def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, 
                 if info.is_master:
                     hyps = {i: h for share in shares for i, h in share.items()}
                     # the original writes the sentences in the order of its batches (sorted by length)
-                    order = [int(i) for key in dataset.batches(None) for i in dataset.indices[key]]
+                    order = [int(i) for key in batches for i in dataset.indices[key]]
                     refs = [prepare_for_bleu(_sentences(data.dico, c_tgt[i])) for i in order]
                     out = [prepare_for_bleu(_sentences(data.dico, hyps[i])) for i in order]
                     ref_path = os.path.join(hyp_dir, f"ref.{src}-{tgt}.{split}.txt")
