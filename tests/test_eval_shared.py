@@ -101,14 +101,29 @@ def rows_seen(modules):
     return seen
 
 
-def test_each_rank_evaluates_a_disjoint_share(small_sample, tmp_path, monkeypatch):
-    """The forward calls of rank 0 and rank 1 (rows of every batch, BLEU generation included) add up
-    to one process's, are split about evenly, and give one process's scores."""
+def translation_eval(small_sample, tmp_path):
     params = parse_params(["--exp_name", "t", "--dump_path", str(tmp_path), "--data_path", str(small_sample), *TINY,
                            "--lgs", "en-fr", "--encoder_only", "false", "--clm_steps", "en", "--mlm_steps", "en,en-fr",
                            "--mt_steps", "en-fr", "--eval_bleu", "true", "--eval_only", "true"])
     data = load_training_data(params)
     params.n_words = data.n_words
+    return params, data
+
+
+def test_bleu_has_multi_bleu_two_decimals(small_sample, tmp_path, monkeypatch):
+    """The original reads the BLEU that multi-bleu.perl prints (%.2f): its best checkpoints and stopping
+    criterion never see a smaller gain."""
+    params, data = translation_eval(small_sample, tmp_path)
+    models = build_models(params, data.dico, torch.device("cpu"), logging.getLogger("test"))
+    monkeypatch.setattr(mt, "tokenized_bleu", lambda hyps, refs: 12.345678)
+    scores = mt.evaluate_mt(models["encoder"], models["decoder"], data, params, dump=tmp_path)
+    assert scores["valid_en-fr_mt_bleu"] == scores["test_en-fr_mt_bleu"] == 12.35
+
+
+def test_each_rank_evaluates_a_disjoint_share(small_sample, tmp_path, monkeypatch):
+    """The forward calls of rank 0 and rank 1 (rows of every batch, BLEU generation included) add up
+    to one process's, are split about evenly, and give one process's scores."""
+    params, data = translation_eval(small_sample, tmp_path)
 
     def evaluate(info, dump):
         torch.manual_seed(0)

@@ -93,7 +93,9 @@ def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, 
                             f.write("".join(r + "\n" for r in refs))
                     with atomic_write(os.path.join(hyp_dir, f"hyp{epoch}.{src}-{tgt}.{split}.txt"), "w") as f:
                         f.write("".join(h + "\n" for h in out))
-                    bleu = tokenized_bleu(out, refs)
+                    # the original reads the score that multi-bleu.perl prints, with two decimals: the best
+                    # checkpoint and the stopping criterion see no gain smaller than that
+                    bleu = float(f"{tokenized_bleu(out, refs):.2f}")
                 scores[f"{name}_bleu"] = broadcast_from_master(bleu, info)
             if log:
                 log(f"Evaluated {name}: ppl {scores[f'{name}_ppl']:.2f}" +
