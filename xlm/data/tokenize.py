@@ -75,6 +75,7 @@ def _normalizer(lang):
 
 # Perl's Unicode properties, as tokenizer.perl matches them (\p{IsAlnum} is Alphabetic + decimal digits)
 ALNUM, ALPHA, NUM, LOWER = r"\p{Alphabetic}\p{Nd}", r"\p{Alphabetic}", r"\p{N}", r"\p{Lowercase}"
+ANY_LETTER, ALL_LOWER = regex.compile(rf"[{ALPHA}]"), regex.compile(rf"[{LOWER}]*")
 
 
 def _apostrophe_rules(before_a_letter, between_letters):
@@ -109,16 +110,15 @@ class PerlMosesTokenizer(MosesTokenizer):
         vars(self).pop("PAD_NOT_ISALNUM", None)
 
     def isanyalpha(self, text):
-        return regex.search(rf"[{ALPHA}]", text) is not None
+        return ANY_LETTER.search(text) is not None
 
     def islower(self, text):
-        return regex.fullmatch(rf"[{LOWER}]*", text) is not None
+        return ALL_LOWER.fullmatch(text) is not None
 
     def handles_nonbreaking_prefixes(self, text):
-        tokens = super().handles_nonbreaking_prefixes(text).split()
-        if tokens and len(tokens[-1]) > 1 and tokens[-1].endswith("."):
-            tokens[-1] = tokens[-1][:-1] + " ."
-        return " ".join(tokens)
+        text = super().handles_nonbreaking_prefixes(text)  # its tokens joined by single spaces
+        last = text.rpartition(" ")[2]
+        return text[:-1] + " ." if len(last) > 1 and last.endswith(".") else text
 
 
 @lru_cache(maxsize=None)
