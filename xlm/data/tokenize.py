@@ -10,6 +10,7 @@ warning, and then, as in Moses's tokenizer.perl, the generic rules and the Engli
 """
 import argparse
 import os
+import re
 import sys
 import unicodedata
 from functools import lru_cache
@@ -53,19 +54,22 @@ class PerlPunctNormalizer(MosesPunctNormalizer):
     - the Perl script matches each line with its newline, so that periods before a quote that ends the
       line move too ('dit."' -> 'dit".');
     - remove-non-printing-char.perl turns control and format characters (tabs, zero-width spaces and
-      joiners) into spaces, where sacremoses deletes them and so joins the words around them."""
+      joiners) into spaces, where sacremoses deletes them and so joins the words around them;
+    - nothing is trimmed, so that a line of spaces stays one for tokenizer.perl."""
 
     def __init__(self, lang):
-        super().__init__(lang=lang, pre_replace_unicode_punct=True, post_remove_control_chars=True)
+        super().__init__(lang=lang)
         if lang not in ("en", "de", "es", "fr", "cs", "cz"):
             numbers = len(self.OTHER)  # the number rule stays last, as in the Perl script
             self.substitutions[-numbers:-numbers] = self.DE_ES_FR_QUOTATION_FOLLOWED_BY_COMMA
 
     def normalize(self, text):
-        return super().normalize(text + "\n")
-
-    def remove_control_chars(self, text):
-        return regex.sub(r"\p{C}", " ", text)
+        """The line as the three Perl scripts leave it, spaces included: tokenizer.perl prints a line of
+        whitespace as it is, and trims the others itself."""
+        text = self.replace_unicode_punct(text) + "\n"
+        for pattern, replacement in self.substitutions:
+            text = re.sub(pattern, replacement, text)
+        return regex.sub(r"\p{C}", " ", text[:-1])
 
 
 @lru_cache(maxsize=None)
@@ -88,6 +92,42 @@ def _apostrophe_rules(before_a_letter, between_letters):
             (regex.compile(rf"([{ALPHA}])[']([{ALPHA}])"), between_letters)]
 
 
+class _InTurn:
+    """Rules applied one after the other where sacremoses applies one (pattern, replacement) pair:
+    `_InTurn(rules), None` stands in for such a pair."""
+
+    def __init__(self, rules):
+        self.rules = rules
+
+    def sub(self, _replacement, text):
+        for pattern, replacement in self.rules:
+            text = pattern.sub(replacement, text)
+        return text
+
+
+def _inside_words(chars):
+    """tokenizer.perl's special characters for a language where `chars` may stand inside a word: they
+    stay, unless a lower-case letter does not follow (Finnish USA:n, Catalan il·lusió)."""
+    return [(regex.compile(rf"([^{ALNUM}\s\.'\`\,\-{regex.escape(chars)}])"), r" \1 "),
+            (regex.compile(rf"({regex.escape(chars)})(?=$|[^\p{{Ll}}])"), r" \1 ")]
+
+
+# tokenizer.perl's language rules that sacremoses leaves out. Its source has no `use utf8`, so its
+# Catalan middle dot is read as the two characters "Â·": the dot stays inside words, and is split off
+# only after an Â.
+INSIDE_WORDS = {"fi": ":", "sv": ":", "tdt": "'", "ca": "\u00c2\u00b7"}
+SPLIT_LEFT = ("ga", "ca")  # l' homme, as French and Italian
+KEEP_GLOTTALS = ("so", "tdt")  # an apostrophe between letters stays
+
+# Moses's nonbreaking prefix files as tokenizer.perl reads them, where sacremoses reads them otherwise.
+# Perl does not trim a line, so these prefixes, written with a trailing space, never match:
+UNMATCHED_PREFIXES = {"as": {"ভি"}, "bn": {"ভি"}, "mni": {"ভি"}, "ml": {"പി"}, "es": {"Fil", "gr", "pÃ¡g"},
+                      "it": {"all", "es", "Amn", "Arch", "a.c"}, "nl": {"Nrs"}, "sk": {"Pf"}, "sv": {"Ö"}}
+# and its last line for a prefix wins: Icelandic "no" is a plain prefix, not a numeric-only one; the
+# Tetum numeric-only "Nu" is missing from sacremoses's copy.
+NUMERIC_ONLY_TOGGLED = {"is": {"no"}, "tdt": {"Nu"}}
+
+
 class PerlMosesTokenizer(MosesTokenizer):
     """sacremoses's port of Moses's tokenizer.perl, made to give the Perl script's output (which the
     original's tools/tokenize.sh runs from a Moses checkout) where the port differs:
@@ -95,7 +135,9 @@ class PerlMosesTokenizer(MosesTokenizer):
       ideographs and Hangul (sacremoses splits 日本語 into 日 本 語; Perl keeps it) and count Indic viramas
       and nuktas as letters (Perl splits नमस्ते into नमस ् ते, and so does the original's tokenize.sh);
     - the period of the last word is split off whatever the word ("etc." -> "etc .", "crt0.o." ->
-      "crt0.o ."), Moses's rule since 9fc964da7 (2018-11), which sacremoses 0.2 lacks."""
+      "crt0.o ."), Moses's rule since 9fc964da7 (2018-11), which sacremoses 0.2 lacks;
+    - the rules of fi, sv, ca, ga, so and tdt (INSIDE_WORDS, SPLIT_LEFT, KEEP_GLOTTALS), and the nonbreaking
+      prefixes as Perl reads Moses's files (UNMATCHED_PREFIXES, NUMERIC_ONLY_TOGGLED)."""
     PAD_NOT_ISALNUM = regex.compile(rf"([^{ALNUM}\s\.'\`\,\-])"), r" \1 "
     COMMA_SEPARATE_1 = regex.compile(rf"([^{NUM}])[,]"), r"\1 , "
     COMMA_SEPARATE_2 = regex.compile(rf"[,]([^{NUM}])"), r" , \1"
@@ -108,6 +150,14 @@ class PerlMosesTokenizer(MosesTokenizer):
         super().__init__(lang=lang)
         # sacremoses widens its own class on the instance for zh/ja/ko: Perl's holds every script already
         vars(self).pop("PAD_NOT_ISALNUM", None)
+        self.NONBREAKING_PREFIXES = set(self.NONBREAKING_PREFIXES) - UNMATCHED_PREFIXES.get(lang, set())
+        self.NUMERIC_ONLY_PREFIXES = set(self.NUMERIC_ONLY_PREFIXES) ^ NUMERIC_ONLY_TOGGLED.get(lang, set())
+        if lang in INSIDE_WORDS:
+            self.PAD_NOT_ISALNUM = _InTurn(_inside_words(INSIDE_WORDS[lang])), None
+        if lang in SPLIT_LEFT:
+            self.NON_SPECIFIC_APOSTROPHE = _InTurn(self.FR_IT_SPECIFIC_APOSTROPHE), None
+        elif lang in KEEP_GLOTTALS:
+            self.NON_SPECIFIC_APOSTROPHE = _InTurn(self.FR_IT_SPECIFIC_APOSTROPHE[:3]), None
 
     def isanyalpha(self, text):
         return ANY_LETTER.search(text) is not None
@@ -135,6 +185,8 @@ def tokenize(line, lang):
     line = _normalizer(lang).normalize(line)
     if lang in SEGMENTERS:
         return " ".join(w for w in _segmenter(lang)(line) if w.strip())
+    if line.isspace():
+        return line  # tokenizer.perl prints a line of whitespace as it is
     return _tokenizer(lang).tokenize(line, escape=False, return_str=True)
 
 
