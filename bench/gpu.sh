@@ -8,7 +8,7 @@
 #   1. the mlm_tlm_xnli15_1024 size (12 x 1024, bptt 256, bf16): MLM and TLM steps eager, MLM compiled; MFU
 #   2. MT and BT steps of the same size (encoder-decoder)
 #   3. beam-5 and greedy decoding (6 x 512 encoder-decoder), translate.py end to end
-#   4. the CUDA sync tests (pytest -k sync on the test files that use torch.cuda.set_sync_debug_mode)
+#   4. the CUDA tests (pytest -k 'sync or cuda': the sync tests, the varlen kernel against masked attention)
 #   5. torchrun --nproc_per_node 1 (NCCL) train.py: MLM + AE + BT, ~200 steps on toy languages, bf16
 # then $OUT/gpu_results.json gathers them all.
 set -uo pipefail
@@ -58,16 +58,17 @@ run train_compiled python -m bench.train "${SIZE[@]}" --compile --objectives mlm
 run train_mt_bt python -m bench.train "${SIZE[@]}" --steps $MTBT_STEPS --objectives mt,bt --out "$OUT/train_mt_bt.json"
 run translate python -m bench.translate "${DECODE[@]}" --out "$OUT/translate.json"
 
-# the sync tests, where they exist
-SYNC_FILES=$(grep -l "set_sync_debug_mode" tests/test_*.py 2> /dev/null | tr '\n' ' ')
-if [ -n "$SYNC_FILES" ]; then
-  log "sync tests: $SYNC_FILES"
+# the tests that only run with a GPU (the sync tests, the varlen kernel against masked attention), and the
+# CPU sync test beside them
+CUDA_FILES=$(grep -l "torch.cuda.is_available()" tests/test_*.py 2> /dev/null | tr '\n' ' ')
+if [ -n "$CUDA_FILES" ]; then
+  log "CUDA tests: $CUDA_FILES"
   t0=$(date +%s)
-  python -m pytest -q -k sync $SYNC_FILES > "$OUT/sync_tests.txt" 2>&1
+  python -m pytest -q -rs -k "sync or cuda" $CUDA_FILES > "$OUT/sync_tests.txt" 2>&1
   echo "sync_tests rc=$? seconds=$(( $(date +%s) - t0 ))" >> "$OUT/status.txt"
   tail -3 "$OUT/sync_tests.txt" >&2
 else
-  log "sync tests: no test file uses torch.cuda.set_sync_debug_mode"
+  log "CUDA tests: no test file checks torch.cuda.is_available()"
   echo "sync_tests absent" >> "$OUT/status.txt"
 fi
 
