@@ -108,3 +108,25 @@ def test_no_synchronisation_on_a_gpu(small_sample, tmp_path):
     trainer.back_translate = back_translate
     run_steps(trainer, 1, SyncErrors())  # warm-up: lazy initialisations may synchronise once
     assert run_steps(trainer, 4, SyncErrors()) == {"clm", "mlm", "pc", "ae", "mt", "bt"}
+
+
+def test_evaluation_runs_in_full_float32(small_sample, tmp_path, monkeypatch):
+    """Training matmuls use TF32 on CUDA (and only there: the CPU's stay IEEE float32); evaluation turns it
+    off, so that its scores and hypotheses are the float32 ones of the original (a TF32 rounding can flip
+    a close argmax)."""
+    from xlm.train import loop
+    trainer = translation_trainer(small_sample, tmp_path)
+    seen = []
+
+    def record(name):
+        def evaluate(*args, **kwargs):
+            seen.append((name, torch.backends.cuda.matmul.allow_tf32, torch.backends.mkldnn.matmul.fp32_precision))
+            return {}
+        return evaluate
+    monkeypatch.setattr(loop, "evaluate_lm", record("lm"))
+    monkeypatch.setattr(loop, "evaluate_mt", record("mt"))
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.mkldnn.matmul.fp32_precision != "tf32"
+    trainer.evaluate()
+    assert [(name, tf32) for name, tf32, _ in seen] == [("lm", False), ("mt", False)]
+    assert all(cpu != "tf32" for _, _, cpu in seen)
+    assert torch.backends.cuda.matmul.allow_tf32

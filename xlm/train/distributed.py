@@ -8,6 +8,7 @@ import itertools
 import os
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -133,6 +134,19 @@ def shutdown(info):
 
 def enable_tf32():
     """TF32 for float32 matmuls on CUDA (~8x the float32 rate on Ampere and later, with a 10-bit
-    mantissa; cuDNN uses it by default), through the one switch torch.compile also reads; bf16/fp16
-    autocast and the CPU are unaffected."""
-    torch.set_float32_matmul_precision("high")
+    mantissa; cuDNN uses it by default), by the switch torch.compile also reads. Not
+    `set_float32_matmul_precision("high")`, which would also let oneDNN use TF32 for the CPU's matmuls
+    where the processor has it. bf16/fp16 autocast is unaffected. Evaluation turns it off (`full_float32`)."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+
+
+@contextmanager
+def full_float32():
+    """Float32 matmuls without TF32 inside: evaluation scores and decodes as the original does in float32
+    (a TF32 rounding can flip a close argmax, and with it a hypothesis and the BLEU)."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before

@@ -26,7 +26,7 @@ from ..evaluation.classification import TASKS, TaskData, predict, task_scores
 from ..fileio import DataError, atomic_write, remove_stale_tmp
 from ..model.checkpoint import checkpoint_payload, load_model, load_weights, read_checkpoint, save_checkpoint
 from ..model.embedder import finetuned_parameters, freeze_all_but, sentence_vectors
-from .distributed import all_reduce_sum, broadcast_from_master, shutdown
+from .distributed import all_reduce_sum, broadcast_from_master, full_float32, shutdown
 from .engine import StepEngine
 from .loop import global_batching, removed_on_failure, start_experiment
 from .options import bool_flag, check_optimizer, set_experiment_names
@@ -258,7 +258,8 @@ class FineTuner:
         self.model.eval()
         scores = {"epoch": self.epoch}
         for (split, lang), data in self.eval_splits.items():
-            outputs = predict(self.model, data, self.lang_id(lang), self.info, self.engine.autocast())
+            with full_float32():
+                outputs = predict(self.model, data, self.lang_id(lang), self.info, self.engine.autocast())
             if not self.info.is_master:
                 continue
             if self.task_name != "XNLI":

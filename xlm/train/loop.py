@@ -38,7 +38,7 @@ from ..objectives.pc import pc_loss
 from .checkpointing import gather_rng_states, load_training_checkpoint, rng_state, save_training_checkpoint, \
     set_rng_state
 from .compile import BucketPadded
-from .distributed import all_reduce_sum, broadcast_from_master, init_distributed, shutdown
+from .distributed import all_reduce_sum, broadcast_from_master, full_float32, init_distributed, shutdown
 from .engine import StepEngine
 from .logging import MetricsWriter, create_logger
 from .options import check_positions, parse_params
@@ -437,11 +437,12 @@ class Trainer:
         lm_models = {"clm": m["model"], "mlm": m["model"]} if self.params.encoder_only else \
             {"clm": m["decoder"], "mlm": m["encoder"]}
         # each rank evaluates its share of the sets; every rank gets the scores of the whole sets
-        scores.update(evaluate_lm(lm_models, self.data, self.params, self.info, self.engine.autocast(),
-                                  log=self.logger.info))
-        if not self.params.encoder_only:
-            scores.update(evaluate_mt(self.models["encoder"], self.models["decoder"], self.data, self.params,
-                                      self.info, self.engine.autocast(), self.state.epoch, self.dump, log=self.logger.info))
+        with full_float32():
+            scores.update(evaluate_lm(lm_models, self.data, self.params, self.info, self.engine.autocast(),
+                                      log=self.logger.info))
+            if not self.params.encoder_only:
+                scores.update(evaluate_mt(m["encoder"], m["decoder"], self.data, self.params, self.info,
+                                          self.engine.autocast(), self.state.epoch, self.dump, log=self.logger.info))
         for k, v in scores.items():
             self.logger.info("%s -> %.6f", k, v)
         if self.info.is_master:
