@@ -12,7 +12,7 @@ import torch
 from conftest import ROOT, python
 from xlm.data.binarized import binarize
 from xlm.data.dictionary import Dictionary
-from xlm.evaluation.classification import f1_binary, matthews, pearson, spearman
+from xlm.evaluation.classification import accuracy, f1_binary, matthews, pearson, spearman
 from xlm.fileio import DataError
 from xlm.model.checkpoint import checkpoint_payload, load_model, read_checkpoint, save_checkpoint
 from xlm.model.embedder import finetuned_parameters, parse_layer_range
@@ -203,6 +203,14 @@ def test_metrics_match_scikit_learn_and_scipy():
     a, b = rng.normal(size=300), rng.integers(0, 6, 300).astype(float)  # ties for Spearman
     assert pearson(a, b) == pytest.approx(100 * stats.pearsonr(a, b)[0])
     assert spearman(a, b) == pytest.approx(100 * stats.spearmanr(a, b)[0])
+
+
+def test_accuracy_is_the_originals_float():
+    """The original logs 100.0 * right / total; the mean first gives other floats (79.60000000000001)."""
+    gold = np.zeros(1000, dtype=np.int64)
+    for right in range(1001):
+        pred = (np.arange(1000) >= right).astype(np.int64)
+        assert accuracy(pred, gold) == 100.0 * right / 1000
 
 
 @pytest.mark.parametrize("args, message", [
