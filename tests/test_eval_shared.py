@@ -21,7 +21,7 @@ from xlm.data.binarized import load_binarized
 from xlm.data.datasets import BatchingOptions, SentenceDataset
 from xlm.data.loader import load_training_data
 from xlm.train.distributed import DistInfo
-from xlm.train.loop import build_models
+from xlm.train.build import build_models
 from xlm.train.options import parse_params
 
 STEPS = ["--lgs", "en-fr", "--encoder_only", "false", "--clm_steps", "en,en-fr", "--mlm_steps", "en,fr,en-fr",

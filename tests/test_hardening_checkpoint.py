@@ -21,7 +21,7 @@ from xlm.fileio import DataError
 from xlm.model.checkpoint import check_vocabulary, read_checkpoint, save_checkpoint
 from xlm.model.transformer import TransformerConfig, TransformerModel
 from xlm.train.checkpointing import load_training_checkpoint
-from xlm.train.loop import build_models
+from xlm.train.build import build_models
 from xlm.train.options import parse_params
 
 WORDS = [f"w{i}" for i in range(40)]

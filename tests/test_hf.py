@@ -14,7 +14,7 @@ from xlm.convert import main as convert
 from xlm.data.dictionary import Dictionary
 from xlm.fileio import DataError
 from xlm.model.hf import from_hf
-from xlm.train.loop import build_models
+from xlm.train.build import build_models
 from xlm.train.options import parse_params
 
 # the XLMConfig attributes that change the model or its outputs, compared after the round trip

@@ -233,7 +233,7 @@ def test_per_rank_shards_replace_the_train_file(small_sample, tmp_path):
     """The original's multi-GPU data: train.en.<local_rank>.pth, when present, is that rank's data."""
     from xlm.data.loader import load_training_data
     from xlm.train.distributed import DistInfo
-    from xlm.train.loop import build_iterators
+    from xlm.train.build import build_iterators
     for f in small_sample.iterdir():
         (tmp_path / f.name).symlink_to(f)
     (tmp_path / "train.en.1.pth").symlink_to(small_sample / "train.fr.pth")
@@ -257,7 +257,7 @@ def test_each_objective_draws_its_own_batches(small_sample):
     read the same batches in lockstep, while every rank computes the same order for a given objective."""
     from xlm.data.loader import load_training_data
     from xlm.train.distributed import DistInfo
-    from xlm.train.loop import build_iterators
+    from xlm.train.build import build_iterators
     params = parse_params(["--exp_name", "x", "--lgs", "en-fr", "--encoder_only", "false", "--ae_steps", "en",
                            "--bt_steps", "en-fr-en", "--mt_steps", "en-fr", "--mlm_steps", "en-fr",
                            "--data_path", str(small_sample), "--batch_size", "8"])

@@ -28,7 +28,8 @@ from ..model.checkpoint import checkpoint_payload, load_model, load_weights, rea
 from ..model.embedder import finetuned_parameters, freeze_all_but, sentence_vectors
 from .distributed import all_reduce_sum, broadcast_from_master, full_float32, shutdown
 from .engine import StepEngine
-from .loop import global_batching, removed_on_failure, start_experiment
+from .build import global_batching
+from .experiment import removed_on_failure, start_experiment
 from .options import bool_flag, check_optimizer, set_experiment_names
 from .schedules import build_optimizer
 

@@ -1,19 +1,14 @@
-"""The training loop of train.py, read top to bottom: set-up, resume, epochs of rounds of objective
-steps, evaluation, checkpoints. What to train on comes ready from xlm/train/pipeline.py (a background
-thread), a step is xlm/train/engine.py's, objectives are functions of a batch (xlm/objectives); the model
-knows nothing of this file.
+"""The training loop of train.py, read top to bottom: resume, epochs of rounds of objective steps,
+evaluation, checkpoints. Its components are made in xlm/train/build.py; what to train on comes ready from
+xlm/train/pipeline.py (a background thread), a step is xlm/train/engine.py's, objectives are functions of a
+batch (xlm/objectives); the model knows nothing of this file.
 """
 import json
 import os
-import pickle
-import random
-import shutil
 import signal
 import subprocess
 import sys
 import time
-import zlib
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
@@ -21,29 +16,26 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data.datasets import Batch, BatchingOptions, ParallelDataset, SentenceDataset, StreamDataset
-from ..data.iterators import BatchIterator
+from ..data.datasets import Batch
 from ..data.loader import load_training_data
-from ..evaluation.lm import evaluate_lm, metric_names
+from ..evaluation.lm import evaluate_lm
 from ..evaluation.mt import evaluate_mt
-from ..fileio import DataError, atomic_write, check_output, remove_stale_tmp
-from ..model.checkpoint import (check_vocabulary, checkpoint_payload, config_from_params, load_weights,
-                                read_checkpoint, save_checkpoint, strip_module_prefix)
+from ..fileio import remove_stale_tmp
+from ..model.checkpoint import checkpoint_payload, save_checkpoint
 from ..model.generate import generate_greedy
-from ..model.transformer import N_MAX_POSITIONS, TransformerModel
-from ..model.word_vectors import reload_word_vectors
 from ..objectives.lm import MaskingConfig
 from ..objectives.mt import mt_loss
 from ..objectives.pc import pc_loss
+from .build import build_iterators, build_models, build_optimizers, check_metrics
 from .checkpointing import gather_rng_states, load_training_checkpoint, rng_state, save_training_checkpoint, \
     set_rng_state
 from .compile import BucketPadded
-from .distributed import all_reduce_sum, broadcast_from_master, full_float32, init_distributed, shutdown
+from .distributed import all_reduce_sum, broadcast_from_master, full_float32, shutdown
 from .engine import StepEngine
-from .logging import MetricsWriter, create_logger
-from .options import check_positions, parse_params
+from .experiment import removed_on_failure, seed_all, start_experiment
+from .options import parse_params
 from .pipeline import Plan, Prefetcher
-from .schedules import LambdaSchedule, build_optimizer
+from .schedules import LambdaSchedule
 
 
 @dataclass
@@ -59,178 +51,6 @@ class LoopState:
     losses: dict = field(default_factory=dict)   # key -> [sum, count] since the last progress line
     n_words: int = 0            # predicted tokens since the last progress line
     n_sents: int = 0
-
-
-def experiment_folder(params):
-    return os.path.join(params.dump_path, params.exp_name, params.exp_id)
-
-
-def prepare_dump(params, info):
-    """dump_path/exp_name/exp_id, and params.pkl (as the original) and params.json in it; a folder that
-    cannot be written is an error now, not at the first save an epoch later."""
-    dump = experiment_folder(params)
-    try:
-        os.makedirs(dump, exist_ok=True)
-        check_output(os.path.join(dump, "checkpoint.pth"))
-    except (OSError, DataError) as e:
-        raise DataError(f"--dump_path: cannot write the experiment folder {dump} "
-                        f"({e.strerror if isinstance(e, OSError) else e})") from None
-    params.dump_path = dump
-    if info.is_master and not os.path.exists(os.path.join(dump, "params.pkl")):
-        with atomic_write(os.path.join(dump, "params.pkl")) as f:
-            pickle.dump(params, f)
-        with atomic_write(os.path.join(dump, "params.json"), "w") as f:
-            json.dump(vars(params), f, indent=1, default=str)
-    return dump
-
-
-@contextmanager
-def removed_on_failure(params):
-    """A run that fails during its set-up leaves no experiment folder behind, if it made it: nothing in
-    it is worth keeping, and a rerun would otherwise look like a resume. Every rank decides before any
-    of them has made the folder (they meet in init_distributed first)."""
-    made = os.path.abspath(experiment_folder(params))
-    fresh = not os.path.lexists(made)
-    while fresh and not os.path.lexists(os.path.dirname(made)):
-        made = os.path.dirname(made)  # the run also makes the missing dump_path and exp_name folders
-    try:
-        yield
-    except BaseException:
-        if fresh:
-            shutil.rmtree(made, ignore_errors=True)
-        raise
-
-
-def start_experiment(params):
-    """Ranks and devices, the dump folder, the logger (the original's train.log) and the metrics file."""
-    info = init_distributed(params)
-    dump = prepare_dump(params, info)
-    logger = create_logger(os.path.join(dump, "train.log"), info.rank)
-    logger.info("============ Initialized logger ============")
-    logger.info("\n".join(f"{k}: {v}" for k, v in sorted(vars(params).items())))
-    logger.info("The experiment will be stored in %s\nRunning command: %s", dump, params.command)
-    return info, logger, MetricsWriter(dump, info.is_master)
-
-
-def seed_all(seed):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def global_batching(params, world_size):
-    """--batch_size and --tokens_per_batch are per rank; a global batch holds every rank's rows."""
-    return BatchingOptions(params.batch_size * world_size, params.tokens_per_batch * world_size
-                           if params.tokens_per_batch > 0 else -1, params.max_batch_size * world_size,
-                           params.group_by_size, getattr(params, "tokens_per_batch_padded", False))
-
-
-def build_iterators(params, data, info):
-    """One resumable iterator per (objective, languages), keyed like the original (causal / pred / align /
-    ae / bt / mt). Each draws its own order, as the original's do: AE and BT on one language, or MLM and
-    MT on one pair, must not see the same batches in lockstep."""
-    iterators = {}
-    world = info.world_size
-    batching = global_batching(params, world)
-
-    def add(key, dataset, rank=info.rank, world_size=world):
-        if key not in iterators:
-            seed = zlib.crc32("|".join(map(str, (params.seed,) + key)).encode())  # the same on every rank
-            iterators[key] = BatchIterator(dataset, seed, rank, world_size)
-
-    for objective, steps in (("causal", params.clm_steps), ("pred", params.mlm_steps)):
-        for l1, l2 in steps:
-            if l2 is None and l1 in data.sharded:
-                # this rank's own shard file: its own batches, not rows of global ones
-                add((objective, l1), StreamDataset(data.mono[l1]["train"], params.batch_size, params.bptt,
-                                                   data.n_words), 0, 1)
-            elif l2 is None:
-                add((objective, l1), StreamDataset(data.mono[l1]["train"], params.batch_size * world, params.bptt,
-                                                   data.n_words))
-            else:
-                a, b = sorted((l1, l2))
-                add((objective, a, b), ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len,
-                                                       data.n_words))
-    for objective, langs in (("ae", params.ae_steps), ("bt", [l1 for l1, _, _ in params.bt_steps])):
-        for lang in langs:
-            add((objective, lang), SentenceDataset(data.mono[lang]["train"], batching, params.max_len, data.n_words))
-    for objective, steps in (("align", params.pc_steps), ("mt", params.mt_steps)):
-        for l1, l2 in steps:
-            a, b = sorted((l1, l2))
-            add((objective, a, b), ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len,
-                                                   data.n_words))
-    return iterators
-
-
-def build_models(params, dico, device, logger):
-    """{'model': encoder} for pretraining, {'encoder', 'decoder'} for translation, with --reload_emb and
-    --reload_model (which, read last as in the original, overrides the word vectors).
-
-    The original has no flag for the position table (512 rows) and the LayerNorm eps (1e-12): a reloaded
-    model (a converted Hugging Face one may differ) sets them, and params carries them into this run's
-    checkpoints."""
-    names = ["model"] if params.encoder_only else ["encoder", "decoder"]
-    paths = {name: path for name, path in zip(names, params.reload_model_paths) if path}
-    files = {path: read_checkpoint(path) for path in paths.values()}  # encoder and decoder often share one
-    for path, data in files.items():
-        check_vocabulary(data, dico, path)
-    source = next(iter(files), "")
-    reloaded_params = (files[source].get("params") or {}) if source else {}
-    params.n_positions = reloaded_params.get("n_positions", N_MAX_POSITIONS)
-    params.layer_norm_eps = reloaded_params.get("layer_norm_eps", 1e-12)
-    check_positions(params, params.n_positions, f" ({source})" if source else "")
-    if params.asm and int(params.asm_cutoffs.split(",")[-1]) >= len(dico):
-        raise DataError(f"--asm_cutoffs {params.asm_cutoffs}: each cutoff must be below the {len(dico)} words of "
-                        "the vocabulary")
-    models = {name: TransformerModel(config_from_params(vars(params), len(dico), is_decoder=name == "decoder"))
-              for name in names}
-    if params.reload_emb:
-        reload_word_vectors(list(models.values()), dico, params.reload_emb, logger)
-    for name, path in paths.items():
-        model, data = models[name], files[path]
-        # a pretrained file has 'model'; a translation file 'encoder' and 'decoder'
-        state = strip_module_prefix(data.get("model", data.get(name, data.get("encoder", {}))), f"{path} ({name})")
-        if name == "decoder":
-            # a decoder initialised from a pretrained encoder keeps its fresh cross-attention, as the original
-            fresh = model.state_dict()
-            missing = [k for k in fresh if k not in state and k.startswith(("encoder_attn.", "layer_norm15."))]
-            if missing:
-                logger.warning("%s: %i decoder-only parameters (cross-attention) keep their initialisation",
-                               path, len(missing))
-                state = {**state, **{k: fresh[k] for k in missing}}
-        load_weights(model, state, f"{path} ({name})")
-        logger.info("Reloaded the %s from %s", name, path)
-    if not params.encoder_only and not params.mlm_steps:
-        # the encoder's output layer is never used in translation: frozen, so that distributed training does
-        # not wait for its gradients (its weight, tied to the input embeddings, stays trained)
-        encoder = models["encoder"]
-        for p in encoder.pred_layer.parameters():
-            if p is not encoder.embeddings.weight:
-                p.requires_grad = False
-    for name, model in models.items():
-        logger.info("%s: %i parameters", name, sum(p.numel() for p in model.parameters()))
-    return {k: m.to(device) for k, m in models.items()}
-
-
-def build_optimizers(models, params):
-    """The model's optimizer, and the memory values' (--mem_values_optimizer) when there are any; with the
-    parameter sets that are clipped apart."""
-    named = [(n, p) for m in models.values() for n, p in m.named_parameters() if p.requires_grad]
-    memory_values = [p for n, p in named if n.endswith(".values.weight")]
-    others = [p for n, p in named if not n.endswith(".values.weight")]
-    optimizers = {"model": build_optimizer(others, params.optimizer)}
-    if memory_values:
-        optimizers["memory"] = build_optimizer(memory_values, params.mem_values_optimizer, "mem_values_optimizer")
-    return optimizers, {"model": others, "memory": memory_values}
-
-
-def check_metrics(params):
-    known = metric_names(params)
-    unknown = [m.lstrip("_") for m in filter(None, params.validation_metrics.split(",")) if m.lstrip("_") not in known]
-    if params.stopping_criterion and params.stopping_criterion.split(",")[0].lstrip("_") not in known:
-        unknown.append(params.stopping_criterion.split(",")[0].lstrip("_"))
-    if unknown:
-        raise DataError(f"unknown metrics {', '.join(unknown)}; this run computes {', '.join(known)}")
 
 
 class Trainer:

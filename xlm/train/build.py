@@ -1,0 +1,131 @@
+"""train.py's components made from its params: the models (with --reload_emb / --reload_model), their
+optimizers, one resumable batch iterator per objective and languages, and the check that the metrics
+asked for are ones the run computes."""
+import zlib
+
+from ..data.datasets import BatchingOptions, ParallelDataset, SentenceDataset, StreamDataset
+from ..data.iterators import BatchIterator
+from ..evaluation.lm import metric_names
+from ..fileio import DataError
+from ..model.checkpoint import check_vocabulary, config_from_params, load_weights, read_checkpoint, \
+    strip_module_prefix
+from ..model.transformer import N_MAX_POSITIONS, TransformerModel
+from ..model.word_vectors import reload_word_vectors
+from .options import check_positions
+from .schedules import build_optimizer
+
+
+def global_batching(params, world_size):
+    """--batch_size and --tokens_per_batch are per rank; a global batch holds every rank's rows."""
+    return BatchingOptions(params.batch_size * world_size, params.tokens_per_batch * world_size
+                           if params.tokens_per_batch > 0 else -1, params.max_batch_size * world_size,
+                           params.group_by_size, getattr(params, "tokens_per_batch_padded", False))
+
+
+def build_iterators(params, data, info):
+    """One resumable iterator per (objective, languages), keyed like the original (causal / pred / align /
+    ae / bt / mt). Each draws its own order, as the original's do: AE and BT on one language, or MLM and
+    MT on one pair, must not see the same batches in lockstep."""
+    iterators = {}
+    world = info.world_size
+    batching = global_batching(params, world)
+
+    def add(key, dataset, rank=info.rank, world_size=world):
+        if key not in iterators:
+            seed = zlib.crc32("|".join(map(str, (params.seed,) + key)).encode())  # the same on every rank
+            iterators[key] = BatchIterator(dataset, seed, rank, world_size)
+
+    for objective, steps in (("causal", params.clm_steps), ("pred", params.mlm_steps)):
+        for l1, l2 in steps:
+            if l2 is None and l1 in data.sharded:
+                # this rank's own shard file: its own batches, not rows of global ones
+                add((objective, l1), StreamDataset(data.mono[l1]["train"], params.batch_size, params.bptt,
+                                                   data.n_words), 0, 1)
+            elif l2 is None:
+                add((objective, l1), StreamDataset(data.mono[l1]["train"], params.batch_size * world, params.bptt,
+                                                   data.n_words))
+            else:
+                a, b = sorted((l1, l2))
+                add((objective, a, b), ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len,
+                                                       data.n_words))
+    for objective, langs in (("ae", params.ae_steps), ("bt", [l1 for l1, _, _ in params.bt_steps])):
+        for lang in langs:
+            add((objective, lang), SentenceDataset(data.mono[lang]["train"], batching, params.max_len, data.n_words))
+    for objective, steps in (("align", params.pc_steps), ("mt", params.mt_steps)):
+        for l1, l2 in steps:
+            a, b = sorted((l1, l2))
+            add((objective, a, b), ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len,
+                                                   data.n_words))
+    return iterators
+
+
+def build_models(params, dico, device, logger):
+    """{'model': encoder} for pretraining, {'encoder', 'decoder'} for translation, with --reload_emb and
+    --reload_model (which, read last as in the original, overrides the word vectors).
+
+    The original has no flag for the position table (512 rows) and the LayerNorm eps (1e-12): a reloaded
+    model (a converted Hugging Face one may differ) sets them, and params carries them into this run's
+    checkpoints."""
+    names = ["model"] if params.encoder_only else ["encoder", "decoder"]
+    paths = {name: path for name, path in zip(names, params.reload_model_paths) if path}
+    files = {path: read_checkpoint(path) for path in paths.values()}  # encoder and decoder often share one
+    for path, data in files.items():
+        check_vocabulary(data, dico, path)
+    source = next(iter(files), "")
+    reloaded_params = (files[source].get("params") or {}) if source else {}
+    params.n_positions = reloaded_params.get("n_positions", N_MAX_POSITIONS)
+    params.layer_norm_eps = reloaded_params.get("layer_norm_eps", 1e-12)
+    check_positions(params, params.n_positions, f" ({source})" if source else "")
+    if params.asm and int(params.asm_cutoffs.split(",")[-1]) >= len(dico):
+        raise DataError(f"--asm_cutoffs {params.asm_cutoffs}: each cutoff must be below the {len(dico)} words of "
+                        "the vocabulary")
+    models = {name: TransformerModel(config_from_params(vars(params), len(dico), is_decoder=name == "decoder"))
+              for name in names}
+    if params.reload_emb:
+        reload_word_vectors(list(models.values()), dico, params.reload_emb, logger)
+    for name, path in paths.items():
+        model, data = models[name], files[path]
+        # a pretrained file has 'model'; a translation file 'encoder' and 'decoder'
+        state = strip_module_prefix(data.get("model", data.get(name, data.get("encoder", {}))), f"{path} ({name})")
+        if name == "decoder":
+            # a decoder initialised from a pretrained encoder keeps its fresh cross-attention, as the original
+            fresh = model.state_dict()
+            missing = [k for k in fresh if k not in state and k.startswith(("encoder_attn.", "layer_norm15."))]
+            if missing:
+                logger.warning("%s: %i decoder-only parameters (cross-attention) keep their initialisation",
+                               path, len(missing))
+                state = {**state, **{k: fresh[k] for k in missing}}
+        load_weights(model, state, f"{path} ({name})")
+        logger.info("Reloaded the %s from %s", name, path)
+    if not params.encoder_only and not params.mlm_steps:
+        # the encoder's output layer is never used in translation: frozen, so that distributed training does
+        # not wait for its gradients (its weight, tied to the input embeddings, stays trained)
+        encoder = models["encoder"]
+        for p in encoder.pred_layer.parameters():
+            if p is not encoder.embeddings.weight:
+                p.requires_grad = False
+    for name, model in models.items():
+        logger.info("%s: %i parameters", name, sum(p.numel() for p in model.parameters()))
+    return {k: m.to(device) for k, m in models.items()}
+
+
+def build_optimizers(models, params):
+    """The model's optimizer, and the memory values' (--mem_values_optimizer) when there are any; with the
+    parameter sets that are clipped apart."""
+    named = [(n, p) for m in models.values() for n, p in m.named_parameters() if p.requires_grad]
+    memory_values = [p for n, p in named if n.endswith(".values.weight")]
+    others = [p for n, p in named if not n.endswith(".values.weight")]
+    optimizers = {"model": build_optimizer(others, params.optimizer)}
+    if memory_values:
+        optimizers["memory"] = build_optimizer(memory_values, params.mem_values_optimizer, "mem_values_optimizer")
+    return optimizers, {"model": others, "memory": memory_values}
+
+
+def check_metrics(params):
+    known = metric_names(params)
+    unknown = [m.lstrip("_") for m in filter(None, params.validation_metrics.split(",")) if m.lstrip("_") not in known]
+    if params.stopping_criterion and params.stopping_criterion.split(",")[0].lstrip("_") not in known:
+        unknown.append(params.stopping_criterion.split(",")[0].lstrip("_"))
+    if unknown:
+        raise DataError(f"unknown metrics {', '.join(unknown)}; this run computes {', '.join(known)}")
+

@@ -1,0 +1,73 @@
+"""What train.py and glue-xnli.py share before they train: ranks and devices, the experiment folder
+(dump_path/exp_name/exp_id, as the original names it) with its params and logger, and the seeds."""
+import json
+import os
+import pickle
+import random
+import shutil
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from ..fileio import DataError, atomic_write, check_output
+from .distributed import init_distributed
+from .logging import MetricsWriter, create_logger
+
+
+def experiment_folder(params):
+    return os.path.join(params.dump_path, params.exp_name, params.exp_id)
+
+
+def prepare_dump(params, info):
+    """dump_path/exp_name/exp_id, and params.pkl (as the original) and params.json in it; a folder that
+    cannot be written is an error now, not at the first save an epoch later."""
+    dump = experiment_folder(params)
+    try:
+        os.makedirs(dump, exist_ok=True)
+        check_output(os.path.join(dump, "checkpoint.pth"))
+    except (OSError, DataError) as e:
+        raise DataError(f"--dump_path: cannot write the experiment folder {dump} "
+                        f"({e.strerror if isinstance(e, OSError) else e})") from None
+    params.dump_path = dump
+    if info.is_master and not os.path.exists(os.path.join(dump, "params.pkl")):
+        with atomic_write(os.path.join(dump, "params.pkl")) as f:
+            pickle.dump(params, f)
+        with atomic_write(os.path.join(dump, "params.json"), "w") as f:
+            json.dump(vars(params), f, indent=1, default=str)
+    return dump
+
+
+@contextmanager
+def removed_on_failure(params):
+    """A run that fails during its set-up leaves no experiment folder behind, if it made it: nothing in
+    it is worth keeping, and a rerun would otherwise look like a resume. Every rank decides before any
+    of them has made the folder (they meet in init_distributed first)."""
+    made = os.path.abspath(experiment_folder(params))
+    fresh = not os.path.lexists(made)
+    while fresh and not os.path.lexists(os.path.dirname(made)):
+        made = os.path.dirname(made)  # the run also makes the missing dump_path and exp_name folders
+    try:
+        yield
+    except BaseException:
+        if fresh:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
+def start_experiment(params):
+    """Ranks and devices, the dump folder, the logger (the original's train.log) and the metrics file."""
+    info = init_distributed(params)
+    dump = prepare_dump(params, info)
+    logger = create_logger(os.path.join(dump, "train.log"), info.rank)
+    logger.info("============ Initialized logger ============")
+    logger.info("\n".join(f"{k}: {v}" for k, v in sorted(vars(params).items())))
+    logger.info("The experiment will be stored in %s\nRunning command: %s", dump, params.command)
+    return info, logger, MetricsWriter(dump, info.is_master)
+
+
+def seed_all(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
