@@ -22,7 +22,7 @@ def trainer(small_sample, tmp_path, accumulate):
 def clm_loss(t, x):
     lengths = torch.full((len(x),), x.shape[1])
     pred_mask, y = clm_targets(x, lengths)
-    return lambda: (t.ddp["model"](x, None, causal=True, pred_mask=pred_mask, y=y), len(y))
+    return lambda: t.ddp["model"](x, None, causal=True, pred_mask=pred_mask, y=y)
 
 
 def test_accumulated_batches_equal_one_large_batch(small_sample, tmp_path):

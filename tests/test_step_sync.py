@@ -57,7 +57,7 @@ def run_steps(trainer, n_rounds, mode):
             if work.kind == "step":
                 objectives.add(work.objective)
                 with mode:
-                    trainer.optimize(work.objective, work.name, lambda: (trainer.loss(work), work.n_predicted))
+                    trainer.optimize(work.objective, work.name, lambda: trainer.loss(work))
     return objectives
 
 

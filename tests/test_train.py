@@ -281,3 +281,39 @@ def test_scripts_start_without_the_compiler_and_the_tokenizer():
             "print(sorted(m for m in ('torch._dynamo', 'torch._inductor', 'sacremoses') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.usefixtures("keep_signal_handlers")
+def test_progress_counts_words_and_sentences_as_the_original(small_sample, tmp_path):
+    """sent/s counts the rows of each batch (pairs for TLM and PC; fewer than --batch_size with
+    --tokens_per_batch), words/s the predicted tokens: every target but a sentence's first for AE, MT and
+    BT, and every token of the concatenated pairs for PC."""
+    from xlm.train.loop import Trainer
+    trainer = Trainer(parse_params([
+        "--exp_name", "count", "--dump_path", str(tmp_path), "--data_path", str(small_sample), "--lgs", "en-fr",
+        "--encoder_only", "false", "--emb_dim", "32", "--n_layers", "1", "--n_heads", "4", "--batch_size", "8",
+        "--bptt", "16", "--max_len", "30", "--tokens_per_batch", "60", "--mlm_steps", "en,en-fr",
+        "--clm_steps", "fr", "--pc_steps", "en-fr", "--ae_steps", "en", "--mt_steps", "en-fr",
+        "--bt_steps", "en-fr-en", "--word_shuffle", "3", "--word_dropout", "0.1", "--word_blank", "0.1"]))
+    seen = []
+
+    def recorded(items):
+        for work in items:
+            seen.append(work)
+            yield work
+    trainer.train_round(recorded(trainer.plan.items(0, 0)))
+    words = sents = 0
+    for work in (w for w in seen if w.kind == "step"):
+        t = work.inputs
+        if work.objective == "pc":
+            words += int(t["lengths"].sum())
+            sents += len(t["labels"])
+        elif work.objective in ("clm", "mlm"):
+            words += len(t["y"])
+            sents += len(t["x"])
+        else:
+            words += int((t["lengths"] - 1).sum())
+            sents += len(t["lengths"])
+    assert {w.objective for w in seen if w.kind == "step"} == {"clm", "mlm", "pc", "ae", "mt", "bt"}
+    assert (trainer.state.n_words, trainer.state.n_sents) == (words, sents)
+    assert sents < 8 * sum(w.kind == "step" for w in seen)  # --tokens_per_batch made smaller batches

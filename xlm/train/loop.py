@@ -195,25 +195,19 @@ class Trainer:
         enc.train(was_training), dec.train(was_training)
         return Batch(x, lengths)
 
-    def optimize(self, objective, name, compute_loss):
-        """One objective step: compute_loss() -> (loss, predicted tokens), weighted by the objective's
-        lambda; the engine updates every --accumulate_gradients steps."""
+    def optimize(self, objective, name, compute_loss, n_words=0, n_sents=0):
+        """One objective step: compute_loss() -> loss, weighted by the objective's lambda; the engine updates
+        every --accumulate_gradients steps. n_words and n_sents are what the progress line counts."""
         lam = self.lambdas[objective](self.state.n_total_iter)
         if lam == 0:
             return
-        n_predicted = []
-
-        def loss():
-            value, n = compute_loss()
-            n_predicted.append(n)
-            return value
-        loss = self.engine.step(loss, lam).double()
+        loss = self.engine.step(compute_loss, lam).double()
         self.window[name] = self.window[name] + loss if name in self.window else loss
         total = self.state.losses.setdefault(name, [0.0, 0])
         total[1] += 1
         self.state.n_steps = self.engine.n_micro
-        self.state.n_words += n_predicted[0]
-        self.state.n_sents += self.params.batch_size
+        self.state.n_words += n_words
+        self.state.n_sents += n_sents
         self.state.n_sentences += self.params.batch_size
 
     # ------------------------------------------------------------------ progress, evaluation, epochs
@@ -335,7 +329,7 @@ class Trainer:
             work = next(plan)
             self.data_wait += time.perf_counter() - waited
             if work.kind == "step":
-                self.optimize(work.objective, work.name, lambda: (self.loss(work), work.n_predicted))
+                self.optimize(work.objective, work.name, lambda: self.loss(work), work.n_words, work.n_sents)
             elif work.kind == "skip":
                 self.state.n_sentences += self.params.batch_size
             self.consumed = work.states

@@ -27,7 +27,10 @@ class Work:
     name: str = ""         # MLM-en-fr, ...
     langs: tuple = ()
     inputs: dict = None    # CPU tensors
-    n_predicted: int = 0
+    # as the original's progress line counts them: "words" are the predicted tokens (all tokens of a PC
+    # batch), "sentences" the rows (pairs) of the batch
+    n_words: int = 0
+    n_sents: int = 0
     states: dict = None    # the producer's iterator and generator states after this item
 
 
@@ -105,7 +108,7 @@ class Plan:
         else:
             x, pred_mask, y = mask_for_training(x, full, self.masking, self.generator)
         inputs = dict(x=x, lengths=lengths, positions=positions, langs=langs, pred=flat_positions(pred_mask), y=y)
-        return Work("step", inputs=inputs, n_predicted=len(y))
+        return Work("step", inputs=inputs, n_words=len(y), n_sents=len(x))
 
     def clm(self, l1, l2):
         return self._lm("clm", l1, l2)
@@ -120,12 +123,12 @@ class Plan:
         x, lengths, positions, langs, labels = pc_batch(first, self.p.lang2id[l1], second, self.p.lang2id[l2],
                                                         self.generator)
         return Work("step", inputs=dict(x=x, lengths=lengths, positions=positions, langs=langs, labels=labels),
-                    n_predicted=len(labels))
+                    n_words=int(lengths.sum()), n_sents=len(labels))
 
     def _translation(self, src, tgt, **extra):
         pred, y = decoder_positions(tgt.x, tgt.lengths)
         inputs = dict(src_x=src.x, src_lengths=src.lengths, x=tgt.x, lengths=tgt.lengths, pred=pred, y=y, **extra)
-        return Work("step", inputs=inputs, n_predicted=len(y))
+        return Work("step", inputs=inputs, n_words=len(y), n_sents=len(tgt.lengths))
 
     def ae(self, lang):
         """Denoising auto-encoding: rebuild a sentence from its noisy version."""
