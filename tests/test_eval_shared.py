@@ -25,7 +25,9 @@ from xlm.train.build import build_models
 from xlm.train.options import parse_params
 
 STEPS = ["--lgs", "en-fr", "--encoder_only", "false", "--clm_steps", "en,en-fr", "--mlm_steps", "en,fr,en-fr",
-         "--mt_steps", "en-fr", "--eval_bleu", "true", "--eval_only", "true"]
+         "--mt_steps", "en-fr", "--eval_bleu", "true", "--eval_only", "true", "--use_memory", "true",
+         "--mem_enc_positions", "1", "--mem_dec_positions", "0+", "--mem_n_keys", "16", "--mem_k_dim", "16",
+         "--mem_heads", "2", "--mem_knn", "4"]
 
 
 def free_port():
@@ -41,8 +43,9 @@ def assert_same_scores(got, expected):
 
 
 def test_torchrun_two_ranks_evaluate_as_one_process(small_sample, tmp_path):
-    """MLM, TLM, CLM (stream and pair) and MT with BLEU of a checkpoint (--eval_only): 2 ranks (gloo)
-    log the scores of one process, on both ranks, and rank 0 writes the same hypothesis files."""
+    """MLM, TLM, CLM (stream and pair) and MT with BLEU, and the memories' statistics, of a checkpoint
+    (--eval_only): 2 ranks (gloo) log the scores of one process, on both ranks, and rank 0 writes the same
+    hypothesis files."""
     flags = ["--exp_name", "test", "--dump_path", tmp_path, "--data_path", small_sample, *TINY, *STEPS]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     subprocess.run([sys.executable, "train.py", *map(str, flags), "--exp_id", "single"], cwd=ROOT, env=env,
@@ -53,7 +56,9 @@ def test_torchrun_two_ranks_evaluate_as_one_process(small_sample, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     single, ddp = tmp_path / "test" / "single", tmp_path / "test" / "ddp"
     expected = scores_of((single / "train.log").read_text())[0]
-    assert {"valid_en_mlm_ppl", "valid_en_fr_mlm_acc", "test_en-fr_clm_ppl", "valid_en-fr_mt_bleu"} <= set(expected)
+    assert {"valid_en_mlm_ppl", "valid_en_fr_mlm_acc", "test_en-fr_clm_ppl", "valid_en-fr_mt_bleu",
+            "valid_en-fr_self.decoder.memories.0_after_mem_kl_w", "valid_en_fr_self.encoder.memories.1_in_mem_used",
+            "valid_en-fr_self.encoder.memories.1_in_mem_top90_u"} <= set(expected)
     assert_same_scores(scores_of((ddp / "train.log").read_text())[0], expected)
     # rank 1 logs the same "name -> value" lines
     logged = [line.split(" - ")[-1] for line in (ddp / "train.log-1").read_text().splitlines() if " -> " in line]

@@ -12,6 +12,7 @@ import torch
 from ..data.datasets import BatchingOptions, ParallelDataset, StreamDataset
 from ..objectives.lm import clm_targets, concat_pair, lm_scores, mask_for_eval
 from ..train.distributed import DistInfo, all_reduce_sum, own_share
+from .memory import MemoryUsage, memory_metric_names
 
 
 # the 15 XNLI languages keep larger evaluation sets in runs of more than 30 languages
@@ -66,16 +67,18 @@ def _stack(batches, group):
         yield tuple(None if parts[0] is None else torch.cat(parts) for parts in zip(*chunk))
 
 
-def score_batches(model, batches, objective, device, autocast):
-    """(sum of cross-entropy, predictions, correct predictions) over batches of eval_targets."""
+def score_batches(model, batches, objective, device, autocast, usage=None):
+    """(sum of cross-entropy, predictions, correct predictions) over batches of eval_targets; the reads
+    of the model's memories counted in `usage` (a MemoryUsage), if given."""
     xe, n, correct = 0.0, 0, 0
     move = (lambda t: None if t is None else t.to(device, non_blocking=True))
     for x, lengths, positions, langs, pred_mask, y in batches:
         if len(y) == 0:
             continue
-        with autocast:
-            s, k, c = lm_scores(model, move(x), move(lengths), move(langs), move(positions), move(pred_mask),
-                                move(y), causal=objective == "clm")
+        x, lengths = move(x), move(lengths)
+        with autocast, usage.reading(x, lengths) if usage else nullcontext():
+            s, k, c = lm_scores(model, x, lengths, move(langs), move(positions), move(pred_mask), move(y),
+                                causal=objective == "clm", every_position=bool(usage))
         xe, n, correct = xe + s, n + k, correct + c
     return xe, n, correct
 
@@ -114,10 +117,14 @@ def evaluate_lm(models, data, params, info=DistInfo(), autocast=None, log=None):
                 own = own_share(eval_targets(batches, objective, params), info)
                 if l2 is None:
                     own = _stack(own, max(params.batch_size, 1))
+                usage = MemoryUsage({model_name(params, objective): models[objective]}, info.device) \
+                    if split == "valid" else None
                 xe, n, correct = all_reduce_sum(list(score_batches(models[objective], own, objective, info.device,
-                                                              autocast)), info)
+                                                              autocast, usage)), info)
                 ppl, acc = math.exp(xe / max(n, 1)), 100.0 * correct / max(n, 1)
                 scores[f"{name}_ppl"], scores[f"{name}_acc"] = ppl, acc
+                if usage:
+                    scores.update(usage.scores(memory_prefix(split, objective, l1, l2), info))
                 if log:
                     log(f"Evaluated {name}: ppl {ppl:.2f}, acc {acc:.2f}% ({time.time() - start:.1f}s)")
             if mono:
@@ -126,6 +133,18 @@ def evaluate_lm(models, data, params, info=DistInfo(), autocast=None, log=None):
     for m, training in was_training.items():
         m.train(training)
     return scores
+
+
+def model_name(params, objective):
+    """The model an objective trains, as the trainer names it: in a translation run, CLM the decoder's
+    and MLM the encoder's."""
+    return "model" if params.encoder_only else "decoder" if objective == "clm" else "encoder"
+
+
+def memory_prefix(split, objective, l1, l2):
+    """The original's name of a set in its memory statistics: `valid_en`, `valid_en-fr` (CLM pair),
+    `valid_en_fr` (TLM)."""
+    return f"{split}_{l1}" if l2 is None else f"{split}_{l1}-{l2}" if objective == "clm" else f"{split}_{l1}_{l2}"
 
 
 def metric_names(params):
@@ -142,9 +161,14 @@ def metric_names(params):
                 else:
                     base = f"{split}_{l1}-{l2}_clm" if objective == "clm" else f"{split}_{l1}_{l2}_mlm"
                 names += [f"{base}_ppl", f"{base}_acc"]
+                if split == "valid":
+                    names += memory_metric_names(params, memory_prefix(split, objective, l1, l2),
+                                                 [model_name(params, objective)])
             if any(l2 is None for _, l2 in steps):
                 names += [f"{split}_{objective}_ppl", f"{split}_{objective}_acc"]
         for src, tgt in mt_directions(params):
             names += [f"{split}_{src}-{tgt}_mt_ppl", f"{split}_{src}-{tgt}_mt_acc"]
+            if split == "valid":
+                names += memory_metric_names(params, f"{split}_{src}-{tgt}", ["encoder", "decoder"])
             names += [f"{split}_{src}-{tgt}_mt_bleu"] if params.eval_bleu else []
     return names

@@ -16,6 +16,7 @@ from ..objectives.mt import decoder_targets
 from .bleu import prepare_for_bleu, tokenized_bleu
 from ..train.distributed import DistInfo, all_reduce_sum, broadcast_from_master, gather_to_master, own_share
 from .lm import eval_subset
+from .memory import MemoryUsage
 
 
 def mt_directions(params):
@@ -54,14 +55,19 @@ def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, 
                                       n_words=data.n_words, n_sentences=eval_subset(params, split, src)[1])
             xe, n, correct, hyps = 0.0, 0, 0, {}
             batches = dataset.batches(None)
+            usage = MemoryUsage({"encoder": encoder, "decoder": decoder}, info.device) if split == "valid" else None
             for key in own_share(batches, info):
                 s, t = dataset.collate(key)
                 x1, len1, x2, len2 = (v.to(info.device) for v in (s.x, s.lengths, t.x, t.lengths))
                 with autocast:
-                    enc = encoder(x1, len1, langs=params.lang2id[src])
+                    with usage.reading(x1, len1) if usage else nullcontext():
+                        enc = encoder(x1, len1, langs=params.lang2id[src])
                     pred_mask, y = decoder_targets(x2, len2)
-                    h = decoder(x2, len2, langs=params.lang2id[tgt], causal=True, src_enc=enc, src_len=len1,
-                                pred_mask=pred_mask)
+                    with usage.reading(x2, len2) if usage else nullcontext():
+                        # the memories' statistics count every position: the last layer computes them all
+                        h = decoder(x2, len2, langs=params.lang2id[tgt], causal=True, src_enc=enc, src_len=len1,
+                                    pred_mask=None if usage else pred_mask)
+                    h = h[pred_mask] if usage else h
                     logits = decoder.get_scores(h).float()
                     if params.eval_bleu:
                         max_len = min(int(1.5 * int(len1.max()) + 10), decoder.config.n_positions)
@@ -78,6 +84,8 @@ def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, 
             name = f"{split}_{src}-{tgt}_mt"
             xe, n, correct = all_reduce_sum([xe, n, correct], info)
             scores[f"{name}_ppl"], scores[f"{name}_acc"] = math.exp(xe / max(n, 1)), 100.0 * correct / max(n, 1)
+            if usage:
+                scores.update(usage.scores(f"{split}_{src}-{tgt}", info))
             if params.eval_bleu:
                 shares = gather_to_master(hyps, info)
                 bleu = None

@@ -212,6 +212,4 @@ class HashingMemory(nn.Module):
         n = indices.shape[0]
         out = self.values(indices.view(n, -1), per_sample_weights=scores.reshape(n, -1).to(self.values.weight.dtype))
         out = dropout(out.to(scores.dtype), p=c.value_dropout, training=self.training)
-        if not self.training:
-            self.last_indices, self.last_scores = indices.detach(), scores.detach().float()
         return out.view(*prefix, self.v_dim)

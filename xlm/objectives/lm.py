@@ -112,9 +112,13 @@ def clm_targets(x, lengths, context_size=0):
     return pred_mask, x[:, 1:][pred_mask[:, :-1]]
 
 
-def lm_scores(model, x, lengths, langs, positions, pred_mask, y, causal):
-    """(sum of cross-entropy, number of predictions, number correct), for evaluation."""
-    h = model(x, lengths, langs=langs, positions=positions, causal=causal, pred_mask=pred_mask)
+def lm_scores(model, x, lengths, langs, positions, pred_mask, y, causal, every_position=False):
+    """(sum of cross-entropy, number of predictions, number correct), for evaluation. every_position: the
+    last layer computes every position, not only the predicted ones (for the memories' statistics)."""
+    if every_position:
+        h = model(x, lengths, langs=langs, positions=positions, causal=causal)[pred_mask]
+    else:
+        h = model(x, lengths, langs=langs, positions=positions, causal=causal, pred_mask=pred_mask)
     scores = model.get_scores(h).float()
     loss = F.nll_loss(scores, y, reduction="sum") if model.config.asm else F.cross_entropy(scores, y, reduction="sum")
     return loss.item(), len(y), (scores.argmax(-1) == y).sum().item()

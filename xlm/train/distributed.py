@@ -97,6 +97,15 @@ def all_reduce_sum(values, info):
     return t.tolist()
 
 
+def all_reduce_tensors(tensors, info):
+    """Sum tensors of one dtype on info.device over ranks, in one collective; returns the sums."""
+    if not info.multi:
+        return tensors
+    flat = torch.cat([t.flatten() for t in tensors])
+    dist.all_reduce(flat)
+    return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+
+
 def own_share(items, info):
     """Items i ≡ rank (mod world size): one rank's share of work that every rank walks through."""
     return itertools.islice(items, info.rank, None, info.world_size)
