@@ -61,3 +61,14 @@ def test_translation_under_torchrun(small_sample, tmp_path):
     log = log_of(tmp_path, "mt")
     assert len(losses_of(log, "MT-fr-en")) == 3 and len(losses_of(log, "AE-en")) == 3
     assert scores_of(log)[0]["valid_fr-en_mt_ppl"] > 0
+
+
+def test_bf16_autocast(small_sample, tmp_path):
+    """The adaptive softmax runs in float32 inside a bf16 (or fp16) run: torch's mixes the dtypes of its
+    rows under the CPU's autocast and stopped at the first step."""
+    proc = python("train.py", *flags(small_sample, tmp_path, "bf16", "--lgs", "en-fr", "--encoder_only", "false",
+                                     "--mlm_steps", "en", "--mt_steps", "fr-en", "--bf16", "true", "--batch_size", 4,
+                                     "--epoch_size", 24, "--max_epoch", 1, "--log_interval", 1), check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    scores = scores_of(log_of(tmp_path, "bf16"))[0]
+    assert 0 < scores["valid_fr-en_mt_ppl"] < 1e5 and 0 < scores["valid_en_mlm_ppl"] < 1e5

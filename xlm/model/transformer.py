@@ -246,7 +246,8 @@ class PredLayer(nn.Module):
         tensor of that shape for the logits, which beam search reuses at every step; ignored under
         autocast (which skips out= calls) or another dtype."""
         if self.asm:
-            return self.proj.log_prob(h)
+            with torch.autocast(h.device.type, enabled=False):
+                return self.proj.log_prob(h.float())
         if out is None or out.dtype != h.dtype or torch.is_autocast_enabled(h.device.type):
             return self.proj(h)
         return torch.addmm(self.proj.bias, h, self.proj.weight.t(), out=out)
@@ -254,7 +255,9 @@ class PredLayer(nn.Module):
     def loss(self, h, y):
         """Mean cross-entropy of predicting y (n,) from h (n, dim)."""
         if self.asm:
-            return self.proj(h, y).loss
+            # in float32: under the CPU's autocast, torch's adaptive softmax mixes bf16 and float32 rows
+            with torch.autocast(h.device.type, enabled=False):
+                return self.proj(h.float(), y).loss
         return F.cross_entropy(self.proj(h).float(), y)
 
 
