@@ -18,6 +18,8 @@ from xlm.data.dictionary import Dictionary
 from xlm.fileio import DataError
 from xlm.model.checkpoint import read_checkpoint
 from xlm.train.adam import Adam
+from xlm.train.build import check_backend
+from xlm.train.distributed import DistInfo
 from xlm.train.options import parse_params
 from xlm.train.schedules import (LambdaSchedule, build_optimizer, clip_grad_norm_, load_optimizer_state,
                                  scheduled_lr, update_lr)
@@ -309,6 +311,13 @@ def test_mem_sparse_turns_adam_into_sparseadam(tmp_path):
         parse_params(argv + ["--mem_values_optimizer", "sparseadam,lr=0.01"])
     with pytest.raises(DataError, match="--optimizer sparseadam takes only sparse gradients"):
         parse_params(argv + ["--optimizer", "sparseadam"])
+    # NCCL has no all-reduce of sparse tensors (gloo has)
+    sparse = parse_params(argv + ["--mem_sparse", "true"])
+    check_backend(sparse, DistInfo(rank=0, world_size=2, device=torch.device("cpu")))
+    check_backend(sparse, DistInfo(device=torch.device("cuda", 0)))
+    with pytest.raises(DataError, match="NCCL cannot all-reduce the sparse gradients"):
+        check_backend(sparse, DistInfo(rank=0, world_size=2, device=torch.device("cuda", 0)))
+    check_backend(parse_params(argv), DistInfo(rank=0, world_size=2, device=torch.device("cuda", 0)))
 
 
 @pytest.fixture(scope="module")

@@ -121,6 +121,13 @@ def build_optimizers(models, params):
     return optimizers, {"model": others, "memory": memory_values}
 
 
+def check_backend(params, info):
+    """What NCCL cannot do, refused before the data are loaded."""
+    if getattr(params, "mem_sparse", False) and info.multi and info.device.type == "cuda":
+        raise DataError("--mem_sparse true: NCCL cannot all-reduce the sparse gradients of the memory values; "
+                        "use --mem_sparse false with several GPUs (or train on one)")
+
+
 def check_metrics(params):
     known = metric_names(params)
     unknown = [m.lstrip("_") for m in filter(None, params.validation_metrics.split(",")) if m.lstrip("_") not in known]

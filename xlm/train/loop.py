@@ -26,7 +26,7 @@ from ..model.generate import generate_greedy
 from ..objectives.lm import MaskingConfig
 from ..objectives.mt import mt_loss
 from ..objectives.pc import pc_loss
-from .build import build_iterators, build_models, build_optimizers, check_metrics
+from .build import build_iterators, build_models, build_optimizers, check_backend, check_metrics
 from .checkpointing import gather_rng_states, load_training_checkpoint, rng_state, save_training_checkpoint, \
     set_rng_state
 from .compile import BucketPadded
@@ -58,6 +58,7 @@ class Trainer:
         self.params = params
         info, self.logger, self.metrics = start_experiment(params)
         self.info = info
+        check_backend(params, info)
         # from here on a signal (SLURM's time-limit warning, a kill) is kept for the first log line
         self.stop_signal = None
         for sig in (signal.SIGUSR1, signal.SIGTERM):
