@@ -138,6 +138,28 @@ def test_torchrun_two_ranks_match_one_process(toy_tasks, task, port):
                 torch.testing.assert_close(ddp[key][name], value, atol=1e-5, rtol=1e-4, msg=name)
 
 
+def test_torchrun_resumes_every_ranks_dropout(toy_tasks):
+    """2 ranks with dropout: 1 epoch, then the command rerun for 2, fine-tunes as 2 epochs in one go
+    (weights, optimizers, data order and each rank's random states are restored)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+
+    def run(exp_id, n_epochs):
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                               "--master_port", "29543", "glue-xnli.py", *map(str, finetune_flags(toy_tasks, exp_id)),
+                               "--transfer_tasks", "XNLI", "--n_epochs", str(n_epochs), "--epoch_size", "64",
+                               "--dropout", "0.3"], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return read_checkpoint(str(toy_tasks / "dumped" / "ft" / exp_id / "checkpoint-XNLI.pth"))
+
+    whole = run("resume-whole", 2)
+    assert run("resume-parts", 1)["train_state"]["epoch"] == 1
+    parts = run("resume-parts", 2)
+    assert parts["train_state"]["epoch"] == 2
+    for key in ("model", "classifier"):
+        for name, value in whole[key].items():
+            assert torch.equal(parts[key][name], value), name
+
+
 def test_bf16_autocast(toy_tasks):
     proc = finetune(toy_tasks, "--transfer_tasks", "XNLI", "--n_epochs", 1, "--epoch_size", 64, "--bf16", "true",
                     exp_id="bf16")

@@ -17,20 +17,22 @@ from ..model.checkpoint import (check_vocabulary, checkpoint_payload, load_weigh
 from .schedules import load_optimizer_state
 
 
-def rng_state(masking_generator, round_rng):
+def rng_state(device):
+    """This process's global random states: python's, numpy's, torch's on the CPU and on its own GPU (a
+    resumed run may see a different set of GPUs, e.g. one per task under srun)."""
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "masking": masking_generator.get_state(), "rounds": round_rng.bit_generator.state}
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
-def set_rng_state(state, masking_generator, round_rng):
+def set_rng_state(state, device):
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    masking_generator.set_state(state["masking"])
-    round_rng.bit_generator.state = state["rounds"]
+    cuda = state["cuda"]
+    if isinstance(cuda, list):  # checkpoints of earlier versions: every visible GPU's state
+        cuda = cuda[device.index] if device.type == "cuda" and device.index < len(cuda) else None
+    if cuda is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)
 
 
 def gather_rng_states(state, info):

@@ -29,6 +29,7 @@ from ..model.embedder import finetuned_parameters, freeze_all_but, sentence_vect
 from .distributed import all_reduce_sum, broadcast_from_master, full_float32, shutdown
 from .engine import StepEngine
 from .build import global_batching
+from .checkpointing import gather_rng_states, rng_state, set_rng_state
 from .experiment import removed_on_failure, start_experiment
 from .options import bool_flag, check_optimizer, set_experiment_names
 from .schedules import build_optimizer
@@ -309,11 +310,13 @@ class FineTuner:
             self.logger.info("Saved best-%s.pth", metric)
 
     def save_checkpoint(self):
+        """Rank 0 writes it; every rank takes part, as random states are gathered."""
+        rng = gather_rng_states(rng_state(self.info.device), self.info)
         if not self.info.is_master:
             return
         optimizers = {f"{name}_optimizer": o.state_dict() for name, o in self.optimizers.items()}
         state = {"epoch": self.epoch, "best": self.best, "iterator": self.iterator.state_dict(),
-                 "scaler": self.engine.scaler.state_dict(), "torch_rng": torch.get_rng_state()}
+                 "scaler": self.engine.scaler.state_dict(), "rng": rng}
         save_checkpoint(self.payload(train_state=state, **optimizers), self.checkpoint_path)
 
     def resume(self):
@@ -328,7 +331,11 @@ class FineTuner:
         self.epoch, self.best = state["epoch"], state["best"]
         self.iterator.load_state_dict(state["iterator"])
         self.engine.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
+        if len(state["rng"]) == self.info.world_size:  # dropout goes on as it would have
+            set_rng_state(state["rng"][self.info.rank], self.info.device)
+        else:
+            self.logger.warning("Resuming with %i ranks a run saved with %i: random states are not restored",
+                                self.info.world_size, len(state["rng"]))
         self.logger.info("%s: resumed from %s at epoch %i", self.task_name, self.checkpoint_path, self.epoch)
 
     def run(self):

@@ -110,8 +110,8 @@ class Trainer:
     def train_state(self):
         self.fold_window()
         self.state.n_steps, self.state.n_nonfinite = self.engine.n_micro, self.engine.n_skipped
-        rng = {**rng_state(self.masking_generator, self.round_rng), "masking": self.consumed["masking"],
-               "rounds": self.consumed["rounds"]}
+        # the generators' states of what the model consumed, not of what the pipeline made ahead
+        rng = {**rng_state(self.info.device), "masking": self.consumed["masking"], "rounds": self.consumed["rounds"]}
         return {**asdict(self.state), "scaler": self.engine.scaler.state_dict(),
                 "rng": gather_rng_states(rng, self.info), "world_size": self.info.world_size,
                 "iterators": self.consumed["iterators"]}
@@ -150,7 +150,10 @@ class Trainer:
             self.engine.load_state_dict({"scaler": saved["scaler"], "n_micro": self.state.n_steps,
                                          "n_skipped": self.state.n_nonfinite})
             if saved["world_size"] == self.info.world_size:
-                set_rng_state(saved["rng"][self.info.rank], self.masking_generator, self.round_rng)
+                rng = saved["rng"][self.info.rank]
+                set_rng_state(rng, self.info.device)
+                self.masking_generator.set_state(rng["masking"])
+                self.round_rng.bit_generator.state = rng["rounds"]
             else:
                 self.logger.warning("Resuming with %i ranks a run saved with %i: random states are not restored",
                                     self.info.world_size, saved["world_size"])
