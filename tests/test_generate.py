@@ -269,3 +269,27 @@ def test_decoding_reads_the_host_every_few_steps(monkeypatch, generate):
             out, _ = generate_beam(dec, *src, tgt_lang_id=1, beam_size=4, length_penalty=1.0, max_len=max_len)
     assert out.shape[1] == max_len
     assert reads.count <= math.ceil((max_len - 1) / SYNC_EVERY) + 1, reads.count
+
+
+def test_autocast_keeps_the_cache_in_its_dtype(reverser, monkeypatch):
+    """Under bf16 autocast the keys and values are cached in bf16, as the linear layers make them, not in
+    the float32 of the embeddings (which every step would cast again); the outputs are those of a
+    float32 cache, whose entries are bf16 values anyway."""
+    import xlm.model.transformer as transformer
+    enc, dec = reverser
+    states = []
+    start = dec.start_decoding
+    monkeypatch.setattr(dec, "start_decoding", lambda *a, **k: states.append(start(*a, **k)) or states[-1])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        src = encode(enc, SOURCES)
+        outputs = [generate_greedy(dec, *src, tgt_lang_id=1, max_len=12),
+                   generate_beam(dec, *src, 1, beam_size=3, length_penalty=1.0, early_stopping=False, max_len=12)]
+        assert src[0].dtype == torch.float32 and states[0].kv.dtype == torch.bfloat16
+        assert states[0].source_bias.dtype == torch.bfloat16
+        monkeypatch.setattr(transformer, "compute_dtype", lambda t: t.dtype)
+        float32_cache = [generate_greedy(dec, *src, tgt_lang_id=1, max_len=12),
+                         generate_beam(dec, *src, 1, beam_size=3, length_penalty=1.0, early_stopping=False,
+                                       max_len=12)]
+        assert states[-1].kv.dtype == torch.float32
+    for (a, la), (b, lb) in zip(outputs, float32_cache):
+        assert torch.equal(a, b) and torch.equal(la, lb)

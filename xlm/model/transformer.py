@@ -66,6 +66,12 @@ def embedding(n, dim, padding_idx=None):
     return emb
 
 
+def compute_dtype(t):
+    """The dtype of what the linear layers make of t: autocast's, where it is on."""
+    device = t.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else t.dtype
+
+
 def varlen_attn(*args):
     """torch's variable-length flash attention, imported at its first use: importing it loads
     torch._dynamo, which would add 1.5 s to the start of every script."""
@@ -463,7 +469,8 @@ class TransformerModel(nn.Module):
         """The state of incremental decoding (see `step`) of up to max_len positions, by `group`
         consecutive rows (the beams) per sentence of the encoder output src_enc (bs, src_len, dim)."""
         padding = torch.arange(src_enc.shape[1], device=src_enc.device)[None, :] >= src_len[:, None]
-        bias = src_enc.new_zeros(padding.shape).masked_fill_(padding, -float("inf"))[:, None, None, :]
+        bias = src_enc.new_zeros(padding.shape, dtype=compute_dtype(src_enc)).masked_fill_(padding, -float("inf"))
+        bias = bias[:, None, None, :]
         bias = bias.expand(-1, self.config.n_heads, 1, -1).flatten(0, 1)
         return DecodingState([a.source_keys_values(src_enc) for a in self.encoder_attn], bias, self.config.n_heads,
                              group, min(max_len, self.config.n_positions))
@@ -478,7 +485,7 @@ class TransformerModel(nn.Module):
         # rows of the tables indexed on the host: a device tensor of t would be a copy to the device per step
         h = self._embed(words, self.position_embeddings.weight[t],
                         self.lang_embeddings.weight[lang] if self.config.has_lang_emb else None)
-        kv = state.room(self.config, h.dtype)
+        kv = state.room(self.config, compute_dtype(h))  # the keys' and values' dtype, not autocast's input
         h = self._layers(h, lambda i, h, _: self.attentions[i].step(h, kv[2 * i], kv[2 * i + 1], t),
                          lambda i, h, _: self.encoder_attn[i].step_cross(h, *state.source[i], state.source_bias,
                                                                         state.group))
