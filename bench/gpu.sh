@@ -8,8 +8,10 @@
 #   1. the mlm_tlm_xnli15_1024 size (12 x 1024, bptt 256, bf16): MLM and TLM steps eager, MLM compiled; MFU
 #   2. MT and BT steps of the same size (encoder-decoder)
 #   3. beam-5 and greedy decoding (6 x 512 encoder-decoder), translate.py end to end
-#   4. the CUDA tests (pytest -k 'sync or cuda': the sync tests, the varlen kernel against masked attention)
-#   5. torchrun --nproc_per_node 1 (NCCL) train.py: MLM + AE + BT, ~200 steps on toy languages, bf16
+#   4. the CUDA tests (pytest -k 'sync or cuda': the sync tests, the varlen kernel against masked attention,
+#      NCCL collectives and a DDP step in a one-rank process group)
+#   5. torchrun --nproc_per_node 1 train.py: MLM + AE + BT, ~200 steps on toy languages, bf16 (one rank
+#      runs without a process group, as the original; NCCL among ranks needs a GPU each)
 # then $OUT/gpu_results.json gathers them all.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -72,7 +74,7 @@ else
   echo "sync_tests absent" >> "$OUT/status.txt"
 fi
 
-# a 1-GPU NCCL run of train.py (torchrun), on toy languages
+# a one-process torchrun of train.py on toy languages (NCCL itself is tested in step 4)
 TOY=$OUT/toy
 if [ ! -f "$TOY/data/test.la-lb.lb.pth" ]; then
   python tools/toy_languages.py --out "$TOY/raw" --langs la,lb --typology svo,svo --n_mono $N_MONO --n_para 0 \
@@ -87,7 +89,7 @@ if [ ! -f "$TOY/data/test.la-lb.lb.pth" ]; then
     done
   done
 fi
-log "nccl_run: torchrun --nproc_per_node 1 train.py"
+log "nccl_run: torchrun --nproc_per_node 1 train.py (one process, no process group)"
 t0=$(date +%s)
 rm -rf "$TOY/dump"
 torchrun --standalone --nproc_per_node 1 train.py --exp_name nccl --exp_id run --dump_path "$TOY/dump" \
