@@ -88,8 +88,10 @@ def test_a_training_step_reads_nothing_on_the_host(small_sample, tmp_path, monke
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_no_synchronisation_on_a_gpu(small_sample, tmp_path):
-    trainer = translation_trainer(small_sample, tmp_path)
+@pytest.mark.parametrize("precision", [[], ["--bf16", "true"], ["--fp16", "true"]], ids=["float32", "bf16", "fp16"])
+def test_no_synchronisation_on_a_gpu(small_sample, tmp_path, precision):
+    """float32, bf16 (where padded batches go through the varlen kernel) and fp16 (the loss scaler)."""
+    trainer = translation_trainer(small_sample, tmp_path, *precision)
     generate = trainer.back_translate
 
     def back_translate(*args):
