@@ -1,7 +1,6 @@
 """train.py's components made from its params: the models (with --reload_emb / --reload_model), their
-optimizers, one resumable batch iterator per objective and languages; and the checks, before any data is
-loaded, that the metrics asked for are ones the run computes and that the backend can train what it is
-given."""
+optimizers, one resumable batch iterator per objective and languages; and the checks that the metrics
+asked for are ones the run computes and that the backend can train what it is given."""
 import zlib
 
 from ..data.datasets import BatchingOptions, ParallelDataset, SentenceDataset, StreamDataset
