@@ -137,3 +137,12 @@ def test_varlen_kernel_is_looked_up_not_assumed():
     except ImportError:
         present = False
     assert transformer.has_varlen_kernel() is present
+
+
+def test_varlen_kernel_can_be_turned_off(monkeypatch):
+    transformer.has_varlen_kernel.cache_clear()
+    monkeypatch.setenv("XLM_VARLEN", "0")
+    try:
+        assert not transformer.has_varlen_kernel()
+    finally:
+        transformer.has_varlen_kernel.cache_clear()

@@ -8,6 +8,7 @@ original XLM's, so its state dicts load without renaming. Tensors are batch-firs
 """
 import functools
 import importlib.util
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,7 +97,10 @@ def varlen_attention(q, k, v, kv_lengths):
 
 @functools.cache
 def has_varlen_kernel():
-    """Whether this torch has `torch.nn.attention.varlen` (2.9 and later), looked up without importing it."""
+    """Whether this torch has `torch.nn.attention.varlen` (2.9 and later), looked up without importing it,
+    and XLM_VARLEN=0 is not set (the way back to masked attention, should the kernel fail on some GPU)."""
+    if os.environ.get("XLM_VARLEN", "1") == "0":
+        return False
     return importlib.util.find_spec("torch.nn.attention.varlen") is not None
 
 
