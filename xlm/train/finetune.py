@@ -331,7 +331,9 @@ class FineTuner:
         self.epoch, self.best = state["epoch"], state["best"]
         self.iterator.load_state_dict(state["iterator"])
         self.engine.scaler.load_state_dict(state["scaler"])
-        if len(state["rng"]) == self.info.world_size:  # dropout goes on as it would have
+        if "torch_rng" in state:  # a checkpoint of an earlier version: rank 0's CPU state alone
+            torch.set_rng_state(state["torch_rng"])
+        elif len(state["rng"]) == self.info.world_size:  # dropout goes on as it would have
             set_rng_state(state["rng"][self.info.rank], self.info.device)
         else:
             self.logger.warning("Resuming with %i ranks a run saved with %i: random states are not restored",
