@@ -138,6 +138,18 @@ def test_torchrun_two_ranks_match_one_process(toy_tasks, task, port):
                 torch.testing.assert_close(ddp[key][name], value, atol=1e-5, rtol=1e-4, msg=name)
 
 
+def test_resumes_a_checkpoint_of_an_earlier_version(toy_tasks):
+    """Checkpoints written before every rank's random states were saved hold rank 0's CPU state alone."""
+    finetune(toy_tasks, "--transfer_tasks", "XNLI", "--n_epochs", 1, "--epoch_size", 32, exp_id="old")
+    path = toy_tasks / "dumped" / "ft" / "old" / "checkpoint-XNLI.pth"
+    data = read_checkpoint(str(path))
+    rng = data["train_state"].pop("rng")
+    data["train_state"]["torch_rng"] = rng[0]["torch"]
+    torch.save(data, path)
+    proc = finetune(toy_tasks, "--transfer_tasks", "XNLI", "--n_epochs", 2, "--epoch_size", 32, exp_id="old")
+    assert "resumed from" in proc.stdout and [s["epoch"] for s in logged_scores(proc)] == [1]
+
+
 def test_torchrun_resumes_every_ranks_dropout(toy_tasks):
     """2 ranks with dropout: 1 epoch, then the command rerun for 2, fine-tunes as 2 epochs in one go
     (weights, optimizers, data order and each rank's random states are restored)."""
