@@ -12,7 +12,7 @@ import torch
 from conftest import ROOT, python
 from xlm.data.binarized import binarize
 from xlm.data.dictionary import Dictionary
-from xlm.evaluation.classification import accuracy, f1_binary, matthews, pearson, spearman
+from xlm.evaluation.classification import accuracy, f1, matthews, pearson, spearman
 from xlm.fileio import DataError
 from xlm.model.checkpoint import checkpoint_payload, load_model, read_checkpoint, save_checkpoint
 from xlm.model.embedder import finetuned_parameters, parse_layer_range
@@ -182,9 +182,10 @@ def test_glue_tasks_and_their_metrics(toy_tasks):
     proc = finetune(toy_tasks, "--transfer_tasks", "SST-2,MRPC,STS-B", "--n_epochs", 1, "--dropout", 0.1,
                     exp_id="glue")
     (scores_sst, scores_mrpc, scores_sts) = logged_scores(proc)
-    assert {"valid_SST-2_acc", "test_SST-2_acc"} <= set(scores_sst)
-    assert {"valid_MRPC_acc", "valid_MRPC_f1", "test_MRPC_f1"} <= set(scores_mrpc)
-    assert {"valid_STS-B_prs", "valid_STS-B_spr"} <= set(scores_sts)
+    # the original's names: acc, f1 and mc for every classification task, in that order
+    assert [k for k in scores_sst if k.startswith("valid")] == ["valid_SST-2_acc", "valid_SST-2_f1", "valid_SST-2_mc"]
+    assert {"test_SST-2_acc", "test_MRPC_mc", "test_MRPC_f1"} <= set(scores_sst) | set(scores_mrpc)
+    assert [k for k in scores_sts if k.startswith("valid")] == ["valid_STS-B_prs", "valid_STS-B_spr"]
     dump = toy_tasks / "dumped" / "ft" / "glue"
     preds = (dump / "STS-B" / "valid.pred.0").read_text().splitlines()
     assert len(preds) == 45 and preds[0].startswith("0\t")
@@ -232,8 +233,14 @@ def test_metrics_match_scikit_learn_and_scipy():
     stats = pytest.importorskip("scipy.stats")
     rng = np.random.default_rng(0)
     gold, pred = rng.integers(0, 2, 200), rng.integers(0, 2, 200)
-    assert f1_binary(pred, gold) == pytest.approx(100 * sklearn_metrics.f1_score(gold, pred))
+    assert f1(pred, gold) == pytest.approx(100 * sklearn_metrics.f1_score(gold, pred))
     assert matthews(pred, gold) == pytest.approx(100 * sklearn_metrics.matthews_corrcoef(gold, pred))
+    # three classes (MNLI), as the original scores them: micro-averaged F1, multiclass Matthews
+    gold, pred = rng.integers(0, 3, 200), np.where(rng.random(200) < 0.5, gold, rng.integers(0, 3, 200))
+    assert f1(pred, gold, 3) == pytest.approx(100 * sklearn_metrics.f1_score(gold, pred, average="micro"))
+    assert matthews(pred, gold) == pytest.approx(100 * sklearn_metrics.matthews_corrcoef(gold, pred))
+    assert matthews(np.zeros(5), np.array([0, 1, 2, 0, 1])) == 0.0 == sklearn_metrics.matthews_corrcoef(
+        [0, 1, 2, 0, 1], np.zeros(5))
     a, b = rng.normal(size=300), rng.integers(0, 6, 300).astype(float)  # ties for Spearman
     assert pearson(a, b) == pytest.approx(100 * stats.pearsonr(a, b)[0])
     assert spearman(a, b) == pytest.approx(100 * stats.spearmanr(a, b)[0])

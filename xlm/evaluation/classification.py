@@ -3,8 +3,9 @@
 Files, as the original's prepare-xnli.sh / prepare-glue.sh write them under `--data_path`:
   eval/XNLI/{split}.s1.{lg}.pth, {split}.s2.{lg}.pth, {split}.label.{lg}   (train for one language)
   eval/{TASK}/{split}.s1.pth[, {split}.s2.pth], {split}.label               (s2 for pair tasks)
-Metric names are the original's: `xnli_valid_fr_acc`, `valid_SST-2_acc`, `valid_MRPC_f1`,
-`valid_CoLA_mc`, `valid_STS-B_prs` / `_spr`; scores are percentages.
+Metric names are the original's: `xnli_valid_fr_acc`; every GLUE classification task has `_acc`, `_f1`
+and `_mc` (`valid_SST-2_acc`, `valid_MRPC_f1`, `valid_CoLA_mc`, ...), STS-B `valid_STS-B_prs` / `_spr`;
+scores are percentages.
 """
 import os
 from dataclasses import dataclass
@@ -24,14 +25,15 @@ from ..train.distributed import gather_to_master, own_share
 class Task:
     n_outputs: int      # classes, or 1 for a regression
     pair: bool          # two sentences (s1, s2) or one
-    metrics: tuple      # beside accuracy, or the correlations of a regression
+    metrics: tuple      # what it is scored on; the first selects the best model
 
 
+GLUE = ("acc", "f1", "mc")  # the original scores every GLUE classification task on all three
 TASKS = {
-    "MNLI-m": Task(3, True, ("acc",)), "MNLI-mm": Task(3, True, ("acc",)), "QQP": Task(2, True, ("acc", "f1")),
-    "QNLI": Task(2, True, ("acc",)), "SST-2": Task(2, False, ("acc",)), "CoLA": Task(2, False, ("acc", "mc")),
-    "MRPC": Task(2, True, ("acc", "f1")), "RTE": Task(2, True, ("acc",)), "STS-B": Task(1, True, ("prs", "spr")),
-    "WNLI": Task(2, True, ("acc",)), "XNLI": Task(3, True, ("acc",)),
+    "MNLI-m": Task(3, True, GLUE), "MNLI-mm": Task(3, True, GLUE), "QQP": Task(2, True, GLUE),
+    "QNLI": Task(2, True, GLUE), "SST-2": Task(2, False, GLUE), "CoLA": Task(2, False, GLUE),
+    "MRPC": Task(2, True, GLUE), "RTE": Task(2, True, GLUE), "STS-B": Task(1, True, ("prs", "spr")),
+    "WNLI": Task(2, True, GLUE), "AX_MNLI-m": Task(3, True, GLUE), "XNLI": Task(3, True, ("acc",)),
 }
 XNLI_LABELS = ("contradiction", "neutral", "entailment")
 
@@ -44,18 +46,24 @@ def accuracy(pred, gold):
     return 100.0 * int(np.sum(pred == gold)) / len(gold)
 
 
-def f1_binary(pred, gold):
-    """F1 of the positive class (label id 1)."""
+def f1(pred, gold, n_classes=2):
+    """F1 as the original scores it: of the class of id 1 with two classes; micro-averaged with more, which
+    for one label per example is the accuracy."""
+    if n_classes != 2:
+        return accuracy(pred, gold)
     tp = float(np.sum((pred == 1) & (gold == 1)))
     fp, fn = float(np.sum((pred == 1) & (gold != 1))), float(np.sum((pred != 1) & (gold == 1)))
     return 100.0 * 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
 def matthews(pred, gold):
-    tp, tn = float(np.sum((pred == 1) & (gold == 1))), float(np.sum((pred != 1) & (gold != 1)))
-    fp, fn = float(np.sum((pred == 1) & (gold != 1))), float(np.sum((pred != 1) & (gold == 1)))
-    denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-    return 100.0 * (tp * tn - fp * fn) / denominator if denominator else 0.0
+    """The Matthews correlation of any number of classes (Gorodkin's R_K, which is the usual one for two)."""
+    classes = np.union1d(pred, gold)
+    predicted = np.array([np.sum(pred == k) for k in classes], dtype=np.float64)
+    true = np.array([np.sum(gold == k) for k in classes], dtype=np.float64)
+    n, correct = float(len(gold)), float(np.sum(pred == gold))
+    denominator = np.sqrt((n * n - predicted @ predicted) * (n * n - true @ true))
+    return 100.0 * (correct * n - predicted @ true) / denominator if denominator else 0.0
 
 
 def pearson(a, b):
@@ -87,7 +95,7 @@ def task_scores(task_name, outputs, gold, prefix):
         pred = outputs[:, 0]
         return {f"{prefix}_prs": pearson(pred, gold), f"{prefix}_spr": spearman(pred, gold)}
     pred = outputs.argmax(1)
-    functions = {"acc": accuracy, "f1": f1_binary, "mc": matthews}
+    functions = {"acc": accuracy, "f1": lambda p, g: f1(p, g, task.n_outputs), "mc": matthews}
     return {f"{prefix}_{m}": functions[m](pred, gold) for m in task.metrics}
 
 
