@@ -182,21 +182,21 @@ def test_glue_tasks_and_their_metrics(toy_tasks):
     proc = finetune(toy_tasks, "--transfer_tasks", "SST-2,MRPC,STS-B", "--n_epochs", 1, "--dropout", 0.1,
                     exp_id="glue")
     (scores_sst, scores_mrpc, scores_sts) = logged_scores(proc)
-    # the original's names: acc, f1 and mc for every classification task, in that order
-    assert [k for k in scores_sst if k.startswith("valid")] == ["valid_SST-2_acc", "valid_SST-2_f1", "valid_SST-2_mc"]
-    assert {"test_SST-2_acc", "test_MRPC_mc", "test_MRPC_f1"} <= set(scores_sst) | set(scores_mrpc)
-    assert [k for k in scores_sts if k.startswith("valid")] == ["valid_STS-B_prs", "valid_STS-B_spr"]
+    # the original's names: the task in lower case; acc, f1 and mc for every classification task, in that order
+    assert [k for k in scores_sst if k.startswith("valid")] == ["valid_sst-2_acc", "valid_sst-2_f1", "valid_sst-2_mc"]
+    assert {"test_sst-2_acc", "test_mrpc_mc", "test_mrpc_f1"} <= set(scores_sst) | set(scores_mrpc)
+    assert [k for k in scores_sts if k.startswith("valid")] == ["valid_sts-b_prs", "valid_sts-b_spr"]
     dump = toy_tasks / "dumped" / "ft" / "glue"
     preds = (dump / "STS-B" / "valid.pred.0").read_text().splitlines()
     assert len(preds) == 45 and preds[0].startswith("0\t")
-    for metric in ("valid_SST-2_acc", "valid_MRPC_acc", "valid_STS-B_prs"):
+    for metric in ("valid_sst-2_acc", "valid_mrpc_acc", "valid_sts-b_prs"):
         assert (dump / f"best-{metric}.pth").is_file()
 
 
 def changed_parameters(root, exp_id, *args):
     finetune(root, "--transfer_tasks", "SST-2", "--n_epochs", 1, *args, exp_id=exp_id)
     before = read_checkpoint(str(root / "model.pth"))["model"]
-    after = read_checkpoint(str(root / "dumped" / "ft" / exp_id / "best-valid_SST-2_acc.pth"))["model"]
+    after = read_checkpoint(str(root / "dumped" / "ft" / exp_id / "best-valid_sst-2_acc.pth"))["model"]
     return {k for k in before if not torch.equal(before[k], after[k])}
 
 

@@ -4,8 +4,8 @@ Files, as the original's prepare-xnli.sh / prepare-glue.sh write them under `--d
   eval/XNLI/{split}.s1.{lg}.pth, {split}.s2.{lg}.pth, {split}.label.{lg}   (train for one language)
   eval/{TASK}/{split}.s1.pth[, {split}.s2.pth], {split}.label               (s2 for pair tasks)
 Metric names are the original's: `xnli_valid_fr_acc`; every GLUE classification task has `_acc`, `_f1`
-and `_mc` (`valid_SST-2_acc`, `valid_MRPC_f1`, `valid_CoLA_mc`, ...), STS-B `valid_STS-B_prs` / `_spr`;
-scores are percentages.
+and `_mc`, after the task's name in lower case (`valid_sst-2_acc`, `valid_mrpc_f1`, `valid_cola_mc`, ...),
+STS-B `valid_sts-b_prs` / `_spr`; scores are percentages.
 """
 import os
 from dataclasses import dataclass

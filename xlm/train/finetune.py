@@ -267,7 +267,8 @@ class FineTuner:
             if self.task_name != "XNLI":
                 self.write_predictions(split, outputs)
             if data.labels is not None:
-                prefix = f"xnli_{split}_{lang}" if self.task_name == "XNLI" else f"{split}_{self.task_name}"
+                # the original names GLUE scores after the task in lower case: valid_sst-2_acc
+                prefix = f"xnli_{split}_{lang}" if self.task_name == "XNLI" else f"{split}_{self.task_name.lower()}"
                 scores.update(task_scores(self.task_name, outputs, data.labels, prefix))
         if self.task_name == "XNLI":
             for split in ("valid", "test"):
@@ -289,7 +290,7 @@ class FineTuner:
         so that no label of another language is used (zero-shot), else the task's first metric."""
         if self.task_name == "XNLI":
             return f"xnli_valid_{self.train_lang}_acc"
-        return f"valid_{self.task_name}_{self.task.metrics[0]}"
+        return f"valid_{self.task_name.lower()}_{self.task.metrics[0]}"
 
     # ------------------------------------------------------------------ saving, resuming
     def payload(self, **extra):
