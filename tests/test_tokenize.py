@@ -113,6 +113,18 @@ def test_lowercase_and_remove_accent_matches_original_rules():
     assert out == "ca va\nol\n"
 
 
+def test_thai_joins_the_segmenters_words_as_the_original(monkeypatch):
+    """The original's segment_th.py prints ' '.join(word_tokenize(line)): PyThaiNLP's whitespace words stay,
+    so a space between two words becomes three (the binarized data are the same)."""
+    monkeypatch.setattr(tok, "_segmenter", lambda lang: lambda s: ["สวัสดี", "ครับ", " ", "ผม", "  ", "ชาย"])
+    assert tok.tokenize("สวัสดีครับ ผม  ชาย", "th") == "สวัสดี ครับ   ผม    ชาย"
+    monkeypatch.undo()
+    pythainlp = pytest.importorskip("pythainlp.tokenize")
+    tok._segmenter.cache_clear()
+    line = "สวัสดีครับ ผมชื่อ สมชาย"
+    assert tok.tokenize(line, "th") == " ".join(pythainlp.word_tokenize(line)) == "สวัสดี ครับ   ผม ชื่อ   สม ชาย"
+
+
 def test_missing_segmenter_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "jieba", None)
     tok._segmenter.cache_clear()

@@ -42,7 +42,7 @@ def _segmenter(lang):
         return lambda s: list(lib.cut(s))
     if lang == "th":
         from pythainlp.tokenize import word_tokenize
-        return lambda s: word_tokenize(s, keep_whitespace=False)
+        return word_tokenize
     tagger = lib.Tagger()
     return lambda s: [w.surface for w in tagger(s)]
 
@@ -184,7 +184,9 @@ def tokenize(line, lang):
         return " ".join(_normalizer(lang).normalize(line).split())
     line = _normalizer(lang).normalize(line)
     if lang in SEGMENTERS:
-        return " ".join(w for w in _segmenter(lang)(line) if w.strip())
+        words = _segmenter(lang)(line)
+        # the original's segment_th.py joins PyThaiNLP's words as they come, its whitespace words included
+        return " ".join(words if lang == "th" else [w for w in words if w.strip()])
     if line.isspace():
         return line  # tokenizer.perl prints a line of whitespace as it is
     return _tokenizer(lang).tokenize(line, escape=False, return_str=True)
