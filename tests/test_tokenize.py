@@ -118,7 +118,9 @@ def test_thai_joins_the_segmenters_words_as_the_original(monkeypatch):
     so a space between two words becomes three (the binarized data are the same)."""
     monkeypatch.setattr(tok, "_segmenter", lambda lang: lambda s: ["สวัสดี", "ครับ", " ", "ผม", "  ", "ชาย"])
     assert tok.tokenize("สวัสดีครับ ผม  ชาย", "th") == "สวัสดี ครับ   ผม    ชาย"
-    monkeypatch.undo()
+
+
+def test_thai_equals_pythainlp_joined_by_spaces():
     pythainlp = pytest.importorskip("pythainlp.tokenize")
     tok._segmenter.cache_clear()
     line = "สวัสดีครับ ผมชื่อ สมชาย"
