@@ -92,13 +92,12 @@ def all_reduce_sum(values, info):
     """Sum a list of floats over ranks (one collective)."""
     if not info.multi:
         return values
-    t = torch.tensor(values, dtype=torch.float64, device=info.device if info.device.type == "cuda" else "cpu")
-    dist.all_reduce(t)
-    return t.tolist()
+    return all_reduce_tensors([torch.tensor(values, dtype=torch.float64, device=info.device)], info)[0].tolist()
 
 
 def all_reduce_tensors(tensors, info):
-    """Sum tensors of one dtype on info.device over ranks, in one collective; returns the sums."""
+    """Sum tensors of one dtype on info.device (a GPU under NCCL, the CPU under gloo) over ranks, in one
+    collective; returns the sums."""
     if not info.multi:
         return tensors
     flat = torch.cat([t.flatten() for t in tensors])
