@@ -70,6 +70,18 @@ def test_impossible_flags_are_refused_at_parse_time(tmp_path, flags, message):
     assert message in str(e.value)
 
 
+def test_help_lists_the_flags_a_switch_adds(capsys):
+    """The memory and adaptive-softmax flags exist only with --use_memory / --asm, as in the original;
+    --help after the switch lists them."""
+    with pytest.raises(SystemExit):
+        parse_params(["--use_memory", "true", "--asm", "true", "--help"])
+    shown = capsys.readouterr().out
+    assert "--mem_enc_positions" in shown and "--mem_knn" in shown and "--asm_cutoffs" in shown
+    with pytest.raises(SystemExit):
+        parse_params(["--help"])
+    assert "--mem_knn" not in capsys.readouterr().out
+
+
 def argv(data, dump, exp_id, *flags):
     return ["--exp_name", "t", "--exp_id", exp_id, "--dump_path", str(dump), "--data_path", str(data),
             "--lgs", "en-fr", "--mlm_steps", "en", *TINY, *map(str, flags)]

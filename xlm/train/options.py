@@ -119,15 +119,17 @@ def build_parser():
 
 def parse_params(argv=None):
     parser = build_parser()
-    # like the original, the memory and adaptive-softmax options exist only when switched on
-    known, _ = parser.parse_known_args(argv)
+    # like the original, the memory and adaptive-softmax options exist only when switched on; unlike it,
+    # `--use_memory true --help` lists them (the first parse would print the help before they exist)
+    argv = list(os.sys.argv[1:] if argv is None else argv)
+    known, _ = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")])
     if known.use_memory:
         add_memory_flags(parser)
     if known.asm:
         parser.add_argument("--asm_cutoffs", type=str, default="8000,20000")
         parser.add_argument("--asm_div_value", type=float, default=4)
     params = parser.parse_args(argv)
-    params.command = " ".join(["python", "train.py"] + list(argv if argv is not None else os.sys.argv[1:]))
+    params.command = " ".join(["python", "train.py"] + argv)
     check_params(params)
     return params
 
