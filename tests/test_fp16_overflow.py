@@ -8,7 +8,7 @@ import torch
 
 from xlm.fileio import DataError
 from xlm.model.checkpoint import read_checkpoint
-from xlm.train import loop
+from xlm.train import adam, loop
 from xlm.train.options import parse_params
 
 pytestmark = pytest.mark.usefixtures("keep_signal_handlers")
@@ -36,7 +36,10 @@ class InfiniteGradient(torch.autograd.Function):
         return grad * float("inf")
 
 
-def test_overflowing_steps_are_skipped_counted_and_leave_the_schedule(small_sample, tmp_path, monkeypatch):
+@pytest.mark.parametrize("on_host", [True, False], ids=["cpu_skip", "gpu_skip"])
+def test_overflowing_steps_are_skipped_counted_and_leave_the_schedule(small_sample, tmp_path, monkeypatch, on_host):
+    """On the host as on the CPU, and on the device as on a GPU (Adam's masked update)."""
+    monkeypatch.setattr(adam, "skips_on_host", lambda found_inf: on_host)
     faults = {3: "overflow", 7: "nan", 8: "overflow"}  # objective step (from 1) -> fault; one step per iteration
     loss, calls = loop.Trainer.loss, []
 
@@ -83,8 +86,10 @@ def test_twenty_skipped_updates_in_a_row_stop_the_run(small_sample, tmp_path, mo
     assert iterations == list(range(1, 25))  # 5 good steps, 19 skipped ones logged, stopped at the 20th
 
 
-def test_an_fp16_update_reads_nothing_on_the_host(small_sample, tmp_path):
-    """The overflow check of float16 gradients, the skip and its count stay on the device."""
+def test_an_fp16_update_reads_nothing_on_the_host(small_sample, tmp_path, monkeypatch):
+    """The overflow check of float16 gradients, the skip and its count stay on the device (as a GPU runs
+    Adam; on the CPU it reads the skip flag, for free)."""
+    monkeypatch.setattr(adam, "skips_on_host", lambda found_inf: False)
     from test_step_sync import HostReads, run_steps
     trainer = loop.Trainer(parse_params(flags(small_sample, tmp_path, "sync", 4 * 1000)))
     mode = HostReads()

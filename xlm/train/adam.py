@@ -8,7 +8,9 @@ Weight decay is decoupled and applied before the update: `p -= wd * lr * p`.
 It follows GradScaler's `found_inf` protocol: with an attribute `found_inf` (a tensor on the device,
 non-zero to skip), a skipped update leaves the moments and parameters exactly as they were, decided on
 the device without a host synchronisation (the step counts, on the host, still advance:
-xlm/train/engine.py takes them back).
+xlm/train/engine.py takes them back). On the CPU, where reading the flag costs nothing, it is read and
+a skipped update is not computed at all, which saves a masked pass over every gradient (half of an
+update's time).
 
 It is not a `torch.optim.Optimizer`: torch wraps that class's methods to keep its compiler out of them,
 and the first call imports `torch._dynamo`, 1.2-1.6 s at the start of every run. It has the part of that
@@ -20,6 +22,11 @@ from collections import defaultdict
 from copy import deepcopy
 
 import torch
+
+
+def skips_on_host(found_inf):
+    """Whether to read the skip flag on the host: on the CPU, where that does not wait for a device."""
+    return found_inf.device.type == "cpu"
 
 
 class Adam:
@@ -93,6 +100,10 @@ class Adam:
                 state["step"] += 1
             grads = [p.grad for p in params]
             found_inf = getattr(self, "found_inf", None)
+            if found_inf is not None and skips_on_host(found_inf):
+                if found_inf.item():
+                    continue
+                found_inf = None
             if getattr(self, "grad_scale", None) is not None:  # gradients GradScaler.step left scaled
                 grads = torch._foreach_div(grads, self.grad_scale)
             keep = None if found_inf is None else found_inf == 0
