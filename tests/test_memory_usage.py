@@ -57,7 +57,7 @@ def test_a_padded_batch_counts_its_real_tokens(small_sample, tmp_path, monkeypat
     """A padded batch reads the slots that its sentences read one at a time, unpadded; and scoring every
     position (what the statistics need of a memory in the last layer) gives the scores of the predicted
     positions alone."""
-    monkeypatch.setattr(transformer, "packs_padding", lambda device: packs)
+    monkeypatch.setattr(transformer, "reads_on_host", lambda device: packs)
     params = parse_params(["--exp_name", "t", "--dump_path", str(tmp_path), "--data_path", str(small_sample), *TINY,
                            "--lgs", "en", "--mlm_steps", "en", *MEMORY, "--mem_enc_positions", "0,1+"])
     data = load_training_data(params)

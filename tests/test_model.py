@@ -162,10 +162,13 @@ def test_unpadded_fast_path_equals_the_masked_one(causal):
     torch.testing.assert_close(model(x, None, langs=1, causal=causal), model(x, lengths, langs=1, causal=causal))
 
 
+@pytest.mark.parametrize("on_host", [True, False], ids=["cpu", "cuda_path"])
 @pytest.mark.parametrize("kind", ["padded", "stream", "causal", "decoder", "memory", "no_layer", "first_tokens"])
-def test_wanted_positions_alone_give_the_full_model_output(kind):
-    """With pred_mask, the last layer computes only the wanted positions past its keys and values: the
-    loss and every gradient are those of taking the positions from the full output."""
+def test_wanted_positions_alone_give_the_full_model_output(kind, on_host, monkeypatch):
+    """With pred_mask, the last layer computes only the wanted positions past its keys and values (on the
+    CPU, its queries too, `_at_rows`): the loss and every gradient are those of taking the positions from
+    the full output."""
+    monkeypatch.setattr(transformer, "reads_on_host", lambda device: on_host)
     from xlm.model.memory import MemoryConfig
     from xlm.model.embedder import sentence_vectors
     kw = dict(n_words=len(WORDS), emb_dim=32, n_layers=2, n_heads=4, n_langs=2, gelu_activation=True)
@@ -233,7 +236,7 @@ def test_packed_padding_gives_the_padded_model_output(kind, monkeypatch):
         return mask.flatten().nonzero().squeeze(1)
 
     packed = run()
-    monkeypatch.setattr(transformer, "packs_padding", lambda device: False)  # as on CUDA
+    monkeypatch.setattr(transformer, "reads_on_host", lambda device: False)  # as on CUDA
     padded = run()
     torch.testing.assert_close(packed[0], padded[0])
     assert packed[0][torch.arange(9)[None, :] >= lengths[:, None]].abs().max() == 0

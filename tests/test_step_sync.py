@@ -65,7 +65,7 @@ def run_steps(trainer, n_rounds, mode):
 def test_a_training_step_reads_nothing_on_the_host(small_sample, tmp_path, monkeypatch):
     # what a GPU runs: there the padding of a batch is not looked for, and Adam skips an update on the
     # device (both read values on the host on the CPU, where that is free)
-    monkeypatch.setattr(transformer, "packs_padding", lambda device: False)
+    monkeypatch.setattr(transformer, "reads_on_host", lambda device: False)
     monkeypatch.setattr(adam, "skips_on_host", lambda found_inf: False)
     trainer = translation_trainer(small_sample, tmp_path)
     generate = trainer.back_translate

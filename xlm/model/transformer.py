@@ -112,11 +112,13 @@ def varlen_applies(q, dropout):
             and torch.cuda.get_device_capability(q.device) >= (8, 0))
 
 
-def packs_padding(device):
-    """Whether padded batches on this device leave the padding out of all but attention (`Packing`): on
-    the CPU, where finding it is free. On CUDA it would make the host wait, and the varlen kernel skips
-    the padding in attention; the padding is computed there and zeroed after each layer. Not under
-    torch.compile, whose graphs would break on the number of real tokens."""
+def reads_on_host(device):
+    """Whether the model reads tensor values on the host, where that is free (on the CPU): to leave the
+    padding of a batch out of all but attention (`Packing`), and for the last layer's queries at the
+    wanted positions alone (`MultiHeadAttention._at_rows`). On CUDA it would make the host wait: there
+    the padding is computed and zeroed after each layer (the varlen kernel skips it in attention), and
+    the last layer's attention runs for every query. Not under torch.compile, whose graphs would break
+    on the numbers read."""
     return device.type == "cpu" and not torch.compiler.is_compiling()
 
 
@@ -171,6 +173,8 @@ class MultiHeadAttention(nn.Module):
         triangle). kv_lengths (bs,): when the mask only hides the keys' padding, the keys of each row,
         for the kernel that skips it. Returns the output (bs, qlen, dim), packed (n, dim), or at rows
         alone (len(rows), dim): the only positions wanted, as indices in the flattened bs * qlen."""
+        if rows is not None and not is_causal and reads_on_host(x.device):
+            return self._at_rows(x, mask, kv, rows, packing)
         pad = packing.pad if packing is not None else lambda t: t
         if kv is None:
             qkv = pad(self._projections(x, self.q_lin, self.k_lin, self.v_lin))
@@ -178,19 +182,39 @@ class MultiHeadAttention(nn.Module):
         else:
             q = self._heads(pad(self.q_lin(x)))
             k, v = map(self._heads, self._projections(kv, self.k_lin, self.v_lin).chunk(2, dim=-1))
-        dropout = self.dropout if self.training else 0.0
-        if kv_lengths is not None and varlen_applies(q, dropout):
-            context = varlen_attention(q, k, v, kv_lengths)
-        elif dropout and q.device.type == "cpu":
-            context = attention_with_dropout(q, k, v, mask, is_causal, dropout)
-        else:
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
+        context = self._attention(q, k, v, mask, is_causal, kv_lengths)
         bs, _, qlen, _ = context.shape
         context = context.transpose(1, 2).reshape(bs, qlen, self.dim)
         wanted = rows if rows is not None else packing.tokens if packing is not None else None
         if wanted is not None:
             context = context.flatten(0, 1).index_select(0, wanted)
         return self.out_lin(context)
+
+    def _attention(self, q, k, v, mask, is_causal, kv_lengths=None):
+        dropout = self.dropout if self.training else 0.0
+        if kv_lengths is not None and varlen_applies(q, dropout):
+            return varlen_attention(q, k, v, kv_lengths)
+        if dropout and q.device.type == "cpu":
+            return attention_with_dropout(q, k, v, mask, is_causal, dropout)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
+
+    def _at_rows(self, x, mask, kv, rows, packing):
+        """`forward` with queries at the wanted rows alone (MLM's 15% of positions, a classifier's first),
+        rows in increasing order: each batch row's queries side by side, padded to the most of any row,
+        a number read on the host (`reads_on_host`)."""
+        bs, qlen = (packing.bs, packing.slen) if packing is not None else x.shape[:2]
+        xq = x.index_select(0, packing.find(rows)) if packing is not None else x.flatten(0, 1).index_select(0, rows)
+        keys_values = self._projections(x if kv is None else kv, self.k_lin, self.v_lin)
+        if kv is None and packing is not None:
+            keys_values = packing.pad(keys_values)
+        k, v = map(self._heads, keys_values.chunk(2, dim=-1))
+        row = rows // qlen  # sorted, as the positions of a mask are
+        counts = torch.bincount(row, minlength=bs)
+        width = int(counts.max())
+        slots = row * width + torch.arange(len(rows)) - (torch.cumsum(counts, 0) - counts)[row]
+        q = xq.new_zeros(bs * width, self.dim).index_copy(0, slots, self.q_lin(xq)).view(bs, width, self.dim)
+        context = self._attention(self._heads(q), k, v, mask, False)
+        return self.out_lin(context.transpose(1, 2).reshape(bs * width, self.dim).index_select(0, slots))
 
     def source_keys_values(self, src_enc):
         """The keys and values of the encoder output (bs, src_len, dim), as (bs * heads, src_len, head_dim)."""
@@ -380,7 +404,7 @@ class TransformerModel(nn.Module):
         DistributedDataParallel forward).
 
         lengths (bs,): tokens of each row (the rest is padding, left out of all but attention on
-        the CPU: `packs_padding`), or None when no row is padded (as in bptt streams), which lets
+        the CPU: `reads_on_host`), or None when no row is padded (as in bptt streams), which lets
         attention use its fastest kernels. langs: (bs, slen) language ids, or one id for all tokens
         (ignored by models without language embeddings). positions:
         (bs, slen), default 0..slen-1. causal: each position sees only itself and earlier ones.
@@ -406,7 +430,7 @@ class TransformerModel(nn.Module):
             attn_mask = real[:, None, None, :]                                       # (bs, 1, 1, slen)
         has_langs = langs is not None and self.config.has_lang_emb
         packing = keep = None
-        if real is not None and packs_padding(device) and not real.all():
+        if real is not None and reads_on_host(device) and not real.all():
             packing = Packing(flat_positions(real), bs, slen)
             x, positions = packing.pack(x), packing.pack(positions)
             langs = packing.pack(langs) if has_langs else langs
