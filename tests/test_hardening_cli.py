@@ -229,3 +229,20 @@ def test_glue_xnli_flags(toy_tasks, tmp_path):  # noqa: F811
                           (["--exp_id", "../up"], "--exp_id '../up'")]:
         with pytest.raises(DataError, match=message.replace("(", r"\(")):
             finetune_options([str(a) for a in finetune_flags(toy_tasks, "err")] + ["--transfer_tasks", "XNLI", *args])
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_gpu_without_it_is_warned_about(tmp_path, monkeypatch, native):
+    """A GPU before Ampere has no bfloat16 arithmetic: torch emulates it, so the run goes on, with a
+    warning in train.log that names the GPU and the faster choice."""
+    from xlm.train import experiment
+    from xlm.train.distributed import DistInfo
+    monkeypatch.setattr(experiment, "init_distributed", lambda params: DistInfo(device=torch.device("cuda", 0)))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-32GB")
+    params = parse_params(["--exp_name", "t", "--exp_id", "bf16", "--dump_path", str(tmp_path), "--data_path",
+                           str(tmp_path), "--lgs", "en", "--mlm_steps", "en", "--bf16", "true", *TINY])
+    experiment.start_experiment(params)
+    log = (tmp_path / "t" / "bf16" / "train.log").read_text()
+    warned = "--bf16 true: Tesla V100-SXM2-32GB has no bfloat16 arithmetic" in log and "--fp16 true" in log
+    assert warned != native

@@ -63,6 +63,10 @@ def start_experiment(params):
     logger.info("============ Initialized logger ============")
     logger.info("\n".join(f"{k}: {v}" for k, v in sorted(vars(params).items())))
     logger.info("The experiment will be stored in %s\nRunning command: %s", dump, params.command)
+    if getattr(params, "bf16", False) and info.device.type == "cuda" and \
+            not torch.cuda.is_bf16_supported(including_emulation=False):
+        logger.warning("--bf16 true: %s has no bfloat16 arithmetic (it came with Ampere GPUs); torch emulates "
+                       "it, slowly: --fp16 true is the faster choice here", torch.cuda.get_device_name(info.device))
     return info, logger, MetricsWriter(dump, info.is_master)
 
 
