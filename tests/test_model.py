@@ -244,3 +244,26 @@ def test_packed_padding_gives_the_padded_model_output(kind, monkeypatch):
     assert packed[2].keys() == padded[2].keys()
     for name in padded[2]:
         torch.testing.assert_close(packed[2][name], padded[2][name], msg=name)
+
+
+@pytest.mark.parametrize("n_words", [37, 64])
+def test_training_loss_with_the_vocabulary_padded(n_words):
+    """The loss pads the vocabulary to a multiple of 64 columns (-inf logits): the same loss and gradients
+    as the cross-entropy of the plain projection, targets at the last word included."""
+    torch.manual_seed(0)
+    model = TransformerModel(TransformerConfig(n_words=n_words, emb_dim=16, n_layers=1, n_heads=2))
+    h = torch.randn(9, 16, requires_grad=True)
+    y = torch.tensor([n_words - 1, 0, 5, n_words - 2, 1, 3, n_words - 1, 7, 2])
+
+    def loss_and_grads(loss_fn):
+        model.zero_grad()
+        h.grad = None
+        loss = loss_fn()
+        loss.backward()
+        return [loss] + [t.grad.clone() for t in (h, model.pred_layer.proj.weight, model.pred_layer.proj.bias)]
+
+    padded = loss_and_grads(lambda: model.pred_layer.loss(h, y))
+    plain = loss_and_grads(lambda: torch.nn.functional.cross_entropy(model.pred_layer.proj(h), y))
+    for a, b in zip(padded, plain):
+        torch.testing.assert_close(a, b)
+    assert padded[2].shape == (n_words, 16)
