@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from xlm.fileio import DataError
 from xlm.model.checkpoint import checkpoint_payload, load_model, read_checkpoint, save_checkpoint
 from xlm.model.embedder import finetuned_parameters, parse_layer_range
 from xlm.model.transformer import TransformerConfig, TransformerModel
-from xlm.train.finetune import parse_params as finetune_options
+from xlm.train.finetune import FineTuner, parse_params as finetune_options
 
 LANGS = ("de", "en", "fr")
 
@@ -189,8 +190,19 @@ def test_glue_tasks_and_their_metrics(toy_tasks):
     dump = toy_tasks / "dumped" / "ft" / "glue"
     preds = (dump / "STS-B" / "valid.pred.0").read_text().splitlines()
     assert len(preds) == 45 and preds[0].startswith("0\t")
+    for i, line in enumerate(preds):
+        index, value = line.split("\t")
+        assert index == str(i) and str(np.float32(value)) == value
     for metric in ("valid_sst-2_acc", "valid_mrpc_acc", "valid_sts-b_prs"):
         assert (dump / f"best-{metric}.pth").is_file()
+
+
+def test_predictions_are_written_as_the_original_writes_them(tmp_path):
+    """`<index>\t<outputs>`, each float32 as numpy prints it (the original's `str(x)`), not rounded."""
+    tuner = SimpleNamespace(params=SimpleNamespace(dump_path=str(tmp_path)), task_name="MRPC", epoch=3)
+    outputs = np.array([[0.1, -2.5], [1e-8, 0.123456789]], dtype=np.float32)
+    FineTuner.write_predictions(tuner, "test", outputs)
+    assert (tmp_path / "MRPC" / "test.pred.3").read_text() == "0\t0.1,-2.5\n1\t1e-08,0.12345679\n"
 
 
 def changed_parameters(root, exp_id, *args):

@@ -281,8 +281,8 @@ class FineTuner:
         folder = os.path.join(self.params.dump_path, self.task_name)
         os.makedirs(folder, exist_ok=True)
         with atomic_write(os.path.join(folder, f"{split}.pred.{self.epoch}"), "w") as f:
-            for i, row in enumerate(outputs):
-                f.write(f"{i}\t{','.join(f'{v:.6f}' for v in row)}\n")
+            for i, row in enumerate(outputs):  # float32 values as numpy prints them, as the original
+                f.write(f"{i}\t{','.join(str(v) for v in row)}\n")
 
     @property
     def validation_metric(self):
