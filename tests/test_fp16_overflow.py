@@ -36,10 +36,14 @@ class InfiniteGradient(torch.autograd.Function):
         return grad * float("inf")
 
 
-@pytest.mark.parametrize("on_host", [True, False], ids=["cpu_skip", "gpu_skip"])
-def test_overflowing_steps_are_skipped_counted_and_leave_the_schedule(small_sample, tmp_path, monkeypatch, on_host):
-    """On the host as on the CPU, and on the device as on a GPU (Adam's masked update)."""
+@pytest.mark.parametrize("on_host, fused", [(True, False), (False, False), (False, True)],
+                         ids=["cpu_skip", "gpu_skip", "fused_kernel_skip"])
+def test_overflowing_steps_are_skipped_counted_and_leave_the_schedule(small_sample, tmp_path, monkeypatch, on_host,
+                                                                      fused):
+    """On the host as on the CPU, and on the device as on a GPU: Adam's masked update, or the fused
+    kernel's skip (the flag is 2 at step 7, both a non-finite loss and an overflow)."""
     monkeypatch.setattr(adam, "skips_on_host", lambda found_inf: on_host)
+    monkeypatch.setattr(adam, "uses_fused_kernel", lambda param: fused)
     faults = {3: "overflow", 7: "nan", 8: "overflow"}  # objective step (from 1) -> fault; one step per iteration
     loss, calls = loop.Trainer.loss, []
 

@@ -17,6 +17,7 @@ from xlm.data.binarized import binarize
 from xlm.data.dictionary import Dictionary
 from xlm.fileio import DataError
 from xlm.model.checkpoint import read_checkpoint
+from xlm.train import adam
 from xlm.train.adam import Adam
 from xlm.train.build import check_backend
 from xlm.train.distributed import DistInfo
@@ -56,8 +57,11 @@ def run_adam(optimizer_class, params, grads):
     return optimizer
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["multi_tensor", "fused_kernel"])
 @pytest.mark.parametrize("n_steps", [1, 6])
-def test_adam_is_the_originals_update(n_steps):
+def test_adam_is_the_originals_update(n_steps, fused, monkeypatch):
+    """Both ways of updating: the multi-tensor operations (the CPU's) and torch's fused kernel (CUDA's)."""
+    monkeypatch.setattr(adam, "uses_fused_kernel", lambda param: fused)
     torch.manual_seed(0)
     init = [torch.randn(5, 7), torch.randn(11)]
     grads = [[0.01 * torch.randn(5, 7), 0.01 * torch.randn(11)] for _ in range(n_steps)]

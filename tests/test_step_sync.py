@@ -64,9 +64,10 @@ def run_steps(trainer, n_rounds, mode):
 
 def test_a_training_step_reads_nothing_on_the_host(small_sample, tmp_path, monkeypatch):
     # what a GPU runs: there the padding of a batch is not looked for, and Adam skips an update on the
-    # device (both read values on the host on the CPU, where that is free)
+    # device (both read values on the host on the CPU, where that is free), in torch's fused kernel
     monkeypatch.setattr(transformer, "reads_on_host", lambda device: False)
     monkeypatch.setattr(adam, "skips_on_host", lambda found_inf: False)
+    monkeypatch.setattr(adam, "uses_fused_kernel", lambda param: True)
     trainer = translation_trainer(small_sample, tmp_path)
     generate = trainer.back_translate
     mode = HostReads()

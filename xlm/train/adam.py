@@ -12,6 +12,11 @@ xlm/train/engine.py takes them back). On the CPU, where reading the flag costs n
 a skipped update is not computed at all, which saves a masked pass over every gradient (half of an
 update's time).
 
+On CUDA the update is torch's fused AdamW kernel (one pass over each parameter, its gradient and moments,
+where the multi-tensor operations below make a dozen): the same update in torch's terms, the original's
+eps added to sqrt(v) before the bias correction being eps / sqrt(1 - b2^t) added after it. The kernel
+counts the updates made in step tensors of its own, on the device.
+
 It is not a `torch.optim.Optimizer`: torch wraps that class's methods to keep its compiler out of them,
 and the first call imports `torch._dynamo`, 1.2-1.6 s at the start of every run. It has the part of that
 interface the training loop, GradScaler and checkpoints use (`param_groups`, `state`, `step`,
@@ -29,6 +34,12 @@ def skips_on_host(found_inf):
     return found_inf.device.type == "cpu"
 
 
+def uses_fused_kernel(param):
+    """Whether to update with torch's fused kernel: on CUDA. On the CPU the multi-tensor operations
+    give the original's weights bit for bit."""
+    return param.is_cuda
+
+
 class Adam:
     """State per parameter as torch's and the original's: `step` (an int), `exp_avg`, `exp_avg_sq`."""
     _step_supports_amp_scaling = True
@@ -38,6 +49,7 @@ class Adam:
             raise ValueError(f"Adam: invalid lr={lr}, betas={betas}, eps={eps} or weight_decay={weight_decay}")
         self.defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         self.state = defaultdict(dict)
+        self.device_steps = {}  # the fused kernel's update counts, a float32 tensor per parameter
         self.param_groups = []
         params = list(params)
         if not params:
@@ -74,7 +86,7 @@ class Adam:
             raise ValueError("loaded state dict contains a parameter group that doesn't match the size of "
                              "optimizer's group")
         params = {i: p for a, b in zip(saved, self.param_groups) for i, p in zip(a["params"], b["params"])}
-        self.state = defaultdict(dict)
+        self.state, self.device_steps = defaultdict(dict), {}
         for i, s in state_dict["state"].items():
             p = params[i]
             self.state[p] = {k: v.to(device=p.device, dtype=p.dtype if p.is_floating_point() else None)
@@ -104,6 +116,9 @@ class Adam:
                 if found_inf.item():
                     continue
                 found_inf = None
+            if uses_fused_kernel(params[0]):
+                self._fused_step(group, params, grads, states, found_inf)
+                continue
             if getattr(self, "grad_scale", None) is not None:  # gradients GradScaler.step left scaled
                 grads = torch._foreach_div(grads, self.grad_scale)
             keep = None if found_inf is None else found_inf == 0
@@ -129,3 +144,28 @@ class Adam:
             step_sizes = [-lr * math.sqrt(1 - beta2 ** s["step"]) / (1 - beta1 ** s["step"]) for s in states]
             torch._foreach_addcdiv_(params, exp_avg, denom, step_sizes)
         return loss
+
+    def _fused_step(self, group, params, grads, states, found_inf):
+        """torch's fused AdamW kernel: `p *= 1 - lr * wd`, then `p -= lr / (1 - b1^t) * m / (sqrt(v) /
+        sqrt(1 - b2^t) + eps')`, which with eps' = eps / sqrt(1 - b2^t) is the original's update. t is
+        the kernel's count on the device (updates made); eps' takes the host's (updates tried), which
+        is ahead of it by the updates skipped since the last `StepEngine.settle()`."""
+        (beta1, beta2), eps = group["betas"], group["eps"]
+        skip = None if found_inf is None else (found_inf > 0).float()  # the kernel skips on exactly 1
+        by_step = defaultdict(list)  # parameters that missed gradients at some updates have fewer steps
+        for p, g, state in zip(params, grads, states):
+            by_step[state["step"], p.dtype].append((p, g, state))
+        for (step, _), members in by_step.items():
+            ps, gs, ss = (list(t) for t in zip(*members))
+            steps = []
+            for p, state in zip(ps, ss):
+                if p not in self.device_steps:  # a fill, not a copy from the host
+                    self.device_steps[p] = torch.full((), float(state["step"] - 1), device=p.device)
+                steps.append(self.device_steps[p])
+            torch._foreach_add_(steps, 1)
+            torch._fused_adamw_(ps, gs, [s["exp_avg"] for s in ss], [s["exp_avg_sq"] for s in ss], [], steps,
+                                lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
+                                eps=eps / math.sqrt(1 - beta2 ** step), amsgrad=False, maximize=False,
+                                grad_scale=getattr(self, "grad_scale", None), found_inf=skip)
+            if skip is not None:
+                torch._foreach_sub_(steps, [skip] * len(steps))
