@@ -5,7 +5,8 @@
 # Needs: python with torch (CUDA build) and numpy; xlm importable (`pip install -e . --no-deps` is tried
 # if it is not); pytest for the sync test. Nothing is downloaded: the data are generated.
 # Steps (each one's failure is recorded and the next one runs):
-#   1. the mlm_tlm_xnli15_1024 size (12 x 1024, bptt 256, bf16): MLM and TLM steps eager, MLM compiled; MFU
+#   1. the mlm_tlm_xnli15_1024 size (12 x 1024, bptt 256, bf16): MLM and TLM steps eager, MLM compiled, MLM
+#      with the multi-tensor Adam instead of the fused kernel; MFU
 #   2. MT and BT steps of the same size (encoder-decoder)
 #   3. beam-5 and greedy decoding (6 x 512 encoder-decoder), translate.py end to end
 #   4. the CUDA tests (pytest -k 'sync or cuda': the sync tests, the varlen kernel against masked attention,
@@ -57,6 +58,9 @@ fi
 
 run train_eager python -m bench.train "${SIZE[@]}" --objectives mlm,tlm --out "$OUT/train_eager.json"
 run train_compiled python -m bench.train "${SIZE[@]}" --compile --objectives mlm --out "$OUT/train_compiled.json"
+# the same MLM step with the multi-tensor Adam instead of the fused kernel: what the kernel saves
+run train_multi_tensor_adam python -m bench.train "${SIZE[@]}" --steps 10 --multi_tensor_adam \
+  --objectives mlm --out "$OUT/train_multi_tensor_adam.json"
 run train_mt_bt python -m bench.train "${SIZE[@]}" --steps $MTBT_STEPS --objectives mt,bt --out "$OUT/train_mt_bt.json"
 run translate python -m bench.translate "${DECODE[@]}" --out "$OUT/translate.json"
 
@@ -108,7 +112,7 @@ combined = {"status": {}, "results": {}}
 for line in open(os.path.join(out, "status.txt")):
     name, *rest = line.split()
     combined["status"][name] = " ".join(rest)
-for name in ("train_eager", "train_compiled", "train_mt_bt", "translate"):
+for name in ("train_eager", "train_compiled", "train_multi_tensor_adam", "train_mt_bt", "translate"):
     try:
         combined["results"][name] = json.load(open(os.path.join(out, name + ".json")))
     except (OSError, ValueError) as e:

@@ -18,6 +18,7 @@ import torch
 
 from bench.data_pipeline import cpu_model
 from bench.steps import Rounds, build_trainer, emit, profile_rounds, time_rounds, write_data
+from xlm.train import adam
 
 SIZES = {"tiny": dict(emb_dim=64, n_layers=2, n_heads=4, n_words=2000),
          "small": dict(emb_dim=256, n_layers=4, n_heads=8, n_words=32000),
@@ -52,6 +53,8 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--objectives", default="mlm,tlm,mt,bt")
+    parser.add_argument("--multi_tensor_adam", action="store_true",
+                        help="update with the multi-tensor Adam, not torch's fused kernel (CUDA), to time the kernel")
     parser.add_argument("--profile", type=int, default=0, help="also profile this many MLM steps (top ops)")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
@@ -60,6 +63,8 @@ def main():
     if unknown:
         parser.error(f"--objectives: unknown {', '.join(sorted(unknown))} (known: {', '.join(OBJECTIVES)})")
     size = SIZES[args.size]
+    if args.multi_tensor_adam:
+        adam.uses_fused_kernel = lambda param: False
     flags = ["--emb_dim", size["emb_dim"], "--n_layers", size["n_layers"], "--n_heads", size["n_heads"],
              "--dropout", 0.1, "--attention_dropout", 0.1, "--gelu_activation", "true",
              "--batch_size", args.batch_size, "--bptt", args.bptt, "--max_len", args.max_len,
@@ -76,7 +81,8 @@ def main():
     write_data(data, size["n_words"], max(2000, n_stream // 52), min_len=4, max_len=args.max_len)
     result = {"benchmark": "train_step", "command": "python -m bench.train " + " ".join(sys.argv[1:]),
               "size": args.size, "config": size, "dtype": "bfloat16" if args.bf16 else "float32",
-              "compile": args.compile, "batch_size": args.batch_size, "bptt": args.bptt, "max_len": args.max_len,
+              "compile": args.compile,
+              "adam": "multi-tensor" if args.multi_tensor_adam else "fused kernel on CUDA", "batch_size": args.batch_size, "bptt": args.bptt, "max_len": args.max_len,
               "steps": args.steps, "torch": torch.__version__, "threads": torch.get_num_threads(),
               "data_seconds": round(time.perf_counter() - start, 1), "objectives": {}}
     for name in objectives:
