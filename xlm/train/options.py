@@ -9,6 +9,7 @@ import os
 import random
 import re
 import string
+import sys
 
 from ..fileio import DataError
 from ..data.dictionary import N_RESERVED
@@ -121,7 +122,7 @@ def parse_params(argv=None):
     parser = build_parser()
     # like the original, the memory and adaptive-softmax options exist only when switched on; unlike it,
     # `--use_memory true --help` lists them (the first parse would print the help before they exist)
-    argv = list(os.sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     known, _ = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")])
     if known.use_memory:
         add_memory_flags(parser)
