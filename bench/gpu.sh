@@ -1,42 +1,67 @@
 #!/usr/bin/env bash
-# The GPU benchmarks of issue 11 on one GPU (H100/H200), in under 8 minutes, from the repository root:
-#   bash bench/gpu.sh                 # writes every JSON and log under $OUT (default /tmp/xlm_gpu_bench)
-#   bash bench/gpu.sh --cpu-smoke     # the same steps at toy sizes on the CPU (under 3 minutes), to check it runs
+# The GPU benchmarks of issue 11 on one GPU (H100/H200), in under 10 minutes, from the repository root:
+#   bash bench/gpu.sh                 # the results in $OUT (default /tmp/xlm_gpu_bench), the work in $WORK
+#   bash bench/gpu.sh --cpu-smoke     # the same steps at toy sizes on the CPU (a few minutes), to check it runs
 # Needs: python with torch (CUDA build) and numpy; xlm importable (`pip install -e . --no-deps` is tried
-# if it is not); pytest for the sync test. Nothing is downloaded: the data are generated.
+# if it is not); pytest for the sync test. Nothing is downloaded: the data are generated. Wheels in .whl/
+# (sacremoses, which the tests' sample data need, where the machine lacks it) are installed first, and
+# a copy of the original XLM in $XLM_ORIGINAL (default .orig/, patched for current PyTorch as
+# bench.compare_original says) is run beside xlm in step 3. On the project's device machine, whose $OUT
+# takes back 8 files: run(command="bash bench/gpu.sh", carry=[".whl", ".orig", "tools/fastBPE"]).
 # Steps (each one's failure is recorded and the next one runs):
-#   1. the mlm_tlm_xnli15_1024 size (12 x 1024, bptt 256, bf16): MLM and TLM steps eager, MLM compiled, MLM
-#      with the multi-tensor Adam instead of the fused kernel; MFU
-#   2. MT and BT steps of the same size (encoder-decoder)
-#   3. beam-5 and greedy decoding (6 x 512 encoder-decoder), translate.py end to end
-#   4. the CUDA tests (pytest -k 'sync or cuda': the sync tests, the varlen kernel against masked attention,
+#   1. the mlm_tlm_xnli15_1024 size (12 x 1024, bptt 256, bf16): MLM and TLM steps eager, with MFU
+#   2. the CUDA tests (pytest -k 'sync or cuda': the sync tests, the varlen kernel against masked attention,
 #      NCCL collectives and a DDP step in a one-rank process group)
-#   5. torchrun --nproc_per_node 1 train.py: MLM + AE + BT, ~200 steps on toy languages, bf16 (one rank
+#   3. with $XLM_ORIGINAL: the original's train.py and xlm's, same flags, same toy data, float32 as the
+#      original runs without apex: MLM, and AE + BT with BLEU; whole-command seconds and words/s
+#   4. MLM compiled, and MLM with the multi-tensor Adam instead of the fused kernel
+#   5. MT and BT steps of the 1024 size (encoder-decoder)
+#   6. beam-5 and greedy decoding (6 x 512 encoder-decoder), translate.py end to end
+#   7. torchrun --nproc_per_node 1 train.py: MLM + AE + BT, ~200 steps on toy languages, bf16 (one rank
 #      runs without a process group, as the original; NCCL among ranks needs a GPU each)
-# then $OUT/gpu_results.json gathers them all.
+# $OUT gets gpu.log, status.txt, logs.tar.gz (every step's JSON and log, refreshed after each step) and
+# gpu_results.json, which gathers them all.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SMOKE=0
 [ "${1:-}" = "--cpu-smoke" ] && SMOKE=1
 OUT=${OUT:-/tmp/xlm_gpu_bench}
-mkdir -p "$OUT"
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+WORK=${WORK:-/tmp/xlm_gpu_work}
+XLM_ORIGINAL=${XLM_ORIGINAL:-.orig}
+mkdir -p "$OUT" "$WORK"
 start=$(date +%s)
 log() { echo "[gpu.sh $(( $(date +%s) - start ))s] $*" | tee -a "$OUT/gpu.log" >&2; }
-# run NAME CMD...: stdout (the JSON) to $OUT/NAME.json, stderr to $OUT/NAME.err; status in $OUT/status.txt
+pack() { (cd "$WORK" && tar czf "$OUT/logs.tar.gz" $(ls *.json *.err *.txt 2> /dev/null)); }
+# STEPS=a,b runs only those steps (names as in status.txt: train_eager, sync_tests, vs_original, ...)
+want() { [ -z "${STEPS:-}" ] || [[ ",$STEPS," == *",$1,"* ]]; }
+status() { echo "$*" >> "$OUT/status.txt"; pack; }
+# run NAME CMD...: stdout (the JSON) to $WORK/NAME.json, stderr to $WORK/NAME.err; status in $OUT/status.txt
 run() {
   local name=$1; shift
+  want "$name" || return 0
   log "$name: $*"
   local t0=$(date +%s)
-  "$@" > "$OUT/$name.json" 2> "$OUT/$name.err"
+  "$@" > "$WORK/$name.json" 2> "$WORK/$name.err"
   local rc=$?
-  echo "$name rc=$rc seconds=$(( $(date +%s) - t0 ))" >> "$OUT/status.txt"
-  [ $rc = 0 ] || { log "$name FAILED (rc $rc):"; tail -5 "$OUT/$name.err" >&2; }
+  status "$name rc=$rc seconds=$(( $(date +%s) - t0 ))"
+  [ $rc = 0 ] || { log "$name FAILED (rc $rc):"; tail -5 "$WORK/$name.err" >&2; }
 }
-: > "$OUT/status.txt"
+touch "$OUT/status.txt"  # appended to: a second call with STEPS=... adds its lines
 
+# nothing is downloaded: a pip that tries (tools/install_fastbpe.sh, without a carried tools/fastBPE) gives up soon
+export PIP_TIMEOUT=10 PIP_RETRIES=0
+# `python` for the scripts and tests that call it, where the machine has only python3
+if ! command -v python > /dev/null; then
+  mkdir -p "$WORK/bin" && ln -sf "$(command -v python3)" "$WORK/bin/python" && export PATH=$WORK/bin:$PATH
+fi
+if ls .whl/*.whl > /dev/null 2>&1; then
+  python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" .whl/*.whl &&
+    export PYTHONPATH=$WORK/site
+  log "installed from .whl: $(ls .whl | tr '\n' ' ')"
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 log "python $(python -c 'import sys; print(sys.version.split()[0])'), $(python -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())')"
-command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/nvidia-smi.txt" >&2
+command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$WORK/nvidia-smi.txt" >&2
 python -c "import xlm" 2> /dev/null || { log "xlm not importable: pip install -e . --no-deps"; pip install -q -e . --no-deps --no-build-isolation >&2; }
 if [ $SMOKE = 0 ] && ! python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
   log "no CUDA device: run with --cpu-smoke on a CPU machine"; exit 1
@@ -47,40 +72,23 @@ if [ $SMOKE = 1 ]; then
   MTBT_STEPS=2
   DECODE=(--emb_dim 64 --n_layers 2 --n_words 2000 --sentences 16 --batch_size 8 --bt_steps 1)
   NCCL=(--emb_dim 32 --n_layers 1 --n_heads 4 --batch_size 16 --epoch_size 480 --bf16 false)
+  VS_MLM=(--emb_dim 32 --n_layers 1 --n_heads 4 --bptt 32 --epoch_size 320 --max_epoch 1)
+  VS_AEBT=(--emb_dim 32 --n_layers 1 --n_heads 4 --tokens_per_batch 300 --epoch_size 64 --max_epoch 1)
   N_MONO=2000
 else
   SIZE=(--size mlm_tlm_xnli15_1024 --bf16 --batch_size 32 --bptt 256 --max_len 100 --steps 20 --warmup 3)
   MTBT_STEPS=5
   DECODE=(--emb_dim 512 --n_layers 6 --n_words 32000 --sentences 1024 --batch_size 128 --bt_steps 5 --bf16)
   NCCL=(--emb_dim 256 --n_layers 4 --n_heads 8 --batch_size 32 --epoch_size 6400 --bf16 true)
+  VS_MLM=(--emb_dim 512 --n_layers 6 --n_heads 8 --bptt 256 --epoch_size 6400 --max_epoch 2)
+  VS_AEBT=(--emb_dim 512 --n_layers 6 --n_heads 8 --tokens_per_batch 2000 --epoch_size 3200 --max_epoch 1)
   N_MONO=20000
 fi
 
-run train_eager python -m bench.train "${SIZE[@]}" --objectives mlm,tlm --out "$OUT/train_eager.json"
-run train_compiled python -m bench.train "${SIZE[@]}" --compile --objectives mlm --out "$OUT/train_compiled.json"
-# the same MLM step with the multi-tensor Adam instead of the fused kernel: what the kernel saves
-run train_multi_tensor_adam python -m bench.train "${SIZE[@]}" --steps 10 --multi_tensor_adam \
-  --objectives mlm --out "$OUT/train_multi_tensor_adam.json"
-run train_mt_bt python -m bench.train "${SIZE[@]}" --steps $MTBT_STEPS --objectives mt,bt --out "$OUT/train_mt_bt.json"
-run translate python -m bench.translate "${DECODE[@]}" --out "$OUT/translate.json"
-
-# the tests that only run with a GPU (the sync tests, the varlen kernel against masked attention), and the
-# CPU sync test beside them
-CUDA_FILES=$(grep -l "torch.cuda.is_available()" tests/test_*.py 2> /dev/null | tr '\n' ' ')
-if [ -n "$CUDA_FILES" ]; then
-  log "CUDA tests: $CUDA_FILES"
-  t0=$(date +%s)
-  python -m pytest -q -rs -k "sync or cuda" $CUDA_FILES > "$OUT/sync_tests.txt" 2>&1
-  echo "sync_tests rc=$? seconds=$(( $(date +%s) - t0 ))" >> "$OUT/status.txt"
-  tail -3 "$OUT/sync_tests.txt" >&2
-else
-  log "CUDA tests: no test file checks torch.cuda.is_available()"
-  echo "sync_tests absent" >> "$OUT/status.txt"
-fi
-
-# a one-process torchrun of train.py on toy languages (NCCL itself is tested in step 4)
-TOY=$OUT/toy
-if [ ! -f "$TOY/data/test.la-lb.lb.pth" ]; then
+# toy languages la and lb (monolingual, and valid/test pairs for BLEU), binarized by xlm
+TOY=$WORK/toy
+make_toy() {
+  [ -f "$TOY/data/test.la-lb.lb.pth" ] && return
   python tools/toy_languages.py --out "$TOY/raw" --langs la,lb --typology svo,svo --n_mono $N_MONO --n_para 0 \
     --n_valid 200 --n_test 200 --n_cls_train 0 --n_cls_eval 0 --vocab_size 100 --compound_rate 0 > /dev/null
   mkdir -p "$TOY/data"
@@ -92,39 +100,124 @@ if [ ! -f "$TOY/data/test.la-lb.lb.pth" ]; then
         "$TOY/data/$split.la-lb.$lg.pth" > /dev/null 2>&1
     done
   done
+}
+COMMON=(--lgs la-lb --gelu_activation true --dropout 0.1
+        --optimizer adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.0001,warmup_updates=100)
+AEBT=(--encoder_only false --ae_steps la,lb --bt_steps la-lb-la,lb-la-lb --word_shuffle 3 --word_dropout 0.1
+      --word_blank 0.1 --lambda_ae 0:1,100:0.1 --eval_bleu true)
+
+# 1. the headline: MFU of the 1024 model
+run train_eager python -m bench.train "${SIZE[@]}" --objectives mlm,tlm
+
+# 2. the tests that only run with a GPU (the sync tests, the varlen kernel against masked attention, NCCL), and
+# the CPU sync test beside them
+if want sync_tests; then
+CUDA_FILES=$(grep -l "torch.cuda.is_available()" tests/test_*.py 2> /dev/null | tr '\n' ' ')
+log "CUDA tests: $CUDA_FILES"
+t0=$(date +%s)
+python -m pytest -q -rs -k "sync or cuda" $CUDA_FILES > "$WORK/sync_tests.txt" 2>&1
+status "sync_tests rc=$? seconds=$(( $(date +%s) - t0 ))"
+tail -3 "$WORK/sync_tests.txt" >&2
 fi
+
+# 3. beside the original: the same command lines on the same data, float32 (the original's without apex)
+make_toy
+if ! want vs_original; then
+  :
+elif [ -f "$XLM_ORIGINAL/train.py" ]; then
+  mkdir -p "$TOY/orig_data"
+  for f in "$TOY"/data/*.pth; do
+    python tools/convert_binarized.py "$f" "$TOY/orig_data/$(basename "$f")" --to original > /dev/null
+  done
+  cp "$TOY/data/vocab" "$TOY/orig_data/vocab"
+  # the original imports apex at the top of its trainer (it uses it only with --amp or several GPUs), and
+  # unpickles its data files, written here, with torch.load
+  LAUNCH='import runpy, sys, types, torch
+sys.modules["apex"] = types.ModuleType("apex")
+load = torch.load
+torch.load = lambda *a, **k: load(*a, **{**k, "weights_only": False})
+if not torch.cuda.is_available():  # the CPU smoke run
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    torch.cuda.set_device = lambda *a, **k: None
+sys.argv = ["train.py"] + sys.argv[1:]
+sys.path.insert(0, ".")
+runpy.run_path("train.py", run_name="__main__")'
+  ORIGINAL_DIR=$(cd "$XLM_ORIGINAL" && pwd)
+  for case in mlm aebt; do
+    if [ $case = mlm ]; then flags=(--mlm_steps la,lb "${VS_MLM[@]}"); else flags=("${AEBT[@]}" "${VS_AEBT[@]}"); fi
+    for side in original xlm; do
+      rm -rf "$WORK/vs_dump"
+      data=$TOY/data
+      [ $side = original ] && data=$TOY/orig_data
+      args=(--exp_name vs --exp_id $case --dump_path "$WORK/vs_dump" --data_path "$data" "${COMMON[@]}" "${flags[@]}")
+      log "vs_original $case $side: ${args[*]}"
+      t0=$(date +%s.%N)
+      if [ $side = original ]; then
+        (cd "$ORIGINAL_DIR" && timeout 150 python -c "$LAUNCH" "${args[@]}") > "$WORK/vs_${case}_$side.txt" 2>&1
+      else
+        timeout 150 python train.py "${args[@]}" > "$WORK/vs_${case}_$side.txt" 2>&1
+      fi
+      rc=$?
+      status "vs_${case}_$side rc=$rc seconds=$(python -c "import time; print(round(time.time() - $t0, 1))")"
+    done
+  done
+else
+  log "vs_original: no original XLM in $XLM_ORIGINAL (XLM_ORIGINAL=...): skipped"
+  status "vs_original absent"
+fi
+
+# 4-6. compiled, the Adam kernels, MT and BT, decoding
+run train_compiled python -m bench.train "${SIZE[@]}" --compile --objectives mlm
+# the same MLM step with the multi-tensor Adam instead of the fused kernel: what the kernel saves
+run train_multi_tensor_adam python -m bench.train "${SIZE[@]}" --steps 10 --multi_tensor_adam --objectives mlm
+run train_mt_bt python -m bench.train "${SIZE[@]}" --steps $MTBT_STEPS --objectives mt,bt
+run translate python -m bench.translate "${DECODE[@]}"
+
+# 7. a one-process torchrun of train.py on toy languages (NCCL itself is tested in step 2)
+if want nccl_run; then
 log "nccl_run: torchrun --nproc_per_node 1 train.py (one process, no process group)"
 t0=$(date +%s)
-rm -rf "$TOY/dump"
-torchrun --standalone --nproc_per_node 1 train.py --exp_name nccl --exp_id run --dump_path "$TOY/dump" \
-  --data_path "$TOY/data" --lgs la-lb --encoder_only false --mlm_steps la,lb --ae_steps la,lb --bt_steps la-lb-la \
-  --word_shuffle 3 --word_dropout 0.1 --word_blank 0.1 --gelu_activation true --dropout 0.1 --bptt 64 \
-  --optimizer adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.001,warmup_updates=100 --max_epoch 1 --log_interval 20 \
-  "${NCCL[@]}" > "$OUT/nccl_run.txt" 2>&1
-echo "nccl_run rc=$? seconds=$(( $(date +%s) - t0 ))" >> "$OUT/status.txt"
-cp "$TOY/dump/nccl/run/train.log" "$OUT/nccl_train.log" 2> /dev/null
-grep -E "words/s|__log__" "$OUT/nccl_run.txt" | tail -3 >&2
+rm -rf "$WORK/nccl_dump"
+python -m torch.distributed.run --standalone --nproc_per_node 1 train.py --exp_name nccl --exp_id run \
+  --dump_path "$WORK/nccl_dump" --data_path "$TOY/data" "${COMMON[@]}" --encoder_only false --mlm_steps la,lb --ae_steps la,lb \
+  --bt_steps la-lb-la --word_shuffle 3 --word_dropout 0.1 --word_blank 0.1 --bptt 64 --max_epoch 1 --log_interval 20 \
+  "${NCCL[@]}" > "$WORK/nccl_run.txt" 2>&1
+status "nccl_run rc=$? seconds=$(( $(date +%s) - t0 ))"
+grep -E "words/s|__log__" "$WORK/nccl_run.txt" | tail -3 >&2
+fi
 
-python - "$OUT" > "$OUT/gpu_results.json" <<'PY'
+python - "$WORK" "$OUT" > "$OUT/gpu_results.json" <<'PY'
 import json, os, re, sys
-out = sys.argv[1]
+work, out = sys.argv[1:]
+
+def text(name):
+    path = os.path.join(work, name)
+    return open(path, errors="replace").read() if os.path.exists(path) else ""
+
+def run_log(name):
+    """A train.py run's last progress line (sentences/s, words/s) and its __log__ scores."""
+    log = text(name)
+    progress = re.findall(r"(\d+) - +([\d.]+) sent/s - +([\d.]+) words/s", log)
+    scores = [json.loads(l.split("__log__:", 1)[1]) for l in log.splitlines() if "__log__:" in l]
+    return {"last_progress": progress[-1] if progress else None, "scores": scores, "tail": log.strip().splitlines()[-3:]}
+
 combined = {"status": {}, "results": {}}
 for line in open(os.path.join(out, "status.txt")):
     name, *rest = line.split()
     combined["status"][name] = " ".join(rest)
 for name in ("train_eager", "train_compiled", "train_multi_tensor_adam", "train_mt_bt", "translate"):
     try:
-        combined["results"][name] = json.load(open(os.path.join(out, name + ".json")))
-    except (OSError, ValueError) as e:
+        combined["results"][name] = json.loads(text(name + ".json"))
+    except ValueError as e:
         combined["results"][name] = {"error": str(e)}
-sync = os.path.join(out, "sync_tests.txt")
-combined["results"]["sync_tests"] = open(sync).read().strip().splitlines()[-1:] if os.path.exists(sync) else "absent"
-log = open(os.path.join(out, "nccl_run.txt"), errors="replace").read() if os.path.exists(os.path.join(out, "nccl_run.txt")) else ""
-progress = re.findall(r"(\d+) - +([\d.]+) sent/s - +([\d.]+) words/s", log)
-scores = [json.loads(l.split("__log__:", 1)[1]) for l in log.splitlines() if "__log__:" in l]
-combined["results"]["nccl_run"] = {"last_progress": progress[-1] if progress else None, "scores": scores,
-                                   "tail": log.strip().splitlines()[-3:]}
+combined["results"]["sync_tests"] = text("sync_tests.txt").strip().splitlines()[-1:]
+for case in ("mlm", "aebt"):
+    for side in ("original", "xlm"):
+        combined["results"][f"vs_{case}_{side}"] = run_log(f"vs_{case}_{side}.txt")
+combined["results"]["nccl_run"] = run_log("nccl_run.txt")
 print(json.dumps(combined, indent=1))
 PY
+pack
 log "done: $OUT/gpu_results.json"
 cat "$OUT/status.txt" >&2

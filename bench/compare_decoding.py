@@ -1,0 +1,131 @@
+"""Greedy and beam decoding, xlm's against the original's, on many random models and batches: sizes,
+vocabularies, tied or untied embeddings, GELU or ReLU, batch sizes 1-16, beam 1-5, length penalties,
+early stopping on and off, max_len from 2 to the evaluation's 1.5 x length + 10. The output layer's bias
+of </s> is raised so that sentences end at varied lengths, as a trained model's do. Both sides decode
+the same encoder output in float32; an output that differs is decoded again in float64 on both sides:
+if they then agree, the float32 difference was a near tie of two scores rounded apart (the two codes
+sum in different orders), not a difference of rules. Prints one JSON object; exit status 1 if any
+output differs in float64.
+
+    python -m bench.compare_decoding [--original /work/orig-cpu] [--trials 300]
+"""
+import argparse
+import json
+import random
+import sys
+import types
+
+import numpy as np
+import torch
+
+from bench.compare_original import import_original
+from bench.data_pipeline import cpu_model
+from xlm.data.datasets import batch_sentences
+from xlm.data.dictionary import SPECIAL_WORDS
+from xlm.model.generate import generate_beam, generate_greedy
+from xlm.model.transformer import TransformerConfig, TransformerModel
+
+
+def original_model(orig, xlm_model, config, is_encoder):
+    p = types.SimpleNamespace(
+        n_langs=2, n_words=config.n_words, eos_index=1, pad_index=2, id2lang={0: "la", 1: "lb"},
+        lang2id={"la": 0, "lb": 1}, emb_dim=config.emb_dim, n_heads=config.n_heads, n_layers=config.n_layers,
+        dropout=0.0, attention_dropout=0.0, sinusoidal_embeddings=False, use_lang_emb=True,
+        gelu_activation=config.gelu_activation, share_inout_emb=config.share_inout_emb, use_memory=False,
+        asm=False, mem_enc_positions=[], mem_dec_positions=[])
+    words = list(SPECIAL_WORDS) + [f"w{i}" for i in range(config.n_words - len(SPECIAL_WORDS))]
+    dico = orig.data.dictionary.Dictionary(words, {w: i for i, w in enumerate(words)}, {w: 1 for w in words})
+    model = orig.model.transformer.TransformerModel(p, dico, is_encoder, True)
+    model.load_state_dict(xlm_model.state_dict())
+    return model.eval()
+
+
+def trial(orig, seed):
+    """A random encoder-decoder on both sides and a random batch; yields (what, decode_xlm, decode_orig)."""
+    r = random.Random(seed)
+    dim, heads = r.choice([(32, 2), (48, 4), (64, 4)])
+    config = dict(n_words=r.choice([24, 60, 203]), emb_dim=dim, n_layers=r.choice([1, 2, 3]), n_heads=heads,
+                  gelu_activation=r.choice([True, False]), share_inout_emb=r.choice([True, False]), n_langs=2)
+    torch.manual_seed(seed)
+    encoder = TransformerModel(TransformerConfig(**config)).eval()
+    decoder = TransformerModel(TransformerConfig(**config, is_decoder=True)).eval()
+    with torch.no_grad():
+        decoder.pred_layer.proj.bias[1] += r.uniform(-2, 2)
+        for p in decoder.parameters():
+            p.mul_(r.uniform(1.0, 1.6))
+    o_encoder = original_model(orig, encoder, encoder.config, True)
+    o_decoder = original_model(orig, decoder, decoder.config, False)
+    words = range(len(SPECIAL_WORDS), config["n_words"])
+    batch = batch_sentences([np.array([r.choice(words) for _ in range(r.randint(1, 20))], dtype=np.int64)
+                             for _ in range(r.choice([1, 2, 3, 7, 16]))])
+    longest = int(batch.lengths.max())
+    max_len = r.choice([2, r.randint(3, 30), int(1.5 * longest + 10), int(1.3 * longest + 5)])
+    settings = [("greedy", None, None, None)] + [("beam", beam, r.choice([0.0, 0.6, 1.0, 1.5]), r.choice([False, True]))
+                                                 for beam in (1, 2, 3, 5)]
+
+    def encoded():
+        x = batch.x.t()
+        original = o_encoder("fwd", x=x, lengths=batch.lengths, langs=torch.zeros_like(x), causal=False)
+        return encoder(batch.x, batch.lengths, langs=0), original.transpose(0, 1)
+
+    for kind, beam, penalty, early in settings:
+        def ours(enc):
+            if kind == "greedy":
+                return generate_greedy(decoder, enc, batch.lengths, 1, max_len=max_len)
+            return generate_beam(decoder, enc, batch.lengths, 1, beam_size=beam, length_penalty=penalty,
+                                 early_stopping=early, max_len=max_len)
+
+        def theirs(enc):
+            if kind == "greedy":
+                out, lengths = o_decoder.generate(enc, batch.lengths, 1, max_len=max_len)
+            else:
+                out, lengths = o_decoder.generate_beam(enc, batch.lengths, 1, beam_size=beam, length_penalty=penalty,
+                                                       early_stopping=early, max_len=max_len)
+            return out.t(), lengths
+
+        what = {"seed": seed, "decoding": kind, "beam_size": beam, "length_penalty": penalty, "early_stopping": early,
+                "max_len": max_len, "sentences": len(batch.lengths), **config}
+        yield what, encoded, ours, theirs, (encoder, decoder, o_encoder, o_decoder)
+
+
+def same(a, b):
+    return torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@torch.no_grad()
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--original", default="/work/orig-cpu", help="the original XLM, patched for the CPU")
+    parser.add_argument("--trials", type=int, default=300)
+    args = parser.parse_args()
+    orig = import_original(args.original)
+    torch.set_num_threads(1)
+    counts = {"equal": 0, "near_tie": 0, "different": 0}
+    cases, lengths = [], []
+    for seed in range(args.trials):
+        for what, encoded, ours, theirs, models in trial(orig, seed):
+            x_enc, o_enc = encoded()
+            mine = ours(x_enc)
+            lengths += mine[1].tolist()
+            if same(mine, theirs(o_enc)):
+                counts["equal"] += 1
+                continue
+            for m in models:
+                m.double()
+            x_enc, o_enc = encoded()
+            verdict = "near_tie" if same(ours(x_enc), theirs(o_enc)) else "different"
+            for m in models:
+                m.float()
+            counts[verdict] += 1
+            cases.append({**what, "verdict": verdict})
+            print(f"{verdict}: {what}", file=sys.stderr, flush=True)
+    result = {"benchmark": "compare_decoding", "command": "python -m bench.compare_decoding " + " ".join(sys.argv[1:]),
+              "original": args.original, "device_name": cpu_model(), "torch": torch.__version__,
+              "decodings": sum(counts.values()), **counts, "not_equal": cases,
+              "output_lengths": {"min": min(lengths), "median": float(np.median(lengths)), "max": max(lengths)}}
+    print(json.dumps(result, indent=1))
+    sys.exit(1 if counts["different"] else 0)
+
+
+if __name__ == "__main__":
+    main()
