@@ -7,8 +7,7 @@ seconds of each whole command. Prints one JSON object; exit status 1 if any case
 
 --data_path is a folder of binarized files (run-sample.sh writes data/processed/sample); they are converted
 to the original's .pth layout in a temporary folder, which both sides read. The original runs from
---original (patched for PyTorch 2 and the CPU, as bench.compare_original says) through a launcher that makes
-`.cuda()` a no-op, provides an empty apex, and lets torch.load unpickle its own checkpoints.
+--original (patched for PyTorch 2 and the CPU, as bench.compare_original says) through bench/run_original.py.
 """
 import argparse
 import glob
@@ -76,19 +75,6 @@ XLM_ALSO_RUNS = {
     "accumulate_without_amp": ("--lgs en --mlm_steps en --accumulate_gradients 2",
                                "the original accumulates gradients only under apex (--amp >= 0)"),
 }
-LAUNCHER = """
-import runpy, sys, types
-import torch
-torch.Tensor.cuda = lambda self, *a, **k: self
-torch.nn.Module.cuda = lambda self, *a, **k: self
-torch.cuda.set_device = lambda *a, **k: None
-sys.modules.setdefault("apex", types.ModuleType("apex"))
-load = torch.load
-torch.load = lambda *a, **k: load(*a, **{**k, "weights_only": False})
-sys.argv = ["train.py"] + sys.argv[1:]
-sys.path.insert(0, ".")
-runpy.run_path("train.py", run_name="__main__")
-"""
 
 
 def metric_names(output):
@@ -132,7 +118,8 @@ def main():
         for name in names:
             flags = f"{TINY} {cases[name]}"
             dump = os.path.join(tmp, "dump", name)
-            original = run("original", args.original, [sys.executable, "-c", LAUNCHER], flags, dump, data)
+            launcher = [sys.executable, os.path.join(REPO, "bench", "run_original.py")]
+            original = run("original", args.original, launcher, flags, dump, data)
             ours = run("xlm", REPO, [sys.executable, "train.py"], flags, dump, data)
             same = original["rc"] == ours["rc"] and original["metrics"] == ours["metrics"]
             case = result["cases"][name] = {"flags": cases[name], "same": same, "original": original, "xlm": ours}

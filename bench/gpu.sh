@@ -130,20 +130,8 @@ elif [ -f "$XLM_ORIGINAL/train.py" ]; then
     python tools/convert_binarized.py "$f" "$TOY/orig_data/$(basename "$f")" --to original > /dev/null
   done
   cp "$TOY/data/vocab" "$TOY/orig_data/vocab"
-  # the original imports apex at the top of its trainer (it uses it only with --amp or several GPUs), and
-  # unpickles its data files, written here, with torch.load
-  LAUNCH='import runpy, sys, types, torch
-sys.modules["apex"] = types.ModuleType("apex")
-load = torch.load
-torch.load = lambda *a, **k: load(*a, **{**k, "weights_only": False})
-if not torch.cuda.is_available():  # the CPU smoke run
-    torch.Tensor.cuda = lambda self, *a, **k: self
-    torch.nn.Module.cuda = lambda self, *a, **k: self
-    torch.cuda.set_device = lambda *a, **k: None
-sys.argv = ["train.py"] + sys.argv[1:]
-sys.path.insert(0, ".")
-runpy.run_path("train.py", run_name="__main__")'
   ORIGINAL_DIR=$(cd "$XLM_ORIGINAL" && pwd)
+  RUN_ORIGINAL=$PWD/bench/run_original.py  # apex stubbed, its own data files unpickled
   for case in mlm aebt; do
     if [ $case = mlm ]; then flags=(--mlm_steps la,lb "${VS_MLM[@]}"); else flags=("${AEBT[@]}" "${VS_AEBT[@]}"); fi
     for side in original xlm; do
@@ -154,7 +142,7 @@ runpy.run_path("train.py", run_name="__main__")'
       log "vs_original $case $side: ${args[*]}"
       t0=$(date +%s.%N)
       if [ $side = original ]; then
-        (cd "$ORIGINAL_DIR" && timeout 150 python -c "$LAUNCH" "${args[@]}") > "$WORK/vs_${case}_$side.txt" 2>&1
+        (cd "$ORIGINAL_DIR" && timeout 150 python "$RUN_ORIGINAL" "${args[@]}") > "$WORK/vs_${case}_$side.txt" 2>&1
       else
         timeout 150 python train.py "${args[@]}" > "$WORK/vs_${case}_$side.txt" 2>&1
       fi

@@ -1,0 +1,23 @@
+"""Runs the original XLM's train.py, from the original's folder (the working directory), on current
+PyTorch: an empty `apex` module (its trainer imports apex at the top and uses it only with --amp or
+several GPUs), torch.load allowed to unpickle (the original reads its own .pth data files with it; here
+only files these benches wrote), and without CUDA, `.cuda()` and `set_device` made no-ops.
+
+    cd ORIGINAL && python /path/to/xlm/bench/run_original.py TRAIN_PY_FLAGS...
+"""
+import runpy
+import sys
+import types
+
+import torch
+
+sys.modules.setdefault("apex", types.ModuleType("apex"))
+load = torch.load
+torch.load = lambda *args, **kwargs: load(*args, **{**kwargs, "weights_only": False})
+if not torch.cuda.is_available():
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    torch.nn.Module.cuda = lambda self, *args, **kwargs: self
+    torch.cuda.set_device = lambda *args, **kwargs: None
+sys.argv = ["train.py"] + sys.argv[1:]
+sys.path.insert(0, ".")
+runpy.run_path("train.py", run_name="__main__")
