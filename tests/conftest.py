@@ -61,8 +61,9 @@ def tokenized_file(tmp_path_factory, raw_lines):
 
 @pytest.fixture(scope="session")
 def sample_data(tmp_path_factory):
-    """The README's pipeline (run-sample.sh) on the bundled sample, once per test session."""
-    out = tmp_path_factory.mktemp("processed") / "sample"
+    """The README's pipeline (run-sample.sh) on the bundled sample, once per test session, into a folder
+    whose path has a space, as users' paths may."""
+    out = tmp_path_factory.mktemp("processed") / "the sample"
     run(["env", f"OUT={out}", "N_CODES=3000", "PRETRAIN=0", "bash", str(ROOT / "run-sample.sh")])
     return out
 

@@ -27,3 +27,14 @@ def test_run_sample_produces_the_original_file_names(sample_data):
     proc = run(["env", f"OUT={out}", "N_CODES=3000", "PRETRAIN=0", "bash", str(ROOT / "run-sample.sh")])
     assert before == {p: os.path.getmtime(p) for p in out.glob("*.pth")}
     assert "train.en-fr.fr.pth" in proc.stdout and "sentences" in proc.stdout
+
+
+def test_run_sample_stops_at_the_first_failing_step(sample_data, tmp_path):
+    """learnbpe refusing its number of codes stops the script there: no codes, BPE or binarized files."""
+    out = tmp_path / "out dir"
+    out.mkdir()
+    (out / "tok").symlink_to(sample_data / "tok")
+    proc = run(["env", f"OUT={out}", "N_CODES=many", "PRETRAIN=0", "bash", str(ROOT / "run-sample.sh")], check=False)
+    assert proc.returncode != 0
+    assert "learn many BPE codes" in proc.stdout and "usage" in proc.stderr.lower()
+    assert sorted(p.name for p in out.iterdir()) == ["codes.tmp", "tok"]
