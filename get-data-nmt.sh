@@ -8,7 +8,7 @@
 # --mirror fetches every archive by its file name from a local folder or an http(s) prefix instead of
 # statmt.org (clusters without internet). Each archive is checked before use; every output is written
 # under a temporary name and renamed when complete; steps whose outputs exist are skipped.
-set -euo pipefail
+set -euo pipefail  # (one command a line: set -e lets a failure on the left of && go on)
 MAIN=$(cd "$(dirname "$0")" && pwd)
 source "$MAIN/tools/data_lib.sh"  # fetch, extract, die
 N_MONO=5000000
@@ -69,7 +69,8 @@ for lg in $SRC $TGT; do
   fi
   if [ ! -f "$raw.tok" ]; then
     echo "Tokenizing $lg monolingual data..."
-    tokenize "$lg" < "$raw" > "$raw.tok.tmp" && mv "$raw.tok.tmp" "$raw.tok"
+    tokenize "$lg" < "$raw" > "$raw.tok.tmp"
+    mv "$raw.tok.tmp" "$raw.tok"
   fi
 done
 
@@ -83,12 +84,14 @@ fi
 for lg in $SRC $TGT; do
   [ -f "$PROC/train.$lg" ] || $PY "$MAIN/tools/fastbpe" applybpe "$PROC/train.$lg" "$MONO/$lg/all.$lg.tok" "$BPE_CODES"
   if [ ! -f "$PROC/vocab.$lg" ]; then
-    $PY "$MAIN/tools/fastbpe" getvocab "$PROC/train.$lg" > "$PROC/vocab.$lg.tmp" && mv "$PROC/vocab.$lg.tmp" "$PROC/vocab.$lg"
+    $PY "$MAIN/tools/fastbpe" getvocab "$PROC/train.$lg" > "$PROC/vocab.$lg.tmp"
+    mv "$PROC/vocab.$lg.tmp" "$PROC/vocab.$lg"
   fi
 done
 if [ ! -f "$FULL_VOCAB" ] && [ -n "$RELOAD_VOCAB" ]; then cp "$RELOAD_VOCAB" "$FULL_VOCAB"; fi
 if [ ! -f "$FULL_VOCAB" ]; then
-  $PY "$MAIN/tools/fastbpe" getvocab "$PROC/train.$SRC" "$PROC/train.$TGT" > "$FULL_VOCAB.tmp" && mv "$FULL_VOCAB.tmp" "$FULL_VOCAB"
+  $PY "$MAIN/tools/fastbpe" getvocab "$PROC/train.$SRC" "$PROC/train.$TGT" > "$FULL_VOCAB.tmp"
+  mv "$FULL_VOCAB.tmp" "$FULL_VOCAB"
 fi
 for lg in $SRC $TGT; do
   [ -f "$PROC/train.$lg.pth" ] || $PY "$MAIN/preprocess.py" "$FULL_VOCAB" "$PROC/train.$lg"

@@ -76,6 +76,22 @@ def test_corrupt_archive_is_a_clear_error(mirror, tmp_path):
     assert not (data / "mono" / "en" / "all.en").exists()
 
 
+def test_text_the_tokenizer_refuses_stops_the_script(mirror, tmp_path):
+    """Bad UTF-8 in a news archive: the tokenizer's error, and nothing after it (no BPE codes learnt)."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in mirror.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    with gzip.open(broken / "news.2007.fr.shuffled.gz", "wb") as f:
+        f.write("une phrase\n".encode() + b"\xff\xfe pas du texte\n")
+    data = tmp_path / "data"
+    proc = run(["bash", str(ROOT / "get-data-nmt.sh"), "--src", "en", "--tgt", "fr", "--mirror", str(broken),
+                "--data_path", str(data), "--n_mono", "1000", "--codes", "500"], check=False)
+    assert proc.returncode != 0 and "UTF-8" in proc.stderr, proc.stderr
+    assert "Learning" not in proc.stdout
+    assert not (data / "mono" / "fr" / "all.fr.tok").exists()
+
+
 def test_bad_arguments():
     for args, message in ((["--src", "en"], "--tgt not provided"), (["--src", "fr", "--tgt", "en"], "supported pairs"),
                           (["--src", "en", "--tgt", "fr", "--reload_codes", "missing"], "cannot locate BPE codes")):
