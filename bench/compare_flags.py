@@ -1,7 +1,8 @@
 """The original XLM's train.py and xlm's, side by side on the same command lines: for each flag set, both
 train one tiny epoch on the same data, and the exit codes and the metric names of the last `__log__` line
-must be the same (a user's command written for the original runs here and logs what it logged). Also the
-seconds of each whole command. Prints one JSON object; exit status 1 if any case differs.
+must be the same, and every file the original writes in its run's folder must be written by xlm too (a
+user's command written for the original runs here, logs what it logged and leaves the files it left). Also
+the seconds of each whole command. Prints one JSON object; exit status 1 if any case differs.
 
     python -m bench.compare_flags [--original /work/orig-cpu] [--data_path data/processed/sample] [--only clm,pc]
 
@@ -60,6 +61,12 @@ CASES = {
     "mlm_stopping": "--lgs en --mlm_steps en --validation_metrics _valid_mlm_ppl "
                     "--stopping_criterion _valid_mlm_ppl,2",
     "eval_only": "--lgs en --mlm_steps en --eval_only true",
+    "lambda_schedules": "--lgs en-fr --clm_steps en --mlm_steps fr --lambda_clm 0:0,10:1 --lambda_mlm 0.5",
+    "save_periodic": "--lgs en --mlm_steps en --save_periodic 1 --max_epoch 3 --validation_metrics _valid_mlm_ppl",
+    "debug_train": "--lgs en-fr --mlm_steps en,en-fr --debug_train true",
+    "tlm_tokens_per_batch": "--lgs en-fr --mlm_steps en-fr --tokens_per_batch 300",
+    "mt_max_batch_size": "--lgs en-fr --encoder_only false --mt_steps en-fr --tokens_per_batch 300 "
+                         "--max_batch_size 8 --lambda_mt 0:1,10:0.5",
     "vocab_limits": "--lgs en --mlm_steps en --min_count 5 --max_vocab 3000 --split_data false",
     "sgd_clip": "--lgs en --mlm_steps en --optimizer sgd,lr=0.1 --clip_grad_norm 1",
     "adam_weight_decay": "--lgs en --clm_steps en --optimizer adam,lr=0.001,weight_decay=0.01",
@@ -88,7 +95,14 @@ def run(side, cwd, command, flags, dump, data):
                        cwd=cwd, capture_output=True, text=True)
     output = p.stdout + p.stderr
     return {"rc": p.returncode, "metrics": metric_names(output), "seconds": round(time.perf_counter() - start, 1),
-            "last_line": (output.strip().splitlines() or [""])[-1][-300:]}
+            "files": written_files(os.path.join(dump, side)), "last_line": (output.strip().splitlines() or [""])[-1][-300:]}
+
+
+def written_files(experiments):
+    """The files of the run's folder (the original names it by a random exp_id), the id left out."""
+    return sorted(os.path.relpath(os.path.join(folder, name), run_folder)
+                  for run_folder in glob.glob(os.path.join(experiments, "*"))
+                  for folder, _, names in os.walk(run_folder) for name in names)
 
 
 def main():
@@ -121,7 +135,8 @@ def main():
             launcher = [sys.executable, os.path.join(REPO, "bench", "run_original.py")]
             original = run("original", args.original, launcher, flags, dump, data)
             ours = run("xlm", REPO, [sys.executable, "train.py"], flags, dump, data)
-            same = original["rc"] == ours["rc"] and original["metrics"] == ours["metrics"]
+            same = (original["rc"] == ours["rc"] and original["metrics"] == ours["metrics"]
+                    and set(original["files"]) <= set(ours["files"]))
             case = result["cases"][name] = {"flags": cases[name], "same": same, "original": original, "xlm": ours}
             if name in XLM_ALSO_RUNS:
                 case["expected"] = "the original fails, xlm runs: " + XLM_ALSO_RUNS[name][1]

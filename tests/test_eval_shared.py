@@ -65,7 +65,7 @@ def test_torchrun_two_ranks_evaluate_as_one_process(small_sample, tmp_path):
     assert len(logged) == len(expected) and all(float(line.split(" -> ")[1]) == pytest.approx(expected[line.split(
         " -> ")[0]], rel=1e-6, abs=1e-6) for line in logged)
     names = sorted(os.listdir(single / "hypotheses"))
-    assert len(names) == 4 and sorted(os.listdir(ddp / "hypotheses")) == names
+    assert len(names) == 6 and sorted(os.listdir(ddp / "hypotheses")) == names  # 4 references, 2 hypotheses
     for name in names:
         assert (ddp / "hypotheses" / name).read_text() == (single / "hypotheses" / name).read_text(), name
 

@@ -12,6 +12,7 @@ import torch
 
 import xlm
 from conftest import ROOT, python
+from xlm.data.bpe import remove_bpe
 from xlm.fileio import DataError
 from xlm.model.checkpoint import read_checkpoint, save_checkpoint
 from xlm.train.options import parse_params
@@ -49,6 +50,13 @@ def test_mlm_tlm_pretraining(small_sample, tmp_path):
     assert {"train.log", "params.pkl", "checkpoint.pth", "best-valid_mlm_ppl.pth", "train.jsonl"} <= set(os.listdir(dump))
     scores = scores_of((dump / "train.log").read_text())
     assert [s["epoch"] for s in scores] == [0, 1, 2]
+    # the original's evaluator writes the references of every loaded pair when a run starts, BPE removed
+    refs = dump / "hypotheses"
+    assert sorted(os.listdir(refs)) == [f"ref.{d}.{split}.txt" for d in ("en-fr", "fr-en") for split in ("test", "valid")]
+    valid_fr = (refs / "ref.en-fr.valid.txt").read_text(encoding="utf-8").splitlines()
+    assert len(valid_fr) == 150 and "@@" not in " ".join(valid_fr)
+    assert sorted(valid_fr) == sorted(remove_bpe(line.replace("<unk>", "<<unk>>")) for line in
+                                      (small_sample / "valid.en-fr.fr").read_text(encoding="utf-8").splitlines())
     assert list(scores[0])[:9] == ["epoch", "valid_en_mlm_ppl", "valid_en_mlm_acc", "valid_fr_mlm_ppl", "valid_fr_mlm_acc",
                                    "valid_en_fr_mlm_ppl", "valid_en_fr_mlm_acc", "valid_mlm_ppl", "valid_mlm_acc"]
     assert scores[-1]["valid_mlm_ppl"] < 0.7 * scores[0]["valid_mlm_ppl"]

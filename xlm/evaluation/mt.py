@@ -1,6 +1,6 @@
 """Translation evaluation under the original's names: `valid_en-fr_mt_ppl`, `valid_en-fr_mt_acc`
 (teacher forcing) and with --eval_bleu `valid_en-fr_mt_bleu` (multi-bleu's tokenized BLEU), with the
-original's reference and hypothesis files in <dump>/hypotheses/."""
+original's reference and hypothesis files in <dump>/hypotheses/ (references written when a run starts)."""
 import math
 import os
 import time
@@ -32,6 +32,39 @@ def _sentences(dico, ids):
     return " ".join(dico[i] for i in ids)
 
 
+def _direction(data, params, split, src, tgt):
+    """The pairs of one direction's evaluation, batched as the original's evaluator batches them, and the
+    target side."""
+    a, b = sorted((src, tgt))
+    c_src, c_tgt = data.para[(a, b)][split]
+    if (src, tgt) != (a, b):
+        c_src, c_tgt = c_tgt, c_src
+    dataset = ParallelDataset(c_src, c_tgt, BatchingOptions(batch_size=params.batch_size, group_by_size=True),
+                              n_words=data.n_words, n_sentences=eval_subset(params, split, src)[1])
+    return dataset, c_tgt
+
+
+def _in_batch_order(dataset, batches):
+    """The sentence indices in the order of the evaluation batches: the order of the original's files."""
+    return [int(i) for key in batches for i in dataset.indices[key]]
+
+
+def write_references(data, params, dump):
+    """<dump>/hypotheses/ref.{src}-{tgt}.{split}.txt of both directions of every parallel pair loaded, as
+    the original's evaluator writes them when a run starts (with or without --eval_bleu): the target
+    sentences in the order of the evaluation batches, BPE removed. Hypothesis files come out in the same
+    order, and scripts score translations against these."""
+    hyp_dir = os.path.join(dump, "hypotheses")
+    os.makedirs(hyp_dir, exist_ok=True)
+    for a, b in data.para:
+        for split in ("valid", "test"):
+            for src, tgt in ((a, b), (b, a)):
+                dataset, c_tgt = _direction(data, params, split, src, tgt)
+                with atomic_write(os.path.join(hyp_dir, f"ref.{src}-{tgt}.{split}.txt"), "w") as f:
+                    for i in _in_batch_order(dataset, dataset.batches(None)):
+                        f.write(prepare_for_bleu(_sentences(data.dico, c_tgt[i])) + "\n")
+
+
 @torch.no_grad()
 def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, epoch=0, dump=".", log=None):
     """Teacher-forced ppl / acc and, with --eval_bleu, BLEU of every direction on valid and test. Each
@@ -41,18 +74,10 @@ def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, 
     was_training = encoder.training
     encoder.eval(), decoder.eval()
     scores = {}
-    hyp_dir = os.path.join(dump, "hypotheses")
-    if info.is_master:
-        os.makedirs(hyp_dir, exist_ok=True)
     for split in ("valid", "test"):
         for src, tgt in mt_directions(params):
             start = time.time()
-            a, b = sorted((src, tgt))
-            c_src, c_tgt = data.para[(a, b)][split]
-            if (src, tgt) != (a, b):
-                c_src, c_tgt = c_tgt, c_src
-            dataset = ParallelDataset(c_src, c_tgt, BatchingOptions(batch_size=params.batch_size, group_by_size=True),
-                                      n_words=data.n_words, n_sentences=eval_subset(params, split, src)[1])
+            dataset, c_tgt = _direction(data, params, split, src, tgt)
             xe, n, correct, hyps = 0.0, 0, 0, {}
             batches = dataset.batches(None)
             usage = MemoryUsage({"encoder": encoder, "decoder": decoder}, info.device) if split == "valid" else None
@@ -92,14 +117,12 @@ def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, 
                 if info.is_master:
                     hyps = {i: h for share in shares for i, h in share.items()}
                     # the original writes the sentences in the order of its batches (sorted by length)
-                    order = [int(i) for key in batches for i in dataset.indices[key]]
+                    order = _in_batch_order(dataset, batches)
                     refs = [prepare_for_bleu(_sentences(data.dico, c_tgt[i])) for i in order]
                     out = [prepare_for_bleu(_sentences(data.dico, hyps[i])) for i in order]
-                    ref_path = os.path.join(hyp_dir, f"ref.{src}-{tgt}.{split}.txt")
-                    if not os.path.exists(ref_path):
-                        with atomic_write(ref_path, "w") as f:
-                            f.write("".join(r + "\n" for r in refs))
-                    with atomic_write(os.path.join(hyp_dir, f"hyp{epoch}.{src}-{tgt}.{split}.txt"), "w") as f:
+                    os.makedirs(os.path.join(dump, "hypotheses"), exist_ok=True)
+                    hyp_path = os.path.join(dump, "hypotheses", f"hyp{epoch}.{src}-{tgt}.{split}.txt")
+                    with atomic_write(hyp_path, "w") as f:
                         f.write("".join(h + "\n" for h in out))
                     # the original reads the score that multi-bleu.perl prints, with two decimals: the best
                     # checkpoint and the stopping criterion see no gain smaller than that

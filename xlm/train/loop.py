@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data.datasets import Batch
 from ..data.loader import load_training_data
 from ..evaluation.lm import evaluate_lm
-from ..evaluation.mt import evaluate_mt
+from ..evaluation.mt import evaluate_mt, write_references
 from ..fileio import remove_stale_tmp
 from ..model.checkpoint import checkpoint_payload, save_checkpoint
 from ..model.generate import generate_greedy
@@ -70,6 +70,8 @@ class Trainer:
         self.data = load_training_data(params, self.logger, info.local_rank)
         check_metrics(params)
         params.n_words = self.data.n_words
+        if info.is_master:
+            write_references(self.data, params, self.dump)
         self.models = build_models(params, self.data.dico, info.device, self.logger)
         self.optimizers, param_sets = build_optimizers(self.models, params)
         device_ids = [info.device] if info.device.type == "cuda" else None
