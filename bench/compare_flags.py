@@ -1,7 +1,8 @@
 """The original XLM's train.py and xlm's, side by side on the same command lines: for each flag set, both
 train one tiny epoch on the same data, and the exit codes and the metric names of the last `__log__` line
 must be the same, and every file the original writes in its run's folder must be written by xlm too (a
-user's command written for the original runs here, logs what it logged and leaves the files it left). Also
+user's command written for the original runs here, logs what it logged and leaves the files it left;
+where both refuse the command, xlm before writing anything). Also
 the seconds of each whole command. Prints one JSON object; exit status 1 if any case differs.
 
     python -m bench.compare_flags [--original /work/orig-cpu] [--data_path data/processed/sample] [--only clm,pc]
@@ -135,8 +136,9 @@ def main():
             launcher = [sys.executable, os.path.join(REPO, "bench", "run_original.py")]
             original = run("original", args.original, launcher, flags, dump, data)
             ours = run("xlm", REPO, [sys.executable, "train.py"], flags, dump, data)
+            # a refused command: the original has written params.pkl and train.log, xlm nothing
             same = (original["rc"] == ours["rc"] and original["metrics"] == ours["metrics"]
-                    and set(original["files"]) <= set(ours["files"]))
+                    and (original["rc"] != 0 or set(original["files"]) <= set(ours["files"])))
             case = result["cases"][name] = {"flags": cases[name], "same": same, "original": original, "xlm": ours}
             if name in XLM_ALSO_RUNS:
                 case["expected"] = "the original fails, xlm runs: " + XLM_ALSO_RUNS[name][1]

@@ -36,3 +36,19 @@ def test_word_embeddings_end_to_end(tmp_path):
     for name in ("joint", "separate"):
         scores = json.loads((tmp_path / "seed1" / f"{name}.json").read_text())
         assert scores["pairs"] + scores["pairs_skipped"] == 40 and 0 <= scores["p_at_1"] <= 1
+
+
+def test_a_failed_job_stops_a_toy_script_after_the_others(tmp_path):
+    """tools/jobs.sh: with 2 jobs at a time, the failure of the first ends neither the others nor the
+    script before they end; wait_jobs then fails, and set -e stops the script there."""
+    script = f"""set -euo pipefail
+source tools/jobs.sh
+run_job bash -c 'sleep 0.2; exit 3'
+run_job bash -c 'sleep 0.1; touch {tmp_path}/b'
+run_job bash -c 'sleep 0.5; touch {tmp_path}/c'
+wait_jobs
+echo tables"""
+    proc = run(["env", "JOBS=2", "bash", "-c", script], check=False)
+    assert proc.returncode == 1 and "tables" not in proc.stdout
+    assert "1 job(s) failed" in proc.stderr and {p.name for p in tmp_path.iterdir()} == {"b", "c"}
+    assert run(["bash", "-c", "set -e; source tools/jobs.sh; run_job true; run_job true; wait_jobs; echo ok"]).stdout == "ok\n"

@@ -28,7 +28,7 @@ SHARE=${SHARE:-0.5}
 VOCAB_SIZE=${VOCAB_SIZE:-200}
 EPOCHS=${EPOCHS:-5}
 EPOCH_SIZE=${EPOCH_SIZE:-12800}
-JOBS=${JOBS:-2}
+source tools/jobs.sh  # run_job, wait_jobs: $JOBS (default 2) at a time
 export OMP_NUM_THREADS=1
 start=$(date +%s)
 
@@ -67,11 +67,10 @@ CELLS=${CELLS:-la:la la+lc:la,lc la+lb:la,lb la+lb+lc:la,lb,lc}  # NAME:CLM_STEP
 for seed in $(seq 1 "$SEEDS"); do
   data "$seed"
   for c in $CELLS; do
-    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
-    cell "$seed" "${c%%:*}" "${c#*:}" &
+    run_job cell "$seed" "${c%%:*}" "${c#*:}"
   done
 done
-wait
+wait_jobs
 echo "trained after $(( $(date +%s) - start )) s"
 
 rows=()

@@ -37,7 +37,7 @@ MLM_EPOCHS=${MLM_EPOCHS:-10}
 MT_EPOCHS=${MT_EPOCHS:-4}
 MT_EPOCH_SIZE=${MT_EPOCH_SIZE:-6400}
 MLM_EPOCH_SIZE=${MLM_EPOCH_SIZE:-32000}
-JOBS=${JOBS:-2}
+source tools/jobs.sh  # run_job, wait_jobs: $JOBS (default 2) at a time
 export OMP_NUM_THREADS=1
 DATA=$OUT/data
 mkdir -p "$OUT"
@@ -75,11 +75,10 @@ mt() {  # seed, init (random or pretrained)
 for seed in $(seq 1 "$SEEDS"); do
   mkdir -p "$OUT/seed$seed"
   for job in "pretrain $seed && mt $seed pretrained" "mt $seed random"; do
-    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
-    eval "$job" &
+    run_job eval "$job"
   done
 done
-wait
+wait_jobs
 echo "trained after $(( $(date +%s) - start )) s"
 
 # 4. results, from the runs' logs

@@ -46,7 +46,7 @@ EPOCHS=${EPOCHS:-3}
 N_MONO=${N_MONO:-50000}
 MLM_EPOCH_SIZE=${MLM_EPOCH_SIZE:-25600}
 EPOCH_SIZE=${EPOCH_SIZE:-12800}
-JOBS=${JOBS:-2}
+source tools/jobs.sh  # run_job, wait_jobs: $JOBS (default 2) at a time
 export OMP_NUM_THREADS=1
 start=$(date +%s)
 
@@ -96,11 +96,10 @@ aebt() {  # seed, init (random or pretrained)
 for seed in $(seq 1 "$SEEDS"); do
   data "$seed"
   for job in "mlm $seed && aebt $seed pretrained" "aebt $seed random"; do
-    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
-    eval "$job" &
+    run_job eval "$job"
   done
 done
-wait
+wait_jobs
 echo "trained after $(( $(date +%s) - start )) s"
 
 # alignment diagnostic: nearest-neighbour word translation la -> lb with the MLM's input embeddings

@@ -28,7 +28,7 @@ N_MONO=${N_MONO:-30000}
 VOCAB_SIZE=${VOCAB_SIZE:-100}
 EPOCHS=${EPOCHS:-6}
 EPOCH_SIZE=${EPOCH_SIZE:-19200}
-JOBS=${JOBS:-2}
+source tools/jobs.sh  # run_job, wait_jobs: $JOBS (default 2) at a time
 export OMP_NUM_THREADS=1
 start=$(date +%s)
 
@@ -66,11 +66,10 @@ mlm() {  # seed, name, --mlm_steps
 for seed in $(seq 1 "$SEEDS"); do
   data "$seed"
   for run in joint:la,lb la:la lb:lb; do
-    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
-    mlm "$seed" "${run%%:*}" "${run#*:}" &
+    run_job mlm "$seed" "${run%%:*}" "${run#*:}"
   done
 done
-wait
+wait_jobs
 echo "trained after $(( $(date +%s) - start )) s"
 
 for seed in $(seq 1 "$SEEDS"); do

@@ -39,7 +39,7 @@ TYPOLOGY=${TYPOLOGY:-svo,svo_na,sov}
 COGNATES=${COGNATES:-}
 MLM_EPOCH_SIZE=${MLM_EPOCH_SIZE:-19200}
 TLM_EPOCH_SIZE=${TLM_EPOCH_SIZE:-32000}
-JOBS=${JOBS:-2}
+source tools/jobs.sh  # run_job, wait_jobs: $JOBS (default 2) at a time
 export OMP_NUM_THREADS=1
 LANGS="la lb lc"
 start=$(date +%s)
@@ -119,11 +119,10 @@ for seed in $(seq 1 "$SEEDS"); do
   data "$seed"
   for job in "pretrain $seed mlm la,lb,lc $MLM_EPOCH_SIZE && none $seed && finetune $seed none && finetune $seed mlm" \
              "pretrain $seed mlm_tlm la,lb,lc,la-lb,la-lc $TLM_EPOCH_SIZE && finetune $seed mlm_tlm"; do
-    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
-    eval "$job" &
+    run_job eval "$job"
   done
 done
-wait
+wait_jobs
 echo "trained after $(( $(date +%s) - start )) s"
 
 echo "XNLI-like accuracy (%) at the epoch of the best la valid accuracy, chance 33.3, mean ± sd over $SEEDS seeds:"
