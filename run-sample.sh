@@ -14,22 +14,28 @@ PAIRS="de-en en-fr"
 mkdir -p "$OUT/tok"
 bash tools/install_fastbpe.sh  # the compiled fastBPE when it builds (tools/fastbpe falls back to Python)
 
-# Each step works on two files at a time: a small file's time is mostly the start of Python, and the
-# big ones share the cores. two_at_a_time N SCRIPT ITEM...: bash -c SCRIPT on each N items, as $1..$N,
-# with $OUT as $0.
-two_at_a_time() { local n=$1 script=$2; shift 2; printf '%s\0' "$@" | xargs -0 -r -n "$n" -P 2 bash -c "$script" "$OUT"; }
-
-to_tokenize=()  # (raw file, language, output name) of each file
+# Each step works on two files at a time (tools/jobs.sh, JOBS=2): a small file's time is mostly the
+# start of Python, and the big ones share the cores.
+source tools/jobs.sh
+tokenize() {  # raw file, language, tokenized output
+  echo "tokenize $1"
+  bash tools/tokenize.sh "$2" < "$1" > "$3.tmp"
+  mv "$3.tmp" "$3"
+}
+binarize() {  # BPE'd file: quiet, unless it fails
+  python preprocess.py "$OUT/vocab" "$1" > /dev/null 2>&1 || python preprocess.py "$OUT/vocab" "$1"
+}
 for split in train valid test; do
-  for lg in $LANGS; do to_tokenize+=("$SRC/mono/$split.$lg" "$lg" "$split.$lg"); done
+  for lg in $LANGS; do
+    [ -s "$OUT/tok/$split.$lg" ] || run_job tokenize "$SRC/mono/$split.$lg" "$lg" "$OUT/tok/$split.$lg"
+  done
   for pair in $PAIRS; do
-    for lg in ${pair//-/ }; do to_tokenize+=("$SRC/para/$split.$pair.$lg" "$lg" "$split.$pair.$lg"); done
+    for lg in ${pair//-/ }; do
+      [ -s "$OUT/tok/$split.$pair.$lg" ] || run_job tokenize "$SRC/para/$split.$pair.$lg" "$lg" "$OUT/tok/$split.$pair.$lg"
+    done
   done
 done
-two_at_a_time 3 'tok=$0/tok/$3; [ -s "$tok" ] || { echo "tokenize $1"; bash tools/tokenize.sh "$2" < "$1" > "$tok.tmp" && mv "$tok.tmp" "$tok"; }' \
-  "${to_tokenize[@]}"
-names=()
-for ((i = 2; i < ${#to_tokenize[@]}; i += 3)); do names+=("${to_tokenize[i]}"); done
+wait_jobs
 
 # joint BPE codes and vocabulary over the monolingual training text of every language
 mono_train=(); for lg in $LANGS; do mono_train+=("train.$lg"); done
@@ -39,13 +45,20 @@ if [ ! -s "$OUT/codes" ]; then
   python tools/fastbpe learnbpe "$N_CODES" "${mono_train[@]/#/$OUT/tok/}" > "$OUT/codes.tmp"
   mv "$OUT/codes.tmp" "$OUT/codes"
 fi
-two_at_a_time 1 '[ -s "$0/$1" ] || python tools/fastbpe applybpe "$0/$1" "$0/tok/$1" "$0/codes"' "${names[@]}"
+for f in "$OUT"/tok/*; do
+  name=$(basename "$f")
+  [ -s "$OUT/$name" ] || run_job python tools/fastbpe applybpe "$OUT/$name" "$f" "$OUT/codes"
+done
+wait_jobs
 if [ ! -s "$OUT/vocab" ]; then
   python tools/fastbpe getvocab "${mono_train[@]/#/$OUT/}" > "$OUT/vocab.tmp"
   mv "$OUT/vocab.tmp" "$OUT/vocab"
 fi
-two_at_a_time 1 '[ -s "$0/$1.pth" ] || python preprocess.py "$0/vocab" "$0/$1" > /dev/null 2>&1 || python preprocess.py "$0/vocab" "$0/$1"' \
-  "${names[@]}"
+for f in "$OUT"/tok/*; do
+  name=$(basename "$f")
+  [ -s "$OUT/$name.pth" ] || run_job binarize "$OUT/$name"
+done
+wait_jobs
 python tools/corpus_summary.py "$OUT"
 
 [ "${PRETRAIN:-1}" = 0 ] && exit 0
