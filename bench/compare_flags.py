@@ -1,9 +1,15 @@
 """The original XLM's train.py and xlm's, side by side on the same command lines: for each flag set, both
-train one tiny epoch on the same data, and the exit codes and the metric names of the last `__log__` line
-must be the same, and every file the original writes in its run's folder must be written by xlm too (a
-user's command written for the original runs here, logs what it logged and leaves the files it left;
-where both refuse the command, xlm before writing anything). Also
-the seconds of each whole command. Prints one JSON object; exit status 1 if any case differs.
+train one tiny epoch on the same data, and the exit codes, the metric names and the epoch of the last
+`__log__` line must be the same, and every file the original writes in its run's folder must be written by
+xlm too (a user's command written for the original runs here, logs what it logged and leaves the files it
+left; where both refuse the command, xlm before writing anything). Also the seconds of each whole command.
+Prints one JSON object; exit status 1 if any case differs.
+
+Users bring the original's checkpoints: before the cases that name one ({mlm}, {mt}, their
+{mlm_checkpoint}, {mt_checkpoint}), the original trains it once (PRETRAINED). Evaluation is deterministic
+(the original draws its MLM evaluation masks from RandomState(0)), so where both sides only evaluate the
+same checkpoint (SAME_SCORES) every score must be equal, within float rounding, and the BLEU hypothesis
+files byte for byte.
 
     python -m bench.compare_flags [--original /work/orig-cpu] [--data_path data/processed/sample] [--only clm,pc]
 
@@ -13,8 +19,11 @@ to the original's .pth layout in a temporary folder, which both sides read. The 
 """
 import argparse
 import glob
+import hashlib
 import json
+import math
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -76,6 +85,39 @@ CASES = {
     "rmsprop": "--lgs en --clm_steps en --optimizer rmsprop,lr=0.001",
     "adagrad": "--lgs en --clm_steps en --optimizer adagrad,lr=0.01",
 }
+# the original's own checkpoints, each trained once by the original before the cases that name it, long
+# enough that their predictions are not all the same word
+TRAINED = "--epoch_size 16000 --optimizer adam,lr=0.003"
+PRETRAINED = {
+    "mlm": (f"--lgs en-fr --mlm_steps en,fr,en-fr --validation_metrics _valid_mlm_ppl {TRAINED}",
+            "best-valid_mlm_ppl.pth"),
+    "mt": (f"--lgs en-fr --encoder_only false --mt_steps en-fr,fr-en --ae_steps en "
+           f"--validation_metrics valid_en-fr_mt_ppl {TRAINED}", "best-valid_en-fr_mt_ppl.pth"),
+}
+# resumed from a checkpoint of epoch 0: the original's --max_epoch counts the epochs of each process (it
+# trains max_epoch more), xlm's the epochs from 0 (README), so the original ends one epoch further
+RESUMED = {"reload_checkpoint", "reload_checkpoint_mt"}
+CASES.update({
+    "reload_model": "--lgs en-fr --mlm_steps en,fr,en-fr --reload_model {mlm}",
+    "reload_model_encoder_decoder": f"--lgs en-fr --encoder_only false --ae_steps en,fr --bt_steps en-fr-en {NOISE} "
+                                    "--reload_model {mlm},{mlm}",
+    "reload_model_decoder_only": "--lgs en-fr --encoder_only false --mt_steps en-fr --reload_model ,{mt}",
+    "reload_checkpoint": "--lgs en-fr --mlm_steps en,fr,en-fr --validation_metrics _valid_mlm_ppl --max_epoch 2 "
+                         "--reload_checkpoint {mlm_checkpoint}",
+    "reload_checkpoint_mt": "--lgs en-fr --encoder_only false --mt_steps en-fr,fr-en --ae_steps en "
+                            "--validation_metrics valid_en-fr_mt_ppl --max_epoch 2 --reload_checkpoint {mt_checkpoint}",
+    "reload_emb": "--lgs en --mlm_steps en --reload_emb {vec}",
+})
+# both sides evaluate the same checkpoint of the original: equal scores and hypotheses
+SAME_SCORES = {
+    "scores_mlm": "--lgs en-fr --mlm_steps en,fr,en-fr --eval_only true --reload_model {mlm}",
+    "scores_clm": "--lgs en-fr --clm_steps en,fr,en-fr --eval_only true --reload_model {mlm}",
+    "scores_mt_greedy": "--lgs en-fr --encoder_only false --mt_steps en-fr,fr-en --eval_bleu true --eval_only true "
+                        "--reload_model {mt},{mt}",
+    "scores_mt_beam": "--lgs en-fr --encoder_only false --mt_steps en-fr,fr-en --eval_bleu true --eval_only true "
+                      "--beam_size 3 --length_penalty 0.6 --early_stopping true --reload_model {mt},{mt}",
+}
+CASES.update(SAME_SCORES)
 # sets the original refuses (with an AssertionError) and xlm runs, and why
 XLM_ALSO_RUNS = {
     "mlm_float_sum": ("--lgs en --mlm_steps en --word_mask_keep_rand 0.7,0.2,0.1",
@@ -85,9 +127,9 @@ XLM_ALSO_RUNS = {
 }
 
 
-def metric_names(output):
+def last_log(output):
     logs = [line.split("__log__:", 1)[1] for line in output.splitlines() if "__log__:" in line]
-    return sorted(json.loads(logs[-1])) if logs else None
+    return json.loads(logs[-1]) if logs else None
 
 
 def run(side, cwd, command, flags, dump, data):
@@ -95,8 +137,34 @@ def run(side, cwd, command, flags, dump, data):
     p = subprocess.run(command + ["--exp_name", side, "--dump_path", dump, "--data_path", data] + flags.split(),
                        cwd=cwd, capture_output=True, text=True)
     output = p.stdout + p.stderr
-    return {"rc": p.returncode, "metrics": metric_names(output), "seconds": round(time.perf_counter() - start, 1),
-            "files": written_files(os.path.join(dump, side)), "last_line": (output.strip().splitlines() or [""])[-1][-300:]}
+    log = last_log(output)
+    return {"rc": p.returncode, "metrics": sorted(log) if log else None, "scores": log,
+            "seconds": round(time.perf_counter() - start, 1), "files": written_files(os.path.join(dump, side)),
+            "hypotheses": hypotheses(os.path.join(dump, side)),
+            "last_line": (output.strip().splitlines() or [""])[-1][-300:]}
+
+
+def same(name, original, ours):
+    if name in XLM_ALSO_RUNS:
+        return "AssertionError" in original["last_line"] and ours["rc"] == 0
+    if original["rc"] != ours["rc"] or original["metrics"] != ours["metrics"]:
+        return False
+    if original["rc"] != 0:  # a refused command: the original has written params.pkl and train.log, xlm nothing
+        return True
+    further = 1 if name in RESUMED else 0
+    if original["scores"]["epoch"] != ours["scores"]["epoch"] + further or not set(original["files"]) <= set(ours["files"]):
+        return False
+    if name in SAME_SCORES:
+        return (original["hypotheses"] == ours["hypotheses"]
+                and all(math.isclose(v, ours["scores"][k], rel_tol=1e-5, abs_tol=1e-6)
+                        for k, v in original["scores"].items()))
+    return True
+
+
+def hypotheses(experiments):
+    """sha256 of each BLEU hypothesis and reference file of the run."""
+    return {os.path.basename(path): hashlib.sha256(open(path, "rb").read()).hexdigest()
+            for path in sorted(glob.glob(os.path.join(experiments, "*", "hypotheses", "*")))}
 
 
 def written_files(experiments):
@@ -104,6 +172,37 @@ def written_files(experiments):
     return sorted(os.path.relpath(os.path.join(folder, name), run_folder)
                   for run_folder in glob.glob(os.path.join(experiments, "*"))
                   for folder, _, names in os.walk(run_folder) for name in names)
+
+
+def original_command():
+    return [sys.executable, os.path.join(REPO, "bench", "run_original.py")]
+
+
+def pretrain(original, names, cases, dump, data):
+    """The original's checkpoints the cases name, each trained once by the original: {placeholder: path}."""
+    paths = {}
+    for model, (flags, best) in PRETRAINED.items():
+        if not any("{" + model in cases[name] for name in names):
+            continue
+        p = subprocess.run(original_command() + f"{TINY} {flags} --exp_name {model} --exp_id p --dump_path {dump} "
+                           f"--data_path {data}".split(), cwd=original, capture_output=True, text=True)
+        if p.returncode != 0:
+            sys.exit(f"the original could not train the {model} checkpoint: {(p.stdout + p.stderr)[-2000:]}")
+        paths[model] = os.path.join(dump, model, "p", best)
+        paths[model + "_checkpoint"] = os.path.join(dump, model, "p", "checkpoint.pth")
+    return paths
+
+
+def write_vectors(files, path):
+    """A fastText .vec of the English vocabulary's first 500 words, random vectors of --emb_dim values."""
+    dico = load_binarized(next(f for f in files if f.endswith("train.en.pth"))).dico
+    dim = int(TINY.split("--emb_dim ")[1].split()[0])
+    rng = random.Random(0)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"500 {dim}\n")
+        for i in range(500):
+            f.write(dico[i] + " " + " ".join(f"{rng.gauss(0, 0.1):.4f}" for _ in range(dim)) + "\n")
+    return path
 
 
 def main():
@@ -130,20 +229,18 @@ def main():
         result = {"benchmark": "compare_flags", "command": "python -m bench.compare_flags " + " ".join(sys.argv[1:]),
                   "original": os.path.abspath(args.original), "data": os.path.abspath(args.data_path),
                   "device_name": cpu_model(), "common_flags": TINY, "cases": {}}
+        checkpoints = pretrain(args.original, names, cases, os.path.join(tmp, "pretrained"), data)
+        checkpoints["vec"] = write_vectors(files, os.path.join(tmp, "vectors.vec"))
         for name in names:
-            flags = f"{TINY} {cases[name]}"
+            flags = f"{TINY} {cases[name]}".format(**checkpoints)
             dump = os.path.join(tmp, "dump", name)
-            launcher = [sys.executable, os.path.join(REPO, "bench", "run_original.py")]
-            original = run("original", args.original, launcher, flags, dump, data)
+            original = run("original", args.original, original_command(), flags, dump, data)
             ours = run("xlm", REPO, [sys.executable, "train.py"], flags, dump, data)
-            # a refused command: the original has written params.pkl and train.log, xlm nothing
-            same = (original["rc"] == ours["rc"] and original["metrics"] == ours["metrics"]
-                    and (original["rc"] != 0 or set(original["files"]) <= set(ours["files"])))
-            case = result["cases"][name] = {"flags": cases[name], "same": same, "original": original, "xlm": ours}
+            case = result["cases"][name] = {"flags": cases[name], "same": same(name, original, ours),
+                                            "original": original, "xlm": ours}
             if name in XLM_ALSO_RUNS:
                 case["expected"] = "the original fails, xlm runs: " + XLM_ALSO_RUNS[name][1]
-                case["same"] = same = "AssertionError" in original["last_line"] and ours["rc"] == 0
-            print(f"{name}: {'as expected' if same else 'DIFFERENT'} (exit {original['rc']} / {ours['rc']}, "
+            print(f"{name}: {'as expected' if case['same'] else 'DIFFERENT'} (exit {original['rc']} / {ours['rc']}, "
                   f"{original['seconds']} / {ours['seconds']} s)", file=sys.stderr, flush=True)
     result["all_as_expected"] = all(c["same"] for c in result["cases"].values())
     print(json.dumps(result, indent=1))

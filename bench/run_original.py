@@ -1,7 +1,8 @@
 """Runs the original XLM's train.py, from the original's folder (the working directory), on current
 PyTorch: an empty `apex` module (its trainer imports apex at the top and uses it only with --amp or
 several GPUs), torch.load allowed to unpickle (the original reads its own .pth data files with it; here
-only files these benches wrote), and without CUDA, `.cuda()` and `set_device` made no-ops.
+only files these benches wrote), and without CUDA, `.cuda()` (of tensors, modules and the storages that
+--reload_model maps) and `set_device` made no-ops.
 
     cd ORIGINAL && python /path/to/xlm/bench/run_original.py TRAIN_PY_FLAGS...
 """
@@ -17,6 +18,7 @@ torch.load = lambda *args, **kwargs: load(*args, **{**kwargs, "weights_only": Fa
 if not torch.cuda.is_available():
     torch.Tensor.cuda = lambda self, *args, **kwargs: self
     torch.nn.Module.cuda = lambda self, *args, **kwargs: self
+    torch.UntypedStorage.cuda = lambda self, *args, **kwargs: self  # --reload_model's map_location
     torch.cuda.set_device = lambda *args, **kwargs: None
 sys.argv = ["train.py"] + sys.argv[1:]
 sys.path.insert(0, ".")
