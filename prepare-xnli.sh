@@ -25,13 +25,14 @@ CODES=codes_xnli_15 VOCAB=vocab_xnli_15
 INPUT=data/xnli/XNLI-1.0 OUTPUT=data/processed/XLM15/eval/XNLI ITEMS=$XNLI_LANGS
 prepare_options langs "$@"
 LANGS=$ITEMS
-JOBS=()  # "split lg" pairs: train for en only, as in the original
+source "$MAIN/tools/jobs.sh"  # run_job, wait_jobs: two files at a time (JOBS)
+PAIRS=()  # "split lg": train for en only, as in the original
 for lg in $LANGS; do
   [[ " $XNLI_LANGS " == *" $lg "* ]] || die "--langs: '$lg' is not an XNLI language ($XNLI_LANGS)"
   for split in train valid test; do
     [ $split = train ] && [ "$lg" != en ] && continue
     [ -f "$INPUT/$lg.$split" ] || die "$INPUT/$lg.$split not found (run get-data-xnli.sh, or choose languages with --langs)"
-    JOBS+=("$split $lg")
+    PAIRS+=("$split $lg")
   done
 done
 
@@ -39,27 +40,32 @@ mkdir -p "$OUTPUT"
 TMP=$(mktemp -d "$OUTPUT/.tmp.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
-for job in "${JOBS[@]}"; do
-  read -r split lg <<< "$job"
-  in=$INPUT/$lg.$split out=$OUTPUT/$split
+prepare() {  # split, language: in a job of its own, with its own temporary folder
+  local split=$1 lg=$2 s
+  local in=$INPUT/$lg.$split out=$OUTPUT/$split tmp=$TMP/$split.$lg
   if [ -f "$out.s2.$lg.pth" ]; then  # the last one written
     echo "$out.{s1,s2,label}.$lg exist, skipped"
-    continue
+    return
   fi
   echo "Preparing $in..."
-  awk -F'\t' -v src="$in" -v dir="$TMP" '
+  mkdir "$tmp"
+  awk -F'\t' -v src="$in" -v dir="$tmp" '
     NR == 1 && $0 == "premise\thypo\tlabel" { next }
     NF != 3 || $3 !~ /^(contradiction|neutral|entailment)$/ {
       printf "prepare-xnli.sh: %s:%d: not premise<TAB>hypo<TAB>label with label contradiction, neutral or entailment\n", src, NR > "/dev/stderr"
       exit 1
     }
     { print $1 > (dir "/s1"); print $2 > (dir "/s2"); print $3 > (dir "/label") }' "$in"
-  [ -f "$TMP/label" ] || die "$in: no examples"
-  [ -f "$out.label.$lg" ] || mv "$TMP/label" "$out.label.$lg"
+  [ -f "$tmp/label" ] || die "$in: no examples"
+  [ -f "$out.label.$lg" ] || mv "$tmp/label" "$out.label.$lg"
   for s in s1 s2; do
-    [ -f "$out.$s.$lg" ] || python "$MAIN/tools/fastbpe" applybpe "$out.$s.$lg" "$TMP/$s" "$CODES"
+    [ -f "$out.$s.$lg" ] || python "$MAIN/tools/fastbpe" applybpe "$out.$s.$lg" "$tmp/$s" "$CODES"
     [ -f "$out.$s.$lg.pth" ] || python "$MAIN/preprocess.py" "$VOCAB" "$out.$s.$lg"
   done
-  rm -f "$TMP/s1" "$TMP/s2" "$TMP/label"
+}
+
+for pair in "${PAIRS[@]}"; do
+  run_job prepare $pair
 done
+wait_jobs
 echo "XNLI data ready in $OUTPUT"
