@@ -17,8 +17,7 @@
 # output is written under a temporary name and renamed when complete; outputs that exist are skipped.
 set -euo pipefail
 MAIN=$(cd "$(dirname "$0")" && pwd)
-source "$MAIN/tools/data_lib.sh"  # die, prepare_options
-source "$MAIN/tools/jobs.sh"  # run_job, wait_jobs: two files at a time (JOBS)
+source "$MAIN/tools/data_lib.sh"  # die, prepare_options, put_in_place
 GLUE_TASKS="MNLI-m MNLI-mm QQP QNLI SST-2 CoLA MRPC RTE STS-B WNLI"
 CODES=codes_en VOCAB=vocab_en
 INPUT=data/glue OUTPUT=data/processed/XLM_en/eval ITEMS=$GLUE_TASKS
@@ -36,36 +35,30 @@ mkdir -p "$OUTPUT"
 TMP=$(mktemp -d "$OUTPUT/.tmp.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
-prepare() {  # task, split: in a job of its own, with its own temporary folder
-  local task=$1 split=$2 n_sent=2 s
-  case $task in SST-2|CoLA) n_sent=1;; esac
-  local in=$INPUT/$task/$split.xlm.tsv out=$OUTPUT/$task/$([ $split = dev ] && echo valid || echo $split)
-  local tmp=$TMP/$task.$split sents=(s1)
-  [ $n_sent = 1 ] || sents+=(s2)
-  if [ -f "$out.${sents[-1]}.pth" ]; then echo "$out.* exist, skipped"; return; fi  # the last one written
-  echo "Preparing $in..."
-  mkdir "$tmp"
-  # every line: the sentence(s), then the label if the file has labels (all lines alike)
-  awk -F'\t' -v src="$in" -v n="$n_sent" -v dir="$tmp" '
-    FNR == 1 { cols = NF }
-    NF != cols || (NF != n && NF != n + 1) {
-      printf "prepare-glue.sh: %s:%d: expected %d or %d tab-separated columns, like every line of the file\n", src, FNR, n, n + 1 > "/dev/stderr"
-      exit 1
-    }
-    { print $1 > (dir "/s1"); if (n == 2) print $2 > (dir "/s2"); if (NF > n) print $NF > (dir "/label") }' "$in"
-  [ -f "$tmp/s1" ] || die "$in: no examples"
-  if [ -f "$tmp/label" ] && [ ! -f "$out.label" ]; then mv "$tmp/label" "$out.label"; fi
-  for s in "${sents[@]}"; do
-    [ -f "$out.$s" ] || python "$MAIN/tools/fastbpe" applybpe "$out.$s" "$tmp/$s" "$CODES"
-    [ -f "$out.$s.pth" ] || python "$MAIN/preprocess.py" "$VOCAB" "$out.$s"
-  done
-}
-
+# every file is read and split into sentences and labels before anything is written; then the labels are
+# put in place, and the sentence files BPE'd and binarized, two at a time
+SOURCES=() OUTPUTS=()
 for task in $TASKS; do
-  mkdir -p "$OUTPUT/$task"
+  case $task in SST-2|CoLA) n_sent=1;; *) n_sent=2;; esac
   for split in train dev test; do
-    run_job prepare "$task" $split
+    in=$INPUT/$task/$split.xlm.tsv out=$OUTPUT/$task/$([ $split = dev ] && echo valid || echo $split)
+    tmp=$TMP/$task.$split sents=(s1)
+    [ $n_sent = 1 ] || sents+=(s2)
+    if [ -f "$out.s1.pth" ] && [ -f "$out.${sents[-1]}.pth" ]; then echo "$out.* exist, skipped"; continue; fi
+    echo "Preparing $in..."
+    mkdir "$tmp"
+    # every line: the sentence(s), then the label if the file has labels (all lines alike)
+    awk -F'\t' -v src="$in" -v n="$n_sent" -v dir="$tmp" '
+      FNR == 1 { cols = NF }
+      NF != cols || (NF != n && NF != n + 1) {
+        printf "prepare-glue.sh: %s:%d: expected %d or %d tab-separated columns, like every line of the file\n", src, FNR, n, n + 1 > "/dev/stderr"
+        exit 1
+      }
+      { print $1 > (dir "/s1"); if (n == 2) print $2 > (dir "/s2"); if (NF > n) print $NF > (dir "/label") }' "$in"
+    [ -f "$tmp/s1" ] || die "$in: no examples"
+    [ -f "$tmp/label" ] && SOURCES+=("$tmp/label") OUTPUTS+=("$out.label")
+    for s in "${sents[@]}"; do SOURCES+=("$tmp/$s") OUTPUTS+=("$out.$s"); done
   done
 done
-wait_jobs
+put_in_place
 echo "GLUE data ready in $OUTPUT"

@@ -19,13 +19,12 @@
 # renamed when complete; outputs that exist are skipped.
 set -euo pipefail
 MAIN=$(cd "$(dirname "$0")" && pwd)
-source "$MAIN/tools/data_lib.sh"  # die, prepare_options
+source "$MAIN/tools/data_lib.sh"  # die, prepare_options, put_in_place
 XNLI_LANGS="ar bg de el en es fr hi ru sw th tr ur vi zh"
 CODES=codes_xnli_15 VOCAB=vocab_xnli_15
 INPUT=data/xnli/XNLI-1.0 OUTPUT=data/processed/XLM15/eval/XNLI ITEMS=$XNLI_LANGS
 prepare_options langs "$@"
 LANGS=$ITEMS
-source "$MAIN/tools/jobs.sh"  # run_job, wait_jobs: two files at a time (JOBS)
 PAIRS=()  # "split lg": train for en only, as in the original
 for lg in $LANGS; do
   [[ " $XNLI_LANGS " == *" $lg "* ]] || die "--langs: '$lg' is not an XNLI language ($XNLI_LANGS)"
@@ -40,12 +39,15 @@ mkdir -p "$OUTPUT"
 TMP=$(mktemp -d "$OUTPUT/.tmp.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
-prepare() {  # split, language: in a job of its own, with its own temporary folder
-  local split=$1 lg=$2 s
-  local in=$INPUT/$lg.$split out=$OUTPUT/$split tmp=$TMP/$split.$lg
-  if [ -f "$out.s2.$lg.pth" ]; then  # the last one written
+# every file is read and split into sentences and labels before anything is written; then the labels are
+# put in place, and the sentence files BPE'd and binarized, two at a time
+SOURCES=() OUTPUTS=()
+for pair in "${PAIRS[@]}"; do
+  read -r split lg <<< "$pair"
+  in=$INPUT/$lg.$split out=$OUTPUT/$split tmp=$TMP/$split.$lg
+  if [ -f "$out.label.$lg" ] && [ -f "$out.s1.$lg.pth" ] && [ -f "$out.s2.$lg.pth" ]; then
     echo "$out.{s1,s2,label}.$lg exist, skipped"
-    return
+    continue
   fi
   echo "Preparing $in..."
   mkdir "$tmp"
@@ -57,15 +59,7 @@ prepare() {  # split, language: in a job of its own, with its own temporary fold
     }
     { print $1 > (dir "/s1"); print $2 > (dir "/s2"); print $3 > (dir "/label") }' "$in"
   [ -f "$tmp/label" ] || die "$in: no examples"
-  [ -f "$out.label.$lg" ] || mv "$tmp/label" "$out.label.$lg"
-  for s in s1 s2; do
-    [ -f "$out.$s.$lg" ] || python "$MAIN/tools/fastbpe" applybpe "$out.$s.$lg" "$tmp/$s" "$CODES"
-    [ -f "$out.$s.$lg.pth" ] || python "$MAIN/preprocess.py" "$VOCAB" "$out.$s.$lg"
-  done
-}
-
-for pair in "${PAIRS[@]}"; do
-  run_job prepare $pair
+  SOURCES+=("$tmp/label" "$tmp/s1" "$tmp/s2") OUTPUTS+=("$out.label.$lg" "$out.s1.$lg" "$out.s2.$lg")
 done
-wait_jobs
+put_in_place
 echo "XNLI data ready in $OUTPUT"

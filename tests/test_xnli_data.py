@@ -180,6 +180,7 @@ def test_prepare_errors(codes_vocab, tmp_path):
     data = tmp_path / "data"
     xnli = data / "xnli" / "XNLI-1.0"
     xnli.mkdir(parents=True)
+    out = data / "processed" / "eval" / "XNLI"
     for split in ("train", "valid", "test"):
         (xnli / f"en.{split}").write_text("premise\thypo\tlabel\na b\tc\tneutral\n", encoding="utf-8")
     for args, message in (
@@ -190,11 +191,21 @@ def test_prepare_errors(codes_vocab, tmp_path):
         proc = prepare(codes, vocab, data, *args, check=False)
         assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert proc.stderr.startswith(message), proc.stderr
-        assert not (data / "XNLI").exists()
+        assert not out.exists()
     (xnli / "en.valid").write_text("premise\thypo\tlabel\na b\tc\tneutral\nd\te\tcontradictory\n", encoding="utf-8")
     proc = prepare(codes, vocab, data, "--langs", "en", check=False)
     assert proc.returncode != 0 and f"{xnli}/en.valid:3: not premise<TAB>hypo<TAB>label" in proc.stderr
-    assert not (data / "XNLI" / "valid.label.en").exists() and not (data / "XNLI" / "valid.s1.en.pth").exists()
+    assert list(out.iterdir()) == []  # every file is checked before anything is written
+    # a job that fails (here binarization against a malformed vocabulary) fails the script, after the others
+    (xnli / "en.valid").write_text("premise\thypo\tlabel\na b\tc\tneutral\n", encoding="utf-8")
+    bad_vocab = tmp_path / "bad_vocab"
+    bad_vocab.write_text(vocab.read_text(encoding="utf-8") + "lonely\n", encoding="utf-8")
+    line = len(bad_vocab.read_text(encoding="utf-8").splitlines())
+    proc = prepare(codes, bad_vocab, data, "--langs", "en", check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.count(f"error: {bad_vocab}:{line}: expected 'WORD COUNT', got 'lonely'") == 6, proc.stderr
+    assert proc.stderr.strip().endswith("error: 6 job(s) failed (their errors are above, or in their logs)")
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".pth")) == []
 
 
 def test_get_data_arguments(mirror, tmp_path):

@@ -11,6 +11,8 @@
 #   tokenize_lower_pipe LANG       # the same, stdin to stdout
 #   split_data ALL TRAIN VALID TEST N_VALID N_TEST   # the original's seeded shuffle and split of ALL
 #   prepare_options FLAG "$@"      # --codes --vocab --input --output --FLAG of prepare-*.sh, checked
+#   put_in_place                   # SOURCES[i] to OUTPUTS[i] of prepare-*.sh: labels moved, sentences BPE'd
+#                                  # and binarized, two files at a time
 #   split_options WHAT "$@"        # one WHAT (into ARG) and --mirror --data_path --n_valid --n_test, checked
 #   die MESSAGE                    # "<script name>: MESSAGE" on stderr, exit 1
 #
@@ -140,6 +142,26 @@ prepare_options() {  # list flag, "$@": the options of the prepare-*.sh scripts,
   [ -f "$CODES" ] || die "BPE codes $CODES not found (pass --codes)"
   [ -f "$VOCAB" ] || die "vocabulary $VOCAB not found (pass --vocab)"
   [ -n "$ITEMS" ] || die "--$list_flag: none given"
+}
+
+put_in_place() {  # for every i, SOURCES[i] to OUTPUTS[i] (its folder made): a file named label is moved there; a
+  # file of sentences is BPE'd there with $CODES and binarized to OUTPUTS[i].pth with $VOCAB, in a job of
+  # tools/jobs.sh ($JOBS at a time, default 2); outputs that exist are kept
+  source "$MAIN/tools/jobs.sh"
+  local i
+  for i in "${!SOURCES[@]}"; do
+    mkdir -p "$(dirname "${OUTPUTS[i]}")"
+    case ${SOURCES[i]} in
+      */label) [ -f "${OUTPUTS[i]}" ] || mv "${SOURCES[i]}" "${OUTPUTS[i]}";;
+      *) run_job bpe_and_binarize "${SOURCES[i]}" "${OUTPUTS[i]}";;
+    esac
+  done
+  wait_jobs
+}
+
+bpe_and_binarize() {  # sentences, output
+  [ -f "$2" ] || python "$MAIN/tools/fastbpe" applybpe "$2" "$1" "$CODES"
+  [ -f "$2.pth" ] || python "$MAIN/preprocess.py" "$VOCAB" "$2"
 }
 
 split_options() {  # what (named in messages), "$@": one positional argument into ARG, and --mirror --data_path
