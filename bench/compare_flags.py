@@ -5,8 +5,8 @@ xlm too (a user's command written for the original runs here, logs what it logge
 left; where both refuse the command, xlm before writing anything). Also the seconds of each whole command.
 Prints one JSON object; exit status 1 if any case differs.
 
-Users bring the original's checkpoints: before the cases that name one ({mlm}, {mt}, their
-{mlm_checkpoint}, {mt_checkpoint}), the original trains it once (PRETRAINED). Evaluation is deterministic
+Users bring the original's checkpoints: before the cases that name one ({mlm}, {mt}, {memory}, and
+{mlm_checkpoint}, ...), the original trains it once (PRETRAINED). Evaluation is deterministic
 (the original draws its MLM evaluation masks from RandomState(0)), so where both sides only evaluate the
 same checkpoint (SAME_SCORES) every score must be equal, within float rounding, and the BLEU hypothesis
 files byte for byte.
@@ -93,6 +93,8 @@ PRETRAINED = {
             "best-valid_mlm_ppl.pth"),
     "mt": (f"--lgs en-fr --encoder_only false --mt_steps en-fr,fr-en --ae_steps en "
            f"--validation_metrics valid_en-fr_mt_ppl {TRAINED}", "best-valid_en-fr_mt_ppl.pth"),
+    "memory": (f"--lgs en-fr --mlm_steps en,fr {MEMORY} --mem_enc_positions 0+ --validation_metrics _valid_mlm_ppl "
+               f"{TRAINED}", "best-valid_mlm_ppl.pth"),
 }
 # resumed from a checkpoint of epoch 0: the original's --max_epoch counts the epochs of each process (it
 # trains max_epoch more), xlm's the epochs from 0 (README), so the original ends one epoch further
@@ -112,6 +114,8 @@ CASES.update({
 SAME_SCORES = {
     "scores_mlm": "--lgs en-fr --mlm_steps en,fr,en-fr --eval_only true --reload_model {mlm}",
     "scores_clm": "--lgs en-fr --clm_steps en,fr,en-fr --eval_only true --reload_model {mlm}",
+    "scores_memory": f"--lgs en-fr --mlm_steps en,fr {MEMORY} --mem_enc_positions 0+ --eval_only true "
+                     "--reload_model {memory}",
     "scores_mt_greedy": "--lgs en-fr --encoder_only false --mt_steps en-fr,fr-en --eval_bleu true --eval_only true "
                         "--reload_model {mt},{mt}",
     "scores_mt_beam": "--lgs en-fr --encoder_only false --mt_steps en-fr,fr-en --eval_bleu true --eval_only true "
