@@ -171,6 +171,20 @@ def hypotheses(experiments):
             for path in sorted(glob.glob(os.path.join(experiments, "*", "hypotheses", "*")))}
 
 
+def differing_lines(dump):
+    """{hypothesis file: lines that differ} between the two sides' runs in dump, to look into a difference
+    (a near tie of two beam scores rounded apart is one line; --keep, then decode it in float64)."""
+    counts = {}
+    for path in glob.glob(os.path.join(dump, "original", "*", "hypotheses", "hyp*")):
+        ours = glob.glob(os.path.join(dump, "xlm", "*", "hypotheses", os.path.basename(path)))
+        a = open(path, encoding="utf-8").read().splitlines()
+        b = open(ours[0], encoding="utf-8").read().splitlines() if ours else []
+        n = sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
+        if n:
+            counts[os.path.basename(path)] = n
+    return counts
+
+
 def written_files(experiments):
     """The files of the run's folder (the original names it by a random exp_id), the id left out."""
     return sorted(os.path.relpath(os.path.join(folder, name), run_folder)
@@ -214,6 +228,8 @@ def main():
     parser.add_argument("--original", default="/work/orig-cpu", help="the original XLM, patched for the CPU")
     parser.add_argument("--data_path", default=os.path.join(REPO, "data", "processed", "sample"))
     parser.add_argument("--only", help="comma-separated case names")
+    parser.add_argument("--keep", help="work in this folder (data, checkpoints, runs) and keep it, to look into a "
+                                       "difference; by default a temporary folder")
     args = parser.parse_args()
     if not os.path.isfile(os.path.join(args.original, "train.py")):
         sys.exit(f"--original {args.original}: no train.py there")
@@ -226,6 +242,9 @@ def main():
     if unknown:
         sys.exit(f"--only: no case {', '.join(unknown)}; the cases are {', '.join(cases)}")
     with tempfile.TemporaryDirectory() as tmp:
+        if args.keep:
+            os.makedirs(args.keep)
+            tmp = args.keep
         data = os.path.join(tmp, "data")
         os.makedirs(data)
         for f in files:
@@ -242,6 +261,8 @@ def main():
             ours = run("xlm", REPO, [sys.executable, "train.py"], flags, dump, data)
             case = result["cases"][name] = {"flags": cases[name], "same": same(name, original, ours),
                                             "original": original, "xlm": ours}
+            if original["hypotheses"] != ours["hypotheses"]:
+                case["hypothesis_lines_differing"] = differing_lines(dump)
             if name in XLM_ALSO_RUNS:
                 case["expected"] = "the original fails, xlm runs: " + XLM_ALSO_RUNS[name][1]
             print(f"{name}: {'as expected' if case['same'] else 'DIFFERENT'} (exit {original['rc']} / {ours['rc']}, "
