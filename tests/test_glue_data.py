@@ -237,7 +237,8 @@ def test_errors(mirror, codes_vocab, tmp_path):
     codes, vocab = codes_vocab
     for args, message in (
             (["--codes", str(tmp_path / "missing")], f"prepare-glue.sh: BPE codes {tmp_path}/missing not found"),
-            (["--tasks", "RTE"], f"prepare-glue.sh: {data}/glue/RTE/train.xlm.tsv not found")):
+            (["--tasks", "RTE"], f"prepare-glue.sh: {data}/glue/RTE/train.xlm.tsv not found"),
+            (["--tasks", "SST-2,CoLA,SST-2"], "prepare-glue.sh: --tasks: 'SST-2' given twice")):
         proc = prepare(codes, vocab, data, *args, check=False)
         assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert proc.stderr.startswith(message), proc.stderr

@@ -187,7 +187,8 @@ def test_prepare_errors(codes_vocab, tmp_path):
             (["--codes", str(tmp_path / "missing")], f"prepare-xnli.sh: BPE codes {tmp_path}/missing not found"),
             (["--vocab", str(tmp_path / "missing")], f"prepare-xnli.sh: vocabulary {tmp_path}/missing not found"),
             (["--langs", "en,fr"], f"prepare-xnli.sh: {xnli}/fr.valid not found"),
-            (["--langs", "en,xx"], "prepare-xnli.sh: --langs: 'xx' is not an XNLI language")):
+            (["--langs", "en,xx"], "prepare-xnli.sh: --langs: 'xx' is not an XNLI language"),
+            (["--langs", "en,en"], "prepare-xnli.sh: --langs: 'en' given twice")):
         proc = prepare(codes, vocab, data, *args, check=False)
         assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert proc.stderr.startswith(message), proc.stderr

@@ -124,7 +124,7 @@ split_data() {  # all, train, valid, test, n_valid, n_test: the lines of ALL in 
 
 prepare_options() {  # list flag, "$@": the options of the prepare-*.sh scripts, --codes --vocab --input --output and
   # --<list flag> (a comma list), into CODES VOCAB INPUT OUTPUT ITEMS, whose defaults the script sets first; the codes
-  # and vocabulary must exist and the list must not be empty
+  # and vocabulary must exist and the list must be neither empty nor repeat an item
   local list_flag=$1
   shift
   while [ $# -gt 0 ]; do
@@ -142,6 +142,11 @@ prepare_options() {  # list flag, "$@": the options of the prepare-*.sh scripts,
   [ -f "$CODES" ] || die "BPE codes $CODES not found (pass --codes)"
   [ -f "$VOCAB" ] || die "vocabulary $VOCAB not found (pass --vocab)"
   [ -n "$ITEMS" ] || die "--$list_flag: none given"
+  local seen=" " item
+  for item in $ITEMS; do  # a file prepared twice at once would be written by two jobs
+    [[ "$seen" != *" $item "* ]] || die "--$list_flag: '$item' given twice"
+    seen+="$item "
+  done
 }
 
 put_in_place() {  # for every i, SOURCES[i] to OUTPUTS[i] (its folder made): a file named label is moved there; a
