@@ -5,7 +5,7 @@ xlm too (a user's command written for the original runs here, logs what it logge
 left; where both refuse the command, xlm before writing anything). Also the seconds of each whole command.
 Prints one JSON object; exit status 1 if any case differs.
 
-Users bring the original's checkpoints: before the cases that name one ({mlm}, {mt}, {memory}, and
+Users bring the original's checkpoints: before the cases that name one ({mlm}, {mt}, {memory}, {variants},
 {mlm_checkpoint}, ...), the original trains it once (PRETRAINED). Evaluation is deterministic
 (the original draws its MLM evaluation masks from RandomState(0)), so where both sides only evaluate the
 same checkpoint (SAME_SCORES) every score must be equal, within float rounding, and the BLEU hypothesis
@@ -37,6 +37,9 @@ TINY = ("--emb_dim 32 --n_layers 1 --n_heads 4 --batch_size 8 --bptt 16 --max_le
         "--max_epoch 1 --tokens_per_batch -1")
 MEMORY = "--use_memory true --mem_n_keys 16 --mem_k_dim 16 --mem_heads 2 --mem_knn 4"
 NOISE = "--word_shuffle 3 --word_dropout 0.1 --word_blank 0.1"
+# the model's options off their defaults, in one model
+VARIANTS = ("--asm true --asm_cutoffs 2000,4000 --share_inout_emb false --sinusoidal_embeddings true "
+            "--use_lang_emb false --gelu_activation true --n_layers 2")
 CASES = {
     "clm": "--lgs en --clm_steps en",
     "mlm": "--lgs en --mlm_steps en",
@@ -95,6 +98,8 @@ PRETRAINED = {
            f"--validation_metrics valid_en-fr_mt_ppl {TRAINED}", "best-valid_en-fr_mt_ppl.pth"),
     "memory": (f"--lgs en-fr --mlm_steps en,fr {MEMORY} --mem_enc_positions 0+ --validation_metrics _valid_mlm_ppl "
                f"{TRAINED}", "best-valid_mlm_ppl.pth"),
+    "variants": (f"--lgs en-fr --clm_steps en,fr {VARIANTS} --validation_metrics _valid_clm_ppl {TRAINED}",
+                 "best-valid_clm_ppl.pth"),
 }
 # resumed from a checkpoint of epoch 0: the original's --max_epoch counts the epochs of each process (it
 # trains max_epoch more), xlm's the epochs from 0 (README), so the original ends one epoch further
@@ -116,6 +121,7 @@ SAME_SCORES = {
     "scores_clm": "--lgs en-fr --clm_steps en,fr,en-fr --eval_only true --reload_model {mlm}",
     "scores_memory": f"--lgs en-fr --mlm_steps en,fr {MEMORY} --mem_enc_positions 0+ --eval_only true "
                      "--reload_model {memory}",
+    "scores_variants": f"--lgs en-fr --clm_steps en,fr {VARIANTS} --eval_only true --reload_model {{variants}}",
     "scores_mt_greedy": "--lgs en-fr --encoder_only false --mt_steps en-fr,fr-en --eval_bleu true --eval_only true "
                         "--reload_model {mt},{mt}",
     "scores_mt_beam": "--lgs en-fr --encoder_only false --mt_steps en-fr,fr-en --eval_bleu true --eval_only true "
