@@ -33,6 +33,7 @@ from bench.data_pipeline import cpu_model
 from xlm.data.binarized import load_binarized, save_original
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ORIGINAL = [sys.executable, os.path.join(REPO, "bench", "run_original.py")]  # run from the original's folder
 TINY = ("--emb_dim 32 --n_layers 1 --n_heads 4 --batch_size 8 --bptt 16 --max_len 40 --epoch_size 160 "
         "--max_epoch 1 --tokens_per_batch -1")
 MEMORY = "--use_memory true --mem_n_keys 16 --mem_k_dim 16 --mem_heads 2 --mem_knn 4"
@@ -198,17 +199,13 @@ def written_files(experiments):
                   for folder, _, names in os.walk(run_folder) for name in names)
 
 
-def original_command():
-    return [sys.executable, os.path.join(REPO, "bench", "run_original.py")]
-
-
 def pretrain(original, names, cases, dump, data):
     """The original's checkpoints the cases name, each trained once by the original: {placeholder: path}."""
     paths = {}
     for model, (flags, best) in PRETRAINED.items():
         if not any("{" + model in cases[name] for name in names):
             continue
-        p = subprocess.run(original_command() + f"{TINY} {flags} --exp_name {model} --exp_id p --dump_path {dump} "
+        p = subprocess.run(ORIGINAL + f"{TINY} {flags} --exp_name {model} --exp_id p --dump_path {dump} "
                            f"--data_path {data}".split(), cwd=original, capture_output=True, text=True)
         if p.returncode != 0:
             sys.exit(f"the original could not train the {model} checkpoint: {(p.stdout + p.stderr)[-2000:]}")
@@ -263,7 +260,7 @@ def main():
         for name in names:
             flags = f"{TINY} {cases[name]}".format(**checkpoints)
             dump = os.path.join(tmp, "dump", name)
-            original = run("original", args.original, original_command(), flags, dump, data)
+            original = run("original", args.original, ORIGINAL, flags, dump, data)
             ours = run("xlm", REPO, [sys.executable, "train.py"], flags, dump, data)
             case = result["cases"][name] = {"flags": cases[name], "same": same(name, original, ours),
                                             "original": original, "xlm": ours}
