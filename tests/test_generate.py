@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import train_reverser
+import xlm.model.generate as generate_module
 from xlm.model.generate import SYNC_EVERY, generate_beam, generate_greedy
 from xlm.model.transformer import TransformerConfig, TransformerModel
 
@@ -252,8 +253,9 @@ class HostReads(TorchDispatchMode):
 @torch.no_grad()
 @pytest.mark.parametrize("generate", ["greedy", "beam"])
 def test_decoding_reads_the_host_every_few_steps(monkeypatch, generate):
-    """</s> made impossible, so every step runs: at most one host read per SYNC_EVERY steps, and the
-    final trim."""
+    """</s> made impossible, so every step runs: where a host read waits for the device, at most one
+    per SYNC_EVERY steps, and the final trim."""
+    monkeypatch.setattr(generate_module, "reads_on_host", lambda device: False)  # as on CUDA
     enc, dec = [m.eval() for m in model_pair(seed=1)]
     dec.pred_layer.proj.bias[1] = -1e4
     src = encode(enc, SOURCES)
@@ -269,6 +271,25 @@ def test_decoding_reads_the_host_every_few_steps(monkeypatch, generate):
             out, _ = generate_beam(dec, *src, tgt_lang_id=1, beam_size=4, length_penalty=1.0, max_len=max_len)
     assert out.shape[1] == max_len
     assert reads.count <= math.ceil((max_len - 1) / SYNC_EVERY) + 1, reads.count
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("on_host", [True, False])
+def test_decoding_stops_at_the_first_read_after_the_last_eos(monkeypatch, on_host):
+    """A model that ends every sentence at once (as one early in training does) costs one greedy step on
+    the CPU, where host reads are free, as in the original; SYNC_EVERY - 1 steps where they wait."""
+    monkeypatch.setattr(generate_module, "reads_on_host", lambda device: on_host)
+    enc, dec = [m.eval() for m in model_pair(seed=1)]
+    dec.pred_layer.proj.bias[1] = 1e4
+    src = encode(enc, SOURCES)
+    steps = []
+    hook = dec.layer_norm_emb.register_forward_hook(lambda m, args, out: steps.append(len(out)))
+    try:
+        out, lengths = generate_greedy(dec, *src, tgt_lang_id=1, max_len=30)
+    finally:
+        hook.remove()
+    assert len(steps) == (1 if on_host else SYNC_EVERY - 1)
+    assert out.tolist() == [[1, 1]] * len(SOURCES) and lengths.tolist() == [2] * len(SOURCES)
 
 
 def test_autocast_keeps_the_cache_in_its_dtype(reverser, monkeypatch):

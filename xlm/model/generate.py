@@ -6,20 +6,30 @@ Sentences start with </s> (XLM uses EOS as BOS) and decoding stops at </s> or at
 
 All bookkeeping stays on the device: the host reads a device value only every `sync_every` steps (to
 stop once every sentence is finished, and to drop the finished ones from the batch)
-and once at the end (to trim the output). Steps run after the last sentence finished change nothing
+and once at the end (to trim the output). On the CPU a read costs nothing, so it reads at every step, as
+the original does: a model early in training often ends every sentence at the first token. Steps run after the last sentence finished change nothing
 in the output. The decoder computes one position per step, from the keys and values it keeps
 (`TransformerModel.step`).
 """
 import torch
 import torch.nn.functional as F
 
-SYNC_EVERY = 8
+from .transformer import reads_on_host
+
+SYNC_EVERY = 8  # where a host read waits for the device
+
+
+def host_read_interval(device, sync_every):
+    if sync_every is not None:
+        return sync_every
+    return 1 if reads_on_host(device) else SYNC_EVERY
 
 
 @torch.no_grad()
 def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, sample_temperature=None, use_cache=True,
-                    sync_every=SYNC_EVERY):
+                    sync_every=None):
     bs, device = len(src_len), src_len.device
+    sync_every = host_read_interval(device, sync_every)
     pad, eos = decoder.config.pad_index, decoder.config.eos_index
     generated = torch.full((bs, max_len), pad, dtype=torch.long, device=device)
     generated[:, 0] = eos
@@ -114,8 +124,9 @@ class BeamHypotheses:
 
 @torch.no_grad()
 def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_penalty=1.0, early_stopping=False,
-                  max_len=200, sync_every=SYNC_EVERY):
+                  max_len=200, sync_every=None):
     bs, device = len(src_len), src_len.device
+    sync_every = host_read_interval(device, sync_every)
     pad, eos, n_words = decoder.config.pad_index, decoder.config.eos_index, decoder.config.n_words
     generated = torch.full((bs * beam_size, max_len), pad, dtype=torch.long, device=device)
     generated[:, 0] = eos
