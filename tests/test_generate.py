@@ -8,7 +8,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import train_reverser
 import xlm.model.generate as generate_module
-from xlm.model.generate import SYNC_EVERY, generate_beam, generate_greedy
+from xlm.model.generate import SYNC_EVERY, generate_beam, generate_greedy, reads_host
 from xlm.model.transformer import TransformerConfig, TransformerModel
 
 N_WORDS = 12  # 0..3 special, 4..11 "letters"
@@ -94,10 +94,11 @@ def test_greedy_stops_computing_finished_sentences(reverser):
         out, _ = generate_greedy(dec, *src, tgt_lang_id=1, max_len=12, sync_every=sync_every)
     finally:
         hook.remove()
-    finished = int((lengths <= sync_every).sum())  # sentence i's </s> is generated at step lengths[i] - 1
-    assert 0 < finished < len(SOURCES)
-    assert rows[:sync_every - 1] == [len(SOURCES)] * (sync_every - 1)
-    assert rows[sync_every - 1] == len(SOURCES) - finished
+    # before step t (1-based), the host read after step u < t dropped the sentences finished by then;
+    # sentence i's </s> is generated at step lengths[i] - 1
+    expected = [sum(not any(reads_host(u, sync_every) and n - 1 <= u for u in range(1, t)) for n in lengths.tolist())
+                for t in range(1, len(rows) + 1)]
+    assert rows == expected and len(set(rows)) > 2, lengths
     assert torch.equal(out, generate_greedy(dec, *src, tgt_lang_id=1, max_len=12)[0])
 
 
@@ -122,9 +123,9 @@ def test_beam_stops_computing_done_sentences(reverser):
     finally:
         hook.remove()
     # before step t (1-based), the host read after step u < t dropped the sentences done by then
-    expected = [beam_size * sum(not any((u + 1) % sync_every == 0 and n <= u for u in range(1, t)) for n in alone)
+    expected = [beam_size * sum(not any(reads_host(u, sync_every) and n <= u for u in range(1, t)) for n in alone)
                 for t in range(1, len(rows) + 1)]
-    assert rows == expected and len(set(rows)) > 2, alone
+    assert rows == expected and len(set(rows)) > 1, alone  # some sentences left, not all
     reference = generate_beam(dec, *src, 1, beam_size, max_len=16, sync_every=10 ** 6)
     assert torch.equal(out, reference[0]) and torch.equal(lengths, reference[1])
 
@@ -253,8 +254,8 @@ class HostReads(TorchDispatchMode):
 @torch.no_grad()
 @pytest.mark.parametrize("generate", ["greedy", "beam"])
 def test_decoding_reads_the_host_every_few_steps(monkeypatch, generate):
-    """</s> made impossible, so every step runs: where a host read waits for the device, at most one
-    per SYNC_EVERY steps, and the final trim."""
+    """</s> made impossible, so every step runs: where a host read waits for the device, one per
+    SYNC_EVERY steps, after 1, 2 and 4 steps, and the final trim."""
     monkeypatch.setattr(generate_module, "reads_on_host", lambda device: False)  # as on CUDA
     enc, dec = [m.eval() for m in model_pair(seed=1)]
     dec.pred_layer.proj.bias[1] = -1e4
@@ -270,14 +271,19 @@ def test_decoding_reads_the_host_every_few_steps(monkeypatch, generate):
         else:
             out, _ = generate_beam(dec, *src, tgt_lang_id=1, beam_size=4, length_penalty=1.0, max_len=max_len)
     assert out.shape[1] == max_len
-    assert reads.count <= math.ceil((max_len - 1) / SYNC_EVERY) + 1, reads.count
+    assert reads.count <= math.ceil((max_len - 1) / SYNC_EVERY) + 3 + 1, reads.count
+
+
+def test_host_reads_after_1_2_4_steps_then_every_few():
+    assert [s for s in range(1, 30) if reads_host(s, SYNC_EVERY)] == [1, 2, 4, 8, 16, 24]
+    assert all(reads_host(s, 1) for s in range(1, 30))
 
 
 @torch.no_grad()
 @pytest.mark.parametrize("on_host", [True, False])
-def test_decoding_stops_at_the_first_read_after_the_last_eos(monkeypatch, on_host):
-    """A model that ends every sentence at once (as one early in training does) costs one greedy step on
-    the CPU, where host reads are free, as in the original; SYNC_EVERY - 1 steps where they wait."""
+def test_decoding_stops_after_one_step_when_every_sentence_ends_at_once(monkeypatch, on_host):
+    """As a model early in training often does: one step, on the CPU and where host reads wait for the
+    device, as in the original."""
     monkeypatch.setattr(generate_module, "reads_on_host", lambda device: on_host)
     enc, dec = [m.eval() for m in model_pair(seed=1)]
     dec.pred_layer.proj.bias[1] = 1e4
@@ -288,7 +294,7 @@ def test_decoding_stops_at_the_first_read_after_the_last_eos(monkeypatch, on_hos
         out, lengths = generate_greedy(dec, *src, tgt_lang_id=1, max_len=30)
     finally:
         hook.remove()
-    assert len(steps) == (1 if on_host else SYNC_EVERY - 1)
+    assert len(steps) == 1
     assert out.tolist() == [[1, 1]] * len(SOURCES) and lengths.tolist() == [2] * len(SOURCES)
 
 

@@ -4,10 +4,9 @@ Sentences start with </s> (XLM uses EOS as BOS) and decoding stops at </s> or at
 </s> is forced. Both functions take the encoder output `src_enc` (bs, src_len, dim) and return
 (tokens (bs, length) with </s> at both ends and padding after, lengths (bs,)).
 
-All bookkeeping stays on the device: the host reads a device value only every `sync_every` steps (to
-stop once every sentence is finished, and to drop the finished ones from the batch)
-and once at the end (to trim the output). On the CPU a read costs nothing, so it reads at every step, as
-the original does: a model early in training often ends every sentence at the first token. Steps run after the last sentence finished change nothing
+All bookkeeping stays on the device: the host reads a device value only after a few of the steps
+(`reads_host`: to stop once every sentence is finished, and to drop the finished ones from the batch)
+and once at the end (to trim the output). Steps run after the last sentence finished change nothing
 in the output. The decoder computes one position per step, from the keys and values it keeps
 (`TransformerModel.step`).
 """
@@ -17,6 +16,13 @@ import torch.nn.functional as F
 from .transformer import reads_on_host
 
 SYNC_EVERY = 8  # where a host read waits for the device
+
+
+def reads_host(steps, sync_every):
+    """Whether the host reads after this many decoding steps: every sync_every steps, and after 1, 2, 4,
+    ... below that, since a model early in training ends every sentence within a few tokens (the
+    original reads after every step). On the CPU, where a read costs nothing, sync_every is 1."""
+    return steps % sync_every == 0 or (steps < sync_every and steps & (steps - 1) == 0)
 
 
 def host_read_interval(device, sync_every):
@@ -54,7 +60,7 @@ def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, sample_
         gen_len.index_add_(0, alive, unfinished.long())
         unfinished &= next_words != eos
         cur_len += 1
-        if cur_len % sync_every == 0:
+        if reads_host(cur_len - 1, sync_every):
             going = unfinished.nonzero().squeeze(1)
             if len(going) == 0:
                 break
@@ -173,7 +179,7 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
         generated[:, cur_len] = words.gather(1, beam).view(-1)
         state.reorder(rows)  # the encoder's keys/values are shared by the beams of a sentence
         cur_len += 1
-        if cur_len % sync_every == 0:
+        if reads_host(cur_len - 1, sync_every):
             going = (~hyps.done).nonzero().squeeze(1)
             if len(going) < n:
                 finish()
