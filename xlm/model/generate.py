@@ -5,10 +5,11 @@ Sentences start with </s> (XLM uses EOS as BOS) and decoding stops at </s> or at
 (tokens (bs, length) with </s> at both ends and padding after, lengths (bs,)).
 
 All bookkeeping stays on the device: the host reads a device value only after a few of the steps
-(`reads_host`: to stop once every sentence is finished, and to drop the finished ones from the batch)
-and once at the end (to trim the output). Steps run after the last sentence finished change nothing
-in the output. The decoder computes one position per step, from the keys and values it keeps
-(`TransformerModel.step`).
+(`reads_host`: to stop once every sentence is finished) and once at the end (to trim the output).
+Steps run after the last sentence finished change nothing in the output. The decoder computes one
+position per step, from the keys and values it keeps (`TransformerModel.step`), and every row of the
+batch at every step, finished or not, with the original's operations on the original's shapes: the
+roundings of a matmul depend on its number of rows, and the outputs are then the original's bit for bit.
 """
 import torch
 import torch.nn.functional as F
@@ -40,36 +41,27 @@ def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, sample_
     generated = torch.full((bs, max_len), pad, dtype=torch.long, device=device)
     generated[:, 0] = eos
     gen_len = torch.ones(bs, dtype=torch.long, device=device)
-    # the sentences still decoded (finished ones are dropped at the host reads), and which of them are unfinished
-    alive = torch.arange(bs, device=device)
     unfinished = torch.ones(bs, dtype=torch.bool, device=device)
     state = decoder.start_decoding(src_enc, src_len, max_len) if use_cache else None
     cur_len = 1
     while cur_len < max_len:
         if use_cache:
-            h = decoder.step(generated[alive, cur_len - 1], tgt_lang_id, state)
+            h = decoder.step(generated[:, cur_len - 1], tgt_lang_id, state)
         else:
-            h = decoder(generated[alive, :cur_len], gen_len[alive], langs=tgt_lang_id, causal=True,
-                        src_enc=src_enc[alive], src_len=src_len[alive])[:, -1]
+            h = decoder(generated[:, :cur_len], gen_len, langs=tgt_lang_id, causal=True, src_enc=src_enc,
+                        src_len=src_len)[:, -1]
         scores = decoder.get_scores(h)
         if sample_temperature is None:
-            next_words = scores.argmax(-1)
+            next_words = torch.topk(scores, 1)[1].squeeze(1)  # the original's pick among equal scores
         else:
             next_words = torch.multinomial(F.softmax(scores.float() / sample_temperature, dim=-1), 1).squeeze(1)
-        generated[alive, cur_len] = torch.where(unfinished, next_words, pad)
-        gen_len.index_add_(0, alive, unfinished.long())
+        generated[:, cur_len] = torch.where(unfinished, next_words, pad)
+        gen_len += unfinished
         unfinished &= next_words != eos
         cur_len += 1
-        if reads_host(cur_len - 1, sync_every):
-            going = unfinished.nonzero().squeeze(1)
-            if len(going) == 0:
-                break
-            # sampling keeps every row, so that the random draws are those of the whole batch
-            if len(going) < len(alive) and sample_temperature is None:
-                alive, unfinished = alive[going], unfinished[going]
-                if use_cache:
-                    state.keep(going)
-    generated[alive, -1] = torch.where(unfinished, eos, generated[alive, -1])  # still unfinished at max_len
+        if reads_host(cur_len - 1, sync_every) and not unfinished.any():
+            break
+    generated[:, -1] = torch.where(unfinished, eos, generated[:, -1])  # still unfinished at max_len
     return generated[:, :int(gen_len.max())], gen_len
 
 
@@ -115,11 +107,6 @@ class BeamHypotheses:
         self.lengths = lengths.gather(1, keep)
         self.count = torch.clamp(self.count + offered.sum(1), max=self.n_hyp)
 
-    def keep(self, sentences):
-        """Only the sentences of these indices go on."""
-        for name in ("scores", "tokens", "lengths", "count", "done"):
-            setattr(self, name, getattr(self, name)[sentences])
-
     def best(self, eos_index):
         """The best hypothesis of each sentence followed by </s> (bs, max_len), and its length."""
         bs = len(self.tokens)
@@ -137,14 +124,6 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
     generated = torch.full((bs * beam_size, max_len), pad, dtype=torch.long, device=device)
     generated[:, 0] = eos
     hyps = BeamHypotheses(bs, beam_size, max_len, length_penalty, early_stopping, pad, device)
-    # the sentences still decoded: a done one gets no more hypotheses, so it leaves at the next host read
-    alive = torch.arange(bs, device=device)
-    decoded = torch.full((bs, max_len), pad, dtype=torch.long, device=device)
-    decoded_len = torch.zeros(bs, dtype=torch.long, device=device)
-
-    def finish():  # the answers of the sentences alive; those that go on will write theirs again
-        decoded[alive], decoded_len[alive] = hyps.best(eos)
-
     # only the first beam of each sentence is alive at the start, so the beams do not repeat it
     beam_scores = torch.zeros(bs, beam_size, device=device)
     beam_scores[:, 1:] = -1e9
@@ -153,14 +132,13 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
     state = decoder.start_decoding(src_enc, src_len, max_len, group=beam_size)
     buffer = torch.empty(bs * beam_size, n_words, device=device)
     cur_len = 1
+    first_row = torch.arange(0, bs * beam_size, beam_size, device=device)[:, None]
     while cur_len < max_len:
-        n = len(alive)
         h = decoder.step(generated[:, cur_len - 1], tgt_lang_id, state)
         # in place, in one buffer: the same values as the original's log_softmax(logits) + beam_scores
-        logits = decoder.get_scores(h, out=buffer[:len(h)]).float()
-        scores = torch.log_softmax(logits, dim=-1, out=logits).add_(beam_scores[:, None]).view(n, beam_size * n_words)
-        next_scores, next_words = torch.topk(scores, 2 * beam_size, dim=1)  # (n, 2 * beam_size), best first
-        first_row = torch.arange(0, n * beam_size, beam_size, device=device)[:, None]
+        logits = decoder.get_scores(h, out=buffer).float()
+        scores = torch.log_softmax(logits, dim=-1, out=logits).add_(beam_scores[:, None]).view(bs, beam_size * n_words)
+        next_scores, next_words = torch.topk(scores, 2 * beam_size, dim=1)  # (bs, 2 * beam_size), best first
         rows, words = first_row + next_words // n_words, next_words % n_words
         hyps.update_done(next_scores[:, 0])
         last = cur_len + 1 == max_len
@@ -168,7 +146,7 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
         # candidates are taken best first until beam_size of them continue; the others finish, if taken
         n_continuing = continues.cumsum(1)
         taken = (n_continuing - continues.long() < beam_size) & ~hyps.done[:, None]
-        hyps.add(generated[rows.view(-1)].view(n, 2 * beam_size, max_len), next_scores, cur_len, taken & ~continues)
+        hyps.add(generated[rows.view(-1)].view(bs, 2 * beam_size, max_len), next_scores, cur_len, taken & ~continues)
         if last:
             break
         # the first beam_size continuing candidates, in order (the highest ranks)
@@ -177,18 +155,9 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
         rows = rows.gather(1, beam).view(-1)
         generated = generated[rows]
         generated[:, cur_len] = words.gather(1, beam).view(-1)
-        state.reorder(rows)  # the encoder's keys/values are shared by the beams of a sentence
+        state.reorder(rows)
         cur_len += 1
-        if reads_host(cur_len - 1, sync_every):
-            going = (~hyps.done).nonzero().squeeze(1)
-            if len(going) < n:
-                finish()
-                if len(going) == 0:
-                    return decoded[:, :int(decoded_len.max())], decoded_len
-                beam_rows = (going[:, None] * beam_size + torch.arange(beam_size, device=device)).view(-1)
-                generated, beam_scores = generated[beam_rows], beam_scores[beam_rows]
-                alive = alive[going]
-                hyps.keep(going)
-                state.keep(going)
-    finish()
-    return decoded[:, :int(decoded_len.max())], decoded_len
+        if reads_host(cur_len - 1, sync_every) and hyps.done.all():
+            break
+    decoded, length = hyps.best(eos)
+    return decoded[:, :int(length.max())], length

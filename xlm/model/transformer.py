@@ -8,6 +8,7 @@ original XLM's, so its state dicts load without renaming. Tensors are batch-firs
 """
 import functools
 import importlib.util
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -117,6 +118,26 @@ def varlen_applies(q, dropout):
             and torch.cuda.get_device_capability(q.device) >= (8, 0))
 
 
+def original_attention(q, k, v, mask, is_causal):
+    """Attention as the original computes it, operation for operation (the queries divided by the square
+    root of their size, a matmul, -inf where not attending, a float32 softmax, a matmul), for evaluation
+    and decoding: a fused kernel sums in another order, and a few rounding differences are enough to
+    flip a close argmax, and with it a translation. Arguments as `MultiHeadAttention._attention`'s."""
+    scores = torch.matmul(q / math.sqrt(q.shape[-1]), k.transpose(-2, -1))
+    if is_causal:
+        qlen, klen = scores.shape[-2:]
+        mask = torch.ones(qlen, klen, dtype=torch.bool, device=q.device).tril(klen - qlen)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, -float("inf"))
+    return torch.matmul(F.softmax(scores.float(), dim=-1).type_as(scores), v)
+
+
+def gelu_as_original(x):
+    """The original's GELU, whose rounding differs from F.gelu's in most values; used in evaluation
+    (see `original_attention`)."""
+    return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
 def reads_on_host(device):
     """Whether the model reads tensor values on the host, where that is free (on the CPU): to leave the
     padding of a batch out of all but attention (`Packing`), and for the last layer's queries at the
@@ -199,6 +220,8 @@ class MultiHeadAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         if kv_lengths is not None and varlen_applies(q, dropout):
             return varlen_attention(q, k, v, kv_lengths)
+        if not self.training:
+            return original_attention(q, k, v, mask, is_causal)
         if dropout and q.device.type == "cpu":
             return attention_with_dropout(q, k, v, mask, is_causal, dropout)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
@@ -222,13 +245,15 @@ class MultiHeadAttention(nn.Module):
         return self.out_lin(context.transpose(1, 2).reshape(bs * width, self.dim).index_select(0, slots))
 
     def source_keys_values(self, src_enc):
-        """The keys and values of the encoder output (bs, src_len, dim), as (bs * heads, src_len, head_dim)."""
-        return tuple(self._heads(lin(src_enc)).flatten(0, 1) for lin in (self.k_lin, self.v_lin))
+        """The keys and values of the encoder output (bs, src_len, dim): the keys transposed, (bs * heads,
+        head_dim, src_len), laid out as the original's matmul copies them (the layout changes the
+        roundings), the values (bs * heads, src_len, head_dim)."""
+        keys, values = (self._heads(lin(src_enc)).flatten(0, 1) for lin in (self.k_lin, self.v_lin))
+        return keys.transpose(1, 2).contiguous(), values
 
-    def _queries(self, x, group):
-        """The queries of x (n * group, dim), as (n * heads, group, head_dim)."""
-        n, d = len(x) // group, self.dim // self.n_heads
-        return self.q_lin(x).view(n, group, self.n_heads, d).transpose(1, 2).reshape(n * self.n_heads, group, d)
+    def _queries(self, x):
+        """The queries of x (n, dim), as (n * heads, 1, head_dim)."""
+        return self.q_lin(x).view(len(x) * self.n_heads, 1, self.dim // self.n_heads)
 
     def step(self, x, keys, values, t):
         """Self-attention of position t of each row, x (rows, dim), over positions 0..t, whose keys and
@@ -237,23 +262,23 @@ class MultiHeadAttention(nn.Module):
         keys[:, :, t] = self.k_lin(x).view(rows, self.n_heads, d)
         values[:, :, t] = self.v_lin(x).view(rows, self.n_heads, d)
         k, v = keys[:, :, :t + 1].flatten(0, 1), values[:, :, :t + 1].flatten(0, 1)
-        return self._attend(self._queries(x, 1), k, v, None, 1)
+        return self._attend(self._queries(x), k.transpose(1, 2), v, None)
 
-    def step_cross(self, x, k, v, bias, group):
-        """Attention of x (n * group, dim) over the encoder output: each `group` consecutive rows (the
-        beams of a sentence) over one source, whose keys and values k, v (n * heads, src_len, head_dim)
-        they share. bias (n * heads, 1, src_len): -inf on the source's padding."""
-        return self._attend(self._queries(x, group), k, v, bias, group)
+    def step_cross(self, x, keys_t, values, bias):
+        """Attention of x (n, dim) over the encoder output, whose keys and values are those of
+        `source_keys_values`. bias (n * heads, 1, src_len): -inf on the source's padding."""
+        return self._attend(self._queries(x), keys_t, values, bias)
 
-    def _attend(self, q, k, v, bias, group):
-        """q (n * heads, group, d) over k, v (n * heads, klen, d) -> (n * group, dim). Plain batched
-        matmuls: with a few queries per key, they beat the fused kernels, made for long queries."""
-        q = q * (q.shape[-1] ** -0.5)
-        scores = torch.bmm(q, k.transpose(1, 2)) if bias is None else torch.baddbmm(bias, q, k.transpose(1, 2))
+    def _attend(self, q, keys_t, v, bias):
+        """q (n * heads, 1, d) over keys_t (n * heads, d, klen) and v (n * heads, klen, d) -> (n, dim).
+        The original's operations on the original's shapes and layouts (see `original_attention`), as
+        batched matmuls, which beat the fused kernels for one query."""
+        scores = torch.bmm(q / math.sqrt(q.shape[-1]), keys_t)
+        if bias is not None:
+            scores += bias
         weights = F.softmax(scores.float(), dim=-1).type_as(scores)
         weights = dropout(weights, self.dropout, self.training)
-        context = torch.bmm(weights, v).view(-1, self.n_heads, group, q.shape[-1]).transpose(1, 2)
-        return self.out_lin(context.reshape(-1, self.dim))
+        return self.out_lin(torch.bmm(weights, v).view(-1, self.dim))
 
 
 class TransformerFFN(nn.Module):
@@ -262,10 +287,15 @@ class TransformerFFN(nn.Module):
         self.lin1 = nn.Linear(dim, hidden_dim)
         self.lin2 = nn.Linear(hidden_dim, dim)
         self.dropout = dropout
-        self.act = F.gelu if gelu_activation else F.relu  # F.gelu is the exact erf form, as the original
+        self.gelu_activation = gelu_activation
 
     def forward(self, x):
-        return dropout(self.lin2(self.act(self.lin1(x))), self.dropout, self.training)
+        h = self.lin1(x)
+        if not self.gelu_activation:
+            h = F.relu(h)
+        else:  # both the exact erf form; F.gelu is one fused kernel
+            h = F.gelu(h) if self.training else gelu_as_original(h)
+        return dropout(self.lin2(h), self.dropout, self.training)
 
 
 class PredLayer(nn.Module):
@@ -318,10 +348,9 @@ class DecodingState:
     buffers allocated once (a fresh one per step costs more than the copy, in page faults), and grow
     by GROW positions at a time, so that the copy moves little free room."""
     GROW = 8
-    source: list               # per layer, the encoder output's keys and values (bs * heads, src_len, head_dim)
-    source_bias: torch.Tensor  # (bs * heads, 1, src_len): 0, or -inf on the source's padding
+    source: list               # per layer, the encoder output's keys and values (rows * heads, src_len, head_dim)
+    source_bias: torch.Tensor  # (rows * heads, 1, src_len): 0, or -inf on the source's padding
     heads: int
-    group: int                 # rows per sentence (the beams), consecutive
     max_len: int
     kv: torch.Tensor = None    # (2 * layers, rows, heads, capacity, head_dim): keys (even), values (odd)
     spare: torch.Tensor = None
@@ -331,7 +360,7 @@ class DecodingState:
         """The keys and values, with room for one more position."""
         layers, d = 2 * config.n_layers, config.emb_dim // self.heads
         if self.kv is None:
-            rows = len(self.source_bias) // self.heads * self.group
+            rows = len(self.source_bias) // self.heads
             memory = [self.source_bias.new_empty(layers * rows * self.heads * self.max_len * d, dtype=dtype)
                       for _ in range(2)]
             self.kv, self.spare = (_shaped(m, (layers, rows, self.heads, 0, d)) for m in memory)
@@ -343,20 +372,9 @@ class DecodingState:
         return self.kv
 
     def reorder(self, rows):
-        """Row i goes on from row rows[i] (a beam of the same sentence)."""
+        """Row i goes on from row rows[i] (a beam of the same sentence, whose source is the same)."""
         torch.index_select(self.kv, 1, rows, out=self.spare)
         self.kv, self.spare = self.spare, self.kv
-
-    def keep(self, sentences):
-        """Only the sentences of these indices go on, with their rows."""
-        def select(t, dim, per):  # t has `per` entries per sentence along dim
-            return t.unflatten(dim, (-1, per)).index_select(dim, sentences).flatten(dim, dim + 1)
-        self.source = [tuple(select(t, 0, self.heads) for t in kv) for kv in self.source]
-        self.source_bias = select(self.source_bias, 0, self.heads)
-        if self.kv is not None:
-            shape = (len(self.kv), len(sentences) * self.group, *self.kv.shape[2:])
-            kv = _shaped(self.spare, shape).copy_(select(self.kv, 1, self.group))
-            self.kv, self.spare = kv, _shaped(self.kv, shape)
 
 
 def _shaped(buffer, shape):
@@ -505,13 +523,17 @@ class TransformerModel(nn.Module):
 
     def start_decoding(self, src_enc, src_len, max_len, group=1):
         """The state of incremental decoding (see `step`) of up to max_len positions, by `group`
-        consecutive rows (the beams) per sentence of the encoder output src_enc (bs, src_len, dim)."""
+        consecutive rows (the beams) per sentence of the encoder output src_enc (bs, src_len, dim).
+        Each row gets its own copy of its source's keys and values, as in the original: the same
+        matmul shapes, hence the same roundings, as its decoding."""
+        if group > 1:
+            src_enc, src_len = src_enc.repeat_interleave(group, dim=0), src_len.repeat_interleave(group)
         padding = torch.arange(src_enc.shape[1], device=src_enc.device)[None, :] >= src_len[:, None]
         bias = src_enc.new_zeros(padding.shape, dtype=compute_dtype(src_enc)).masked_fill_(padding, -float("inf"))
         bias = bias[:, None, None, :]
         bias = bias.expand(-1, self.config.n_heads, 1, -1).flatten(0, 1)
         return DecodingState([a.source_keys_values(src_enc) for a in self.encoder_attn], bias, self.config.n_heads,
-                             group, min(max_len, self.config.n_positions))
+                             min(max_len, self.config.n_positions))
 
     def step(self, words, lang, state):
         """Last-layer hidden states (rows, dim) of the next position of each row, whose token ids there
@@ -525,8 +547,7 @@ class TransformerModel(nn.Module):
                         self.lang_embeddings.weight[lang] if self.config.has_lang_emb else None)
         kv = state.room(self.config, compute_dtype(h))  # the keys' and values' dtype, not autocast's input
         h = self._layers(h, lambda i, h, _: self.attentions[i].step(h, kv[2 * i], kv[2 * i + 1], t),
-                         lambda i, h, _: self.encoder_attn[i].step_cross(h, *state.source[i], state.source_bias,
-                                                                        state.group))
+                         lambda i, h, _: self.encoder_attn[i].step_cross(h, *state.source[i], state.source_bias))
         state.length = t + 1
         return h
 
