@@ -3,9 +3,11 @@ vocabularies, tied or untied embeddings, GELU or ReLU, batch sizes 1-16, beam 1-
 early stopping on and off, max_len from 2 to the evaluation's 1.5 x length + 10. The output layer's bias
 of </s> is raised so that sentences end at varied lengths, as a trained model's do. Both sides decode
 the same encoder output in float32; an output that differs is decoded again in float64 on both sides:
-if they then agree, the float32 difference was a near tie of two scores rounded apart (the two codes
-sum in different orders), not a difference of rules. Prints one JSON object; exit status 1 if any
-output differs in float64.
+if they then agree, the float32 difference was a near tie of two scores rounded apart, not a difference
+of rules. Beyond the outputs, it counts the decodings whose numbers are the original's bit for bit:
+the encoder output, every logit of greedy decoding for the sentences not yet finished, every
+hypothesis score of beam search (the original computes finished sentences from other inputs: a
+greedy one's hidden states are zeroed as padding, a done beam search goes on from another row). Prints one JSON object; exit status 1 if any output differs in float64.
 
     python -m bench.compare_decoding [--original /work/orig-cpu] [--trials 300]
 """
@@ -92,6 +94,56 @@ def same(a, b):
     return torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
+class Numbers:
+    """Records, while on, what each side computes: xlm's and the original's greedy logits and beam
+    hypothesis scores (sentence, length, sum of log-probabilities), through their own methods."""
+
+    def __init__(self, orig):
+        import xlm.model.generate as generate
+        self.on, self.seen = False, {"xlm": [], "original": []}
+        self._wrap(generate.BeamHypotheses, "add", "xlm", lambda self_, tokens, sums, length, offered: [
+            ("hyp", i, length, sums[i, j].item()) for i, j in offered.nonzero().tolist()])
+        self._wrap(orig.model.transformer.BeamHypotheses, "add", "original",
+                   lambda self_, hyp, sums: [("hyp", self_.sentence, len(hyp), float(sums))])
+        self._wrap(TransformerModel, "get_scores", "xlm", lambda self_, h, out=None: [], result=True)
+        self._wrap(orig.model.transformer.PredLayer, "get_scores", "original", lambda self_, x: [], result=True)
+        init = orig.model.transformer.BeamHypotheses.__init__
+        count = self.count = [0]
+
+        def numbered(self_, *args, **kwargs):  # the original makes one per sentence, in order
+            init(self_, *args, **kwargs)
+            self_.sentence, count[0] = count[0], count[0] + 1
+        orig.model.transformer.BeamHypotheses.__init__ = numbered
+
+    def _wrap(self, cls, name, side, entries, result=False):
+        method, numbers = getattr(cls, name), self
+
+        def recording(self_, *args, **kwargs):
+            out = method(self_, *args, **kwargs)
+            if numbers.on:
+                numbers.seen[side] += entries(self_, *args, **kwargs)
+                if result:
+                    numbers.seen[side].append(("logits", out.clone()))
+            return out
+        setattr(cls, name, recording)
+
+    def start(self):
+        self.on, self.count[0] = True, 0
+        for seen in self.seen.values():
+            seen.clear()
+
+    def bit_equal(self, kind, lengths):
+        """lengths: the output's, </s> included at both ends."""
+        self.on = False
+        mine, theirs = ({e for e in self.seen[side] if e[0] == "hyp"} for side in ("xlm", "original"))
+        if kind == "beam":
+            return mine == theirs
+        mine, theirs = ([e[1] for e in self.seen[side] if e[0] == "logits"] for side in ("xlm", "original"))
+        # step i gives position i + 1; a sentence's </s> is at position length - 1
+        return len(mine) == len(theirs) and all(torch.equal(a[i < lengths - 1], b[i < lengths - 1])
+                                                for i, (a, b) in enumerate(zip(mine, theirs)))
+
+
 @torch.no_grad()
 def main():
     parser = argparse.ArgumentParser()
@@ -101,13 +153,21 @@ def main():
     orig = import_original(args.original)
     torch.set_num_threads(1)
     counts = {"equal": 0, "near_tie": 0, "different": 0}
+    numbers = Numbers(orig)
+    bits = {"encoder_outputs": 0, "decodings": 0}
     cases, lengths = [], []
     for seed in range(args.trials):
         for what, encoded, ours, theirs, models in trial(orig, seed):
             x_enc, o_enc = encoded()
-            mine = ours(x_enc)
+            bits["encoder_outputs"] += torch.equal(x_enc, o_enc)
+            numbers.start()
+            mine, original = ours(x_enc), theirs(o_enc)
+            exact = numbers.bit_equal(what["decoding"], mine[1])
+            bits["decodings"] += exact
+            if not exact:
+                print(f"numbers differ: {what}", file=sys.stderr, flush=True)
             lengths += mine[1].tolist()
-            if same(mine, theirs(o_enc)):
+            if same(mine, original):
                 counts["equal"] += 1
                 continue
             for m in models:
@@ -122,6 +182,8 @@ def main():
     result = {"benchmark": "compare_decoding", "command": "python -m bench.compare_decoding " + " ".join(sys.argv[1:]),
               "original": args.original, "device_name": cpu_model(), "torch": torch.__version__,
               "decodings": sum(counts.values()), **counts, "not_equal": cases,
+              "bit_for_bit": {"encoder_outputs": bits["encoder_outputs"], "decodings": bits["decodings"],
+                              "what": "the encoder outputs; greedy: every logit of the unfinished sentences; beam: every hypothesis score"},
               "output_lengths": {"min": min(lengths), "median": float(np.median(lengths)), "max": max(lengths)}}
     print(json.dumps(result, indent=1))
     sys.exit(1 if counts["different"] else 0)
