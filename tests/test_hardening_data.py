@@ -255,6 +255,30 @@ def test_stale_tmp_of_a_killed_run_removed_on_the_next_start(files):
     assert (files / "out").read_text() == "he@@ ll@@ o w@@ o@@ r@@ l@@ d\nt@@ h@@ e c@@ a@@ t\n"
 
 
+@pytest.mark.parametrize("interrupted", ["check_output", "atomic_write"])
+def test_a_signal_just_after_the_tmp_file_is_made_leaves_nothing(tmp_path, monkeypatch, interrupted):
+    """A signal's exception can land between the system call that makes the temporary file and the
+    Python line that records it (as CI once saw with applybpe and Ctrl-C); the file must go all the same."""
+    from xlm import fileio
+    real_open = os.open
+
+    def open_then_interrupted(path, flags, *args):
+        fd = real_open(path, flags, *args)
+        if str(path).endswith(".tmp"):
+            os.close(fd)
+            raise KeyboardInterrupt
+        return fd
+
+    monkeypatch.setattr(os, "open", open_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        if interrupted == "check_output":
+            fileio.check_output(tmp_path / "out")
+        else:
+            with fileio.atomic_write(tmp_path / "out") as f:
+                f.write(b"x")
+    assert list(tmp_path.iterdir()) == []
+
+
 # ----------------------------------------------------------------------------- silently wrong before
 
 def test_control_characters_in_a_corpus_warned_once(files):

@@ -5,9 +5,9 @@ one), so a command line tool can print it as one line and exit.
 """
 import os
 import re
+import secrets
 import signal
 import sys
-import tempfile
 from contextlib import contextmanager
 
 
@@ -90,15 +90,12 @@ def check_output(path):
     file, removed at once), which also catches read-only file systems and ACLs."""
     if os.path.isdir(path):
         raise DataError(f"{path}: is a folder, expected an output file name")
-    directory, prefix = _tmp_place(path)
     try:
-        fd, probe = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
+        with _private_tmp(path) as (fd, probe):
+            os.close(fd)
+            os.remove(probe)
     except OSError as e:
-        raise DataError(f"{path}: cannot write in {directory} ({e.strerror})") from None
-    try:
-        os.close(fd)
-    finally:
-        os.remove(probe)
+        raise DataError(f"{path}: cannot write in {_tmp_place(path)[0]} ({e.strerror})") from None
 
 
 def remove_stale_tmp(path):
@@ -106,7 +103,7 @@ def remove_stale_tmp(path):
     the file name stands for any characters (`dump/*.pth`: beside every checkpoint). Returns the paths
     removed. Only for files that no running process is writing."""
     directory, prefix = _tmp_place(path)
-    # mkstemp's 8 random characters: nothing else of that shape is taken for ours
+    # `_private_tmp`'s 8 random characters: nothing else of that shape is taken for ours
     stale = re.compile(".*".join(map(re.escape, prefix.split("*"))) + r"[a-z0-9_]{8}\.tmp")
     removed = []
     for name in sorted(os.listdir(directory)):
@@ -141,10 +138,8 @@ def atomic_write(path, mode="wb"):
 
     An interrupted writer leaves either the previous file or no file under `path`, never half a file.
     """
-    directory, prefix = _tmp_place(path)
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
-    try:
-        # mkstemp makes the file private (0600); the result gets the usual umask-based mode, as open() would
+    with _private_tmp(path) as (fd, tmp):
+        # the file was made private (0600); the result gets the usual umask-based mode, as open() would
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)
@@ -153,6 +148,30 @@ def atomic_write(path, mode="wb"):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+
+
+@contextmanager
+def _private_tmp(path):
+    """A new private file `NAME.XXXXXXXX.tmp` beside `path`, as (fd, its path), removed if the block fails.
+
+    Its name is chosen before the file is made, so an exception at any instant, even a signal's between
+    the creation and the return (where `tempfile.mkstemp` would leave the file to no one), removes it.
+    """
+    directory, prefix = _tmp_place(path)
+    while True:
+        tmp = os.path.join(directory, f"{prefix}{secrets.token_hex(4)}.tmp")
+        made = True
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            break
+        except FileExistsError:
+            made = False  # another file's name: not ours to remove
+        except BaseException:
+            if made and os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+    try:
+        yield fd, tmp
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
