@@ -9,7 +9,8 @@ Users bring the original's checkpoints: before the cases that name one ({mlm}, {
 {mlm_checkpoint}, ...), the original trains it once (PRETRAINED). Evaluation is deterministic
 (the original draws its MLM evaluation masks from RandomState(0)), so where both sides only evaluate the
 same checkpoint (SAME_SCORES) every score must be equal, within float rounding, and the BLEU hypothesis
-files byte for byte.
+files byte for byte. Last, both translate.py translate the valid English sentences with the {mt} checkpoint
+(greedy, the original's only mode; two batch sizes): the outputs must be the same bytes.
 
     python -m bench.compare_flags [--original /work/orig-cpu] [--data_path data/processed/sample] [--only clm,pc]
 
@@ -214,6 +215,36 @@ def pretrain(original, names, cases, dump, data):
     return paths
 
 
+def compare_translate(original, checkpoint, files, tmp):
+    """Both translate.py on the valid English sentences of the en-fr pairs: {batch size: same output}."""
+    source = os.path.join(tmp, "translate_input.en")
+    corpus = load_binarized(next(f for f in files if f.endswith("valid.en-fr.en.pth")))
+    with open(source, "w", encoding="utf-8") as f:
+        f.writelines(" ".join(corpus.dico[i] for i in corpus[k]) + "\n" for k in range(len(corpus)))
+    results = {}
+    for batch_size in (32, 7):
+        outputs, seconds = {}, {}
+        for side, cwd, command in (("original", original, ORIGINAL + ["translate.py"]),
+                                   ("xlm", REPO, [sys.executable, "translate.py"])):
+            outputs[side] = os.path.join(tmp, f"translated.{batch_size}.{side}.fr")
+            start = time.perf_counter()
+            with open(source, "rb") as stdin:
+                p = subprocess.run(command + ["--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr",
+                                              "--batch_size", str(batch_size), "--output_path", outputs[side],
+                                              "--dump_path", os.path.join(tmp, "translate_logs"), "--exp_name", side],
+                                   cwd=cwd, stdin=stdin, capture_output=True, text=True)
+            seconds[side] = round(time.perf_counter() - start, 1)
+            if p.returncode != 0:
+                sys.exit(f"{side}'s translate.py failed: {(p.stdout + p.stderr)[-2000:]}")
+        texts = {side: open(path, "rb").read() for side, path in outputs.items()}
+        results[batch_size] = {"sentences": len(corpus), "same_output": texts["original"] == texts["xlm"],
+                               "seconds": seconds}
+        print(f"translate.py --batch_size {batch_size}: "
+              f"{'same output' if results[batch_size]['same_output'] else 'DIFFERENT output'} "
+              f"({seconds['original']} / {seconds['xlm']} s)", file=sys.stderr, flush=True)
+    return results
+
+
 def write_vectors(files, path):
     """A fastText .vec of the English vocabulary's first 500 words, random vectors of --emb_dim values."""
     dico = load_binarized(next(f for f in files if f.endswith("train.en.pth"))).dico
@@ -241,9 +272,9 @@ def main():
         sys.exit(f"--data_path {args.data_path}: no .pth files (run `PRETRAIN=0 bash run-sample.sh` first)")
     cases = {**CASES, **{name: flags for name, (flags, _) in XLM_ALSO_RUNS.items()}}
     names = args.only.split(",") if args.only else list(cases)
-    unknown = [n for n in names if n not in cases]
+    unknown = [n for n in names if n not in cases and n != "translate"]
     if unknown:
-        sys.exit(f"--only: no case {', '.join(unknown)}; the cases are {', '.join(cases)}")
+        sys.exit(f"--only: no case {', '.join(unknown)}; the cases are {', '.join(cases)}, translate")
     with tempfile.TemporaryDirectory() as tmp:
         if args.keep:
             os.makedirs(args.keep)
@@ -255,7 +286,10 @@ def main():
         result = {"benchmark": "compare_flags", "command": "python -m bench.compare_flags " + " ".join(sys.argv[1:]),
                   "original": os.path.abspath(args.original), "data": os.path.abspath(args.data_path),
                   "device_name": cpu_model(), "common_flags": TINY, "cases": {}}
-        checkpoints = pretrain(args.original, names, cases, os.path.join(tmp, "pretrained"), data)
+        translating = not args.only or "translate" in names
+        names = [name for name in names if name != "translate"]
+        checkpoints = pretrain(args.original, names + ["translate"] * translating,
+                               {**cases, "translate": "{mt}"}, os.path.join(tmp, "pretrained"), data)
         checkpoints["vec"] = write_vectors(files, os.path.join(tmp, "vectors.vec"))
         for name in names:
             flags = f"{TINY} {cases[name]}".format(**checkpoints)
@@ -270,7 +304,10 @@ def main():
                 case["expected"] = "the original fails, xlm runs: " + XLM_ALSO_RUNS[name][1]
             print(f"{name}: {'as expected' if case['same'] else 'DIFFERENT'} (exit {original['rc']} / {ours['rc']}, "
                   f"{original['seconds']} / {ours['seconds']} s)", file=sys.stderr, flush=True)
-    result["all_as_expected"] = all(c["same"] for c in result["cases"].values())
+        if translating:
+            result["translate"] = compare_translate(args.original, checkpoints["mt"], files, tmp)
+    result["all_as_expected"] = (all(c["same"] for c in result["cases"].values())
+                                 and all(t["same_output"] for t in result.get("translate", {}).values()))
     print(json.dumps(result, indent=1))
     sys.exit(0 if result["all_as_expected"] else 1)
 

@@ -1,10 +1,11 @@
-"""Runs the original XLM's train.py, from the original's folder (the working directory), on current
+"""Runs the original XLM's train.py (or another of its scripts: translate.py), from the original's folder (the working directory), on current
 PyTorch: an empty `apex` module (its trainer imports apex at the top and uses it only with --amp or
 several GPUs), torch.load allowed to unpickle (the original reads its own .pth data files with it; here
 only files these benches wrote), and without CUDA, `.cuda()` (of tensors, modules and the storages that
 --reload_model maps) and `set_device` made no-ops.
 
     cd ORIGINAL && python /path/to/xlm/bench/run_original.py TRAIN_PY_FLAGS...
+    cd ORIGINAL && python /path/to/xlm/bench/run_original.py translate.py TRANSLATE_PY_FLAGS...
 """
 import runpy
 import sys
@@ -20,6 +21,7 @@ if not torch.cuda.is_available():
     torch.nn.Module.cuda = lambda self, *args, **kwargs: self
     torch.UntypedStorage.cuda = lambda self, *args, **kwargs: self  # --reload_model's map_location
     torch.cuda.set_device = lambda *args, **kwargs: None
-sys.argv = ["train.py"] + sys.argv[1:]
+script = sys.argv.pop(1) if len(sys.argv) > 1 and sys.argv[1].endswith(".py") else "train.py"
+sys.argv = [script] + sys.argv[1:]
 sys.path.insert(0, ".")
-runpy.run_path("train.py", run_name="__main__")
+runpy.run_path(script, run_name="__main__")
