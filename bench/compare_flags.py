@@ -32,6 +32,7 @@ import time
 
 from bench.data_pipeline import cpu_model
 from xlm.data.binarized import load_binarized, save_original
+from xlm.model.checkpoint import read_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORIGINAL = [sys.executable, os.path.join(REPO, "bench", "run_original.py")]  # run from the original's folder
@@ -71,12 +72,15 @@ CASES = {
     "mt_memory": f"--lgs en-fr --encoder_only false --mt_steps en-fr {MEMORY} --mem_enc_positions 0 "
                  "--mem_dec_positions 0",
     "clm_asm": "--lgs en --clm_steps en --asm true --asm_cutoffs 2000,4000 --share_inout_emb false",
+    "asm_div_value": "--lgs en --clm_steps en --asm true --asm_cutoffs 1000,3000 --asm_div_value 2 "
+                     "--share_inout_emb false",
     "asm_with_shared_embeddings": "--lgs en --clm_steps en --asm true --asm_cutoffs 2000,4000",
     "mlm_context": "--lgs en-fr --mlm_steps en --context_size 1",
     "mlm_stopping": "--lgs en --mlm_steps en --validation_metrics _valid_mlm_ppl "
                     "--stopping_criterion _valid_mlm_ppl,2",
     "eval_only": "--lgs en --mlm_steps en --eval_only true",
     "lambda_schedules": "--lgs en-fr --clm_steps en --mlm_steps fr --lambda_clm 0:0,10:1 --lambda_mlm 0.5",
+    "lambda_pc": "--lgs en-fr --pc_steps en-fr --lambda_pc 0:0.5,10:1",
     "save_periodic": "--lgs en --mlm_steps en --save_periodic 1 --max_epoch 3 --validation_metrics _valid_mlm_ppl",
     "debug_train": "--lgs en-fr --mlm_steps en,en-fr --debug_train true",
     "tlm_tokens_per_batch": "--lgs en-fr --mlm_steps en-fr --tokens_per_batch 300",
@@ -130,12 +134,16 @@ SAME_SCORES = {
                       "--beam_size 3 --length_penalty 0.6 --early_stopping true --reload_model {mt},{mt}",
 }
 CASES.update(SAME_SCORES)
-# sets the original refuses (with an AssertionError) and xlm runs, and why
+# sets the original refuses and xlm runs: flags, why, and the original's last line
 XLM_ALSO_RUNS = {
     "mlm_float_sum": ("--lgs en --mlm_steps en --word_mask_keep_rand 0.7,0.2,0.1",
-                      "the original asserts sum == 1 exactly, and 0.7 + 0.2 + 0.1 is 0.9999999999999999 in floats"),
+                      "the original asserts sum == 1 exactly, and 0.7 + 0.2 + 0.1 is 0.9999999999999999 in floats",
+                      "AssertionError"),
     "accumulate_without_amp": ("--lgs en --mlm_steps en --accumulate_gradients 2",
-                               "the original accumulates gradients only under apex (--amp >= 0)"),
+                               "the original accumulates gradients only under apex (--amp >= 0)", "AssertionError"),
+    "mem_sparse": (f"--lgs en --mlm_steps en {MEMORY} --mem_enc_positions 0 --mem_sparse true",
+                   "the original rewrites adam to sparseadam for the memory values, then has no sparseadam",
+                   "Unknown optimization method"),
 }
 
 
@@ -152,19 +160,20 @@ def run(side, cwd, command, flags, dump, data):
     log = last_log(output)
     return {"rc": p.returncode, "metrics": sorted(log) if log else None, "scores": log,
             "seconds": round(time.perf_counter() - start, 1), "files": written_files(os.path.join(dump, side)),
-            "hypotheses": hypotheses(os.path.join(dump, side)),
+            "hypotheses": hypotheses(os.path.join(dump, side)), "weights": weight_shapes(os.path.join(dump, side)),
             "last_line": (output.strip().splitlines() or [""])[-1][-300:]}
 
 
 def same(name, original, ours):
     if name in XLM_ALSO_RUNS:
-        return "AssertionError" in original["last_line"] and ours["rc"] == 0
+        return XLM_ALSO_RUNS[name][2] in original["last_line"] and ours["rc"] == 0
     if original["rc"] != ours["rc"] or original["metrics"] != ours["metrics"]:
         return False
     if original["rc"] != 0:  # a refused command: the original has written params.pkl and train.log, xlm nothing
         return True
     further = 1 if name in RESUMED else 0
-    if original["scores"]["epoch"] != ours["scores"]["epoch"] + further or not set(original["files"]) <= set(ours["files"]):
+    if (original["scores"]["epoch"] != ours["scores"]["epoch"] + further
+            or not set(original["files"]) <= set(ours["files"]) or original["weights"] != ours["weights"]):
         return False
     if name in SAME_SCORES:
         return (original["hypotheses"] == ours["hypotheses"]
@@ -177,6 +186,17 @@ def hypotheses(experiments):
     """sha256 of each BLEU hypothesis and reference file of the run."""
     return {os.path.basename(path): hashlib.sha256(open(path, "rb").read()).hexdigest()
             for path in sorted(glob.glob(os.path.join(experiments, "*", "hypotheses", "*")))}
+
+
+def weight_shapes(experiments):
+    """{model: {state-dict key: shape}} of the run's checkpoint.pth, read as xlm reads the original's: the
+    model a flag set builds, which every loader of the file must build alike."""
+    paths = glob.glob(os.path.join(experiments, "*", "checkpoint.pth"))
+    if not paths:
+        return None
+    checkpoint = read_checkpoint(paths[0])
+    return {name: {key: list(value.shape) for key, value in checkpoint[name].items()}
+            for name in ("model", "encoder", "decoder") if name in checkpoint}
 
 
 def differing_lines(dump):
@@ -270,7 +290,7 @@ def main():
     files = glob.glob(os.path.join(args.data_path, "*.pth"))
     if not files:
         sys.exit(f"--data_path {args.data_path}: no .pth files (run `PRETRAIN=0 bash run-sample.sh` first)")
-    cases = {**CASES, **{name: flags for name, (flags, _) in XLM_ALSO_RUNS.items()}}
+    cases = {**CASES, **{name: flags for name, (flags, _, _) in XLM_ALSO_RUNS.items()}}
     names = args.only.split(",") if args.only else list(cases)
     unknown = [n for n in names if n not in cases and n != "translate"]
     if unknown:
