@@ -159,6 +159,7 @@ def run(side, cwd, command, flags, dump, data):
     output = p.stdout + p.stderr
     log = last_log(output)
     return {"rc": p.returncode, "metrics": sorted(log) if log else None, "scores": log,
+            "n_logs": output.count("__log__:"),
             "seconds": round(time.perf_counter() - start, 1), "files": written_files(os.path.join(dump, side)),
             "hypotheses": hypotheses(os.path.join(dump, side)), "weights": weight_shapes(os.path.join(dump, side)),
             "last_line": (output.strip().splitlines() or [""])[-1][-300:]}

@@ -182,7 +182,12 @@ def test_bf16_autocast(toy_tasks):
 def test_glue_tasks_and_their_metrics(toy_tasks):
     proc = finetune(toy_tasks, "--transfer_tasks", "SST-2,MRPC,STS-B", "--n_epochs", 1, "--dropout", 0.1,
                     exp_id="glue")
-    (scores_sst, scores_mrpc, scores_sts) = logged_scores(proc)
+    lines = logged_scores(proc)
+    # as the original: a line for each split with labels (here every split has them), the epoch in each
+    assert [(line["epoch"], list(line)[1]) for line in lines] == [
+        (0, "valid_sst-2_acc"), (0, "test_sst-2_acc"), (0, "valid_mrpc_acc"), (0, "test_mrpc_acc"),
+        (0, "valid_sts-b_prs"), (0, "test_sts-b_prs")]
+    scores_sst, scores_mrpc, scores_sts = ({**lines[i], **lines[i + 1]} for i in (0, 2, 4))
     # the original's names: the task in lower case; acc, f1 and mc for every classification task, in that order
     assert [k for k in scores_sst if k.startswith("valid")] == ["valid_sst-2_acc", "valid_sst-2_f1", "valid_sst-2_mc"]
     assert {"test_sst-2_acc", "test_mrpc_mc", "test_mrpc_f1"} <= set(scores_sst) | set(scores_mrpc)

@@ -341,6 +341,14 @@ class FineTuner:
                                 self.info.world_size, len(state["rng"]))
         self.logger.info("%s: resumed from %s at epoch %i", self.task_name, self.checkpoint_path, self.epoch)
 
+    def log_lines(self, scores):
+        """The original's `__log__` lines of an epoch: for XNLI one, for GLUE one for each split with labels
+        (valid, and test for MRPC), which log readers of the original's runs count on."""
+        if self.task_name == "XNLI":
+            return [scores]
+        splits = [{k: v for k, v in scores.items() if k.startswith(f"{split}_")} for split in ("valid", "test")]
+        return [{"epoch": scores["epoch"], **split} for split in splits if split]
+
     def run(self):
         while self.epoch < self.params.n_epochs:
             self.logger.info("============ %s: starting epoch %i ... ============", self.task_name, self.epoch)
@@ -349,7 +357,8 @@ class FineTuner:
             for k, v in scores.items():
                 self.logger.info("%s -> %.6f", k, v)
             if self.info.is_master:
-                self.logger.info("__log__:%s", json.dumps(scores))
+                for line in self.log_lines(scores):
+                    self.logger.info("__log__:%s", json.dumps(line))
             self.metrics.write(f"eval_{self.task_name}", self.epoch, scores)
             self.save_best(scores)
             self.epoch += 1
