@@ -1,8 +1,9 @@
 """The original XLM's train.py and xlm's, side by side on the same command lines: for each flag set, both
-train one tiny epoch on the same data, and the exit codes, the metric names and the epoch of the last
-`__log__` line must be the same, and every file the original writes in its run's folder must be written by
-xlm too (a user's command written for the original runs here, logs what it logged and leaves the files it
-left; where both refuse the command, xlm before writing anything). Also the seconds of each whole command.
+train one tiny epoch on the same data, and the exit codes, the number of `__log__` lines, the metric names
+and the epoch of the last one must be the same, so must the names and shapes of the checkpoint's weights,
+and every file the original writes in its run's folder must be written by xlm too (a user's command
+written for the original runs here, logs what it logged and leaves the files it left; where both refuse
+the command, xlm before writing anything). Also the seconds of each whole command.
 Prints one JSON object; exit status 1 if any case differs.
 
 Users bring the original's checkpoints: before the cases that name one ({mlm}, {mt}, {memory}, {variants},
@@ -174,7 +175,7 @@ def same(name, original, ours):
         return True
     further = 1 if name in RESUMED else 0
     if (original["scores"]["epoch"] != ours["scores"]["epoch"] + further
-            or not set(original["files"]) <= set(ours["files"]) or original["weights"] != ours["weights"]):
+            or original["n_logs"] != ours["n_logs"] + further or not set(original["files"]) <= set(ours["files"]) or original["weights"] != ours["weights"]):
         return False
     if name in SAME_SCORES:
         return (original["hypotheses"] == ours["hypotheses"]
