@@ -19,9 +19,8 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
-from bench.compare_flags import ORIGINAL, REPO, run
+from bench.compare_flags import ORIGINAL, REPO, chosen, run, work_folder
 from bench.data_pipeline import cpu_model
 from xlm.data.binarized import binarize, load_binarized, save_original
 from xlm.data.dictionary import Dictionary
@@ -150,14 +149,8 @@ def main():
     args = parser.parse_args()
     if not os.path.isfile(os.path.join(args.original, "glue-xnli.py")):
         sys.exit(f"--original {args.original}: no glue-xnli.py there")
-    names = args.only.split(",") if args.only else list(CASES)
-    unknown = [n for n in names if n not in CASES]
-    if unknown:
-        sys.exit(f"--only: no case {', '.join(unknown)}; the cases are {', '.join(CASES)}")
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.keep:
-            os.makedirs(args.keep)
-            tmp = args.keep
+    names = chosen(args.only, CASES)
+    with work_folder(args.keep) as tmp:
         raw, data = os.path.join(tmp, "raw"), os.path.join(tmp, "data")
         subprocess.run([sys.executable, os.path.join(REPO, "tools", "toy_languages.py"), "--out", raw,
                         "--langs", ",".join(LANGS), "--n_mono", "2000", "--n_para", "0", "--n_valid", "100",

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 
 from bench.data_pipeline import cpu_model
 from xlm.data.binarized import load_binarized, save_original
@@ -279,6 +280,26 @@ def write_vectors(files, path):
     return path
 
 
+def chosen(only, cases, extra=()):
+    """The case names of --only (every case by default); exits naming any unknown one."""
+    names = only.split(",") if only else list(cases)
+    unknown = [n for n in names if n not in cases and n not in extra]
+    if unknown:
+        sys.exit(f"--only: no case {', '.join(unknown)}; the cases are {', '.join([*cases, *extra])}")
+    return names
+
+
+@contextmanager
+def work_folder(keep):
+    """The folder --keep names (made, and kept), else a temporary one."""
+    if keep:
+        os.makedirs(keep)
+        yield keep
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield tmp
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--original", default="/work/orig-cpu", help="the original XLM, patched for the CPU")
@@ -293,14 +314,8 @@ def main():
     if not files:
         sys.exit(f"--data_path {args.data_path}: no .pth files (run `PRETRAIN=0 bash run-sample.sh` first)")
     cases = {**CASES, **{name: flags for name, (flags, _, _) in XLM_ALSO_RUNS.items()}}
-    names = args.only.split(",") if args.only else list(cases)
-    unknown = [n for n in names if n not in cases and n != "translate"]
-    if unknown:
-        sys.exit(f"--only: no case {', '.join(unknown)}; the cases are {', '.join(cases)}, translate")
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.keep:
-            os.makedirs(args.keep)
-            tmp = args.keep
+    names = chosen(args.only, cases, extra=["translate"])
+    with work_folder(args.keep) as tmp:
         data = os.path.join(tmp, "data")
         os.makedirs(data)
         for f in files:
