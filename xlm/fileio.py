@@ -162,7 +162,7 @@ def _private_tmp(path):
         tmp = os.path.join(directory, f"{prefix}{secrets.token_hex(4)}.tmp")
         made = True
         try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
             break
         except FileExistsError:
             made = False  # another file's name: not ours to remove
