@@ -197,6 +197,16 @@ def a_lasting_tmp(folder):
     return bool(first) and first == tmp_files(folder)
 
 
+def written_tmp(folder, output):
+    """Whether a temporary file of `output` has bytes in it; the output check's empty probe can vanish
+    between the listing and the look."""
+    for path in folder.glob(f"{output}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_size > 0:
+                return True
+    return False
+
+
 def kill_and_check(proc, signum, folder, output, group=False):
     if group:  # as Ctrl-C in a terminal, or `kill -- -PGID`: the workers get it too
         os.killpg(proc.pid, signum)
@@ -233,8 +243,7 @@ def test_killed_preprocess_leaves_no_tmp(tmp_path, signum):
     (tmp_path / "corpus").write_text(line * 60_000, encoding="utf-8")
     proc = start(["preprocess.py", tmp_path / "vocab", tmp_path / "corpus", "--threads", 2], new_group=True)
     try:
-        wait_for(lambda: any(p.stat().st_size > 0 for p in tmp_path.glob("corpus.pth.*.tmp")), proc,
-                 "temporary output being written")
+        wait_for(lambda: written_tmp(tmp_path, "corpus.pth"), proc, "temporary output being written")
         kill_and_check(proc, signum, tmp_path, tmp_path / "corpus.pth", group=True)
     finally:
         with contextlib.suppress(ProcessLookupError):
