@@ -152,7 +152,8 @@ def atomic_write(path, mode="wb"):
 
 @contextmanager
 def _private_tmp(path):
-    """A new private file `NAME.XXXXXXXX.tmp` beside `path`, as (fd, its path), removed if the block fails.
+    """A new private file `NAME.<8 random hex digits>.tmp` beside `path`, as (fd, its path), removed if the
+    block fails.
 
     Its name is chosen before the file is made, so an exception at any instant, even a signal's between
     the creation and the return (where `tempfile.mkstemp` would leave the file to no one), removes it.
