@@ -7,7 +7,8 @@ if they then agree, the float32 difference was a near tie of two scores rounded 
 of rules. Beyond the outputs, it counts the decodings whose numbers are the original's bit for bit:
 the encoder output, every logit of greedy decoding for the sentences not yet finished, every
 hypothesis score of beam search (the original computes finished sentences from other inputs: a
-greedy one's hidden states are zeroed as padding, a done beam search goes on from another row). Prints one JSON object; exit status 1 if any output differs in float64.
+greedy one's hidden states are zeroed as padding, a done beam search goes on from another row). Prints
+one JSON object; exit status 1 if any output differs in float64.
 
     python -m bench.compare_decoding [--original /work/orig-cpu] [--trials 300]
 """
@@ -183,7 +184,8 @@ def main():
               "original": args.original, "device_name": cpu_model(), "torch": torch.__version__,
               "decodings": sum(counts.values()), **counts, "not_equal": cases,
               "bit_for_bit": {"encoder_outputs": bits["encoder_outputs"], "decodings": bits["decodings"],
-                              "what": "the encoder outputs; greedy: every logit of the unfinished sentences; beam: every hypothesis score"},
+                              "what": "the encoder outputs; greedy: every logit of the unfinished sentences; "
+                                      "beam: every hypothesis score"},
               "output_lengths": {"min": min(lengths), "median": float(np.median(lengths)), "max": max(lengths)}}
     print(json.dumps(result, indent=1))
     sys.exit(1 if counts["different"] else 0)

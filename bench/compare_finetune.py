@@ -103,10 +103,10 @@ def write_tasks(raw, data):
             save_original(load_binarized(path + ".pth"), path + ".pth")
     for lg in XNLI_LANGS:  # the languages the model lacks, which the original reads all the same
         for split in ("valid", "test"):
-            for kind in ("s1", "s2", "label"):
-                target = os.path.join(data, "eval", "XNLI", f"{split}.{kind}.{lg}" + ("" if kind == "label" else ".pth"))
-                if not os.path.exists(target):
-                    shutil.copy(target.replace(f".{lg}", ".es"), target)
+            for kind, ext in (("s1", ".pth"), ("s2", ".pth"), ("label", "")):
+                name = os.path.join(data, "eval", "XNLI", f"{split}.{kind}.%s{ext}")
+                if not os.path.exists(name % lg):
+                    shutil.copy(name % "es", name % lg)
     return dico
 
 
@@ -158,7 +158,8 @@ def main():
                        check=True, capture_output=True)
         dico = write_tasks(raw, data)
         model = pretrain(args.original, raw, dico, tmp)
-        result = {"benchmark": "compare_finetune", "command": "python -m bench.compare_finetune " + " ".join(sys.argv[1:]),
+        result = {"benchmark": "compare_finetune",
+                  "command": "python -m bench.compare_finetune " + " ".join(sys.argv[1:]),
                   "original": os.path.abspath(args.original), "device_name": cpu_model(),
                   "pretrained": PRETRAIN, "common_flags": COMMON, "cases": {}}
         for name in names:

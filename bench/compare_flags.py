@@ -176,7 +176,8 @@ def same(name, original, ours):
         return True
     further = 1 if name in RESUMED else 0
     if (original["scores"]["epoch"] != ours["scores"]["epoch"] + further
-            or original["n_logs"] != ours["n_logs"] + further or not set(original["files"]) <= set(ours["files"]) or original["weights"] != ours["weights"]):
+            or original["n_logs"] != ours["n_logs"] + further
+            or not set(original["files"]) <= set(ours["files"]) or original["weights"] != ours["weights"]):
         return False
     if name in SAME_SCORES:
         return (original["hypotheses"] == ours["hypotheses"]

@@ -159,21 +159,17 @@ def _private_tmp(path):
     the creation and the return (where `tempfile.mkstemp` would leave the file to no one), removes it.
     """
     directory, prefix = _tmp_place(path)
-    while True:
-        tmp = os.path.join(directory, f"{prefix}{secrets.token_hex(4)}.tmp")
-        made = True
-        try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-            break
-        except FileExistsError:
-            made = False  # another file's name: not ours to remove
-        except BaseException:
-            if made and os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+    tmp = None
     try:
+        while True:
+            tmp = os.path.join(directory, f"{prefix}{secrets.token_hex(4)}.tmp")
+            try:
+                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+                break
+            except FileExistsError:
+                tmp = None  # another file's name: not ours to remove
         yield fd, tmp
     except BaseException:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
         raise
