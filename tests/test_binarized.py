@@ -23,16 +23,17 @@ def vocab(tmp_path):
 
 def test_preprocess_writes_input_pth_and_summary(tmp_path, vocab):
     text = tmp_path / "train.en"
-    text.write_text("the cat sat\n\nthe dog sat on the mat\nthe </s> cat <special1>\n", encoding="utf-8")
+    text.write_text("the cat sat\n\nthe dog sat on the mat\nthe </s> cat <special1> <unk>\n", encoding="utf-8")
     proc = python("preprocess.py", vocab, text)
-    assert "11 words (19 unique) in 4 sentences." in proc.stdout
-    assert "1 unknown words (1 unique) covering 9.09% of the data." in proc.stdout and "dog: 1" in proc.stdout
+    assert "12 words (19 unique) in 4 sentences." in proc.stdout
+    # the original's summary line, and a literal <unk> counted as unknown as the original counts it
+    assert "2 unknown words (2 unique), covering 16.67% of the data." in proc.stdout and "dog: 1" in proc.stdout
     assert "empty lines" in proc.stderr and "special tokens removed" in proc.stderr
     corpus = load_binarized(str(text) + ".pth")
-    assert len(corpus) == 4 and corpus.n_unk == 1 and corpus.unk_words == {"dog": 1}
+    assert len(corpus) == 4 and corpus.n_unk == 2 and corpus.unk_words == {"dog": 1, "<unk>": 1}
     assert corpus.dico == Dictionary.read_vocab(vocab)
     assert [corpus.dico[i] for i in corpus[2]] == "the <unk> sat on the mat".split()
-    assert len(corpus[1]) == 0 and [corpus.dico[i] for i in corpus[3]] == ["the", "cat"]
+    assert len(corpus[1]) == 0 and [corpus.dico[i] for i in corpus[3]] == ["the", "cat", "<unk>"]
     assert isinstance(corpus[0], np.ndarray) and corpus[0].dtype == np.uint16
     assert np.asarray(corpus.sentences)[corpus.positions[:, 1]].tolist() == [1, 1, 1, 1]  # EOS after each
     # an existing output is reused (as the original does), and a different vocabulary is refused

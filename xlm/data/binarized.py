@@ -113,7 +113,7 @@ class BinarizedCorpus:
     def summary(self):
         lines = [f"{self.n_words} words ({len(self.dico)} unique) in {len(self)} sentences."]
         if self.unk_words:
-            lines.append(f"{self.n_unk} unknown words ({len(self.unk_words)} unique) covering "
+            lines.append(f"{self.n_unk} unknown words ({len(self.unk_words)} unique), covering "
                          f"{100 * self.n_unk / max(self.n_words, 1):.2f}% of the data.")
             if len(self.unk_words) < 30:
                 lines += [f"{w}: {c}" for w, c in sorted(self.unk_words.items(), key=lambda x: x[1])[::-1]]
@@ -304,9 +304,9 @@ def _index_block(block, word2id):
     lengths = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
     words = list(chain.from_iterable(split))
     ids = np.fromiter(map(word2id.get, words, repeat(-1)), dtype=np.int64, count=len(words))
-    oov = np.flatnonzero(ids < 0)
-    unk_words = Counter(words[i] for i in oov)
-    ids[oov] = UNK_INDEX
+    ids[ids < 0] = UNK_INDEX
+    # a literal <unk> in the text counts as an unknown word too, as in the original's files and summary
+    unk_words = Counter(words[i] for i in np.flatnonzero(ids == UNK_INDEX))
     # a literal </s>, <pad> or <specialN> in the text would corrupt the batches: drop it, like the original
     special = (ids < N_RESERVED) & (ids != UNK_INDEX)
     sentence_of = np.repeat(np.arange(len(lines)), lengths)
