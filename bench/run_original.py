@@ -1,10 +1,10 @@
 """Runs the original XLM's train.py (or another of its scripts: translate.py, glue-xnli.py, preprocess.py,
-tools/lowercase_and_remove_accent.py), from the
-original's folder (the working directory), on current PyTorch: an empty `apex` module (its trainer
-imports apex at the top and uses it only with --amp or several GPUs), `six` if it is not installed (the
-lower-casing tool's Python 2 text types), torch.load allowed to unpickle (the
-original reads its own .pth data files with it; here only files these benches wrote), and without CUDA,
-`.cuda()` (of tensors, modules and the storages that --reload_model maps) and `set_device` made no-ops.
+tools/lowercase_and_remove_accent.py), from the original's folder (the working directory), on current
+PyTorch: an empty `apex` module (its trainer imports apex at the top and uses it only with --amp or several
+GPUs), `six` if it is not installed (the lower-casing tool's Python 2 text types), torch.load allowed to
+unpickle (the original reads its own .pth data files with it; here only files these benches wrote), and
+without CUDA, `.cuda()` (of tensors, modules and the storages that --reload_model maps) and `set_device`
+made no-ops.
 
     cd ORIGINAL && python /path/to/xlm/bench/run_original.py TRAIN_PY_FLAGS...
     cd ORIGINAL && python /path/to/xlm/bench/run_original.py translate.py TRANSLATE_PY_FLAGS...
