@@ -165,6 +165,10 @@ def test_torchrun_two_ranks_match_one_process(small_sample, tmp_path):
         a, b = (float(v) for v in (single[it].split(":")[1], ddp[it].split(":")[1]))
         assert abs(a - b) < 1e-4 * max(1, abs(a)), (it, a, b)
     assert (tmp_path / "test" / "ddp" / "train.log-1").exists()
+    # words/s is rank 0's own, as the original prints it (each rank predicts 4 x 32 tokens a step here)
+    rows = [json.loads(line) for line in (tmp_path / "test" / "ddp" / "train.jsonl").read_text().splitlines()]
+    rates = [(r["words_per_s"], r["words_per_s_all_ranks"]) for r in rows if r["kind"] == "train"]
+    assert len(rates) == 20 and all(total == pytest.approx(2 * own) for own, total in rates)
 
 
 @pytest.mark.parametrize("flags, message", [

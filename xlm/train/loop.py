@@ -233,10 +233,12 @@ class Trainer:
         self.fold_window()
         names = sorted(s.losses)
         sums = all_reduce_sum([s.losses[k][0] for k in names] + [s.losses[k][1] for k in names] +
-                              [s.n_words, s.n_sents], self.info)
+                              [s.n_words], self.info)
         k = len(names)
         means = {n: sums[i] / max(sums[k + i], 1) for i, n in enumerate(names)}
-        words, sents = sums[2 * k], sums[2 * k + 1]
+        # the rates of this rank, as the original prints them (a log read beside the original's must not
+        # show N ranks as N times the speed); the losses are the means over every rank's batches
+        words, sents = s.n_words, s.n_sents
         window = max(time.time() - self.window_start, 1e-9)
         lr = " / ".join(f"{g['lr']:.4e}" for g in self.optimizers["model"].param_groups)
         eta = elapsed / max(s.n_sentences, 1) * max(p.epoch_size - s.n_sentences, 0)
@@ -245,6 +247,7 @@ class Trainer:
                          " || ".join(f"{n}: {v:7.4f}" for n, v in means.items()), lr, s.epoch, s.n_sentences,
                          p.epoch_size, 100 * self.data_wait / window, timedelta(seconds=round(eta)))
         self.metrics.write("train", s.n_total_iter, {"epoch": s.epoch, **means, "words_per_s": words / window,
+                                                     "words_per_s_all_ranks": sums[2 * k] / window,
                                                      "data_wait": self.data_wait / window,
                                                      "lr": self.optimizers["model"].param_groups[0]["lr"]})
         s.losses, s.n_words, s.n_sents = {}, 0, 0
