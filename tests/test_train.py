@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import runpy
 import signal
 import subprocess
 import sys
@@ -67,6 +68,9 @@ def test_mlm_tlm_pretraining(small_sample, tmp_path):
     # the learning curves of the run, drawn as a user would
     png = python("tools/plot_log.py", dump).stdout.strip()
     assert png.endswith("curves.png") and open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    plot_log = runpy.run_path(str(ROOT / "tools" / "plot_log.py"))
+    curves = plot_log["loss_curves"](plot_log["read_events"](dump / "train.jsonl")[0])
+    assert sorted(curves) == ["MLM-en", "MLM-en-fr", "MLM-fr"] and len(curves["MLM-en"]) > 1
     ckpt = read_checkpoint(dump / "checkpoint.pth")
     assert {"epoch", "n_total_iter", "best_metrics", "best_stopping_criterion", "model", "model_optimizer",
             "dico_id2word", "dico_word2id", "dico_counts", "params"} <= set(ckpt)

@@ -6,6 +6,7 @@ perplexity, from the run's train.jsonl.
 """
 import json
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,6 +29,13 @@ def read_events(path):
     return train, evals
 
 
+def loss_curves(train):
+    """{objective's loss name (MLM-en, BT-en-fr-en, ...): [(iteration, loss)]}; the other values of a
+    progress event (rates, data wait, learning rate) are not losses."""
+    names = sorted({k for e in train for k in e if re.match(r"(CLM|MLM|PC|AE|MT|BT)-", k)})
+    return {name: [(e["n_iter"], e[name]) for e in train if name in e] for name in names}
+
+
 def plot(dump, out):
     try:
         import matplotlib
@@ -37,9 +45,7 @@ def plot(dump, out):
         raise DataError("plotting needs matplotlib: pip install matplotlib") from None
     train, evals = read_events(os.path.join(dump, "train.jsonl"))
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    skip = {"kind", "n_iter", "epoch", "words_per_s", "lr"}
-    for key in sorted({k for e in train for k in e} - skip):
-        points = [(e["n_iter"], e[key]) for e in train if key in e]
+    for key, points in loss_curves(train).items():
         left.plot(*zip(*points), label=key)
     left.set(xlabel="iteration", ylabel="training loss", title="training")
     for key in sorted({k for e in evals for k in e if k.startswith("valid_") and k.endswith("_ppl")}):
