@@ -37,12 +37,15 @@ def test_a_killed_rank_stops_the_other_and_the_rerun_resumes_exactly(seed, small
     victim, at = rng.randint(0, 1), rng.randint(7, 20)  # after the first checkpoint (end of epoch 0, iteration 6)
     command, env = torchrun(*TWO_RANK_FLAGS, "--exp_id", "killed", "--dump_path", tmp_path, "--data_path", small_sample)
     log = tmp_path / "test" / "killed" / "train.log"
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    output = tmp_path / "torchrun.out"
+    with open(output, "wb") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
-    while time.time() < deadline and not (log.exists() and re.search(rf" - +{at} - ", log.read_text())):
+    while (time.time() < deadline and proc.poll() is None
+           and not (log.exists() and re.search(rf" - +{at} - ", log.read_text()))):
         time.sleep(0.05)
     ranks = workers(proc.pid)
-    assert sorted(ranks) == [0, 1]
+    assert sorted(ranks) == [0, 1], output.read_text()[-4000:]
     os.kill(ranks[victim], signal.SIGKILL)
     killed = time.time()
     assert proc.wait(60) != 0 and time.time() - killed < 60
