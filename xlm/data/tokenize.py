@@ -78,9 +78,9 @@ class PerlPunctNormalizer(MosesPunctNormalizer):
         if lang not in ("en", "de", "es", "fr", "cs", "cz"):
             numbers = len(self.OTHER)  # the number rule stays last, as in the Perl script
             self.substitutions[-numbers:-numbers] = self.DE_ES_FR_QUOTATION_FOLLOWED_BY_COMMA
-        # the same rules (about 80) in the same order, compiled once (`re.sub` on a pattern string looks it up in
-        # re's cache at each call), and a pattern without metacharacters (most of them) tried only when its
-        # text is in the line: the rules took 3/4 of the tokenizer's time
+        # the same rules (about 80) in the same order, compiled once (`re.sub` on a pattern string looks it
+        # up in re's cache at each call), and a pattern without metacharacters (most of them) tried only
+        # when its text is in the line: the rules took 3/4 of the tokenizer's time
         self.unicode_rules = [_rule(p, r) for p, r in self.REPLACE_UNICODE_PUNCTUATION]
         self.rules = [_rule(p, r) for p, r in self.substitutions]
 
