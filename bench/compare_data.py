@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -48,7 +49,7 @@ VOCAB_CASES = {
 }
 
 
-def run(side, command, cwd, args, stdin=None):
+def run(command, cwd, args, stdin=None):
     start = time.perf_counter()
     p = subprocess.run(command + args, cwd=cwd, input=stdin, capture_output=True)
     output = (p.stdout + p.stderr).decode("utf-8", "replace")
@@ -79,10 +80,8 @@ def preprocess_case(original, vocab, text, tmp, name):
     outputs = {}
     for side, command, cwd in (("original", ORIGINAL + ["preprocess.py"], original),
                                ("xlm", [sys.executable, "preprocess.py", "--format", "original"], REPO)):
-        copy = os.path.join(tmp, f"{name}.{side}.txt")
-        with open(text, "rb") as f, open(copy, "wb") as g:
-            g.write(f.read())
-        p, output, seconds = run(side, command, cwd, [vocab, copy])
+        copy = shutil.copyfile(text, os.path.join(tmp, f"{name}.{side}.txt"))
+        p, output, seconds = run(command, cwd, [vocab, copy])
         outputs[side] = copy + ".pth" if p.returncode == 0 else None
         result[side] = {"rc": p.returncode, "seconds": seconds, "summary": summary(output),
                         "last_line": (output.strip().splitlines() or [""])[-1][-300:]}
@@ -145,7 +144,7 @@ def main():
         lowercase = {}
         for side, cwd in (("original", args.original), ("xlm", REPO)):
             with open(awkward, "rb") as f:
-                p, _, seconds = run(side, ORIGINAL if side == "original" else [sys.executable],
+                p, _, seconds = run(ORIGINAL if side == "original" else [sys.executable],
                                     cwd, ["tools/lowercase_and_remove_accent.py"], stdin=f.read())
             lowercase[side] = (p.returncode, p.stdout, seconds)
         cases["lowercase_and_remove_accent"] = {
