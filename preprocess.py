@@ -58,7 +58,8 @@ def main(argv=None):
         else:
             binarize(args.input, dico, output, args.threads)
         corpus = load_binarized(output)
-        print(f"Saved {output} in {time.perf_counter() - start:.1f}s ({len(corpus) / (time.perf_counter() - start):.0f} lines/s).")
+        seconds = time.perf_counter() - start
+        print(f"Saved {output} in {seconds:.1f}s ({len(corpus) / seconds:.0f} lines/s).")
     print(corpus.summary())
 
 

@@ -77,7 +77,8 @@ def read_input(stream, dico, max_tokens):
         if len(kept) < len(ids):
             dropped.append(line_no)
         if not kept:
-            raise DataError(f"<stdin>:{line_no}: empty line (every line must hold a sentence)")
+            what = "empty line" if not ids else "only special tokens, which are dropped"
+            raise DataError(f"<stdin>:{line_no}: {what} (every line must hold a sentence)")
         if len(kept) > max_tokens:
             raise DataError(f"<stdin>:{line_no}: {len(kept)} tokens, more than the {max_tokens} the model's "
                             "positions allow; split the sentence")

@@ -96,7 +96,7 @@ def main():
         seconds = time.perf_counter() - start
         result["translate_py_beam5"] = {"sentences": args.sentences, "seconds": round(seconds, 2),
                                         "sentences_per_s": round(args.sentences / seconds, 2),
-                                        "mean_source_tokens": round(sum(len(l.split()) for l in lines) / len(lines), 1),
+                                        "mean_source_tokens": round(sum(len(line.split()) for line in lines) / len(lines), 1),
                                         "note": "includes process start-up and model loading"}
 
     # one back-translation step of the Trainer: generation (greedy, eval mode, no gradient), then MT

@@ -21,7 +21,7 @@ def codes(tmp_path_factory, tokenized_file):
 def subword_nmt(codes, text_path, tmp_path, vocab=None):
     """subword-nmt's own command line on the same codes (converted to its two-column format)."""
     converted = tmp_path / "codes.subword-nmt"
-    converted.write_text("#version: 0.2\n" + "".join(" ".join(l.split()[:2]) + "\n" for l in open(codes)))
+    converted.write_text("#version: 0.2\n" + "".join(" ".join(line.split()[:2]) + "\n" for line in open(codes)))
     args = ["subword-nmt", "apply-bpe", "-c", str(converted), "--input", str(text_path)]
     return run(args + (["--vocabulary", str(vocab)] if vocab else [])).stdout
 
@@ -29,7 +29,7 @@ def subword_nmt(codes, text_path, tmp_path, vocab=None):
 def test_learned_codes_are_fastbpe_format(codes, tokenized_file):
     lines = codes.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 500
-    merges = [l.split(" ") for l in lines]
+    merges = [line.split(" ") for line in lines]
     assert all(len(m) == 3 and m[2].isdigit() for m in merges)
     counts = [int(m[2]) for m in merges]
     assert counts == sorted(counts, reverse=True)  # greedy learning: pair frequencies never increase
@@ -61,7 +61,7 @@ def test_stream_equals_file_and_bpe_is_reversible(codes, tokenized_file, tmp_pat
     text = tokenized_file.read_text(encoding="utf-8")
     streamed = python("tools/fastbpe", "applybpe_stream", codes, input=text).stdout
     assert streamed == out.read_text(encoding="utf-8")
-    assert [bpe.remove_bpe(l) for l in streamed.splitlines()] == [" ".join(l.split()) for l in text.splitlines()]
+    assert [bpe.remove_bpe(line) for line in streamed.splitlines()] == [" ".join(line.split()) for line in text.splitlines()]
 
 
 def test_getvocab_is_sorted_by_count(tmp_path):
@@ -151,7 +151,7 @@ def compare_all(fast, tmp_path, texts, n_codes, cli=False):
     for line in codes.split(b"\n")[:-1]:
         merges.setdefault(b"".join(line.split(b" ")[:2]), line + b"\n")
     (tmp_path / "codes").write_bytes(b"".join(merges.values()))
-    (tmp_path / "vocab").write_bytes(b"".join(l + b"\n" for l in vocab.split(b"\n")[:-1:2]))  # half the words
+    (tmp_path / "vocab").write_bytes(b"".join(line + b"\n" for line in vocab.split(b"\n")[:-1:2]))  # half the words
     stream_in = b"".join(f.read_bytes() for f in files)
     expected = {"stream": original(fast, "applybpe_stream", tmp_path / "codes", stdin=stream_in),
                 "stream_v": original(fast, "applybpe_stream", tmp_path / "codes", tmp_path / "vocab", stdin=stream_in)}
@@ -185,7 +185,7 @@ def test_same_bytes_as_fastbpe_on_the_sample(fast, tmp_path):
              for lg, size in (("en", 80_000), ("fr", 50_000), ("de", 20_000))]
     texts = [t[:t.rindex("\n") + 1] for t in texts]
     codes = compare_all(fast, tmp_path, texts, 800, cli=True)
-    counts = [int(l.split(b" ")[2]) for l in codes.split(b"\n")[:-1]]
+    counts = [int(line.split(b" ")[2]) for line in codes.split(b"\n")[:-1]]
     assert len(counts) == 800 and counts[-1] > 1 and len(set(counts[-300:])) < 30  # many ties were broken
 
 

@@ -10,11 +10,9 @@ and never hangs (each call runs under a timeout). The inputs come from `random.R
 cases on every run; `FUZZ_SEED=n pytest tests/test_fuzz.py` explores others. Each failure this found is kept
 as a fixed case in the REGRESSIONS lists and tests below.
 """
-import io
 import json
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -622,7 +620,7 @@ def test_commands_given_files_of_the_wrong_kind(bpe_files, prep_files, model_fil
     process a call, translate.py all in one."""
     problems = []
     kinds = wrong_kind_files(tmp_path, bpe_files, prep_files, model_files)
-    text, codes, vocab = bpe_files / "text", bpe_files / "codes", bpe_files / "vocab"
+    text, codes = bpe_files / "text", bpe_files / "codes"
     output = tmp_path / "out"
     for kind, path in kinds.items():
         text_file = path.is_file() and path.stat().st_size and decoded(path.read_bytes()) is not None

@@ -34,7 +34,7 @@ def test_translate_keeps_the_order_and_translates(checkpoint, tmp_path):
            "--output_path", out, "--batch_size", "3", input="\n".join(LINES) + "\n")
     got = out.read_text().splitlines()
     assert len(got) == len(LINES)
-    assert sum(g.split() == l.split()[::-1] for g, l in zip(got, LINES)) >= 5
+    assert sum(g.split() == line.split()[::-1] for g, line in zip(got, LINES)) >= 5
     # one sentence at a time gives the same lines (none of them runs to max_len)
     one = tmp_path / "one.fr"
     python("translate.py", "--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr",
@@ -60,11 +60,17 @@ def test_batches_follow_the_input_order_as_the_original(tmp_path):
                "--output_path", out, "--batch_size", "3", "--beam_size", beam_size, input="\n".join(LINES) + "\n")
         longest = [max(len(line.split()) + 2 for line in LINES[i - i % 3:i - i % 3 + 3]) for i in range(len(LINES))]
         assert [len(line.split()) for line in out.read_text().splitlines()] == [int(1.5 * n + 10) - 2 for n in longest]
+    # 1.5 x 342 + 10 = 523 would pass the model's 512 positions (the original stops there): capped
+    out = tmp_path / "long.fr"
+    python("translate.py", "--model_path", model, "--src_lang", "en", "--tgt_lang", "fr",
+           "--output_path", out, input="a b\n" + " ".join(["a"] * 340) + "\n")
+    assert [len(line.split()) for line in out.read_text().splitlines()] == [510, 510]
 
 
 @pytest.mark.parametrize("text, message", [
     ("a b\n\nc\n", "<stdin>:2: empty line"),
     ("a b\n" + " ".join(["a"] * 600) + "\n", "<stdin>:2: 600 tokens, more than the 510"),
+    ("a b\n<s> </s> <special3>\n", "<stdin>:2: only special tokens, which are dropped"),
 ])
 def test_bad_input_lines_are_named(checkpoint, tmp_path, text, message):
     proc = python("translate.py", "--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr",

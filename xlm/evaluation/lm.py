@@ -1,6 +1,7 @@
 """Perplexity and accuracy of CLM / MLM / TLM on the valid and test sets, under the original's metric
 names: `valid_en_mlm_ppl`, `valid_en_fr_mlm_acc` (TLM: underscore), `valid_en-fr_clm_ppl` (CLM pair:
 hyphen), and `valid_mlm_ppl` / `valid_clm_ppl` averaged over the monolingual languages."""
+import functools
 import itertools
 import math
 import time
@@ -11,7 +12,7 @@ import torch
 
 from ..data.datasets import BatchingOptions, ParallelDataset, StreamDataset
 from ..objectives.lm import clm_targets, concat_pair, lm_scores, mask_for_eval
-from ..train.distributed import DistInfo, all_reduce_sum, own_share
+from ..train.distributed import DistInfo, all_reduce_sum, own_share, to_device
 from .memory import MemoryUsage, memory_metric_names
 
 
@@ -71,7 +72,7 @@ def score_batches(model, batches, objective, device, autocast, usage=None):
     """(sum of cross-entropy, predictions, correct predictions) over batches of eval_targets; the reads
     of the model's memories counted in `usage` (a MemoryUsage), if given."""
     xe, n, correct = 0.0, 0, 0
-    move = (lambda t: None if t is None else t.to(device, non_blocking=True))
+    move = functools.partial(to_device, device=device)
     for x, lengths, positions, langs, pred_mask, y in batches:
         if len(y) == 0:
             continue

@@ -60,6 +60,12 @@ def slurm_env(params, environ=os.environ):
                 RANK=environ["SLURM_PROCID"], LOCAL_RANK=environ["SLURM_LOCALID"])
 
 
+def to_device(t, device):
+    """t (a tensor, or None) copied to the device without waiting for the copy (pinned memory makes it
+    asynchronous)."""
+    return None if t is None else t.to(device, non_blocking=True)
+
+
 def cuda_device(local_rank):
     """The GPU of a local rank. A task that sees a single GPU uses it: SLURM often gives each task its own
     (srun --gpus-per-task=1, or cgroups), where local rank 1 would ask for a second GPU that is not there."""

@@ -26,7 +26,7 @@ from ..evaluation.classification import TASKS, TaskData, predict, task_scores
 from ..fileio import DataError, atomic_write, remove_stale_tmp
 from ..model.checkpoint import checkpoint_payload, load_model, load_weights, read_checkpoint, save_checkpoint
 from ..model.embedder import finetuned_parameters, freeze_all_but, sentence_vectors
-from .distributed import all_reduce_sum, broadcast_from_master, full_float32, shutdown
+from .distributed import all_reduce_sum, broadcast_from_master, full_float32, shutdown, to_device
 from .engine import StepEngine
 from .build import global_batching
 from .checkpointing import gather_rng_states, rng_state, set_rng_state
@@ -227,8 +227,7 @@ class FineTuner:
             outputs = []
 
             def loss():
-                to = (lambda t: None if t is None else t.to(device, non_blocking=True))
-                outputs.append(self.ddp(to(x), to(lengths), to(langs)))
+                outputs.append(self.ddp(*(to_device(t, device) for t in (x, lengths, langs))))
                 return self.loss(outputs[0], labels)
             sums[0] += self.engine.step(loss)
             n_steps += 1
@@ -241,7 +240,8 @@ class FineTuner:
             if n_steps % p.log_interval == 0:
                 self.engine.settle()
                 loss_sum, correct = sums.tolist()
-                loss_sum, steps, correct, examples = all_reduce_sum([loss_sum, window[0], correct, window[1]], self.info)
+                loss_sum, steps, correct, examples = all_reduce_sum([loss_sum, window[0], correct, window[1]],
+                                                                    self.info)
                 eta = (time.time() - start) / n_sentences * max(epoch_size - n_sentences, 0)
                 acc = f" - train acc {100 * correct / max(examples, 1):5.1f}" if self.task.n_outputs > 1 else ""
                 self.logger.info("%s - epoch %i - %i/%i sentences - %.1f sent/s - loss %.4f%s - ETA epoch %s",
