@@ -189,7 +189,7 @@ def test_translate_drops_special_tokens_as_preprocess_does(capsys):
     assert [t.tolist() for t in got] == expected
     assert capsys.readouterr().err == "warning: <stdin>: special tokens removed from 3 lines (first at line 1)\n"
     assert read_input(io.BytesIO(b"a <unk> b\n"), dico, 100)[0].tolist() == [dico.index("a"), 3, dico.index("b")]
-    with pytest.raises(DataError, match="<stdin>:2: empty line"):
+    with pytest.raises(DataError, match="<stdin>:2: only special tokens"):
         read_input(io.BytesIO(b"a\n</s> <pad>\n"), dico, 100)
 
 
