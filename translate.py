@@ -24,7 +24,6 @@ from xlm.data.dictionary import N_RESERVED, UNK_INDEX
 from xlm.fileio import DataError, atomic_write, check_output, decode_utf8
 from xlm.model.checkpoint import load_model
 from xlm.model.generate import generate_beam, generate_greedy
-from xlm.train.host_memory import keep_freed_memory
 from xlm.train.options import bool_flag, check_folder_name
 
 
@@ -130,8 +129,6 @@ def main(argv=None):
         if lang not in lang2id:
             raise DataError(f"language '{lang}' is not one of the model's: {', '.join(sorted(lang2id))}")
     device = torch.device(args.device)
-    if device.type == "cpu":
-        keep_freed_memory()
     model.encoder.to(device)
     model.decoder.to(device)
     sentences = read_input(sys.stdin.buffer, model.dico, model.encoder.config.n_positions - 2)

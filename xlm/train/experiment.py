@@ -12,7 +12,6 @@ import torch
 
 from ..fileio import DataError, atomic_write, check_output
 from .distributed import init_distributed
-from .host_memory import keep_freed_memory
 from .logging import MetricsWriter, create_logger
 
 
@@ -64,8 +63,6 @@ def start_experiment(params):
     logger.info("============ Initialized logger ============")
     logger.info("\n".join(f"{k}: {v}" for k, v in sorted(vars(params).items())))
     logger.info("The experiment will be stored in %s\nRunning command: %s", dump, params.command)
-    if info.device.type == "cpu" and keep_freed_memory():
-        logger.info("Freed host memory is kept for reuse (the process keeps its peak memory)")
     if getattr(params, "bf16", False) and info.device.type == "cuda" and \
             not torch.cuda.is_bf16_supported(including_emulation=False):
         logger.warning("--bf16 true: %s has no bfloat16 arithmetic (it came with Ampere GPUs); torch emulates "

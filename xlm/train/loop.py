@@ -33,6 +33,7 @@ from .compile import BucketPadded
 from .distributed import all_reduce_sum, broadcast_from_master, full_float32, shutdown
 from .engine import StepEngine
 from .experiment import removed_on_failure, seed_all, start_experiment
+from .host_memory import keep_freed_memory
 from .options import parse_params
 from .pipeline import Plan, Prefetcher
 from .schedules import LambdaSchedule
@@ -59,6 +60,8 @@ class Trainer:
         info, self.logger, self.metrics = start_experiment(params)
         self.info = info
         check_backend(params, info)
+        # on the CPU, each step's large tensors reuse the pages the last step freed (see host_memory.py)
+        self.freed_memory = keep_freed_memory() if info.device.type == "cpu" else None
         # from here on a signal (SLURM's time-limit warning, a kill) is kept for the first log line
         self.stop_signal = None
         for sig in (signal.SIGUSR1, signal.SIGTERM):
@@ -355,6 +358,8 @@ class Trainer:
                 s.n_total_iter += 1
                 if s.n_total_iter % p.log_interval == 0:
                     self.log_progress(time.time() - epoch_start)
+                    if self.freed_memory:
+                        self.freed_memory.check()
                     if self.stopped_by_signal():
                         return
                 if p.checkpoint_every and s.n_total_iter % p.checkpoint_every == 0:
