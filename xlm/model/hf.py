@@ -125,7 +125,8 @@ def from_hf(hf_dir, out_path):
                   share_inout_emb=bool(hc.tie_word_embeddings), sinusoidal_embeddings=hc.sinusoidal_embeddings,
                   use_lang_emb=hc.use_lang_emb, n_langs=hc.n_langs, asm=False, n_words=len(dico),
                   n_positions=hc.max_position_embeddings, layer_norm_eps=hc.layer_norm_eps, causal=hc.causal,
-                  lang2id=lang2id, id2lang={i: lang for lang, i in lang2id.items()}, langs=sorted(lang2id, key=lang2id.get),
+                  lang2id=lang2id, id2lang={i: lang for lang, i in lang2id.items()},
+                  langs=sorted(lang2id, key=lang2id.get),
                   bos_index=BOS_INDEX, eos_index=EOS_INDEX, pad_index=PAD_INDEX, unk_index=UNK_INDEX,
                   mask_index=MASK_INDEX, encoder_only=True, use_memory=False)
     state = {k[len(HF_PREFIX):] if k.startswith(HF_PREFIX) else k: v for k, v in hf.state_dict().items()
