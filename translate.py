@@ -22,6 +22,7 @@ from xlm.data.bpe import remove_bpe
 from xlm.data.datasets import batch_sentences
 from xlm.data.dictionary import N_RESERVED, UNK_INDEX
 from xlm.fileio import DataError, atomic_write, check_output, decode_utf8
+from xlm.host_memory import keep_freed_memory
 from xlm.model.checkpoint import load_model
 from xlm.model.generate import generate_beam, generate_greedy
 from xlm.train.options import bool_flag, check_folder_name
@@ -94,6 +95,8 @@ def read_input(stream, dico, max_tokens):
 @torch.no_grad()
 def translate(model, sentences, src_id, tgt_id, args, device):
     """Translations (id lists without </s>) in input order."""
+    # on the CPU, each batch's large tensors (beams x words scores) reuse the pages the last one freed
+    freed_memory = keep_freed_memory() if device.type == "cpu" else None
     out = []
     for start in tqdm(range(0, len(sentences), args.batch_size), desc="translate", unit="batch", file=sys.stderr,
                       disable=None):
@@ -108,6 +111,8 @@ def translate(model, sentences, src_id, tgt_id, args, device):
                                      args.early_stopping, max_len=max_len)
         y, y_len = y.tolist(), y_len.tolist()  # one host read per batch
         out += [row[1:n - 1] for row, n in zip(y, y_len)]
+        if freed_memory:
+            freed_memory.check()
     return out
 
 

@@ -1,17 +1,20 @@
-"""Large CPU tensors freed by a training step are kept for the next step's (xlm/train/host_memory.py)."""
+"""Large CPU tensors freed by a training step are kept for the next step's (xlm/host_memory.py)."""
 import subprocess
 import sys
 from types import SimpleNamespace
 
 import pytest
 
-from xlm.train import host_memory
+from conftest import ROOT
+from xlm import host_memory
+from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
+from xlm.model.checkpoint import checkpoint_payload, save_checkpoint
+from xlm.model.transformer import TransformerConfig, TransformerModel
 
 # in a fresh process: malloc's settings are the process's; glibc's counters (mallinfo2, glibc 2.33+) tell
 # whether a 64 MiB tensor was mapped on its own (hblkhd) or taken from the heap (arena)
-CHECK = """
+MALLINFO = """
 import ctypes, torch
-from xlm.train.host_memory import keep_freed_memory, resident_bytes
 
 class Info(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
@@ -20,6 +23,9 @@ class Info(ctypes.Structure):
 
 libc = ctypes.CDLL(None)
 libc.mallinfo2.restype = Info
+"""
+CHECK = MALLINFO + """
+from xlm.host_memory import keep_freed_memory, resident_bytes
 before = resident_bytes()
 x = torch.empty(2 ** 24).fill_(1)
 assert libc.mallinfo2().hblkhd >= 2 ** 26, "without the setting, malloc maps a 64 MiB block on its own"
@@ -45,6 +51,30 @@ print("kept")
 def test_freed_blocks_are_reused_not_given_back():
     proc = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "kept", proc.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_translate_py_keeps_freed_blocks_on_the_cpu(tmp_path):
+    """translate.py sets malloc up as train.py does: after its run, a 64 MiB tensor comes from the heap."""
+    words = SPECIAL_WORDS + ["a", "b", "c"]
+    kw = dict(n_words=len(words), emb_dim=16, n_layers=1, n_heads=2, n_langs=2)
+    params = dict(kw, lang2id={"en": 0, "fr": 1}, id2lang={0: "en", 1: "fr"}, encoder_only=False)
+    model = tmp_path / "mt.pth"
+    save_checkpoint(checkpoint_payload(Dictionary.from_words([(w, 0) for w in words]), params,
+                                       encoder=TransformerModel(TransformerConfig(**kw)),
+                                       decoder=TransformerModel(TransformerConfig(**kw, is_decoder=True))), model)
+    run = MALLINFO + f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import translate
+translate.main(["--model_path", {str(model)!r}, "--src_lang", "en", "--tgt_lang", "fr", "--output_path",
+                {str(tmp_path / "out")!r}, "--device", "cpu"])
+x = torch.empty(2 ** 24)
+print(libc.mallinfo2().hblkhd < 2 ** 26)
+"""
+    proc = subprocess.run([sys.executable, "-c", run], input="a b c\nc a\n", capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stdout + proc.stderr
+    assert len((tmp_path / "out").read_text().splitlines()) == 2
 
 
 def test_the_cap_gives_free_pages_back_past_a_quarter_over_its_first_reading(monkeypatch):

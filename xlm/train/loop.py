@@ -33,7 +33,7 @@ from .compile import BucketPadded
 from .distributed import all_reduce_sum, broadcast_from_master, full_float32, shutdown
 from .engine import StepEngine
 from .experiment import removed_on_failure, seed_all, start_experiment
-from .host_memory import keep_freed_memory
+from ..host_memory import keep_freed_memory
 from .options import parse_params
 from .pipeline import Plan, Prefetcher
 from .schedules import LambdaSchedule
