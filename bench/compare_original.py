@@ -59,7 +59,8 @@ def import_original(path):
 
 def xlm_trainer(data, dump, args, exp_id, *flags, emb_dim=None, n_layers=None, n_heads=8, dropout=0.1,
                 attention_dropout=0.1):
-    return build_trainer(data, dump, exp_id, ["--emb_dim", emb_dim or args.emb_dim, "--n_layers", n_layers or args.n_layers,
+    return build_trainer(data, dump, exp_id, ["--emb_dim", emb_dim or args.emb_dim,
+                                              "--n_layers", n_layers or args.n_layers,
                                               "--n_heads", n_heads, "--dropout", dropout,
                                               "--attention_dropout", attention_dropout, "--gelu_activation", "true",
                                               "--batch_size", args.batch_size, "--bptt", args.bptt, "--max_len", 100,
@@ -202,7 +203,8 @@ def trained(orig, args, tmp, clock):
     result = {"beam5_trained": side_by_side("trained model, beam 5", beam_orig, beam_xlm, max(1, args.repeats // 2), n,
                                             "sentences", clock),
               "bt_step_trained": side_by_side("trained model, BT", lambda: o_mt.bt_step("la", "lb", "la", 1.0), bt.step,
-                                              args.repeats, sum(int(b.lengths.sum()) for b in bt_batches) / len(bt_batches),
+                                              args.repeats,
+                                              sum(int(b.lengths.sum()) for b in bt_batches) / len(bt_batches),
                                               "tokens", clock)}
     result["beam5_trained"].update(described, same_output=same, batch=args.beam_sentences)
     result["bt_step_trained"].update(described, batch=args.batch_size)
@@ -269,7 +271,8 @@ def main():
     lm.iterators[("pred", "la")] = Repeat([Batch(x, full) for x in streams])
     o_lm.iterators[("pred", "la", None)] = Repeat([(x.t().contiguous(), full) for x in streams])
     tlm.iterators[("pred", "la", "lb")] = Repeat(pairs)
-    o_lm.iterators[("pred", "la", "lb")] = Repeat([tuple((b.x.t().contiguous(), b.lengths) for b in pair) for pair in pairs])
+    o_lm.iterators[("pred", "la", "lb")] = Repeat([tuple((b.x.t().contiguous(), b.lengths) for b in pair)
+                                                   for pair in pairs])
     mt.iterators[("bt", "la")] = Repeat(bt_batches)
     o_mt.iterators[("bt", "la", None)] = Repeat([(b.x.t().contiguous(), b.lengths) for b in bt_batches])
     # after the iterators are replaced: the plans read them from the Trainers' dicts

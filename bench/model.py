@@ -110,7 +110,8 @@ def main():
                          ("beam5", lambda: generate_beam(dec, enc_out, src_len, 1, beam_size=5, max_len=max_len))):
             out_len = fn()[1]
             t = timed(fn, device, 1, warmup=1)
-            results[f"decode_{name}"] = {"sentences_per_s": round(n / t, 1), "mean_output_len": out_len.float().mean().item(),
+            results[f"decode_{name}"] = {"sentences_per_s": round(n / t, 1),
+                                         "mean_output_len": out_len.float().mean().item(),
                                          "batch": n, "max_len": max_len}
             print(name, results[f"decode_{name}"], file=sys.stderr)
 

@@ -171,7 +171,8 @@ def time_rounds(rounds, steps, warmup):
     sync(device)
     total = time.perf_counter() - start
     result = {"tokens_per_s": round(rounds.tokens / total, 1), "seconds_per_step": round(total / steps, 4),
-              "data_wait_share": round(trainer.data_wait / total, 4), "tokens_per_step": round(rounds.tokens / steps, 1)}
+              "data_wait_share": round(trainer.data_wait / total, 4),
+              "tokens_per_step": round(rounds.tokens / steps, 1)}
 
     seconds = dict.fromkeys(PHASES, 0.0)
     trainer.data_wait = 0.0

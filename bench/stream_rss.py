@@ -181,7 +181,8 @@ def run(args):
                 log(f"measure {name} corpus, {fmt} format")
                 measurements[f"{name}/{fmt}"] = m = run_child(
                     "_measure", f"{prefix}.{fmt}.pth", "--batch-size", str(args.batch_size), "--bptt", str(args.bptt))
-                log(f"  {m['batches']} batches, peak {m['peak_rss_mib']} MiB (after import {m['rss_after_import_mib']})")
+                log(f"  {m['batches']} batches, peak {m['peak_rss_mib']} MiB "
+                    f"(after import {m['rss_after_import_mib']})")
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)

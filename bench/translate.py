@@ -68,7 +68,8 @@ def main():
                          ("beam5", lambda e, n, m: generate_beam(dec, e, n, 1, beam_size=5, max_len=m))):
         generated = 0
         with torch.no_grad(), autocast:
-            decode(enc(batches[0].x.to(device), batches[0].lengths.to(device), langs=0), batches[0].lengths.to(device), 20)
+            decode(enc(batches[0].x.to(device), batches[0].lengths.to(device), langs=0),
+                   batches[0].lengths.to(device), 20)
             sync(device)
             start = time.perf_counter()
             for b in batches:
@@ -96,7 +97,8 @@ def main():
         seconds = time.perf_counter() - start
         result["translate_py_beam5"] = {"sentences": args.sentences, "seconds": round(seconds, 2),
                                         "sentences_per_s": round(args.sentences / seconds, 2),
-                                        "mean_source_tokens": round(sum(len(line.split()) for line in lines) / len(lines), 1),
+                                        "mean_source_tokens": round(sum(len(line.split()) for line in lines)
+                                                                    / len(lines), 1),
                                         "note": "includes process start-up and model loading"}
 
     # one back-translation step of the Trainer: generation (greedy, eval mode, no gradient), then MT

@@ -61,7 +61,8 @@ def test_stream_equals_file_and_bpe_is_reversible(codes, tokenized_file, tmp_pat
     text = tokenized_file.read_text(encoding="utf-8")
     streamed = python("tools/fastbpe", "applybpe_stream", codes, input=text).stdout
     assert streamed == out.read_text(encoding="utf-8")
-    assert [bpe.remove_bpe(line) for line in streamed.splitlines()] == [" ".join(line.split()) for line in text.splitlines()]
+    assert [bpe.remove_bpe(line) for line in streamed.splitlines()] == [" ".join(line.split())
+                                                                        for line in text.splitlines()]
 
 
 def test_getvocab_is_sorted_by_count(tmp_path):

@@ -17,7 +17,8 @@ INFO - 12/02/26 10:01:13 - 0:01:13 - __log__:{"epoch": 1, "valid_mlm_ppl": 120.2
 # xlm's progress line has more fields after the losses; one epoch only
 XLM_LOG = """\
 INFO - 12/02/26 11:00:01 - 0:00:01 - ============ Starting epoch 0 ... ============
-INFO - 12/02/26 11:00:02 - 0:00:02 -       5 -  100.00 sent/s -  500.00 words/s - MLM-en:  5.0 - model LR: 1.0e-03 - epoch 0 - 80/160 sentences - ETA epoch 0:00:01
+INFO - 12/02/26 11:00:02 - 0:00:02 -       5 -  100.00 sent/s -  500.00 words/s - MLM-en:  5.0 - model LR: 1.0e-03 - \
+epoch 0 - 80/160 sentences - ETA epoch 0:00:01
 INFO - 12/02/26 11:00:04 - 0:00:04 - ============ End of epoch 0 ============
 INFO - 12/02/26 11:00:04 - 0:00:04 - __log__:{"epoch": 0, "valid_mlm_ppl": 400.0, "test_mlm_ppl": 410.0}
 """

@@ -114,7 +114,8 @@ def test_varlen_model_matches_padded_on_cuda(monkeypatch):
             enc = encoder(src.x.cuda(), src.lengths.cuda(), langs=1)
             pred_mask = torch.arange(tgt.x.shape[1])[None] < tgt.lengths[:, None] - 1
             loss = decoder(tgt.x.cuda(), tgt.lengths.cuda(), langs=2, causal=True, src_enc=enc,
-                           src_len=src.lengths.cuda(), pred_mask=pred_mask.cuda(), y=tgt.x[:, 1:][pred_mask[:, :-1]].cuda())
+                           src_len=src.lengths.cuda(), pred_mask=pred_mask.cuda(),
+                           y=tgt.x[:, 1:][pred_mask[:, :-1]].cuda())
         loss.backward()
         grads = {f"{side}.{name}": p.grad.float().cpu() for side, model in (("encoder", encoder), ("decoder", decoder))
                  for name, p in model.named_parameters() if p.grad is not None}

@@ -126,4 +126,5 @@ def test_translations_file_sums_up_alone_and_with_translation(model, tmp_path):
     proc = python(ROOT / "tools" / "fill_mask.py", folder / "model.pth", "--lang", "fr", "--mask", "1",
                   "--translations", tmp_path / "short", "--translation_lang", "en", input="\n".join(fr) + "\n",
                   check=False)
-    assert proc.returncode != 0 and proc.stderr.strip() == f"error: --translations {tmp_path / 'short'}: 1 lines for 2 sentences"
+    assert proc.returncode != 0 and proc.stderr.strip() == f"error: --translations {tmp_path / 'short'}: " \
+                                                           "1 lines for 2 sentences"

@@ -356,7 +356,8 @@ def test_read_vocab_damaged(prep_files, bpe_files, tmp_path):
         what, data = damage((prep_files / "vocab").read_bytes(), rng)
         path = tmp_path / f"{n}.vocab"
         path.write_bytes(data)
-        read_or_data_error(problems, f"case {n}: vocab {what}", lambda: Dictionary.read_vocab(path), vocab_invariants(path))
+        read_or_data_error(problems, f"case {n}: vocab {what}", lambda: Dictionary.read_vocab(path),
+                           vocab_invariants(path))
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems)
 
 
@@ -426,7 +427,8 @@ def test_load_binarized_wrong_values(prep_files, tmp_path):
                 torch.save(changed, path)
             except Exception:
                 continue
-            read_or_data_error(problems, f"original, {key} = {value!r}", lambda: load_binarized(path), corpus_invariants)
+            read_or_data_error(problems, f"original, {key} = {value!r}", lambda: load_binarized(path),
+                               corpus_invariants)
     assert rng  # the cases above are all of them, in order
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems)
 
@@ -555,7 +557,8 @@ def run_in_one_process(tmp, script, cases):
     (tmp / "cases.json").write_text(json.dumps([{"script": str(ROOT / script), "args": list(map(str, args)),
                                                  "stdin": str(stdin)} for args, stdin in cases]))
     try:
-        proc = subprocess.run([sys.executable, tmp / "driver.py", tmp / "cases.json", str(TIMEOUT)], capture_output=True, env=ENV,
+        proc = subprocess.run([sys.executable, tmp / "driver.py", tmp / "cases.json", str(TIMEOUT)],
+                              capture_output=True, env=ENV,
                               cwd=ROOT, timeout=TIMEOUT + 10 * len(cases))
     except subprocess.TimeoutExpired:
         pytest.fail(f"hang: {script}")

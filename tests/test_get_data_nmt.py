@@ -14,7 +14,8 @@ NEWS = {"en": ["news.2007.en.shuffled.gz", "news.2008.en.shuffled.gz"],
 
 def sgm(lines, lang):
     segs = "".join(f'<seg id="{i + 1}">{line}</seg>\n' for i, line in enumerate(lines))
-    return f'<refset setid="newstest" srclang="any" trglang="{lang}">\n<doc sysid="ref" docid="d1">\n{segs}</doc>\n</refset>\n'
+    return f'<refset setid="newstest" srclang="any" trglang="{lang}">\n<doc sysid="ref" docid="d1">\n' \
+        f'{segs}</doc>\n</refset>\n'
 
 
 @pytest.fixture(scope="module")

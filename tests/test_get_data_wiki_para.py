@@ -91,7 +91,8 @@ PAGES = [
 # original): templates expanded, links as their text, no references, categories, infoboxes or lists, italics quoted
 ARTICLES = ["Paris", "Paris est la capitale de la France, sur la Seine.", "Histoire.",
             "L'Île de la Cité était habitée dès l'Antiquité.",
-            "Lyon", 'Lyon est une ville "française".', "Elle compte 500,000 habitants et deux fleuves: le Rhône et la Saône."]
+            "Lyon", 'Lyon est une ville "française".',
+            "Elle compte 500,000 habitants et deux fleuves: le Rhône et la Saône."]
 DUMP = "frwiki-latest-pages-articles.xml.bz2"
 
 

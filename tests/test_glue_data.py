@@ -65,14 +65,16 @@ def build_mirror(folder):
     for split in SPLITS:
         a, b = take(3), take(3)
         if split == "test":
-            files[f"QQP/{split}.tsv"] = tsv([(i, x, y) for i, (x, y) in enumerate(zip(a, b))], ("id", "question1", "question2"))
+            files[f"QQP/{split}.tsv"] = tsv([(i, x, y) for i, (x, y) in enumerate(zip(a, b))],
+                                            ("id", "question1", "question2"))
             expected["QQP", split] = [(tok(x), tok(y)) for x, y in zip(a, b)]
         else:
             files[f"QQP/{split}.tsv"] = tsv([(i, 2 * i, 2 * i + 1, x, y, i % 2) for i, (x, y) in enumerate(zip(a, b))],
                                             ("id", "qid1", "qid2", "question1", "question2", "is_duplicate"))
             expected["QQP", split] = [(tok(x), tok(y), str(i % 2)) for i, (x, y) in enumerate(zip(a, b))]
     # STS-B: 10 columns, score last (not in test)
-    header = ("index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score")
+    header = ("index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2",
+              "score")
     for split in SPLITS:
         a, b = take(3), take(3)
         scores = ["5.000", "0.750", "3.200"]
@@ -90,7 +92,8 @@ def build_mirror(folder):
         for split in SPLITS:
             a, b = take(2), take(2)
             if split == "test":
-                files[f"{task}/{split}.tsv"] = tsv([(i, x, y) for i, (x, y) in enumerate(zip(a, b))], ("index", "s1", "s2"))
+                files[f"{task}/{split}.tsv"] = tsv([(i, x, y) for i, (x, y) in enumerate(zip(a, b))],
+                                                   ("index", "s1", "s2"))
                 expected[task, split] = [(tok(x), tok(y)) for x, y in zip(a, b)]
             else:
                 files[f"{task}/{split}.tsv"] = tsv([(i, x, y, z) for i, (x, y, z) in enumerate(zip(a, b, labels))],
@@ -198,7 +201,8 @@ def test_offline_run_writes_what_glue_xnli_reads(mirror, codes_vocab, tmp_path):
                 assert (out / f"{name}.label").read_text(encoding="utf-8").splitlines() == [r[-1] for r in rows]
             for k, s in enumerate(["s1"] if task == "SST-2" else ["s1", "s2"]):
                 text = (out / f"{name}.{s}").read_text(encoding="utf-8").splitlines()
-                assert [bpe.remove_bpe(line) for line in text] == [" ".join(r[k].split()) for r in rows], (task, split, s)
+                assert [bpe.remove_bpe(line) for line in text] == [" ".join(r[k].split()) for r in rows], \
+                    (task, split, s)
                 corpus = load_binarized(str(out / f"{name}.{s}.pth"))
                 assert len(corpus) == len(rows) and corpus.dico == dico
         assert not any(n.startswith("dev.") or n.startswith(".tmp") for n in names)

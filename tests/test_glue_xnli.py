@@ -60,7 +60,8 @@ def toy_tasks(tmp_path_factory):
     xnli = root / "data" / "eval" / "XNLI"
     for lg in LANGS:
         for split in ("train", "valid", "test") if lg == "en" else ("valid", "test"):
-            rows = [line.split("\t") for line in (raw / "cls" / f"{lg}.{split}").read_text(encoding="utf-8").splitlines()]
+            rows = [line.split("\t")
+                    for line in (raw / "cls" / f"{lg}.{split}").read_text(encoding="utf-8").splitlines()]
             write(xnli, f"{split}.s1.{lg}", [r[0] for r in rows])
             write(xnli, f"{split}.s2.{lg}", [r[1] for r in rows])
             write(xnli, f"{split}.label.{lg}", [r[2] for r in rows])
@@ -318,7 +319,8 @@ def test_torchrun_two_ranks_evaluate_as_one_process(toy_tasks):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                            str(port), "glue-xnli.py",
-                           *map(str, finetune_flags(toy_tasks, "eval-ddp", "model_no_dropout.pth", 8)), *map(str, args)],
+                           *map(str, finetune_flags(toy_tasks, "eval-ddp", "model_no_dropout.pth", 8)),
+                           *map(str, args)],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = logged_scores(proc)

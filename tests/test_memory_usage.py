@@ -67,7 +67,8 @@ def test_a_padded_batch_counts_its_real_tokens(small_sample, tmp_path, monkeypat
     lengths = torch.tensor([7, 3, 5])
     x = torch.randint(14, data.n_words, (3, 7))
     x[torch.arange(7)[None, :] >= lengths[:, None]] = data.dico.pad_index
-    padded, alone = MemoryUsage({"model": model}, torch.device("cpu")), MemoryUsage({"model": model}, torch.device("cpu"))
+    padded, alone = (MemoryUsage({"model": model}, torch.device("cpu")),
+                     MemoryUsage({"model": model}, torch.device("cpu")))
     with torch.no_grad():
         with padded.reading(x, lengths):
             model(x, lengths)

@@ -121,7 +121,8 @@ def test_optimizer_state_round_trips_and_keeps_the_schedule():
     load_optimizer_state(second, saved)
     train(resumed, second, grads[5:])
     assert torch.equal(resumed, straight)
-    assert second.param_groups[0]["lr"] == uninterrupted.param_groups[0]["lr"] == pytest.approx(0.01 * 4 ** 0.5 * 8 ** -0.5)
+    assert second.param_groups[0]["lr"] == uninterrupted.param_groups[0]["lr"] == \
+        pytest.approx(0.01 * 4 ** 0.5 * 8 ** -0.5)
 
 
 class TorchFormat(torch.optim.Optimizer):
@@ -360,5 +361,6 @@ def test_product_key_memory_trains_with_dense_and_sparse_values(toy_corpus, tmp_
         assert sum(losses[-3:]) < sum(losses[:3]) - 0.3
         assert scores[1]["valid_mlm_ppl"] < scores[0]["valid_mlm_ppl"]
         ckpt = read_checkpoint(tmp_path / "pkm" / sparse / "checkpoint.pth")
-        assert ckpt["params"]["mem_values_optimizer"] == ("sparseadam,lr=0.001" if sparse == "true" else "adam,lr=0.001")
+        assert ckpt["params"]["mem_values_optimizer"] == ("sparseadam,lr=0.001" if sparse == "true"
+                                                          else "adam,lr=0.001")
         assert [s["step"] for s in ckpt["memory_optimizer"]["state"].values()] == [100]

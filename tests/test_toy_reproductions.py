@@ -51,4 +51,5 @@ echo tables"""
     proc = run(["env", "JOBS=2", "bash", "-c", script], check=False)
     assert proc.returncode == 1 and "tables" not in proc.stdout
     assert "1 job(s) failed" in proc.stderr and {p.name for p in tmp_path.iterdir()} == {"b", "c"}
-    assert run(["bash", "-c", "set -e; source tools/jobs.sh; run_job true; run_job true; wait_jobs; echo ok"]).stdout == "ok\n"
+    assert run(["bash", "-c", "set -e; source tools/jobs.sh; run_job true; run_job true; "
+                              "wait_jobs; echo ok"]).stdout == "ok\n"

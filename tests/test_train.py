@@ -44,21 +44,25 @@ def losses_of(log):
 def test_mlm_tlm_pretraining(small_sample, tmp_path):
     """The original README's XLM en-fr MLM+TLM command, at toy sizes."""
     train(small_sample, tmp_path, "mlm", "--lgs", "en-fr", "--mlm_steps", "en,fr,en-fr", "--dropout", "0.1",
-          "--attention_dropout", "0.1", "--optimizer", "adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.002,warmup_updates=20",
+          "--attention_dropout", "0.1",
+          "--optimizer", "adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.002,warmup_updates=20",
           "--epoch_size", "400", "--max_epoch", "3", "--validation_metrics", "_valid_mlm_ppl",
           "--stopping_criterion", "_valid_mlm_ppl,10", "--word_mask_keep_rand", "0.8,0.1,0.1", "--word_pred", "0.15")
     dump = tmp_path / "test" / "mlm"
-    assert {"train.log", "params.pkl", "checkpoint.pth", "best-valid_mlm_ppl.pth", "train.jsonl"} <= set(os.listdir(dump))
+    assert {"train.log", "params.pkl", "checkpoint.pth", "best-valid_mlm_ppl.pth",
+            "train.jsonl"} <= set(os.listdir(dump))
     scores = scores_of((dump / "train.log").read_text())
     assert [s["epoch"] for s in scores] == [0, 1, 2]
     # the original's evaluator writes the references of every loaded pair when a run starts, BPE removed
     refs = dump / "hypotheses"
-    assert sorted(os.listdir(refs)) == [f"ref.{d}.{split}.txt" for d in ("en-fr", "fr-en") for split in ("test", "valid")]
+    assert sorted(os.listdir(refs)) == [f"ref.{d}.{split}.txt" for d in ("en-fr", "fr-en")
+                                        for split in ("test", "valid")]
     valid_fr = (refs / "ref.en-fr.valid.txt").read_text(encoding="utf-8").splitlines()
     assert len(valid_fr) == 150 and "@@" not in " ".join(valid_fr)
     assert sorted(valid_fr) == sorted(remove_bpe(line.replace("<unk>", "<<unk>>")) for line in
                                       (small_sample / "valid.en-fr.fr").read_text(encoding="utf-8").splitlines())
-    assert list(scores[0])[:9] == ["epoch", "valid_en_mlm_ppl", "valid_en_mlm_acc", "valid_fr_mlm_ppl", "valid_fr_mlm_acc",
+    assert list(scores[0])[:9] == ["epoch", "valid_en_mlm_ppl", "valid_en_mlm_acc",
+                                   "valid_fr_mlm_ppl", "valid_fr_mlm_acc",
                                    "valid_en_fr_mlm_ppl", "valid_en_fr_mlm_acc", "valid_mlm_ppl", "valid_mlm_acc"]
     assert scores[-1]["valid_mlm_ppl"] < 0.7 * scores[0]["valid_mlm_ppl"]
     assert scores[-1]["valid_en_fr_mlm_ppl"] < scores[0]["valid_en_fr_mlm_ppl"]
@@ -87,7 +91,8 @@ def test_mlm_tlm_pretraining(small_sample, tmp_path):
         group["num_updates"] = 1000
     save_checkpoint(ckpt, tmp_path / "original.pth")
     train(small_sample, tmp_path, "resumed", "--lgs", "en-fr", "--mlm_steps", "en,fr,en-fr", "--dropout", "0.1",
-          "--attention_dropout", "0.1", "--optimizer", "adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.002,warmup_updates=20",
+          "--attention_dropout", "0.1",
+          "--optimizer", "adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.002,warmup_updates=20",
           "--epoch_size", "120", "--max_epoch", "5", "--validation_metrics", "_valid_mlm_ppl",
           "--stopping_criterion", "_valid_mlm_ppl,0", "--reload_checkpoint", tmp_path / "original.pth")
     log = (tmp_path / "test" / "resumed" / "train.log").read_text()
@@ -103,7 +108,8 @@ def test_clm_pretraining(small_sample, tmp_path):
     train(small_sample, tmp_path, "clm", "--lgs", "de-en", "--clm_steps", "de,en,de-en", "--optimizer",
           "adam,lr=0.002", "--epoch_size", "400", "--max_epoch", "2")
     scores = scores_of((tmp_path / "test" / "clm" / "train.log").read_text())
-    assert {"valid_de_clm_ppl", "valid_en_clm_acc", "valid_de-en_clm_ppl", "valid_clm_ppl", "test_clm_acc"} <= set(scores[0])
+    assert {"valid_de_clm_ppl", "valid_en_clm_acc", "valid_de-en_clm_ppl", "valid_clm_ppl",
+            "test_clm_acc"} <= set(scores[0])
     assert scores[-1]["valid_clm_ppl"] < 0.9 * scores[0]["valid_clm_ppl"]
 
 
@@ -160,7 +166,8 @@ def test_torchrun_two_ranks_match_one_process(small_sample, tmp_path):
     python("train.py", *flags, "--exp_id", "single", "--batch_size", "8", "--epoch_size", "160")
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-                    "train.py", *flags, "--exp_id", "ddp", "--batch_size", "4", "--epoch_size", "80"], cwd=ROOT, env=env, check=True,
+                    "train.py", *flags, "--exp_id", "ddp", "--batch_size", "4", "--epoch_size", "80"],
+                   cwd=ROOT, env=env, check=True,
                    capture_output=True)
     single = losses_of((tmp_path / "test" / "single" / "train.log").read_text())
     ddp = losses_of((tmp_path / "test" / "ddp" / "train.log").read_text())

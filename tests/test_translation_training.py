@@ -112,7 +112,8 @@ def test_parallel_classification_batches():
 
     g = torch.Generator().manual_seed(0)
     first = batch_sentences([torch.arange(20, 20 + n).numpy() for n in (3, 5, 2, 4, 6, 1)])
-    second = batch_sentences([torch.arange(100 + 10 * i, 100 + 10 * i + n).numpy() for i, n in enumerate((2, 4, 3, 5, 1, 2))])
+    second = batch_sentences([torch.arange(100 + 10 * i, 100 + 10 * i + n).numpy()
+                              for i, n in enumerate((2, 4, 3, 5, 1, 2))])
     labels_seen = []
     for _ in range(20):
         x, lengths, positions, langs, labels = pc_batch(first, 0, second, 1, g)
@@ -135,7 +136,8 @@ def test_every_objective_in_one_translation_run_under_torchrun(small_sample, tmp
     python("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "train.py",
            "--exp_name", "mt", "--exp_id", "all", "--dump_path", dump, "--data_path", small_sample, *TINY,
            "--lgs", "en-fr", "--encoder_only", "false", "--clm_steps", "fr", "--mlm_steps", "en,en-fr",
-           "--pc_steps", "en-fr", "--mt_steps", "en-fr", "--epoch_size", "160", "--max_epoch", "1", "--log_interval", "1")
+           "--pc_steps", "en-fr", "--mt_steps", "en-fr", "--epoch_size", "160", "--max_epoch", "1",
+           "--log_interval", "1")
     log = (dump / "mt" / "all" / "train.log").read_text()
     assert "CLM-fr:" in log and "MLM-en:" in log and "MLM-en-fr:" in log and "PC-en-fr:" in log and "MT-en-fr:" in log
     scores = scores_of(log)[0]

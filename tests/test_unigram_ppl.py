@@ -106,7 +106,8 @@ def test_unigram_ppl_of_the_runs_masks(run):
     en, fr = log_unigram(texts["train.en"], dico), log_unigram(texts["train.fr"], dico)
     assert rows["valid_en_mlm"][1] == pytest.approx(mono_unigram_ppl(texts["valid.en"], en, dico), rel=1e-9)
     assert rows["valid_fr_mlm"][1] == pytest.approx(mono_unigram_ppl(texts["valid.fr"], fr, dico), rel=1e-9)
-    pair = pair_unigram_ppl(log_unigram(texts["train.en-fr.en"], dico), log_unigram(texts["train.en-fr.fr"], dico), dico)
+    pair = pair_unigram_ppl(log_unigram(texts["train.en-fr.en"], dico),
+                            log_unigram(texts["train.en-fr.fr"], dico), dico)
     assert rows["valid_en_fr_mlm"][1] == pytest.approx(pair, rel=1e-9)
     assert rows["valid_mlm"][1] == pytest.approx((rows["valid_en_mlm"][1] + rows["valid_fr_mlm"][1]) / 2)
     # the model's side is the run's own evaluation of the checkpoint

@@ -38,9 +38,11 @@ TEST = [
     ("de", "neutral", "Sie liest ein Buch.", "Das Buch ist neu."),
 ]
 TRAIN = [
-    ("Conceptually cream skimming has two basic dimensions.", "Product and geography are what make it work.", "neutral"),
+    ("Conceptually cream skimming has two basic dimensions.", "Product and geography are what make it work.",
+     "neutral"),
     ("You know during the season, I guess.", "You lose the things to the following level.", "entailment"),
-    ("One of our number will carry out your instructions minutely.", "A member of my team will execute them.", "entailment"),
+    ("One of our number will carry out your instructions minutely.", "A member of my team will execute them.",
+     "entailment"),
     ("How do you know? All this is their information again.", "This information belongs to them.", "entailment"),
     ("Yeah, I tell you what, Rémy.", "Tennis is the best sport.", "neutral"),
     ("My walkman broke so I'm upset now.", "I'm upset that my walkman broke.", "contradictory"),
@@ -125,7 +127,8 @@ def test_offline_run_writes_what_glue_xnli_reads(mirror, codes_vocab, tmp_path):
         assert lines[0] == "premise\thypo\tlabel"
         assert [tuple(line.split("\t")) for line in lines[1:]] == rows, (split, lg)
     assert read_lines(xnli / "en.valid")[1] == "hello , world ! elan is here .\tthe world isn 't empty .\tentailment"
-    assert read_lines(xnli / "en.train")[6] == "my walkman broke so i'm upset now.\ti'm upset that my walkman broke.\tcontradiction"
+    assert read_lines(xnli / "en.train")[6] == "my walkman broke so i'm upset now.\ti'm upset that my walkman broke." \
+                                               "\tcontradiction"
     assert not (xnli / "ar.valid").exists() and not (xnli / "zh.valid").exists()
     assert not (data / "xnli" / "XNLI-1.0.zip").exists() and not list(xnli.glob(".tmp*"))
 
