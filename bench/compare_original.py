@@ -11,8 +11,8 @@ Prints one JSON object.
     python -m bench.compare_original [--original /work/orig-cpu] [--threads 1,2] [--repeats 5]
         [--trained MT.pth --trained_source valid.en-fr.en.pth --src_lang en --tgt_lang fr]
 
-The original is imported from --original (a copy patched to run on PyTorch 2 and the CPU, as
-/work/orig-cpu: see its PATCHES.md) under the package name `orig_xlm`, with `.cuda()` made a no-op and
+The original is imported from --original (a copy patched to run on current PyTorch, made by
+`bash bench/patch_original.sh`) under the package name `orig_xlm`, with `.cuda()` made a no-op and
 an empty `apex` module, as its run_orig.py does. Nothing of it is part of xlm.
 """
 import argparse

@@ -5,8 +5,8 @@
 # Needs: python with torch (CUDA build) and numpy; xlm importable (`pip install -e . --no-deps` is tried
 # if it is not); pytest for the sync test. Nothing is downloaded: the data are generated. Wheels in .whl/
 # (sacremoses, which the tests' sample data need, where the machine lacks it) are installed first, and
-# a copy of the original XLM in $XLM_ORIGINAL (default .orig/, patched for current PyTorch as
-# bench.compare_original says) is run beside xlm in step 3. On the project's device machine, whose $OUT
+# a copy of the original XLM in $XLM_ORIGINAL (default .orig/, made by `bash bench/patch_original.sh GIT_DIR .orig`)
+# is run beside xlm in step 3. On the project's device machine, whose $OUT
 # takes back 8 files: run(command="bash bench/gpu.sh", carry=[".whl", ".orig", "tools/fastBPE"]).
 # Steps (each one's failure is recorded and the next one runs):
 #   1. the mlm_tlm_xnli15_1024 size (12 x 1024, bptt 256, bf16): MLM and TLM steps eager, with MFU
