@@ -7,7 +7,9 @@
 # CPU, torch.load of its own pickles) is done by bench/run_original.py and compare_original.import_original:
 # - its masks are uint8, which masked_scatter, masked_fill_ and indexing refuse since PyTorch 2: made bool
 #   (the same positions);
-# - `inspect.getargspec`, gone since Python 3.11: getfullargspec, whose first field is the same list.
+# - `inspect.getargspec`, gone since Python 3.11: getfullargspec, whose first field is the same list;
+# - --sinusoidal_embeddings wrote into the embedding weight in place, which autograd refuses now for a leaf
+#   that requires grad: written through `.data` (the same values).
 set -euo pipefail
 src=${1:?usage: bash bench/patch_original.sh GIT_DIR_OR_FOLDER DEST}
 dest=${2:?usage: bash bench/patch_original.sh GIT_DIR_OR_FOLDER DEST}
@@ -24,6 +26,7 @@ sed -i 's/astype(np\.uint8)/astype(bool)/' xlm/trainer.py xlm/evaluation/evaluat
 sed -i 's/dtype=torch\.uint8/dtype=torch.bool/' xlm/trainer.py
 sed -i 's/unfinished_sents\.byte()/unfinished_sents.bool()/' xlm/model/transformer.py
 sed -i 's/inspect\.getargspec(/inspect.getfullargspec(/' xlm/optim.py
-left=$(grep -rn 'np\.uint8\|torch\.uint8\|\.byte()\|getargspec(' --include=*.py xlm || true)
+sed -i 's/^    out\[:, \([01]\)::2\] = torch/    out.data[:, \1::2] = torch/' xlm/model/transformer.py
+left=$(grep -rn 'np\.uint8\|torch\.uint8\|\.byte()\|getargspec(\|^    out\[:' --include=*.py xlm || true)
 [ -z "$left" ] || { echo "not patched (another version of the original?):" >&2; echo "$left" >&2; exit 1; }
 echo "$dest: the original XLM, patched for current PyTorch"
