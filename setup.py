@@ -7,12 +7,14 @@ setup(
     packages=find_packages(include=["xlm", "xlm.*"]),
     python_requires=">=3.9",
     install_requires=[
-        "torch>=2.5,<3",  # 2.5: torch.serialization.safe_globals, which checkpoint loading uses
+        "torch>=2.6,<3",  # 2.6: safe_globals takes (function, name) pairs, which checkpoint loading uses
         "numpy>=1.23",
         "sacremoses>=0.1,<0.3",  # xlm/data/tokenize.py replaces some of its rules by name (tested with 0.2)
         "regex",  # Perl's Unicode properties in those rules (sacremoses needs it too)
         "sacrebleu>=2.3",
         "tqdm>=4.60",
+        # torch's torchrun imports it on Python 3.9 without asking for it (torch 2.6-2.8, the last for 3.9)
+        "importlib_metadata; python_version < '3.10'",
     ],
     extras_require={
         "zh": ["jieba>=0.42"],

@@ -83,7 +83,8 @@ def test_released_checkpoints_keep_512_positions(tmp_path):
 def test_refusals_name_the_attribute(tmp_path):
     _, folder = hf_folder(tmp_path / "hf", n_langs=2)
     config = json.loads((folder / "config.json").read_text())
-    bad = dict(config, asm=True, is_encoder=False, pad_token_id=0, lang2id={"a": 0, "b": 5})
+    # pad_index and pad_token_id: one attribute in transformers 5, two in 4.x (where pad_index counts)
+    bad = dict(config, asm=True, is_encoder=False, pad_token_id=0, pad_index=0, lang2id={"a": 0, "b": 5})
     (folder / "config.json").write_text(json.dumps(bad))
     with pytest.raises(DataError, match=r"config.json: asm=true .*; is_encoder=false .*; special-token ids differ "
                                         r"from xlm's fixed ones: pad_index=0 \(xlm: 2\); lang2id .* ids 0..1"):

@@ -34,11 +34,16 @@ for _module in ("numpy.core.multiarray", "numpy._core.multiarray"):
     _NUMPY_GLOBALS += [(_reconstruct, f"{_module}._reconstruct"), (scalar, f"{_module}.scalar")]
 
 
+# the lines of torch.load's errors that give advice, not the reason (their place varies between versions)
+_ADVICE = ("Weights only load failed", "Check the documentation")
+
+
 def _first_line(error):
-    """The gist of a torch.load error: the reason after its advice paragraph, one line, no colour codes."""
-    text = str(error).split("\n\n")[1] if "\n\n" in str(error) else str(error)
-    line = next((part.strip() for part in text.splitlines() if part.strip()), type(error).__name__)
-    return line.replace("\x1b[1m", "").replace("\x1b[0m", "").split(". ")[0]
+    """The gist of a torch.load error: its first line that is not advice, no colour codes."""
+    lines = [line.replace("\x1b[1m", "").replace("\x1b[0m", "").strip() for line in str(error).splitlines()]
+    lines = [line for line in lines if line]
+    line = next((line for line in lines if not line.startswith(_ADVICE)), lines[0] if lines else type(error).__name__)
+    return line.split(". ")[0]
 
 
 def read_checkpoint(path):
