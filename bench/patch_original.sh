@@ -3,7 +3,7 @@
 # side-by-side benches (bench.compare_original, compare_flags, compare_decoding, gpu.sh's step 3). The copy
 # stays outside the repository (or in the ignored .orig/); nothing of it is committed.
 #   bash bench/patch_original.sh GIT_DIR_OR_FOLDER DEST   # e.g. a mirror's git dir and /work/orig-cpu
-# Two kinds of change, the least that makes it run; what is left to do at run time (no apex, `.cuda()` on a
+# Three changes, the least that makes it run; what is left to do at run time (no apex, `.cuda()` on a
 # CPU, torch.load of its own pickles) is done by bench/run_original.py and compare_original.import_original:
 # - its masks are uint8, which masked_scatter, masked_fill_ and indexing refuse since PyTorch 2: made bool
 #   (the same positions);
