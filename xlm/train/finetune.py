@@ -24,6 +24,7 @@ from ..data.dictionary import N_RESERVED
 from ..data.iterators import BatchIterator
 from ..evaluation.classification import TASKS, TaskData, predict, task_scores
 from ..fileio import DataError, atomic_write, remove_stale_tmp
+from ..host_memory import keep_freed_memory
 from ..model.checkpoint import checkpoint_payload, load_model, load_weights, read_checkpoint, save_checkpoint
 from ..model.embedder import finetuned_parameters, freeze_all_but, sentence_vectors
 from .distributed import all_reduce_sum, broadcast_from_master, full_float32, shutdown, to_device
@@ -159,6 +160,8 @@ class FineTuner:
         self.ddp = DistributedDataParallel(self.model, device_ids=device_ids) if info.multi else self.model
         amp_dtype = torch.float16 if params.fp16 else torch.bfloat16 if params.bf16 else None
         self.engine = StepEngine(self.optimizers, {}, [self.ddp], info.device, amp_dtype, multi=info.multi)
+        # on the CPU, each step's large tensors reuse the pages the last step freed (see host_memory.py)
+        self.freed_memory = keep_freed_memory() if info.device.type == "cpu" else None
         self.epoch, self.best = 0, None
         self.checkpoint_path = os.path.join(params.dump_path, f"checkpoint-{task}.pth")
         self.resume()
@@ -251,6 +254,8 @@ class FineTuner:
                 self.metrics.write(f"train_{self.task_name}", self.epoch, {"loss": loss_sum / max(steps, 1)})
                 sums.zero_()
                 window, last_log = [0, 0, 0], time.time()
+                if self.freed_memory:
+                    self.freed_memory.check()
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
