@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from bench.data_pipeline import cpu_model
-from bench.steps import LANGS, Rounds, build_trainer, write_data
+from bench.steps import LANGS, Rounds, build_trainer, eval_mode, write_data
 from xlm.data.datasets import Batch, batch_sentences
 from xlm.data.dictionary import SPECIAL_WORDS
 from xlm.data.binarized import load_binarized
@@ -176,23 +176,24 @@ def trained(orig, args, tmp, clock):
 
     @torch.no_grad()
     def beam_orig():
-        o_mt.encoder.eval(), o_mt.decoder.eval()
         out = []
-        for b in beam_batches:
-            x = b.x.t()
-            enc = o_mt.encoder("fwd", x=x, lengths=b.lengths, langs=torch.zeros_like(x), causal=False)
-            out.append(o_mt.decoder.generate_beam(enc.transpose(0, 1), b.lengths, 1, beam_size=5, length_penalty=1.0,
-                                                  early_stopping=False, max_len=int(1.5 * int(b.lengths.max()) + 10)))
+        with eval_mode(o_mt.encoder, o_mt.decoder):
+            for b in beam_batches:
+                x = b.x.t()
+                enc = o_mt.encoder("fwd", x=x, lengths=b.lengths, langs=torch.zeros_like(x), causal=False)
+                out.append(o_mt.decoder.generate_beam(enc.transpose(0, 1), b.lengths, 1, beam_size=5,
+                                                      length_penalty=1.0, early_stopping=False,
+                                                      max_len=int(1.5 * int(b.lengths.max()) + 10)))
         return out
 
     @torch.no_grad()
     def beam_xlm():
-        mt.models["encoder"].eval(), mt.models["decoder"].eval()
         out = []
-        for b in beam_batches:
-            enc = mt.models["encoder"](b.x, b.lengths, langs=0)
-            out.append(generate_beam(mt.models["decoder"], enc, b.lengths, 1, beam_size=5,
-                                     max_len=int(1.5 * int(b.lengths.max()) + 10)))
+        with eval_mode(mt.models["encoder"], mt.models["decoder"]):
+            for b in beam_batches:
+                enc = mt.models["encoder"](b.x, b.lengths, langs=0)
+                out.append(generate_beam(mt.models["decoder"], enc, b.lengths, 1, beam_size=5,
+                                         max_len=int(1.5 * int(b.lengths.max()) + 10)))
         return out
 
     # before any BT step changes the weights
@@ -295,16 +296,14 @@ def main():
     max_len = int(1.5 * int(beam_src.lengths.max()) + 10)
 
     def beam_orig():
-        with torch.no_grad():
-            o_mt.encoder.eval(), o_mt.decoder.eval()
+        with torch.no_grad(), eval_mode(o_mt.encoder, o_mt.decoder):
             langs = torch.zeros_like(beam_src.x.t())
             enc = o_mt.encoder("fwd", x=beam_src.x.t(), lengths=beam_src.lengths, langs=langs, causal=False)
             return o_mt.decoder.generate_beam(enc.transpose(0, 1), beam_src.lengths, 1, beam_size=5,
                                               length_penalty=1.0, early_stopping=False, max_len=max_len)
 
     def beam_xlm():
-        with torch.no_grad():
-            mt.models["encoder"].eval(), mt.models["decoder"].eval()
+        with torch.no_grad(), eval_mode(mt.models["encoder"], mt.models["decoder"]):
             enc = mt.models["encoder"](beam_src.x, beam_src.lengths, langs=0)
             return generate_beam(mt.models["decoder"], enc, beam_src.lengths, 1, beam_size=5, max_len=max_len)
 

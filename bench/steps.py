@@ -60,6 +60,20 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+@contextlib.contextmanager
+def eval_mode(*models):
+    """The models in eval mode inside, in their former modes after: a step timed after decoding must
+    train as train.py's do (dropout on), and xlm's back-translation keeps the mode it finds."""
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)
+
+
 def tokens_of(work):
     """Tokens of the batches a plan item was made from: the sentences (a stream's rows, a pair's two sides,
     AE's and BT's original sentences), and an MT step's source too."""

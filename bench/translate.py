@@ -16,7 +16,7 @@ from contextlib import nullcontext
 
 import torch
 
-from bench.steps import Rounds, build_trainer, emit, sync, time_rounds, write_data
+from bench.steps import Rounds, build_trainer, emit, eval_mode, sync, time_rounds, write_data
 from bench.train import device_name
 from xlm.data import load_binarized
 from xlm.data.datasets import batch_sentences
@@ -63,11 +63,10 @@ def main():
     batches = [batch_sentences([corpus[k] for k in range(i, min(i + args.batch_size, args.sentences))])
                for i in range(0, args.sentences, args.batch_size)]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else nullcontext()
-    enc.eval(), dec.eval()
     for name, decode in (("greedy", lambda e, n, m: generate_greedy(dec, e, n, 1, max_len=m)),
                          ("beam5", lambda e, n, m: generate_beam(dec, e, n, 1, beam_size=5, max_len=m))):
         generated = 0
-        with torch.no_grad(), autocast:
+        with torch.no_grad(), autocast, eval_mode(enc, dec):
             decode(enc(batches[0].x.to(device), batches[0].lengths.to(device), langs=0),
                    batches[0].lengths.to(device), 20)
             sync(device)
