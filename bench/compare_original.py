@@ -5,8 +5,8 @@ the original's trainer methods and `generate_beam` on one side; on the other, xl
 that objective alone, fed as train.py feeds it (`train_round` on its Plan made ahead in a background
 thread, or inline with --no_prefetch), and xlm's `generate_beam`. Both read the same batches through their
 iterators, with models built from one state dict. Timed
-alternately (original, xlm, original, ...), medians of the repeats, for each thread count.
-Prints one JSON object.
+alternately, each side twice in a row with the second call timed (see `side_by_side`), for each thread
+count: medians of the repeats, and the median of the paired ratios as the speedup. Prints one JSON object.
 
     python -m bench.compare_original [--original /work/orig-cpu] [--threads 1,2] [--repeats 5]
         [--trained MT.pth --trained_source valid.en-fr.en.pth --src_lang en --tgt_lang fr]
@@ -129,16 +129,21 @@ def seconds(fn, clock=time.perf_counter):
 
 
 def side_by_side(name, run_orig, run_xlm, repeats, work, unit, clock=time.perf_counter):
-    """Warm-up once each, then alternate; work is the number of tokens (or sentences) of one call."""
-    run_orig(), run_xlm()
+    """The sides alternate, each running twice in a row with the second call timed: in one process they
+    share malloc's heap, and a side's first call after the other's can fault in pages it would reuse
+    running alone (in an MLM step of the original, up to 0.75 s of system time and 62,000 faults). Both
+    timed calls of a repeat get the same batch; the speedup is the median of their ratios. work is the
+    number of tokens (or sentences) of one call."""
     t_orig, t_xlm = [], []
     for _ in range(repeats):
+        run_orig()
         t_orig.append(seconds(run_orig, clock))
+        run_xlm()
         t_xlm.append(seconds(run_xlm, clock))
     o, x = statistics.median(t_orig), statistics.median(t_xlm)
     result = {f"original_{unit}_per_s": round(work / o, 1), f"xlm_{unit}_per_s": round(work / x, 1),
-              "speedup": round(o / x, 3), "original_seconds": [round(t, 4) for t in t_orig],
-              "xlm_seconds": [round(t, 4) for t in t_xlm]}
+              "speedup": round(statistics.median(a / b for a, b in zip(t_orig, t_xlm)), 3),
+              "original_seconds": [round(t, 4) for t in t_orig], "xlm_seconds": [round(t, 4) for t in t_xlm]}
     print(name, {k: v for k, v in result.items() if not k.endswith("seconds")}, file=sys.stderr, flush=True)
     return result
 
@@ -289,6 +294,7 @@ def main():
               "optimizer": OPTIMIZER, "clip_grad_norm": 5,
               "clock": "process CPU time" if args.cpu_time else "wall",
               "xlm_batches": "made inline" if args.no_prefetch else "made ahead in a background thread (train.py)",
+              "timing": "each side twice in a row, the second call timed; speedup: median of the paired ratios",
               "repeats": args.repeats, "threads": {}}
     tlm_tokens = sum(int(a.lengths.sum() + b.lengths.sum()) for a, b in pairs) / len(pairs)
     bt_tokens = sum(int(b.lengths.sum()) for b in bt_batches) / len(bt_batches)
