@@ -50,6 +50,8 @@ def main():
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--bptt", type=int, default=256)
     parser.add_argument("--max_len", type=int, default=100, help="longest training sentence (words)")
+    parser.add_argument("--attention_dropout", type=float, default=0.1,
+                        help="0 lets padded batches take the variable-length flash kernel on CUDA")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--objectives", default="mlm,tlm,mt,bt")
@@ -66,7 +68,7 @@ def main():
     if args.multi_tensor_adam:
         adam.uses_fused_kernel = lambda param: False
     flags = ["--emb_dim", size["emb_dim"], "--n_layers", size["n_layers"], "--n_heads", size["n_heads"],
-             "--dropout", 0.1, "--attention_dropout", 0.1, "--gelu_activation", "true",
+             "--dropout", 0.1, "--attention_dropout", args.attention_dropout, "--gelu_activation", "true",
              "--batch_size", args.batch_size, "--bptt", args.bptt, "--max_len", args.max_len,
              "--optimizer", "adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.0001,warmup_updates=30000",
              "--clip_grad_norm", 5, "--bf16", str(args.bf16).lower()]

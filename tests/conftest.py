@@ -13,7 +13,7 @@ SAMPLE = ROOT / "data" / "sample"
 
 def run(args, input=None, check=True, cwd=None):
     """Run a command of the project as a user would; returns the CompletedProcess (text mode)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     proc = subprocess.run(args, input=input, capture_output=True, text=True, cwd=cwd or ROOT, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

@@ -130,6 +130,20 @@ def test_varlen_model_matches_padded_on_cuda(monkeypatch):
         assert (grad - expected).norm() <= 3e-2 * expected.norm(), name
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the choice of kernel is CUDA's")
+def test_padded_attention_does_not_use_cudnn_on_cuda():
+    """Training attention over a padded bf16 batch with dropout (no varlen kernel) takes the memory-efficient
+    kernel, not cuDNN's, which would build a graph for each new shape."""
+    from torch.profiler import ProfilerActivity, profile
+    model = tiny(attention_dropout=0.1, dropout=0.1).cuda().train()
+    batch = sentences(6, torch.Generator().manual_seed(4), 40)
+    with profile(activities=[ProfilerActivity.CPU]) as prof, torch.autocast("cuda", dtype=torch.bfloat16):
+        model(batch.x.cuda(), batch.lengths.cuda(), langs=1).float().sum().backward()
+    ops = {e.key for e in prof.key_averages()}
+    assert not any("cudnn_attention" in op for op in ops), sorted(op for op in ops if "attention" in op)
+    assert any("efficient_attention" in op for op in ops), sorted(op for op in ops if "attention" in op)
+
+
 def test_varlen_kernel_is_looked_up_not_assumed():
     """A torch before 2.9 has no torch.nn.attention.varlen: there padded attention masks, not crashes."""
     try:
