@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The GPU benchmarks of issue 11 on one GPU (H100/H200), in under 10 minutes, from the repository root:
+# The GPU benchmarks of issue 11 on one GPU (H100/H200), in under 8 minutes, from the repository root:
 #   bash bench/gpu.sh                 # the results in $OUT (default /tmp/xlm_gpu_bench), the work in $WORK
 #   bash bench/gpu.sh --cpu-smoke     # the same steps at toy sizes on the CPU (a few minutes), to check it runs
 # Needs: python with torch (CUDA build) and numpy; xlm importable (`pip install -e . --no-deps` is tried
 # if it is not); pytest for the sync test. Nothing is downloaded: the data are generated. Wheels in .whl/
 # (sacremoses, which the tests' sample data need, where the machine lacks it) are installed first, and
 # a copy of the original XLM in $XLM_ORIGINAL (default .orig/, made by `bash bench/patch_original.sh GIT_DIR .orig`)
-# is run beside xlm in step 7. On the project's device machine, whose $OUT
+# is run beside xlm in step 8. On the project's device machine, whose $OUT
 # takes back 8 files: run(command="bash bench/gpu.sh", carry=[".whl", ".orig", "tools/fastBPE"]).
 # Steps (each one's failure is recorded and the next one runs):
-#   1. the mlm_tlm_xnli15_1024 size (12 x 1024, bptt 256, bf16): MLM and TLM steps eager, with MFU
+#   1. the mlm_tlm_xnli15_1024 size (12 x 1024, bptt 256, bf16): MLM and TLM steps eager, with MFU and a
+#      profile (kernel families, the device's busy share)
 #   2. the CUDA tests (pytest -k 'sync or cuda': the sync tests, the varlen kernel against masked attention,
 #      NCCL collectives and a DDP step in a one-rank process group)
 #   3. MLM compiled, and MLM with the multi-tensor Adam instead of the fused kernel
@@ -17,7 +18,9 @@
 #   5. beam-5 and greedy decoding (6 x 512 encoder-decoder), translate.py end to end
 #   6. torchrun --nproc_per_node 1 train.py: MLM + AE + BT, ~200 steps on toy languages, bf16 (one rank
 #      runs without a process group, as the original; NCCL among ranks needs a GPU each)
-#   7. with $XLM_ORIGINAL: the original's train.py and xlm's, same flags, same toy data, float32 as the
+#   7. what limits MFU: MLM at twice the batch (a step bound by the host gains much), and TLM and MT without
+#      attention dropout, through the variable-length flash kernel and through masks (XLM_VARLEN=0)
+#   8. with $XLM_ORIGINAL: the original's train.py and xlm's, same flags, same toy data, float32 as the
 #      original runs without apex: MLM, and AE + BT with BLEU; whole-command seconds and words/s (last:
 #      what the issue asks for comes first, should the time run out)
 # $OUT gets gpu.log, status.txt, logs.tar.gz (every step's JSON and log, refreshed after each step) and
@@ -70,6 +73,7 @@ fi
 
 if [ $SMOKE = 1 ]; then
   SIZE=(--size tiny --batch_size 8 --bptt 32 --max_len 30 --steps 2 --warmup 1)
+  BIG_BATCH=16
   MTBT_STEPS=2
   DECODE=(--emb_dim 64 --n_layers 2 --n_words 2000 --sentences 16 --batch_size 8 --bt_steps 1)
   NCCL=(--emb_dim 32 --n_layers 1 --n_heads 4 --batch_size 16 --epoch_size 480 --bf16 false)
@@ -78,6 +82,7 @@ if [ $SMOKE = 1 ]; then
   N_MONO=2000
 else
   SIZE=(--size mlm_tlm_xnli15_1024 --bf16 --batch_size 32 --bptt 256 --max_len 100 --steps 20 --warmup 3)
+  BIG_BATCH=64
   MTBT_STEPS=5
   DECODE=(--emb_dim 512 --n_layers 6 --n_words 32000 --sentences 1024 --batch_size 128 --bt_steps 5 --bf16)
   NCCL=(--emb_dim 256 --n_layers 4 --n_heads 8 --batch_size 32 --epoch_size 6400 --bf16 true)
@@ -108,7 +113,7 @@ AEBT=(--encoder_only false --ae_steps la,lb --bt_steps la-lb-la,lb-la-lb --word_
       --word_blank 0.1 --lambda_ae 0:1,100:0.1 --eval_bleu true)
 
 # 1. the headline: MFU of the 1024 model
-run train_eager python -m bench.train "${SIZE[@]}" --objectives mlm,tlm
+run train_eager python -m bench.train "${SIZE[@]}" --objectives mlm,tlm --profile 3
 
 # 2. the tests that only run with a GPU (the sync tests, the varlen kernel against masked attention, NCCL), and
 # the CPU sync test beside them
@@ -127,7 +132,7 @@ make_toy
 run train_compiled python -m bench.train "${SIZE[@]}" --compile --objectives mlm
 # the same MLM step with the multi-tensor Adam instead of the fused kernel: what the kernel saves
 run train_multi_tensor_adam python -m bench.train "${SIZE[@]}" --steps 10 --multi_tensor_adam --objectives mlm
-run train_mt_bt python -m bench.train "${SIZE[@]}" --steps $MTBT_STEPS --objectives mt,bt
+run train_mt_bt python -m bench.train "${SIZE[@]}" --steps $MTBT_STEPS --objectives mt,bt --profile 2
 run translate python -m bench.translate "${DECODE[@]}"
 
 # 6. a one-process torchrun of train.py on toy languages (NCCL itself is tested in step 2)
@@ -143,7 +148,13 @@ status "nccl_run rc=$? seconds=$(( $(date +%s) - t0 ))"
 grep -E "words/s|__log__" "$WORK/nccl_run.txt" | tail -3 >&2
 fi
 
-# 7. beside the original: the same command lines on the same data, float32 (the original's without apex)
+# 7. what limits MFU (bench/results/README.md reads these)
+run mlm_big_batch python -m bench.train "${SIZE[@]}" --steps 10 --batch_size $BIG_BATCH --objectives mlm --profile 3
+run padded_varlen python -m bench.train "${SIZE[@]}" --steps 10 --attention_dropout 0 --objectives tlm,mt
+run padded_masks env XLM_VARLEN=0 python -m bench.train "${SIZE[@]}" --steps 10 --attention_dropout 0 \
+  --objectives tlm,mt
+
+# 8. beside the original: the same command lines on the same data, float32 (the original's without apex)
 if ! want vs_original; then
   :
 elif [ -f "$XLM_ORIGINAL/train.py" ]; then
@@ -196,7 +207,8 @@ combined = {"status": {}, "results": {}}
 for line in open(os.path.join(out, "status.txt")):
     name, *rest = line.split()
     combined["status"][name] = " ".join(rest)
-for name in ("train_eager", "train_compiled", "train_multi_tensor_adam", "train_mt_bt", "translate"):
+for name in ("train_eager", "train_compiled", "train_multi_tensor_adam", "train_mt_bt", "translate", "mlm_big_batch",
+             "padded_varlen", "padded_masks"):
     try:
         combined["results"][name] = json.loads(text(name + ".json"))
     except ValueError as e:

@@ -206,23 +206,53 @@ def time_rounds(rounds, steps, warmup):
     return result
 
 
+# kernel families on CUDA, by the first of these substrings in a kernel's name (lower-cased)
+KERNEL_FAMILIES = (("matmul", ("gemm", "nvjet", "cutlass", "xmma", "cublas")),
+                   ("attention", ("attention", "fmha", "flash", "cudnn", "sdpa")),
+                   ("optimizer", ("adam",)), ("layer_norm", ("layer_norm", "layernorm", "gammabeta")),
+                   ("copy_or_cast", ("copy", "cast")), ("reduction", ("reduce",)))
+
+
+def kernel_family(name):
+    name = name.lower()
+    return next((family for family, keys in KERNEL_FAMILIES if any(k in name for k in keys)), "other_elementwise")
+
+
 def profile_rounds(rounds, steps, top=15):
-    """The ops that take the most self time over `steps` rounds (torch.profiler), with their share."""
+    """Where `steps` rounds spend their time (torch.profiler). On the CPU: the ops of the most self time,
+    with their share. On CUDA: the kernels alone (an op's device time is also its kernels', counted
+    once here), their share of the kernel time by family and the top kernels, and device_busy, the
+    kernel time over the wall time: well under 1, the GPU waits for the host to launch work."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     trainer, step = rounds.trainer, rounds.step
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.info.device.type == "cuda" else [])
+    cuda = trainer.info.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     step()
+    sync(trainer.info.device)
     with profile(activities=activities) as prof:
+        start = time.perf_counter()
         for _ in range(steps):
             step()
         sync(trainer.info.device)
+        wall = time.perf_counter() - start
     events = prof.key_averages()
-    cuda = trainer.info.device.type == "cuda"
+    if cuda:
+        events = [e for e in events if e.device_type == DeviceType.CUDA]
     self_time = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
     total = sum(self_time(e) for e in events) or 1
     ranked = sorted(events, key=self_time, reverse=True)[:top]
-    return [{"op": e.key, "self_share": round(self_time(e) / total, 4), "calls_per_step": e.count / steps}
-            for e in ranked]
+    result = {"top": [{"op": e.key[:160], "self_share": round(self_time(e) / total, 4),
+                       "calls_per_step": e.count / steps} for e in ranked]}
+    if cuda:
+        families = {}
+        for e in events:
+            family = kernel_family(e.key)
+            families[family] = families.get(family, 0) + self_time(e) / total
+        result["kernel_families"] = {k: round(v, 4) for k, v in sorted(families.items(), key=lambda kv: -kv[1])}
+        result["device_busy"] = round(total / 1e6 / wall, 3)  # profiler times are in microseconds
+        result["kernels_per_step"] = sum(e.count for e in events) / steps
+    return result
 
 
 def emit(result, out=None):

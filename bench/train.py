@@ -57,7 +57,9 @@ def main():
     parser.add_argument("--objectives", default="mlm,tlm,mt,bt")
     parser.add_argument("--multi_tensor_adam", action="store_true",
                         help="update with the multi-tensor Adam, not torch's fused kernel (CUDA), to time the kernel")
-    parser.add_argument("--profile", type=int, default=0, help="also profile this many MLM steps (top ops)")
+    parser.add_argument("--profile", type=int, default=0,
+                        help="also profile this many steps of each objective (top ops; on CUDA, kernel families "
+                             "and the device's busy share)")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
     objectives = args.objectives.split(",")
@@ -77,8 +79,8 @@ def main():
     tmp = tempfile.TemporaryDirectory()
     data = os.path.join(tmp.name, "data")
     os.makedirs(data)
-    # enough sentences for every timed step (three passes: warm-up, speed, split) without a new epoch
-    n_stream = 3 * (args.steps + args.warmup) * args.batch_size * args.bptt
+    # enough sentences for every timed step (warm-up, speed, split, the profile) without a new epoch
+    n_stream = (3 * (args.steps + args.warmup) + args.profile + 1) * args.batch_size * args.bptt
     start = time.perf_counter()
     write_data(data, size["n_words"], max(2000, n_stream // 52), min_len=4, max_len=args.max_len)
     result = {"benchmark": "train_step", "command": "python -m bench.train " + " ".join(sys.argv[1:]),
@@ -98,8 +100,8 @@ def main():
                 peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in device_name(device)), None)
                 r.update(achieved_tflops=round(achieved / 1e12, 1),
                          mfu=round(achieved / peak, 3) if peak and args.bf16 else None)
-            if name == "mlm" and args.profile:
-                r["profile_top_ops"] = profile_rounds(rounds, args.profile)
+            if args.profile:
+                r["profile"] = profile_rounds(rounds, args.profile)
         finally:
             rounds.close()
         del trainer, rounds
