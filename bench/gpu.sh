@@ -13,7 +13,7 @@
 #      profile (kernel families, the device's busy share)
 #   2. the CUDA tests (pytest -k 'sync or cuda': the sync tests, the varlen kernel against masked attention,
 #      NCCL collectives and a DDP step in a one-rank process group)
-#   3. MLM compiled, and MLM with the multi-tensor Adam instead of the fused kernel
+#   3. MLM and TLM compiled, and MLM with the multi-tensor Adam instead of the fused kernel
 #   4. MT and BT steps of the 1024 size (encoder-decoder)
 #   5. beam-5 and greedy decoding (6 x 512 encoder-decoder), translate.py end to end
 #   6. torchrun --nproc_per_node 1 train.py: MLM + AE + BT, ~200 steps on toy languages, bf16 (one rank
@@ -129,7 +129,7 @@ fi
 make_toy
 
 # 3-5. compiled, the Adam kernels, MT and BT, decoding
-run train_compiled python -m bench.train "${SIZE[@]}" --compile --objectives mlm
+run train_compiled python -m bench.train "${SIZE[@]}" --compile --objectives mlm,tlm
 # the same MLM step with the multi-tensor Adam instead of the fused kernel: what the kernel saves
 run train_multi_tensor_adam python -m bench.train "${SIZE[@]}" --steps 10 --multi_tensor_adam --objectives mlm
 run train_mt_bt python -m bench.train "${SIZE[@]}" --steps $MTBT_STEPS --objectives mt,bt --profile 2
