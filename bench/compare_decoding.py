@@ -10,7 +10,7 @@ hypothesis score of beam search (the original computes finished sentences from o
 greedy one's hidden states are zeroed as padding, a done beam search goes on from another row). Prints
 one JSON object; exit status 1 if any output differs in float64.
 
-    python -m bench.compare_decoding [--original /work/orig-cpu] [--trials 300]
+    python -m bench.compare_decoding [--original /work/orig-cpu] [--trials 300] [--device cuda]
 """
 import argparse
 import json
@@ -43,8 +43,9 @@ def original_model(orig, xlm_model, config, is_encoder):
     return model.eval()
 
 
-def trial(orig, seed):
-    """A random encoder-decoder on both sides and a random batch; yields (what, decode_xlm, decode_orig)."""
+def trial(orig, seed, device):
+    """A random encoder-decoder on both sides and a random batch on `device`; yields (what, decode_xlm,
+    decode_orig)."""
     r = random.Random(seed)
     dim, heads = r.choice([(32, 2), (48, 4), (64, 4)])
     config = dict(n_words=r.choice([24, 60, 203]), emb_dim=dim, n_layers=r.choice([1, 2, 3]), n_heads=heads,
@@ -56,12 +57,14 @@ def trial(orig, seed):
         decoder.pred_layer.proj.bias[1] += r.uniform(-2, 2)
         for p in decoder.parameters():
             p.mul_(r.uniform(1.0, 1.6))
-    o_encoder = original_model(orig, encoder, encoder.config, True)
-    o_decoder = original_model(orig, decoder, decoder.config, False)
+    encoder, decoder = encoder.to(device), decoder.to(device)
+    o_encoder = original_model(orig, encoder, encoder.config, True).to(device)
+    o_decoder = original_model(orig, decoder, decoder.config, False).to(device)
     words = range(len(SPECIAL_WORDS), config["n_words"])
     batch = batch_sentences([np.array([r.choice(words) for _ in range(r.randint(1, 20))], dtype=np.int64)
                              for _ in range(r.choice([1, 2, 3, 7, 16]))])
     longest = int(batch.lengths.max())
+    batch = type(batch)(batch.x.to(device), batch.lengths.to(device))
     max_len = r.choice([2, r.randint(3, 30), int(1.5 * longest + 10), int(1.3 * longest + 5)])
     settings = [("greedy", None, None, None)] + [("beam", beam, r.choice([0.0, 0.6, 1.0, 1.5]), r.choice([False, True]))
                                                  for beam in (1, 2, 3, 5)]
@@ -150,7 +153,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--original", default="/work/orig-cpu", help="the original XLM, patched for the CPU")
     parser.add_argument("--trials", type=int, default=300)
+    parser.add_argument("--device", default="cpu",
+                        help="cuda: both sides decode on the GPU (float32; TF32 off, torch's default)")
     args = parser.parse_args()
+    device = torch.device(args.device)
     orig = import_original(args.original)
     torch.set_num_threads(1)
     counts = {"equal": 0, "near_tie": 0, "different": 0}
@@ -158,7 +164,7 @@ def main():
     bits = {"encoder_outputs": 0, "decodings": 0}
     cases, lengths = [], []
     for seed in range(args.trials):
-        for what, encoded, ours, theirs, models in trial(orig, seed):
+        for what, encoded, ours, theirs, models in trial(orig, seed, device):
             x_enc, o_enc = encoded()
             bits["encoder_outputs"] += torch.equal(x_enc, o_enc)
             numbers.start()
@@ -181,7 +187,8 @@ def main():
             cases.append({**what, "verdict": verdict})
             print(f"{verdict}: {what}", file=sys.stderr, flush=True)
     result = {"benchmark": "compare_decoding", "command": "python -m bench.compare_decoding " + " ".join(sys.argv[1:]),
-              "original": args.original, "device_name": cpu_model(), "torch": torch.__version__,
+              "original": args.original, "torch": torch.__version__, "device_name":
+              torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
               "decodings": sum(counts.values()), **counts, "not_equal": cases,
               "bit_for_bit": {"encoder_outputs": bits["encoder_outputs"], "decodings": bits["decodings"],
                               "what": "the encoder outputs; greedy: every logit of the unfinished sentences; "

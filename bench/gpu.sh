@@ -20,7 +20,8 @@
 #      runs without a process group, as the original; NCCL among ranks needs a GPU each)
 #   7. what limits MFU: MLM at twice the batch (a step bound by the host gains much), and TLM and MT without
 #      attention dropout, through the variable-length flash kernel and through masks (XLM_VARLEN=0)
-#   8. with $XLM_ORIGINAL: the original's train.py and xlm's, same flags, same toy data, float32 as the
+#   8. with $XLM_ORIGINAL: greedy and beam outputs against the original's, decoding on the GPU
+#      (bench.compare_decoding); the original's train.py and xlm's, same flags, same toy data, float32 as the
 #      original runs without apex: MLM, and AE + BT with BLEU; whole-command seconds and words/s (last:
 #      what the issue asks for comes first, should the time run out)
 # $OUT gets gpu.log, status.txt, logs.tar.gz (every step's JSON and log, refreshed after each step) and
@@ -80,6 +81,7 @@ if [ $SMOKE = 1 ]; then
   VS_MLM=(--emb_dim 32 --n_layers 1 --n_heads 4 --bptt 32 --epoch_size 320 --max_epoch 1)
   VS_AEBT=(--emb_dim 32 --n_layers 1 --n_heads 4 --tokens_per_batch 300 --epoch_size 64 --max_epoch 1)
   N_MONO=2000
+  DECODING_TRIALS=(--trials 5 --device cpu)
 else
   SIZE=(--size mlm_tlm_xnli15_1024 --bf16 --batch_size 32 --bptt 256 --max_len 100 --steps 20 --warmup 3)
   BIG_BATCH=64
@@ -89,6 +91,7 @@ else
   VS_MLM=(--emb_dim 512 --n_layers 6 --n_heads 8 --bptt 256 --epoch_size 6400 --max_epoch 2)
   VS_AEBT=(--emb_dim 512 --n_layers 6 --n_heads 8 --tokens_per_batch 2000 --epoch_size 3200 --max_epoch 1)
   N_MONO=20000
+  DECODING_TRIALS=(--trials 60 --device cuda)
 fi
 
 # toy languages la and lb (monolingual, and valid/test pairs for BLEU), binarized by xlm
@@ -154,7 +157,11 @@ run padded_varlen python -m bench.train "${SIZE[@]}" --steps 10 --attention_drop
 run padded_masks env XLM_VARLEN=0 python -m bench.train "${SIZE[@]}" --steps 10 --attention_dropout 0 \
   --objectives tlm,mt
 
-# 8. beside the original: the same command lines on the same data, float32 (the original's without apex)
+# 8. beside the original: greedy and beam outputs of random models decoding on the GPU (exit status 1: one
+# differs), then the same command lines on the same data, float32 (the original's without apex)
+if [ -f "$XLM_ORIGINAL/xlm/__init__.py" ]; then
+  run decoding_vs_original python -m bench.compare_decoding --original "$XLM_ORIGINAL" "${DECODING_TRIALS[@]}"
+fi
 if ! want vs_original; then
   :
 elif [ -f "$XLM_ORIGINAL/train.py" ]; then
@@ -208,7 +215,7 @@ for line in open(os.path.join(out, "status.txt")):
     name, *rest = line.split()
     combined["status"][name] = " ".join(rest)
 for name in ("train_eager", "train_compiled", "train_multi_tensor_adam", "train_mt_bt", "translate", "mlm_big_batch",
-             "padded_varlen", "padded_masks"):
+             "padded_varlen", "padded_masks", "decoding_vs_original"):
     try:
         combined["results"][name] = json.loads(text(name + ".json"))
     except ValueError as e:
