@@ -91,7 +91,7 @@ else
   VS_MLM=(--emb_dim 512 --n_layers 6 --n_heads 8 --bptt 256 --epoch_size 6400 --max_epoch 2)
   VS_AEBT=(--emb_dim 512 --n_layers 6 --n_heads 8 --tokens_per_batch 2000 --epoch_size 3200 --max_epoch 1)
   N_MONO=20000
-  DECODING_TRIALS=(--trials 60 --device cuda)
+  DECODING_TRIALS=(--trials 40 --device cuda)
 fi
 
 # toy languages la and lb (monolingual, and valid/test pairs for BLEU), binarized by xlm
