@@ -18,8 +18,9 @@
 #   5. beam-5 and greedy decoding (6 x 512 encoder-decoder), translate.py end to end
 #   6. torchrun --nproc_per_node 1 train.py: MLM + AE + BT, ~200 steps on toy languages, bf16 (one rank
 #      runs without a process group, as the original; NCCL among ranks needs a GPU each)
-#   7. what limits MFU: MLM at twice the batch (a step bound by the host gains much), and TLM and MT without
-#      attention dropout, through the variable-length flash kernel and through masks (XLM_VARLEN=0)
+#   7. what limits MFU: MLM at twice the batch (a step bound by the host gains much), TLM and MT without
+#      attention dropout, through the variable-length flash kernel and through masks (XLM_VARLEN=0), and
+#      TLM and MT with the allocator's expandable segments
 #   8. with $XLM_ORIGINAL: greedy and beam outputs against the original's, decoding on the GPU
 #      (bench.compare_decoding); the original's train.py and xlm's, same flags, same toy data, float32 as the
 #      original runs without apex: MLM, and AE + BT with BLEU; whole-command seconds and words/s (last:
@@ -156,6 +157,9 @@ run mlm_big_batch python -m bench.train "${SIZE[@]}" --steps 10 --batch_size $BI
 run padded_varlen python -m bench.train "${SIZE[@]}" --steps 10 --attention_dropout 0 --objectives tlm,mt
 run padded_masks env XLM_VARLEN=0 python -m bench.train "${SIZE[@]}" --steps 10 --attention_dropout 0 \
   --objectives tlm,mt
+# the allocator's expandable segments, which fit tensors whose sizes change from step to step without new blocks
+run padded_expandable env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True python -m bench.train "${SIZE[@]}" \
+  --steps 10 --objectives tlm,mt
 
 # 8. beside the original: greedy and beam outputs of random models decoding on the GPU (exit status 1: one
 # differs), then the same command lines on the same data, float32 (the original's without apex)
@@ -215,7 +219,7 @@ for line in open(os.path.join(out, "status.txt")):
     name, *rest = line.split()
     combined["status"][name] = " ".join(rest)
 for name in ("train_eager", "train_compiled", "train_multi_tensor_adam", "train_mt_bt", "translate", "mlm_big_batch",
-             "padded_varlen", "padded_masks", "decoding_vs_original"):
+             "padded_varlen", "padded_masks", "padded_expandable", "decoding_vs_original"):
     try:
         combined["results"][name] = json.loads(text(name + ".json"))
     except ValueError as e:

@@ -169,6 +169,15 @@ def phase_timers(trainer, seconds):
             fn()
 
 
+def allocator_calls(device):
+    """CUDA's caching allocator's calls to the driver so far: with shapes that change from step to step,
+    cudaMalloc/cudaFree in a step (a cudaFree waits for the device) mean the cache does not fit them."""
+    if device.type != "cuda":
+        return {}
+    stats = torch.cuda.memory_stats(device)
+    return {k: stats.get(k, 0) for k in ("num_device_alloc", "num_device_free", "num_alloc_retries")}
+
+
 def time_rounds(rounds, steps, warmup):
     """{tokens_per_s, data_wait_share, seconds_per_step} of `steps` rounds after `warmup` (the data wait as
     the Trainer measures it for its log lines), then the split of the step time from as many rounds again
@@ -179,6 +188,7 @@ def time_rounds(rounds, steps, warmup):
         rounds.step()
     sync(device)
     rounds.tokens, trainer.data_wait = 0, 0.0
+    allocator = allocator_calls(device)
     start = time.perf_counter()
     for _ in range(steps):
         rounds.step()
@@ -187,6 +197,8 @@ def time_rounds(rounds, steps, warmup):
     result = {"tokens_per_s": round(rounds.tokens / total, 1), "seconds_per_step": round(total / steps, 4),
               "data_wait_share": round(trainer.data_wait / total, 4),
               "tokens_per_step": round(rounds.tokens / steps, 1)}
+    if device.type == "cuda":
+        result["allocator_calls_per_step"] = {k: (v - allocator[k]) / steps for k, v in allocator_calls(device).items()}
 
     seconds = dict.fromkeys(PHASES, 0.0)
     trainer.data_wait = 0.0
