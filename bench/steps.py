@@ -234,7 +234,8 @@ def profile_rounds(rounds, steps, top=15):
     """Where `steps` rounds spend their time (torch.profiler). On the CPU: the ops of the most self time,
     with their share. On CUDA: the kernels alone (an op's device time is also its kernels', counted
     once here), their share of the kernel time by family and the top kernels, and device_busy, the
-    kernel time over the wall time: well under 1, the GPU waits for the host to launch work."""
+    kernel time over the wall time: well under 1, the GPU waits for the host to launch work (the
+    profiler's own host overhead lowers it somewhat)."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     trainer, step = rounds.trainer, rounds.step
