@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .dropout import attention_with_dropout, dropout
+from .linear import Linear, linear
 from .memory import HashingMemory, MemoryConfig
 
 N_MAX_POSITIONS = 512  # the original's fixed position table; checkpoints without `n_positions` have it
@@ -182,17 +183,17 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, n_heads, dim, dropout):
         super().__init__()
         self.n_heads, self.dim, self.dropout = n_heads, dim, dropout
-        self.q_lin = nn.Linear(dim, dim)
-        self.k_lin = nn.Linear(dim, dim)
-        self.v_lin = nn.Linear(dim, dim)
-        self.out_lin = nn.Linear(dim, dim)
+        self.q_lin = Linear(dim, dim)
+        self.k_lin = Linear(dim, dim)
+        self.v_lin = Linear(dim, dim)
+        self.out_lin = Linear(dim, dim)
 
     @staticmethod
     def _projections(x, *linears):
         """x through the linear maps side by side, as one matmul (a wider one runs closer to the peak)."""
         weight = torch.cat([lin.weight for lin in linears])
         bias = torch.cat([lin.bias for lin in linears])
-        return F.linear(x, weight, bias)
+        return linear(x, weight, bias)
 
     def _heads(self, x):
         bs, n, _ = x.shape
@@ -292,8 +293,8 @@ class MultiHeadAttention(nn.Module):
 class TransformerFFN(nn.Module):
     def __init__(self, dim, hidden_dim, dropout, gelu_activation):
         super().__init__()
-        self.lin1 = nn.Linear(dim, hidden_dim)
-        self.lin2 = nn.Linear(hidden_dim, dim)
+        self.lin1 = Linear(dim, hidden_dim)
+        self.lin2 = Linear(hidden_dim, dim)
         self.dropout = dropout
         self.gelu_activation = gelu_activation
 
@@ -316,7 +317,7 @@ class PredLayer(nn.Module):
             self.proj = nn.AdaptiveLogSoftmaxWithLoss(config.emb_dim, config.n_words, cutoffs=list(config.asm_cutoffs),
                                                       div_value=config.asm_div_value, head_bias=True)
         else:
-            self.proj = nn.Linear(config.emb_dim, config.n_words, bias=True)
+            self.proj = Linear(config.emb_dim, config.n_words, bias=True)
 
     def scores(self, h, out=None):
         """(n, dim) -> (n, n_words): logits, or log-probabilities with the adaptive softmax. out: a
@@ -340,7 +341,7 @@ class PredLayer(nn.Module):
         if pad:  # columns no target can be: -inf logits, zero probability, zero gradient
             weight = torch.cat([weight, weight.new_zeros(pad, weight.shape[1])])
             bias = torch.cat([bias, bias.new_full((pad,), -float("inf"))])
-        return F.cross_entropy(F.linear(h, weight, bias).float(), y)
+        return F.cross_entropy(linear(h, weight, bias).float(), y)
 
 
 def flat_positions(pred_mask):
