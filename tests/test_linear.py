@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import xlm.model.linear as linear_module
-from xlm.model.linear import Linear, has_onednn, linear
+from xlm.model.linear import Linear, has_onednn, linear, onednn_without_gradient
 
 pytestmark = pytest.mark.skipif(not has_onednn(), reason="this torch has no oneDNN")
 
@@ -26,16 +26,16 @@ def onednn_calls(monkeypatch):
 @pytest.mark.parametrize("strided", [False, True])
 def test_training_matches_f_linear(onednn_calls, bias, strided):
     torch.manual_seed(0)
-    x = torch.randn(3, 7, 48)
+    x = torch.randn(3, 7, 160)
     if strided:  # as the attention's context is, transposed
-        x = torch.randn(3, 48, 7).transpose(1, 2)
-    layer = Linear(48, 40, bias=bias)
+        x = torch.randn(3, 160, 7).transpose(1, 2)
+    layer = Linear(160, 136, bias=bias)
     weight = layer.weight.detach().clone().requires_grad_()
     b = layer.bias.detach().clone().requires_grad_() if bias else None
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
     out = layer(x1)
     expected = F.linear(x2, weight, b)
-    assert len(onednn_calls) == 1 and out.shape == expected.shape == (3, 7, 40)
+    assert len(onednn_calls) == 1 and out.shape == expected.shape == (3, 7, 136)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     grad = torch.randn_like(out)
     out.backward(grad)
@@ -50,19 +50,43 @@ def test_training_matches_f_linear(onednn_calls, bias, strided):
 def test_without_gradient_it_is_f_linear_bit_for_bit(onednn_calls):
     """Evaluation and decoding compute what the original computes."""
     torch.manual_seed(1)
-    layer, x = Linear(64, 33), torch.randn(5, 64)
+    layer, x = Linear(160, 136), torch.randn(5, 160)
     with torch.no_grad():
         assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
     assert torch.equal(linear(x, layer.weight.detach()), F.linear(x, layer.weight.detach()))  # nothing needs a gradient
     assert not onednn_calls
 
 
-def test_autocast_and_float64_keep_f_linear(onednn_calls):
-    layer = Linear(16, 8)
+def test_back_translation_generates_through_onednn(onednn_calls):
+    """Inside `onednn_without_gradient` (back-translation's generation in training) oneDNN computes
+    what needs no gradient too, within rounding of F.linear; outside, F.linear again."""
+    torch.manual_seed(2)
+    layer, x = Linear(160, 136), torch.randn(2, 5, 160)
+    with torch.no_grad():
+        with onednn_without_gradient():
+            out = layer(x)
+        assert len(onednn_calls) == 1
+        torch.testing.assert_close(out, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+        assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
+    assert len(onednn_calls) == 1
+
+
+def test_autocast_float64_and_narrow_layers_keep_f_linear(onednn_calls):
+    layer = Linear(128, 128)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert layer(torch.randn(4, 16)).dtype == torch.bfloat16
-    layer.double()(torch.randn(4, 16, dtype=torch.float64))
+        assert layer(torch.randn(4, 128)).dtype == torch.bfloat16
+    layer.double()(torch.randn(4, 128, dtype=torch.float64))
+    Linear(64, 8000)(torch.randn(4, 64))  # the sample's output layer: MKL is as fast at 64 dimensions
     assert not onednn_calls
+    Linear(128, 8000)(torch.randn(4, 128))
+    assert len(onednn_calls) == 1
+
+
+def test_rows_are_padded_to_few_sizes():
+    """oneDNN builds a kernel per shape: the rows go up to one of 8 sizes per power of two."""
+    sizes = [linear_module.bucket_rows(n) for n in range(1, 5000)]
+    assert all(n <= m <= n * 1.125 + 1 for n, m in zip(range(1, 5000), sizes))
+    assert len(set(sizes[1024:2047])) == 8
 
 
 def test_can_be_turned_off(monkeypatch):

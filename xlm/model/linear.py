@@ -1,13 +1,16 @@
 """Linear layers whose training matmuls are fast on the CPU.
 
-PyTorch's float32 `F.linear` on the CPU calls MKL's sgemm, which on AMD processors runs at about 40% of
-what oneDNN's (also in every x86 wheel of torch) reaches on the same core: 76-98 against 143-225 GFLOP/s
-for an MLM step's shapes, one thread of a Zen 5 (bench/results/README.md). Training on the CPU in float32
-therefore computes the linear layers' forward and backward matmuls through oneDNN. Evaluation and
-decoding (no gradient) keep `F.linear`, the original's operation, so that their outputs stay the
-original's bit for bit; so do CUDA, autocast and torch.compile (which has its own CPU kernels).
-`XLM_ONEDNN=0` in the environment turns it off.
+PyTorch's float32 `F.linear` on the CPU calls MKL's sgemm, which on the project's AMD EPYC (Zen 5) runs
+at about 40% of what oneDNN's (also in torch's x86 wheels) reaches on the same core: 76-98 against
+143-225 GFLOP/s for an MLM step's shapes, one thread (bench/results/README.md). Training on the CPU in
+float32 therefore computes the forward and backward matmuls of layers 128 or more wide through oneDNN,
+and so does the generation of back-translation in training (`onednn_without_gradient`): its translations
+come from weights that training has already rounded otherwise, and nothing compares them. Evaluation
+and decoding keep `F.linear`, the original's operation, so that their outputs stay the original's bit for
+bit; so do CUDA, autocast and torch.compile (which has its own CPU kernels). `XLM_ONEDNN=0` in the
+environment turns it off.
 """
+import contextlib
 import functools
 import os
 
@@ -24,39 +27,76 @@ def has_onednn():
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def bucket_rows(n):
+    """n rounded up to one of 8 sizes between each power of two and the next (at most 12.5% more):
+    oneDNN builds a kernel for each new shape (0.4-11 ms, where the matmul takes 0.07-4 ms), and the
+    rows of packed batches, predicted tokens and decoded sentences change at every step."""
+    quantum = 1 << max(n.bit_length() - 4, 0)
+    return -(-n // quantum) * quantum
+
+
 def _onednn_linear(x, weight, bias=None):
-    """x (n, in) @ weight (out, in)^T + bias, through oneDNN; x and weight may be strided."""
+    """x (n, in) @ weight (out, in)^T + bias, through oneDNN, n a bucket size; x and weight may be strided."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+def _pad_rows(t, m):
+    return t if len(t) == m else F.pad(t, (0, 0, 0, m - len(t)))
+
+
+def _bucketed_linear(rows, weight, bias=None):
+    """(the rows padded to their bucket with zeros, the rows' output)"""
+    padded = _pad_rows(rows, bucket_rows(len(rows)))
+    return padded, _onednn_linear(padded, weight, bias)[:len(rows)]
 
 
 class _OneDNNLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
-        rows = x.reshape(-1, x.shape[-1])
-        ctx.save_for_backward(rows, weight)
+        padded, out = _bucketed_linear(x.reshape(-1, x.shape[-1]), weight, bias)
+        ctx.save_for_backward(padded, weight)
         ctx.has_bias, ctx.in_shape = bias is not None, x.shape
-        return _onednn_linear(rows, weight, bias).view(*x.shape[:-1], weight.shape[0])
+        return out.view(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
     def backward(ctx, grad):
-        rows, weight = ctx.saved_tensors
+        padded, weight = ctx.saved_tensors
         grad = grad.reshape(-1, weight.shape[0])
         grad_x = grad_weight = grad_bias = None
+        padded_grad = _pad_rows(grad, len(padded))  # zero rows: no term in grad^T @ x
         if ctx.needs_input_grad[0]:
-            grad_x = _onednn_linear(grad, weight.t()).view(ctx.in_shape)       # grad @ weight
+            grad_x = _onednn_linear(padded_grad, weight.t())[:len(grad)].view(ctx.in_shape)   # grad @ weight
         if ctx.needs_input_grad[1]:
-            grad_weight = _onednn_linear(grad.t(), rows.t())                   # grad^T @ x
+            grad_weight = _onednn_linear(padded_grad.t(), padded.t())                          # grad^T @ x
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum(0)
         return grad_x, grad_weight, grad_bias
 
 
+# Narrower layers keep MKL: the sample's 64-dim MLM+TLM pretraining ran 13% slower end to end through
+# oneDNN (2 threads), whose weight gradient at these sizes is no faster than MKL's
+MIN_ONEDNN_DIM = 128
+_without_gradient = [False]
+
+
+@contextlib.contextmanager
+def onednn_without_gradient():
+    """Inside, linear layers that compute no gradient go through oneDNN on the CPU as well."""
+    _without_gradient[0] = True
+    try:
+        yield
+    finally:
+        _without_gradient[0] = False
+
+
 def linear(x, weight, bias=None):
     """F.linear; in float32 training on the CPU, through oneDNN (see the module's docstring)."""
-    if (x.device.type == "cpu" and torch.is_grad_enabled() and x.dtype == weight.dtype == torch.float32
-            and (x.requires_grad or weight.requires_grad) and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling() and has_onednn()):
-        return _OneDNNLinear.apply(x, weight, bias)
+    if (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and min(weight.shape) >= MIN_ONEDNN_DIM
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling() and has_onednn()):
+        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+            return _OneDNNLinear.apply(x, weight, bias)
+        if _without_gradient[0]:
+            return _bucketed_linear(x.reshape(-1, x.shape[-1]), weight, bias)[1].view(*x.shape[:-1], weight.shape[0])
     return F.linear(x, weight, bias)
 
 

@@ -23,6 +23,7 @@ from ..evaluation.mt import evaluate_mt, write_references
 from ..fileio import remove_stale_tmp
 from ..model.checkpoint import checkpoint_payload, save_checkpoint
 from ..model.generate import generate_greedy
+from ..model.linear import onednn_without_gradient
 from ..objectives.lm import MaskingConfig
 from ..objectives.mt import mt_loss
 from ..objectives.pc import pc_loss
@@ -199,8 +200,9 @@ class Trainer:
         enc, dec = self.models["encoder"], self.models["decoder"]
         was_training = enc.training
         enc.eval(), dec.eval()
-        encoded = enc(original.x, original.lengths, langs=self.params.lang2id[lang])
-        x, lengths = generate_greedy(dec, encoded, original.lengths, self.params.lang2id[to_lang], max_len=max_len)
+        with onednn_without_gradient():
+            encoded = enc(original.x, original.lengths, langs=self.params.lang2id[lang])
+            x, lengths = generate_greedy(dec, encoded, original.lengths, self.params.lang2id[to_lang], max_len=max_len)
         enc.train(was_training), dec.train(was_training)
         return Batch(x, lengths)
 
