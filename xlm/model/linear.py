@@ -1,8 +1,8 @@
 """Linear layers whose training matmuls are fast on the CPU.
 
 PyTorch's float32 `F.linear` on the CPU calls MKL's sgemm, which on the project's AMD EPYC (Zen 5) runs
-at about 40% of what oneDNN's (also in torch's x86 wheels) reaches on the same core: 76-98 against
-143-225 GFLOP/s for an MLM step's shapes, one thread (bench/results/README.md). Training on the CPU in
+at 40-70% of the speed of oneDNN's (also in torch's x86 wheels) on the same core: 89-102 against
+128-238 GFLOP/s for an MLM step's shapes, one thread (bench/results/README.md). Training on the CPU in
 float32 therefore computes the forward and backward matmuls of layers 128 or more wide through oneDNN,
 and so does the generation of back-translation in training (`onednn_without_gradient`): its translations
 come from weights that training has already rounded otherwise, and nothing compares them. Evaluation

@@ -1,0 +1,66 @@
+"""The CPU's float32 matmuls of a training step, MKL (torch's F.linear and `@`) against oneDNN (what
+xlm/model/linear.py calls): the forward, the input's gradient and the weight's gradient of the linear
+layers of an MLM step (4 x 256 model, 32 x 128 tokens, 8,000 words), and what oneDNN's first call on a new
+shape costs (the kernel it builds: a layer of 256 x 1,024 on 3,000-3,009 rows). Prints one JSON object.
+
+    python -m bench.cpu_matmul [--threads 1] [--repeats 20]
+"""
+import argparse
+import json
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from bench.data_pipeline import cpu_model
+from xlm.model.linear import _onednn_linear, has_onednn
+
+# (rows, in, out): q/k/v together, the FFN's two layers, the attention's output, the output layer (15% of rows)
+SHAPES = [(4096, 256, 768), (4096, 256, 1024), (4096, 1024, 256), (4096, 256, 256), (616, 256, 8000)]
+
+
+def seconds(fn, repeats):
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    if not has_onednn():
+        sys.exit("this torch has no oneDNN (or XLM_ONEDNN=0)")
+    torch.set_num_threads(args.threads)
+    rows = []
+    for n, d_in, d_out in SHAPES:
+        x, w, g = torch.randn(n, d_in), torch.randn(d_out, d_in), torch.randn(n, d_out)
+        flops = 2 * n * d_in * d_out
+        cases = {"forward": (lambda: F.linear(x, w), lambda: _onednn_linear(x, w)),
+                 "input_grad": (lambda: g @ w, lambda: _onednn_linear(g, w.t())),
+                 "weight_grad": (lambda: g.t() @ x, lambda: _onednn_linear(g.t(), x.t()))}
+        for name, (mkl, onednn) in cases.items():
+            t_mkl, t_onednn = seconds(mkl, args.repeats), seconds(onednn, args.repeats)
+            rows.append({"shape": [n, d_in, d_out], "matmul": name, "mkl_gflops": round(flops / t_mkl / 1e9, 1),
+                         "onednn_gflops": round(flops / t_onednn / 1e9, 1), "speedup": round(t_mkl / t_onednn, 2)})
+    # a new shape: oneDNN builds its kernel at the first call
+    w, b, firsts = torch.randn(1024, 256), torch.randn(1024), []
+    for i in range(10):
+        x = torch.randn(3000 + i, 256)
+        start = time.perf_counter()
+        _onednn_linear(x, w, b)
+        firsts.append(time.perf_counter() - start)
+    again = seconds(lambda: _onednn_linear(x, w, b), args.repeats)
+    result = {"benchmark": "cpu_matmul", "command": "python -m bench.cpu_matmul " + " ".join(sys.argv[1:]),
+              "device_name": cpu_model(), "torch": torch.__version__, "threads": args.threads, "matmuls": rows,
+              "onednn_new_shape_ms": round(1000 * sorted(firsts)[len(firsts) // 2], 2),
+              "onednn_known_shape_ms": round(1000 * again, 2)}
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
