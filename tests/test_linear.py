@@ -82,6 +82,13 @@ def test_autocast_float64_and_narrow_layers_keep_f_linear(onednn_calls):
     assert len(onednn_calls) == 1
 
 
+def test_no_rows(onednn_calls):
+    """oneDNN refuses an empty input: F.linear takes it."""
+    layer, x = Linear(160, 136), torch.randn(0, 160, requires_grad=True)
+    layer(x).sum().backward()
+    assert x.grad.shape == (0, 160) and not layer.weight.grad.any() and not onednn_calls
+
+
 def test_rows_are_padded_to_few_sizes():
     """oneDNN builds a kernel per shape: the rows go up to one of 8 sizes per power of two."""
     sizes = [linear_module.bucket_rows(n) for n in range(1, 5000)]

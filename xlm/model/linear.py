@@ -92,7 +92,8 @@ def onednn_without_gradient():
 def linear(x, weight, bias=None):
     """F.linear; in float32 training on the CPU, through oneDNN (see the module's docstring)."""
     if (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and min(weight.shape) >= MIN_ONEDNN_DIM
-            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling() and has_onednn()):
+            and x.numel() and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
+            and has_onednn()):
         if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
             return _OneDNNLinear.apply(x, weight, bias)
         if _without_gradient[0]:
