@@ -118,12 +118,14 @@ RESUME_FLAGS = ["--lgs", "en-fr", "--mlm_steps", "en,en-fr", "--clm_steps", "fr"
                 "--optimizer", "adam_inverse_sqrt,lr=0.001,warmup_updates=10"]
 
 
-def test_sigkill_then_rerun_resumes_exactly(small_sample, tmp_path):
-    train(small_sample, tmp_path, "whole", *RESUME_FLAGS)
+# 128 dimensions: CPU training's matmuls go through oneDNN (xlm/model/linear.py), 32 through MKL
+@pytest.mark.parametrize("width", [[], ["--emb_dim", "128"]], ids=["mkl", "onednn"])
+def test_sigkill_then_rerun_resumes_exactly(small_sample, tmp_path, width):
+    train(small_sample, tmp_path, "whole", *RESUME_FLAGS, *width)
     reference = (tmp_path / "test" / "whole" / "train.log").read_text()
     # the same command, killed with SIGKILL in the middle of the second epoch, then run again
     args = [sys.executable, "train.py", "--exp_name", "test", "--exp_id", "killed", "--dump_path", str(tmp_path),
-            "--data_path", str(small_sample), *TINY, *RESUME_FLAGS]
+            "--data_path", str(small_sample), *TINY, *RESUME_FLAGS, *width]
     log = tmp_path / "test" / "killed" / "train.log"
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
