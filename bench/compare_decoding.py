@@ -23,7 +23,7 @@ import torch
 
 from bench.compare_original import import_original
 from bench.data_pipeline import cpu_model
-from xlm.data.datasets import batch_sentences
+from xlm.data.datasets import Batch, batch_sentences
 from xlm.data.dictionary import SPECIAL_WORDS
 from xlm.model.generate import generate_beam, generate_greedy
 from xlm.model.transformer import TransformerConfig, TransformerModel
@@ -64,7 +64,7 @@ def trial(orig, seed, device):
     batch = batch_sentences([np.array([r.choice(words) for _ in range(r.randint(1, 20))], dtype=np.int64)
                              for _ in range(r.choice([1, 2, 3, 7, 16]))])
     longest = int(batch.lengths.max())
-    batch = type(batch)(batch.x.to(device), batch.lengths.to(device))
+    batch = Batch(batch.x.to(device), batch.lengths.to(device))
     max_len = r.choice([2, r.randint(3, 30), int(1.5 * longest + 10), int(1.3 * longest + 5)])
     settings = [("greedy", None, None, None)] + [("beam", beam, r.choice([0.0, 0.6, 1.0, 1.5]), r.choice([False, True]))
                                                  for beam in (1, 2, 3, 5)]

@@ -44,19 +44,20 @@ def _pad_rows(t, m):
     return t if len(t) == m else F.pad(t, (0, 0, 0, m - len(t)))
 
 
-def _bucketed_linear(rows, weight, bias=None):
-    """(the rows padded to their bucket with zeros, the rows' output)"""
+def _bucketed_linear(x, weight, bias=None):
+    """(x's rows padded to their bucket with zeros, x's output (..., out))"""
+    rows = x.reshape(-1, x.shape[-1])
     padded = _pad_rows(rows, bucket_rows(len(rows)))
-    return padded, _onednn_linear(padded, weight, bias)[:len(rows)]
+    return padded, _onednn_linear(padded, weight, bias)[:len(rows)].view(*x.shape[:-1], weight.shape[0])
 
 
 class _OneDNNLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
-        padded, out = _bucketed_linear(x.reshape(-1, x.shape[-1]), weight, bias)
+        padded, out = _bucketed_linear(x, weight, bias)
         ctx.save_for_backward(padded, weight)
         ctx.has_bias, ctx.in_shape = bias is not None, x.shape
-        return out.view(*x.shape[:-1], weight.shape[0])
+        return out
 
     @staticmethod
     def backward(ctx, grad):
@@ -97,7 +98,7 @@ def linear(x, weight, bias=None):
         if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
             return _OneDNNLinear.apply(x, weight, bias)
         if _without_gradient[0]:
-            return _bucketed_linear(x.reshape(-1, x.shape[-1]), weight, bias)[1].view(*x.shape[:-1], weight.shape[0])
+            return _bucketed_linear(x, weight, bias)[1]
     return F.linear(x, weight, bias)
 
 

@@ -6,6 +6,7 @@ projection tied to the input embeddings. The table size and the eps are the orig
 configurable, for Hugging Face XLM models that set them otherwise. Module and parameter names are the
 original XLM's, so its state dicts load without renaming. Tensors are batch-first: x is (batch, length).
 """
+import contextlib
 import functools
 import importlib.util
 import math
@@ -230,10 +231,8 @@ class MultiHeadAttention(nn.Module):
             return original_attention(q, k, v, mask, is_causal)
         if dropout and q.device.type == "cpu":
             return attention_with_dropout(q, k, v, mask, is_causal, dropout)
-        if mask is not None and q.is_cuda:
-            with sdpa_kernel(PADDED_ATTENTION_KERNELS):
-                return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
+        with sdpa_kernel(PADDED_ATTENTION_KERNELS) if mask is not None and q.is_cuda else contextlib.nullcontext():
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
 
     def _at_rows(self, x, mask, kv, rows, packing):
         """`forward` with queries at the wanted rows alone (MLM's 15% of positions, a classifier's first),
