@@ -85,7 +85,7 @@ def main():
     write_data(data, size["n_words"], max(2000, n_stream // 52), min_len=4, max_len=args.max_len)
     result = {"benchmark": "train_step", "command": "python -m bench.train " + " ".join(sys.argv[1:]),
               "size": args.size, "config": size, "dtype": "bfloat16" if args.bf16 else "float32",
-              "compile": args.compile, "adam": "multi-tensor" if args.multi_tensor_adam else "fused kernel on CUDA",
+              "compile": args.compile, "adam": "multi-tensor" if args.multi_tensor_adam else "fused kernel",
               "batch_size": args.batch_size, "bptt": args.bptt, "max_len": args.max_len,
               "steps": args.steps, "torch": torch.__version__, "threads": torch.get_num_threads(),
               "data_seconds": round(time.perf_counter() - start, 1), "objectives": {}}

@@ -3,6 +3,7 @@ import os
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import xlm
 from xlm.data.dictionary import SPECIAL_WORDS
@@ -246,14 +247,15 @@ def test_packed_padding_gives_the_padded_model_output(kind, monkeypatch):
         torch.testing.assert_close(packed[2][name], padded[2][name], msg=name)
 
 
-@pytest.mark.parametrize("n_words", [37, 40])
-def test_training_loss_with_the_vocabulary_padded(n_words):
-    """The loss pads the vocabulary to a multiple of 8 columns (-inf logits): the same loss and gradients
+@pytest.mark.parametrize("n_words,emb_dim,rows", [(37, 16, 9), (40, 16, 9), (131, 128, 37), (136, 128, 41)])
+def test_training_loss_with_the_vocabulary_padded(n_words, emb_dim, rows):
+    """The loss pads the vocabulary to a multiple of 8 columns (-inf logits), and at 128 dimensions (oneDNN's
+    matmuls, xlm/model/linear.py) its rows to a bucket size (targets left out): the same loss and gradients
     as the cross-entropy of the plain projection, targets at the last word included."""
     torch.manual_seed(0)
-    model = TransformerModel(TransformerConfig(n_words=n_words, emb_dim=16, n_layers=1, n_heads=2))
-    h = torch.randn(9, 16, requires_grad=True)
-    y = torch.tensor([n_words - 1, 0, 5, n_words - 2, 1, 3, n_words - 1, 7, 2])
+    model = TransformerModel(TransformerConfig(n_words=n_words, emb_dim=emb_dim, n_layers=1, n_heads=2))
+    h = torch.randn(rows, emb_dim, requires_grad=True)
+    y = torch.tensor([n_words - 1, 0, 5, n_words - 2, 1, 3, n_words - 1, 7, 2] * (rows // 9) + [4] * (rows % 9))
 
     def loss_and_grads(loss_fn):
         model.zero_grad()
@@ -263,7 +265,8 @@ def test_training_loss_with_the_vocabulary_padded(n_words):
         return [loss] + [t.grad.clone() for t in (h, model.pred_layer.proj.weight, model.pred_layer.proj.bias)]
 
     padded = loss_and_grads(lambda: model.pred_layer.loss(h, y))
-    plain = loss_and_grads(lambda: torch.nn.functional.cross_entropy(model.pred_layer.proj(h), y))
+    proj = model.pred_layer.proj
+    plain = loss_and_grads(lambda: F.cross_entropy(F.linear(h, proj.weight, proj.bias), y))
     for a, b in zip(padded, plain):
         torch.testing.assert_close(a, b)
-    assert padded[2].shape == (n_words, 16)
+    assert padded[1].shape == (rows, emb_dim) and padded[2].shape == (n_words, emb_dim)

@@ -90,16 +90,25 @@ def onednn_without_gradient():
         _without_gradient[0] = False
 
 
+def _with_gradient(x, weight):
+    return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+
+
+def uses_onednn(x, weight):
+    """Whether `linear(x, weight)` goes through oneDNN, which pads x's rows to `bucket_rows` (a copy of
+    x, and of the output's gradient in the backward, unless their number is a bucket size already)."""
+    return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and min(weight.shape) >= MIN_ONEDNN_DIM
+            and x.numel() > 0 and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
+            and has_onednn() and (_with_gradient(x, weight) or _without_gradient[0]))
+
+
 def linear(x, weight, bias=None):
     """F.linear; in float32 training on the CPU, through oneDNN (see the module's docstring)."""
-    if (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and min(weight.shape) >= MIN_ONEDNN_DIM
-            and x.numel() and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
-            and has_onednn()):
-        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-            return _OneDNNLinear.apply(x, weight, bias)
-        if _without_gradient[0]:
-            return _bucketed_linear(x, weight, bias)[1]
-    return F.linear(x, weight, bias)
+    if not uses_onednn(x, weight):
+        return F.linear(x, weight, bias)
+    if _with_gradient(x, weight):
+        return _OneDNNLinear.apply(x, weight, bias)
+    return _bucketed_linear(x, weight, bias)[1]
 
 
 class Linear(nn.Linear):
