@@ -270,3 +270,23 @@ def test_training_loss_with_the_vocabulary_padded(n_words, emb_dim, rows):
     for a, b in zip(padded, plain):
         torch.testing.assert_close(a, b)
     assert padded[1].shape == (rows, emb_dim) and padded[2].shape == (n_words, emb_dim)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_evaluation_attention_in_slices_of_rows_is_bit_for_bit(causal, monkeypatch):
+    """Evaluation's attention over a long batch runs in slices of rows (bounded memory): the same values bit
+    for bit as over the whole batch, padding masks, causal masks and keys of another length included."""
+    torch.manual_seed(0)
+    bs, qlen, klen = 9, 37, 37 if causal else 23
+    q, k, v = torch.randn(bs, 4, qlen, 8), torch.randn(bs, 4, klen, 8), torch.randn(bs, 4, klen, 8)
+    lengths = torch.randint(1, klen + 1, (bs,))
+    mask = None if causal else (torch.arange(klen)[None, :] < lengths[:, None])[:, None, None, :]
+    whole = transformer.original_attention(q, k, v, mask, causal)
+    monkeypatch.setattr(transformer, "ATTENTION_SLICE_BYTES", 2 * 4 * qlen * klen * 4)  # 2 rows a slice
+    assert torch.equal(transformer.original_attention(q, k, v, mask, causal), whole)
+    model = TransformerModel(TransformerConfig(n_words=50, emb_dim=16, n_layers=2, n_heads=2)).eval()
+    x, lengths = torch.randint(5, 50, (bs, qlen)), torch.randint(2, qlen + 1, (bs,))
+    with torch.no_grad():
+        sliced = model(x, lengths, causal=causal)
+        monkeypatch.setattr(transformer, "ATTENTION_SLICE_BYTES", 2 ** 40)
+        assert torch.equal(model(x, lengths, causal=causal), sliced)
