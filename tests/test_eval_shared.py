@@ -15,6 +15,7 @@ import torch
 import xlm.evaluation.classification as classification
 import xlm.evaluation.lm as lm
 import xlm.evaluation.mt as mt
+import xlm.model.linear as linear_module
 from conftest import ROOT
 from test_train import TINY, scores_of
 from xlm.data.binarized import load_binarized
@@ -106,10 +107,10 @@ def rows_seen(modules):
     return seen
 
 
-def translation_eval(small_sample, tmp_path):
+def translation_eval(small_sample, tmp_path, *flags):
     params = parse_params(["--exp_name", "t", "--dump_path", str(tmp_path), "--data_path", str(small_sample), *TINY,
                            "--lgs", "en-fr", "--encoder_only", "false", "--clm_steps", "en", "--mlm_steps", "en,en-fr",
-                           "--mt_steps", "en-fr", "--eval_bleu", "true", "--eval_only", "true"])
+                           "--mt_steps", "en-fr", "--eval_bleu", "true", "--eval_only", "true", *flags])
     data = load_training_data(params)
     params.n_words = data.n_words
     return params, data
@@ -179,3 +180,35 @@ def test_classifier_predictions_are_shared(small_sample, monkeypatch):
         counts.append(sum(rows))
     assert counts[0] + counts[1] == len(corpus) and abs(counts[0] - counts[1]) <= 8
     np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.skipif(not linear_module.has_onednn(), reason="this torch has no oneDNN linear op")
+def test_scores_through_onednn_translations_through_mkl(small_sample, tmp_path, monkeypatch):
+    """At 128 dimensions evaluation scores through oneDNN on the CPU, and translates for BLEU from an
+    encoder output of MKL's roundings, the original's (xlm/model/linear.py): the perplexities are those
+    of an evaluation without oneDNN within float tolerance, the encoder outputs that decoding starts
+    from are the same bit for bit, and so are the hypotheses."""
+    params, data = translation_eval(small_sample, tmp_path, "--emb_dim", "128")
+    onednn_calls, encoded = [], {}
+    bucketed, greedy = linear_module._bucketed_linear, mt.generate_greedy
+    monkeypatch.setattr(linear_module, "_bucketed_linear", lambda *a: onednn_calls.append(1) or bucketed(*a))
+
+    def evaluate(name):
+        torch.manual_seed(0)
+        models = build_models(params, data.dico, torch.device("cpu"), logging.getLogger("test"))
+        monkeypatch.setattr(mt, "generate_greedy",
+                            lambda decoder, enc, *a, **k: encoded.setdefault(name, []).append(enc) or
+                            greedy(decoder, enc, *a, **k))
+        scores = lm.evaluate_lm({"clm": models["decoder"], "mlm": models["encoder"]}, data, params)
+        scores.update(mt.evaluate_mt(models["encoder"], models["decoder"], data, params, dump=tmp_path / name))
+        return scores
+
+    fast = evaluate("onednn")
+    assert onednn_calls
+    monkeypatch.setattr(linear_module, "has_onednn", lambda: False)
+    assert_same_scores(fast, evaluate("mkl"))
+    assert len(encoded["onednn"]) == len(encoded["mkl"]) > 0
+    assert all(torch.equal(a, b) for a, b in zip(encoded["onednn"], encoded["mkl"]))
+    for name in os.listdir(tmp_path / "mkl" / "hypotheses"):
+        assert (tmp_path / "onednn" / "hypotheses" / name).read_text() == \
+            (tmp_path / "mkl" / "hypotheses" / name).read_text()

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ..data.datasets import BatchingOptions, ParallelDataset
 from ..fileio import atomic_write
+from ..model.linear import onednn_without_gradient
 from ..model.generate import generate_beam, generate_greedy
 from ..objectives.mt import decoder_targets
 from .bleu import prepare_for_bleu, tokenized_bleu
@@ -85,15 +86,18 @@ def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, 
                 s, t = dataset.collate(key)
                 x1, len1, x2, len2 = (v.to(info.device) for v in (s.x, s.lengths, t.x, t.lengths))
                 with autocast:
-                    with usage.reading(x1, len1) if usage else nullcontext():
+                    # the encoder output of BLEU's translations has MKL's roundings, the original's (see
+                    # xlm/model/linear.py); the rest of the scoring goes through oneDNN, as evaluate_lm's
+                    with usage.reading(x1, len1) if usage else nullcontext(), \
+                            nullcontext() if params.eval_bleu else onednn_without_gradient():
                         enc = encoder(x1, len1, langs=params.lang2id[src])
                     pred_mask, y = decoder_targets(x2, len2)
-                    with usage.reading(x2, len2) if usage else nullcontext():
+                    with usage.reading(x2, len2) if usage else nullcontext(), onednn_without_gradient():
                         # the memories' statistics count every position: the last layer computes them all
                         h = decoder(x2, len2, langs=params.lang2id[tgt], causal=True, src_enc=enc, src_len=len1,
                                     pred_mask=None if usage else pred_mask)
-                    h = h[pred_mask] if usage else h
-                    logits = decoder.get_scores(h).float()
+                        h = h[pred_mask] if usage else h
+                        logits = decoder.get_scores(h).float()
                     if params.eval_bleu:
                         max_len = min(int(1.5 * int(len1.max()) + 10), decoder.config.n_positions)
                         if params.beam_size == 1:

@@ -5,10 +5,11 @@ at 40-70% of the speed of oneDNN's (also in torch's x86 wheels) on the same core
 128-238 GFLOP/s for an MLM step's shapes, one thread (bench/results/README.md). Training on the CPU in
 float32 therefore computes the forward and backward matmuls of layers 128 or more wide through oneDNN,
 and so does the generation of back-translation in training (`onednn_without_gradient`): its translations
-come from weights that training has already rounded otherwise, and nothing compares them. Evaluation
-and decoding keep `F.linear`, the original's operation, so that their outputs stay the original's bit for
-bit; so do CUDA, autocast and torch.compile (which has its own CPU kernels). `XLM_ONEDNN=0` in the
-environment turns it off.
+come from weights that training has already rounded otherwise, and nothing compares them; and so does
+the scoring of evaluation (perplexities and accuracies, which differ from the original's in the 7th digit
+anyway: its sums run in another order). Decoding keeps `F.linear`, the original's operation, so that its
+translations stay the original's bit for bit; so do CUDA, autocast and torch.compile (which has its own
+CPU kernels). `XLM_ONEDNN=0` in the environment turns it off.
 """
 import contextlib
 import functools
@@ -83,11 +84,11 @@ _without_gradient = [False]
 @contextlib.contextmanager
 def onednn_without_gradient():
     """Inside, linear layers that compute no gradient go through oneDNN on the CPU as well."""
-    _without_gradient[0] = True
+    before, _without_gradient[0] = _without_gradient[0], True
     try:
         yield
     finally:
-        _without_gradient[0] = False
+        _without_gradient[0] = before
 
 
 def _with_gradient(x, weight):
