@@ -128,8 +128,8 @@ def varlen_applies(q, dropout):
 
 # On the CPU, evaluation's attention runs over slices of the batch whose scores take at most this many
 # bytes: the scores of 32 pairs of 370 tokens (test sets have such) are 140 MB, memory that malloc must
-# take fresh from the system, whose pages then fault in one by one (1 s of a 1.5 s evaluation of such a
-# set, 48,000 faults). Each slice's matmuls and softmax give the same values, bit for bit.
+# take fresh from the system, whose pages then fault in one by one (1 s of the 2.5 s that such a test set
+# took, 48,000 faults). Each slice's matmuls and softmax give the same values, bit for bit.
 ATTENTION_SLICE_BYTES = 16 * 2 ** 20
 
 
