@@ -1,14 +1,15 @@
 """Greedy and beam decoding, xlm's against the original's, on many random models and batches: sizes,
-vocabularies, tied or untied embeddings, GELU or ReLU, batch sizes 1-16, beam 1-5, length penalties,
-early stopping on and off, max_len from 2 to the evaluation's 1.5 x length + 10. The output layer's bias
-of </s> is raised so that sentences end at varied lengths, as a trained model's do. Both sides decode
-the same encoder output in float32; an output that differs is decoded again in float64 on both sides:
-if they then agree, the float32 difference was a near tie of two scores rounded apart, not a difference
-of rules. Beyond the outputs, it counts the decodings whose numbers are the original's bit for bit:
-the encoder output, every logit of greedy decoding for the sentences not yet finished, every
-hypothesis score of beam search (the original computes finished sentences from other inputs: a
-greedy one's hidden states are zeroed as padding, a done beam search goes on from another row). Prints
-one JSON object; exit status 1 if any output differs in float64.
+vocabularies, tied or untied embeddings, GELU or ReLU, batch sizes 1-16 (xlm leaves finished sentences out
+where the rows are a multiple of 4), beam 1-5, length penalties, early stopping on and off, max_len from
+2 to the evaluation's 1.5 x length + 10. The output layer's bias of </s> is raised so that sentences end
+at varied lengths, as a trained model's do. Both sides decode the same encoder output in float32; an
+output that differs is decoded again in float64 on both sides: if they then agree, the float32 difference
+was a near tie of two scores rounded apart, not a difference of rules. Beyond the outputs, it counts the
+decodings whose numbers are the original's bit for bit: the encoder output, every logit of greedy
+decoding for the sentences not yet finished, every hypothesis score of beam search (the original
+computes finished sentences from other inputs: a greedy one's hidden states are zeroed as padding, a
+done beam search goes on from another row). Prints one JSON object; exit status 1 if any output differs
+in float64.
 
     python -m bench.compare_decoding [--original /work/orig-cpu] [--trials 300] [--device cuda]
 """
@@ -62,7 +63,7 @@ def trial(orig, seed, device):
     o_decoder = original_model(orig, decoder, decoder.config, False).to(device)
     words = range(len(SPECIAL_WORDS), config["n_words"])
     batch = batch_sentences([np.array([r.choice(words) for _ in range(r.randint(1, 20))], dtype=np.int64)
-                             for _ in range(r.choice([1, 2, 3, 7, 16]))])
+                             for _ in range(r.choice([1, 2, 3, 4, 7, 8, 16]))])
     longest = int(batch.lengths.max())
     batch = Batch(batch.x.to(device), batch.lengths.to(device))
     max_len = r.choice([2, r.randint(3, 30), int(1.5 * longest + 10), int(1.3 * longest + 5)])
@@ -105,11 +106,20 @@ class Numbers:
     def __init__(self, orig):
         import xlm.model.generate as generate
         self.on, self.seen = False, {"xlm": [], "original": []}
+        self.decoded = None  # the sentence of each of xlm's rows (greedy) or beam groups: it leaves finished ones out
         self._wrap(generate.BeamHypotheses, "add", "xlm", lambda self_, tokens, sums, length, offered: [
-            ("hyp", i, length, sums[i, j].item()) for i, j in offered.nonzero().tolist()])
+            ("hyp", self.sentence(i), length, sums[i, j].item()) for i, j in offered.nonzero().tolist()])
         self._wrap(orig.model.transformer.BeamHypotheses, "add", "original",
                    lambda self_, hyp, sums: [("hyp", self_.sentence, len(hyp), float(sums))])
         self._wrap(TransformerModel, "get_scores", "xlm", lambda self_, h, out=None: [], result=True)
+        still_decoded = generate.still_decoded
+
+        def tracked(*args):
+            kept = still_decoded(*args)
+            if kept is not None:
+                self.decoded = kept if self.decoded is None else self.decoded[kept]
+            return kept
+        generate.still_decoded = tracked
         self._wrap(orig.model.transformer.PredLayer, "get_scores", "original", lambda self_, x: [], result=True)
         init = orig.model.transformer.BeamHypotheses.__init__
         count = self.count = [0]
@@ -127,12 +137,16 @@ class Numbers:
             if numbers.on:
                 numbers.seen[side] += entries(self_, *args, **kwargs)
                 if result:
-                    numbers.seen[side].append(("logits", out.clone()))
+                    rows = torch.arange(len(out)) if side == "original" or numbers.decoded is None else numbers.decoded
+                    numbers.seen[side].append(("logits", out.clone(), rows))
             return out
         setattr(cls, name, recording)
 
+    def sentence(self, i):
+        return i if self.decoded is None else int(self.decoded[i])
+
     def start(self):
-        self.on, self.count[0] = True, 0
+        self.on, self.count[0], self.decoded = True, 0, None
         for seen in self.seen.values():
             seen.clear()
 
@@ -142,10 +156,10 @@ class Numbers:
         mine, theirs = ({e for e in self.seen[side] if e[0] == "hyp"} for side in ("xlm", "original"))
         if kind == "beam":
             return mine == theirs
-        mine, theirs = ([e[1] for e in self.seen[side] if e[0] == "logits"] for side in ("xlm", "original"))
+        mine, theirs = ([e[1:] for e in self.seen[side] if e[0] == "logits"] for side in ("xlm", "original"))
         # step i gives position i + 1; a sentence's </s> is at position length - 1
-        return len(mine) == len(theirs) and all(torch.equal(a[i < lengths - 1], b[i < lengths - 1])
-                                                for i, (a, b) in enumerate(zip(mine, theirs)))
+        return len(mine) == len(theirs) and all(torch.equal(a[i < lengths[rows] - 1], b[rows[i < lengths[rows] - 1]])
+                                                for i, ((a, rows), (b, _)) in enumerate(zip(mine, theirs)))
 
 
 @torch.no_grad()

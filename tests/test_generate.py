@@ -9,6 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from conftest import train_reverser
 import xlm.model.generate as generate_module
 from xlm.model.generate import SYNC_EVERY, generate_beam, generate_greedy, reads_host
+from xlm.model.linear import _mkl_rows_round_alike, onednn_without_gradient, rows_may_change
 from xlm.model.transformer import TransformerConfig, TransformerModel
 
 N_WORDS = 12  # 0..3 special, 4..11 "letters"
@@ -85,51 +86,138 @@ def first_read_from(step, sync_every):
     return next(u for u in range(step, 10 ** 6) if reads_host(u, sync_every))
 
 
+class Recorded:
+    """What a decoding computes: rows per step, the sentence of each row (or beam group) as finished ones are
+    left out (`still_decoded`), each step's logits (greedy) with their sentences, the hypotheses offered
+    (sentence, length, score)."""
+
+    def __init__(self, dec, monkeypatch):
+        self.rows, self.logits, self.hypotheses, self.decoded = [], [], set(), None
+        self.hooks = [dec.layer_norm_emb.register_forward_hook(lambda m, args, out: self.rows.append(len(out))),
+                      dec.pred_layer.proj.register_forward_hook(lambda m, args, out: self.logits.append(
+                          (out, self.sentences(len(out)))))]
+        still_decoded, add = generate_module.still_decoded, generate_module.BeamHypotheses.add
+
+        def tracked(*args):
+            kept = still_decoded(*args)
+            if kept is not None:
+                self.decoded = self.sentences(len(args[0]))[kept]
+            return kept
+
+        def offered(hyps, tokens, sums, length, offer):
+            sentences = self.sentences(len(offer))
+            self.hypotheses |= {(int(sentences[i]), length, sums[i, j].item()) for i, j in offer.nonzero().tolist()}
+            return add(hyps, tokens, sums, length, offer)
+        monkeypatch.setattr(generate_module, "still_decoded", tracked)
+        monkeypatch.setattr(generate_module.BeamHypotheses, "add", offered)
+
+    def sentences(self, n):
+        return torch.arange(n) if self.decoded is None else self.decoded
+
+    def remove(self):
+        for hook in self.hooks:
+            hook.remove()
+
+
+def decode_recorded(dec, monkeypatch, generate, drop=True):
+    with monkeypatch.context() as m:
+        if not drop:
+            m.setattr(generate_module, "still_decoded", lambda *args: None)
+        recorded = Recorded(dec, m)
+        try:
+            return generate(), recorded
+        finally:
+            recorded.remove()
+
+
+def test_rows_may_change_where_each_row_rounds_alike():
+    """Multiples of 4 rows in float32 on this CPU (the project's AMD EPYCs: MKL rounds their rows alike, with
+    any number of threads); any number where nothing is compared to the original (back-translation)."""
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            assert _mkl_rows_round_alike(n), "MKL rounds rows otherwise on this CPU: decoding computes every row"
+            assert rows_may_change(160, 20, torch.float32) and rows_may_change(32, 4, torch.float32)
+    finally:
+        torch.set_num_threads(threads)
+    assert not rows_may_change(32, 6, torch.float32) and not rows_may_change(30, 8, torch.float32)
+    assert not rows_may_change(32, 0, torch.float32) and not rows_may_change(32, 8, torch.bfloat16)
+    assert rows_may_change(30, 30, torch.bfloat16)
+    with onednn_without_gradient():
+        assert rows_may_change(30, 7, torch.float32) and rows_may_change(32, 6, torch.bfloat16)
+
+
+def ceil4(n):
+    return -(-n // 4) * 4
+
+
+MORE_SOURCES = SOURCES + [[6, 6, 7, 4, 10, 9, 5, 8], [8], [4, 4]]
+
+
 @torch.no_grad()
-def test_greedy_computes_every_row_until_the_read_after_the_last_eos(reverser):
-    """Every sentence is decoded at every step, finished or not, as in the original (a matmul's roundings
-    depend on its number of rows); decoding stops at the first host read after the last </s>, and the
-    outputs are those of each sentence alone (above)."""
+@pytest.mark.parametrize("n_sentences,sync_every", [(8, 1), (8, 3), (5, 1)])
+def test_greedy_leaves_finished_sentences_out_in_fours(reverser, monkeypatch, n_sentences, sync_every):
+    """The original decodes every row at every step, finished or not. On the CPU, at each host read, the
+    finished sentences are left out as far as the rows stay a multiple of 4 (`rows_may_change`): then each
+    logit of an unfinished sentence is bit for bit that of the whole batch (the original's shapes); a
+    batch of another size is decoded whole. Decoding stops at the first host read after the last </s>."""
     enc, dec = reverser
-    src, sync_every = encode(enc, SOURCES), 4
-    lengths = generate_greedy(dec, *src, tgt_lang_id=1, max_len=12)[1]
+    src = encode(enc, MORE_SOURCES[:n_sentences])
+
+    def greedy():
+        return generate_greedy(dec, *src, tgt_lang_id=1, max_len=12, sync_every=sync_every)
+    (out, lengths), seen = decode_recorded(dec, monkeypatch, greedy)
+    (whole, whole_lengths), whole_seen = decode_recorded(dec, monkeypatch, greedy, drop=False)
+    assert torch.equal(out, whole) and torch.equal(lengths, whole_lengths)
     assert len(set(lengths.tolist())) > 2
-    rows = []
-    hook = dec.layer_norm_emb.register_forward_hook(lambda m, args, out: rows.append(len(out)))  # once per step
-    try:
-        out, _ = generate_greedy(dec, *src, tgt_lang_id=1, max_len=12, sync_every=sync_every)
-    finally:
-        hook.remove()
-    # sentence i's </s> is generated at step lengths[i] - 1
-    assert rows == [len(SOURCES)] * first_read_from(int(lengths.max()) - 1, sync_every)
-    assert torch.equal(out, generate_greedy(dec, *src, tgt_lang_id=1, max_len=12)[0])
+    # the step after step s computes the sentences unfinished at the last read up to s (sentence i's </s>
+    # comes at step lengths[i] - 2)
+    rows, expected = n_sentences, [n_sentences]
+    for step in range(len(seen.rows) - 1):
+        if reads_host(step + 1, sync_every) and n_sentences % 4 == 0:
+            rows = ceil4(int((lengths - 2 > step).sum()))
+        expected.append(rows)
+    assert seen.rows == expected
+    assert len(seen.rows) == first_read_from(int(lengths.max()) - 1, sync_every)
+    assert whole_seen.rows == [n_sentences] * len(seen.rows)
+    for step, ((logits, sentences), (whole_logits, _)) in enumerate(zip(seen.logits, whole_seen.logits)):
+        going_on = lengths[sentences] - 2 >= step
+        assert torch.equal(logits[going_on], whole_logits[sentences[going_on]])
+    if n_sentences % 4 == 0:
+        assert min(seen.rows) < n_sentences
 
 
 @torch.no_grad()
-def test_beam_computes_every_row_until_the_read_after_the_last_is_done(reverser):
-    """A sentence whose beam search is done (enough finished hypotheses, none of the running ones can
-    beat them) is still computed until all are, as in the original; the search stops at the first host
-    read after that, and the outputs stay those of the whole batch."""
+@pytest.mark.parametrize("beam_size", [3, 4])
+def test_beam_leaves_done_sentences_out_in_fours(reverser, monkeypatch, beam_size):
+    """A sentence whose beam search is done (enough finished hypotheses, none of the running ones can beat
+    them) is computed on in the original until all are. On the CPU it is left out, if the rows stay a
+    multiple of 4: its answer is final, and every hypothesis score of the others stays that of the whole
+    batch, bit for bit. The search stops at the first host read after the last sentence is done."""
     enc, dec = reverser
-    sources, beam_size, sync_every = SOURCES + [[6, 6, 7, 4, 10, 9, 5, 8], [8]], 3, 2
+    sources = MORE_SOURCES
     src = encode(enc, sources)
-    rows = []
-    hook = dec.layer_norm_emb.register_forward_hook(lambda m, args, out: rows.append(len(out)))  # once per step
-    try:
-        alone = []  # the steps each sentence runs alone, stopping as soon as it is done
-        for i in range(len(sources)):
-            rows.clear()
-            generate_beam(dec, src[0][i:i + 1, :int(src[1][i])], src[1][i:i + 1], 1, beam_size, max_len=16,
-                          sync_every=1)
-            alone.append(len(rows))
-        rows.clear()
-        out, lengths = generate_beam(dec, *src, 1, beam_size, max_len=16, sync_every=sync_every)
-    finally:
-        hook.remove()
+
+    def beam():
+        return generate_beam(dec, *src, 1, beam_size, max_len=16, sync_every=2)
+    (out, lengths), seen = decode_recorded(dec, monkeypatch, beam)
+    (whole, whole_lengths), whole_seen = decode_recorded(dec, monkeypatch, beam, drop=False)
+    assert torch.equal(out, whole) and torch.equal(lengths, whole_lengths)
+    assert seen.hypotheses == whole_seen.hypotheses
+    alone = []  # the steps each sentence runs alone, stopping as soon as it is done
+    for i in range(len(sources)):
+        (one, _), one_seen = decode_recorded(dec, monkeypatch, lambda: generate_beam(
+            dec, src[0][i:i + 1, :int(src[1][i])], src[1][i:i + 1], 1, beam_size, max_len=16, sync_every=1))
+        assert torch.equal(one[0, :int(lengths[i])], out[i, :int(lengths[i])])
+        alone.append(len(one_seen.rows))
     assert len(set(alone)) > 1
-    assert rows == [beam_size * len(sources)] * first_read_from(max(alone), sync_every), alone
-    reference = generate_beam(dec, *src, 1, beam_size, max_len=16, sync_every=10 ** 6)
-    assert torch.equal(out, reference[0]) and torch.equal(lengths, reference[1])
+    assert whole_seen.rows == [beam_size * len(sources)] * first_read_from(max(alone), 2)
+    assert len(seen.rows) == len(whole_seen.rows)
+    if beam_size * len(sources) % 4 == 0:
+        assert min(seen.rows) < beam_size * len(sources) and all(r % 4 == 0 for r in seen.rows)
+    else:
+        assert seen.rows == whole_seen.rows
 
 
 def finished_hypotheses(dec, src_enc, src_len, n_words, max_len):

@@ -7,14 +7,17 @@ Sentences start with </s> (XLM uses EOS as BOS) and decoding stops at </s> or at
 All bookkeeping stays on the device: the host reads a device value only after a few of the steps
 (`reads_host`: to stop once every sentence is finished) and once at the end (to trim the output).
 Steps run after the last sentence finished change nothing in the output. The decoder computes one
-position per step, from the keys and values it keeps (`TransformerModel.step`), and every row of the
-batch at every step, finished or not, with the original's operations on the original's shapes: the
-roundings of a matmul depend on its number of rows, and the outputs are then the original's bit for bit.
+position per step, from the keys and values it keeps (`TransformerModel.step`), with the original's
+operations on the original's shapes, and the outputs are the original's bit for bit. The original
+computes every row of the batch at every step, finished or not; on the CPU, where reading which are
+finished costs nothing, the finished sentences are left out (`still_decoded`) as far as the roundings
+of a matmul, which depend on its number of rows, stay the same (`rows_may_change`).
 """
 import torch
 import torch.nn.functional as F
 
-from .transformer import reads_on_host
+from .linear import rows_may_change
+from .transformer import compute_dtype, reads_on_host
 
 SYNC_EVERY = 8  # where a host read waits for the device
 
@@ -32,6 +35,18 @@ def host_read_interval(device, sync_every):
     return 1 if reads_on_host(device) else SYNC_EVERY
 
 
+def still_decoded(finished, group, dtype):
+    """The sentences to decode from here on (their indices, in order), of those decoded so far, given which
+    are finished (finished (n,), on the CPU), each `group` rows (its beams); or None for all of them.
+    The unfinished ones, and as few finished ones as make a number of rows that rounds as the present
+    number does (`rows_may_change`)."""
+    n, left = len(finished), (~finished).nonzero().squeeze(1)
+    keep = next((k for k in range(len(left), n) if rows_may_change(n * group, k * group, dtype)), n)
+    if keep == n:
+        return None
+    return torch.cat([left, finished.nonzero().squeeze(1)[:keep - len(left)]]).sort().values
+
+
 @torch.no_grad()
 def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, sample_temperature=None, use_cache=True,
                     sync_every=None):
@@ -43,10 +58,13 @@ def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, sample_
     gen_len = torch.ones(bs, dtype=torch.long, device=device)
     unfinished = torch.ones(bs, dtype=torch.bool, device=device)
     state = decoder.start_decoding(src_enc, src_len, max_len) if use_cache else None
+    # sampling draws for every row, as the original, so that a seed draws the same words
+    drops_rows = use_cache and reads_on_host(device) and sample_temperature is None
+    live = torch.arange(bs, device=device)  # the rows decoded (see `still_decoded`)
     cur_len = 1
     while cur_len < max_len:
         if use_cache:
-            h = decoder.step(generated[:, cur_len - 1], tgt_lang_id, state)
+            h = decoder.step(generated[live, cur_len - 1], tgt_lang_id, state)
         else:
             h = decoder(generated[:, :cur_len], gen_len, langs=tgt_lang_id, causal=True, src_enc=src_enc,
                         src_len=src_len)[:, -1]
@@ -55,12 +73,18 @@ def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, sample_
             next_words = torch.topk(scores, 1)[1].squeeze(1)  # the original's pick among equal scores
         else:
             next_words = torch.multinomial(F.softmax(scores.float() / sample_temperature, dim=-1), 1).squeeze(1)
-        generated[:, cur_len] = torch.where(unfinished, next_words, pad)
-        gen_len += unfinished
-        unfinished &= next_words != eos
+        going_on = unfinished[live]
+        generated[live, cur_len] = torch.where(going_on, next_words, pad)
+        gen_len[live] += going_on
+        unfinished[live] = going_on & (next_words != eos)
         cur_len += 1
-        if reads_host(cur_len - 1, sync_every) and not unfinished.any():
-            break
+        if reads_host(cur_len - 1, sync_every):
+            if not unfinished.any():
+                break
+            kept = still_decoded(~unfinished[live], 1, compute_dtype(src_enc)) if drops_rows else None
+            if kept is not None:
+                live = live[kept]
+                state.reorder(kept)
     generated[:, -1] = torch.where(unfinished, eos, generated[:, -1])  # still unfinished at max_len
     return generated[:, :int(gen_len.max())], gen_len
 
@@ -107,6 +131,11 @@ class BeamHypotheses:
         self.lengths = lengths.gather(1, keep)
         self.count = torch.clamp(self.count + offered.sum(1), max=self.n_hyp)
 
+    def select(self, sentences):
+        """Keep these sentences alone (indices, in order)."""
+        for name in ("scores", "tokens", "lengths", "count", "done"):
+            setattr(self, name, getattr(self, name)[sentences])
+
     def best(self, eos_index):
         """The best hypothesis of each sentence followed by </s> (bs, max_len), and its length."""
         bs = len(self.tokens)
@@ -131,14 +160,19 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
     candidate_rank = torch.arange(2 * beam_size, 0, -1, device=device)
     state = decoder.start_decoding(src_enc, src_len, max_len, group=beam_size)
     buffer = torch.empty(bs * beam_size, n_words, device=device)
+    drops_rows, dtype = reads_on_host(device), compute_dtype(src_enc)
+    searched = torch.arange(bs, device=device)  # the sentences searched (see `still_decoded`)
+    decoded = torch.full((bs, max_len), pad, dtype=torch.long, device=device)
+    length = torch.zeros(bs, dtype=torch.long, device=device)
     cur_len = 1
-    first_row = torch.arange(0, bs * beam_size, beam_size, device=device)[:, None]
     while cur_len < max_len:
+        n = len(searched)
         h = decoder.step(generated[:, cur_len - 1], tgt_lang_id, state)
         # in place, in one buffer: the same values as the original's log_softmax(logits) + beam_scores
-        logits = decoder.get_scores(h, out=buffer).float()
-        scores = torch.log_softmax(logits, dim=-1, out=logits).add_(beam_scores[:, None]).view(bs, beam_size * n_words)
-        next_scores, next_words = torch.topk(scores, 2 * beam_size, dim=1)  # (bs, 2 * beam_size), best first
+        logits = decoder.get_scores(h, out=buffer[:len(h)]).float()
+        scores = torch.log_softmax(logits, dim=-1, out=logits).add_(beam_scores[:, None]).view(n, beam_size * n_words)
+        next_scores, next_words = torch.topk(scores, 2 * beam_size, dim=1)  # (n, 2 * beam_size), best first
+        first_row = torch.arange(0, n * beam_size, beam_size, device=device)[:, None]
         rows, words = first_row + next_words // n_words, next_words % n_words
         hyps.update_done(next_scores[:, 0])
         last = cur_len + 1 == max_len
@@ -146,18 +180,26 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
         # candidates are taken best first until beam_size of them continue; the others finish, if taken
         n_continuing = continues.cumsum(1)
         taken = (n_continuing - continues.long() < beam_size) & ~hyps.done[:, None]
-        hyps.add(generated[rows.view(-1)].view(bs, 2 * beam_size, max_len), next_scores, cur_len, taken & ~continues)
+        hyps.add(generated[rows.view(-1)].view(n, 2 * beam_size, max_len), next_scores, cur_len, taken & ~continues)
         if last:
             break
         # the first beam_size continuing candidates, in order (the highest ranks)
         beam = torch.topk(candidate_rank * (continues & (n_continuing <= beam_size)), beam_size, dim=1).indices
-        beam_scores = next_scores.gather(1, beam).view(-1)
-        rows = rows.gather(1, beam).view(-1)
-        generated = generated[rows]
-        generated[:, cur_len] = words.gather(1, beam).view(-1)
-        state.reorder(rows)
+        beam_scores, rows, words = (t.gather(1, beam) for t in (next_scores, rows, words))
         cur_len += 1
-        if reads_host(cur_len - 1, sync_every) and hyps.done.all():
-            break
-    decoded, length = hyps.best(eos)
+        if reads_host(cur_len - 1, sync_every):
+            if hyps.done.all():
+                break
+            kept = still_decoded(hyps.done, beam_size, dtype) if drops_rows else None
+            if kept is not None:  # the others are done: their answers are final
+                gone = torch.ones(n, dtype=torch.bool, device=device).index_fill_(0, kept, False)
+                decoded[searched[gone]], length[searched[gone]] = (t[gone] for t in hyps.best(eos))
+                searched = searched[kept]
+                hyps.select(kept)
+                beam_scores, rows, words = beam_scores[kept], rows[kept], words[kept]
+        beam_scores, rows = beam_scores.view(-1), rows.view(-1)
+        generated = generated[rows]
+        generated[:, cur_len - 1] = words.view(-1)
+        state.reorder(rows)
+    decoded[searched], length[searched] = hyps.best(eos)
     return decoded[:, :int(length.max())], length

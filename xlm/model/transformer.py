@@ -401,9 +401,17 @@ class DecodingState:
         return self.kv
 
     def reorder(self, rows):
-        """Row i goes on from row rows[i] (a beam of the same sentence, whose source is the same)."""
-        torch.index_select(self.kv, 1, rows, out=self.spare)
-        self.kv, self.spare = self.spare, self.kv
+        """Row i goes on from row rows[i]: a beam of the same sentence, whose source is the same, or, with
+        fewer rows than before, the rows of the sentences still decoded (and a beam of theirs)."""
+        if len(rows) != self.kv.shape[1]:
+            heads = self.heads
+            head_rows = (rows[:, None] * heads + torch.arange(heads, device=rows.device)).flatten()
+            self.source = [(keys_t.index_select(0, head_rows), values.index_select(0, head_rows))
+                           for keys_t, values in self.source]
+            self.source_bias = self.source_bias.index_select(0, head_rows)
+        spare = _shaped(self.spare, (self.kv.shape[0], len(rows), *self.kv.shape[2:]))
+        torch.index_select(self.kv, 1, rows, out=spare)
+        self.kv, self.spare = spare, _shaped(self.kv, spare.shape)
 
 
 def _shaped(buffer, shape):
