@@ -11,7 +11,7 @@ computes finished sentences from other inputs: a greedy one's hidden states are 
 done beam search goes on from another row). Prints one JSON object; exit status 1 if any output differs
 in float64.
 
-    python -m bench.compare_decoding [--original /work/orig-cpu] [--trials 300] [--device cuda]
+    python -m bench.compare_decoding [--original /work/orig-cpu] [--trials 300] [--threads 1] [--device cuda]
 """
 import argparse
 import json
@@ -167,12 +167,14 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--original", default="/work/orig-cpu", help="the original XLM, patched for the CPU")
     parser.add_argument("--trials", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads of both sides (MKL's roundings of a few rows depend on it)")
     parser.add_argument("--device", default="cpu",
                         help="cuda: both sides decode on the GPU (float32; TF32 off, torch's default)")
     args = parser.parse_args()
     device = torch.device(args.device)
     orig = import_original(args.original)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     counts = {"equal": 0, "near_tie": 0, "different": 0}
     numbers = Numbers(orig)
     bits = {"encoder_outputs": 0, "decodings": 0}
@@ -202,7 +204,7 @@ def main():
             cases.append({**what, "verdict": verdict})
             print(f"{verdict}: {what}", file=sys.stderr, flush=True)
     result = {"benchmark": "compare_decoding", "command": "python -m bench.compare_decoding " + " ".join(sys.argv[1:]),
-              "original": args.original, "torch": torch.__version__, "device_name":
+              "original": args.original, "torch": torch.__version__, "threads": args.threads, "device_name":
               torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
               "decodings": sum(counts.values()), **counts, "not_equal": cases,
               "bit_for_bit": {"encoder_outputs": bits["encoder_outputs"], "decodings": bits["decodings"],

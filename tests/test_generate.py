@@ -9,8 +9,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from conftest import train_reverser
 import xlm.model.generate as generate_module
 from xlm.model.generate import SYNC_EVERY, generate_beam, generate_greedy, reads_host
-from xlm.model.linear import _mkl_rows_round_alike, onednn_without_gradient, rows_may_change
-from xlm.model.transformer import TransformerConfig, TransformerModel
+from xlm.model.linear import onednn_without_gradient, rows_may_change, rows_rounded_otherwise
+from xlm.model.transformer import Packing, TransformerConfig, TransformerModel
 
 N_WORDS = 12  # 0..3 special, 4..11 "letters"
 
@@ -130,38 +130,55 @@ def decode_recorded(dec, monkeypatch, generate, drop=True):
             recorded.remove()
 
 
-def test_rows_may_change_where_each_row_rounds_alike():
-    """Multiples of 4 rows in float32 on this CPU (the project's AMD EPYCs: MKL rounds their rows alike, with
-    any number of threads); any number where nothing is compared to the original (back-translation)."""
-    threads = torch.get_num_threads()
-    try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            assert _mkl_rows_round_alike(n), "MKL rounds rows otherwise on this CPU: decoding computes every row"
-            assert rows_may_change(160, 20, torch.float32) and rows_may_change(32, 4, torch.float32)
-    finally:
-        torch.set_num_threads(threads)
-    assert not rows_may_change(32, 6, torch.float32) and not rows_may_change(30, 8, torch.float32)
-    assert not rows_may_change(32, 0, torch.float32) and not rows_may_change(32, 8, torch.bfloat16)
-    assert rows_may_change(30, 30, torch.bfloat16)
-    with onednn_without_gradient():
-        assert rows_may_change(30, 7, torch.float32) and rows_may_change(32, 6, torch.bfloat16)
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
 
 
-def ceil4(n):
-    return -(-n // 4) * 4
+def test_rows_rounded_otherwise_holds_for_other_widths(threads):
+    """MKL's roundings by number of rows, found on one shape, hold for the model's: a row of an m-row
+    matmul equals that of a large one exactly where m is not among `rows_rounded_otherwise`."""
+    otherwise = rows_rounded_otherwise(threads)
+    assert {1, 2, 3} <= otherwise
+    g = torch.Generator().manual_seed(1)
+    for width, out in ((256, 1024), (1024, 256), (128, 8000)):
+        x, weight, bias = torch.randn(80, width, generator=g), torch.randn(out, width, generator=g), torch.randn(out)
+        full = F.linear(x, weight, bias)
+        assert {m for m in range(1, 80) if not torch.equal(F.linear(x[:m], weight, bias), full[:m])} == otherwise
+
+
+def test_rows_may_change_where_each_row_rounds_alike(threads):
+    otherwise = rows_rounded_otherwise(threads)
+    assert rows_may_change(160, 20, torch.float32) and rows_may_change(32, 4, torch.float32)
+    assert not rows_may_change(32, 3, torch.float32) and not rows_may_change(3, 8, torch.float32)
+    assert not rows_may_change(32, 0, torch.float32)
+    assert rows_may_change(32, 6, torch.float32) == (6 not in otherwise)
+    assert rows_may_change(30, 30, torch.float32) and rows_may_change(32, 3, torch.bfloat16)
+    with onednn_without_gradient():  # back-translation's generation: nothing compares it
+        assert rows_may_change(30, 3, torch.float32)
+
+
+def fewest_rows(before, left):
+    """What `still_decoded` keeps of `before` rows, `left` of them unfinished."""
+    otherwise = rows_rounded_otherwise(torch.get_num_threads())
+    if before in otherwise:
+        return before
+    return next(k for k in range(left, before + 1) if k not in otherwise)
 
 
 MORE_SOURCES = SOURCES + [[6, 6, 7, 4, 10, 9, 5, 8], [8], [4, 4]]
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("n_sentences,sync_every", [(8, 1), (8, 3), (5, 1)])
-def test_greedy_leaves_finished_sentences_out_in_fours(reverser, monkeypatch, n_sentences, sync_every):
+@pytest.mark.parametrize("n_sentences,sync_every", [(8, 1), (8, 3), (3, 1)])
+def test_greedy_leaves_finished_sentences_out(reverser, monkeypatch, threads, n_sentences, sync_every):
     """The original decodes every row at every step, finished or not. On the CPU, at each host read, the
-    finished sentences are left out as far as the rows stay a multiple of 4 (`rows_may_change`): then each
-    logit of an unfinished sentence is bit for bit that of the whole batch (the original's shapes); a
-    batch of another size is decoded whole. Decoding stops at the first host read after the last </s>."""
+    finished sentences are left out as far as MKL rounds each row as with the whole batch
+    (`rows_may_change`): each logit of an unfinished sentence is bit for bit that of the whole batch (the
+    original's shapes). Decoding stops at the first host read after the last </s>."""
     enc, dec = reverser
     src = encode(enc, MORE_SOURCES[:n_sentences])
 
@@ -175,8 +192,8 @@ def test_greedy_leaves_finished_sentences_out_in_fours(reverser, monkeypatch, n_
     # comes at step lengths[i] - 2)
     rows, expected = n_sentences, [n_sentences]
     for step in range(len(seen.rows) - 1):
-        if reads_host(step + 1, sync_every) and n_sentences % 4 == 0:
-            rows = ceil4(int((lengths - 2 > step).sum()))
+        if reads_host(step + 1, sync_every):
+            rows = fewest_rows(rows, int((lengths - 2 > step).sum()))
         expected.append(rows)
     assert seen.rows == expected
     assert len(seen.rows) == first_read_from(int(lengths.max()) - 1, sync_every)
@@ -184,17 +201,17 @@ def test_greedy_leaves_finished_sentences_out_in_fours(reverser, monkeypatch, n_
     for step, ((logits, sentences), (whole_logits, _)) in enumerate(zip(seen.logits, whole_seen.logits)):
         going_on = lengths[sentences] - 2 >= step
         assert torch.equal(logits[going_on], whole_logits[sentences[going_on]])
-    if n_sentences % 4 == 0:
-        assert min(seen.rows) < n_sentences
+    assert (min(seen.rows) < n_sentences) == (n_sentences > 3)
 
 
 @torch.no_grad()
 @pytest.mark.parametrize("beam_size", [3, 4])
-def test_beam_leaves_done_sentences_out_in_fours(reverser, monkeypatch, beam_size):
+def test_beam_leaves_done_sentences_out(reverser, monkeypatch, threads, beam_size):
     """A sentence whose beam search is done (enough finished hypotheses, none of the running ones can beat
-    them) is computed on in the original until all are. On the CPU it is left out, if the rows stay a
-    multiple of 4: its answer is final, and every hypothesis score of the others stays that of the whole
-    batch, bit for bit. The search stops at the first host read after the last sentence is done."""
+    them) is computed on in the original until all are. On the CPU it is left out, where MKL rounds each
+    row as with the whole batch: its answer is final, and every hypothesis score of the others stays that
+    of the whole batch, bit for bit. The search stops at the first host read after the last sentence is
+    done."""
     enc, dec = reverser
     sources = MORE_SOURCES
     src = encode(enc, sources)
@@ -214,10 +231,8 @@ def test_beam_leaves_done_sentences_out_in_fours(reverser, monkeypatch, beam_siz
     assert len(set(alone)) > 1
     assert whole_seen.rows == [beam_size * len(sources)] * first_read_from(max(alone), 2)
     assert len(seen.rows) == len(whole_seen.rows)
-    if beam_size * len(sources) % 4 == 0:
-        assert min(seen.rows) < beam_size * len(sources) and all(r % 4 == 0 for r in seen.rows)
-    else:
-        assert seen.rows == whole_seen.rows
+    otherwise = rows_rounded_otherwise(threads)
+    assert min(seen.rows) < beam_size * len(sources) and not otherwise & set(seen.rows)
 
 
 def finished_hypotheses(dec, src_enc, src_len, n_words, max_len):
@@ -410,3 +425,23 @@ def test_autocast_keeps_the_cache_in_its_dtype(reverser, monkeypatch):
         assert states[-1].kv.dtype == torch.float32
     for (a, la), (b, lb) in zip(outputs, float32_cache):
         assert torch.equal(a, b) and torch.equal(la, lb)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("seqs", [[[4, 5], []], [[4, 5, 6, 7, 8], [9], [10, 11]]])
+def test_evaluation_leaves_the_padding_out_where_rows_round_alike(monkeypatch, threads, seqs):
+    """On the CPU the encoder computes the real tokens alone, fewer rows than the original's padded batch:
+    in evaluation only where MKL rounds each row alike with both numbers, so that the encoder output that
+    decoding starts from is the original's bit for bit (here as the padded computation, CUDA's path)."""
+    import xlm.model.transformer as transformer
+    enc = model_pair()[0].eval()
+    x, lengths = batch(seqs)
+    packed = []
+    monkeypatch.setattr(transformer, "Packing", lambda *args: packed.append(args) or Packing(*args))
+    out = enc(x, lengths, langs=0)
+    with monkeypatch.context() as m:
+        m.setattr(transformer, "reads_on_host", lambda device: False)
+        padded = enc(x, lengths, langs=0)
+    real = torch.arange(x.shape[1])[None, :] < lengths[:, None]
+    assert torch.equal(out[real], padded[real])
+    assert bool(packed) == rows_may_change(x.numel(), int(lengths.sum()), torch.float32)

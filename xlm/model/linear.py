@@ -92,25 +92,29 @@ def onednn_without_gradient():
 
 
 @functools.cache
-def _mkl_rows_round_alike(threads):
-    """Whether F.linear (MKL's sgemm) rounds each row alike in float32 matmuls of any multiple of 4 rows, with
-    this many threads, on this CPU (on an AMD EPYC Zen 5, with 1-32 threads: yes; with fewer than 4 rows
-    for a thread it takes other kernels, whose roundings differ)."""
+def rows_rounded_otherwise(threads):
+    """The numbers of rows, below 4 x max(16, threads), whose float32 F.linear (MKL's sgemm) with this many
+    threads rounds a row's result otherwise than a large matmul does, on this CPU; larger numbers are taken
+    to round alike. MKL splits the rows among the threads, and a share of 1-3 rows takes other kernels. On
+    an AMD EPYC (Zen 5), for any widths: 1-3 rows with 1, 3 or 4 threads; also 5-7 and 9-11 with 2; up
+    to 51 with 32 threads, 227 with 96; never a multiple of 4."""
+    bound = 4 * max(16, threads)
     g = torch.Generator().manual_seed(0)
-    x, weight, bias = (torch.randn(*shape, generator=g) for shape in ((64, 256), (512, 256), (512,)))
+    x, weight, bias = (torch.randn(*shape, generator=g) for shape in ((bound, 64), (128, 64), (128,)))
     full = F.linear(x, weight, bias)
-    return all(torch.equal(F.linear(x[:m], weight, bias), full[:m]) for m in range(4, 64, 4))
+    return frozenset(m for m in range(1, bound) if not torch.equal(F.linear(x[:m], weight, bias), full[:m]))
 
 
 def rows_may_change(before, after, dtype):
-    """Whether decoding may compute `after` rows at a step where it computed `before` (leaving finished
-    sentences out), its translations staying what they would have been, bit for bit: inside
-    `onednn_without_gradient` (back-translation's generation, which nothing compares) always; otherwise
-    in float32 on the CPU, for multiples of 4 rows, where this CPU's MKL rounds their rows alike."""
-    if _without_gradient[0] or before == after:
+    """Whether the model may compute `after` rows where the original computes `before` (leaving finished
+    sentences or padding out), its translations staying the original's bit for bit: in float32 on the
+    CPU, where MKL rounds each row alike with both numbers (`rows_rounded_otherwise`); and always where
+    nothing is compared to the original: inside `onednn_without_gradient` (back-translation's
+    generation) and in other dtypes."""
+    if _without_gradient[0] or before == after or dtype != torch.float32:
         return True
-    return (dtype == torch.float32 and before % 4 == 0 and after % 4 == 0 and after > 0
-            and _mkl_rows_round_alike(torch.get_num_threads()))
+    otherwise = rows_rounded_otherwise(torch.get_num_threads())
+    return after > 0 and before not in otherwise and after not in otherwise
 
 
 def _with_gradient(x, weight):

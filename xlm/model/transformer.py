@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .dropout import attention_with_dropout, dropout
-from .linear import Linear, bucket_rows, linear, uses_onednn
+from .linear import Linear, bucket_rows, linear, rows_may_change, uses_onednn
 from .memory import HashingMemory, MemoryConfig
 
 N_MAX_POSITIONS = 512  # the original's fixed position table; checkpoints without `n_positions` have it
@@ -469,10 +469,11 @@ class TransformerModel(nn.Module):
         DistributedDataParallel forward).
 
         lengths (bs,): tokens of each row (the rest is padding, left out of all but attention on
-        the CPU: `reads_on_host`), or None when no row is padded (as in bptt streams), which lets
-        attention use its fastest kernels. langs: (bs, slen) language ids, or one id for all tokens
-        (ignored by models without language embeddings). positions:
-        (bs, slen), default 0..slen-1. causal: each position sees only itself and earlier ones.
+        the CPU: `reads_on_host`; in evaluation, where the roundings allow: `rows_may_change`), or
+        None when no row is padded (as in bptt streams), which lets attention use its fastest
+        kernels. langs: (bs, slen) language ids, or one id for all tokens (ignored by models without
+        language embeddings). positions: (bs, slen), default 0..slen-1. causal: each position sees
+        only itself and earlier ones.
         src_enc (bs, src_len, dim) and src_len (bs,): the encoder output a decoder attends to.
         """
         bs, slen = x.shape
@@ -496,7 +497,11 @@ class TransformerModel(nn.Module):
         has_langs = langs is not None and self.config.has_lang_emb
         packing = keep = None
         if real is not None and reads_on_host(device) and not real.all():
-            packing = Packing(flat_positions(real), bs, slen)
+            tokens = flat_positions(real)
+            # evaluation packs only where the matmuls round each row as on the original's padded batch
+            if self.training or rows_may_change(bs * slen, len(tokens), compute_dtype(self.embeddings.weight)):
+                packing = Packing(tokens, bs, slen)
+        if packing is not None:
             x, positions = packing.pack(x), packing.pack(positions)
             langs = packing.pack(langs) if has_langs else langs
         elif real is not None:
