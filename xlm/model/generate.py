@@ -185,7 +185,11 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
             break
         # the first beam_size continuing candidates, in order (the highest ranks)
         beam = torch.topk(candidate_rank * (continues & (n_continuing <= beam_size)), beam_size, dim=1).indices
-        beam_scores, rows, words = (t.gather(1, beam) for t in (next_scores, rows, words))
+        beam_scores = next_scores.gather(1, beam).view(-1)
+        rows = rows.gather(1, beam).view(-1)
+        generated = generated[rows]
+        generated[:, cur_len] = words.gather(1, beam).view(-1)
+        state.reorder(rows)
         cur_len += 1
         if reads_host(cur_len - 1, sync_every):
             if hyps.done.all():
@@ -196,10 +200,8 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
                 decoded[searched[gone]], length[searched[gone]] = (t[gone] for t in hyps.best(eos))
                 searched = searched[kept]
                 hyps.select(kept)
-                beam_scores, rows, words = beam_scores[kept], rows[kept], words[kept]
-        beam_scores, rows = beam_scores.view(-1), rows.view(-1)
-        generated = generated[rows]
-        generated[:, cur_len - 1] = words.view(-1)
-        state.reorder(rows)
+                rows = (kept[:, None] * beam_size + torch.arange(beam_size, device=device)).flatten()
+                generated, beam_scores = generated[rows], beam_scores[rows]
+                state.reorder(rows)
     decoded[searched], length[searched] = hyps.best(eos)
     return decoded[:, :int(length.max())], length
