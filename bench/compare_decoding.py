@@ -137,7 +137,8 @@ class Numbers:
             if numbers.on:
                 numbers.seen[side] += entries(self_, *args, **kwargs)
                 if result:
-                    rows = torch.arange(len(out)) if side == "original" or numbers.decoded is None else numbers.decoded
+                    rows = (torch.arange(len(out), device=out.device) if side == "original" or numbers.decoded is None
+                            else numbers.decoded)
                     numbers.seen[side].append(("logits", out.clone(), rows))
             return out
         setattr(cls, name, recording)
