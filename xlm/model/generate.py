@@ -60,7 +60,7 @@ def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, sample_
     state = decoder.start_decoding(src_enc, src_len, max_len) if use_cache else None
     # sampling draws for every row, as the original, so that a seed draws the same words
     drops_rows = use_cache and reads_on_host(device) and sample_temperature is None
-    live = torch.arange(bs, device=device)  # the rows decoded (see `still_decoded`)
+    live = slice(None)  # the rows decoded: all, or their indices once some are left out (`still_decoded`)
     cur_len = 1
     while cur_len < max_len:
         if use_cache:
@@ -83,7 +83,7 @@ def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, sample_
                 break
             kept = still_decoded(~unfinished[live], 1, compute_dtype(src_enc)) if drops_rows else None
             if kept is not None:
-                live = live[kept]
+                live = torch.arange(bs, device=device)[live][kept]
                 state.reorder(kept)
     generated[:, -1] = torch.where(unfinished, eos, generated[:, -1])  # still unfinished at max_len
     return generated[:, :int(gen_len.max())], gen_len
@@ -164,6 +164,7 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
     searched = torch.arange(bs, device=device)  # the sentences searched (see `still_decoded`)
     decoded = torch.full((bs, max_len), pad, dtype=torch.long, device=device)
     length = torch.zeros(bs, dtype=torch.long, device=device)
+    first_row = torch.arange(0, bs * beam_size, beam_size, device=device)[:, None]
     cur_len = 1
     while cur_len < max_len:
         n = len(searched)
@@ -172,7 +173,6 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
         logits = decoder.get_scores(h, out=buffer[:len(h)]).float()
         scores = torch.log_softmax(logits, dim=-1, out=logits).add_(beam_scores[:, None]).view(n, beam_size * n_words)
         next_scores, next_words = torch.topk(scores, 2 * beam_size, dim=1)  # (n, 2 * beam_size), best first
-        first_row = torch.arange(0, n * beam_size, beam_size, device=device)[:, None]
         rows, words = first_row + next_words // n_words, next_words % n_words
         hyps.update_done(next_scores[:, 0])
         last = cur_len + 1 == max_len
@@ -200,6 +200,7 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
                 decoded[searched[gone]], length[searched[gone]] = (t[gone] for t in hyps.best(eos))
                 searched = searched[kept]
                 hyps.select(kept)
+                first_row = first_row[:len(kept)]
                 rows = (kept[:, None] * beam_size + torch.arange(beam_size, device=device)).flatten()
                 generated, beam_scores = generated[rows], beam_scores[rows]
                 state.reorder(rows)
