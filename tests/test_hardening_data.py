@@ -264,6 +264,25 @@ def test_stale_tmp_of_a_killed_run_removed_on_the_next_start(files):
     assert (files / "out").read_text() == "he@@ ll@@ o w@@ o@@ r@@ l@@ d\nt@@ h@@ e c@@ a@@ t\n"
 
 
+def test_a_stale_tmp_gone_since_the_listing_is_skipped(tmp_path, monkeypatch):
+    """Another process may remove a temporary file between the listing and the removal (a CI run of
+    test_faults saw one vanish as a resumed run started): the others go, and nothing fails."""
+    from xlm import fileio
+    names = ["checkpoint.pth.0123abcd.tmp", "checkpoint.pth.4567cdef.tmp", "best.pth.89abcdef.tmp"]
+    for name in names:
+        (tmp_path / name).write_text("half a file")
+    isfile = os.path.isfile
+
+    def removed_after_the_check(path):
+        found = isfile(path)
+        if path.endswith(names[0]):
+            os.remove(path)
+        return found
+    monkeypatch.setattr(fileio.os.path, "isfile", removed_after_the_check)
+    assert fileio.remove_stale_tmp(str(tmp_path / "*.pth")) == [str(tmp_path / n) for n in sorted(names[1:])]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("interrupted", ["check_output", "atomic_write"])
 def test_a_signal_just_after_the_tmp_file_is_made_leaves_nothing(tmp_path, monkeypatch, interrupted):
     """A signal's exception can land between the system call that makes the temporary file and the

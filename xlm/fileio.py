@@ -107,9 +107,13 @@ def remove_stale_tmp(path):
     stale = re.compile(".*".join(map(re.escape, prefix.split("*"))) + r"[a-z0-9_]{8}\.tmp")
     removed = []
     for name in sorted(os.listdir(directory)):
-        if stale.fullmatch(name) and os.path.isfile(os.path.join(directory, name)):
-            os.remove(os.path.join(directory, name))
-            removed.append(os.path.join(directory, name))
+        tmp = os.path.join(directory, name)
+        if stale.fullmatch(name) and os.path.isfile(tmp):
+            try:
+                os.remove(tmp)
+            except FileNotFoundError:  # gone since the listing (a CI run saw one vanish): nothing left to do
+                continue
+            removed.append(tmp)
     return removed
 
 
