@@ -264,9 +264,22 @@ def test_stale_tmp_of_a_killed_run_removed_on_the_next_start(files):
     assert (files / "out").read_text() == "he@@ ll@@ o w@@ o@@ r@@ l@@ d\nt@@ h@@ e c@@ a@@ t\n"
 
 
+def test_the_write_check_of_a_folder_is_not_taken_for_a_stale_file(tmp_path, monkeypatch):
+    """Every rank of a distributed run checks that it can write the dump folder (`check_output`: a file
+    made and removed at once) while rank 0 removes the stale temporary files there: a CI run of
+    test_faults saw rank 0 find another rank's check and fail. The check's file is named otherwise."""
+    from xlm import fileio
+    made, real_open = [], os.open
+    monkeypatch.setattr(os, "open", lambda path, *args: made.append(path) or real_open(path, *args))
+    fileio.check_output(tmp_path / "checkpoint.pth")
+    monkeypatch.undo()
+    (probe,) = made
+    open(probe, "w").close()
+    assert fileio.remove_stale_tmp(str(tmp_path / "*.pth")) == [] and os.path.exists(probe)
+
+
 def test_a_stale_tmp_gone_since_the_listing_is_skipped(tmp_path, monkeypatch):
-    """Another process may remove a temporary file between the listing and the removal (a CI run of
-    test_faults saw one vanish as a resumed run started): the others go, and nothing fails."""
+    """A temporary file may go between the listing and the removal: the others go, and nothing fails."""
     from xlm import fileio
     names = ["checkpoint.pth.0123abcd.tmp", "checkpoint.pth.4567cdef.tmp", "best.pth.89abcdef.tmp"]
     for name in names:

@@ -91,7 +91,9 @@ def check_output(path):
     if os.path.isdir(path):
         raise DataError(f"{path}: is a folder, expected an output file name")
     try:
-        with _private_tmp(path) as (fd, probe):
+        # named unlike atomic_write's files: rank 0 of a distributed run removes those it finds at start
+        # (`remove_stale_tmp`), while the other ranks may be probing the same folder
+        with _private_tmp(path, "probe.") as (fd, probe):
             os.close(fd)
             os.remove(probe)
     except OSError as e:
@@ -111,7 +113,7 @@ def remove_stale_tmp(path):
         if stale.fullmatch(name) and os.path.isfile(tmp):
             try:
                 os.remove(tmp)
-            except FileNotFoundError:  # gone since the listing (a CI run saw one vanish): nothing left to do
+            except FileNotFoundError:  # gone since the listing: nothing left to do
                 continue
             removed.append(tmp)
     return removed
@@ -155,9 +157,9 @@ def atomic_write(path, mode="wb"):
 
 
 @contextmanager
-def _private_tmp(path):
-    """A new private file `NAME.<8 random hex digits>.tmp` beside `path`, as (fd, its path), removed if the
-    block fails.
+def _private_tmp(path, kind=""):
+    """A new private file `NAME.<kind><8 random hex digits>.tmp` beside `path`, as (fd, its path), removed if
+    the block fails.
 
     Its name is chosen before the file is made, so an exception at any instant, even a signal's between
     the creation and the return (where `tempfile.mkstemp` would leave the file to no one), removes it.
@@ -166,7 +168,7 @@ def _private_tmp(path):
     tmp = None
     try:
         while True:
-            tmp = os.path.join(directory, f"{prefix}{secrets.token_hex(4)}.tmp")
+            tmp = os.path.join(directory, f"{prefix}{kind}{secrets.token_hex(4)}.tmp")
             try:
                 fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
                 break
