@@ -145,7 +145,7 @@ def test_rows_rounded_otherwise_holds_for_other_widths(threads):
     assert {1, 2, 3} <= otherwise
     g = torch.Generator().manual_seed(1)
     for width, out in ((256, 1024), (1024, 256), (128, 8000)):
-        x, weight, bias = torch.randn(80, width, generator=g), torch.randn(out, width, generator=g), torch.randn(out)
+        x, weight, bias = (torch.randn(*shape, generator=g) for shape in ((80, width), (out, width), (out,)))
         full = F.linear(x, weight, bias)
         assert {m for m in range(1, 80) if not torch.equal(F.linear(x[:m], weight, bias), full[:m])} == otherwise
 
