@@ -373,9 +373,9 @@ def flat_positions(pred_mask):
 @dataclass
 class DecodingState:
     """What incremental decoding keeps between steps. The self-attention keys and values of all layers
-    are one tensor, written in place, so that a beam reorder is one copy, into a spare. Both live in
-    buffers allocated once (a fresh one per step costs more than the copy, in page faults), and grow
-    by GROW positions at a time, so that the copy moves little free room."""
+    are one tensor, written in place, so that a beam reorder (or leaving finished sentences out) is one
+    copy, into a spare. Both live in buffers allocated once (a fresh one per step costs more than the
+    copy, in page faults), and grow by GROW positions at a time, so that the copy moves little free room."""
     GROW = 8
     source: list               # per layer, the encoder output's keys and values (rows * heads, src_len, head_dim)
     source_bias: torch.Tensor  # (rows * heads, 1, src_len): 0, or -inf on the source's padding
