@@ -59,7 +59,7 @@ def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, sample_
     unfinished = torch.ones(bs, dtype=torch.bool, device=device)
     state = decoder.start_decoding(src_enc, src_len, max_len) if use_cache else None
     # sampling draws for every row, as the original, so that a seed draws the same words
-    drops_rows = use_cache and reads_on_host(device) and sample_temperature is None
+    drops_rows, dtype = use_cache and reads_on_host(device) and sample_temperature is None, compute_dtype(src_enc)
     live = slice(None)  # the rows decoded: all, or their indices once some are left out (`still_decoded`)
     cur_len = 1
     while cur_len < max_len:
@@ -81,7 +81,7 @@ def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, sample_
         if reads_host(cur_len - 1, sync_every):
             if not unfinished.any():
                 break
-            kept = still_decoded(~unfinished[live], 1, compute_dtype(src_enc)) if drops_rows else None
+            kept = still_decoded(~unfinished[live], 1, dtype) if drops_rows else None
             if kept is not None:
                 live = torch.arange(bs, device=device)[live][kept]
                 state.reorder(kept)
@@ -197,7 +197,8 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
             kept = still_decoded(hyps.done, beam_size, dtype) if drops_rows else None
             if kept is not None:  # the others are done: their answers are final
                 gone = torch.ones(n, dtype=torch.bool, device=device).index_fill_(0, kept, False)
-                decoded[searched[gone]], length[searched[gone]] = (t[gone] for t in hyps.best(eos))
+                best, best_length = hyps.best(eos)
+                decoded[searched[gone]], length[searched[gone]] = best[gone], best_length[gone]
                 searched = searched[kept]
                 hyps.select(kept)
                 first_row = first_row[:len(kept)]
