@@ -1,6 +1,7 @@
 """Checkpoints and binarized files against bad input and kills (issue 12): files any PyTorch reads with plain
 weights_only=True, one error line for a file that is not a checkpoint, a vocabulary that differs word by
 word, token ids outside the vocabulary, and the temporary file a killed save leaves."""
+import argparse
 import logging
 import pickle
 import random
@@ -156,6 +157,18 @@ def test_non_checkpoints_are_one_error_naming_the_file(data, run, tmp_path):
         for read in readers:
             with pytest.raises(DataError, match=re.escape(str(path))):
                 read(path)
+
+
+def test_the_error_gives_the_unpicklers_reason_not_torchs_advice(tmp_path):
+    text, namespace = tmp_path / "text.pth", tmp_path / "namespace.pth"
+    text.write_text("not a checkpoint\n")
+    torch.save({"model": {}, "params": argparse.Namespace(emb_dim=16)}, namespace)
+    with pytest.raises(DataError, match=r"text.pth: not a PyTorch checkpoint \(Unsupported operand \d+\)$"):
+        read_checkpoint(text)
+    with pytest.raises(DataError, match=r"namespace.pth: refusing to load, the file holds objects outside the "
+                                        r"allow-list of plain types \(Unsupported global: GLOBAL argparse.Namespace "
+                                        r"was not an allowed global by default\)$"):
+        read_checkpoint(namespace)
 
 
 def one_error_line(proc, path):

@@ -39,9 +39,14 @@ _ADVICE = ("Weights only load failed", "Check the documentation")
 
 
 def _first_line(error):
-    """The gist of a torch.load error: its first line that is not advice, no colour codes."""
-    lines = [line.replace("\x1b[1m", "").replace("\x1b[0m", "").strip() for line in str(error).splitlines()]
-    lines = [line for line in lines if line]
+    """The gist of a torch.load error, no colour codes: what follows "WeightsUnpickler error:" (the
+    unpickler's reason, after paragraphs of advice whose wording changes between torch versions), or
+    else its first line that is not advice; up to the end of its first sentence."""
+    text = str(error).replace("\x1b[1m", "").replace("\x1b[0m", "")
+    reason = re.search(r"WeightsUnpickler error:\s*(\S.*)", text)
+    if reason:
+        return reason.group(1).split(". ")[0].strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     line = next((line for line in lines if not line.startswith(_ADVICE)), lines[0] if lines else type(error).__name__)
     return line.split(". ")[0]
 
