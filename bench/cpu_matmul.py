@@ -1,7 +1,9 @@
 """The CPU's float32 matmuls of a training step, MKL (torch's F.linear and `@`) against oneDNN (what
 xlm/model/linear.py calls): the forward, the input's gradient and the weight's gradient of the linear
 layers of an MLM step (4 x 256 model, 32 x 128 tokens, 8,000 words), and what oneDNN's first call on a new
-shape costs (the kernel it builds: a layer of 256 x 1,024 on 3,000-3,009 rows). Prints one JSON object.
+shape costs (the kernel it builds: a layer of 256 x 1,024 on 3,000-3,009 rows), and the weight gradient's
+two orders, grad^T @ x and (x^T @ grad)^T, for which `_weight_gradient` chooses (the same bits either way).
+Prints one JSON object.
 
     python -m bench.cpu_matmul [--threads 1] [--repeats 20]
 """
@@ -14,8 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from bench.data_pipeline import cpu_model
-from xlm.model.linear import _onednn_linear, has_onednn
+from xlm.model.linear import WIDE_OUTPUT, _onednn_linear, has_onednn
 
+# (rows, out, in) of the weight gradient's orders: the vocabulary's (toy 2 x 128 and 4 x 256 models, a
+# translation step's target rows and 4,096) and hidden layers' both ways round
+ORDER_SHAPES = [(rows, d_out, d_in) for rows in (960, 4096)
+                for d_out, d_in in ((8056, 128), (8000, 256), (1024, 256), (512, 128), (256, 256), (256, 1024))]
 # (rows, in, out): q/k/v together, the FFN's two layers, the attention's output, the output layer (15% of rows)
 SHAPES = [(4096, 256, 768), (4096, 256, 1024), (4096, 1024, 256), (4096, 256, 256), (616, 256, 8000)]
 
@@ -47,6 +53,15 @@ def main():
             t_mkl, t_onednn = seconds(mkl, args.repeats), seconds(onednn, args.repeats)
             rows.append({"shape": [n, d_in, d_out], "matmul": name, "mkl_gflops": round(flops / t_mkl / 1e9, 1),
                          "onednn_gflops": round(flops / t_onednn / 1e9, 1), "speedup": round(t_mkl / t_onednn, 2)})
+    orders = []
+    for n, d_out, d_in in ORDER_SHAPES:
+        g, x = torch.randn(n, d_out), torch.randn(n, d_in)
+        direct = seconds(lambda: _onednn_linear(g.t(), x.t()), args.repeats)
+        swapped = seconds(lambda: _onednn_linear(x.t(), g.t()).t().contiguous(), args.repeats)
+        orders.append({"rows": n, "weight": [d_out, d_in], "direct_ms": round(1000 * direct, 2),
+                       "swapped_ms": round(1000 * swapped, 2), "swapped_speedup": round(direct / swapped, 2),
+                       "bit_identical": torch.equal(_onednn_linear(g.t(), x.t()), _onednn_linear(x.t(), g.t()).t()),
+                       "xlm_uses": "swapped" if d_out >= WIDE_OUTPUT * d_in else "direct"})
     # a new shape: oneDNN builds its kernel at the first call
     w, b, firsts = torch.randn(1024, 256), torch.randn(1024), []
     for i in range(10):
@@ -57,6 +72,7 @@ def main():
     again = seconds(lambda: _onednn_linear(x, w, b), args.repeats)
     result = {"benchmark": "cpu_matmul", "command": "python -m bench.cpu_matmul " + " ".join(sys.argv[1:]),
               "device_name": cpu_model(), "torch": torch.__version__, "threads": args.threads, "matmuls": rows,
+              "weight_gradient_orders": orders,
               "onednn_new_shape_ms": round(1000 * sorted(firsts)[len(firsts) // 2], 2),
               "onednn_known_shape_ms": round(1000 * again, 2)}
     print(json.dumps(result, indent=1))

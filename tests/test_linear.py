@@ -24,18 +24,19 @@ def onednn_calls(monkeypatch):
 
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("strided", [False, True])
-def test_training_matches_f_linear(onednn_calls, bias, strided):
+@pytest.mark.parametrize("width", [136, 520])  # 520: an output wide enough for the weight gradient's other order
+def test_training_matches_f_linear(onednn_calls, bias, strided, width):
     torch.manual_seed(0)
     x = torch.randn(3, 7, 160)
     if strided:  # as the attention's context is, transposed
         x = torch.randn(3, 160, 7).transpose(1, 2)
-    layer = Linear(160, 136, bias=bias)
+    layer = Linear(160, width, bias=bias)
     weight = layer.weight.detach().clone().requires_grad_()
     b = layer.bias.detach().clone().requires_grad_() if bias else None
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
     out = layer(x1)
     expected = F.linear(x2, weight, b)
-    assert len(onednn_calls) == 1 and out.shape == expected.shape == (3, 7, 136)
+    assert len(onednn_calls) == 1 and out.shape == expected.shape == (3, 7, width)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     grad = torch.randn_like(out)
     out.backward(grad)
@@ -45,6 +46,17 @@ def test_training_matches_f_linear(onednn_calls, bias, strided):
     torch.testing.assert_close(layer.weight.grad, weight.grad, rtol=1e-5, atol=1e-5)
     if bias:
         torch.testing.assert_close(layer.bias.grad, b.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_the_weight_gradient_is_the_same_in_either_order():
+    """A wide output's weight gradient is computed as (x^T grad)^T, which oneDNN does faster: the same bits."""
+    torch.manual_seed(0)
+    for out, width in ((1000, 128), (136, 160)):
+        grad, x = torch.randn(96, out), torch.randn(96, width)
+        expected = linear_module._onednn_linear(grad.t(), x.t())
+        gradient = linear_module._weight_gradient(grad, x)
+        assert gradient.is_contiguous() and torch.equal(gradient, expected)
+        assert torch.equal(linear_module._onednn_linear(x.t(), grad.t()).t(), expected)
 
 
 def test_without_gradient_it_is_f_linear_bit_for_bit(onednn_calls):

@@ -52,6 +52,21 @@ def _bucketed_linear(x, weight, bias=None):
     return padded, _onednn_linear(padded, weight, bias)[:len(rows)].view(*x.shape[:-1], weight.shape[0])
 
 
+WIDE_OUTPUT = 2  # outputs at least this many times wider than their input: the weight gradient's other order
+
+
+def _weight_gradient(grad, x):
+    """grad^T @ x, (out, in), from grad (n, out) and x (n, in). oneDNN copies a transposed input into a
+    contiguous one, where it reads a transposed weight in its packing pass at no extra cost: so where the
+    output is the wider (the vocabulary's 8,000-95,000 words against 128-1,024 dimensions, the FFN's first
+    layer), (x^T @ grad)^T, which transposes x, the narrower, is computed instead: the same values bit for
+    bit, 1.1-2.7x faster on a Zen 5 (`python -m bench.cpu_matmul`: 8,056 x 128 on 960 / 4,096 rows 1.5x /
+    2.7x, 8,000 x 256 1.2x / 2.1x, 1,024 x 256 1.1x / 1.3x; out <= in 0.8-1.2x, kept as it was)."""
+    if grad.shape[1] >= WIDE_OUTPUT * x.shape[1]:
+        return _onednn_linear(x.t(), grad.t()).t().contiguous()
+    return _onednn_linear(grad.t(), x.t())
+
+
 class _OneDNNLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
@@ -69,7 +84,7 @@ class _OneDNNLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = _onednn_linear(padded_grad, weight.t())[:len(grad)].view(ctx.in_shape)   # grad @ weight
         if ctx.needs_input_grad[1]:
-            grad_weight = _onednn_linear(padded_grad.t(), padded.t())                          # grad^T @ x
+            grad_weight = _weight_gradient(padded_grad, padded)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum(0)
         return grad_x, grad_weight, grad_bias
