@@ -83,6 +83,24 @@ def test_back_translation_generates_through_onednn(onednn_calls):
     assert len(onednn_calls) == 1
 
 
+def test_decoding_packs_each_weight_once(monkeypatch):
+    """onednn_without_gradient(pack_weights=True) (back-translation's generation) reorders each weight into
+    oneDNN's layout at its first use and reuses it: the same values as the unpacked weight; none kept after."""
+    reorders = []
+    reorder = torch.ops.mkldnn._reorder_linear_weight
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", lambda w: reorders.append(w) or reorder(w))
+    torch.manual_seed(3)
+    layers, x = [Linear(160, 136), Linear(160, 520)], torch.randn(6, 160)
+    with torch.no_grad():
+        with onednn_without_gradient():
+            expected = [layer(x) for layer in layers]
+        with onednn_without_gradient(pack_weights=True):
+            for _ in range(3):
+                assert all(torch.equal(layer(x), e) for layer, e in zip(layers, expected))
+        assert [id(w) for w in reorders] == [id(layer.weight) for layer in layers]
+        assert linear_module._packed_weights[0] is None
+
+
 def test_autocast_float64_and_narrow_layers_keep_f_linear(onednn_calls):
     layer = Linear(128, 128)
     with torch.autocast("cpu", dtype=torch.bfloat16):
