@@ -102,8 +102,8 @@ def onednn_without_gradient(pack_weights=False):
     """Inside, linear layers that compute no gradient go through oneDNN on the CPU as well. pack_weights:
     for many calls on the same weights (decoding), each weight is reordered once into oneDNN's own layout,
     which oneDNN otherwise does at every call: on a Zen 5, 32 rows through 256 x 256 took 29 us instead of
-    36, through the 8,000-word output layer 0.74 ms instead of 1.05 (the same values bit for bit from 5
-    rows up); back-translation's generation took 9-10% less time (`bench/results/README.md`). The packed
+    36, through the 8,000-word output layer 0.74 ms instead of 1.05 (the same values bit for bit with 5 to
+    1,280 rows); back-translation's generation took 9-10% less time (`bench/results/README.md`). The packed
     copies last as long as the context, which must not change the weights."""
     before = _without_gradient[0], _packed_weights[0]
     _without_gradient[0] = True
