@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes a copy of the original XLM (facebookresearch/XLM, last commit cd281d3) run on current PyTorch, for the
-# side-by-side benches (bench.compare_original, compare_flags, compare_decoding, gpu.sh's step 8). The copy
+# side-by-side benches (bench.compare_original, compare_flags, compare_decoding, gpu.sh's steps 3 and 8). The copy
 # stays outside the repository (or in the ignored .orig/); nothing of it is committed.
 #   bash bench/patch_original.sh GIT_DIR_OR_FOLDER DEST   # e.g. a mirror's git dir and /work/orig-cpu
 # Three changes, the least that makes it run; what is left to do at run time (no apex, `.cuda()` on a

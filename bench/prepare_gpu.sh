@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes here what bench/gpu.sh needs on the project's device machine and the working tree lacks (that machine
 # reaches no registry): sacremoses as a wheel in .whl/ (the tests' sample data need it; its own needs are
-# in the device image), the original XLM patched for current PyTorch in .orig/ (gpu.sh's step 8), and the
+# in the device image), the original XLM patched for current PyTorch in .orig/ (gpu.sh's steps 3 and 8), and the
 # compiled fastBPE (tools/fastBPE/). All three are ignored by git. Then the call, printed at the end:
 #   bash bench/prepare_gpu.sh GIT_DIR   # GIT_DIR: what `fetch github:facebookresearch/XLM` returned
 set -euo pipefail
