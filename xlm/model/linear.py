@@ -60,8 +60,9 @@ def _weight_gradient(grad, x):
     contiguous one, where it reads a transposed weight in its packing pass at no extra cost: so where the
     output is the wider (the vocabulary's 8,000-95,000 words against 128-1,024 dimensions, the FFN's first
     layer), (x^T @ grad)^T, which transposes x, the narrower, is computed instead: the same values bit for
-    bit, 1.1-2.7x faster on a Zen 5 (`python -m bench.cpu_matmul`: 8,056 x 128 on 960 / 4,096 rows 1.5x /
-    2.7x, 8,000 x 256 1.2x / 2.1x, 1,024 x 256 1.1x / 1.3x; out <= in 0.8-1.2x, kept as it was)."""
+    bit, 1.1-2.7x faster on a Zen 5, one thread (`python -m bench.cpu_matmul`: 8,056 x 128 on 960 / 4,096
+    rows 1.5x / 2.7x, 8,000 x 256 1.2x / 2.1x, 1,024 x 256 1.1x / 1.3x; out <= in 0.8-1.2x, kept as it
+    was), 1.2-4.4x with two threads."""
     if grad.shape[1] >= WIDE_OUTPUT * x.shape[1]:
         return _onednn_linear(x.t(), grad.t()).t().contiguous()
     return _onednn_linear(grad.t(), x.t())
