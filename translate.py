@@ -25,6 +25,7 @@ from xlm.fileio import DataError, atomic_write, check_output, decode_utf8
 from xlm.host_memory import keep_freed_memory
 from xlm.model.checkpoint import load_model
 from xlm.model.generate import generate_beam, generate_greedy
+from xlm.model.linear import weights_packed
 from xlm.train.options import bool_flag, check_folder_name
 
 
@@ -93,6 +94,7 @@ def read_input(stream, dico, max_tokens):
 
 
 @torch.no_grad()
+@weights_packed()  # in oneDNN's layout once for all batches, on the CPU
 def translate(model, sentences, src_id, tgt_id, args, device):
     """Translations (id lists without </s>) in input order."""
     # on the CPU, each batch's large tensors (beams x words scores) reuse the pages the last one freed

@@ -12,6 +12,7 @@ done beam search goes on from another row). Prints one JSON object; exit status 
 in float64.
 
     python -m bench.compare_decoding [--original /work/orig-cpu] [--trials 300] [--threads 1] [--device cuda]
+                                     [--dims 32,48,64] [--n_words 24,60,203]
 """
 import argparse
 import json
@@ -44,12 +45,12 @@ def original_model(orig, xlm_model, config, is_encoder):
     return model.eval()
 
 
-def trial(orig, seed, device):
+def trial(orig, seed, device, dims=(32, 48, 64), vocabularies=(24, 60, 203)):
     """A random encoder-decoder on both sides and a random batch on `device`; yields (what, decode_xlm,
     decode_orig)."""
     r = random.Random(seed)
-    dim, heads = r.choice([(32, 2), (48, 4), (64, 4)])
-    config = dict(n_words=r.choice([24, 60, 203]), emb_dim=dim, n_layers=r.choice([1, 2, 3]), n_heads=heads,
+    dim, heads = r.choice([(d, 2 if d < 48 else 4 if d <= 64 else 8) for d in dims])
+    config = dict(n_words=r.choice(vocabularies), emb_dim=dim, n_layers=r.choice([1, 2, 3]), n_heads=heads,
                   gelu_activation=r.choice([True, False]), share_inout_emb=r.choice([True, False]), n_langs=2)
     torch.manual_seed(seed)
     encoder = TransformerModel(TransformerConfig(**config)).eval()
@@ -172,7 +173,10 @@ def main():
                         help="CPU threads of both sides (MKL's roundings of a few rows depend on it)")
     parser.add_argument("--device", default="cpu",
                         help="cuda: both sides decode on the GPU (float32; TF32 off, torch's default)")
+    parser.add_argument("--dims", default="32,48,64", help="the models' dimensions to draw from")
+    parser.add_argument("--n_words", default="24,60,203", help="the vocabulary sizes to draw from")
     args = parser.parse_args()
+    dims, vocabularies = (tuple(map(int, a.split(","))) for a in (args.dims, args.n_words))
     device = torch.device(args.device)
     orig = import_original(args.original)
     torch.set_num_threads(args.threads)
@@ -181,7 +185,7 @@ def main():
     bits = {"encoder_outputs": 0, "decodings": 0}
     cases, lengths, left_out = [], [], 0
     for seed in range(args.trials):
-        for what, encoded, ours, theirs, models in trial(orig, seed, device):
+        for what, encoded, ours, theirs, models in trial(orig, seed, device, dims, vocabularies):
             x_enc, o_enc = encoded()
             bits["encoder_outputs"] += torch.equal(x_enc, o_enc)
             numbers.start()

@@ -183,15 +183,15 @@ def test_classifier_predictions_are_shared(small_sample, monkeypatch):
 
 
 @pytest.mark.skipif(not linear_module.has_onednn(), reason="this torch has no oneDNN linear op")
-def test_scores_through_onednn_translations_through_mkl(small_sample, tmp_path, monkeypatch):
-    """At 128 dimensions evaluation scores through oneDNN on the CPU, and translates for BLEU from an
-    encoder output of MKL's roundings, the original's (xlm/model/linear.py): the perplexities are those
-    of an evaluation without oneDNN within float tolerance, the encoder outputs that decoding starts
-    from are the same bit for bit, and so are the hypotheses."""
+def test_scores_through_onednn_translations_with_mkls_roundings(small_sample, tmp_path, monkeypatch):
+    """At 128 dimensions evaluation goes through oneDNN on the CPU: it scores in oneDNN's order, and
+    translates for BLEU, encoder included, with MKL's roundings, the original's (xlm/model/linear.py):
+    the perplexities are those of an evaluation without oneDNN within float tolerance, the encoder
+    outputs that decoding starts from are the same bit for bit, and so are the hypotheses."""
     params, data = translation_eval(small_sample, tmp_path, "--emb_dim", "128")
     onednn_calls, encoded = [], {}
-    bucketed, greedy = linear_module._bucketed_linear, mt.generate_greedy
-    monkeypatch.setattr(linear_module, "_bucketed_linear", lambda *a: onednn_calls.append(1) or bucketed(*a))
+    onednn, greedy = linear_module._onednn_linear, mt.generate_greedy
+    monkeypatch.setattr(linear_module, "_onednn_linear", lambda *a: onednn_calls.append(1) or onednn(*a))
 
     def evaluate(name):
         torch.manual_seed(0)

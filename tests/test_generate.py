@@ -8,6 +8,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import train_reverser
 import xlm.model.generate as generate_module
+import xlm.model.linear as linear_module
 from xlm.model.generate import SYNC_EVERY, generate_beam, generate_greedy, reads_host
 from xlm.model.linear import onednn_without_gradient, rows_may_change, rows_rounded_otherwise
 from xlm.model.transformer import Packing, TransformerConfig, TransformerModel
@@ -445,3 +446,35 @@ def test_evaluation_leaves_the_padding_out_where_rows_round_alike(monkeypatch, t
     real = torch.arange(x.shape[1])[None, :] < lengths[:, None]
     assert torch.equal(out[real], padded[real])
     assert bool(packed) == rows_may_change(x.numel(), int(lengths.sum()), torch.float32)
+
+
+@torch.no_grad()
+@pytest.mark.skipif(not linear_module.has_onednn(), reason="this torch has no oneDNN")
+def test_decoding_through_onednn_gives_f_linears_outputs(monkeypatch, threads):
+    """On a model wide enough, evaluation and decoding compute their matmuls through oneDNN in MKL's order
+    (xlm/model/linear.py): the encoder output, the teacher-forced logits and the greedy and beam outputs
+    are bit for bit those of F.linear (MKL) alone, the original's."""
+    torch.manual_seed(6)
+    kw = dict(n_words=600, emb_dim=256, n_layers=2, n_heads=8, n_langs=2, gelu_activation=True)
+    enc, dec = (TransformerModel(TransformerConfig(**kw, is_decoder=d)).eval() for d in (False, True))
+    dec.pred_layer.proj.bias[1] -= 2  # </s>, the first input, which tied embeddings favour, less likely
+    x, lengths = batch([torch.randint(4, 600, (n,)).tolist() for n in (3, 9, 5, 12, 7, 4)])
+    calls = []
+    onednn = linear_module._onednn_linear
+    monkeypatch.setattr(linear_module, "_onednn_linear", lambda *a: calls.append(1) or onednn(*a))
+
+    def decode():
+        src = enc(x, lengths, langs=0), lengths
+        logits = dec.get_scores(dec(x, lengths, langs=1, causal=True, src_enc=src[0], src_len=lengths)[0])
+        return [src[0], logits, *generate_greedy(dec, *src, tgt_lang_id=1, max_len=20),
+                *generate_beam(dec, *src, 1, beam_size=4, length_penalty=0.7, max_len=20)]
+
+    through_onednn = decode()
+    assert calls
+    monkeypatch.setattr(linear_module, "has_onednn", lambda: False)
+    calls.clear()
+    for a, b in zip(through_onednn, decode(), strict=True):
+        assert torch.equal(a, b)
+    assert not calls
+    lengths_seen = through_onednn[3].tolist() + through_onednn[5].tolist()
+    assert min(lengths_seen) < 20 == max(lengths_seen)  # some sentences end early, some run to max_len

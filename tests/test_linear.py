@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import xlm.model.linear as linear_module
-from xlm.model.linear import Linear, has_onednn, linear, onednn_without_gradient
+from xlm.model.linear import Linear, has_onednn, linear, mkl_k_blocks, onednn_without_gradient, weights_packed
 
 pytestmark = pytest.mark.skipif(not has_onednn(), reason="this torch has no oneDNN")
 
@@ -69,6 +69,56 @@ def test_without_gradient_it_is_f_linear_bit_for_bit(onednn_calls):
     assert not onednn_calls
 
 
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+@torch.no_grad()
+def test_larger_matmuls_without_gradient_are_f_linear_bit_for_bit_through_onednn(onednn_calls, threads):
+    """Decoding's matmuls give float32 F.linear's values bit for bit (MKL's, the original's), through
+    oneDNN in MKL's order where `mkl_k_blocks` finds it (on the project's Zen 5, every width), for any
+    number of rows (some small ones keep F.linear), with and without bias, weights packed or not."""
+    g = torch.Generator().manual_seed(4)
+    for width, out in ((160, 1000), (256, 520), (1024, 256)):
+        layer = Linear(width, out)
+        x = torch.randn(333, width, generator=g)
+        for packed in (False, True):
+            with weights_packed() if packed else torch.no_grad():
+                for m in [*range(1, 70), 97, 160, 333]:
+                    assert torch.equal(layer(x[:m]), F.linear(x[:m], layer.weight, layer.bias)), (width, m)
+                    assert torch.equal(linear(x[:m], layer.weight), F.linear(x[:m], layer.weight)), (width, m)
+        assert mkl_k_blocks(width, threads) is not None and onednn_calls
+        onednn_calls.clear()
+
+
+def test_weights_packed_packs_each_parameter_once(monkeypatch):
+    """Inside `weights_packed` (decoding) each block of a parameter is reordered into oneDNN's layout at
+    its first use and reused; a tensor made for one call is not kept; nothing is kept after."""
+    torch.manual_seed(5)
+    layer, x = Linear(256, 520), torch.randn(40, 256)
+    blocks = mkl_k_blocks(256, torch.get_num_threads())  # found before counting: it reorders too
+    if blocks is None:
+        pytest.skip("MKL's order is not found on this CPU: decoding calls F.linear")
+    reorders = []
+    reorder = torch.ops.mkldnn._reorder_linear_weight
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", lambda w: reorders.append(w) or reorder(w))
+    with torch.no_grad(), weights_packed():
+        for _ in range(3):
+            assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
+        assert len(reorders) == len(blocks) - 1
+        with weights_packed():  # an inner context keeps the outer one's
+            layer(x)
+            temporary = layer.weight * 1
+            for _ in range(2):
+                linear(x, temporary)
+        assert len(reorders) == len(blocks) - 1
+    assert linear_module._packed_weights[0] is None
+
+
 def test_back_translation_generates_through_onednn(onednn_calls):
     """Inside `onednn_without_gradient` (back-translation's generation in training) oneDNN computes
     what needs no gradient too, within rounding of F.linear; outside, F.linear again."""
@@ -97,7 +147,7 @@ def test_decoding_packs_each_weight_once(monkeypatch):
         with onednn_without_gradient(pack_weights=True):
             for _ in range(3):
                 assert all(torch.equal(layer(x), e) for layer, e in zip(layers, expected))
-        assert [id(w) for w in reorders] == [id(layer.weight) for layer in layers]
+        assert [w.data_ptr() for w in reorders] == [layer.weight.data_ptr() for layer in layers]
         assert linear_module._packed_weights[0] is None
 
 

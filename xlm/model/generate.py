@@ -16,7 +16,7 @@ of a matmul, which depend on its number of rows, stay the same (`rows_may_change
 import torch
 import torch.nn.functional as F
 
-from .linear import rows_may_change
+from .linear import rows_may_change, weights_packed
 from .transformer import compute_dtype, reads_on_host
 
 SYNC_EVERY = 8  # where a host read waits for the device
@@ -48,6 +48,7 @@ def still_decoded(finished, group, dtype):
 
 
 @torch.no_grad()
+@weights_packed()
 def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, sample_temperature=None, use_cache=True,
                     sync_every=None):
     bs, device = len(src_len), src_len.device
@@ -145,6 +146,7 @@ class BeamHypotheses:
 
 
 @torch.no_grad()
+@weights_packed()
 def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_penalty=1.0, early_stopping=False,
                   max_len=200, sync_every=None):
     bs, device = len(src_len), src_len.device

@@ -1,4 +1,4 @@
-"""Linear layers whose training matmuls are fast on the CPU.
+"""Linear layers whose matmuls are fast on the CPU.
 
 PyTorch's float32 `F.linear` on the CPU calls MKL's sgemm, which on the project's AMD EPYC (Zen 5) runs
 at 40-70% of the speed of oneDNN's (also in torch's x86 wheels) on the same core: 89-102 against
@@ -7,9 +7,10 @@ float32 therefore computes the forward and backward matmuls of layers 128 or mor
 and so does the generation of back-translation in training (`onednn_without_gradient`): its translations
 come from weights that training has already rounded otherwise, and nothing compares them; and so does
 the scoring of evaluation (perplexities and accuracies, which differ from the original's in the 7th digit
-anyway: its sums run in another order). Decoding keeps `F.linear`, the original's operation, so that its
-translations stay the original's bit for bit; so do CUDA, autocast and torch.compile (which has its own
-CPU kernels). `XLM_ONEDNN=0` in the environment turns it off.
+anyway: its sums run in another order). Decoding must give F.linear's values bit for bit, the original's
+(its translations then are the original's): there oneDNN computes them in MKL's order, where it can
+(`mkl_k_blocks`), and F.linear itself elsewhere; so do CUDA, autocast and torch.compile (which has its
+own CPU kernels). `XLM_ONEDNN=0` in the environment turns oneDNN off.
 """
 import contextlib
 import functools
@@ -50,6 +51,23 @@ def _bucketed_linear(x, weight, bias=None):
     rows = x.reshape(-1, x.shape[-1])
     padded = _pad_rows(rows, bucket_rows(len(rows)))
     return padded, _onednn_linear(padded, weight, bias)[:len(rows)].view(*x.shape[:-1], weight.shape[0])
+
+
+def _pairs(bounds):
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _blockwise_linear(x, blocks, bias, bounds):
+    """x @ weight^T + bias through oneDNN, x's rows padded to their bucket, the input's width cut at `bounds`
+    (0, ..., in): blocks holds weight[:, lo:hi] of each block (or its packed copy), and the blocks' sums
+    are added in order to the first's, which includes the bias: ((bias + s_1) + s_2) + ..."""
+    rows = x.reshape(-1, x.shape[-1])
+    padded = _pad_rows(rows, bucket_rows(len(rows)))
+    out = None
+    for (lo, hi), block in zip(_pairs(bounds), blocks):
+        part = _onednn_linear(padded[:, lo:hi], block, bias if out is None else None)
+        out = part if out is None else out.add_(part)
+    return out[:len(rows)].view(*x.shape[:-1], out.shape[-1])
 
 
 WIDE_OUTPUT = 2  # outputs at least this many times wider than their input: the weight gradient's other order
@@ -95,35 +113,54 @@ class _OneDNNLinear(torch.autograd.Function):
 # oneDNN (2 threads), whose weight gradient at these sizes is no faster than MKL's
 MIN_ONEDNN_DIM = 128
 _without_gradient = [False]
-_packed_weights = [None]  # inside onednn_without_gradient(pack_weights=True): id(weight) -> (weight, packed)
+_packed_weights = [None]  # inside weights_packed(): (id(weight), bounds) -> (weight, its blocks packed)
+
+
+@contextlib.contextmanager
+def weights_packed():
+    """Inside, the weights that linear layers without gradient read through oneDNN are reordered into
+    oneDNN's own layout once, at their first use, which oneDNN otherwise does at every call: on a Zen 5,
+    32 rows through 256 x 256 took 29 us instead of 36, through the 8,000-word output layer 0.74 ms
+    instead of 1.05 (the same values bit for bit with 5 to 1,280 rows). For many calls on the same weights
+    (decoding); the packed copies last as long as the outermost context, which must not change the weights.
+    Only parameters are packed: a tensor made for one call (the attention's q, k and v weights side by
+    side) is used once."""
+    if _packed_weights[0] is not None or not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
+        yield
+        return
+    _packed_weights[0] = {}
+    try:
+        yield
+    finally:
+        _packed_weights[0] = None
 
 
 @contextlib.contextmanager
 def onednn_without_gradient(pack_weights=False):
-    """Inside, linear layers that compute no gradient go through oneDNN on the CPU as well. pack_weights:
-    for many calls on the same weights (decoding), each weight is reordered once into oneDNN's own layout,
-    which oneDNN otherwise does at every call: on a Zen 5, 32 rows through 256 x 256 took 29 us instead of
-    36, through the 8,000-word output layer 0.74 ms instead of 1.05 (the same values bit for bit with 5 to
-    1,280 rows); back-translation's generation took 9-10% less time (`bench/results/README.md`). The packed
-    copies last as long as the context, which must not change the weights."""
-    before = _without_gradient[0], _packed_weights[0]
+    """Inside, linear layers that compute no gradient go through oneDNN on the CPU as well, in its own
+    order. pack_weights: within `weights_packed` (back-translation's generation took 9-10% less time,
+    `bench/results/README.md`)."""
+    before = _without_gradient[0]
     _without_gradient[0] = True
-    _packed_weights[0] = {} if pack_weights and hasattr(torch.ops.mkldnn, "_reorder_linear_weight") else None
     try:
-        yield
+        with weights_packed() if pack_weights else contextlib.nullcontext():
+            yield
     finally:
-        _without_gradient[0], _packed_weights[0] = before
+        _without_gradient[0] = before
 
 
-def _packed(weight):
-    """weight in oneDNN's layout, reordered at its first use in the context (see `onednn_without_gradient`);
-    the entry keeps the weight alive, so that its id names no other tensor while the context lasts."""
+def _weight_blocks(weight, bounds):
+    """weight[:, lo:hi] of each block of `bounds`, contiguous (oneDNN sums a strided weight in another
+    order), in oneDNN's layout inside `weights_packed`; the entry keeps the weight alive, so that its id
+    names no other tensor while the context lasts."""
+    blocks = (weight[:, lo:hi].contiguous() for lo, hi in _pairs(bounds))
     packed = _packed_weights[0]
-    if packed is None:
-        return weight
-    if id(weight) not in packed:
-        packed[id(weight)] = weight, torch.ops.mkldnn._reorder_linear_weight(weight)
-    return packed[id(weight)][1]
+    if packed is None or not isinstance(weight, nn.Parameter):
+        return list(blocks)
+    key = id(weight), bounds
+    if key not in packed:
+        packed[key] = weight, [torch.ops.mkldnn._reorder_linear_weight(b) for b in blocks]
+    return packed[key][1]
 
 
 @functools.cache
@@ -133,11 +170,16 @@ def rows_rounded_otherwise(threads):
     to round alike. MKL splits the rows among the threads, and a share of 1-3 rows takes other kernels. On
     an AMD EPYC (Zen 5), for any widths: 1-3 rows with 1, 3 or 4 threads; also 5-7 and 9-11 with 2; up
     to 51 with 32 threads, 227 with 96; never a multiple of 4."""
-    bound = 4 * max(16, threads)
+    bound = small_rows(threads)
     g = torch.Generator().manual_seed(0)
     x, weight, bias = (torch.randn(*shape, generator=g) for shape in ((bound, 64), (128, 64), (128,)))
     full = F.linear(x, weight, bias)
     return frozenset(m for m in range(1, bound) if not torch.equal(F.linear(x[:m], weight, bias), full[:m]))
+
+
+def small_rows(threads):
+    """Below this many rows, MKL's sgemm may round a row otherwise than in a large matmul."""
+    return 4 * max(16, threads)
 
 
 def rows_may_change(before, after, dtype):
@@ -152,25 +194,103 @@ def rows_may_change(before, after, dtype):
     return after > 0 and before not in otherwise and after not in otherwise
 
 
+def _k_block_candidates(k):
+    """Ways to cut a dot product of length k into blocks summed one after the other: whole, in halves,
+    in blocks of a fixed width (the last one shorter)."""
+    yield 0, k
+    for half in sorted({k // 2, (k + 1) // 2} - {0}):
+        yield 0, half, k
+    for width in (64, 96, 128, 192, 256, 384, 512):
+        if width < k:
+            yield *range(0, k, width), k
+
+
+def _in_mkl_order(bounds, rows, out_features, seed):
+    """Whether `_blockwise_linear` with these bounds gives float32 F.linear's values bit for bit, with and
+    without bias, weights packed or not, on `rows` random rows, with the threads of the moment."""
+    k = bounds[-1]
+    g = torch.Generator().manual_seed(seed)
+    x, weight, bias = (torch.randn(*shape, generator=g) for shape in ((rows, k), (out_features, k), (out_features,)))
+    sliced = [weight[:, lo:hi].contiguous() for lo, hi in _pairs(bounds)]
+    packed = [torch.ops.mkldnn._reorder_linear_weight(b) for b in sliced] \
+        if hasattr(torch.ops.mkldnn, "_reorder_linear_weight") else sliced
+    with torch.no_grad():
+        return all(torch.equal(_blockwise_linear(x, blocks, b, bounds), F.linear(x, weight, b))
+                   for b in (bias, None) for blocks in (sliced, packed))
+
+
+@functools.cache
+def mkl_k_blocks(k, threads):
+    """The blocks in which float32 F.linear (MKL's sgemm) sums a dot product of length k with this many
+    threads, on this CPU, as bounds (0, ..., k), or None if none of `_k_block_candidates` is it (another
+    BLAS, another CPU). MKL adds the blocks' sums one after the other to the bias, and on the project's
+    AMD EPYC (Zen 5) sums a block as oneDNN does, for any number of rows, outputs and threads tried
+    (not in `rows_rounded_otherwise`): a block of k <= 192, two halves up to 384, blocks of 192 beyond.
+    oneDNN computing each block then gives MKL's values bit for bit, 1.6-2.4x faster with beam search's
+    shapes (bench/results/README.md). Found once per process and width, on random matrices."""
+    if not has_onednn():
+        return None
+    rows = small_rows(threads) + 8
+    return next((bounds for bounds in _k_block_candidates(k)
+                 if _in_mkl_order(bounds, rows, 40, k) and _in_mkl_order(bounds, 5 * rows, 136, k + 1)), None)
+
+
+@functools.cache
+def _small_rows_in_mkl_order(bounds, rows, threads):
+    """Whether so few rows keep MKL's order too (MKL and oneDNN both take other kernels for some)."""
+    return _in_mkl_order(bounds, rows, 24, rows)
+
+
+# Smaller matmuls keep MKL, which is faster below about a million multiply-adds (oneDNN's call costs ~10 us)
+MIN_MKL_ORDER_MACS = 2 ** 20
+
+
+def mkl_order_blocks(x, weight):
+    """The blocks (see `mkl_k_blocks`) in which `linear` computes float32 F.linear(x, weight) without
+    gradient through oneDNN, bit for bit, or None where it calls F.linear."""
+    k = weight.shape[1]
+    rows = x.numel() // k if k else 0
+    if not (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and not _with_gradient(x, weight)
+            and rows * k * weight.shape[0] >= MIN_MKL_ORDER_MACS and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling() and has_onednn()):
+        return None
+    threads = torch.get_num_threads()
+    bounds = mkl_k_blocks(k, threads)
+    if bounds is None or (rows < small_rows(threads) and not _small_rows_in_mkl_order(bounds, rows, threads)):
+        return None
+    return bounds
+
+
 def _with_gradient(x, weight):
     return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
 
 
 def uses_onednn(x, weight):
-    """Whether `linear(x, weight)` goes through oneDNN, which pads x's rows to `bucket_rows` (a copy of
-    x, and of the output's gradient in the backward, unless their number is a bucket size already)."""
+    """Whether `linear(x, weight)` goes through oneDNN in its own order, which pads x's rows to
+    `bucket_rows` (a copy of x, and of the output's gradient in the backward, unless their number is a
+    bucket size already)."""
     return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and min(weight.shape) >= MIN_ONEDNN_DIM
             and x.numel() > 0 and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
             and has_onednn() and (_with_gradient(x, weight) or _without_gradient[0]))
 
 
+def calls_f_linear(x, weight):
+    """Whether `linear(x, weight)` is F.linear itself."""
+    return not uses_onednn(x, weight) and mkl_order_blocks(x, weight) is None
+
+
 def linear(x, weight, bias=None):
-    """F.linear; in float32 training on the CPU, through oneDNN (see the module's docstring)."""
-    if not uses_onednn(x, weight):
+    """F.linear; in float32 on the CPU, through oneDNN: in training in its own order, without gradient in
+    MKL's where it can (see the module's docstring)."""
+    if uses_onednn(x, weight):
+        if _with_gradient(x, weight):
+            return _OneDNNLinear.apply(x, weight, bias)
+        whole = (0, weight.shape[1])
+        return _blockwise_linear(x, _weight_blocks(weight, whole), bias, whole)
+    bounds = mkl_order_blocks(x, weight)
+    if bounds is None:
         return F.linear(x, weight, bias)
-    if _with_gradient(x, weight):
-        return _OneDNNLinear.apply(x, weight, bias)
-    return _bucketed_linear(x, _packed(weight), bias)[1]
+    return _blockwise_linear(x, _weight_blocks(weight, bounds), bias, bounds)
 
 
 class Linear(nn.Linear):

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .dropout import attention_with_dropout, dropout
-from .linear import Linear, bucket_rows, linear, rows_may_change, uses_onednn
+from .linear import Linear, bucket_rows, calls_f_linear, linear, rows_may_change, uses_onednn
 from .memory import HashingMemory, MemoryConfig
 
 N_MAX_POSITIONS = 512  # the original's fixed position table; checkpoints without `n_positions` have it
@@ -336,12 +336,13 @@ class PredLayer(nn.Module):
 
     def scores(self, h, out=None):
         """(n, dim) -> (n, n_words): logits, or log-probabilities with the adaptive softmax. out: a
-        tensor of that shape for the logits, which beam search reuses at every step; ignored under
-        autocast (which skips out= calls) or another dtype."""
+        tensor of that shape for the logits, which beam search reuses at every step, where they are
+        F.linear's (MKL's); ignored under autocast (which skips out= calls) or another dtype."""
         if self.asm:
             with torch.autocast(h.device.type, enabled=False):
                 return self.proj.log_prob(h.float())
-        if out is None or out.dtype != h.dtype or torch.is_autocast_enabled(h.device.type):
+        if (out is None or out.dtype != h.dtype or torch.is_autocast_enabled(h.device.type)
+                or not calls_f_linear(h, self.proj.weight)):
             return self.proj(h)
         return torch.addmm(self.proj.bias, h, self.proj.weight.t(), out=out)
 
