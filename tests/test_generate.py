@@ -478,3 +478,27 @@ def test_decoding_through_onednn_gives_f_linears_outputs(monkeypatch, threads):
     assert not calls
     lengths_seen = through_onednn[3].tolist() + through_onednn[5].tolist()
     assert min(lengths_seen) < 20 == max(lengths_seen)  # some sentences end early, some run to max_len
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("bs", [1, 3])
+def test_attention_over_the_source_is_the_originals_bit_for_bit(bs):
+    """One decoding step's attention over the encoder output equals the original's formula (4-d matmuls
+    over heads, softmax in float32) bit for bit, one row or several: torch's matmul copies the transposed
+    keys of several rows into one tensor and reads one row's in place, and MKL rounds the two layouts
+    apart (at 256 dimensions, 8 heads)."""
+    from xlm.model.transformer import MultiHeadAttention
+    torch.manual_seed(7)
+    heads, dim, d = 8, 256, 32
+    attention = MultiHeadAttention(heads, dim, dropout=0.0).eval()
+    src, x = torch.randn(bs, 13, dim), torch.randn(bs, dim)
+    keys_t, values = attention.source_keys_values(src)
+    ours = attention.step_cross(x, keys_t, values, torch.zeros(bs * heads, 1, 13))
+
+    def shape(t):
+        return t.view(bs, -1, heads, d).transpose(1, 2)
+    q = shape(F.linear(x[:, None], attention.q_lin.weight, attention.q_lin.bias)) / math.sqrt(d)
+    k, v = (shape(F.linear(src, lin.weight, lin.bias)) for lin in (attention.k_lin, attention.v_lin))
+    weights = F.softmax(torch.matmul(q, k.transpose(2, 3)).float(), dim=-1)
+    context = torch.matmul(weights, v).transpose(1, 2).reshape(bs, dim)
+    assert torch.equal(ours, F.linear(context, attention.out_lin.weight, attention.out_lin.bias))

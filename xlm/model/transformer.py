@@ -270,10 +270,12 @@ class MultiHeadAttention(nn.Module):
 
     def source_keys_values(self, src_enc):
         """The keys and values of the encoder output (bs, src_len, dim): the keys transposed, (bs * heads,
-        head_dim, src_len), laid out as the original's matmul copies them (the layout changes the
-        roundings), the values (bs * heads, src_len, head_dim)."""
+        head_dim, src_len), the values (bs * heads, src_len, head_dim), laid out as the original's matmul
+        lays them out (the layout changes the roundings): it copies the transposed keys of several rows
+        into one tensor, and reads a single row's in place, as it does the values."""
         keys, values = (self._heads(lin(src_enc)).flatten(0, 1) for lin in (self.k_lin, self.v_lin))
-        return keys.transpose(1, 2).contiguous(), values
+        keys_t = keys.transpose(1, 2)
+        return (keys_t.contiguous() if len(src_enc) > 1 else keys_t), values
 
     def _queries(self, x):
         """The queries of x (n, dim), as (n * heads, 1, head_dim)."""
