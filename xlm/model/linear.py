@@ -241,8 +241,9 @@ def _small_rows_in_mkl_order(bounds, rows, threads):
     return _in_mkl_order(bounds, rows, 24, rows)
 
 
-# Smaller matmuls keep MKL, which is faster below about a million multiply-adds (oneDNN's call costs ~10 us)
-MIN_MKL_ORDER_MACS = 2 ** 20
+# Smaller matmuls keep MKL: each block is one oneDNN call (~10-20 us), and below about two million
+# multiply-adds a block MKL is faster (bench.cpu_matmul: 32 rows through 256 x 256, two blocks, 0.66x)
+MIN_MKL_ORDER_MACS = 2 ** 21
 
 
 def mkl_order_blocks(x, weight):
@@ -250,13 +251,15 @@ def mkl_order_blocks(x, weight):
     gradient through oneDNN, bit for bit, or None where it calls F.linear."""
     k = weight.shape[1]
     rows = x.numel() // k if k else 0
+    macs = rows * k * weight.shape[0]
     if not (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and not _with_gradient(x, weight)
-            and rows * k * weight.shape[0] >= MIN_MKL_ORDER_MACS and not torch.is_autocast_enabled("cpu")
+            and macs >= MIN_MKL_ORDER_MACS and not torch.is_autocast_enabled("cpu")
             and not torch.compiler.is_compiling() and has_onednn()):
         return None
     threads = torch.get_num_threads()
     bounds = mkl_k_blocks(k, threads)
-    if bounds is None or (rows < small_rows(threads) and not _small_rows_in_mkl_order(bounds, rows, threads)):
+    if (bounds is None or macs < MIN_MKL_ORDER_MACS * (len(bounds) - 1)
+            or (rows < small_rows(threads) and not _small_rows_in_mkl_order(bounds, rows, threads))):
         return None
     return bounds
 
