@@ -109,6 +109,16 @@ def train_reverser(n_words, steps=400, first_word=4, seed=0):
     return enc.eval(), dec.eval()
 
 
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    """Torch's CPU threads for the test: MKL's roundings of a few numbers of rows depend on them."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def keep_signal_handlers():
     """A Trainer built in the test process handles SIGUSR1 and SIGTERM; give the process its own back."""

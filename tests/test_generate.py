@@ -131,14 +131,6 @@ def decode_recorded(dec, monkeypatch, generate, drop=True):
             recorded.remove()
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
-
-
 def test_rows_rounded_otherwise_holds_for_other_widths(threads):
     """MKL's roundings by number of rows, found on one shape, hold for the model's: a row of an m-row
     matmul equals that of a large one exactly where m is not among `rows_rounded_otherwise`."""

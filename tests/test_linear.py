@@ -69,14 +69,6 @@ def test_without_gradient_it_is_f_linear_bit_for_bit(onednn_calls):
     assert not onednn_calls
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
-
-
 @torch.no_grad()
 def test_larger_matmuls_without_gradient_are_f_linear_bit_for_bit_through_onednn(onednn_calls, threads):
     """Decoding's matmuls give float32 F.linear's values bit for bit (MKL's, the original's), through

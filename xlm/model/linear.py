@@ -226,8 +226,8 @@ def mkl_k_blocks(k, threads):
     BLAS, another CPU). MKL adds the blocks' sums one after the other to the bias, and on the project's
     AMD EPYC (Zen 5) sums a block as oneDNN does, for any number of rows, outputs and threads tried
     (not in `rows_rounded_otherwise`): a block of k <= 192, two halves up to 384, blocks of 192 beyond.
-    oneDNN computing each block then gives MKL's values bit for bit, 1.6-2.4x faster with beam search's
-    shapes (bench/results/README.md). Found once per process and width, on random matrices."""
+    oneDNN computing each block then gives MKL's values bit for bit, 1.4-2.8x faster on beam search's
+    shapes (160 rows; `python -m bench.cpu_matmul`). Found once per process and width, on random matrices."""
     if not has_onednn():
         return None
     rows = small_rows(threads) + 8
