@@ -27,6 +27,7 @@ from ..fileio import DataError, atomic_write, remove_stale_tmp
 from ..host_memory import keep_freed_memory
 from ..model.checkpoint import checkpoint_payload, load_model, load_weights, read_checkpoint, save_checkpoint
 from ..model.embedder import finetuned_parameters, freeze_all_but, sentence_vectors
+from ..model.linear import weights_packed
 from .distributed import all_reduce_sum, broadcast_from_master, full_float32, shutdown, to_device
 from .engine import StepEngine
 from .build import global_batching
@@ -265,7 +266,7 @@ class FineTuner:
         self.model.eval()
         scores = {"epoch": self.epoch}
         for (split, lang), data in self.eval_splits.items():
-            with full_float32():
+            with full_float32(), weights_packed():  # on the CPU, reordered for oneDNN once per set
                 outputs = predict(self.model, data, self.lang_id(lang), self.info, self.engine.autocast())
             if not self.info.is_master:
                 continue

@@ -23,7 +23,7 @@ from ..evaluation.mt import evaluate_mt, write_references
 from ..fileio import remove_stale_tmp
 from ..model.checkpoint import checkpoint_payload, save_checkpoint
 from ..model.generate import generate_greedy
-from ..model.linear import onednn_without_gradient
+from ..model.linear import onednn_without_gradient, weights_packed
 from ..objectives.lm import MaskingConfig
 from ..objectives.mt import mt_loss
 from ..objectives.pc import pc_loss
@@ -264,8 +264,9 @@ class Trainer:
         # in a translation run, CLM is the decoder's and MLM the encoder's, as they were trained
         lm_models = {"clm": m["model"], "mlm": m["model"]} if self.params.encoder_only else \
             {"clm": m["decoder"], "mlm": m["encoder"]}
-        # each rank evaluates its share of the sets; every rank gets the scores of the whole sets
-        with full_float32():
+        # each rank evaluates its share of the sets; every rank gets the scores of the whole sets; on the
+        # CPU each weight is reordered for oneDNN once for all the batches
+        with full_float32(), weights_packed():
             scores.update(evaluate_lm(lm_models, self.data, self.params, self.info, self.engine.autocast(),
                                       log=self.logger.info))
             if not self.params.encoder_only:
