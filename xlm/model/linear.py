@@ -38,7 +38,8 @@ def bucket_rows(n):
 
 
 def _onednn_linear(x, weight, bias=None):
-    """x (n, in) @ weight (out, in)^T + bias, through oneDNN, n a bucket size; x and weight may be strided."""
+    """x (n, in) @ weight (out, in)^T + bias, through oneDNN, n a bucket size; x and weight may be strided
+    (a strided weight is summed in another order than a contiguous one)."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
