@@ -94,7 +94,8 @@ def test_weights_packed_packs_each_parameter_once(monkeypatch):
     its first use and reused; a tensor made for one call is not kept; nothing is kept after."""
     torch.manual_seed(5)
     layer, x = Linear(256, 520), torch.randn(40, 256)
-    blocks = mkl_k_blocks(256, torch.get_num_threads())  # found before counting: it reorders too
+    with torch.no_grad():  # MKL's order found before counting: finding it reorders too
+        blocks = linear_module.mkl_order_blocks(x, layer.weight)
     if blocks is None:
         pytest.skip("MKL's order is not found on this CPU: decoding calls F.linear")
     reorders = []
