@@ -81,12 +81,30 @@ def test_larger_matmuls_without_gradient_are_f_linear_bit_for_bit_through_onednn
         for packed in (False, True):
             with weights_packed() if packed else torch.no_grad():
                 for m in [*range(1, 70), 97, 160, 333]:
-                    assert torch.equal(layer(x[:m]), F.linear(x[:m], layer.weight, layer.bias)), (width, m)
-                    assert torch.equal(linear(x[:m], layer.weight), F.linear(x[:m], layer.weight)), (width, m)
+                    for _ in range(2):  # a shape's first call returns F.linear's values, checked against oneDNN's
+                        assert torch.equal(layer(x[:m]), F.linear(x[:m], layer.weight, layer.bias)), (width, m)
+                        assert torch.equal(linear(x[:m], layer.weight), F.linear(x[:m], layer.weight)), (width, m)
         if mkl_k_blocks(width, threads) is None:
             pytest.skip(f"MKL's order is not found on this CPU at width {width}: F.linear computed it")
         assert onednn_calls
         onednn_calls.clear()
+
+
+@torch.no_grad()
+def test_a_shape_whose_first_call_differs_keeps_f_linear(onednn_calls, monkeypatch):
+    """`linear` checks the first call of each shape against F.linear: where oneDNN in MKL's order gave
+    other values (another CPU's MKL taking other kernels at some size), that shape keeps F.linear."""
+    layer, x = Linear(256, 1000), torch.randn(300, 256)
+    if linear_module.mkl_order_blocks(x, layer.weight) is None:  # found first: finding it calls oneDNN too
+        pytest.skip("MKL's order is not found on this CPU: F.linear computes it")
+    onednn_calls.clear()
+    monkeypatch.setattr(linear_module, "_checked_shapes", {})
+    blockwise = linear_module._blockwise_linear
+    monkeypatch.setattr(linear_module, "_blockwise_linear", lambda *a: blockwise(*a).add_(1e-3))
+    for _ in range(3):
+        assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
+    assert len(onednn_calls) == 2 and linear_module.mkl_order_blocks(x, layer.weight) is None  # the first call's
+    assert linear_module.mkl_order_blocks(x[:200], layer.weight) is not None  # another shape is checked anew
 
 
 def test_weights_packed_packs_each_parameter_once(monkeypatch):

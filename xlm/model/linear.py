@@ -228,18 +228,25 @@ def mkl_k_blocks(k, threads):
     AMD EPYC (Zen 5) sums a block as oneDNN does, for any number of rows, outputs and threads tried
     (not in `rows_rounded_otherwise`): a block of k <= 192, two halves up to 384, blocks of 192 beyond.
     oneDNN computing each block then gives MKL's values bit for bit, 1.4-2.8x faster on beam search's
-    shapes (160 rows; `python -m bench.cpu_matmul`). Found once per process and width, on random matrices."""
+    shapes (160 rows; `python -m bench.cpu_matmul`). Found once per process and width, on random
+    matrices; `linear` also checks the first call of each shape against F.linear (another CPU's MKL may
+    take other kernels for other sizes)."""
     if not has_onednn():
         return None
     rows = small_rows(threads) + 8
     return next((bounds for bounds in _k_block_candidates(k)
-                 if _in_mkl_order(bounds, rows, 40, k) and _in_mkl_order(bounds, 5 * rows, 136, k + 1)), None)
+                 if _in_mkl_order(bounds, rows, 264, k) and _in_mkl_order(bounds, 5 * rows, 520, k + 1)), None)
 
 
-@functools.cache
-def _small_rows_in_mkl_order(bounds, rows, threads):
-    """Whether so few rows keep MKL's order too (MKL and oneDNN both take other kernels for some)."""
-    return _in_mkl_order(bounds, rows, 24, rows)
+# (in, out, rows, threads) -> whether oneDNN in MKL's order gave F.linear's values at the first such call;
+# rows are counted exactly below `small_rows`, where MKL and oneDNN take other kernels for some, and by
+# their bucket above
+_checked_shapes = {}
+
+
+def _shape(rows, weight):
+    threads = torch.get_num_threads()
+    return *weight.shape[::-1], rows if rows < small_rows(threads) else bucket_rows(rows), threads
 
 
 # Smaller matmuls keep MKL: each block is one oneDNN call (~10-20 us), and below about two million
@@ -257,10 +264,9 @@ def mkl_order_blocks(x, weight):
             and macs >= MIN_MKL_ORDER_MACS and not torch.is_autocast_enabled("cpu")
             and not torch.compiler.is_compiling() and has_onednn()):
         return None
-    threads = torch.get_num_threads()
-    bounds = mkl_k_blocks(k, threads)
+    bounds = mkl_k_blocks(k, torch.get_num_threads())
     if (bounds is None or macs < MIN_MKL_ORDER_MACS * (len(bounds) - 1)
-            or (rows < small_rows(threads) and not _small_rows_in_mkl_order(bounds, rows, threads))):
+            or _checked_shapes.get(_shape(rows, weight)) is False):
         return None
     return bounds
 
@@ -294,7 +300,13 @@ def linear(x, weight, bias=None):
     bounds = mkl_order_blocks(x, weight)
     if bounds is None:
         return F.linear(x, weight, bias)
-    return _blockwise_linear(x, _weight_blocks(weight, bounds), bias, bounds)
+    out = _blockwise_linear(x, _weight_blocks(weight, bounds), bias, bounds)
+    shape = _shape(out.numel() // weight.shape[0], weight)
+    if shape not in _checked_shapes:  # the first call of a shape checks itself, on real values, against F.linear
+        expected = F.linear(x, weight, bias)
+        _checked_shapes[shape] = torch.equal(out, expected)
+        return expected
+    return out
 
 
 class Linear(nn.Linear):
