@@ -147,7 +147,7 @@ def test_back_translation_generates_through_onednn(onednn_calls):
 
 
 def test_decoding_packs_each_weight_once(monkeypatch):
-    """onednn_without_gradient(pack_weights=True) (back-translation's generation) reorders each weight into
+    """weights_packed inside onednn_without_gradient (back-translation's generation) reorders each weight into
     oneDNN's layout at its first use and reuses it: the same values as the unpacked weight; none kept after."""
     reorders = []
     reorder = torch.ops.mkldnn._reorder_linear_weight
@@ -157,7 +157,7 @@ def test_decoding_packs_each_weight_once(monkeypatch):
     with torch.no_grad():
         with onednn_without_gradient():
             expected = [layer(x) for layer in layers]
-        with onednn_without_gradient(pack_weights=True):
+        with onednn_without_gradient(), weights_packed():
             for _ in range(3):
                 assert all(torch.equal(layer(x), e) for layer, e in zip(layers, expected))
         assert [w.data_ptr() for w in reorders] == [layer.weight.data_ptr() for layer in layers]

@@ -47,11 +47,16 @@ def _pad_rows(t, m):
     return t if len(t) == m else F.pad(t, (0, 0, 0, m - len(t)))
 
 
+def _bucketed(x):
+    """x's rows (n, in), padded with zeros to their bucket size, and n."""
+    rows = x.reshape(-1, x.shape[-1])
+    return _pad_rows(rows, bucket_rows(len(rows))), len(rows)
+
+
 def _bucketed_linear(x, weight, bias=None):
     """(x's rows padded to their bucket with zeros, x's output (..., out))"""
-    rows = x.reshape(-1, x.shape[-1])
-    padded = _pad_rows(rows, bucket_rows(len(rows)))
-    return padded, _onednn_linear(padded, weight, bias)[:len(rows)].view(*x.shape[:-1], weight.shape[0])
+    padded, n = _bucketed(x)
+    return padded, _onednn_linear(padded, weight, bias)[:n].view(*x.shape[:-1], weight.shape[0])
 
 
 def _pairs(bounds):
@@ -62,13 +67,12 @@ def _blockwise_linear(x, blocks, bias, bounds):
     """x @ weight^T + bias through oneDNN, x's rows padded to their bucket, the input's width cut at `bounds`
     (0, ..., in): blocks holds weight[:, lo:hi] of each block (or its packed copy), and the blocks' sums
     are added in order to the first's, which includes the bias: ((bias + s_1) + s_2) + ..."""
-    rows = x.reshape(-1, x.shape[-1])
-    padded = _pad_rows(rows, bucket_rows(len(rows)))
+    padded, n = _bucketed(x)
     out = None
     for (lo, hi), block in zip(_pairs(bounds), blocks):
         part = _onednn_linear(padded[:, lo:hi], block, bias if out is None else None)
         out = part if out is None else out.add_(part)
-    return out[:len(rows)].view(*x.shape[:-1], out.shape[-1])
+    return out[:n].view(*x.shape[:-1], out.shape[-1])
 
 
 WIDE_OUTPUT = 2  # outputs at least this many times wider than their input: the weight gradient's other order
@@ -137,15 +141,14 @@ def weights_packed():
 
 
 @contextlib.contextmanager
-def onednn_without_gradient(pack_weights=False):
+def onednn_without_gradient():
     """Inside, linear layers that compute no gradient go through oneDNN on the CPU as well, in its own
-    order. pack_weights: within `weights_packed` (back-translation's generation took 9-10% less time,
+    order (decoding packs its weights: back-translation's generation took 9-10% less time that way,
     `bench/results/README.md`)."""
     before = _without_gradient[0]
     _without_gradient[0] = True
     try:
-        with weights_packed() if pack_weights else contextlib.nullcontext():
-            yield
+        yield
     finally:
         _without_gradient[0] = before
 

@@ -200,7 +200,7 @@ class Trainer:
         enc, dec = self.models["encoder"], self.models["decoder"]
         was_training = enc.training
         enc.eval(), dec.eval()
-        with onednn_without_gradient(pack_weights=True):
+        with onednn_without_gradient():  # generate_greedy packs the decoder's weights
             encoded = enc(original.x, original.lengths, langs=self.params.lang2id[lang])
             x, lengths = generate_greedy(dec, encoded, original.lengths, self.params.lang2id[to_lang], max_len=max_len)
         enc.train(was_training), dec.train(was_training)
