@@ -89,6 +89,7 @@ CASES = {
     "mt_max_batch_size": "--lgs en-fr --encoder_only false --mt_steps en-fr --tokens_per_batch 300 "
                          "--max_batch_size 8 --lambda_mt 0:1,10:0.5",
     "vocab_limits": "--lgs en --mlm_steps en --min_count 5 --max_vocab 3000 --split_data false",
+    "amp_without_fp16": "--lgs en --mlm_steps en --amp 1",
     "sgd_clip": "--lgs en --mlm_steps en --optimizer sgd,lr=0.1 --clip_grad_norm 1",
     "adam_weight_decay": "--lgs en --clm_steps en --optimizer adam,lr=0.001,weight_decay=0.01",
     "adam_cosine": "--lgs en --clm_steps en --optimizer adam_cosine,warmup_updates=5,lr=0.001,init_period=20",

@@ -195,6 +195,7 @@ def test_torchrun_two_ranks_match_one_process(small_sample, tmp_path):
     (["--mlm_steps", "en", "--lambda_mlm", "0:1,0:2"], "must increase strictly"),
     (["--mlm_steps", "en", "--emb_dim", "30"], "multiple of --n_heads"),
     (["--mlm_steps", "en", "--amp", "0", "--fp16", "true"], "--amp 0 means float32"),
+    (["--mlm_steps", "en", "--amp", "1"], "--amp 1 is an apex opt level of float16 training: add --fp16 true"),
     (["--mlm_steps", "en", "--fp16", "true", "--bf16", "true"], "exclusive"),
     (["--mlm_steps", "en", "--asm", "true"], "--share_inout_emb false"),
     (["--mlm_steps", "en", "--epoch_size", "-1"], "broken in the original"),

@@ -284,6 +284,9 @@ def check_params(params):
         raise DataError("--amp 0 means float32: it cannot be combined with --fp16 true")
     if params.amp not in (-1, 0, 1, 2, 3):
         raise DataError("--amp must be -1 (off) or an apex opt level 0..3")
+    if params.amp > 0 and not (params.fp16 or params.bf16):  # the original refuses it too
+        raise DataError(f"--amp {params.amp} is an apex opt level of float16 training: add --fp16 true "
+                        "(or drop --amp to train in float32)")
     if params.fp16 and params.bf16:
         raise DataError("--fp16 and --bf16 are exclusive")
     if params.accumulate_gradients < 1:
