@@ -263,9 +263,7 @@ def mkl_order_blocks(x, weight):
     k = weight.shape[1]
     rows = x.numel() // k if k else 0
     macs = rows * k * weight.shape[0]
-    if not (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and not _with_gradient(x, weight)
-            and macs >= MIN_MKL_ORDER_MACS and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling() and has_onednn()):
+    if macs < MIN_MKL_ORDER_MACS or not _onednn_at_hand(x, weight) or _with_gradient(x, weight):
         return None
     bounds = mkl_k_blocks(k, torch.get_num_threads())
     if (bounds is None or macs < MIN_MKL_ORDER_MACS * (len(bounds) - 1)
@@ -278,13 +276,18 @@ def _with_gradient(x, weight):
     return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
 
 
+def _onednn_at_hand(x, weight):
+    """float32 on the CPU, outside autocast and torch.compile, with oneDNN in this torch."""
+    return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling() and has_onednn())
+
+
 def uses_onednn(x, weight):
     """Whether `linear(x, weight)` goes through oneDNN in its own order, which pads x's rows to
     `bucket_rows` (a copy of x, and of the output's gradient in the backward, unless their number is a
     bucket size already)."""
-    return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and min(weight.shape) >= MIN_ONEDNN_DIM
-            and x.numel() > 0 and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
-            and has_onednn() and (_with_gradient(x, weight) or _without_gradient[0]))
+    return ((_without_gradient[0] or _with_gradient(x, weight)) and min(weight.shape) >= MIN_ONEDNN_DIM
+            and x.numel() > 0 and _onednn_at_hand(x, weight))
 
 
 def calls_f_linear(x, weight):
