@@ -215,7 +215,7 @@ def _in_mkl_order(bounds, rows, out_features, seed):
     k = bounds[-1]
     g = torch.Generator().manual_seed(seed)
     x, weight, bias = (torch.randn(*shape, generator=g) for shape in ((rows, k), (out_features, k), (out_features,)))
-    sliced = [weight[:, lo:hi].contiguous() for lo, hi in _pairs(bounds)]
+    sliced = _weight_blocks(weight, bounds)  # a plain tensor: never packed there
     packed = [torch.ops.mkldnn._reorder_linear_weight(b) for b in sliced] \
         if hasattr(torch.ops.mkldnn, "_reorder_linear_weight") else sliced
     with torch.no_grad():
