@@ -10,7 +10,7 @@ from conftest import train_reverser
 import xlm.model.generate as generate_module
 import xlm.model.linear as linear_module
 from xlm.model.generate import SYNC_EVERY, generate_beam, generate_greedy, reads_host
-from xlm.model.linear import onednn_without_gradient, rows_may_change, rows_rounded_otherwise
+from xlm.model.linear import free_roundings, rows_may_change, rows_rounded_otherwise
 from xlm.model.transformer import Packing, TransformerConfig, TransformerModel
 
 N_WORDS = 12  # 0..3 special, 4..11 "letters"
@@ -34,6 +34,26 @@ def batch(seqs):
 @pytest.fixture(scope="module")
 def reverser():
     return train_reverser(N_WORDS)
+
+
+@torch.no_grad()
+def test_free_roundings_take_the_faster_kernels(reverser, monkeypatch):
+    """Inside `free_roundings` (back-translation's generation, evaluation's scores) GELU is F.gelu and greedy
+    decoding picks with argmax (the original's erf form and topk outside); translations as outside here."""
+    torch.manual_seed(4)
+    config = TransformerConfig(n_words=N_WORDS, emb_dim=32, n_layers=1, n_heads=4, gelu_activation=True)
+    ffn, h = TransformerModel(config).eval().ffns[0], torch.randn(5, 32)
+    lin1 = ffn.lin1(h)
+    with free_roundings():
+        assert torch.equal(ffn(h), ffn.lin2(F.gelu(lin1)))
+    assert torch.equal(ffn(h), ffn.lin2(0.5 * lin1 * (1 + torch.erf(lin1 / math.sqrt(2)))))
+    enc, dec = reverser
+    src = encode(enc, SOURCES)
+    exact = generate_greedy(dec, *src, tgt_lang_id=1, max_len=12)
+    monkeypatch.setattr(torch, "topk", lambda *a, **k: pytest.fail("topk called inside free_roundings"))
+    with free_roundings():
+        free = generate_greedy(dec, *src, tgt_lang_id=1, max_len=12)
+    assert torch.equal(exact[0], free[0]) and torch.equal(exact[1], free[1])
 
 
 def encode(enc, seqs):
@@ -150,7 +170,7 @@ def test_rows_may_change_where_each_row_rounds_alike(threads):
     assert not rows_may_change(32, 0, torch.float32)
     assert rows_may_change(32, 6, torch.float32) == (6 not in otherwise)
     assert rows_may_change(30, 30, torch.float32) and rows_may_change(32, 3, torch.bfloat16)
-    with onednn_without_gradient():  # back-translation's generation: nothing compares it
+    with free_roundings():  # back-translation's generation: nothing compares it
         assert rows_may_change(30, 3, torch.float32)
 
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import xlm.model.linear as linear_module
-from xlm.model.linear import Linear, has_onednn, linear, mkl_k_blocks, onednn_without_gradient, weights_packed
+from xlm.model.linear import Linear, has_onednn, linear, mkl_k_blocks, free_roundings, weights_packed
 
 pytestmark = pytest.mark.skipif(not has_onednn(), reason="this torch has no oneDNN")
 
@@ -133,12 +133,12 @@ def test_weights_packed_packs_each_parameter_once(monkeypatch):
 
 
 def test_back_translation_generates_through_onednn(onednn_calls):
-    """Inside `onednn_without_gradient` (back-translation's generation in training) oneDNN computes
+    """Inside `free_roundings` (back-translation's generation in training) oneDNN computes
     what needs no gradient too, within rounding of F.linear; outside, F.linear again."""
     torch.manual_seed(2)
     layer, x = Linear(160, 136), torch.randn(2, 5, 160)
     with torch.no_grad():
-        with onednn_without_gradient():
+        with free_roundings():
             out = layer(x)
         assert len(onednn_calls) == 1
         torch.testing.assert_close(out, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
@@ -147,7 +147,7 @@ def test_back_translation_generates_through_onednn(onednn_calls):
 
 
 def test_decoding_packs_each_weight_once(monkeypatch):
-    """weights_packed inside onednn_without_gradient (back-translation's generation) reorders each weight into
+    """weights_packed inside free_roundings (back-translation's generation) reorders each weight into
     oneDNN's layout at its first use and reuses it: the same values as the unpacked weight; none kept after."""
     reorders = []
     reorder = torch.ops.mkldnn._reorder_linear_weight
@@ -155,9 +155,9 @@ def test_decoding_packs_each_weight_once(monkeypatch):
     torch.manual_seed(3)
     layers, x = [Linear(160, 136), Linear(160, 520)], torch.randn(6, 160)
     with torch.no_grad():
-        with onednn_without_gradient():
+        with free_roundings():
             expected = [layer(x) for layer in layers]
-        with onednn_without_gradient(), weights_packed():
+        with free_roundings(), weights_packed():
             for _ in range(3):
                 assert all(torch.equal(layer(x), e) for layer, e in zip(layers, expected))
         assert [w.data_ptr() for w in reorders] == [layer.weight.data_ptr() for layer in layers]

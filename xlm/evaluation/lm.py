@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..data.datasets import BatchingOptions, ParallelDataset, StreamDataset
-from ..model.linear import onednn_without_gradient
+from ..model.linear import free_roundings
 from ..objectives.lm import clm_targets, concat_pair, lm_scores, mask_for_eval
 from ..train.distributed import DistInfo, all_reduce_sum, own_share, to_device
 from .memory import MemoryUsage, memory_metric_names
@@ -80,7 +80,7 @@ def score_batches(model, batches, objective, device, autocast, usage=None):
         if len(y) == 0:
             continue
         x, lengths = move(x), move(lengths)
-        with autocast, usage.reading(x, lengths) if usage else nullcontext(), onednn_without_gradient():
+        with autocast, usage.reading(x, lengths) if usage else nullcontext(), free_roundings():
             s, k, c = lm_scores(model, x, lengths, move(langs), move(positions), move(pred_mask), move(y),
                                 causal=objective == "clm", every_position=bool(usage))
         xe, n, correct = xe + s, n + k, correct + c

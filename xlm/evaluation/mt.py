@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..data.datasets import BatchingOptions, ParallelDataset
 from ..fileio import atomic_write
-from ..model.linear import onednn_without_gradient
+from ..model.linear import free_roundings
 from ..model.generate import generate_beam, generate_greedy
 from ..objectives.mt import decoder_targets
 from .bleu import prepare_for_bleu, tokenized_bleu
@@ -89,10 +89,10 @@ def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, 
                     # the encoder output of BLEU's translations has MKL's roundings, the original's (see
                     # xlm/model/linear.py); the rest of the scoring goes through oneDNN, as evaluate_lm's
                     with usage.reading(x1, len1) if usage else nullcontext(), \
-                            nullcontext() if params.eval_bleu else onednn_without_gradient():
+                            nullcontext() if params.eval_bleu else free_roundings():
                         enc = encoder(x1, len1, langs=params.lang2id[src])
                     pred_mask, y = decoder_targets(x2, len2)
-                    with usage.reading(x2, len2) if usage else nullcontext(), onednn_without_gradient():
+                    with usage.reading(x2, len2) if usage else nullcontext(), free_roundings():
                         # the memories' statistics count every position: the last layer computes them all
                         h = decoder(x2, len2, langs=params.lang2id[tgt], causal=True, src_enc=enc, src_len=len1,
                                     pred_mask=None if usage else pred_mask)

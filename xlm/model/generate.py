@@ -16,7 +16,7 @@ of a matmul, which depend on its number of rows, stay the same (`rows_may_change
 import torch
 import torch.nn.functional as F
 
-from .linear import rows_may_change, weights_packed
+from .linear import roundings_free, rows_may_change, weights_packed
 from .transformer import compute_dtype, reads_on_host
 
 SYNC_EVERY = 8  # where a host read waits for the device
@@ -70,8 +70,8 @@ def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, sample_
             h = decoder(generated[:, :cur_len], gen_len, langs=tgt_lang_id, causal=True, src_enc=src_enc,
                         src_len=src_len)[:, -1]
         scores = decoder.get_scores(h)
-        if sample_temperature is None:
-            next_words = torch.topk(scores, 1)[1].squeeze(1)  # the original's pick among equal scores
+        if sample_temperature is None:  # topk: the original's pick among equal scores
+            next_words = scores.argmax(1) if roundings_free() else torch.topk(scores, 1)[1].squeeze(1)
         else:
             next_words = torch.multinomial(F.softmax(scores.float() / sample_temperature, dim=-1), 1).squeeze(1)
         going_on = unfinished[live]

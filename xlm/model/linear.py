@@ -4,7 +4,7 @@ PyTorch's float32 `F.linear` on the CPU calls MKL's sgemm, which on the project'
 at 40-70% of the speed of oneDNN's (also in torch's x86 wheels) on the same core: 89-102 against
 128-238 GFLOP/s for an MLM step's shapes, one thread (bench/results/README.md). Training on the CPU in
 float32 therefore computes the forward and backward matmuls of layers 128 or more wide through oneDNN,
-and so does the generation of back-translation in training (`onednn_without_gradient`): its translations
+and so does the generation of back-translation in training (`free_roundings`): its translations
 come from weights that training has already rounded otherwise, and nothing compares them; and so does
 the scoring of evaluation (perplexities and accuracies, which differ from the original's in the 7th digit
 anyway: its sums run in another order). Decoding must give F.linear's values bit for bit, the original's
@@ -117,7 +117,7 @@ class _OneDNNLinear(torch.autograd.Function):
 # Narrower layers keep MKL: the sample's 64-dim MLM+TLM pretraining ran 13% slower end to end through
 # oneDNN (2 threads), whose weight gradient at these sizes is no faster than MKL's
 MIN_ONEDNN_DIM = 128
-_without_gradient = [False]
+_free_roundings = [False]
 _packed_weights = [None]  # inside weights_packed(): (id(weight), bounds) -> (weight, its blocks packed)
 
 
@@ -141,16 +141,22 @@ def weights_packed():
 
 
 @contextlib.contextmanager
-def onednn_without_gradient():
-    """Inside, linear layers that compute no gradient go through oneDNN on the CPU as well, in its own
-    order (decoding packs its weights: back-translation's generation took 9-10% less time that way,
-    `bench/results/README.md`)."""
-    before = _without_gradient[0]
-    _without_gradient[0] = True
+def free_roundings():
+    """Inside, what computes no gradient need not round as the original does, for speed (back-translation's
+    generation in training, evaluation's scores): linear layers go through oneDNN on the CPU as well, in
+    its own order (decoding packs its weights: back-translation's generation took 9-10% less time that
+    way, `bench/results/README.md`), GELU is F.gelu's kernel, and greedy decoding picks with argmax."""
+    before = _free_roundings[0]
+    _free_roundings[0] = True
     try:
         yield
     finally:
-        _without_gradient[0] = before
+        _free_roundings[0] = before
+
+
+def roundings_free():
+    """Whether inside `free_roundings`."""
+    return _free_roundings[0]
 
 
 def _weight_blocks(weight, bounds):
@@ -190,9 +196,8 @@ def rows_may_change(before, after, dtype):
     """Whether the model may compute `after` rows where the original computes `before` (leaving finished
     sentences or padding out), its translations staying the original's bit for bit: in float32 on the
     CPU, where MKL rounds each row alike with both numbers (`rows_rounded_otherwise`); and always where
-    nothing is compared to the original: inside `onednn_without_gradient` (back-translation's
-    generation) and in other dtypes."""
-    if _without_gradient[0] or before == after or dtype != torch.float32:
+    nothing is compared to the original: inside `free_roundings` and in other dtypes."""
+    if _free_roundings[0] or before == after or dtype != torch.float32:
         return True
     otherwise = rows_rounded_otherwise(torch.get_num_threads())
     return after > 0 and before not in otherwise and after not in otherwise
@@ -286,7 +291,7 @@ def uses_onednn(x, weight):
     """Whether `linear(x, weight)` goes through oneDNN in its own order, which pads x's rows to
     `bucket_rows` (a copy of x, and of the output's gradient in the backward, unless their number is a
     bucket size already)."""
-    return ((_without_gradient[0] or _with_gradient(x, weight)) and min(weight.shape) >= MIN_ONEDNN_DIM
+    return ((_free_roundings[0] or _with_gradient(x, weight)) and min(weight.shape) >= MIN_ONEDNN_DIM
             and x.numel() > 0 and _onednn_at_hand(x, weight))
 
 

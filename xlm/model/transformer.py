@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .dropout import attention_with_dropout, dropout
-from .linear import Linear, bucket_rows, calls_f_linear, linear, rows_may_change, uses_onednn
+from .linear import Linear, bucket_rows, calls_f_linear, linear, rows_may_change, roundings_free, uses_onednn
 from .memory import HashingMemory, MemoryConfig
 
 N_MAX_POSITIONS = 512  # the original's fixed position table; checkpoints without `n_positions` have it
@@ -156,8 +156,8 @@ def original_attention(q, k, v, mask, is_causal):
 
 def gelu_as_original(x):
     """The original's GELU, 0.5 * x * (1.0 + erf(x / sqrt(2))), whose rounding differs from F.gelu's in
-    most values; used in evaluation (see `original_attention`). The same operations on the same values,
-    two of them in place (fewer (rows, 4 * dim) tensors to allocate)."""
+    most values; used in evaluation and decoding outside `free_roundings` (see `original_attention`). The
+    same operations on the same values, two of them in place (fewer (rows, 4 * dim) tensors to allocate)."""
     return torch.mul(x, 0.5).mul_(torch.erf(x / math.sqrt(2.0)).add_(1.0))
 
 
@@ -320,7 +320,7 @@ class TransformerFFN(nn.Module):
         if not self.gelu_activation:
             h = F.relu(h)
         else:  # both the exact erf form; F.gelu is one fused kernel
-            h = F.gelu(h) if self.training else gelu_as_original(h)
+            h = F.gelu(h) if self.training or roundings_free() else gelu_as_original(h)
         return dropout(self.lin2(h), self.dropout, self.training)
 
 

@@ -23,7 +23,7 @@ from ..evaluation.mt import evaluate_mt, write_references
 from ..fileio import remove_stale_tmp
 from ..model.checkpoint import checkpoint_payload, save_checkpoint
 from ..model.generate import generate_greedy
-from ..model.linear import onednn_without_gradient, weights_packed
+from ..model.linear import free_roundings, weights_packed
 from ..objectives.lm import MaskingConfig
 from ..objectives.mt import mt_loss
 from ..objectives.pc import pc_loss
@@ -200,7 +200,7 @@ class Trainer:
         enc, dec = self.models["encoder"], self.models["decoder"]
         was_training = enc.training
         enc.eval(), dec.eval()
-        with onednn_without_gradient():  # generate_greedy packs the decoder's weights
+        with free_roundings():  # generate_greedy packs the decoder's weights
             encoded = enc(original.x, original.lengths, langs=self.params.lang2id[lang])
             x, lengths = generate_greedy(dec, encoded, original.lengths, self.params.lang2id[to_lang], max_len=max_len)
         enc.train(was_training), dec.train(was_training)
