@@ -38,8 +38,9 @@ def reverser():
 
 @torch.no_grad()
 def test_free_roundings_take_the_faster_kernels(reverser, monkeypatch):
-    """Inside `free_roundings` (back-translation's generation, evaluation's scores) GELU is F.gelu and greedy
-    decoding picks with argmax (the original's erf form and topk outside); translations as outside here."""
+    """Inside `free_roundings` (back-translation's generation, evaluation's scores) GELU is F.gelu, greedy
+    decoding picks with argmax, and the source's keys are not copied (outside, the original's erf form, topk
+    and layout); translations as outside here."""
     torch.manual_seed(4)
     config = TransformerConfig(n_words=N_WORDS, emb_dim=32, n_layers=1, n_heads=4, gelu_activation=True)
     ffn, h = TransformerModel(config).eval().ffns[0], torch.randn(5, 32)
@@ -49,6 +50,9 @@ def test_free_roundings_take_the_faster_kernels(reverser, monkeypatch):
     assert torch.equal(ffn(h), ffn.lin2(0.5 * lin1 * (1 + torch.erf(lin1 / math.sqrt(2)))))
     enc, dec = reverser
     src = encode(enc, SOURCES)
+    assert dec.encoder_attn[0].source_keys_values(src[0])[0].is_contiguous()  # the original's layout
+    with free_roundings():  # the keys read in place
+        assert not dec.encoder_attn[0].source_keys_values(src[0])[0].is_contiguous()
     exact = generate_greedy(dec, *src, tgt_lang_id=1, max_len=12)
     monkeypatch.setattr(torch, "topk", lambda *a, **k: pytest.fail("topk called inside free_roundings"))
     with free_roundings():
