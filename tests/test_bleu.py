@@ -3,6 +3,7 @@ from collections import Counter
 
 import pytest
 
+from conftest import ROOT, python
 from xlm.evaluation.bleu import detokenized_bleu, prepare_for_bleu, tokenized_bleu
 
 HYPS = ["the cat sat on the mat .", "there is a dog in the garden", "he reads a book ."]
@@ -43,3 +44,22 @@ def test_detokenized_bleu_has_a_signature():
 
 def test_prepare_for_bleu_like_the_original():
     assert prepare_for_bleu("the ca@@ t sat on <unk> mat@@") == "the cat sat on <<unk>> mat"
+
+
+def test_bleu_tool_scores_translate_outputs(tmp_path):
+    """tools/bleu.py on a BPE'd translation file: BPE removed and <unk> as the original's hypothesis files
+    have them, then multi-bleu's score (to its two decimals) and sacrebleu's detokenized one; a line
+    count that differs is one error naming both files."""
+    bpe_hyps = ["the ca@@ t sat on the mat .", "there is a dog in the <unk>", "he reads a bo@@ ok ."]
+    refs = ["the cat is sitting on the mat .", "a dog is in the <<unk>>", "he is reading a book ."]
+    (tmp_path / "hyp").write_text("\n".join(bpe_hyps) + "\n", encoding="utf-8")
+    (tmp_path / "ref").write_text("\n".join(refs) + "\n", encoding="utf-8")
+    out = python(ROOT / "tools" / "bleu.py", tmp_path / "hyp", tmp_path / "ref", "--lang", "en").stdout.splitlines()
+    hyps = [prepare_for_bleu(h) for h in bpe_hyps]
+    assert out[0].startswith(f"BLEU = {multi_bleu_by_hand(hyps, refs):.2f} (tokenized")
+    score, signature = detokenized_bleu(hyps, refs, "en")
+    assert out[1] == f"BLEU = {score:.2f} (detokenized, sacrebleu {signature})"
+    (tmp_path / "ref").write_text("\n".join(refs[:2]) + "\n", encoding="utf-8")
+    failed = python(ROOT / "tools" / "bleu.py", tmp_path / "hyp", tmp_path / "ref", check=False)
+    assert failed.returncode == 1
+    assert failed.stderr.strip() == f"error: {tmp_path / 'hyp'}: 3 lines, but {tmp_path / 'ref'} has 2"
