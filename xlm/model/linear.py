@@ -4,10 +4,11 @@ PyTorch's float32 `F.linear` on the CPU calls MKL's sgemm, which on the project'
 at 40-70% of the speed of oneDNN's (also in torch's x86 wheels) on the same core: 89-102 against
 128-238 GFLOP/s for an MLM step's shapes, one thread (bench/results/README.md). Training on the CPU in
 float32 therefore computes the forward and backward matmuls of layers 128 or more wide through oneDNN,
-and so does the generation of back-translation in training (`free_roundings`): its translations
-come from weights that training has already rounded otherwise, and nothing compares them; and so does
-the scoring of evaluation (perplexities and accuracies, which differ from the original's in the 7th digit
-anyway: its sums run in another order). Decoding must give F.linear's values bit for bit, the original's
+and so does the generation of back-translation in training: its translations come from weights that
+training has already rounded otherwise, and nothing compares them; and so does the scoring of evaluation
+(perplexities and accuracies, which differ from the original's in the 7th digit anyway: its sums run in
+another order). `free_roundings` marks both, and lets other operations there take faster kernels too.
+Decoding must give F.linear's values bit for bit, the original's
 (its translations then are the original's): there oneDNN computes them in MKL's order, where it can
 (`mkl_k_blocks`), and F.linear itself elsewhere; so do CUDA, autocast and torch.compile (which has its
 own CPU kernels). `XLM_ONEDNN=0` in the environment turns oneDNN off.
@@ -145,7 +146,8 @@ def free_roundings():
     """Inside, what computes no gradient need not round as the original does, for speed (back-translation's
     generation in training, evaluation's scores): linear layers go through oneDNN on the CPU as well, in
     its own order (decoding packs its weights: back-translation's generation took 9-10% less time that
-    way, `bench/results/README.md`), GELU is F.gelu's kernel, and greedy decoding picks with argmax."""
+    way, `bench/results/README.md`), GELU is F.gelu's kernel, greedy decoding picks with argmax, and
+    attention reads the source's keys in place (`MultiHeadAttention.source_keys_values`)."""
     before = _free_roundings[0]
     _free_roundings[0] = True
     try:
