@@ -39,8 +39,9 @@ def reverser():
 @torch.no_grad()
 def test_free_roundings_take_the_faster_kernels(reverser, monkeypatch):
     """Inside `free_roundings` (back-translation's generation, evaluation's scores) GELU is F.gelu, greedy
-    decoding picks with argmax, and the source's keys are not copied (outside, the original's erf form, topk
-    and layout); translations as outside here."""
+    decoding picks with argmax, the source's keys are not copied, and a decoding step computes its queries,
+    keys and values in one matmul (outside, the original's erf form, topk, layout and three matmuls);
+    translations as outside here."""
     torch.manual_seed(4)
     config = TransformerConfig(n_words=N_WORDS, emb_dim=32, n_layers=1, n_heads=4, gelu_activation=True)
     ffn, h = TransformerModel(config).eval().ffns[0], torch.randn(5, 32)
@@ -54,7 +55,11 @@ def test_free_roundings_take_the_faster_kernels(reverser, monkeypatch):
     with free_roundings():  # the keys read in place
         assert not dec.encoder_attn[0].source_keys_values(src[0])[0].is_contiguous()
     exact = generate_greedy(dec, *src, tgt_lang_id=1, max_len=12)
+    assert dec.start_decoding(*src, max_len=12).projections is None
     monkeypatch.setattr(torch, "topk", lambda *a, **k: pytest.fail("topk called inside free_roundings"))
+    for attention in dec.attentions:  # the queries, keys and values of a step in one matmul
+        for lin in (attention.q_lin, attention.k_lin, attention.v_lin):
+            monkeypatch.setattr(lin, "forward", lambda *a: pytest.fail("q/k/v maps called one by one"))
     with free_roundings():
         free = generate_greedy(dec, *src, tgt_lang_id=1, max_len=12)
     assert torch.equal(exact[0], free[0]) and torch.equal(exact[1], free[1])

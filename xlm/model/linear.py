@@ -130,7 +130,7 @@ def weights_packed():
     instead of 1.05 (the same values bit for bit with 5 to 1,280 rows). For many calls on the same weights
     (decoding); the packed copies last as long as the outermost context, which must not change the weights.
     Only parameters are packed: a tensor made for one call (the attention's q, k and v weights side by
-    side) is used once."""
+    side in a forward) is used once; decoding's are parameters made for all its steps."""
     if _packed_weights[0] is not None or not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
         yield
         return
