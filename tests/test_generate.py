@@ -52,8 +52,14 @@ def test_free_roundings_take_the_faster_kernels(reverser, monkeypatch):
     enc, dec = reverser
     src = encode(enc, SOURCES)
     assert dec.encoder_attn[0].source_keys_values(src[0])[0].is_contiguous()  # the original's layout
-    with free_roundings():  # the keys read in place
+    with free_roundings():  # the keys read in place, also once finished sentences are left out
         assert not dec.encoder_attn[0].source_keys_values(src[0])[0].is_contiguous()
+        state = dec.start_decoding(*src, max_len=12)
+        dec.step(torch.ones(len(SOURCES), dtype=torch.long), 1, state)
+        keys_t = state.source[0][0]
+        state.reorder(torch.tensor([1, 3]))
+        heads = torch.tensor([1, 3])[:, None] * dec.config.n_heads + torch.arange(dec.config.n_heads)
+        assert not state.source[0][0].is_contiguous() and torch.equal(state.source[0][0], keys_t[heads.flatten()])
     exact = generate_greedy(dec, *src, tgt_lang_id=1, max_len=12)
     assert dec.start_decoding(*src, max_len=12).projections is None
     monkeypatch.setattr(torch, "topk", lambda *a, **k: pytest.fail("topk called inside free_roundings"))

@@ -426,12 +426,20 @@ class DecodingState:
         if len(rows) != self.kv.shape[1]:
             heads = self.heads
             head_rows = (rows[:, None] * heads + torch.arange(heads, device=rows.device)).flatten()
-            self.source = [(keys_t.index_select(0, head_rows), values.index_select(0, head_rows))
+            self.source = [(_select_rows(keys_t, head_rows), values.index_select(0, head_rows))
                            for keys_t, values in self.source]
             self.source_bias = self.source_bias.index_select(0, head_rows)
         spare = _shaped(self.spare, (self.kv.shape[0], len(rows), *self.kv.shape[2:]))
         torch.index_select(self.kv, 1, rows, out=spare)
         self.kv, self.spare = spare, _shaped(self.kv, spare.shape)
+
+
+def _select_rows(keys_t, rows):
+    """keys_t's rows (its first dimension), laid out as keys_t is: copied transposed keys stay a copy, keys
+    read in place (transposed views) stay so (index_select alone would give the first layout)."""
+    if keys_t.is_contiguous():
+        return keys_t.index_select(0, rows)
+    return keys_t.transpose(1, 2).index_select(0, rows).transpose(1, 2)
 
 
 def _shaped(buffer, shape):
