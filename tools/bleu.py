@@ -17,11 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from xlm.data.bpe import remove_bpe  # noqa: E402
 from xlm.evaluation.bleu import detokenized_bleu, prepare_for_bleu, tokenized_bleu  # noqa: E402
-from xlm.fileio import DataError, iter_line_blocks  # noqa: E402
-
-
-def read_lines(path):
-    return [line.rstrip("\r") for _, block in iter_line_blocks(path) for line in block]
+from xlm.fileio import DataError, read_lines  # noqa: E402
 
 
 def main():
@@ -30,8 +26,8 @@ def main():
     parser.add_argument("reference")
     parser.add_argument("--lang", help="the target language (Moses' detokenizer rules): also the detokenized BLEU")
     args = parser.parse_args()
-    hypotheses = [prepare_for_bleu(line) for line in read_lines(args.hypotheses)]
-    references = [remove_bpe(line) for line in read_lines(args.reference)]
+    hypotheses = [prepare_for_bleu(line.rstrip("\r")) for line in read_lines(args.hypotheses)]
+    references = [remove_bpe(line.rstrip("\r")) for line in read_lines(args.reference)]
     if len(hypotheses) != len(references):
         raise DataError(f"{args.hypotheses}: {len(hypotheses)} lines, but {args.reference} has {len(references)}")
     print(f"BLEU = {tokenized_bleu(hypotheses, references):.2f} (tokenized, multi-bleu.perl's; "

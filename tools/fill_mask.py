@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from xlm.data.datasets import batch_sentences  # noqa: E402
 from xlm.data.dictionary import MASK_INDEX  # noqa: E402
 from xlm.embed import SentenceEncoder  # noqa: E402
-from xlm.fileio import DataError, check_file, decode_utf8  # noqa: E402
+from xlm.fileio import DataError, read_lines  # noqa: E402
 from xlm.objectives.lm import concat_pair  # noqa: E402
 
 MASK_MARKER = re.compile(r"<mask>|\[MASK\]")
@@ -233,13 +233,6 @@ def main(argv=None):
               for sentence, translation in zip(sentences, translations)]
     if args.translations:
         print(summary(scores, args.translation_lang))
-
-
-def read_lines(path):
-    check_file(path)
-    with open(path, "rb") as f:
-        lines = decode_utf8(f.read(), path).split("\n")
-    return lines[:-1] if lines[-1] == "" else lines
 
 
 if __name__ == "__main__":

@@ -34,6 +34,15 @@ def decode_utf8(data, path, first_line=1):
         raise DataError(f"{path}:{line}: invalid UTF-8 ({e.reason} at byte {e.start})") from None
 
 
+def read_lines(path):
+    """A whole UTF-8 file's lines, without '\\n' ('\\r' stays; a last line needs no newline, as fastBPE's
+    getline reads them); a missing or empty file, or a bad byte, is a DataError naming it."""
+    check_file(path)
+    with open(path, "rb") as f:
+        lines = decode_utf8(f.read(), path).split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
+
+
 def iter_line_blocks(path, block_bytes=1 << 22, desc=None):
     """Yield (first_line_number, list_of_lines) blocks of a UTF-8 text file, lines without '\\n'.
 

@@ -22,7 +22,7 @@ from collections import Counter
 
 import numpy as np
 
-from ..fileio import DataError, atomic_write, check_file, decode_utf8
+from ..fileio import DataError, atomic_write, check_file, decode_utf8, read_lines
 
 EOW = "</w>"
 SEPARATOR = "@@"
@@ -219,20 +219,11 @@ def write_codes(codes, f):
 
 # ----------------------------------------------------------------------------- codes and vocabularies
 
-def _read_lines(path):
-    """Lines as fastBPE's getline reads them (a last line needs no newline, '\\r' stays)."""
-    check_file(path)
-    with open(path, "rb") as f:
-        text = decode_utf8(f.read(), path)
-    lines = text.split("\n")
-    return lines[:-1] if lines[-1] == "" else lines
-
-
 def read_codes(path):
     """Merges [(left, right), ...] in rank order. fastBPE asserts (aborts) on a line that is not 3
     fields, a repeated pair or two pairs joining into the same subword; here each is a DataError."""
     merges, joined = {}, set()
-    for line_no, line in enumerate(_read_lines(path), 1):
+    for line_no, line in enumerate(read_lines(path), 1):
         fields = [f for f in line.split(" ") if f]
         if line_no == 1 and line.startswith("#version:"):
             continue
@@ -247,20 +238,20 @@ def read_codes(path):
         raise DataError(f"{path}: no BPE merges")
     # subword-nmt's two columns are read without a header too, but never all 'WORD COUNT': a vocabulary
     if all(right.isdigit() for _, right in merges) and not is_fastbpe_codes(path) and \
-            not _read_lines(path)[0].startswith("#version:"):
+            not read_lines(path)[0].startswith("#version:"):
         raise DataError(f"{path}: 'WORD COUNT' on every line: a vocabulary, not BPE codes")
     return list(merges)
 
 
 def is_fastbpe_codes(path):
     """Whether the compiled fastBPE reads `path` as it is (3 fields a line, no subword-nmt header)."""
-    return all(len([f for f in line.split(" ") if f]) == 3 for line in _read_lines(path))
+    return all(len([f for f in line.split(" ") if f]) == 3 for line in read_lines(path))
 
 
 def read_vocab(path):
     """The words of an applybpe vocabulary (`TOKEN COUNT` lines; fastBPE asserts on anything else)."""
     vocab = set()
-    for line_no, line in enumerate(_read_lines(path), 1):
+    for line_no, line in enumerate(read_lines(path), 1):
         fields = [f for f in line.split(" ") if f]
         count = re.match(r"[\t\n\v\f\r]*[+-]?[0-9]+", fields[1]) if len(fields) == 2 else None
         if not count:
