@@ -206,11 +206,14 @@ class MultiHeadAttention(nn.Module):
         self.out_lin = Linear(dim, dim)
 
     @staticmethod
+    def _stacked(linears):
+        """The linear maps' weights and biases side by side: (weight, bias) of one wider map."""
+        return torch.cat([lin.weight for lin in linears]), torch.cat([lin.bias for lin in linears])
+
+    @staticmethod
     def _projections(x, *linears):
         """x through the linear maps side by side, as one matmul (a wider one runs closer to the peak)."""
-        weight = torch.cat([lin.weight for lin in linears])
-        bias = torch.cat([lin.bias for lin in linears])
-        return linear(x, weight, bias)
+        return linear(x, *MultiHeadAttention._stacked(linears))
 
     def _heads(self, x):
         bs, n, _ = x.shape
@@ -286,9 +289,7 @@ class MultiHeadAttention(nn.Module):
     def side_by_side(self):
         """The query, key and value maps' weights and biases side by side, as parameters (which
         `weights_packed` packs), for the decoding steps of `free_roundings` (`step`)."""
-        maps = self.q_lin, self.k_lin, self.v_lin
-        return [nn.Parameter(torch.cat(t), requires_grad=False)
-                for t in ([m.weight for m in maps], [m.bias for m in maps])]
+        return [nn.Parameter(t, requires_grad=False) for t in self._stacked((self.q_lin, self.k_lin, self.v_lin))]
 
     def step(self, x, keys, values, t, qkv=None):
         """Self-attention of position t of each row, x (rows, dim), over positions 0..t, whose keys and
