@@ -393,11 +393,11 @@ def flat_positions(pred_mask):
 @dataclass
 class DecodingState:
     """What incremental decoding keeps between steps. The self-attention keys and values of all layers
-    are one tensor, written in place, so that a beam reorder (or leaving finished sentences out) is one
-    copy per layer, into a spare. Both live in buffers allocated once (a fresh one per step costs more than
-    the copy, in page faults), and grow by GROW positions at a time, so that the copy moves little free room.
-    A reorder is applied at the next step, layer by layer, just before the layer's attention reads the copy
-    (`layer`): copied all at once, the first layers' keys and values had left the cache by then (beam 5 of
+    are one tensor, written in place, and a beam reorder (or leaving finished sentences out) copies them
+    into a spare. Both live in buffers allocated once (a fresh one per step costs more than the copy, in
+    page faults), and grow by GROW positions at a time, so that the copy moves little free room. The copy
+    is made at the next step, on the CPU one layer at a time, just before the layer's attention reads it
+    (`layer`): made all at once, the first layers' keys and values had left the cache by then (beam 5 of
     32 sentences through 4 x 256 holds 75 MB of them at 57 positions), and the self-attention's matmuls
     took 1.5 times the original's, which reads each layer's right after concatenating them (1.1-1.3 times
     now; that beam search 2-3% faster in all)."""
@@ -412,6 +412,7 @@ class DecodingState:
     rows: torch.Tensor = None  # a reorder not yet applied to kv: row i goes on from kv's row rows[i]
     reordered: torch.Tensor = None  # in spare's memory: kv's rows in that order, filled layer by layer
     length: int = 0            # positions filled
+    reorder_by_layer: bool = True  # False on a GPU: all layers at once, one kernel, where launches count
 
     def room(self, config, dtype):
         """Room for one more position in the keys and values, before `layer` is asked for each layer."""
@@ -431,11 +432,11 @@ class DecodingState:
 
     def layer(self, i):
         """Layer i's keys and values (rows, heads, capacity, head_dim), in the rows' current order."""
-        if self.rows is None:
-            return self.kv[2 * i], self.kv[2 * i + 1]
-        kv = self.reordered[2 * i:2 * i + 2]
-        torch.index_select(self.kv[2 * i:2 * i + 2], 1, self.rows, out=kv)
-        return kv[0], kv[1]
+        if self.rows is not None and (self.reorder_by_layer or i == 0):
+            layers = slice(2 * i, 2 * i + 2) if self.reorder_by_layer else slice(None)
+            torch.index_select(self.kv[layers], 1, self.rows, out=self.reordered[layers])
+        kv = self.kv if self.rows is None else self.reordered
+        return kv[2 * i], kv[2 * i + 1]
 
     def advance(self):
         """Every layer's keys and values took the new position."""
@@ -627,7 +628,8 @@ class TransformerModel(nn.Module):
         bias = bias.expand(-1, self.config.n_heads, 1, -1).flatten(0, 1)
         return DecodingState([a.source_keys_values(src_enc) for a in self.encoder_attn], bias, self.config.n_heads,
                              min(max_len, self.config.n_positions),
-                             projections=[a.side_by_side() for a in self.attentions] if roundings_free() else None)
+                             projections=[a.side_by_side() for a in self.attentions] if roundings_free() else None,
+                             reorder_by_layer=src_enc.is_cpu)
 
     def step(self, words, lang, state):
         """Last-layer hidden states (rows, dim) of the next position of each row, whose token ids there
