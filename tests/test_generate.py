@@ -9,7 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from conftest import train_reverser
 import xlm.model.generate as generate_module
 import xlm.model.linear as linear_module
-from xlm.model.generate import SYNC_EVERY, generate_beam, generate_greedy, reads_host
+from xlm.model.generate import SYNC_EVERY, generate_beam, generate_greedy, reads_host, topk_rows
 from xlm.model.linear import free_roundings, rows_may_change, rows_rounded_otherwise
 from xlm.model.transformer import Packing, TransformerConfig, TransformerModel
 
@@ -108,6 +108,41 @@ def test_a_reorder_is_copied_layer_by_layer_before_each_layer_reads_it(reverser,
     assert events == (["copy", "attention 0", "copy", "attention 1"] if by_layer else
                       ["copy", "attention 0", "attention 1"])
     assert torch.equal(state.kv[:, :, :, :2], before[:, rows])
+
+
+@pytest.mark.parametrize("width", [7, 128, 130, 1000, 5 * 8054])
+@pytest.mark.parametrize("k", [1, 2, 10])
+def test_topk_rows_is_torch_topk(width, k, monkeypatch):
+    """Beam search's top-k through the blocks' maxima: torch.topk's values and indices, where the k best
+    are all different and beat the rest; elsewhere (equal scores, which torch.topk orders its own way,
+    NaN) torch.topk itself answers."""
+    g, block = torch.Generator().manual_seed(width + k), generate_module.TOPK_BLOCK
+    distinct = torch.randn(6, width, generator=g)
+    beam_like = torch.log_softmax(3 * torch.randn(6, width, generator=g), -1)
+    beam_like[:, width // 5:] -= 1e9  # the first step: the beams after the first at -1e9
+    ties = torch.randint(-3, 3, (6, width), generator=g).float()
+    infinite, last_block = distinct.clone(), distinct.clone()
+    infinite[0], infinite[1, 3:] = -float("inf"), -float("inf")
+    last_block[:, -1] = 10  # the best in the last, shorter block
+    nan, equal_best, kth_twice = distinct.clone(), distinct.clone(), distinct.clone()
+    nan[2, width // 2] = float("nan")
+    equal_best[:, 0] = equal_best[:, -1] = 10
+    if width >= (k + 1) * block:  # the k-th best also the best of the (k+1)-th block
+        kth_twice[:, :(k + 1) * block:block] = torch.cat([torch.arange(10.0 + k - 1, 9.0, -1), torch.tensor([10.0])])
+    blocks_answer = -(-width // block) > k
+    cases = {"distinct": blocks_answer, "beam_like": blocks_answer, "last_block": blocks_answer, "ties": False,
+             "infinite": False, "nan": False, "equal_best": False, "kth_twice": False}
+    whole_rows, topk = [], torch.topk
+    monkeypatch.setattr(torch, "topk", lambda x, *a, **kw: whole_rows.append(x.shape[1] == width) or topk(x, *a, **kw))
+    for name, blocks in cases.items():
+        scores = locals()[name]
+        if width < k or (name == "kth_twice" and width < (k + 1) * block):
+            continue
+        whole_rows.clear()
+        (values, indices), expected = topk_rows(scores, k), topk(scores, k, dim=1)
+        torch.testing.assert_close(values, expected.values, rtol=0, atol=0, equal_nan=True, msg=name)
+        assert torch.equal(indices, expected.indices), name
+        assert any(whole_rows) != blocks, name  # which way answered
 
 
 def test_the_trained_model_reverses(reverser):

@@ -47,6 +47,33 @@ def still_decoded(finished, group, dtype):
     return torch.cat([left, finished.nonzero().squeeze(1)[:keep - len(left)]]).sort().values
 
 
+TOPK_BLOCK = 128  # scores per block of `topk_rows` (64-512 measured, this the fastest)
+
+
+def topk_rows(scores, k):
+    """torch.topk(scores, k, dim=1): the k largest of each row, largest first, and their indices. On the
+    CPU by way of the maxima of blocks of TOPK_BLOCK scores: every score outside the k blocks with the
+    largest maxima is at most the (k+1)-th maximum, so where the k best scores of those blocks are all
+    different and beat it and the rest of those blocks, they are the answer, whatever the order of the
+    search; otherwise (equal scores, NaN) torch.topk answers, which breaks ties its own way. A beam step
+    of a trained 2 x 128 model (32 sentences, 5 x 8,054 scores each) took 250 us instead of 720."""
+    n, width = scores.shape
+    full, block = width // TOPK_BLOCK * TOPK_BLOCK, TOPK_BLOCK
+    if not scores.is_cpu or -(-width // block) <= k:
+        return torch.topk(scores, k, dim=1)
+    maxima = scores[:, :full].view(n, -1, block).amax(2)
+    if full < width:  # the last, shorter block
+        maxima = torch.cat([maxima, scores[:, full:].amax(1, keepdim=True)], 1)
+    block_max, best_blocks = maxima.topk(k + 1, dim=1)
+    index = (best_blocks[:, :k, None] * block + torch.arange(block)).view(n, -1)
+    candidates = scores.gather(1, index.clamp(max=width - 1)).masked_fill_(index >= width, -float("inf"))
+    values, at = candidates.topk(k + 1, dim=1)
+    beaten = torch.maximum(values[:, k], block_max[:, k])
+    if not bool((values[:, :k - 1] > values[:, 1:k]).all() & (values[:, k - 1] > beaten).all()):
+        return torch.topk(scores, k, dim=1)
+    return values[:, :k], index.gather(1, at[:, :k])
+
+
 @torch.no_grad()
 @weights_packed()
 def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, sample_temperature=None, use_cache=True,
@@ -174,7 +201,7 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
         # in place, in one buffer: the same values as the original's log_softmax(logits) + beam_scores
         logits = decoder.get_scores(h, out=buffer[:len(h)]).float()
         scores = torch.log_softmax(logits, dim=-1, out=logits).add_(beam_scores[:, None]).view(n, beam_size * n_words)
-        next_scores, next_words = torch.topk(scores, 2 * beam_size, dim=1)  # (n, 2 * beam_size), best first
+        next_scores, next_words = topk_rows(scores, 2 * beam_size)  # (n, 2 * beam_size), best first
         rows, words = first_row + next_words // n_words, next_words % n_words
         hyps.update_done(next_scores[:, 0])
         last = cur_len + 1 == max_len
