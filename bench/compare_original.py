@@ -35,6 +35,7 @@ from xlm.data.dictionary import SPECIAL_WORDS
 from xlm.data.binarized import load_binarized
 from xlm.model.checkpoint import load_model
 from xlm.model.generate import generate_beam
+from xlm.model.linear import weights_packed
 
 OPTIMIZER = "adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.0001,warmup_updates=4000"
 
@@ -151,9 +152,9 @@ def side_by_side(name, run_orig, run_xlm, repeats, work, unit, clock=time.perf_c
 def trained(orig, args, tmp, clock):
     """A trained translation model (--trained) on real sentences: the first --trained_sentences of a
     binarized source file. Beam 5 in batches of --beam_sentences in file order, as translate.py reads
-    them, and the BT step (greedy generation into the target language, then the MT step back) on batches
-    of --batch_size: the sentences finish at their own lengths, as in real use (the worst cases above
-    never finish one)."""
+    them (xlm's weights packed for oneDNN once for all of them, as translate.py does), and the BT step
+    (greedy generation into the target language, then the MT step back) on batches of --batch_size: the
+    sentences finish at their own lengths, as in real use (the worst cases above never finish one)."""
     loaded = load_model(args.trained)
     p = loaded.params
     if (p["lang2id"][args.src_lang], p["lang2id"][args.tgt_lang]) != (0, 1):
@@ -194,7 +195,8 @@ def trained(orig, args, tmp, clock):
     @torch.no_grad()
     def beam_xlm():
         out = []
-        with eval_mode(mt.models["encoder"], mt.models["decoder"]):
+        # the weights in oneDNN's layout once for all batches, as translate.py and evaluation decode
+        with eval_mode(mt.models["encoder"], mt.models["decoder"]), weights_packed():
             for b in beam_batches:
                 enc = mt.models["encoder"](b.x, b.lengths, langs=0)
                 out.append(generate_beam(mt.models["decoder"], enc, b.lengths, 1, beam_size=5,
