@@ -45,13 +45,14 @@ def _onednn_linear(x, weight, bias=None):
 
 
 def _pad_rows(t, m):
-    return t if len(t) == m else F.pad(t, (0, 0, 0, m - len(t)))
+    return t if t.shape[0] == m else F.pad(t, (0, 0, 0, m - t.shape[0]))
 
 
 def _bucketed(x):
     """x's rows (n, in), padded with zeros to their bucket size, and n."""
     rows = x.reshape(-1, x.shape[-1])
-    return _pad_rows(rows, bucket_rows(len(rows))), len(rows)
+    n = rows.shape[0]
+    return _pad_rows(rows, bucket_rows(n)), n
 
 
 def _bucketed_linear(x, weight, bias=None):
@@ -69,11 +70,14 @@ def _blockwise_linear(x, blocks, bias, bounds):
     (0, ..., in): blocks holds weight[:, lo:hi] of each block (or its packed copy), and the blocks' sums
     are added in order to the first's, which includes the bias: ((bias + s_1) + s_2) + ..."""
     padded, n = _bucketed(x)
-    out = None
-    for (lo, hi), block in zip(_pairs(bounds), blocks):
-        part = _onednn_linear(padded[:, lo:hi], block, bias if out is None else None)
-        out = part if out is None else out.add_(part)
-    return out[:n].view(*x.shape[:-1], out.shape[-1])
+    if len(blocks) == 1:  # the whole width: no slice to make (decoding calls this a few thousand times)
+        out = _onednn_linear(padded, blocks[0], bias)
+    else:
+        out = None
+        for (lo, hi), block in zip(_pairs(bounds), blocks):
+            part = _onednn_linear(padded[:, lo:hi], block, bias if out is None else None)
+            out = part if out is None else out.add_(part)
+    return (out if out.shape[0] == n else out[:n]).view(*x.shape[:-1], out.shape[-1])
 
 
 WIDE_OUTPUT = 2  # outputs at least this many times wider than their input: the weight gradient's other order
