@@ -130,7 +130,9 @@ def test_topk_rows_is_torch_topk(width, k, monkeypatch):
     if width >= (k + 1) * block:  # the k-th best also the best of the (k+1)-th block
         kth_twice[:, :(k + 1) * block:block] = torch.cat([torch.arange(10.0 + k - 1, 9.0, -1), torch.tensor([10.0])])
     blocks_answer = -(-width // block) > k
-    cases = {"distinct": blocks_answer, "beam_like": blocks_answer, "last_block": blocks_answer, "ties": False,
+    empty = distinct[:0]
+    cases = {"distinct": blocks_answer, "beam_like": blocks_answer, "last_block": blocks_answer, "empty": blocks_answer,
+             "ties": False,
              "infinite": False, "nan": False, "equal_best": False, "kth_twice": False}
     whole_rows, topk = [], torch.topk
     monkeypatch.setattr(torch, "topk", lambda x, *a, **kw: whole_rows.append(x.shape[1] == width) or topk(x, *a, **kw))

@@ -61,11 +61,11 @@ def topk_rows(scores, k):
     full, block = width // TOPK_BLOCK * TOPK_BLOCK, TOPK_BLOCK
     if not scores.is_cpu or -(-width // block) <= k:
         return torch.topk(scores, k, dim=1)
-    maxima = scores[:, :full].view(n, -1, block).amax(2)
+    maxima = scores[:, :full].view(n, full // block, block).amax(2)
     if full < width:  # the last, shorter block
         maxima = torch.cat([maxima, scores[:, full:].amax(1, keepdim=True)], 1)
     block_max, best_blocks = maxima.topk(k + 1, dim=1)
-    index = (best_blocks[:, :k, None] * block + torch.arange(block)).view(n, -1)
+    index = (best_blocks[:, :k, None] * block + torch.arange(block)).view(n, k * block)
     candidates = scores.gather(1, index.clamp(max=width - 1)).masked_fill_(index >= width, -float("inf"))
     values, at = candidates.topk(k + 1, dim=1)
     beaten = torch.maximum(values[:, k], block_max[:, k])
