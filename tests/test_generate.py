@@ -132,8 +132,7 @@ def test_topk_rows_is_torch_topk(width, k, monkeypatch):
     blocks_answer = -(-width // block) > k
     empty = distinct[:0]
     cases = {"distinct": blocks_answer, "beam_like": blocks_answer, "last_block": blocks_answer, "empty": blocks_answer,
-             "ties": False,
-             "infinite": False, "nan": False, "equal_best": False, "kth_twice": False}
+             "ties": False, "infinite": False, "nan": False, "equal_best": False, "kth_twice": False}
     whole_rows, topk = [], torch.topk
     monkeypatch.setattr(torch, "topk", lambda x, *a, **kw: whole_rows.append(x.shape[1] == width) or topk(x, *a, **kw))
     for name, blocks in cases.items():
