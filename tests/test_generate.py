@@ -9,7 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from conftest import train_reverser
 import xlm.model.generate as generate_module
 import xlm.model.linear as linear_module
-from xlm.model.generate import SYNC_EVERY, generate_beam, generate_greedy, reads_host, topk_rows
+from xlm.model.generate import SYNC_EVERY, argmax_rows, generate_beam, generate_greedy, reads_host, topk_rows
 from xlm.model.linear import free_roundings, rows_may_change, rows_rounded_otherwise
 from xlm.model.transformer import Packing, TransformerConfig, TransformerModel
 
@@ -144,6 +144,24 @@ def test_topk_rows_is_torch_topk(width, k, monkeypatch):
         torch.testing.assert_close(values, expected.values, rtol=0, atol=0, equal_nan=True, msg=name)
         assert torch.equal(indices, expected.indices), name
         assert any(whole_rows) != blocks, name  # which way answered
+
+
+@pytest.mark.parametrize("width", [7, 128, 130, 1000, 8054])
+def test_argmax_rows_is_argmax(width):
+    """Greedy decoding's pick inside `free_roundings`, through the blocks' maxima: torch's argmax, the
+    first of equal scores, NaN before all."""
+    g = torch.Generator().manual_seed(width)
+    distinct = torch.randn(6, width, generator=g)
+    ties = torch.randint(-3, 3, (6, width), generator=g).float()
+    infinite, last, nan, first_and_last = (distinct.clone() for _ in range(4))
+    infinite[0], infinite[1, 3:] = -float("inf"), -float("inf")
+    infinite[2, -1] = float("inf")
+    last[:, -1] = 10
+    nan[2, width // 2], nan[3, -1], nan[3, 0] = float("nan"), float("nan"), float("nan")
+    first_and_last[:, 0] = first_and_last[:, -1] = 10
+    for name, scores in (("distinct", distinct), ("ties", ties), ("infinite", infinite), ("last", last), ("nan", nan),
+                         ("first_and_last", first_and_last), ("no row", distinct[:0])):
+        assert torch.equal(argmax_rows(scores), scores.argmax(1)), name
 
 
 def test_the_trained_model_reverses(reverser):

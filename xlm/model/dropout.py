@@ -42,8 +42,8 @@ def attention_with_dropout(q, k, v, mask, is_causal, p):
     scores = (q * (1 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)
     if is_causal:
         mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+    if mask is not None:  # in place: the matmul's backward needs its inputs, not its output
+        scores.masked_fill_(~mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1)
     kept, scale = _kept(weights.shape, p, weights.dtype)
     if scale is None:
