@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import numpy as np
@@ -10,7 +11,8 @@ from xlm.data.dictionary import SPECIAL_WORDS
 from xlm.fileio import DataError
 from xlm.model.checkpoint import read_checkpoint
 from xlm.model.generate import generate_beam, generate_greedy
-from xlm.model import transformer
+from xlm.model import linear as linear_module, transformer
+from xlm.model.linear import free_roundings
 from xlm.model.transformer import TransformerConfig, TransformerModel
 
 
@@ -208,12 +210,14 @@ def test_wanted_positions_alone_give_the_full_model_output(kind, on_host, monkey
         torch.testing.assert_close(sentence_vectors(model, x, lengths, langs=1), model(x, lengths, langs=1)[:, 0])
 
 
+@pytest.mark.parametrize("emb_dim", [32, 128])
 @pytest.mark.parametrize("kind", ["padded", "causal", "decoder", "memory"])
-def test_packed_padding_gives_the_padded_model_output(kind, monkeypatch):
-    """On the CPU the padding is left out of all but attention (packed rows): the hidden states, the
-    loss and every gradient are those of the path that computes the padding and zeroes it (CUDA's)."""
+def test_packed_padding_gives_the_padded_model_output(kind, emb_dim, monkeypatch):
+    """On the CPU the padding is left out of all but attention (packed rows; at 128 dimensions, through
+    oneDNN, with copies of the first token up to a bucket size): the hidden states, the loss and every
+    gradient are those of the path that computes the padding and zeroes it (CUDA's)."""
     from xlm.model.memory import MemoryConfig
-    kw = dict(n_words=len(WORDS), emb_dim=32, n_layers=2, n_heads=4, n_langs=2, gelu_activation=True)
+    kw = dict(n_words=len(WORDS), emb_dim=emb_dim, n_layers=2, n_heads=4, n_langs=2, gelu_activation=True)
     if kind == "memory":
         kw.update(memory=MemoryConfig(k_dim=16, heads=2, knn=4, n_keys=8, query_batchnorm=False),
                   mem_positions=[(0, "in"), (1, "after")])
@@ -222,7 +226,7 @@ def test_packed_padding_gives_the_padded_model_output(kind, monkeypatch):
     x, lengths = padded_batch(len(WORDS), [9, 6, 3, 7])
     extra = dict(causal=kind in ("causal", "decoder"))
     if kind == "decoder":
-        extra.update(src_enc=torch.randn(4, 5, 32), src_len=torch.tensor([5, 2, 4, 3]))
+        extra.update(src_enc=torch.randn(4, 5, emb_dim), src_len=torch.tensor([5, 2, 4, 3]))
     positions = torch.arange(9).expand(4, 9) % 5  # not the default, so that packing them counts
     pred_mask = (x > 20) & (torch.arange(9) > 0)
 
@@ -245,6 +249,40 @@ def test_packed_padding_gives_the_padded_model_output(kind, monkeypatch):
     assert packed[2].keys() == padded[2].keys()
     for name in padded[2]:
         torch.testing.assert_close(packed[2][name], padded[2][name], msg=name)
+
+
+@pytest.mark.parametrize("grad", [True, False], ids=["training", "free_roundings"])
+def test_packed_rows_come_to_a_bucket_size_so_no_layer_copies_them(grad, monkeypatch):
+    """Where oneDNN pads a linear layer's rows to a bucket size (training, `free_roundings`), the packed
+    tokens come at that size already (25 real tokens and a copy of the first): no layer copies its input
+    to pad it, nor its output's gradient; the hidden states are those of rows padded by each layer."""
+    torch.manual_seed(0)
+    model = TransformerModel(TransformerConfig(n_words=len(WORDS), emb_dim=128, n_layers=2, n_heads=4, n_langs=2))
+    x, lengths = padded_batch(len(WORDS), [9, 6, 3, 7])
+    copies, pad_rows = [], linear_module._pad_rows
+    monkeypatch.setattr(linear_module, "_pad_rows",
+                        lambda t, m: (copies.append(len(t)) if len(t) != m else None) or pad_rows(t, m))
+    packings, packing = [], transformer.Packing
+    monkeypatch.setattr(transformer, "Packing", lambda *a: packings.append(a) or packing(*a))
+
+    def run():
+        copies.clear()
+        model.zero_grad()
+        with torch.set_grad_enabled(grad), contextlib.nullcontext() if grad else free_roundings():
+            h = model(x, lengths, langs=1)
+            if grad:
+                (h * torch.randn(h.shape, generator=torch.Generator().manual_seed(1))).sum().backward()
+        return h, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    h, grads = run()
+    assert packings[-1][3] == 26 and copies == []
+    monkeypatch.setattr(transformer, "pads_rows", lambda weight: False)
+    h_padded_by_layers, grads_padded_by_layers = run()
+    assert packings[-1][3] == 25 and copies
+    assert torch.equal(h, h_padded_by_layers)
+    assert grads.keys() == grads_padded_by_layers.keys() and (len(grads) > 5 if grad else not grads)
+    for name in grads:
+        torch.testing.assert_close(grads[name], grads_padded_by_layers[name], msg=name)
 
 
 @pytest.mark.parametrize("n_words,emb_dim,rows", [(37, 16, 9), (40, 16, 9), (131, 128, 37), (136, 128, 41)])

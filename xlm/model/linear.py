@@ -301,6 +301,13 @@ def uses_onednn(x, weight):
             and x.numel() > 0 and _onednn_at_hand(x, weight))
 
 
+def pads_rows(weight):
+    """Whether `linear` pads the rows of its inputs (float32 on the CPU) to this weight to `bucket_rows`:
+    oneDNN's calls in training (the weight learning) and inside `free_roundings`."""
+    return ((_free_roundings[0] or torch.is_grad_enabled() and weight.requires_grad)
+            and min(weight.shape) >= MIN_ONEDNN_DIM and _onednn_at_hand(weight, weight))
+
+
 def calls_f_linear(x, weight):
     """Whether `linear(x, weight)` is F.linear itself."""
     return not uses_onednn(x, weight) and mkl_order_blocks(x, weight) is None
