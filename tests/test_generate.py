@@ -9,6 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from conftest import train_reverser
 import xlm.model.generate as generate_module
 import xlm.model.linear as linear_module
+import xlm.model.transformer as transformer_module
 from xlm.model.generate import SYNC_EVERY, argmax_rows, generate_beam, generate_greedy, reads_host, topk_rows
 from xlm.model.linear import free_roundings, rows_may_change, rows_rounded_otherwise
 from xlm.model.transformer import Packing, TransformerConfig, TransformerModel
@@ -38,17 +39,25 @@ def reverser():
 
 @torch.no_grad()
 def test_free_roundings_take_the_faster_kernels(reverser, monkeypatch):
-    """Inside `free_roundings` (back-translation's generation, evaluation's scores) GELU is F.gelu, greedy
-    decoding picks with argmax, the source's keys are not copied, and a decoding step computes its queries,
-    keys and values in one matmul (outside, the original's erf form, topk, layout and three matmuls);
-    translations as outside here."""
+    """Inside `free_roundings` (back-translation's generation, evaluation's scores) GELU is F.gelu, attention
+    over whole sequences F.scaled_dot_product_attention, greedy decoding picks with argmax, the source's
+    keys are not copied, and a decoding step computes its queries, keys and values in one matmul (outside,
+    the original's erf form, operations, topk, layout and three matmuls); translations as outside here."""
     torch.manual_seed(4)
     config = TransformerConfig(n_words=N_WORDS, emb_dim=32, n_layers=1, n_heads=4, gelu_activation=True)
-    ffn, h = TransformerModel(config).eval().ffns[0], torch.randn(5, 32)
+    model = TransformerModel(config).eval()
+    ffn, h = model.ffns[0], torch.randn(5, 32)
     lin1 = ffn.lin1(h)
     with free_roundings():
         assert torch.equal(ffn(h), ffn.lin2(F.gelu(lin1)))
     assert torch.equal(ffn(h), ffn.lin2(0.5 * lin1 * (1 + torch.erf(lin1 / math.sqrt(2)))))
+    q, k, v = torch.randn(3, 2, 4, 6, 8).unbind(0)
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])[:, None, None, :]
+    fused = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    with free_roundings():
+        assert torch.equal(model.attentions[0]._attention(q, k, v, mask, False), fused)
+    assert torch.equal(model.attentions[0]._attention(q, k, v, mask, False),
+                       transformer_module.original_attention(q, k, v, mask, False))
     enc, dec = reverser
     src = encode(enc, SOURCES)
     assert dec.encoder_attn[0].source_keys_values(src[0])[0].is_contiguous()  # the original's layout

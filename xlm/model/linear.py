@@ -150,8 +150,9 @@ def free_roundings():
     """Inside, what computes no gradient need not round as the original does, for speed (back-translation's
     generation in training, evaluation's scores): linear layers go through oneDNN on the CPU as well, in
     its own order (decoding packs its weights: back-translation's generation took 9-10% less time that
-    way, `bench/results/README.md`), GELU is F.gelu's kernel, greedy decoding picks with argmax, and
-    attention reads the source's keys in place (`MultiHeadAttention.source_keys_values`)."""
+    way, `bench/results/README.md`), GELU is F.gelu's kernel, attention over whole sequences is
+    F.scaled_dot_product_attention's (a fused kernel), greedy decoding picks with argmax, and attention
+    reads the source's keys in place (`MultiHeadAttention.source_keys_values`)."""
     before = _free_roundings[0]
     _free_roundings[0] = True
     try:

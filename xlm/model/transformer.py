@@ -127,10 +127,11 @@ def varlen_applies(q, dropout):
             and torch.cuda.get_device_capability(q.device) >= (8, 0))
 
 
-# On the CPU, evaluation's attention runs over slices of the batch whose scores take at most this many
-# bytes: the scores of 32 pairs of 370 tokens (test sets have such) are 140 MB, memory that malloc must
-# take fresh from the system, whose pages then fault in one by one (1 s of the 2.5 s that such a test set
-# took, 48,000 faults). Each slice's matmuls and softmax give the same values, bit for bit.
+# On the CPU, the original's attention (decoding's encoder, evaluation outside `free_roundings`) runs over
+# slices of the batch whose scores take at most this many bytes: the scores of 32 pairs of 370 tokens
+# (test sets have such) are 140 MB, memory that malloc must take fresh from the system, whose pages then
+# fault in one by one (1 s of the 2.5 s that such a test set took, 48,000 faults). Each slice's matmuls
+# and softmax give the same values, bit for bit.
 ATTENTION_SLICE_BYTES = 16 * 2 ** 20
 
 
@@ -257,7 +258,7 @@ class MultiHeadAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         if kv_lengths is not None and varlen_applies(q, dropout):
             return varlen_attention(q, k, v, kv_lengths)
-        if not self.training:
+        if not self.training and not roundings_free():
             return original_attention(q, k, v, mask, is_causal)
         if dropout and q.device.type == "cpu":
             return attention_with_dropout(q, k, v, mask, is_causal, dropout)
