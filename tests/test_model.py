@@ -283,6 +283,15 @@ def test_packed_rows_come_to_a_bucket_size_so_no_layer_copies_them(grad, monkeyp
     assert grads.keys() == grads_padded_by_layers.keys() and (len(grads) > 5 if grad else not grads)
     for name in grads:
         torch.testing.assert_close(grads[name], grads_padded_by_layers[name], msg=name)
+    # no copies where memories would count their reads and average their queries over them
+    from xlm.model.memory import MemoryConfig
+    monkeypatch.setattr(transformer, "pads_rows", linear_module.pads_rows)
+    memory = TransformerModel(TransformerConfig(n_words=len(WORDS), emb_dim=128, n_layers=1, n_heads=4, n_langs=2,
+                                                memory=MemoryConfig(k_dim=16, heads=2, knn=4, n_keys=8),
+                                                mem_positions=[(0, "after")]))
+    with torch.set_grad_enabled(grad), contextlib.nullcontext() if grad else free_roundings():
+        memory(x, lengths, langs=1)
+    assert packings[-1][3] == 25
 
 
 @pytest.mark.parametrize("n_words,emb_dim,rows", [(37, 16, 9), (40, 16, 9), (131, 128, 37), (136, 128, 41)])

@@ -564,8 +564,7 @@ class TransformerModel(nn.Module):
             tokens = flat_positions(real)
             # evaluation packs only where the matmuls round each row as on the original's padded batch
             if self.training or rows_may_change(bs * slen, len(tokens), compute_dtype(self.embeddings.weight)):
-                probe = self.attentions[0].out_lin.weight if self.attentions else self.embeddings.weight
-                packing = Packing(tokens, bs, slen, bucket_rows(len(tokens)) if pads_rows(probe) else len(tokens))
+                packing = Packing(tokens, bs, slen, self._packed_rows(len(tokens)))
         if packing is not None:
             x, positions = packing.pack(x), packing.pack(positions)
             langs = packing.pack(langs) if has_langs else langs
@@ -590,6 +589,13 @@ class TransformerModel(nn.Module):
         if y is not None:
             return self.pred_layer.loss(h, y)
         return packing.pad(h) if packing is not None and rows is None else h
+
+    def _packed_rows(self, n):
+        """The rows of n packed tokens (`Packing`): the row count the linear layers pad to, where they pad
+        (`pads_rows`), unless the model has memories, which would count reads of the copies in their usage
+        statistics, and whose query batchnorm would average over them."""
+        probe = self.attentions[0].out_lin.weight if self.attentions else self.embeddings.weight
+        return bucket_rows(n) if pads_rows(probe) and not self.memories else n
 
     def _embed(self, x, position_embeddings, lang_embeddings):
         h = self.embeddings(x) + position_embeddings
