@@ -251,14 +251,17 @@ def test_packed_padding_gives_the_padded_model_output(kind, emb_dim, monkeypatch
         torch.testing.assert_close(packed[2][name], padded[2][name], msg=name)
 
 
+@pytest.mark.parametrize("batch,real,rows", [("padded", 25, 26), ("unpadded", 35, 36), ("stream", 35, 36)])
 @pytest.mark.parametrize("grad", [True, False], ids=["training", "free_roundings"])
-def test_packed_rows_come_to_a_bucket_size_so_no_layer_copies_them(grad, monkeypatch):
+def test_packed_rows_come_to_a_bucket_size_so_no_layer_copies_them(grad, batch, real, rows, monkeypatch):
     """Where oneDNN pads a linear layer's rows to a bucket size (training, `free_roundings`), the packed
-    tokens come at that size already (25 real tokens and a copy of the first): no layer copies its input
-    to pad it, nor its output's gradient; the hidden states are those of rows padded by each layer."""
+    tokens come at that size already (the real tokens and copies of the first), also where no row is
+    padded but their number is not a bucket size (given lengths or none): no layer copies its input to
+    pad it, nor its output's gradient; the hidden states are those of rows padded by each layer."""
     torch.manual_seed(0)
     model = TransformerModel(TransformerConfig(n_words=len(WORDS), emb_dim=128, n_layers=2, n_heads=4, n_langs=2))
-    x, lengths = padded_batch(len(WORDS), [9, 6, 3, 7])
+    x, lengths = padded_batch(len(WORDS), [9, 6, 3, 7] if batch == "padded" else [7] * 5)
+    lengths = None if batch == "stream" else lengths
     copies, pad_rows = [], linear_module._pad_rows
     monkeypatch.setattr(linear_module, "_pad_rows",
                         lambda t, m: (copies.append(len(t)) if len(t) != m else None) or pad_rows(t, m))
@@ -266,7 +269,7 @@ def test_packed_rows_come_to_a_bucket_size_so_no_layer_copies_them(grad, monkeyp
     monkeypatch.setattr(transformer, "Packing", lambda *a: packings.append(a) or packing(*a))
 
     def run():
-        copies.clear()
+        copies.clear(), packings.clear()
         model.zero_grad()
         with torch.set_grad_enabled(grad), contextlib.nullcontext() if grad else free_roundings():
             h = model(x, lengths, langs=1)
@@ -275,10 +278,10 @@ def test_packed_rows_come_to_a_bucket_size_so_no_layer_copies_them(grad, monkeyp
         return h, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
 
     h, grads = run()
-    assert packings[-1][3] == 26 and copies == []
+    assert [(len(p[0]), p[3]) for p in packings] == [(real, rows)] and copies == []
     monkeypatch.setattr(transformer, "pads_rows", lambda weight: False)
     h_padded_by_layers, grads_padded_by_layers = run()
-    assert packings[-1][3] == 25 and copies
+    assert [p[3] for p in packings] == ([real] if batch == "padded" else []) and copies
     assert torch.equal(h, h_padded_by_layers)
     assert grads.keys() == grads_padded_by_layers.keys() and (len(grads) > 5 if grad else not grads)
     for name in grads:
@@ -289,9 +292,10 @@ def test_packed_rows_come_to_a_bucket_size_so_no_layer_copies_them(grad, monkeyp
     memory = TransformerModel(TransformerConfig(n_words=len(WORDS), emb_dim=128, n_layers=1, n_heads=4, n_langs=2,
                                                 memory=MemoryConfig(k_dim=16, heads=2, knn=4, n_keys=8),
                                                 mem_positions=[(0, "after")]))
+    packings.clear()
     with torch.set_grad_enabled(grad), contextlib.nullcontext() if grad else free_roundings():
         memory(x, lengths, langs=1)
-    assert packings[-1][3] == 25
+    assert [p[3] for p in packings] == ([real] if batch == "padded" else [])
 
 
 @pytest.mark.parametrize("n_words,emb_dim,rows", [(37, 16, 9), (40, 16, 9), (131, 128, 37), (136, 128, 41)])

@@ -175,8 +175,9 @@ def reads_on_host(device):
 
 @dataclass
 class Packing:
-    """A padded (bs, slen) batch whose real tokens alone go through the position-wise parts of the
-    layers, as `rows` rows; attention sees them padded again. The rows are the n real tokens, then, up to
+    """A (bs, slen) batch whose real tokens alone (all of them where no row is padded) go through the
+    position-wise parts of the layers, as `rows` rows; attention sees them padded again. The rows are
+    the n real tokens, then, up to
     `rows`, copies of the first: on the CPU as many as oneDNN's linear layers pad their input to anyway
     (`bucket_rows`), so that no layer copies its input, nor its gradient in the backward, to pad it (5%
     of a translation training step, 8% of its evaluation). A copy's row is computed as the first's and
@@ -197,6 +198,8 @@ class Packing:
     def pad(self, h):
         """(rows, d) -> (bs, slen, d): the real tokens, zeros at the padding."""
         real = h[:len(self.tokens)]
+        if len(real) == self.bs * self.slen:  # no padding: every position is a real token, in order
+            return real.view(self.bs, self.slen, -1)
         padded = h.new_zeros(self.bs * self.slen, h.shape[-1]).index_copy(0, self.tokens, real)
         return padded.view(self.bs, self.slen, -1)
 
@@ -560,15 +563,20 @@ class TransformerModel(nn.Module):
             attn_mask = real[:, None, None, :]                                       # (bs, 1, 1, slen)
         has_langs = langs is not None and self.config.has_lang_emb
         packing = keep = None
-        if real is not None and reads_on_host(device) and not real.all():
+        on_host = reads_on_host(device)
+        all_real = real is None or (on_host and bool(real.all()))
+        if on_host and not all_real:
             tokens = flat_positions(real)
             # evaluation packs only where the matmuls round each row as on the original's padded batch
             if self.training or rows_may_change(bs * slen, len(tokens), compute_dtype(self.embeddings.weight)):
                 packing = Packing(tokens, bs, slen, self._packed_rows(len(tokens)))
+        elif on_host and self._packed_rows(bs * slen) != bs * slen:
+            # no padding, but fewer rows than the linear layers pad to: packed, so that none of them copies
+            packing = Packing(torch.arange(bs * slen, device=device), bs, slen, self._packed_rows(bs * slen))
         if packing is not None:
             x, positions = packing.pack(x), packing.pack(positions)
             langs = packing.pack(langs) if has_langs else langs
-        elif real is not None:
+        elif not all_real:
             keep = real.unsqueeze(-1)
         h = self._embed(x, self.position_embeddings(positions), self.lang_embeddings(langs) if has_langs else None)
         if keep is not None:
