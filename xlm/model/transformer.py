@@ -176,12 +176,12 @@ def reads_on_host(device):
 @dataclass
 class Packing:
     """A (bs, slen) batch whose real tokens alone (all of them where no row is padded) go through the
-    position-wise parts of the layers, as `rows` rows; attention sees them padded again. The rows are
-    the n real tokens, then, up to
-    `rows`, copies of the first: on the CPU as many as oneDNN's linear layers pad their input to anyway
-    (`bucket_rows`), so that no layer copies its input, nor its gradient in the backward, to pad it (5%
-    of a translation training step, 8% of its evaluation). A copy's row is computed as the first's and
-    then left out: attention reads the real tokens alone, and no loss reads a copy (its gradient is 0)."""
+    position-wise parts of the layers, as `rows` rows; attention sees them padded again. The rows are the
+    n real tokens, then, up to `rows`, copies of the first: on the CPU as many as oneDNN's linear layers
+    pad their input to anyway (`bucket_rows`), so that no layer copies its input, nor its gradient in the
+    backward, to pad it (5% of a translation training step, 8% of its evaluation). A copy's row is
+    computed as the first's and then left out: attention reads the real tokens alone, and no loss reads a
+    copy (its gradient is 0)."""
     tokens: torch.Tensor  # (n,): the real tokens' indices in the flattened bs * slen
     bs: int
     slen: int
@@ -556,23 +556,24 @@ class TransformerModel(nn.Module):
             rows = flat_positions(pred_mask) if pred_mask.dtype == torch.bool else pred_mask
         alen = torch.arange(slen, device=device)
         real = None if lengths is None else alen[None, :] < lengths[:, None]          # (bs, slen)
-        if causal or lengths is None:
-            # a causal query never sees the padding, which sits after every real token
+        on_host = reads_on_host(device)
+        all_real = real is None or (on_host and bool(real.all()))
+        if causal or all_real:
+            # nothing to hide (no padding, seen for free on the CPU), or a causal query, which never sees
+            # the padding after every real token
             attn_mask = None
         else:
             attn_mask = real[:, None, None, :]                                       # (bs, 1, 1, slen)
         has_langs = langs is not None and self.config.has_lang_emb
         packing = keep = None
-        on_host = reads_on_host(device)
-        all_real = real is None or (on_host and bool(real.all()))
         if on_host and not all_real:
             tokens = flat_positions(real)
             # evaluation packs only where the matmuls round each row as on the original's padded batch
             if self.training or rows_may_change(bs * slen, len(tokens), compute_dtype(self.embeddings.weight)):
                 packing = Packing(tokens, bs, slen, self._packed_rows(len(tokens)))
-        elif on_host and self._packed_rows(bs * slen) != bs * slen:
+        elif on_host and (n_rows := self._packed_rows(bs * slen)) != bs * slen:
             # no padding, but fewer rows than the linear layers pad to: packed, so that none of them copies
-            packing = Packing(torch.arange(bs * slen, device=device), bs, slen, self._packed_rows(bs * slen))
+            packing = Packing(torch.arange(bs * slen, device=device), bs, slen, n_rows)
         if packing is not None:
             x, positions = packing.pack(x), packing.pack(positions)
             langs = packing.pack(langs) if has_langs else langs
