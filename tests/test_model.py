@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import xlm
 from xlm.data.dictionary import SPECIAL_WORDS
@@ -12,7 +13,7 @@ from xlm.fileio import DataError
 from xlm.model.checkpoint import read_checkpoint
 from xlm.model.generate import generate_beam, generate_greedy
 from xlm.model import linear as linear_module, transformer
-from xlm.model.linear import free_roundings
+from xlm.model.linear import bucket_rows, free_roundings
 from xlm.model.transformer import TransformerConfig, TransformerModel
 
 
@@ -315,12 +316,32 @@ def test_training_loss_with_the_vocabulary_padded(n_words, emb_dim, rows):
         loss.backward()
         return [loss] + [t.grad.clone() for t in (h, model.pred_layer.proj.weight, model.pred_layer.proj.bias)]
 
-    padded = loss_and_grads(lambda: model.pred_layer.loss(h, y))
+    fresh = FreshTensors()
+    with fresh:
+        padded = loss_and_grads(lambda: model.pred_layer.loss(h, y))
     proj = model.pred_layer.proj
     plain = loss_and_grads(lambda: F.cross_entropy(F.linear(h, proj.weight, proj.bias), y))
     for a, b in zip(padded, plain):
         torch.testing.assert_close(a, b)
     assert padded[1].shape == (rows, emb_dim) and padded[2].shape == (n_words, emb_dim)
+    # through oneDNN, the logits, their log-softmax and their gradient share one (rows, words) tensor; with
+    # MKL, four: logits, log-softmax, the loss's gradient, the logits'
+    logits = (bucket_rows(rows) if emb_dim >= 128 else rows) * (n_words + -n_words % transformer.VOCAB_MULTIPLE)
+    assert fresh.sizes.count(logits) == (1 if emb_dim >= 128 else 4), fresh.sizes
+
+
+class FreshTensors(TorchDispatchMode):
+    """The number of elements of every tensor an operation allocates (not views, not in-place or out=)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor) and all(r.alias_info is None for r in func._schema.returns):
+            self.sizes.append(out.numel())
+        return out
 
 
 @pytest.mark.parametrize("causal", [False, True])

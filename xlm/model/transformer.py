@@ -20,8 +20,8 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .dropout import attention_with_dropout, dropout
-from .linear import (Linear, bucket_rows, calls_f_linear, linear, pads_rows, rows_may_change, roundings_free,
-                     uses_onednn)
+from .linear import (Linear, bucket_rows, calls_f_linear, cross_entropy, linear, pads_rows, rows_may_change,
+                     roundings_free)
 from .memory import HashingMemory, MemoryConfig
 
 N_MAX_POSITIONS = 512  # the original's fixed position table; checkpoints without `n_positions` have it
@@ -30,7 +30,6 @@ N_MAX_POSITIONS = 512  # the original's fixed position table; checkpoints withou
 # 8,064 gains nothing more), and GPU tensor-core kernels want multiples of 8 as well. The released
 # models' 95,000 and 200,000 words need no padding.
 VOCAB_MULTIPLE = 8
-IGNORED = -100  # a target the training loss leaves out
 # Attention kernels for masked (padded) batches on CUDA: not cuDNN's, which torch prefers on Hopper GPUs but
 # which builds a graph for each new shape, and sentence batches bring a new (rows, length) at almost every
 # step (measured on an H200: padded TLM, MT and BT steps of the 12 x 1024 model took 0.46-0.55 s).
@@ -391,12 +390,7 @@ class PredLayer(nn.Module):
         if pad:  # columns no target can be: -inf logits, zero probability, zero gradient
             weight = torch.cat([weight, weight.new_zeros(pad, weight.shape[1])])
             bias = torch.cat([bias, bias.new_full((pad,), -float("inf"))])
-        if uses_onednn(h, weight):
-            # as many rows as oneDNN computes, the extra ones ignored by the loss: the logits' gradient
-            # then comes out of the loss at its size, not copied into a padded one (n x n_words floats)
-            extra = bucket_rows(len(h)) - len(h)
-            h, y = F.pad(h, (0, 0, 0, extra)), F.pad(y, (0, extra), value=IGNORED)
-        return F.cross_entropy(linear(h, weight, bias).float(), y, ignore_index=IGNORED)
+        return cross_entropy(h, weight, bias, y)
 
 
 def flat_positions(pred_mask):
