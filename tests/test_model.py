@@ -299,6 +299,20 @@ def test_packed_rows_come_to_a_bucket_size_so_no_layer_copies_them(grad, batch, 
     assert [p[3] for p in packings] == ([real] if batch == "padded" else [])
 
 
+class FreshTensors(TorchDispatchMode):
+    """The number of elements of every tensor an operation allocates (not views, not in-place or out=)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor) and all(r.alias_info is None for r in func._schema.returns):
+            self.sizes.append(out.numel())
+        return out
+
+
 @pytest.mark.parametrize("n_words,emb_dim,rows", [(37, 16, 9), (40, 16, 9), (131, 128, 37), (136, 128, 41)])
 def test_training_loss_with_the_vocabulary_padded(n_words, emb_dim, rows):
     """The loss pads the vocabulary to a multiple of 8 columns (-inf logits), and at 128 dimensions (oneDNN's
@@ -328,20 +342,6 @@ def test_training_loss_with_the_vocabulary_padded(n_words, emb_dim, rows):
     # MKL, four: logits, log-softmax, the loss's gradient, the logits'
     logits = (bucket_rows(rows) if emb_dim >= 128 else rows) * (n_words + -n_words % transformer.VOCAB_MULTIPLE)
     assert fresh.sizes.count(logits) == (1 if emb_dim >= 128 else 4), fresh.sizes
-
-
-class FreshTensors(TorchDispatchMode):
-    """The number of elements of every tensor an operation allocates (not views, not in-place or out=)."""
-
-    def __init__(self):
-        super().__init__()
-        self.sizes = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if isinstance(out, torch.Tensor) and all(r.alias_info is None for r in func._schema.returns):
-            self.sizes.append(out.numel())
-        return out
 
 
 @pytest.mark.parametrize("causal", [False, True])
