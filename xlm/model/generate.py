@@ -50,6 +50,16 @@ def still_decoded(finished, group, dtype):
 TOPK_BLOCK = 128  # scores per block of `topk_rows` (64-512 measured, this the fastest)
 
 
+def block_maxima(scores):
+    """The maximum of each block of TOPK_BLOCK scores of each row (n, width), the last block shorter."""
+    n, width = scores.shape
+    full = width // TOPK_BLOCK * TOPK_BLOCK
+    maxima = scores[:, :full].view(n, full // TOPK_BLOCK, TOPK_BLOCK).amax(2)
+    if full < width:
+        maxima = torch.cat([maxima, scores[:, full:].amax(1, keepdim=True)], 1)
+    return maxima
+
+
 def topk_rows(scores, k):
     """torch.topk(scores, k, dim=1): the k largest of each row, largest first, and their indices. On the
     CPU by way of the maxima of blocks of TOPK_BLOCK scores: every score outside the k blocks with the
@@ -58,13 +68,10 @@ def topk_rows(scores, k):
     search; otherwise (equal scores, NaN) torch.topk answers, which breaks ties its own way. A beam step
     of a trained 2 x 128 model (32 sentences, 5 x 8,054 scores each) took 250 us instead of 720."""
     n, width = scores.shape
-    full, block = width // TOPK_BLOCK * TOPK_BLOCK, TOPK_BLOCK
+    block = TOPK_BLOCK
     if not scores.is_cpu or -(-width // block) <= k:
         return torch.topk(scores, k, dim=1)
-    maxima = scores[:, :full].view(n, full // block, block).amax(2)
-    if full < width:  # the last, shorter block
-        maxima = torch.cat([maxima, scores[:, full:].amax(1, keepdim=True)], 1)
-    block_max, best_blocks = maxima.topk(k + 1, dim=1)
+    block_max, best_blocks = block_maxima(scores).topk(k + 1, dim=1)
     index = (best_blocks[:, :k, None] * block + torch.arange(block)).view(n, k * block)
     candidates = scores.gather(1, index.clamp(max=width - 1)).masked_fill_(index >= width, -float("inf"))
     values, at = candidates.topk(k + 1, dim=1)
@@ -78,14 +85,10 @@ def argmax_rows(scores):
     """scores.argmax(1), the first of each row's largest (NaN the largest), found on the CPU among the
     scores of the block whose maximum comes first among the largest (blocks of TOPK_BLOCK): torch's argmax
     along rows takes a slow loop, 140 us for 32 rows of 8,000 scores against 46 us this way."""
-    n, width = scores.shape
-    full, block = width // TOPK_BLOCK * TOPK_BLOCK, TOPK_BLOCK
-    if not scores.is_cpu or full == 0:
+    width, block = scores.shape[1], TOPK_BLOCK
+    if not scores.is_cpu or width < block:
         return scores.argmax(1)
-    maxima = scores[:, :full].view(n, full // block, block).amax(2)
-    if full < width:
-        maxima = torch.cat([maxima, scores[:, full:].amax(1, keepdim=True)], 1)
-    index = maxima.argmax(1, keepdim=True) * block + torch.arange(block)
+    index = block_maxima(scores).argmax(1, keepdim=True) * block + torch.arange(block)
     # past the last score: the last one again, which argmax finds first at its own place
     best = scores.gather(1, index.clamp_(max=width - 1)).argmax(1, keepdim=True)
     return index.gather(1, best).squeeze(1)
