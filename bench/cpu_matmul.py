@@ -5,12 +5,14 @@ shape costs (the kernel it builds: a layer of 256 x 1,024 on 3,000-3,009 rows), 
 two orders, grad^T @ x and (x^T @ grad)^T, for which `_weight_gradient` chooses (the same bits either way);
 and decoding's matmuls (beam 5 and greedy on 32 sentences, a 4 x 256 model, 8,000 words) by F.linear
 against xlm's `linear` without gradient, oneDNN in MKL's order on packed weights (`mkl_k_blocks`: the same
-bits as F.linear). Prints one JSON object.
+bits as F.linear), whatever the CPU (XLM_ONEDNN=1: the measure of whether xlm should choose it there;
+`onednn_chosen` says what xlm chooses on this CPU by default). Prints one JSON object.
 
     python -m bench.cpu_matmul [--threads 1] [--repeats 20]
 """
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from bench.data_pipeline import cpu_model
 from torch import nn
 
+from xlm.model import linear as linear_module
 from xlm.model.linear import WIDE_OUTPUT, _onednn_linear, has_onednn, linear, mkl_order_blocks, weights_packed
 
 # (rows, out, in) of the weight gradient's orders: the vocabulary's (toy 2 x 128 and 4 x 256 models, a
@@ -47,7 +50,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     if not has_onednn():
-        sys.exit("this torch has no oneDNN (or XLM_ONEDNN=0)")
+        sys.exit("this torch has no oneDNN")
+    chosen = linear_module.onednn_chosen()
+    os.environ["XLM_ONEDNN"] = "1"
+    linear_module.onednn_chosen.cache_clear()
     torch.set_num_threads(args.threads)
     rows = []
     for n, d_in, d_out in SHAPES:
@@ -87,7 +93,8 @@ def main():
         firsts.append(time.perf_counter() - start)
     again = seconds(lambda: _onednn_linear(x, w, b), args.repeats)
     result = {"benchmark": "cpu_matmul", "command": "python -m bench.cpu_matmul " + " ".join(sys.argv[1:]),
-              "device_name": cpu_model(), "torch": torch.__version__, "threads": args.threads, "matmuls": rows,
+              "device_name": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "xlm_chooses_onednn": chosen, "torch": torch.__version__, "threads": args.threads, "matmuls": rows,
               "weight_gradient_orders": orders, "decoding_in_mkl_order": decoding,
               "onednn_new_shape_ms": round(1000 * sorted(firsts)[len(firsts) // 2], 2),
               "onednn_known_shape_ms": round(1000 * again, 2)}

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import xlm.model.linear as linear_module
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
 
@@ -41,6 +43,15 @@ def main_in_process(main, capsys, *args):
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return types.SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+
+@pytest.fixture
+def onednn(monkeypatch):
+    """Float32 linear layers through oneDNN in this process, as on a CPU with AVX-512, whatever this one
+    (`xlm.model.linear.onednn_chosen`): its paths are tested on AVX2 machines too."""
+    if not linear_module.has_onednn():
+        pytest.skip("this torch has no oneDNN")
+    monkeypatch.setattr(linear_module, "onednn_chosen", lambda: True)
 
 
 @pytest.fixture(scope="session")

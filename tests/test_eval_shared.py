@@ -182,8 +182,7 @@ def test_classifier_predictions_are_shared(small_sample, monkeypatch):
     np.testing.assert_array_equal(out, expected)
 
 
-@pytest.mark.skipif(not linear_module.has_onednn(), reason="this torch has no oneDNN linear op")
-def test_scores_through_onednn_translations_with_mkls_roundings(small_sample, tmp_path, monkeypatch):
+def test_scores_through_onednn_translations_with_mkls_roundings(onednn, small_sample, tmp_path, monkeypatch):
     """At 128 dimensions evaluation goes through oneDNN on the CPU: it scores in oneDNN's order, and
     translates for BLEU, encoder included, with MKL's roundings, the original's (xlm/model/linear.py):
     the perplexities are those of an evaluation without oneDNN within float tolerance, the encoder
@@ -205,7 +204,7 @@ def test_scores_through_onednn_translations_with_mkls_roundings(small_sample, tm
 
     fast = evaluate("onednn")
     assert onednn_calls
-    monkeypatch.setattr(linear_module, "has_onednn", lambda: False)
+    monkeypatch.setattr(linear_module, "onednn_chosen", lambda: False)
     assert_same_scores(fast, evaluate("mkl"))
     assert len(encoded["onednn"]) == len(encoded["mkl"]) > 0
     assert all(torch.equal(a, b) for a, b in zip(encoded["onednn"], encoded["mkl"]))

@@ -570,8 +570,7 @@ def test_evaluation_leaves_the_padding_out_where_rows_round_alike(monkeypatch, t
 
 
 @torch.no_grad()
-@pytest.mark.skipif(not linear_module.has_onednn(), reason="this torch has no oneDNN")
-def test_decoding_through_onednn_gives_f_linears_outputs(monkeypatch, threads):
+def test_decoding_through_onednn_gives_f_linears_outputs(onednn, monkeypatch, threads):
     """On a model wide enough, evaluation and decoding compute their matmuls through oneDNN in MKL's order
     (xlm/model/linear.py): the encoder output, the teacher-forced logits and the greedy and beam outputs
     are bit for bit those of F.linear (MKL) alone, the original's."""
@@ -596,7 +595,7 @@ def test_decoding_through_onednn_gives_f_linears_outputs(monkeypatch, threads):
     calls.clear()
     through_onednn = decode()
     assert calls
-    monkeypatch.setattr(linear_module, "has_onednn", lambda: False)
+    monkeypatch.setattr(linear_module, "onednn_chosen", lambda: False)
     calls.clear()
     for a, b in zip(through_onednn, decode(), strict=True):
         assert torch.equal(a, b)

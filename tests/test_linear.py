@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 
 import xlm.model.linear as linear_module
-from xlm.model.linear import Linear, has_onednn, linear, mkl_k_blocks, free_roundings, weights_packed
+from xlm.model.linear import Linear, linear, mkl_k_blocks, free_roundings, onednn_chosen, weights_packed
 
-pytestmark = pytest.mark.skipif(not has_onednn(), reason="this torch has no oneDNN")
+pytestmark = pytest.mark.usefixtures("onednn")
 
 
 @pytest.fixture
@@ -189,10 +189,20 @@ def test_rows_are_padded_to_few_sizes():
     assert len(set(sizes[1024:2047])) == 8
 
 
-def test_can_be_turned_off(monkeypatch):
-    has_onednn.cache_clear()
-    monkeypatch.setenv("XLM_ONEDNN", "0")
+@pytest.mark.parametrize("env,capability,chosen", [("", "AVX512", True), ("", "AVX2", False), ("0", "AVX512", False),
+                                                    ("1", "AVX2", True), ("1", "DEFAULT", True)])
+def test_chosen_by_the_cpu_unless_the_environment_says(env, capability, chosen, monkeypatch):
+    """oneDNN where the CPU has AVX-512 (AMD's run MKL's AVX2 kernels), MKL on AVX2 alone, where it is the
+    faster; XLM_ONEDNN=0/1 decides otherwise, anything else is an error naming it."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setenv("XLM_ONEDNN", env)
+    monkeypatch.setattr(linear_module, "onednn_chosen", onednn_chosen)  # the real one, not the fixture's
+    onednn_chosen.cache_clear()
     try:
-        assert not has_onednn()
+        assert onednn_chosen() is chosen
+        monkeypatch.setenv("XLM_ONEDNN", "yes")
+        onednn_chosen.cache_clear()
+        with pytest.raises(ValueError, match="XLM_ONEDNN"):
+            onednn_chosen()
     finally:
-        has_onednn.cache_clear()
+        onednn_chosen.cache_clear()

@@ -213,7 +213,7 @@ def test_wanted_positions_alone_give_the_full_model_output(kind, on_host, monkey
 
 @pytest.mark.parametrize("emb_dim", [32, 128])
 @pytest.mark.parametrize("kind", ["padded", "causal", "decoder", "memory"])
-def test_packed_padding_gives_the_padded_model_output(kind, emb_dim, monkeypatch):
+def test_packed_padding_gives_the_padded_model_output(onednn, kind, emb_dim, monkeypatch):
     """On the CPU the padding is left out of all but attention (packed rows; at 128 dimensions, through
     oneDNN, with copies of the first token up to a bucket size): the hidden states, the loss and every
     gradient are those of the path that computes the padding and zeroes it (CUDA's)."""
@@ -254,7 +254,8 @@ def test_packed_padding_gives_the_padded_model_output(kind, emb_dim, monkeypatch
 
 @pytest.mark.parametrize("batch,real,rows", [("padded", 25, 26), ("unpadded", 35, 36), ("stream", 35, 36)])
 @pytest.mark.parametrize("grad", [True, False], ids=["training", "free_roundings"])
-def test_packed_rows_come_to_a_bucket_size_so_no_layer_copies_them(grad, batch, real, rows, monkeypatch):
+def test_packed_rows_come_to_a_bucket_size_so_no_layer_copies_them(onednn, grad, batch, real, rows,
+                                                                  monkeypatch):
     """Where oneDNN pads a linear layer's rows to a bucket size (training, `free_roundings`), the packed
     tokens come at that size already (the real tokens and copies of the first), also where no row is
     padded but their number is not a bucket size (given lengths or none): no layer copies its input to
@@ -314,7 +315,7 @@ class FreshTensors(TorchDispatchMode):
 
 
 @pytest.mark.parametrize("n_words,emb_dim,rows", [(37, 16, 9), (40, 16, 9), (131, 128, 37), (136, 128, 41)])
-def test_training_loss_with_the_vocabulary_padded(n_words, emb_dim, rows):
+def test_training_loss_with_the_vocabulary_padded(onednn, n_words, emb_dim, rows):
     """The loss pads the vocabulary to a multiple of 8 columns (-inf logits), and at 128 dimensions (oneDNN's
     matmuls, xlm/model/linear.py) its rows to a bucket size (targets left out): the same loss and gradients
     as the cross-entropy of the plain projection, targets at the last word included."""

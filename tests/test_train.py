@@ -118,9 +118,12 @@ RESUME_FLAGS = ["--lgs", "en-fr", "--mlm_steps", "en,en-fr", "--clm_steps", "fr"
                 "--optimizer", "adam_inverse_sqrt,lr=0.001,warmup_updates=10"]
 
 
-# 128 dimensions: CPU training's matmuls go through oneDNN (xlm/model/linear.py), 32 through MKL
+# 128 dimensions: CPU training's matmuls go through oneDNN (xlm/model/linear.py; XLM_ONEDNN=1 whatever the
+# CPU), 32 through MKL
 @pytest.mark.parametrize("width", [[], ["--emb_dim", "128"]], ids=["mkl", "onednn"])
-def test_sigkill_then_rerun_resumes_exactly(small_sample, tmp_path, width):
+def test_sigkill_then_rerun_resumes_exactly(small_sample, tmp_path, width, monkeypatch):
+    if width:
+        monkeypatch.setenv("XLM_ONEDNN", "1")
     train(small_sample, tmp_path, "whole", *RESUME_FLAGS, *width)
     reference = (tmp_path / "test" / "whole" / "train.log").read_text()
     # the same command, killed with SIGKILL in the middle of the second epoch, then run again

@@ -1,17 +1,19 @@
 """Linear layers whose matmuls are fast on the CPU.
 
-PyTorch's float32 `F.linear` on the CPU calls MKL's sgemm, which on the project's AMD EPYC (Zen 5) runs
-at 40-70% of the speed of oneDNN's (also in torch's x86 wheels) on the same core: 89-102 against
-128-238 GFLOP/s for an MLM step's shapes, one thread (bench/results/README.md). Training on the CPU in
-float32 therefore computes the forward and backward matmuls of layers 128 or more wide through oneDNN,
-and so does the generation of back-translation in training: its translations come from weights that
-training has already rounded otherwise, and nothing compares them; and so does the scoring of evaluation
-(perplexities and accuracies, which differ from the original's in the 7th digit anyway: its sums run in
-another order). `free_roundings` marks both, and lets other operations there take faster kernels too.
-Decoding must give F.linear's values bit for bit, the original's
-(its translations then are the original's): there oneDNN computes them in MKL's order, where it can
-(`mkl_k_blocks`), and F.linear itself elsewhere; so do CUDA, autocast and torch.compile (which has its
-own CPU kernels). `XLM_ONEDNN=0` in the environment turns oneDNN off.
+PyTorch's float32 `F.linear` on the CPU calls MKL's sgemm, which on AMD's AVX-512 EPYCs (Zen 4, Zen 5) runs
+AVX2 kernels, at 40-70% of the speed of oneDNN's (also in torch's x86 wheels) on the same core: 89-102
+against 128-238 GFLOP/s for an MLM step's shapes on a Zen 5, one thread (bench/results/README.md). Where the
+CPU has AVX-512 (`onednn_chosen`), training on the CPU in float32 therefore computes the forward and backward
+matmuls of layers 128 or more wide through oneDNN, and so does the generation of back-translation in
+training: its translations come from weights that training has already rounded otherwise, and nothing
+compares them; and so does the scoring of evaluation (perplexities and accuracies, which differ from the
+original's in the 7th digit anyway: its sums run in another order). `free_roundings` marks both, and lets
+other operations there take faster kernels too. Decoding must give F.linear's values bit for bit, the
+original's (its translations then are the original's): there oneDNN computes them in MKL's order, where it
+can (`mkl_k_blocks`), and F.linear itself elsewhere; so do CUDA, autocast and torch.compile (which has its
+own CPU kernels). On a CPU with AVX2 alone (Zen 3) MKL's kernels are the faster (oneDNN's at 60-99% of
+their speed), and every linear layer is F.linear. `XLM_ONEDNN=1` in the environment forces oneDNN,
+`XLM_ONEDNN=0` turns it off.
 """
 import contextlib
 import functools
@@ -24,10 +26,20 @@ from torch import nn
 
 @functools.cache
 def has_onednn():
-    """Whether this torch has oneDNN's linear op (x86 and Arm wheels), and XLM_ONEDNN=0 is not set."""
-    if os.environ.get("XLM_ONEDNN", "1") == "0":
-        return False
+    """Whether this torch has oneDNN's linear op (x86 and Arm wheels)."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+@functools.cache
+def onednn_chosen():
+    """Whether float32 linear layers on the CPU go through oneDNN: where this torch has it and the CPU has
+    AVX-512, unless the environment's XLM_ONEDNN says otherwise (1: wherever this torch has it, 0: never)."""
+    choice = os.environ.get("XLM_ONEDNN", "")
+    if choice not in ("", "0", "1"):
+        raise ValueError(f"XLM_ONEDNN is 1 (oneDNN's linear layers), 0 (MKL's) or unset (by the CPU), not {choice!r}")
+    if choice == "0" or not has_onednn():
+        return False
+    return choice == "1" or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 def bucket_rows(n):
@@ -325,7 +337,7 @@ def _with_gradient(x, weight):
 def _onednn_at_hand(x, weight):
     """float32 on the CPU, outside autocast and torch.compile, with oneDNN in this torch."""
     return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling() and has_onednn())
+            and not torch.compiler.is_compiling() and onednn_chosen())
 
 
 def uses_onednn(x, weight):
