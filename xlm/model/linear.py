@@ -11,8 +11,8 @@ original's in the 7th digit anyway: its sums run in another order). `free_roundi
 other operations there take faster kernels too. Decoding must give F.linear's values bit for bit, the
 original's (its translations then are the original's): there oneDNN computes them in MKL's order, where it
 can (`mkl_k_blocks`), and F.linear itself elsewhere; so do CUDA, autocast and torch.compile (which has its
-own CPU kernels). On a CPU with AVX2 alone (Zen 3) MKL's kernels are the faster (oneDNN's at 60-99% of
-their speed), and every linear layer is F.linear. `XLM_ONEDNN=1` in the environment forces oneDNN,
+own CPU kernels). On a CPU with AVX2 alone (Zen 3) MKL's kernels are the faster (oneDNN's at 0.6-1.15x
+their speed, most below 0.9x), and every linear layer is F.linear. `XLM_ONEDNN=1` in the environment forces oneDNN,
 `XLM_ONEDNN=0` turns it off.
 """
 import contextlib
