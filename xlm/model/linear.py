@@ -12,8 +12,8 @@ other operations there take faster kernels too. Decoding must give F.linear's va
 original's (its translations then are the original's): there oneDNN computes them in MKL's order, where it
 can (`mkl_k_blocks`), and F.linear itself elsewhere; so do CUDA, autocast and torch.compile (which has its
 own CPU kernels). On a CPU with AVX2 alone (Zen 3) MKL's kernels are the faster (oneDNN's at 0.6-1.15x
-their speed, most below 0.9x), and every linear layer is F.linear. `XLM_ONEDNN=1` in the environment forces oneDNN,
-`XLM_ONEDNN=0` turns it off.
+their speed, most below 0.9x), and every linear layer is F.linear. `XLM_ONEDNN=1` in the environment
+forces oneDNN, `XLM_ONEDNN=0` turns it off.
 """
 import contextlib
 import functools
@@ -335,7 +335,7 @@ def _with_gradient(x, weight):
 
 
 def _onednn_at_hand(x, weight):
-    """float32 on the CPU, outside autocast and torch.compile, with oneDNN in this torch."""
+    """float32 on the CPU, outside autocast and torch.compile, with oneDNN chosen (`onednn_chosen`)."""
     return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
             and not torch.compiler.is_compiling() and onednn_chosen())
 
