@@ -199,7 +199,7 @@ class Packing:
         real = h[:len(self.tokens)]
         if len(real) == self.bs * self.slen:  # no padding: every position is a real token, in order
             return real.view(self.bs, self.slen, -1)
-        padded = h.new_zeros(self.bs * self.slen, h.shape[-1]).index_copy(0, self.tokens, real)
+        padded = h.new_zeros(self.bs * self.slen, h.shape[-1]).index_copy_(0, self.tokens, real)
         return padded.view(self.bs, self.slen, -1)
 
     def find(self, positions):
@@ -281,7 +281,7 @@ class MultiHeadAttention(nn.Module):
         counts = torch.bincount(row, minlength=bs)
         width = int(counts.max())
         slots = row * width + torch.arange(len(rows)) - (torch.cumsum(counts, 0) - counts)[row]
-        q = xq.new_zeros(bs * width, self.dim).index_copy(0, slots, self.q_lin(xq)).view(bs, width, self.dim)
+        q = xq.new_zeros(bs * width, self.dim).index_copy_(0, slots, self.q_lin(xq)).view(bs, width, self.dim)
         context = self._attention(self._heads(q), k, v, mask, False)
         return self.out_lin(context.transpose(1, 2).reshape(bs * width, self.dim).index_select(0, slots))
 
