@@ -281,7 +281,8 @@ class MultiHeadAttention(nn.Module):
         counts = torch.bincount(row, minlength=bs)
         width = int(counts.max())
         slots = row * width + torch.arange(len(rows)) - (torch.cumsum(counts, 0) - counts)[row]
-        q = xq.new_zeros(bs * width, self.dim).index_copy_(0, slots, self.q_lin(xq)).view(bs, width, self.dim)
+        q = self.q_lin(xq)  # in autocast's dtype, where the zeros must be too
+        q = q.new_zeros(bs * width, self.dim).index_copy_(0, slots, q).view(bs, width, self.dim)
         context = self._attention(self._heads(q), k, v, mask, False)
         return self.out_lin(context.transpose(1, 2).reshape(bs * width, self.dim).index_select(0, slots))
 
