@@ -25,7 +25,7 @@ from xlm.fileio import DataError, atomic_write, check_output, decode_utf8
 from xlm.host_memory import keep_freed_memory
 from xlm.model.checkpoint import load_model
 from xlm.model.generate import generate_beam, generate_greedy
-from xlm.model.linear import weights_packed
+from xlm.model.linear import onednn_chosen, weights_packed
 from xlm.train.options import bool_flag, check_folder_name
 
 
@@ -64,6 +64,7 @@ def parse_args(argv=None):
         raise DataError(f"--device {args.device}: {e}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DataError(f"--device {args.device}: no CUDA device on this machine (use --device cpu)")
+    onednn_chosen()  # a bad XLM_ONEDNN in the environment stops the run here, not at its first layer
     return args
 
 

@@ -47,7 +47,7 @@ def main_in_process(main, capsys, *args):
 
 @pytest.fixture
 def onednn(monkeypatch):
-    """Float32 linear layers through oneDNN in this process, as on a CPU with AVX-512, whatever this one
+    """Float32 linear layers through oneDNN in this process, as on an AMD CPU with AVX-512, whatever this one
     (`xlm.model.linear.onednn_chosen`): its paths are tested on AVX2 machines too."""
     if not linear_module.has_onednn():
         pytest.skip("this torch has no oneDNN")

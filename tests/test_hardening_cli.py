@@ -231,6 +231,26 @@ def test_glue_xnli_flags(toy_tasks, tmp_path):  # noqa: F811
             finetune_options([str(a) for a in finetune_flags(toy_tasks, "err")] + ["--transfer_tasks", "XNLI", *args])
 
 
+
+def test_a_bad_xlm_onednn_is_refused_with_the_flags(toy_tasks, mt_checkpoint, tmp_path, monkeypatch):  # noqa: F811
+    """A wrong XLM_ONEDNN in the environment stops train.py, glue-xnli.py and translate.py where their flags
+    are checked, not at the model's first linear layer."""
+    from xlm.model.linear import onednn_chosen
+    from xlm.train.finetune import parse_params as finetune_options
+    monkeypatch.setenv("XLM_ONEDNN", "yes")
+    checks = [(parse_params, ["--exp_name", "t", "--dump_path", str(tmp_path), "--data_path", str(tmp_path),
+                              "--lgs", "en-fr", "--mlm_steps", "en", *TINY]),
+              (finetune_options, [str(a) for a in finetune_flags(toy_tasks, "env")] + ["--transfer_tasks", "XNLI"]),
+              (translate_module().parse_args, ["--model_path", str(mt_checkpoint), "--src_lang", "en", "--tgt_lang",
+                                               "fr", "--output_path", str(tmp_path / "out.fr")])]
+    try:
+        for parse, args in checks:
+            onednn_chosen.cache_clear()
+            with pytest.raises(DataError, match="XLM_ONEDNN is 1 .* not 'yes'"):
+                parse(args)
+    finally:
+        onednn_chosen.cache_clear()
+
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_on_a_gpu_without_it_is_warned_about(tmp_path, monkeypatch, native):
     """A GPU before Ampere has no bfloat16 arithmetic: torch emulates it, so the run goes on, with a

@@ -189,12 +189,16 @@ def test_rows_are_padded_to_few_sizes():
     assert len(set(sizes[1024:2047])) == 8
 
 
-@pytest.mark.parametrize("env,capability,chosen", [("", "AVX512", True), ("", "AVX2", False), ("0", "AVX512", False),
-                                                    ("1", "AVX2", True), ("1", "DEFAULT", True)])
-def test_chosen_by_the_cpu_unless_the_environment_says(env, capability, chosen, monkeypatch):
-    """oneDNN where the CPU has AVX-512 (AMD's run MKL's AVX2 kernels), MKL on AVX2 alone, where it is the
-    faster; XLM_ONEDNN=0/1 decides otherwise, anything else is an error naming it."""
+@pytest.mark.parametrize("env,capability,vendor,chosen", [
+    ("", "AVX512", "AuthenticAMD", True), ("", "AVX512", "GenuineIntel", False), ("", "AVX512", "", False),
+    ("", "AVX2", "AuthenticAMD", False), ("0", "AVX512", "AuthenticAMD", False), ("1", "AVX2", "GenuineIntel", True),
+    ("1", "DEFAULT", "", True)])
+def test_chosen_by_the_cpu_unless_the_environment_says(env, capability, vendor, chosen, monkeypatch):
+    """oneDNN on AMD's CPUs with AVX-512 (where MKL runs its AVX2 kernels), MKL on AVX2 alone, where it is
+    the faster, and on Intel's, where it has AVX-512 kernels; XLM_ONEDNN=0/1 decides otherwise, anything
+    else is an error naming it."""
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(linear_module, "cpu_vendor", lambda: vendor)
     monkeypatch.setenv("XLM_ONEDNN", env)
     monkeypatch.setattr(linear_module, "onednn_chosen", onednn_chosen)  # the real one, not the fixture's
     onednn_chosen.cache_clear()

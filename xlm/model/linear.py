@@ -3,17 +3,18 @@
 PyTorch's float32 `F.linear` on the CPU calls MKL's sgemm, which on AMD's AVX-512 EPYCs (Zen 4, Zen 5) runs
 AVX2 kernels, at 40-70% of the speed of oneDNN's (also in torch's x86 wheels) on the same core: 89-102
 against 128-238 GFLOP/s for an MLM step's shapes on a Zen 5, one thread (bench/results/README.md). Where the
-CPU has AVX-512 (`onednn_chosen`), training on the CPU in float32 therefore computes the forward and backward
-matmuls of layers 128 or more wide through oneDNN, and so does the generation of back-translation in
-training: its translations come from weights that training has already rounded otherwise, and nothing
-compares them; and so does the scoring of evaluation (perplexities and accuracies, which differ from the
-original's in the 7th digit anyway: its sums run in another order). `free_roundings` marks both, and lets
-other operations there take faster kernels too. Decoding must give F.linear's values bit for bit, the
-original's (its translations then are the original's): there oneDNN computes them in MKL's order, where it
-can (`mkl_k_blocks`), and F.linear itself elsewhere; so do CUDA, autocast and torch.compile (which has its
-own CPU kernels). On a CPU with AVX2 alone (Zen 3) MKL's kernels are the faster (oneDNN's at 0.6-1.15x
-their speed, most below 0.9x), and every linear layer is F.linear. `XLM_ONEDNN=1` in the environment
-forces oneDNN, `XLM_ONEDNN=0` turns it off.
+CPU is AMD's with AVX-512 (`onednn_chosen`), training on the CPU in float32 therefore computes the forward
+and backward matmuls of layers 128 or more wide through oneDNN, and so does the generation of
+back-translation in training: its translations come from weights that training has already rounded
+otherwise, and nothing compares them; and so does the scoring of evaluation (perplexities and accuracies,
+which differ from the original's in the 7th digit anyway: its sums run in another order). `free_roundings`
+marks both, and lets other operations there take faster kernels too. Decoding must give F.linear's values
+bit for bit, the original's (its translations then are the original's): there oneDNN computes them in
+MKL's order, where it can (`mkl_k_blocks`), and F.linear itself elsewhere; so do CUDA, autocast and
+torch.compile (which has its own CPU kernels). On a CPU with AVX2 alone (Zen 3) MKL's kernels are the
+faster (oneDNN's at 0.6-1.15x their speed, most below 0.9x), and on Intel's AVX-512 CPUs MKL has AVX-512
+kernels of its own: there every linear layer is F.linear. `XLM_ONEDNN=1` in the environment forces
+oneDNN, `XLM_ONEDNN=0` turns it off.
 """
 import contextlib
 import functools
@@ -23,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..fileio import DataError
+
 
 @functools.cache
 def has_onednn():
@@ -30,16 +33,31 @@ def has_onednn():
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def cpu_vendor():
+    """The CPU's vendor as Linux names it ("AuthenticAMD", "GenuineIntel"), or "" where unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 @functools.cache
 def onednn_chosen():
-    """Whether float32 linear layers on the CPU go through oneDNN: where this torch has it and the CPU has
-    AVX-512, unless the environment's XLM_ONEDNN says otherwise (1: wherever this torch has it, 0: never)."""
+    """Whether float32 linear layers on the CPU go through oneDNN: where this torch has it and the CPU is
+    AMD's with AVX-512, where MKL runs its AVX2 kernels (on Intel's AVX-512 CPUs MKL has AVX-512 kernels
+    of its own, and oneDNN's lead, measured on AMD's alone, is not known), unless the environment's
+    XLM_ONEDNN says otherwise (1: wherever this torch has it, 0: never)."""
     choice = os.environ.get("XLM_ONEDNN", "")
     if choice not in ("", "0", "1"):
-        raise ValueError(f"XLM_ONEDNN is 1 (oneDNN's linear layers), 0 (MKL's) or unset (by the CPU), not {choice!r}")
+        raise DataError(f"XLM_ONEDNN is 1 (oneDNN's linear layers), 0 (MKL's) or unset (by the CPU), not {choice!r}")
     if choice == "0" or not has_onednn():
         return False
-    return choice == "1" or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    return choice == "1" or (torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+                             and cpu_vendor() == "AuthenticAMD")
 
 
 def bucket_rows(n):

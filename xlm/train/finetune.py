@@ -27,7 +27,7 @@ from ..fileio import DataError, atomic_write, remove_stale_tmp
 from ..host_memory import keep_freed_memory
 from ..model.checkpoint import checkpoint_payload, load_model, load_weights, read_checkpoint, save_checkpoint
 from ..model.embedder import finetuned_parameters, freeze_all_but, sentence_vectors
-from ..model.linear import weights_packed
+from ..model.linear import onednn_chosen, weights_packed
 from .distributed import all_reduce_sum, broadcast_from_master, full_float32, shutdown, to_device
 from .engine import StepEngine
 from .build import global_batching
@@ -116,6 +116,7 @@ def parse_params(argv=None):
         params.group_by_size = True
     if params.embedder_only:
         params.finetune_layers = "1:0"
+    onednn_chosen()  # a bad XLM_ONEDNN in the environment stops the run here, not at its first layer
     return params
 
 

@@ -13,6 +13,7 @@ import sys
 
 from ..fileio import DataError
 from ..data.dictionary import N_RESERVED
+from ..model.linear import onednn_chosen
 from ..model.memory import MemoryConfig, parse_mem_positions
 from ..model.transformer import N_MAX_POSITIONS
 
@@ -377,3 +378,4 @@ def check_params(params):
         m = re.match(r"^(_?[\w.-]+),(\d+)$", params.stopping_criterion)
         if not m:
             raise DataError("--stopping_criterion must be 'metric,N', e.g. _valid_mlm_ppl,10")
+    onednn_chosen()  # a bad XLM_ONEDNN in the environment stops the run here, not at its first layer
