@@ -442,9 +442,11 @@ class DecodingState:
 
     def layer(self, i):
         """Layer i's keys and values (rows, heads, capacity, head_dim), in the rows' current order."""
-        if self.rows is not None and (self.reorder_by_layer or i == 0):
-            layers = slice(2 * i, 2 * i + 2) if self.reorder_by_layer else slice(None)
-            torch.index_select(self.kv[layers], 1, self.rows, out=self.reordered[layers])
+        if self.rows is not None and self.reorder_by_layer:
+            for j in (2 * i, 2 * i + 1):  # along the first dimension, where torch's CPU copy runs on every thread
+                torch.index_select(self.kv[j], 0, self.rows, out=self.reordered[j])
+        elif self.rows is not None and i == 0:
+            torch.index_select(self.kv, 1, self.rows, out=self.reordered)
         kv = self.kv if self.rows is None else self.reordered
         return kv[2 * i], kv[2 * i + 1]
 
