@@ -231,7 +231,6 @@ def test_glue_xnli_flags(toy_tasks, tmp_path):  # noqa: F811
             finetune_options([str(a) for a in finetune_flags(toy_tasks, "err")] + ["--transfer_tasks", "XNLI", *args])
 
 
-
 def test_a_bad_xlm_onednn_is_refused_with_the_flags(toy_tasks, mt_checkpoint, tmp_path, monkeypatch):  # noqa: F811
     """A wrong XLM_ONEDNN in the environment stops train.py, glue-xnli.py and translate.py where their flags
     are checked, not at the model's first linear layer."""
@@ -250,6 +249,7 @@ def test_a_bad_xlm_onednn_is_refused_with_the_flags(toy_tasks, mt_checkpoint, tm
                 parse(args)
     finally:
         onednn_chosen.cache_clear()
+
 
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_on_a_gpu_without_it_is_warned_about(tmp_path, monkeypatch, native):
