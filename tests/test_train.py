@@ -346,3 +346,41 @@ def test_progress_counts_words_and_sentences_as_the_original(small_sample, tmp_p
     assert {w.objective for w in seen if w.kind == "step"} == {"clm", "mlm", "pc", "ae", "mt", "bt"}
     assert (trainer.state.n_words, trainer.state.n_sents) == (words, sents)
     assert sents < 8 * sum(w.kind == "step" for w in seen)  # --tokens_per_batch made smaller batches
+
+
+@pytest.mark.usefixtures("keep_signal_handlers")
+def test_progress_rates_count_training_time_alone(small_sample, tmp_path, monkeypatch):
+    """A progress line's rates divide what was trained since the line before by the time it took, also
+    when an epoch ended in between: its last iterations count, its evaluation does not (on a clock that a
+    round moves by 1 s and an evaluation by 100 s)."""
+    from types import SimpleNamespace
+    from xlm.train import loop
+    trainer = loop.Trainer(parse_params([
+        "--exp_name", "rates", "--dump_path", str(tmp_path), "--data_path", str(small_sample), "--lgs", "en",
+        "--mlm_steps", "en", "--emb_dim", "16", "--n_layers", "1", "--n_heads", "2", "--batch_size", "8",
+        "--bptt", "16", "--epoch_size", "40", "--max_epoch", "2", "--log_interval", "3"]))  # 5 rounds an epoch
+    clock, words, lines = [0.0], [0], []
+    monkeypatch.setattr(loop, "time", SimpleNamespace(time=lambda: clock[0], perf_counter=time.perf_counter))
+    train_round, evaluate, write = trainer.train_round, trainer.evaluate, trainer.metrics.write
+
+    def timed_round(plan):
+        before = trainer.state.n_words
+        train_round(plan)
+        words.append(trainer.state.n_words - before)
+        clock[0] += 1.0
+
+    def slow_evaluation():
+        clock[0] += 100.0
+        return evaluate()
+
+    def recorded(kind, step, values):
+        if kind == "train":
+            lines.append((step, values["words_per_s"]))
+        write(kind, step, values)
+    monkeypatch.setattr(trainer, "train_round", timed_round)
+    monkeypatch.setattr(trainer, "evaluate", slow_evaluation)
+    monkeypatch.setattr(trainer.metrics, "write", recorded)
+    trainer.run()
+    assert [step for step, _ in lines] == [3, 6, 9]  # the line at 6 follows epoch 0's rounds 4 and 5
+    for step, rate in lines:
+        assert rate == pytest.approx(sum(words[step - 2:step + 1]) / 3.0)

@@ -111,6 +111,7 @@ class Trainer:
         self.consumed = self.plan.states()  # the plan's states after the last item trained on
         self.window = {}                    # key -> loss sum on the device, since the last progress line
         self.data_wait = self.window_start = 0.0
+        self.window_carry = 0.0  # training seconds of the window an epoch's end left open (no evaluation's)
 
     # ------------------------------------------------------------------ checkpoints
     def train_state(self):
@@ -355,7 +356,8 @@ class Trainer:
         p, s = self.params, self.state
         while s.epoch < p.max_epoch:
             self.logger.info("============ Starting epoch %i ... ============", s.epoch)
-            epoch_start = self.window_start = time.time()
+            epoch_start = time.time()
+            self.window_start = epoch_start - self.window_carry
             while s.n_sentences < p.epoch_size:
                 self.train_round(plan)
                 s.n_total_iter += 1
@@ -368,6 +370,7 @@ class Trainer:
                 if p.checkpoint_every and s.n_total_iter % p.checkpoint_every == 0:
                     self.save("checkpoint")
             self.logger.info("============ End of epoch %i ============", s.epoch)
+            self.window_carry = time.time() - self.window_start
             # rank 0 decides, so that no rank can stop alone
             stop = broadcast_from_master(self.end_of_epoch(self.evaluate()), self.info)
             s.epoch, s.n_sentences = s.epoch + 1, 0
