@@ -348,39 +348,80 @@ def test_progress_counts_words_and_sentences_as_the_original(small_sample, tmp_p
     assert sents < 8 * sum(w.kind == "step" for w in seen)  # --tokens_per_batch made smaller batches
 
 
+class FakeClock:
+    """loop.py's time: a training round moves it by 1 s, an evaluation by 100 s. Records each progress
+    line's words/s and ETA, and each round's words."""
+
+    def __init__(self, trainer, monkeypatch):
+        from types import SimpleNamespace
+        from xlm.train import loop
+        self.now, self.words, self.lines = 0.0, {}, []
+        monkeypatch.setattr(loop, "time", SimpleNamespace(time=lambda: self.now, perf_counter=time.perf_counter))
+        train_round, evaluate = trainer.train_round, trainer.evaluate
+        write, info = trainer.metrics.write, trainer.logger.info
+
+        def timed_round(plan):
+            before = trainer.state.n_words
+            train_round(plan)
+            self.words[trainer.state.n_total_iter + 1] = trainer.state.n_words - before
+            self.now += 1.0
+
+        def slow_evaluation():
+            self.now += 100.0
+            return evaluate()
+
+        def logged(message, *args):  # the progress line's text, then its metrics
+            if "ETA epoch" in message:
+                self.lines.append([None, None, str(args[-1])])
+            info(message, *args)
+
+        def recorded(kind, step, values):
+            if kind == "train":
+                self.lines[-1][:2] = step, values["words_per_s"]
+            write(kind, step, values)
+        monkeypatch.setattr(trainer, "train_round", timed_round)
+        monkeypatch.setattr(trainer, "evaluate", slow_evaluation)
+        monkeypatch.setattr(trainer.logger, "info", logged)
+        monkeypatch.setattr(trainer.metrics, "write", recorded)
+
+
+def rates_trainer(small_sample, tmp_path, *flags):
+    from xlm.train.loop import Trainer
+    return Trainer(parse_params([
+        "--exp_name", "rates", "--exp_id", "a", "--dump_path", str(tmp_path), "--data_path", str(small_sample),
+        "--lgs", "en", "--mlm_steps", "en", "--emb_dim", "16", "--n_layers", "1", "--n_heads", "2", "--batch_size",
+        "8", "--bptt", "16", "--epoch_size", "40", "--max_epoch", "2", "--log_interval", "3", *flags]))
+
+
 @pytest.mark.usefixtures("keep_signal_handlers")
 def test_progress_rates_count_training_time_alone(small_sample, tmp_path, monkeypatch):
     """A progress line's rates divide what was trained since the line before by the time it took, also
-    when an epoch ended in between: its last iterations count, its evaluation does not (on a clock that a
-    round moves by 1 s and an evaluation by 100 s)."""
-    from types import SimpleNamespace
-    from xlm.train import loop
-    trainer = loop.Trainer(parse_params([
-        "--exp_name", "rates", "--dump_path", str(tmp_path), "--data_path", str(small_sample), "--lgs", "en",
-        "--mlm_steps", "en", "--emb_dim", "16", "--n_layers", "1", "--n_heads", "2", "--batch_size", "8",
-        "--bptt", "16", "--epoch_size", "40", "--max_epoch", "2", "--log_interval", "3"]))  # 5 rounds an epoch
-    clock, words, lines = [0.0], [0], []
-    monkeypatch.setattr(loop, "time", SimpleNamespace(time=lambda: clock[0], perf_counter=time.perf_counter))
-    train_round, evaluate, write = trainer.train_round, trainer.evaluate, trainer.metrics.write
-
-    def timed_round(plan):
-        before = trainer.state.n_words
-        train_round(plan)
-        words.append(trainer.state.n_words - before)
-        clock[0] += 1.0
-
-    def slow_evaluation():
-        clock[0] += 100.0
-        return evaluate()
-
-    def recorded(kind, step, values):
-        if kind == "train":
-            lines.append((step, values["words_per_s"]))
-        write(kind, step, values)
-    monkeypatch.setattr(trainer, "train_round", timed_round)
-    monkeypatch.setattr(trainer, "evaluate", slow_evaluation)
-    monkeypatch.setattr(trainer.metrics, "write", recorded)
+    when an epoch ended in between: its last iterations count, its evaluation does not."""
+    trainer = rates_trainer(small_sample, tmp_path)  # 5 rounds an epoch
+    clock = FakeClock(trainer, monkeypatch)
     trainer.run()
-    assert [step for step, _ in lines] == [3, 6, 9]  # the line at 6 follows epoch 0's rounds 4 and 5
-    for step, rate in lines:
-        assert rate == pytest.approx(sum(words[step - 2:step + 1]) / 3.0)
+    assert [line[0] for line in clock.lines] == [3, 6, 9]  # the line at 6 follows epoch 0's rounds 4 and 5
+    for step, rate, _ in clock.lines:
+        assert rate == pytest.approx(sum(clock.words[i] for i in range(step - 2, step + 1)) / 3.0)
+    assert clock.lines[0][2] == "0:00:02"  # 3 s for 24 of the epoch's 40 sentences
+
+
+@pytest.mark.usefixtures("keep_signal_handlers")
+def test_eta_of_a_resumed_epoch_counts_from_the_resume(small_sample, tmp_path, monkeypatch):
+    """A run resumed in mid-epoch (a checkpoint at iteration 2, 16 of 40 sentences) estimates the rest of
+    the epoch from what it trained itself: 8 sentences in 1 s at iteration 3, so 2 s for the last 16."""
+    first = rates_trainer(small_sample, tmp_path, "--checkpoint_every", "2")
+    rounds = first.train_round
+
+    def crash_after_two(plan):
+        if first.state.n_total_iter == 2:
+            raise KeyboardInterrupt
+        rounds(plan)
+    monkeypatch.setattr(first, "train_round", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    resumed = rates_trainer(small_sample, tmp_path)
+    assert (resumed.state.n_total_iter, resumed.state.n_sentences) == (2, 16)
+    clock = FakeClock(resumed, monkeypatch)
+    resumed.run()
+    assert clock.lines[0][0] == 3 and clock.lines[0][2] == "0:00:02"

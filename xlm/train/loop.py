@@ -230,7 +230,8 @@ class Trainer:
             self.state.losses[name][0] += value
         self.window = {}
 
-    def log_progress(self, elapsed):
+    def log_progress(self, elapsed, done):
+        """elapsed: seconds since this process started the epoch, in which it trained `done` sentences."""
         s, p = self.state, self.params
         skipped = self.engine.settle()
         if skipped:
@@ -247,7 +248,7 @@ class Trainer:
         words, sents = s.n_words, s.n_sents
         window = max(time.time() - self.window_start, 1e-9)
         lr = " / ".join(f"{g['lr']:.4e}" for g in self.optimizers["model"].param_groups)
-        eta = elapsed / max(s.n_sentences, 1) * max(p.epoch_size - s.n_sentences, 0)
+        eta = elapsed / max(done, 1) * max(p.epoch_size - s.n_sentences, 0)  # a resumed epoch: from the resume
         self.logger.info("%7i - %7.2f sent/s - %8.2f words/s - %s - model LR: %s - epoch %i - %i/%i sentences - "
                          "data wait %.0f%% - ETA epoch %s", s.n_total_iter, sents / window, words / window,
                          " || ".join(f"{n}: {v:7.4f}" for n, v in means.items()), lr, s.epoch, s.n_sentences,
@@ -356,13 +357,13 @@ class Trainer:
         p, s = self.params, self.state
         while s.epoch < p.max_epoch:
             self.logger.info("============ Starting epoch %i ... ============", s.epoch)
-            epoch_start = time.time()
+            epoch_start, start_sentences = time.time(), s.n_sentences
             self.window_start = epoch_start - self.window_carry
             while s.n_sentences < p.epoch_size:
                 self.train_round(plan)
                 s.n_total_iter += 1
                 if s.n_total_iter % p.log_interval == 0:
-                    self.log_progress(time.time() - epoch_start)
+                    self.log_progress(time.time() - epoch_start, s.n_sentences - start_sentences)
                     if self.freed_memory:
                         self.freed_memory.check()
                     if self.stopped_by_signal():
