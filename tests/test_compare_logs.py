@@ -11,6 +11,7 @@ INFO - 12/02/26 10:00:10 - 0:00:10 - ============ End of epoch 0 ============
 INFO - 12/02/26 10:00:12 - 0:00:12 - __log__:{"epoch": 0, "valid_mlm_ppl": 300.5, "test_mlm_ppl": 310.0}
 INFO - 12/02/26 10:00:12 - 0:00:12 - ============ Starting epoch 1 ... ============
 INFO - 12/02/26 10:00:14 - 0:00:14 -      15 -  100.00 sent/s -  4000.00 words/s - MLM-en:  3.0 -  - model LR: 1.0e-03
+INFO - 12/02/26 10:00:20 - 0:00:20 -      20 -  100.00 sent/s -  6000.00 words/s - MLM-en:  2.9 -  - model LR: 1.0e-03
 INFO - 12/02/26 10:01:12 - 0:01:12 - ============ End of epoch 1 ============
 INFO - 12/02/26 10:01:13 - 0:01:13 - __log__:{"epoch": 1, "valid_mlm_ppl": 120.25, "test_mlm_ppl": 130.0}
 """
@@ -37,11 +38,12 @@ def test_side_by_side(tmp_path):
             metric = fields[0]
             fields = fields[1:]
         rows[metric, fields[0]] = fields[1:]
-    # epoch 0: 10:00:03 -> 10:00:10 training, then 2 s to the __log__ line; words/s is the mean of 1000, 3000
+    # epoch 0: 10:00:03 -> 10:00:10 training, then 2 s to the __log__ line; words/s is the mean of 1000, 3000;
+    # epoch 1's first line (iteration 15) is left out: its rate spans epoch 0's evaluation
     assert rows["train_s", "orig"] == ["7.00", "60.00"]
     assert rows["eval_s", "orig"] == ["2.00", "1.00"]
-    assert rows["updates", "orig"] == ["10", "15"]
-    assert rows["words/s", "orig"] == ["2000.00", "4000.00"]
+    assert rows["updates", "orig"] == ["10", "20"]
+    assert rows["words/s", "orig"] == ["2000.00", "6000.00"]
     assert rows["valid_mlm_ppl", "orig"] == ["300.50", "120.25"]
     assert rows["valid_mlm_ppl", "xlm"] == ["400.00", "-"]
     assert rows["train_s", "xlm"] == ["3.00", "-"]

@@ -6,7 +6,8 @@ XLM's or xlm's: both write the same log lines), e.g. to compare xlm with the ori
 
 For each epoch: train_s (wall seconds from "Starting epoch" to "End of epoch"), eval_s (from there to the
 epoch's __log__ line), updates (training iterations so far, as of the last progress line of the epoch),
-words/s (mean of the epoch's progress lines), then the metrics of the __log__ line: every valid_* metric,
+words/s (mean of the epoch's progress lines, but for the first of each epoch after the first, whose rate
+the original takes over the previous epoch's evaluation too), then the metrics of the __log__ line: every valid_* metric,
 or those whose name contains one of --metrics.
 """
 import argparse
@@ -29,6 +30,7 @@ def read_log(path):
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file")
     epochs, started, ended, updates, speeds = [], None, None, None, []
+    spans_evaluation = False  # the next progress line's window holds an evaluation (in the original's log)
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             m = LINE.match(line.rstrip("\n"))
@@ -36,12 +38,14 @@ def read_log(path):
                 continue
             when, text = datetime.strptime(m.group(1), "%m/%d/%y %H:%M:%S"), m.group(2)
             if START.search(text):
-                started, speeds = when, []
+                started, speeds, spans_evaluation = when, [], bool(epochs)
             elif END.search(text):
                 ended = when
             elif (p := PROGRESS.match(text)):
                 updates = int(p.group(1))
-                speeds.append(float(p.group(2)))
+                if not spans_evaluation:
+                    speeds.append(float(p.group(2)))
+                spans_evaluation = False
             elif text.startswith("__log__:"):
                 try:
                     scores = json.loads(text[len("__log__:"):])
