@@ -7,8 +7,8 @@ XLM's or xlm's: both write the same log lines), e.g. to compare xlm with the ori
 For each epoch: train_s (wall seconds from "Starting epoch" to "End of epoch"), eval_s (from there to the
 epoch's __log__ line), updates (training iterations so far, as of the last progress line of the epoch),
 words/s (mean of the epoch's progress lines, but for the first of each epoch after the first, whose rate
-the original takes over the previous epoch's evaluation too), then the metrics of the __log__ line: every valid_* metric,
-or those whose name contains one of --metrics.
+the original takes over the previous epoch's evaluation too), then the metrics of the __log__ line: every
+valid_* metric, or those whose name contains one of --metrics.
 """
 import argparse
 import json
