@@ -132,9 +132,9 @@ def threads(request):
 
 @pytest.fixture
 def keep_signal_handlers():
-    """A Trainer built in the test process handles SIGUSR1 and SIGTERM; give the process its own back."""
+    """A Trainer built in the test process handles SIGUSR1, SIGTERM and SIGINT; give the process its own back."""
     import signal
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR1, signal.SIGTERM)}
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)}
     yield
     for sig, handler in saved.items():
         signal.signal(sig, handler)

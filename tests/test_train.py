@@ -146,6 +146,39 @@ def test_sigkill_then_rerun_resumes_exactly(small_sample, tmp_path, width, monke
     assert scores_of(resumed)[-1] == scores_of(reference)[-1]
 
 
+
+def wait_for_log(log, pattern, proc, seconds=300):
+    deadline = time.time() + seconds
+    while time.time() < deadline and proc.poll() is None and not (log.exists() and re.search(pattern, log.read_text())):
+        time.sleep(0.1)
+    assert log.exists() and re.search(pattern, log.read_text()), f"no {pattern!r} in {log}"
+
+
+def test_ctrl_c_saves_at_the_next_progress_line_and_twice_stops_at_once(small_sample, tmp_path):
+    """Ctrl-C (SIGINT) is SIGTERM's graceful stop: a checkpoint at the next progress line, exit status 130,
+    and a rerun resumes; a second Ctrl-C before that line stops the run at once."""
+    def started(exp_id, *flags):
+        args = ["train.py", "--exp_name", "test", "--exp_id", exp_id, "--dump_path", str(tmp_path), "--data_path",
+                str(small_sample), *TINY, "--lgs", "en", "--mlm_steps", "en", "--max_epoch", "1", *flags]
+        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return proc, tmp_path / "test" / exp_id / "train.log", args
+    proc, log, args = started("once", "--log_interval", "1", "--epoch_size", "160")
+    wait_for_log(log, r" - +3 - ", proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(120) == 128 + signal.SIGINT, proc.stderr.read().decode()[-2000:]
+    text = log.read_text()
+    assert "Ctrl-C again to stop now" in text and "Stopped by signal 2 after saving" in text
+    assert "Resumed from" in python(*args).stdout + log.read_text()
+
+    proc, log, _ = started("twice", "--log_interval", "1000", "--epoch_size", "10000000")  # no line to stop at
+    wait_for_log(log, "Starting epoch 0", proc)
+    proc.send_signal(signal.SIGINT)
+    wait_for_log(log, "Ctrl-C again to stop now", proc)
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(60)
+    assert code not in (0, 128 + signal.SIGINT) and "Stopped by signal" not in log.read_text()
+    assert "KeyboardInterrupt" in proc.stderr.read().decode()
+
 def test_a_killed_write_keeps_the_previous_checkpoint(tmp_path):
     path = tmp_path / "checkpoint.pth"
     save_checkpoint({"model": {"w": torch.ones(3)}, "epoch": 1}, path)

@@ -63,9 +63,9 @@ class Trainer:
         check_backend(params, info)
         # on the CPU, each step's large tensors reuse the pages the last step freed (see host_memory.py)
         self.freed_memory = keep_freed_memory() if info.device.type == "cpu" else None
-        # from here on a signal (SLURM's time-limit warning, a kill) is kept for the first log line
+        # from here on a signal (SLURM's time-limit warning, a kill, Ctrl-C) is kept for the first log line
         self.stop_signal = None
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
+        for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         self.dump = params.dump_path
         for path in remove_stale_tmp(os.path.join(self.dump, "*.pth")) if info.is_master else []:
@@ -169,8 +169,11 @@ class Trainer:
         self.logger.info("Resumed from %s: epoch %i, iteration %i", path, self.state.epoch, self.state.n_total_iter)
 
     def _on_signal(self, signum, frame):
+        if signum == signal.SIGINT and self.stop_signal == signal.SIGINT:
+            raise KeyboardInterrupt  # Ctrl-C twice: stop now; a rerun resumes from the last checkpoint
         self.stop_signal = signum
-        self.logger.warning("Received signal %i: saving a checkpoint at the next log line", signum)
+        self.logger.warning("Received signal %i: saving a checkpoint at the next log line%s", signum,
+                            " (Ctrl-C again to stop now)" if signum == signal.SIGINT else "")
 
     # ------------------------------------------------------------------ objective steps
     def loss(self, work):
