@@ -64,7 +64,7 @@ class Trainer:
         # on the CPU, each step's large tensors reuse the pages the last step freed (see host_memory.py)
         self.freed_memory = keep_freed_memory() if info.device.type == "cpu" else None
         # from here on a signal (SLURM's time-limit warning, a kill, Ctrl-C) is kept for the first log line
-        self.stop_signal = None
+        self.stop_signal, self.stop_time = None, 0.0
         for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         self.dump = params.dump_path
@@ -170,8 +170,12 @@ class Trainer:
 
     def _on_signal(self, signum, frame):
         if signum == signal.SIGINT and self.stop_signal == signal.SIGINT:
-            raise KeyboardInterrupt  # Ctrl-C twice: stop now; a rerun resumes from the last checkpoint
-        self.stop_signal = signum
+            # Ctrl-C again: stop now (a rerun resumes from the last checkpoint); not within a second, as
+            # torchrun passes the terminal's Ctrl-C on to the workers, which had it from the terminal too
+            if time.monotonic() - self.stop_time >= 1:
+                raise KeyboardInterrupt
+            return
+        self.stop_signal, self.stop_time = signum, time.monotonic()
         self.logger.warning("Received signal %i: saving a checkpoint at the next log line%s", signum,
                             " (Ctrl-C again to stop now)" if signum == signal.SIGINT else "")
 
