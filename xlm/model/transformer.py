@@ -177,7 +177,7 @@ class Packing:
     """A (bs, slen) batch whose real tokens alone (all of them where no row is padded) go through the
     position-wise parts of the layers, as `rows` rows; attention sees them padded again. The rows are the
     n real tokens, then, up to `rows`, copies of the first: where the linear layers go through oneDNN
-    (`pads_rows`: CPUs with AVX-512), as many as they pad their input to anyway (`bucket_rows`), so that
+    (`pads_rows`: AMD's CPUs with AVX-512), as many as they pad their input to anyway (`bucket_rows`), so that
     no layer copies its input, nor its gradient in the backward, to pad it (5% of a translation training
     step, 8% of its evaluation). A copy's row is computed as the first's and then left out: attention
     reads the real tokens alone, and no loss reads a copy (its gradient is 0)."""
