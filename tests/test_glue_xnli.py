@@ -1,6 +1,7 @@
 """glue-xnli.py: XNLI and GLUE fine-tuning run as a user runs them, on tiny data built here."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT, python
+from test_slurm import scontrol  # noqa: F401 (a fixture)
 from test_host_memory import MALLINFO
 from xlm.data.binarized import binarize
 from xlm.data.dictionary import Dictionary
@@ -170,6 +172,48 @@ def test_torchrun_resumes_every_ranks_dropout(toy_tasks):
     assert run("resume-parts", 1)["train_state"]["epoch"] == 1
     parts = run("resume-parts", 2)
     assert parts["train_state"]["epoch"] == 2
+    for key in ("model", "classifier"):
+        for name, value in whole[key].items():
+            assert torch.equal(parts[key][name], value), name
+
+
+SIGNALLED_AT_STEP = """
+import os, runpy, signal, sys
+from xlm.train.engine import StepEngine
+step, calls = StepEngine.step, []
+
+def signalled(self, loss):  # SLURM's time-limit warning, sent in the middle of a step
+    calls.append(1)
+    if len(calls) == {step}:
+        os.kill(os.getpid(), signal.{signal})
+    return step(self, loss)
+
+StepEngine.step = signalled
+sys.argv = ["glue-xnli.py", *{args!r}]
+runpy.run_path("glue-xnli.py", run_name="__main__")
+"""
+
+
+def test_a_signal_saves_mid_epoch_and_the_rerun_fine_tunes_as_one_run(toy_tasks, scontrol, monkeypatch):
+    """SIGUSR1 in the 6th step (epoch 1, of 4 steps each) stops at the progress line after it, after saving
+    where the epoch stands, requeues the SLURM job and leaves the next task alone; the rerun goes on from
+    that sentence and fine-tunes as the uninterrupted run (dropout included), then does the next task."""
+    monkeypatch.setenv("SLURM_JOB_ID", "4243")
+    args = ["--n_epochs", 2, "--epoch_size", 64, "--dropout", 0.3, "--log_interval", 2]
+    finetune(toy_tasks, "--transfer_tasks", "XNLI", *args, exp_id="whole")
+    flags = [str(f) for f in [*finetune_flags(toy_tasks, "parts"), "--transfer_tasks", "XNLI,SST-2", *args]]
+    proc = python("-c", SIGNALLED_AT_STEP.format(step=6, signal="SIGUSR1", args=flags), check=False)
+    assert proc.returncode == 128 + signal.SIGUSR1, proc.stderr[-3000:]
+    assert "Stopped by signal 10 after saving" in proc.stdout and "SST-2" not in proc.stdout.split("Stopped")[-1]
+    assert scontrol.read_text() == "requeue 4243\n"
+    assert [s["epoch"] for s in logged_scores(proc)] == [0]
+
+    proc = finetune(toy_tasks, "--transfer_tasks", "XNLI,SST-2", *args, exp_id="parts")
+    assert "XNLI: resumed from" in proc.stdout and "at epoch 1, sentence 32" in proc.stdout
+    assert [s["epoch"] for s in logged_scores(proc)] == [1, 0, 0, 1, 1]  # XNLI's epoch 1, SST-2's valid and test
+    dump = toy_tasks / "dumped" / "ft"
+    whole, parts = (read_checkpoint(str(dump / run / "checkpoint-XNLI.pth")) for run in ("whole", "parts"))
+    assert parts["train_state"]["done_sentences"] == 0
     for key in ("model", "classifier"):
         for name, value in whole[key].items():
             assert torch.equal(parts[key][name], value), name

@@ -11,6 +11,7 @@ classifier) and `checkpoint-<TASK>.pth`, from which a rerun of the same command 
 import argparse
 import json
 import os
+import sys
 import time
 from datetime import timedelta
 
@@ -35,6 +36,7 @@ from .checkpointing import gather_rng_states, rng_state, set_rng_state
 from .experiment import removed_on_failure, start_experiment
 from .options import bool_flag, check_optimizer, set_experiment_names
 from .schedules import build_optimizer
+from .signals import StopSignals
 
 
 def build_parser():
@@ -135,7 +137,7 @@ class Classifier(nn.Module):
 class FineTuner:
     """One task: the model, its data, optimizers, the epoch loop, evaluation and saves."""
 
-    def __init__(self, params, task, info, logger, metrics):
+    def __init__(self, params, task, info, logger, metrics, signals):
         self.params, self.task_name, self.task = params, task, TASKS[task]
         self.info, self.logger, self.metrics = info, logger, metrics
         torch.manual_seed(params.seed)  # the same classifier initialisation on every rank
@@ -165,6 +167,9 @@ class FineTuner:
         # on the CPU, each step's large tensors reuse the pages the last step freed (see host_memory.py)
         self.freed_memory = keep_freed_memory() if info.device.type == "cpu" else None
         self.epoch, self.best = 0, None
+        self.signals = signals
+        # where a signal stopped the epoch: its sentences and steps so far (0, 0 at an epoch's start)
+        self.done_sentences, self.done_steps = 0, 0
         self.checkpoint_path = os.path.join(params.dump_path, f"checkpoint-{task}.pth")
         self.resume()
 
@@ -216,11 +221,14 @@ class FineTuner:
         return F.cross_entropy(outputs.float(), labels, weight=self.class_weights)
 
     def train_epoch(self):
+        """Trains to the epoch's end, or to the first progress line after a signal (returns True: stopped,
+        a checkpoint saved there)."""
         p, device = self.params, self.info.device
         self.model.train()
         # -1: one pass; an epoch then ends where the pass does, since it starts where the previous one ended
         epoch_size = p.epoch_size if p.epoch_size > 0 else len(self.train.dataset)
-        n_sentences, n_steps = 0, 0
+        n_sentences, n_steps = self.done_sentences, self.done_steps
+        resumed_sentences = n_sentences  # the ETA counts from here
         # loss and correct predictions summed on the device, read at log lines; steps, examples, rows
         sums, window = torch.zeros(2, dtype=torch.float64, device=device), [0, 0, 0]
         start = last_log = time.time()
@@ -247,7 +255,7 @@ class FineTuner:
                 loss_sum, correct = sums.tolist()
                 loss_sum, steps, correct, examples = all_reduce_sum([loss_sum, window[0], correct, window[1]],
                                                                     self.info)
-                eta = (time.time() - start) / n_sentences * max(epoch_size - n_sentences, 0)
+                eta = (time.time() - start) / (n_sentences - resumed_sentences) * max(epoch_size - n_sentences, 0)
                 acc = f" - train acc {100 * correct / max(examples, 1):5.1f}" if self.task.n_outputs > 1 else ""
                 self.logger.info("%s - epoch %i - %i/%i sentences - %.1f sent/s - loss %.4f%s - ETA epoch %s",
                                  self.task_name, self.epoch, n_sentences, epoch_size,
@@ -258,6 +266,13 @@ class FineTuner:
                 window, last_log = [0, 0, 0], time.time()
                 if self.freed_memory:
                     self.freed_memory.check()
+                if self.signals.agreed(self.info):
+                    self.done_sentences, self.done_steps = n_sentences, n_steps
+                    self.save_checkpoint()
+                    self.signals.stop(self.info)
+                    return True
+        self.done_sentences, self.done_steps = 0, 0
+        return False
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -324,7 +339,8 @@ class FineTuner:
             return
         optimizers = {f"{name}_optimizer": o.state_dict() for name, o in self.optimizers.items()}
         state = {"epoch": self.epoch, "best": self.best, "iterator": self.iterator.state_dict(),
-                 "scaler": self.engine.scaler.state_dict(), "rng": rng}
+                 "scaler": self.engine.scaler.state_dict(), "rng": rng,
+                 "done_sentences": self.done_sentences, "done_steps": self.done_steps}
         save_checkpoint(self.payload(train_state=state, **optimizers), self.checkpoint_path)
 
     def resume(self):
@@ -337,6 +353,7 @@ class FineTuner:
             optimizer.load_state_dict(data[f"{name}_optimizer"])
         state = data["train_state"]
         self.epoch, self.best = state["epoch"], state["best"]
+        self.done_sentences, self.done_steps = state.get("done_sentences", 0), state.get("done_steps", 0)
         self.iterator.load_state_dict(state["iterator"])
         self.engine.scaler.load_state_dict(state["scaler"])
         if "torch_rng" in state:  # a checkpoint of an earlier version: rank 0's CPU state alone
@@ -346,7 +363,8 @@ class FineTuner:
         else:
             self.logger.warning("Resuming with %i ranks a run saved with %i: random states are not restored",
                                 self.info.world_size, len(state["rng"]))
-        self.logger.info("%s: resumed from %s at epoch %i", self.task_name, self.checkpoint_path, self.epoch)
+        self.logger.info("%s: resumed from %s at epoch %i%s", self.task_name, self.checkpoint_path, self.epoch,
+                         f", sentence {self.done_sentences}" if self.done_sentences else "")
 
     def log_lines(self, scores):
         """The original's `__log__` lines of an epoch: for XNLI one, for GLUE one for each split with labels
@@ -357,9 +375,11 @@ class FineTuner:
         return [{"epoch": scores["epoch"], **split} for split in splits if split]
 
     def run(self):
+        """Returns True if a signal stopped it."""
         while self.epoch < self.params.n_epochs:
             self.logger.info("============ %s: starting epoch %i ... ============", self.task_name, self.epoch)
-            self.train_epoch()
+            if self.train_epoch():
+                return True
             scores = self.evaluate()
             for k, v in scores.items():
                 self.logger.info("%s -> %.6f", k, v)
@@ -371,6 +391,7 @@ class FineTuner:
             self.epoch += 1
             self.save_checkpoint()
         self.logger.info("%s: done, best %s %.2f", self.task_name, self.validation_metric, self.best)
+        return False
 
 
 def check_task_files(params):
@@ -407,8 +428,11 @@ def main(argv=None):
         info, logger, metrics = start_experiment(params)
         for path in remove_stale_tmp(os.path.join(params.dump_path, "*.pth")) if info.is_master else []:
             logger.warning("Removed %s, left by a save that was killed", path)
-        tuner = FineTuner(params, params.transfer_tasks[0], info, logger, metrics)
-    tuner.run()
+        signals = StopSignals(logger)  # from here on kept for the next progress line
+        tuner = FineTuner(params, params.transfer_tasks[0], info, logger, metrics, signals)
+    stopped = tuner.run()
     for task in params.transfer_tasks[1:]:
-        FineTuner(params, task, info, logger, metrics).run()
+        stopped = stopped or FineTuner(params, task, info, logger, metrics, signals).run()
     shutdown(info)
+    if stopped:
+        sys.exit(signals.exit_status)  # the shell's status of a signalled command: the run is not over

@@ -5,8 +5,6 @@ batch (xlm/objectives); the model knows nothing of this file.
 """
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -38,6 +36,7 @@ from ..host_memory import keep_freed_memory
 from .options import parse_params
 from .pipeline import Plan, Prefetcher
 from .schedules import LambdaSchedule
+from .signals import StopSignals
 
 
 @dataclass
@@ -64,9 +63,7 @@ class Trainer:
         # on the CPU, each step's large tensors reuse the pages the last step freed (see host_memory.py)
         self.freed_memory = keep_freed_memory() if info.device.type == "cpu" else None
         # from here on a signal (SLURM's time-limit warning, a kill, Ctrl-C) is kept for the first log line
-        self.stop_signal, self.stop_time = None, 0.0
-        for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
+        self.signals = StopSignals(self.logger)
         self.dump = params.dump_path
         for path in remove_stale_tmp(os.path.join(self.dump, "*.pth")) if info.is_master else []:
             self.logger.warning("Removed %s, left by a save that was killed", path)
@@ -167,17 +164,6 @@ class Trainer:
             for key, it in self.iterators.items():
                 it.load_state_dict(saved["iterators"]["|".join(key)])
         self.logger.info("Resumed from %s: epoch %i, iteration %i", path, self.state.epoch, self.state.n_total_iter)
-
-    def _on_signal(self, signum, frame):
-        if signum == signal.SIGINT and self.stop_signal == signal.SIGINT:
-            # Ctrl-C again: stop now (a rerun resumes from the last checkpoint); not within a second, as
-            # torchrun passes the terminal's Ctrl-C on to the workers, which had it from the terminal too
-            if time.monotonic() - self.stop_time >= 1:
-                raise KeyboardInterrupt
-            return
-        self.stop_signal, self.stop_time = signum, time.monotonic()
-        self.logger.warning("Received signal %i: saving a checkpoint at the next log line%s", signum,
-                            " (Ctrl-C again to stop now)" if signum == signal.SIGINT else "")
 
     # ------------------------------------------------------------------ objective steps
     def loss(self, work):
@@ -315,24 +301,11 @@ class Trainer:
         return False
 
     def stopped_by_signal(self):
-        """At log lines only: every rank saves and stops if one of them was signalled. SIGUSR1 (SLURM's
-        time-limit warning, on any rank) also requeues the job: SLURM reruns the command, which resumes."""
-        usr1, any_signal = all_reduce_sum([float(self.stop_signal == signal.SIGUSR1),
-                                           float(self.stop_signal is not None)], self.info)
-        if not any_signal:
+        """At log lines only: every rank saves and stops if one of them was signalled."""
+        if not self.signals.agreed(self.info):
             return False
-        self.stop_signal = signal.SIGUSR1 if usr1 else self.stop_signal or signal.SIGTERM
         self.save("checkpoint")
-        broadcast_from_master(None, self.info)  # no rank exits (and gets the others killed) before it is written
-        if self.stop_signal == signal.SIGUSR1 and self.info.is_master and "SLURM_JOB_ID" in os.environ:
-            requeue = ["scontrol", "requeue", os.environ["SLURM_JOB_ID"]]
-            try:
-                failed = subprocess.call(requeue)
-            except OSError as e:
-                failed = e
-            if failed:
-                self.logger.error("`%s` failed (%s): resubmit the job to resume", " ".join(requeue), failed)
-        self.logger.warning("Stopped by signal %i after saving; rerun the command to resume", self.stop_signal)
+        self.signals.stop(self.info)
         return True
 
     def run(self):
@@ -394,5 +367,5 @@ def main(argv=None):
         trainer = Trainer(params)
     trainer.run()
     shutdown(trainer.info)
-    if trainer.stop_signal is not None:
-        sys.exit(128 + trainer.stop_signal)  # the shell's status of a signalled command: the run is not over
+    if trainer.signals.exit_status is not None:
+        sys.exit(trainer.signals.exit_status)  # the shell's status of a signalled command: the run is not over

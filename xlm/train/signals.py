@@ -1,0 +1,62 @@
+"""Stopping a run without losing it. SLURM's time-limit warning (SIGUSR1), a kill (SIGTERM) or Ctrl-C
+(SIGINT) is kept until the loop reaches a progress line, where every rank can take part in saving a
+checkpoint; then the run stops with the shell's status of a signalled command (128 + the signal), and
+SIGUSR1 also requeues the SLURM job, whose rerun of the command resumes. Used by train.py and glue-xnli.py.
+"""
+import os
+import signal
+import subprocess
+import time
+
+from .distributed import all_reduce_sum, broadcast_from_master
+
+HANDLED = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+
+
+class StopSignals:
+    def __init__(self, logger):
+        self.logger = logger
+        self.received, self.time, self.stopped = None, 0.0, False
+        for sig in HANDLED:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            # Ctrl-C again: stop now (a rerun resumes from the last checkpoint); not within a second, as
+            # torchrun passes the terminal's Ctrl-C on to the workers, which had it from the terminal too
+            if time.monotonic() - self.time >= 1:
+                raise KeyboardInterrupt
+            return
+        self.received, self.time = signum, time.monotonic()
+        self.logger.warning("Received signal %i: saving a checkpoint at the next log line%s", signum,
+                            " (Ctrl-C again to stop now)" if signum == signal.SIGINT else "")
+
+    def agreed(self, info):
+        """At progress lines only (a collective): whether any rank was signalled, so that all of them save
+        and stop together. SIGUSR1 on any rank makes it a requeue."""
+        usr1, any_signal = all_reduce_sum([float(self.received == signal.SIGUSR1), float(self.received is not None)],
+                                          info)
+        if any_signal:
+            self.received = signal.SIGUSR1 if usr1 else self.received or signal.SIGTERM
+        return bool(any_signal)
+
+    def stop(self, info):
+        """Once the checkpoint is saved: no rank exits (and gets the others killed) before rank 0 has
+        written it; under SLURM, SIGUSR1 has rank 0 requeue the job."""
+        broadcast_from_master(None, info)
+        if self.received == signal.SIGUSR1 and info.is_master and "SLURM_JOB_ID" in os.environ:
+            requeue = ["scontrol", "requeue", os.environ["SLURM_JOB_ID"]]
+            try:
+                failed = subprocess.call(requeue)
+            except OSError as e:
+                failed = e
+            if failed:
+                self.logger.error("`%s` failed (%s): resubmit the job to resume", " ".join(requeue), failed)
+        self.stopped = True
+        self.logger.warning("Stopped by signal %i after saving; rerun the command to resume", self.received)
+
+    @property
+    def exit_status(self):
+        """The status a stopped process exits with; None if it ran to its end (a signal during the last
+        evaluation, after the last progress line, stops nothing)."""
+        return 128 + self.received if self.stopped else None
