@@ -9,11 +9,18 @@ tokens) and keep the input's order. Sentences are translated in batches of --bat
 the original does: a batch's longest source sets the max_len of all its translations (1.5 x its length +
 10), so a translation that runs to max_len depends on its batch, and only the original's batches give the
 original's output.
+
+Translations are written as they are made, to OUTPUT.partial: a rerun of a stopped command (a kill, a
+crash, Ctrl-C) goes on after the last batch written, and OUTPUT appears when all are done.
 """
 import argparse
+import hashlib
+import io
+import json
 import logging
 import os
 import sys
+import time
 
 import torch
 from tqdm import tqdm
@@ -21,7 +28,7 @@ from tqdm import tqdm
 from xlm.data.bpe import remove_bpe
 from xlm.data.datasets import batch_sentences
 from xlm.data.dictionary import N_RESERVED, UNK_INDEX
-from xlm.fileio import DataError, atomic_write, check_output, decode_utf8
+from xlm.fileio import DataError, atomic_write, check_output, decode_utf8, exit_on_signals
 from xlm.host_memory import keep_freed_memory
 from xlm.model.checkpoint import load_model
 from xlm.model.generate import generate_beam, generate_greedy
@@ -95,31 +102,73 @@ def read_input(stream, dico, max_tokens):
 
 
 @torch.no_grad()
-@weights_packed()  # in oneDNN's layout once for all batches, on the CPU
-def translate(model, sentences, src_id, tgt_id, args, device):
-    """Translations (id lists without </s>) in input order."""
-    # on the CPU, each batch's large tensors (beams x words scores) reuse the pages the last one freed
-    freed_memory = keep_freed_memory() if device.type == "cpu" else None
-    out = []
-    for start in tqdm(range(0, len(sentences), args.batch_size), desc="translate", unit="batch", file=sys.stderr,
-                      disable=None):
-        batch = batch_sentences([s.numpy() for s in sentences[start:start + args.batch_size]])
-        x, lengths = batch.x.to(device), batch.lengths.to(device)
-        enc = model.encoder(x, lengths, langs=src_id)
-        max_len = min(int(1.5 * int(lengths.max()) + 10), model.decoder.config.n_positions)
-        if args.beam_size == 1:
-            y, y_len = generate_greedy(model.decoder, enc, lengths, tgt_id, max_len=max_len)
-        else:
-            y, y_len = generate_beam(model.decoder, enc, lengths, tgt_id, args.beam_size, args.length_penalty,
-                                     args.early_stopping, max_len=max_len)
-        y, y_len = y.tolist(), y_len.tolist()  # one host read per batch
-        out += [row[1:n - 1] for row, n in zip(y, y_len)]
-        if freed_memory:
-            freed_memory.check()
-    return out
+def translate_batch(model, sentences, src_id, tgt_id, args, device):
+    """Translations (id lists without </s>) of one batch, in its order."""
+    batch = batch_sentences([s.numpy() for s in sentences])
+    x, lengths = batch.x.to(device), batch.lengths.to(device)
+    enc = model.encoder(x, lengths, langs=src_id)
+    max_len = min(int(1.5 * int(lengths.max()) + 10), model.decoder.config.n_positions)
+    if args.beam_size == 1:
+        y, y_len = generate_greedy(model.decoder, enc, lengths, tgt_id, max_len=max_len)
+    else:
+        y, y_len = generate_beam(model.decoder, enc, lengths, tgt_id, args.beam_size, args.length_penalty,
+                                 args.early_stopping, max_len=max_len)
+    y, y_len = y.tolist(), y_len.tolist()  # one host read per batch
+    return [row[1:n - 1] for row, n in zip(y, y_len)]
+
+
+class PartialOutput:
+    """The output lines written so far, in OUTPUT.partial, and in OUTPUT.partial.json what they translate
+    (the input's SHA-256, the model file, the flags that change a translation) and how many complete lines
+    that file holds, recorded every `record_every` seconds and at the end. A rerun of the same command goes
+    on after those lines; since batches are --batch_size lines in input order, a batch's translations do
+    not depend on the batches before it, and the resumed output is the uninterrupted one."""
+
+    def __init__(self, output_path, identity, record_every=10.0):
+        self.output_path, self.identity, self.record_every = output_path, identity, record_every
+        self.path, self.record_path = output_path + ".partial", output_path + ".partial.json"
+        self.lines, self.size, self.recorded_at = 0, 0, time.monotonic()
+        if os.path.exists(self.record_path):
+            try:
+                with open(self.record_path, encoding="utf-8") as f:
+                    record = json.load(f)
+                self.lines, self.size = record["lines"], record["bytes"]
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise DataError(f"{self.record_path}: unreadable ({e}); remove it and {self.path} to start "
+                                "again") from None
+            if record.get("identity") != identity:
+                raise DataError(f"{self.path}: the partial output of another command (its input, model or flags "
+                                f"differ); remove it and {self.record_path} to start again")
+            if not os.path.isfile(self.path) or os.path.getsize(self.path) < self.size:
+                raise DataError(f"{self.path}: shorter than {self.record_path} says (lost in a crash?); remove "
+                                "both to start again")
+        self.file = open(self.path, "r+b" if self.lines else "wb")
+        self.file.truncate(self.size)  # lines written after the last record are written again
+        self.file.seek(self.size)
+
+    def write(self, lines):
+        data = "".join(line + "\n" for line in lines).encode("utf-8")
+        self.file.write(data)
+        self.lines, self.size = self.lines + len(lines), self.size + len(data)
+        if time.monotonic() - self.recorded_at >= self.record_every:
+            self.record()
+
+    def record(self):
+        self.file.flush()
+        os.fsync(self.file.fileno())  # the lines before the record that counts them
+        with atomic_write(self.record_path, "w") as f:
+            json.dump({"identity": self.identity, "lines": self.lines, "bytes": self.size}, f)
+        self.recorded_at = time.monotonic()
+
+    def finish(self):
+        self.file.close()
+        if os.path.exists(self.record_path):  # first: a partial file without a record is started again
+            os.remove(self.record_path)
+        os.replace(self.path, self.output_path)
 
 
 def main(argv=None):
+    exit_on_signals()  # SIGTERM, SIGINT, SIGHUP: SystemExit, so that the lines translated are recorded
     args = parse_args(argv)
     if args.exp_name:
         dump = os.path.join(args.dump_path, args.exp_name, args.exp_id or "translate")
@@ -139,12 +188,36 @@ def main(argv=None):
     device = torch.device(args.device)
     model.encoder.to(device)
     model.decoder.to(device)
-    sentences = read_input(sys.stdin.buffer, model.dico, model.encoder.config.n_positions - 2)
-    translations = translate(model, sentences, lang2id[args.src_lang], lang2id[args.tgt_lang], args, device)
-    with atomic_write(args.output_path, "w") as f:
-        for ids in translations:
-            line = " ".join(model.dico[i] for i in ids)
-            f.write((remove_bpe(line) if args.remove_bpe else line) + "\n")
+    text = sys.stdin.buffer.read()
+    sentences = read_input(io.BytesIO(text), model.dico, model.encoder.config.n_positions - 2)
+    model_file = os.stat(args.model_path)
+    identity = dict(input_sha256=hashlib.sha256(text).hexdigest(), model=[os.path.abspath(args.model_path),
+                    model_file.st_size, model_file.st_mtime_ns],
+                    **{k: getattr(args, k) for k in ("src_lang", "tgt_lang", "batch_size", "beam_size",
+                                                     "length_penalty", "early_stopping", "remove_bpe")})
+    output = PartialOutput(args.output_path, identity)
+    if output.lines:
+        print(f"Going on after line {output.lines} of {output.path}, written by a stopped run of this command",
+              file=sys.stderr)
+    # on the CPU, each batch's large tensors (beams x words scores) reuse the pages the last one freed
+    freed_memory = keep_freed_memory() if device.type == "cpu" else None
+    starts = range(output.lines, len(sentences), args.batch_size)
+    try:
+        with weights_packed():  # in oneDNN's layout once for all batches, on the CPU
+            for start in tqdm(starts, desc="translate", unit="batch", file=sys.stderr, disable=None,
+                              initial=output.lines // args.batch_size,
+                              total=output.lines // args.batch_size + len(starts)):
+                translations = translate_batch(model, sentences[start:start + args.batch_size],
+                                               lang2id[args.src_lang], lang2id[args.tgt_lang], args, device)
+                lines = [" ".join(model.dico[i] for i in ids) for ids in translations]
+                output.write([remove_bpe(line) for line in lines] if args.remove_bpe else lines)
+                if freed_memory:
+                    freed_memory.check()
+    except BaseException:  # a signal (exit_on_signals), Ctrl-C, an error: what is written is kept
+        output.record()
+        print(f"{output.lines} translated lines kept in {output.path}: rerun the command to go on", file=sys.stderr)
+        raise
+    output.finish()
     print(f"Translated {len(sentences)} sentences to {args.output_path}", file=sys.stderr)
 
 

@@ -1,8 +1,10 @@
 """translate.py as a user runs it, with a translation checkpoint of a model trained to reverse."""
+import signal
+
 import pytest
 import torch
 
-from conftest import python, train_reverser
+from conftest import ROOT, python, train_reverser
 from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
 from xlm.model.checkpoint import checkpoint_payload, save_checkpoint
 
@@ -87,3 +89,50 @@ def test_bad_flags(checkpoint, tmp_path):
             flags = flags + ["--output_path", tmp_path / "o"]
         proc = python("translate.py", "--model_path", checkpoint, *flags, input="a\n", check=False)
         assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+
+
+STOPPED_AT_BATCH = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import translate
+batch, calls = translate.translate_batch, []
+
+def stopped(*args, **kwargs):  # SIGTERM before the third batch
+    calls.append(1)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return batch(*args, **kwargs)
+
+translate.translate_batch = stopped
+translate.main({args!r})
+"""
+
+
+def test_a_stopped_translation_goes_on_where_it_stopped(checkpoint, tmp_path):
+    """SIGTERM in the third batch of 2 lines: 4 lines kept in OUTPUT.partial, no OUTPUT; the rerun goes on
+    after them (a line written after the last record, as by a kill, is written again) and gives the
+    uninterrupted output. Another input or other flags are refused, naming the partial file."""
+    flags = ["--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr", "--batch_size", "2", "--beam_size", 3]
+    text = "\n".join(LINES) + "\n"
+    python("translate.py", *flags, "--output_path", tmp_path / "whole.fr", input=text)
+    out = tmp_path / "parts.fr"
+    args = [str(f) for f in [*flags, "--output_path", out]]
+    proc = python("-c", STOPPED_AT_BATCH.format(root=str(ROOT), args=args), input=text, check=False)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    assert "4 translated lines kept in" in proc.stderr and not out.exists()
+    partial = tmp_path / "parts.fr.partial"
+    assert partial.read_text().splitlines() == (tmp_path / "whole.fr").read_text().splitlines()[:4]
+    with open(partial, "a") as f:
+        f.write("a line of the batch a kill interrupted\n")
+
+    for other, message in [(["--beam_size", "2"], "the partial output of another command"),
+                           (["--batch_size", "3"], "the partial output of another command")]:
+        proc = python("translate.py", *flags, *other, "--output_path", out, input=text, check=False)
+        assert proc.returncode != 0 and f"{partial}: {message}" in proc.stderr, proc.stderr
+    proc = python("translate.py", *flags, "--output_path", out, input=text.replace("a b c", "a b"), check=False)
+    assert proc.returncode != 0 and "the partial output of another command" in proc.stderr
+
+    proc = python("translate.py", *flags, "--output_path", out, input=text)
+    assert f"Going on after line 4 of {partial}" in proc.stderr
+    assert out.read_text() == (tmp_path / "whole.fr").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("parts")) == ["parts.fr"]
