@@ -2,7 +2,7 @@
 # XNLI 1.0 (dev/test in 15 languages) and the English MultiNLI train set of XNLI-MT 1.0, prepared like the
 # original XLM's get-data-xnli.sh (same files, same content) on xlm's own tools:
 #
-#   ./get-data-xnli.sh [--mirror DIR_OR_URL] [--data_path ./data] [--langs ar,bg,...,zh]
+#   ./get-data-xnli.sh [--mirror DIR_OR_URL] [--data_path ./data] [--langs ar,bg,...,zh] [--train_langs en]
 #
 # Downloads XNLI-1.0.zip and XNLI-MT-1.0.zip into DATA/xnli/ and writes into DATA/xnli/XNLI-1.0/:
 #   en.train             MultiNLI train: premise, hypothesis lower-cased and accent-stripped (not re-tokenized),
@@ -10,6 +10,10 @@
 #   <lg>.valid <lg>.test the rows of xnli.dev.tsv / xnli.test.tsv for <lg>: premise (column 7) and hypothesis
 #                        (column 8) through tools/tokenize.sh <lg> and tools/lowercase_and_remove_accent.py,
 #                        label (column 2)
+#   <lg>.train           (xlm) for each other language of --train_langs: XNLI-MT's machine translation of the
+#                        MultiNLI train set into <lg>, through <lg>'s tokenizer and lower-casing as its valid and
+#                        test sets, 'contradictory' renamed: the paper's translate-train setting, fine-tuned with
+#                        glue-xnli.py --xnli_train_lang <lg>
 # Each file is 'premise<TAB>hypo<TAB>label' lines after a 'premise<TAB>hypo<TAB>label' header line, exactly
 # like the original's; prepare-xnli.sh then BPEs and binarizes them.
 #
@@ -22,22 +26,26 @@ MAIN=$(cd "$(dirname "$0")" && pwd)
 source "$MAIN/tools/data_lib.sh"  # fetch, extract, tokenize_lower, die
 XNLI_LANGS="ar bg de el en es fr hi ru sw th tr ur vi zh"
 URL=https://dl.fbaipublicfiles.com/XNLI
-DATA=./data MIRROR='' LANGS=$XNLI_LANGS
+DATA=./data MIRROR='' LANGS=$XNLI_LANGS TRAIN_LANGS=en
 while [ $# -gt 0 ]; do
   [ $# -ge 2 ] || die "$1: missing value"  # every option takes one
   case "$1" in
     --mirror) MIRROR=$2; shift 2;;
     --data_path) DATA=$2; shift 2;;
     --langs) LANGS=${2//,/ }; shift 2;;
+    --train_langs) TRAIN_LANGS=${2//,/ }; shift 2;;
     *) die "unknown argument $1";;
   esac
 done
-for lg in $LANGS; do
+for lg in $TRAIN_LANGS; do
+  [[ " $XNLI_LANGS " == *" $lg "* ]] || die "--train_langs: '$lg' is not an XNLI language ($XNLI_LANGS)"
+done
+for lg in $(echo $LANGS $TRAIN_LANGS | tr ' ' '\n' | sort -u); do
   [[ " $XNLI_LANGS " == *" $lg "* ]] || die "--langs: '$lg' is not an XNLI language ($XNLI_LANGS)"
   case $lg in
     zh|th)  # fail now rather than after the download if the word segmenter is missing
       err=$(bash "$MAIN/tools/tokenize.sh" "$lg" < /dev/null 2>&1 > /dev/null) ||
-        die "${err#error: }; install it or leave $lg out with --langs";;
+        die "${err#error: }; install it or leave $lg out with --langs and --train_langs";;
   esac
 done
 [ -n "$LANGS" ] || die "--langs: no language given"
@@ -54,8 +62,8 @@ for name in XNLI-MT-1.0 XNLI-1.0; do
     rm "$XNLI/$name.zip"
   fi
 done
-TRAIN=$XNLI/XNLI-MT-1.0/multinli/multinli.train.en.tsv
-for f in "$TRAIN" "$OUT/xnli.dev.tsv" "$OUT/xnli.test.tsv"; do
+train_tsv() { echo "$XNLI/XNLI-MT-1.0/multinli/multinli.train.$1.tsv"; }
+for f in $(for lg in $TRAIN_LANGS; do train_tsv $lg; done) "$OUT/xnli.dev.tsv" "$OUT/xnli.test.tsv"; do
   [ -f "$f" ] || die "$f not found (remove $(dirname "$f") to unpack its archive again)"
 done
 
@@ -69,17 +77,19 @@ write_split() {  # output file, premises, hypotheses, labels: header + pasted co
   echo "Wrote $1 ($(wc -l < "$4") examples)"
 }
 
-if [ -f "$OUT/en.train" ]; then
-  echo "$OUT/en.train exists, skipped"
-else
-  echo "Preparing the English train set..."
-  tail -n +2 "$TRAIN" | awk -F'\t' -v src="$TRAIN" -v dir="$TMP" '
+for lg in $TRAIN_LANGS; do
+  out=$OUT/$lg.train tsv=$(train_tsv $lg)
+  if [ -f "$out" ]; then echo "$out exists, skipped"; continue; fi
+  echo "Preparing the $lg train set..."
+  tail -n +2 "$tsv" | awk -F'\t' -v src="$tsv" -v dir="$TMP" '
     NF < 3 { printf "get-data-xnli.sh: %s:%d: fewer than 3 tab-separated columns\n", src, NR + 1 > "/dev/stderr"; exit 1 }
     { print $1 > (dir "/p"); print $2 > (dir "/h"); print ($3 == "contradictory" ? "contradiction" : $3) > (dir "/label") }'
-  [ -f "$TMP/label" ] || die "$TRAIN: no examples"
-  tokenize_lower "" "$TMP/p" "$TMP/h"  # lower-cased, not tokenized
-  write_split "$OUT/en.train" "$TMP/p" "$TMP/h" "$TMP/label"
-fi
+  [ -f "$TMP/label" ] || die "$tsv: no examples"
+  # English as the original prepares it: lower-cased, not tokenized; a translation as its language's test set
+  tokenize_lower "$([ $lg = en ] || echo $lg)" "$TMP/p" "$TMP/h"
+  write_split "$out" "$TMP/p" "$TMP/h" "$TMP/label"
+  rm "$TMP/p" "$TMP/h" "$TMP/label"
+done
 
 for lg in $LANGS; do
   for split in valid test; do

@@ -5,7 +5,8 @@
 #   ./prepare-xnli.sh [--codes codes_xnli_15] [--vocab vocab_xnli_15] [--input data/xnli/XNLI-1.0]
 #                     [--output data/processed/XLM15/eval/XNLI] [--langs ar,bg,...,zh]
 #
-# For the en train split and the valid/test splits of every language, reads INPUT/<lg>.<split>
+# For the en train split, the train split of every other language that has one (get-data-xnli.sh
+# --train_langs: XNLI-MT's translations, xlm) and the valid/test splits of every language, reads INPUT/<lg>.<split>
 # ('premise<TAB>hypo<TAB>label' lines, after an optional 'premise<TAB>hypo<TAB>label' header line) and writes
 # into OUTPUT: <split>.s1.<lg> and <split>.s2.<lg> (BPE'd with --codes) with their binarized <split>.s1.<lg>.pth
 # and <split>.s2.<lg>.pth (--vocab), and <split>.label.<lg>. Then run
@@ -25,11 +26,11 @@ CODES=codes_xnli_15 VOCAB=vocab_xnli_15
 INPUT=data/xnli/XNLI-1.0 OUTPUT=data/processed/XLM15/eval/XNLI ITEMS=$XNLI_LANGS
 prepare_options langs "$@"
 LANGS=$ITEMS
-PAIRS=()  # "split lg": train for en only, as in the original
+PAIRS=()  # "split lg": train for en, as in the original, and for the languages whose translation was prepared
 for lg in $LANGS; do
   [[ " $XNLI_LANGS " == *" $lg "* ]] || die "--langs: '$lg' is not an XNLI language ($XNLI_LANGS)"
   for split in train valid test; do
-    [ $split = train ] && [ "$lg" != en ] && continue
+    [ $split = train ] && [ "$lg" != en ] && [ ! -f "$INPUT/$lg.train" ] && continue
     [ -f "$INPUT/$lg.$split" ] || die "$INPUT/$lg.$split not found (run get-data-xnli.sh, or choose languages with --langs)"
     PAIRS+=("$split $lg")
   done

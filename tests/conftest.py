@@ -193,3 +193,32 @@ def random_hf_xlm(path, words, seed=0, bias_scale=0.1, **config):
     vocab = {(w if i < 14 else w[:-2] if w.endswith("@@") else w + "</w>"): i for i, w in enumerate(words)}
     (path / "vocab.json").write_text(json.dumps(vocab))
     return model
+
+
+SCONTROL = '''#!{python}
+import re, sys
+if sys.argv[1:3] == ["show", "hostnames"]:  # node[01-02,05],login -> node01 node02 node05 login
+    for prefix, ranges in re.findall(r"([^,\\[]+)(?:\\[([^\\]]*)\\])?", sys.argv[3]):
+        for r in ranges.split(",") if ranges else []:
+            a, _, b = r.partition("-")
+            for i in range(int(a), int(b or a) + 1):
+                print(f"{{prefix}}{{i:0{{len(a)}}d}}")
+        if not ranges:
+            print(prefix)
+elif sys.argv[1] == "requeue":
+    with open({log!r}, "a") as f:
+        f.write(" ".join(sys.argv[1:]) + "\\n")
+else:
+    sys.exit(f"scontrol stand-in: {{sys.argv[1:]}} not known")
+'''
+
+
+@pytest.fixture
+def scontrol(tmp_path, monkeypatch):
+    """A directory holding the stand-in scontrol, put first on PATH; returns the file it records requeues in."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "requeued"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(SCONTROL.format(python=sys.executable, log=str(log)))
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return log

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from conftest import ROOT, python
-from test_slurm import scontrol  # noqa: F401 (a fixture)
 from test_host_memory import MALLINFO
 from xlm.data.binarized import binarize
 from xlm.data.dictionary import Dictionary

@@ -1,7 +1,7 @@
 """train.py under SLURM without a cluster: two tasks started as srun starts them (the SLURM_* variables of
-a 1-node, 2-task job step) and a stand-in `scontrol` on PATH that expands host lists as the real one does
-and records `scontrol requeue`. They must train as torchrun does, and SLURM's time-limit warning (SIGUSR1)
-must leave a checkpoint and a requeued job whose rerun resumes exactly."""
+a 1-node, 2-task job step) and a stand-in `scontrol` on PATH (conftest's fixture) that expands host lists as
+the real one does and records `scontrol requeue`. They must train as torchrun does, and SLURM's time-limit
+warning (SIGUSR1) must leave a checkpoint and a requeued job whose rerun resumes exactly."""
 import os
 import re
 import signal
@@ -18,35 +18,6 @@ from xlm.fileio import DataError
 from xlm.train.distributed import slurm_env
 
 JOB_ID = "4242"
-
-SCONTROL = '''#!{python}
-import re, sys
-if sys.argv[1:3] == ["show", "hostnames"]:  # node[01-02,05],login -> node01 node02 node05 login
-    for prefix, ranges in re.findall(r"([^,\\[]+)(?:\\[([^\\]]*)\\])?", sys.argv[3]):
-        for r in ranges.split(",") if ranges else []:
-            a, _, b = r.partition("-")
-            for i in range(int(a), int(b or a) + 1):
-                print(f"{{prefix}}{{i:0{{len(a)}}d}}")
-        if not ranges:
-            print(prefix)
-elif sys.argv[1] == "requeue":
-    with open({log!r}, "a") as f:
-        f.write(" ".join(sys.argv[1:]) + "\\n")
-else:
-    sys.exit(f"scontrol stand-in: {{sys.argv[1:]}} not known")
-'''
-
-
-@pytest.fixture
-def scontrol(tmp_path, monkeypatch):
-    """A directory holding the stand-in scontrol, put first on PATH; returns the file it records requeues in."""
-    bin_dir, log = tmp_path / "bin", tmp_path / "requeued"
-    bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text(SCONTROL.format(python=sys.executable, log=str(log)))
-    (bin_dir / "scontrol").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    return log
-
 
 def srun(data, dump, port):
     """Both tasks of `srun --ntasks 2 python train.py ...` (no --exp_id: SLURM's job id is the default)."""

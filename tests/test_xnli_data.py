@@ -47,6 +47,9 @@ TRAIN = [
     ("Yeah, I tell you what, Rémy.", "Tennis is the best sport.", "neutral"),
     ("My walkman broke so I'm upset now.", "I'm upset that my walkman broke.", "contradictory"),
 ]
+# XNLI-MT's French translation of the train set (raw text here: tokenized by get-data-xnli.sh as fr's test set)
+TRAIN_FR = [("L'élève a lu le livre, dit-il.", "Il n'a rien lu.", "contradictory"),
+            ("Où est la gare ?", "La gare est loin.", "neutral"), ("Le café ouvre à 8h.", "Il ouvre.", "entailment")]
 
 
 def xnli_tsv(rows):
@@ -79,7 +82,8 @@ def mirror(tmp_path_factory):
     train = "premise\thypo\tlabel\n" + "".join("\t".join(row) + "\n" for row in TRAIN)
     with zipfile.ZipFile(folder / "XNLI-MT-1.0.zip", "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("XNLI-MT-1.0/multinli/multinli.train.en.tsv", train)
-        z.writestr("XNLI-MT-1.0/multinli/multinli.train.fr.tsv", "premise\thypo\tlabel\nun\tdeux\tneutral\n")
+        z.writestr("XNLI-MT-1.0/multinli/multinli.train.fr.tsv",
+                   "premise\thypo\tlabel\n" + "".join("\t".join(row) + "\n" for row in TRAIN_FR))
         z.writestr("XNLI-MT-1.0/xnli/xnli.dev.en.tsv", "premise\thypo\tlabel\n")
     return folder
 
@@ -164,6 +168,30 @@ def test_offline_run_writes_what_glue_xnli_reads(mirror, codes_vocab, tmp_path):
     assert before == {p: p.stat().st_mtime_ns for p in list(out.iterdir()) + list(xnli.iterdir())}
 
 
+def test_translate_train_sets(mirror, codes_vocab, tmp_path):
+    """--train_langs en,fr also writes fr.train, XNLI-MT's French translation of the train set, tokenized and
+    lower-cased as fr's valid and test sets; prepare-xnli.sh then writes its train files, which glue-xnli.py
+    reads for --xnli_train_lang fr (the paper's translate-train)."""
+    data = tmp_path / "data"
+    get_data(mirror, data, "--train_langs", "en,fr")
+    xnli = data / "xnli" / "XNLI-1.0"
+    expected_fr = [(lowercase_and_remove_accent(tokenize(p, "fr")), lowercase_and_remove_accent(tokenize(h, "fr")),
+                    "contradiction" if y == "contradictory" else y) for p, h, y in TRAIN_FR]
+    assert [tuple(line.split("\t")) for line in read_lines(xnli / "fr.train")[1:]] == expected_fr
+    assert expected_fr[0][0] == "l' eleve a lu le livre , dit-il ."  # tokenized: not the raw text lower-cased
+    assert [tuple(line.split("\t")) for line in read_lines(xnli / "en.train")[1:]] == EXPECTED[("train", "en")]
+    assert not (xnli / "de.train").exists()
+
+    codes, vocab = codes_vocab
+    prepare(codes, vocab, data)
+    out = data / "processed" / "eval" / "XNLI"
+    assert read_lines(out / "train.label.fr") == [y for _, _, y in expected_fr]
+    assert [bpe.remove_bpe(line) for line in read_lines(out / "train.s1.fr")] == [p for p, _, _ in expected_fr]
+    assert not (out / "train.s1.de.pth").exists()
+    labelled, _ = TaskData(str(data / "processed"), Dictionary.read_vocab(str(vocab))).split("XNLI", "train", "fr")
+    assert [XNLI_LABELS[i] for i in labelled.labels] == [y for _, _, y in expected_fr]
+
+
 def test_corrupt_archive_is_a_clear_error(mirror, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -215,6 +243,8 @@ def test_prepare_errors(codes_vocab, tmp_path):
 def test_get_data_arguments(mirror, tmp_path):
     proc = get_data(mirror, tmp_path, "--langs", "en,xx", check=False)
     assert proc.returncode != 0 and "--langs: 'xx' is not an XNLI language" in proc.stderr
+    proc = get_data(mirror, tmp_path, "--train_langs", "en,xx", check=False)
+    assert proc.returncode != 0 and "--train_langs: 'xx' is not an XNLI language" in proc.stderr
     if importlib.util.find_spec("jieba") is None:
         proc = get_data(mirror, tmp_path, "--langs", "en,zh", check=False)
         assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
