@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import types
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -114,6 +115,64 @@ class Repeat:
 
     def state_dict(self):
         return {"i": self.i}
+
+
+@dataclass
+class Sides:
+    """Both sides of the MLM, TLM and BT steps: xlm's Trainers of a run with each objective alone, fed as
+    train.py feeds them (`Rounds`), and the original's trainers holding the same weights; both read the
+    same batches through their iterators, each in its layout ((bs, slen) / (slen, bs)). `steps`: name ->
+    (the original's step, xlm's step)."""
+    lm: object
+    tlm: object
+    mt: object
+    o_lm: object
+    o_mt: object
+    generator: torch.Generator
+    pairs: list
+    bt_batches: list
+    rounds: dict
+
+    @classmethod
+    def build(cls, orig, args, data, dico, dump):
+        n_words = len(dico)
+        lm = xlm_trainer(data, dump, args, "mlm", "--mlm_steps", "la")
+        tlm = xlm_trainer(data, dump, args, "tlm", "--mlm_steps", "la-lb")
+        tlm.models["model"].load_state_dict(lm.models["model"].state_dict())
+        mt = xlm_trainer(data, dump, args, "bt", "--encoder_only", "false", "--bt_steps", "la-lb-la")
+        o_lm = original_trainer(orig, lm, dico)
+        o_mt = original_trainer(orig, mt, dico)
+        # </s> made impossible: every generated sentence runs to max_len on both sides, the same work
+        for dec in (mt.models["decoder"], o_mt.decoder):
+            with torch.no_grad():
+                dec.pred_layer.proj.bias[1] = -1e4
+        g = torch.Generator().manual_seed(0)
+        bs = args.batch_size
+        streams = [torch.randint(len(SPECIAL_WORDS), n_words, (bs, args.bptt), generator=g) for _ in range(4)]
+        pairs = [(sentences(g, bs, n_words, 20, 60), sentences(g, bs, n_words, 20, 60)) for _ in range(4)]
+        bt_batches = [sentences(g, bs, n_words, 10, 40) for _ in range(4)]
+        full = torch.full((bs,), args.bptt)
+        lm.iterators[("pred", "la")] = Repeat([Batch(x, full) for x in streams])
+        o_lm.iterators[("pred", "la", None)] = Repeat([(x.t().contiguous(), full) for x in streams])
+        tlm.iterators[("pred", "la", "lb")] = Repeat(pairs)
+        o_lm.iterators[("pred", "la", "lb")] = Repeat([tuple((b.x.t().contiguous(), b.lengths) for b in pair)
+                                                       for pair in pairs])
+        mt.iterators[("bt", "la")] = Repeat(bt_batches)
+        o_mt.iterators[("bt", "la", None)] = Repeat([(b.x.t().contiguous(), b.lengths) for b in bt_batches])
+        # after the iterators are replaced: the plans read them from the Trainers' dicts
+        rounds = {name: Rounds(t, prefetch=not args.no_prefetch) for name, t in (("mlm", lm), ("tlm", tlm),
+                                                                               ("bt", mt))}
+        return cls(lm, tlm, mt, o_lm, o_mt, g, pairs, bt_batches, rounds)
+
+    @property
+    def steps(self):
+        return {"mlm": (lambda: self.o_lm.mlm_step("la", None, 1.0), self.rounds["mlm"].step),
+                "tlm": (lambda: self.o_lm.mlm_step("la", "lb", 1.0), self.rounds["tlm"].step),
+                "bt": (lambda: self.o_mt.bt_step("la", "lb", "la", 1.0), self.rounds["bt"].step)}
+
+    def close(self):
+        for r in self.rounds.values():
+            r.close()
 
 
 def sentences(generator, bs, n_words, low, high):
@@ -257,34 +316,9 @@ def main():
     os.makedirs(data)
     dico = write_data(data, args.n_words, 400)
     n_words = len(dico)
-    # xlm: a run of each objective alone (each round of its plan is one step)
-    lm = xlm_trainer(data, tmp.name, args, "mlm", "--mlm_steps", "la")
-    tlm = xlm_trainer(data, tmp.name, args, "tlm", "--mlm_steps", "la-lb")
-    tlm.models["model"].load_state_dict(lm.models["model"].state_dict())
-    mt = xlm_trainer(data, tmp.name, args, "bt", "--encoder_only", "false", "--bt_steps", "la-lb-la")
-    o_lm = original_trainer(orig, lm, dico)
-    o_mt = original_trainer(orig, mt, dico)
-    # </s> made impossible: every generated sentence runs to max_len on both sides, the same work
-    for dec in (mt.models["decoder"], o_mt.decoder):
-        with torch.no_grad():
-            dec.pred_layer.proj.bias[1] = -1e4
-
-    g = torch.Generator().manual_seed(0)
-    bs = args.batch_size
-    streams = [torch.randint(len(SPECIAL_WORDS), n_words, (bs, args.bptt), generator=g) for _ in range(4)]
-    pairs = [(sentences(g, bs, n_words, 20, 60), sentences(g, bs, n_words, 20, 60)) for _ in range(4)]
-    bt_batches = [sentences(g, bs, n_words, 10, 40) for _ in range(4)]
-    # the same batches through each side's iterator, in each side's layout ((bs, slen) / (slen, bs))
-    full = torch.full((bs,), args.bptt)
-    lm.iterators[("pred", "la")] = Repeat([Batch(x, full) for x in streams])
-    o_lm.iterators[("pred", "la", None)] = Repeat([(x.t().contiguous(), full) for x in streams])
-    tlm.iterators[("pred", "la", "lb")] = Repeat(pairs)
-    o_lm.iterators[("pred", "la", "lb")] = Repeat([tuple((b.x.t().contiguous(), b.lengths) for b in pair)
-                                                   for pair in pairs])
-    mt.iterators[("bt", "la")] = Repeat(bt_batches)
-    o_mt.iterators[("bt", "la", None)] = Repeat([(b.x.t().contiguous(), b.lengths) for b in bt_batches])
-    # after the iterators are replaced: the plans read them from the Trainers' dicts
-    rounds = {name: Rounds(t, prefetch=not args.no_prefetch) for name, t in (("mlm", lm), ("tlm", tlm), ("bt", mt))}
+    sides = Sides.build(orig, args, data, dico, tmp.name)
+    mt, o_mt, g = sides.mt, sides.o_mt, sides.generator
+    bs, pairs, bt_batches = args.batch_size, sides.pairs, sides.bt_batches
 
     result = {"benchmark": "compare_original", "command": "python -m bench.compare_original " + " ".join(sys.argv[1:]),
               "original": os.path.abspath(args.original), "device_name": cpu_model(), "torch": torch.__version__,
@@ -318,15 +352,10 @@ def main():
     for threads in map(int, args.threads.split(",")):
         torch.set_num_threads(threads)
         r = result["threads"][str(threads)] = {}
-        if "mlm" in only:
-            r["mlm_step"] = side_by_side(f"{threads} threads, MLM", lambda: o_lm.mlm_step("la", None, 1.0),
-                                         rounds["mlm"].step, args.repeats, bs * args.bptt, "tokens", clock)
-        if "tlm" in only:
-            r["tlm_step"] = side_by_side(f"{threads} threads, TLM", lambda: o_lm.mlm_step("la", "lb", 1.0),
-                                         rounds["tlm"].step, args.repeats, tlm_tokens, "tokens", clock)
-        if "bt" in only:
-            r["bt_step"] = side_by_side(f"{threads} threads, BT", lambda: o_mt.bt_step("la", "lb", "la", 1.0),
-                                        rounds["bt"].step, args.repeats, bt_tokens, "tokens", clock)
+        for name, tokens in (("mlm", bs * args.bptt), ("tlm", tlm_tokens), ("bt", bt_tokens)):
+            if name in only:
+                r[f"{name}_step"] = side_by_side(f"{threads} threads, {name.upper()}", *sides.steps[name],
+                                                 args.repeats, tokens, "tokens", clock)
         if "beam5" in only:
             (o_out, o_len), (x_out, x_len) = beam_orig(), beam_xlm()
             r["beam5"] = side_by_side(f"{threads} threads, beam 5", beam_orig, beam_xlm, max(1, args.repeats // 2),
@@ -335,8 +364,7 @@ def main():
         if args.trained:
             r.update(trained(orig, args, os.path.join(tmp.name, f"trained{threads}"), clock))
     result["goals"] = {"mlm_step": 1.5, "bt_step": 2.0, "beam5": 3.0}
-    for r in rounds.values():
-        r.close()
+    sides.close()
     print(json.dumps(result, indent=1))
     tmp.cleanup()
 
