@@ -463,3 +463,33 @@ def test_eta_of_a_resumed_epoch_counts_from_the_resume(small_sample, tmp_path, m
     clock = FakeClock(resumed, monkeypatch)
     resumed.run()
     assert clock.lines[0][0] == 3 and clock.lines[0][2] == "0:00:02"
+
+
+@pytest.mark.usefixtures("keep_signal_handlers")
+def test_a_signal_after_the_last_progress_line_stops_before_the_evaluation(small_sample, tmp_path, monkeypatch):
+    """SIGTERM in round 4 of an epoch of 5 (progress lines every 3 rounds): the run saves at the epoch's end
+    and stops before evaluating it; the rerun evaluates it first and ends as an uninterrupted run."""
+    import signal
+    whole = rates_trainer(small_sample, tmp_path / "whole")
+    whole.run()
+    first = rates_trainer(small_sample, tmp_path / "parts")
+    rounds, evaluations = first.train_round, []
+
+    def signalled_in_round_four(plan):
+        if first.state.n_total_iter == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        rounds(plan)
+    monkeypatch.setattr(first, "train_round", signalled_in_round_four)
+    monkeypatch.setattr(first, "evaluate", lambda: evaluations.append(1))
+    first.run()
+    assert first.signals.exit_status == 128 + signal.SIGTERM and evaluations == []
+    assert (first.state.epoch, first.state.n_total_iter) == (0, 5)
+    resumed = rates_trainer(small_sample, tmp_path / "parts")
+    assert (resumed.state.epoch, resumed.state.n_total_iter) == (0, 5)
+    epochs = []
+    evaluate = resumed.evaluate
+    monkeypatch.setattr(resumed, "evaluate", lambda: epochs.append(resumed.state.epoch) or evaluate())
+    resumed.run()
+    assert epochs == [0, 1] and resumed.state.n_total_iter == whole.state.n_total_iter == 10
+    for name, value in whole.models["model"].state_dict().items():
+        assert torch.equal(resumed.models["model"].state_dict()[name], value), name

@@ -352,6 +352,10 @@ class Trainer:
                     self.save("checkpoint")
             self.logger.info("============ End of epoch %i ============", s.epoch)
             self.window_carry = time.time() - self.window_start
+            # a signal since the last progress line stops the run here, before the evaluation (which may
+            # outlast SLURM's warning); the rerun evaluates this epoch
+            if self.stopped_by_signal():
+                return
             # rank 0 decides, so that no rank can stop alone
             stop = broadcast_from_master(self.end_of_epoch(self.evaluate()), self.info)
             s.epoch, s.n_sentences = s.epoch + 1, 0
