@@ -193,25 +193,29 @@ runpy.run_path("glue-xnli.py", run_name="__main__")
 """
 
 
-def test_a_signal_saves_mid_epoch_and_the_rerun_fine_tunes_as_one_run(toy_tasks, scontrol, monkeypatch):
-    """SIGUSR1 in the 6th step (epoch 1, of 4 steps each) stops at the progress line after it, after saving
-    where the epoch stands, requeues the SLURM job and leaves the next task alone; the rerun goes on from
-    that sentence and fine-tunes as the uninterrupted run (dropout included), then does the next task."""
+@pytest.mark.parametrize("step, log_interval, sentence", [(6, 2, 32), (8, 3, 64)], ids=["progress_line", "epoch_end"])
+def test_a_signal_saves_mid_epoch_and_the_rerun_fine_tunes_as_one_run(toy_tasks, scontrol, monkeypatch, step,
+                                                                      log_interval, sentence):
+    """SIGUSR1 in a step of epoch 1 (4 steps of 16 sentences) stops at the progress line after it, or at the
+    epoch's end before its evaluation if that comes first, after saving where the epoch stands; it requeues
+    the SLURM job and leaves the next task alone. The rerun goes on from that sentence (evaluating first,
+    at the epoch's end) and fine-tunes as the uninterrupted run (dropout included), then does the next task."""
     monkeypatch.setenv("SLURM_JOB_ID", "4243")
-    args = ["--n_epochs", 2, "--epoch_size", 64, "--dropout", 0.3, "--log_interval", 2]
-    finetune(toy_tasks, "--transfer_tasks", "XNLI", *args, exp_id="whole")
-    flags = [str(f) for f in [*finetune_flags(toy_tasks, "parts"), "--transfer_tasks", "XNLI,SST-2", *args]]
-    proc = python("-c", SIGNALLED_AT_STEP.format(step=6, signal="SIGUSR1", args=flags), check=False)
+    args = ["--n_epochs", 2, "--epoch_size", 64, "--dropout", 0.3, "--log_interval", log_interval]
+    finetune(toy_tasks, "--transfer_tasks", "XNLI", *args, exp_id=f"whole{step}")
+    flags = [str(f) for f in [*finetune_flags(toy_tasks, f"parts{step}"), "--transfer_tasks", "XNLI,SST-2", *args]]
+    proc = python("-c", SIGNALLED_AT_STEP.format(step=step, signal="SIGUSR1", args=flags), check=False)
     assert proc.returncode == 128 + signal.SIGUSR1, proc.stderr[-3000:]
     assert "Stopped by signal 10 after saving" in proc.stdout and "SST-2" not in proc.stdout.split("Stopped")[-1]
     assert scontrol.read_text() == "requeue 4243\n"
     assert [s["epoch"] for s in logged_scores(proc)] == [0]
 
-    proc = finetune(toy_tasks, "--transfer_tasks", "XNLI,SST-2", *args, exp_id="parts")
-    assert "XNLI: resumed from" in proc.stdout and "at epoch 1, sentence 32" in proc.stdout
+    proc = finetune(toy_tasks, "--transfer_tasks", "XNLI,SST-2", *args, exp_id=f"parts{step}")
+    assert "XNLI: resumed from" in proc.stdout and f"at epoch 1, sentence {sentence}" in proc.stdout
     assert [s["epoch"] for s in logged_scores(proc)] == [1, 0, 0, 1, 1]  # XNLI's epoch 1, SST-2's valid and test
     dump = toy_tasks / "dumped" / "ft"
-    whole, parts = (read_checkpoint(str(dump / run / "checkpoint-XNLI.pth")) for run in ("whole", "parts"))
+    whole, parts = (read_checkpoint(str(dump / run / "checkpoint-XNLI.pth")) for run in (f"whole{step}",
+                                                                                         f"parts{step}"))
     assert parts["train_state"]["done_sentences"] == 0
     for key in ("model", "classifier"):
         for name, value in whole[key].items():

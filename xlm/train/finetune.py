@@ -221,8 +221,8 @@ class FineTuner:
         return F.cross_entropy(outputs.float(), labels, weight=self.class_weights)
 
     def train_epoch(self):
-        """Trains to the epoch's end, or to the first progress line after a signal (returns True: stopped,
-        a checkpoint saved there)."""
+        """Trains to the epoch's end, or to the first progress line (or the epoch's end) after a signal
+        (returns True: stopped, a checkpoint saved there)."""
         p, device = self.params, self.info.device
         self.model.train()
         # -1: one pass; an epoch then ends where the pass does, since it starts where the previous one ended
@@ -266,13 +266,23 @@ class FineTuner:
                 window, last_log = [0, 0, 0], time.time()
                 if self.freed_memory:
                     self.freed_memory.check()
-                if self.signals.agreed(self.info):
-                    self.done_sentences, self.done_steps = n_sentences, n_steps
-                    self.save_checkpoint()
-                    self.signals.stop(self.info)
+                if self.stopped_by_signal(n_sentences, n_steps):
                     return True
+        # a signal since the last progress line stops here, before the evaluation (the rerun evaluates)
+        if self.stopped_by_signal(n_sentences, n_steps):
+            return True
         self.done_sentences, self.done_steps = 0, 0
         return False
+
+    def stopped_by_signal(self, n_sentences, n_steps):
+        """At progress lines and the epoch's end: every rank saves, where the epoch stands included, and
+        stops if one of them was signalled."""
+        if not self.signals.agreed(self.info):
+            return False
+        self.done_sentences, self.done_steps = n_sentences, n_steps
+        self.save_checkpoint()
+        self.signals.stop(self.info)
+        return True
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
