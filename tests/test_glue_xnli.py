@@ -176,46 +176,55 @@ def test_torchrun_resumes_every_ranks_dropout(toy_tasks):
             assert torch.equal(parts[key][name], value), name
 
 
-SIGNALLED_AT_STEP = """
-import os, runpy, signal, sys
-from xlm.train.engine import StepEngine
-step, calls = StepEngine.step, []
+SIGNALLED_AT_CALL = """
+import importlib, os, runpy, signal, sys
+owner = importlib.import_module({module!r})
+for name in {owner!r}:
+    owner = getattr(owner, name)
+original, calls = getattr(owner, {attr!r}), []
 
-def signalled(self, loss):  # SLURM's time-limit warning, sent in the middle of a step
+def signalled(*args, **kwargs):  # SLURM's time-limit warning, sent in the middle of a step or an evaluation
     calls.append(1)
-    if len(calls) == {step}:
-        os.kill(os.getpid(), signal.{signal})
-    return step(self, loss)
+    if len(calls) == {call}:
+        os.kill(os.getpid(), signal.SIGUSR1)
+    return original(*args, **kwargs)
 
-StepEngine.step = signalled
+setattr(owner, {attr!r}, signalled)
 sys.argv = ["glue-xnli.py", *{args!r}]
 runpy.run_path("glue-xnli.py", run_name="__main__")
 """
+STEP, PREDICT = ("xlm.train.engine", ["StepEngine"], "step"), ("xlm.train.finetune", [], "predict")
 
 
-@pytest.mark.parametrize("step, log_interval, sentence", [(6, 2, 32), (8, 3, 64)], ids=["progress_line", "epoch_end"])
-def test_a_signal_saves_mid_epoch_and_the_rerun_fine_tunes_as_one_run(toy_tasks, scontrol, monkeypatch, step,
+@pytest.mark.parametrize("where, call, log_interval, sentence",
+                         [(STEP, 6, 2, 32), (STEP, 8, 3, 64), (PREDICT, 7, 2, 64)],
+                         ids=["progress_line", "epoch_end", "evaluation"])
+def test_a_signal_saves_mid_epoch_and_the_rerun_fine_tunes_as_one_run(toy_tasks, scontrol, monkeypatch, where, call,
                                                                       log_interval, sentence):
     """SIGUSR1 in a step of epoch 1 (4 steps of 16 sentences) stops at the progress line after it, or at the
-    epoch's end before its evaluation if that comes first, after saving where the epoch stands; it requeues
-    the SLURM job and leaves the next task alone. The rerun goes on from that sentence (evaluating first,
-    at the epoch's end) and fine-tunes as the uninterrupted run (dropout included), then does the next task."""
+    epoch's end before its evaluation if that comes first; in the epoch's evaluation (after its first of 6
+    sets), it stops there. Each saves where the epoch stands, requeues the SLURM job and leaves the next
+    task alone. The rerun goes on from that sentence (evaluating first, at the epoch's end) and fine-tunes as
+    the uninterrupted run (dropout included), then does the next task."""
     monkeypatch.setenv("SLURM_JOB_ID", "4243")
     args = ["--n_epochs", 2, "--epoch_size", 64, "--dropout", 0.3, "--log_interval", log_interval]
-    finetune(toy_tasks, "--transfer_tasks", "XNLI", *args, exp_id=f"whole{step}")
-    flags = [str(f) for f in [*finetune_flags(toy_tasks, f"parts{step}"), "--transfer_tasks", "XNLI,SST-2", *args]]
-    proc = python("-c", SIGNALLED_AT_STEP.format(step=step, signal="SIGUSR1", args=flags), check=False)
+    run_id = f"{where[2]}{call}"
+    finetune(toy_tasks, "--transfer_tasks", "XNLI", *args, exp_id=f"whole{run_id}")
+    flags = [str(f) for f in [*finetune_flags(toy_tasks, f"parts{run_id}"), "--transfer_tasks", "XNLI,SST-2", *args]]
+    module, owner, attr = where
+    proc = python("-c", SIGNALLED_AT_CALL.format(module=module, owner=owner, attr=attr, call=call, args=flags),
+                  check=False)
     assert proc.returncode == 128 + signal.SIGUSR1, proc.stderr[-3000:]
     assert "Stopped by signal 10 after saving" in proc.stdout and "SST-2" not in proc.stdout.split("Stopped")[-1]
     assert scontrol.read_text() == "requeue 4243\n"
     assert [s["epoch"] for s in logged_scores(proc)] == [0]
 
-    proc = finetune(toy_tasks, "--transfer_tasks", "XNLI,SST-2", *args, exp_id=f"parts{step}")
+    proc = finetune(toy_tasks, "--transfer_tasks", "XNLI,SST-2", *args, exp_id=f"parts{run_id}")
     assert "XNLI: resumed from" in proc.stdout and f"at epoch 1, sentence {sentence}" in proc.stdout
     assert [s["epoch"] for s in logged_scores(proc)] == [1, 0, 0, 1, 1]  # XNLI's epoch 1, SST-2's valid and test
     dump = toy_tasks / "dumped" / "ft"
-    whole, parts = (read_checkpoint(str(dump / run / "checkpoint-XNLI.pth")) for run in (f"whole{step}",
-                                                                                         f"parts{step}"))
+    whole, parts = (read_checkpoint(str(dump / run / "checkpoint-XNLI.pth")) for run in (f"whole{run_id}",
+                                                                                         f"parts{run_id}"))
     assert parts["train_state"]["done_sentences"] == 0
     for key in ("model", "classifier"):
         for name, value in whole[key].items():

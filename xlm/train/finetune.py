@@ -36,7 +36,7 @@ from .checkpointing import gather_rng_states, rng_state, set_rng_state
 from .experiment import removed_on_failure, start_experiment
 from .options import bool_flag, check_optimizer, set_experiment_names
 from .schedules import build_optimizer
-from .signals import StopSignals
+from .signals import EvaluationStopped, StopSignals
 
 
 def build_parser():
@@ -168,7 +168,8 @@ class FineTuner:
         self.freed_memory = keep_freed_memory() if info.device.type == "cpu" else None
         self.epoch, self.best = 0, None
         self.signals = signals
-        # where a signal stopped the epoch: its sentences and steps so far (0, 0 at an epoch's start)
+        # the epoch's sentences and steps trained, for a checkpoint saved in the middle of the epoch or before
+        # its evaluation (0, 0 once it is evaluated)
         self.done_sentences, self.done_steps = 0, 0
         self.checkpoint_path = os.path.join(params.dump_path, f"checkpoint-{task}.pth")
         self.resume()
@@ -271,7 +272,7 @@ class FineTuner:
         # a signal since the last progress line stops here, before the evaluation (the rerun evaluates)
         if self.stopped_by_signal(n_sentences, n_steps):
             return True
-        self.done_sentences, self.done_steps = 0, 0
+        self.done_sentences, self.done_steps = n_sentences, n_steps  # what a stop in the evaluation saves
         return False
 
     def stopped_by_signal(self, n_sentences, n_steps):
@@ -294,6 +295,8 @@ class FineTuner:
         for (split, lang), data in self.eval_splits.items():
             with full_float32(), weights_packed():  # on the CPU, reordered for oneDNN once per set
                 outputs = predict(self.model, data, self.lang_id(lang), self.info, self.engine.autocast())
+            if self.signals.agreed(self.info):  # on every rank, after each set: XNLI's 30 sets take a while
+                raise EvaluationStopped
             if not self.info.is_master:
                 continue
             if self.task_name != "XNLI":
@@ -390,7 +393,13 @@ class FineTuner:
             self.logger.info("============ %s: starting epoch %i ... ============", self.task_name, self.epoch)
             if self.train_epoch():
                 return True
-            scores = self.evaluate()
+            try:
+                scores = self.evaluate()
+            except EvaluationStopped:  # saved as before the evaluation, which the rerun does
+                self.save_checkpoint()
+                self.signals.stop(self.info)
+                return True
+            self.done_sentences, self.done_steps = 0, 0
             for k, v in scores.items():
                 self.logger.info("%s -> %.6f", k, v)
             if self.info.is_master:

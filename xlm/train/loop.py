@@ -36,7 +36,7 @@ from ..host_memory import keep_freed_memory
 from .options import parse_params
 from .pipeline import Plan, Prefetcher
 from .schedules import LambdaSchedule
-from .signals import StopSignals
+from .signals import EvaluationStopped, StopSignals
 
 
 @dataclass
@@ -263,16 +263,23 @@ class Trainer:
         # CPU each weight is reordered for oneDNN once for all the batches
         with full_float32(), weights_packed():
             scores.update(evaluate_lm(lm_models, self.data, self.params, self.info, self.engine.autocast(),
-                                      log=self.logger.info))
+                                      log=self.evaluated))
             if not self.params.encoder_only:
                 scores.update(evaluate_mt(m["encoder"], m["decoder"], self.data, self.params, self.info,
-                                          self.engine.autocast(), self.state.epoch, self.dump, log=self.logger.info))
+                                          self.engine.autocast(), self.state.epoch, self.dump, log=self.evaluated))
         for k, v in scores.items():
             self.logger.info("%s -> %.6f", k, v)
         if self.info.is_master:
             self.logger.info("__log__:%s", json.dumps(scores))
         self.metrics.write("eval", self.state.n_total_iter, scores)
         return scores
+
+    def evaluated(self, message):
+        """After each evaluated set, on every rank: its log line; in training, a signal that any rank received
+        stops the evaluation (an epoch's may outlast SLURM's warning)."""
+        self.logger.info(message)
+        if not self.params.eval_only and self.signals.agreed(self.info):
+            raise EvaluationStopped
 
     def end_of_epoch(self, scores):
         """Best models, periodic saves, the stopping criterion; True when training should stop."""
@@ -356,8 +363,14 @@ class Trainer:
             # outlast SLURM's warning); the rerun evaluates this epoch
             if self.stopped_by_signal():
                 return
+            try:
+                scores = self.evaluate()
+            except EvaluationStopped:  # saved as before the evaluation, which the rerun does
+                self.save("checkpoint")
+                self.signals.stop(self.info)
+                return
             # rank 0 decides, so that no rank can stop alone
-            stop = broadcast_from_master(self.end_of_epoch(self.evaluate()), self.info)
+            stop = broadcast_from_master(self.end_of_epoch(scores), self.info)
             s.epoch, s.n_sentences = s.epoch + 1, 0
             self.save("checkpoint")
             if stop:

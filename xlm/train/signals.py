@@ -13,6 +13,11 @@ from .distributed import all_reduce_sum, broadcast_from_master
 HANDLED = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
 
+class EvaluationStopped(Exception):
+    """Every rank agreed on a signal between two evaluated sets: the run saves as it was before the
+    evaluation (which changed nothing of it) and stops; the rerun evaluates again."""
+
+
 class StopSignals:
     def __init__(self, logger):
         self.logger = logger
