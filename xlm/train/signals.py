@@ -1,7 +1,8 @@
-"""Stopping a run without losing it. SLURM's time-limit warning (SIGUSR1), a kill (SIGTERM) or Ctrl-C
-(SIGINT) is kept until the loop reaches a progress line, where every rank can take part in saving a
-checkpoint; then the run stops with the shell's status of a signalled command (128 + the signal), and
-SIGUSR1 also requeues the SLURM job, whose rerun of the command resumes. Used by train.py and glue-xnli.py.
+"""Stopping a run without losing it. SLURM's time-limit warning (SIGUSR1), a kill (SIGTERM) or Ctrl-C (SIGINT)
+is kept until the loop reaches a point where every rank can take part in saving a checkpoint (a progress
+line, an epoch's end, the end of an evaluated set); then the run stops with the shell's status of a
+signalled command (128 + the signal), and SIGUSR1 also requeues the SLURM job, whose rerun of the command
+resumes. Used by train.py and glue-xnli.py.
 """
 import os
 import signal
@@ -33,11 +34,11 @@ class StopSignals:
                 raise KeyboardInterrupt
             return
         self.received, self.time = signum, time.monotonic()
-        self.logger.warning("Received signal %i: saving a checkpoint at the next log line%s", signum,
-                            " (Ctrl-C again to stop now)" if signum == signal.SIGINT else "")
+        self.logger.warning("Received signal %i: saving a checkpoint at the next progress line (or evaluated set)%s",
+                            signum, " (Ctrl-C again to stop now)" if signum == signal.SIGINT else "")
 
     def agreed(self, info):
-        """At progress lines only (a collective): whether any rank was signalled, so that all of them save
+        """At those points alone (a collective): whether any rank was signalled, so that all of them save
         and stop together. SIGUSR1 on any rank makes it a requeue."""
         usr1, any_signal = all_reduce_sum([float(self.received == signal.SIGUSR1), float(self.received is not None)],
                                           info)
