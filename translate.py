@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import time
+from datetime import timedelta
 
 import torch
 from tqdm import tqdm
@@ -167,6 +168,34 @@ class PartialOutput:
         os.replace(self.path, self.output_path)
 
 
+PROGRESS_EVERY = 60.0  # seconds between progress lines where stderr is no terminal (a batch job's log)
+
+
+@weights_packed()  # in oneDNN's layout once for all batches, on the CPU
+def translate_into(output, model, sentences, src_id, tgt_id, args, device):
+    """The sentences after the output's lines translated into it, a batch at a time; a progress bar on
+    a terminal, else a line every PROGRESS_EVERY seconds with the rate and the time left."""
+    # on the CPU, each batch's large tensors (beams x words scores) reuse the pages the last one freed
+    freed_memory = keep_freed_memory() if device.type == "cpu" else None
+    starts = range(output.lines, len(sentences), args.batch_size)
+    resumed, started = output.lines, time.monotonic()
+    reported = started
+    for start in tqdm(starts, desc="translate", unit="batch", file=sys.stderr, disable=None,
+                      initial=output.lines // args.batch_size, total=output.lines // args.batch_size + len(starts)):
+        translations = translate_batch(model, sentences[start:start + args.batch_size], src_id, tgt_id, args,
+                                       device)
+        lines = [" ".join(model.dico[i] for i in ids) for ids in translations]
+        output.write([remove_bpe(line) for line in lines] if args.remove_bpe else lines)
+        if freed_memory:
+            freed_memory.check()
+        if not sys.stderr.isatty() and time.monotonic() - reported >= PROGRESS_EVERY:
+            reported = time.monotonic()
+            rate = (output.lines - resumed) / max(reported - started, 1e-9)
+            left = timedelta(seconds=round((len(sentences) - output.lines) / rate))
+            print(f"translate: {output.lines}/{len(sentences)} sentences, {rate:.1f} sentences/s, ETA {left}",
+                  file=sys.stderr, flush=True)
+
+
 def main(argv=None):
     exit_on_signals()  # SIGTERM, SIGINT, SIGHUP: SystemExit, so that the lines translated are recorded
     args = parse_args(argv)
@@ -199,20 +228,8 @@ def main(argv=None):
     if output.lines:
         print(f"Going on after line {output.lines} of {output.path}, written by a stopped run of this command",
               file=sys.stderr)
-    # on the CPU, each batch's large tensors (beams x words scores) reuse the pages the last one freed
-    freed_memory = keep_freed_memory() if device.type == "cpu" else None
-    starts = range(output.lines, len(sentences), args.batch_size)
     try:
-        with weights_packed():  # in oneDNN's layout once for all batches, on the CPU
-            for start in tqdm(starts, desc="translate", unit="batch", file=sys.stderr, disable=None,
-                              initial=output.lines // args.batch_size,
-                              total=output.lines // args.batch_size + len(starts)):
-                translations = translate_batch(model, sentences[start:start + args.batch_size],
-                                               lang2id[args.src_lang], lang2id[args.tgt_lang], args, device)
-                lines = [" ".join(model.dico[i] for i in ids) for ids in translations]
-                output.write([remove_bpe(line) for line in lines] if args.remove_bpe else lines)
-                if freed_memory:
-                    freed_memory.check()
+        translate_into(output, model, sentences, lang2id[args.src_lang], lang2id[args.tgt_lang], args, device)
     except BaseException:  # a signal (exit_on_signals), Ctrl-C, an error: what is written is kept
         output.record()
         print(f"{output.lines} translated lines kept in {output.path}: rerun the command to go on", file=sys.stderr)

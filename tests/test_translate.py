@@ -1,4 +1,5 @@
 """translate.py as a user runs it, with a translation checkpoint of a model trained to reverse."""
+import re
 import signal
 
 import pytest
@@ -134,3 +135,18 @@ def test_a_stopped_translation_goes_on_where_it_stopped(checkpoint, tmp_path):
     assert f"Going on after line 4 of {partial}" in proc.stderr
     assert out.read_text() == (tmp_path / "whole.fr").read_text()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("parts")) == ["parts.fr"]
+
+
+def test_progress_lines_where_stderr_is_no_terminal(checkpoint, tmp_path):
+    """A batch job's log gets a line with the rate and the time left every PROGRESS_EVERY seconds (here
+    after every batch); tqdm's bar is only drawn on a terminal."""
+    args = ["--model_path", str(checkpoint), "--src_lang", "en", "--tgt_lang", "fr", "--batch_size", "2",
+            "--output_path", str(tmp_path / "out.fr")]
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import translate\n"
+            f"translate.PROGRESS_EVERY = 0\ntranslate.main({args!r})\n")
+    proc = python("-c", code, input="\n".join(LINES) + "\n")
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("translate: ")]
+    assert [line.split(",")[0] for line in lines] == [f"translate: {n}/7 sentences" for n in (2, 4, 6, 7)]
+    assert all(re.fullmatch(r"translate: \d/7 sentences, [\d.]+ sentences/s, ETA \d+:\d\d:\d\d", line)
+               for line in lines), lines
+    assert "\r" not in proc.stderr  # no bar
