@@ -62,7 +62,7 @@ class Trainer:
         check_backend(params, info)
         # on the CPU, each step's large tensors reuse the pages the last step freed (see host_memory.py)
         self.freed_memory = keep_freed_memory() if info.device.type == "cpu" else None
-        # from here on a signal (SLURM's time-limit warning, a kill, Ctrl-C) is kept for the first log line
+        # from here on a signal (SLURM's time-limit warning, a kill, Ctrl-C) is kept until the run can stop (signals.py)
         self.signals = StopSignals(self.logger)
         self.dump = params.dump_path
         for path in remove_stale_tmp(os.path.join(self.dump, "*.pth")) if info.is_master else []:
@@ -308,7 +308,7 @@ class Trainer:
         return False
 
     def stopped_by_signal(self):
-        """At log lines only: every rank saves and stops if one of them was signalled."""
+        """At log lines and an epoch's end: every rank saves and stops if one of them was signalled."""
         if not self.signals.agreed(self.info):
             return False
         self.save("checkpoint")
