@@ -15,12 +15,13 @@
 #      NCCL collectives and a DDP step in a one-rank process group)
 #   3. with $XLM_ORIGINAL: greedy and beam outputs against the original's, decoding on the GPU
 #      (bench.compare_decoding): an equality the issue asks for, early, should the time run out
-#   4. MLM and TLM compiled, and MLM with the multi-tensor Adam instead of the fused kernel; MT and BT steps
-#      of the 1024 size (encoder-decoder)
+#   4. MLM and TLM compiled (profiled), and MLM with the multi-tensor Adam instead of the fused kernel; MT
+#      and BT steps of the 1024 size (encoder-decoder)
 #   5. beam-5 and greedy decoding (6 x 512 encoder-decoder), translate.py end to end
 #   6. torchrun --nproc_per_node 1 train.py: MLM + AE + BT, ~200 steps on toy languages, bf16 (one rank
 #      runs without a process group, as the original; NCCL among ranks needs a GPU each)
-#   7. what limits MFU: MLM at twice the batch (a step bound by the host gains much), TLM and MT without
+#   7. what limits MFU: MLM at twice the batch (a step bound by the host gains much), MLM through CUDA
+#      graphs (torch.compile's reduce-overhead: no launches for the host to make), TLM and MT without
 #      attention dropout, through the variable-length flash kernel and through masks (XLM_VARLEN=0), and
 #      TLM and MT with the allocator's expandable segments
 #   8. with $XLM_ORIGINAL: the original's train.py and xlm's, same flags, same toy data, float32 as the
@@ -139,7 +140,8 @@ fi
 make_toy
 
 # 4-5. compiled, the Adam kernels, MT and BT; decoding
-run train_compiled python -m bench.train "${SIZE[@]}" --compile --objectives mlm,tlm
+# profiled too: whether fewer, fused kernels leave the device busier (a step bound by the host gains most)
+run train_compiled python -m bench.train "${SIZE[@]}" --compile --objectives mlm,tlm --profile 3
 # the same MLM step with the multi-tensor Adam instead of the fused kernel: what the kernel saves
 run train_multi_tensor_adam python -m bench.train "${SIZE[@]}" --steps 10 --multi_tensor_adam --objectives mlm
 run train_mt_bt python -m bench.train "${SIZE[@]}" --steps $MTBT_STEPS --objectives mt,bt --profile 2
@@ -160,6 +162,10 @@ fi
 
 # 7. what limits MFU (bench/results/README.md reads these)
 run mlm_big_batch python -m bench.train "${SIZE[@]}" --steps 10 --batch_size $BIG_BATCH --objectives mlm --profile 3
+# CUDA graphs: the compiled step replayed, no launch cost on the host (the predicted positions padded to a
+# multiple of 64, so that few graphs are recorded)
+run mlm_cudagraphs python -m bench.train "${SIZE[@]}" --steps 10 --compile --compile_mode reduce-overhead \
+  --objectives mlm --profile 3
 run padded_varlen python -m bench.train "${SIZE[@]}" --steps 10 --attention_dropout 0 --objectives tlm,mt
 run padded_masks env XLM_VARLEN=0 python -m bench.train "${SIZE[@]}" --steps 10 --attention_dropout 0 \
   --objectives tlm,mt
@@ -221,7 +227,7 @@ for line in open(os.path.join(out, "status.txt")):
     name, *rest = line.split()
     combined["status"][name] = " ".join(rest)
 for name in ("train_eager", "train_compiled", "train_multi_tensor_adam", "train_mt_bt", "translate", "mlm_big_batch",
-             "padded_varlen", "padded_masks", "padded_expandable", "decoding_vs_original"):
+             "mlm_cudagraphs", "padded_varlen", "padded_masks", "padded_expandable", "decoding_vs_original"):
     try:
         combined["results"][name] = json.loads(text(name + ".json"))
     except ValueError as e:

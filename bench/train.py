@@ -19,6 +19,7 @@ import torch
 from bench.data_pipeline import cpu_model
 from bench.steps import Rounds, build_trainer, emit, profile_rounds, time_rounds, write_data
 from xlm.train import adam
+from xlm.train import compile as compile_options
 
 SIZES = {"tiny": dict(emb_dim=64, n_layers=2, n_heads=4, n_words=2000),
          "small": dict(emb_dim=256, n_layers=4, n_heads=8, n_words=32000),
@@ -47,6 +48,9 @@ def main():
     parser.add_argument("--size", choices=list(SIZES), default="small")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (--bf16 true)")
     parser.add_argument("--compile", action="store_true", help="torch.compile (--compile true)")
+    parser.add_argument("--compile_mode", default=None,
+                        help="with --compile, torch.compile's mode: reduce-overhead replays CUDA graphs, whose "
+                             "launches cost the host nothing (measured here only, not a train.py option)")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--bptt", type=int, default=256)
     parser.add_argument("--max_len", type=int, default=100, help="longest training sentence (words)")
@@ -67,6 +71,10 @@ def main():
     if unknown:
         parser.error(f"--objectives: unknown {', '.join(sorted(unknown))} (known: {', '.join(OBJECTIVES)})")
     size = SIZES[args.size]
+    if args.compile_mode:
+        if not args.compile:
+            parser.error("--compile_mode needs --compile")
+        compile_options.COMPILE_OPTIONS["mode"] = args.compile_mode
     if args.multi_tensor_adam:
         adam.uses_fused_kernel = lambda param: False
     flags = ["--emb_dim", size["emb_dim"], "--n_layers", size["n_layers"], "--n_heads", size["n_heads"],
@@ -85,7 +93,8 @@ def main():
     write_data(data, size["n_words"], max(2000, n_stream // 52), min_len=4, max_len=args.max_len)
     result = {"benchmark": "train_step", "command": "python -m bench.train " + " ".join(sys.argv[1:]),
               "size": args.size, "config": size, "dtype": "bfloat16" if args.bf16 else "float32",
-              "compile": args.compile, "adam": "multi-tensor" if args.multi_tensor_adam else "fused kernel",
+              "compile": args.compile, "compile_mode": args.compile_mode,
+              "adam": "multi-tensor" if args.multi_tensor_adam else "fused kernel",
               "batch_size": args.batch_size, "bptt": args.bptt, "max_len": args.max_len,
               "steps": args.steps, "torch": torch.__version__, "threads": torch.get_num_threads(),
               "data_seconds": round(time.perf_counter() - start, 1), "objectives": {}}

@@ -6,10 +6,10 @@ from torch._dynamo.utils import counters
 
 import xlm.model.transformer as transformer
 from xlm.data.datasets import Batch, bucket_length
-from xlm.model.transformer import TransformerConfig, TransformerModel, varlen_attention
+from xlm.model.transformer import TransformerConfig, TransformerModel, flat_positions, varlen_attention
 from xlm.objectives.lm import MaskingConfig, concat_pair, mask_for_training
 from xlm.train.adam import Adam
-from xlm.train.compile import BucketPadded
+from xlm.train.compile import PRED_MULTIPLE, BucketPadded
 
 
 def tiny(**kw):
@@ -72,6 +72,26 @@ def test_compiled_training_matches_eager_and_compiles_once():
     # with index tensors for the predicted positions there is no graph break at h[pred_mask]; torch marks
     # the sizes dynamic when they first change, so a second compilation may happen
     assert graphs <= 3
+
+
+@pytest.mark.parametrize("asm", [False, True], ids=["softmax", "adaptive_softmax"])
+def test_predicted_positions_reach_the_graph_in_a_few_counts(asm):
+    """The predicted positions go in padded to a multiple of PRED_MULTIPLE, their targets left out of the
+    loss, so that CUDA graphs see a few counts; the loss is the unpadded one. The adaptive softmax, which
+    takes no left-out targets, gets them as they are."""
+    model = tiny(asm=asm, share_inout_emb=not asm, asm_cutoffs=(20, 40)).eval()
+    wrapped = BucketPadded(model)
+    counts = []
+    del wrapped.compiled  # a module; what takes its place records the count it is given
+    wrapped.compiled = lambda *args, **kw: counts.append(len(kw["y"])) or model(*args, **kw)
+    unpadded = []
+    for x, lengths, positions, langs, pred_mask, y in tlm_batches(3, torch.Generator().manual_seed(3)):
+        pred_idx, unpadded = flat_positions(pred_mask), unpadded + [len(y)]
+        eager = model(x, lengths, langs=langs, positions=positions, pred_mask=pred_idx, y=y)
+        loss = wrapped(x, lengths, langs=langs, positions=positions, pred_mask=pred_idx, y=y)
+        assert loss.item() == pytest.approx(eager.item(), rel=1e-6)
+    assert len(set(unpadded)) > 1
+    assert counts == (unpadded if asm else [PRED_MULTIPLE] * 3)
 
 
 def reference_varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k):
