@@ -161,7 +161,8 @@ class FineTuner:
             self.optimizers["encoder"] = build_optimizer(tuned, params.optimizer_e)
         self.load_data()
         device_ids = [info.device] if info.device.type == "cuda" else None
-        self.ddp = DistributedDataParallel(self.model, device_ids=device_ids) if info.multi else self.model
+        self.ddp = (DistributedDataParallel(self.model, device_ids=device_ids, gradient_as_bucket_view=True)
+                    if info.multi else self.model)  # gradient_as_bucket_view: see loop.py
         amp_dtype = torch.float16 if params.fp16 else torch.bfloat16 if params.bf16 else None
         self.engine = StepEngine(self.optimizers, {}, [self.ddp], info.device, amp_dtype, multi=info.multi)
         # on the CPU, each step's large tensors reuse the pages the last step freed (see host_memory.py)

@@ -80,7 +80,9 @@ class Trainer:
         # batch without a target in some cluster of the adaptive softmax that cluster
         partial = bool(params.pc_steps) or not params.encoder_only and bool(params.clm_steps or params.mlm_steps)
         trained = {k: BucketPadded(m) if params.compile else m for k, m in self.models.items()}
-        self.ddp = {k: DistributedDataParallel(trained[k], device_ids=device_ids,
+        # gradients as views of DDP's all-reduce buckets: no copy of every gradient in and out of them at each
+        # update, nor the memory of a second copy (1 GB for the 12 x 1024 model in float32)
+        self.ddp = {k: DistributedDataParallel(trained[k], device_ids=device_ids, gradient_as_bucket_view=True,
                                                find_unused_parameters=partial or m.config.asm)
                     if info.multi else trained[k] for k, m in self.models.items()}
         amp_dtype = torch.float16 if params.fp16 else torch.bfloat16 if params.bf16 else None
