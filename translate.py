@@ -21,10 +21,8 @@ import logging
 import os
 import sys
 import time
-from datetime import timedelta
 
 import torch
-from tqdm import tqdm
 
 from xlm.data.bpe import remove_bpe
 from xlm.data.datasets import batch_sentences
@@ -34,6 +32,7 @@ from xlm.host_memory import keep_freed_memory
 from xlm.model.checkpoint import load_model
 from xlm.model.generate import generate_beam, generate_greedy
 from xlm.model.linear import onednn_chosen, weights_packed
+from xlm.progress import Progress
 from xlm.train.options import bool_flag, check_folder_name
 
 
@@ -168,32 +167,21 @@ class PartialOutput:
         os.replace(self.path, self.output_path)
 
 
-PROGRESS_EVERY = 60.0  # seconds between progress lines where stderr is no terminal (a batch job's log)
-
-
 @weights_packed()  # in oneDNN's layout once for all batches, on the CPU
 def translate_into(output, model, sentences, src_id, tgt_id, args, device):
-    """The sentences after the output's lines translated into it, a batch at a time; a progress bar on
-    a terminal, else a line every PROGRESS_EVERY seconds with the rate and the time left."""
+    """The sentences after the output's lines translated into it, a batch at a time, with their progress
+    (xlm/progress.py: a bar on a terminal, else a line a minute with the rate and the time left)."""
     # on the CPU, each batch's large tensors (beams x words scores) reuse the pages the last one freed
     freed_memory = keep_freed_memory() if device.type == "cpu" else None
-    starts = range(output.lines, len(sentences), args.batch_size)
-    resumed, started = output.lines, time.monotonic()
-    reported = started
-    for start in tqdm(starts, desc="translate", unit="batch", file=sys.stderr, disable=None,
-                      initial=output.lines // args.batch_size, total=output.lines // args.batch_size + len(starts)):
-        translations = translate_batch(model, sentences[start:start + args.batch_size], src_id, tgt_id, args,
-                                       device)
-        lines = [" ".join(model.dico[i] for i in ids) for ids in translations]
-        output.write([remove_bpe(line) for line in lines] if args.remove_bpe else lines)
-        if freed_memory:
-            freed_memory.check()
-        if not sys.stderr.isatty() and time.monotonic() - reported >= PROGRESS_EVERY:
-            reported = time.monotonic()
-            rate = (output.lines - resumed) / max(reported - started, 1e-9)
-            left = timedelta(seconds=round((len(sentences) - output.lines) / rate))
-            print(f"translate: {output.lines}/{len(sentences)} sentences, {rate:.1f} sentences/s, ETA {left}",
-                  file=sys.stderr, flush=True)
+    with Progress("translate", total=len(sentences), unit="sentences", initial=output.lines) as progress:
+        for start in range(output.lines, len(sentences), args.batch_size):
+            translations = translate_batch(model, sentences[start:start + args.batch_size], src_id, tgt_id, args,
+                                           device)
+            lines = [" ".join(model.dico[i] for i in ids) for ids in translations]
+            output.write([remove_bpe(line) for line in lines] if args.remove_bpe else lines)
+            if freed_memory:
+                freed_memory.check()
+            progress.update(len(lines))
 
 
 def main(argv=None):

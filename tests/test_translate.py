@@ -139,11 +139,11 @@ def test_a_stopped_translation_goes_on_where_it_stopped(checkpoint, tmp_path):
 
 def test_progress_lines_where_stderr_is_no_terminal(checkpoint, tmp_path):
     """A batch job's log gets a line with the rate and the time left every PROGRESS_EVERY seconds (here
-    after every batch); tqdm's bar is only drawn on a terminal."""
+    after every batch); tqdm's bar is only drawn on a terminal (xlm/progress.py)."""
     args = ["--model_path", str(checkpoint), "--src_lang", "en", "--tgt_lang", "fr", "--batch_size", "2",
             "--output_path", str(tmp_path / "out.fr")]
     code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import translate\n"
-            f"translate.PROGRESS_EVERY = 0\ntranslate.main({args!r})\n")
+            f"import xlm.progress; xlm.progress.PROGRESS_EVERY = 0\ntranslate.main({args!r})\n")
     proc = python("-c", code, input="\n".join(LINES) + "\n")
     lines = [line for line in proc.stderr.splitlines() if line.startswith("translate: ")]
     assert [line.split(",")[0] for line in lines] == [f"translate: {n}/7 sentences" for n in (2, 4, 6, 7)]

@@ -7,8 +7,11 @@ import os
 import re
 import secrets
 import signal
+import stat
 import sys
 from contextlib import contextmanager
+
+from .progress import Progress
 
 
 class DataError(ValueError):
@@ -47,20 +50,17 @@ def iter_line_blocks(path, block_bytes=1 << 22, desc=None):
     """Yield (first_line_number, list_of_lines) blocks of a UTF-8 text file, lines without '\\n'.
 
     Reading in blocks of whole lines keeps memory bounded and lets workers process blocks in parallel.
-    With `desc`, a progress bar on stderr follows the bytes read (when stderr is a terminal).
+    With `desc`, the bytes read are shown on stderr (xlm/progress.py: a bar, or a line a minute).
     """
     check_file(path)
-    from tqdm import tqdm
-
     line_no = 1
     rest = b""
-    with open(path, "rb") as f, tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, desc=desc,
-                                     disable=None if desc else True, leave=False) as bar:
+    with open(path, "rb") as f, Progress(desc, os.path.getsize(path), unit="B") as progress:
         while True:
             chunk = f.read(block_bytes)
             if not chunk:
                 break
-            bar.update(len(chunk))
+            progress.update(len(chunk))
             chunk = rest + chunk
             cut = chunk.rfind(b"\n") + 1
             if cut == 0:
@@ -74,18 +74,30 @@ def iter_line_blocks(path, block_bytes=1 << 22, desc=None):
         yield line_no, [decode_utf8(rest, path, line_no)]
 
 
-def iter_stdin_blocks(block_lines=4096):
-    """Yield (first_line_number, list_of_lines) blocks of standard input; a bad byte names its line."""
-    import sys
-
-    block, first = [], 1
-    for line_no, raw in enumerate(sys.stdin.buffer, 1):
-        block.append(decode_utf8(raw, "<stdin>", line_no).rstrip("\r\n"))
-        if len(block) == block_lines:
-            yield first, block
-            block, first = [], line_no + 1
+def iter_stdin_blocks(block_lines=4096, desc=None):
+    """Yield (first_line_number, list_of_lines) blocks of standard input; a bad byte names its line. With
+    `desc`, the bytes read are shown on stderr, of the input's size where it is a file."""
+    block, first, size = [], 1, 0
+    with Progress(desc, _stdin_bytes_left(), unit="B") as progress:
+        for line_no, raw in enumerate(sys.stdin.buffer, 1):
+            block.append(decode_utf8(raw, "<stdin>", line_no).rstrip("\r\n"))
+            size += len(raw)
+            if len(block) == block_lines:
+                progress.update(size)
+                yield first, block
+                block, first, size = [], line_no + 1, 0
+        progress.update(size)
     if block:
         yield first, block
+
+
+def _stdin_bytes_left():
+    """What is left to read of standard input where it is a regular file (`< file`), else None."""
+    try:
+        st = os.fstat(sys.stdin.fileno())
+        return st.st_size - sys.stdin.buffer.tell() if stat.S_ISREG(st.st_mode) else None
+    except (OSError, ValueError):
+        return None
 
 
 def _tmp_place(path):

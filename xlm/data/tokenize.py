@@ -246,7 +246,7 @@ def main(argv=None):
         check_language(args.lang)
         if args.lang in SEGMENTERS:
             _import_segmenter(args.lang)
-        blocks = ((block, args.lang) for _, block in iter_stdin_blocks(2000))
+        blocks = ((block, args.lang) for _, block in iter_stdin_blocks(2000, desc=f"tokenize {args.lang}"))
         out = sys.stdout
         if args.threads > 1:
             with Pool(args.threads) as pool:
