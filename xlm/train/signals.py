@@ -7,6 +7,7 @@ resumes. Used by train.py and glue-xnli.py.
 import os
 import signal
 import subprocess
+import threading
 import time
 
 from .distributed import all_reduce_sum, broadcast_from_master
@@ -34,8 +35,12 @@ class StopSignals:
                 raise KeyboardInterrupt
             return
         self.received, self.time = signum, time.monotonic()
-        self.logger.warning("Received signal %i: saving a checkpoint at the next progress line (or evaluated set)%s",
-                            signum, " (Ctrl-C again to stop now)" if signum == signal.SIGINT else "")
+        # logged from a thread of its own: Python runs this handler wherever the main thread is, which may be
+        # inside a write of this very log (the signal interrupted the write), where a second write is refused
+        # and the line lost; the thread waits for the log's lock, which that write holds, and then writes
+        threading.Thread(target=self.logger.warning, args=(
+            "Received signal %i: saving a checkpoint at the next progress line (or evaluated set)%s", signum,
+            " (Ctrl-C again to stop now)" if signum == signal.SIGINT else "")).start()
 
     def agreed(self, info):
         """At those points alone (a collective): whether any rank was signalled, so that all of them save
