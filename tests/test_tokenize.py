@@ -1,3 +1,4 @@
+import random
 import subprocess
 import sys
 import unicodedata
@@ -140,3 +141,20 @@ def test_bad_utf8_names_the_line():
                           capture_output=True, cwd=ROOT)
     assert proc.returncode != 0
     assert b"<stdin>:3: invalid UTF-8" in proc.stderr
+
+
+@pytest.mark.parametrize("lang", ["en", "fr", "de", "it", "is", "tdt"])
+def test_nonbreaking_prefix_rule_is_sacremoses_then_the_last_period(lang):
+    """xlm's own nonbreaking-prefix rule (which tests only the words that end with a period) gives
+    sacremoses's result, then splits the last word's period, on lines made of the language's prefixes."""
+    tokenizer = tok._tokenizer(lang)
+    rng = random.Random(0)
+    words = sorted(tokenizer.NONBREAKING_PREFIXES | tokenizer.NUMERIC_ONLY_PREFIXES) + [
+        "word", "Word", "5", "12", "a.b", "3.5", "..", ".", "é", "Étude", "U.S"]
+    for _ in range(1000):
+        text = " ".join(rng.choice(words) + rng.choice([".", "", "..", "."]) for _ in range(rng.randint(1, 6)))
+        expected = MosesTokenizer.handles_nonbreaking_prefixes(tokenizer, text)
+        last = expected.rpartition(" ")[2]
+        if len(last) > 1 and last.endswith("."):
+            expected = expected[:-1] + " ."
+        assert tokenizer.handles_nonbreaking_prefixes(text) == expected, text
