@@ -97,6 +97,7 @@ def _normalizer(lang):
 
 
 DIGITS = set("0123456789")  # what starts a number for a numeric-only prefix (re's [0-9])
+
 # Perl's Unicode properties, as tokenizer.perl matches them (\p{IsAlnum} is Alphabetic + decimal digits)
 ALNUM, ALPHA, NUM, LOWER = r"\p{Alphabetic}\p{Nd}", r"\p{Alphabetic}", r"\p{N}", r"\p{Lowercase}"
 ANY_LETTER, ALL_LOWER = regex.compile(rf"[{ALPHA}]"), regex.compile(rf"[{LOWER}]*")
@@ -189,8 +190,8 @@ class PerlMosesTokenizer(MosesTokenizer):
         """tokenizer.perl's rule for a word that ends with a period: the period is split off unless the
         word is a nonbreaking prefix (or a numeric-only one before a number), holds another period and a
         letter, or the next word starts with a lower-case letter; then the last word's period is split off
-        whatever the word. sacremoses's rule, which matches a regular expression on every word, where few
-        end with a period (a sixth of the tokenizer's time)."""
+        whatever the word. The rule is sacremoses's, written here to test only the words that end with a
+        period: sacremoses matches a regular expression on every word, a sixth of the tokenizer's time."""
         tokens = text.split()
         for i, token in enumerate(tokens):
             if len(token) < 2 or token[-1] != ".":
