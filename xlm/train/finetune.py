@@ -389,17 +389,17 @@ class FineTuner:
         return [{"epoch": scores["epoch"], **split} for split in splits if split]
 
     def run(self):
-        """Returns True if a signal stopped it."""
+        """The task's epochs, or up to where a signal stops them (`signals.stopped`)."""
         while self.epoch < self.params.n_epochs:
             self.logger.info("============ %s: starting epoch %i ... ============", self.task_name, self.epoch)
             if self.train_epoch():
-                return True
+                return
             try:
                 scores = self.evaluate()
             except EvaluationStopped:  # saved as before the evaluation, which the rerun does
                 self.save_checkpoint()
                 self.signals.stop(self.info)
-                return True
+                return
             self.done_sentences, self.done_steps = 0, 0
             for k, v in scores.items():
                 self.logger.info("%s -> %.6f", k, v)
@@ -411,7 +411,6 @@ class FineTuner:
             self.epoch += 1
             self.save_checkpoint()
         self.logger.info("%s: done, best %s %.2f", self.task_name, self.validation_metric, self.best)
-        return False
 
 
 def check_task_files(params):
@@ -450,9 +449,11 @@ def main(argv=None):
             logger.warning("Removed %s, left by a save that was killed", path)
         signals = StopSignals(logger)  # from here on kept for the next progress line
         tuner = FineTuner(params, params.transfer_tasks[0], info, logger, metrics, signals)
-    stopped = tuner.run()
+    tuner.run()
     for task in params.transfer_tasks[1:]:
-        stopped = stopped or FineTuner(params, task, info, logger, metrics, signals).run()
+        if signals.stopped:  # the next task is not started
+            break
+        FineTuner(params, task, info, logger, metrics, signals).run()
     shutdown(info)
-    if stopped:
+    if signals.exit_status is not None:
         sys.exit(signals.exit_status)  # the shell's status of a signalled command: the run is not over
