@@ -95,6 +95,10 @@ CASES = {
     "adam_cosine": "--lgs en --clm_steps en --optimizer adam_cosine,warmup_updates=5,lr=0.001,init_period=20",
     "unknown_optimizer_option": "--lgs en --clm_steps en --optimizer adam_cosine,lr=0.001,max_update=50",
     "rmsprop": "--lgs en --clm_steps en --optimizer rmsprop,lr=0.001",
+    # three languages: language ids, the pairs' file names (de-en, en-fr) and the sampling of languages
+    "three_languages": "--lgs de-en-fr --mlm_steps de,en,fr,de-en,en-fr --lg_sampling_factor 0.5",
+    "three_languages_mt_bt": "--lgs de-en-fr --encoder_only false --mt_steps de-en,en-de --ae_steps fr "
+                             f"--bt_steps fr-en-fr {NOISE} --eval_bleu true",
     "adagrad": "--lgs en --clm_steps en --optimizer adagrad,lr=0.01",
 }
 # the original's own checkpoints, each trained once by the original before the cases that name it, long
