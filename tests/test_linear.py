@@ -210,3 +210,30 @@ def test_chosen_by_the_cpu_unless_the_environment_says(env, capability, vendor, 
             onednn_chosen()
     finally:
         onednn_chosen.cache_clear()
+
+
+@pytest.mark.parametrize("through_onednn", [True, False])
+def test_the_loss_is_f_cross_entropy(through_onednn, monkeypatch):
+    """`cross_entropy` in CPU training (the softmax in place, the log of its sum from its largest
+    probability) against F.cross_entropy of F.linear: the loss and every gradient, with targets left out,
+    columns at -inf (the vocabulary's padding), and logits far apart (a confident wrong prediction)."""
+    if not through_onednn:
+        monkeypatch.setattr(linear_module, "onednn_chosen", lambda: False)
+    torch.manual_seed(0)
+    x = torch.randn(37, 160)
+    x[3] *= 40  # its logits spread over hundreds: exp of the smallest underflows
+    y = torch.randint(0, 500, (37,))
+    y[[0, 5, 9]] = linear_module.IGNORED
+    weight = torch.randn(504, 160) / 10
+    bias = torch.cat([torch.randn(500), torch.full((4,), -float("inf"))])
+    inputs = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    expected_inputs = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    loss = linear_module.cross_entropy(*inputs, y)
+    expected = F.cross_entropy(F.linear(*expected_inputs), y, ignore_index=linear_module.IGNORED)
+    assert expected > 10  # the spread row's loss is large
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
+    (3 * loss).backward()
+    (3 * expected).backward()
+    for ours, theirs in zip(inputs, expected_inputs):
+        assert torch.isfinite(ours.grad).all()
+        torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-5, atol=1e-5)
