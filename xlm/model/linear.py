@@ -366,10 +366,15 @@ def _with_gradient(x, weight):
     return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
 
 
-def _onednn_at_hand(x, weight):
-    """float32 on the CPU, outside autocast and torch.compile, with oneDNN chosen (`onednn_chosen`)."""
+def _cpu_float32(x, weight):
+    """float32 on the CPU, outside autocast and torch.compile."""
     return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling() and onednn_chosen())
+            and not torch.compiler.is_compiling())
+
+
+def _onednn_at_hand(x, weight):
+    """`_cpu_float32`, with oneDNN chosen (`onednn_chosen`)."""
+    return _cpu_float32(x, weight) and onednn_chosen()
 
 
 def uses_onednn(x, weight):
@@ -416,8 +421,7 @@ def cross_entropy(x, weight, bias, y):
     """F.cross_entropy(linear(x, weight, bias), y, ignore_index=IGNORED) for x (n, in), y (n,); in float32
     training on the CPU, `_LinearCrossEntropy` (through oneDNN: an MLM step 0.8-5.4% faster with 8,000-32,000
     words on a Zen 5)."""
-    if _with_gradient(x, weight) and x.device.type == "cpu" and not torch.compiler.is_compiling() and (
-            x.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")):
+    if _with_gradient(x, weight) and _cpu_float32(x, weight):
         return _LinearCrossEntropy.apply(x, weight, bias, y, uses_onednn(x, weight))
     return F.cross_entropy(linear(x, weight, bias).float(), y, ignore_index=IGNORED)
 
