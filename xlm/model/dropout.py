@@ -27,7 +27,8 @@ def _kept(shape, p, dtype):
         return None, None
     n = math.prod(shape)
     threshold = dropped - 32768  # of 16-bit draws uniform over -32768..32767
-    if torch.compiler.is_compiling():  # numpy's calls would break the graph
+    if torch.compiler.is_compiling():  # torch's draws, as before: they break the graph too (random_ is not
+        # traced), but quietly, where reading the seed on the host warns at every dropout
         bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None)
         kept = torch.ge(bits.view(torch.int16)[:n].view(shape), threshold, out=torch.empty(shape, dtype=dtype))
     else:
