@@ -54,7 +54,9 @@ def attention_with_dropout(q, k, v, mask, is_causal, p):
     """Scaled dot-product attention with dropout on the weights, as `F.scaled_dot_product_attention`'s
     math path computes it on the CPU, with the dropout above, whose scale is applied to the (smaller)
     output. mask: True where attending."""
-    scores = (q * (1 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)
+    # k's copy in its own layout, read transposed by the matmul: the matmul would otherwise copy k^T, a
+    # transposing copy 7x slower (an MLM step's keys, 32 x 8 x 128 x 32: 1.47 ms against 0.21)
+    scores = (q * (1 / math.sqrt(q.shape[-1]))) @ k.contiguous().transpose(-1, -2)
     if is_causal:
         mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
     if mask is not None:  # in place: the matmul's backward needs its inputs, not its output
