@@ -50,6 +50,14 @@ def dropout(x, p, training):
     return x * kept.mul_(scale)
 
 
+def additive_mask(mask, dtype):
+    """The boolean mask (True where attending) as 0 and -inf of dtype, to add to the scores: the same values as
+    a fill, but a fill through a broadcast boolean mask takes a slow loop (a TLM step's scores, 32 x 8 x 100
+    x 100 under a (32, 1, 1, 100) mask: 2.7 ms against 0.37 for the addition), and in training its backward
+    fills the gradient again (3.3 ms), where the softmax's backward already gives 0."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+
+
 def attention_with_dropout(q, k, v, mask, is_causal, p):
     """Scaled dot-product attention with dropout on the weights, as `F.scaled_dot_product_attention`'s
     math path computes it on the CPU, with the dropout above, whose scale is applied to the (smaller)
@@ -60,7 +68,7 @@ def attention_with_dropout(q, k, v, mask, is_causal, p):
     if is_causal:
         mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
     if mask is not None:  # in place: the matmul's backward needs its inputs, not its output
-        scores.masked_fill_(~mask, float("-inf"))
+        scores.add_(additive_mask(mask, scores.dtype))
     weights = torch.softmax(scores, dim=-1)
     kept, scale = _kept(weights.shape, p, weights.dtype)
     if kept is None:
