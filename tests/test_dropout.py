@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xlm.model.dropout import attention_with_dropout, dropout
+from xlm.model.dropout import additive_mask, attention_with_dropout, dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
@@ -60,6 +60,26 @@ def test_attention_without_drops_is_sdpa(causal):
     ours = attention_with_dropout(q, k, v, mask, causal, 1e-9)  # rounds to no drop at all
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
     assert torch.allclose(ours, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 1, 7), (5, 7), (3, 1, 5, 7)])
+def test_additive_mask_gives_the_fills_values(shape):
+    """Scores plus the mask as 0 / -inf are the scores filled with -inf where the mask is False, bit for bit
+    (evaluation and decoding must give the original's values, which fills), and so are their softmaxes;
+    the gradient through the addition is the fill's wherever a key is attended."""
+    g = torch.Generator().manual_seed(5)
+    scores = torch.randn(3, 2, 5, 7, generator=g) * 30
+    mask = torch.rand(shape, generator=g) < 0.6
+    mask[..., 0] = True  # every row attends somewhere
+    filled = scores.clone().requires_grad_()
+    added = scores.clone().requires_grad_()
+    by_fill = torch.softmax(filled.clone().masked_fill_(~mask, float("-inf")), -1)
+    by_addition = torch.softmax(added.clone().add_(additive_mask(mask, scores.dtype)), -1)
+    assert torch.equal(filled.masked_fill(~mask, float("-inf")), scores + additive_mask(mask, scores.dtype))
+    assert torch.equal(by_fill, by_addition)
+    grad = torch.randn(by_fill.shape, generator=g)
+    by_fill.backward(grad), by_addition.backward(grad)
+    assert torch.equal(filled.grad, added.grad)
 
 
 def test_attention_drops_weights():
