@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .dropout import additive_mask, attention_with_dropout, dropout
+from .dropout import attention_with_dropout, dropout, mask_scores_
 from .linear import (Linear, bucket_rows, calls_f_linear, cross_entropy, linear, pads_rows, rows_may_change,
                      roundings_free)
 from .memory import HashingMemory, MemoryConfig
@@ -147,12 +147,8 @@ def original_attention(q, k, v, mask, is_causal):
         return torch.cat([original_attention(q[i:i + rows], rows_of(k, i), rows_of(v, i), rows_of(mask, i), is_causal)
                           for i in range(0, bs, rows)])
     scores = torch.matmul(q / math.sqrt(q.shape[-1]), k.transpose(-2, -1))
-    if is_causal:
-        qlen, klen = scores.shape[-2:]
-        mask = torch.ones(qlen, klen, dtype=torch.bool, device=q.device).tril(klen - qlen)
-    if mask is not None:  # in place (a copy is one more (bs, heads, qlen, klen) tensor per layer); added,
-        # where the original fills: x + 0 is x, so the values are its own
-        scores.add_(additive_mask(mask, scores.dtype))
+    # the mask added where the original fills: x + 0 is x, so the values are its own
+    scores = mask_scores_(scores, mask, is_causal)
     return torch.matmul(F.softmax(scores.float(), dim=-1).type_as(scores), v)
 
 
