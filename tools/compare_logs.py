@@ -27,6 +27,10 @@ START, END = re.compile(r"Starting epoch (\d+)"), re.compile(r"End of epoch (\d+
 
 def read_log(path):
     """One dict per logged epoch: timing, throughput and the __log__ metrics."""
+    if os.path.isdir(path):
+        inside = os.path.join(path, "train.log")
+        hint = f" (the run's is {inside})" if os.path.isfile(inside) else ""
+        raise DataError(f"{path}: is a folder, expected a train.log file{hint}")
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file")
     epochs, started, ended, updates, speeds = [], None, None, None, []
@@ -61,10 +65,13 @@ def read_log(path):
 
 
 def table(runs, labels, wanted):
-    """Rows metric x run, columns epochs."""
+    """Rows metric x run, columns epochs; a DataError for a `wanted` substring that no metric contains."""
     keys = [k for run in runs for e in run for k in e]
-    metrics = [k for k in dict.fromkeys(keys) if k != "epoch" and (
-        any(w in k for w in wanted) if wanted else k.startswith("valid_"))]
+    known = [k for k in dict.fromkeys(keys) if k != "epoch"]
+    for w in wanted:
+        if not any(w in k for k in known):
+            raise DataError(f"--metrics {w}: no metric of the logs contains it (they have: {', '.join(known)})")
+    metrics = [k for k in known if (any(w in k for w in wanted) if wanted else k.startswith("valid_"))]
     timing = ["train_s", "eval_s", "updates", "words/s"]
     n_epochs = max(len(run) for run in runs)
     width = max(len(k) for k in timing + metrics)

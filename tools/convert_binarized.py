@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from xlm.data.binarized import load_binarized, save_original, save_ours  # noqa: E402
-from xlm.fileio import DataError  # noqa: E402
+from xlm.fileio import DataError, check_output  # noqa: E402
 
 
 def main():
@@ -21,6 +21,7 @@ def main():
     args = parser.parse_args()
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         raise DataError(f"{args.output}: output must differ from the input")
+    check_output(args.output)  # before the corpus is read
     corpus = load_binarized(args.input)
     (save_original if args.to == "original" else save_ours)(corpus, args.output)
     print(f"{args.output}: {len(corpus)} sentences, {corpus.n_words} words, written in the {args.to} format")

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Print one line per binarized corpus (*.pth) in a folder: sentences, words, unknown words."""
+import argparse
 import glob
 import os
 import sys
@@ -10,6 +11,8 @@ from xlm.fileio import DataError  # noqa: E402
 
 
 def main(folder):
+    if not os.path.isdir(folder):
+        raise DataError(f"{folder}: no such folder" if not os.path.exists(folder) else f"{folder}: not a folder")
     paths = sorted(glob.glob(os.path.join(folder, "*.pth")))
     if not paths:
         raise DataError(f"{folder}: no .pth files")
@@ -21,9 +24,10 @@ def main(folder):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(f"usage: {sys.argv[0]} FOLDER")
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("folder", metavar="FOLDER", help="a folder of binarized corpora, as preprocess.py writes")
+    args = parser.parse_args()
     try:
-        main(sys.argv[1])
+        main(args.folder)
     except DataError as e:
         sys.exit(f"error: {e}")

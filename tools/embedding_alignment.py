@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from xlm.data.bpe import BPEApplier  # noqa: E402
-from xlm.fileio import DataError, atomic_write, check_file  # noqa: E402
+from xlm.fileio import DataError, atomic_write, check_file, check_output  # noqa: E402
 from xlm.model.checkpoint import dico_from_checkpoint, read_checkpoint, strip_module_prefix  # noqa: E402
 
 
@@ -127,6 +127,8 @@ def main(argv=None):
     p.add_argument("--output", default=None, help="also write the JSON here")
     a = p.parse_args(argv)
     try:
+        if a.output:
+            check_output(a.output)  # before the models are read
         pairs = read_lexicon(a.lexicon)
         candidates = read_words(a.candidates) if a.candidates else None
         src = WordVectors(a.checkpoint, a.codes)

@@ -370,6 +370,15 @@ def main(argv=None):
     langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
     if "en" in langs:
         parser.error("English is the source side of every catalog; do not list it in --langs")
+    for flag, value, least in (("--valid-size", args.valid_size, 0), ("--test-size", args.test_size, 0),
+                               ("--max-train", args.max_train, 1)):
+        if value < least:
+            parser.error(f"{flag} {value}: must be >= {least}")
+    existing = os.path.abspath(args.out)  # the output folder, or what of its path exists
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        parser.error(f"--out {args.out}: {existing} is not a folder")
     catalogs = find_catalogs(args.roots, langs)
     pairs_by_lang = {}
     for lang in langs:

@@ -43,6 +43,7 @@ from xlm.data.dictionary import MASK_INDEX  # noqa: E402
 from xlm.embed import SentenceEncoder  # noqa: E402
 from xlm.fileio import DataError, read_lines  # noqa: E402
 from xlm.objectives.lm import concat_pair  # noqa: E402
+from tools.unigram_ppl import require_mlm_steps  # noqa: E402
 
 MASK_MARKER = re.compile(r"<mask>|\[MASK\]")
 
@@ -102,6 +103,8 @@ def masked_log_probs(model, x, lengths, positions, langs):
 class MaskFiller:
     def __init__(self, model_path, codes=None, vocab=None, lowercase=False):
         self.encoder = SentenceEncoder(model_path, codes=codes, lowercase=lowercase, vocab=vocab)
+        # an MT run's encoder has an output layer too, never trained
+        require_mlm_steps(model_path, self.encoder.params, unknown_ok=True)
         self.model, self.dico, self.lang2id = self.encoder.model, self.encoder.dico, self.encoder.lang2id
         self.tlm_steps = {tuple(s) for s in self.encoder.params.get("mlm_steps") or [] if s[1] is not None}
 
@@ -130,7 +133,7 @@ class MaskFiller:
 
 def describe(dico, truth, log_probs, top_k):
     """'rank R  p P | w1 p1  w2 p2 ...' for one masked token; truth None when unknown."""
-    top = log_probs.topk(top_k)
+    top = log_probs.topk(min(top_k, len(log_probs)))
     guesses = "  ".join(f"{dico[int(i)]} {p:.2f}" for p, i in zip(top.values.exp().tolist(), top.indices))
     if truth is None:
         return f"{'':17}| {guesses}"
@@ -199,12 +202,14 @@ def main(argv=None):
     parser.add_argument("--lowercase", action="store_true", help="lower-case and remove accents (XNLI-15 models)")
     parser.add_argument("--mask", help="word indices to mask (e.g. 3 or 1,-2), or 'random' (one per sentence)")
     parser.add_argument("--seed", type=int, default=0, help="for --mask random")
-    parser.add_argument("--top_k", type=int, default=5)
+    parser.add_argument("--top_k", type=int, default=5, help="predictions shown per masked token (at least 1)")
     parser.add_argument("--translation", help="the sentence's translation, for TLM (one sentence only)")
     parser.add_argument("--translations", help="a file of the sentences' translations, one per line, for TLM")
     parser.add_argument("--translation_lang", help="the translation's language")
     parser.add_argument("--summary", action="store_true", help="with --translations: print only the summary line")
     args = parser.parse_intermixed_args(argv)
+    if args.top_k < 1:
+        raise DataError(f"--top_k must be >= 1, got {args.top_k}")
     if args.translation is not None and args.translations:
         raise DataError("--translation and --translations: give one of them")
     if args.summary and not args.translations:

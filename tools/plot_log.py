@@ -4,13 +4,14 @@ perplexity, from the run's train.jsonl.
 
     python tools/plot_log.py DUMP_DIR [OUT.png]      (default: DUMP_DIR/curves.png)
 """
+import argparse
 import json
 import os
 import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from xlm.fileio import DataError  # noqa: E402
+from xlm.fileio import DataError, atomic_write, check_output  # noqa: E402
 
 
 def read_events(path):
@@ -43,7 +44,13 @@ def plot(dump, out):
         import matplotlib.pyplot as plt
     except ImportError:
         raise DataError("plotting needs matplotlib: pip install matplotlib") from None
+    from matplotlib.backend_bases import FigureCanvasBase
     train, evals = read_events(os.path.join(dump, "train.jsonl"))
+    image_format = os.path.splitext(out)[1][1:].lower() or "png"
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if image_format not in formats:
+        raise DataError(f"{out}: not an image file name (matplotlib writes {', '.join(sorted(formats))})")
+    check_output(out)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for key, points in loss_curves(train).items():
         left.plot(*zip(*points), label=key)
@@ -58,14 +65,21 @@ def plot(dump, out):
         ax.grid(alpha=0.3)
     fig.suptitle(dump)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    with atomic_write(out) as f:  # a plot that fails halfway leaves the previous image
+        fig.savefig(f, format=image_format, dpi=100)
     return out
 
 
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dump", metavar="DUMP_DIR", help="the run's folder (where train.jsonl is)")
+    parser.add_argument("out", metavar="OUT.png", nargs="?", help="the image (default: DUMP_DIR/curves.png)")
+    args = parser.parse_args(argv)
+    print(plot(args.dump, args.out or os.path.join(args.dump, "curves.png")))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) not in (2, 3):
-        sys.exit(__doc__)
     try:
-        print(plot(sys.argv[1], sys.argv[2] if len(sys.argv) == 3 else os.path.join(sys.argv[1], "curves.png")))
+        main()
     except DataError as e:
         sys.exit(f"error: {e}")

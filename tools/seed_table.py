@@ -17,7 +17,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from xlm.fileio import DataError, atomic_write  # noqa: E402
+from xlm.fileio import DataError, atomic_write, check_output  # noqa: E402
 
 
 def mean_sd(values):
@@ -108,6 +108,10 @@ def main(argv=None):
         rows = parse_pairs(a.rows, "row")
         if a.seeds < 1:
             raise DataError(f"--seeds {a.seeds}: need at least 1")
+        if a.digits < 0:
+            raise DataError(f"--digits {a.digits}: need at least 0")
+        if a.json:
+            check_output(a.json)  # before the logs are read
         seeds = list(range(1, a.seeds + 1))
         table = collect(rows, columns, seeds, a.best, a.lowest)
     except (DataError, OSError, ValueError) as e:

@@ -110,6 +110,9 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from xlm.fileio import DataError, check_output_folder  # noqa: E402
+
 # --------------------------------------------------------------------------
 # Closed classes and anchors
 # --------------------------------------------------------------------------
@@ -919,6 +922,14 @@ class Config:
         for name in ("n_mono", "n_para", "n_valid", "n_test", "n_cls_train", "n_cls_eval"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0")
+        if self.vocab_size < 40:  # build_grammar's limits, found before any work
+            raise ValueError("--vocab_size must be at least 40")
+        if self.n_domains < 1:
+            raise ValueError("--n_domains must be at least 1")
+        try:
+            check_output_folder(self.out)
+        except DataError as e:
+            raise ValueError(f"--out {e}") from None
 
     def command(self) -> str:
         """The command line that reproduces the data (output dir left out so

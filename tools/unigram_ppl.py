@@ -29,6 +29,18 @@ from xlm.fileio import DataError  # noqa: E402
 from xlm.model.checkpoint import load_model  # noqa: E402
 
 
+def require_mlm_steps(path, params, unknown_ok=False):
+    """The MLM/TLM steps of the run that wrote the checkpoint `path` (from its params); a DataError naming
+    the file where it trained none (an MT or CLM run), whose encoder's output layer never learned to
+    predict masked words. unknown_ok: an encoder-only model whose params do not say (one converted from
+    transformers) passes, as None."""
+    if unknown_ok and "mlm_steps" not in params and params.get("encoder_only", True):
+        return None
+    if not params.get("mlm_steps"):
+        raise DataError(f"{path}: the run has no MLM/TLM steps (--mlm_steps)")
+    return params["mlm_steps"]
+
+
 def unigram_log_probs(corpus, n_words):
     """log p(w) over the vocabulary: the corpus' token frequencies (EOS included), add-one smoothed."""
     ids = np.asarray(corpus.sentences).astype(np.int64)
@@ -52,11 +64,10 @@ def unigram_xe(batches, tables):
 def compare(model_path, data_path=None, split="valid"):
     """[(set name, model ppl, unigram ppl)] for every MLM/TLM step of the run, then the monolingual mean."""
     loaded = load_model(model_path)
+    require_mlm_steps(model_path, loaded.params)
     p = SimpleNamespace(**loaded.params)
     data_path = data_path or p.data_path
     n_words = loaded.encoder.config.n_words
-    if not p.mlm_steps:
-        raise DataError(f"{model_path}: the run has no MLM/TLM steps (--mlm_steps)")
 
     def corpus(name):
         path = os.path.join(data_path, name + ".pth")

@@ -121,6 +121,16 @@ def check_output(path):
         raise DataError(f"{path}: cannot write in {_tmp_place(path)[0]} ({e.strerror})") from None
 
 
+def check_output_folder(path):
+    """Fail before any work, naming `path`, if it cannot be made an output folder (os.makedirs): it, or
+    the nearest of its parents that exists, is not a folder."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise DataError(f"{path}: {existing} is not a folder")
+
+
 def remove_stale_tmp(path):
     """Remove what an `atomic_write(path)` killed by SIGKILL (or a power cut) left beside `path`; a `*` in
     the file name stands for any characters (`dump/*.pth`: beside every checkpoint). Returns the paths
@@ -164,6 +174,8 @@ def atomic_write(path, mode="wb"):
     """Write to a temporary file next to `path`, fsync, then rename over `path`.
 
     An interrupted writer leaves either the previous file or no file under `path`, never half a file.
+    A file that cannot be made there (a missing or read-only folder) is a DataError naming `path`, as
+    `check_output`'s, before anything is written.
     """
     with _private_tmp(path) as (fd, tmp):
         # the file was made private (0600); the result gets the usual umask-based mode, as open() would
@@ -180,7 +192,7 @@ def atomic_write(path, mode="wb"):
 @contextmanager
 def _private_tmp(path, kind=""):
     """A new private file `NAME.<kind><8 random hex digits>.tmp` beside `path`, as (fd, its path), removed if
-    the block fails.
+    the block fails; one that cannot be made is a DataError naming `path` and its folder.
 
     Its name is chosen before the file is made, so an exception at any instant, even a signal's between
     the creation and the return (where `tempfile.mkstemp` would leave the file to no one), removes it.
@@ -195,6 +207,9 @@ def _private_tmp(path, kind=""):
                 break
             except FileExistsError:
                 tmp = None  # another file's name: not ours to remove
+            except OSError as e:
+                tmp = None
+                raise DataError(f"{path}: cannot write in {directory} ({e.strerror})") from None
         yield fd, tmp
     except BaseException:
         if tmp is not None and os.path.exists(tmp):

@@ -1,0 +1,192 @@
+"""tools/*.py given what a careless user types: one line naming the file or flag, a non-zero exit status,
+no traceback, and no output lost (outputs in a missing folder, --help, counts below 1, a translation
+model where a masked LM is needed)."""
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import ROOT, python
+from test_compare_logs import XLM_LOG
+from test_hardening_cli import mt_checkpoint, one_error_line  # noqa: F401  (the random MT model)
+from xlm.data.binarized import binarize
+from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
+from xlm.fileio import DataError, atomic_write, check_output_folder
+from xlm.model.checkpoint import checkpoint_payload, save_checkpoint
+from xlm.model.transformer import TransformerConfig, TransformerModel
+
+TOOLS = ROOT / "tools"
+WORDS = ["the", "cat", "is", "here"]
+
+
+def tool(name, *args, **kw):
+    return python(TOOLS / name, *args, check=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def mlm_checkpoint(tmp_path_factory):
+    """A random (untrained) encoder of an MLM run, with the run's params."""
+    vocab = SPECIAL_WORDS + WORDS
+    torch.manual_seed(0)
+    model = TransformerModel(TransformerConfig(n_words=len(vocab), emb_dim=16, n_layers=1, n_heads=2, n_langs=1))
+    params = dict(emb_dim=16, n_layers=1, n_heads=2, n_langs=1, lang2id={"en": 0}, id2lang={0: "en"},
+                  encoder_only=True, n_words=len(vocab), mlm_steps=[("en", None)])
+    path = tmp_path_factory.mktemp("mlm") / "mlm.pth"
+    save_checkpoint(checkpoint_payload(Dictionary.from_words([(w, 0) for w in vocab]), params, model=model.eval()),
+                    path)
+    return path
+
+
+# ----------------------------------------------------------------------------- outputs in a missing folder
+
+def test_atomic_write_in_a_missing_folder_names_the_output(tmp_path):
+    out = tmp_path / "missing" / "x.pth"
+    with pytest.raises(DataError, match=f"{out}: cannot write in {tmp_path / 'missing'}"):
+        with atomic_write(out) as f:
+            f.write(b"x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_binarized_to_a_missing_folder(tmp_path):
+    (tmp_path / "vocab").write_text("".join(f"{w} 1\n" for w in WORDS))
+    (tmp_path / "train.en").write_text("the cat is here\n")
+    binarize(tmp_path / "train.en", Dictionary.read_vocab(tmp_path / "vocab"), tmp_path / "train.en.pth", 1)
+    out = tmp_path / "missing" / "x.pth"
+    proc = tool("convert_binarized.py", tmp_path / "train.en.pth", out, "--to", "xlm")
+    one_error_line(proc, f"error: {out}: cannot write in {tmp_path / 'missing'}")
+
+
+@pytest.fixture
+def run_folder(tmp_path):
+    """A run's folder with a two-line train.jsonl and a train.log."""
+    run = tmp_path / "run"
+    run.mkdir()
+    events = [{"kind": "train", "n_iter": 5, "MLM-en": 5.0}, {"kind": "eval", "epoch": 0, "valid_en_mlm_ppl": 300.0}]
+    (run / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    (run / "train.log").write_text(XLM_LOG)
+    return run
+
+
+def test_plot_log_output_checked_and_written_whole(run_folder):
+    out = run_folder / "missing" / "x.png"
+    one_error_line(tool("plot_log.py", run_folder, out), f"error: {out}: cannot write in {run_folder / 'missing'}")
+    one_error_line(tool("plot_log.py", run_folder, run_folder / "x.nope"), "x.nope: not an image file name")
+    one_error_line(tool("plot_log.py", run_folder, run_folder), f"error: {run_folder}: is a folder")
+    (run_folder / "curves.png").write_bytes(b"the previous image")
+    proc = tool("plot_log.py", run_folder)
+    assert proc.returncode == 0 and proc.stdout.strip() == str(run_folder / "curves.png"), proc.stderr
+    assert (run_folder / "curves.png").read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in run_folder.iterdir()) == ["curves.png", "train.jsonl", "train.log"]
+
+
+def test_seed_table_and_embedding_alignment_check_their_output_first(tmp_path, mlm_checkpoint):
+    out = tmp_path / "missing" / "x.json"
+    one_error_line(tool("seed_table.py", "a=" + str(tmp_path / "{seed}.log"), "--columns", "x", "--json", out),
+                   f"{out}: cannot write in {tmp_path / 'missing'}")
+    (tmp_path / "lexicon").write_text("cat here\n")
+    one_error_line(tool("embedding_alignment.py", mlm_checkpoint, tmp_path / "lexicon", "--output", out),
+                   f"{out}: cannot write in {tmp_path / 'missing'}")
+
+
+def test_output_folders_under_a_file(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DataError, match="is not a folder"):
+        check_output_folder(tmp_path / "file" / "a" / "b")
+    check_output_folder(tmp_path / "new" / "a")
+    assert not (tmp_path / "new").exists()
+    one_error_line(tool("toy_languages.py", "--out", tmp_path / "file" / "toy"),
+                   f"--out {tmp_path / 'file' / 'toy'}: {tmp_path / 'file'} is not a folder")
+    one_error_line(tool("extract_gettext.py", tmp_path, "--out", tmp_path / "file" / "sample"),
+                   f"--out {tmp_path / 'file' / 'sample'}: {tmp_path / 'file'} is not a folder")
+
+
+# ----------------------------------------------------------------------------- --help
+
+@pytest.mark.parametrize("script, shown", [("plot_log.py", "DUMP_DIR"), ("corpus_summary.py", "FOLDER"),
+                                           ("lowercase_and_remove_accent.py", "stdin to stdout"),
+                                           ("fastbpe", "fastbpe learnbpe N FILE")])
+def test_help(script, shown):
+    proc = tool(script, "--help", input="")
+    assert proc.returncode == 0 and shown in proc.stdout and proc.stderr == "", proc.stdout + proc.stderr
+
+
+def test_corpus_summary_missing_folder(tmp_path):
+    one_error_line(tool("corpus_summary.py", tmp_path / "nope"), f"error: {tmp_path / 'nope'}: no such folder")
+
+
+# ----------------------------------------------------------------------------- counts below 1
+
+@pytest.mark.parametrize("top_k", ["-3", "0"])
+def test_fill_mask_top_k_at_least_1(mlm_checkpoint, top_k):
+    proc = tool("fill_mask.py", mlm_checkpoint, "the cat is here", "--lang", "en", "--mask", "1", "--top_k", top_k)
+    one_error_line(proc, f"error: --top_k must be >= 1, got {top_k}")
+    assert proc.stdout == ""
+
+
+def test_fill_mask_top_k_beyond_the_vocabulary(mlm_checkpoint):
+    proc = tool("fill_mask.py", mlm_checkpoint, "the cat is here", "--lang", "en", "--mask", "1", "--top_k", "1000")
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.split("|")[1].split()) == 2 * len(SPECIAL_WORDS + WORDS)  # every word, with its p
+
+
+@pytest.mark.parametrize("backend", ["python", "compiled"])
+@pytest.mark.parametrize("n", ["0", "-3", "abc"])
+def test_fastbpe_learnbpe_needs_a_positive_n(tmp_path, monkeypatch, backend, n):
+    if backend == "compiled" and not os.access(TOOLS / "fastBPE" / "fast", os.X_OK):
+        pytest.skip("fastBPE is not built (tools/install_fastbpe.sh)")
+    (tmp_path / "text").write_text("the cat is here\n" * 3)
+    monkeypatch.setenv("FASTBPE", "" if backend == "python" else str(TOOLS / "fastBPE" / "fast"))
+    proc = tool("fastbpe", "learnbpe", n, tmp_path / "text")
+    one_error_line(proc, f"error: learnbpe N: the number of merges must be a whole number >= 1, got '{n}'")
+    assert proc.stdout == ""
+
+
+def test_other_counts_below_their_least(tmp_path):
+    one_error_line(tool("seed_table.py", "a=x", "--columns", "x", "--digits", "-1"), "--digits -1: need at least 0")
+    one_error_line(tool("toy_languages.py", "--out", tmp_path / "toy", "--vocab_size", "0"),
+                   "--vocab_size must be at least 40")
+    one_error_line(tool("toy_languages.py", "--out", tmp_path / "toy", "--n_domains", "0"),
+                   "--n_domains must be at least 1")
+    one_error_line(tool("extract_gettext.py", tmp_path, "--max-train", "0"), "--max-train 0: must be >= 1")
+    assert not (tmp_path / "toy").exists()
+
+
+# ----------------------------------------------------------------------------- what the model was trained for
+
+def test_fill_mask_and_unigram_ppl_refuse_a_translation_model(mt_checkpoint):  # noqa: F811
+    proc = tool("fill_mask.py", mt_checkpoint, "a b c", "--lang", "en", "--mask", "1")
+    one_error_line(proc, f"error: {mt_checkpoint}: the run has no MLM/TLM steps (--mlm_steps)")
+    one_error_line(tool("unigram_ppl.py", mt_checkpoint),
+                   f"error: {mt_checkpoint}: the run has no MLM/TLM steps (--mlm_steps)")
+
+
+def test_fill_mask_refuses_a_run_without_mlm_steps(tmp_path, mlm_checkpoint):
+    """A run's params that list no MLM/TLM step (an MT or CLM run) say its output layer never learned to
+    fill masks, encoder-decoder or not; params that do not say (a converted model) are taken as they are."""
+    from xlm.model.checkpoint import read_checkpoint
+    data = read_checkpoint(mlm_checkpoint)
+    for steps, refused in [([], True), (None, False)]:
+        params = {k: v for k, v in data["params"].items() if k != "mlm_steps"}
+        if steps is not None:
+            params["mlm_steps"] = steps
+        save_checkpoint({**data, "params": params}, tmp_path / "m.pth")
+        proc = tool("fill_mask.py", tmp_path / "m.pth", "the cat is here", "--lang", "en", "--mask", "1")
+        if refused:
+            one_error_line(proc, "the run has no MLM/TLM steps (--mlm_steps)")
+        else:
+            assert proc.returncode == 0 and "[cat]" in proc.stdout, proc.stderr
+
+
+# ----------------------------------------------------------------------------- compare_logs.py
+
+def test_compare_logs_unknown_metric_and_a_folder(run_folder):
+    log = run_folder / "train.log"
+    one_error_line(tool("compare_logs.py", log, "--metrics", "nonexistent_metric"),
+                   "error: --metrics nonexistent_metric: no metric of the logs contains it (they have: ")
+    proc = tool("compare_logs.py", log, "--metrics", "nonexistent_metric")
+    assert "valid_mlm_ppl" in proc.stderr and proc.stdout == ""
+    one_error_line(tool("compare_logs.py", run_folder),
+                   f"error: {run_folder}: is a folder, expected a train.log file (the run's is {log})")
+    proc = tool("compare_logs.py", log, "--metrics", "valid")
+    assert proc.returncode == 0 and "valid_mlm_ppl" in proc.stdout, proc.stderr
