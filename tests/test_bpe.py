@@ -195,6 +195,22 @@ def test_same_bytes_as_fastbpe_on_tricky_text(fast, tmp_path):
         compare_all(fast, tmp_path, [text, TRICKY[2], TRICKY[0]], 40)  # more codes than pairs: fastBPE repeats one
 
 
+def test_learnbpe_stops_at_the_last_pair_that_occurs(fast, tmp_path):
+    """Asked for more codes than the text has pairs to merge, fastBPE goes on with merges of count 0, one of
+    them repeated, and its own applybpe aborts on those codes: tools/fastbpe writes the codes up to the
+    last merge that counts, with a warning, and they apply."""
+    (tmp_path / "text").write_text("low lower lowest\nnew newer\n", encoding="utf-8")
+    full = original(fast, "learnbpe", 40, tmp_path / "text").decode().splitlines()
+    counted = [line for line in full if not line.endswith(" 0")]
+    assert len(full) == 40 and 0 < len(counted) < 40
+    for env in ({}, {"FASTBPE": ""}):
+        proc = fastbpe(["learnbpe", 40, tmp_path / "text"], None, env)
+        assert proc.stdout.decode().splitlines() == counted, env
+        assert f"has {len(counted)} pairs to merge, fewer than the 40 codes asked for" in proc.stderr
+        (tmp_path / "codes").write_bytes(proc.stdout)
+        assert fastbpe(["applybpe_stream", tmp_path / "codes"], "lowest newer\n", env).stdout == b"lowest newer\n"
+
+
 def test_python_order_of_the_cpp_word_map(fast, tmp_path):
     """Ties go to the symbols seen first when iterating fastBPE's std::unordered_map of words: with
     the words in a different order the learned codes differ, and the emulation follows."""

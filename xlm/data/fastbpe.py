@@ -116,14 +116,26 @@ def _checked_codes(codes_path, vocab_path, tmp_dir):
 
 
 def learnbpe(n_codes, paths, out):
-    """Codes to the binary file `out` (with a file descriptor)."""
-    if not binary():
-        for path in paths:
-            check_file(path)
-        out.write("".join(f"{a} {b} {c}\n" for a, b, c in bpe.learn_bpe(paths, n_codes)).encode("utf-8"))
-        return
-    out.flush()
-    _on_stdin(["learnbpe", str(n_codes)], paths, out, bpe.nothing_to_learn(paths))  # fastBPE crashes on it
+    """Codes to the binary file `out`: fastBPE's, up to the last merge of a pair that occurs in the text.
+    Past it (more codes asked for than the text has pairs to merge) fastBPE writes merges of count 0, one
+    of them again and again, which its applybpe then aborts on: those are left out, with a warning."""
+    with tempfile.TemporaryFile() as codes:
+        if binary():
+            _on_stdin(["learnbpe", str(n_codes)], paths, codes, bpe.nothing_to_learn(paths))  # fastBPE crashes on it
+        else:
+            for path in paths:
+                check_file(path)
+            codes.write("".join(f"{a} {b} {c}\n" for a, b, c in bpe.learn_bpe(paths, n_codes)).encode("utf-8"))
+        codes.seek(0)
+        n_kept = 0
+        for line in codes:
+            if line.split(b" ")[2].strip() == b"0":
+                break
+            out.write(line)
+            n_kept += 1
+    if n_kept < n_codes:
+        print(f"warning: learnbpe: {' '.join(map(str, paths))} has {n_kept} pairs to merge, fewer than the "
+              f"{n_codes} codes asked for: the codes stop there", file=sys.stderr)
 
 
 def getvocab(paths, out):
