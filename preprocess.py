@@ -31,6 +31,9 @@ def main(argv=None):
         raise DataError(f"--threads must be at least 1, got {args.threads}")
     logging.basicConfig(format="%(levelname)s - %(message)s", level=logging.INFO)
     output = args.output or args.input + ".pth"
+    for flag in ("input", "vocab"):
+        if os.path.realpath(output) == os.path.realpath(getattr(args, flag)):
+            raise DataError(f"the output {output} is the {flag}: name another file")
     intermediate = output + ".xlmbin.tmp"  # --format original binarizes in ours first
 
     if not os.path.exists(output):

@@ -54,6 +54,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.src_lang == args.tgt_lang:
         raise DataError("--src_lang and --tgt_lang must differ")
+    if not args.output_path:
+        raise DataError("--output_path is empty: name the file to write the translations to")
     if os.path.exists(args.output_path):
         raise DataError(f"--output_path {args.output_path} already exists")
     try:  # found now, not once everything is translated

@@ -8,6 +8,7 @@ steps, the generate functions), each with a device synchronisation; nothing of i
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 import types
@@ -21,6 +22,7 @@ from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
 from xlm.train.loop import Trainer
 from xlm.train.options import parse_params
 from xlm.train.pipeline import Prefetcher
+from xlm.train.signals import HANDLED
 
 LANGS = ("la", "lb")
 PHASES = ("data", "forward", "backward", "optimizer", "generation")
@@ -48,11 +50,17 @@ def write_data(folder, n_words, n_sentences, min_len=5, max_len=30, seed=0):
 
 
 def build_trainer(data, dump, exp_id, flags):
-    """xlm's Trainer for `train.py --data_path data <flags>`; its log lines go to its train.log only."""
+    """xlm's Trainer for `train.py --data_path data <flags>`; its log lines go to its train.log only. The
+    process keeps its own signal handlers: the Trainer's keep a kill for a progress line that a bench,
+    which runs the steps itself, never reaches."""
     params = parse_params(["--dump_path", dump, "--exp_name", "bench", "--exp_id", exp_id, "--data_path", data,
                            "--lgs", "-".join(LANGS), *map(str, flags)])
+    handlers = {sig: signal.getsignal(sig) for sig in HANDLED}
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-        return Trainer(params)
+        trainer = Trainer(params)
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+    return trainer
 
 
 def sync(device):

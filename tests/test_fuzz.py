@@ -13,6 +13,7 @@ as a fixed case in the REGRESSIONS lists and tests below.
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -691,6 +692,17 @@ def test_binarized_header_with_a_negative_token_count_is_a_data_error(prep_files
     (tmp_path / "bad.pth").write_bytes(data[:offset] + json.dumps({**header, "n_tokens": -1}).encode())
     with pytest.raises(DataError, match="bad.pth: corrupt header"):
         load_binarized(tmp_path / "bad.pth")
+
+
+def test_a_truncated_binarized_file_is_named_as_one(prep_files, tmp_path):
+    import struct
+    data = (prep_files / "ours.pth").read_bytes()
+    (offset,) = struct.unpack("<Q", data[8:16])
+    for size, message in [(offset - 1, f"truncated ({offset - 1} bytes; its header starts at byte {offset})"),
+                          (offset + 5, "corrupt header, or a truncated file")]:
+        (tmp_path / "cut.pth").write_bytes(data[:size])
+        with pytest.raises(DataError, match=re.escape(f"cut.pth: {message}")):
+            load_binarized(tmp_path / "cut.pth")
 
 
 def test_fastbpe_refuses_a_vocabulary_given_as_codes(bpe_files, tmp_path):

@@ -159,6 +159,22 @@ def test_non_checkpoints_are_one_error_naming_the_file(data, run, tmp_path):
                 read(path)
 
 
+def test_a_truncated_checkpoint_is_named_as_one(run, tmp_path):
+    folder, _ = run
+    whole = (folder / "best-valid_mlm_ppl.pth").read_bytes()
+    for size in (3000, len(whole) // 2, len(whole) - 10):
+        (tmp_path / "cut.pth").write_bytes(whole[:size])
+        with pytest.raises(DataError, match=r"cut.pth: a truncated checkpoint \(its end is missing"):
+            read_checkpoint(tmp_path / "cut.pth")
+    # the format before torch 1.6, which the original's released checkpoints have, cut short
+    torch.save({"model": {"w": torch.ones(1000)}}, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    whole = (tmp_path / "legacy.pth").read_bytes()
+    for size in (len(whole) // 2, len(whole) - 10):
+        (tmp_path / "cut.pth").write_bytes(whole[:size])
+        with pytest.raises(DataError, match="cut.pth: a truncated checkpoint"):
+            read_checkpoint(tmp_path / "cut.pth")
+
+
 def test_the_error_gives_the_unpicklers_reason_not_torchs_advice(tmp_path):
     text, namespace = tmp_path / "text.pth", tmp_path / "namespace.pth"
     text.write_text("not a checkpoint\n")

@@ -61,6 +61,16 @@ def one_error_line(proc, message):
     (["--exp_id", "../x"], "--exp_id '../x' must be a plain folder name"),
     (["--exp_id", ".."], "--exp_id '..'"),
     (["--exp_name", "a/b"], "--exp_name 'a/b'"),
+    (["--lgs", "en,fr"], "languages are separated by '-'"),
+    (["--encoder_only", "false", "--ae_steps", "en", "--reload_model", "m.pth"], "'encoder_path,decoder_path'"),
+    (["--optimizer", "adam,lr=0.001,lr=0.1"], "--optimizer: lr is given twice"),
+    (["--lambda_mlm", "nan"], "--lambda_mlm: 'nan' is not a number"),
+    (["--lambda_mlm", "0:1,10:inf"], "--lambda_mlm: '10:inf' is not 'iteration:value'"),
+    (["--word_mask_keep_rand", "0.8,0.1,x"], "--word_mask_keep_rand: expected 3 comma-separated numbers"),
+    (["--clm_steps", "en", "--context_size", "31"], "--context_size 31 leaves no token to predict"),
+    (["--use_memory", "true", "--mem_enc_positions", "abc"], "--mem_enc_positions: 'abc' is not a layer number"),
+    (["--use_memory", "true", "--mem_enc_positions", "0+,0+"], "--mem_enc_positions: '0+' appears twice"),
+    (["--use_memory", "true", "--mem_dec_positions", "0"], "--mem_dec_positions: a model with --encoder_only true"),
 ])
 def test_impossible_flags_are_refused_at_parse_time(tmp_path, flags, message):
     argv = ["--exp_name", "t", "--exp_id", "x", "--dump_path", str(tmp_path), "--data_path", str(tmp_path),
@@ -68,6 +78,16 @@ def test_impossible_flags_are_refused_at_parse_time(tmp_path, flags, message):
     with pytest.raises(DataError) as e:
         parse_params(argv + flags)
     assert message in str(e.value)
+
+
+def test_numbers_are_read_as_the_original_reads_them(tmp_path):
+    """Loss coefficients and masking probabilities go through float(), as in the original (1e-3 included);
+    optimizer options are plain decimals there too. A context just short of the stream row still predicts."""
+    argv = ["--exp_name", "t", "--exp_id", "x", "--dump_path", str(tmp_path), "--data_path", str(tmp_path),
+            "--lgs", "en-fr", "--mlm_steps", "en", *TINY]
+    params = parse_params(argv + ["--lambda_mlm", "1e-3", "--lambda_clm", "0:1e-1,10:2E-2", "--word_mask_keep_rand",
+                                  "8e-1,1e-1,1e-1", "--clm_steps", "en", "--context_size", "30"])
+    assert params.lambda_mlm == "1e-3" and params.word_mask == 0.8
 
 
 def test_help_lists_the_flags_a_switch_adds(capsys):
@@ -113,6 +133,32 @@ def test_a_run_failing_in_its_setup_leaves_no_folder(small_sample, tmp_path, kee
     (kept / "notes.txt").write_text("mine")
     assert "unknown metrics" in setup_error(small_sample, tmp_path / "old", "c", "--validation_metrics", "nope")
     assert (kept / "notes.txt").read_text() == "mine"
+
+
+def test_what_a_resume_or_reload_cannot_keep_is_warned_about(small_sample, tmp_path, keep_signal_handlers):
+    """A rerun that adds a step, or whose flags build another model with weights of the same shapes, or
+    whose languages take other ids, goes on with a warning for each; so do metrics read the wrong way
+    round and an evaluation of random weights."""
+    from xlm.train.loop import main
+
+    def log(exp_id):
+        return (tmp_path / "t" / exp_id / "train.log").read_text()
+
+    main(argv(small_sample, tmp_path, "a"))
+    main(argv(small_sample, tmp_path, "a", "--max_epoch", 2, "--clm_steps", "en", "--n_heads", 2,
+              "--validation_metrics", "valid_en_mlm_ppl,_valid_en_mlm_acc"))
+    text = log("a")
+    assert "Resumed from" in text and "no saved position for the causal batches of en: they start afresh" in text
+    assert "was trained with other flags (--n_heads 4 there, 2 here)" in text
+    assert "valid_en_mlm_ppl: a higher perplexity is taken as better; write _valid_en_mlm_ppl" in text
+    assert "_valid_en_mlm_acc: the leading '_' takes a lower score as better" in text
+    model = tmp_path / "t" / "a" / "checkpoint.pth"
+    main(["--exp_name", "t", "--exp_id", "b", "--dump_path", str(tmp_path), "--data_path", str(small_sample),
+          "--lgs", "de-en", "--mlm_steps", "en", *TINY, "--reload_model", str(model), "--n_heads", "2",
+          "--eval_only", "true"])
+    assert "other language ids (de 0 here, absent there, en 1 here, 0 there)" in log("b")
+    main(argv(small_sample, tmp_path, "c", "--eval_only", "true"))
+    assert "--eval_only without --reload_model or --reload_checkpoint: evaluating randomly initialised" in log("c")
 
 
 @contextmanager
@@ -175,7 +221,8 @@ def test_translate_checks_its_output_folder_first(mt_checkpoint, tmp_path):
     for flags, message in [(["--beam_size", "0"], "--beam_size must be >= 1"),
                            (["--batch_size", "0"], "--batch_size"),
                            (["--exp_name", "x", "--exp_id", "../y"], "--exp_id '../y'"),
-                           (["--device", "nonsense"], "--device nonsense")]:
+                           (["--device", "nonsense"], "--device nonsense"),
+                           (["--output_path", ""], "--output_path is empty")]:
         with pytest.raises(DataError, match=message.replace("(", r"\(")):
             parse_args(common + ["--output_path", str(tmp_path / "o")] + flags)
 
@@ -209,6 +256,25 @@ def finetune(toy_tasks, data, *args):  # noqa: F811
     flags = [str(a) for a in finetune_flags(toy_tasks, "missing")]
     flags[flags.index("--data_path") + 1] = str(data)
     return python("glue-xnli.py", *flags, "--n_epochs", 1, *args, check=False)
+
+
+def test_glue_xnli_resumed_with_other_flags_goes_on(toy_tasks, tmp_path):  # noqa: F811
+    """A fine-tuning rerun with other layers to tune, another optimizer or another --model_path resumes with
+    a warning for what it cannot keep; a folder given as the model is named as one."""
+    flags = [str(a) for a in finetune_flags(toy_tasks, "resumed")] + ["--epoch_size", "32"]
+    flags[flags.index("--dump_path") + 1] = str(tmp_path / "dumped")
+    python("glue-xnli.py", *flags, "--transfer_tasks", "SST-2", "--n_epochs", 1)
+    copy = tmp_path / "copy.pth"
+    copy.write_bytes((toy_tasks / "model.pth").read_bytes())
+    flags[flags.index("--model_path") + 1] = str(copy)
+    flags[flags.index("--optimizer_e") + 1] = "sgd,lr=0.1"
+    proc = python("glue-xnli.py", *flags, "--transfer_tasks", "SST-2", "--n_epochs", 2, "--finetune_layers", "1:1")
+    assert "the encoder optimizer state does not fit" in proc.stderr + proc.stdout
+    assert f"goes on fine-tuning {toy_tasks / 'model.pth'}: the weights of --model_path {copy} are not used" in \
+        proc.stderr + proc.stdout
+    flags[flags.index("--model_path") + 1] = str(tmp_path)
+    one_error_line(python("glue-xnli.py", *flags, "--transfer_tasks", "SST-2", check=False),
+                   f"--model_path: {tmp_path} is a folder, not a model checkpoint")
 
 
 def test_xnli_missing_test_files_are_an_error_before_training(toy_tasks, tmp_path):  # noqa: F811

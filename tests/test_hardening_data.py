@@ -158,7 +158,10 @@ def test_preprocess_bad_inputs(files):
     for args, message in [((files / "ok_vocab", files / "empty"), "empty: file is empty"),
                           ((files / "ok_vocab", files / "binary"), "binary:1: invalid UTF-8"),
                           ((files / "ok_vocab", files / "folder", files / "out.pth"), "folder: not a regular file"),
-                          ((files / "bad_vocab", files / "in"), "bad_vocab:2: expected 'WORD COUNT'")]:
+                          ((files / "bad_vocab", files / "in"), "bad_vocab:2: expected 'WORD COUNT'"),
+                          ((files / "ok_vocab", files / "in", files / "in"), "the output " + str(files / "in") +
+                           " is the input"),
+                          ((files / "ok_vocab", files / "in", files / "ok_vocab"), "is the vocab")]:
         assert_one_error(cli(["preprocess.py", *args]), message)
     assert tmp_files(files) == [] and not list(files.glob("*.pth"))
 

@@ -141,14 +141,16 @@ def _load_ours(path):
     with open(path, "rb") as f:
         f.seek(8)
         (header_offset,) = struct.unpack("<Q", f.read(8))
-        f.seek(min(header_offset, size))
+        if header_offset >= size:  # the header comes last
+            raise DataError(f"{path}: truncated ({size} bytes; its header starts at byte {header_offset})")
+        f.seek(header_offset)
         try:
             header = json.loads(f.read().decode("utf-8"))
             dico = Dictionary.from_words([(w, 0) for w in SPECIAL_WORDS] + [tuple(wc) for wc in header["words"]])
             n, n_tokens, positions_offset = (int(header[k]) for k in ("n_sentences", "n_tokens", "positions_offset"))
             dtype, unk_words = np.dtype(header["dtype"]), dict(header["unk_words"])
         except (ValueError, KeyError, TypeError) as e:
-            raise DataError(f"{path}: corrupt header ({type(e).__name__}: {e})") from None
+            raise DataError(f"{path}: corrupt header, or a truncated file ({type(e).__name__}: {e})") from None
     if dtype != token_dtype(len(dico)):
         raise DataError(f"{path}: token ids of dtype {dtype} do not fit a {len(dico)}-word vocabulary")
     if not (n >= 0 and n_tokens >= 0 and DATA_OFFSET + n_tokens * dtype.itemsize <= positions_offset

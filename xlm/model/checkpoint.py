@@ -11,6 +11,7 @@ allow-list.
 import os
 import pickle
 import re
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -70,10 +71,19 @@ def read_checkpoint(path):
                             f"types ({reason})") from None
         raise DataError(f"{path}: not a PyTorch checkpoint ({reason})") from None
     except Exception as e:  # torch.load reports a file that is not a checkpoint by any of many exceptions
+        if isinstance(e, EOFError) or "unexpected EOF" in str(e) or _truncated_zip(path):
+            raise DataError(f"{path}: a truncated checkpoint (its end is missing: a copy or a save that did "
+                            "not finish?)") from None
         raise DataError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a dict, found {type(data).__name__}")
     return data
+
+
+def _truncated_zip(path):
+    """Whether the file starts as a zip archive (torch.save's format) but lacks the directory at its end."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04" and not zipfile.is_zipfile(path)
 
 
 def require_keys(data, keys, path):
@@ -118,6 +128,29 @@ def check_vocabulary(data, dico, path):
                   f"{'checkpoint' if in_data is None else 'data'})")
     raise DataError(f"{path}: the checkpoint's vocabulary is not the data's: {detail}; binarize the data with the "
                     "checkpoint's vocabulary (and its --max_vocab / --min_count)")
+
+
+# flags that build a model whose weights have the same names and shapes whatever their values: a checkpoint
+# trained with other values loads without an error, and computes another function
+SHAPELESS_FLAGS = ("n_heads", "gelu_activation", "sinusoidal_embeddings", "share_inout_emb")
+
+
+def warn_of_other_flags(params, saved, path, logger):
+    """Warn where this run's flags (`params`) build another model than the one `path` was trained as
+    (`saved`: its params), with weights that load nonetheless: the flags above, and language ids that
+    name other languages (each language would take the embedding of the one with its id there)."""
+    other = [f"--{k} {saved[k]} there, {getattr(params, k)} here" for k in SHAPELESS_FLAGS
+             if k in saved and saved[k] != getattr(params, k)]
+    if other:
+        logger.warning("%s was trained with other flags (%s): its weights load, but compute something else",
+                       path, "; ".join(other))
+    lang2id = saved.get("lang2id")
+    if isinstance(lang2id, dict) and params.use_lang_emb and params.n_langs > 1:
+        moved = [f"{lang} {i} here, {lang2id.get(lang, 'absent')} there"
+                 for lang, i in sorted(params.lang2id.items()) if lang2id.get(lang) != i]
+        if moved:
+            logger.warning("%s has other language ids (%s): each language takes the embedding of the language "
+                           "that had its id there", path, ", ".join(moved))
 
 
 def _int_list(value):

@@ -90,13 +90,19 @@ class MemoryConfig:
         return self.n_keys ** 2 if self.modulo_size == -1 else self.modulo_size
 
 
-def parse_mem_positions(spec, n_layers):
+def parse_mem_positions(spec, n_layers, flag="mem_enc_positions"):
     """'4,7+' -> [(4, 'in'), (7, 'after')]: 'k' replaces the FFN of layer k, 'k+' adds a memory after it.
     Lists of (layer, 'in'|'after') pairs, as stored in the original's params, pass through."""
     if isinstance(spec, (list, tuple)):
         positions = [(int(k), str(p)) for k, p in spec]
     else:
-        positions = [(int(s[:-1]), "after") if s.endswith("+") else (int(s), "in") for s in spec.split(",") if s]
+        items = [s for s in spec.split(",") if s]
+        for item in items:
+            if not item.removesuffix("+").isdigit():
+                raise DataError(f"--{flag}: '{item}' is not a layer number, or a layer number and '+'")
+            if items.count(item) > 1:
+                raise DataError(f"--{flag}: '{item}' appears twice")
+        positions = [(int(s[:-1]), "after") if s.endswith("+") else (int(s), "in") for s in items]
     for layer, where in positions:
         if not 0 <= layer < n_layers or where not in ("in", "after"):
             raise DataError(f"memory position {layer}{'+' if where == 'after' else ''} is not a layer of "

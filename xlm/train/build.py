@@ -8,7 +8,7 @@ from ..data.iterators import BatchIterator
 from ..evaluation.lm import metric_names
 from ..fileio import DataError
 from ..model.checkpoint import check_vocabulary, config_from_params, load_weights, read_checkpoint, \
-    strip_module_prefix
+    strip_module_prefix, warn_of_other_flags
 from ..model.transformer import N_MAX_POSITIONS, TransformerModel
 from ..model.word_vectors import reload_word_vectors
 from .options import check_positions
@@ -71,6 +71,8 @@ def build_models(params, dico, device, logger):
     files = {path: read_checkpoint(path) for path in paths.values()}  # encoder and decoder often share one
     for path, data in files.items():
         check_vocabulary(data, dico, path)
+        if isinstance(data.get("params"), dict):
+            warn_of_other_flags(params, data["params"], path, logger)
     source = next(iter(files), "")
     reloaded_params = (files[source].get("params") or {}) if source else {}
     params.n_positions = reloaded_params.get("n_positions", N_MAX_POSITIONS)
@@ -128,11 +130,21 @@ def check_backend(params, info):
                         "use --mem_sparse false with several GPUs (or train on one)")
 
 
-def check_metrics(params):
+def check_metrics(params, logger):
+    """Refuse metrics the run does not compute; warn of a perplexity taken as better when higher (a name
+    without the leading '_' that marks smaller as better), or an accuracy or BLEU when lower: either keeps
+    the worst model as the best."""
     known = metric_names(params)
-    unknown = [m.lstrip("_") for m in filter(None, params.validation_metrics.split(",")) if m.lstrip("_") not in known]
-    if params.stopping_criterion and params.stopping_criterion.split(",")[0].lstrip("_") not in known:
-        unknown.append(params.stopping_criterion.split(",")[0].lstrip("_"))
+    given = list(filter(None, params.validation_metrics.split(",")))
+    if params.stopping_criterion:
+        given.append(params.stopping_criterion.split(",")[0])
+    unknown = [m.lstrip("_") for m in given if m.lstrip("_") not in known]
     if unknown:
         raise DataError(f"unknown metrics {', '.join(unknown)}; this run computes {', '.join(known)}")
-
+    for metric in given:
+        if metric.endswith("_ppl") and not metric.startswith("_"):
+            logger.warning("%s: a higher perplexity is taken as better; write _%s to keep the lowest",
+                           metric, metric)
+        elif metric.startswith("_") and metric.endswith(("_acc", "_bleu")):
+            logger.warning("%s: the leading '_' takes a lower score as better; write %s to keep the highest",
+                           metric, metric[1:])

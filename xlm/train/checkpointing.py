@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from ..fileio import DataError
 from ..model.checkpoint import (check_vocabulary, checkpoint_payload, load_weights, read_checkpoint, require_keys,
-                                save_checkpoint)
+                                save_checkpoint, warn_of_other_flags)
 from .schedules import load_optimizer_state
 
 
@@ -57,23 +57,32 @@ def save_training_checkpoint(path, models, optimizers, dico, params, train_state
     save_checkpoint(payload, path)
 
 
-def load_training_checkpoint(path, models, optimizers, logger, dico):
-    """Restore weights and optimizer states; returns the file's train_state. A file written by the
-    original code keeps no such state: then the weights, the counters and the optimizer states return
-    (its update counts, so that the learning-rate schedule goes on, and its moments, which the original
-    itself does not restore). The file's vocabulary must be the data's `dico`."""
-    data = read_checkpoint(path)
-    check_vocabulary(data, dico, path)
-    for name, model in models.items():
-        if name not in data:
-            raise DataError(f"{path}: no '{name}' weights to resume from")
-        load_weights(model, data[name], f"{path} ({name})")
+def load_optimizer_states(optimizers, data, path, logger):
+    """Each optimizer's state saved in the checkpoint `data` (as `<name>_optimizer`), where it fits: a
+    run resumed with another optimizer, or other parameters to train, starts that state afresh."""
     for name, optimizer in optimizers.items():
         if f"{name}_optimizer" in data:
             try:
                 load_optimizer_state(optimizer, data[f"{name}_optimizer"])
             except (ValueError, KeyError, RuntimeError) as e:
                 logger.warning("%s: the %s optimizer state does not fit (%s); starting it afresh", path, name, e)
+
+
+def load_training_checkpoint(path, models, optimizers, logger, dico, params=None):
+    """Restore weights and optimizer states; returns the file's train_state. A file written by the
+    original code keeps no such state: then the weights, the counters and the optimizer states return
+    (its update counts, so that the learning-rate schedule goes on, and its moments, which the original
+    itself does not restore). The file's vocabulary must be the data's `dico`; flags of `params` that
+    build another model than the file's are warned of."""
+    data = read_checkpoint(path)
+    check_vocabulary(data, dico, path)
+    if params is not None and isinstance(data.get("params"), dict):
+        warn_of_other_flags(params, data["params"], path, logger)
+    for name, model in models.items():
+        if name not in data:
+            raise DataError(f"{path}: no '{name}' weights to resume from")
+        load_weights(model, data[name], f"{path} ({name})")
+    load_optimizer_states(optimizers, data, path, logger)
     state = data.get("train_state")
     if state is None:
         require_keys(data, ["epoch", "n_total_iter", "best_metrics", "best_stopping_criterion"], path)

@@ -32,7 +32,7 @@ from ..model.linear import onednn_chosen, weights_packed
 from .distributed import all_reduce_sum, broadcast_from_master, full_float32, shutdown, to_device
 from .engine import StepEngine
 from .build import global_batching
-from .checkpointing import gather_rng_states, rng_state, set_rng_state
+from .checkpointing import gather_rng_states, load_optimizer_states, rng_state, set_rng_state
 from .experiment import removed_on_failure, start_experiment
 from .options import bool_flag, check_optimizer, set_experiment_names
 from .schedules import build_optimizer
@@ -93,6 +93,8 @@ def parse_params(argv=None):
     for flag in ("model_path", "data_path"):
         if not getattr(params, flag):
             raise DataError(f"--{flag} is required")
+    if os.path.isdir(params.model_path):
+        raise DataError(f"--model_path: {params.model_path} is a folder, not a model checkpoint (.pth)")
     if not os.path.isfile(params.model_path):
         raise DataError(f"--model_path: {params.model_path} does not exist")
     if not os.path.isdir(params.data_path):
@@ -145,6 +147,8 @@ class FineTuner:
         self.pretrained_params, self.dico = loaded.params, loaded.dico
         self.lang2id = dict(loaded.params.get("lang2id") or {})
         encoder = loaded.encoder
+        if loaded.decoder is not None:
+            logger.info("%s: a translation model; fine-tuning its encoder", params.model_path)
         tuned = finetuned_parameters(encoder, params.finetune_layers)
         if task != "XNLI" and encoder.config.has_lang_emb:
             # GLUE feeds no language ids: frozen, the language embeddings cannot hold up distributed
@@ -363,8 +367,11 @@ class FineTuner:
         data = read_checkpoint(self.checkpoint_path)
         load_weights(self.model.encoder, data["model"], f"{self.checkpoint_path} (model)")
         self.model.proj.load_state_dict(data["classifier"])
-        for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(data[f"{name}_optimizer"])
+        load_optimizer_states(self.optimizers, data, self.checkpoint_path, self.logger)
+        saved_model = data.get("finetune_params", {}).get("model_path")
+        if saved_model and os.path.realpath(saved_model) != os.path.realpath(self.params.model_path):
+            self.logger.warning("%s goes on fine-tuning %s: the weights of --model_path %s are not used",
+                                self.checkpoint_path, saved_model, self.params.model_path)
         state = data["train_state"]
         self.epoch, self.best = state["epoch"], state["best"]
         self.done_sentences, self.done_steps = state.get("done_sentences", 0), state.get("done_steps", 0)

@@ -69,7 +69,7 @@ class Trainer:
             self.logger.warning("Removed %s, left by a save that was killed", path)
         seed_all(params.seed)  # the same initial weights on every rank
         self.data = load_training_data(params, self.logger, info.local_rank)
-        check_metrics(params)
+        check_metrics(params, self.logger)
         params.n_words = self.data.n_words
         if info.is_master:
             write_references(self.data, params, self.dump)
@@ -144,8 +144,12 @@ class Trainer:
         if not os.path.isfile(path):
             path = self.params.reload_checkpoint
             if not path:
+                if self.params.eval_only and not self.params.reload_model:
+                    self.logger.warning("--eval_only without --reload_model or --reload_checkpoint: evaluating "
+                                        "randomly initialised weights")
                 return
-        saved = load_training_checkpoint(path, self.models, self.optimizers, self.logger, self.data.dico)
+        saved = load_training_checkpoint(path, self.models, self.optimizers, self.logger, self.data.dico,
+                                         self.params)
         fields, initial = LoopState.__dataclass_fields__, self.state
         self.state = LoopState(**{k: v for k, v in saved.items() if k in fields})
         # metrics or a criterion that the saved run did not track start from scratch
@@ -164,7 +168,11 @@ class Trainer:
                 self.logger.warning("Resuming with %i ranks a run saved with %i: random states are not restored",
                                     self.info.world_size, saved["world_size"])
             for key, it in self.iterators.items():
-                it.load_state_dict(saved["iterators"]["|".join(key)])
+                if "|".join(key) in saved["iterators"]:
+                    it.load_state_dict(saved["iterators"]["|".join(key)])
+                else:  # a step this run adds
+                    self.logger.warning("%s: no saved position for the %s batches of %s: they start afresh",
+                                        path, key[0], "-".join(key[1:]))
         self.logger.info("Resumed from %s: epoch %i, iteration %i", path, self.state.epoch, self.state.n_total_iter)
 
     # ------------------------------------------------------------------ objective steps

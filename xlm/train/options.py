@@ -11,13 +11,14 @@ import re
 import string
 import sys
 
+import torch
+
 from ..fileio import DataError
 from ..data.dictionary import N_RESERVED
 from ..model.linear import onednn_chosen
 from ..model.memory import MemoryConfig, parse_mem_positions
 from ..model.transformer import N_MAX_POSITIONS
-
-_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+from .schedules import SPARSE_OPTIMIZERS, LambdaSchedule, build_optimizer, finite_number, parse_optimizer
 
 
 def bool_flag(s):
@@ -161,10 +162,10 @@ def parse_steps(value, flag, langs, kind):
 
 
 def parse_float_list(value, flag, n):
-    items = value.split(",")
-    if len(items) != n or not all(_NUMBER.match(s) for s in items):
+    numbers = [finite_number(s) for s in value.split(",")]
+    if len(numbers) != n or None in numbers:
         raise DataError(f"--{flag}: expected {n} comma-separated numbers, got '{value}'")
-    return [float(s) for s in items]
+    return numbers
 
 
 def set_experiment_names(params):
@@ -189,10 +190,6 @@ def check_folder_name(value, flag):
 def check_optimizer(spec, flag):
     """Build the optimizer of --`flag` on a dummy parameter, so that a value torch refuses (lr=-1,
     beta1=1.5) is refused now rather than when the model exists."""
-    import torch
-
-    from .schedules import build_optimizer
-
     build_optimizer([torch.nn.Parameter(torch.zeros(1))], spec, flag)
 
 
@@ -212,8 +209,6 @@ def check_positions(params, n_positions, source=""):
 
 
 def check_params(params):
-    from .schedules import SPARSE_OPTIMIZERS, LambdaSchedule, parse_optimizer
-
     if params.debug:
         params.exp_name = "debug"
         params.exp_id = params.exp_id or "debug_%08i" % random.randint(0, 10 ** 8)
@@ -224,6 +219,8 @@ def check_params(params):
     params.langs = ["en"] if params.lgs == "debug" else [lg for lg in params.lgs.split("-") if lg]
     if not params.langs:
         raise DataError("--lgs is required, e.g. --lgs en-fr")
+    if any("," in lg for lg in params.langs):
+        raise DataError(f"--lgs '{params.lgs}': languages are separated by '-' (--lgs en-fr), not ','")
     if len(set(params.langs)) != len(params.langs):
         raise DataError(f"--lgs: a language appears twice in '{params.lgs}'")
     params.id2lang = dict(enumerate(sorted(params.langs)))
@@ -252,7 +249,9 @@ def check_params(params):
         raise DataError("--beam_size must be >= 1")
     params.reload_model_paths = params.reload_model.split(",") if params.reload_model else []
     if params.reload_model and (len(params.reload_model_paths) != (1 if params.encoder_only else 2)):
-        raise DataError("--reload_model: one path, or 'encoder_path,decoder_path' with --encoder_only false")
+        raise DataError("--reload_model: one path for an encoder (--encoder_only true)" if params.encoder_only else
+                        "--reload_model: 'encoder_path,decoder_path' with --encoder_only false (the same path "
+                        "twice to start both from one model; either empty to leave that one fresh)")
 
     # data
     if not params.data_path or not os.path.isdir(params.data_path):
@@ -314,6 +313,10 @@ def check_params(params):
             raise DataError(f"--{flag} must be in [0, 1)")
     if params.context_size < 0:
         raise DataError("--context_size must be >= 0")
+    if any(l2 is None for _, l2 in params.clm_steps) and params.context_size >= params.bptt - 1:
+        # CLM predicts the tokens after the first context_size of each stream row of bptt
+        raise DataError(f"--context_size {params.context_size} leaves no token to predict in a --bptt "
+                        f"{params.bptt} stream: it must be below {params.bptt - 1}")
     if params.emb_dim % params.n_heads:
         raise DataError(f"--emb_dim {params.emb_dim} must be a multiple of --n_heads {params.n_heads}")
     if params.asm and params.share_inout_emb:
@@ -335,8 +338,12 @@ def check_params(params):
         if params.mem_knn > params.mem_n_keys:
             raise DataError(f"--mem_knn {params.mem_knn}: a query cannot select more than the --mem_n_keys "
                             f"{params.mem_n_keys} sub-keys of each half")
-        if not (parse_mem_positions(params.mem_enc_positions, params.n_layers) or
-                parse_mem_positions(params.mem_dec_positions, params.n_layers)):
+        encoder = parse_mem_positions(params.mem_enc_positions, params.n_layers, "mem_enc_positions")
+        decoder = parse_mem_positions(params.mem_dec_positions, params.n_layers, "mem_dec_positions")
+        if decoder and params.encoder_only:
+            raise DataError("--mem_dec_positions: a model with --encoder_only true has no decoder; use "
+                            "--mem_enc_positions")
+        if not (encoder or decoder):
             raise DataError("--use_memory true needs --mem_enc_positions (e.g. 4,7 or 7+)")
         # as the original: "" means --optimizer, and sparse updates turn adam into sparseadam (which the
         # original forgot to define: it stopped at start-up)

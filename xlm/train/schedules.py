@@ -13,6 +13,16 @@ from .adam import Adam
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 
 
+def finite_number(text):
+    """float(text), as the original reads loss coefficients and probabilities (1e-3 included), or None where
+    that fails or gives nan or inf."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 @dataclass
 class LambdaSchedule:
     """A coefficient: one float, or `iter:value,...` pairs, piecewise linear in the iteration count."""
@@ -21,15 +31,15 @@ class LambdaSchedule:
     @classmethod
     def parse(cls, value, flag="lambda"):
         if ":" not in value:
-            if not _NUMBER.match(value):
-                raise DataError(f"--{flag}: '{value}' is not a number")
-            return cls([(0, float(value))])
+            if finite_number(value) is None:
+                raise DataError(f"--{flag}: '{value}' is not a number (or 'iteration:value,...' pairs)")
+            return cls([(0, finite_number(value))])
         points = []
         for item in value.split(","):
             it, _, v = item.partition(":")
-            if not it.isdigit() or not _NUMBER.match(v):
+            if not it.isdigit() or finite_number(v) is None:
                 raise DataError(f"--{flag}: '{item}' is not 'iteration:value'")
-            points.append((int(it), float(v)))
+            points.append((int(it), finite_number(v)))
         if any(b[0] <= a[0] for a, b in zip(points, points[1:])):
             raise DataError(f"--{flag}: iterations must increase strictly in '{value}'")
         return cls(points)
@@ -66,6 +76,8 @@ def parse_optimizer(spec, flag="optimizer"):
         key, eq, value = item.partition("=")
         if not eq or not _NUMBER.match(value):
             raise DataError(f"--{flag}: '{item}' must be key=number (plain decimals: 0.0001, not 1e-4)")
+        if key in options:
+            raise DataError(f"--{flag}: {key} is given twice")
         options[key] = float(value)
         if options[key] < 0:
             raise DataError(f"--{flag}: {key}={value} must not be negative")
