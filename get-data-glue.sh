@@ -17,20 +17,15 @@
 # when complete; outputs that exist are skipped.
 set -euo pipefail
 MAIN=$(cd "$(dirname "$0")" && pwd)
-source "$MAIN/tools/data_lib.sh"  # fetch, extract, tokenize_lower, die
+source "$MAIN/tools/data_lib.sh"  # fetch, extract, tokenize_lower, parse_options, check_mirror, die
 GLUE_TASKS="MNLI QQP QNLI SST-2 CoLA MRPC RTE STS-B WNLI"
 URL=https://dl.fbaipublicfiles.com/glue/data
 MRPC_URL=https://dl.fbaipublicfiles.com/senteval/senteval_data
 DATA=./data MIRROR='' TASKS=$GLUE_TASKS
-while [ $# -gt 0 ]; do
-  [ $# -ge 2 ] || die "$1: missing value"  # every option takes one
-  case "$1" in
-    --mirror) MIRROR=$2; shift 2;;
-    --data_path) DATA=$2; shift 2;;
-    --tasks) TASKS=${2//,/ }; shift 2;;
-    *) die "unknown argument $1";;
-  esac
-done
+parse_options "mirror=MIRROR data_path=DATA tasks=TASKS" "$@"
+[ ${#ARGS[@]} -eq 0 ] || die "unknown argument ${ARGS[0]}"
+TASKS=${TASKS//,/ }
+check_mirror
 [ -n "$TASKS" ] || die "--tasks: no task given"
 for task in $TASKS; do
   [[ " $GLUE_TASKS " == *" $task "* ]] || die "--tasks: '$task' is not a GLUE task ($GLUE_TASKS)"
@@ -48,6 +43,12 @@ norm = MosesPunctNormalizer(lang="en", pre_replace_unicode_punct=True, post_remo
 for line in sys.stdin: print(norm.normalize(line.rstrip("\n")))'
 }
 
+columns() {  # n, file, its source (named in the message): every line has N tab-separated columns or more (fetch's
+  # check of MRPC's plain files, which are used as they come)
+  awk -F'\t' -v n="$1" -v src="$3" '{ sub(/\r$/, "") }
+    NF < n { printf "get-data-glue.sh: %s:%d: fewer than %d tab-separated columns\n", src, FNR, n > "/dev/stderr"; exit 1 }' "$2"
+}
+
 # Each spec "OUT|SRC|SKIP|C1|C2|CL" is one output file OUT from the columns of the tab-separated SRC after its
 # first SKIP lines: sentence1 column C1, sentence2 column C2 (0: none), label column CL (0: none, -1: the last
 # one). The sentences of all the specs go through one tokenizer process.
@@ -60,11 +61,15 @@ write_splits() {  # spec...
     [ -f "$src" ] || die "$src not found (remove $(dirname "$src") to unpack its archive again)"
     echo "Preparing $out..."
     k=$((k + 1))
-    awk -F'\t' -v src="$src" -v skip="$skip" -v c1="$c1" -v c2="$c2" -v cl="$cl" -v base="$TMP/$k" '
+    awk -F'\t' -v src="$src" -v fetched="$([[ "$src" == "$TMP"/* ]] || dirname "$src")" -v skip="$skip" -v c1="$c1" -v c2="$c2" -v cl="$cl" -v base="$TMP/$k" '
       BEGIN { need = c1 > c2 ? c1 : c2; if (cl > need) need = cl }
       FNR <= skip { next }
       { sub(/\r$/, "") }
-      NF < need { printf "get-data-glue.sh: %s:%d: fewer than %d tab-separated columns\n", src, FNR, need > "/dev/stderr"; exit 1 }
+      NF < need {
+        printf "get-data-glue.sh: %s:%d: fewer than %d tab-separated columns%s\n", src, FNR, need,
+          fetched == "" ? "" : " (remove " fetched " to fetch it again)" > "/dev/stderr"
+        exit 1
+      }
       { print $c1 > (base ".s1"); if (c2) print $c2 > (base ".s2"); if (cl) print (cl < 0 ? $NF : $cl) > (base ".label") }' "$src"
     [ -f "$TMP/$k.s1" ] || die "$src: no examples"
     outs+=("$out")
@@ -109,9 +114,10 @@ for task in $TASKS; do
                    "$dir/test.xlm.tsv|$dir/test.tsv|1|2|0|0";;
     MRPC)  # Quality, #1 ID, #2 ID, #1 String, #2 String; dev = the train pairs listed in mrpc_dev_ids.tsv
       mkdir -p "$dir"
-      fetch "$MRPC_URL/msr_paraphrase_train.txt" "$dir"
-      fetch "$MRPC_URL/msr_paraphrase_test.txt" "$dir"
-      fetch "$URL/mrpc_dev_ids.tsv" "$dir"
+      # each file checked before it takes its name: a bad one is not kept, and its error names it as fetched
+      fetch "$MRPC_URL/msr_paraphrase_train.txt" "$dir" "" columns 5
+      fetch "$MRPC_URL/msr_paraphrase_test.txt" "$dir" "" columns 5
+      fetch "$URL/mrpc_dev_ids.tsv" "$dir" "" columns 2
       for split in train dev; do
         awk -F'\t' -v want="$split" '{ sub(/\r$/, "") }
           NR == FNR { dev[$1 "\t" $2] = 1; next }

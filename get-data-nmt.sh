@@ -10,24 +10,18 @@
 # under a temporary name and renamed when complete; steps whose outputs exist are skipped.
 set -euo pipefail  # (one command a line: set -e lets a failure on the left of && go on)
 MAIN=$(cd "$(dirname "$0")" && pwd)
-source "$MAIN/tools/data_lib.sh"  # fetch, extract, die
+source "$MAIN/tools/data_lib.sh"  # fetch, extract, parse_options, check_count, check_mirror, name_stdin, produce, die
 N_MONO=5000000
 CODES=60000
 DATA=./data
 SRC= TGT= RELOAD_CODES= RELOAD_VOCAB= MIRROR=
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --src) SRC=$2; shift 2;;
-    --tgt) TGT=$2; shift 2;;
-    --reload_codes) RELOAD_CODES=$2; shift 2;;
-    --reload_vocab) RELOAD_VOCAB=$2; shift 2;;
-    --mirror) MIRROR=$2; shift 2;;
-    --data_path) DATA=$2; shift 2;;
-    --n_mono) N_MONO=$2; shift 2;;
-    --codes) CODES=$2; shift 2;;
-    *) die "unknown argument $1";;
-  esac
-done
+parse_options "src=SRC tgt=TGT reload_codes=RELOAD_CODES reload_vocab=RELOAD_VOCAB mirror=MIRROR data_path=DATA \
+  n_mono=N_MONO codes=CODES" "$@"
+[ ${#ARGS[@]} -eq 0 ] || die "unknown argument ${ARGS[0]}"
+check_count --n_mono "$N_MONO"
+check_count --codes "$CODES"
+N_MONO=$((10#$N_MONO)) CODES=$((10#$CODES))
+check_mirror
 [ -n "$SRC" ] || die "--src not provided"
 [ -n "$TGT" ] || die "--tgt not provided"
 case "$SRC-$TGT" in en-fr|de-en|en-ro) ;; *) die "supported pairs: --src en --tgt fr, --src de --tgt en, --src en --tgt ro";; esac
@@ -64,13 +58,22 @@ for lg in $SRC $TGT; do
   if [ ! -f "$raw" ]; then
     for url in ${NEWS[$lg]}; do fetch "$url" "$MONO/$lg"; done
     echo "Concatenating $lg monolingual data ($N_MONO sentences at most)..."
-    for url in ${NEWS[$lg]}; do gzip -dc "$MONO/$lg/$(basename "$url")"; done | head -n "$N_MONO" > "$raw.tmp" || true
+    # each archive's last line ends with a newline (not joined to the next one's first); head stops the
+    # decompression early (SIGPIPE, status 141), which is no error, while head's own failure (disk full) is
+    status=0
+    ( for url in ${NEWS[$lg]}; do
+        gzip -dc "$MONO/$lg/$(basename "$url")" | LC_ALL=C sed -e '$a\' || exit
+      done ) | head -n "$N_MONO" > "$raw.tmp" || status=("${PIPESTATUS[@]}")
+    if [ "${status[*]}" != 0 ] && [ "${status[*]}" != "141 0" ]; then
+      rm -f "$raw.tmp"
+      die "$MONO/$lg: cannot concatenate the news archives (status ${status[*]})"
+    fi
+    [ -s "$raw.tmp" ] || { rm -f "$raw.tmp"; die "$MONO/$lg: the news archives hold no text"; }
     mv "$raw.tmp" "$raw"
   fi
   if [ ! -f "$raw.tok" ]; then
     echo "Tokenizing $lg monolingual data..."
-    tokenize "$lg" < "$raw" > "$raw.tok.tmp"
-    mv "$raw.tok.tmp" "$raw.tok"
+    produce "$raw.tok" name_stdin "$raw" tokenize "$lg"
   fi
 done
 
@@ -78,20 +81,17 @@ BPE_CODES=$PROC/codes FULL_VOCAB=$PROC/vocab.$SRC-$TGT
 if [ ! -f "$BPE_CODES" ] && [ -n "$RELOAD_CODES" ]; then cp "$RELOAD_CODES" "$BPE_CODES"; fi
 if [ ! -f "$BPE_CODES" ]; then
   echo "Learning $CODES BPE codes..."
-  $PY "$MAIN/tools/fastbpe" learnbpe "$CODES" "$MONO/$SRC/all.$SRC.tok" "$MONO/$TGT/all.$TGT.tok" > "$BPE_CODES.tmp"
-  mv "$BPE_CODES.tmp" "$BPE_CODES"
+  produce "$BPE_CODES" $PY "$MAIN/tools/fastbpe" learnbpe "$CODES" "$MONO/$SRC/all.$SRC.tok" "$MONO/$TGT/all.$TGT.tok"
 fi
 for lg in $SRC $TGT; do
   [ -f "$PROC/train.$lg" ] || $PY "$MAIN/tools/fastbpe" applybpe "$PROC/train.$lg" "$MONO/$lg/all.$lg.tok" "$BPE_CODES"
   if [ ! -f "$PROC/vocab.$lg" ]; then
-    $PY "$MAIN/tools/fastbpe" getvocab "$PROC/train.$lg" > "$PROC/vocab.$lg.tmp"
-    mv "$PROC/vocab.$lg.tmp" "$PROC/vocab.$lg"
+    produce "$PROC/vocab.$lg" $PY "$MAIN/tools/fastbpe" getvocab "$PROC/train.$lg"
   fi
 done
 if [ ! -f "$FULL_VOCAB" ] && [ -n "$RELOAD_VOCAB" ]; then cp "$RELOAD_VOCAB" "$FULL_VOCAB"; fi
 if [ ! -f "$FULL_VOCAB" ]; then
-  $PY "$MAIN/tools/fastbpe" getvocab "$PROC/train.$SRC" "$PROC/train.$TGT" > "$FULL_VOCAB.tmp"
-  mv "$FULL_VOCAB.tmp" "$FULL_VOCAB"
+  produce "$FULL_VOCAB" $PY "$MAIN/tools/fastbpe" getvocab "$PROC/train.$SRC" "$PROC/train.$TGT"
 fi
 for lg in $SRC $TGT; do
   [ -f "$PROC/train.$lg.pth" ] || $PY "$MAIN/preprocess.py" "$FULL_VOCAB" "$PROC/train.$lg"

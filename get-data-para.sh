@@ -18,7 +18,7 @@
 # whatever the corpus size: everything streams, and the split sorts on disk.
 set -euo pipefail
 MAIN=$(cd "$(dirname "$0")" && pwd)
-source "$MAIN/tools/data_lib.sh"  # fetch, tokenize_lower, split_data, die
+source "$MAIN/tools/data_lib.sh"  # fetch, join_lines, tokenize_lower, split_data, split_options, die
 OPUS=https://object.pouta.csc.fi/OPUS
 IITB=http://www.cfilt.iitb.ac.in/iitb_parallel/iitb_corpus_download/parallel.tgz
 # the original's corpora (the ones it does not comment out), as OPUS name/version, in alphabetical order
@@ -43,10 +43,12 @@ archive_name() {  # corpus: the archive's file name here and in the mirror
   esac
 }
 
-unpack() {  # archive, corpus name: the archive's *.PAIR.L1 and *.PAIR.L2 texts as PARA/CORPUS.PAIR.L1 / .L2
+unpack() {  # archive, corpus name: the archive's *.PAIR.L1 and *.PAIR.L2 texts as PARA/CORPUS.PAIR.L1 / .L2, which
+  # must have as many lines (a last line without a newline counts); an archive that fails is removed, so that the
+  # next run fetches it again
   local err
   err=$(python - "$1" "$PARA/$2" "$PAIR" 2>&1 <<'EOF'
-import os, shutil, sys, tarfile, zipfile
+import os, sys, tarfile, zipfile
 archive, out, pair = sys.argv[1:]
 if archive.endswith(".zip"):
     z = zipfile.ZipFile(archive)
@@ -54,17 +56,26 @@ if archive.endswith(".zip"):
 else:
     t = tarfile.open(archive, "r:gz")
     members, open_member = {m.name: m for m in t.getmembers() if m.isfile()}, t.extractfile
+lines = {}
 for lg in pair.split("-"):
     suffix = f".{pair}.{lg}"
     found = [name for name in members if name.endswith(suffix)]
     if len(found) != 1:
         sys.exit(f"{archive}: {len(found)} files named *{suffix} inside, expected one")
+    n, last = 0, b"\n"
     with open_member(members[found[0]]) as src, open(out + suffix + ".tmp", "wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+            n, last = n + chunk.count(b"\n"), chunk[-1:]
+    lines[found[0]] = n + (last != b"\n")
+if len(set(lines.values())) > 1:
+    for lg in pair.split("-"):
+        os.remove(f"{out}.{pair}.{lg}.tmp")
+    sys.exit(f"{archive}: " + " but ".join(f"{name} has {n} lines" for name, n in lines.items()))
 for lg in pair.split("-"):
     os.replace(f"{out}.{pair}.{lg}.tmp", f"{out}.{pair}.{lg}")
 EOF
-  ) || die "$err"
+  ) || { rm -f "$1"; die "$err (removed: fetched again on the next run)"; }
 }
 
 have_all() {  # suffix: true if PARA/PAIR.LG.SUFFIX exists for both languages
@@ -92,16 +103,27 @@ else
     echo "Unpacking $PARA/$(archive_name "$corpus")"
     unpack "$PARA/$(archive_name "$corpus")" "$name"
   done
+  # both sides are tokenized under temporary names, and renamed together once they have as many lines
+  trap 'for lg in $LANGS; do rm -f "$PARA/$PAIR.$lg.all.tmp"; done' EXIT
   for lg in $LANGS; do
     [ -f "$PARA/$PAIR.$lg.all" ] && continue
     echo "Tokenizing, lower-casing the $lg side of $PAIR..."
-    for corpus in ${CORPORA[$PAIR]}; do cat "$PARA/${corpus%%/*}.$PAIR.$lg"; done > "$PARA/$PAIR.$lg.all.tmp"
+    files=()
+    for corpus in ${CORPORA[$PAIR]}; do files+=("$PARA/${corpus%%/*}.$PAIR.$lg"); done
+    join_lines "${files[@]}" > "$PARA/$PAIR.$lg.all.tmp"
     tokenize_lower "$lg" "$PARA/$PAIR.$lg.all.tmp"
-    mv "$PARA/$PAIR.$lg.all.tmp" "$PARA/$PAIR.$lg.all"
+  done
+  counts=$(for lg in $LANGS; do wc -l < "$PARA/$PAIR.$lg.all$([ -f "$PARA/$PAIR.$lg.all" ] || echo .tmp)"; done)
+  if [ "$(echo "$counts" | sort -u | wc -l)" -ne 1 ]; then
+    for lg in $LANGS; do rm -f "$PARA/$PAIR.$lg.all.tmp"; done
+    die "$PARA/$PAIR.{${LANGS/ /,}}.all: $(echo $counts | sed 's/ / and /') lines, expected as many"
+  fi
+  for lg in $LANGS; do
+    [ -f "$PARA/$PAIR.$lg.all" ] || mv "$PARA/$PAIR.$lg.all.tmp" "$PARA/$PAIR.$lg.all"
   done
 fi
 counts=$(for lg in $LANGS; do wc -l < "$PARA/$PAIR.$lg.all"; done | sort -u | wc -l)
-[ "$counts" -eq 1 ] || die "$PARA/$PAIR.{${LANGS/ /,}}.all do not have the same number of lines"
+[ "$counts" -eq 1 ] || die "$PARA/$PAIR.{${LANGS/ /,}}.all do not have the same number of lines (remove them to make them again)"
 
 if have_all train && have_all valid && have_all test; then
   echo "$PARA/$PAIR.{${LANGS/ /,}}.{train,valid,test} exist, skipped"

@@ -35,10 +35,18 @@ else
   esac
   fetch "https://dumps.wikimedia.org/${LG}wiki/latest/$DUMP" "$WIKI/bz2"
   echo "Extracting, tokenizing, lower-casing the $LG Wikipedia dump..."
-  python -m wikiextractor.WikiExtractor "$WIKI/bz2/$DUMP" --processes "$(nproc)" -q -o - |
+  # WikiExtractor's traceback (a dump that is not UTF-8, say) is kept aside and told in one line
+  trap 'rm -f "$ALL.tmp" "$ALL.err"' EXIT
+  status=(0)
+  python -m wikiextractor.WikiExtractor "$WIKI/bz2/$DUMP" --processes "$(nproc)" -q -o - 2> "$ALL.err" |
     sed -e '/^\s*$/d' -e '/^<doc id=/d' -e '/<\/doc>$/d' |
-    tokenize_lower_pipe "$LG" > "$ALL.tmp"
-  [ -s "$ALL.tmp" ] || { rm -f "$ALL.tmp"; die "$WIKI/bz2/$DUMP: no article text in the dump"; }
+    tokenize_lower_pipe "$LG" > "$ALL.tmp" || status=("${PIPESTATUS[@]}")
+  [ "${status[-1]}" = 0 ] || exit "${status[-1]}"  # the tokenizer said why
+  if [ "${status[0]}" != 0 ]; then
+    why=$(grep -v '^\s' "$ALL.err" | tail -n 1 || true)
+    die "$WIKI/bz2/$DUMP: WikiExtractor failed (${why:-status ${status[0]}}); remove it to fetch it again"
+  fi
+  [ -s "$ALL.tmp" ] || die "$WIKI/bz2/$DUMP: no article text in the dump"
   mv "$ALL.tmp" "$ALL"
 fi
 

@@ -23,20 +23,14 @@
 # every output is written under a temporary name and renamed when complete; outputs that exist are skipped.
 set -euo pipefail
 MAIN=$(cd "$(dirname "$0")" && pwd)
-source "$MAIN/tools/data_lib.sh"  # fetch, extract, tokenize_lower, die
+source "$MAIN/tools/data_lib.sh"  # fetch, extract, tokenize_lower, parse_options, check_mirror, die
 XNLI_LANGS="ar bg de el en es fr hi ru sw th tr ur vi zh"
 URL=https://dl.fbaipublicfiles.com/XNLI
 DATA=./data MIRROR='' LANGS=$XNLI_LANGS TRAIN_LANGS=en
-while [ $# -gt 0 ]; do
-  [ $# -ge 2 ] || die "$1: missing value"  # every option takes one
-  case "$1" in
-    --mirror) MIRROR=$2; shift 2;;
-    --data_path) DATA=$2; shift 2;;
-    --langs) LANGS=${2//,/ }; shift 2;;
-    --train_langs) TRAIN_LANGS=${2//,/ }; shift 2;;
-    *) die "unknown argument $1";;
-  esac
-done
+parse_options "mirror=MIRROR data_path=DATA langs=LANGS train_langs=TRAIN_LANGS" "$@"
+[ ${#ARGS[@]} -eq 0 ] || die "unknown argument ${ARGS[0]}"
+LANGS=${LANGS//,/ } TRAIN_LANGS=${TRAIN_LANGS//,/ }
+check_mirror
 for lg in $TRAIN_LANGS; do
   [[ " $XNLI_LANGS " == *" $lg "* ]] || die "--train_langs: '$lg' is not an XNLI language ($XNLI_LANGS)"
 done
@@ -81,7 +75,9 @@ for lg in $TRAIN_LANGS; do
   out=$OUT/$lg.train tsv=$(train_tsv $lg)
   if [ -f "$out" ]; then echo "$out exists, skipped"; continue; fi
   echo "Preparing the $lg train set..."
+  # a CR before the newline (a file saved with CRLF line ends) is never content
   tail -n +2 "$tsv" | awk -F'\t' -v src="$tsv" -v dir="$TMP" '
+    { sub(/\r$/, "") }
     NF < 3 { printf "get-data-xnli.sh: %s:%d: fewer than 3 tab-separated columns\n", src, NR + 1 > "/dev/stderr"; exit 1 }
     { print $1 > (dir "/p"); print $2 > (dir "/h"); print ($3 == "contradictory" ? "contradiction" : $3) > (dir "/label") }'
   [ -f "$TMP/label" ] || die "$tsv: no examples"
@@ -98,6 +94,7 @@ for lg in $LANGS; do
     tsv=$OUT/xnli.$([ $split = valid ] && echo dev || echo test).tsv
     echo "Preparing the $lg $split set..."
     awk -F'\t' -v lg="$lg" -v src="$tsv" -v dir="$TMP" '
+      { sub(/\r$/, "") }
       $1 != lg { next }
       NF < 8 { printf "get-data-xnli.sh: %s:%d: fewer than 8 tab-separated columns\n", src, NR > "/dev/stderr"; bad = 1; exit 1 }
       { n++; print $2 > (dir "/label"); print $7 > (dir "/p"); print $8 > (dir "/h") }

@@ -43,3 +43,13 @@ def test_vectors_do_not_depend_on_batching(encoder):
 def test_unknown_language_is_an_error(encoder):
     with pytest.raises(DataError, match="language 'de' is not one of the model's"):
         encoder.encode(["Hallo"], "de")
+
+
+def test_misuses_of_encode_are_one_error(encoder):
+    with pytest.raises(DataError, match="a list of sentences, not one string"):
+        encoder.encode("Hello world", "en")
+    for batch_size in (0, -1):
+        with pytest.raises(DataError, match=f"batch_size must be >= 1, got {batch_size}"):
+            encoder.encode(["Hello"], "en", batch_size=batch_size)
+    with pytest.raises(DataError, match="sentence 1: 600 subwords, more than the 510"):
+        encoder.encode(["Hello", "a " * 600], "en", preprocessed=True)

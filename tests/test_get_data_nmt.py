@@ -89,8 +89,12 @@ def test_text_the_tokenizer_refuses_stops_the_script(mirror, tmp_path):
     proc = run(["bash", str(ROOT / "get-data-nmt.sh"), "--src", "en", "--tgt", "fr", "--mirror", str(broken),
                 "--data_path", str(data), "--n_mono", "1000", "--codes", "500"], check=False)
     assert proc.returncode != 0 and "UTF-8" in proc.stderr, proc.stderr
+    # the error names the file and its line, not the tokenizer's standard input
+    assert proc.stderr.strip().startswith(f"error: {data / 'mono' / 'fr' / 'all.fr'}:2: invalid UTF-8"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Learning" not in proc.stdout
     assert not (data / "mono" / "fr" / "all.fr.tok").exists()
+    assert not (data / "mono" / "fr" / "all.fr.tok.tmp").exists()
 
 
 def test_bad_arguments():
@@ -98,3 +102,45 @@ def test_bad_arguments():
                           (["--src", "en", "--tgt", "fr", "--reload_codes", "missing"], "cannot locate BPE codes")):
         proc = run(["bash", str(ROOT / "get-data-nmt.sh"), *args], check=False)
         assert proc.returncode != 0 and message in proc.stderr
+
+
+def test_bad_flags_are_refused_before_anything_is_written(tmp_path):
+    """Numeric flags, a flag without its value, an unknown flag and a --mirror that is neither a folder nor a URL:
+    one line naming the flag, before any download or any file written."""
+    data = tmp_path / "data"
+    not_a_folder = tmp_path / "mk.py"
+    not_a_folder.write_text("x\n")
+    base = ["--tgt", "fr", "--data_path", str(data), "--mirror", str(tmp_path)]
+    for args, message in (
+            (["--src", "en", *base, "--n_mono", "abc"], "--n_mono: expected a positive whole number, got 'abc'"),
+            (["--src", "en", *base, "--n_mono", "0"], "--n_mono: expected a positive whole number, got '0'"),
+            (["--src", "en", *base, "--n_mono", "-5"], "--n_mono: expected a positive whole number, got '-5'"),
+            (["--src", "en", *base, "--codes", "abc"], "--codes: expected a positive whole number, got 'abc'"),
+            ([*base, "--src"], "--src: missing value"),
+            (["--src", "en", *base, "--bogus", "1"], "unknown argument --bogus"),
+            (["--src", "en", *base, "--mirror", str(not_a_folder)], f"--mirror: '{not_a_folder}' is neither"),
+            (["--src", "en", *base, "--mirror", "no/such/folder"], "--mirror: 'no/such/folder' is neither")):
+        proc = run(["bash", str(ROOT / "get-data-nmt.sh"), *args], check=False)
+        assert proc.returncode != 0 and len(proc.stderr.splitlines()) == 1, (args, proc.stderr)
+        assert proc.stderr.startswith(f"get-data-nmt.sh: {message}"), (args, proc.stderr)
+        assert not data.exists(), args
+
+
+def test_n_mono_and_archives_without_final_newline(tmp_path):
+    """--n_mono keeps that many lines; an archive whose last line has no newline is not joined to the next one."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for lang, names in NEWS.items():
+        for k, name in enumerate(names):
+            with gzip.open(mirror / name, "wt", encoding="utf-8") as f:
+                f.write("\n".join(f"{lang} news {k} line {i} ." for i in range(5)))  # no final newline
+    data = tmp_path / "data"
+    # learnbpe fails on purpose afterwards (no dev.tgz needed): --codes is large but valid
+    proc = run(["bash", str(ROOT / "get-data-nmt.sh"), "--src", "en", "--tgt", "fr", "--mirror", str(mirror),
+                "--data_path", str(data), "--n_mono", "12", "--codes", "20"], check=False)
+    assert (data / "mono" / "en" / "all.en").read_text(encoding="utf-8").splitlines() == \
+        [f"en news {k} line {i} ." for k in range(2) for i in range(5)]
+    assert len((data / "mono" / "fr" / "all.fr").read_text(encoding="utf-8").splitlines()) == 12
+    assert (data / "mono" / "fr" / "all.fr").read_text(encoding="utf-8").splitlines()[5] == "fr news 1 line 0 ."
+    assert "dev.tgz: not in the mirror" in proc.stderr
+    assert not list(data.rglob("*.tmp"))

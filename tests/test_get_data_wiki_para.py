@@ -242,7 +242,74 @@ def test_bad_arguments(tmp_path):
     for script, args, message in (("get-data-para.sh", ["xx-en"], "unsupported pair xx-en"),
                                   ("get-data-para.sh", [], "usage:"),
                                   ("get-data-wiki.sh", ["fr", "de"], "one language only"),
-                                  ("get-data-wiki.sh", ["fr", "--n_valid", "many"], "take a number of lines"),
-                                  ("get-data-wiki.sh", ["fr", "--mirror"], "--mirror: missing value")):
+                                  ("get-data-wiki.sh", ["fr", "--n_valid", "many"],
+                                   "--n_valid: expected a positive whole number, got 'many'"),
+                                  ("get-data-wiki.sh", ["fr", "--n_test", "0"],
+                                   "--n_test: expected a positive whole number, got '0'"),
+                                  ("get-data-para.sh", ["en-tr", "--n_valid", "-5"],
+                                   "--n_valid: expected a positive whole number, got '-5'"),
+                                  ("get-data-wiki.sh", ["fr", "--mirror"], "--mirror: missing value"),
+                                  ("get-data-wiki.sh", ["fr", "--bogus", "1"], "unknown argument --bogus"),
+                                  ("get-data-wiki.sh", ["fr", "--mirror", "mk.py"],
+                                   "--mirror: 'mk.py' is neither an existing folder nor an http(s):// or file:// URL"),
+                                  ("get-data-para.sh", ["en-tr", "--mirror", "no/such/dir"],
+                                   "--mirror: 'no/such/dir' is neither")):
+        (tmp_path / "mk.py").write_text("x\n")
         proc = run(["bash", str(ROOT / script), *args], check=False, cwd=tmp_path)
         assert proc.returncode != 0 and message in proc.stderr, (script, args, proc.stderr)
+        assert len(proc.stderr.splitlines()) == 1 and not (tmp_path / "data").exists(), (script, args, proc.stderr)
+
+
+def test_wiki_dump_not_utf8_is_one_line(tmp_path):
+    """A sound bz2 whose text is not UTF-8: one line naming the dump (not WikiExtractor's traceback), no
+    temporary output left."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / DUMP).write_bytes(bz2.compress(b"\xa5\xff not text " * 50))
+    data = tmp_path / "data"
+    proc = get_data("get-data-wiki.sh", "fr", mirror, data, check=False)
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    dump = data / "wiki" / "bz2" / DUMP
+    assert proc.stderr.startswith(f"get-data-wiki.sh: {dump}: WikiExtractor failed ("), proc.stderr
+    assert "remove it to fetch it again" in proc.stderr
+    assert list((data / "wiki" / "txt").iterdir()) == []
+
+
+def test_para_corpora_without_final_newline(tmp_path):
+    """A corpus whose texts lack their final newline: its last line is not joined to the next corpus's first."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for corpus, n in EN_TR.items():
+        with zipfile.ZipFile(mirror / f"{corpus}.en-tr.txt.zip", "w") as z:
+            for lg, lines in sentences(corpus, n).items():
+                z.writestr(f"{corpus}.en-tr.{lg}", "\n".join(lines))  # no final newline, on either side
+    data = tmp_path / "data"
+    get_data("get-data-para.sh", "en-tr", mirror, data, "--n_valid", "3", "--n_test", "4")
+    for lg in ("en", "tr"):
+        raw = [line for corpus in sorted(EN_TR) for line in sentences(corpus, EN_TR[corpus])[lg]]
+        expected = [lowercase_and_remove_accent(tokenize(line, lg)) for line in raw]
+        assert (data / "para" / f"en-tr.{lg}.all").read_text(encoding="utf-8").splitlines() == expected
+
+
+def test_para_sides_of_unequal_length_are_one_error(para_mirror, tmp_path):
+    """An archive whose two texts differ in length (one side's last line without newline counts as a line): one
+    line naming the archive and both counts; the archive is not kept, nothing final-named is written, and a rerun
+    with a good mirror succeeds."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in para_mirror.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    texts = sentences("TED2013", EN_TR["TED2013"])
+    with zipfile.ZipFile(broken / "TED2013.en-tr.txt.zip", "w") as z:
+        z.writestr("TED2013.en-tr.en", "\n".join(texts["en"]))  # 5 lines, the last without newline
+        z.writestr("TED2013.en-tr.tr", "\n".join(texts["tr"][:4]) + "\n")  # 4 lines
+    data = tmp_path / "data"
+    proc = get_data("get-data-para.sh", "en-tr", broken, data, "--n_valid", "3", "--n_test", "4", check=False)
+    archive = data / "para" / "TED2013.en-tr.txt.zip"
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"get-data-para.sh: {archive}: TED2013.en-tr.en has 5 lines but "
+                                  "TED2013.en-tr.tr has 4 lines"), proc.stderr
+    assert not archive.exists()
+    assert not list((data / "para").glob("en-tr.*")) and not list((data / "para").glob("*.tmp"))
+    get_data("get-data-para.sh", "en-tr", para_mirror, data, "--n_valid", "3", "--n_test", "4")
+    assert len((data / "para" / "en-tr.tr.all").read_text(encoding="utf-8").splitlines()) == sum(EN_TR.values())

@@ -259,3 +259,40 @@ def test_errors(mirror, codes_vocab, tmp_path):
     assert proc.stderr.strip() == f"prepare-glue.sh: {sst}/dev.xlm.tsv:2: expected 1 or 2 tab-separated columns, " \
                                   "like every line of the file"
     assert [p.name for p in (data / "eval").iterdir()] == []
+
+
+def test_truncated_mrpc_file_is_named_and_not_kept(mirror, tmp_path):
+    """A fetched file that fails its check: the error names it as in the mirror with its line, the copy is not
+    kept, and a rerun against a good mirror succeeds."""
+    folder, expected = mirror
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("msr_paraphrase_train.txt", "msr_paraphrase_test.txt", "mrpc_dev_ids.tsv"):
+        (broken / name).write_bytes((folder / name).read_bytes())
+    lines = (folder / "msr_paraphrase_train.txt").read_bytes().split(b"\r\n")
+    (broken / "msr_paraphrase_train.txt").write_bytes(b"\r\n".join(lines[:2] + [lines[2][:8]]))  # cut in line 3
+    data = tmp_path / "data"
+    proc = get_data(broken, data, "--tasks", "MRPC", check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == \
+        f"get-data-glue.sh: {broken}/msr_paraphrase_train.txt:3: fewer than 5 tab-separated columns", proc.stderr
+    assert [p.name for p in (data / "glue" / "MRPC").iterdir()] == []
+    get_data(folder, data, "--tasks", "MRPC")
+    assert read_rows(data / "glue" / "MRPC" / "train.xlm.tsv") == expected["MRPC", "train"]
+
+
+def test_arguments(tmp_path):
+    not_a_folder = tmp_path / "mk.py"
+    not_a_folder.write_text("x\n")
+    for args, message in (
+            (["--mirror", str(not_a_folder)],
+             f"--mirror: '{not_a_folder}' is neither an existing folder nor an http(s):// or file:// URL"),
+            (["--mirror", "no/such/folder"], "--mirror: 'no/such/folder' is neither an existing folder nor an "
+                                             "http(s):// or file:// URL"),
+            (["--tasks"], "--tasks: missing value"), (["--bogus", "1"], "unknown argument --bogus")):
+        proc = run(["bash", str(ROOT / "get-data-glue.sh"), "--data_path", str(tmp_path / "data"), *args],
+                   check=False)
+        assert proc.returncode != 0 and proc.stderr.strip() == f"get-data-glue.sh: {message}", (args, proc.stderr)
+        assert not (tmp_path / "data").exists()
+    proc = run(["bash", str(ROOT / "prepare-glue.sh"), "--bogus"], check=False, cwd=tmp_path)
+    assert proc.returncode != 0 and proc.stderr.strip() == "prepare-glue.sh: unknown argument --bogus"

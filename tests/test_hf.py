@@ -128,3 +128,131 @@ def test_train_reloads_a_64_position_model(tmp_path):
     models = build_models(parse_params(translation + ["--max_len", "62"]), DICO, "cpu", log)
     assert models["decoder"].config.n_positions == 64 and torch.equal(
         models["decoder"].position_embeddings.weight, reference["position_embeddings.weight"])
+
+
+# bad input: one error line naming the file or folder, and nothing written (or overwritten)
+
+def one_line_error(argv, match):
+    """convert(argv) must exit with one 'error: ...' line matching `match`."""
+    with pytest.raises(SystemExit, match=match) as e:
+        convert([str(a) for a in argv])
+    assert str(e.value).startswith("error: ") and "\n" not in str(e.value)
+
+
+def no_temporaries(folder):
+    assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    hf_folder(tmp_path / "hf", n_langs=2)
+    convert(["from-hf", str(tmp_path / "hf"), str(tmp_path / "x.pth")])
+    return tmp_path / "x.pth"
+
+
+def test_to_hf_checks_its_output_first(tmp_path, checkpoint):
+    a_file = tmp_path / "a.txt"
+    a_file.write_text("Hello, world.\n")
+    one_line_error(["to-hf", checkpoint, a_file], r"a.txt: exists and is not a folder")
+    one_line_error(["to-hf", checkpoint, a_file / "sub"], r"a.txt/sub: .*a.txt is not a folder")
+    assert a_file.read_text() == "Hello, world.\n"
+    # before the work: a bad output is named even when the checkpoint is missing too
+    one_line_error(["to-hf", tmp_path / "missing.pth", a_file], r"a.txt: exists and is not a folder")
+
+    convert(["to-hf", str(checkpoint), str(tmp_path / "new" / "deep" / "hf")])  # missing parents are made
+    assert (tmp_path / "new" / "deep" / "hf" / "vocab.json").is_file()
+    (tmp_path / "empty").mkdir()
+    convert(["to-hf", str(checkpoint), str(tmp_path / "empty") + "/"])  # an empty folder is filled
+    assert (tmp_path / "empty" / "config.json").is_file()
+    no_temporaries(tmp_path)
+
+
+def test_to_hf_never_overwrites_a_conversion(tmp_path, checkpoint):
+    out = tmp_path / "out"
+    convert(["to-hf", str(checkpoint), str(out)])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    one_line_error(["to-hf", checkpoint, out, "--causal"], r"out: a folder that is not empty")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    no_temporaries(tmp_path)
+
+
+def test_to_hf_writes_beside_and_renames(tmp_path, checkpoint, monkeypatch):
+    """The folder appears under its name only complete: a failure while writing leaves neither it nor the
+    temporary folder."""
+    seen = []
+
+    def failing_save(model, folder, **kwargs):
+        seen.append(folder)
+        (tmp_path / "half").mkdir()
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(transformers.XLMWithLMHeadModel, "save_pretrained", failing_save)
+    with pytest.raises(OSError):
+        convert(["to-hf", str(checkpoint), str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+    assert len(seen) == 1 and seen[0] != str(tmp_path / "out") and seen[0].startswith(str(tmp_path / "out."))
+    no_temporaries(tmp_path)
+
+
+def test_from_hf_checks_its_output_first(tmp_path):
+    _, folder = hf_folder(tmp_path / "hf", n_langs=2)
+    a_file = tmp_path / "a.txt"
+    a_file.write_text("Hello, world.\n")
+    one_line_error(["from-hf", folder, tmp_path], r"is a folder, expected an output file name")
+    one_line_error(["from-hf", folder, a_file / "x.pth"], r"a.txt/x.pth: .*a.txt is not a folder")
+    assert a_file.read_text() == "Hello, world.\n"
+    convert(["from-hf", str(folder), str(tmp_path / "new" / "x.pth")])  # missing parents are made
+    assert xlm.load_model(tmp_path / "new" / "x.pth").decoder is None
+
+
+def test_from_hf_wants_a_folder(tmp_path):
+    _, folder = hf_folder(tmp_path / "hf", n_langs=2)
+    one_line_error(["from-hf", folder / "config.json", tmp_path / "o.pth"], r"hf/config.json: not a folder")
+    one_line_error(["from-hf", tmp_path / "nothing", tmp_path / "o.pth"], r"nothing: no such folder")
+    assert not (tmp_path / "o.pth").exists()
+
+
+def truncate_weights(folder):
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[:5])
+
+
+def edit_config(folder, **changes):
+    (folder / "config.json").write_text(json.dumps(dict(json.loads((folder / "config.json").read_text()), **changes)))
+
+
+def edit_vocab(folder, change):
+    vocab = json.loads((folder / "vocab.json").read_text())
+    (folder / "vocab.json").write_text(json.dumps(change(vocab)))
+
+
+DAMAGES = {
+    "config-not-json": (lambda f: (f / "config.json").write_text("{not json"), r"config.json:1: not valid JSON"),
+    "config-a-list": (lambda f: (f / "config.json").write_text("[1]"), r"config.json: expected a JSON object"),
+    "no-config": (lambda f: (f / "config.json").unlink(), r"config.json: no such file"),
+    "truncated-weights": (truncate_weights, r"model.safetensors: cannot read the weights \(.*header"),
+    "no-weights": (lambda f: (f / "model.safetensors").unlink(), r"hf: no weights \(model.safetensors nor"),
+    "vocab-a-list": (lambda f: (f / "vocab.json").write_text("[1,2]"), r"vocab.json: expected a JSON object"),
+    "vocab-not-json": (lambda f: (f / "vocab.json").write_text('{"a": 0,'), r"vocab.json:1: not valid JSON"),
+    "string-id": (lambda f: edit_vocab(f, lambda v: dict(v, **{"w1</w>": "x"})),
+                  r"vocab.json: ids must be integers, not 'w1</w>': 'x'"),
+    "emb-dim-changed": (lambda f: edit_config(f, emb_dim=64),
+                        r"model.safetensors: \d+ tensors do not fit config.json: .*: file \(.*32.*\) vs config.json"),
+    # transformers 5 refuses the type itself, 4.x leaves it to check_hf_config
+    "emb-dim-a-string": (lambda f: edit_config(f, emb_dim="32"), r"config.json: .*emb_dim.*'32'"),
+    "no-layers": (lambda f: edit_config(f, n_layers=0), r"config.json: n_layers=0 \(expected positive integers\)"),
+    "heads-do-not-divide": (lambda f: edit_config(f, n_heads=5), r"config.json: emb_dim=32 is not a multiple of"),
+    "lang2id-a-list": (lambda f: edit_config(f, lang2id=["l0", "l1"]), r"config.json: lang2id .* must name"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_damaged_hf_folder_is_one_error(tmp_path, damage, capsys):
+    _, folder = hf_folder(tmp_path / "hf", n_langs=2)
+    (tmp_path / "o.pth").write_bytes(b"an earlier conversion")
+    change, match = DAMAGES[damage]
+    change(folder)
+    one_line_error(["from-hf", folder, tmp_path / "o.pth"], match)
+    assert (tmp_path / "o.pth").read_bytes() == b"an earlier conversion"
+    no_temporaries(tmp_path)
+    assert "MISMATCH" not in capsys.readouterr().err  # transformers' report on the shapes is not printed

@@ -1,3 +1,4 @@
+import os
 import random
 import subprocess
 import sys
@@ -141,6 +142,28 @@ def test_bad_utf8_names_the_line():
                           capture_output=True, cwd=ROOT)
     assert proc.returncode != 0
     assert b"<stdin>:3: invalid UTF-8" in proc.stderr
+
+
+def test_the_api_takes_a_language_code_in_any_case_as_tokenize_sh():
+    assert tok.tokenize("Am 3. Mai", "DE") == tok.tokenize("Am 3. Mai", "de") == "Am 3. Mai"
+
+
+@pytest.mark.parametrize("tool", [["bash", "tools/tokenize.sh", "en"],
+                                  [sys.executable, "tools/lowercase_and_remove_accent.py"]])
+def test_a_reader_that_stops_or_a_full_disk_is_no_traceback(tool, tmp_path):
+    """`| head` ends the filter quietly with the status of SIGPIPE, as `cat`; a full disk is one error line."""
+    (tmp_path / "in").write_text("Hello, world. This is a test.\n" * 200_000, encoding="utf-8")
+    with open(tmp_path / "in", "rb") as stdin:
+        proc = subprocess.Popen(tool, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+        proc.stdout.readline()
+        proc.stdout.close()
+        assert proc.wait() == 141 and proc.stderr.read() == b""
+    if not os.path.exists("/dev/full"):
+        return
+    with open(tmp_path / "in", "rb") as stdin, open("/dev/full", "wb") as full:
+        proc = subprocess.run(tool, stdin=stdin, stdout=full, stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.returncode == 1 and proc.stderr.decode().strip() == \
+        "error: cannot write the output (No space left on device)"
 
 
 @pytest.mark.parametrize("lang", ["en", "fr", "de", "it", "is", "tdt"])

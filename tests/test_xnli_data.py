@@ -228,19 +228,65 @@ def test_prepare_errors(codes_vocab, tmp_path):
     proc = prepare(codes, vocab, data, "--langs", "en", check=False)
     assert proc.returncode != 0 and f"{xnli}/en.valid:3: not premise<TAB>hypo<TAB>label" in proc.stderr
     assert list(out.iterdir()) == []  # every file is checked before anything is written
-    # a job that fails (here binarization against a malformed vocabulary) fails the script, after the others
+    # a malformed vocabulary, or the codes and the vocabulary swapped: one line, before anything is written
     (xnli / "en.valid").write_text("premise\thypo\tlabel\na b\tc\tneutral\n", encoding="utf-8")
     bad_vocab = tmp_path / "bad_vocab"
     bad_vocab.write_text(vocab.read_text(encoding="utf-8") + "lonely\n", encoding="utf-8")
     line = len(bad_vocab.read_text(encoding="utf-8").splitlines())
-    proc = prepare(codes, bad_vocab, data, "--langs", "en", check=False)
+    for c, v, message in ((codes, bad_vocab, f"--vocab: {bad_vocab}:{line}: expected 'WORD COUNT', got 'lonely'"),
+                          (vocab, codes, f"--codes: {vocab}: 'WORD COUNT' on every line: a vocabulary")):
+        proc = prepare(c, v, data, "--langs", "en", check=False)
+        assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert proc.stderr.startswith(f"prepare-xnli.sh: {message}"), proc.stderr
+        assert list(out.iterdir()) == []
+    # a job that fails (here binarization to a name taken by a folder) fails the script, after the others, and
+    # no label file is put in place beside missing sentence files
+    (out / "valid.s1.en.pth").mkdir()
+    proc = prepare(codes, vocab, data, "--langs", "en", check=False)
     assert proc.returncode != 0
-    assert proc.stderr.count(f"error: {bad_vocab}:{line}: expected 'WORD COUNT', got 'lonely'") == 6, proc.stderr
-    assert proc.stderr.strip().endswith("error: 6 job(s) failed (their errors are above, or in their logs)")
-    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".pth")) == []
+    assert proc.stderr.strip().endswith("error: 1 job(s) failed (their errors are above, or in their logs)"), \
+        proc.stderr
+    assert (out / "valid.s2.en.pth").is_file() and not list(out.glob("*.label.*"))
+
+
+def test_prepare_arguments(codes_vocab, tmp_path):
+    codes, vocab = codes_vocab
+    for args, message in ((["--bogus"], "unknown argument --bogus"), (["--bogus", "1"], "unknown argument --bogus"),
+                          (["--langs"], "--langs: missing value"), (["stray"], "unknown argument stray")):
+        proc = prepare(codes, vocab, tmp_path, *args, check=False)
+        assert proc.returncode != 0 and proc.stderr.strip() == f"prepare-xnli.sh: {message}", (args, proc.stderr)
+    assert not (tmp_path / "processed").exists()
+
+
+def test_crlf_line_ends(tmp_path):
+    """MultiNLI / XNLI files saved with CRLF line ends: the CR is not content (labels renamed, no CR written)."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    with zipfile.ZipFile(mirror / "XNLI-1.0.zip", "w") as z:
+        z.writestr("XNLI-1.0/xnli.dev.tsv", xnli_tsv(DEV).replace("\n", "\r\n"))
+        z.writestr("XNLI-1.0/xnli.test.tsv", xnli_tsv(TEST).replace("\n", "\r\n"))
+    train = "premise\thypo\tlabel\r\n" + "".join("\t".join(row) + "\r\n" for row in TRAIN)
+    with zipfile.ZipFile(mirror / "XNLI-MT-1.0.zip", "w") as z:
+        z.writestr("XNLI-MT-1.0/multinli/multinli.train.en.tsv", train)
+    data = tmp_path / "data"
+    run(["bash", str(ROOT / "get-data-xnli.sh"), "--mirror", str(mirror), "--data_path", str(data), "--langs", "en"])
+    xnli = data / "xnli" / "XNLI-1.0"
+    for split in ("train", "valid", "test"):
+        assert "\r" not in (xnli / f"en.{split}").read_bytes().decode("utf-8"), split
+        lines = read_lines(xnli / f"en.{split}")
+        assert [tuple(line.split("\t")) for line in lines[1:]] == EXPECTED[(split, "en")], split
 
 
 def test_get_data_arguments(mirror, tmp_path):
+    not_a_folder = tmp_path / "mk.py"
+    not_a_folder.write_text("x\n")
+    for bad in (str(not_a_folder), "no/such/folder"):
+        proc = run(["bash", str(ROOT / "get-data-xnli.sh"), "--mirror", bad, "--data_path", str(tmp_path)],
+                   check=False)
+        assert proc.returncode != 0 and proc.stderr.strip() == \
+            f"get-data-xnli.sh: --mirror: '{bad}' is neither an existing folder nor an http(s):// or file:// URL"
+    proc = run(["bash", str(ROOT / "get-data-xnli.sh"), "--data_path", str(tmp_path), "--bogus"], check=False)
+    assert proc.returncode != 0 and proc.stderr.strip() == "get-data-xnli.sh: unknown argument --bogus"
     proc = get_data(mirror, tmp_path, "--langs", "en,xx", check=False)
     assert proc.returncode != 0 and "--langs: 'xx' is not an XNLI language" in proc.stderr
     proc = get_data(mirror, tmp_path, "--train_langs", "en,xx", check=False)

@@ -14,6 +14,13 @@
 #   put_in_place                   # SOURCES[i] to OUTPUTS[i] of prepare-*.sh: labels moved, sentences BPE'd
 #                                  # and binarized, two files at a time
 #   split_options WHAT "$@"        # one WHAT (into ARG) and --mirror --data_path --n_valid --n_test, checked
+#   parse_options "flag=VAR ..." "$@"  # every --flag VALUE into VAR, other arguments into ARGS; an unknown
+#                                  # --flag or one without its value is an error naming it
+#   check_count FLAG VALUE         # VALUE a positive whole number, else an error naming FLAG
+#   check_mirror                   # $MIRROR empty, an existing folder or an http(s):// or file:// URL
+#   join_lines FILE...             # the files one after the other, each last line ending with a newline
+#   name_stdin FILE COMMAND...     # COMMAND < FILE, "<stdin>" in its messages replaced by FILE
+#   produce OUT COMMAND...         # COMMAND > OUT.tmp, renamed OUT when it succeeds, removed when it fails
 #   die MESSAGE                    # "<script name>: MESSAGE" on stderr, exit 1
 #
 # Every output appears under its final name only when complete, and a step whose output exists is skipped,
@@ -31,7 +38,8 @@ archive_ok() {  # file, its final name: true if the archive (.zip, .tgz/.tar.gz,
   esac
 }
 
-fetch() {  # url, destination folder[, file name]: download (or copy from $MIRROR) to a .part file, check, rename
+fetch() {  # url, destination folder[, file name[, check...]]: download (or copy from $MIRROR) to a .part file,
+  # check (the archive, then with CHECK... PART SOURCE if given, which names SOURCE in its message), rename
   local url=$1 name=${3:-$(basename "$1")}
   local dest=$2/$name
   [ -f "$dest" ] && return 0
@@ -45,7 +53,62 @@ fetch() {  # url, destination folder[, file name]: download (or copy from $MIRRO
     curl -fL --retry 3 -o "$dest.part" "$src" || { rm -f "$dest.part"; die "cannot download $src"; }
   fi
   archive_ok "$dest.part" "$dest" || { rm -f "$dest.part"; die "$src: corrupt archive"; }
+  if [ $# -gt 3 ]; then "${@:4}" "$dest.part" "$src" || { rm -f "$dest.part"; exit 1; }; fi
   mv "$dest.part" "$dest"
+}
+
+parse_options() {  # "flag=VAR ...", "$@": each --flag VALUE into VAR; the other arguments, in order, into ARGS
+  local spec=" $1 " var
+  shift
+  ARGS=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --*=*) die "unknown argument $1 (write ${1%%=*} VALUE)";;
+      --?*)
+        [[ "$spec" == *" ${1#--}="* ]] || die "unknown argument $1"
+        [ $# -ge 2 ] && [[ "$2" != --* ]] || die "$1: missing value"
+        var=${spec#*" ${1#--}="}
+        printf -v "${var%% *}" '%s' "$2"
+        shift 2;;
+      -?*) die "unknown argument $1";;
+      *) ARGS+=("$1"); shift;;
+    esac
+  done
+}
+
+check_count() {  # flag, value: a positive whole number (not too large for shell arithmetic)
+  [[ "$2" =~ ^[0-9]{1,15}$ ]] && [ $((10#$2)) -gt 0 ] || die "$1: expected a positive whole number, got '$2'"
+}
+
+check_mirror() {  # $MIRROR: none, an existing folder, or an http(s):// or file:// URL
+  [ -z "${MIRROR:-}" ] || [ -d "$MIRROR" ] || [[ "${MIRROR,,}" =~ ^(https?|file):// ]] ||
+    die "--mirror: '$MIRROR' is neither an existing folder nor an http(s):// or file:// URL"
+}
+
+join_lines() {  # files...: their lines one after the other on stdout, a newline added to a last line without one
+  # (a plain cat would join it to the first line of the next file)
+  local f
+  for f in "$@"; do
+    cat "$f"
+    [ ! -s "$f" ] || [ "$(tail -c 1 "$f" | od -An -tx1 | tr -d ' \n')" = 0a ] || echo
+  done
+}
+
+name_stdin() {  # file, command...: COMMAND < FILE, "<stdin>" in what it prints on stderr replaced by FILE, so
+  # that an error names the file and its line; the status is COMMAND's
+  local file=$1
+  shift
+  { "$@" < "$file" 2>&1 >&3 3>&- | F=$file awk '{ while ((i = index($0, "<stdin>")) > 0)
+      $0 = substr($0, 1, i - 1) ENVIRON["F"] substr($0, i + 7); print; fflush() }' >&2; } 3>&1
+}
+
+produce() {  # output, command...: COMMAND's stdout to OUTPUT.tmp, renamed OUTPUT if COMMAND succeeds; if it fails,
+  # OUTPUT.tmp is removed and the script exits with its status (its own message said why)
+  local out=$1 status=0
+  shift
+  "$@" > "$out.tmp" || status=$?
+  if [ $status -ne 0 ]; then rm -f "$out.tmp"; exit $status; fi
+  mv "$out.tmp" "$out"
 }
 
 extract() {  # archive, destination folder, folder inside the archive: DIR/TOP appears complete or not at all
@@ -124,21 +187,13 @@ split_data() {  # all, train, valid, test, n_valid, n_test: the lines of ALL in 
 
 prepare_options() {  # list flag, "$@": the options of the prepare-*.sh scripts, --codes --vocab --input --output and
   # --<list flag> (a comma list), into CODES VOCAB INPUT OUTPUT ITEMS, whose defaults the script sets first; the codes
-  # and vocabulary must exist and the list must be neither empty nor repeat an item
-  local list_flag=$1
+  # and vocabulary must exist and read as such (checked once here, before any job reads them), and the list must be
+  # neither empty nor repeat an item
+  local list_flag=$1 list=${ITEMS// /,}
   shift
-  while [ $# -gt 0 ]; do
-    [ $# -ge 2 ] || die "$1: missing value"  # every option takes one
-    case "$1" in
-      --codes) CODES=$2;;
-      --vocab) VOCAB=$2;;
-      --input) INPUT=$2;;
-      --output) OUTPUT=$2;;
-      "--$list_flag") ITEMS=${2//,/ };;
-      *) die "unknown argument $1";;
-    esac
-    shift 2
-  done
+  parse_options "codes=CODES vocab=VOCAB input=INPUT output=OUTPUT $list_flag=list" "$@"
+  [ ${#ARGS[@]} -eq 0 ] || die "unknown argument ${ARGS[0]}"
+  ITEMS=${list//,/ }
   [ -f "$CODES" ] || die "BPE codes $CODES not found (pass --codes)"
   [ -f "$VOCAB" ] || die "vocabulary $VOCAB not found (pass --vocab)"
   [ -n "$ITEMS" ] || die "--$list_flag: none given"
@@ -147,21 +202,42 @@ prepare_options() {  # list flag, "$@": the options of the prepare-*.sh scripts,
     [[ "$seen" != *" $item "* ]] || die "--$list_flag: '$item' given twice"
     seen+="$item "
   done
+  local err  # what applybpe and preprocess.py would each refuse, once (--codes and --vocab swapped, say)
+  err=$(python - "$CODES" "$VOCAB" 2>&1 <<'EOF'
+import sys
+from xlm.data.bpe import read_codes
+from xlm.data.dictionary import Dictionary
+from xlm.fileio import DataError
+try:
+    read_codes(sys.argv[1])
+except DataError as e:
+    sys.exit(f"--codes: {e}")
+try:
+    Dictionary.read_vocab(sys.argv[2])
+except DataError as e:
+    sys.exit(f"--vocab: {e}")
+EOF
+  ) || die "$err"
 }
 
-put_in_place() {  # for every i, SOURCES[i] to OUTPUTS[i] (its folder made): a file named label is moved there; a
-  # file of sentences is BPE'd there with $CODES and binarized to OUTPUTS[i].pth with $VOCAB, in a job of
-  # tools/jobs.sh ($JOBS at a time, default 2); outputs that exist are kept
+put_in_place() {  # for every i, SOURCES[i] to OUTPUTS[i] (its folder made): a file of sentences is BPE'd there with
+  # $CODES and binarized to OUTPUTS[i].pth with $VOCAB, in a job of tools/jobs.sh ($JOBS at a time, default 2); then,
+  # if every job succeeded, a file named label is moved there; outputs that exist are kept
   source "$MAIN/tools/jobs.sh"
   local i
   for i in "${!SOURCES[@]}"; do
     mkdir -p "$(dirname "${OUTPUTS[i]}")"
     case ${SOURCES[i]} in
-      */label) [ -f "${OUTPUTS[i]}" ] || mv "${SOURCES[i]}" "${OUTPUTS[i]}";;
+      */label) ;;
       *) run_job bpe_and_binarize "${SOURCES[i]}" "${OUTPUTS[i]}";;
     esac
   done
   wait_jobs
+  for i in "${!SOURCES[@]}"; do
+    case ${SOURCES[i]} in
+      */label) [ -f "${OUTPUTS[i]}" ] || mv "${SOURCES[i]}" "${OUTPUTS[i]}";;
+    esac
+  done
 }
 
 bpe_and_binarize() {  # sentences, output
@@ -174,19 +250,12 @@ split_options() {  # what (named in messages), "$@": one positional argument int
   local what=$1
   shift
   DATA=./data MIRROR='' N_VALID=5000 N_TEST=5000 ARG=''
-  while [ $# -gt 0 ]; do
-    case "$1" in
-      --*) [ $# -ge 2 ] || die "$1: missing value";;  # every option takes one
-    esac
-    case "$1" in
-      --mirror) MIRROR=$2; shift 2;;
-      --data_path) DATA=$2; shift 2;;
-      --n_valid) N_VALID=$2; shift 2;;
-      --n_test) N_TEST=$2; shift 2;;
-      -*) die "unknown argument $1";;
-      *) [ -z "$ARG" ] || die "one $what only ($ARG, then $1)"; ARG=$1; shift;;
-    esac
-  done
+  parse_options "mirror=MIRROR data_path=DATA n_valid=N_VALID n_test=N_TEST" "$@"
+  [ ${#ARGS[@]} -le 1 ] || die "one $what only (${ARGS[0]}, then ${ARGS[1]})"
+  ARG=${ARGS[0]:-}
   [ -n "$ARG" ] || die "usage: $0 ${what^^} [--mirror DIR_OR_URL] [--data_path ./data] [--n_valid 5000] [--n_test 5000]"
-  [[ "$N_VALID" =~ ^[0-9]+$ && "$N_TEST" =~ ^[0-9]+$ ]] || die "--n_valid and --n_test take a number of lines"
+  check_count --n_valid "$N_VALID"
+  check_count --n_test "$N_TEST"
+  N_VALID=$((10#$N_VALID)) N_TEST=$((10#$N_TEST))
+  check_mirror
 }

@@ -6,7 +6,7 @@
 import argparse
 import sys
 
-from .fileio import DataError
+from .fileio import DataError, exit_on_signals
 from .model.hf import from_hf, to_hf
 
 
@@ -34,4 +34,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    exit_on_signals()  # SIGTERM, SIGINT, SIGHUP: SystemExit, so that a temporary output is removed
     main()

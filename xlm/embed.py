@@ -43,11 +43,20 @@ class SentenceEncoder:
     @torch.no_grad()
     def encode(self, sentences, lang, batch_size=32, preprocessed=False):
         """(len(sentences), dim) vectors; preprocessed=True takes tokenized and BPE'd sentences as they are."""
+        if isinstance(sentences, (str, bytes)):
+            raise DataError("encode takes a list of sentences, not one string: encode([sentence], lang)")
+        if batch_size < 1:
+            raise DataError(f"batch_size must be >= 1, got {batch_size}")
         if self.lang2id and lang not in self.lang2id:
             raise DataError(f"language '{lang}' is not one of the model's ({', '.join(self.lang2id)})")
         lang_id = self.lang2id.get(lang)
         tokens = [s.split() if preprocessed else self.preprocess(s, lang).split() for s in sentences]
         ids = [[self.dico.index(w) for w in t] for t in tokens]
+        longest = self.model.config.n_positions - 2  # and the two </s> around each sentence
+        for i, t in enumerate(ids):
+            if len(t) > longest:
+                raise DataError(f"sentence {i}: {len(t)} subwords, more than the {longest} the model's "
+                                f"{self.model.config.n_positions} positions hold with the two </s>")
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths batch with little padding
         vectors = torch.empty(len(ids), self.model.config.emb_dim)
         for start in range(0, len(order), batch_size):

@@ -3,6 +3,7 @@
 Every error about user input is a `DataError` whose message names the file (and line when there is
 one), so a command line tool can print it as one line and exit.
 """
+import errno
 import os
 import re
 import secrets
@@ -167,6 +168,24 @@ def exit_on_signals():
 
     for signum in signals:
         signal.signal(signum, stop)
+
+
+@contextmanager
+def writing_stdout():
+    """Around a filter that writes to standard output: a reader that stopped early (`| head`) ends the
+    process quietly with the shell's status of SIGPIPE, as `cat` ends; a write that fails otherwise (a full
+    disk) is one error line."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit fails too
+        sys.exit(128 + signal.SIGPIPE)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(f"error: cannot write the output ({e.strerror})")
 
 
 @contextmanager

@@ -20,7 +20,7 @@ import regex
 from sacremoses import MosesPunctNormalizer, MosesTokenizer
 from sacremoses.corpus import NonbreakingPrefixes
 
-from ..fileio import DataError, iter_stdin_blocks
+from ..fileio import DataError, iter_stdin_blocks, writing_stdout
 
 # language -> (segmenter module, pip extra that installs it)
 SEGMENTERS = {"zh": ("jieba", "zh"), "th": ("pythainlp", "th"), "ja": ("fugashi", "ja")}
@@ -214,7 +214,8 @@ def _tokenizer(lang):
 
 
 def tokenize(line, lang):
-    """Tokenize one line (no trailing newline) of language `lang`."""
+    """Tokenize one line (no trailing newline) of language `lang` (its code in any case, as tools/tokenize.sh)."""
+    lang = lang.lower()
     if lang == "zh":
         # Chinese is segmented first, then normalized, and never goes through the Moses tokenizer.
         line = " ".join(w for w in _segmenter(lang)(line) if w.strip())
@@ -266,13 +267,14 @@ def main(argv=None):
             _import_segmenter(args.lang)
         blocks = ((block, args.lang) for _, block in iter_stdin_blocks(2000, desc=f"tokenize {args.lang}"))
         out = sys.stdout
-        if args.threads > 1:
-            with Pool(args.threads) as pool:
-                for result in pool.imap(_tokenize_block, blocks):
-                    out.write("".join(s + "\n" for s in result))
-        else:
-            for block in blocks:
-                out.write("".join(s + "\n" for s in _tokenize_block(block)))
+        with writing_stdout():
+            if args.threads > 1:
+                with Pool(args.threads) as pool:
+                    for result in pool.imap(_tokenize_block, blocks):
+                        out.write("".join(s + "\n" for s in result))
+            else:
+                for block in blocks:
+                    out.write("".join(s + "\n" for s in _tokenize_block(block)))
     except DataError as e:
         sys.exit(f"error: {e}")
 

@@ -16,13 +16,20 @@ HF classes (summary_*, start/end_n_top) and generation settings (lang_id, mask_t
 """
 import json
 import os
+import pickle
+import shutil
+import tempfile
+from contextlib import contextmanager
 
 from ..data.dictionary import BOS_INDEX, EOS_INDEX, MASK_INDEX, N_RESERVED, PAD_INDEX, UNK_INDEX, Dictionary
-from ..fileio import DataError
+from ..fileio import DataError, check_file, check_output, check_output_folder, decode_utf8
 from .checkpoint import checkpoint_payload, config_from_params, load_model, load_weights, save_checkpoint
 from .transformer import TransformerModel
 
 HF_PREFIX = "transformer."
+# the weight files XLMWithLMHeadModel.from_pretrained reads from a local folder, in its order of preference
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 
 
 def _transformers():
@@ -46,8 +53,10 @@ def from_hf_word(word, index):
 
 
 def to_hf(checkpoint_path, out_dir, causal=False):
-    """Write an HF XLMWithLMHeadModel (config, weights, vocab.json) from a pretrained checkpoint."""
+    """Write an HF XLMWithLMHeadModel (config, weights, vocab.json) from a pretrained checkpoint into a new
+    folder `out_dir` (missing or empty): written beside it under a temporary name, renamed when complete."""
     transformers = _transformers()
+    check_output_dir(out_dir)
     loaded = load_model(checkpoint_path)
     if loaded.decoder is not None:
         raise DataError(f"{checkpoint_path}: a translation (encoder-decoder) checkpoint; HF's XLM has no decoder")
@@ -69,18 +78,74 @@ def to_hf(checkpoint_path, out_dir, causal=False):
     missing, unexpected = model.load_state_dict(state, strict=False)
     if [k for k in missing if not k.endswith("position_ids")] or unexpected:
         raise DataError(f"HF XLM does not fit: missing {missing}, unexpected {unexpected}")
-    model.save_pretrained(out_dir)
     vocab = {to_hf_word(loaded.dico[i], i): i for i in range(len(loaded.dico))}
-    with open(os.path.join(out_dir, "vocab.json"), "w", encoding="utf-8") as f:
-        json.dump(vocab, f, ensure_ascii=False, indent=0)
-    with open(os.path.join(out_dir, "xlm_params.json"), "w", encoding="utf-8") as f:
-        json.dump({k: v for k, v in p.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))},
-                  f, indent=1, default=str)
+    with _new_folder(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        with open(os.path.join(tmp, "vocab.json"), "w", encoding="utf-8") as f:
+            json.dump(vocab, f, ensure_ascii=False, indent=0)
+        with open(os.path.join(tmp, "xlm_params.json"), "w", encoding="utf-8") as f:
+            json.dump({k: v for k, v in p.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))},
+                      f, indent=1, default=str)
+
+
+def check_output_dir(out_dir):
+    """Fail before any work, naming `out_dir`, if it cannot become a new output folder: it is a file, a
+    folder with files in it (a conversion is never overwritten), below a file, or in a folder we cannot
+    write in."""
+    path = os.path.normpath(out_dir)
+    if os.path.isdir(path):
+        if os.listdir(path):
+            raise DataError(f"{out_dir}: a folder that is not empty; to-hf writes a new folder (remove this one "
+                            "or name another)")
+    elif os.path.lexists(path):
+        raise DataError(f"{out_dir}: exists and is not a folder")
+    elif os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        check_output(path)  # the temporary folder is made beside it
+    else:
+        check_output_folder(path)  # the missing parents are made when the conversion is written
+
+
+@contextmanager
+def _new_folder(out_dir):
+    """A temporary folder `NAME.<8 characters>.tmp` beside `out_dir`, renamed to `out_dir` when the block
+    ends without error (its files fsynced first), removed otherwise: `out_dir` appears only complete."""
+    path = os.path.abspath(out_dir)
+    parent = os.path.dirname(path)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise DataError(f"{out_dir}: cannot write in {parent} ({e.strerror})") from None
+    try:
+        umask = os.umask(0)  # mkdtemp's folder is private (0700): give the result the mode os.mkdir would
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        yield tmp
+        for name in os.listdir(tmp):
+            fd = os.open(os.path.join(tmp, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        try:
+            os.replace(tmp, path)  # replaces an empty folder only
+        except OSError as e:
+            raise DataError(f"{out_dir}: cannot be replaced ({e.strerror}); the conversion was not kept") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def check_hf_config(hc, hf_dir):
     """Refuse, in one message, what an xlm checkpoint cannot hold; returns lang2id."""
     problems = []
+    sizes = ("vocab_size", "emb_dim", "n_layers", "n_heads", "n_langs", "max_position_embeddings")
+    bad = [f"{k}={getattr(hc, k, None)!r}" for k in sizes
+           if type(getattr(hc, k, None)) is not int or getattr(hc, k) < 1]
+    if bad:
+        raise DataError(f"{hf_dir}/config.json: {', '.join(bad)} (expected positive integers)")
+    if hc.emb_dim % hc.n_heads:
+        problems.append(f"emb_dim={hc.emb_dim} is not a multiple of n_heads={hc.n_heads}")
     if hc.asm:
         problems.append("asm=true (adaptive softmax) is not supported")
     if not hc.is_encoder:
@@ -91,21 +156,94 @@ def check_hf_config(hc, hf_dir):
     if wrong:
         problems.append("special-token ids differ from xlm's fixed ones: " + ", ".join(wrong))
     lang2id = getattr(hc, "lang2id", None) or ({"en": 0} if hc.n_langs == 1 else {})
-    if sorted(lang2id.values()) != list(range(hc.n_langs)):
+    ids = list(lang2id.values()) if isinstance(lang2id, dict) else None
+    if ids is None or any(type(i) is not int for i in ids) or sorted(ids) != list(range(hc.n_langs)):
         problems.append(f"lang2id {lang2id} must name the n_langs={hc.n_langs} languages with ids 0..{hc.n_langs - 1}")
     if problems:
         raise DataError(f"{hf_dir}/config.json: " + "; ".join(problems))
     return dict(lang2id)
 
 
+def read_json(path, kind):
+    """The JSON value of a file, checked to be of type `kind` (dict or list); a missing, empty, non-UTF-8 or
+    malformed file is a DataError naming it."""
+    check_file(path)
+    with open(path, "rb") as f:
+        text = decode_utf8(f.read(), path)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise DataError(f"{path}: not valid JSON (nested too deeply)") from None
+    if not isinstance(value, kind):
+        raise DataError(f"{path}: expected a JSON {'object' if kind is dict else 'array'}, "
+                        f"found {type(value).__name__}")
+    return value
+
+
+def check_output_file(out_path):
+    """Fail before any work, naming `out_path`, if save_checkpoint cannot write it: it is a folder, the
+    folder it would be in cannot be written, or one of its missing parents would be below a file."""
+    if os.path.lexists(out_path) or os.path.isdir(os.path.dirname(os.path.abspath(out_path))):
+        check_output(out_path)
+    else:
+        check_output_folder(out_path)  # save_checkpoint makes the missing parents
+
+
+try:
+    from huggingface_hub.errors import StrictDataclassError
+    CONFIG_ERRORS = (OSError, ValueError, TypeError, StrictDataclassError)
+except ImportError:
+    CONFIG_ERRORS = (OSError, ValueError, TypeError)
+# what reading a damaged weight file may raise, in transformers, safetensors or torch.load
+WEIGHT_ERRORS = (OSError, ValueError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError)
+
+
+def _read_weights(transformers, hf_dir, weights_path):
+    """XLMWithLMHeadModel.from_pretrained(hf_dir), its shapes checked against config.json; a damaged file is
+    a DataError naming it. transformers' own report on mismatched shapes is not printed: the error lists them."""
+    try:
+        from safetensors import SafetensorError
+        errors = WEIGHT_ERRORS + (SafetensorError,)
+    except ImportError:
+        errors = WEIGHT_ERRORS
+    from transformers.utils import logging as hf_logging
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        hf, info = transformers.XLMWithLMHeadModel.from_pretrained(
+            hf_dir, output_loading_info=True, ignore_mismatched_sizes=True, local_files_only=True)
+    except errors as e:
+        detail = str(e).strip().split("\n")[0] or type(e).__name__
+        raise DataError(f"{weights_path}: cannot read the weights ({detail})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if info["missing_keys"]:
+        raise DataError(f"{hf_dir}: not an XLMWithLMHeadModel, it lacks {', '.join(sorted(info['missing_keys']))}")
+    mismatched = [f"{k}: file {tuple(a)} vs config.json {tuple(b)}" for k, a, b in sorted(info["mismatched_keys"])]
+    if mismatched:
+        raise DataError(f"{weights_path}: {len(mismatched)} tensors do not fit config.json: {'; '.join(mismatched[:3])}"
+                        f"{' ...' if len(mismatched) > 3 else ''}")
+    return hf
+
+
 def from_hf(hf_dir, out_path):
     """Write a checkpoint of the original's layout from an HF XLMWithLMHeadModel folder with a vocab.json."""
     transformers = _transformers()
+    if not os.path.exists(hf_dir):
+        raise DataError(f"{hf_dir}: no such folder")
+    if not os.path.isdir(hf_dir):
+        raise DataError(f"{hf_dir}: not a folder; from-hf reads an HF model folder (config.json, weights, "
+                        "vocab.json)")
+    check_output_file(out_path)
     vocab_path = os.path.join(hf_dir, "vocab.json")
     if not os.path.isfile(vocab_path):
         raise DataError(f"{hf_dir}: no vocab.json; xlm checkpoints carry their vocabulary")
-    with open(vocab_path, encoding="utf-8") as f:
-        vocab = json.load(f)
+    vocab = read_json(vocab_path, dict)
+    bad = [f"{w!r}: {i!r}" for w, i in vocab.items() if type(i) is not int]
+    if bad:
+        raise DataError(f"{vocab_path}: ids must be integers, not {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
     words = sorted(vocab.items(), key=lambda wi: wi[1])
     if [i for _, i in words] != list(range(len(words))):
         raise DataError(f"{vocab_path}: ids must be 0..{len(words) - 1} without gaps")
@@ -113,13 +251,19 @@ def from_hf(hf_dir, out_path):
         dico = Dictionary.from_words([(from_hf_word(w, i), 0) for w, i in words])
     except DataError as e:
         raise DataError(f"{vocab_path}: {e}") from None
-    hc = transformers.XLMConfig.from_pretrained(hf_dir)
+    config_path = os.path.join(hf_dir, "config.json")
+    read_json(config_path, dict)  # transformers' own errors are OSErrors of several lines
+    try:
+        hc = transformers.XLMConfig.from_pretrained(hf_dir, local_files_only=True)
+    except CONFIG_ERRORS as e:  # transformers 5 checks the types of the attributes (emb_dim: "32")
+        raise DataError(f"{config_path}: {' '.join(str(e).split()) or type(e).__name__}") from None
     lang2id = check_hf_config(hc, hf_dir)
     if len(dico) != hc.vocab_size:
         raise DataError(f"{hf_dir}: vocab.json has {len(dico)} words but the model {hc.vocab_size}")
-    hf, info = transformers.XLMWithLMHeadModel.from_pretrained(hf_dir, output_loading_info=True)
-    if info["missing_keys"]:
-        raise DataError(f"{hf_dir}: not an XLMWithLMHeadModel, it lacks {', '.join(sorted(info['missing_keys']))}")
+    weights = [name for name in WEIGHT_FILES if os.path.isfile(os.path.join(hf_dir, name))]
+    if not weights:
+        raise DataError(f"{hf_dir}: no weights ({' nor '.join(WEIGHT_FILES[::2])})")
+    hf = _read_weights(transformers, hf_dir, os.path.join(hf_dir, weights[0]))
     params = dict(emb_dim=hc.emb_dim, n_layers=hc.n_layers, n_heads=hc.n_heads, dropout=hc.dropout,
                   attention_dropout=hc.attention_dropout, gelu_activation=hc.gelu_activation,
                   share_inout_emb=bool(hc.tie_word_embeddings), sinusoidal_embeddings=hc.sinusoidal_embeddings,
