@@ -54,6 +54,9 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.src_lang == args.tgt_lang:
         raise DataError("--src_lang and --tgt_lang must differ")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise DataError("translate.py runs as one process (it reads standard input): start it with python, "
+                        "not torchrun")
     if not args.output_path:
         raise DataError("--output_path is empty: name the file to write the translations to")
     if os.path.exists(args.output_path):

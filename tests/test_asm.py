@@ -54,11 +54,14 @@ def test_one_process_learns_and_torchrun_matches_it(small_sample, tmp_path):
 
 
 def test_translation_under_torchrun(small_sample, tmp_path):
-    """The decoder's adaptive softmax under torchrun; the encoder's, unused in translation, is frozen."""
-    torchrun(29572, *flags(small_sample, tmp_path, "mt", "--lgs", "en-fr", "--encoder_only", "false", "--mt_steps",
+    """The decoder's adaptive softmax under torchrun; the encoder's, unused in translation, is frozen. Without
+    --exp_id, both ranks use rank 0's random folder name."""
+    torchrun(29572, *flags(small_sample, tmp_path, "", "--lgs", "en-fr", "--encoder_only", "false", "--mt_steps",
                            "fr-en", "--ae_steps", "en", "--batch_size", 4, "--epoch_size", 24, "--max_epoch", 1,
                            "--log_interval", 1))
-    log = log_of(tmp_path, "mt")
+    [folder] = (tmp_path / "asm").iterdir()
+    assert sorted(p.name for p in folder.glob("train.log*")) == ["train.log", "train.log-1"]
+    log = log_of(tmp_path, folder.name)
     assert len(losses_of(log, "MT-fr-en")) == 3 and len(losses_of(log, "AE-en")) == 3
     assert scores_of(log)[0]["valid_fr-en_mt_ppl"] > 0
 

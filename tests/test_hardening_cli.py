@@ -90,6 +90,37 @@ def test_numbers_are_read_as_the_original_reads_them(tmp_path):
     assert params.lambda_mlm == "1e-3" and params.word_mask == 0.8
 
 
+def test_torch_distributed_launch_spelling_of_the_local_rank(tmp_path):
+    argv = ["--exp_name", "t", "--exp_id", "x", "--dump_path", str(tmp_path), "--data_path", str(tmp_path),
+            "--lgs", "en-fr", "--mlm_steps", "en", *TINY]
+    assert parse_params(argv + ["--local-rank=1"]).local_rank == 1  # torch.distributed.launch's
+    assert parse_params(argv + ["--local_rank", "1"]).local_rank == 1
+
+
+def test_resuming_with_other_ranks_or_seed_names_what_to_change():
+    from xlm.data.iterators import BatchIterator
+    saved = BatchIterator(list(range(10)), seed=1, rank=0, world_size=2).state_dict()
+    with pytest.raises(DataError, match="saved by a run of 2 processes, and this one has 1: resume it with 2"):
+        BatchIterator(list(range(10)), seed=1).load_state_dict(saved)
+    with pytest.raises(DataError, match="drawn with another --seed"):
+        BatchIterator(list(range(10)), seed=2, rank=0, world_size=2).load_state_dict(saved)
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_error_and_the_last_one_stays(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pth"
+    save_checkpoint({"a": 1}, path)
+    before = path.read_bytes()
+
+    def disk_full(obj, f):
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1607040 vs 1606928")
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(DataError, match="checkpoint.pth: cannot write the checkpoint .*the previous one, if any, is "
+                                        "kept"):
+        save_checkpoint({"a": 2}, path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pth"]
+
+
 def test_help_lists_the_flags_a_switch_adds(capsys):
     """The memory and adaptive-softmax flags exist only with --use_memory / --asm, as in the original;
     --help after the switch lists them."""
@@ -161,6 +192,25 @@ def test_what_a_resume_or_reload_cannot_keep_is_warned_about(small_sample, tmp_p
     assert "--eval_only without --reload_model or --reload_checkpoint: evaluating randomly initialised" in log("c")
 
 
+def test_a_second_run_in_a_running_runs_folder_is_refused_and_removes_nothing(small_sample, tmp_path):
+    """While a run holds its experiment folder, a second run there stops with one line (even one whose flags
+    fail later, which would otherwise remove the folder it thought it made); once the first ends, the
+    folder is free."""
+    from xlm.train.experiment import hold_folder, release_folders
+    folder = tmp_path / "t" / "busy"
+    folder.mkdir(parents=True)
+    (folder / "train.log").write_text("the first run's log")
+    hold_folder(str(folder))
+    try:
+        proc = python("train.py", *argv(small_sample, tmp_path, "busy", "--validation_metrics", "nope"), check=False)
+        one_error_line(proc, f"{folder}: another run is using this experiment folder")
+        assert (folder / "train.log").read_text() == "the first run's log"
+    finally:
+        release_folders()
+    proc = python("train.py", *argv(small_sample, tmp_path, "busy", "--validation_metrics", "nope"), check=False)
+    one_error_line(proc, "unknown metrics nope")
+
+
 @contextmanager
 def read_only(folder):
     """A folder nobody can write in: permission bits for a user, the immutable attribute for root."""
@@ -206,6 +256,13 @@ def mt_checkpoint(tmp_path_factory):
 
 def translate_module():
     return load_script(ROOT / "translate.py", "translate_script")
+
+
+def test_translate_under_torchrun_is_one_clear_line(mt_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(DataError, match="translate.py runs as one process"):
+        translate_module().parse_args(["--model_path", str(mt_checkpoint), "--src_lang", "en", "--tgt_lang", "fr",
+                                       "--output_path", str(tmp_path / "o")])
 
 
 def test_translate_checks_its_output_folder_first(mt_checkpoint, tmp_path):

@@ -96,6 +96,23 @@ def test_slurm_mistakes_are_one_clear_line(scontrol, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
     with pytest.raises(DataError, match="scontrol show hostnames node\\[1-2\\]"):
         slurm_env(params, environ)
+    with pytest.raises(DataError, match="SLURM_NTASKS='abc' is not a number of tasks"):
+        slurm_env(params, {**environ, "SLURM_NTASKS": "abc"})
+    for missing in ("SLURM_JOB_NODELIST", "SLURM_LOCALID"):
+        with pytest.raises(DataError, match=f"but {missing} not set: start the tasks with srun"):
+            slurm_env(params, {k: v for k, v in environ.items() if k != missing})
+
+
+def test_a_rank_without_a_master_is_one_clear_line(monkeypatch):
+    """RANK and WORLD_SIZE set by hand without torchrun's MASTER_ADDR / MASTER_PORT."""
+    from xlm.train.distributed import init_distributed
+    for var in ("MASTER_ADDR", "MASTER_PORT", "SLURM_JOB_ID"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(DataError, match="WORLD_SIZE=2 are set but not MASTER_ADDR and MASTER_PORT: start the "
+                                        "processes with torchrun"):
+        init_distributed(SimpleNamespace(debug_slurm=False, master_port=-1, local_rank=-1))
 
 
 def test_a_task_that_sees_one_gpu_uses_it(monkeypatch):

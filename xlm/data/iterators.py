@@ -56,8 +56,9 @@ class BatchIterator:
         return {"seed": self.seed, "world_size": self.world_size, "pass": self.pass_index, "position": self.position}
 
     def load_state_dict(self, state):
-        for key in ("seed", "world_size"):
-            if state[key] != getattr(self, key):
-                raise DataError(f"cannot resume a data iterator saved with {key}={state[key]} "
-                                f"with {key}={getattr(self, key)}")
+        if state["world_size"] != self.world_size:
+            raise DataError(f"its data positions were saved by a run of {state['world_size']} processes, and this "
+                            f"one has {self.world_size}: resume it with {state['world_size']}")
+        if state["seed"] != self.seed:
+            raise DataError("its data order was drawn with another --seed: resume it with the run's own")
         self.pass_index, self.position = state["pass"], state["position"]

@@ -347,8 +347,14 @@ def plain(value, where="checkpoint"):
 
 
 def save_checkpoint(payload, path):
-    """torch.save atomically (a crash while writing leaves the previous file intact), plain types only."""
+    """torch.save atomically (a crash while writing leaves the previous file intact), plain types only. A
+    write that fails (a full disk) is a DataError naming the file; the previous file stays."""
     payload = plain(payload)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with atomic_write(path) as f:
-        torch.save(payload, f)
+    try:
+        with atomic_write(path) as f:
+            torch.save(payload, f)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0]
+        raise DataError(f"{path}: cannot write the checkpoint ({reason}); the previous one, if any, is kept") \
+            from None

@@ -39,7 +39,10 @@ def slurm_env(params, environ=os.environ):
     of the step's nodes (the job's when srun does not say), where task 0 runs."""
     if "SLURM_JOB_ID" not in environ or params.debug_slurm or "RANK" in environ:
         return {}
-    n_tasks = int(environ.get("SLURM_NTASKS", "1"))
+    n_tasks = environ.get("SLURM_NTASKS", "1")
+    if not n_tasks.isdigit():
+        raise DataError(f"SLURM_NTASKS={n_tasks!r} is not a number of tasks")
+    n_tasks = int(n_tasks)
     if n_tasks == 1:
         return {}
     if "SLURM_STEP_ID" not in environ or "SLURM_PROCID" not in environ:
@@ -48,6 +51,9 @@ def slurm_env(params, environ=os.environ):
                         "train.py ...` (one task per GPU), or set SLURM_NTASKS=1 for a single process")
     if not 10001 <= params.master_port <= 20000:
         raise DataError("a multi-task SLURM job needs --master_port in 10001..20000")
+    missing = [v for v in ("SLURM_JOB_NODELIST", "SLURM_LOCALID") if v not in environ]
+    if missing:
+        raise DataError(f"SLURM_NTASKS={n_tasks} but {' and '.join(missing)} not set: start the tasks with srun")
     nodes = environ.get("SLURM_STEP_NODELIST") or environ["SLURM_JOB_NODELIST"]
     try:
         hosts = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True,
@@ -85,12 +91,21 @@ def init_distributed(params):
         return DistInfo(device=device)
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", params.local_rank if params.local_rank >= 0 else 0))
+    missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+    if missing:
+        raise DataError(f"RANK and WORLD_SIZE={world_size} are set but not {' and '.join(missing)}: start the "
+                        "processes with torchrun (or srun, with --master_port)")
     if torch.cuda.is_available():
         device, backend = cuda_device(local_rank), "nccl"
         torch.cuda.set_device(device)
     else:
         device, backend = torch.device("cpu"), "gloo"
-    dist.init_process_group(backend=backend, init_method="env://")
+    try:
+        dist.init_process_group(backend=backend, init_method="env://")
+    except (RuntimeError, ValueError) as e:  # DistNetworkError included: a port in use
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise DataError(f"cannot start the process group at {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} "
+                        f"({reason}): another job may hold the port (--master_port)") from None
     return DistInfo(rank, world_size, local_rank, device)
 
 

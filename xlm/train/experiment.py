@@ -1,5 +1,6 @@
 """What train.py and glue-xnli.py share before they train: ranks and devices, the experiment folder
 (dump_path/exp_name/exp_id, as the original names it) with its params and logger, and the seeds."""
+import fcntl
 import json
 import os
 import pickle
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 
 from ..fileio import DataError, atomic_write, check_output
-from .distributed import init_distributed
+from .distributed import broadcast_from_master, init_distributed
 from .logging import MetricsWriter, create_logger
 
 
@@ -30,12 +31,48 @@ def prepare_dump(params, info):
         raise DataError(f"--dump_path: cannot write the experiment folder {dump} "
                         f"({e.strerror if isinstance(e, OSError) else e})") from None
     params.dump_path = dump
+    if info.is_master:
+        hold_folder(dump)
     if info.is_master and not os.path.exists(os.path.join(dump, "params.pkl")):
         with atomic_write(os.path.join(dump, "params.pkl")) as f:
             pickle.dump(params, f)
         with atomic_write(os.path.join(dump, "params.json"), "w") as f:
             json.dump(vars(params), f, indent=1, default=str)
     return dump
+
+
+class FolderInUse(DataError):
+    """Another run holds the experiment folder: this one fails and leaves the folder alone."""
+
+
+_held = {}  # experiment folder -> the open folder this process locks, until it ends or `release_folders`
+
+
+def hold_folder(dump):
+    """Refuse a second run in an experiment folder while a first one runs there (the two would write one
+    train.log and one checkpoint.pth in turns, and a second run failing in its set-up would remove the
+    folder it thought it made): rank 0 locks the folder (flock), a lock the system releases when the
+    process ends, however it ends, so that a rerun after a kill resumes. A file system without locks
+    goes without."""
+    if dump in _held:  # this process's earlier run (train.py's main called again)
+        return
+    fd = os.open(dump, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FolderInUse(f"{dump}: another run is using this experiment folder; wait for it to end, or give "
+                          "another --exp_id") from None
+    except OSError:
+        os.close(fd)
+        return
+    _held[dump] = fd
+
+
+def release_folders():
+    """Unlock the folders this process holds (at the end of train.py's and glue-xnli.py's main)."""
+    while _held:
+        os.close(_held.popitem()[1])
 
 
 @contextmanager
@@ -49,6 +86,8 @@ def removed_on_failure(params):
         made = os.path.dirname(made)  # the run also makes the missing dump_path and exp_name folders
     try:
         yield
+    except FolderInUse:
+        raise
     except BaseException:
         if fresh:
             shutil.rmtree(made, ignore_errors=True)
@@ -58,6 +97,8 @@ def removed_on_failure(params):
 def start_experiment(params):
     """Ranks and devices, the dump folder, the logger (the original's train.log) and the metrics file."""
     info = init_distributed(params)
+    # rank 0's folder for every rank: without --exp_id (and outside SLURM) each drew its own random id
+    params.exp_id = broadcast_from_master(params.exp_id, info)
     dump = prepare_dump(params, info)
     logger = create_logger(os.path.join(dump, "train.log"), info.rank)
     logger.info("============ Initialized logger ============")

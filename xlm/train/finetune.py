@@ -33,7 +33,7 @@ from .distributed import all_reduce_sum, broadcast_from_master, full_float32, sh
 from .engine import StepEngine
 from .build import global_batching
 from .checkpointing import gather_rng_states, load_optimizer_states, rng_state, set_rng_state
-from .experiment import removed_on_failure, start_experiment
+from .experiment import release_folders, removed_on_failure, start_experiment
 from .options import bool_flag, check_optimizer, set_experiment_names
 from .schedules import build_optimizer
 from .signals import EvaluationStopped, StopSignals
@@ -72,7 +72,7 @@ def build_parser():
     a("--bf16", type=bool_flag, default=False, help="bfloat16 autocast (xlm)")
     a("--debug_train", type=bool_flag, default=False, help="train on the valid files (fast loading)")
     a("--debug_slurm", type=bool_flag, default=False)
-    a("--local_rank", type=int, default=-1)
+    a("--local_rank", "--local-rank", type=int, default=-1)  # the latter from torch.distributed.launch
     a("--master_port", type=int, default=-1)
     return p
 
@@ -375,7 +375,10 @@ class FineTuner:
         state = data["train_state"]
         self.epoch, self.best = state["epoch"], state["best"]
         self.done_sentences, self.done_steps = state.get("done_sentences", 0), state.get("done_steps", 0)
-        self.iterator.load_state_dict(state["iterator"])
+        try:
+            self.iterator.load_state_dict(state["iterator"])
+        except DataError as e:
+            raise DataError(f"{self.checkpoint_path}: {e}") from None
         self.engine.scaler.load_state_dict(state["scaler"])
         if "torch_rng" in state:  # a checkpoint of an earlier version: rank 0's CPU state alone
             torch.set_rng_state(state["torch_rng"])
@@ -450,17 +453,20 @@ def check_task_files(params):
 def main(argv=None):
     params = parse_params(argv)
     check_task_files(params)
-    with removed_on_failure(params):
-        info, logger, metrics = start_experiment(params)
-        for path in remove_stale_tmp(os.path.join(params.dump_path, "*.pth")) if info.is_master else []:
-            logger.warning("Removed %s, left by a save that was killed", path)
-        signals = StopSignals(logger)  # from here on kept for the next progress line
-        tuner = FineTuner(params, params.transfer_tasks[0], info, logger, metrics, signals)
-    tuner.run()
-    for task in params.transfer_tasks[1:]:
-        if signals.stopped:  # the next task is not started
-            break
-        FineTuner(params, task, info, logger, metrics, signals).run()
-    shutdown(info)
+    try:
+        with removed_on_failure(params):
+            info, logger, metrics = start_experiment(params)
+            for path in remove_stale_tmp(os.path.join(params.dump_path, "*.pth")) if info.is_master else []:
+                logger.warning("Removed %s, left by a save that was killed", path)
+            signals = StopSignals(logger)  # from here on kept for the next progress line
+            tuner = FineTuner(params, params.transfer_tasks[0], info, logger, metrics, signals)
+        tuner.run()
+        for task in params.transfer_tasks[1:]:
+            if signals.stopped:  # the next task is not started
+                break
+            FineTuner(params, task, info, logger, metrics, signals).run()
+        shutdown(info)
+    finally:
+        release_folders()
     if signals.exit_status is not None:
         sys.exit(signals.exit_status)  # the shell's status of a signalled command: the run is not over

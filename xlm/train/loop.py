@@ -18,7 +18,7 @@ from ..data.datasets import Batch
 from ..data.loader import load_training_data
 from ..evaluation.lm import evaluate_lm
 from ..evaluation.mt import evaluate_mt, write_references
-from ..fileio import remove_stale_tmp
+from ..fileio import DataError, remove_stale_tmp
 from ..model.checkpoint import checkpoint_payload, save_checkpoint
 from ..model.generate import generate_greedy
 from ..model.linear import free_roundings, weights_packed
@@ -31,7 +31,7 @@ from .checkpointing import gather_rng_states, load_training_checkpoint, rng_stat
 from .compile import BucketPadded
 from .distributed import all_reduce_sum, broadcast_from_master, full_float32, shutdown
 from .engine import StepEngine
-from .experiment import removed_on_failure, seed_all, start_experiment
+from .experiment import release_folders, removed_on_failure, seed_all, start_experiment
 from ..host_memory import keep_freed_memory
 from .options import parse_params
 from .pipeline import Plan, Prefetcher
@@ -157,6 +157,15 @@ class Trainer:
         if self.state.best_stopping_criterion is None:
             self.state.best_stopping_criterion = initial.best_stopping_criterion
         if "scaler" in saved:
+            for key, it in self.iterators.items():
+                if "|".join(key) in saved["iterators"]:
+                    try:
+                        it.load_state_dict(saved["iterators"]["|".join(key)])
+                    except DataError as e:
+                        raise DataError(f"{path}: {e}") from None
+                else:  # a step this run adds
+                    self.logger.warning("%s: no saved position for the %s batches of %s: they start afresh",
+                                        path, key[0], "-".join(key[1:]))
             self.engine.load_state_dict({"scaler": saved["scaler"], "n_micro": self.state.n_steps,
                                          "n_skipped": self.state.n_nonfinite})
             if saved["world_size"] == self.info.world_size:
@@ -167,12 +176,6 @@ class Trainer:
             else:
                 self.logger.warning("Resuming with %i ranks a run saved with %i: random states are not restored",
                                     self.info.world_size, saved["world_size"])
-            for key, it in self.iterators.items():
-                if "|".join(key) in saved["iterators"]:
-                    it.load_state_dict(saved["iterators"]["|".join(key)])
-                else:  # a step this run adds
-                    self.logger.warning("%s: no saved position for the %s batches of %s: they start afresh",
-                                        path, key[0], "-".join(key[1:]))
         self.logger.info("Resumed from %s: epoch %i, iteration %i", path, self.state.epoch, self.state.n_total_iter)
 
     # ------------------------------------------------------------------ objective steps
@@ -390,9 +393,12 @@ class Trainer:
 
 def main(argv=None):
     params = parse_params(argv)
-    with removed_on_failure(params):
-        trainer = Trainer(params)
-    trainer.run()
-    shutdown(trainer.info)
+    try:
+        with removed_on_failure(params):
+            trainer = Trainer(params)
+        trainer.run()
+        shutdown(trainer.info)
+    finally:
+        release_folders()
     if trainer.signals.exit_status is not None:
         sys.exit(trainer.signals.exit_status)  # the shell's status of a signalled command: the run is not over

@@ -115,7 +115,7 @@ def build_parser():
     a("--debug_train", type=bool_flag, default=False)
     a("--debug_slurm", type=bool_flag, default=False)
     a("--debug", action="store_true")
-    a("--local_rank", type=int, default=-1)
+    a("--local_rank", "--local-rank", type=int, default=-1)  # the latter from torch.distributed.launch
     a("--master_port", type=int, default=-1)
     return p
 
