@@ -177,8 +177,9 @@ def test_what_a_resume_or_reload_cannot_keep_is_warned_about(small_sample, tmp_p
 
     main(argv(small_sample, tmp_path, "a"))
     main(argv(small_sample, tmp_path, "a", "--max_epoch", 2, "--clm_steps", "en", "--n_heads", 2,
-              "--validation_metrics", "valid_en_mlm_ppl,_valid_en_mlm_acc"))
+              "--validation_metrics", "valid_en_mlm_ppl,_valid_en_mlm_acc", "--batch_size", 4))
     text = log("a")
+    assert "resumed with other flags than the run's (--batch_size 8 there, 4 here)" in text
     assert "Resumed from" in text and "no saved position for the causal batches of en: they start afresh" in text
     assert "was trained with other flags (--n_heads 4 there, 2 here)" in text
     assert "valid_en_mlm_ppl: a higher perplexity is taken as better; write _valid_en_mlm_ppl" in text

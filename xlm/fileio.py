@@ -4,6 +4,7 @@ Every error about user input is a `DataError` whose message names the file (and 
 one), so a command line tool can print it as one line and exit.
 """
 import errno
+import multiprocessing
 import os
 import re
 import secrets
@@ -173,19 +174,25 @@ def exit_on_signals():
 @contextmanager
 def writing_stdout():
     """Around a filter that writes to standard output: a reader that stopped early (`| head`) ends the
-    process quietly with the shell's status of SIGPIPE, as `cat` ends; a write that fails otherwise (a full
-    disk) is one error line."""
+    process quietly with the shell's status of SIGPIPE, as `cat` ends; a write that fails otherwise (a
+    full disk) is one error line. Either way the process ends at once, its worker processes killed: a
+    worker pool's orderly shutdown would wait for a task still being sent to them, forever."""
     try:
         yield
         sys.stdout.flush()
     except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit fails too
-        sys.exit(128 + signal.SIGPIPE)
+        _end_now(128 + signal.SIGPIPE)
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
             raise
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(f"error: cannot write the output ({e.strerror})")
+        print(f"error: cannot write the output ({e.strerror})", file=sys.stderr, flush=True)
+        _end_now(1)
+
+
+def _end_now(status):
+    for child in multiprocessing.active_children():
+        child.kill()
+    os._exit(status)
 
 
 @contextmanager

@@ -57,6 +57,12 @@ def save_training_checkpoint(path, models, optimizers, dico, params, train_state
     save_checkpoint(payload, path)
 
 
+# what a resumed run may change, but rarely means to: its batches (their saved positions are then read in
+# other batches) and its updates
+BATCHING_FLAGS = ("batch_size", "bptt", "tokens_per_batch", "max_len", "group_by_size", "optimizer",
+                  "accumulate_gradients")
+
+
 def load_optimizer_states(optimizers, data, path, logger):
     """Each optimizer's state saved in the checkpoint `data` (as `<name>_optimizer`), where it fits: a
     run resumed with another optimizer, or other parameters to train, starts that state afresh."""
@@ -77,7 +83,13 @@ def load_training_checkpoint(path, models, optimizers, logger, dico, params=None
     data = read_checkpoint(path)
     check_vocabulary(data, dico, path)
     if params is not None and isinstance(data.get("params"), dict):
-        warn_of_other_flags(params, data["params"], path, logger)
+        saved = data["params"]
+        warn_of_other_flags(params, saved, path, logger)
+        changed = [f"--{k} {saved[k]} there, {getattr(params, k)} here" for k in BATCHING_FLAGS
+                   if k in saved and saved[k] != getattr(params, k)]
+        if changed:
+            logger.warning("%s: resumed with other flags than the run's (%s): it goes on with this command's",
+                           path, "; ".join(changed))
     for name, model in models.items():
         if name not in data:
             raise DataError(f"{path}: no '{name}' weights to resume from")
