@@ -100,7 +100,7 @@ def test_torch_distributed_launch_spelling_of_the_local_rank(tmp_path):
 def test_resuming_with_other_ranks_or_seed_names_what_to_change():
     from xlm.data.iterators import BatchIterator
     saved = BatchIterator(list(range(10)), seed=1, rank=0, world_size=2).state_dict()
-    with pytest.raises(DataError, match="saved by a run of 2 processes, and this one has 1: resume it with 2"):
+    with pytest.raises(DataError, match=r"saved by a run of 2 process\(es\), and this one has 1: resume it with 2"):
         BatchIterator(list(range(10)), seed=1).load_state_dict(saved)
     with pytest.raises(DataError, match="drawn with another --seed"):
         BatchIterator(list(range(10)), seed=2, rank=0, world_size=2).load_state_dict(saved)

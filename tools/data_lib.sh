@@ -203,7 +203,7 @@ prepare_options() {  # list flag, "$@": the options of the prepare-*.sh scripts,
     seen+="$item "
   done
   local err  # what applybpe and preprocess.py would each refuse, once (--codes and --vocab swapped, say)
-  err=$(python - "$CODES" "$VOCAB" 2>&1 <<'EOF'
+  err=$(PYTHONPATH="$MAIN${PYTHONPATH:+:$PYTHONPATH}" python - "$CODES" "$VOCAB" 2>&1 <<'EOF'
 import sys
 from xlm.data.bpe import read_codes
 from xlm.data.dictionary import Dictionary

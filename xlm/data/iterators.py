@@ -57,8 +57,8 @@ class BatchIterator:
 
     def load_state_dict(self, state):
         if state["world_size"] != self.world_size:
-            raise DataError(f"its data positions were saved by a run of {state['world_size']} processes, and this "
-                            f"one has {self.world_size}: resume it with {state['world_size']}")
+            raise DataError(f"its data positions were saved by a run of {state['world_size']} process(es), and "
+                            f"this one has {self.world_size}: resume it with {state['world_size']}")
         if state["seed"] != self.seed:
             raise DataError("its data order was drawn with another --seed: resume it with the run's own")
         self.pass_index, self.position = state["pass"], state["position"]
