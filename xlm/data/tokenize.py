@@ -267,12 +267,13 @@ def main(argv=None):
             _import_segmenter(args.lang)
         blocks = ((block, args.lang) for _, block in iter_stdin_blocks(2000, desc=f"tokenize {args.lang}"))
         out = sys.stdout
-        with writing_stdout():
-            if args.threads > 1:
-                with Pool(args.threads) as pool:
-                    for result in pool.imap(_tokenize_block, blocks):
-                        out.write("".join(s + "\n" for s in result))
-            else:
+        if args.threads > 1:
+            # writing_stdout inside the pool: a closed pipe must end the process before the pool's shutdown
+            with Pool(args.threads) as pool, writing_stdout():
+                for result in pool.imap(_tokenize_block, blocks):
+                    out.write("".join(s + "\n" for s in result))
+        else:
+            with writing_stdout():
                 for block in blocks:
                     out.write("".join(s + "\n" for s in _tokenize_block(block)))
     except DataError as e:
