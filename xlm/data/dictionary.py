@@ -55,7 +55,7 @@ class Dictionary:
         check_file(path)
         entries = [(w, 0) for w in SPECIAL_WORDS]
         seen = set(SPECIAL_WORDS)
-        skipped = 0
+        skipped, specials = 0, []
         with open(path, "rb") as f:
             for line_no, raw in enumerate(f, 1):
                 try:
@@ -69,6 +69,9 @@ class Dictionary:
                 if len(fields) != 2 or not fields[1].isdigit():
                     raise DataError(f"{path}:{line_no}: expected 'WORD COUNT', got {line.rstrip()!r}")
                 word, count = fields[0], int(fields[1])
+                if word in SPECIAL_WORDS:  # a corpus with literal `<unk>`s gives such a line; the original skips it
+                    specials.append(word)
+                    continue
                 if word in seen:
                     raise DataError(f"{path}:{line_no}: duplicate word {word!r}")
                 if len(entries) > N_RESERVED and count > entries[-1][1]:
@@ -80,6 +83,9 @@ class Dictionary:
             raise DataError(f"{path}: no vocabulary entries")
         if skipped:
             logger.warning("%s: skipped %i lines with unusual whitespace, as the original XLM does", path, skipped)
+        if specials:
+            logger.warning("%s: skipped the lines of %s, special tokens with ids of their own, as the original XLM "
+                           "does", path, ", ".join(specials))
         logger.info("Read %i words from the vocabulary file %s.", len(entries) - N_RESERVED, path)
         return cls.from_words(entries)
 
