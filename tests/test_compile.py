@@ -4,9 +4,11 @@ import torch
 import torch.nn.functional as F
 from torch._dynamo.utils import counters
 
+import xlm.model.attention as attention
 import xlm.model.transformer as transformer
 from xlm.data.datasets import Batch, bucket_length
-from xlm.model.transformer import TransformerConfig, TransformerModel, flat_positions, varlen_attention
+from xlm.model.attention import varlen_attention
+from xlm.model.transformer import TransformerConfig, TransformerModel, flat_positions
 from xlm.objectives.lm import MaskingConfig, concat_pair, mask_for_training
 from xlm.train.adam import Adam
 from xlm.train.compile import PRED_MULTIPLE, BucketPadded
@@ -109,7 +111,7 @@ def reference_varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k):
 
 @pytest.mark.parametrize("qlen", [7, 4])  # self-attention, cross-attention
 def test_varlen_segments_match_the_padding_mask(monkeypatch, qlen):
-    monkeypatch.setattr(transformer, "varlen_attn", reference_varlen_attn)
+    monkeypatch.setattr(attention, "varlen_attn", reference_varlen_attn)
     torch.manual_seed(0)
     bs, heads, klen, d = 3, 2, 7, 8
     kv_lengths = torch.tensor([7, 2, 5])
@@ -171,13 +173,13 @@ def test_varlen_kernel_is_looked_up_not_assumed():
         present = True
     except ImportError:
         present = False
-    assert transformer.has_varlen_kernel() is present
+    assert attention.has_varlen_kernel() is present
 
 
 def test_varlen_kernel_can_be_turned_off(monkeypatch):
-    transformer.has_varlen_kernel.cache_clear()
+    attention.has_varlen_kernel.cache_clear()
     monkeypatch.setenv("XLM_VARLEN", "0")
     try:
-        assert not transformer.has_varlen_kernel()
+        assert not attention.has_varlen_kernel()
     finally:
-        transformer.has_varlen_kernel.cache_clear()
+        attention.has_varlen_kernel.cache_clear()

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xlm.model.dropout import additive_mask, attention_with_dropout, dropout
+from xlm.model.attention import additive_mask, attention_with_dropout
+from xlm.model.dropout import dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5])

@@ -9,8 +9,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from conftest import train_reverser
 import xlm.model.generate as generate_module
 import xlm.model.linear as linear_module
-import xlm.model.transformer as transformer_module
-from xlm.model.generate import SYNC_EVERY, argmax_rows, generate_beam, generate_greedy, reads_host, topk_rows
+import xlm.model.attention as attention_module
+from xlm.model.generate import SYNC_EVERY, argmax_rows, generate_beam, generate_greedy, syncs_after, topk_rows
 from xlm.model.linear import free_roundings, rows_may_change, rows_rounded_otherwise
 from xlm.model.transformer import Packing, TransformerConfig, TransformerModel
 
@@ -57,7 +57,7 @@ def test_free_roundings_take_the_faster_kernels(reverser, monkeypatch):
     with free_roundings():
         assert torch.equal(model.attentions[0]._attention(q, k, v, mask, False), fused)
     assert torch.equal(model.attentions[0]._attention(q, k, v, mask, False),
-                       transformer_module.original_attention(q, k, v, mask, False))
+                       attention_module.original_attention(q, k, v, mask, False))
     enc, dec = reverser
     src = encode(enc, SOURCES)
     assert dec.encoder_attn[0].source_keys_values(src[0])[0].is_contiguous()  # the original's layout
@@ -214,7 +214,7 @@ def test_batched_equals_one_sentence_at_a_time(reverser, generate):
 
 
 def first_read_from(step, sync_every):
-    return next(u for u in range(step, 10 ** 6) if reads_host(u, sync_every))
+    return next(u for u in range(step, 10 ** 6) if syncs_after(u, sync_every))
 
 
 class Recorded:
@@ -315,7 +315,7 @@ def test_greedy_leaves_finished_sentences_out(reverser, monkeypatch, threads, n_
     # comes at step lengths[i] - 2)
     rows, expected = n_sentences, [n_sentences]
     for step in range(len(seen.rows) - 1):
-        if reads_host(step + 1, sync_every):
+        if syncs_after(step + 1, sync_every):
             rows = fewest_rows(rows, int((lengths - 2 > step).sum()))
         expected.append(rows)
     assert seen.rows == expected
@@ -503,8 +503,8 @@ def test_decoding_reads_the_host_every_few_steps(monkeypatch, generate):
 
 
 def test_host_reads_after_1_2_4_steps_then_every_few():
-    assert [s for s in range(1, 30) if reads_host(s, SYNC_EVERY)] == [1, 2, 4, 8, 16, 24]
-    assert all(reads_host(s, 1) for s in range(1, 30))
+    assert [s for s in range(1, 30) if syncs_after(s, SYNC_EVERY)] == [1, 2, 4, 8, 16, 24]
+    assert all(syncs_after(s, 1) for s in range(1, 30))
 
 
 @torch.no_grad()

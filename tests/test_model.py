@@ -12,7 +12,7 @@ from xlm.data.dictionary import SPECIAL_WORDS
 from xlm.fileio import DataError
 from xlm.model.checkpoint import read_checkpoint
 from xlm.model.generate import generate_beam, generate_greedy
-from xlm.model import linear as linear_module, transformer
+from xlm.model import attention, linear as linear_module, transformer
 from xlm.model.linear import bucket_rows, free_roundings
 from xlm.model.transformer import TransformerConfig, TransformerModel
 
@@ -354,12 +354,12 @@ def test_evaluation_attention_in_slices_of_rows_is_bit_for_bit(causal, monkeypat
     q, k, v = torch.randn(bs, 4, qlen, 8), torch.randn(bs, 4, klen, 8), torch.randn(bs, 4, klen, 8)
     lengths = torch.randint(1, klen + 1, (bs,))
     mask = None if causal else (torch.arange(klen)[None, :] < lengths[:, None])[:, None, None, :]
-    whole = transformer.original_attention(q, k, v, mask, causal)
-    monkeypatch.setattr(transformer, "ATTENTION_SLICE_BYTES", 2 * 4 * qlen * klen * 4)  # 2 rows a slice
-    assert torch.equal(transformer.original_attention(q, k, v, mask, causal), whole)
+    whole = attention.original_attention(q, k, v, mask, causal)
+    monkeypatch.setattr(attention, "ATTENTION_SLICE_BYTES", 2 * 4 * qlen * klen * 4)  # 2 rows a slice
+    assert torch.equal(attention.original_attention(q, k, v, mask, causal), whole)
     model = TransformerModel(TransformerConfig(n_words=50, emb_dim=16, n_layers=2, n_heads=2)).eval()
     x, lengths = torch.randint(5, 50, (bs, qlen)), torch.randint(2, qlen + 1, (bs,))
     with torch.no_grad():
         sliced = model(x, lengths, causal=causal)
-        monkeypatch.setattr(transformer, "ATTENTION_SLICE_BYTES", 2 ** 40)
+        monkeypatch.setattr(attention, "ATTENTION_SLICE_BYTES", 2 ** 40)
         assert torch.equal(model(x, lengths, causal=causal), sliced)

@@ -1,11 +1,11 @@
-"""Decoding with a key/value cache: greedy (or sampled) and beam search, with the original's rules.
+"""Decoding with a key/value cache: greedy and beam search, with the original's rules.
 
 Sentences start with </s> (XLM uses EOS as BOS) and decoding stops at </s> or at max_len, where
 </s> is forced. Both functions take the encoder output `src_enc` (bs, src_len, dim) and return
 (tokens (bs, length) with </s> at both ends and padding after, lengths (bs,)).
 
 All bookkeeping stays on the device: the host reads a device value only after a few of the steps
-(`reads_host`: to stop once every sentence is finished) and once at the end (to trim the output).
+(`syncs_after`: to stop once every sentence is finished) and once at the end (to trim the output).
 Steps run after the last sentence finished change nothing in the output. The decoder computes one
 position per step, from the keys and values it keeps (`TransformerModel.step`), with the original's
 operations on the original's shapes, and the outputs are the original's bit for bit. The original
@@ -14,7 +14,6 @@ finished costs nothing, the finished sentences are left out (`still_decoded`) as
 of a matmul, which depend on its number of rows, stay the same (`rows_may_change`).
 """
 import torch
-import torch.nn.functional as F
 
 from .linear import roundings_free, rows_may_change, weights_packed
 from .transformer import compute_dtype, reads_on_host
@@ -22,7 +21,7 @@ from .transformer import compute_dtype, reads_on_host
 SYNC_EVERY = 8  # where a host read waits for the device
 
 
-def reads_host(steps, sync_every):
+def syncs_after(steps, sync_every):
     """Whether the host reads after this many decoding steps: every sync_every steps, and after 1, 2, 4,
     ... below that, since a model early in training ends every sentence within a few tokens (the
     original reads after every step). On the CPU, where a read costs nothing, sync_every is 1."""
@@ -96,8 +95,7 @@ def argmax_rows(scores):
 
 @torch.no_grad()
 @weights_packed()
-def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, sample_temperature=None, use_cache=True,
-                    sync_every=None):
+def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, use_cache=True, sync_every=None):
     bs, device = len(src_len), src_len.device
     sync_every = host_read_interval(device, sync_every)
     pad, eos = decoder.config.pad_index, decoder.config.eos_index
@@ -106,8 +104,8 @@ def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, sample_
     gen_len = torch.ones(bs, dtype=torch.long, device=device)
     unfinished = torch.ones(bs, dtype=torch.bool, device=device)
     state = decoder.start_decoding(src_enc, src_len, max_len) if use_cache else None
-    # sampling draws for every row, as the original, so that a seed draws the same words
-    drops_rows, dtype = use_cache and reads_on_host(device) and sample_temperature is None, compute_dtype(src_enc)
+    drops_rows = use_cache and reads_on_host(device)
+    dtype = compute_dtype(src_enc)
     live = slice(None)  # the rows decoded: all, or their indices once some are left out (`still_decoded`)
     cur_len = 1
     while cur_len < max_len:
@@ -117,16 +115,14 @@ def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, sample_
             h = decoder(generated[:, :cur_len], gen_len, langs=tgt_lang_id, causal=True, src_enc=src_enc,
                         src_len=src_len)[:, -1]
         scores = decoder.get_scores(h)
-        if sample_temperature is None:  # topk: the original's pick among equal scores
-            next_words = argmax_rows(scores) if roundings_free() else topk_rows(scores, 1)[1].squeeze(1)
-        else:
-            next_words = torch.multinomial(F.softmax(scores.float() / sample_temperature, dim=-1), 1).squeeze(1)
+        # topk: the original's pick among equal scores
+        next_words = argmax_rows(scores) if roundings_free() else topk_rows(scores, 1)[1].squeeze(1)
         going_on = unfinished[live]
         generated[live, cur_len] = torch.where(going_on, next_words, pad)
         gen_len[live] += going_on
         unfinished[live] = going_on & (next_words != eos)
         cur_len += 1
-        if reads_host(cur_len - 1, sync_every):
+        if syncs_after(cur_len - 1, sync_every):
             if not unfinished.any():
                 break
             kept = still_decoded(~unfinished[live], 1, dtype) if drops_rows else None
@@ -209,7 +205,8 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
     candidate_rank = torch.arange(2 * beam_size, 0, -1, device=device)
     state = decoder.start_decoding(src_enc, src_len, max_len, group=beam_size)
     buffer = torch.empty(bs * beam_size, n_words, device=device)
-    drops_rows, dtype = reads_on_host(device), compute_dtype(src_enc)
+    drops_rows = reads_on_host(device)
+    dtype = compute_dtype(src_enc)
     searched = torch.arange(bs, device=device)  # the sentences searched (see `still_decoded`)
     decoded = torch.full((bs, max_len), pad, dtype=torch.long, device=device)
     length = torch.zeros(bs, dtype=torch.long, device=device)
@@ -240,7 +237,7 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
         generated[:, cur_len] = words.gather(1, beam).view(-1)
         state.reorder(rows)
         cur_len += 1
-        if reads_host(cur_len - 1, sync_every):
+        if syncs_after(cur_len - 1, sync_every):
             if hyps.done.all():
                 break
             kept = still_decoded(hyps.done, beam_size, dtype) if drops_rows else None

@@ -7,19 +7,18 @@ configurable, for Hugging Face XLM models that set them otherwise. Module and pa
 original XLM's, so its state dicts load without renaming. Tensors are batch-first: x is (batch, length).
 """
 import contextlib
-import functools
-import importlib.util
 import math
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention import sdpa_kernel
 
-from .dropout import attention_with_dropout, dropout, mask_scores_
+from .attention import (PADDED_ATTENTION_KERNELS, attention_with_dropout, original_attention, varlen_applies,
+                        varlen_attention)
+from .dropout import dropout
 from .linear import (Linear, bucket_rows, calls_f_linear, cross_entropy, linear, pads_rows, rows_may_change,
                      roundings_free)
 from .memory import HashingMemory, MemoryConfig
@@ -30,10 +29,6 @@ N_MAX_POSITIONS = 512  # the original's fixed position table; checkpoints withou
 # 8,064 gains nothing more), and GPU tensor-core kernels want multiples of 8 as well. The released
 # models' 95,000 and 200,000 words need no padding.
 VOCAB_MULTIPLE = 8
-# Attention kernels for masked (padded) batches on CUDA: not cuDNN's, which torch prefers on Hopper GPUs but
-# which builds a graph for each new shape, and sentence batches bring a new (rows, length) at almost every
-# step (measured on an H200: padded TLM, MT and BT steps of the 12 x 1024 model took 0.46-0.55 s).
-PADDED_ATTENTION_KERNELS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 @dataclass
@@ -85,71 +80,6 @@ def compute_dtype(t):
     """The dtype of what the linear layers make of t: autocast's, where it is on."""
     device = t.device.type
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else t.dtype
-
-
-def varlen_attn(*args):
-    """torch's variable-length flash attention, imported at its first use: importing it loads
-    torch._dynamo, which would add 1.5 s to the start of every script."""
-    from torch.nn.attention.varlen import varlen_attn as kernel
-    return kernel(*args)
-
-
-def varlen_attention(q, k, v, kv_lengths):
-    """Attention of q (bs, heads, qlen, d) over the first kv_lengths[i] keys of row i of k and v
-    (bs, heads, klen, d), as SDPA with a key padding mask, but through the variable-length flash kernel,
-    which skips the padding instead of computing and masking it. The rows are laid end to end without
-    a copy: segment 2i pairs row i's queries with its keys, segment 2i + 1 no query with its padding."""
-    bs, heads, qlen, d = q.shape
-    klen = k.shape[2]
-    cu_q = (torch.arange(bs + 1, device=q.device) * qlen).repeat_interleave(2)[1:]  # 0, qlen, qlen, 2 qlen...
-    start = torch.arange(bs, device=q.device) * klen
-    cu_k = torch.cat([torch.stack([start, start + kv_lengths], 1).flatten(), start.new_full((1,), bs * klen)])
-    packed = [t.transpose(1, 2).reshape(-1, heads, d) for t in (q, k, v)]
-    out = varlen_attn(*packed, cu_q.int(), cu_k.int(), qlen, klen)
-    return out.view(bs, qlen, heads, d).transpose(1, 2)
-
-
-@functools.cache
-def has_varlen_kernel():
-    """Whether this torch has `torch.nn.attention.varlen` (2.9 and later), looked up without importing it,
-    and XLM_VARLEN=0 is not set (the way back to masked attention, should the kernel fail on some GPU)."""
-    if os.environ.get("XLM_VARLEN", "1") == "0":
-        return False
-    return importlib.util.find_spec("torch.nn.attention.varlen") is not None
-
-
-def varlen_applies(q, dropout):
-    """The flash kernel's conditions: a torch that has it, CUDA (Ampere or later), half precision, head
-    size <= 256 and a multiple of 8, no dropout. Elsewhere (and on the CPU) attention masks the padding."""
-    return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and dropout == 0 and q.shape[-1] % 8 == 0
-            and q.shape[-1] <= 256 and has_varlen_kernel()
-            and torch.cuda.get_device_capability(q.device) >= (8, 0))
-
-
-# On the CPU, the original's attention (decoding's encoder, evaluation outside `free_roundings`) runs over
-# slices of the batch whose scores take at most this many bytes: the scores of 32 pairs of 370 tokens
-# (test sets have such) are 140 MB, memory that malloc must take fresh from the system, whose pages then
-# fault in one by one (1 s of the 2.5 s that such a test set took, 48,000 faults). Each slice's matmuls
-# and softmax give the same values, bit for bit.
-ATTENTION_SLICE_BYTES = 16 * 2 ** 20
-
-
-def original_attention(q, k, v, mask, is_causal):
-    """Attention as the original computes it, operation for operation (the queries divided by the square
-    root of their size, a matmul, -inf where not attending, a float32 softmax, a matmul), for evaluation
-    and decoding: a fused kernel sums in another order, and a few rounding differences are enough to
-    flip a close argmax, and with it a translation. Arguments as `MultiHeadAttention._attention`'s."""
-    bs, heads, qlen, _ = q.shape
-    rows = max(1, ATTENTION_SLICE_BYTES // (heads * qlen * k.shape[-2] * 4))
-    if q.device.type == "cpu" and rows < bs:
-        def rows_of(t, i):
-            return t if t is None or t.shape[0] == 1 else t[i:i + rows]
-        return torch.cat([original_attention(q[i:i + rows], rows_of(k, i), rows_of(v, i), rows_of(mask, i), is_causal)
-                          for i in range(0, bs, rows)])
-    scores = torch.matmul(q / math.sqrt(q.shape[-1]), k.transpose(-2, -1))
-    # the mask added where the original fills: x + 0 is x, so the values are its own
-    scores = mask_scores_(scores, mask, is_causal)
-    return torch.matmul(F.softmax(scores.float(), dim=-1).type_as(scores), v)
 
 
 def gelu_as_original(x):
@@ -205,8 +135,10 @@ class Packing:
 
 
 class MultiHeadAttention(nn.Module):
-    """Self-attention, or attention over `kv` (the encoder output), through fused SDPA kernels; `step` and
-    `step_cross` attend from one new position per row, for incremental decoding."""
+    """Self-attention, or attention over `kv` (the encoder output); `step` and `step_cross` attend from one
+    new position per row, for incremental decoding. `_attention` picks the kernel: the variable-length one
+    for padded batches on CUDA, the original's operations where outputs must be its own (evaluation and
+    decoding), the CPU's cheaper dropout, or PyTorch's fused SDPA."""
 
     def __init__(self, n_heads, dim, dropout):
         super().__init__()
@@ -393,7 +325,7 @@ class PredLayer(nn.Module):
 
 def flat_positions(pred_mask):
     """The positions of a boolean (bs, slen) mask as indices in its flattened rows, the form of
-    `TransformerModel.predict`'s pred_mask that training makes on the CPU."""
+    `TransformerModel.forward`'s pred_mask that training makes on the CPU."""
     return pred_mask.flatten().nonzero().squeeze(1)
 
 
