@@ -99,7 +99,7 @@ class Rounds:
 
     def __init__(self, trainer, prefetch=True):
         s = trainer.state
-        items = trainer.plan.items(s.n_total_iter, s.n_sentences)
+        items = trainer.plan.items(s.n_total_iter)
         self.plan = Prefetcher(items, pin=trainer.info.device.type == "cuda") if prefetch else items
         self.trainer, self.tokens = trainer, 0
 

@@ -32,15 +32,15 @@ def test_accumulated_batches_equal_one_large_batch(small_sample, tmp_path):
     for _ in range(2):  # two optimizer steps
         x = torch.randint(14, 500, (12, 16))
         # the norm of the whole gradient is about 0.9, far above 0.1: both runs clip, after accumulating
-        one.optimize("clm", "CLM-en", clm_loss(one, x))
+        one.optimize("CLM-en", clm_loss(one, x))
         before = [p.detach().clone() for p in three.models["model"].parameters()]
         for part in x.chunk(3):
-            three.optimize("clm", "CLM-en", clm_loss(three, part))
+            three.optimize("CLM-en", clm_loss(three, part))
         # the parameters move only after the third backward pass
-        if three.state.n_steps == 3:
+        if three.engine.n_micro == 3:
             assert any(not torch.equal(a, b) for a, b in zip(before, three.models["model"].parameters()))
     # SGD shows the gradients as they are (Adam would magnify the rounding noise of gradients that are
     # zero in exact arithmetic, such as the key biases')
     for a, b in zip(one.models["model"].parameters(), three.models["model"].parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    assert one.state.n_steps == 2 and three.state.n_steps == 6
+    assert one.engine.n_micro == 2 and three.engine.n_micro == 6

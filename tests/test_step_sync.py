@@ -49,7 +49,7 @@ def translation_trainer(small_sample, tmp_path, *flags):
 
 def run_steps(trainer, n_rounds, mode):
     """Rounds of the plan (made outside the mode, as the background thread makes them), trained inside it."""
-    items = trainer.plan.items(0, 0)
+    items = trainer.plan.items(0)
     objectives = set()
     for _ in range(n_rounds):
         for work in iter(lambda: next(items), None):
@@ -58,7 +58,7 @@ def run_steps(trainer, n_rounds, mode):
             if work.kind == "step":
                 objectives.add(work.objective)
                 with mode:
-                    trainer.optimize(work.objective, work.name, lambda: trainer.loss(work))
+                    trainer.optimize(work.name, lambda: trainer.loss(work), work.lam)
     return objectives
 
 

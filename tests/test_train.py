@@ -367,7 +367,7 @@ def test_progress_counts_words_and_sentences_as_the_original(small_sample, tmp_p
         for work in items:
             seen.append(work)
             yield work
-    trainer.train_round(recorded(trainer.plan.items(0, 0)))
+    trainer.train_round(recorded(trainer.plan.items(0)))
     words = sents = 0
     for work in (w for w in seen if w.kind == "step"):
         t = work.inputs

@@ -104,7 +104,6 @@ class StreamDataset:
         self.n_batches = math.ceil(n_tokens / (batch_size * bptt))
         self.column_len = self.n_batches * bptt
         self.pad = self.column_len * batch_size - n_tokens
-        self.n_sentences = len(corpus)
 
     def __len__(self):
         return self.n_batches

@@ -13,7 +13,7 @@ from ..data.datasets import BatchingOptions, ParallelDataset
 from ..fileio import atomic_write
 from ..model.linear import free_roundings
 from ..model.generate import generate_beam, generate_greedy
-from ..objectives.mt import decoder_targets
+from ..objectives.lm import clm_targets
 from .bleu import prepare_for_bleu, tokenized_bleu
 from ..train.distributed import DistInfo, all_reduce_sum, broadcast_from_master, gather_to_master, own_share
 from .lm import eval_subset
@@ -91,7 +91,7 @@ def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, 
                     with usage.reading(x1, len1) if usage else nullcontext(), \
                             nullcontext() if params.eval_bleu else free_roundings():
                         enc = encoder(x1, len1, langs=params.lang2id[src])
-                    pred_mask, y = decoder_targets(x2, len2)
+                    pred_mask, y = clm_targets(x2, len2)  # teacher forcing
                     with usage.reading(x2, len2) if usage else nullcontext(), free_roundings():
                         # the memories' statistics count every position: the last layer computes them all
                         h = decoder(x2, len2, langs=params.lang2id[tgt], causal=True, src_enc=enc, src_len=len1,

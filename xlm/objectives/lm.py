@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.dictionary import MASK_INDEX
+from ..data.dictionary import MASK_INDEX, PAD_INDEX
 
 
 @dataclass
@@ -20,7 +20,6 @@ class MaskingConfig:
     n_words: int = 0
     sample_alpha: float = 0.0
     mask_scores: torch.Tensor = None      # max(count, 1) ** -sample_alpha, 0 for count 0 (specials)
-    pad_index: int = 2
 
     @classmethod
     def from_params(cls, params, dico, n_words):
@@ -85,7 +84,7 @@ def mask_for_eval(x, lengths, word_pred, rng):
     return x, pred_mask, y
 
 
-def concat_pair(b1, lang1, b2, lang2, pad_index=2, reset_positions=True):
+def concat_pair(b1, lang1, b2, lang2, reset_positions=True):
     """Concatenate the sentences of two batches row by row: `</s> x1 </s> </s> x2 </s>` with positions
     restarting at 0 on the second side (TLM), or with reset_positions=False `</s> x1 </s> x2 </s>`
     sharing the middle </s> and continuous positions. Each side keeps its language id."""
@@ -95,9 +94,9 @@ def concat_pair(b1, lang1, b2, lang2, pad_index=2, reset_positions=True):
     t = torch.arange(slen)[None, :].expand(bs, slen)
     first = t < len1[:, None]
     second_pos = (t - len1[:, None]).clamp(0, b2.x.shape[1] - 1)
-    x1 = F.pad(b1.x, (0, max(slen - b1.x.shape[1], 0)), value=pad_index)[:, :slen]
+    x1 = F.pad(b1.x, (0, max(slen - b1.x.shape[1], 0)), value=PAD_INDEX)[:, :slen]
     x = torch.where(first, x1, b2.x.gather(1, second_pos))
-    x = torch.where(t < lengths[:, None], x, torch.full_like(x, pad_index))
+    x = torch.where(t < lengths[:, None], x, torch.full_like(x, PAD_INDEX))
     positions = torch.where(first, t, t - len1[:, None]) if reset_positions else t.clone()
     langs = torch.where(first, torch.full_like(x, lang1), torch.full_like(x, lang2))
     return x, lengths, positions, langs
@@ -106,9 +105,9 @@ def concat_pair(b1, lang1, b2, lang2, pad_index=2, reset_positions=True):
 def clm_targets(x, lengths, context_size=0):
     """Position t < length - 1 (and t >= context_size) predicts token t + 1; the last position never
     predicts, so the mask applies to the hidden states as they are."""
-    slen = x.shape[1]
-    pred_mask = torch.arange(slen)[None, :] < (lengths[:, None] - 1)
-    pred_mask[:, :context_size] = False
+    pred_mask = torch.arange(x.shape[1], device=x.device)[None, :] < (lengths[:, None] - 1)
+    if context_size:
+        pred_mask[:, :context_size] = False
     return pred_mask, x[:, 1:][pred_mask[:, :-1]]
 
 

@@ -5,6 +5,7 @@ import torch
 from ..data.datasets import Batch
 from ..data.dictionary import EOS_INDEX, MASK_INDEX, PAD_INDEX
 from ..model.transformer import flat_positions
+from .lm import clm_targets
 
 
 @torch.no_grad()
@@ -33,22 +34,17 @@ def add_noise(batch, word_shuffle, word_dropout, word_blank, generator):
     return Batch(x, lengths)
 
 
-def decoder_targets(x, lengths):
-    """Teacher forcing: position t < length - 1 predicts token t + 1."""
-    pred_mask = torch.arange(x.shape[1], device=x.device)[None, :] < (lengths[:, None] - 1)
-    return pred_mask, x[:, 1:][pred_mask[:, :-1]]
-
-
 def decoder_positions(x, lengths):
-    """decoder_targets as (flat positions, targets), made on the CPU for `mt_loss`."""
-    pred_mask, y = decoder_targets(x, lengths)
+    """Teacher forcing, CLM's targets (position t < length - 1 predicts token t + 1) as (flat positions,
+    targets), made on the CPU for `mt_loss`."""
+    pred_mask, y = clm_targets(x, lengths)
     return flat_positions(pred_mask), y
 
 
-def mt_loss(encoder, decoder, src, src_lang, tgt, tgt_lang, targets=None):
+def mt_loss(encoder, decoder, src, src_lang, tgt, tgt_lang, targets):
     """Cross-entropy of the decoder on tgt given the encoder's reading of src (Batches on the device);
-    targets: decoder_positions of tgt moved to the device (else found on the device)."""
+    targets: decoder_positions of tgt moved to the device."""
     enc = encoder(src.x, src.lengths, langs=src_lang)
-    pred, y = targets if targets is not None else decoder_targets(tgt.x, tgt.lengths)
+    pred, y = targets
     return decoder(tgt.x, tgt.lengths, langs=tgt_lang, causal=True, src_enc=enc, src_len=src.lengths,
                    pred_mask=pred, y=y)

@@ -35,6 +35,17 @@ def set_rng_state(state, device):
         torch.cuda.set_rng_state(cuda, device)
 
 
+def restore_rng_state(saved, info, logger):
+    """This rank's state of the ranks' saved random states (`gather_rng_states`) restored and returned; None,
+    with a warning, for a run saved with another number of ranks."""
+    if len(saved) != info.world_size:
+        logger.warning("Resuming with %i ranks a run saved with %i: random states are not restored",
+                       info.world_size, len(saved))
+        return None
+    set_rng_state(saved[info.rank], info.device)
+    return saved[info.rank]
+
+
 def gather_rng_states(state, info):
     """Every rank's random state, on rank 0 (only rank 0 writes checkpoints)."""
     if not info.multi:

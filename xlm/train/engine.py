@@ -22,6 +22,11 @@ from .schedules import clip_grad_norm_, scheduled_lr, update_lr
 MAX_CONSECUTIVE_NONFINITE = 20
 
 
+def amp_dtype(params):
+    """The dtype autocast computes in (--fp16, --bf16), or None for float32."""
+    return torch.float16 if params.fp16 else torch.bfloat16 if params.bf16 else None
+
+
 class StepEngine:
     """`step(compute_loss)` runs one micro-step; every `accumulate`-th makes an update with the mean of
     their gradients (each loss a mean, the gradient of one batch N times as large)."""
@@ -110,10 +115,6 @@ class StepEngine:
             raise DataError(f"{longest} updates in a row skipped for a non-finite loss or float16 overflow: the run "
                             "diverged; lower the learning rate, or use --bf16 instead of --fp16")
         return new
-
-    def state_dict(self):
-        self.settle()
-        return {"scaler": self.scaler.state_dict(), "n_micro": self.n_micro, "n_skipped": self.n_skipped}
 
     def load_state_dict(self, state):
         self.scaler.load_state_dict(state["scaler"])

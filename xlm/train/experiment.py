@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from ..fileio import DataError, atomic_write, check_output
+from ..fileio import DataError, atomic_write, check_output, remove_stale_tmp
 from .distributed import broadcast_from_master, init_distributed
 from .logging import MetricsWriter, create_logger
 
@@ -95,7 +95,8 @@ def removed_on_failure(params):
 
 
 def start_experiment(params):
-    """Ranks and devices, the dump folder, the logger (the original's train.log) and the metrics file."""
+    """Ranks and devices, the dump folder (without the temporary files of a killed save), the logger (the
+    original's train.log) and the metrics file."""
     info = init_distributed(params)
     # rank 0's folder for every rank: without --exp_id (and outside SLURM) each drew its own random id
     params.exp_id = broadcast_from_master(params.exp_id, info)
@@ -105,6 +106,8 @@ def start_experiment(params):
     logger.info("\n".join(f"{k}: {v}" for k, v in sorted(vars(params).items())))
     logger.info("The experiment will be stored in %s\nRunning command: %s", dump, params.command)
     warn_if_emulated(params, info.device, logger)
+    for path in remove_stale_tmp(os.path.join(dump, "*.pth")) if info.is_master else []:
+        logger.warning("Removed %s, left by a save that was killed", path)
     return info, logger, MetricsWriter(dump, info.is_master)
 
 

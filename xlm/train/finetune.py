@@ -24,15 +24,15 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data.dictionary import N_RESERVED
 from ..data.iterators import BatchIterator
 from ..evaluation.classification import TASKS, TaskData, predict, task_scores
-from ..fileio import DataError, atomic_write, remove_stale_tmp
+from ..fileio import DataError, atomic_write
 from ..host_memory import keep_freed_memory
 from ..model.checkpoint import checkpoint_payload, load_model, load_weights, read_checkpoint, save_checkpoint
 from ..model.embedder import finetuned_parameters, freeze_all_but, sentence_vectors
 from ..model.linear import onednn_chosen, weights_packed
 from .distributed import all_reduce_sum, broadcast_from_master, full_float32, shutdown, to_device
-from .engine import StepEngine
+from .engine import StepEngine, amp_dtype
 from .build import global_batching
-from .checkpointing import gather_rng_states, load_optimizer_states, rng_state, set_rng_state
+from .checkpointing import gather_rng_states, load_optimizer_states, restore_rng_state, rng_state
 from .experiment import release_folders, removed_on_failure, start_experiment
 from .options import bool_flag, check_optimizer, set_experiment_names
 from .schedules import build_optimizer
@@ -79,7 +79,7 @@ def build_parser():
 
 def parse_params(argv=None):
     params = build_parser().parse_args(argv)
-    params.command = " ".join(["python", "glue-xnli.py"] + list(argv if argv is not None else os.sys.argv[1:]))
+    params.command = " ".join(["python", "glue-xnli.py"] + list(argv if argv is not None else sys.argv[1:]))
     set_experiment_names(params)
     params.transfer_tasks = [t for t in params.transfer_tasks.split(",") if t]
     if not params.transfer_tasks:
@@ -167,8 +167,7 @@ class FineTuner:
         device_ids = [info.device] if info.device.type == "cuda" else None
         self.ddp = (DistributedDataParallel(self.model, device_ids=device_ids, gradient_as_bucket_view=True)
                     if info.multi else self.model)  # gradient_as_bucket_view: see loop.py
-        amp_dtype = torch.float16 if params.fp16 else torch.bfloat16 if params.bf16 else None
-        self.engine = StepEngine(self.optimizers, {}, [self.ddp], info.device, amp_dtype, multi=info.multi)
+        self.engine = StepEngine(self.optimizers, {}, [self.ddp], info.device, amp_dtype(params), multi=info.multi)
         # on the CPU, each step's large tensors reuse the pages the last step freed (see host_memory.py)
         self.freed_memory = keep_freed_memory() if info.device.type == "cpu" else None
         self.epoch, self.best = 0, None
@@ -382,11 +381,8 @@ class FineTuner:
         self.engine.scaler.load_state_dict(state["scaler"])
         if "torch_rng" in state:  # a checkpoint of an earlier version: rank 0's CPU state alone
             torch.set_rng_state(state["torch_rng"])
-        elif len(state["rng"]) == self.info.world_size:  # dropout goes on as it would have
-            set_rng_state(state["rng"][self.info.rank], self.info.device)
-        else:
-            self.logger.warning("Resuming with %i ranks a run saved with %i: random states are not restored",
-                                self.info.world_size, len(state["rng"]))
+        else:  # dropout goes on as it would have
+            restore_rng_state(state["rng"], self.info, self.logger)
         self.logger.info("%s: resumed from %s at epoch %i%s", self.task_name, self.checkpoint_path, self.epoch,
                          f", sentence {self.done_sentences}" if self.done_sentences else "")
 
@@ -456,8 +452,6 @@ def main(argv=None):
     try:
         with removed_on_failure(params):
             info, logger, metrics = start_experiment(params)
-            for path in remove_stale_tmp(os.path.join(params.dump_path, "*.pth")) if info.is_master else []:
-                logger.warning("Removed %s, left by a save that was killed", path)
             signals = StopSignals(logger)  # from here on kept for the next progress line
             tuner = FineTuner(params, params.transfer_tasks[0], info, logger, metrics, signals)
         tuner.run()

@@ -18,7 +18,7 @@ from ..data.datasets import Batch
 from ..data.loader import load_training_data
 from ..evaluation.lm import evaluate_lm
 from ..evaluation.mt import evaluate_mt, write_references
-from ..fileio import DataError, remove_stale_tmp
+from ..fileio import DataError
 from ..model.checkpoint import checkpoint_payload, save_checkpoint
 from ..model.generate import generate_greedy
 from ..model.linear import free_roundings, weights_packed
@@ -26,11 +26,11 @@ from ..objectives.lm import MaskingConfig
 from ..objectives.mt import mt_loss
 from ..objectives.pc import pc_loss
 from .build import build_iterators, build_models, build_optimizers, check_backend, check_metrics
-from .checkpointing import gather_rng_states, load_training_checkpoint, rng_state, save_training_checkpoint, \
-    set_rng_state
+from .checkpointing import gather_rng_states, load_training_checkpoint, restore_rng_state, rng_state, \
+    save_training_checkpoint
 from .compile import BucketPadded
 from .distributed import all_reduce_sum, broadcast_from_master, full_float32, shutdown
-from .engine import StepEngine
+from .engine import StepEngine, amp_dtype
 from .experiment import release_folders, removed_on_failure, seed_all, start_experiment
 from ..host_memory import keep_freed_memory
 from .options import parse_params
@@ -65,8 +65,6 @@ class Trainer:
         # from here on a signal (SLURM's time-limit warning, a kill, Ctrl-C) is kept until the run can stop (signals.py)
         self.signals = StopSignals(self.logger)
         self.dump = params.dump_path
-        for path in remove_stale_tmp(os.path.join(self.dump, "*.pth")) if info.is_master else []:
-            self.logger.warning("Removed %s, left by a save that was killed", path)
         seed_all(params.seed)  # the same initial weights on every rank
         self.data = load_training_data(params, self.logger, info.local_rank)
         check_metrics(params, self.logger)
@@ -85,8 +83,7 @@ class Trainer:
         self.ddp = {k: DistributedDataParallel(trained[k], device_ids=device_ids, gradient_as_bucket_view=True,
                                                find_unused_parameters=partial or m.config.asm)
                     if info.multi else trained[k] for k, m in self.models.items()}
-        amp_dtype = torch.float16 if params.fp16 else torch.bfloat16 if params.bf16 else None
-        self.engine = StepEngine(self.optimizers, param_sets, self.ddp.values(), info.device, amp_dtype,
+        self.engine = StepEngine(self.optimizers, param_sets, self.ddp.values(), info.device, amp_dtype(params),
                                  params.accumulate_gradients, params.clip_grad_norm, info.multi)
         self.lambdas = {o: LambdaSchedule.parse(getattr(params, f"lambda_{o}"))
                         for o in ("clm", "mlm", "pc", "ae", "mt", "bt")}
@@ -168,14 +165,10 @@ class Trainer:
                                         path, key[0], "-".join(key[1:]))
             self.engine.load_state_dict({"scaler": saved["scaler"], "n_micro": self.state.n_steps,
                                          "n_skipped": self.state.n_nonfinite})
-            if saved["world_size"] == self.info.world_size:
-                rng = saved["rng"][self.info.rank]
-                set_rng_state(rng, self.info.device)
+            rng = restore_rng_state(saved["rng"], self.info, self.logger)
+            if rng:
                 self.masking_generator.set_state(rng["masking"])
                 self.round_rng.bit_generator.state = rng["rounds"]
-            else:
-                self.logger.warning("Resuming with %i ranks a run saved with %i: random states are not restored",
-                                    self.info.world_size, saved["world_size"])
         self.logger.info("Resumed from %s: epoch %i, iteration %i", path, self.state.epoch, self.state.n_total_iter)
 
     # ------------------------------------------------------------------ objective steps
@@ -213,17 +206,13 @@ class Trainer:
         enc.train(was_training), dec.train(was_training)
         return Batch(x, lengths)
 
-    def optimize(self, objective, name, compute_loss, n_words=0, n_sents=0):
+    def optimize(self, name, compute_loss, lam=1.0, n_words=0, n_sents=0):
         """One objective step: compute_loss() -> loss, weighted by the objective's lambda; the engine updates
         every --accumulate_gradients steps. n_words and n_sents are what the progress line counts."""
-        lam = self.lambdas[objective](self.state.n_total_iter)
-        if lam == 0:
-            return
         loss = self.engine.step(compute_loss, lam).double()
         self.window[name] = self.window[name] + loss if name in self.window else loss
         total = self.state.losses.setdefault(name, [0.0, 0])
         total[1] += 1
-        self.state.n_steps = self.engine.n_micro
         self.state.n_words += n_words
         self.state.n_sents += n_sents
         self.state.n_sentences += self.params.batch_size
@@ -333,7 +322,7 @@ class Trainer:
         if p.eval_only:
             self.evaluate()
             return
-        plan = Prefetcher(self.plan.items(s.n_total_iter, s.n_sentences), pin=self.info.device.type == "cuda")
+        plan = Prefetcher(self.plan.items(s.n_total_iter), pin=self.info.device.type == "cuda")
         try:
             self.train(plan)
         finally:
@@ -346,7 +335,7 @@ class Trainer:
             work = next(plan)
             self.data_wait += time.perf_counter() - waited
             if work.kind == "step":
-                self.optimize(work.objective, work.name, lambda: self.loss(work), work.n_words, work.n_sents)
+                self.optimize(work.name, lambda: self.loss(work), work.lam, work.n_words, work.n_sents)
             elif work.kind == "skip":
                 self.state.n_sentences += self.params.batch_size
             self.consumed = work.states

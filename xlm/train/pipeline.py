@@ -26,6 +26,7 @@ class Work:
     objective: str = ""    # clm, mlm, pc, ae, mt, bt
     name: str = ""         # MLM-en-fr, ...
     langs: tuple = ()
+    lam: float = 1.0       # the objective's --lambda_* at this round (never 0: such steps are not made)
     inputs: dict = None    # CPU tensors
     # as the original's progress line counts them: "words" are the predicted tokens (all tokens of a PC
     # batch), "sentences" the rows (pairs) of the batch
@@ -62,11 +63,9 @@ class Plan:
         return {"masking": self.generator.get_state(), "rounds": self.round_rng.bit_generator.state,
                 "iterators": {"|".join(k): it.state_dict() for k, it in self.iterators.items()}}
 
-    def items(self, n_total_iter, n_sentences):
+    def items(self, n_total_iter):
         p = self.p
         while True:
-            if n_sentences >= p.epoch_size:
-                n_sentences = 0
             rounds = [("clm", s) for s in sample_round(p.clm_steps, self.sizes, p.lg_sampling_factor, self.round_rng)]
             rounds += [("mlm", s) for s in sample_round(p.mlm_steps, self.sizes, p.lg_sampling_factor, self.round_rng)]
             rounds += [("pc", s) for s in sample_round(p.pc_steps, self.sizes, p.lg_sampling_factor, self.round_rng)]
@@ -75,13 +74,13 @@ class Plan:
             rounds += [("mt", s) for s in sample_round(p.mt_steps, self.sizes, p.lg_sampling_factor, self.round_rng)]
             rounds += [("bt", p.bt_steps[i]) for i in self.round_rng.permutation(len(p.bt_steps))]
             for objective, langs in rounds:
-                if self.lambdas[objective](n_total_iter) == 0:
+                lam = self.lambdas[objective](n_total_iter)
+                if lam == 0:
                     continue
                 work = getattr(self, objective)(*langs)
-                work.objective, work.langs = objective, tuple(langs)
+                work.objective, work.langs, work.lam = objective, tuple(langs), lam
                 work.name = work.name or "-".join([objective.upper()] + [lg for lg in langs if lg])
                 work.states = self.states()
-                n_sentences += p.batch_size
                 yield work
             n_total_iter += 1
             yield Work("round", states=self.states())
