@@ -103,11 +103,11 @@ def evaluate_lm(models, data, params, info=DistInfo(), autocast=None, log=None):
         for objective, steps in (("clm", params.clm_steps), ("mlm", params.mlm_steps)):
             mono = []
             for l1, l2 in steps:
+                name = set_name(split, objective, l1, l2)
                 if l2 is None:
                     lang = lang_id[l1] if params.n_langs > 1 else None
                     batches = stream_windows(data.mono[l1][split], params.bptt, data.n_words, lang,
                                              eval_subset(params, split, l1)[0])
-                    name = f"{split}_{l1}_{objective}"
                     mono.append(name)
                 else:
                     a, b = sorted((l1, l2))
@@ -116,7 +116,6 @@ def evaluate_lm(models, data, params, info=DistInfo(), autocast=None, log=None):
                         c1, c2 = c2, c1
                     batches = pair_batches(c1, c2, params.batch_size, data.n_words, (lang_id[l1], lang_id[l2]),
                                            eval_subset(params, split, l1)[1])
-                    name = f"{split}_{l1}-{l2}_clm" if objective == "clm" else f"{split}_{l1}_{l2}_mlm"
                 start = time.time()
                 own = own_share(eval_targets(batches, objective, params), info)
                 if l2 is None:
@@ -140,9 +139,15 @@ def evaluate_lm(models, data, params, info=DistInfo(), autocast=None, log=None):
 
 
 def model_name(params, objective):
-    """The model an objective trains, as the trainer names it: in a translation run, CLM the decoder's
-    and MLM the encoder's."""
+    """The model an objective (CLM, MLM, PC) trains, as the trainer names it: in a translation run, as the
+    original, CLM trains the decoder (without source), MLM and PC the encoder."""
     return "model" if params.encoder_only else "decoder" if objective == "clm" else "encoder"
+
+
+def set_name(split, objective, l1, l2):
+    """The original's name of an evaluated set, before `_ppl` / `_acc`: `valid_en_mlm`, `valid_en-fr_clm` (CLM
+    pair), `valid_en_fr_mlm` (TLM)."""
+    return f"{memory_prefix(split, objective, l1, l2)}_{objective}"
 
 
 def memory_prefix(split, objective, l1, l2):
@@ -160,10 +165,7 @@ def metric_names(params):
     for split in ("valid", "test"):
         for objective, steps in (("clm", params.clm_steps), ("mlm", params.mlm_steps)):
             for l1, l2 in steps:
-                if l2 is None:
-                    base = f"{split}_{l1}_{objective}"
-                else:
-                    base = f"{split}_{l1}-{l2}_clm" if objective == "clm" else f"{split}_{l1}_{l2}_mlm"
+                base = set_name(split, objective, l1, l2)
                 names += [f"{base}_ppl", f"{base}_acc"]
                 if split == "valid":
                     names += memory_metric_names(params, memory_prefix(split, objective, l1, l2),

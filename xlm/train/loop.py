@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data.datasets import Batch
 from ..data.loader import load_training_data
-from ..evaluation.lm import evaluate_lm
+from ..evaluation.lm import evaluate_lm, model_name
 from ..evaluation.mt import evaluate_mt, write_references
 from ..fileio import DataError
 from ..model.checkpoint import checkpoint_payload, save_checkpoint
@@ -34,7 +34,7 @@ from .engine import StepEngine, amp_dtype
 from .experiment import release_folders, removed_on_failure, seed_all, start_experiment
 from ..host_memory import keep_freed_memory
 from .options import parse_params
-from .pipeline import Plan, Prefetcher
+from .pipeline import Plan, Prefetcher, training_sizes
 from .schedules import LambdaSchedule
 from .signals import EvaluationStopped, StopSignals
 
@@ -88,11 +88,7 @@ class Trainer:
         self.lambdas = {o: LambdaSchedule.parse(getattr(params, f"lambda_{o}"))
                         for o in ("clm", "mlm", "pc", "ae", "mt", "bt")}
         self.iterators = build_iterators(params, self.data, info) if not params.eval_only else {}
-        # training sentences of each step's data, for --lg_sampling_factor (pairs after the max_len filter)
-        sizes = {} if params.eval_only else {
-            s: len(self.data.mono[s[0]]["train"]) if s[1] is None else
-            len(self.iterators[next(k for k in self.iterators if k[1:] == tuple(sorted(s)))].dataset)
-            for s in params.clm_steps + params.mlm_steps + params.pc_steps + params.mt_steps}
+        sizes = {} if params.eval_only else training_sizes(params, self.data, self.iterators)
         masking = MaskingConfig.from_params(params, self.data.dico, self.data.n_words)
         self.masking_generator = torch.Generator().manual_seed(params.seed * 1000 + info.rank)
         self.round_rng = np.random.default_rng(params.seed)  # the same on every rank: ranks run the same steps
@@ -105,13 +101,13 @@ class Trainer:
                                if params.stopping_criterion else None)
         self.resume()
         self.consumed = self.plan.states()  # the plan's states after the last item trained on
-        self.window = {}                    # key -> loss sum on the device, since the last progress line
+        self.loss_sums = {}                 # key -> loss sum on the device, since the last progress line
         self.data_wait = self.window_start = 0.0
         self.window_carry = 0.0  # training seconds of the window an epoch's end left open (no evaluation's)
 
     # ------------------------------------------------------------------ checkpoints
     def train_state(self):
-        self.fold_window()
+        self.fold_loss_sums()
         self.state.n_steps, self.state.n_nonfinite = self.engine.n_micro, self.engine.n_skipped
         # the generators' states of what the model consumed, not of what the pipeline made ahead
         rng = {**rng_state(self.info.device), "masking": self.consumed["masking"], "rounds": self.consumed["rounds"]}
@@ -178,12 +174,11 @@ class Trainer:
         t = {k: v.to(self.info.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
              for k, v in work.inputs.items()}
         if objective in ("clm", "mlm"):
-            # in a translation run, as the original, CLM trains the decoder (without source) and MLM the encoder
-            name = "model" if p.encoder_only else "decoder" if objective == "clm" else "encoder"
+            name = model_name(p, objective)
             return self.ddp[name](t["x"], t["lengths"], langs=t["langs"], positions=t["positions"],
                                   causal=objective == "clm", pred_mask=t["pred"], y=t["y"])
         if objective == "pc":
-            name = "model" if p.encoder_only else "encoder"
+            name = model_name(p, objective)
             return pc_loss(self.ddp[name], self.models[name].embeddings.weight, t["x"], t["lengths"], t["positions"],
                            t["langs"], t["labels"])
         src, tgt = Batch(t["src_x"], t["src_lengths"]), Batch(t["x"], t["lengths"])
@@ -210,7 +205,7 @@ class Trainer:
         """One objective step: compute_loss() -> loss, weighted by the objective's lambda; the engine updates
         every --accumulate_gradients steps. n_words and n_sents are what the progress line counts."""
         loss = self.engine.step(compute_loss, lam).double()
-        self.window[name] = self.window[name] + loss if name in self.window else loss
+        self.loss_sums[name] = self.loss_sums[name] + loss if name in self.loss_sums else loss
         total = self.state.losses.setdefault(name, [0.0, 0])
         total[1] += 1
         self.state.n_words += n_words
@@ -218,12 +213,12 @@ class Trainer:
         self.state.n_sentences += self.params.batch_size
 
     # ------------------------------------------------------------------ progress, evaluation, epochs
-    def fold_window(self):
+    def fold_loss_sums(self):
         """Add the device's loss sums to the state's (a host synchronisation)."""
-        names = list(self.window)
-        for name, value in zip(names, torch.stack([self.window[n] for n in names]).tolist() if names else []):
+        names = list(self.loss_sums)
+        for name, value in zip(names, torch.stack([self.loss_sums[n] for n in names]).tolist() if names else []):
             self.state.losses[name][0] += value
-        self.window = {}
+        self.loss_sums = {}
 
     def log_progress(self, elapsed, done):
         """elapsed: seconds since this process started the epoch, in which it trained `done` sentences."""
@@ -232,7 +227,7 @@ class Trainer:
         if skipped:
             self.logger.warning("Non-finite loss or float16 overflow: %i update(s) skipped before iteration %i "
                                 "(%i so far)", skipped, s.n_total_iter, self.engine.n_skipped)
-        self.fold_window()
+        self.fold_loss_sums()
         names = sorted(s.losses)
         sums = all_reduce_sum([s.losses[k][0] for k in names] + [s.losses[k][1] for k in names] +
                               [s.n_words], self.info)
@@ -241,16 +236,16 @@ class Trainer:
         # the rates of this rank, as the original prints them (a log read beside the original's must not
         # show N ranks as N times the speed); the losses are the means over every rank's batches
         words, sents = s.n_words, s.n_sents
-        window = max(time.time() - self.window_start, 1e-9)
+        seconds = max(time.time() - self.window_start, 1e-9)
         lr = " / ".join(f"{g['lr']:.4e}" for g in self.optimizers["model"].param_groups)
         eta = elapsed / max(done, 1) * max(p.epoch_size - s.n_sentences, 0)  # a resumed epoch: from the resume
         self.logger.info("%7i - %7.2f sent/s - %8.2f words/s - %s - model LR: %s - epoch %i - %i/%i sentences - "
-                         "data wait %.0f%% - ETA epoch %s", s.n_total_iter, sents / window, words / window,
+                         "data wait %.0f%% - ETA epoch %s", s.n_total_iter, sents / seconds, words / seconds,
                          " || ".join(f"{n}: {v:7.4f}" for n, v in means.items()), lr, s.epoch, s.n_sentences,
-                         p.epoch_size, 100 * self.data_wait / window, timedelta(seconds=round(eta)))
-        self.metrics.write("train", s.n_total_iter, {"epoch": s.epoch, **means, "words_per_s": words / window,
-                                                     "words_per_s_all_ranks": sums[2 * k] / window,
-                                                     "data_wait": self.data_wait / window,
+                         p.epoch_size, 100 * self.data_wait / seconds, timedelta(seconds=round(eta)))
+        self.metrics.write("train", s.n_total_iter, {"epoch": s.epoch, **means, "words_per_s": words / seconds,
+                                                     "words_per_s_all_ranks": sums[2 * k] / seconds,
+                                                     "data_wait": self.data_wait / seconds,
                                                      "lr": self.optimizers["model"].param_groups[0]["lr"]})
         s.losses, s.n_words, s.n_sents = {}, 0, 0
         self.window_start, self.data_wait = time.time(), 0.0

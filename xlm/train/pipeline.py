@@ -35,6 +35,17 @@ class Work:
     states: dict = None    # the producer's iterator and generator states after this item
 
 
+def training_sizes(params, data, iterators):
+    """The training sentences of each CLM, MLM, PC and MT step's data, which --lg_sampling_factor weighs: a
+    language's monolingual corpus, or a pair's sentences after the --max_len filter (its iterator's)."""
+    def size(step):
+        if step[1] is None:
+            return len(data.mono[step[0]]["train"])
+        pair = tuple(sorted(step))
+        return len(next(it for key, it in iterators.items() if key[1:] == pair).dataset)
+    return {step: size(step) for step in params.clm_steps + params.mlm_steps + params.pc_steps + params.mt_steps}
+
+
 def sample_round(steps, sizes, alpha, rng, n=5):
     """The steps of one round of an objective, as the original draws them: min(n, #monolingual) draws
     among the monolingual steps, then min(n, #pairs) among the pairs, with replacement; uniform, or with
@@ -58,6 +69,7 @@ class Plan:
     def __init__(self, params, iterators, masking, generator, round_rng, sizes, lambdas):
         self.p, self.iterators, self.masking, self.generator = params, iterators, masking, generator
         self.round_rng, self.sizes, self.lambdas = round_rng, sizes, lambdas
+        self.makers = {"clm": self.clm, "mlm": self.mlm, "pc": self.pc, "ae": self.ae, "mt": self.mt, "bt": self.bt}
 
     def states(self):
         return {"masking": self.generator.get_state(), "rounds": self.round_rng.bit_generator.state,
@@ -77,7 +89,7 @@ class Plan:
                 lam = self.lambdas[objective](n_total_iter)
                 if lam == 0:
                     continue
-                work = getattr(self, objective)(*langs)
+                work = self.makers[objective](*langs)
                 work.objective, work.langs, work.lam = objective, tuple(langs), lam
                 work.name = work.name or "-".join([objective.upper()] + [lg for lg in langs if lg])
                 work.states = self.states()
