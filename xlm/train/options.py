@@ -208,14 +208,9 @@ def check_positions(params, n_positions, source=""):
                         f"{2 * params.max_len + 3} tokens, more than the {n_positions} positions of the model{source}")
 
 
-def check_params(params):
-    if params.debug:
-        params.exp_name = "debug"
-        params.exp_id = params.exp_id or "debug_%08i" % random.randint(0, 10 ** 8)
-        params.debug_slurm = params.debug_train = True
-    set_experiment_names(params)
-
-    # languages: ids follow the alphabetical order, not the --lgs order (as the original)
+def check_languages_and_steps(params):
+    """The languages (ids in alphabetical order, not the --lgs order, as the original), the steps of each
+    objective, and the flags that go with them."""
     params.langs = ["en"] if params.lgs == "debug" else [lg for lg in params.lgs.split("-") if lg]
     if not params.langs:
         raise DataError("--lgs is required, e.g. --lgs en-fr")
@@ -253,7 +248,9 @@ def check_params(params):
                         "--reload_model: 'encoder_path,decoder_path' with --encoder_only false (the same path "
                         "twice to start both from one model; either empty to leave that one fresh)")
 
-    # data
+
+def check_data_flags(params):
+    """--data_path and the batching and vocabulary flags."""
     if not params.data_path or not os.path.isdir(params.data_path):
         raise DataError(f"--data_path '{params.data_path}' is not a directory")
     if params.bptt < 2 or params.batch_size < 1:
@@ -268,7 +265,9 @@ def check_params(params):
     if params.min_count < 0:
         raise DataError("--min_count must be >= 0")
 
-    # masking
+
+def check_masking_flags(params):
+    """MLM's masking: --word_pred, --sample_alpha, --word_mask_keep_rand."""
     if not 0 <= params.word_pred < 1:
         raise DataError("--word_pred must be in [0, 1)")
     if not 0 <= params.sample_alpha < 1:
@@ -279,7 +278,10 @@ def check_params(params):
     if not all(0 <= p <= 1 for p in probs) or abs(sum(probs) - 1) > 1e-6:
         raise DataError("--word_mask_keep_rand: three probabilities in [0, 1] that sum to 1")
 
-    # precision: --fp16 maps onto torch.amp float16 (apex's --amp levels are accepted, not needed)
+
+def check_precision_and_loop_flags(params):
+    """Precision (--fp16 maps onto torch.amp float16; apex's --amp levels are accepted, not needed), gradient
+    accumulation and clipping, and the loop's counts."""
     if params.amp == 0 and params.fp16:
         raise DataError("--amp 0 means float32: it cannot be combined with --fp16 true")
     if params.amp not in (-1, 0, 1, 2, 3):
@@ -302,7 +304,9 @@ def check_params(params):
     if not 0 <= params.seed < 2 ** 32:
         raise DataError("--seed must be in [0, 2**32)")
 
-    # model
+
+def check_model_flags(params):
+    """The model's size and variants, and its positions against --max_len."""
     if params.emb_dim < 1 or params.n_heads < 1:
         raise DataError("--emb_dim and --n_heads must be >= 1")
     if params.n_layers < (0 if params.encoder_only else 1):
@@ -330,32 +334,41 @@ def check_params(params):
             raise DataError("--asm_div_value must be > 1: each cluster of words gets a smaller projection")
     if not params.reload_model_paths or not any(params.reload_model_paths):
         check_positions(params, N_MAX_POSITIONS)  # a reloaded model may have another table: checked once read
-    if params.use_memory:
-        MemoryConfig.from_params(vars(params))
-        for name in ("heads", "knn", "n_keys"):
-            if getattr(params, f"mem_{name}") < 1:
-                raise DataError(f"--mem_{name} must be >= 1")
-        if params.mem_knn > params.mem_n_keys:
-            raise DataError(f"--mem_knn {params.mem_knn}: a query cannot select more than the --mem_n_keys "
-                            f"{params.mem_n_keys} sub-keys of each half")
-        encoder = parse_mem_positions(params.mem_enc_positions, params.n_layers, "mem_enc_positions")
-        decoder = parse_mem_positions(params.mem_dec_positions, params.n_layers, "mem_dec_positions")
-        if decoder and params.encoder_only:
-            raise DataError("--mem_dec_positions: a model with --encoder_only true has no decoder; use "
-                            "--mem_enc_positions")
-        if not (encoder or decoder):
-            raise DataError("--use_memory true needs --mem_enc_positions (e.g. 4,7 or 7+)")
-        # as the original: "" means --optimizer, and sparse updates turn adam into sparseadam (which the
-        # original forgot to define: it stopped at start-up)
-        params.mem_values_optimizer = params.mem_values_optimizer or params.optimizer
-        name, _ = parse_optimizer(params.mem_values_optimizer, "mem_values_optimizer")
-        if params.mem_sparse and name == "adam":
-            params.mem_values_optimizer = "sparseadam" + params.mem_values_optimizer[len(name):]
-        elif params.mem_sparse and name not in SPARSE_OPTIMIZERS:
-            raise DataError(f"--mem_sparse true: --mem_values_optimizer {name} does not take sparse gradients "
-                            f"(use {', '.join(SPARSE_OPTIMIZERS)} or adam, which becomes sparseadam)")
-        elif name == "sparseadam" and not params.mem_sparse:
-            raise DataError("--mem_values_optimizer sparseadam needs --mem_sparse true (sparse gradients)")
+
+
+def check_memory_flags(params):
+    """Product-key memory layers (--use_memory true)."""
+    if not params.use_memory:
+        return
+    MemoryConfig.from_params(vars(params))
+    for name in ("heads", "knn", "n_keys"):
+        if getattr(params, f"mem_{name}") < 1:
+            raise DataError(f"--mem_{name} must be >= 1")
+    if params.mem_knn > params.mem_n_keys:
+        raise DataError(f"--mem_knn {params.mem_knn}: a query cannot select more than the --mem_n_keys "
+                        f"{params.mem_n_keys} sub-keys of each half")
+    encoder = parse_mem_positions(params.mem_enc_positions, params.n_layers, "mem_enc_positions")
+    decoder = parse_mem_positions(params.mem_dec_positions, params.n_layers, "mem_dec_positions")
+    if decoder and params.encoder_only:
+        raise DataError("--mem_dec_positions: a model with --encoder_only true has no decoder; use "
+                        "--mem_enc_positions")
+    if not (encoder or decoder):
+        raise DataError("--use_memory true needs --mem_enc_positions (e.g. 4,7 or 7+)")
+    # as the original: "" means --optimizer, and sparse updates turn adam into sparseadam (which the
+    # original forgot to define: it stopped at start-up)
+    params.mem_values_optimizer = params.mem_values_optimizer or params.optimizer
+    name, _ = parse_optimizer(params.mem_values_optimizer, "mem_values_optimizer")
+    if params.mem_sparse and name == "adam":
+        params.mem_values_optimizer = "sparseadam" + params.mem_values_optimizer[len(name):]
+    elif params.mem_sparse and name not in SPARSE_OPTIMIZERS:
+        raise DataError(f"--mem_sparse true: --mem_values_optimizer {name} does not take sparse gradients "
+                        f"(use {', '.join(SPARSE_OPTIMIZERS)} or adam, which becomes sparseadam)")
+    elif name == "sparseadam" and not params.mem_sparse:
+        raise DataError("--mem_values_optimizer sparseadam needs --mem_sparse true (sparse gradients)")
+
+
+def check_reloaded_files(params):
+    """The files that --reload_model, --reload_emb and --reload_checkpoint name."""
     for path in params.reload_model_paths:
         if path and not os.path.isfile(path):
             raise DataError(f"--reload_model: {path} is not a file")
@@ -364,7 +377,9 @@ def check_params(params):
     if params.reload_checkpoint and not os.path.isfile(params.reload_checkpoint):
         raise DataError(f"--reload_checkpoint: {params.reload_checkpoint} is not a file")
 
-    # schedules and metrics
+
+def check_schedule_and_metric_flags(params):
+    """Optimizers, loss coefficients (--lambda_*), --stopping_criterion."""
     if parse_optimizer(params.optimizer)[0] == "sparseadam":
         raise DataError("--optimizer sparseadam takes only sparse gradients: it is for the memory values "
                         "(--mem_values_optimizer with --mem_sparse true)")
@@ -385,4 +400,21 @@ def check_params(params):
         m = re.match(r"^(_?[\w.-]+),(\d+)$", params.stopping_criterion)
         if not m:
             raise DataError("--stopping_criterion must be 'metric,N', e.g. _valid_mlm_ppl,10")
+
+
+def check_params(params):
+    if params.debug:
+        params.exp_name = "debug"
+        params.exp_id = params.exp_id or "debug_%08i" % random.randint(0, 10 ** 8)
+        params.debug_slurm = params.debug_train = True
+    set_experiment_names(params)
+
+    check_languages_and_steps(params)
+    check_data_flags(params)
+    check_masking_flags(params)
+    check_precision_and_loop_flags(params)
+    check_model_flags(params)
+    check_memory_flags(params)
+    check_reloaded_files(params)
+    check_schedule_and_metric_flags(params)
     onednn_chosen()  # a bad XLM_ONEDNN in the environment stops the run here, not at its first layer
