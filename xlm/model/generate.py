@@ -15,7 +15,7 @@ of a matmul, which depend on its number of rows, stay the same (`rows_may_change
 """
 import torch
 
-from .linear import roundings_free, rows_may_change, weights_packed
+from .linear import in_free_roundings, rows_may_change, weights_packed
 from .transformer import compute_dtype, reads_on_host
 
 SYNC_EVERY = 8  # where a host read waits for the device
@@ -116,7 +116,7 @@ def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, use_cac
                         src_len=src_len)[:, -1]
         scores = decoder.get_scores(h)
         # topk: the original's pick among equal scores
-        next_words = argmax_rows(scores) if roundings_free() else topk_rows(scores, 1)[1].squeeze(1)
+        next_words = argmax_rows(scores) if in_free_roundings() else topk_rows(scores, 1)[1].squeeze(1)
         going_on = unfinished[live]
         generated[live, cur_len] = torch.where(going_on, next_words, pad)
         gen_len[live] += going_on

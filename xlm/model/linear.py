@@ -2,19 +2,23 @@
 
 PyTorch's float32 `F.linear` on the CPU calls MKL's sgemm, which on AMD's AVX-512 EPYCs (Zen 4, Zen 5) runs
 AVX2 kernels, at 40-70% of the speed of oneDNN's (also in torch's x86 wheels) on the same core: 89-102
-against 128-238 GFLOP/s for an MLM step's shapes on a Zen 5, one thread (bench/results/README.md). Where the
-CPU is AMD's with AVX-512 (`onednn_chosen`), training on the CPU in float32 therefore computes the forward
-and backward matmuls of layers 128 or more wide through oneDNN, and so does the generation of
-back-translation in training: its translations come from weights that training has already rounded
-otherwise, and nothing compares them; and so does the scoring of evaluation (perplexities and accuracies,
-which differ from the original's in the 7th digit anyway: its sums run in another order). `free_roundings`
-marks both, and lets other operations there take faster kernels too. Decoding must give F.linear's values
-bit for bit, the original's (its translations then are the original's): there oneDNN computes them in
-MKL's order, where it can (`mkl_k_blocks`), and F.linear itself elsewhere; so do CUDA, autocast and
-torch.compile (which has its own CPU kernels). On a CPU with AVX2 alone (Zen 3) MKL's kernels are the
-faster (oneDNN's at 0.6-1.15x their speed, most below 0.9x), and on Intel's AVX-512 CPUs MKL has AVX-512
-kernels of its own: there every linear layer is F.linear. `XLM_ONEDNN=1` in the environment forces
-oneDNN, `XLM_ONEDNN=0` turns it off.
+against 128-238 GFLOP/s for an MLM step's shapes on a Zen 5, one thread (bench/results/README.md).
+
+Where the CPU is AMD's with AVX-512 (`onednn_chosen`), layers 128 or more wide therefore go through oneDNN
+where the original's roundings need not be kept, the places `free_roundings` marks (and where other
+operations take faster kernels too):
+- training on the CPU in float32, forward and backward;
+- back-translation's generation in training: its translations come from weights that training has already
+  rounded otherwise, and nothing compares them;
+- evaluation's scoring: perplexities and accuracies differ from the original's in the 7th digit anyway
+  (its sums run in another order).
+Decoding must give F.linear's values bit for bit, the original's (its translations then are the
+original's): there oneDNN computes them in MKL's order where it can (`mkl_k_blocks`), and F.linear itself
+elsewhere; so do CUDA, autocast and torch.compile (which has its own CPU kernels).
+
+Elsewhere every linear layer is F.linear: on a CPU with AVX2 alone (Zen 3) MKL's kernels are the faster
+(oneDNN's at 0.6-1.15x their speed, most below 0.9x), and on Intel's AVX-512 CPUs MKL has AVX-512 kernels
+of its own. `XLM_ONEDNN=1` in the environment forces oneDNN, `XLM_ONEDNN=0` turns it off.
 """
 import contextlib
 import functools
@@ -239,7 +243,7 @@ def free_roundings():
         _free_roundings[0] = before
 
 
-def roundings_free():
+def in_free_roundings():
     """Whether inside `free_roundings`."""
     return _free_roundings[0]
 

@@ -19,8 +19,8 @@ from torch.nn.attention import sdpa_kernel
 from .attention import (PADDED_ATTENTION_KERNELS, attention_with_dropout, original_attention, varlen_applies,
                         varlen_attention)
 from .dropout import dropout
-from .linear import (Linear, bucket_rows, calls_f_linear, cross_entropy, linear, pads_rows, rows_may_change,
-                     roundings_free)
+from .linear import (Linear, bucket_rows, calls_f_linear, cross_entropy, in_free_roundings, linear, pads_rows,
+                     rows_may_change)
 from .memory import HashingMemory, MemoryConfig
 
 N_MAX_POSITIONS = 512  # the original's fixed position table; checkpoints without `n_positions` have it
@@ -189,7 +189,7 @@ class MultiHeadAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         if kv_lengths is not None and varlen_applies(q, dropout):
             return varlen_attention(q, k, v, kv_lengths)
-        if not self.training and not roundings_free():
+        if not self.training and not in_free_roundings():
             return original_attention(q, k, v, mask, is_causal)
         if dropout and q.device.type == "cpu":
             return attention_with_dropout(q, k, v, mask, is_causal, dropout)
@@ -224,7 +224,7 @@ class MultiHeadAttention(nn.Module):
         1-4% less time, as the keys come from memory rather than cache at each step."""
         keys, values = (self._heads(lin(src_enc)).flatten(0, 1) for lin in (self.k_lin, self.v_lin))
         keys_t = keys.transpose(1, 2)
-        return (keys_t.contiguous() if len(src_enc) > 1 and not roundings_free() else keys_t), values
+        return (keys_t.contiguous() if len(src_enc) > 1 and not in_free_roundings() else keys_t), values
 
     def _queries(self, x):
         """The queries of x (n, dim), as (n * heads, 1, head_dim)."""
@@ -281,7 +281,7 @@ class TransformerFFN(nn.Module):
         if not self.gelu_activation:
             h = F.relu(h)
         else:  # both the exact erf form; F.gelu is one fused kernel
-            h = F.gelu(h) if self.training or roundings_free() else gelu_as_original(h)
+            h = F.gelu(h) if self.training or in_free_roundings() else gelu_as_original(h)
         return dropout(self.lin2(h), self.dropout, self.training)
 
 
@@ -582,7 +582,7 @@ class TransformerModel(nn.Module):
         bias = bias.expand(-1, self.config.n_heads, 1, -1).flatten(0, 1)
         return DecodingState([a.source_keys_values(src_enc) for a in self.encoder_attn], bias, self.config.n_heads,
                              min(max_len, self.config.n_positions),
-                             projections=[a.side_by_side() for a in self.attentions] if roundings_free() else None,
+                             projections=[a.side_by_side() for a in self.attentions] if in_free_roundings() else None,
                              reorder_by_layer=src_enc.is_cpu)
 
     def step(self, words, lang, state):
