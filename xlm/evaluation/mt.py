@@ -66,6 +66,39 @@ def write_references(data, params, dump):
                         f.write(prepare_for_bleu(_sentences(data.dico, c_tgt[i])) + "\n")
 
 
+def bleu_hypotheses(decoder, enc, len1, tgt, params):
+    """The hypotheses of BLEU for a batch (token ids without the </s> at both ends), decoded as the original
+    decodes them: greedy, or beam search with --beam_size > 1, up to 1.5 x the longest source + 10 tokens."""
+    max_len = min(int(1.5 * int(len1.max()) + 10), decoder.config.n_positions)
+    if params.beam_size == 1:
+        out, out_len = generate_greedy(decoder, enc, len1, params.lang2id[tgt], max_len=max_len)
+    else:
+        out, out_len = generate_beam(decoder, enc, len1, params.lang2id[tgt], params.beam_size,
+                                     params.length_penalty, params.early_stopping, max_len)
+    out, out_len = out.tolist(), out_len.tolist()  # one host read per batch
+    return [row[1:n - 1] for row, n in zip(out, out_len)]
+
+
+def bleu_of_shares(hyps, dataset, batches, c_tgt, dico, hyp_path, info):
+    """BLEU of every rank's hypotheses ({sentence index: token ids}): rank 0 gathers them, writes them to
+    hyp_path and scores them against c_tgt; every rank returns the score."""
+    shares = gather_to_master(hyps, info)
+    bleu = None
+    if info.is_master:
+        hyps = {i: h for share in shares for i, h in share.items()}
+        # the original writes the sentences in the order of its batches (sorted by length)
+        order = _in_batch_order(dataset, batches)
+        refs = [prepare_for_bleu(_sentences(dico, c_tgt[i])) for i in order]
+        out = [prepare_for_bleu(_sentences(dico, hyps[i])) for i in order]
+        os.makedirs(os.path.dirname(hyp_path), exist_ok=True)
+        with atomic_write(hyp_path, "w") as f:
+            f.write("".join(h + "\n" for h in out))
+        # the original reads the score that multi-bleu.perl prints, with two decimals: the best checkpoint
+        # and the stopping criterion see no gain smaller than that
+        bleu = float(f"{tokenized_bleu(out, refs):.2f}")
+    return broadcast_from_master(bleu, info)
+
+
 @torch.no_grad()
 def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, epoch=0, dump=".", log=None):
     """Teacher-forced ppl / acc and, with --eval_bleu, BLEU of every direction on valid and test. Each
@@ -99,15 +132,8 @@ def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, 
                         h = h[pred_mask] if usage else h
                         logits = decoder.get_scores(h).float()
                     if params.eval_bleu:
-                        max_len = min(int(1.5 * int(len1.max()) + 10), decoder.config.n_positions)
-                        if params.beam_size == 1:
-                            out, out_len = generate_greedy(decoder, enc, len1, params.lang2id[tgt], max_len=max_len)
-                        else:
-                            out, out_len = generate_beam(decoder, enc, len1, params.lang2id[tgt], params.beam_size,
-                                                         params.length_penalty, params.early_stopping, max_len)
-                        out, out_len = out.tolist(), out_len.tolist()  # one host read per batch
-                        for row, i in enumerate(dataset.indices[key]):
-                            hyps[int(i)] = out[row][1:out_len[row] - 1]
+                        for i, hyp in zip(dataset.indices[key], bleu_hypotheses(decoder, enc, len1, tgt, params)):
+                            hyps[int(i)] = hyp
                 xe += F.cross_entropy(logits, y, reduction="sum").item()
                 n, correct = n + len(y), correct + (logits.argmax(-1) == y).sum().item()
             name = f"{split}_{src}-{tgt}_mt"
@@ -116,22 +142,8 @@ def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, 
             if usage:
                 scores.update(usage.scores(f"{split}_{src}-{tgt}", info))
             if params.eval_bleu:
-                shares = gather_to_master(hyps, info)
-                bleu = None
-                if info.is_master:
-                    hyps = {i: h for share in shares for i, h in share.items()}
-                    # the original writes the sentences in the order of its batches (sorted by length)
-                    order = _in_batch_order(dataset, batches)
-                    refs = [prepare_for_bleu(_sentences(data.dico, c_tgt[i])) for i in order]
-                    out = [prepare_for_bleu(_sentences(data.dico, hyps[i])) for i in order]
-                    os.makedirs(os.path.join(dump, "hypotheses"), exist_ok=True)
-                    hyp_path = os.path.join(dump, "hypotheses", f"hyp{epoch}.{src}-{tgt}.{split}.txt")
-                    with atomic_write(hyp_path, "w") as f:
-                        f.write("".join(h + "\n" for h in out))
-                    # the original reads the score that multi-bleu.perl prints, with two decimals: the best
-                    # checkpoint and the stopping criterion see no gain smaller than that
-                    bleu = float(f"{tokenized_bleu(out, refs):.2f}")
-                scores[f"{name}_bleu"] = broadcast_from_master(bleu, info)
+                hyp_path = os.path.join(dump, "hypotheses", f"hyp{epoch}.{src}-{tgt}.{split}.txt")
+                scores[f"{name}_bleu"] = bleu_of_shares(hyps, dataset, batches, c_tgt, data.dico, hyp_path, info)
             if log:
                 log(f"Evaluated {name}: ppl {scores[f'{name}_ppl']:.2f}" +
                     (f", BLEU {scores[f'{name}_bleu']:.2f}" if params.eval_bleu else "") +
