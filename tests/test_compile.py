@@ -6,12 +6,12 @@ from torch._dynamo.utils import counters
 
 import xlm.model.attention as attention
 import xlm.model.transformer as transformer
-from xlm.data.datasets import Batch, bucket_length
+from xlm.data.datasets import Batch
 from xlm.model.attention import varlen_attention
 from xlm.model.transformer import TransformerConfig, TransformerModel, flat_positions
 from xlm.objectives.lm import MaskingConfig, concat_pair, mask_for_training
 from xlm.train.adam import Adam
-from xlm.train.compile import PRED_MULTIPLE, BucketPadded
+from xlm.train.compile import PRED_MULTIPLE, BucketPadded, bucket_length
 
 
 def tiny(**kw):

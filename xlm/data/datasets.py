@@ -44,12 +44,6 @@ def batch_sentences(sentences, n_words=None):
     return Batch(torch.from_numpy(x), torch.from_numpy(lengths))
 
 
-def bucket_length(n, multiple=8):
-    """n rounded up to a multiple of 8: a padded batch is this long under --compile, so that
-    torch.compile sees a few lengths (and GPU kernels aligned ones) rather than one per batch."""
-    return -(-n // multiple) * multiple
-
-
 def bucket_batches(lengths, rng=None, batch_size=32, tokens_per_batch=-1, max_batch_size=0, group_by_size=True,
                    count_padding=False):
     """Cut sentence indices into batches, like the original XLM's sentence iterator.

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.datasets import bucket_length
 from ..model.linear import IGNORED
 
 # An MLM batch predicts 15% of its tokens, a number that changes at every step: under CUDA graphs
@@ -18,6 +17,12 @@ from ..model.linear import IGNORED
 # positions fall in 2-3 counts, for at most 63 extra rows of the output layer.
 PRED_MULTIPLE = 64
 COMPILE_OPTIONS = {}  # torch.compile's keyword arguments; bench.train --compile_mode sets "mode"
+
+
+def bucket_length(n, multiple=8):
+    """n rounded up to a multiple of 8: a padded batch is this long under --compile, so that
+    torch.compile sees a few lengths (and GPU kernels aligned ones) rather than one per batch."""
+    return -(-n // multiple) * multiple
 
 
 def _pad_predictions(pred_index, y):
