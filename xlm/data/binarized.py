@@ -327,7 +327,8 @@ def _index_block(block, word2id):
 
 
 def _write_ours(f, blocks, dico):
-    """Stream indexed blocks into an open file; returns (n_sentences, n_tokens, unk_words)."""
+    """Stream indexed blocks into an open file; returns the line numbers that `binarize` warns of (dropped
+    special tokens, empty lines, control characters)."""
     dtype = token_dtype(len(dico))
     f.write(MAGIC + b"\0" * (DATA_OFFSET - len(MAGIC)))
     lengths, unk_words, n_tokens = [], Counter(), 0

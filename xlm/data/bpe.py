@@ -80,8 +80,13 @@ def get_vocab(paths):
     return sorted_vocab(count_words(paths))
 
 
+def vocab_text(vocab):
+    """A vocabulary as fastBPE's getvocab writes it: `WORD COUNT` lines."""
+    return "".join(f"{w} {c}\n" for w, c in vocab)
+
+
 def write_vocab(vocab, f):
-    f.write("".join(f"{w} {c}\n" for w, c in vocab))
+    f.write(vocab_text(vocab))
 
 
 # ----------------------------------------------------------------------------- libstdc++'s unordered_map
@@ -213,8 +218,13 @@ def learn_bpe(paths, n_codes):
     return codes
 
 
+def codes_text(codes):
+    """Merges as fastBPE's learnbpe writes them: `LEFT RIGHT COUNT` lines."""
+    return "".join(f"{a} {b} {c}\n" for a, b, c in codes)
+
+
 def write_codes(codes, f):
-    f.write("".join(f"{a} {b} {c}\n" for a, b, c in codes))
+    f.write(codes_text(codes))
 
 
 # ----------------------------------------------------------------------------- codes and vocabularies

@@ -107,7 +107,7 @@ class StreamDataset:
         return [(int(i), 0, self.batch_size) for i in order]
 
     def shard(self, key, rank, world_size):
-        i, lo, hi = key
+        i = key[0]
         if self.batch_size % world_size:
             raise DataError(f"a stream batch of {self.batch_size} rows cannot be split among {world_size} ranks")
         rows = self.batch_size // world_size

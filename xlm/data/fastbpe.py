@@ -2,9 +2,9 @@
 when tools/install_fastbpe.sh could build it, else on xlm.data.bpe, which writes the same bytes.
 
 Inputs go through the same checks either way, so bad input is one DataError naming the file and line
-(fastBPE itself aborts on a failed assert, and reads invalid UTF-8 as it is). The compiled tool takes
-one or two text files; more are passed as one stream on its standard input, each file's last word
-dropped when nothing follows it, as fastBPE does when it reads files.
+(fastBPE itself aborts on a failed assert, and reads invalid UTF-8 as it is). learnbpe and getvocab feed
+the compiled tool every file as one stream on its standard input, each file checked for UTF-8 as it
+streams and its last word dropped when nothing follows it, as fastBPE does when it reads files.
 """
 import contextlib
 import os
@@ -125,7 +125,7 @@ def learnbpe(n_codes, paths, out):
         else:
             for path in paths:
                 check_file(path)
-            codes.write("".join(f"{a} {b} {c}\n" for a, b, c in bpe.learn_bpe(paths, n_codes)).encode("utf-8"))
+            codes.write(bpe.codes_text(bpe.learn_bpe(paths, n_codes)).encode("utf-8"))
         codes.seek(0)
         n_kept = 0
         for line in codes:
@@ -140,7 +140,7 @@ def learnbpe(n_codes, paths, out):
 
 def getvocab(paths, out):
     if not binary():
-        out.write("".join(f"{w} {c}\n" for w, c in bpe.get_vocab(paths)).encode("utf-8"))
+        out.write(bpe.vocab_text(bpe.get_vocab(paths)).encode("utf-8"))
         return
     out.flush()
     _on_stdin(["getvocab"], paths, out)

@@ -130,29 +130,6 @@ def check_vocabulary(data, dico, path):
                     "checkpoint's vocabulary (and its --max_vocab / --min_count)")
 
 
-# flags that build a model whose weights have the same names and shapes whatever their values: a checkpoint
-# trained with other values loads without an error, and computes another function
-SHAPELESS_FLAGS = ("n_heads", "gelu_activation", "sinusoidal_embeddings", "share_inout_emb")
-
-
-def warn_of_other_flags(params, saved, path, logger):
-    """Warn where this run's flags (`params`) build another model than the one `path` was trained as
-    (`saved`: its params), with weights that load nonetheless: the flags above, and language ids that
-    name other languages (each language would take the embedding of the one with its id there)."""
-    other = [f"--{k} {saved[k]} there, {getattr(params, k)} here" for k in SHAPELESS_FLAGS
-             if k in saved and saved[k] != getattr(params, k)]
-    if other:
-        logger.warning("%s was trained with other flags (%s): its weights load, but compute something else",
-                       path, "; ".join(other))
-    lang2id = saved.get("lang2id")
-    if isinstance(lang2id, dict) and params.use_lang_emb and params.n_langs > 1:
-        moved = [f"{lang} {i} here, {lang2id.get(lang, 'absent')} there"
-                 for lang, i in sorted(params.lang2id.items()) if lang2id.get(lang) != i]
-        if moved:
-            logger.warning("%s has other language ids (%s): each language takes the embedding of the language "
-                           "that had its id there", path, ", ".join(moved))
-
-
 def _int_list(value):
     return [int(v) for v in value.split(",") if v] if isinstance(value, str) else [int(v) for v in value]
 

@@ -8,9 +8,10 @@ from ..data.iterators import BatchIterator
 from ..evaluation.lm import metric_names
 from ..fileio import DataError
 from ..model.checkpoint import check_vocabulary, config_from_params, load_weights, read_checkpoint, \
-    strip_module_prefix, warn_of_other_flags
+    strip_module_prefix
 from ..model.transformer import N_MAX_POSITIONS, TransformerModel
 from ..model.word_vectors import reload_word_vectors
+from .checkpointing import warn_of_other_flags
 from .options import check_positions
 from .schedules import build_optimizer
 

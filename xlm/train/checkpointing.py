@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from ..fileio import DataError
 from ..model.checkpoint import (check_vocabulary, checkpoint_payload, load_weights, read_checkpoint, require_keys,
-                                save_checkpoint, warn_of_other_flags)
+                                save_checkpoint)
 from .schedules import load_optimizer_state
 
 
@@ -85,6 +85,35 @@ def load_optimizer_states(optimizers, data, path, logger):
                 logger.warning("%s: the %s optimizer state does not fit (%s); starting it afresh", path, name, e)
 
 
+# flags that build a model whose weights have the same names and shapes whatever their values: a checkpoint
+# trained with other values loads without an error, and computes another function
+SHAPELESS_FLAGS = ("n_heads", "gelu_activation", "sinusoidal_embeddings", "share_inout_emb")
+
+
+def warn_of_other_flags(params, saved, path, logger):
+    """Warn where this run's flags (`params`) build another model than the one `path` was trained as
+    (`saved`: its params), with weights that load nonetheless: the flags above, and language ids that
+    name other languages (each language would take the embedding of the one with its id there)."""
+    other = differing_flags(params, saved, SHAPELESS_FLAGS)
+    if other:
+        logger.warning("%s was trained with other flags (%s): its weights load, but compute something else",
+                       path, "; ".join(other))
+    lang2id = saved.get("lang2id")
+    if isinstance(lang2id, dict) and params.use_lang_emb and params.n_langs > 1:
+        moved = [f"{lang} {i} here, {lang2id.get(lang, 'absent')} there"
+                 for lang, i in sorted(params.lang2id.items()) if lang2id.get(lang) != i]
+        if moved:
+            logger.warning("%s has other language ids (%s): each language takes the embedding of the language "
+                           "that had its id there", path, ", ".join(moved))
+
+
+def differing_flags(params, saved, names):
+    """`--flag value there, value here` for each flag of names whose value in this run's params differs from
+    the saved run's (`saved`: its params)."""
+    return [f"--{k} {saved[k]} there, {getattr(params, k)} here" for k in names
+            if k in saved and saved[k] != getattr(params, k)]
+
+
 def load_training_checkpoint(path, models, optimizers, logger, dico, params=None):
     """Restore weights and optimizer states; returns the file's train_state. A file written by the
     original code keeps no such state: then the weights, the counters and the optimizer states return
@@ -96,8 +125,7 @@ def load_training_checkpoint(path, models, optimizers, logger, dico, params=None
     if params is not None and isinstance(data.get("params"), dict):
         saved = data["params"]
         warn_of_other_flags(params, saved, path, logger)
-        changed = [f"--{k} {saved[k]} there, {getattr(params, k)} here" for k in BATCHING_FLAGS
-                   if k in saved and saved[k] != getattr(params, k)]
+        changed = differing_flags(params, saved, BATCHING_FLAGS)
         if changed:
             logger.warning("%s: resumed with other flags than the run's (%s): it goes on with this command's",
                            path, "; ".join(changed))
