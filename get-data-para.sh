@@ -87,10 +87,7 @@ if have_all all; then
   echo "$PARA/$PAIR.{${LANGS/ /,}}.all exist, skipped"
 else
   for lg in $LANGS; do
-    case $lg in
-      zh|th)  # fail now rather than after the download if the word segmenter is missing
-        err=$(bash "$MAIN/tools/tokenize.sh" "$lg" < /dev/null 2>&1 > /dev/null) || die "${err#error: }";;
-    esac
+    check_segmenter "$lg"
   done
   # fetch and check every archive before unpacking any
   for corpus in ${CORPORA[$PAIR]}; do

@@ -30,9 +30,7 @@ if [ -f "$ALL" ]; then
 else
   # fail now rather than after the download if a tool is missing
   python -c 'import wikiextractor' 2> /dev/null || die "the wikiextractor package is missing: pip install 'xlm[wiki]'"
-  case $LG in
-    zh|th|ja) err=$(bash "$MAIN/tools/tokenize.sh" "$LG" < /dev/null 2>&1 > /dev/null) || die "${err#error: }";;
-  esac
+  check_segmenter "$LG"
   fetch "https://dumps.wikimedia.org/${LG}wiki/latest/$DUMP" "$WIKI/bz2"
   echo "Extracting, tokenizing, lower-casing the $LG Wikipedia dump..."
   # WikiExtractor's traceback (a dump that is not UTF-8, say) is kept aside and told in one line

@@ -23,8 +23,7 @@
 # every output is written under a temporary name and renamed when complete; outputs that exist are skipped.
 set -euo pipefail
 MAIN=$(cd "$(dirname "$0")" && pwd)
-source "$MAIN/tools/data_lib.sh"  # fetch, extract, tokenize_lower, parse_options, check_mirror, die
-XNLI_LANGS="ar bg de el en es fr hi ru sw th tr ur vi zh"
+source "$MAIN/tools/data_lib.sh"  # fetch, extract, tokenize_lower, parse_options, check_mirror, check_segmenter, die, XNLI_LANGS
 URL=https://dl.fbaipublicfiles.com/XNLI
 DATA=./data MIRROR='' LANGS=$XNLI_LANGS TRAIN_LANGS=en
 parse_options "mirror=MIRROR data_path=DATA langs=LANGS train_langs=TRAIN_LANGS" "$@"
@@ -36,11 +35,7 @@ for lg in $TRAIN_LANGS; do
 done
 for lg in $(echo $LANGS $TRAIN_LANGS | tr ' ' '\n' | sort -u); do
   [[ " $XNLI_LANGS " == *" $lg "* ]] || die "--langs: '$lg' is not an XNLI language ($XNLI_LANGS)"
-  case $lg in
-    zh|th)  # fail now rather than after the download if the word segmenter is missing
-      err=$(bash "$MAIN/tools/tokenize.sh" "$lg" < /dev/null 2>&1 > /dev/null) ||
-        die "${err#error: }; install it or leave $lg out with --langs and --train_langs";;
-  esac
+  check_segmenter "$lg" "install it or leave $lg out with --langs and --train_langs"
 done
 [ -n "$LANGS" ] || die "--langs: no language given"
 

@@ -20,8 +20,7 @@
 # renamed when complete; outputs that exist are skipped.
 set -euo pipefail
 MAIN=$(cd "$(dirname "$0")" && pwd)
-source "$MAIN/tools/data_lib.sh"  # die, prepare_options, put_in_place
-XNLI_LANGS="ar bg de el en es fr hi ru sw th tr ur vi zh"
+source "$MAIN/tools/data_lib.sh"  # die, prepare_options, put_in_place, XNLI_LANGS
 CODES=codes_xnli_15 VOCAB=vocab_xnli_15
 INPUT=data/xnli/XNLI-1.0 OUTPUT=data/processed/XLM15/eval/XNLI ITEMS=$XNLI_LANGS
 prepare_options langs "$@"

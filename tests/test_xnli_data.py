@@ -206,6 +206,17 @@ def test_corrupt_archive_is_a_clear_error(mirror, tmp_path):
     assert sorted(os.listdir(data / "xnli")) == ["XNLI-MT-1.0.zip"]
 
 
+@pytest.mark.skipif(importlib.util.find_spec("jieba") is not None, reason="jieba is installed")
+def test_a_missing_word_segmenter_stops_before_any_download(mirror, tmp_path):
+    data = tmp_path / "data"
+    proc = run(["bash", str(ROOT / "get-data-xnli.sh"), "--mirror", str(mirror), "--data_path", str(data),
+                "--langs", "en,zh"], check=False)
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        "get-data-xnli.sh: tokenizing 'zh' needs the jieba word segmenter: pip install 'xlm[zh]'; install it or "
+        "leave zh out with --langs and --train_langs")
+    assert not data.exists()
+
+
 def test_prepare_errors(codes_vocab, tmp_path):
     codes, vocab = codes_vocab
     data = tmp_path / "data"

@@ -3,8 +3,9 @@
 #   MAIN=...     # the repository root
 #   MIRROR=...   # optional: a local folder or an http(s) prefix holding every archive under its file name
 #   source "$MAIN/tools/data_lib.sh"
-#   fetch URL DIR [NAME]           # DIR/NAME (default: the file name of URL), downloaded (or copied from
-#                                  # $MIRROR/NAME) and checked
+#   fetch URL DIR [NAME [CHECK...]]  # DIR/NAME (default: the file name of URL), downloaded (or copied from
+#                                  # $MIRROR/NAME) and checked (CHECK... PART SOURCE too, if given)
+#   check_segmenter LANG [HINT]    # for zh, th, ja: an error now (with HINT) if the word segmenter is missing
 #   extract ARCHIVE DIR TOP        # unpack ARCHIVE's folder TOP into DIR/TOP, all at once
 #   tokenize_lower LANG FILE...    # each FILE in place through tools/tokenize.sh LANG (skipped if LANG is '')
 #                                  # and tools/lowercase_and_remove_accent.py
@@ -27,6 +28,15 @@
 # so an interrupted script can simply be run again.
 
 die() { echo "$(basename "$0"): $*" >&2; exit 1; }
+
+XNLI_LANGS="ar bg de el en es fr hi ru sw th tr ur vi zh"  # the 15 languages of XNLI
+
+check_segmenter() {  # language[, hint]: fail now rather than after a download if its word segmenter is missing
+  local err
+  case $1 in
+    zh|th|ja) err=$(bash "$MAIN/tools/tokenize.sh" "$1" < /dev/null 2>&1 > /dev/null) || die "${err#error: }${2:+; $2}";;
+  esac
+}
 
 archive_ok() {  # file, its final name: true if the archive (.zip, .tgz/.tar.gz, .gz or .bz2 by that name) reads to its end
   case "$2" in
