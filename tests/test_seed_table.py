@@ -57,3 +57,7 @@ def test_one_seed_prints_the_value_alone_and_missing_inputs_are_named(tmp_path, 
     assert proc.returncode == 1 and f"{tmp_path}/s2.log: missing (row x, seed 2)" in proc.stderr
     proc = python(SCRIPT, "--seeds", "1", "--columns", "acc", f"x={tmp_path}/s{{seed}}.log", check=False)
     assert proc.returncode == 1 and "no metric acc" in proc.stderr and "Traceback" not in proc.stderr
+    (tmp_path / "cut").mkdir()  # a log cut in the middle of its line
+    (tmp_path / "cut" / "s1.log").write_text("INFO - 01/01/25 00:00:02 - 0:00:02 - __log__:{\"epoch\": 0, \"p\n")
+    proc = run_table(capsys, "--seeds", "1", "--columns", "ppl", f"x={tmp_path}/cut/s{{seed}}.log")
+    assert proc.returncode == 1 and f"{tmp_path}/cut/s1.log:1: __log__ line is not JSON" in proc.stderr

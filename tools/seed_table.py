@@ -35,8 +35,14 @@ def format_cell(values, digits):
 
 def log_scores(path):
     """The score dicts of a train.log, in order."""
+    scores = []
     with open(path, encoding="utf-8") as f:
-        scores = [json.loads(line.split("__log__:", 1)[1]) for line in f if "__log__:" in line]
+        for line_no, line in enumerate(f, 1):
+            if "__log__:" in line:
+                try:
+                    scores.append(json.loads(line.split("__log__:", 1)[1]))
+                except ValueError:
+                    raise DataError(f"{path}:{line_no}: __log__ line is not JSON") from None
     if not scores:
         raise DataError(f"{path}: no __log__ score line (did the run finish an epoch?)")
     return scores
