@@ -4,13 +4,16 @@ Every error about user input is a `DataError` whose message names the file (and 
 one), so a command line tool can print it as one line and exit.
 """
 import errno
+import json
 import multiprocessing
 import os
 import re
 import secrets
+import shutil
 import signal
 import stat
 import sys
+import tempfile
 from contextlib import contextmanager
 
 from .progress import Progress
@@ -216,6 +219,37 @@ def atomic_write(path, mode="wb"):
 
 
 @contextmanager
+def atomic_folder(out_dir):
+    """A temporary folder `NAME.<8 characters>.tmp` beside `out_dir`, renamed to `out_dir` when the block
+    ends without error (its files fsynced first), removed otherwise: `out_dir` appears only complete."""
+    path = os.path.abspath(out_dir)
+    parent = os.path.dirname(path)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise DataError(f"{out_dir}: cannot write in {parent} ({e.strerror})") from None
+    try:
+        umask = os.umask(0)  # mkdtemp's folder is private (0700): give the result the mode os.mkdir would
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        yield tmp
+        for name in os.listdir(tmp):
+            fd = os.open(os.path.join(tmp, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        try:
+            os.replace(tmp, path)  # replaces an empty folder only
+        except OSError as e:
+            raise DataError(f"{out_dir}: cannot be replaced ({e.strerror}); nothing was kept") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextmanager
 def _private_tmp(path, kind=""):
     """A new private file `NAME.<kind><8 random hex digits>.tmp` beside `path`, as (fd, its path), removed if
     the block fails; one that cannot be made is a DataError naming `path` and its folder.
@@ -241,3 +275,30 @@ def _private_tmp(path, kind=""):
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def read_json(path, kind):
+    """The JSON value of a file, checked to be of type `kind` (dict or list); a missing, empty, non-UTF-8 or
+    malformed file is a DataError naming it."""
+    check_file(path)
+    with open(path, "rb") as f:
+        text = decode_utf8(f.read(), path)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise DataError(f"{path}: not valid JSON (nested too deeply)") from None
+    if not isinstance(value, kind):
+        raise DataError(f"{path}: expected a JSON {'object' if kind is dict else 'array'}, "
+                        f"found {type(value).__name__}")
+    return value
+
+
+def check_output_file(out_path):
+    """Fail before any work, naming `out_path`, if save_checkpoint cannot write it: it is a folder, the
+    folder it would be in cannot be written, or one of its missing parents would be below a file."""
+    if os.path.lexists(out_path) or os.path.isdir(os.path.dirname(os.path.abspath(out_path))):
+        check_output(out_path)
+    else:
+        check_output_folder(out_path)  # save_checkpoint makes the missing parents

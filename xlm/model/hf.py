@@ -17,12 +17,9 @@ HF classes (summary_*, start/end_n_top) and generation settings (lang_id, mask_t
 import json
 import os
 import pickle
-import shutil
-import tempfile
-from contextlib import contextmanager
 
 from ..data.dictionary import BOS_INDEX, EOS_INDEX, MASK_INDEX, N_RESERVED, PAD_INDEX, UNK_INDEX, Dictionary
-from ..fileio import DataError, check_file, check_output, check_output_folder, decode_utf8
+from ..fileio import DataError, atomic_folder, check_output, check_output_file, check_output_folder, read_json
 from .checkpoint import checkpoint_payload, config_from_params, load_model, load_weights, save_checkpoint
 from .transformer import TransformerModel
 
@@ -79,7 +76,7 @@ def to_hf(checkpoint_path, out_dir, causal=False):
     if [k for k in missing if not k.endswith("position_ids")] or unexpected:
         raise DataError(f"HF XLM does not fit: missing {missing}, unexpected {unexpected}")
     vocab = {to_hf_word(loaded.dico[i], i): i for i in range(len(loaded.dico))}
-    with _new_folder(out_dir) as tmp:
+    with atomic_folder(out_dir) as tmp:
         model.save_pretrained(tmp)
         with open(os.path.join(tmp, "vocab.json"), "w", encoding="utf-8") as f:
             json.dump(vocab, f, ensure_ascii=False, indent=0)
@@ -103,37 +100,6 @@ def check_output_dir(out_dir):
         check_output(path)  # the temporary folder is made beside it
     else:
         check_output_folder(path)  # the missing parents are made when the conversion is written
-
-
-@contextmanager
-def _new_folder(out_dir):
-    """A temporary folder `NAME.<8 characters>.tmp` beside `out_dir`, renamed to `out_dir` when the block
-    ends without error (its files fsynced first), removed otherwise: `out_dir` appears only complete."""
-    path = os.path.abspath(out_dir)
-    parent = os.path.dirname(path)
-    try:
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=parent)
-    except OSError as e:
-        raise DataError(f"{out_dir}: cannot write in {parent} ({e.strerror})") from None
-    try:
-        umask = os.umask(0)  # mkdtemp's folder is private (0700): give the result the mode os.mkdir would
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        yield tmp
-        for name in os.listdir(tmp):
-            fd = os.open(os.path.join(tmp, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        try:
-            os.replace(tmp, path)  # replaces an empty folder only
-        except OSError as e:
-            raise DataError(f"{out_dir}: cannot be replaced ({e.strerror}); the conversion was not kept") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def check_hf_config(hc, hf_dir):
@@ -162,33 +128,6 @@ def check_hf_config(hc, hf_dir):
     if problems:
         raise DataError(f"{hf_dir}/config.json: " + "; ".join(problems))
     return dict(lang2id)
-
-
-def read_json(path, kind):
-    """The JSON value of a file, checked to be of type `kind` (dict or list); a missing, empty, non-UTF-8 or
-    malformed file is a DataError naming it."""
-    check_file(path)
-    with open(path, "rb") as f:
-        text = decode_utf8(f.read(), path)
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    except RecursionError:
-        raise DataError(f"{path}: not valid JSON (nested too deeply)") from None
-    if not isinstance(value, kind):
-        raise DataError(f"{path}: expected a JSON {'object' if kind is dict else 'array'}, "
-                        f"found {type(value).__name__}")
-    return value
-
-
-def check_output_file(out_path):
-    """Fail before any work, naming `out_path`, if save_checkpoint cannot write it: it is a folder, the
-    folder it would be in cannot be written, or one of its missing parents would be below a file."""
-    if os.path.lexists(out_path) or os.path.isdir(os.path.dirname(os.path.abspath(out_path))):
-        check_output(out_path)
-    else:
-        check_output_folder(out_path)  # save_checkpoint makes the missing parents
 
 
 try:
