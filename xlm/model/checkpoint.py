@@ -39,7 +39,7 @@ for _module in ("numpy.core.multiarray", "numpy._core.multiarray"):
 _ADVICE = ("Weights only load failed", "Check the documentation")
 
 
-def _first_line(error):
+def _gist(error):
     """The gist of a torch.load error, no colour codes: what follows "WeightsUnpickler error:" (the
     unpickler's reason, after paragraphs of advice whose wording changes between torch versions), or
     else its first line that is not advice; up to the end of its first sentence."""
@@ -62,7 +62,7 @@ def read_checkpoint(path):
         with torch.serialization.safe_globals(_NUMPY_GLOBALS):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = _first_line(e)
+        reason = _gist(e)
         if "xlm.data.dictionary.Dictionary" in reason:
             raise DataError(f"{path}: a binarized corpus (the original's preprocess.py output), not a model "
                             "checkpoint") from None
@@ -74,7 +74,7 @@ def read_checkpoint(path):
         if isinstance(e, EOFError) or "unexpected EOF" in str(e) or _truncated_zip(path):
             raise DataError(f"{path}: a truncated checkpoint (its end is missing: a copy or a save that did "
                             "not finish?)") from None
-        raise DataError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from None
+        raise DataError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {_gist(e)})") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a dict, found {type(data).__name__}")
     return data
