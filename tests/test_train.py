@@ -318,6 +318,21 @@ def test_per_rank_shards_replace_the_train_file(small_sample, tmp_path):
     assert torch.equal(next(iterators[("pred", "fr")]).x, whole[4:])    # its rows of a global batch of 2 x 4
 
 
+def test_corpora_of_other_vocabularies_are_one_error(small_sample, tmp_path):
+    from xlm.data.binarized import binarize
+    from xlm.data.dictionary import Dictionary
+    from xlm.data.loader import load_training_data
+    for f in small_sample.iterdir():
+        (tmp_path / f.name).symlink_to(f)
+    (tmp_path / "valid.fr.pth").unlink()
+    (tmp_path / "vocab.other").write_text("le 9\nla 8\n", encoding="utf-8")
+    binarize(small_sample / "valid.fr", Dictionary.read_vocab(tmp_path / "vocab.other"), tmp_path / "valid.fr.pth")
+    params = parse_params(["--exp_name", "x", "--lgs", "en-fr", "--mlm_steps", "en,fr", "--data_path", str(tmp_path)])
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path}/valid.fr.pth and {tmp_path}/train.en.pth were "
+                                                  "binarized with different vocabularies")):
+        load_training_data(params)
+
+
 def test_each_objective_draws_its_own_batches(small_sample):
     """As the original's separate iterators: AE and BT on one language (or MLM and TLM on one pair) do not
     read the same batches in lockstep, while every rank computes the same order for a given objective."""

@@ -29,44 +29,49 @@ def needed_languages(params):
     return sorted(mono), sorted(pairs), sorted(eval_pairs)
 
 
+def corpus_path(params, name, local_rank):
+    """The file of corpus `name` (`train.en`, `valid.de-en.de`...): the valid split's with --debug_train, and
+    for a monolingual train corpus this rank's shard where there is one."""
+    if params.debug_train and name.startswith("train."):
+        name = name.replace("train.", "valid.", 1)
+    shard = os.path.join(params.data_path, f"{name}.{local_rank}.pth")
+    if name.startswith("train.") and name.count(".") == 1 and os.path.isfile(shard):
+        return shard
+    return os.path.join(params.data_path, name + ".pth")
+
+
 def load_training_data(params, logger=None, local_rank=0):
     mono, pairs, eval_pairs = needed_languages(params)
     splits = ("valid", "test") if params.eval_only else SPLITS
-    names = [(f"{s}.{lg}", (lg, s)) for lg in mono for s in splits]
-    names += [(f"{s}.{a}-{b}.{lg}", ((a, b), s, lg)) for a, b in pairs for s in splits for lg in (a, b)]
-    names += [(f"{s}.{a}-{b}.{lg}", ((a, b), s, lg)) for a, b in eval_pairs for s in ("valid", "test")
-              for lg in (a, b)]
-
-    def path_of(name):
-        file_name = name.replace("train.", "valid.", 1) if params.debug_train and name.startswith("train.") else name
-        shard = os.path.join(params.data_path, f"{file_name}.{local_rank}.pth")
-        if file_name.startswith("train.") and file_name.count(".") == 1 and os.path.isfile(shard):
-            return shard
-        return os.path.join(params.data_path, file_name + ".pth")
-
-    missing = [path_of(n) for n, _ in names if not os.path.isfile(path_of(n))]
+    mono_paths = {(lg, s): corpus_path(params, f"{s}.{lg}", local_rank) for lg in mono for s in splits}
+    para_paths = {((a, b), s): [corpus_path(params, f"{s}.{a}-{b}.{lg}", local_rank) for lg in (a, b)]
+                  for a, b in pairs for s in splits}
+    para_paths.update({((a, b), s): [corpus_path(params, f"{s}.{a}-{b}.{lg}", local_rank) for lg in (a, b)]
+                       for a, b in eval_pairs for s in ("valid", "test")})
+    paths = list(mono_paths.values()) + [path for two in para_paths.values() for path in two]
+    missing = [path for path in paths if not os.path.isfile(path)]
     if missing:
         raise DataError(f"missing data files: {', '.join(missing)}")
-    data, dico, first = TrainingData(None, 0), None, None
-    for name, key in names:
-        corpus = load_binarized(path_of(name))
-        if dico is None:
-            dico, first = corpus.dico, corpus.path
-        elif corpus.dico != dico:
-            raise DataError(f"{corpus.path} and {first} were binarized with different vocabularies")
+    first = []  # the first corpus read: its vocabulary is every other's
+
+    def load(path):
+        corpus = load_binarized(path)
+        if not first:
+            first.append(corpus)
+        elif corpus.dico != first[0].dico:
+            raise DataError(f"{corpus.path} and {first[0].path} were binarized with different vocabularies")
         if logger:
             logger.info("%s: %i sentences, %i words", corpus.path, len(corpus), corpus.n_words)
-        if isinstance(key[0], str):
-            data.mono.setdefault(key[0], {})[key[1]] = corpus
-            if path_of(name).endswith(f".{local_rank}.pth"):
-                data.sharded.add(key[0])
-        else:
-            pair, split, lg = key
-            sides = data.para.setdefault(pair, {}).setdefault(split, {})
-            sides[lg] = corpus
-    for pair, splits_ in data.para.items():
-        for split, sides in splits_.items():
-            splits_[split] = (sides[pair[0]], sides[pair[1]])
+        return corpus
+
+    data = TrainingData(None, 0)
+    for (lg, split), path in mono_paths.items():
+        data.mono.setdefault(lg, {})[split] = load(path)
+        if path.endswith(f".{local_rank}.pth"):
+            data.sharded.add(lg)
+    for (pair, split), two in para_paths.items():
+        data.para.setdefault(pair, {})[split] = tuple(load(path) for path in two)
+    dico = first[0].dico
     full = len(dico)
     dico.max_vocab(params.max_vocab)
     dico.min_count(params.min_count)
