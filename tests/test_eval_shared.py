@@ -21,7 +21,7 @@ from test_train import TINY, scores_of
 from xlm.data.binarized import load_binarized
 from xlm.data.datasets import BatchingOptions, SentenceDataset
 from xlm.data.loader import load_training_data
-from xlm.train.distributed import DistInfo
+from xlm.train.distributed import DistInfo, own_share
 from xlm.train.build import build_models
 from xlm.train.options import parse_params
 
@@ -155,6 +155,59 @@ def test_each_rank_evaluates_a_disjoint_share(small_sample, tmp_path, monkeypatc
     for name in os.listdir(tmp_path / "single" / "hypotheses"):
         assert (tmp_path / "shared" / "hypotheses" / name).read_text() == \
             (tmp_path / "single" / "hypotheses" / name).read_text()
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_a_checked_share_is_checked_as_often_on_every_rank(every):
+    """own_share with a check: the same items as without, and the check called before every `every`
+    rounds on every rank, ranks with a shorter share included (a collective there must not hang)."""
+    for world_size in (1, 2, 3):
+        for n in range(8):
+            calls = []
+            for rank in range(world_size):
+                info = DistInfo(rank=rank, world_size=world_size)
+                seen = []
+                for item in own_share(range(n), info, check=lambda: seen.append("check"), every=every):
+                    seen.append(item)
+                assert [i for i in seen if i != "check"] == list(own_share(range(n), info)) == \
+                    list(range(rank, n, world_size))
+                # a check before each chunk of every * world_size items, ahead of the rank's items in it
+                chunk = every * world_size
+                assert seen == [x for c in range(0, n, chunk) for x in
+                                ["check", *range(c + rank, min(c + chunk, n), world_size)]]
+                calls.append(seen.count("check"))
+            assert calls == [-(-n // (every * world_size))] * world_size, (world_size, n)
+
+
+def test_evaluation_checks_before_each_batch_on_every_rank(small_sample, tmp_path, monkeypatch):
+    """evaluate_lm and evaluate_mt call `check` (a signal's collective in training) as many times on both
+    ranks, before each batch a rank scores or translates: a stream's windows a stack at a time."""
+    params, data = translation_eval(small_sample, tmp_path)
+    batches, calls = [], []
+    score_batches, bleu_hypotheses = lm.score_batches, mt.bleu_hypotheses
+
+    def counted(batches_seen):
+        for batch in batches_seen:
+            batches.append(1)
+            yield batch
+    monkeypatch.setattr(lm, "score_batches", lambda model, own, *a, **k: score_batches(model, counted(own), *a, **k))
+    monkeypatch.setattr(mt, "bleu_hypotheses", lambda *a: batches.append(1) or bleu_hypotheses(*a))
+    ranks = TwoRanks()
+    for rank in (1, 0):
+        ranks.patch(monkeypatch, rank)
+        batches.clear()
+        torch.manual_seed(0)
+        models = build_models(params, data.dico, torch.device("cpu"), logging.getLogger("test"))
+        checks = []
+        info = DistInfo(rank=rank, world_size=2)
+        lm.evaluate_lm({"clm": models["decoder"], "mlm": models["encoder"]}, data, params, info,
+                       check=lambda: checks.append(1))
+        mt.evaluate_mt(models["encoder"], models["decoder"], data, params, info, dump=tmp_path,
+                       check=lambda: checks.append(1))
+        calls.append((len(checks), len(batches)))
+    (checks1, batches1), (checks0, batches0) = calls
+    # rank 0 has a batch in every round, rank 1 one fewer in each of the 8 sets of an odd number
+    assert checks0 == checks1 == batches0 and batches0 - 8 <= batches1 < batches0, calls
 
 
 def test_classifier_predictions_are_shared(small_sample, monkeypatch):

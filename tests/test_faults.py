@@ -1,6 +1,7 @@
 """A 2-rank torchrun run (gloo) in which one rank is killed (SIGKILL) at a random iteration: the other rank
 stops within a minute, the last checkpoint (written at each end of epoch) loads, and the same command run
-again resumes from it and gives the losses of the uninterrupted run."""
+again resumes from it and gives the losses of the uninterrupted run. Also one rank signalled in the middle
+of an evaluation."""
 import os
 import random
 import re
@@ -11,7 +12,7 @@ import time
 import pytest
 
 from conftest import ROOT, TWO_RANK_FLAGS, torchrun
-from test_train import losses_of
+from test_train import losses_of, scores_of
 from xlm.model.checkpoint import read_checkpoint
 
 
@@ -60,3 +61,45 @@ def test_a_killed_rank_stops_the_other_and_the_rerun_resumes_exactly(seed, small
     resumed = log.read_text()
     assert f"Resumed from {log.parent / 'checkpoint.pth'}: epoch " in resumed
     assert losses_of(resumed) == losses_of(two_rank_reference)
+
+
+SIGNALLED_IN_EVALUATION = """
+import os, runpy, signal, sys
+import xlm.evaluation.lm as lm
+lm_scores, scored = lm.lm_scores, []
+
+def signalled(*args, **kwargs):  # rank 1 alone, in the second batch it scores
+    scored.append(1)
+    if os.environ["RANK"] == "1" and len(scored) == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return lm_scores(*args, **kwargs)
+
+lm.lm_scores = signalled
+sys.argv = ["train.py", *sys.argv[1:]]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+def test_a_signal_to_one_rank_mid_evaluation_stops_both_there(small_sample, two_rank_reference, tmp_path):
+    """SIGTERM to rank 1 in the middle of epoch 0's first evaluated set: the ranks agree on it before the next
+    batch (rank 1's share is the shorter), save the epoch's unevaluated end and stop; the rerun evaluates
+    it and ends as the uninterrupted run."""
+    script = tmp_path / "signalled_train.py"
+    script.write_text(SIGNALLED_IN_EVALUATION)
+    flags = [*TWO_RANK_FLAGS[1:], "--exp_id", "signalled", "--dump_path", tmp_path, "--data_path", small_sample]
+    command, env = torchrun(script, *flags)
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    log = tmp_path / "test" / "signalled" / "train.log"
+    assert proc.returncode != 0, proc.stderr[-4000:]
+    for rank_log in (log, log.parent / "train.log-1"):
+        text = rank_log.read_text()
+        assert "Stopped by signal 15 after saving" in text and "Evaluated" not in text, text[-3000:]
+    assert read_checkpoint(log.parent / "checkpoint.pth")["train_state"]["n_total_iter"] == 6
+
+    command, env = torchrun("train.py", *flags)
+    rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    resumed = log.read_text()
+    assert f"Resumed from {log.parent / 'checkpoint.pth'}: epoch 0, iteration 6" in resumed
+    assert losses_of(resumed) == losses_of(two_rank_reference)
+    assert scores_of(resumed) == scores_of(two_rank_reference)

@@ -48,5 +48,5 @@ def test_a_signal_inside_a_write_of_the_log_is_logged(monkeypatch):
     finally:
         logger.removeHandler(handler)
     assert stream.text.splitlines() == ["a progress line", "Received signal 2: saving a checkpoint at the next "
-                                        "progress line (or evaluated set) (Ctrl-C again to stop now)"]
+                                        "progress line (or evaluation batch) (Ctrl-C again to stop now)"]
     assert stop_signals.received == signal.SIGINT

@@ -483,30 +483,33 @@ def test_eta_of_a_resumed_epoch_counts_from_the_resume(small_sample, tmp_path, m
 @pytest.mark.usefixtures("keep_signal_handlers")
 @pytest.mark.parametrize("when", ["round_4", "evaluation"])
 def test_a_signal_late_in_an_epoch_stops_it_unevaluated(small_sample, tmp_path, monkeypatch, when):
-    """SIGTERM in round 4 of an epoch of 5 (progress lines every 3 rounds), or after the first set its
-    evaluation scored: the run saves as at the epoch's end and stops, unevaluated; the rerun evaluates the
-    epoch first and ends as an uninterrupted run."""
+    """SIGTERM in round 4 of an epoch of 5 (progress lines every 3 rounds), or in the second batch of the
+    first set its evaluation scores: the run saves as at the epoch's end and stops, unevaluated (before the
+    set's third batch); the rerun evaluates the epoch first and ends as an uninterrupted run."""
     import signal
+    import xlm.evaluation.lm as lm_module
     whole = rates_trainer(small_sample, tmp_path / "whole")
     whole.run()
     first = rates_trainer(small_sample, tmp_path / "parts")
-    rounds, evaluated, scored = first.train_round, first.evaluated, []
+    rounds, lm_scores, scored = first.train_round, lm_module.lm_scores, []
 
     def signalled_in_round_four(plan):
         if first.state.n_total_iter == 3:
             os.kill(os.getpid(), signal.SIGTERM)
         rounds(plan)
 
-    def signalled_after_a_set(message):
-        scored.append(message)
-        os.kill(os.getpid(), signal.SIGTERM)
-        evaluated(message)
+    def signalled_in_a_set(*args, **kwargs):
+        scored.append(1)
+        if len(scored) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return lm_scores(*args, **kwargs)
     if when == "round_4":
         monkeypatch.setattr(first, "train_round", signalled_in_round_four)
-    monkeypatch.setattr(first, "evaluated", signalled_after_a_set)
+    monkeypatch.setattr(lm_module, "lm_scores", signalled_in_a_set)
     first.run()
     assert first.signals.exit_status == 128 + signal.SIGTERM
-    assert len(scored) == (0 if when == "round_4" else 1)  # valid_en_mlm, not test_en_mlm
+    assert len(scored) == (0 if when == "round_4" else 2)
+    monkeypatch.setattr(lm_module, "lm_scores", lm_scores)
     assert (first.state.epoch, first.state.n_total_iter) == (0, 5)
     resumed = rates_trainer(small_sample, tmp_path / "parts")
     assert (resumed.state.epoch, resumed.state.n_total_iter) == (0, 5)

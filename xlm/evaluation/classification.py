@@ -122,11 +122,12 @@ class LabelledSplit:
 
 
 @torch.no_grad()
-def predict(model, data, lang_id, info, autocast):
+def predict(model, data, lang_id, info, autocast, check=None):
     """The outputs (n, n_outputs) of `model` on a LabelledSplit, in sentence order, on rank 0 (None on
-    the other ranks): each rank of `info` runs batches i ≡ rank (mod world size)."""
+    the other ranks): each rank of `info` runs batches i ≡ rank (mod world size), calling `check` before
+    each (own_share)."""
     outputs, order = [], []
-    for key in own_share(data.dataset.batches(None), info):
+    for key in own_share(data.dataset.batches(None), info, check):
         x, lengths, langs, indices = data.batch(key, lang_id)
         with autocast:
             out = model(x.to(info.device), lengths.to(info.device), None if langs is None else langs.to(info.device))

@@ -88,11 +88,12 @@ def score_batches(model, batches, objective, device, autocast, usage=None):
 
 
 @torch.no_grad()
-def evaluate_lm(models, data, params, info=DistInfo(), autocast=None, log=None):
+def evaluate_lm(models, data, params, info=DistInfo(), autocast=None, log=None, check=None):
     """Scores for every clm/mlm step on valid and test, in the original's order and names, of
     models["clm"] and models["mlm"]; `log`, if given, is called with a progress message after each
-    evaluated set. Each rank of `info` evaluates batches (stream windows) i ≡ rank (mod world size) and
-    the sums are added up, so every rank returns the scores of the whole sets."""
+    evaluated set, `check` on every rank before each batch (own_share). Each rank of `info` evaluates
+    batches (stream windows) i ≡ rank (mod world size) and the sums are added up, so every rank returns the
+    scores of the whole sets."""
     autocast = autocast or nullcontext()
     was_training = {m: m.training for m in models.values()}
     for m in was_training:
@@ -117,9 +118,11 @@ def evaluate_lm(models, data, params, info=DistInfo(), autocast=None, log=None):
                     batches = pair_batches(c1, c2, params.batch_size, data.n_words, (lang_id[l1], lang_id[l2]),
                                            eval_subset(params, split, l1)[1])
                 start = time.time()
-                own = own_share(eval_targets(batches, objective, params), info)
+                # a rank's stream windows are stacked batch_size at a time: a check before each stack
+                stack = max(params.batch_size, 1) if l2 is None else 1
+                own = own_share(eval_targets(batches, objective, params), info, check, every=stack)
                 if l2 is None:
-                    own = _stack(own, max(params.batch_size, 1))
+                    own = _stack(own, stack)
                 usage = MemoryUsage({model_name(params, objective): models[objective]}, info.device) \
                     if split == "valid" else None
                 xe, n, correct = all_reduce_sum(list(score_batches(models[objective], own, objective, info.device,

@@ -100,10 +100,11 @@ def bleu_of_shares(hyps, dataset, batches, c_tgt, dico, hyp_path, info):
 
 
 @torch.no_grad()
-def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, epoch=0, dump=".", log=None):
+def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, epoch=0, dump=".", log=None,
+                check=None):
     """Teacher-forced ppl / acc and, with --eval_bleu, BLEU of every direction on valid and test. Each
-    rank of `info` takes batches i ≡ rank (mod world size); rank 0 gathers the hypotheses, writes the
-    files and scores BLEU, and every rank returns the same scores."""
+    rank of `info` takes batches i ≡ rank (mod world size), calling `check` before each (own_share); rank 0
+    gathers the hypotheses, writes the files and scores BLEU, and every rank returns the same scores."""
     autocast = autocast or nullcontext()
     was_training = encoder.training
     encoder.eval(), decoder.eval()
@@ -115,7 +116,7 @@ def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, 
             xe, n, correct, hyps = 0.0, 0, 0, {}
             batches = dataset.batches(None)
             usage = MemoryUsage({"encoder": encoder, "decoder": decoder}, info.device) if split == "valid" else None
-            for key in own_share(batches, info):
+            for key in own_share(batches, info, check):
                 s, t = dataset.collate(key)
                 x1, len1, x2, len2 = (v.to(info.device) for v in (s.x, s.lengths, t.x, t.lengths))
                 with autocast:

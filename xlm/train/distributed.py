@@ -126,9 +126,19 @@ def all_reduce_tensors(tensors, info):
     return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
 
-def own_share(items, info):
-    """Items i ≡ rank (mod world size): one rank's share of work that every rank walks through."""
-    return itertools.islice(items, info.rank, None, info.world_size)
+def own_share(items, info, check=None, every=1):
+    """Items i ≡ rank (mod world size): one rank's share of work that every rank walks through. `check`, if
+    given, is called before each `every` rounds of world-size items, as many times on every rank however
+    unequal the shares (it may be a collective, and may raise to end the walk on every rank)."""
+    if check is None:
+        return itertools.islice(items, info.rank, None, info.world_size)
+    return _checked_share(iter(items), info, check, every * info.world_size)
+
+
+def _checked_share(items, info, check, chunk_size):
+    while chunk := list(itertools.islice(items, chunk_size)):
+        check()
+        yield from itertools.islice(chunk, info.rank, None, info.world_size)
 
 
 def gather_to_master(obj, info):

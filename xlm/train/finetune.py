@@ -9,6 +9,7 @@ Each task keeps `best-<metric>.pth` (the fine-tuned model, loadable with `xlm.lo
 classifier) and `checkpoint-<TASK>.pth`, from which a rerun of the same command resumes.
 """
 import argparse
+import functools
 import json
 import os
 import sys
@@ -298,9 +299,9 @@ class FineTuner:
         scores = {"epoch": self.epoch}
         for (split, lang), data in self.eval_splits.items():
             with full_float32(), weights_packed():  # on the CPU, reordered for oneDNN once per set
-                outputs = predict(self.model, data, self.lang_id(lang), self.info, self.engine.autocast())
-            if self.signals.agreed(self.info):  # on every rank, after each set: XNLI's 30 sets take a while
-                raise EvaluationStopped
+                # a signal that any rank received stops the evaluation at its next batch
+                outputs = predict(self.model, data, self.lang_id(lang), self.info, self.engine.autocast(),
+                                  functools.partial(self.signals.check_evaluation, self.info))
             if not self.info.is_master:
                 continue
             if self.task_name != "XNLI":

@@ -3,6 +3,7 @@ evaluation, checkpoints. Its components are made in xlm/train/build.py; what to 
 xlm/train/pipeline.py (a background thread), a step is xlm/train/engine.py's, objectives are functions of a
 batch (xlm/objectives); the model knows nothing of this file.
 """
+import functools
 import json
 import os
 import sys
@@ -257,26 +258,22 @@ class Trainer:
         lm_models = {"clm": m["model"], "mlm": m["model"]} if self.params.encoder_only else \
             {"clm": m["decoder"], "mlm": m["encoder"]}
         # each rank evaluates its share of the sets; every rank gets the scores of the whole sets; on the
-        # CPU each weight is reordered for oneDNN once for all the batches
+        # CPU each weight is reordered for oneDNN once for all the batches. In training, a signal that any
+        # rank received stops the evaluation at its next batch
+        check = None if self.params.eval_only else functools.partial(self.signals.check_evaluation, self.info)
+        log = self.logger.info
         with full_float32(), weights_packed():
-            scores.update(evaluate_lm(lm_models, self.data, self.params, self.info, self.engine.autocast(),
-                                      log=self.evaluated))
+            scores.update(evaluate_lm(lm_models, self.data, self.params, self.info, self.engine.autocast(), log,
+                                      check))
             if not self.params.encoder_only:
                 scores.update(evaluate_mt(m["encoder"], m["decoder"], self.data, self.params, self.info,
-                                          self.engine.autocast(), self.state.epoch, self.dump, log=self.evaluated))
+                                          self.engine.autocast(), self.state.epoch, self.dump, log, check))
         for k, v in scores.items():
             self.logger.info("%s -> %.6f", k, v)
         if self.info.is_master:
             self.logger.info("__log__:%s", json.dumps(scores))
         self.metrics.write("eval", self.state.n_total_iter, scores)
         return scores
-
-    def evaluated(self, message):
-        """After each evaluated set, on every rank: its log line; in training, a signal that any rank received
-        stops the evaluation (an epoch's may outlast SLURM's warning)."""
-        self.logger.info(message)
-        if not self.params.eval_only and self.signals.agreed(self.info):
-            raise EvaluationStopped
 
     def end_of_epoch(self, scores):
         """Best models, periodic saves, the stopping criterion; True when training should stop."""

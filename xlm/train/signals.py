@@ -1,6 +1,6 @@
 """Stopping a run without losing it. SLURM's time-limit warning (SIGUSR1), a kill (SIGTERM) or Ctrl-C (SIGINT)
 is kept until the loop reaches a point where every rank can take part in saving a checkpoint (a progress
-line, an epoch's end, the end of an evaluated set); then the run stops with the shell's status of a
+line, an epoch's end, a batch of the evaluation); then the run stops with the shell's status of a
 signalled command (128 + the signal), and SIGUSR1 also requeues the SLURM job, whose rerun of the command
 resumes. Used by train.py and glue-xnli.py.
 """
@@ -16,8 +16,8 @@ HANDLED = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
 
 class EvaluationStopped(Exception):
-    """Every rank agreed on a signal between two evaluated sets: the run saves as it was before the
-    evaluation (which changed nothing of it) and stops; the rerun evaluates again."""
+    """Every rank agreed on a signal between two batches of an evaluation: the run saves as it was before
+    the evaluation (which changed nothing of it) and stops; the rerun evaluates again."""
 
 
 class StopSignals:
@@ -39,7 +39,7 @@ class StopSignals:
         # inside a write of this very log (the signal interrupted the write), where a second write is refused
         # and the line lost; the thread waits for the log's lock, which that write holds, and then writes
         threading.Thread(target=self.logger.warning, args=(
-            "Received signal %i: saving a checkpoint at the next progress line (or evaluated set)%s", signum,
+            "Received signal %i: saving a checkpoint at the next progress line (or evaluation batch)%s", signum,
             " (Ctrl-C again to stop now)" if signum == signal.SIGINT else "")).start()
 
     def agreed(self, info):
@@ -50,6 +50,12 @@ class StopSignals:
         if any_signal:
             self.received = signal.SIGUSR1 if usr1 else self.received or signal.SIGTERM
         return bool(any_signal)
+
+    def check_evaluation(self, info):
+        """Before each batch of an evaluation in training, on every rank (a collective): any rank's signal
+        stops it, however long its set (a BLEU set may outlast SLURM's warning or torchrun's 30 s)."""
+        if self.agreed(info):
+            raise EvaluationStopped
 
     def stop(self, info):
         """Once the checkpoint is saved: no rank exits (and gets the others killed) before rank 0 has
