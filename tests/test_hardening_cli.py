@@ -349,6 +349,11 @@ def test_glue_xnli_flags(toy_tasks, tmp_path):  # noqa: F811
                           (["--optimizer_p", "adam,beta2=2"], "--optimizer_p: Adam: invalid"),
                           (["--batch_size", "0"], "--batch_size"),
                           (["--max_vocab", "3"], "--max_vocab 3"),
+                          (["--tokens_per_batch", "0"], "--tokens_per_batch must be"),
+                          (["--max_len", "0"], "--max_len must be >= 1"),
+                          (["--min_count", "-1"], "--min_count must be >= 0"),
+                          (["--log_interval", "0"], "--log_interval must be >= 1"),
+                          (["--seed", "-1"], "--seed in"),
                           (["--dropout", "2"], "--dropout"),
                           (["--exp_id", "../up"], "--exp_id '../up'")]:
         with pytest.raises(DataError, match=message.replace("(", r"\(")):

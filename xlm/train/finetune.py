@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data.dictionary import N_RESERVED
 from ..data.iterators import BatchIterator
 from ..evaluation.classification import TASKS, TaskData, predict, task_scores
 from ..fileio import DataError, atomic_write
@@ -35,7 +34,7 @@ from .engine import StepEngine, amp_dtype
 from .build import global_batching
 from .checkpointing import gather_rng_states, load_optimizer_states, restore_rng_state, rng_state
 from .experiment import release_folders, removed_on_failure, start_experiment
-from .options import bool_flag, check_optimizer, set_experiment_names
+from .options import bool_flag, check_optimizer, check_sentence_batching, set_experiment_names
 from .schedules import build_optimizer
 from .signals import EvaluationStopped, StopSignals
 
@@ -108,15 +107,11 @@ def parse_params(argv=None):
         raise DataError("--batch_size and --n_epochs must be positive")
     if params.epoch_size == 0 or params.epoch_size < -1:
         raise DataError("--epoch_size must be positive, or -1 for one pass over the training set")
-    if params.max_len < 1 or params.max_batch_size < 0 or params.log_interval < 1:
-        raise DataError("--max_len and --log_interval must be >= 1, --max_batch_size >= 0 (0: no cap)")
-    if params.tokens_per_batch != -1 and params.tokens_per_batch < 1:
-        raise DataError("--tokens_per_batch must be -1 (off) or positive")
-    if params.max_vocab != -1 and params.max_vocab <= N_RESERVED:
-        raise DataError(f"--max_vocab {params.max_vocab}: -1 (all words), or more than the {N_RESERVED} special "
-                        "words that every vocabulary starts with")
-    if params.min_count < 0 or not 0 <= params.dropout < 1 or not 0 <= params.seed < 2 ** 32:
-        raise DataError("--min_count must be >= 0, --dropout in [0, 1) and --seed in [0, 2**32)")
+    if params.log_interval < 1:
+        raise DataError("--log_interval must be >= 1")
+    check_sentence_batching(params)
+    if not 0 <= params.dropout < 1 or not 0 <= params.seed < 2 ** 32:
+        raise DataError("--dropout must be in [0, 1) and --seed in [0, 2**32)")
     if params.tokens_per_batch > -1:
         params.group_by_size = True
     if params.embedder_only:

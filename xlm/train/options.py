@@ -255,6 +255,11 @@ def check_data_flags(params):
         raise DataError(f"--data_path '{params.data_path}' is not a directory")
     if params.bptt < 2 or params.batch_size < 1:
         raise DataError("--bptt must be >= 2 and --batch_size >= 1")
+    check_sentence_batching(params)
+
+
+def check_sentence_batching(params):
+    """The sentence batches' and the vocabulary's flags, which glue-xnli.py shares."""
     if params.tokens_per_batch != -1 and params.tokens_per_batch < 1:
         raise DataError("--tokens_per_batch must be -1 (off) or positive")
     if params.max_len < 1 or params.max_batch_size < 0:
