@@ -121,7 +121,7 @@ def measure(args):
         n_batch_tokens += batch.x.numel()
         checksum += int(batch.x.sum())  # touch every id, as a model would
     pass_seconds = time.perf_counter() - start
-    assert n_batches == len(dataset), (n_batches, len(dataset))
+    assert n_batches == dataset.n_batches, (n_batches, dataset.n_batches)
 
     peak_iteration = proc_status_kib("VmHWM") if hwm_reset else None
     peak_end = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

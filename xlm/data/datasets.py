@@ -99,9 +99,6 @@ class StreamDataset:
         self.column_len = self.n_batches * bptt
         self.pad = self.column_len * batch_size - n_tokens
 
-    def __len__(self):
-        return self.n_batches
-
     def batches(self, rng=None):
         order = rng.permutation(self.n_batches) if rng is not None else range(self.n_batches)
         return [(int(i), 0, self.batch_size) for i in order]

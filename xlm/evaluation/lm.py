@@ -35,7 +35,7 @@ def eval_subset(params, split, lang):
 def stream_windows(corpus, bptt, n_words, lang, subsample=1):
     """The original evaluates a stream one bptt window at a time (batch size 1)."""
     dataset = StreamDataset(corpus, 1, bptt, n_words=n_words)
-    for key in dataset.batches(None)[:max(len(dataset) // subsample, 1)]:
+    for key in dataset.batches(None)[:max(dataset.n_batches // subsample, 1)]:
         b = dataset.collate(key)
         yield b.x, b.lengths, None, None if lang is None else torch.full_like(b.x, lang)
 
