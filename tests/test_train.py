@@ -182,6 +182,9 @@ def test_ctrl_c_saves_at_the_next_progress_line_and_twice_stops_at_once(small_sa
     code = proc.wait(60)
     assert code not in (0, 128 + signal.SIGINT) and "Stopped by signal" not in log.read_text()
     assert "KeyboardInterrupt" in proc.stderr.read().decode()
+    # the log says why it ends there, and that nothing was saved to resume from
+    assert log.read_text().rstrip().endswith("Stopped by a second Ctrl-C; no checkpoint was saved: the same "
+                                             "command starts over")
 
 def test_a_killed_write_keeps_the_previous_checkpoint(tmp_path):
     path = tmp_path / "checkpoint.pth"

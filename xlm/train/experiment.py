@@ -1,10 +1,12 @@
 """What train.py and glue-xnli.py share before they train: ranks and devices, the experiment folder
 (dump_path/exp_name/exp_id, as the original names it) with its params and logger, and the seeds."""
 import fcntl
+import glob
 import json
 import os
 import pickle
 import random
+import re
 import shutil
 from contextlib import contextmanager
 
@@ -91,6 +93,22 @@ def removed_on_failure(params):
     except BaseException:
         if fresh:
             shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def failure_logged(logger, dump):
+    """A run that fails once started ends its log with why, and where the same command would resume (a
+    rank whose peer died fails in a collective, "Connection closed by peer"); SIGKILL leaves no line."""
+    try:
+        yield
+    except (Exception, KeyboardInterrupt) as e:
+        # the first line of the message, without the source location that gloo's errors start with
+        gist = re.sub(r"^\[[^\]]*\]\s*", "", next((line.strip() for line in str(e).splitlines() if line.strip()), ""))
+        why = "a second Ctrl-C" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {gist[:300]}"
+        saved = sorted(glob.glob(os.path.join(dump, "checkpoint*.pth")))
+        logger.error("Stopped by %s; %s", why, f"the same command resumes from {', '.join(saved)}" if saved else
+                     "no checkpoint was saved: the same command starts over")
         raise
 
 

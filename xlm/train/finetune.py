@@ -33,7 +33,7 @@ from .distributed import all_reduce_sum, broadcast_from_master, full_float32, sh
 from .engine import StepEngine, amp_dtype
 from .build import global_batching
 from .checkpointing import gather_rng_states, load_optimizer_states, restore_rng_state, rng_state
-from .experiment import release_folders, removed_on_failure, start_experiment
+from .experiment import failure_logged, release_folders, removed_on_failure, start_experiment
 from .options import bool_flag, check_optimizer, check_sentence_batching, set_experiment_names
 from .schedules import build_optimizer
 from .signals import EvaluationStopped, StopSignals
@@ -450,11 +450,12 @@ def main(argv=None):
             info, logger, metrics = start_experiment(params)
             signals = StopSignals(logger)  # from here on kept for the next progress line
             tuner = FineTuner(params, params.transfer_tasks[0], info, logger, metrics, signals)
-        tuner.run()
-        for task in params.transfer_tasks[1:]:
-            if signals.stopped:  # the next task is not started
-                break
-            FineTuner(params, task, info, logger, metrics, signals).run()
+        with failure_logged(logger, params.dump_path):
+            tuner.run()
+            for task in params.transfer_tasks[1:]:
+                if signals.stopped:  # the next task is not started
+                    break
+                FineTuner(params, task, info, logger, metrics, signals).run()
         shutdown(info)
     finally:
         release_folders()

@@ -32,7 +32,7 @@ from .checkpointing import gather_rng_states, load_training_checkpoint, restore_
 from .compile import BucketPadded
 from .distributed import all_reduce_sum, broadcast_from_master, full_float32, shutdown
 from .engine import StepEngine, amp_dtype
-from .experiment import release_folders, removed_on_failure, seed_all, start_experiment
+from .experiment import failure_logged, release_folders, removed_on_failure, seed_all, start_experiment
 from ..host_memory import keep_freed_memory
 from .options import parse_params
 from .pipeline import Plan, Prefetcher, training_sizes
@@ -377,7 +377,8 @@ def main(argv=None):
     try:
         with removed_on_failure(params):
             trainer = Trainer(params)
-        trainer.run()
+        with failure_logged(trainer.logger, trainer.dump):
+            trainer.run()
         shutdown(trainer.info)
     finally:
         release_folders()
