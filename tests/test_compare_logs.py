@@ -59,3 +59,9 @@ def test_metric_filter_and_errors(tmp_path):
     assert proc.returncode != 0 and "no __log__ line" in proc.stderr
     proc = python(ROOT / "tools" / "compare_logs.py", tmp_path / "a.log", "--labels", "x,y", check=False)
     assert proc.returncode != 0 and "2 names for 1 logs" in proc.stderr
+    # a log cut in the middle of its last __log__ line (a run killed while writing it)
+    cut = ORIGINAL_LOG.rstrip("\n")[:-10] + "\n"
+    (tmp_path / "cut.log").write_text(cut)
+    proc = python(ROOT / "tools" / "compare_logs.py", tmp_path / "cut.log", check=False)
+    line_no = len(cut.splitlines())
+    assert proc.returncode != 0 and f"cut.log:{line_no}: __log__ line is not JSON" in proc.stderr, proc.stderr

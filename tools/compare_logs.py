@@ -11,7 +11,6 @@ the original takes over the previous epoch's evaluation too), then the metrics o
 valid_* metric, or those whose name contains one of --metrics.
 """
 import argparse
-import json
 import os
 import re
 import sys
@@ -19,6 +18,7 @@ from datetime import datetime
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from xlm.fileio import DataError  # noqa: E402
+from xlm.train.logging import logged_scores  # noqa: E402
 
 LINE = re.compile(r"^[A-Z]+ - (\d\d/\d\d/\d\d \d\d:\d\d:\d\d) - [^-]+ - (.*)$")
 PROGRESS = re.compile(r"^\s*(\d+) - .* ([\d.]+) words/s")
@@ -50,11 +50,7 @@ def read_log(path):
                 if not spans_evaluation:
                     speeds.append(float(p.group(2)))
                 spans_evaluation = False
-            elif text.startswith("__log__:"):
-                try:
-                    scores = json.loads(text[len("__log__:"):])
-                except ValueError:
-                    raise DataError(f"{path}:{line_no}: __log__ line is not JSON") from None
+            elif (scores := logged_scores(text, path, line_no)) is not None:
                 timing = {"train_s": (ended - started).total_seconds() if started and ended else None,
                           "eval_s": (when - ended).total_seconds() if ended else None,
                           "updates": updates, "words/s": sum(speeds) / len(speeds) if speeds else None}

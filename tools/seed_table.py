@@ -18,6 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from xlm.fileio import DataError, atomic_write, check_output  # noqa: E402
+from xlm.train.logging import logged_scores  # noqa: E402
 
 
 def mean_sd(values):
@@ -38,11 +39,8 @@ def log_scores(path):
     scores = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
-            if "__log__:" in line:
-                try:
-                    scores.append(json.loads(line.split("__log__:", 1)[1]))
-                except ValueError:
-                    raise DataError(f"{path}:{line_no}: __log__ line is not JSON") from None
+            if (line_scores := logged_scores(line, path, line_no)) is not None:
+                scores.append(line_scores)
     if not scores:
         raise DataError(f"{path}: no __log__ score line (did the run finish an epoch?)")
     return scores

@@ -6,6 +6,11 @@ import sys
 import time
 from datetime import timedelta
 
+from ..fileio import DataError
+
+# the original's mark of an epoch's scores in train.log: `__log__:{json}`, which tools read back
+SCORES_MARK = "__log__:"
+
 
 class _Formatter(logging.Formatter):
     """`LEVEL - mm/dd/yy HH:MM:SS - H:MM:SS - message`, continuation lines indented (the original's)."""
@@ -19,6 +24,16 @@ class _Formatter(logging.Formatter):
         prefix = f"{record.levelname} - {time.strftime('%x %X', time.localtime(record.created))} - {elapsed}"
         message = record.getMessage().replace("\n", "\n" + " " * (len(prefix) + 3))
         return f"{prefix} - {message}"
+
+
+def logged_scores(line, path, line_no):
+    """The scores dict of a train.log line with SCORES_MARK, None for any other line."""
+    if SCORES_MARK not in line:
+        return None
+    try:
+        return json.loads(line.split(SCORES_MARK, 1)[1])
+    except ValueError:
+        raise DataError(f"{path}:{line_no}: __log__ line is not JSON (a log cut mid-line?)") from None
 
 
 def create_logger(path, rank):
