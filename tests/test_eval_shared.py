@@ -264,3 +264,21 @@ def test_scores_through_onednn_translations_with_mkls_roundings(onednn, small_sa
     for name in os.listdir(tmp_path / "mkl" / "hypotheses"):
         assert (tmp_path / "onednn" / "hypotheses" / name).read_text() == \
             (tmp_path / "mkl" / "hypotheses" / name).read_text()
+
+
+def test_bleu_evaluation_shows_its_progress(small_sample, tmp_path, monkeypatch, capsys):
+    """Decoding a large test set takes minutes: rank 0 writes how far its share is (on stderr, a line
+    every PROGRESS_EVERY seconds where it is no terminal); another rank writes nothing."""
+    import xlm.progress
+    monkeypatch.setattr(xlm.progress, "PROGRESS_EVERY", 0.0)
+    params, data = translation_eval(small_sample, tmp_path)
+    models = build_models(params, data.dico, torch.device("cpu"), logging.getLogger("test"))
+    mt.evaluate_mt(models["encoder"], models["decoder"], data, params, dump=tmp_path)
+    lines = capsys.readouterr().err.splitlines()
+    n_batches = len(mt._direction(data, params, "valid", "en", "fr")[0].batches(None))
+    assert f"valid_en-fr_mt BLEU: {n_batches}/{n_batches} batches" in "\n".join(lines)
+    assert any(line.startswith("test_en-fr_mt BLEU: 1/") for line in lines)
+    ranks = TwoRanks()
+    ranks.patch(monkeypatch, 1)
+    mt.evaluate_mt(models["encoder"], models["decoder"], data, params, DistInfo(rank=1, world_size=2), dump=tmp_path)
+    assert "BLEU:" not in capsys.readouterr().err

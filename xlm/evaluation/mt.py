@@ -13,6 +13,7 @@ from ..data.datasets import BatchingOptions, ParallelDataset
 from ..fileio import atomic_write
 from ..model.linear import free_roundings
 from ..model.generate import generate_beam, generate_greedy
+from ..progress import Progress
 from ..objectives.lm import clm_targets
 from .bleu import prepare_for_bleu, tokenized_bleu
 from ..train.distributed import DistInfo, all_reduce_sum, broadcast_from_master, gather_to_master, own_share
@@ -99,6 +100,30 @@ def bleu_of_shares(hyps, dataset, batches, c_tgt, dico, hyp_path, info):
     return broadcast_from_master(bleu, info)
 
 
+def score_pairs(encoder, decoder, s, t, src, tgt, params, usage, device, autocast):
+    """Teacher-forced (sum of cross-entropy, predictions, correct predictions) of a batch of pairs (source s,
+    target t), and with --eval_bleu its hypotheses (else None); the reads of the memories counted in `usage`
+    (a MemoryUsage), if given."""
+    x1, len1, x2, len2 = (v.to(device) for v in (s.x, s.lengths, t.x, t.lengths))
+    hyps = None
+    with autocast:
+        # the encoder output of BLEU's translations has MKL's roundings, the original's (see
+        # xlm/model/linear.py); the rest of the scoring goes through oneDNN, as evaluate_lm's
+        with usage.reading(x1, len1) if usage else nullcontext(), \
+                nullcontext() if params.eval_bleu else free_roundings():
+            enc = encoder(x1, len1, langs=params.lang2id[src])
+        pred_mask, y = clm_targets(x2, len2)  # teacher forcing
+        with usage.reading(x2, len2) if usage else nullcontext(), free_roundings():
+            # the memories' statistics count every position: the last layer computes them all
+            h = decoder(x2, len2, langs=params.lang2id[tgt], causal=True, src_enc=enc, src_len=len1,
+                        pred_mask=None if usage else pred_mask)
+            h = h[pred_mask] if usage else h
+            logits = decoder.get_scores(h).float()
+        if params.eval_bleu:
+            hyps = bleu_hypotheses(decoder, enc, len1, tgt, params)
+    return F.cross_entropy(logits, y, reduction="sum").item(), len(y), (logits.argmax(-1) == y).sum().item(), hyps
+
+
 @torch.no_grad()
 def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, epoch=0, dump=".", log=None,
                 check=None):
@@ -116,27 +141,17 @@ def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, 
             xe, n, correct, hyps = 0.0, 0, 0, {}
             batches = dataset.batches(None)
             usage = MemoryUsage({"encoder": encoder, "decoder": decoder}, info.device) if split == "valid" else None
-            for key in own_share(batches, info, check):
-                s, t = dataset.collate(key)
-                x1, len1, x2, len2 = (v.to(info.device) for v in (s.x, s.lengths, t.x, t.lengths))
-                with autocast:
-                    # the encoder output of BLEU's translations has MKL's roundings, the original's (see
-                    # xlm/model/linear.py); the rest of the scoring goes through oneDNN, as evaluate_lm's
-                    with usage.reading(x1, len1) if usage else nullcontext(), \
-                            nullcontext() if params.eval_bleu else free_roundings():
-                        enc = encoder(x1, len1, langs=params.lang2id[src])
-                    pred_mask, y = clm_targets(x2, len2)  # teacher forcing
-                    with usage.reading(x2, len2) if usage else nullcontext(), free_roundings():
-                        # the memories' statistics count every position: the last layer computes them all
-                        h = decoder(x2, len2, langs=params.lang2id[tgt], causal=True, src_enc=enc, src_len=len1,
-                                    pred_mask=None if usage else pred_mask)
-                        h = h[pred_mask] if usage else h
-                        logits = decoder.get_scores(h).float()
-                    if params.eval_bleu:
-                        for i, hyp in zip(dataset.indices[key], bleu_hypotheses(decoder, enc, len1, tgt, params)):
-                            hyps[int(i)] = hyp
-                xe += F.cross_entropy(logits, y, reduction="sum").item()
-                n, correct = n + len(y), correct + (logits.argmax(-1) == y).sum().item()
+            # decoding a large test set takes minutes: rank 0 shows how far its share is
+            shown = f"{split}_{src}-{tgt}_mt BLEU" if params.eval_bleu and info.is_master else None
+            with Progress(shown, len(range(info.rank, len(batches), info.world_size)), unit="batches") as progress:
+                for key in own_share(batches, info, check):
+                    s, t = dataset.collate(key)
+                    b_xe, b_n, b_correct, b_hyps = score_pairs(encoder, decoder, s, t, src, tgt, params, usage,
+                                                               info.device, autocast)
+                    xe, n, correct = xe + b_xe, n + b_n, correct + b_correct
+                    for i, hyp in zip(dataset.indices[key], b_hyps or []):
+                        hyps[int(i)] = hyp
+                    progress.update(1)
             name = f"{split}_{src}-{tgt}_mt"
             xe, n, correct = all_reduce_sum([xe, n, correct], info)
             scores[f"{name}_ppl"], scores[f"{name}_acc"] = math.exp(xe / max(n, 1)), 100.0 * correct / max(n, 1)
