@@ -197,12 +197,12 @@ STEP, PREDICT = ("xlm.train.engine", ["StepEngine"], "step"), ("xlm.train.finetu
 
 
 @pytest.mark.parametrize("where, call, log_interval, sentence",
-                         [(STEP, 6, 2, 32), (STEP, 8, 3, 64), (PREDICT, 7, 2, 64)],
-                         ids=["progress_line", "epoch_end", "evaluation"])
+                         [(STEP, 5, 3, 16), (STEP, 8, 3, 64), (PREDICT, 7, 2, 64)],
+                         ids=["after_the_step", "epoch_end", "evaluation"])
 def test_a_signal_saves_mid_epoch_and_the_rerun_fine_tunes_as_one_run(toy_tasks, scontrol, monkeypatch, where, call,
                                                                       log_interval, sentence):
-    """SIGUSR1 in a step of epoch 1 (4 steps of 16 sentences) stops at the progress line after it, or at the
-    epoch's end before its evaluation if that comes first; in the epoch's evaluation (in its first of 6
+    """SIGUSR1 in a step of epoch 1 (4 steps of 16 sentences) stops one process after that step, between
+    progress lines, or at the epoch's end before its evaluation; in the epoch's evaluation (in its first of 6
     sets), at the evaluation's next batch. Each saves where the epoch stands, requeues the SLURM job and leaves the next
     task alone. The rerun goes on from that sentence (evaluating first, at the epoch's end) and fine-tunes as
     the uninterrupted run (dropout included), then does the next task."""

@@ -154,30 +154,61 @@ def wait_for_log(log, pattern, proc, seconds=300):
     assert log.exists() and re.search(pattern, log.read_text()), f"no {pattern!r} in {log}"
 
 
-def test_ctrl_c_saves_at_the_next_progress_line_and_twice_stops_at_once(small_sample, tmp_path):
-    """Ctrl-C (SIGINT) is SIGTERM's graceful stop: a checkpoint at the next progress line, exit status 130,
-    and a rerun resumes; a second Ctrl-C before that line, a second or more after the first, stops the run
-    at once."""
-    def started(exp_id, *flags):
-        args = ["train.py", "--exp_name", "test", "--exp_id", exp_id, "--dump_path", str(tmp_path), "--data_path",
-                str(small_sample), *TINY, "--lgs", "en", "--mlm_steps", "en", "--max_epoch", "1", *flags]
-        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        return proc, tmp_path / "test" / exp_id / "train.log", args
-    proc, log, args = started("once", "--log_interval", "1", "--epoch_size", "160")
-    wait_for_log(log, r" - +3 - ", proc)
+SLOW_SECOND_ROUND = """
+import pathlib, runpy, sys, time
+import xlm.train.loop as loop
+train_round, marker = loop.Trainer.train_round, pathlib.Path(sys.argv.pop(1))
+
+def slow(self, plan):  # a round that takes a minute (a huge batch, a slow file system)
+    if self.state.n_total_iter == 1:
+        marker.touch()
+        time.sleep(60)
+    return train_round(self, plan)
+
+loop.Trainer.train_round = slow
+sys.argv = ["train.py", *sys.argv[1:]]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+def test_ctrl_c_saves_after_the_step_and_twice_stops_at_once(small_sample, tmp_path):
+    """Ctrl-C (SIGINT) is SIGTERM's graceful stop: one process saves a checkpoint after the round it is in
+    (no progress line needed: --log_interval 1000), exits with status 130, and a rerun resumes; a second
+    Ctrl-C in a long round, a second or more after the first, stops the run at once, and its log says so."""
+    def flags(exp_id, *more):
+        return ["--exp_name", "test", "--exp_id", exp_id, "--dump_path", str(tmp_path), "--data_path",
+                str(small_sample), *TINY, "--lgs", "en", "--mlm_steps", "en", "--max_epoch", "1",
+                "--log_interval", "1000", *more]
+    args = ["train.py", *flags("once", "--epoch_size", "100000")]
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "test" / "once" / "train.log"
+    wait_for_log(log, "Starting epoch 0", proc)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(120) == 128 + signal.SIGINT, proc.stderr.read().decode()[-2000:]
     text = log.read_text()
-    assert "Ctrl-C again to stop now" in text and "Stopped by signal 2 after saving" in text
-    assert "Resumed from" in python(*args).stdout + log.read_text()
+    assert "saving a checkpoint after this step (or evaluation batch) (Ctrl-C again to stop now)" in text
+    assert "Stopped by signal 2 after saving" in text and "End of epoch" not in text
+    stopped_at = read_checkpoint(str(log.parent / "checkpoint.pth"))["train_state"]["n_total_iter"]
+    assert 1 <= stopped_at < 100
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for_log(log, f"Resumed from .*iteration {stopped_at}", proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(120) == 128 + signal.SIGTERM
 
-    proc, log, _ = started("twice", "--log_interval", "1000", "--epoch_size", "10000000")  # no line to stop at
-    wait_for_log(log, "Starting epoch 0", proc)
+    marker = tmp_path / "in_slow_round"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SECOND_ROUND, str(marker), *flags("twice")], cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    log = tmp_path / "test" / "twice" / "train.log"
+    deadline = time.time() + 120
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), proc.stderr.read().decode()[-2000:]
     proc.send_signal(signal.SIGINT)
     proc.send_signal(signal.SIGINT)  # at once: torchrun passing the terminal's Ctrl-C on, which is not a second
     wait_for_log(log, "Ctrl-C again to stop now", proc)
     time.sleep(1.5)
-    assert proc.poll() is None
+    assert proc.poll() is None  # still in its long round
     proc.send_signal(signal.SIGINT)
     code = proc.wait(60)
     assert code not in (0, 128 + signal.SIGINT) and "Stopped by signal" not in log.read_text()
@@ -185,6 +216,7 @@ def test_ctrl_c_saves_at_the_next_progress_line_and_twice_stops_at_once(small_sa
     # the log says why it ends there, and that nothing was saved to resume from
     assert log.read_text().rstrip().endswith("Stopped by a second Ctrl-C; no checkpoint was saved: the same "
                                              "command starts over")
+
 
 def test_a_killed_write_keeps_the_previous_checkpoint(tmp_path):
     path = tmp_path / "checkpoint.pth"
@@ -485,10 +517,12 @@ def test_eta_of_a_resumed_epoch_counts_from_the_resume(small_sample, tmp_path, m
 
 @pytest.mark.usefixtures("keep_signal_handlers")
 @pytest.mark.parametrize("when", ["round_4", "evaluation"])
-def test_a_signal_late_in_an_epoch_stops_it_unevaluated(small_sample, tmp_path, monkeypatch, when):
+def test_a_signal_in_a_round_or_an_evaluation_saves_and_the_rerun_goes_on(small_sample, tmp_path, monkeypatch,
+                                                                          when):
     """SIGTERM in round 4 of an epoch of 5 (progress lines every 3 rounds), or in the second batch of the
-    first set its evaluation scores: the run saves as at the epoch's end and stops, unevaluated (before the
-    set's third batch); the rerun evaluates the epoch first and ends as an uninterrupted run."""
+    first set its evaluation scores: the run (one process) saves after round 4, or as at the epoch's end,
+    unevaluated (before the set's third batch), and stops; the rerun goes on from there (evaluating the
+    epoch) and ends as an uninterrupted run."""
     import signal
     import xlm.evaluation.lm as lm_module
     whole = rates_trainer(small_sample, tmp_path / "whole")
@@ -513,9 +547,10 @@ def test_a_signal_late_in_an_epoch_stops_it_unevaluated(small_sample, tmp_path, 
     assert first.signals.exit_status == 128 + signal.SIGTERM
     assert len(scored) == (0 if when == "round_4" else 2)
     monkeypatch.setattr(lm_module, "lm_scores", lm_scores)
-    assert (first.state.epoch, first.state.n_total_iter) == (0, 5)
+    stopped_at = 4 if when == "round_4" else 5
+    assert (first.state.epoch, first.state.n_total_iter) == (0, stopped_at)
     resumed = rates_trainer(small_sample, tmp_path / "parts")
-    assert (resumed.state.epoch, resumed.state.n_total_iter) == (0, 5)
+    assert (resumed.state.epoch, resumed.state.n_total_iter) == (0, stopped_at)
     epochs = []
     evaluate = resumed.evaluate
     monkeypatch.setattr(resumed, "evaluate", lambda: epochs.append(resumed.state.epoch) or evaluate())

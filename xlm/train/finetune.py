@@ -222,8 +222,8 @@ class FineTuner:
         return F.cross_entropy(outputs.float(), labels, weight=self.class_weights)
 
     def train_epoch(self):
-        """Trains to the epoch's end, or to the first progress line (or the epoch's end) after a signal
-        (returns True: stopped, a checkpoint saved there)."""
+        """Trains to the epoch's end, or to the first progress line (one process: the end of the step) or the
+        epoch's end after a signal (returns True: stopped, a checkpoint saved there)."""
         p, device = self.params, self.info.device
         self.model.train()
         # -1: one pass; an epoch then ends where the pass does, since it starts where the previous one ended
@@ -251,7 +251,8 @@ class FineTuner:
             if self.task.n_outputs > 1:
                 sums[1] += (outputs[0].argmax(1) == labels).sum()
                 window[1] += len(labels)
-            if n_steps % p.log_interval == 0:
+            at_progress_line = n_steps % p.log_interval == 0
+            if at_progress_line:
                 self.engine.settle()
                 loss_sum, correct = sums.tolist()
                 loss_sum, steps, correct, examples = all_reduce_sum([loss_sum, window[0], correct, window[1]],
@@ -267,8 +268,9 @@ class FineTuner:
                 window, last_log = [0, 0, 0], time.time()
                 if self.freed_memory:
                     self.freed_memory.check()
-                if self.stopped_by_signal(n_sentences, n_steps):
-                    return True
+            # ranks agree on a signal at progress lines (a collective); one process stops after any step
+            if (at_progress_line or not self.info.multi) and self.stopped_by_signal(n_sentences, n_steps):
+                return True
         # a signal since the last progress line stops here, before the evaluation (the rerun evaluates)
         if self.stopped_by_signal(n_sentences, n_steps):
             return True
@@ -276,8 +278,8 @@ class FineTuner:
         return False
 
     def stopped_by_signal(self, n_sentences, n_steps):
-        """At progress lines and the epoch's end: every rank saves, where the epoch stands included, and
-        stops if one of them was signalled."""
+        """At progress lines (one process: after every step) and the epoch's end: every rank saves, where the
+        epoch stands included, and stops if one of them was signalled."""
         if not self.signals.agreed(self.info):
             return False
         self.done_sentences, self.done_steps = n_sentences, n_steps
@@ -448,7 +450,7 @@ def main(argv=None):
     try:
         with removed_on_failure(params):
             info, logger, metrics = start_experiment(params)
-            signals = StopSignals(logger)  # from here on kept for the next progress line
+            signals = StopSignals(logger, alone=not info.multi)  # from here on kept for the next save point
             tuner = FineTuner(params, params.transfer_tasks[0], info, logger, metrics, signals)
         with failure_logged(logger, params.dump_path):
             tuner.run()

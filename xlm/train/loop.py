@@ -64,7 +64,7 @@ class Trainer:
         # on the CPU, each step's large tensors reuse the pages the last step freed (see host_memory.py)
         self.freed_memory = keep_freed_memory() if info.device.type == "cpu" else None
         # from here on a signal (SLURM's time-limit warning, a kill, Ctrl-C) is kept until the run can stop (signals.py)
-        self.signals = StopSignals(self.logger)
+        self.signals = StopSignals(self.logger, alone=not info.multi)
         self.dump = params.dump_path
         seed_all(params.seed)  # the same initial weights on every rank
         self.data = load_training_data(params, self.logger, info.local_rank)
@@ -302,7 +302,8 @@ class Trainer:
         return False
 
     def stopped_by_signal(self):
-        """At log lines and an epoch's end: every rank saves and stops if one of them was signalled."""
+        """At log lines (one process: after every round) and an epoch's end: every rank saves and stops if one
+        of them was signalled."""
         if not self.signals.agreed(self.info):
             return False
         self.save("checkpoint")
@@ -343,12 +344,14 @@ class Trainer:
             while s.n_sentences < p.epoch_size:
                 self.train_round(plan)
                 s.n_total_iter += 1
-                if s.n_total_iter % p.log_interval == 0:
+                at_progress_line = s.n_total_iter % p.log_interval == 0
+                if at_progress_line:
                     self.log_progress(time.time() - epoch_start, s.n_sentences - start_sentences)
                     if self.freed_memory:
                         self.freed_memory.check()
-                    if self.stopped_by_signal():
-                        return
+                # ranks agree on a signal at progress lines (a collective); one process stops after any round
+                if (at_progress_line or not self.info.multi) and self.stopped_by_signal():
+                    return
                 if p.checkpoint_every and s.n_total_iter % p.checkpoint_every == 0:
                     self.save("checkpoint")
             self.logger.info("============ End of epoch %i ============", s.epoch)

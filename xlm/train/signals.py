@@ -1,6 +1,7 @@
 """Stopping a run without losing it. SLURM's time-limit warning (SIGUSR1), a kill (SIGTERM) or Ctrl-C (SIGINT)
 is kept until the loop reaches a point where every rank can take part in saving a checkpoint (a progress
-line, an epoch's end, a batch of the evaluation); then the run stops with the shell's status of a
+line, an epoch's end, a batch of the evaluation; one process, which needs no agreement, the end of any
+step); then the run stops with the shell's status of a
 signalled command (128 + the signal), and SIGUSR1 also requeues the SLURM job, whose rerun of the command
 resumes. Used by train.py and glue-xnli.py.
 """
@@ -21,8 +22,8 @@ class EvaluationStopped(Exception):
 
 
 class StopSignals:
-    def __init__(self, logger):
-        self.logger = logger
+    def __init__(self, logger, alone=False):
+        self.logger, self.alone = logger, alone
         self.received, self.time, self.stopped = None, 0.0, False
         for sig in HANDLED:
             signal.signal(sig, self._on_signal)
@@ -39,7 +40,8 @@ class StopSignals:
         # inside a write of this very log (the signal interrupted the write), where a second write is refused
         # and the line lost; the thread waits for the log's lock, which that write holds, and then writes
         threading.Thread(target=self.logger.warning, args=(
-            "Received signal %i: saving a checkpoint at the next progress line (or evaluation batch)%s", signum,
+            "Received signal %i: saving a checkpoint %s (or evaluation batch)%s", signum,
+            "after this step" if self.alone else "at the next progress line",
             " (Ctrl-C again to stop now)" if signum == signal.SIGINT else "")).start()
 
     def agreed(self, info):
