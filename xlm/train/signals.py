@@ -1,9 +1,8 @@
 """Stopping a run without losing it. SLURM's time-limit warning (SIGUSR1), a kill (SIGTERM) or Ctrl-C (SIGINT)
 is kept until the loop reaches a point where every rank can take part in saving a checkpoint (a progress
 line, an epoch's end, a batch of the evaluation; one process, which needs no agreement, the end of any
-step); then the run stops with the shell's status of a
-signalled command (128 + the signal), and SIGUSR1 also requeues the SLURM job, whose rerun of the command
-resumes. Used by train.py and glue-xnli.py.
+step); then the run stops with the shell's status of a signalled command (128 + the signal), and SIGUSR1
+also requeues the SLURM job, whose rerun of the command resumes. Used by train.py and glue-xnli.py.
 """
 import os
 import signal
