@@ -121,6 +121,18 @@ def test_xnli_zero_shot_run(toy_tasks):
     assert "resumed from" in proc.stdout and [s["epoch"] for s in logged_scores(proc)] == [2]
 
 
+def test_evaluation_shows_its_progress(toy_tasks):
+    """XNLI's evaluation sets (30 at the paper's size) take minutes: a progress line (a minute apart where
+    stderr is no terminal; here at every set) counts them."""
+    code = ("import runpy, sys, xlm.progress\nxlm.progress.PROGRESS_EVERY = 0.0\n"
+            "sys.argv = ['glue-xnli.py', *sys.argv[1:]]\nrunpy.run_path('glue-xnli.py', run_name='__main__')")
+    proc = python("-c", code, *finetune_flags(toy_tasks, "progress"), "--transfer_tasks", "XNLI", "--n_epochs", 1,
+                  "--epoch_size", 32)
+    n_sets = 2 * len(LANGS)
+    assert [f"XNLI evaluation: {i}/{n_sets} sets" in proc.stderr for i in range(1, n_sets + 1)] == [True] * n_sets, \
+        proc.stderr[-2000:]
+
+
 @pytest.mark.parametrize("task, port", [("XNLI", 29541), ("SST-2", 29542)])
 def test_torchrun_two_ranks_match_one_process(toy_tasks, task, port):
     """2 ranks (gloo) x batch 8 fine-tune exactly like one process x batch 16 (no dropout), for 6 steps:
