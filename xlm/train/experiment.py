@@ -98,8 +98,9 @@ def removed_on_failure(params):
 
 @contextmanager
 def failure_logged(logger, dump):
-    """A run that fails once started ends its log with why, and where the same command would resume (a
-    rank whose peer died fails in a collective, "Connection closed by peer"); SIGKILL leaves no line."""
+    """A run that fails once started writes in its log why it stopped, and where the same command would
+    resume (a rank whose peer died fails in a collective, "Connection closed by peer"); SIGKILL leaves no
+    line."""
     try:
         yield
     except (Exception, KeyboardInterrupt) as e:
