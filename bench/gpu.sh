@@ -49,12 +49,23 @@ run() {
   want "$name" || return 0
   log "$name: $*"
   local t0=$(date +%s)
-  "$@" > "$WORK/$name.json" 2> "$WORK/$name.err"
+  "$@" > "$WORK/$name.json" 2> "$WORK/$name.err" &
+  wait_step
   local rc=$?
   status "$name rc=$rc seconds=$(( $(date +%s) - t0 ))"
   [ $rc = 0 ] || { log "$name FAILED (rc $rc):"; tail -5 "$WORK/$name.err" >&2; }
 }
 touch "$OUT/status.txt"  # appended to: a second call with STEPS=... adds its lines
+# Each step runs in the background, waited for: bash runs a trap only once its foreground command is done,
+# so a signal to this script (a time limit's SIGTERM, a kill) would leave the step running, and the step
+# after it would start. Now the trap stops the step and all it started, and the script ends there.
+wait_step() { STEP_PID=$!; wait $STEP_PID; }
+kill_tree() {
+  local child
+  for child in $(pgrep -P "$1" 2> /dev/null); do kill_tree "$child"; done
+  kill -TERM "$1" 2> /dev/null
+}
+trap '[ -n "${STEP_PID:-}" ] && kill_tree "$STEP_PID"; log "stopped by a signal"; pack; exit 143' TERM INT HUP
 
 # nothing is downloaded: a pip that tries (tools/install_fastbpe.sh, without a carried tools/fastBPE) gives up soon
 export PIP_TIMEOUT=10 PIP_RETRIES=0
@@ -127,7 +138,8 @@ if want sync_tests; then
 CUDA_FILES=$(grep -l "torch.cuda.is_available()" tests/test_*.py 2> /dev/null | tr '\n' ' ')
 log "CUDA tests: $CUDA_FILES"
 t0=$(date +%s)
-python -m pytest -q -rs -k "sync or cuda" $CUDA_FILES > "$WORK/sync_tests.txt" 2>&1
+python -m pytest -q -rs -k "sync or cuda" $CUDA_FILES > "$WORK/sync_tests.txt" 2>&1 &
+wait_step
 status "sync_tests rc=$? seconds=$(( $(date +%s) - t0 ))"
 tail -3 "$WORK/sync_tests.txt" >&2
 fi
@@ -156,7 +168,8 @@ rm -rf "$WORK/nccl_dump"
 python -m torch.distributed.run --standalone --nproc_per_node 1 train.py --exp_name nccl --exp_id run \
   --dump_path "$WORK/nccl_dump" --data_path "$TOY/data" "${COMMON[@]}" --encoder_only false --mlm_steps la,lb --ae_steps la,lb \
   --bt_steps la-lb-la --word_shuffle 3 --word_dropout 0.1 --word_blank 0.1 --bptt 64 --max_epoch 1 --log_interval 20 \
-  "${NCCL[@]}" > "$WORK/nccl_run.txt" 2>&1
+  "${NCCL[@]}" > "$WORK/nccl_run.txt" 2>&1 &
+  wait_step
 status "nccl_run rc=$? seconds=$(( $(date +%s) - t0 ))"
 grep -E "words/s|__log__" "$WORK/nccl_run.txt" | tail -3 >&2
 fi
@@ -191,9 +204,11 @@ elif [ -f "$XLM_ORIGINAL/train.py" ]; then
       log "vs_original $case $side: ${args[*]}"
       t0=$(date +%s.%N)
       if [ $side = original ]; then
-        (cd "$ORIGINAL_DIR" && timeout 150 python "$RUN_ORIGINAL" "${args[@]}") > "$WORK/vs_${case}_$side.txt" 2>&1
+        (cd "$ORIGINAL_DIR" && timeout 150 python "$RUN_ORIGINAL" "${args[@]}") > "$WORK/vs_${case}_$side.txt" 2>&1 &
+        wait_step
       else
-        timeout 150 python train.py "${args[@]}" > "$WORK/vs_${case}_$side.txt" 2>&1
+        timeout 150 python train.py "${args[@]}" > "$WORK/vs_${case}_$side.txt" 2>&1 &
+        wait_step
       fi
       rc=$?
       status "vs_${case}_$side rc=$rc seconds=$(python -c "import time; print(round(time.time() - $t0, 1))")"
