@@ -9,7 +9,7 @@ import xlm.data.dictionary
 from conftest import python
 from xlm.data import binarized, load_binarized
 from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
-from xlm.fileio import DataError
+from xlm.fileio import DataError, iter_line_blocks
 
 VOCAB = "the 9\ncat 8\nsat 7\non 6\nmat 5\n"
 
@@ -107,7 +107,8 @@ def test_bad_inputs_leave_no_output(tmp_path, vocab):
     text = tmp_path / "bad.en"
     text.write_bytes(b"the cat\n" * 100 + b"the \xe9 mat\n")
     proc = python("preprocess.py", vocab, text, check=False)
-    assert proc.returncode != 0 and "bad.en:101: invalid UTF-8" in proc.stderr
+    assert proc.returncode != 0 and "bad.en:101: invalid UTF-8 (invalid continuation byte at byte 5 of the line)" \
+        in proc.stderr
     empty = tmp_path / "empty.en"
     empty.write_text("")
     proc = python("preprocess.py", vocab, empty, check=False)
@@ -115,6 +116,13 @@ def test_bad_inputs_leave_no_output(tmp_path, vocab):
     proc = python("preprocess.py", vocab, tmp_path / "missing.en", check=False)
     assert "missing.en: no such file" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.en", "empty.en", "vocab"]
+
+
+def test_a_bad_byte_in_a_later_block_names_its_line_and_column(tmp_path):
+    path = tmp_path / "text"
+    path.write_bytes(b"ab\n" * 1000 + b"cd \xe9 e\n")
+    with pytest.raises(DataError, match=r"text:1001: invalid UTF-8 \(invalid continuation byte at byte 4 of the line\)"):
+        list(iter_line_blocks(path, block_bytes=64))
 
 
 def test_interrupted_binarization_keeps_the_previous_file(tmp_path, vocab, monkeypatch):

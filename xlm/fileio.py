@@ -39,7 +39,8 @@ def decode_utf8(data, path, first_line=1):
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = first_line + data.count(b"\n", 0, e.start)
-        raise DataError(f"{path}:{line}: invalid UTF-8 ({e.reason} at byte {e.start})") from None
+        column = e.start - data.rfind(b"\n", 0, e.start)  # 1-based, in bytes
+        raise DataError(f"{path}:{line}: invalid UTF-8 ({e.reason} at byte {column} of the line)") from None
 
 
 def read_lines(path):

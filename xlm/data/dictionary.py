@@ -6,7 +6,7 @@ unpickle into this class, and files we write in the original format load in the 
 """
 import logging
 
-from ..fileio import DataError, check_file
+from ..fileio import DataError, check_file, decode_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -58,22 +58,21 @@ class Dictionary:
         skipped, specials = 0, []
         with open(path, "rb") as f:
             for line_no, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise DataError(f"{path}:{line_no}: invalid UTF-8 ({e.reason})") from None
+                line = decode_utf8(raw, path, line_no)
                 if "\u2028" in line or (len(line.rstrip().split()) != 2 and len(line.rstrip("\r\n").split(" ")) == 2):
                     skipped += 1
                     continue
                 fields = line.rstrip().split()
-                if len(fields) != 2 or not fields[1].isdigit():
+                if len(fields) != 2 or not fields[1].isdecimal():
                     raise DataError(f"{path}:{line_no}: expected 'WORD COUNT', got {line.rstrip()!r}")
                 word, count = fields[0], int(fields[1])
                 if word in SPECIAL_WORDS:  # a corpus with literal `<unk>`s gives such a line; the original skips it
                     specials.append(word)
                     continue
                 if word in seen:
-                    raise DataError(f"{path}:{line_no}: duplicate word {word!r}")
+                    # a tab or carriage return that split() took away is why, where the line has one
+                    hidden = f" (the line is {line.rstrip(chr(10))!r})" if line.rstrip("\n") != f"{word} {count}" else ""
+                    raise DataError(f"{path}:{line_no}: duplicate word {word!r}{hidden}")
                 if len(entries) > N_RESERVED and count > entries[-1][1]:
                     raise DataError(f"{path}:{line_no}: counts must not increase ({word!r} {count} after "
                                     f"{entries[-1][0]!r} {entries[-1][1]}); sort the vocabulary by count")

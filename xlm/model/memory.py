@@ -98,7 +98,7 @@ def parse_mem_positions(spec, n_layers, flag="mem_enc_positions"):
     else:
         items = [s for s in spec.split(",") if s]
         for item in items:
-            if not item.removesuffix("+").isdigit():
+            if not item.removesuffix("+").isdecimal():
                 raise DataError(f"--{flag}: '{item}' is not a layer number, or a layer number and '+'")
             if items.count(item) > 1:
                 raise DataError(f"--{flag}: '{item}' appears twice")

@@ -40,7 +40,7 @@ def slurm_env(params, environ=os.environ):
     if "SLURM_JOB_ID" not in environ or params.debug_slurm or "RANK" in environ:
         return {}
     n_tasks = environ.get("SLURM_NTASKS", "1")
-    if not n_tasks.isdigit():
+    if not n_tasks.isdecimal():
         raise DataError(f"SLURM_NTASKS={n_tasks!r} is not a number of tasks")
     n_tasks = int(n_tasks)
     if n_tasks == 1:

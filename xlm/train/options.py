@@ -332,7 +332,7 @@ def check_model_flags(params):
         raise DataError("--asm true needs --share_inout_emb false: the adaptive softmax has its own weights")
     if params.asm:
         cutoffs = params.asm_cutoffs.split(",")
-        if not all(c.isdigit() and int(c) > 0 for c in cutoffs) or \
+        if not all(c.isdecimal() and int(c) > 0 for c in cutoffs) or \
                 any(int(b) <= int(a) for a, b in zip(cutoffs, cutoffs[1:])):
             raise DataError(f"--asm_cutoffs '{params.asm_cutoffs}': increasing positive integers, e.g. 8000,20000")
         if params.asm_div_value <= 1:

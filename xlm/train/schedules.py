@@ -37,7 +37,7 @@ class LambdaSchedule:
         points = []
         for item in value.split(","):
             it, _, v = item.partition(":")
-            if not it.isdigit() or finite_number(v) is None:
+            if not it.isdecimal() or finite_number(v) is None:
                 raise DataError(f"--{flag}: '{item}' is not 'iteration:value'")
             points.append((int(it), finite_number(v)))
         if any(b[0] <= a[0] for a, b in zip(points, points[1:])):
