@@ -32,6 +32,18 @@ if { [ -n "$RELOAD_CODES" ] && [ -z "$RELOAD_VOCAB" ]; } || { [ -z "$RELOAD_CODE
 fi
 
 MONO=$DATA/mono PARA=$DATA/para PROC=$DATA/processed/$SRC-$TGT
+BPE_CODES=$PROC/codes FULL_VOCAB=$PROC/vocab.$SRC-$TGT
+if [ -n "$RELOAD_CODES" ]; then
+  # read before hours of tokenization; and an earlier run's copies stay (as every output that exists), so other
+  # files given now would not be used
+  check_codes_vocab --reload_codes "$RELOAD_CODES" --reload_vocab "$RELOAD_VOCAB"
+  same_as_copy() {  # flag, file given, its copy
+    [ ! -f "$3" ] || cmp -s "$2" "$3" ||
+      die "$1 $2 differs from $3, which an earlier run copied or made, and the files beside it were made with: remove $PROC to start over"
+  }
+  same_as_copy --reload_codes "$RELOAD_CODES" "$BPE_CODES"
+  same_as_copy --reload_vocab "$RELOAD_VOCAB" "$FULL_VOCAB"
+fi
 mkdir -p "$MONO/$SRC" "$MONO/$TGT" "$PARA" "$PROC"
 PY="python"
 
@@ -77,7 +89,6 @@ for lg in $SRC $TGT; do
   fi
 done
 
-BPE_CODES=$PROC/codes FULL_VOCAB=$PROC/vocab.$SRC-$TGT
 if [ ! -f "$BPE_CODES" ] && [ -n "$RELOAD_CODES" ]; then cp "$RELOAD_CODES" "$BPE_CODES"; fi
 if [ ! -f "$BPE_CODES" ]; then
   echo "Learning $CODES BPE codes..."
@@ -113,8 +124,9 @@ for split in valid test; do
     [ -f "$sgm" ] || die "$sgm is not found in dev.tgz"
     out=$PROC/$split.$SRC-$TGT.$lg
     if [ ! -f "$out.pth" ]; then
-      # the text of each <seg> element, as Moses' input-from-sgm.perl extracts it
-      sed -n 's/^.*<seg[^>]*>[[:space:]]*\(.*[^[:space:]]\)[[:space:]]*<\/seg>.*$/\1/p' "$sgm" | tokenize "$lg" > "$PARA/dev/${files[$i]}.tok"
+      # the text of each <seg> element, as Moses' input-from-sgm.perl extracts it (an empty one too: the
+      # two sides stay aligned)
+      $PY "$MAIN/tools/input_from_sgm.py" < "$sgm" | tokenize "$lg" > "$PARA/dev/${files[$i]}.tok"
       $PY "$MAIN/tools/fastbpe" applybpe "$out" "$PARA/dev/${files[$i]}.tok" "$BPE_CODES" "$PROC/vocab.$lg"
       $PY "$MAIN/preprocess.py" "$FULL_VOCAB" "$out"
     fi

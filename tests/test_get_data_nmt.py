@@ -2,6 +2,8 @@
 import gzip
 import io
 import os
+import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -30,6 +32,11 @@ def mirror(tmp_path_factory):
         for split, name in (("valid", "newstest2013-ref"), ("test", "newstest2014-fren-ref")):
             for lang in ("en", "fr"):
                 lines = (SAMPLE / "para" / f"{split}.en-fr.{lang}").read_text(encoding="utf-8").splitlines()[:50]
+                # as real sets have them: an empty element (English), one over two lines (French)
+                if lang == "en":
+                    lines[2] = ""
+                else:
+                    lines[4] = lines[4].replace(" ", " \n", 1)
                 data = sgm(lines, lang).encode("utf-8")
                 info = tarfile.TarInfo(f"dev/{name}.{lang}.sgm")
                 info.size = len(data)
@@ -49,7 +56,8 @@ def test_offline_run_writes_what_train_py_reads(mirror, tmp_path):
     assert "Data summary" in proc.stdout
     assert len((data / "mono" / "en" / "all.en").read_text(encoding="utf-8").splitlines()) == 800  # all there is
     assert len((data / "mono" / "fr" / "all.fr").read_text(encoding="utf-8").splitlines()) == 1000  # --n_mono
-    assert len((proc_dir / "valid.en-fr.fr").read_text(encoding="utf-8").splitlines()) == 50
+    valid = {lang: (proc_dir / f"valid.en-fr.{lang}").read_text(encoding="utf-8").splitlines() for lang in ("en", "fr")}
+    assert len(valid["en"]) == len(valid["fr"]) == 50 and valid["en"][2] == ""  # the sides aligned
     # the unsupervised MT command runs on it
     python("train.py", "--exp_name", "nmt", "--dump_path", tmp_path / "dumped", "--data_path", proc_dir,
            "--lgs", "en-fr", "--encoder_only", "false", "--ae_steps", "en,fr", "--bt_steps", "en-fr-en,fr-en-fr",
@@ -60,6 +68,18 @@ def test_offline_run_writes_what_train_py_reads(mirror, tmp_path):
     run(["bash", str(ROOT / "get-data-nmt.sh"), "--src", "en", "--tgt", "fr", "--mirror", str(mirror),
          "--data_path", str(data), "--n_mono", "1000", "--codes", "500"])
     assert before == {p: p.stat().st_mtime for p in proc_dir.glob("*.pth")}
+
+
+def test_segments_by_the_rules_of_input_from_sgm():
+    """tools/input_from_sgm.py (also compared with Moses' Perl script on 300 random documents, outside the
+    repository): every element a line, empty ones included, lines of one element joined with nothing
+    between them, ASCII whitespace runs made one space; other whitespace kept."""
+    sgm_text = (b'<refset>\n<doc docid="d">\n<seg id="1"> a  b\t</seg>\n<seg id="2"></seg>\n<SEG id="3">'
+                b'\nsplit wo\nrd </SEG>\r\n<seg id="4">\xc2\xa0nbsp\x0b</seg>\n<p>\n<seg id="5">x</seg> <seg id="6">y'
+                b'</seg>\n</doc>\n</refset>\n')
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "input_from_sgm.py")], input=sgm_text,
+                          capture_output=True, check=True)
+    assert proc.stdout == b'a b\n\nsplit word\n\xc2\xa0nbsp\nx</seg> <seg id="6">y\n'
 
 
 def test_corrupt_archive_is_a_clear_error(mirror, tmp_path):
@@ -124,6 +144,33 @@ def test_bad_flags_are_refused_before_anything_is_written(tmp_path):
         assert proc.returncode != 0 and len(proc.stderr.splitlines()) == 1, (args, proc.stderr)
         assert proc.stderr.startswith(f"get-data-nmt.sh: {message}"), (args, proc.stderr)
         assert not data.exists(), args
+
+
+def test_reloaded_codes_and_vocabulary_are_read_before_any_work(tmp_path):
+    """--reload_codes/--reload_vocab: a file that would fail hours later, at binarization, is refused first; and one
+    other than the copy an earlier run left (which the files beside it were made with) is refused, not ignored."""
+    codes, vocab, other = tmp_path / "codes", tmp_path / "vocab", tmp_path / "other_vocab"
+    codes.write_text("t h 9\nth e 8\n")
+    vocab.write_text("the 9\nof 4\n")
+    other.write_text("the 9\nand 5\n")
+    data = tmp_path / "data"
+    command = ["bash", str(ROOT / "get-data-nmt.sh"), "--src", "en", "--tgt", "fr", "--mirror", str(tmp_path),
+               "--data_path", str(data), "--reload_codes", str(codes)]
+    bad = tmp_path / "bad_vocab"
+    bad.write_text("the 5\nof 9\n")
+    proc = run([*command, "--reload_vocab", str(bad)], check=False)
+    assert proc.returncode != 0 and proc.stderr.startswith(
+        f"get-data-nmt.sh: --reload_vocab: {bad}:2: counts must not increase"), proc.stderr
+    proc = run([*command, "--reload_vocab", str(vocab), "--reload_codes", str(vocab)], check=False)
+    assert proc.stderr.startswith(f"get-data-nmt.sh: --reload_codes: {vocab}:"), proc.stderr
+    assert not data.exists()
+    processed = data / "processed" / "en-fr"
+    processed.mkdir(parents=True)
+    (processed / "vocab.en-fr").write_text(other.read_text())  # an earlier run's copy
+    proc = run([*command, "--reload_vocab", str(vocab)], check=False)
+    assert proc.returncode != 0 and proc.stderr.startswith(
+        f"get-data-nmt.sh: --reload_vocab {vocab} differs from {processed / 'vocab.en-fr'}"), proc.stderr
+    assert os.listdir(data) == ["processed"]
 
 
 def test_n_mono_and_archives_without_final_newline(tmp_path):

@@ -12,6 +12,7 @@
 #   tokenize_lower_pipe LANG       # the same, stdin to stdout
 #   split_data ALL TRAIN VALID TEST N_VALID N_TEST   # the original's seeded shuffle and split of ALL
 #   prepare_options FLAG "$@"      # --codes --vocab --input --output --FLAG of prepare-*.sh, checked
+#   check_codes_vocab CODES_FLAG CODES VOCAB_FLAG VOCAB  # both readable as such, else an error naming the flag
 #   put_in_place                   # SOURCES[i] to OUTPUTS[i] of prepare-*.sh: labels moved, sentences BPE'd
 #                                  # and binarized, two files at a time
 #   split_options WHAT "$@"        # one WHAT (into ARG) and --mirror --data_path --n_valid --n_test, checked
@@ -212,20 +213,26 @@ prepare_options() {  # list flag, "$@": the options of the prepare-*.sh scripts,
     [[ "$seen" != *" $item "* ]] || die "--$list_flag: '$item' given twice"
     seen+="$item "
   done
-  local err  # what applybpe and preprocess.py would each refuse, once (--codes and --vocab swapped, say)
-  err=$(PYTHONPATH="$MAIN${PYTHONPATH:+:$PYTHONPATH}" python - "$CODES" "$VOCAB" 2>&1 <<'EOF'
+  check_codes_vocab --codes "$CODES" --vocab "$VOCAB"
+}
+
+check_codes_vocab() {  # codes flag, codes, vocabulary flag, vocabulary: what applybpe and preprocess.py would each
+  # refuse, found before any long work (--codes and --vocab swapped, say), as an error naming the flag
+  local err
+  err=$(PYTHONPATH="$MAIN${PYTHONPATH:+:$PYTHONPATH}" python - "$@" 2>&1 <<'EOF'
 import sys
 from xlm.data.bpe import read_codes
 from xlm.data.dictionary import Dictionary
 from xlm.fileio import DataError
+codes_flag, codes, vocab_flag, vocab = sys.argv[1:]
 try:
-    read_codes(sys.argv[1])
+    read_codes(codes)
 except DataError as e:
-    sys.exit(f"--codes: {e}")
+    sys.exit(f"{codes_flag}: {e}")
 try:
-    Dictionary.read_vocab(sys.argv[2])
+    Dictionary.read_vocab(vocab)
 except DataError as e:
-    sys.exit(f"--vocab: {e}")
+    sys.exit(f"{vocab_flag}: {e}")
 EOF
   ) || die "$err"
 }
