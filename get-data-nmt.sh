@@ -10,7 +10,8 @@
 # under a temporary name and renamed when complete; steps whose outputs exist are skipped.
 set -euo pipefail  # (one command a line: set -e lets a failure on the left of && go on)
 MAIN=$(cd "$(dirname "$0")" && pwd)
-source "$MAIN/tools/data_lib.sh"  # fetch, extract, parse_options, check_count, check_mirror, name_stdin, produce, die
+source "$MAIN/tools/data_lib.sh"  # fetch, extract, parse_options, check_count, check_mirror, mirror_has, name_stdin,
+# produce, die
 N_MONO=5000000
 CODES=60000
 DATA=./data
@@ -64,6 +65,13 @@ declare -A NEWS=(
   [fr]="http://www.statmt.org/wmt14/training-monolingual-news-crawl/news.2007.fr.shuffled.gz http://www.statmt.org/wmt14/training-monolingual-news-crawl/news.2008.fr.shuffled.gz http://www.statmt.org/wmt14/training-monolingual-news-crawl/news.2009.fr.shuffled.gz"
   [ro]="http://data.statmt.org/wmt16/translation-task/news.2015.ro.shuffled.gz"
 )
+
+needed=()  # the archives this run will fetch
+for lg in $SRC $TGT; do
+  [ -f "$MONO/$lg/all.$lg" ] || for url in ${NEWS[$lg]}; do [ -f "$MONO/$lg/$(basename "$url")" ] || needed+=("$(basename "$url")"); done
+done
+[ -f "$PARA/dev.tgz" ] || needed+=(dev.tgz)
+mirror_has "${needed[@]}"
 
 for lg in $SRC $TGT; do
   raw=$MONO/$lg/all.$lg

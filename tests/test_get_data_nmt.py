@@ -181,13 +181,27 @@ def test_n_mono_and_archives_without_final_newline(tmp_path):
         for k, name in enumerate(names):
             with gzip.open(mirror / name, "wt", encoding="utf-8") as f:
                 f.write("\n".join(f"{lang} news {k} line {i} ." for i in range(5)))  # no final newline
+    (mirror / "dev.tgz").write_bytes(b"not an archive")  # the run stops there, after the monolingual data
     data = tmp_path / "data"
-    # learnbpe fails on purpose afterwards (no dev.tgz needed): --codes is large but valid
     proc = run(["bash", str(ROOT / "get-data-nmt.sh"), "--src", "en", "--tgt", "fr", "--mirror", str(mirror),
                 "--data_path", str(data), "--n_mono", "12", "--codes", "20"], check=False)
     assert (data / "mono" / "en" / "all.en").read_text(encoding="utf-8").splitlines() == \
         [f"en news {k} line {i} ." for k in range(2) for i in range(5)]
     assert len((data / "mono" / "fr" / "all.fr").read_text(encoding="utf-8").splitlines()) == 12
     assert (data / "mono" / "fr" / "all.fr").read_text(encoding="utf-8").splitlines()[5] == "fr news 1 line 0 ."
-    assert "dev.tgz: not in the mirror" in proc.stderr
+    assert "dev.tgz: corrupt archive" in proc.stderr
     assert not list(data.rglob("*.tmp"))
+
+
+def test_archives_missing_from_a_mirror_folder_are_named_before_any_work(mirror, tmp_path):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for f in mirror.iterdir():
+        if f.name not in ("news.2009.fr.shuffled.gz", "dev.tgz"):
+            (partial / f.name).write_bytes(f.read_bytes())
+    data = tmp_path / "data"
+    proc = run(["bash", str(ROOT / "get-data-nmt.sh"), "--src", "en", "--tgt", "fr", "--mirror", str(partial),
+                "--data_path", str(data)], check=False)
+    assert proc.returncode != 0 and proc.stderr == \
+        f"get-data-nmt.sh: not in the mirror {partial}: news.2009.fr.shuffled.gz dev.tgz\n"
+    assert not [p for p in data.rglob("*") if p.is_file()]

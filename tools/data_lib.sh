@@ -20,6 +20,7 @@
 #                                  # --flag or one without its value is an error naming it
 #   check_count FLAG VALUE         # VALUE a positive whole number, else an error naming FLAG
 #   check_mirror                   # $MIRROR empty, an existing folder or an http(s):// or file:// URL
+#   mirror_has NAME...             # with a folder $MIRROR, each file there, else an error naming the missing
 #   join_lines FILE...             # the files one after the other, each last line ending with a newline
 #   name_stdin FILE COMMAND...     # COMMAND < FILE, "<stdin>" in its messages replaced by FILE
 #   produce OUT COMMAND...         # COMMAND > OUT.tmp, renamed OUT when it succeeds, removed when it fails
@@ -94,6 +95,14 @@ check_count() {  # flag, value: a positive whole number (not too large for shell
 check_mirror() {  # $MIRROR: none, an existing folder, or an http(s):// or file:// URL
   [ -z "${MIRROR:-}" ] || [ -d "$MIRROR" ] || [[ "${MIRROR,,}" =~ ^(https?|file):// ]] ||
     die "--mirror: '$MIRROR' is neither an existing folder nor an http(s):// or file:// URL"
+}
+
+mirror_has() {  # file names...: with a folder --mirror, every one there, else one error naming those missing,
+  # before hours of work on the others
+  [ -d "${MIRROR:-/nonexistent}" ] || return 0
+  local missing=() name
+  for name in "$@"; do [ -f "${MIRROR%/}/$name" ] || missing+=("$name"); done
+  [ ${#missing[@]} -eq 0 ] || die "not in the mirror $MIRROR: ${missing[*]}"
 }
 
 join_lines() {  # files...: their lines one after the other on stdout, a newline added to a last line without one
