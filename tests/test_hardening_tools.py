@@ -115,6 +115,20 @@ def test_corpus_summary_missing_folder(tmp_path):
     one_error_line(tool("corpus_summary.py", tmp_path / "nope"), f"error: {tmp_path / 'nope'}: no such folder")
 
 
+def test_corpus_summary_goes_on_past_a_corpus_it_cannot_read(tmp_path):
+    dico = Dictionary.from_words([(w, 0) for w in SPECIAL_WORDS] + [("cat", 3)])
+    text = tmp_path / "text"
+    text.write_text("cat cat\ncat\n")
+    for name in ("a.en.pth", "c.en.pth"):
+        binarize(text, dico, str(tmp_path / name))
+    (tmp_path / "b.en.pth").write_bytes((tmp_path / "a.en.pth").read_bytes()[:40])
+    proc = tool("corpus_summary.py", tmp_path)
+    assert proc.returncode == 1 and [line.split()[0] for line in proc.stdout.splitlines()] == \
+        ["corpus", "a.en.pth", "c.en.pth"]
+    one_error_line(proc, f"error: {tmp_path / 'b.en.pth'}: ")
+    assert len(proc.stderr.splitlines()) == 1
+
+
 # ----------------------------------------------------------------------------- counts below 1
 
 @pytest.mark.parametrize("top_k", ["-3", "0"])
