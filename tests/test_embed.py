@@ -11,14 +11,19 @@ from xlm.model.transformer import TransformerConfig, TransformerModel
 
 
 @pytest.fixture(scope="module")
-def encoder(sample_data, tmp_path_factory):
+def model_path(sample_data, tmp_path_factory):
     dico = Dictionary.read_vocab(str(sample_data / "vocab"))
     torch.manual_seed(0)
     model = TransformerModel(TransformerConfig(n_words=len(dico), emb_dim=32, n_layers=2, n_heads=4, n_langs=2))
     path = tmp_path_factory.mktemp("embed") / "model.pth"
     params = dict(emb_dim=32, n_layers=2, n_heads=4, n_langs=2, lang2id={"en": 0, "fr": 1}, id2lang={0: "en", 1: "fr"})
     save_checkpoint(checkpoint_payload(dico, params, model=model), str(path))
-    return SentenceEncoder(str(path), codes=str(sample_data / "codes"))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def encoder(model_path, sample_data):
+    return SentenceEncoder(model_path, codes=str(sample_data / "codes"))
 
 
 def test_preprocessing_matches_the_command_line_pipeline(encoder, sample_data, tmp_path):
@@ -53,3 +58,12 @@ def test_misuses_of_encode_are_one_error(encoder):
             encoder.encode(["Hello"], "en", batch_size=batch_size)
     with pytest.raises(DataError, match="sentence 1: 600 subwords, more than the 510"):
         encoder.encode(["Hello", "a " * 600], "en", preprocessed=True)
+
+
+def test_without_codes_sentences_are_taken_as_given(encoder, model_path):
+    """No codes: the sentences are BPE'd already; Moses tokenization would split their '@@' markers."""
+    bpe = [encoder.preprocess(s, "en") for s in ["Unable to save the document.", "Opening files"]]
+    assert any("@@" in s for s in bpe)
+    plain = SentenceEncoder(model_path)
+    assert [plain.preprocess(s, "en") for s in bpe] == bpe
+    torch.testing.assert_close(plain.encode(bpe, "en"), encoder.encode(bpe, "en", preprocessed=True))

@@ -54,7 +54,7 @@ def words_of(encoder, sentence, lang):
     for i, piece in enumerate(MASK_MARKER.split(sentence)):
         words += [[None]] if i else []
         word = []
-        for token in (encoder.preprocess(piece, lang) if encoder.bpe else piece).split():
+        for token in encoder.preprocess(piece, lang).split():
             word.append(token)
             if not token.endswith("@@"):
                 words.append(word)

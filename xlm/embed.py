@@ -24,7 +24,8 @@ from .model.embedder import sentence_vectors
 class SentenceEncoder:
     def __init__(self, model_path, codes=None, lowercase=False, device="cpu", vocab=None):
         """model_path: a checkpoint (pretrained `model`, or a translation model's `encoder`);
-        codes: the BPE codes the model's data was segmented with (None: sentences are given BPE'd);
+        codes: the BPE codes the model's data was segmented with (None: sentences are given tokenized,
+        lower-cased if the model was, and BPE'd, and are taken as they are);
         vocab: the vocabulary file applybpe was given with the codes, if any."""
         loaded = load_model(model_path)
         self.model = loaded.encoder.to(device).eval()
@@ -34,15 +35,19 @@ class SentenceEncoder:
         self.bpe = BPEApplier(codes, vocab) if codes else None
 
     def preprocess(self, sentence, lang):
-        """Raw text -> the model's subword tokens."""
+        """Raw text -> the model's subword tokens; without codes, the sentence as it is (Moses tokenization
+        would split BPE's '@@' markers)."""
+        if not self.bpe:
+            return sentence
         line = tokenize(sentence, lang)
         if self.lowercase:
             line = lowercase_and_remove_accent(line)
-        return self.bpe(line) if self.bpe else line
+        return self.bpe(line)
 
     @torch.no_grad()
     def encode(self, sentences, lang, batch_size=32, preprocessed=False):
-        """(len(sentences), dim) vectors; preprocessed=True takes tokenized and BPE'd sentences as they are."""
+        """(len(sentences), dim) vectors; preprocessed=True takes tokenized and BPE'd sentences as they are
+        (as an encoder without codes always does)."""
         if isinstance(sentences, (str, bytes)):
             raise DataError("encode takes a list of sentences, not one string: encode([sentence], lang)")
         if batch_size < 1:
