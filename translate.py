@@ -35,6 +35,10 @@ from xlm.model.linear import onednn_chosen, weights_packed
 from xlm.progress import Progress
 from xlm.train.options import bool_flag, check_folder_name
 
+LOG = logging.getLogger("xlm.translate")  # to dump_path/exp_name/exp_id/translate.log with --exp_name; else nowhere
+LOG.setLevel(logging.INFO)
+LOG.propagate = False
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -199,7 +203,10 @@ def main(argv=None):
         except OSError as e:
             raise DataError(f"--dump_path: cannot make the log folder {dump} ({e.strerror})") from None
         check_output(os.path.join(dump, "translate.log"))
-        logging.basicConfig(filename=os.path.join(dump, "translate.log"), level=logging.INFO)
+        handler = logging.FileHandler(os.path.join(dump, "translate.log"), encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s - %(message)s", "%Y-%m-%d %H:%M:%S"))
+        LOG.addHandler(handler)
+        LOG.info("Arguments: %s", json.dumps(vars(args)))
     model = load_model(args.model_path)
     if model.decoder is None:
         raise DataError(f"{args.model_path}: a pretrained (encoder only) model cannot translate")
@@ -212,6 +219,8 @@ def main(argv=None):
     model.decoder.to(device)
     text = sys.stdin.buffer.read()
     sentences = read_input(io.BytesIO(text), model.dico, model.encoder.config.n_positions - 2)
+    LOG.info("Languages of the model: %s. Read %i sentences from stdin: %s to %s", ", ".join(lang2id), len(sentences),
+             args.src_lang, args.tgt_lang)
     model_file = os.stat(args.model_path)
     identity = dict(input_sha256=hashlib.sha256(text).hexdigest(), model=[os.path.abspath(args.model_path),
                     model_file.st_size, model_file.st_mtime_ns],
@@ -219,16 +228,21 @@ def main(argv=None):
                                                      "length_penalty", "early_stopping", "remove_bpe")})
     output = PartialOutput(args.output_path, identity)
     if output.lines:
-        print(f"Going on after line {output.lines} of {output.path}, written by a stopped run of this command",
-              file=sys.stderr)
+        say(f"Going on after line {output.lines} of {output.path}, written by a stopped run of this command")
     try:
         translate_into(output, model, sentences, lang2id[args.src_lang], lang2id[args.tgt_lang], args, device)
     except BaseException:  # a signal (exit_on_signals), Ctrl-C, an error: what is written is kept
         output.record()
-        print(f"{output.lines} translated lines kept in {output.path}: rerun the command to go on", file=sys.stderr)
+        say(f"{output.lines} translated lines kept in {output.path}: rerun the command to go on")
         raise
     output.finish()
-    print(f"Translated {len(sentences)} sentences to {args.output_path}", file=sys.stderr)
+    say(f"Translated {len(sentences)} sentences to {args.output_path}")
+
+
+def say(message):
+    """On stderr, and in the log of --exp_name."""
+    print(message, file=sys.stderr)
+    LOG.info(message)
 
 
 if __name__ == "__main__":

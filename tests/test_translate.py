@@ -49,6 +49,15 @@ def test_translate_keeps_the_order_and_translates(checkpoint, tmp_path):
     assert len(beam.read_text().splitlines()) == len(LINES)
 
 
+def test_exp_name_keeps_a_log(checkpoint, tmp_path):
+    out = tmp_path / "out.fr"
+    python("translate.py", "--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr", "--output_path", out,
+           "--exp_name", "tr", "--dump_path", tmp_path / "dumped", input="\n".join(LINES) + "\n")
+    log = (tmp_path / "dumped" / "tr" / "translate" / "translate.log").read_text()
+    assert '"src_lang": "en"' in log.splitlines()[0] and "Read 7 sentences from stdin: en to fr" in log
+    assert f"Translated 7 sentences to {out}" in log.splitlines()[-1]
+
+
 def test_batches_follow_the_input_order_as_the_original(tmp_path):
     """A decoder that never ends a sentence: every translation runs to the max_len of its batch, 1.5 x
     its longest source + 10 (</s> included). The original's batches are --batch_size lines in input order;
