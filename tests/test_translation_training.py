@@ -142,3 +142,14 @@ def test_every_objective_in_one_translation_run_under_torchrun(small_sample, tmp
     assert "CLM-fr:" in log and "MLM-en:" in log and "MLM-en-fr:" in log and "PC-en-fr:" in log and "MT-en-fr:" in log
     scores = scores_of(log)[0]
     assert {"valid_fr_clm_ppl", "valid_en_mlm_ppl", "valid_en_fr_mlm_ppl", "valid_en-fr_mt_ppl"} <= set(scores)
+
+
+def test_a_cut_vocabulary_reads_the_references_words_beyond_it_as_unk(small_sample, tmp_path):
+    """--max_vocab with parallel data: the reference files and BLEU read the ids beyond the cut as <unk>
+    (they were looked up in the cut dictionary, a KeyError at the start of the run)."""
+    train(small_sample, tmp_path, "cut", "--lgs", "en-fr", "--encoder_only", "false", "--mt_steps", "en-fr",
+          "--max_vocab", "500", "--epoch_size", "32", "--max_epoch", "1", "--eval_bleu", "true")
+    dump = tmp_path / "mt" / "cut"
+    assert "valid_en-fr_mt_bleu" in scores_of((dump / "train.log").read_text())[0]
+    reference = (dump / "hypotheses" / "ref.en-fr.valid.txt").read_text(encoding="utf-8")
+    assert "<unk>" in reference and len(reference.splitlines()) == 150

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.datasets import BatchingOptions, ParallelDataset
+from ..data.dictionary import UNK_WORD
 from ..fileio import atomic_write
 from ..model.linear import free_roundings
 from ..model.generate import generate_beam, generate_greedy
@@ -31,7 +32,10 @@ def mt_directions(params):
 
 
 def _sentences(dico, ids):
-    return " ".join(dico[i] for i in ids)
+    """ids as text; a reference's ids beyond a dictionary cut by --max_vocab or --min_count read as <unk>, as
+    the model sees them (and the original writes them)."""
+    n = len(dico)
+    return " ".join(dico[i] if i < n else UNK_WORD for i in ids)
 
 
 def _direction(data, params, split, src, tgt):
