@@ -152,7 +152,7 @@ def setup_error(*args):
     return str(e.value)
 
 
-def test_a_run_failing_in_its_setup_leaves_no_folder(small_sample, tmp_path, keep_signal_handlers):
+def test_a_run_failing_in_its_setup_leaves_no_folder(small_sample, tmp_path, keep_signal_handlers, monkeypatch):
     """Errors found once the data is read: the folders the run made are removed, an existing one is kept."""
     assert "unknown metrics valid_xx_mlm_ppl" in setup_error(small_sample, tmp_path / "new", "a",
                                                              "--validation_metrics", "valid_xx_mlm_ppl")
@@ -164,6 +164,17 @@ def test_a_run_failing_in_its_setup_leaves_no_folder(small_sample, tmp_path, kee
     (kept / "notes.txt").write_text("mine")
     assert "unknown metrics" in setup_error(small_sample, tmp_path / "old", "c", "--validation_metrics", "nope")
     assert (kept / "notes.txt").read_text() == "mine"
+    # a run beside it in the folders it made (a sweep's other exp_id, started at once) keeps its own
+    from xlm.train import loop
+
+    def sibling_starts_then_fails(params):
+        (tmp_path / "swept" / "t" / "other").mkdir(parents=True)
+        (tmp_path / "swept" / "t" / "other" / "train.log").write_text("running")
+        raise DataError("this run's own mistake")
+
+    monkeypatch.setattr(loop, "Trainer", sibling_starts_then_fails)
+    assert setup_error(small_sample, tmp_path / "swept", "d") == "this run's own mistake"
+    assert os.listdir(tmp_path / "swept" / "t") == ["other"]
 
 
 def test_what_a_resume_or_reload_cannot_keep_is_warned_about(small_sample, tmp_path, keep_signal_handlers):

@@ -82,17 +82,25 @@ def removed_on_failure(params):
     """A run that fails during its set-up leaves no experiment folder behind, if it made it: nothing in
     it is worth keeping, and a rerun would otherwise look like a resume. Every rank decides before any
     of them has made the folder (they meet in init_distributed first)."""
-    made = os.path.abspath(experiment_folder(params))
-    fresh = not os.path.lexists(made)
-    while fresh and not os.path.lexists(os.path.dirname(made)):
-        made = os.path.dirname(made)  # the run also makes the missing dump_path and exp_name folders
+    folder = os.path.abspath(experiment_folder(params))
+    fresh = not os.path.lexists(folder)
+    parents = []  # the missing dump_path and exp_name folders, which the run also makes
+    while fresh and not os.path.lexists(os.path.dirname(parents[-1] if parents else folder)):
+        parents.append(os.path.dirname(parents[-1] if parents else folder))
     try:
         yield
     except FolderInUse:
         raise
     except BaseException:
         if fresh:
-            shutil.rmtree(made, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
+            # innermost first, and only while empty: runs started beside this one (a sweep's other exp_ids)
+            # may have made their folders there since
+            for parent in parents:
+                try:
+                    os.rmdir(parent)
+                except OSError:
+                    break
         raise
 
 
