@@ -431,3 +431,15 @@ def test_half_precision_the_cpu_emulates_is_warned_about(tmp_path, monkeypatch, 
         assert "arithmetic" not in log
     else:
         assert expected in log
+
+
+def test_the_default_dump_path_names_the_user_as_the_original(monkeypatch):
+    """getpass.getuser(), as the original: $USER unset (a container, cron) reads the password database."""
+    import pwd
+
+    from xlm.train.options import user_name
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    assert user_name() == pwd.getpwuid(os.getuid()).pw_name
+    monkeypatch.setenv("USER", "alice")
+    assert user_name() == "alice"

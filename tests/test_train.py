@@ -218,6 +218,55 @@ def test_ctrl_c_saves_after_the_step_and_twice_stops_at_once(small_sample, tmp_p
                                              "command starts over")
 
 
+SLOW_EVALUATION = """
+import pathlib, runpy, sys, time
+import xlm.train.signals as signals
+check, marker = signals.StopSignals.check_evaluation, pathlib.Path(sys.argv.pop(1))
+
+def slow(self, info):  # the first batch of an evaluation that takes long (BLEU of a large test set)
+    if not marker.exists():
+        marker.touch()
+        time.sleep(3)
+    return check(self, info)
+
+signals.StopSignals.check_evaluation = slow
+sys.argv = ["train.py", *sys.argv[1:]]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+def test_eval_only_stops_at_a_signal_and_a_drawn_exp_id_is_named_to_resume(small_sample, tmp_path):
+    """--eval_only has nothing to save: SIGTERM stops its evaluation at the next batch (it said it would save,
+    and evaluated every set); without --exp_id the line that says how to resume names the drawn one."""
+    base = ["--exp_name", "test", "--dump_path", str(tmp_path), "--data_path", str(small_sample), *TINY,
+            "--lgs", "en-fr", "--mlm_steps", "en,fr,en-fr"]
+    marker = tmp_path / "evaluating"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_EVALUATION, str(marker), *base, "--exp_id", "ev",
+                             "--eval_only", "true"], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 128 + signal.SIGTERM, proc.stderr.read().decode()[-2000:]
+    text = (tmp_path / "test" / "ev" / "train.log").read_text()
+    assert "Received signal 15: stopping at the next evaluation batch" in text
+    assert text.rstrip().endswith("Stopped by signal 15; nothing to save") and "__log__" not in text
+
+    proc = subprocess.Popen([sys.executable, "train.py", *base, "--epoch_size", "100000", "--log_interval", "1000"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not list((tmp_path / "test").glob("*/train.log")) or len(list((tmp_path / "test").iterdir())) < 2:
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.1)
+    log = next(p for p in (tmp_path / "test").glob("*/train.log") if p.parent.name != "ev")
+    wait_for_log(log, "Starting epoch 0", proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(120) == 128 + signal.SIGINT
+    assert log.read_text().rstrip().endswith(
+        f"Stopped by signal 2 after saving; the same command with --exp_id {log.parent.name} resumes")
+
+
 def test_a_killed_write_keeps_the_previous_checkpoint(tmp_path):
     path = tmp_path / "checkpoint.pth"
     save_checkpoint({"model": {"w": torch.ones(3)}, "epoch": 1}, path)

@@ -71,7 +71,8 @@ class Dictionary:
                     continue
                 if word in seen:
                     # a tab or carriage return that split() took away is why, where the line has one
-                    hidden = f" (the line is {line.rstrip(chr(10))!r})" if line.rstrip("\n") != f"{word} {count}" else ""
+                    shown = line.rstrip("\n")
+                    hidden = f" (the line is {shown!r})" if shown != f"{word} {count}" else ""
                     raise DataError(f"{path}:{line_no}: duplicate word {word!r}{hidden}")
                 if len(entries) > N_RESERVED and count > entries[-1][1]:
                     raise DataError(f"{path}:{line_no}: counts must not increase ({word!r} {count} after "

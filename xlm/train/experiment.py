@@ -104,8 +104,14 @@ def removed_on_failure(params):
         raise
 
 
+def resume_command(params):
+    """What resumes a stopped run: the same command, and with an exp_id drawn at random, that id."""
+    return f"the same command with --exp_id {params.exp_id}" if getattr(params, "exp_id_drawn", False) else \
+        "the same command"
+
+
 @contextmanager
-def failure_logged(logger, dump):
+def failure_logged(logger, dump, rerun="the same command"):
     """A run that fails once started writes in its log why it stopped, and where the same command would
     resume (a rank whose peer died fails in a collective, "Connection closed by peer"); SIGKILL leaves no
     line."""
@@ -116,7 +122,7 @@ def failure_logged(logger, dump):
         gist = re.sub(r"^\[[^\]]*\]\s*", "", next((line.strip() for line in str(e).splitlines() if line.strip()), ""))
         why = "a second Ctrl-C" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {gist[:300]}"
         saved = sorted(glob.glob(os.path.join(dump, "checkpoint*.pth")))
-        logger.error("Stopped by %s; %s", why, f"the same command resumes from {', '.join(saved)}" if saved else
+        logger.error("Stopped by %s; %s", why, f"{rerun} resumes from {', '.join(saved)}" if saved else
                      "no checkpoint was saved: the same command starts over")
         raise
 

@@ -34,7 +34,7 @@ from .distributed import all_reduce_sum, broadcast_from_master, full_float32, sh
 from .engine import StepEngine, amp_dtype
 from .build import global_batching
 from .checkpointing import gather_rng_states, load_optimizer_states, restore_rng_state, rng_state
-from .experiment import failure_logged, release_folders, removed_on_failure, start_experiment
+from .experiment import failure_logged, release_folders, removed_on_failure, resume_command, start_experiment
 from .options import bool_flag, check_optimizer, check_sentence_batching, set_experiment_names
 from .schedules import build_optimizer
 from .signals import EvaluationStopped, StopSignals
@@ -455,9 +455,10 @@ def main(argv=None):
     try:
         with removed_on_failure(params):
             info, logger, metrics = start_experiment(params)
-            signals = StopSignals(logger, alone=not info.multi)  # from here on kept for the next save point
+            # from here on kept for the next save point
+            signals = StopSignals(logger, alone=not info.multi, rerun=resume_command(params))
             tuner = FineTuner(params, params.transfer_tasks[0], info, logger, metrics, signals)
-        with failure_logged(logger, params.dump_path):
+        with failure_logged(logger, params.dump_path, resume_command(params)):
             tuner.run()
             for task in params.transfer_tasks[1:]:
                 if signals.stopped:  # the next task is not started

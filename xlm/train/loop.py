@@ -32,7 +32,8 @@ from .checkpointing import gather_rng_states, load_training_checkpoint, restore_
 from .compile import BucketPadded
 from .distributed import all_reduce_sum, broadcast_from_master, full_float32, shutdown
 from .engine import StepEngine, amp_dtype
-from .experiment import failure_logged, release_folders, removed_on_failure, seed_all, start_experiment
+from .experiment import (failure_logged, release_folders, removed_on_failure, resume_command, seed_all,
+                         start_experiment)
 from ..host_memory import keep_freed_memory
 from .options import parse_params
 from .pipeline import Plan, Prefetcher, training_sizes
@@ -64,7 +65,8 @@ class Trainer:
         # on the CPU, each step's large tensors reuse the pages the last step freed (see host_memory.py)
         self.freed_memory = keep_freed_memory() if info.device.type == "cpu" else None
         # from here on a signal (SLURM's time-limit warning, a kill, Ctrl-C) is kept until the run can stop (signals.py)
-        self.signals = StopSignals(self.logger, alone=not info.multi)
+        self.signals = StopSignals(self.logger, alone=not info.multi, rerun=resume_command(params),
+                                   saves=not params.eval_only)
         self.dump = params.dump_path
         seed_all(params.seed)  # the same initial weights on every rank
         self.data = load_training_data(params, self.logger, info.local_rank)
@@ -260,7 +262,7 @@ class Trainer:
         # each rank evaluates its share of the sets; every rank gets the scores of the whole sets; on the
         # CPU each weight is reordered for oneDNN once for all the batches. In training, a signal that any
         # rank received stops the evaluation at its next batch
-        check = None if self.params.eval_only else functools.partial(self.signals.check_evaluation, self.info)
+        check = functools.partial(self.signals.check_evaluation, self.info)
         log = self.logger.info
         with full_float32(), weights_packed():
             scores.update(evaluate_lm(lm_models, self.data, self.params, self.info, self.engine.autocast(), log,
@@ -313,7 +315,10 @@ class Trainer:
     def run(self):
         p, s = self.params, self.state
         if p.eval_only:
-            self.evaluate()
+            try:
+                self.evaluate()
+            except EvaluationStopped:  # nothing to save
+                self.signals.stop(self.info)
             return
         plan = Prefetcher(self.plan.items(s.n_total_iter), pin=self.info.device.type == "cuda")
         try:
@@ -380,7 +385,7 @@ def main(argv=None):
     try:
         with removed_on_failure(params):
             trainer = Trainer(params)
-        with failure_logged(trainer.logger, trainer.dump):
+        with failure_logged(trainer.logger, trainer.dump, resume_command(params)):
             trainer.run()
         shutdown(trainer.info)
     finally:

@@ -5,6 +5,7 @@ of the code uses (langs, lang2id, step lists, ...). A flag combination that cann
 `DataError` naming the flag, raised before any work starts.
 """
 import argparse
+import getpass
 import os
 import random
 import re
@@ -172,13 +173,23 @@ def set_experiment_names(params):
     """The run folder dump_path/exp_name/exp_id, with the original's defaults."""
     if not params.exp_name:
         raise DataError("--exp_name is required: runs are stored in dump_path/exp_name/exp_id")
+    # a random id (no --exp_id, no job id) is named in the line that says how to resume
+    params.exp_id_drawn = not (params.exp_id or os.environ.get("CHRONOS_JOB_ID") or os.environ.get("SLURM_JOB_ID"))
     if not params.exp_id:
         params.exp_id = os.environ.get("CHRONOS_JOB_ID") or os.environ.get("SLURM_JOB_ID") or \
             "".join(random.choice(string.ascii_lowercase + string.digits) for _ in range(10))
     for flag in ("exp_name", "exp_id"):
         check_folder_name(getattr(params, flag), flag)
     if not params.dump_path:
-        params.dump_path = os.path.join("/checkpoint", os.environ.get("USER", "user"), "dumped")
+        params.dump_path = os.path.join("/checkpoint", user_name(), "dumped")
+
+
+def user_name():
+    """The original's getpass.getuser(), which reads $LOGNAME, $USER, ... and then the password database."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container's uid without a name
+        return "user"
 
 
 def check_folder_name(value, flag):

@@ -21,8 +21,10 @@ class EvaluationStopped(Exception):
 
 
 class StopSignals:
-    def __init__(self, logger, alone=False):
-        self.logger, self.alone = logger, alone
+    def __init__(self, logger, alone=False, rerun="the same command", saves=True):
+        """alone: one process (it stops after any step); rerun: what resumes the run; saves: False where the
+        run has nothing to save (--eval_only), and a signal stops its evaluation at the next batch."""
+        self.logger, self.alone, self.rerun, self.saves = logger, alone, rerun, saves
         self.received, self.time, self.stopped = None, 0.0, False
         for sig in HANDLED:
             signal.signal(sig, self._on_signal)
@@ -38,9 +40,10 @@ class StopSignals:
         # logged from a thread of its own: Python runs this handler wherever the main thread is, which may be
         # inside a write of this very log (the signal interrupted the write), where a second write is refused
         # and the line lost; the thread waits for the log's lock, which that write holds, and then writes
+        what = ("saving a checkpoint " + ("after this step" if self.alone else "at the next progress line") +
+                " (or evaluation batch)") if self.saves else "stopping at the next evaluation batch"
         threading.Thread(target=self.logger.warning, args=(
-            "Received signal %i: saving a checkpoint %s (or evaluation batch)%s", signum,
-            "after this step" if self.alone else "at the next progress line",
+            "Received signal %i: %s%s", signum, what,
             " (Ctrl-C again to stop now)" if signum == signal.SIGINT else "")).start()
 
     def agreed(self, info):
@@ -53,7 +56,7 @@ class StopSignals:
         return bool(any_signal)
 
     def check_evaluation(self, info):
-        """Before each batch of an evaluation in training, on every rank (a collective): any rank's signal
+        """Before each batch of an evaluation, on every rank (a collective): any rank's signal
         stops it, however long its set (a BLEU set may outlast SLURM's warning or torchrun's 30 s)."""
         if self.agreed(info):
             raise EvaluationStopped
@@ -71,7 +74,10 @@ class StopSignals:
             if failed:
                 self.logger.error("`%s` failed (%s): resubmit the job to resume", " ".join(requeue), failed)
         self.stopped = True
-        self.logger.warning("Stopped by signal %i after saving; rerun the command to resume", self.received)
+        if self.saves:
+            self.logger.warning("Stopped by signal %i after saving; %s resumes", self.received, self.rerun)
+        else:
+            self.logger.warning("Stopped by signal %i; nothing to save", self.received)
 
     @property
     def exit_status(self):
