@@ -50,6 +50,7 @@ class LoopState:
     best_metrics: dict = field(default_factory=dict)
     best_stopping_criterion: float = None
     decrease_counts: int = 0
+    stopping_metric: str = ""   # --stopping_criterion's metric, whose best and count those two are
     n_nonfinite: int = 0        # updates skipped for a non-finite loss
     losses: dict = field(default_factory=dict)   # key -> [sum, count] since the last progress line
     n_words: int = 0            # predicted tokens since the last progress line
@@ -101,7 +102,8 @@ class Trainer:
         self.state = LoopState(best_metrics={m.lstrip("_"): (1e12 if m.startswith("_") else -1e12)
                                              for m in filter(None, params.validation_metrics.split(","))},
                                best_stopping_criterion=(1e12 if params.stopping_criterion.startswith("_") else -1e12)
-                               if params.stopping_criterion else None)
+                               if params.stopping_criterion else None,
+                               stopping_metric=params.stopping_criterion.split(",")[0])
         self.resume()
         self.consumed = self.plan.states()  # the plan's states after the last item trained on
         self.loss_sums = {}                 # key -> loss sum on the device, since the last progress line
@@ -152,6 +154,13 @@ class Trainer:
         self.state.best_metrics = {**initial.best_metrics, **self.state.best_metrics}
         if self.state.best_stopping_criterion is None:
             self.state.best_stopping_criterion = initial.best_stopping_criterion
+        if self.state.stopping_metric != initial.stopping_metric and "stopping_metric" in saved:
+            if initial.stopping_metric and self.state.stopping_metric:  # another metric's best is no bar for this one
+                self.logger.warning("--stopping_criterion follows %s, where the saved run followed %s: its best "
+                                    "score and count start afresh", initial.stopping_metric,
+                                    self.state.stopping_metric)
+            self.state.best_stopping_criterion = initial.best_stopping_criterion
+            self.state.decrease_counts, self.state.stopping_metric = 0, initial.stopping_metric
         if "scaler" in saved:
             for key, it in self.iterators.items():
                 if "|".join(key) in saved["iterators"]:
@@ -319,6 +328,10 @@ class Trainer:
                 self.evaluate()
             except EvaluationStopped:  # nothing to save
                 self.signals.stop(self.info)
+            return
+        if p.stopping_criterion and s.decrease_counts > int(p.stopping_criterion.split(",")[1]):
+            # a rerun of a finished run trains no more, as after --max_epoch
+            self.logger.info("The stopping criterion ended this run at epoch %i: nothing more to do.", s.epoch - 1)
             return
         plan = Prefetcher(self.plan.items(s.n_total_iter), pin=self.info.device.type == "cuda")
         try:
