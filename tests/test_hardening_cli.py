@@ -177,6 +177,29 @@ def test_a_run_failing_in_its_setup_leaves_no_folder(small_sample, tmp_path, kee
     assert os.listdir(tmp_path / "swept" / "t") == ["other"]
 
 
+def test_a_rerun_after_the_stopping_criterion_ended_the_run_trains_no_more(small_sample, tmp_path,
+                                                                          keep_signal_handlers):
+    """As after --max_epoch, a rerun of a finished run does nothing (it trained an epoch more); and a rerun
+    that follows another metric starts its best and count afresh, with a warning."""
+    from xlm.model.checkpoint import read_checkpoint, save_checkpoint
+    from xlm.train.loop import main
+    criterion = ["--stopping_criterion", "_valid_en_mlm_ppl,0"]
+    main(argv(small_sample, tmp_path, "s", *criterion, "--max_epoch", 1))
+    path = tmp_path / "t" / "s" / "checkpoint.pth"
+    ckpt = read_checkpoint(str(path))
+    assert ckpt["train_state"]["stopping_metric"] == "_valid_en_mlm_ppl"
+    ckpt["train_state"]["decrease_counts"] = 1  # as the criterion leaves a run it ended
+    save_checkpoint(ckpt, str(path))
+    main(argv(small_sample, tmp_path, "s", *criterion, "--max_epoch", 3))
+    log = (tmp_path / "t" / "s" / "train.log").read_text()
+    assert log.rstrip().endswith("The stopping criterion ended this run at epoch 0: nothing more to do.")
+    assert "Starting epoch 1" not in log
+    main(argv(small_sample, tmp_path, "s", "--stopping_criterion", "valid_en_mlm_acc,0", "--max_epoch", 2))
+    log = (tmp_path / "t" / "s" / "train.log").read_text()
+    assert "--stopping_criterion follows valid_en_mlm_acc, where the saved run followed _valid_en_mlm_ppl" in log
+    assert "Starting epoch 1" in log and "New best validation score" in log
+
+
 def test_what_a_resume_or_reload_cannot_keep_is_warned_about(small_sample, tmp_path, keep_signal_handlers):
     """A rerun that adds a step, or whose flags build another model with weights of the same shapes, or
     whose languages take other ids, goes on with a warning for each; so do metrics read the wrong way
