@@ -200,6 +200,23 @@ def test_a_rerun_after_the_stopping_criterion_ended_the_run_trains_no_more(small
     assert "Starting epoch 1" in log and "New best validation score" in log
 
 
+def test_a_parallel_sentence_longer_than_the_positions_stops_the_run_at_its_start(small_sample, sample_data,
+                                                                                    tmp_path, keep_signal_handlers):
+    """Evaluation reads every sentence (training drops those above --max_len): one the model's 512 positions
+    cannot hold is named when the data is read, not after an epoch of training."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in small_sample.glob("*.pth"):
+        (data / f.name).symlink_to(f)
+    long = data / "valid.en-fr.fr"
+    long.write_text("le chat\n" + " ".join(["le"] * 600) + "\n")
+    (data / "valid.en-fr.fr.pth").unlink()
+    python("preprocess.py", sample_data / "vocab", long)
+    message = setup_error(data, tmp_path / "dumped", "long", "--mlm_steps", "en-fr")
+    assert message == f"{long}.pth: sentence 1 has 600 tokens, more than the 510 that the model's 512 positions " \
+        "hold with the two </s>"
+
+
 def test_what_a_resume_or_reload_cannot_keep_is_warned_about(small_sample, tmp_path, keep_signal_handlers):
     """A rerun that adds a step, or whose flags build another model with weights of the same shapes, or
     whose languages take other ids, goes on with a warning for each; so do metrics read the wrong way

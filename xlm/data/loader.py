@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..fileio import DataError
+from ..model.transformer import N_MAX_POSITIONS
 from .binarized import load_binarized
 
 SPLITS = ("train", "valid", "test")
@@ -40,6 +41,14 @@ def corpus_path(params, name, local_rank):
     return os.path.join(params.data_path, name + ".pth")
 
 
+def check_sentence_lengths(corpus, n_positions=N_MAX_POSITIONS):
+    """A sentence the model cannot read (with its two </s>) stops the run now, not at the first evaluation."""
+    if len(corpus) and int(corpus.lengths.max()) + 2 > n_positions:
+        i = int(corpus.lengths.argmax())
+        raise DataError(f"{corpus.path}: sentence {i} has {int(corpus.lengths[i])} tokens, more than the "
+                        f"{n_positions - 2} that the model's {n_positions} positions hold with the two </s>")
+
+
 def load_training_data(params, logger=None, local_rank=0):
     mono, pairs, eval_pairs = needed_languages(params)
     splits = ("valid", "test") if params.eval_only else SPLITS
@@ -71,6 +80,9 @@ def load_training_data(params, logger=None, local_rank=0):
             data.sharded.add(lg)
     for (pair, split), two in para_paths.items():
         data.para.setdefault(pair, {})[split] = tuple(load(path) for path in two)
+        if split != "train":  # evaluated whole (training drops what --max_len excludes)
+            for corpus in data.para[pair][split]:
+                check_sentence_lengths(corpus)
     dico = first[0].dico
     full = len(dico)
     dico.max_vocab(params.max_vocab)
