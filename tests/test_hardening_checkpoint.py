@@ -277,3 +277,21 @@ def test_a_killed_save_leaves_nothing_after_the_next_start(run):
     assert (folder / "notes.tmp").read_text() == "mine" and (folder / "checkpoint.pth.tmp").read_text() == "mine"
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp") and p.name != "notes.tmp"
                 and p.name != "checkpoint.pth.tmp"]
+
+
+@pytest.mark.parametrize("saved, wanted, hints", [
+    (dict(emb_dim=32), dict(emb_dim=64), {"embeddings.weight": "model dimensions",
+                                          "lang_embeddings.weight": "model dimensions"}),
+    (dict(n_words=40), dict(n_words=50), {"embeddings.weight": "vocabulary size",
+                                          "pred_layer.proj.bias": "vocabulary size"}),
+    (dict(n_langs=2), dict(n_langs=3), {"lang_embeddings.weight": "number of languages"}),
+])
+def test_a_misshapen_weight_names_the_size_that_differs(saved, wanted, hints):
+    from xlm.model.checkpoint import load_weights
+    base = dict(n_words=40, emb_dim=32, n_layers=1, n_heads=4, n_langs=2)
+    weights = TransformerModel(TransformerConfig(**{**base, **saved})).state_dict()
+    with pytest.raises(DataError) as e:
+        load_weights(TransformerModel(TransformerConfig(**{**base, **wanted})), weights)
+    for key, hint in hints.items():
+        assert re.search(rf"{re.escape(key)}: checkpoint \([\d, ]+\) vs model \([\d, ]+\) \({hint}\)", str(e.value)), \
+            str(e.value)

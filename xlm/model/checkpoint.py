@@ -209,14 +209,17 @@ def config_from_params(params, n_words, is_decoder=False):
     return config
 
 
-def _hint(key):
-    if key.startswith(("embeddings.", "pred_layer.")):
+def _hint(key, saved, wanted):
+    """What differs between the checkpoint's shape and the model's: a table's rows are its vocabulary,
+    languages or positions, any other size the model's dimensions."""
+    if len(saved) == len(wanted) == 2 and saved[1] == wanted[1] and key.startswith(
+            ("embeddings.", "pred_layer.", "lang_embeddings.", "position_embeddings.")):
+        return {"embeddings": " (vocabulary size)", "pred_layer": " (vocabulary size)",
+                "lang_embeddings": " (number of languages)", "position_embeddings": " (position table)"}[
+                    key.split(".")[0]]
+    if key.startswith("pred_layer.") and len(saved) == len(wanted) == 1:
         return " (vocabulary size)"
-    if key.startswith("lang_embeddings."):
-        return " (number of languages)"
-    if key.startswith("position_embeddings."):
-        return " (position table)"
-    return " (model dimension)"
+    return " (model dimensions)"
 
 
 def load_weights(model, state_dict, name="model"):
@@ -225,7 +228,8 @@ def load_weights(model, state_dict, name="model"):
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}{_hint(k)}"
+    shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+              f"{_hint(k, tuple(state_dict[k].shape), tuple(v.shape))}"
               for k, v in expected.items() if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
     problems = []
     if missing:

@@ -87,8 +87,7 @@ def parse_params(argv=None):
         raise DataError(f"--transfer_tasks is required: a comma list of {', '.join(TASKS)}")
     for task in params.transfer_tasks:
         if task not in TASKS:
-            raise DataError(f"--transfer_tasks: unknown task '{task}' (one of {', '.join(TASKS)}; "
-                            "the diagnostic AX_MNLI-m is not supported)")
+            raise DataError(f"--transfer_tasks: unknown task '{task}' (one of {', '.join(TASKS)})")
     if len(set(params.transfer_tasks)) != len(params.transfer_tasks):
         raise DataError("--transfer_tasks: a task appears twice")
     for flag in ("model_path", "data_path"):
