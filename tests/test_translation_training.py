@@ -1,5 +1,6 @@
 """train.py with --encoder_only false: denoising auto-encoding, back-translation and supervised MT."""
 import json
+import re
 
 import torch
 
@@ -150,6 +151,9 @@ def test_a_cut_vocabulary_reads_the_references_words_beyond_it_as_unk(small_samp
     train(small_sample, tmp_path, "cut", "--lgs", "en-fr", "--encoder_only", "false", "--mt_steps", "en-fr",
           "--max_vocab", "500", "--epoch_size", "32", "--max_epoch", "1", "--eval_bleu", "true")
     dump = tmp_path / "mt" / "cut"
-    assert "valid_en-fr_mt_bleu" in scores_of((dump / "train.log").read_text())[0]
+    log = (dump / "train.log").read_text()
+    assert "valid_en-fr_mt_bleu" in scores_of(log)[0]
+    # as the original logs them (--max_len 30)
+    assert re.search(r"mt training sentences of en-fr: removed \d+ of \d+, empty or longer than --max_len 30", log)
     reference = (dump / "hypotheses" / "ref.en-fr.valid.txt").read_text(encoding="utf-8")
     assert "<unk>" in reference and len(reference.splitlines()) == 150

@@ -163,6 +163,7 @@ class SentenceDataset(_Bucketed):
         keep = np.ones(len(lengths), dtype=bool) if max_len is None else (lengths > 0) & (lengths <= max_len)
         self.indices = np.flatnonzero(keep)
         self.lengths = lengths[self.indices] + 2
+        self.n_removed = len(lengths) - len(self.indices)
         if len(self.indices) == 0:
             raise DataError(f"{corpus.path}: no sentence left after filtering by max_len={max_len}")
 
@@ -183,6 +184,7 @@ class ParallelDataset(_Bucketed):
         keep = np.ones(len(len1), dtype=bool)
         if max_len is not None:
             keep = (len1 > 0) & (len2 > 0) & (len1 <= max_len) & (len2 <= max_len)
+        self.n_removed = len(keep) - int(keep.sum())
         self.indices = np.flatnonzero(keep)[:n_sentences]  # evaluation may read the first n only
         self.lengths = len1[self.indices] + len2[self.indices] + 4
         if len(self.indices) == 0:

@@ -23,7 +23,7 @@ def global_batching(params, world_size):
                            params.group_by_size, getattr(params, "tokens_per_batch_padded", False))
 
 
-def build_iterators(params, data, info):
+def build_iterators(params, data, info, logger=None):
     """One resumable iterator per (objective, languages), keyed like the original (causal / pred / align /
     ae / bt / mt). Each draws its own order, as the original's do: AE and BT on one language, or MLM and
     MT on one pair, must not see the same batches in lockstep."""
@@ -33,6 +33,10 @@ def build_iterators(params, data, info):
 
     def add(key, dataset, rank=info.rank, world_size=world):
         if key not in iterators:
+            if logger and getattr(dataset, "n_removed", 0):  # the original logs it too
+                logger.info("%s training sentences of %s: removed %i of %i, empty or longer than --max_len %i",
+                            key[0], "-".join(key[1:]), dataset.n_removed, dataset.n_removed + len(dataset.indices),
+                            params.max_len)
             seed = zlib.crc32("|".join(map(str, (params.seed,) + key)).encode())  # the same on every rank
             iterators[key] = BatchIterator(dataset, seed, rank, world_size)
 

@@ -91,7 +91,7 @@ class Trainer:
                                  params.accumulate_gradients, params.clip_grad_norm, info.multi)
         self.lambdas = {o: LambdaSchedule.parse(getattr(params, f"lambda_{o}"))
                         for o in ("clm", "mlm", "pc", "ae", "mt", "bt")}
-        self.iterators = build_iterators(params, self.data, info) if not params.eval_only else {}
+        self.iterators = build_iterators(params, self.data, info, self.logger) if not params.eval_only else {}
         sizes = {} if params.eval_only else training_sizes(params, self.data, self.iterators)
         masking = MaskingConfig.from_params(params, self.data.dico, self.data.n_words)
         self.masking_generator = torch.Generator().manual_seed(params.seed * 1000 + info.rank)
