@@ -260,7 +260,17 @@ def test_a_second_run_in_a_running_runs_folder_is_refused_and_removes_nothing(sm
     finally:
         release_folders()
     proc = python("train.py", *argv(small_sample, tmp_path, "busy", "--validation_metrics", "nope"), check=False)
-    one_error_line(proc, "unknown metrics nope")
+    one_error_line(proc, "error: --validation_metrics: unknown metrics nope; this run computes")
+
+
+def test_unknown_metrics_name_their_flag_and_what_bleu_needs(tmp_path):
+    from xlm.train.build import check_metrics
+    from xlm.train.options import parse_params
+    params = parse_params(["--exp_name", "x", "--data_path", str(tmp_path), "--lgs", "en-fr", "--encoder_only", "false",
+                           "--mt_steps", "en-fr", "--stopping_criterion", "valid_en-fr_mt_bleu,3"])
+    with pytest.raises(DataError, match=r"^--stopping_criterion: unknown metrics valid_en-fr_mt_bleu \(BLEU needs "
+                                        r"--eval_bleu true\); this run computes valid_en-fr_mt_ppl"):
+        check_metrics(params, None)
 
 
 @contextmanager

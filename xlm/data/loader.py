@@ -58,7 +58,7 @@ def load_training_data(params, logger=None, local_rank=0):
     para_paths.update({((a, b), s): [corpus_path(params, f"{s}.{a}-{b}.{lg}", local_rank) for lg in (a, b)]
                        for a, b in eval_pairs for s in ("valid", "test")})
     paths = list(mono_paths.values()) + [path for two in para_paths.values() for path in two]
-    missing = [path for path in paths if not os.path.isfile(path)]
+    missing = list(dict.fromkeys(path for path in paths if not os.path.isfile(path)))  # en-en names them twice
     if missing:
         raise DataError(f"missing data files: {', '.join(missing)}")
     first = []  # the first corpus read: its vocabulary is every other's

@@ -140,13 +140,16 @@ def check_metrics(params, logger):
     without the leading '_' that marks smaller as better), or an accuracy or BLEU when lower: either keeps
     the worst model as the best."""
     known = metric_names(params)
-    given = list(filter(None, params.validation_metrics.split(",")))
-    if params.stopping_criterion:
-        given.append(params.stopping_criterion.split(",")[0])
-    unknown = [m.lstrip("_") for m in given if m.lstrip("_") not in known]
-    if unknown:
-        raise DataError(f"unknown metrics {', '.join(unknown)}; this run computes {', '.join(known)}")
-    for metric in given:
+    by_flag = {"--validation_metrics": list(filter(None, params.validation_metrics.split(","))),
+               "--stopping_criterion": [params.stopping_criterion.split(",")[0]] if params.stopping_criterion else []}
+    unknown = {flag: [m.lstrip("_") for m in given if m.lstrip("_") not in known] for flag, given in by_flag.items()}
+    if any(unknown.values()):
+        names = list(dict.fromkeys(m for ms in unknown.values() for m in ms))
+        bleu = " (BLEU needs --eval_bleu true)" if any(m.endswith("_mt_bleu") for m in names) and \
+            not getattr(params, "eval_bleu", False) else ""
+        raise DataError(f"{' and '.join(f for f, ms in unknown.items() if ms)}: unknown metrics {', '.join(names)}"
+                        f"{bleu}; this run computes {', '.join(known)}")
+    for metric in by_flag["--validation_metrics"] + by_flag["--stopping_criterion"]:
         if metric.endswith("_ppl") and not metric.startswith("_"):
             logger.warning("%s: a higher perplexity is taken as better; write _%s to keep the lowest",
                            metric, metric)
