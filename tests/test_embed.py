@@ -67,3 +67,10 @@ def test_without_codes_sentences_are_taken_as_given(encoder, model_path):
     plain = SentenceEncoder(model_path)
     assert [plain.preprocess(s, "en") for s in bpe] == bpe
     torch.testing.assert_close(plain.encode(bpe, "en"), encoder.encode(bpe, "en", preprocessed=True))
+
+
+def test_a_cuda_device_without_one_is_one_clear_error(model_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    with pytest.raises(DataError, match="device 'cuda': no CUDA device on this machine"):
+        SentenceEncoder(model_path, device="cuda")

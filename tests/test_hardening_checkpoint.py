@@ -295,3 +295,11 @@ def test_a_misshapen_weight_names_the_size_that_differs(saved, wanted, hints):
     for key, hint in hints.items():
         assert re.search(rf"{re.escape(key)}: checkpoint \([\d, ]+\) vs model \([\d, ]+\) \({hint}\)", str(e.value)), \
             str(e.value)
+
+
+def test_a_plain_pickle_is_refused_without_torchs_warning(tmp_path, recwarn):
+    path = tmp_path / "plain.pkl"
+    path.write_bytes(pickle.dumps({"model": [1, 2, 3]}, protocol=4))
+    with pytest.raises(DataError, match="not a PyTorch checkpoint"):
+        read_checkpoint(str(path))
+    assert not [w for w in recwarn if "pickle protocol" in str(w.message)]

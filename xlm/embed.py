@@ -27,6 +27,8 @@ class SentenceEncoder:
         codes: the BPE codes the model's data was segmented with (None: sentences are given tokenized,
         lower-cased if the model was, and BPE'd, and are taken as they are);
         vocab: the vocabulary file applybpe was given with the codes, if any."""
+        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+            raise DataError(f"device '{device}': no CUDA device on this machine (use device='cpu')")
         loaded = load_model(model_path)
         self.model = loaded.encoder.to(device).eval()
         self.dico, self.device, self.lowercase = loaded.dico, torch.device(device), lowercase

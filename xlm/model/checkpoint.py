@@ -11,6 +11,7 @@ allow-list.
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -59,7 +60,9 @@ def read_checkpoint(path):
         if f.read(len(BINARIZED_MAGIC)) == BINARIZED_MAGIC:
             raise DataError(f"{path}: a binarized corpus (preprocess.py output), not a model checkpoint")
     try:
-        with torch.serialization.safe_globals(_NUMPY_GLOBALS):
+        with torch.serialization.safe_globals(_NUMPY_GLOBALS), warnings.catch_warnings():
+            # torch's note on a plain pickle file, which the error below explains
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         reason = _gist(e)

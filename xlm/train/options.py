@@ -273,8 +273,10 @@ def check_sentence_batching(params):
     """The sentence batches' and the vocabulary's flags, which glue-xnli.py shares."""
     if params.tokens_per_batch != -1 and params.tokens_per_batch < 1:
         raise DataError("--tokens_per_batch must be -1 (off) or positive")
-    if params.max_len < 1 or params.max_batch_size < 0:
-        raise DataError("--max_len must be >= 1 and --max_batch_size >= 0 (0: no cap)")
+    if params.max_len < 1:
+        raise DataError("--max_len must be >= 1")
+    if params.max_batch_size < 0:
+        raise DataError("--max_batch_size must be >= 0 (0: no cap)")
     if params.max_vocab != -1 and params.max_vocab <= N_RESERVED:
         raise DataError(f"--max_vocab {params.max_vocab}: -1 (all words), or more than the {N_RESERVED} special "
                         "words that every vocabulary starts with")
@@ -313,10 +315,10 @@ def check_precision_and_loop_flags(params):
         raise DataError("--clip_grad_norm must be >= 0")
     if params.epoch_size < 1:
         raise DataError("--epoch_size must be positive (-1, 'the parallel data size', is broken in the original)")
-    if params.log_interval < 1 or params.checkpoint_every < 0:
-        raise DataError("--log_interval must be >= 1 and --checkpoint_every >= 0")
-    if params.max_epoch < 1 or params.save_periodic < 0:
-        raise DataError("--max_epoch must be >= 1 and --save_periodic >= 0 (0: off)")
+    for flag, least, note in (("log_interval", 1, ""), ("checkpoint_every", 0, " (0: off)"), ("max_epoch", 1, ""),
+                              ("save_periodic", 0, " (0: off)")):
+        if getattr(params, flag) < least:
+            raise DataError(f"--{flag} must be >= {least}{note}")
     if not 0 <= params.seed < 2 ** 32:
         raise DataError("--seed must be in [0, 2**32)")
 
