@@ -229,6 +229,10 @@ def test_glue_data_with_two_words_swapped_is_refused(data):
     model_dico = Dictionary(id2word, {w: i for i, w in id2word.items()}, dict(dico.counts))
     with pytest.raises(DataError, match="id 20 is 'w6' in the data, 'w7' in the model"):
         TaskData(data, model_dico).corpus(data / "valid.en.pth")
+    id2word = {i: w for i, w in dico.id2word.items() if i < 20}
+    smaller = Dictionary(id2word, {w: i for i, w in id2word.items()}, {w: dico.counts[w] for w in id2word.values()})
+    with pytest.raises(DataError, match="id 20 is 'w6' in the data, absent in the model"):
+        TaskData(data, smaller).corpus(data / "valid.en.pth")
 
 
 def test_dictionary_first_difference():

@@ -188,9 +188,10 @@ class TaskData:
             i, in_data, in_model = dico.first_difference(self.model_dico)
             raise DataError(f"{path}: binarized with a vocabulary of {len(full)} words ({len(dico)} after --max_vocab "
                             f"{self.max_vocab} / --min_count {self.min_count}) that is not the model's "
-                            f"({len(self.model_dico)} words; id {i} is {in_data!r} in the data, {in_model!r} in the "
-                            "model): binarize with the model's vocabulary and pass the --max_vocab / --min_count of "
-                            "its pretraining")
+                            f"({len(self.model_dico)} words; id {i} is "
+                            f"{'absent' if in_data is None else repr(in_data)} in the data, "
+                            f"{'absent' if in_model is None else repr(in_model)} in the model): binarize with the "
+                            "model's vocabulary and pass the --max_vocab / --min_count of its pretraining")
         self.accepted = full
         return corpus
 
