@@ -99,6 +99,13 @@ def test_bad_mask_index_is_one_line(model):
     proc = python(ROOT / "tools" / "fill_mask.py", folder / "model.pth", "--lang", "en", "--mask", "9", "the file",
                   check=False)
     assert proc.returncode != 0 and proc.stderr.strip() == "error: --mask 9: the sentence has 2 words (the file)"
+    proc = python(ROOT / "tools" / "fill_mask.py", folder / "model.pth", "--lang", "en", "--mask", "0", input="\n\n",
+                  check=False)
+    assert proc.returncode != 0 and proc.stderr.strip() == "error: no sentence: give it as an argument or on " \
+        "standard input"
+    proc = python(ROOT / "tools" / "fill_mask.py", folder / "model.pth", "--lang", "fr", "--mask", "0", "le fichier",
+                  "--translation", " ", "--translation_lang", "en", check=False)
+    assert proc.returncode != 0 and proc.stderr.strip() == "error: --translation is empty"
 
 
 def test_translations_file_sums_up_alone_and_with_translation(model, tmp_path):

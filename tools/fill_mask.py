@@ -214,8 +214,12 @@ def main(argv=None):
         raise DataError("--translation and --translations: give one of them")
     if args.summary and not args.translations:
         raise DataError("--summary needs --translations")
+    if args.translation is not None and not args.translation.strip():
+        raise DataError("--translation is empty")
     if not args.translations:
         sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        if not sentences:
+            raise DataError("no sentence: give it as an argument or on standard input")
         translations = [args.translation] * len(sentences)
     else:  # line by line: an empty line stays, so that the two files stay aligned
         sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
