@@ -162,8 +162,11 @@ def test_resumes_a_checkpoint_of_an_earlier_version(toy_tasks):
     rng = data["train_state"].pop("rng")
     data["train_state"]["torch_rng"] = rng[0]["torch"]
     torch.save(data, path)
-    proc = finetune(toy_tasks, "--transfer_tasks", "XNLI", "--n_epochs", 2, "--epoch_size", 32, exp_id="old")
+    proc = finetune(toy_tasks, "--transfer_tasks", "XNLI", "--n_epochs", 2, "--epoch_size", 32, "--batch_size", 8,
+                    exp_id="old")
     assert "resumed from" in proc.stdout and [s["epoch"] for s in logged_scores(proc)] == [1]
+    # as train.py: a changed flag of the batches or the updates is warned of
+    assert "resumed with other flags than the run's (--batch_size 16 there, 8 here)" in proc.stdout
 
 
 def test_torchrun_resumes_every_ranks_dropout(toy_tasks):

@@ -33,11 +33,15 @@ from ..progress import Progress
 from .distributed import all_reduce_sum, broadcast_from_master, full_float32, shutdown, to_device
 from .engine import StepEngine, amp_dtype
 from .build import global_batching
-from .checkpointing import gather_rng_states, load_optimizer_states, restore_rng_state, rng_state
+from .checkpointing import differing_flags, gather_rng_states, load_optimizer_states, restore_rng_state, rng_state
 from .experiment import failure_logged, release_folders, removed_on_failure, resume_command, start_experiment
 from .options import bool_flag, check_optimizer, check_sentence_batching, set_experiment_names
 from .schedules import build_optimizer
 from .signals import EvaluationStopped, StopSignals
+
+# what a resumed fine-tuning may change, but rarely means to (train.py's BATCHING_FLAGS)
+FINETUNE_BATCHING_FLAGS = ("batch_size", "max_batch_size", "tokens_per_batch", "max_len", "group_by_size",
+                           "optimizer_e", "optimizer_p", "finetune_layers", "dropout", "epoch_size", "seed")
 
 
 def build_parser():
@@ -369,7 +373,12 @@ class FineTuner:
         load_weights(self.model.encoder, data["model"], f"{self.checkpoint_path} (model)")
         self.model.proj.load_state_dict(data["classifier"])
         load_optimizer_states(self.optimizers, data, self.checkpoint_path, self.logger)
-        saved_model = data.get("finetune_params", {}).get("model_path")
+        saved_params = data.get("finetune_params", {})
+        changed = differing_flags(self.params, saved_params, FINETUNE_BATCHING_FLAGS)
+        if changed:  # as train.py warns
+            self.logger.warning("%s: resumed with other flags than the run's (%s): it goes on with this command's",
+                                self.checkpoint_path, "; ".join(changed))
+        saved_model = saved_params.get("model_path")
         if saved_model and os.path.realpath(saved_model) != os.path.realpath(self.params.model_path):
             self.logger.warning("%s goes on fine-tuning %s: the weights of --model_path %s are not used",
                                 self.checkpoint_path, saved_model, self.params.model_path)
