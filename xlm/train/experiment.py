@@ -84,9 +84,10 @@ def removed_on_failure(params):
     of them has made the folder (they meet in init_distributed first)."""
     folder = os.path.abspath(experiment_folder(params))
     fresh = not os.path.lexists(folder)
-    parents = []  # the missing dump_path and exp_name folders, which the run also makes
-    while fresh and not os.path.lexists(os.path.dirname(parents[-1] if parents else folder)):
-        parents.append(os.path.dirname(parents[-1] if parents else folder))
+    parents, top = [], folder  # the missing dump_path and exp_name folders, which the run also makes
+    while fresh and not os.path.lexists(os.path.dirname(top)):
+        top = os.path.dirname(top)
+        parents.append(top)
     try:
         yield
     except FolderInUse:
