@@ -154,21 +154,33 @@ def wait_for_log(log, pattern, proc, seconds=300):
     assert log.exists() and re.search(pattern, log.read_text()), f"no {pattern!r} in {log}"
 
 
-SLOW_SECOND_ROUND = """
-import pathlib, runpy, sys, time
-import xlm.train.loop as loop
-train_round, marker = loop.Trainer.train_round, pathlib.Path(sys.argv.pop(1))
+def slowed_train_py(target, condition, seconds):
+    """A script running train.py (its arguments after the first) in which `target` ("module:Class.method"),
+    the first time `condition` (an expression of self) holds, touches the file named by the first argument
+    and sleeps: a step or an evaluation that takes long, for a signal to arrive in."""
+    module, attribute = target.split(":")
+    cls, method = attribute.split(".")
+    return f"""
+import importlib, pathlib, runpy, sys, time
+cls = getattr(importlib.import_module("{module}"), "{cls}")
+original, marker = cls.{method}, pathlib.Path(sys.argv.pop(1))
 
-def slow(self, plan):  # a round that takes a minute (a huge batch, a slow file system)
-    if self.state.n_total_iter == 1:
+def slowed(self, *args):
+    if not marker.exists() and {condition}:
         marker.touch()
-        time.sleep(60)
-    return train_round(self, plan)
+        time.sleep({seconds})
+    return original(self, *args)
 
-loop.Trainer.train_round = slow
+cls.{method} = slowed
 sys.argv = ["train.py", *sys.argv[1:]]
 runpy.run_path("train.py", run_name="__main__")
 """
+
+
+# a round that takes a minute (a huge batch, a slow file system)
+SLOW_SECOND_ROUND = slowed_train_py("xlm.train.loop:Trainer.train_round", "self.state.n_total_iter == 1", 60)
+# the first batch of an evaluation that takes long (BLEU of a large test set)
+SLOW_EVALUATION = slowed_train_py("xlm.train.signals:StopSignals.check_evaluation", "True", 3)
 
 
 def test_ctrl_c_saves_after_the_step_and_twice_stops_at_once(small_sample, tmp_path):
@@ -216,23 +228,6 @@ def test_ctrl_c_saves_after_the_step_and_twice_stops_at_once(small_sample, tmp_p
     # the log says why it ends there, and that nothing was saved to resume from
     assert log.read_text().rstrip().endswith("Stopped by a second Ctrl-C; no checkpoint was saved: the same "
                                              "command starts over")
-
-
-SLOW_EVALUATION = """
-import pathlib, runpy, sys, time
-import xlm.train.signals as signals
-check, marker = signals.StopSignals.check_evaluation, pathlib.Path(sys.argv.pop(1))
-
-def slow(self, info):  # the first batch of an evaluation that takes long (BLEU of a large test set)
-    if not marker.exists():
-        marker.touch()
-        time.sleep(3)
-    return check(self, info)
-
-signals.StopSignals.check_evaluation = slow
-sys.argv = ["train.py", *sys.argv[1:]]
-runpy.run_path("train.py", run_name="__main__")
-"""
 
 
 def test_eval_only_stops_at_a_signal_and_a_drawn_exp_id_is_named_to_resume(small_sample, tmp_path):
