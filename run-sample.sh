@@ -43,7 +43,13 @@ mono_train=(); for lg in $LANGS; do mono_train+=("train.$lg"); done
 if [ ! -s "$OUT/codes" ]; then
   echo "learn $N_CODES BPE codes"
   python tools/fastbpe learnbpe "$N_CODES" "${mono_train[@]/#/$OUT/tok/}" > "$OUT/codes.tmp"
+  # what earlier codes made is made again with these
+  rm -f "$OUT"/{train,valid,test}.* "$OUT/vocab"
   mv "$OUT/codes.tmp" "$OUT/codes"
+elif [ "$(wc -l < "$OUT/codes")" -ne "$N_CODES" ]; then
+  echo "run-sample.sh: $OUT/codes holds $(wc -l < "$OUT/codes") codes, not N_CODES=$N_CODES: remove $OUT/codes" \
+    "(the files made with it are then made again) or choose another OUT" >&2
+  exit 1
 fi
 for f in "$OUT"/tok/*; do
   name=$(basename "$f")

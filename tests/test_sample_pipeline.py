@@ -38,3 +38,22 @@ def test_run_sample_stops_at_the_first_failing_step(sample_data, tmp_path):
     assert proc.returncode != 0
     assert "learn many BPE codes" in proc.stdout and "got 'many'" in proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["codes.tmp", "tok"]
+
+
+def test_codes_learned_anew_redo_what_the_earlier_codes_made(sample_data, tmp_path):
+    """Codes of another size than N_CODES are refused; codes learned anew (the file removed) make the BPE'd
+    files, the vocabulary and the binarized files again, not only the codes."""
+    out = tmp_path / "out"
+    (out / "tok").mkdir(parents=True)
+    for f in (sample_data / "tok").iterdir():  # the first 300 lines of each tokenized file: a quick rerun
+        (out / "tok" / f.name).write_text("".join(f.open(encoding="utf-8").readlines()[:300]), encoding="utf-8")
+    (out / "codes").write_text((sample_data / "codes").read_text(encoding="utf-8"), encoding="utf-8")
+    proc = run(["env", f"OUT={out}", "N_CODES=200", "PRETRAIN=0", "bash", str(ROOT / "run-sample.sh")], check=False)
+    assert proc.returncode == 1 and proc.stderr.strip() == f"run-sample.sh: {out}/codes holds 3000 codes, not " \
+        f"N_CODES=200: remove {out}/codes (the files made with it are then made again) or choose another OUT"
+    (out / "codes").unlink()
+    (out / "vocab").write_text("stale 1\n")  # what the earlier codes made
+    (out / "valid.en").write_text("stale\n")
+    run(["env", f"OUT={out}", "N_CODES=200", "PRETRAIN=0", "bash", str(ROOT / "run-sample.sh")])
+    assert len((out / "codes").read_text().splitlines()) == 200 and "stale" not in (out / "vocab").read_text()
+    assert (out / "valid.en").read_text() != "stale\n" and load_binarized(out / "valid.en.pth").dico.index("stale") == 3
