@@ -256,3 +256,17 @@ def test_damaged_hf_folder_is_one_error(tmp_path, damage, capsys):
     assert (tmp_path / "o.pth").read_bytes() == b"an earlier conversion"
     no_temporaries(tmp_path)
     assert "MISMATCH" not in capsys.readouterr().err  # transformers' report on the shapes is not printed
+
+
+def test_to_hf_writes_the_originals_params_keyed_by_language_pairs(tmp_path, checkpoint):
+    """The original's TLM and translation checkpoints hold dicts keyed by tuples in their params (para_dataset,
+    ref_paths), which JSON refused (a traceback)."""
+    from xlm.model.checkpoint import read_checkpoint, save_checkpoint
+    data = read_checkpoint(str(checkpoint))
+    data["params"] = {**data["params"], "para_dataset": {("en", "fr"): {"valid": ("a.en.pth", "a.fr.pth")}},
+                      "ref_paths": {("en", "fr", "valid"): "ref.en-fr.valid.txt"}}
+    save_checkpoint(data, str(tmp_path / "original_like.pth"))
+    convert(["to-hf", str(tmp_path / "original_like.pth"), str(tmp_path / "out")])
+    params = json.loads((tmp_path / "out" / "xlm_params.json").read_text())
+    assert params["para_dataset"] == {"en-fr": {"valid": ["a.en.pth", "a.fr.pth"]}}
+    assert params["ref_paths"] == {"en-fr-valid": "ref.en-fr.valid.txt"}

@@ -81,8 +81,19 @@ def to_hf(checkpoint_path, out_dir, causal=False):
         with open(os.path.join(tmp, "vocab.json"), "w", encoding="utf-8") as f:
             json.dump(vocab, f, ensure_ascii=False, indent=0)
         with open(os.path.join(tmp, "xlm_params.json"), "w", encoding="utf-8") as f:
-            json.dump({k: v for k, v in p.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))},
-                      f, indent=1, default=str)
+            json.dump({k: _as_json(v) for k, v in p.items() if isinstance(v, (str, int, float, bool, list, dict,
+                                                                              tuple, type(None)))}, f, indent=1)
+
+
+def _as_json(value):
+    """A params value as JSON: the original's params hold dicts keyed by language pairs (para_dataset,
+    ref_paths), written "en-fr"; other objects as their text."""
+    if isinstance(value, dict):
+        return {"-".join(map(str, k)) if isinstance(k, tuple) else k if isinstance(k, (str, int, float, bool)) or
+                k is None else str(k): _as_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_json(v) for v in value]
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
 
 
 def check_output_dir(out_dir):
