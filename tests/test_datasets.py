@@ -126,6 +126,21 @@ def test_two_ranks_split_each_global_batch(tmp_path, kind):
         next(BatchIterator(StreamDataset(corpus, 8, 16), world_size=3, rank=2))
 
 
+def test_a_batch_of_fewer_sentences_than_ranks_is_dropped_by_every_rank(tmp_path):
+    """--tokens_per_batch can end a bucket with one sentence: with two ranks one of them got none (a crash in
+    collate); every rank now drops such a batch alike, and the others are split as before."""
+    corpus1, corpus2 = make_corpus(tmp_path, "a", n=60), make_corpus(tmp_path, "b", n=60, seed=1)
+    options = BatchingOptions(batch_size=32, tokens_per_batch=100)
+    whole = BatchIterator(ParallelDataset(corpus1, corpus2, options), seed=3)
+    keys = [whole.next_global_key() for _ in range(len(whole))]
+    assert any(len(k) == 1 for k in keys)  # the case itself
+    ranks = [BatchIterator(ParallelDataset(corpus1, corpus2, options), seed=3, rank=r, world_size=2) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == sum(len(k) >= 2 for k in keys)
+    for _ in range(2 * len(ranks[0])):  # across passes
+        a, b = (next(it) for it in ranks)
+        assert len(a[0].lengths) >= 1 and len(b[0].lengths) >= 1
+
+
 def test_resume_yields_the_same_next_batches(tmp_path):
     for dataset in (StreamDataset(make_corpus(tmp_path, "mono"), 4, 32),
                     SentenceDataset(make_corpus(tmp_path, "mono"), BatchingOptions(tokens_per_batch=200))):

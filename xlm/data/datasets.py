@@ -103,6 +103,9 @@ class StreamDataset:
         order = rng.permutation(self.n_batches) if rng is not None else range(self.n_batches)
         return [(int(i), 0, self.batch_size) for i in order]
 
+    def splits(self, key, world_size):
+        return True  # every batch has batch_size rows, which shard checks
+
     def shard(self, key, rank, world_size):
         i = key[0]
         if self.batch_size % world_size:
@@ -148,6 +151,10 @@ class _Bucketed:
 
     def batches(self, rng=None):
         return bucket_batches(self.lengths, rng, **vars(self.batching))
+
+    def splits(self, key, world_size):
+        """Whether each of world_size ranks gets a sentence of the batch `key`."""
+        return len(key) >= world_size
 
     def shard(self, key, rank, world_size):
         return np.array_split(key, world_size)[rank]

@@ -25,7 +25,10 @@ class BatchIterator:
     def _batches_of_pass(self, p):
         if self._plan_pass != p:
             rng = np.random.default_rng([self.seed, p]) if self.shuffle else None
-            self._plan, self._plan_pass = self.dataset.batches(rng), p
+            # a batch of fewer sentences than ranks (the short end of a --tokens_per_batch bucket) would leave
+            # a rank nothing: every rank drops it alike
+            self._plan = [key for key in self.dataset.batches(rng) if self.dataset.splits(key, self.world_size)]
+            self._plan_pass = p
             if not self._plan:
                 raise DataError("the dataset has no batch")
         return self._plan
