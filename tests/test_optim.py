@@ -364,3 +364,39 @@ def test_product_key_memory_trains_with_dense_and_sparse_values(toy_corpus, tmp_
         assert ckpt["params"]["mem_values_optimizer"] == ("sparseadam,lr=0.001" if sparse == "true"
                                                           else "adam,lr=0.001")
         assert [s["step"] for s in ckpt["memory_optimizer"]["state"].values()] == [100]
+
+
+def test_the_originals_translation_optimizer_state_loads_without_the_untrained_bias(tmp_path):
+    """The original's translation runs train the encoder's output bias too (no gradient ever reaches it), so its
+    optimizer state has one parameter more than xlm's: that one is left out, and every other parameter gets its
+    own moments and the update count goes on (the whole state was refused: warmup started over)."""
+    import logging
+    from xlm.train.build import build_models, build_optimizers
+    from xlm.train.checkpointing import load_optimizer_states, untrained_positions
+    from xlm.train.schedules import build_optimizer
+    from xlm.data.dictionary import SPECIAL_WORDS
+    dico = Dictionary.from_words([(w, 0) for w in SPECIAL_WORDS] + [(f"w{i}", 10) for i in range(20)])
+    params = parse_params(["--exp_name", "x", "--data_path", str(tmp_path), "--lgs", "en-fr", "--encoder_only",
+                           "false", "--mt_steps", "en-fr", "--emb_dim", "16", "--n_layers", "1", "--n_heads", "2",
+                           "--optimizer", "adam_inverse_sqrt,lr=0.001,warmup_updates=40"])
+    params.n_words = len(dico)
+    models = build_models(params, dico, torch.device("cpu"), logging.getLogger("test"))
+    optimizer, _ = build_optimizers(models, params)
+    untrained = untrained_positions(models)
+    assert len(untrained) == 1
+    # the original's optimizer: every parameter in order, the untrained bias among them
+    everything = [p for m in models.values() for p in m.parameters()]
+    original = build_optimizer(everything, params.optimizer)
+    for _ in range(3):
+        for i, p in enumerate(everything):
+            p.grad = None if i in untrained else torch.randn_like(p)
+        original.step()
+        original.param_groups[0]["num_updates"] += 1  # as the training loop counts them
+    state = original.state_dict()
+    load_optimizer_states(optimizer, {"model_optimizer": state}, "orig.pth", logging.getLogger("test"), untrained)
+    loaded = optimizer["model"]
+    trained = [p for i, p in enumerate(everything) if i not in untrained]
+    assert loaded.param_groups[0]["num_updates"] == 3
+    for p, q in zip(trained, loaded.param_groups[0]["params"]):
+        assert p is q
+        assert torch.equal(loaded.state[q]["exp_avg"], original.state[p]["exp_avg"])

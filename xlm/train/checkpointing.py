@@ -74,15 +74,42 @@ BATCHING_FLAGS = ("batch_size", "bptt", "tokens_per_batch", "max_len", "group_by
                   "accumulate_gradients")
 
 
-def load_optimizer_states(optimizers, data, path, logger):
+def load_optimizer_states(optimizers, data, path, logger, untrained=()):
     """Each optimizer's state saved in the checkpoint `data` (as `<name>_optimizer`), where it fits: a
-    run resumed with another optimizer, or other parameters to train, starts that state afresh."""
+    run resumed with another optimizer, or other parameters to train, starts that state afresh. untrained:
+    the positions, among the model optimizer's parameters as the original lists them, of those xlm does
+    not train (a translation encoder's output bias): a state of the original holds them, and they are left
+    out of it."""
     for name, optimizer in optimizers.items():
         if f"{name}_optimizer" in data:
+            state = data[f"{name}_optimizer"]
+            if name == "model" and untrained and _n_params(state) == _n_params(optimizer.state_dict()) + len(untrained):
+                state = _without_params(state, set(untrained))
             try:
-                load_optimizer_state(optimizer, data[f"{name}_optimizer"])
+                load_optimizer_state(optimizer, state)
             except (ValueError, KeyError, RuntimeError) as e:
                 logger.warning("%s: the %s optimizer state does not fit (%s); starting it afresh", path, name, e)
+
+
+def _n_params(state):
+    return sum(len(group["params"]) for group in state["param_groups"])
+
+
+def _without_params(state, positions):
+    """An optimizer state dict without the parameters at `positions` (of 0..n-1 in its groups' order), the
+    others numbered again from 0."""
+    kept = [i for group in state["param_groups"] for i in group["params"] if i not in positions]
+    number = {old: new for new, old in enumerate(kept)}
+    return {"state": {number[i]: s for i, s in state["state"].items() if i in number},
+            "param_groups": [{**group, "params": [number[i] for i in group["params"] if i in number]}
+                             for group in state["param_groups"]]}
+
+
+def untrained_positions(models):
+    """The positions of the parameters xlm leaves untrained among those of the original's model optimizer
+    (every parameter of the models in order, the memory values apart)."""
+    named = [(n, p) for m in models.values() for n, p in m.named_parameters() if not n.endswith(".values.weight")]
+    return [i for i, (_, p) in enumerate(named) if not p.requires_grad]
 
 
 # flags that build a model whose weights have the same names and shapes whatever their values: a checkpoint
@@ -133,7 +160,7 @@ def load_training_checkpoint(path, models, optimizers, logger, dico, params=None
         if name not in data:
             raise DataError(f"{path}: no '{name}' weights to resume from")
         load_weights(model, data[name], f"{path} ({name})")
-    load_optimizer_states(optimizers, data, path, logger)
+    load_optimizer_states(optimizers, data, path, logger, untrained_positions(models))
     state = data.get("train_state")
     if state is None:
         require_keys(data, ["epoch", "n_total_iter", "best_metrics", "best_stopping_criterion"], path)
