@@ -109,6 +109,21 @@ def test_resuming_with_other_ranks_or_seed_names_what_to_change():
         BatchIterator(list(range(10)), seed=2, rank=0, world_size=2).load_state_dict(saved)
 
 
+def test_a_checkpoint_of_another_number_of_ranks_points_to_reload_model(small_sample, tmp_path,
+                                                                        keep_signal_handlers):
+    from xlm.model.checkpoint import read_checkpoint, save_checkpoint
+    from xlm.train.loop import main
+    main(argv(small_sample, tmp_path, "two"))
+    path = tmp_path / "t" / "two" / "checkpoint.pth"
+    data = read_checkpoint(str(path))
+    for state in data["train_state"]["iterators"].values():
+        state["world_size"] = 2  # as a 2-rank run saves it
+    save_checkpoint(data, str(path))
+    message = setup_error(small_sample, tmp_path, "other", "--reload_checkpoint", path)
+    assert message.startswith(f"{path}: its data positions were saved by a run of 2 process(es), and this one has "
+                              "1: resume it with 2; or start a new run from its weights (--reload_model")
+
+
 def test_a_checkpoint_that_cannot_be_written_is_one_error_and_the_last_one_stays(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pth"
     save_checkpoint({"a": 1}, path)

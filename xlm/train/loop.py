@@ -166,8 +166,9 @@ class Trainer:
                 if "|".join(key) in saved["iterators"]:
                     try:
                         it.load_state_dict(saved["iterators"]["|".join(key)])
-                    except DataError as e:
-                        raise DataError(f"{path}: {e}") from None
+                    except DataError as e:  # another number of ranks, or another --seed
+                        raise DataError(f"{path}: {e}; or start a new run from its weights (--reload_model "
+                                        "takes them alone)") from None
                 else:  # a step this run adds
                     self.logger.warning("%s: no saved position for the %s batches of %s: they start afresh",
                                         path, key[0], "-".join(key[1:]))
