@@ -118,6 +118,13 @@ def test_bad_inputs_leave_no_output(tmp_path, vocab):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.en", "empty.en", "vocab"]
 
 
+def test_a_very_long_unknown_word_is_cut_in_the_summary(tmp_path, vocab):
+    text = tmp_path / "binary.en"
+    text.write_text("the cat\n" + "x" * 5000 + "\n", encoding="utf-8")
+    summary = python("preprocess.py", vocab, text).stdout
+    assert "x" * 200 + "... (5000 characters): 1" in summary and "x" * 201 not in summary
+
+
 def test_a_bad_byte_in_a_later_block_names_its_line_and_column(tmp_path):
     path = tmp_path / "text"
     path.write_bytes(b"ab\n" * 1000 + b"cd \xe9 e\n")

@@ -115,8 +115,9 @@ class BinarizedCorpus:
         if self.unk_words:
             lines.append(f"{self.n_unk} unknown words ({len(self.unk_words)} unique), covering "
                          f"{100 * self.n_unk / max(self.n_words, 1):.2f}% of the data.")
-            if len(self.unk_words) < 30:
-                lines += [f"{w}: {c}" for w, c in sorted(self.unk_words.items(), key=lambda x: x[1])[::-1]]
+            if len(self.unk_words) < 30:  # as the original lists them, a very long one cut (a binary file's line)
+                lines += [f"{w if len(w) <= 200 else w[:200] + f'... ({len(w)} characters)'}: {c}"
+                          for w, c in sorted(self.unk_words.items(), key=lambda x: x[1])[::-1]]
         return "\n".join(lines)
 
 
