@@ -35,7 +35,7 @@ def losses_of(log):
     """{iteration: line of losses} from the progress lines; a later line for the same iteration wins."""
     found = {}
     for line in log.splitlines():
-        m = re.search(r" - +(\d+) - .*? words/s - (.*?) - model LR", line)
+        m = re.search(r" - +(\d+) - .*? words/s - (.*?) -  - model LR", line)
         if m:
             found[int(m.group(1))] = m.group(2)
     return found
@@ -602,3 +602,11 @@ def test_a_signal_in_a_round_or_an_evaluation_saves_and_the_rerun_goes_on(small_
     assert epochs == [0, 1] and resumed.state.n_total_iter == whole.state.n_total_iter == 10
     for name, value in whole.models["model"].state_dict().items():
         assert torch.equal(resumed.models["model"].state_dict()[name], value), name
+
+
+def test_the_progress_line_lists_losses_in_the_originals_order():
+    """CLM, MLM, PC, AE, MT, BT in turn, a language's before a pair's, in --lgs order (it was sorted by name)."""
+    from xlm.train.loop import original_order
+    names = ["MT-en-fr", "MLM-fr", "BT-en-fr-en", "AE-fr", "MLM-en-fr", "CLM-fr", "AE-en", "MLM-en", "MT-fr-en"]
+    assert sorted(names, key=lambda n: original_order(n, ["en", "fr"])) == \
+        ["CLM-fr", "MLM-en", "MLM-fr", "MLM-en-fr", "AE-en", "AE-fr", "MT-en-fr", "MT-fr-en", "BT-en-fr-en"]

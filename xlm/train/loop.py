@@ -41,6 +41,17 @@ from .schedules import LambdaSchedule
 from .signals import EvaluationStopped, StopSignals
 
 
+LOSS_ORDER = ("CLM", "MLM", "PC", "AE", "MT", "BT")
+
+
+def original_order(name, langs):
+    """Sort key of a loss on the progress line, in the original's order: CLM, MLM, PC, AE, MT and BT in turn,
+    each a language's before a pair's, in the order of --lgs."""
+    kind, *names = name.split("-")
+    return (LOSS_ORDER.index(kind) if kind in LOSS_ORDER else len(LOSS_ORDER), len(names),
+            [langs.index(lg) if lg in langs else len(langs) for lg in names])
+
+
 @dataclass
 class LoopState:
     epoch: int = 0
@@ -241,7 +252,7 @@ class Trainer:
             self.logger.warning("Non-finite loss or float16 overflow: %i update(s) skipped before iteration %i "
                                 "(%i so far)", skipped, s.n_total_iter, self.engine.n_skipped)
         self.fold_loss_sums()
-        names = sorted(s.losses)
+        names = sorted(s.losses, key=lambda name: original_order(name, p.langs))  # the same on every rank
         sums = all_reduce_sum([s.losses[k][0] for k in names] + [s.losses[k][1] for k in names] +
                               [s.n_words], self.info)
         k = len(names)
@@ -252,7 +263,7 @@ class Trainer:
         seconds = max(time.time() - self.window_start, 1e-9)
         lr = " / ".join(f"{g['lr']:.4e}" for g in self.optimizers["model"].param_groups)
         eta = elapsed / max(done, 1) * max(p.epoch_size - s.n_sentences, 0)  # a resumed epoch: from the resume
-        self.logger.info("%7i - %7.2f sent/s - %8.2f words/s - %s - model LR: %s - epoch %i - %i/%i sentences - "
+        self.logger.info("%7i - %7.2f sent/s - %8.2f words/s - %s -  - model LR: %s - epoch %i - %i/%i sentences - "
                          "data wait %.0f%% - ETA epoch %s", s.n_total_iter, sents / seconds, words / seconds,
                          " || ".join(f"{n}: {v:7.4f}" for n, v in means.items()), lr, s.epoch, s.n_sentences,
                          p.epoch_size, 100 * self.data_wait / seconds, timedelta(seconds=round(eta)))
