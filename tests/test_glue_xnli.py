@@ -418,3 +418,22 @@ def test_torchrun_two_ranks_evaluate_as_one_process(toy_tasks):
     assert {f"xnli_{split}_{lg}_acc" for split in ("valid", "test") for lg in LANGS} < set(single[0])
     for k, v in single[0].items():
         assert ddp[0][k] == pytest.approx(v, rel=1e-6), k
+
+
+def test_a_model_pretrained_with_sparse_memory_gradients_fine_tunes(toy_tasks):
+    """--mem_sparse true made the memory values' gradients sparse, which --optimizer_e's Adam refuses (and
+    glue-xnli.py has no sparse optimizer): fine-tuning takes them dense."""
+    from xlm.model.checkpoint import config_from_params
+    dico = load_model(str(toy_tasks / "model.pth")).dico
+    params = dict(emb_dim=32, n_layers=1, n_heads=4, dropout=0.1, attention_dropout=0.1, gelu_activation=True,
+                  n_langs=len(LANGS), lang2id={lg: i for i, lg in enumerate(LANGS)}, id2lang=dict(enumerate(LANGS)),
+                  n_words=len(dico), use_memory=True, mem_enc_positions="0+", mem_sparse=True, mem_k_dim=16,
+                  mem_n_keys=16, mem_heads=2, mem_knn=4)
+    torch.manual_seed(0)
+    model = TransformerModel(config_from_params(params, len(dico)))
+    assert next(iter(model.memories.values())).values.sparse
+    save_checkpoint(checkpoint_payload(dico, params, model=model), toy_tasks / "model_sparse_memory.pth")
+    proc = python("glue-xnli.py", *finetune_flags(toy_tasks, "sparse", "model_sparse_memory.pth"),
+                  "--transfer_tasks", "SST-2", "--n_epochs", 1, "--epoch_size", 32)
+    scores = logged_scores(proc)
+    assert scores and {s["epoch"] for s in scores} == {0} and "valid_sst-2_acc" in scores[0]

@@ -149,6 +149,10 @@ class FineTuner:
         encoder = loaded.encoder
         if loaded.decoder is not None:
             logger.info("%s: a translation model; fine-tuning its encoder", params.model_path)
+        for memory in encoder.memories.values():
+            # a model pretrained with --mem_sparse true: its memory values' gradients dense, for the Adam of
+            # --optimizer_e (the original's fine-tuning fails there)
+            memory.values.sparse = False
         tuned = finetuned_parameters(encoder, params.finetune_layers)
         if task != "XNLI" and encoder.config.has_lang_emb:
             # GLUE feeds no language ids: frozen, the language embeddings cannot hold up distributed
