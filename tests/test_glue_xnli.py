@@ -437,3 +437,9 @@ def test_a_model_pretrained_with_sparse_memory_gradients_fine_tunes(toy_tasks):
                   "--transfer_tasks", "SST-2", "--n_epochs", 1, "--epoch_size", 32)
     scores = logged_scores(proc)
     assert scores and {s["epoch"] for s in scores} == {0} and "valid_sst-2_acc" in scores[0]
+
+
+def test_weighted_training_of_a_regression_says_it_is_unweighted(toy_tasks):
+    proc = finetune(toy_tasks, "--transfer_tasks", "STS-B", "--n_epochs", 1, "--epoch_size", 32,
+                    "--weighted_training", "true", exp_id="weighted_sts")
+    assert "--weighted_training: STS-B is trained unweighted (a regression)" in proc.stdout
