@@ -213,8 +213,8 @@ class FineTuner:
         self.iterator = BatchIterator(self.train.dataset, p.seed, self.info.rank, self.info.world_size)
         self.class_weights = None
         if p.weighted_training and (self.task.n_outputs == 1 or task == "XNLI"):  # as the original
-            logger.warning("--weighted_training: %s is trained unweighted (%s)", task,
-                           "a regression" if self.task.n_outputs == 1 else "the original weights GLUE's tasks alone")
+            why = "a regression" if self.task.n_outputs == 1 else "the original weights GLUE's tasks alone"
+            self.logger.warning("--weighted_training: %s is trained unweighted (%s)", task, why)
         if p.weighted_training and self.task.n_outputs > 1 and task != "XNLI":
             counts = np.bincount(self.train.labels, minlength=self.task.n_outputs).astype(np.float64)
             weights = 1.0 / np.maximum(counts, 1)
