@@ -49,7 +49,7 @@ def original_order(name, langs):
     each a language's before a pair's, in the order of --lgs."""
     kind, *names = name.split("-")
     return (LOSS_ORDER.index(kind) if kind in LOSS_ORDER else len(LOSS_ORDER), len(names),
-            [langs.index(lg) if lg in langs else len(langs) for lg in names])
+            [langs.index(lg) if lg in langs else len(langs) for lg in names], name)
 
 
 @dataclass
