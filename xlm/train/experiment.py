@@ -112,7 +112,7 @@ def resume_command(params):
 
 
 @contextmanager
-def failure_logged(logger, dump, rerun="the same command"):
+def failure_logged(logger, params):
     """A run that fails once started writes in its log why it stopped, and where the same command would
     resume (a rank whose peer died fails in a collective, "Connection closed by peer"); SIGKILL leaves no
     line."""
@@ -122,9 +122,9 @@ def failure_logged(logger, dump, rerun="the same command"):
         # the first line of the message, without the source location that gloo's errors start with
         gist = re.sub(r"^\[[^\]]*\]\s*", "", next((line.strip() for line in str(e).splitlines() if line.strip()), ""))
         why = "a second Ctrl-C" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {gist[:300]}"
-        saved = sorted(glob.glob(os.path.join(dump, "checkpoint*.pth")))
-        logger.error("Stopped by %s; %s", why, f"{rerun} resumes from {', '.join(saved)}" if saved else
-                     "no checkpoint was saved: the same command starts over")
+        saved = sorted(glob.glob(os.path.join(params.dump_path, "checkpoint*.pth")))
+        logger.error("Stopped by %s; %s", why, f"{resume_command(params)} resumes from {', '.join(saved)}"
+                     if saved else "no checkpoint was saved: the same command starts over")
         raise
 
 

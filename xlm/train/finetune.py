@@ -473,7 +473,7 @@ def main(argv=None):
             # from here on kept for the next save point
             signals = StopSignals(logger, alone=not info.multi, rerun=resume_command(params))
             tuner = FineTuner(params, params.transfer_tasks[0], info, logger, metrics, signals)
-        with failure_logged(logger, params.dump_path, resume_command(params)):
+        with failure_logged(logger, params):
             tuner.run()
             for task in params.transfer_tasks[1:]:
                 if signals.stopped:  # the next task is not started

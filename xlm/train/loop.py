@@ -410,7 +410,7 @@ def main(argv=None):
     try:
         with removed_on_failure(params):
             trainer = Trainer(params)
-        with failure_logged(trainer.logger, trainer.dump, resume_command(params)):
+        with failure_logged(trainer.logger, params):
             trainer.run()
         shutdown(trainer.info)
     finally:
