@@ -1,7 +1,9 @@
 """Command lines a careless user types: refused before any work with one line naming the flag, output
 locations checked first, and no experiment folder left behind by a run that fails in its set-up."""
 import io
+import json
 import os
+import pickle
 import subprocess
 from contextlib import contextmanager
 
@@ -279,6 +281,23 @@ def test_a_second_run_in_a_running_runs_folder_is_refused_and_removes_nothing(sm
         release_folders()
     proc = python("train.py", *argv(small_sample, tmp_path, "busy", "--validation_metrics", "nope"), check=False)
     one_error_line(proc, "error: --validation_metrics: unknown metrics nope; this run computes")
+
+
+def test_params_pkl_holds_the_latest_runs_flags(tmp_path):
+    """As the original, every run (a resume too) rewrites params.pkl and params.json: they describe the run
+    that wrote the folder's latest checkpoint, not the first one."""
+    from xlm.train.distributed import DistInfo
+    from xlm.train.experiment import prepare_dump, release_folders
+    flags = ["--exp_name", "x", "--exp_id", "a", "--dump_path", str(tmp_path), "--data_path", str(tmp_path),
+             "--lgs", "en", "--mlm_steps", "en"]
+    try:
+        for epochs in ("1", "3"):
+            prepare_dump(parse_params([*flags, "--max_epoch", epochs]), DistInfo())
+    finally:
+        release_folders()
+    with open(tmp_path / "x" / "a" / "params.pkl", "rb") as f:
+        assert pickle.load(f).max_epoch == 3
+    assert json.loads((tmp_path / "x" / "a" / "params.json").read_text())["max_epoch"] == 3
 
 
 def test_unknown_metrics_name_their_flag_and_what_bleu_needs(tmp_path):

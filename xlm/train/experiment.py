@@ -23,7 +23,8 @@ def experiment_folder(params):
 
 
 def prepare_dump(params, info):
-    """dump_path/exp_name/exp_id, and params.pkl (as the original) and params.json in it; a folder that
+    """dump_path/exp_name/exp_id, and params.pkl (as the original) and params.json in it, rewritten by every
+    run, so that they hold the flags of the run that wrote the folder's latest checkpoint; a folder that
     cannot be written is an error now, not at the first save an epoch later."""
     dump = experiment_folder(params)
     try:
@@ -35,7 +36,7 @@ def prepare_dump(params, info):
     params.dump_path = dump
     if info.is_master:
         hold_folder(dump)
-    if info.is_master and not os.path.exists(os.path.join(dump, "params.pkl")):
+    if info.is_master:
         with atomic_write(os.path.join(dump, "params.pkl")) as f:
             pickle.dump(params, f)
         with atomic_write(os.path.join(dump, "params.json"), "w") as f:
