@@ -300,6 +300,17 @@ def test_params_pkl_holds_the_latest_runs_flags(tmp_path):
     assert json.loads((tmp_path / "x" / "a" / "params.json").read_text())["max_epoch"] == 3
 
 
+def test_a_resume_that_fails_in_its_set_up_says_why_in_its_log(small_sample, tmp_path, keep_signal_handlers):
+    """The console has the error once; train.log, which a cluster's user reads first, ends with it too."""
+    from xlm.train.loop import main
+    main(argv(small_sample, tmp_path, "r"))
+    proc = python("train.py", *argv(small_sample, tmp_path, "r", "--emb_dim", "48"), check=False)
+    one_error_line(proc, "weights do not fit the model")
+    assert proc.stderr.count("do not fit") == 1 and "do not fit" not in proc.stdout
+    last = (tmp_path / "t" / "r" / "train.log").read_text().strip().splitlines()[-1]
+    assert " - Stopped in the set-up by DataError: " in last and "weights do not fit the model" in last
+
+
 def test_unknown_metrics_name_their_flag_and_what_bleu_needs(tmp_path):
     from xlm.train.build import check_metrics
     from xlm.train.options import parse_params

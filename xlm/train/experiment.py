@@ -3,6 +3,7 @@
 import fcntl
 import glob
 import json
+import logging
 import os
 import pickle
 import random
@@ -15,7 +16,7 @@ import torch
 
 from ..fileio import DataError, atomic_write, check_output, remove_stale_tmp
 from .distributed import broadcast_from_master, init_distributed
-from .logging import MetricsWriter, create_logger
+from .logging import LOGGER, MetricsWriter, create_logger
 
 
 def experiment_folder(params):
@@ -93,7 +94,9 @@ def removed_on_failure(params):
         yield
     except FolderInUse:
         raise
-    except BaseException:
+    except BaseException as e:
+        if not fresh:  # a resumed run's log says why it went no further (its console said it once already)
+            file_only_error(folder, f"Stopped in the set-up by {stop_reason(e)}")
         if fresh:
             shutil.rmtree(folder, ignore_errors=True)
             # innermost first, and only while empty: runs started beside this one (a sweep's other exp_ids)
@@ -112,6 +115,24 @@ def resume_command(params):
         "the same command"
 
 
+def stop_reason(e):
+    """An exception as one line of a log: its type and the first line of its message, without the source
+    location that gloo's errors start with."""
+    if isinstance(e, KeyboardInterrupt):
+        return "a second Ctrl-C"
+    gist = re.sub(r"^\[[^\]]*\]\s*", "", next((line.strip() for line in str(e).splitlines() if line.strip()), ""))
+    return f"{type(e).__name__}: {gist[:300]}"
+
+
+def file_only_error(folder, message):
+    """`message` as an error line of the run's log files in `folder` alone, if the logger writes there yet."""
+    logger = logging.getLogger(LOGGER)
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler) and os.path.dirname(handler.baseFilename) == folder:
+            handler.handle(record)
+
+
 @contextmanager
 def failure_logged(logger, params):
     """A run that fails once started writes in its log why it stopped, and where the same command would
@@ -120,9 +141,7 @@ def failure_logged(logger, params):
     try:
         yield
     except (Exception, KeyboardInterrupt) as e:
-        # the first line of the message, without the source location that gloo's errors start with
-        gist = re.sub(r"^\[[^\]]*\]\s*", "", next((line.strip() for line in str(e).splitlines() if line.strip()), ""))
-        why = "a second Ctrl-C" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {gist[:300]}"
+        why = stop_reason(e)
         saved = sorted(glob.glob(os.path.join(params.dump_path, "checkpoint*.pth")))
         logger.error("Stopped by %s; %s", why, f"{resume_command(params)} resumes from {', '.join(saved)}"
                      if saved else "no checkpoint was saved: the same command starts over")

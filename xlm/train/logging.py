@@ -36,9 +36,12 @@ def logged_scores(line, path, line_no):
         raise DataError(f"{path}:{line_no}: __log__ line is not JSON (a log cut mid-line?)") from None
 
 
+LOGGER = "xlm.train"
+
+
 def create_logger(path, rank):
     """Rank 0 logs to `path` and the console; rank r > 0 to `path-r` only."""
-    logger = logging.getLogger("xlm.train")
+    logger = logging.getLogger(LOGGER)
     logger.handlers.clear()
     logger.setLevel(logging.INFO)
     logger.propagate = False
