@@ -44,3 +44,46 @@ def test_accumulated_batches_equal_one_large_batch(small_sample, tmp_path):
     for a, b in zip(one.models["model"].parameters(), three.models["model"].parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert one.engine.n_micro == 2 and three.engine.n_micro == 6
+
+
+def _replicas(rank, world, port, out):
+    """One rank of test_a_model_left_out_of_the_updating_step_is_still_all_reduced."""
+    import os
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from xlm.train.engine import StepEngine
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    encoder, decoder = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+    ddp = [DistributedDataParallel(m) for m in (encoder, decoder)]
+    params = [*encoder.parameters(), *decoder.parameters()]
+    engine = StepEngine({"model": torch.optim.SGD(params, lr=0.5)}, {"model": params}, ddp, torch.device("cpu"),
+                        accumulate=2, multi=True)
+    x = torch.randn(3, 2 * world, 4, generator=torch.Generator().manual_seed(1)).chunk(world, dim=1)[rank]
+    for batch in x:
+        engine.step(lambda: ddp[1](ddp[0](batch)).pow(2).mean())  # an AE step: under no_sync
+        engine.step(lambda: ddp[0](batch).pow(2).mean())          # an MLM step, the encoder's: the update
+    torch.save([p.detach() for p in params], f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_a_model_left_out_of_the_updating_step_is_still_all_reduced(tmp_path):
+    """With --accumulate_gradients, DDP all-reduces on the updating micro-step only: a decoder that ran in an
+    earlier one (AE) and not in that one (MLM) must still get the mean of the ranks' gradients, so that
+    the replicas stay equal, and equal to one process over the whole batches."""
+    from conftest import free_port
+    torch.multiprocessing.spawn(_replicas, args=(2, free_port(), str(tmp_path / "params")), nprocs=2)
+    ranks = [torch.load(tmp_path / f"params.{r}") for r in range(2)]
+    torch.manual_seed(0)
+    encoder, decoder = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+    optimizer = torch.optim.SGD([*encoder.parameters(), *decoder.parameters()], lr=0.5)
+    for batch in torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(1)):
+        ((decoder(encoder(batch)).pow(2).mean() + encoder(batch).pow(2).mean()) / 2).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    for a, b, one in zip(*ranks, [*encoder.parameters(), *decoder.parameters()]):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, one.detach(), rtol=1e-5, atol=1e-6)

@@ -43,6 +43,12 @@ class StepEngine:
         self.in_a_row = torch.zeros((), dtype=torch.int64, device=device)
         self.longest_run = torch.zeros((), dtype=torch.int64, device=device)  # since the last settle()
         self.n_skipped = 0                                                   # as last read by settle()
+        # a model that ran under no_sync but not in the updating micro-step (an AE step's decoder, then an
+        # MLM step) holds gradients of this rank alone: `update` all-reduces them itself
+        self.ran, self.unsynced = set(), set()
+        if multi:
+            for module in self.modules:
+                module.register_forward_pre_hook(lambda module, args: self.ran.add(module))
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
@@ -50,6 +56,7 @@ class StepEngine:
     def step(self, compute_loss, weight=1.0):
         """compute_loss() -> a scalar loss (a mean); returns it detached, on the device."""
         update = (self.n_micro + 1) % self.accumulate == 0
+        self.ran.clear()
         with ExitStack() as stack:
             if self.multi and not update:
                 for module in self.modules:  # gradients are all-reduced on the last micro-step only
@@ -59,7 +66,14 @@ class StepEngine:
             self.nonfinite = torch.maximum(self.nonfinite, (~torch.isfinite(loss.detach())).float())
             self.scaler.scale(loss * (weight / self.accumulate)).backward()
         self.n_micro += 1
+        if self.multi and not update:
+            self.unsynced |= self.ran
         if update:
+            if self.multi:
+                for module in self.modules:  # the same order on every rank: they run the same steps
+                    if module in self.unsynced and module not in self.ran:
+                        all_reduce_mean_grads(module)
+                self.unsynced.clear()
             self.update()
         return loss.detach()
 
@@ -120,3 +134,17 @@ class StepEngine:
         self.scaler.load_state_dict(state["scaler"])
         self.n_micro, self.n_skipped = state["n_micro"], state["n_skipped"]
         self.skipped.fill_(self.n_skipped)
+
+
+def all_reduce_mean_grads(module):
+    """What DDP does to a module's gradients in a synchronised backward: their mean over ranks (a
+    parameter without a gradient on this rank contributes zeros)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        if p.grad is None:
+            p.grad = g.view_as(p).clone()
+        else:
+            p.grad.copy_(g.view_as(p))
