@@ -141,6 +141,32 @@ def test_a_batch_of_fewer_sentences_than_ranks_is_dropped_by_every_rank(tmp_path
         assert len(a[0].lengths) >= 1 and len(b[0].lengths) >= 1
 
 
+def test_pc_steps_on_two_ranks_skip_or_train_alike(small_sample):
+    """A PC step skips a batch of one pair; with --tokens_per_batch, a global batch of 3 pairs gave one rank two
+    and the other one: one rank trained while the other skipped, and DDP's collectives fell out of step
+    (gloo: "collective mismatch"). Under several ranks no PC batch leaves a rank fewer than two pairs."""
+    from xlm.data.loader import load_training_data
+    from xlm.objectives.lm import MaskingConfig
+    from xlm.train.build import build_iterators
+    from xlm.train.distributed import DistInfo
+    from xlm.train.options import parse_params
+    from xlm.train.pipeline import Plan, training_sizes
+    params = parse_params(["--exp_name", "x", "--data_path", str(small_sample), "--lgs", "en-fr", "--pc_steps",
+                           "en-fr", "--tokens_per_batch", "300", "--max_len", "100"])
+    data = load_training_data(params)
+    params.n_words = data.n_words
+    kinds = []
+    for rank in (0, 1):
+        iterators = build_iterators(params, data, DistInfo(rank=rank, world_size=2))
+        plan = Plan(params, iterators, MaskingConfig.from_params(params, data.dico, data.n_words),
+                    torch.Generator().manual_seed(0), np.random.default_rng(0),
+                    training_sizes(params, data, iterators), {"pc": lambda n: 1.0})
+        kinds.append([plan.pc("en", "fr").kind for _ in range(len(iterators[("align", "en", "fr")]))])
+    assert kinds[0] == kinds[1] == ["step"] * len(kinds[0])
+    whole = build_iterators(params, data, DistInfo())[("align", "en", "fr")]
+    assert any(len(whole.next_global_key()) == 3 for _ in range(len(whole)))  # the case itself
+
+
 def test_resume_yields_the_same_next_batches(tmp_path):
     for dataset in (StreamDataset(make_corpus(tmp_path, "mono"), 4, 32),
                     SentenceDataset(make_corpus(tmp_path, "mono"), BatchingOptions(tokens_per_batch=200))):

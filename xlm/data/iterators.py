@@ -14,10 +14,11 @@ class BatchIterator:
     have.
     """
 
-    def __init__(self, dataset, seed=0, rank=0, world_size=1, shuffle=True, repeat=True):
+    def __init__(self, dataset, seed=0, rank=0, world_size=1, shuffle=True, repeat=True, min_rows=1):
         if not 0 <= rank < world_size:
             raise DataError(f"rank {rank} is not in [0, world_size={world_size})")
         self.dataset, self.seed, self.rank, self.world_size = dataset, seed, rank, world_size
+        self.min_rows = min_rows  # the fewest sentences of a global batch each rank must get
         self.shuffle, self.repeat = shuffle, repeat
         self.pass_index, self.position = 0, 0
         self._plan, self._plan_pass = None, None
@@ -26,8 +27,9 @@ class BatchIterator:
         if self._plan_pass != p:
             rng = np.random.default_rng([self.seed, p]) if self.shuffle else None
             # a batch of fewer sentences than ranks (the short end of a --tokens_per_batch bucket) would leave
-            # a rank nothing: every rank drops it alike
-            self._plan = [key for key in self.dataset.batches(rng) if self.dataset.splits(key, self.world_size)]
+            # a rank nothing (or fewer than min_rows): every rank drops it alike
+            self._plan = [key for key in self.dataset.batches(rng)
+                          if self.dataset.splits(key, self.world_size * self.min_rows)]
             self._plan_pass = p
             if not self._plan:
                 raise DataError("the dataset has no batch")

@@ -31,14 +31,14 @@ def build_iterators(params, data, info, logger=None):
     world = info.world_size
     batching = global_batching(params, world)
 
-    def add(key, dataset, rank=info.rank, world_size=world):
+    def add(key, dataset, rank=info.rank, world_size=world, min_rows=1):
         if key not in iterators:
             if logger and getattr(dataset, "n_removed", 0):  # the original logs it too
                 logger.info("%s training sentences of %s: removed %i of %i, empty or longer than --max_len %i",
                             key[0], "-".join(key[1:]), dataset.n_removed, dataset.n_removed + len(dataset.indices),
                             params.max_len)
             seed = zlib.crc32("|".join(map(str, (params.seed,) + key)).encode())  # the same on every rank
-            iterators[key] = BatchIterator(dataset, seed, rank, world_size)
+            iterators[key] = BatchIterator(dataset, seed, rank, world_size, min_rows=min_rows)
 
     for objective, steps in (("causal", params.clm_steps), ("pred", params.mlm_steps)):
         for l1, l2 in steps:
@@ -59,8 +59,11 @@ def build_iterators(params, data, info, logger=None):
     for objective, steps in (("align", params.pc_steps), ("mt", params.mt_steps)):
         for l1, l2 in steps:
             a, b = sorted((l1, l2))
+            # a PC step skips a batch of one pair (its negatives come from the other pairs), as the original;
+            # with several ranks, each must skip or train alike: no batch leaves any of them fewer than two
             add((objective, a, b), ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len,
-                                                   data.n_words))
+                                                   data.n_words),
+                min_rows=2 if objective == "align" and world > 1 else 1)
     return iterators
 
 
