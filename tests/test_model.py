@@ -143,6 +143,18 @@ def test_memory_layers_train_and_load_with_original_names(tmp_path):
     torch.testing.assert_close(loaded.encoder(x, lengths, langs=0), model.eval()(x, lengths, langs=0))
 
 
+@pytest.mark.parametrize("keys_type", ["gaussian", "uniform"])
+def test_memory_keys_start_at_the_originals_scale(keys_type):
+    """The original's sub-keys: numpy's standard normal (variance 1), or uniform in +-1/sqrt(k_dim / 2) as
+    nn.Linear; gaussian keys divided by that root made the scores over the memory slots 8x flatter here."""
+    from xlm.model.checkpoint import config_from_params
+    params = original_params(use_memory=True, mem_enc_positions=[(0, "after")], mem_k_dim=128, mem_heads=2,
+                             mem_knn=4, mem_n_keys=256, mem_keys_type=keys_type)
+    keys = TransformerModel(config_from_params(params, len(WORDS))).memories["0_after"].keys.detach()
+    expected = 1.0 if keys_type == "gaussian" else (1 / 64 ** 0.5) / 3 ** 0.5
+    assert abs(keys.std().item() / expected - 1) < 0.02
+
+
 def test_sinusoidal_adaptive_softmax_and_encoder_contract():
     config = TransformerConfig(n_words=len(WORDS), emb_dim=32, n_layers=1, n_heads=4, sinusoidal_embeddings=True,
                                asm=True, asm_cutoffs=(20, 35), asm_div_value=2.0)

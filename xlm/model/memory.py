@@ -134,8 +134,8 @@ class QueryMLP(nn.Module):
 def _random_keys(n, dim, config, seed):
     """Sub-keys from a fixed-seed generator, so two memories built alike start alike."""
     g = torch.Generator().manual_seed(seed)
-    if config.keys_type == "gaussian":
-        keys = torch.randn(n, dim, generator=g) / math.sqrt(dim)
+    if config.keys_type == "gaussian":  # unit variance, as the original's (unlike the uniform keys' bound)
+        keys = torch.randn(n, dim, generator=g)
     else:
         bound = 1 / math.sqrt(dim)
         keys = torch.rand(n, dim, generator=g) * 2 * bound - bound
