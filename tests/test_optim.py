@@ -325,6 +325,23 @@ def test_mem_sparse_turns_adam_into_sparseadam(tmp_path):
     check_backend(parse_params(argv), DistInfo(rank=0, world_size=2, device=torch.device("cuda", 0)))
 
 
+def test_a_skipped_update_leaves_every_optimizers_step_count_at_the_updates_made():
+    """xlm's Adam is stepped on a non-finite loss (a no-op that counts) and the engine takes the count back;
+    torch's SparseAdam (--mem_sparse's values) is not called at all, so its count must not be taken back."""
+    from xlm.train.engine import StepEngine
+    torch.manual_seed(0)
+    values, linear = torch.nn.EmbeddingBag(10, 4, mode="sum", sparse=True), torch.nn.Linear(4, 1)
+    optimizers = {"model": build_optimizer(list(linear.parameters()), "adam,lr=0.001"),
+                  "memory": build_optimizer([values.weight], "sparseadam,lr=0.001", "mem_values_optimizer")}
+    engine = StepEngine(optimizers, {"model": list(linear.parameters()), "memory": [values.weight]},
+                        [linear, values], torch.device("cpu"))
+    for scale in (1.0, 1.0, 1.0, float("nan"), 1.0):
+        engine.step(lambda: linear(values(torch.tensor([[1, 2], [3, 4]]))).sum() * scale)
+    assert engine.settle() == 1
+    assert optimizers["memory"].state[values.weight]["step"] == 4
+    assert optimizers["model"].state[linear.weight]["step"] == 4
+
+
 @pytest.fixture(scope="module")
 def toy_corpus(tmp_path_factory):
     """60 words in cyclic order (w3 w4 w5 ...): masked words are predictable from their neighbours."""

@@ -116,11 +116,14 @@ class StepEngine:
         self.longest_run.zero_()
         if new:
             for optimizer in self.optimizers.values():
+                # an optimizer that skips on the device was stepped, and counted the skipped updates; the
+                # others (SparseAdam for --mem_sparse) were not called
+                counted = getattr(optimizer, "_step_supports_amp_scaling", False)
                 for group in optimizer.param_groups:
                     if "schedule_name" in group:
                         group["num_updates"] -= new
                         group["lr"] = scheduled_lr(group)
-                    for p in group["params"]:
+                    for p in group["params"] if counted else ():
                         state = optimizer.state.get(p)
                         if state and isinstance(state.get("step"), int):
                             state["step"] = max(state["step"] - new, 0)
