@@ -87,3 +87,25 @@ def test_a_model_left_out_of_the_updating_step_is_still_all_reduced(tmp_path):
     for a, b, one in zip(*ranks, [*encoder.parameters(), *decoder.parameters()]):
         assert torch.equal(a, b)
         torch.testing.assert_close(a, one.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_checkpoint_between_two_updates_resumes_exactly(small_sample, tmp_path):
+    """Checkpoints fall at the ends of rounds, which need not be updates (3 steps a round, accumulating 2): the
+    gradients accumulated since the last update are saved with them, so that the resumed run makes the
+    update the uninterrupted one makes."""
+    from xlm.model.checkpoint import read_checkpoint
+    from xlm.train.loop import main
+
+    def run(exp_id, epochs):
+        main(["--exp_name", "acc", "--exp_id", exp_id, "--dump_path", str(tmp_path), "--data_path", str(small_sample),
+              "--lgs", "en-fr", "--mlm_steps", "en,fr", "--clm_steps", "en", "--emb_dim", "32", "--n_layers", "1",
+              "--n_heads", "2", "--batch_size", "4", "--bptt", "32", "--epoch_size", "12", "--max_epoch", str(epochs),
+              "--accumulate_gradients", "2", "--optimizer", "adam,lr=0.001"])
+        return read_checkpoint(tmp_path / "acc" / exp_id / "checkpoint.pth")
+
+    whole = run("whole", 2)
+    assert run("resumed", 1)["train_state"]["pending"] is not None  # the case itself: 3 backward passes
+    resumed = run("resumed", 2)
+    assert whole["train_state"]["n_steps"] == resumed["train_state"]["n_steps"] == 6
+    for k, v in whole["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k

@@ -133,10 +133,45 @@ class StepEngine:
                             "diverged; lower the learning rate, or use --bf16 instead of --fp16")
         return new
 
-    def load_state_dict(self, state):
+    def pending_gradients(self, models):
+        """What the micro-steps since the last update accumulated, when a checkpoint falls between two
+        updates, so that a resumed run makes the update the uninterrupted one makes: {"grads": {model:
+        {parameter: gradient}}, "sparse": the sparse ones' names, "nonfinite": flag}, the gradients dense,
+        their mean over ranks (as the update's all-reduce takes them); None at an update. Every rank takes
+        part."""
+        if self.n_micro % self.accumulate == 0:
+            return None
+        grads, sparse, nonfinite = {}, [], self.nonfinite.clone()
+        if self.multi:
+            dist.all_reduce(nonfinite, op=dist.ReduceOp.MAX)
+        for name, model in models.items():
+            named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+            sparse += [f"{name}.{k}" for k, p in named if p.grad is not None and p.grad.is_sparse]
+            dense = [(p.grad.to_dense() if p.grad.is_sparse else p.grad) if p.grad is not None else torch.zeros_like(p)
+                     for _, p in named]
+            held = torch.tensor([p.grad is not None for _, p in named], dtype=torch.int32, device=self.device)
+            if self.multi:
+                flat = torch.cat([g.flatten() for g in dense])
+                dist.all_reduce(flat)
+                dense = (flat / dist.get_world_size()).split([g.numel() for g in dense])
+                dist.all_reduce(held, op=dist.ReduceOp.MAX)
+            grads[name] = {k: g.view_as(p).cpu().clone() for (k, p), g, h in zip(named, dense, held.tolist()) if h}
+        return {"grads": grads, "sparse": sparse, "nonfinite": float(nonfinite)}
+
+    def load_state_dict(self, state, models=None):
         self.scaler.load_state_dict(state["scaler"])
         self.n_micro, self.n_skipped = state["n_micro"], state["n_skipped"]
         self.skipped.fill_(self.n_skipped)
+        pending = state.get("pending")
+        if pending and models is not None:
+            for name, grads in pending["grads"].items():
+                params = dict(models[name].named_parameters())
+                for k, g in grads.items():
+                    p = params[k]
+                    g = g.to(p.device, p.dtype)
+                    # sparse gradients (--mem_sparse's values) were saved dense: rows again for SparseAdam
+                    p.grad = g.to_sparse(sparse_dim=1) if f"{name}.{k}" in pending["sparse"] else g
+            self.nonfinite.fill_(pending["nonfinite"])
 
 
 def all_reduce_mean_grads(module):

@@ -128,6 +128,7 @@ class Trainer:
         # the generators' states of what the model consumed, not of what the pipeline made ahead
         rng = {**rng_state(self.info.device), "masking": self.consumed["masking"], "rounds": self.consumed["rounds"]}
         return {**asdict(self.state), "scaler": self.engine.scaler.state_dict(),
+                "pending": self.engine.pending_gradients(self.models),
                 "rng": gather_rng_states(rng, self.info), "world_size": self.info.world_size,
                 "iterators": self.consumed["iterators"]}
 
@@ -184,7 +185,8 @@ class Trainer:
                     self.logger.warning("%s: no saved position for the %s batches of %s: they start afresh",
                                         path, key[0], "-".join(key[1:]))
             self.engine.load_state_dict({"scaler": saved["scaler"], "n_micro": self.state.n_steps,
-                                         "n_skipped": self.state.n_nonfinite})
+                                         "n_skipped": self.state.n_nonfinite, "pending": saved.get("pending")},
+                                        self.models)
             rng = restore_rng_state(saved["rng"], self.info, self.logger)
             if rng:
                 self.masking_generator.set_state(rng["masking"])
