@@ -395,6 +395,14 @@ def test_per_rank_shards_replace_the_train_file(small_sample, tmp_path):
     whole = next(BatchIterator(StreamDataset(fr, 8, 16, rank1.n_words), iterators[("pred", "fr")].seed)).x
     assert torch.equal(next(iterators[("pred", "en")]).x, own)          # its own batches of --batch_size
     assert torch.equal(next(iterators[("pred", "fr")]).x, whole[4:])    # its rows of a global batch of 2 x 4
+    # AE and BT read all of the rank's own shard, in batches of --batch_size (they read half of it, in halves
+    # of global batches of its sentences)
+    params = parse_params(["--exp_name", "x", "--lgs", "en-fr", "--encoder_only", "false", "--ae_steps", "en,fr",
+                           "--data_path", str(tmp_path), "--batch_size", "4"])
+    rank1 = load_training_data(params, local_rank=1)
+    ae = build_iterators(params, rank1, DistInfo(rank=1, world_size=2, local_rank=1))[("ae", "en")]
+    seen = [len(next(ae).lengths) for _ in range(len(ae))]
+    assert max(seen) == 4 and sum(seen) == len(ae.dataset.indices) > 0.99 * len(rank1.mono["en"]["train"].lengths)
 
 
 def test_corpora_of_other_vocabularies_are_one_error(small_sample, tmp_path):

@@ -55,7 +55,12 @@ def build_iterators(params, data, info, logger=None):
                                                        data.n_words))
     for objective, langs in (("ae", params.ae_steps), ("bt", [l1 for l1, _, _ in params.bt_steps])):
         for lang in langs:
-            add((objective, lang), SentenceDataset(data.mono[lang]["train"], batching, params.max_len, data.n_words))
+            if lang in data.sharded:  # this rank's own shard file: all of it, in batches of this rank's size
+                add((objective, lang), SentenceDataset(data.mono[lang]["train"], global_batching(params, 1),
+                                                       params.max_len, data.n_words), 0, 1)
+            else:
+                add((objective, lang), SentenceDataset(data.mono[lang]["train"], batching, params.max_len,
+                                                       data.n_words))
     for objective, steps in (("align", params.pc_steps), ("mt", params.mt_steps)):
         for l1, l2 in steps:
             a, b = sorted((l1, l2))
