@@ -12,6 +12,7 @@ from xlm.data.binarized import load_binarized
 from xlm.data.dictionary import Dictionary
 from xlm.data.tokenize import lowercase_and_remove_accent, tokenize
 from xlm.evaluation.classification import TaskData
+from xlm.fileio import DataError
 
 SENTENCES = (SAMPLE / "mono" / "train.en").read_text(encoding="utf-8").splitlines()[:200]
 SPLITS = ("train", "dev", "test")
@@ -296,3 +297,20 @@ def test_arguments(tmp_path):
         assert not (tmp_path / "data").exists()
     proc = run(["bash", str(ROOT / "prepare-glue.sh"), "--bogus"], check=False, cwd=tmp_path)
     assert proc.returncode != 0 and proc.stderr.strip() == "prepare-glue.sh: unknown argument --bogus"
+
+
+def test_labels_are_read_as_the_original_reads_them(tmp_path):
+    """Trailing spaces and tabs are dropped; QQP's rows without a label (prepare-glue.sh writes them from rows
+    of QQP's TSV with an empty last column) are the first class; elsewhere an empty label stays an error."""
+    from xlm.evaluation.classification import XNLI_LABELS, read_labels
+    path = tmp_path / "train.label"
+    path.write_text("1\n0 \n\n1\t\n")
+    labels, label_set = read_labels(path, "QQP")
+    assert label_set == ("0", "1") and labels.tolist() == [1, 0, 0, 1]
+    path.write_text("entailment \nnot_entailment\n")
+    assert read_labels(path, "RTE")[0].tolist() == [0, 1]
+    path.write_text("neutral \nentailment\t\n")
+    assert read_labels(path, "XNLI")[0].tolist() == [XNLI_LABELS.index("neutral"), XNLI_LABELS.index("entailment")]
+    path.write_text("1\n\n0\n")
+    with pytest.raises(DataError, match="SST-2 has 2 classes, the file has 3 distinct labels"):
+        read_labels(path, "SST-2")

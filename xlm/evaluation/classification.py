@@ -146,7 +146,7 @@ def read_labels(path, task_name, label_set=None):
     set's labels) or STS-B scores. Returns (labels, label_set)."""
     check_file(path)
     with open(path, "rb") as f:
-        lines = decode_utf8(f.read(), path).splitlines()
+        lines = [line.rstrip() for line in decode_utf8(f.read(), path).splitlines()]  # as the original
     if task_name == "STS-B":
         try:
             scores = np.array([float(s) for s in lines], dtype=np.float32)
@@ -157,11 +157,14 @@ def read_labels(path, task_name, label_set=None):
         label_set = XNLI_LABELS
     elif label_set is None:
         # the original numbered each split's own sorted labels, which shifts ids when a split lacks a class
-        label_set = tuple(sorted(set(lines)))
+        # QQP's data has rows without a label: the original reads them as the first class
+        label_set = tuple(sorted(set(lines) - ({""} if task_name == "QQP" else set())))
         if len(label_set) != TASKS[task_name].n_outputs:
             raise DataError(f"{path}: {task_name} has {TASKS[task_name].n_outputs} classes, the file has "
                             f"{len(label_set)} distinct labels ({', '.join(label_set[:10])})")
     ids = {label: i for i, label in enumerate(label_set)}
+    if task_name == "QQP":
+        ids.setdefault("", 0)
     for n, label in enumerate(lines, 1):
         if label not in ids:
             raise DataError(f"{path}, line {n}: unknown label '{label}' (expected one of {', '.join(label_set)})")
