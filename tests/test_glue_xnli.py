@@ -1,6 +1,7 @@
 """glue-xnli.py: XNLI and GLUE fine-tuning run as a user runs them, on tiny data built here."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -291,6 +292,24 @@ def test_glue_tasks_and_their_metrics(toy_tasks):
         assert index == str(i) and str(np.float32(value)) == value
     for metric in ("valid_sst-2_acc", "valid_mrpc_acc", "valid_sts-b_prs"):
         assert (dump / f"best-{metric}.pth").is_file()
+
+
+def test_an_epoch_reads_at_most_one_pass_each_in_its_own_order(toy_tasks):
+    """As the original, whose epoch is a fresh iterator read to --epoch_size or to its end: an --epoch_size
+    above the 240 training examples trains on each once an epoch (it trained 4 passes), and every epoch
+    starts a pass of its own."""
+    from xlm.data.iterators import BatchIterator
+    proc = finetune(toy_tasks, "--transfer_tasks", "SST-2", "--n_epochs", 2, "--epoch_size", 1000, exp_id="pass")
+    assert re.findall(r"epoch (\d) - (\d+)/(\d+) sentences", proc.stdout) == [
+        (epoch, done, "240") for epoch in "01" for done in ("80", "160", "240")]
+    iterator = BatchIterator(type("Rows", (), {"batches": lambda self, rng: [[0, 1], [2], [3, 4]],
+                                               "splits": lambda self, key, n: True})())
+    iterator.next_global_key()
+    assert iterator.rows_left_in_pass() == 3
+    iterator.start_pass()
+    assert (iterator.pass_index, iterator.position, iterator.rows_left_in_pass()) == (1, 0, 5)
+    iterator.start_pass()
+    assert iterator.pass_index == 1
 
 
 def test_predictions_are_written_as_the_original_writes_them(tmp_path):

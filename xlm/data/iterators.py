@@ -45,6 +45,16 @@ class BatchIterator:
     def __next__(self):
         return self.dataset.collate(self.dataset.shard(self.next_global_key(), self.rank, self.world_size))
 
+    def start_pass(self):
+        """Begin the next pass, unless at the start of one (a fine-tuning epoch reads at most one pass, each
+        in an order of its own, as the original's iterator made afresh every epoch)."""
+        if self.position:
+            self.pass_index, self.position = self.pass_index + 1, 0
+
+    def rows_left_in_pass(self):
+        """The sentences (all ranks') of the batches the current pass has still to yield."""
+        return sum(len(key) for key in self._batches_of_pass(self.pass_index)[self.position:])
+
     def next_global_key(self):
         """The key of the next global batch (all ranks' rows), for callers that need more than its
         collated tensors, e.g. which examples it holds."""

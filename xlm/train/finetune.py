@@ -69,7 +69,7 @@ def build_parser():
     a("--optimizer_e", type=str, default="adam,lr=0.0001", help="optimizer of the pretrained model's parameters")
     a("--optimizer_p", type=str, default="adam,lr=0.0001", help="optimizer of the classifier")
     a("--n_epochs", type=int, default=100)
-    a("--epoch_size", type=int, default=-1, help="training sentences per epoch (-1: one pass)")
+    a("--epoch_size", type=int, default=-1, help="training sentences per epoch, at most one pass (-1: one pass)")
     a("--xnli_train_lang", type=str, default="en", help="the language XNLI is trained on (xlm)")
     a("--seed", type=int, default=0, help="random seed (xlm)")
     a("--log_interval", type=int, default=20, help="steps between progress lines (xlm)")
@@ -237,9 +237,12 @@ class FineTuner:
         epoch's end after a signal (returns True: stopped, a checkpoint saved there)."""
         p, device = self.params, self.info.device
         self.model.train()
-        # -1: one pass; an epoch then ends where the pass does, since it starts where the previous one ended
-        epoch_size = p.epoch_size if p.epoch_size > 0 else len(self.train.dataset)
         n_sentences, n_steps = self.done_sentences, self.done_steps
+        if not n_sentences:  # not resumed within this epoch
+            self.iterator.start_pass()
+        # as the original: --epoch_size sentences, or the end of the pass if it comes first (-1: one pass)
+        end_of_pass = n_sentences + self.iterator.rows_left_in_pass()
+        epoch_size = min(p.epoch_size, end_of_pass) if p.epoch_size > 0 else end_of_pass
         resumed_sentences = n_sentences  # the ETA counts from here
         # loss and correct predictions summed on the device, read at log lines; steps, examples, rows
         sums, window = torch.zeros(2, dtype=torch.float64, device=device), [0, 0, 0]
