@@ -102,8 +102,8 @@ def read_input(stream, dico, max_tokens):
             raise DataError(f"<stdin>:{line_no}: {len(kept)} tokens, more than the {max_tokens} the model's "
                             "positions allow; split the sentence")
         sentences.append(torch.tensor(kept, dtype=torch.long))
-    if not sentences:
-        raise DataError("<stdin>: no input")
+    if not sentences:  # an empty shard of a split corpus: an empty output, as the original writes
+        print("warning: <stdin>: no input; the output is empty", file=sys.stderr)
     if dropped:
         print(f"warning: <stdin>: special tokens removed from {len(dropped)} lines (first at line {dropped[0]})",
               file=sys.stderr)

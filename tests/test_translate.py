@@ -49,6 +49,14 @@ def test_translate_keeps_the_order_and_translates(checkpoint, tmp_path):
     assert len(beam.read_text().splitlines()) == len(LINES)
 
 
+def test_empty_input_gives_an_empty_output(checkpoint, tmp_path):
+    """As the original: an empty shard of a split corpus is translated into an empty file, with a warning."""
+    out = tmp_path / "out.fr"
+    proc = python("translate.py", "--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr",
+                  "--output_path", out, input="")
+    assert out.read_text() == "" and "warning: <stdin>: no input; the output is empty" in proc.stderr
+
+
 def test_exp_name_keeps_a_log(checkpoint, tmp_path):
     out = tmp_path / "out.fr"
     python("translate.py", "--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr", "--output_path", out,
