@@ -155,6 +155,26 @@ def test_memory_keys_start_at_the_originals_scale(keys_type):
     assert abs(keys.std().item() / expected - 1) < 0.02
 
 
+def test_memory_without_a_query_network_reads_the_input_as_every_heads_query():
+    """--mem_query_layer_sizes '' (the original's QueryIdentity): no query weights; each head's query is the
+    input itself, which must then have --mem_k_dim features."""
+    from xlm.model.checkpoint import config_from_params
+    params = original_params(use_memory=True, mem_enc_positions=[(0, "in")], mem_k_dim=32, mem_heads=2, mem_knn=4,
+                             mem_n_keys=8, mem_query_layer_sizes="")
+    model = TransformerModel(config_from_params(params, len(WORDS)))
+    assert not any("query_proj" in k for k in model.state_dict())
+    memory = model.memories["0_in"]
+    x = torch.randn(3, 5, 32)
+    assert torch.equal(memory.query_proj(x), x.reshape(15, 1, 32).expand(15, 2, 32).reshape(30, 32))
+    x, lengths = padded_batch(len(WORDS), [6, 4])
+    model(x, lengths, langs=0, pred_mask=x > 3, y=x[x > 3]).backward()
+    assert memory.keys.grad.abs().sum() > 0
+    with pytest.raises(DataError, match="--mem_k_dim must be 32"):
+        TransformerModel(config_from_params({**params, "mem_k_dim": 16}, len(WORDS)))
+    with pytest.raises(DataError, match="need --mem_use_different_keys true"):
+        TransformerModel(config_from_params({**params, "mem_use_different_keys": False}, len(WORDS)))
+
+
 def test_sinusoidal_adaptive_softmax_and_encoder_contract():
     config = TransformerConfig(n_words=len(WORDS), emb_dim=32, n_layers=1, n_heads=4, sinusoidal_embeddings=True,
                                asm=True, asm_cutoffs=(20, 35), asm_div_value=2.0)

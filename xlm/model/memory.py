@@ -75,8 +75,12 @@ class MemoryConfig:
         if self.score_subtract not in ("", "min", "mean", "median") or (self.score_subtract and self.knn < 2):
             raise DataError("--mem_score_subtract must be '', min, mean or median, and needs --mem_knn >= 2")
         sizes = self.layer_sizes
-        if len(sizes) < 2 or sizes[0] != 0 or sizes[-1] != 0:
-            raise DataError("--mem_query_layer_sizes must start and end with 0, e.g. 0,0 or 0,512,0")
+        if sizes and (len(sizes) < 2 or sizes[0] != 0 or sizes[-1] != 0):
+            raise DataError("--mem_query_layer_sizes must start and end with 0, e.g. 0,0 or 0,512,0, or be '' "
+                            "(no query network)")
+        if not sizes and self.heads > 1 and not self.use_different_keys:
+            raise DataError("--mem_query_layer_sizes '': with --mem_heads > 1, the heads' queries are the same "
+                            "input; they need --mem_use_different_keys true")
         if self.modulo_size != -1 and not 1 <= self.modulo_size < self.n_keys ** 2:
             raise DataError("--mem_modulo_size must be -1 or in [1, mem_n_keys**2)")
 
@@ -108,6 +112,17 @@ def parse_mem_positions(spec, n_layers, flag="mem_enc_positions"):
             raise DataError(f"memory position {layer}{'+' if where == 'after' else ''} is not a layer of "
                             f"a {n_layers}-layer model")
     return positions
+
+
+class QueryIdentity(nn.Module):
+    """`--mem_query_layer_sizes ''`: no query network, the input itself is every head's query."""
+
+    def __init__(self, heads):
+        super().__init__()
+        self.heads = heads
+
+    def forward(self, x):
+        return x.reshape(-1, x.shape[-1]).repeat_interleave(self.heads, dim=0)  # (n * heads, k_dim)
 
 
 class QueryMLP(nn.Module):
@@ -166,7 +181,10 @@ class HashingMemory(nn.Module):
             nn.init.zeros_(self.values.weight)
         else:
             nn.init.normal_(self.values.weight, mean=0, std=self.v_dim ** -0.5)
-        self.query_proj = QueryMLP(input_dim, config)
+        if not config.layer_sizes and input_dim != config.k_dim:
+            raise DataError(f"--mem_query_layer_sizes '': the queries are the {input_dim} input features, so "
+                            f"--mem_k_dim must be {input_dim}")
+        self.query_proj = QueryMLP(input_dim, config) if config.layer_sizes else QueryIdentity(config.heads)
         if not config.query_net_learn:
             for p in self.query_proj.parameters():
                 p.requires_grad = False
