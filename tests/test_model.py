@@ -175,6 +175,24 @@ def test_memory_without_a_query_network_reads_the_input_as_every_heads_query():
         TransformerModel(config_from_params({**params, "mem_use_different_keys": False}, len(WORDS)))
 
 
+def test_a_last_layer_memorys_query_batchnorm_sees_every_token():
+    """The last layer computes only the predicted rows; a memory there with --mem_query_batchnorm would take its
+    batch statistics over those alone (one row: a crash), where the original's take every token."""
+    from xlm.model.checkpoint import config_from_params
+    params = original_params(use_memory=True, mem_enc_positions=[(1, "in")], mem_k_dim=8, mem_heads=1, mem_knn=4,
+                             mem_n_keys=8, mem_query_batchnorm=True, dropout=0.0, attention_dropout=0.0)
+    torch.manual_seed(0)
+    model = TransformerModel(config_from_params(params, len(WORDS)))
+    whole = TransformerModel(config_from_params(params, len(WORDS)))
+    whole.load_state_dict(model.state_dict())
+    x = torch.randint(4, len(WORDS), (2, 9))
+    pred_mask = torch.zeros_like(x, dtype=torch.bool)
+    pred_mask[1, 3] = True
+    torch.testing.assert_close(model(x, None, langs=0, pred_mask=pred_mask), whole(x, None, langs=0)[pred_mask])
+    norms = [m.memories["1_in"].query_proj.query_mlps[1] for m in (model, whole)]
+    torch.testing.assert_close(norms[0].running_mean, norms[1].running_mean)
+
+
 def test_sinusoidal_adaptive_softmax_and_encoder_contract():
     config = TransformerConfig(n_words=len(WORDS), emb_dim=32, n_layers=1, n_heads=4, sinusoidal_embeddings=True,
                                asm=True, asm_cutoffs=(20, 35), asm_div_value=2.0)

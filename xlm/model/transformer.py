@@ -549,6 +549,10 @@ class TransformerModel(nn.Module):
         last = self.config.n_layers - 1
         if rows is not None and last < 0:  # no layer: the embeddings are the output
             return take(h, rows)
+        if rows is not None and self.training and any(
+                m.config.query_batchnorm for k, m in self.memories.items() if k.startswith(f"{last}_")):
+            # a query batchnorm in the last layer takes its statistics over every token, as the original's
+            return take(self._layers(h, attention, cross_attention, keep, None, packing), rows)
         for i in range(self.config.n_layers):
             self_rows = rows if i == last and cross_attention is None else None
             a = attention(i, h, self_rows)
