@@ -46,8 +46,8 @@ def one_error_line(proc, message):
     (["--batch_size", "0"], "--batch_size >= 1"),
     (["--epoch_size", "0"], "--epoch_size must be positive"),
     (["--max_len", "0"], "--max_len must be >= 1"),
-    (["--max_batch_size", "-1"], "--max_batch_size must be >= 0 (0: no cap)"),
-    (["--save_periodic", "-1"], "--save_periodic must be >= 0 (0: off)"),
+    (["--word_dropout", "0.1"], "--word_dropout 0.1 is the noise of --ae_steps' inputs, and this run has no"),
+    (["--lg_sampling_factor", "0"], "--lg_sampling_factor must be -1 (off) or > 0"),
     (["--checkpoint_every", "-1"], "--checkpoint_every must be >= 0 (0: off)"),
     (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
     (["--attention_dropout", "-1"], "--attention_dropout must be in [0, 1)"),
@@ -281,6 +281,16 @@ def test_a_second_run_in_a_running_runs_folder_is_refused_and_removes_nothing(sm
         release_folders()
     proc = python("train.py", *argv(small_sample, tmp_path, "busy", "--validation_metrics", "nope"), check=False)
     one_error_line(proc, "error: --validation_metrics: unknown metrics nope; this run computes")
+
+
+def test_values_the_original_reads_as_off_are_off(tmp_path):
+    """--clip_grad_norm, --save_periodic and --max_batch_size at or below 0 are off in the original: so here;
+    --max_epoch 0 is no reason to refuse an evaluation."""
+    params = parse_params(["--exp_name", "x", "--data_path", str(tmp_path), "--lgs", "en", "--mlm_steps", "en",
+                           "--clip_grad_norm", "-1", "--save_periodic", "-1", "--max_batch_size", "-1"])
+    assert (params.clip_grad_norm, params.save_periodic, params.max_batch_size) == (0, 0, 0)
+    assert parse_params(["--exp_name", "x", "--data_path", str(tmp_path), "--lgs", "en", "--mlm_steps", "en",
+                         "--eval_only", "true", "--max_epoch", "0"]).max_epoch == 0
 
 
 def test_params_pkl_holds_the_latest_runs_flags(tmp_path):

@@ -251,6 +251,12 @@ def check_languages_and_steps(params):
         raise DataError("--word_shuffle must be 0 or > 1 (the largest displacement of a word)")
     if not (0 <= params.word_dropout < 1 and 0 <= params.word_blank < 1):
         raise DataError("--word_dropout and --word_blank must be in [0, 1)")
+    noise = next((f for f in ("word_shuffle", "word_dropout", "word_blank") if getattr(params, f)), None)
+    if noise and not params.ae_steps:  # the original refuses it too: the noise would be silently unused
+        raise DataError(f"--{noise} {getattr(params, noise):g} is the noise of --ae_steps' inputs, and this run has "
+                        "no --ae_steps: drop it, or add them")
+    if params.lg_sampling_factor != -1 and params.lg_sampling_factor <= 0:
+        raise DataError("--lg_sampling_factor must be -1 (off) or > 0")
     if params.beam_size < 1:
         raise DataError("--beam_size must be >= 1")
     params.reload_model_paths = params.reload_model.split(",") if params.reload_model else []
@@ -275,8 +281,7 @@ def check_sentence_batching(params):
         raise DataError("--tokens_per_batch must be -1 (off) or positive")
     if params.max_len < 1:
         raise DataError("--max_len must be >= 1")
-    if params.max_batch_size < 0:
-        raise DataError("--max_batch_size must be >= 0 (0: no cap)")
+    params.max_batch_size = max(params.max_batch_size, 0)  # the original's test is `0 < max_batch_size`: off
     if params.max_vocab != -1 and params.max_vocab <= N_RESERVED:
         raise DataError(f"--max_vocab {params.max_vocab}: -1 (all words), or more than the {N_RESERVED} special "
                         "words that every vocabulary starts with")
@@ -311,12 +316,12 @@ def check_precision_and_loop_flags(params):
         raise DataError("--fp16 and --bf16 are exclusive")
     if params.accumulate_gradients < 1:
         raise DataError("--accumulate_gradients must be >= 1")
-    if params.clip_grad_norm < 0:
-        raise DataError("--clip_grad_norm must be >= 0")
+    # as in the original, a value <= 0 turns these off
+    params.clip_grad_norm, params.save_periodic = max(params.clip_grad_norm, 0), max(params.save_periodic, 0)
     if params.epoch_size < 1:
         raise DataError("--epoch_size must be positive (-1, 'the parallel data size', is broken in the original)")
-    for flag, least, note in (("log_interval", 1, ""), ("checkpoint_every", 0, " (0: off)"), ("max_epoch", 1, ""),
-                              ("save_periodic", 0, " (0: off)")):
+    for flag, least, note in (("log_interval", 1, ""), ("checkpoint_every", 0, " (0: off)"),
+                              ("max_epoch", 0 if params.eval_only else 1, "")):
         if getattr(params, flag) < least:
             raise DataError(f"--{flag} must be >= {least}{note}")
     if not 0 <= params.seed < 2 ** 32:
