@@ -147,15 +147,12 @@ class StepEngine:
         for name, model in models.items():
             named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
             sparse += [f"{name}.{k}" for k, p in named if p.grad is not None and p.grad.is_sparse]
-            dense = [(p.grad.to_dense() if p.grad.is_sparse else p.grad) if p.grad is not None else torch.zeros_like(p)
-                     for _, p in named]
+            dense = dense_grads([p for _, p in named])
             held = torch.tensor([p.grad is not None for _, p in named], dtype=torch.int32, device=self.device)
             if self.multi:
-                flat = torch.cat([g.flatten() for g in dense])
-                dist.all_reduce(flat)
-                dense = (flat / dist.get_world_size()).split([g.numel() for g in dense])
+                dense = mean_over_ranks(dense)
                 dist.all_reduce(held, op=dist.ReduceOp.MAX)
-            grads[name] = {k: g.view_as(p).cpu().clone() for (k, p), g, h in zip(named, dense, held.tolist()) if h}
+            grads[name] = {k: g.cpu().clone() for (k, _), g, h in zip(named, dense, held.tolist()) if h}
         return {"grads": grads, "sparse": sparse, "nonfinite": float(nonfinite)}
 
     def load_state_dict(self, state, models=None):
@@ -174,15 +171,23 @@ class StepEngine:
             self.nonfinite.fill_(pending["nonfinite"])
 
 
+def dense_grads(params):
+    """The parameters' gradients as dense tensors, zeros where there is none."""
+    return [(p.grad.to_dense() if p.grad.is_sparse else p.grad) if p.grad is not None else torch.zeros_like(p)
+            for p in params]
+
+
+def mean_over_ranks(tensors):
+    """The tensors' means over ranks, in one all-reduce."""
+    flat = torch.cat([t.flatten() for t in tensors])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    return [m.view_as(t) for m, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+
+
 def all_reduce_mean_grads(module):
     """What DDP does to a module's gradients in a synchronised backward: their mean over ranks (a
     parameter without a gradient on this rank contributes zeros)."""
     params = [p for p in module.parameters() if p.requires_grad]
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    for p, g in zip(params, flat.split([p.numel() for p in params])):
-        if p.grad is None:
-            p.grad = g.view_as(p).clone()
-        else:
-            p.grad.copy_(g.view_as(p))
+    for p, g in zip(params, mean_over_ranks(dense_grads(params))):
+        p.grad = g.to_sparse(sparse_dim=1) if p.grad is not None and p.grad.is_sparse else g
