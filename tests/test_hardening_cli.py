@@ -48,6 +48,7 @@ def one_error_line(proc, message):
     (["--max_len", "0"], "--max_len must be >= 1"),
     (["--word_dropout", "0.1"], "--word_dropout 0.1 is the noise of --ae_steps' inputs, and this run has no"),
     (["--lg_sampling_factor", "0"], "--lg_sampling_factor must be -1 (off) or > 0"),
+    (["--pc_steps", "en-fr", "--batch_size", "1"], "--pc_steps needs --batch_size >= 2"),
     (["--checkpoint_every", "-1"], "--checkpoint_every must be >= 0 (0: off)"),
     (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
     (["--attention_dropout", "-1"], "--attention_dropout must be in [0, 1)"),

@@ -245,6 +245,9 @@ def check_languages_and_steps(params):
     if not (params.clm_steps or params.mlm_steps or params.pc_steps or translation) and not params.eval_only:
         raise DataError("nothing to train: give --clm_steps, --mlm_steps, --pc_steps, --mt_steps, --ae_steps or "
                         "--bt_steps")
+    if params.pc_steps and params.tokens_per_batch == -1 and params.batch_size < 2:
+        raise DataError("--pc_steps needs --batch_size >= 2: a pair's negative examples are the other pairs of its "
+                        "batch (a batch of one is skipped)")
     if params.eval_bleu and not (params.mt_steps or params.bt_steps):
         raise DataError("--eval_bleu needs --mt_steps or --bt_steps")
     if not (params.word_shuffle == 0 or params.word_shuffle > 1):
