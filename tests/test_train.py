@@ -375,7 +375,8 @@ def test_bad_inputs_are_one_clear_line(small_sample, tmp_path):
 
 
 def test_per_rank_shards_replace_the_train_file(small_sample, tmp_path):
-    """The original's multi-GPU data: train.en.<local_rank>.pth, when present, is that rank's data."""
+    """The original's multi-GPU data: train.en.<local_rank>.pth, when present, is that rank's data (in a run of
+    several processes)."""
     from xlm.data.loader import load_training_data
     from xlm.train.distributed import DistInfo
     from xlm.train.build import build_iterators
@@ -388,6 +389,9 @@ def test_per_rank_shards_replace_the_train_file(small_sample, tmp_path):
     assert rank1.mono["en"]["train"].path.endswith("train.en.1.pth") and rank1.sharded == {"en"}
     rank0 = load_training_data(params, local_rank=0)
     assert rank0.mono["en"]["train"].path.endswith("train.en.pth") and not rank0.sharded
+    (tmp_path / "train.en.0.pth").symlink_to(small_sample / "valid.en.pth")
+    single = load_training_data(params)  # one process reads the whole file, as the original (shards: several)
+    assert single.mono["en"]["train"].path.endswith("train.en.pth") and not single.sharded
     from xlm.data import BatchIterator, StreamDataset
     iterators = build_iterators(params, rank1, DistInfo(rank=1, world_size=2, local_rank=1))
     fr = rank1.mono["fr"]["train"]

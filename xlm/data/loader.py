@@ -32,11 +32,12 @@ def needed_languages(params):
 
 def corpus_path(params, name, local_rank):
     """The file of corpus `name` (`train.en`, `valid.de-en.de`...): the valid split's with --debug_train, and
-    for a monolingual train corpus this rank's shard where there is one."""
+    for a monolingual train corpus of a run of several processes this rank's shard where there is one
+    (local_rank None: one process, which reads the whole file, as the original)."""
     if params.debug_train and name.startswith("train."):
         name = name.replace("train.", "valid.", 1)
     shard = os.path.join(params.data_path, f"{name}.{local_rank}.pth")
-    if name.startswith("train.") and name.count(".") == 1 and os.path.isfile(shard):
+    if local_rank is not None and name.startswith("train.") and name.count(".") == 1 and os.path.isfile(shard):
         return shard
     return os.path.join(params.data_path, name + ".pth")
 
@@ -49,7 +50,7 @@ def check_sentence_lengths(corpus, n_positions=N_MAX_POSITIONS):
                         f"{n_positions - 2} that the model's {n_positions} positions hold with the two </s>")
 
 
-def load_training_data(params, logger=None, local_rank=0):
+def load_training_data(params, logger=None, local_rank=None):
     mono, pairs, eval_pairs = needed_languages(params)
     splits = ("valid", "test") if params.eval_only else SPLITS
     mono_paths = {(lg, s): corpus_path(params, f"{s}.{lg}", local_rank) for lg in mono for s in splits}
@@ -76,7 +77,7 @@ def load_training_data(params, logger=None, local_rank=0):
     data = TrainingData(None, 0)
     for (lg, split), path in mono_paths.items():
         data.mono.setdefault(lg, {})[split] = load(path)
-        if path.endswith(f".{local_rank}.pth"):
+        if local_rank is not None and path.endswith(f".{local_rank}.pth"):
             data.sharded.add(lg)
     for (pair, split), two in para_paths.items():
         data.para.setdefault(pair, {})[split] = tuple(load(path) for path in two)

@@ -81,7 +81,7 @@ class Trainer:
                                    saves=not params.eval_only)
         self.dump = params.dump_path
         seed_all(params.seed)  # the same initial weights on every rank
-        self.data = load_training_data(params, self.logger, info.local_rank)
+        self.data = load_training_data(params, self.logger, info.local_rank if info.multi else None)
         check_metrics(params, self.logger)
         params.n_words = self.data.n_words
         if info.is_master:
