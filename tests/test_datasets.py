@@ -99,6 +99,19 @@ def test_parallel_dataset(tmp_path):
         ParallelDataset(a, short)
 
 
+def test_pairs_with_an_empty_side_are_left_out_of_every_split(tmp_path):
+    """As the original's ParallelDataset: valid and test pairs too (their perplexities, BLEU hypotheses and
+    reference files), but for classification, whose labels go by line."""
+    dico = Dictionary.from_words([(w, 0) for w in SPECIAL_WORDS] + [("a", 3), ("b", 2)])
+    corpora = []
+    for name, text in (("x.en", "a b\n\nb\na\n"), ("x.fr", "b\na\n\na\n")):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        corpora.append(binarize(tmp_path / name, dico, tmp_path / (name + ".pth"), threads=1))
+    assert ParallelDataset(*corpora).indices.tolist() == [0, 3]
+    assert ParallelDataset(*corpora, max_len=1).indices.tolist() == [3]
+    assert ParallelDataset(*corpora, keep_empty=True).indices.tolist() == [0, 1, 2, 3]
+
+
 def batches_of(iterator, n):
     return [next(iterator).x.numpy().copy() for _ in range(n)]
 

@@ -179,23 +179,27 @@ class SentenceDataset(_Bucketed):
 
 
 class ParallelDataset(_Bucketed):
-    """Line-aligned sentence pairs (TLM, MT). Batches are (Batch of side 1, Batch of side 2)."""
+    """Line-aligned sentence pairs (TLM, MT). Batches are (Batch of side 1, Batch of side 2). A pair with an
+    empty side is left out of every split, as the original leaves it (keep_empty: classification's
+    pairs, whose labels go by line); with max_len, training sets also drop the longer pairs."""
 
-    def __init__(self, corpus1, corpus2, batching=None, max_len=None, n_words=None, n_sentences=None):
+    def __init__(self, corpus1, corpus2, batching=None, max_len=None, n_words=None, n_sentences=None,
+                 keep_empty=False):
         if len(corpus1) != len(corpus2):
             raise DataError(f"{corpus1.path} has {len(corpus1)} sentences but {corpus2.path} has {len(corpus2)}: "
                             "parallel corpora must be line-aligned")
         self.corpus1, self.corpus2 = corpus1, corpus2
         self.batching, self.n_words = batching or BatchingOptions(), n_words
         len1, len2 = corpus1.lengths, corpus2.lengths
-        keep = np.ones(len(len1), dtype=bool)
+        keep = np.ones(len(len1), dtype=bool) if keep_empty else (len1 > 0) & (len2 > 0)
         if max_len is not None:
-            keep = (len1 > 0) & (len2 > 0) & (len1 <= max_len) & (len2 <= max_len)
+            keep &= (len1 <= max_len) & (len2 <= max_len)
         self.n_removed = len(keep) - int(keep.sum())
         self.indices = np.flatnonzero(keep)[:n_sentences]  # evaluation may read the first n only
         self.lengths = len1[self.indices] + len2[self.indices] + 4
         if len(self.indices) == 0:
-            raise DataError(f"{corpus1.path}: no sentence pair left after filtering by max_len={max_len}")
+            raise DataError(f"{corpus1.path}: no sentence pair left without an empty side"
+                            + (f" and within max_len={max_len}" if max_len is not None else ""))
 
     def collate(self, key):
         ids = self.indices[key]

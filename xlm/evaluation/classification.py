@@ -207,7 +207,7 @@ class TaskData:
         batching = batching or BatchingOptions(group_by_size=False)
         if task.pair:
             s2 = self.corpus(os.path.join(folder, f"{name}.s2{suffix}.pth"))
-            dataset = ParallelDataset(s1, s2, batching, n_words=len(self.model_dico))
+            dataset = ParallelDataset(s1, s2, batching, n_words=len(self.model_dico), keep_empty=True)
         else:
             dataset = SentenceDataset(s1, batching, n_words=len(self.model_dico))
         label_path = os.path.join(folder, f"{name}.label{suffix}")
