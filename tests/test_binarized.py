@@ -175,3 +175,20 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o644
+
+
+def test_slices_are_read_whole_however_short_each_read(tmp_path, vocab, monkeypatch):
+    """Linux returns at most 2 GiB a read: a slice of a corpus beyond that (save_original's, on a billion
+    tokens) came back short and crashed. Reads cut to 7 bytes here stand for it; a truncated file is named."""
+    (tmp_path / "x.txt").write_text("the cat sat\non the mat\n" * 50, encoding="utf-8")
+    binarized.binarize(tmp_path / "x.txt", Dictionary.read_vocab(vocab), tmp_path / "x.pth", threads=1)
+    whole = np.asarray(load_binarized(tmp_path / "x.pth").sentences).copy()
+    preadv = os.preadv
+    with monkeypatch.context() as m:
+        m.setattr(os, "preadv", lambda fd, buffers, offset: preadv(fd, [buffers[0][:7]], offset))
+        assert np.array_equal(np.asarray(load_binarized(tmp_path / "x.pth").sentences), whole)
+    assert sorted(set(whole.tolist())) == [1, *range(14, 19)]
+    sentences = load_binarized(tmp_path / "x.pth").sentences
+    os.truncate(tmp_path / "x.pth", binarized.DATA_OFFSET + 10)
+    with pytest.raises(DataError, match=f"x.pth: the file ends before its {len(whole)} tokens"):
+        sentences[:]

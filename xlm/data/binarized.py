@@ -61,10 +61,14 @@ class FileArray:
         if not isinstance(index, slice) or index.step not in (None, 1):
             raise TypeError("FileArray supports contiguous slices only")
         start, stop, _ = index.indices(self.length)
-        n = max(stop - start, 0)
-        size = self.dtype.itemsize
-        data = os.pread(self._fd, n * size, self.offset + start * size)
-        return np.frombuffer(data, dtype=self.dtype, count=n)
+        out = np.empty(max(stop - start, 0), dtype=self.dtype)
+        view, done, at = memoryview(out).cast("B"), 0, self.offset + start * self.dtype.itemsize
+        while done < len(view):  # a read returns at most 2 GiB on Linux
+            got = os.preadv(self._fd, [view[done:]], at + done)
+            if not got:
+                raise DataError(f"{self.path}: the file ends before its {self.length} tokens (truncated?)")
+            done += got
+        return out
 
     def __array__(self, dtype=None, copy=None):
         return np.asarray(self[:], dtype=dtype)
