@@ -45,9 +45,10 @@ if [ ! -s "$OUT/codes" ]; then
   python tools/fastbpe learnbpe "$N_CODES" "${mono_train[@]/#/$OUT/tok/}" > "$OUT/codes.tmp"
   # what earlier codes made is made again with these
   rm -f "$OUT"/{train,valid,test}.* "$OUT/vocab"
+  echo "$N_CODES" > "$OUT/codes.n_codes"  # what was asked: learnbpe stops early when no pair is left
   mv "$OUT/codes.tmp" "$OUT/codes"
-elif [ "$(wc -l < "$OUT/codes")" -ne "$N_CODES" ]; then
-  echo "run-sample.sh: $OUT/codes holds $(wc -l < "$OUT/codes") codes, not N_CODES=$N_CODES: remove $OUT/codes" \
+elif learnt=$(cat "$OUT/codes.n_codes" 2> /dev/null || wc -l < "$OUT/codes"); [ "$learnt" -ne "$N_CODES" ]; then
+  echo "run-sample.sh: $OUT/codes was learnt with N_CODES=$learnt, not N_CODES=$N_CODES: remove $OUT/codes" \
     "(the files made with it are then made again) or choose another OUT" >&2
   exit 1
 fi

@@ -49,11 +49,17 @@ def test_codes_learned_anew_redo_what_the_earlier_codes_made(sample_data, tmp_pa
         (out / "tok" / f.name).write_text("".join(f.open(encoding="utf-8").readlines()[:300]), encoding="utf-8")
     (out / "codes").write_text((sample_data / "codes").read_text(encoding="utf-8"), encoding="utf-8")
     proc = run(["env", f"OUT={out}", "N_CODES=200", "PRETRAIN=0", "bash", str(ROOT / "run-sample.sh")], check=False)
-    assert proc.returncode == 1 and proc.stderr.strip() == f"run-sample.sh: {out}/codes holds 3000 codes, not " \
-        f"N_CODES=200: remove {out}/codes (the files made with it are then made again) or choose another OUT"
+    assert proc.returncode == 1 and proc.stderr.strip() == f"run-sample.sh: {out}/codes was learnt with " \
+        f"N_CODES=3000, not N_CODES=200: remove {out}/codes (the files made with it are then made again) or " \
+        "choose another OUT"
     (out / "codes").unlink()
     (out / "vocab").write_text("stale 1\n")  # what the earlier codes made
     (out / "valid.en").write_text("stale\n")
     run(["env", f"OUT={out}", "N_CODES=200", "PRETRAIN=0", "bash", str(ROOT / "run-sample.sh")])
     assert len((out / "codes").read_text().splitlines()) == 200 and "stale" not in (out / "vocab").read_text()
     assert (out / "valid.en").read_text() != "stale\n" and load_binarized(out / "valid.en.pth").dico.index("stale") == 3
+    # more codes than the text has pairs: learnbpe stops early, and a rerun of the same command goes on
+    (out / "codes").unlink()
+    run(["env", f"OUT={out}", "N_CODES=100000", "PRETRAIN=0", "bash", str(ROOT / "run-sample.sh")])
+    assert len((out / "codes").read_text().splitlines()) < 100000
+    run(["env", f"OUT={out}", "N_CODES=100000", "PRETRAIN=0", "bash", str(ROOT / "run-sample.sh")])
