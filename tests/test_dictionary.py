@@ -29,6 +29,11 @@ def test_lines_with_unicode_whitespace_are_skipped_like_the_original(tmp_path):
     assert [dico[i] for i in range(14, len(dico))] == ["a", "e"]
 
 
+def test_line_ends_are_the_originals(tmp_path):
+    dico = Dictionary.read_vocab(write(tmp_path, "a 9\r\nb 8\rc 7\n"))
+    assert [dico[i] for i in range(14, len(dico))] == ["a", "b", "c"]
+
+
 def test_special_tokens_in_the_file_are_skipped_like_the_original(tmp_path, caplog):
     # fastBPE's getvocab lists `<unk>` when the corpus has it literally (as some corpora do)
     dico = Dictionary.read_vocab(write(tmp_path, "<unk> 9\na 8\n</s> 7\nb 6\n"))
@@ -54,6 +59,8 @@ def test_max_vocab_and_min_count(tmp_path):
     # str.isdigit() takes a superscript two, which int() refuses
     ("a 5\nb \u00b2\n", "vocab:2: expected 'WORD COUNT'"),
     ("a 5\nb 6\n", "vocab:2: counts must not increase"),
+    # the original reads a lone carriage return as a line's end: 'b' and ' 4', not the word b
+    ("a 5\nb\r 4\nc 3\n", "vocab:2: expected 'WORD COUNT', got 'b'"),
     ("", "vocab: file is empty"),
 ])
 def test_bad_vocabularies_name_file_and_line(tmp_path, text, message):

@@ -24,6 +24,15 @@ N_RESERVED = 4 + N_SPECIAL_WORDS  # the first word of a vocabulary file gets id 
 SPECIAL_WORDS = [BOS_WORD, EOS_WORD, PAD_WORD, UNK_WORD] + [SPECIAL_WORD % i for i in range(N_SPECIAL_WORDS)]
 
 
+def _text_lines(path):
+    """(line number, line) of a UTF-8 text file, as the original's text-mode read cuts them: a lone carriage
+    return ends a line too (the number is the one of the line by '\\n', in messages)."""
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            for line in decode_utf8(raw, path, line_no).rstrip("\n").removesuffix("\r").split("\r"):
+                yield line_no, line
+
+
 class Dictionary:
     def __init__(self, id2word, word2id, counts):
         self.id2word = id2word
@@ -56,29 +65,26 @@ class Dictionary:
         entries = [(w, 0) for w in SPECIAL_WORDS]
         seen = set(SPECIAL_WORDS)
         skipped, specials = 0, []
-        with open(path, "rb") as f:
-            for line_no, raw in enumerate(f, 1):
-                line = decode_utf8(raw, path, line_no)
-                if "\u2028" in line or (len(line.rstrip().split()) != 2 and len(line.rstrip("\r\n").split(" ")) == 2):
-                    skipped += 1
-                    continue
-                fields = line.rstrip().split()
-                if len(fields) != 2 or not fields[1].isdecimal():
-                    raise DataError(f"{path}:{line_no}: expected 'WORD COUNT', got {line.rstrip()!r}")
-                word, count = fields[0], int(fields[1])
-                if word in SPECIAL_WORDS:  # a corpus with literal `<unk>`s gives such a line; the original skips it
-                    specials.append(word)
-                    continue
-                if word in seen:
-                    # a tab or carriage return that split() took away is why, where the line has one
-                    shown = line.rstrip("\n")
-                    hidden = f" (the line is {shown!r})" if shown != f"{word} {count}" else ""
-                    raise DataError(f"{path}:{line_no}: duplicate word {word!r}{hidden}")
-                if len(entries) > N_RESERVED and count > entries[-1][1]:
-                    raise DataError(f"{path}:{line_no}: counts must not increase ({word!r} {count} after "
-                                    f"{entries[-1][0]!r} {entries[-1][1]}); sort the vocabulary by count")
-                seen.add(word)
-                entries.append((word, count))
+        for line_no, line in _text_lines(path):
+            if "\u2028" in line or (len(line.rstrip().split()) != 2 and len(line.split(" ")) == 2):
+                skipped += 1
+                continue
+            fields = line.rstrip().split()
+            if len(fields) != 2 or not fields[1].isdecimal():
+                raise DataError(f"{path}:{line_no}: expected 'WORD COUNT', got {line.rstrip()!r}")
+            word, count = fields[0], int(fields[1])
+            if word in SPECIAL_WORDS:  # a corpus with literal `<unk>`s gives such a line; the original skips it
+                specials.append(word)
+                continue
+            if word in seen:
+                # a tab that split() took away is why, where the line has one
+                hidden = f" (the line is {line!r})" if line != f"{word} {count}" else ""
+                raise DataError(f"{path}:{line_no}: duplicate word {word!r}{hidden}")
+            if len(entries) > N_RESERVED and count > entries[-1][1]:
+                raise DataError(f"{path}:{line_no}: counts must not increase ({word!r} {count} after "
+                                f"{entries[-1][0]!r} {entries[-1][1]}); sort the vocabulary by count")
+            seen.add(word)
+            entries.append((word, count))
         if len(entries) == N_RESERVED:
             raise DataError(f"{path}: no vocabulary entries")
         if skipped:
