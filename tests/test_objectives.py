@@ -228,6 +228,16 @@ def test_eval_mask_of_stacked_stream_windows():
     assert forced > 0
 
 
+def test_clm_evaluation_predicts_every_next_token_whatever_the_context_size():
+    """The original's evaluate_clm predicts every position (alen < lengths - 1): --context_size spares the
+    first tokens of a training loss only."""
+    x, lengths = torch.randint(N_RESERVED, 40, (2, 9)), torch.tensor([9, 6])
+    params = SimpleNamespace(word_pred=0.15, context_size=5)
+    _, _, _, _, pred_mask, y = next(eval_targets([(x, lengths, None, None)], "clm", params))
+    assert pred_mask.sum(1).tolist() == [8, 5]
+    assert np.array_equal(pred_mask.numpy(), original_clm(x.T.numpy(), lengths.numpy(), 0)[0].T)
+
+
 # ---------------------------------------------------------------------------------------------- TLM layout
 
 

@@ -54,8 +54,8 @@ def eval_targets(batches, objective, params):
     evaluation, and on any number of ranks as long as every rank draws those of every batch."""
     rng = np.random.RandomState(0)
     for x, lengths, positions, langs in batches:
-        if objective == "clm":
-            pred_mask, y = clm_targets(x, lengths, params.context_size)
+        if objective == "clm":  # every next token: --context_size spares the first ones in training alone
+            pred_mask, y = clm_targets(x, lengths)
         else:
             x, pred_mask, y = mask_for_eval(x, lengths, params.word_pred, rng)
         yield x, lengths, positions, langs, pred_mask, y
