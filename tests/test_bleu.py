@@ -4,7 +4,8 @@ from collections import Counter
 import pytest
 
 from conftest import ROOT, python
-from xlm.evaluation.bleu import detokenized_bleu, prepare_for_bleu, tokenized_bleu
+from xlm.data.bpe import remove_bpe
+from xlm.evaluation.bleu import detokenized_bleu, reference_for_bleu, tokenized_bleu
 
 HYPS = ["the cat sat on the mat .", "there is a dog in the garden", "he reads a book ."]
 REFS = ["the cat is sitting on the mat .", "a dog is in the garden", "he is reading a book ."]
@@ -35,6 +36,8 @@ def test_tokenized_bleu_is_multi_bleu():
     assert tokenized_bleu(REFS, REFS) == pytest.approx(100.0)
     assert tokenized_bleu(["a b c"], ["d e f"]) == 0.0  # no smoothing, as multi-bleu.perl
     assert tokenized_bleu(["The cat"], ["the cat"]) < 100  # case-sensitive
+    # hypotheses without a word: multi-bleu.perl divides by zero, and the original logs -1
+    assert tokenized_bleu(["", " "], ["the cat", "a dog"]) == -1.0
 
 
 def test_detokenized_bleu_has_a_signature():
@@ -42,20 +45,26 @@ def test_detokenized_bleu_has_a_signature():
     assert 0 < score < 100 and "tok:13a" in signature and "smooth:exp" in signature
 
 
-def test_prepare_for_bleu_like_the_original():
-    assert prepare_for_bleu("the ca@@ t sat on <unk> mat@@") == "the cat sat on <<unk>> mat"
+def test_references_and_hypotheses_like_the_originals():
+    """The original's reference files write <unk> as <<unk>>, its hypothesis files keep <unk>: an unknown word
+    never counts as a match (xlm wrote both as <<unk>>, which scored 100 on the lines below)."""
+    assert reference_for_bleu("the ca@@ t sat on <unk> mat@@") == "the cat sat on <<unk>> mat"
+    refs = [reference_for_bleu(line) for line in ("a <unk> b c d", "<unk> e f g h")]
+    assert tokenized_bleu(["a <unk> b c d", "<unk> e f g h"], refs) == pytest.approx(
+        multi_bleu_by_hand(["a <unk> b c d", "<unk> e f g h"], refs))
+    assert multi_bleu_by_hand(["a <unk> b c d", "<unk> e f g h"], refs) < 60
 
 
 def test_bleu_tool_scores_translate_outputs(tmp_path):
-    """tools/bleu.py on a BPE'd translation file: BPE removed and <unk> as the original's hypothesis files
-    have them, then multi-bleu's score (to its two decimals) and sacrebleu's detokenized one; a line
+    """tools/bleu.py on a BPE'd translation file: BPE removed as the original's hypothesis files have it (<unk>
+    kept), then multi-bleu's score (to its two decimals) and sacrebleu's detokenized one; a line
     count that differs is one error naming both files."""
     bpe_hyps = ["the ca@@ t sat on the mat .", "there is a dog in the <unk>", "he reads a bo@@ ok ."]
     refs = ["the cat is sitting on the mat .", "a dog is in the <<unk>>", "he is reading a book ."]
     (tmp_path / "hyp").write_text("\n".join(bpe_hyps) + "\n", encoding="utf-8")
     (tmp_path / "ref").write_text("\n".join(refs) + "\n", encoding="utf-8")
     out = python(ROOT / "tools" / "bleu.py", tmp_path / "hyp", tmp_path / "ref", "--lang", "en").stdout.splitlines()
-    hyps = [prepare_for_bleu(h) for h in bpe_hyps]
+    hyps = [remove_bpe(h) for h in bpe_hyps]
     assert out[0].startswith(f"BLEU = {multi_bleu_by_hand(hyps, refs):.2f} (tokenized")
     score, signature = detokenized_bleu(hyps, refs, "en")
     assert out[1] == f"BLEU = {score:.2f} (detokenized, sacrebleu {signature})"

@@ -4,8 +4,8 @@ detokenized score papers report today.
 
     python tools/bleu.py HYPOTHESES REFERENCE [--lang fr]
 
-HYPOTHESES: one translation per line, as translate.py writes them (BPE'd or not: BPE is removed and
-`<unk>` written `<<unk>>`, as the original's evaluation writes its hypothesis files). REFERENCE: the
+HYPOTHESES: one translation per line, as translate.py writes them (BPE'd or not: BPE is removed, as the
+original's evaluation writes its hypothesis files; `<unk>` stays, and matches no word). REFERENCE: the
 tokenized reference, e.g. the `hypotheses/ref.en-fr.test.txt` every training run writes. Prints
 multi-bleu.perl's tokenized BLEU (`valid_en-fr_mt_bleu` in train.log), and with --lang the BLEU of the
 Moses-detokenized lines by sacrebleu's defaults, with its signature.
@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from xlm.data.bpe import remove_bpe  # noqa: E402
-from xlm.evaluation.bleu import detokenized_bleu, prepare_for_bleu, tokenized_bleu  # noqa: E402
+from xlm.evaluation.bleu import detokenized_bleu, tokenized_bleu  # noqa: E402
 from xlm.fileio import DataError, read_lines  # noqa: E402
 
 
@@ -26,7 +26,7 @@ def main():
     parser.add_argument("reference")
     parser.add_argument("--lang", help="the target language (Moses' detokenizer rules): also the detokenized BLEU")
     args = parser.parse_args()
-    hypotheses = [prepare_for_bleu(line.rstrip("\r")) for line in read_lines(args.hypotheses)]
+    hypotheses = [remove_bpe(line.rstrip("\r")) for line in read_lines(args.hypotheses)]
     references = [remove_bpe(line.rstrip("\r")) for line in read_lines(args.reference)]
     if len(hypotheses) != len(references):
         raise DataError(f"{args.hypotheses}: {len(hypotheses)} lines, but {args.reference} has {len(references)}")

@@ -11,9 +11,12 @@ from ..data.bpe import remove_bpe
 
 
 def tokenized_bleu(hypotheses, references):
-    """multi-bleu.perl's score (0-100) of hypothesis lines against reference lines."""
+    """multi-bleu.perl's score (0-100) of hypothesis lines against reference lines; -1 where the hypotheses
+    hold no word, the original's value when the script fails (a division by zero)."""
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
+    if not any(h.split() for h in hypotheses):
+        return -1.0
     return sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none", smooth_method="none",
                                  force=True).score
 
@@ -28,6 +31,7 @@ def detokenized_bleu(hypotheses, references, lang):
     return metric.corpus_score(hyps, [refs]).score, str(metric.get_signature())
 
 
-def prepare_for_bleu(line):
-    """What the original writes to its hypothesis and reference files: BPE removed, <unk> as <<unk>>."""
+def reference_for_bleu(line):
+    """What the original writes to its reference files: BPE removed, <unk> as <<unk>>, which no hypothesis
+    word matches (its hypothesis files keep <unk>)."""
     return remove_bpe(line.replace("<unk>", "<<unk>>"))

@@ -9,6 +9,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
+from ..data.bpe import remove_bpe
 from ..data.datasets import BatchingOptions, ParallelDataset
 from ..data.dictionary import UNK_WORD
 from ..fileio import atomic_write
@@ -16,7 +17,7 @@ from ..model.linear import free_roundings
 from ..model.generate import generate_beam, generate_greedy
 from ..progress import Progress
 from ..objectives.lm import clm_targets
-from .bleu import prepare_for_bleu, tokenized_bleu
+from .bleu import reference_for_bleu, tokenized_bleu
 from ..train.distributed import DistInfo, all_reduce_sum, broadcast_from_master, gather_to_master, own_share
 from .lm import eval_subset
 from .memory import MemoryUsage
@@ -68,7 +69,7 @@ def write_references(data, params, dump):
                 dataset, c_tgt = _direction(data, params, split, src, tgt)
                 with atomic_write(os.path.join(hyp_dir, f"ref.{src}-{tgt}.{split}.txt"), "w") as f:
                     for i in _in_batch_order(dataset, dataset.batches(None)):
-                        f.write(prepare_for_bleu(_sentences(data.dico, c_tgt[i])) + "\n")
+                        f.write(reference_for_bleu(_sentences(data.dico, c_tgt[i])) + "\n")
 
 
 def bleu_hypotheses(decoder, enc, len1, tgt, params):
@@ -93,8 +94,8 @@ def bleu_of_shares(hyps, dataset, batches, c_tgt, dico, hyp_path, info):
         hyps = {i: h for share in shares for i, h in share.items()}
         # the original writes the sentences in the order of its batches (sorted by length)
         order = _in_batch_order(dataset, batches)
-        refs = [prepare_for_bleu(_sentences(dico, c_tgt[i])) for i in order]
-        out = [prepare_for_bleu(_sentences(dico, hyps[i])) for i in order]
+        refs = [reference_for_bleu(_sentences(dico, c_tgt[i])) for i in order]
+        out = [remove_bpe(_sentences(dico, hyps[i])) for i in order]
         os.makedirs(os.path.dirname(hyp_path), exist_ok=True)
         with atomic_write(hyp_path, "w") as f:
             f.write("".join(h + "\n" for h in out))
