@@ -152,6 +152,26 @@ def test_sample_alpha_on_a_real_batch():
         assert int(m.sum()) == n and not (m & never).any() and torch.equal(y, b.x[m])
 
 
+def test_sample_alpha_on_a_stream_draws_the_first_words_and_leaves_them_out():
+    """A stream's rows start with a word: the original draws its ceil(word_pred * slen * bs) positions among
+    every token, then leaves the first of each row out, so it predicts fewer when those were drawn (xlm drew
+    them all among the others). The counts' distribution against numpy's choice without replacement."""
+    from types import SimpleNamespace as Batch
+    x = torch.full((4, 8), N_RESERVED)  # the most frequent word (count 400) ...
+    x[:, 0] = N_RESERVED + 5            # ... and a rare one (count 1) first in every row
+    stream = Batch(x=x, lengths=torch.full((4,), 8))
+    cfg = alpha_config(COUNTS, word_pred=0.15)
+    n = math.ceil(0.15 * 32)
+    got = Counter(int(m.sum()) for _, m, _ in draws(stream, cfg, 2000))
+    w = np.array([original_weight(int(t)) for t in x.flatten()])
+    rng = np.random.default_rng(0)
+    expected = Counter(n - int(sum(i % 8 == 0 for i in rng.choice(32, n, replace=False, p=w / w.sum())))
+                       for _ in range(20000))
+    assert set(got) <= set(expected) and got[n] < 20  # n predicted only when no first word was drawn
+    counts = sorted(expected)
+    assert stats.chisquare([got[c] for c in counts], [2000 * expected[c] / 20000 for c in counts]).pvalue > P_VALUE
+
+
 def test_target_order_does_not_change_the_loss():
     """xlm's targets are row-major over (bs, slen), the original's position-major over (slen, bs):
     the same (position, target) pairs, and the mean loss is the same."""

@@ -36,23 +36,26 @@ class MaskingConfig:
 def mask_for_training(x, lengths, cfg, generator):
     """BERT masking of x (bs, slen) on the CPU. Returns (input, pred_mask, targets).
 
-    Positions are chosen with probability word_pred (or, with sample_alpha, exactly
-    ceil(word_pred * slen * bs) of them, weighted towards rare words), never padding nor the first
-    token of a row. Chosen tokens become <special1> (the mask), stay, or become a random word with
-    the probabilities of --word_mask_keep_rand. Targets are in row-major order over (bs, slen), the
+    Positions are chosen with probability word_pred (or, with sample_alpha, ceil(word_pred * slen * bs)
+    of them drawn, weighted towards rare words), never padding nor the first token of a row. Chosen
+    tokens become <special1> (the mask), stay, or become a random word with the probabilities of
+    --word_mask_keep_rand. Targets are in row-major order over (bs, slen), the
     original's position-major over its (slen, bs): the loss, a mean, is the same."""
     bs, slen = x.shape
-    valid = torch.arange(slen)[None, :] < lengths[:, None]
+    within = torch.arange(slen)[None, :] < lengths[:, None]
+    valid = within.clone()
     valid[:, 0] = False
     if cfg.sample_alpha == 0:
         pred_mask = (torch.rand(bs, slen, generator=generator) <= cfg.word_pred) & valid
     else:
-        weights = cfg.mask_scores[x.flatten()] * valid.flatten()
+        # as the original: drawn among all tokens but padding, then the first of each row left out (a stream's
+        # row starts with a word, which may be drawn: fewer than n are predicted then)
+        weights = cfg.mask_scores[x.flatten()] * within.flatten()
         n = min(math.ceil(cfg.word_pred * slen * bs), int((weights > 0).sum()))
         pred_mask = torch.zeros(bs * slen, dtype=torch.bool)
         if n > 0:
             pred_mask[torch.multinomial(weights, n, replacement=False, generator=generator)] = True
-        pred_mask = pred_mask.view(bs, slen)
+        pred_mask = pred_mask.view(bs, slen) & valid
     if not pred_mask.any():  # a tiny batch may draw nothing: predict one token rather than divide by zero
         rows, cols = valid.nonzero(as_tuple=True)
         i = int(torch.randint(len(rows), (1,), generator=generator))
