@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -431,12 +432,25 @@ def test_each_objective_draws_its_own_batches(small_sample):
     from xlm.train.distributed import DistInfo
     from xlm.train.build import build_iterators
     params = parse_params(["--exp_name", "x", "--lgs", "en-fr", "--encoder_only", "false", "--ae_steps", "en",
-                           "--bt_steps", "en-fr-en", "--mt_steps", "en-fr", "--mlm_steps", "en-fr",
+                           "--bt_steps", "en-fr-en", "--mt_steps", "en-fr,fr-en", "--mlm_steps", "en-fr",
                            "--data_path", str(small_sample), "--batch_size", "8"])
     data = load_training_data(params)
     iterators = build_iterators(params, data, DistInfo())
     assert not torch.equal(next(iterators[("ae", "en")]).x, next(iterators[("bt", "en")]).x)
     assert not torch.equal(next(iterators[("pred", "en", "fr")])[0].x, next(iterators[("mt", "en", "fr")])[0].x)
+    # the two directions of a pair: a pass of the pairs each, in orders of their own, over one dataset
+    en_fr, fr_en = iterators[("mt", "en", "fr")], iterators[("mt", "fr", "en")]
+    assert en_fr.dataset is fr_en.dataset and en_fr.seed != fr_en.seed
+    assert not torch.equal(next(en_fr)[0].x, next(fr_en)[0].x)
+    from xlm.objectives.lm import MaskingConfig
+    from xlm.train.pipeline import Plan, training_sizes
+    plan = Plan(params, iterators, MaskingConfig.from_params(params, data.dico, data.n_words),
+                torch.Generator().manual_seed(0), np.random.default_rng(0), training_sizes(params, data, iterators),
+                {})
+    src, tgt = plan._pair("mt", "fr", "en")  # fr-en's batches: French first
+    english, french = data.para[("en", "fr")]["train"]
+    assert [src.x[0, 1:int(src.lengths[0]) - 1].tolist(), tgt.x[0, 1:int(tgt.lengths[0]) - 1].tolist()] in [
+        [french[i].tolist(), english[i].tolist()] for i in range(len(english))]
     again = build_iterators(params, data, DistInfo(rank=1, world_size=2, local_rank=1))
     assert {k: it.seed for k, it in iterators.items()} == {k: it.seed for k, it in again.items()}
 

@@ -25,20 +25,29 @@ def global_batching(params, world_size):
 
 def build_iterators(params, data, info, logger=None):
     """One resumable iterator per (objective, languages), keyed like the original (causal / pred / align /
-    ae / bt / mt). Each draws its own order, as the original's do: AE and BT on one language, or MLM and
-    MT on one pair, must not see the same batches in lockstep."""
-    iterators = {}
+    ae / bt / mt, a pair in the step's direction). Each draws its own order, as the original's do: AE and
+    BT on one language, MLM and MT on one pair, or the two directions of a pair (`--mt_steps en-fr,fr-en`:
+    a pass of the pairs each) must not see the same batches in lockstep."""
+    iterators, pair_sets = {}, {}
     world = info.world_size
     batching = global_batching(params, world)
 
     def add(key, dataset, rank=info.rank, world_size=world, min_rows=1):
         if key not in iterators:
-            if logger and getattr(dataset, "n_removed", 0):  # the original logs it too
-                logger.info("%s training sentences of %s: removed %i of %i, empty or longer than --max_len %i",
-                            key[0], "-".join(key[1:]), dataset.n_removed, dataset.n_removed + len(dataset.indices),
-                            params.max_len)
             seed = zlib.crc32("|".join(map(str, (params.seed,) + key)).encode())  # the same on every rank
             iterators[key] = BatchIterator(dataset, seed, rank, world_size, min_rows=min_rows)
+
+    def add_pair(objective, l1, l2, min_rows=1):
+        """The step l1-l2's iterator, over the pair's dataset, which both directions share."""
+        a, b = sorted((l1, l2))
+        if (objective, a, b) not in pair_sets:
+            dataset = ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len, data.n_words)
+            if logger and dataset.n_removed:  # the original logs it too
+                logger.info("%s training sentences of %s-%s: removed %i of %i, empty or longer than --max_len %i",
+                            objective, a, b, dataset.n_removed, dataset.n_removed + len(dataset.indices),
+                            params.max_len)
+            pair_sets[(objective, a, b)] = dataset
+        add((objective, l1, l2), pair_sets[(objective, a, b)], min_rows=min_rows)
 
     for objective, steps in (("causal", params.clm_steps), ("pred", params.mlm_steps)):
         for l1, l2 in steps:
@@ -50,9 +59,7 @@ def build_iterators(params, data, info, logger=None):
                 add((objective, l1), StreamDataset(data.mono[l1]["train"], params.batch_size * world, params.bptt,
                                                    data.n_words))
             else:
-                a, b = sorted((l1, l2))
-                add((objective, a, b), ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len,
-                                                       data.n_words))
+                add_pair(objective, l1, l2)
     for objective, langs in (("ae", params.ae_steps), ("bt", [l1 for l1, _, _ in params.bt_steps])):
         for lang in langs:
             if lang in data.sharded:  # this rank's own shard file: all of it, in batches of this rank's size
@@ -63,12 +70,9 @@ def build_iterators(params, data, info, logger=None):
                                                        data.n_words))
     for objective, steps in (("align", params.pc_steps), ("mt", params.mt_steps)):
         for l1, l2 in steps:
-            a, b = sorted((l1, l2))
             # a PC step skips a batch of one pair (its negatives come from the other pairs), as the original;
             # with several ranks, each must skip or train alike: no batch leaves any of them fewer than two
-            add((objective, a, b), ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len,
-                                                   data.n_words),
-                min_rows=2 if objective == "align" and world > 1 else 1)
+            add_pair(objective, l1, l2, min_rows=2 if objective == "align" and world > 1 else 1)
     return iterators
 
 

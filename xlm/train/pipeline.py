@@ -41,8 +41,7 @@ def training_sizes(params, data, iterators):
     def size(step):
         if step[1] is None:
             return len(data.mono[step[0]]["train"])
-        pair = tuple(sorted(step))
-        return len(next(it for key, it in iterators.items() if key[1:] == pair).dataset)
+        return len(next(it for key, it in iterators.items() if key[1:] == step).dataset)
     return {step: size(step) for step in params.clm_steps + params.mlm_steps + params.pc_steps + params.mt_steps}
 
 
@@ -98,9 +97,8 @@ class Plan:
             yield Work("round", states=self.states())
 
     def _pair(self, objective, l1, l2):
-        a, b = sorted((l1, l2))
-        first, second = next(self.iterators[(objective, a, b)])
-        return (first, second) if (l1, l2) == (a, b) else (second, first)
+        first, second = next(self.iterators[(objective, l1, l2)])  # the pair's dataset: its sides in sorted order
+        return (first, second) if l1 <= l2 else (second, first)
 
     def _lm(self, objective, l1, l2):
         """CLM, or MLM / TLM: (x, lengths or None for a stream, positions, langs, predicted positions, targets)."""
