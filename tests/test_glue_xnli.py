@@ -312,6 +312,24 @@ def test_an_epoch_reads_at_most_one_pass_each_in_its_own_order(toy_tasks):
     assert iterator.pass_index == 1
 
 
+def test_tasks_of_one_command_draw_their_own_randomness(toy_tasks, tmp_path):
+    """MNLI-m and MNLI-mm train on the same pairs: in one command they must not be the same fine-tuning (the
+    original's random state went on from one task to the next)."""
+    data = tmp_path / "data"
+    for task in ("MNLI-m", "MNLI-mm"):
+        (data / "eval" / task).mkdir(parents=True)
+        for split in ("train", "valid", "test"):
+            for name in (f"{split}.s1", f"{split}.s2", f"{split}.label"):
+                source = toy_tasks / "data" / "eval" / "XNLI" / f"{name}.en"
+                for suffix in ("", ".pth"):
+                    if (source.parent / (source.name + suffix)).exists():
+                        (data / "eval" / task / (name + suffix)).symlink_to(source.parent / (source.name + suffix))
+    proc = python("glue-xnli.py", *finetune_flags(toy_tasks, "two"), "--data_path", data, "--transfer_tasks",
+                  "MNLI-m,MNLI-mm", "--n_epochs", 1, "--dropout", 0.1)
+    losses = {task: re.findall(rf"{task} - epoch 0 - .*? - loss (\S+)", proc.stdout) for task in ("MNLI-m", "MNLI-mm")}
+    assert len(losses["MNLI-m"]) == len(losses["MNLI-mm"]) > 1 and losses["MNLI-m"] != losses["MNLI-mm"]
+
+
 def test_predictions_are_written_as_the_original_writes_them(tmp_path):
     """`<index>\t<outputs>`, each float32 as numpy prints it (the original's `str(x)`), not rounded."""
     tuner = SimpleNamespace(params=SimpleNamespace(dump_path=str(tmp_path)), task_name="MRPC", epoch=3)

@@ -142,7 +142,10 @@ class FineTuner:
     def __init__(self, params, task, info, logger, metrics, signals):
         self.params, self.task_name, self.task = params, task, TASKS[task]
         self.info, self.logger, self.metrics = info, logger, metrics
-        torch.manual_seed(params.seed)  # the same classifier initialisation on every rank
+        # each task of --transfer_tasks its own draws (tasks of one training set, MNLI-m and MNLI-mm, were the
+        # same fine-tuning), as the original's random state went on from task to task; the first keeps --seed
+        self.seed = params.seed + 10007 * params.transfer_tasks.index(task)
+        torch.manual_seed(self.seed)  # the same classifier initialisation on every rank
         loaded = load_model(params.model_path)
         self.pretrained_params, self.dico = loaded.params, loaded.dico
         self.lang2id = dict(loaded.params.get("lang2id") or {})
@@ -160,7 +163,7 @@ class FineTuner:
             tuned = [p for p in tuned if p is not encoder.lang_embeddings.weight]
         freeze_all_but(encoder, tuned)
         self.model = Classifier(encoder, self.task.n_outputs, params.dropout).to(info.device)
-        torch.manual_seed(params.seed + info.rank)  # dropout differs between ranks
+        torch.manual_seed(self.seed + info.rank)  # dropout differs between ranks
         logger.info("%s: fine-tuning %i of %i pretrained parameters (--finetune_layers %s)", task,
                     sum(p.numel() for p in tuned), sum(p.numel() for p in encoder.parameters()),
                     params.finetune_layers)
@@ -210,7 +213,7 @@ class FineTuner:
             for lang in self.eval_langs:
                 if split == "valid" or data.has_split(task, split, lang):
                     self.eval_splits[(split, lang)] = data.split(task, split, lang, label_set=self.label_set)[0]
-        self.iterator = BatchIterator(self.train.dataset, p.seed, self.info.rank, self.info.world_size)
+        self.iterator = BatchIterator(self.train.dataset, self.seed, self.info.rank, self.info.world_size)
         self.class_weights = None
         if p.weighted_training and (self.task.n_outputs == 1 or task == "XNLI"):  # as the original
             why = "a regression" if self.task.n_outputs == 1 else "the original weights GLUE's tasks alone"
