@@ -36,10 +36,11 @@ mkdir -p "$GLUE"
 TMP=$(mktemp -d "$GLUE/.tmp.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
-normalize() {  # stdin -> stdout: Moses punctuation normalisation only, as the original did for SST-2
+normalize() {  # stdin -> stdout: the original's SST-2 steps, replace-unicode-punctuation.perl |
+  # normalize-punctuation.perl -l en | remove-non-printing-char.perl, as xlm's tokenizer does them
   python -c 'import sys
-from sacremoses import MosesPunctNormalizer
-norm = MosesPunctNormalizer(lang="en", pre_replace_unicode_punct=True, post_remove_control_chars=True)
+from xlm.data.tokenize import PerlPunctNormalizer
+norm = PerlPunctNormalizer("en")
 for line in sys.stdin: print(norm.normalize(line.rstrip("\n")))'
 }
 
