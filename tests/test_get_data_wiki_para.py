@@ -3,6 +3,7 @@ layouts (a bz2 MediaWiki XML export; OPUS moses zips with CORPUS.PAIR.LG inside;
 split against the original's shell code run on the same file."""
 import bz2
 import io
+import os
 import random
 import subprocess
 import tarfile
@@ -313,3 +314,13 @@ def test_para_sides_of_unequal_length_are_one_error(para_mirror, tmp_path):
     assert not list((data / "para").glob("en-tr.*")) and not list((data / "para").glob("*.tmp"))
     get_data("get-data-para.sh", "en-tr", para_mirror, data, "--n_valid", "3", "--n_test", "4")
     assert len((data / "para" / "en-tr.tr.all").read_text(encoding="utf-8").splitlines()) == sum(EN_TR.values())
+
+
+def test_a_failed_tokenization_leaves_no_temporary_file(tmp_path):
+    """A corpus the tokenizer refuses (a bad UTF-8 byte) stops the script, with nothing beside the corpus."""
+    corpus = tmp_path / "en-tr.tr.all.tmp"
+    corpus.write_bytes(b"iyi g\xfcnler\n")
+    proc = subprocess.run(["bash", "-c", f'set -euo pipefail; MAIN={ROOT}; source "$MAIN/tools/data_lib.sh"; '
+                           f'tokenize_lower tr {corpus}'], capture_output=True, text=True)
+    assert proc.returncode != 0 and "UTF-8" in proc.stderr
+    assert os.listdir(tmp_path) == [corpus.name]

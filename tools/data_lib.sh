@@ -156,7 +156,7 @@ tokenize_lower() {  # language ('': lower-case only), files...: each file, in pl
   for f in "$@"; do n=$(wc -l < "$f"); counts+=("$n"); total=$((total + n)); done
   local all
   all=$(mktemp "$1.XXXXXX")
-  cat "$@" | tokenize_lower_pipe "$lang" > "$all"
+  cat "$@" | tokenize_lower_pipe "$lang" > "$all" || { local status=$?; rm -f "$all"; exit $status; }
   [ "$(wc -l < "$all")" -eq "$total" ] || { rm -f "$all"; die "$1: tokenization changed the number of lines"; }
   for f in "$@"; do
     awk -v a="$start" -v b="$((start + counts[i]))" 'NR >= a && NR < b' "$all" > "$f"
