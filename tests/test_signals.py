@@ -50,3 +50,24 @@ def test_a_signal_inside_a_write_of_the_log_is_logged(monkeypatch):
     assert stream.text.splitlines() == ["a progress line", "Received signal 2: saving a checkpoint at the next "
                                         "progress line (or evaluation batch) (Ctrl-C again to stop now)"]
     assert stop_signals.received == signal.SIGINT
+
+
+def test_slurms_time_limit_after_its_warning_still_requeues(monkeypatch):
+    """SLURM sends SIGUSR1 before the time limit, then SIGTERM at it: both before the next save point, the run
+    must still requeue (it stopped on SIGTERM and the job ended, to be resubmitted by hand)."""
+    from xlm.train.distributed import DistInfo
+    monkeypatch.setattr(signals_module.signal, "signal", lambda signum, handler: None)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    calls = []
+    monkeypatch.setattr(signals_module.subprocess, "call", lambda command: calls.append(command) or 0)
+    logger = logging.getLogger("test_signals_requeue")
+    logger.propagate = False
+    stop_signals = signals_module.StopSignals(logger)
+    before = set(threading.enumerate())
+    stop_signals._on_signal(signal.SIGUSR1, None)
+    stop_signals._on_signal(signal.SIGTERM, None)
+    for thread in set(threading.enumerate()) - before:
+        thread.join(10)
+    assert stop_signals.agreed(DistInfo())
+    stop_signals.stop(DistInfo())
+    assert calls == [["scontrol", "requeue", "4242"]] and stop_signals.exit_status == 128 + signal.SIGUSR1

@@ -25,7 +25,7 @@ class StopSignals:
         """alone: one process (it stops after any step); rerun: what resumes the run; saves: False where the
         run has nothing to save (--eval_only), and a signal stops its evaluation at the next batch."""
         self.logger, self.alone, self.rerun, self.saves = logger, alone, rerun, saves
-        self.received, self.time, self.stopped = None, 0.0, False
+        self.received, self.time, self.stopped, self.requeue = None, 0.0, False, False
         for sig in HANDLED:
             signal.signal(sig, self._on_signal)
 
@@ -36,6 +36,9 @@ class StopSignals:
             if time.monotonic() - self.time >= 1:
                 raise KeyboardInterrupt
             return
+        # SLURM's warning (SIGUSR1) asks for a requeue, which the SIGTERM of its time limit, or a Ctrl-C, that
+        # come before the next save do not cancel (the original requeued at once)
+        self.requeue = self.requeue or signum == signal.SIGUSR1
         self.received, self.time = signum, time.monotonic()
         # logged from a thread of its own: Python runs this handler wherever the main thread is, which may be
         # inside a write of this very log (the signal interrupted the write), where a second write is refused
@@ -49,8 +52,7 @@ class StopSignals:
     def agreed(self, info):
         """At those points alone (a collective): whether any rank was signalled, so that all of them save
         and stop together. SIGUSR1 on any rank makes it a requeue."""
-        usr1, any_signal = all_reduce_sum([float(self.received == signal.SIGUSR1), float(self.received is not None)],
-                                          info)
+        usr1, any_signal = all_reduce_sum([float(self.requeue), float(self.received is not None)], info)
         if any_signal:
             self.received = signal.SIGUSR1 if usr1 else self.received or signal.SIGTERM
         return bool(any_signal)
