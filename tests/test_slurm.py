@@ -81,7 +81,9 @@ def test_multi_node_variables_resolve(scontrol, nodes, node, task, local, master
     # outside SLURM, one task, --debug_slurm, or torchrun inside a job: nothing to set
     assert slurm_env(params, {}) == slurm_env(params, {**environ, "SLURM_NTASKS": "1"}) == {}
     assert slurm_env(SimpleNamespace(debug_slurm=True, master_port=-1), environ) == {}
-    assert slurm_env(params, {**environ, "RANK": "0"}) == {}
+    assert slurm_env(params, {**environ, "RANK": "0", "TORCHELASTIC_RUN_ID": "none"}) == {}
+    # a RANK an sbatch script exported itself (or the submitting shell's) is no torchrun: SLURM's variables rule
+    assert slurm_env(params, {**environ, "RANK": "9", "WORLD_SIZE": "4"})["RANK"] == str(task)
 
 
 def test_slurm_mistakes_are_one_clear_line(scontrol, tmp_path, monkeypatch):

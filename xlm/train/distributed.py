@@ -37,7 +37,9 @@ def slurm_env(params, environ=os.environ):
     """The torchrun variables of an srun task (one task per GPU), {} when there is nothing to set up: not a
     SLURM job, one task, --debug_slurm, or torchrun started inside the job. The master is the first host
     of the step's nodes (the job's when srun does not say), where task 0 runs."""
-    if "SLURM_JOB_ID" not in environ or params.debug_slurm or "RANK" in environ:
+    # torchrun (and torch.distributed.launch, through it) marks its workers with TORCHELASTIC_RUN_ID; a RANK
+    # alone may be one an sbatch script exported itself, which SLURM's variables then replace
+    if "SLURM_JOB_ID" not in environ or params.debug_slurm or "TORCHELASTIC_RUN_ID" in environ:
         return {}
     n_tasks = environ.get("SLURM_NTASKS", "1")
     if not n_tasks.isdecimal():
