@@ -322,6 +322,26 @@ def test_a_resume_that_fails_in_its_set_up_says_why_in_its_log(small_sample, tmp
     assert " - Stopped in the set-up by DataError: " in last and "weights do not fit the model" in last
 
 
+def test_a_second_run_of_two_ranks_in_a_running_runs_folder_touches_nothing(small_sample, tmp_path):
+    """Rank 0 holds the folder; its other ranks wrote their set-up into the running run's train.log-1, and in a
+    race removed its folder: they now stop with rank 0, before writing anything."""
+    from conftest import torchrun
+    from xlm.train.experiment import hold_folder, release_folders
+    folder = tmp_path / "t" / "busy"
+    folder.mkdir(parents=True)
+    (folder / "train.log-1").write_text("the first run's rank 1")
+    hold_folder(str(folder))
+    try:
+        command, env = torchrun("train.py", *argv(small_sample, tmp_path, "busy"))
+        proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    finally:
+        release_folders()
+    assert proc.returncode != 0 and proc.stderr.count("another run is using this experiment folder") == 2
+    assert "RuntimeError" not in proc.stderr and "Connection closed" not in proc.stderr  # (torchrun's own traceback)
+    assert sorted(os.listdir(folder)) == ["train.log-1"] and (folder / "train.log-1").read_text() == \
+        "the first run's rank 1"
+
+
 def test_unknown_metrics_name_their_flag_and_what_bleu_needs(tmp_path):
     from xlm.train.build import check_metrics
     from xlm.train.options import parse_params

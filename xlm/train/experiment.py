@@ -35,8 +35,17 @@ def prepare_dump(params, info):
         raise DataError(f"--dump_path: cannot write the experiment folder {dump} "
                         f"({e.strerror if isinstance(e, OSError) else e})") from None
     params.dump_path = dump
+    # rank 0 holds the folder; the other ranks learn whether it could before they write there (a log of
+    # their own, or the removal of a folder they thought they made)
+    in_use = None
     if info.is_master:
-        hold_folder(dump)
+        try:
+            hold_folder(dump)
+        except FolderInUse as e:
+            in_use = str(e)
+    in_use = broadcast_from_master(in_use, info)
+    if in_use:
+        raise FolderInUse(in_use)
     if info.is_master:
         with atomic_write(os.path.join(dump, "params.pkl")) as f:
             pickle.dump(params, f)
