@@ -133,8 +133,9 @@ def test_sigkill_then_rerun_resumes_exactly(small_sample, tmp_path, width, monke
     log = tmp_path / "test" / "killed" / "train.log"
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and not (log.exists() and re.search(r" - +27 - ", log.read_text())):
-        time.sleep(0.2)
+    # early in the second epoch (iterations 21-40), read often: a 32-dimension round takes milliseconds
+    while time.time() < deadline and not (log.exists() and re.search(r" - +23 - ", log.read_text())):
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     first_attempt = log.read_text()
