@@ -76,7 +76,7 @@ def test_a_model_left_out_of_the_updating_step_is_still_all_reduced(tmp_path):
     the replicas stay equal, and equal to one process over the whole batches."""
     from conftest import free_port
     torch.multiprocessing.spawn(_replicas, args=(2, free_port(), str(tmp_path / "params")), nprocs=2)
-    ranks = [torch.load(tmp_path / f"params.{r}") for r in range(2)]
+    ranks = [torch.load(tmp_path / f"params.{r}", weights_only=True) for r in range(2)]
     torch.manual_seed(0)
     encoder, decoder = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
     optimizer = torch.optim.SGD([*encoder.parameters(), *decoder.parameters()], lr=0.5)

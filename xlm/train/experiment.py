@@ -106,7 +106,7 @@ def removed_on_failure(params):
     except BaseException as e:
         if not fresh:  # a resumed run's log says why it went no further (its console said it once already)
             file_only_error(folder, f"Stopped in the set-up by {stop_reason(e)}")
-        if fresh:
+        else:
             shutil.rmtree(folder, ignore_errors=True)
             # innermost first, and only while empty: runs started beside this one (a sweep's other exp_ids)
             # may have made their folders there since
