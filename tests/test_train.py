@@ -252,14 +252,18 @@ def test_eval_only_stops_at_a_signal_and_a_drawn_exp_id_is_named_to_resume(small
 
     proc = subprocess.Popen([sys.executable, "train.py", *base, "--epoch_size", "100000", "--log_interval", "1000"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not [p for p in (tmp_path / "test").glob("*/train.log") if p.parent.name != "ev"]:  # the drawn id's
-        assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
-        time.sleep(0.1)
-    log = next(p for p in (tmp_path / "test").glob("*/train.log") if p.parent.name != "ev")
-    wait_for_log(log, "Starting epoch 0", proc)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(120) == 128 + signal.SIGINT
+    try:  # a failure here must not leave a run of 100,000-sentence epochs behind (it slowed CI's later tests)
+        deadline = time.time() + 120
+        while not [p for p in (tmp_path / "test").glob("*/train.log") if p.parent.name != "ev"]:  # the drawn id's
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.1)
+        log = next(p for p in (tmp_path / "test").glob("*/train.log") if p.parent.name != "ev")
+        wait_for_log(log, "Starting epoch 0", proc)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(120) == 128 + signal.SIGINT
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert log.read_text().rstrip().endswith(
         f"Stopped by signal 2 after saving; the same command with --exp_id {log.parent.name} resumes")
 
