@@ -88,6 +88,7 @@ CASES = {
     "tlm_tokens_per_batch": "--lgs en-fr --mlm_steps en-fr --tokens_per_batch 300",
     "mt_max_batch_size": "--lgs en-fr --encoder_only false --mt_steps en-fr --tokens_per_batch 300 "
                          "--max_batch_size 8 --lambda_mt 0:1,10:0.5",
+    "max_len_0": "--lgs en-fr --mlm_steps en-fr --encoder_only false --ae_steps en --mt_steps fr-en --max_len 0",
     "vocab_limits": "--lgs en --mlm_steps en --min_count 5 --max_vocab 3000 --split_data false",
     "amp_without_fp16": "--lgs en --mlm_steps en --amp 1",
     "sgd_clip": "--lgs en --mlm_steps en --optimizer sgd,lr=0.1 --clip_grad_norm 1",

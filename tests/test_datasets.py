@@ -53,6 +53,15 @@ def test_sentence_batches_pad_and_filter(tmp_path):
         assert row[1:length - 1].tolist() == corpus[i].tolist() and (row[length:] == 2).all()
 
 
+def test_max_len_0_keeps_every_nonempty_sentence(tmp_path):
+    """--max_len 0 is the original's "no limit": training drops the empty sentences alone."""
+    dico = Dictionary.from_words([(w, 0) for w in SPECIAL_WORDS] + [("a", 3)])
+    (tmp_path / "m.en").write_text("a\n\n" + "a " * 300 + "\n", encoding="utf-8")
+    corpus = binarize(tmp_path / "m.en", dico, tmp_path / "m.en.pth", threads=1)
+    assert SentenceDataset(corpus, max_len=0).indices.tolist() == [0, 2]
+    assert SentenceDataset(corpus, max_len=100).indices.tolist() == [0]
+
+
 def original_token_batches(sorted_lengths, tokens_per_batch):
     """The original's rule, written out: walking the length-sorted sentences, one starts a new batch
     when the running sum of lengths enters a new multiple of tokens_per_batch."""
@@ -109,6 +118,7 @@ def test_pairs_with_an_empty_side_are_left_out_of_every_split(tmp_path):
         corpora.append(binarize(tmp_path / name, dico, tmp_path / (name + ".pth"), threads=1))
     assert ParallelDataset(*corpora).indices.tolist() == [0, 3]
     assert ParallelDataset(*corpora, max_len=1).indices.tolist() == [3]
+    assert ParallelDataset(*corpora, max_len=0).indices.tolist() == [0, 3]  # --max_len 0: no limit
     assert ParallelDataset(*corpora, keep_empty=True).indices.tolist() == [0, 1, 2, 3]
 
 

@@ -45,7 +45,7 @@ def one_error_line(proc, message):
     (["--optimizer", "adam_cosine,lr=0.1,period_mult=0.5"], "period_mult >= 1"),
     (["--batch_size", "0"], "--batch_size >= 1"),
     (["--epoch_size", "0"], "--epoch_size must be positive"),
-    (["--max_len", "0"], "--max_len must be >= 1"),
+    (["--max_len", "-1"], "--max_len must be >= 0"),
     (["--word_dropout", "0.1"], "--word_dropout 0.1 is the noise of --ae_steps' inputs, and this run has no"),
     (["--lg_sampling_factor", "0"], "--lg_sampling_factor must be -1 (off) or > 0"),
     (["--pc_steps", "en-fr", "--batch_size", "1"], "--pc_steps needs --batch_size >= 2"),
@@ -236,6 +236,33 @@ def test_a_parallel_sentence_longer_than_the_positions_stops_the_run_at_its_star
     message = setup_error(data, tmp_path / "dumped", "long", "--mlm_steps", "en-fr")
     assert message == f"{long}.pth: sentence 1 has 600 tokens, more than the 510 that the model's 512 positions " \
         "hold with the two </s>"
+
+
+def test_max_len_0_keeps_every_training_sentence_and_names_one_the_model_cannot_hold(
+        small_sample, sample_data, tmp_path, keep_signal_handlers):
+    """--max_len 0 is the original's "no limit" (the original then fails in an embedding lookup when a
+    sentence beyond the positions is drawn); PC and CLM read a pair as one sequence."""
+    from xlm.train.loop import main
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in small_sample.glob("*.pth"):
+        if not f.name.startswith("train.en-fr."):
+            (data / f.name).symlink_to(f)
+    for lg, n in (("en", 300), ("fr", 250)):  # each side fits the 512 positions, the two together do not
+        (data / f"train.en-fr.{lg}").write_text("le chat\n" + " ".join(["le"] * n) + "\n")
+        python("preprocess.py", sample_data / "vocab", data / f"train.en-fr.{lg}")
+    main(argv(data, tmp_path / "dumped", "tlm", "--mlm_steps", "en-fr", "--max_len", "0", "--epoch_size", "4"))
+    log = (tmp_path / "dumped" / "t" / "tlm" / "train.log").read_text()
+    assert "removed" not in log and "__log__" in log  # the long pair is kept, not left out
+    message = setup_error(data, tmp_path / "dumped", "pc", "--mlm_steps", "", "--pc_steps", "en-fr", "--max_len", "0")
+    assert message == f"{data}/train.en-fr.en.pth, {data}/train.en-fr.fr.pth: pair 1 makes a sequence of 553 " \
+        "positions with its three </s>, more than the model's 512 (--max_len 0 keeps every training sentence)"
+    (data / "train.en-fr.fr").write_text("le chat\n" + " ".join(["le"] * 600) + "\n")
+    (data / "train.en-fr.fr.pth").unlink()
+    python("preprocess.py", sample_data / "vocab", data / "train.en-fr.fr")
+    message = setup_error(data, tmp_path / "dumped", "long", "--mlm_steps", "en-fr", "--max_len", "0")
+    assert message == f"{data}/train.en-fr.fr.pth: sentence 1 has 600 tokens, more than the 510 that the " \
+        "model's 512 positions hold with the two </s> (--max_len 0 keeps every training sentence)"
 
 
 def test_what_a_resume_or_reload_cannot_keep_is_warned_about(small_sample, tmp_path, keep_signal_handlers):

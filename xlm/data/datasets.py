@@ -160,14 +160,20 @@ class _Bucketed:
         return np.array_split(key, world_size)[rank]
 
 
+def within(lengths, max_len):
+    """Which sentences --max_len keeps: those of at most max_len tokens, or all with 0 (as the original)."""
+    return lengths <= max_len if max_len > 0 else np.ones(len(lengths), dtype=bool)
+
+
 class SentenceDataset(_Bucketed):
     """Monolingual sentences (AE/BT, classification). With max_len, training sets drop empty
-    sentences and sentences longer than max_len tokens (EOS excluded), as the original does."""
+    sentences and sentences longer than max_len tokens (EOS excluded), as the original does; max_len 0
+    (the original's "no limit") drops the empty ones alone."""
 
     def __init__(self, corpus, batching=None, max_len=None, n_words=None):
         self.corpus, self.batching, self.n_words = corpus, batching or BatchingOptions(), n_words
         lengths = corpus.lengths
-        keep = np.ones(len(lengths), dtype=bool) if max_len is None else (lengths > 0) & (lengths <= max_len)
+        keep = np.ones(len(lengths), dtype=bool) if max_len is None else (lengths > 0) & within(lengths, max_len)
         self.indices = np.flatnonzero(keep)
         self.lengths = lengths[self.indices] + 2
         self.n_removed = len(lengths) - len(self.indices)
@@ -181,7 +187,7 @@ class SentenceDataset(_Bucketed):
 class ParallelDataset(_Bucketed):
     """Line-aligned sentence pairs (TLM, MT). Batches are (Batch of side 1, Batch of side 2). A pair with an
     empty side is left out of every split, as the original leaves it (keep_empty: classification's
-    pairs, whose labels go by line); with max_len, training sets also drop the longer pairs."""
+    pairs, whose labels go by line); with max_len (but 0, no limit), training sets also drop the longer pairs."""
 
     def __init__(self, corpus1, corpus2, batching=None, max_len=None, n_words=None, n_sentences=None,
                  keep_empty=False):
@@ -193,7 +199,7 @@ class ParallelDataset(_Bucketed):
         len1, len2 = corpus1.lengths, corpus2.lengths
         keep = np.ones(len(len1), dtype=bool) if keep_empty else (len1 > 0) & (len2 > 0)
         if max_len is not None:
-            keep &= (len1 <= max_len) & (len2 <= max_len)
+            keep &= within(len1, max_len) & within(len2, max_len)
         self.n_removed = len(keep) - int(keep.sum())
         self.indices = np.flatnonzero(keep)[:n_sentences]  # evaluation may read the first n only
         self.lengths = len1[self.indices] + len2[self.indices] + 4

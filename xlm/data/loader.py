@@ -42,12 +42,12 @@ def corpus_path(params, name, local_rank):
     return os.path.join(params.data_path, name + ".pth")
 
 
-def check_sentence_lengths(corpus, n_positions=N_MAX_POSITIONS):
+def check_sentence_lengths(corpus, n_positions=N_MAX_POSITIONS, note=""):
     """A sentence the model cannot read (with its two </s>) stops the run now, not at the first evaluation."""
     if len(corpus) and int(corpus.lengths.max()) + 2 > n_positions:
         i = int(corpus.lengths.argmax())
         raise DataError(f"{corpus.path}: sentence {i} has {int(corpus.lengths[i])} tokens, more than the "
-                        f"{n_positions - 2} that the model's {n_positions} positions hold with the two </s>")
+                        f"{n_positions - 2} that the model's {n_positions} positions hold with the two </s>{note}")
 
 
 def load_training_data(params, logger=None, local_rank=None):

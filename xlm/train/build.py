@@ -5,6 +5,7 @@ import zlib
 
 from ..data.datasets import BatchingOptions, ParallelDataset, SentenceDataset, StreamDataset
 from ..data.iterators import BatchIterator
+from ..data.loader import check_sentence_lengths
 from ..evaluation.lm import metric_names
 from ..fileio import DataError
 from ..model.checkpoint import check_vocabulary, config_from_params, load_weights, read_checkpoint, \
@@ -21,6 +22,23 @@ def global_batching(params, world_size):
     return BatchingOptions(params.batch_size * world_size, params.tokens_per_batch * world_size
                            if params.tokens_per_batch > 0 else -1, params.max_batch_size * world_size,
                            params.group_by_size, getattr(params, "tokens_per_batch_padded", False))
+
+
+def check_unlimited_lengths(params, objective, corpora):
+    """With --max_len 0 (no limit, as the original) every training sentence is kept: one longer than the
+    model's positions is refused now, named, where the original fails in an embedding lookup once drawn.
+    CLM and PC read a pair as one sequence, `</s> x1 </s> x2 </s>`, with continuous positions."""
+    if params.max_len:
+        return
+    note = " (--max_len 0 keeps every training sentence)"
+    for corpus in corpora:
+        check_sentence_lengths(corpus, params.n_positions, note)
+    if objective in ("causal", "align") and len(corpora) == 2:
+        total = corpora[0].lengths + corpora[1].lengths + 3
+        if int(total.max()) > params.n_positions:
+            i = int(total.argmax())
+            raise DataError(f"{corpora[0].path}, {corpora[1].path}: pair {i} makes a sequence of {int(total[i])} "
+                            f"positions with its three </s>, more than the model's {params.n_positions}{note}")
 
 
 def build_iterators(params, data, info, logger=None):
@@ -41,11 +59,12 @@ def build_iterators(params, data, info, logger=None):
         """The step l1-l2's iterator, over the pair's dataset, which both directions share."""
         a, b = sorted((l1, l2))
         if (objective, a, b) not in pair_sets:
+            check_unlimited_lengths(params, objective, data.para[(a, b)]["train"])
             dataset = ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len, data.n_words)
             if logger and dataset.n_removed:  # the original logs it too
-                logger.info("%s training sentences of %s-%s: removed %i of %i, empty or longer than --max_len %i",
-                            objective, a, b, dataset.n_removed, dataset.n_removed + len(dataset.indices),
-                            params.max_len)
+                logger.info("%s training sentences of %s-%s: removed %i of %i, empty%s", objective, a, b,
+                            dataset.n_removed, dataset.n_removed + len(dataset.indices),
+                            f" or longer than --max_len {params.max_len}" if params.max_len else "")
             pair_sets[(objective, a, b)] = dataset
         add((objective, l1, l2), pair_sets[(objective, a, b)], min_rows=min_rows)
 
@@ -62,6 +81,7 @@ def build_iterators(params, data, info, logger=None):
                 add_pair(objective, l1, l2)
     for objective, langs in (("ae", params.ae_steps), ("bt", [l1 for l1, _, _ in params.bt_steps])):
         for lang in langs:
+            check_unlimited_lengths(params, objective, [data.mono[lang]["train"]])
             if lang in data.sharded:  # this rank's own shard file: all of it, in batches of this rank's size
                 add((objective, lang), SentenceDataset(data.mono[lang]["train"], global_batching(params, 1),
                                                        params.max_len, data.n_words), 0, 1)

@@ -114,6 +114,8 @@ def parse_params(argv=None):
     if params.log_interval < 1:
         raise DataError("--log_interval must be >= 1")
     check_sentence_batching(params)
+    if params.max_len < 1:  # the length sentences are cut to (the original's cut fails on 0)
+        raise DataError("--max_len must be >= 1")
     if not 0 <= params.dropout < 1 or not 0 <= params.seed < 2 ** 32:
         raise DataError("--dropout must be in [0, 1) and --seed in [0, 2**32)")
     if params.tokens_per_batch > -1:

@@ -210,7 +210,7 @@ def check_positions(params, n_positions, source=""):
     if any(l2 is None for _, l2 in lm_steps) and params.bptt > n_positions:
         raise DataError(f"--bptt {params.bptt} is longer than the {n_positions} positions of the model{source}")
     sentences = any(l2 is not None for _, l2 in lm_steps) or params.ae_steps or params.bt_steps or params.mt_steps
-    if sentences and params.max_len + 2 > n_positions:
+    if sentences and params.max_len + 2 > n_positions:  # with 0 (no limit), the data are checked once read
         raise DataError(f"--max_len {params.max_len}: a sentence and its two </s> would not fit the "
                         f"{n_positions} positions of the model{source}")
     # PC reads a pair as one sequence with continuous positions, `</s> x1 </s> x2 </s>`
@@ -282,8 +282,8 @@ def check_sentence_batching(params):
     """The sentence batches' and the vocabulary's flags, which glue-xnli.py shares."""
     if params.tokens_per_batch != -1 and params.tokens_per_batch < 1:
         raise DataError("--tokens_per_batch must be -1 (off) or positive")
-    if params.max_len < 1:
-        raise DataError("--max_len must be >= 1")
+    if params.max_len < 0:
+        raise DataError("--max_len must be >= 0 (0: no limit on the training sentences' length)")
     params.max_batch_size = max(params.max_batch_size, 0)  # the original's test is `0 < max_batch_size`: off
     if params.max_vocab != -1 and params.max_vocab <= N_RESERVED:
         raise DataError(f"--max_vocab {params.max_vocab}: -1 (all words), or more than the {N_RESERVED} special "
