@@ -72,3 +72,37 @@ def test_bleu_tool_scores_translate_outputs(tmp_path):
     failed = python(ROOT / "tools" / "bleu.py", tmp_path / "hyp", tmp_path / "ref", check=False)
     assert failed.returncode == 1
     assert failed.stderr.strip() == f"error: {tmp_path / 'hyp'}: 3 lines, but {tmp_path / 'ref'} has 2"
+
+
+def test_runs_of_many_languages_evaluate_subsets_and_write_each_directions_own_references(tmp_path):
+    """Runs of more than 30 languages evaluate 1,500 valid pairs from the 15 XNLI languages and 600 from
+    the others, by the source language (the original's sizes). The original took both directions'
+    references by the pair's first language; xlm writes each direction's from the sentences it translates."""
+    from types import SimpleNamespace
+
+    from xlm.data.binarized import binarize
+    from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
+    from xlm.evaluation.lm import eval_subset
+    from xlm.evaluation.mt import write_references
+    langs = ["en", "pt"] + [f"x{i}" for i in range(29)]
+    params = SimpleNamespace(langs=langs, batch_size=32)
+    assert [eval_subset(params, s, lg) for s, lg in (("valid", "en"), ("valid", "pt"), ("test", "en"))] == \
+        [(5, 1500), (10, 600), (10, 600)]
+    assert eval_subset(SimpleNamespace(langs=langs[:6]), "test", "en") == (10, 300)
+    assert eval_subset(SimpleNamespace(langs=langs[:5]), "valid", "en") == (1, None)
+    words = [f"w{i}" for i in range(40)]
+    dico = Dictionary.from_words([(w, 0) for w in SPECIAL_WORDS] + [(w, 40 - i) for i, w in enumerate(words)])
+    corpora = {}
+    for lg in ("en", "pt"):
+        path = tmp_path / f"valid.en-pt.{lg}"
+        path.write_text("".join(" ".join(words[(i + j) % 40] for j in range(1 + i % 7)) + "\n" for i in range(1600)))
+        corpora[lg] = binarize(path, dico, tmp_path / f"{path.name}.pth", threads=1)
+    data = SimpleNamespace(para={("en", "pt"): {"valid": (corpora["en"], corpora["pt"]),
+                                                "test": (corpora["en"], corpora["pt"])}}, dico=dico, n_words=len(dico))
+    write_references(data, params, str(tmp_path))
+    lines = {name: (tmp_path / "hypotheses" / f"ref.{name}.txt").read_text().splitlines()
+             for name in ("en-pt.valid", "pt-en.valid", "en-pt.test")}
+    assert [len(v) for v in lines.values()] == [1500, 600, 600]
+    # pt->en's references are the English sides of the first 600 pairs, the sentences it translates
+    assert sorted(lines["pt-en.valid"]) == sorted(" ".join(words[(i + j) % 40] for j in range(1 + i % 7))
+                                                  for i in range(600))
