@@ -116,7 +116,7 @@ def translate_batch(model, sentences, src_id, tgt_id, args, device):
     batch = batch_sentences([s.numpy() for s in sentences])
     x, lengths = batch.x.to(device), batch.lengths.to(device)
     enc = model.encoder(x, lengths, langs=src_id)
-    max_len = min(int(1.5 * int(lengths.max()) + 10), model.decoder.config.n_positions)
+    max_len = int(1.5 * int(lengths.max()) + 10)
     if args.beam_size == 1:
         y, y_len = generate_greedy(model.decoder, enc, lengths, tgt_id, max_len=max_len)
     else:

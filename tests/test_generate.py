@@ -627,3 +627,29 @@ def test_attention_over_the_source_is_the_originals_bit_for_bit(bs):
     weights = F.softmax(torch.matmul(q, k.transpose(2, 3)).float(), dim=-1)
     context = torch.matmul(weights, v).transpose(1, 2).reshape(bs, dim)
     assert torch.equal(ours, F.linear(context, attention.out_lin.weight, attention.out_lin.bias))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_decoding_runs_to_one_past_the_positions(beam_size):
+    """A translation may end with its forced </s> at position n_positions, which is an output and never an
+    input: the original's max_len, 1.5 x the source + 10, passes the positions of long sources, and it
+    writes such translations whole (it fails only on one still unfinished there). Beam search's stopping
+    test keeps the original's max_len."""
+    torch.manual_seed(0)
+    kw = dict(n_words=N_WORDS, emb_dim=32, n_layers=1, n_heads=4, n_langs=2, n_positions=16)
+    enc = TransformerModel(TransformerConfig(**kw)).eval()
+    dec = TransformerModel(TransformerConfig(**kw, is_decoder=True)).eval()
+    dec.pred_layer.proj.bias[1] = -1e4  # </s> never chosen: every translation runs to the end
+    x, lengths = batch([[4, 5, 6, 7, 8, 9, 10], [5, 6]])
+    src = (enc(x, lengths, langs=0), lengths)
+    if beam_size == 1:
+        out, out_len = generate_greedy(dec, *src, tgt_lang_id=1, max_len=1000)
+        uncached, _ = generate_greedy(dec, *src, tgt_lang_id=1, max_len=1000, use_cache=False)
+        assert torch.equal(out, uncached)
+    else:
+        out, out_len = generate_beam(dec, *src, tgt_lang_id=1, beam_size=beam_size, max_len=1000)
+    assert out.shape == (2, 17) and out_len.tolist() == [17, 17]  # 15 words between the two </s>
+    assert (out[:, 0] == 1).all() and (out[:, -1] == 1).all() and (out[:, 1:-1] > 3).all()
+    hyps = generate_module.BeamHypotheses(2, 3, 1000, 1.5, False, 2, "cpu", steps=17)
+    assert hyps.max_len_penalty == 999 ** 1.5 and hyps.tokens.shape == (2, 3, 17)

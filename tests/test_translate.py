@@ -80,11 +80,12 @@ def test_batches_follow_the_input_order_as_the_original(tmp_path):
                "--output_path", out, "--batch_size", "3", "--beam_size", beam_size, input="\n".join(LINES) + "\n")
         longest = [max(len(line.split()) + 2 for line in LINES[i - i % 3:i - i % 3 + 3]) for i in range(len(LINES))]
         assert [len(line.split()) for line in out.read_text().splitlines()] == [int(1.5 * n + 10) - 2 for n in longest]
-    # 1.5 x 342 + 10 = 523 would pass the model's 512 positions (the original stops there): capped
+    # 1.5 x 342 + 10 = 523 would pass the model's 512 positions (the original, reading position 512, stops
+    # there): cut at 513 tokens, the last, </s>, at position 512 (an output, never an input), 511 words
     out = tmp_path / "long.fr"
     python("translate.py", "--model_path", model, "--src_lang", "en", "--tgt_lang", "fr",
            "--output_path", out, input="a b\n" + " ".join(["a"] * 340) + "\n")
-    assert [len(line.split()) for line in out.read_text().splitlines()] == [510, 510]
+    assert [len(line.split()) for line in out.read_text().splitlines()] == [511, 511]
 
 
 @pytest.mark.parametrize("text, message", [

@@ -75,7 +75,7 @@ def write_references(data, params, dump):
 def bleu_hypotheses(decoder, enc, len1, tgt, params):
     """The hypotheses of BLEU for a batch (token ids without the </s> at both ends), decoded as the original
     decodes them: greedy, or beam search with --beam_size > 1, up to 1.5 x the longest source + 10 tokens."""
-    max_len = min(int(1.5 * int(len1.max()) + 10), decoder.config.n_positions)
+    max_len = int(1.5 * int(len1.max()) + 10)
     if params.beam_size == 1:
         out, out_len = generate_greedy(decoder, enc, len1, params.lang2id[tgt], max_len=max_len)
     else:

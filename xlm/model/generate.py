@@ -1,8 +1,10 @@
 """Decoding with a key/value cache: greedy and beam search, with the original's rules.
 
 Sentences start with </s> (XLM uses EOS as BOS) and decoding stops at </s> or at max_len, where
-</s> is forced. Both functions take the encoder output `src_enc` (bs, src_len, dim) and return
-(tokens (bs, length) with </s> at both ends and padding after, lengths (bs,)).
+</s> is forced; max_len is the original's (callers compute it from the source lengths as it does), and
+decoding stops at the latest one past the model's positions (`decoding_length`). Both functions take
+the encoder output `src_enc` (bs, src_len, dim) and return (tokens (bs, length) with </s> at both ends
+and padding after, lengths (bs,)).
 
 All bookkeeping stays on the device: the host reads a device value only after a few of the steps
 (`syncs_after`: to stop once every sentence is finished) and once at the end (to trim the output).
@@ -19,6 +21,13 @@ from .linear import in_free_roundings, rows_may_change, weights_packed
 from .transformer import compute_dtype, reads_on_host
 
 SYNC_EVERY = 8  # where a host read waits for the device
+
+
+def decoding_length(decoder, max_len):
+    """How far decoding runs: max_len, but at most one past the model's positions, where </s> is forced
+    (an output, never an input). The original runs to max_len, and fails reading position n_positions
+    should a sentence still be unfinished there: wherever it does not fail, the outputs are the same."""
+    return min(max_len, decoder.config.n_positions + 1)
 
 
 def syncs_after(steps, sync_every):
@@ -98,6 +107,7 @@ def argmax_rows(scores):
 def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, use_cache=True, sync_every=None):
     bs, device = len(src_len), src_len.device
     sync_every = host_read_interval(device, sync_every)
+    max_len = decoding_length(decoder, max_len)
     pad, eos = decoder.config.pad_index, decoder.config.eos_index
     generated = torch.full((bs, max_len), pad, dtype=torch.long, device=device)
     generated[:, 0] = eos
@@ -144,14 +154,17 @@ class BeamHypotheses:
     slot 0 is the answer and slot n-1 the worst.
     """
 
-    def __init__(self, bs, n_hyp, max_len, length_penalty, early_stopping, pad_index, device):
+    def __init__(self, bs, n_hyp, max_len, length_penalty, early_stopping, pad_index, device, steps=None):
+        """max_len: the original's, which the test of `update_done` takes; steps: the hypotheses' length, the
+        positions decoded (`decoding_length`)."""
         self.n_hyp, self.early_stopping = n_hyp, early_stopping
+        steps = steps or max_len
         # len ** length_penalty and (max_len - 1) ** length_penalty as Python computes them, as the original does
-        self.len_penalty = torch.tensor([0.0] + [float(n) ** length_penalty for n in range(1, max_len)],
+        self.len_penalty = torch.tensor([0.0] + [float(n) ** length_penalty for n in range(1, steps)],
                                         dtype=torch.float64, device=device)
         self.max_len_penalty = float(max_len - 1) ** length_penalty
         self.scores = torch.full((bs, n_hyp), -float("inf"), dtype=torch.float64, device=device)
-        self.tokens = torch.full((bs, n_hyp, max_len), pad_index, dtype=torch.long, device=device)
+        self.tokens = torch.full((bs, n_hyp, steps), pad_index, dtype=torch.long, device=device)
         self.lengths = torch.zeros(bs, n_hyp, dtype=torch.long, device=device)
         self.count = torch.zeros(bs, dtype=torch.long, device=device)
         self.done = torch.zeros(bs, dtype=torch.bool, device=device)
@@ -195,9 +208,11 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
     bs, device = len(src_len), src_len.device
     sync_every = host_read_interval(device, sync_every)
     pad, eos, n_words = decoder.config.pad_index, decoder.config.eos_index, decoder.config.n_words
+    hyps = BeamHypotheses(bs, beam_size, max_len, length_penalty, early_stopping, pad, device,
+                          decoding_length(decoder, max_len))
+    max_len = decoding_length(decoder, max_len)
     generated = torch.full((bs * beam_size, max_len), pad, dtype=torch.long, device=device)
     generated[:, 0] = eos
-    hyps = BeamHypotheses(bs, beam_size, max_len, length_penalty, early_stopping, pad, device)
     # only the first beam of each sentence is alive at the start, so the beams do not repeat it
     beam_scores = torch.zeros(bs, beam_size, device=device)
     beam_scores[:, 1:] = -1e9

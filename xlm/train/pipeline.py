@@ -152,7 +152,8 @@ class Plan:
         """The sentences to back-translate (the model generates their source when the step runs)."""
         original = next(self.iterators[("bt", l1)])
         work = self._translation(original, original)
-        # the longest generated translation, read here rather than from the device copy
+        # the longest generated translation, read here rather than from the device copy; the encoder reads
+        # the translation next, so all of it must fit its positions (where the original fails)
         work.inputs["max_len"] = min(int(1.3 * int(original.lengths.max()) + 5), self.p.n_positions)
         return work
 
