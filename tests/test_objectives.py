@@ -385,3 +385,31 @@ def test_cpu_autocast_computes_in_half_precision():
     for dtype in (torch.float16, torch.bfloat16):
         with torch.autocast("cpu", dtype=dtype):
             assert model.get_scores(model(b.x, b.lengths)).dtype == dtype
+
+
+def test_a_stream_shorter_than_its_evaluation_subsample_scores_as_the_originals(tmp_path):
+    """Runs of more than 5 languages evaluate the first 1/5 (valid) or 1/10 (test) of a stream's bptt
+    windows: none of a shorter stream, whose perplexity the original reports as 1e9 and accuracy 0."""
+    from types import SimpleNamespace
+
+    from xlm.data.binarized import binarize
+    from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
+    from xlm.evaluation.lm import evaluate_lm
+    from xlm.model.transformer import TransformerConfig, TransformerModel
+    from xlm.train.distributed import DistInfo
+    dico = Dictionary.from_words([(w, 0) for w in SPECIAL_WORDS] + [(f"w{i}", 20 - i) for i in range(20)])
+    path = tmp_path / "valid.en"
+    path.write_text("w1 w2 w3 w4 w5 w6\nw7 w8 w9\n")  # 11 tokens with the </s>: 2 windows of 8
+    corpus = binarize(path, dico, tmp_path / "valid.en.pth", threads=1)
+    data = SimpleNamespace(mono={"en": {"valid": corpus, "test": corpus}}, n_words=len(dico))
+    model = TransformerModel(TransformerConfig(n_words=len(dico), emb_dim=16, n_layers=1, n_heads=2, n_langs=6))
+    langs = ["de", "en", "es", "fr", "it", "nl"]
+    params = SimpleNamespace(langs=langs, lang2id={lg: i for i, lg in enumerate(langs)}, n_langs=6, bptt=8,
+                             batch_size=4, clm_steps=[], mlm_steps=[("en", None)], word_pred=0.15, encoder_only=True)
+    logged = []
+    scores = evaluate_lm({"mlm": model}, data, params, DistInfo(), log=logged.append)
+    assert scores["valid_en_mlm_ppl"] == 1e9 and scores["valid_en_mlm_acc"] == 0.0
+    assert scores["valid_mlm_ppl"] == 1e9 and "no token to predict" in logged[0]
+    params.langs = langs[:5]  # 5 languages or fewer: every window
+    scores = evaluate_lm({"mlm": model}, data, params, DistInfo())
+    assert 1 < scores["valid_en_mlm_ppl"] < 1e9

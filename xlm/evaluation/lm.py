@@ -33,9 +33,10 @@ def eval_subset(params, split, lang):
 
 
 def stream_windows(corpus, bptt, n_words, lang, subsample=1):
-    """The original evaluates a stream one bptt window at a time (batch size 1)."""
+    """The original evaluates a stream one bptt window at a time (batch size 1), the first 1/subsample of
+    them: none where the stream has fewer windows than subsample."""
     dataset = StreamDataset(corpus, 1, bptt, n_words=n_words)
-    for key in dataset.batches(None)[:max(dataset.n_batches // subsample, 1)]:
+    for key in dataset.batches(None)[:dataset.n_batches // subsample]:
         b = dataset.collate(key)
         yield b.x, b.lengths, None, None if lang is None else torch.full_like(b.x, lang)
 
@@ -127,12 +128,15 @@ def evaluate_lm(models, data, params, info=DistInfo(), autocast=None, log=None, 
                     if split == "valid" else None
                 xe, n, correct = all_reduce_sum(list(score_batches(models[objective], own, objective, info.device,
                                                               autocast, usage)), info)
-                ppl, acc = math.exp(xe / max(n, 1)), 100.0 * correct / max(n, 1)
+                # nothing to predict (a stream shorter than its subsample): the original's 1e9 and 0
+                ppl, acc = (math.exp(xe / n), 100.0 * correct / n) if n else (1e9, 0.0)
                 scores[f"{name}_ppl"], scores[f"{name}_acc"] = ppl, acc
                 if usage:
                     scores.update(usage.scores(memory_prefix(split, objective, l1, l2), info))
                 if log:
-                    log(f"Evaluated {name}: ppl {ppl:.2f}, acc {acc:.2f}% ({time.time() - start:.1f}s)")
+                    log(f"Evaluated {name}: ppl {ppl:.2f}, acc {acc:.2f}% ({time.time() - start:.1f}s)"
+                        + ("" if n else ": no token to predict (runs of more than 5 languages evaluate the first "
+                           "1/5 of a valid stream's bptt windows, 1/10 of a test stream's, none of a shorter one)"))
             if mono:
                 scores[f"{split}_{objective}_ppl"] = float(np.mean([scores[f"{m}_ppl"] for m in mono]))
                 scores[f"{split}_{objective}_acc"] = float(np.mean([scores[f"{m}_acc"] for m in mono]))
