@@ -224,24 +224,37 @@ def test_a_rerun_after_the_stopping_criterion_ended_the_run_trains_no_more(small
 def test_a_parallel_sentence_longer_than_the_positions_stops_the_run_at_its_start(small_sample, sample_data,
                                                                                     tmp_path, keep_signal_handlers):
     """Evaluation reads every sentence (training drops those above --max_len): one the model's 512 positions
-    cannot hold is named when the data is read, not after an epoch of training."""
+    cannot hold is named when the run starts, not after an epoch of training; but not one whose other side
+    is empty (the evaluation leaves the pair out, as the original), nor one of a pair that no step evaluates
+    (PC's: the original has no PC evaluation)."""
+    from xlm.train.loop import main
     data = tmp_path / "data"
     data.mkdir()
     for f in small_sample.glob("*.pth"):
-        (data / f.name).symlink_to(f)
-    long = data / "valid.en-fr.fr"
-    long.write_text("le chat\n" + " ".join(["le"] * 600) + "\n")
-    (data / "valid.en-fr.fr.pth").unlink()
-    python("preprocess.py", sample_data / "vocab", long)
+        if not f.name.startswith("valid.en-fr."):
+            (data / f.name).symlink_to(f)
+
+    def valid_pairs(en, fr):
+        for lg, text in (("en", en), ("fr", fr)):
+            (data / f"valid.en-fr.{lg}").write_text(text)
+            (data / f"valid.en-fr.{lg}.pth").unlink(missing_ok=True)
+            python("preprocess.py", sample_data / "vocab", data / f"valid.en-fr.{lg}")
+
+    long = " ".join(["le"] * 600) + "\n"
+    valid_pairs("the cat\nthe\n", "le chat\n" + long)
     message = setup_error(data, tmp_path / "dumped", "long", "--mlm_steps", "en-fr")
-    assert message == f"{long}.pth: sentence 1 has 600 tokens, more than the 510 that the model's 512 positions " \
-        "hold with the two </s>"
+    assert message == f"{data}/valid.en-fr.fr.pth: sentence 1 has 600 tokens, more than the 510 that the model's " \
+        "512 positions hold with the two </s>"
+    main(argv(data, tmp_path / "dumped", "pc", "--mlm_steps", "en", "--pc_steps", "en-fr", "--epoch_size", "8"))
+    valid_pairs("the cat\n\n", "le chat\n" + long)
+    main(argv(data, tmp_path / "dumped", "empty", "--mlm_steps", "en-fr", "--epoch_size", "8"))
+    assert "valid_en_fr_mlm_ppl" in (tmp_path / "dumped" / "t" / "empty" / "train.log").read_text()
 
 
 def test_max_len_0_keeps_every_training_sentence_and_names_one_the_model_cannot_hold(
         small_sample, sample_data, tmp_path, keep_signal_handlers):
     """--max_len 0 is the original's "no limit" (the original then fails in an embedding lookup when a
-    sentence beyond the positions is drawn); PC and CLM read a pair as one sequence."""
+    sentence beyond the positions is drawn); PC reads a pair as one sequence, TLM each side from position 0."""
     from xlm.train.loop import main
     data = tmp_path / "data"
     data.mkdir()

@@ -6,7 +6,6 @@ import os
 from dataclasses import dataclass, field
 
 from ..fileio import DataError
-from ..model.transformer import N_MAX_POSITIONS
 from .binarized import load_binarized
 
 SPLITS = ("train", "valid", "test")
@@ -42,12 +41,25 @@ def corpus_path(params, name, local_rank):
     return os.path.join(params.data_path, name + ".pth")
 
 
-def check_sentence_lengths(corpus, n_positions=N_MAX_POSITIONS, note=""):
-    """A sentence the model cannot read (with its two </s>) stops the run now, not at the first evaluation."""
-    if len(corpus) and int(corpus.lengths.max()) + 2 > n_positions:
-        i = int(corpus.lengths.argmax())
-        raise DataError(f"{corpus.path}: sentence {i} has {int(corpus.lengths[i])} tokens, more than the "
-                        f"{n_positions - 2} that the model's {n_positions} positions hold with the two </s>{note}")
+def check_fits(corpora, indices, n_positions, joined=False, note=""):
+    """Sentences `indices` of the corpora (of a pair: line-aligned) that the model's positions cannot hold
+    stop the run now, named, not when the evaluation or a training step reads them: each with its two
+    </s>, or with joined, a pair as one sequence of continuous positions, `</s> x1 </s> x2 </s>` (PC)."""
+    if len(indices) == 0:
+        return
+    if joined:
+        total = corpora[0].lengths[indices] + corpora[1].lengths[indices] + 3
+        i = int(total.argmax())
+        if total[i] > n_positions:
+            raise DataError(f"{corpora[0].path}, {corpora[1].path}: pair {indices[i]} makes a sequence of "
+                            f"{int(total[i])} positions with its three </s>, more than the model's {n_positions}{note}")
+        return
+    for corpus in corpora:
+        lengths = corpus.lengths[indices]
+        i = int(lengths.argmax())
+        if lengths[i] + 2 > n_positions:
+            raise DataError(f"{corpus.path}: sentence {indices[i]} has {int(lengths[i])} tokens, more than the "
+                            f"{n_positions - 2} that the model's {n_positions} positions hold with the two </s>{note}")
 
 
 def load_training_data(params, logger=None, local_rank=None):
@@ -81,9 +93,6 @@ def load_training_data(params, logger=None, local_rank=None):
             data.sharded.add(lg)
     for (pair, split), two in para_paths.items():
         data.para.setdefault(pair, {})[split] = tuple(load(path) for path in two)
-        if split != "train":  # evaluated whole (training drops what --max_len excludes)
-            for corpus in data.para[pair][split]:
-                check_sentence_lengths(corpus)
     dico = first[0].dico
     full = len(dico)
     dico.max_vocab(params.max_vocab)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ..data.bpe import remove_bpe
 from ..data.datasets import BatchingOptions, ParallelDataset
+from ..data.loader import check_fits
 from ..data.dictionary import UNK_WORD
 from ..fileio import atomic_write
 from ..model.linear import free_roundings
@@ -49,6 +50,18 @@ def _direction(data, params, split, src, tgt):
     dataset = ParallelDataset(c_src, c_tgt, BatchingOptions(batch_size=params.batch_size, group_by_size=True),
                               n_words=data.n_words, n_sentences=eval_subset(params, split, src)[1])
     return dataset, c_tgt
+
+
+def check_evaluated_pairs(data, params):
+    """A valid/test pair that the evaluation reads (in a TLM, CLM or MT direction: its first n sentences,
+    less those with an empty side, as the original) and the model's positions cannot hold stops the run
+    when it starts, not at the first evaluation; pairs that no step evaluates (PC's) go into the reference
+    files alone, as text."""
+    lm_pairs = [(l1, l2) for l1, l2 in params.clm_steps + params.mlm_steps if l2 is not None]
+    for src, tgt in dict.fromkeys(lm_pairs + mt_directions(params)):
+        for split in ("valid", "test"):
+            dataset, _ = _direction(data, params, split, src, tgt)
+            check_fits([dataset.corpus1, dataset.corpus2], dataset.indices, params.n_positions)
 
 
 def _in_batch_order(dataset, batches):

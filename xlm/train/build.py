@@ -5,7 +5,7 @@ import zlib
 
 from ..data.datasets import BatchingOptions, ParallelDataset, SentenceDataset, StreamDataset
 from ..data.iterators import BatchIterator
-from ..data.loader import check_sentence_lengths
+from ..data.loader import check_fits
 from ..evaluation.lm import metric_names
 from ..fileio import DataError
 from ..model.checkpoint import check_vocabulary, config_from_params, load_weights, read_checkpoint, \
@@ -24,21 +24,14 @@ def global_batching(params, world_size):
                            params.group_by_size, getattr(params, "tokens_per_batch_padded", False))
 
 
-def check_unlimited_lengths(params, objective, corpora):
-    """With --max_len 0 (no limit, as the original) every training sentence is kept: one longer than the
-    model's positions is refused now, named, where the original fails in an embedding lookup once drawn.
-    CLM and PC read a pair as one sequence, `</s> x1 </s> x2 </s>`, with continuous positions."""
-    if params.max_len:
-        return
-    note = " (--max_len 0 keeps every training sentence)"
-    for corpus in corpora:
-        check_sentence_lengths(corpus, params.n_positions, note)
-    if objective in ("causal", "align") and len(corpora) == 2:
-        total = corpora[0].lengths + corpora[1].lengths + 3
-        if int(total.max()) > params.n_positions:
-            i = int(total.argmax())
-            raise DataError(f"{corpora[0].path}, {corpora[1].path}: pair {i} makes a sequence of {int(total[i])} "
-                            f"positions with its three </s>, more than the model's {params.n_positions}{note}")
+def check_unlimited_lengths(params, objective, dataset):
+    """With --max_len 0 (no limit, as the original) every non-empty training sentence is kept: one longer
+    than the model's positions is refused now, named, where the original fails in an embedding lookup
+    once drawn. PC reads a pair as one sequence."""
+    if not params.max_len:
+        corpora = [dataset.corpus] if isinstance(dataset, SentenceDataset) else [dataset.corpus1, dataset.corpus2]
+        check_fits(corpora, dataset.indices, params.n_positions, joined=objective == "align",
+                   note=" (--max_len 0 keeps every training sentence)")
 
 
 def build_iterators(params, data, info, logger=None):
@@ -59,8 +52,8 @@ def build_iterators(params, data, info, logger=None):
         """The step l1-l2's iterator, over the pair's dataset, which both directions share."""
         a, b = sorted((l1, l2))
         if (objective, a, b) not in pair_sets:
-            check_unlimited_lengths(params, objective, data.para[(a, b)]["train"])
             dataset = ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len, data.n_words)
+            check_unlimited_lengths(params, objective, dataset)
             if logger and dataset.n_removed:  # the original logs it too
                 logger.info("%s training sentences of %s-%s: removed %i of %i, empty%s", objective, a, b,
                             dataset.n_removed, dataset.n_removed + len(dataset.indices),
@@ -81,13 +74,15 @@ def build_iterators(params, data, info, logger=None):
                 add_pair(objective, l1, l2)
     for objective, langs in (("ae", params.ae_steps), ("bt", [l1 for l1, _, _ in params.bt_steps])):
         for lang in langs:
-            check_unlimited_lengths(params, objective, [data.mono[lang]["train"]])
-            if lang in data.sharded:  # this rank's own shard file: all of it, in batches of this rank's size
-                add((objective, lang), SentenceDataset(data.mono[lang]["train"], global_batching(params, 1),
-                                                       params.max_len, data.n_words), 0, 1)
+            # this rank's own shard file: all of it, in batches of this rank's size
+            own = lang in data.sharded
+            dataset = SentenceDataset(data.mono[lang]["train"], global_batching(params, 1) if own else batching,
+                                      params.max_len, data.n_words)
+            check_unlimited_lengths(params, objective, dataset)
+            if own:
+                add((objective, lang), dataset, 0, 1)
             else:
-                add((objective, lang), SentenceDataset(data.mono[lang]["train"], batching, params.max_len,
-                                                       data.n_words))
+                add((objective, lang), dataset)
     for objective, steps in (("align", params.pc_steps), ("mt", params.mt_steps)):
         for l1, l2 in steps:
             # a PC step skips a batch of one pair (its negatives come from the other pairs), as the original;

@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data.datasets import Batch
 from ..data.loader import load_training_data
 from ..evaluation.lm import evaluate_lm, model_name
-from ..evaluation.mt import evaluate_mt, write_references
+from ..evaluation.mt import check_evaluated_pairs, evaluate_mt, write_references
 from ..fileio import DataError
 from ..model.checkpoint import checkpoint_payload, save_checkpoint
 from ..model.generate import generate_greedy
@@ -87,6 +87,7 @@ class Trainer:
         if info.is_master:
             write_references(self.data, params, self.dump)
         self.models = build_models(params, self.data.dico, info.device, self.logger)
+        check_evaluated_pairs(self.data, params)
         self.optimizers, param_sets = build_optimizers(self.models, params)
         device_ids = [info.device] if info.device.type == "cuda" else None
         # steps that leave parameters out: PC the output layer, a decoder's CLM its cross-attention, and a
