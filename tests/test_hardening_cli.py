@@ -88,12 +88,14 @@ def test_impossible_flags_are_refused_at_parse_time(tmp_path, flags, message):
 
 def test_numbers_are_read_as_the_original_reads_them(tmp_path):
     """Loss coefficients and masking probabilities go through float(), as in the original (1e-3 included);
-    optimizer options are plain decimals there too. A context just short of the stream row still predicts."""
+    optimizer options are plain decimals there too. A context just short of the stream row still predicts;
+    a longer one only evaluates, which predicts every token."""
     argv = ["--exp_name", "t", "--exp_id", "x", "--dump_path", str(tmp_path), "--data_path", str(tmp_path),
             "--lgs", "en-fr", "--mlm_steps", "en", *TINY]
     params = parse_params(argv + ["--lambda_mlm", "1e-3", "--lambda_clm", "0:1e-1,10:2E-2", "--word_mask_keep_rand",
                                   "8e-1,1e-1,1e-1", "--clm_steps", "en", "--context_size", "30"])
     assert params.lambda_mlm == "1e-3" and params.word_mask == 0.8
+    assert parse_params(argv + ["--clm_steps", "en", "--context_size", "40", "--eval_only", "true"]).context_size == 40
 
 
 def test_torch_distributed_launch_spelling_of_the_local_rank(tmp_path):

@@ -343,8 +343,10 @@ def check_model_flags(params):
             raise DataError(f"--{flag} must be in [0, 1)")
     if params.context_size < 0:
         raise DataError("--context_size must be >= 0")
-    if any(l2 is None for _, l2 in params.clm_steps) and params.context_size >= params.bptt - 1:
-        # CLM predicts the tokens after the first context_size of each stream row of bptt
+    if any(l2 is None for _, l2 in params.clm_steps) and params.context_size >= params.bptt - 1 \
+            and not params.eval_only:
+        # training's CLM predicts the tokens after the first context_size of each stream row of bptt (the
+        # evaluation predicts every token)
         raise DataError(f"--context_size {params.context_size} leaves no token to predict in a --bptt "
                         f"{params.bptt} stream: it must be below {params.bptt - 1}")
     if params.emb_dim % params.n_heads:
