@@ -26,9 +26,9 @@
 # Idempotent: every step whose output exists is skipped (a finished training run ends at once, an
 # interrupted one resumes from its checkpoint).
 #
-# Measured with the defaults (SEEDS=3, 12 min 34 s wall on 2 cores, 3cf8f20): MLM+TLM valid ppl 266 ± 28; at
-# the last epoch, valid / test BLEU en->fr and valid ppl, mean ± sd: random 1.86 ± 0.40 / 1.64 ± 0.30 / 178.1 ±
-# 7.8, MLM+TLM 4.71 ± 0.77 / 3.94 ± 0.46 / 72.1 ± 3.4 (README.md, "Toy reproductions").
+# Measured with the defaults (SEEDS=3, 7 min 19 s wall on the 2 cores of a Zen 5, d83865a): MLM+TLM valid ppl
+# 256 ± 4; at the last epoch, valid / test BLEU en->fr and valid ppl, mean ± sd: random 1.84 ± 0.38 / 1.74 ±
+# 0.24 / 178.9 ± 8.4, MLM+TLM 4.65 ± 1.03 / 4.23 ± 1.01 / 71.2 ± 1.2 (README.md, "Toy reproductions").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/toy_supmt}
