@@ -135,6 +135,8 @@ SAME_SCORES = {
     "scores_clm": "--lgs en-fr --clm_steps en,fr,en-fr --eval_only true --reload_model {mlm}",
     # --context_size spares the first tokens of a training loss alone
     "scores_clm_context": "--lgs en-fr --clm_steps en,fr,en-fr --context_size 4 --eval_only true --reload_model {mlm}",
+    # a context longer than the stream rows (--bptt 16), which training refuses: evaluation predicts every token
+    "scores_clm_long_context": "--lgs en-fr --clm_steps en,fr --context_size 40 --eval_only true --reload_model {mlm}",
     "scores_memory": f"--lgs en-fr --mlm_steps en,fr {MEMORY} --mem_enc_positions 0+ --eval_only true "
                      "--reload_model {memory}",
     "scores_variants": f"--lgs en-fr --clm_steps en,fr {VARIANTS} --eval_only true --reload_model {{variants}}",
