@@ -154,11 +154,10 @@ class BeamHypotheses:
     slot 0 is the answer and slot n-1 the worst.
     """
 
-    def __init__(self, bs, n_hyp, max_len, length_penalty, early_stopping, pad_index, device, steps=None):
+    def __init__(self, bs, n_hyp, max_len, length_penalty, early_stopping, pad_index, device, steps):
         """max_len: the original's, which the test of `update_done` takes; steps: the hypotheses' length, the
         positions decoded (`decoding_length`)."""
         self.n_hyp, self.early_stopping = n_hyp, early_stopping
-        steps = steps or max_len
         # len ** length_penalty and (max_len - 1) ** length_penalty as Python computes them, as the original does
         self.len_penalty = torch.tensor([0.0] + [float(n) ** length_penalty for n in range(1, steps)],
                                         dtype=torch.float64, device=device)
@@ -208,9 +207,9 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
     bs, device = len(src_len), src_len.device
     sync_every = host_read_interval(device, sync_every)
     pad, eos, n_words = decoder.config.pad_index, decoder.config.eos_index, decoder.config.n_words
-    hyps = BeamHypotheses(bs, beam_size, max_len, length_penalty, early_stopping, pad, device,
-                          decoding_length(decoder, max_len))
-    max_len = decoding_length(decoder, max_len)
+    steps = decoding_length(decoder, max_len)
+    hyps = BeamHypotheses(bs, beam_size, max_len, length_penalty, early_stopping, pad, device, steps)
+    max_len = steps  # the original's value is the stopping test's alone
     generated = torch.full((bs * beam_size, max_len), pad, dtype=torch.long, device=device)
     generated[:, 0] = eos
     # only the first beam of each sentence is alive at the start, so the beams do not repeat it
