@@ -53,6 +53,7 @@ def _replicas(rank, world, port, out):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
+    from xlm.train.distributed import DistInfo, shutdown
     from xlm.train.engine import StepEngine
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -67,7 +68,7 @@ def _replicas(rank, world, port, out):
         engine.step(lambda: ddp[1](ddp[0](batch)).pow(2).mean())  # an AE step: under no_sync
         engine.step(lambda: ddp[0](batch).pow(2).mean())          # an MLM step, the encoder's: the update
     torch.save([p.detach() for p in params], f"{out}.{rank}")
-    dist.destroy_process_group()
+    shutdown(DistInfo(rank, world))  # as train.py ends: destroying the group at once may abort the exit
 
 
 def test_a_model_left_out_of_the_updating_step_is_still_all_reduced(tmp_path):
