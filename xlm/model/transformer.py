@@ -352,6 +352,8 @@ class DecodingState:
     reordered: torch.Tensor = None  # in spare's memory: kv's rows in that order, filled layer by layer
     length: int = 0            # positions filled
     reorder_by_layer: bool = True  # False on a GPU: all layers at once, one kernel, where launches count
+    # whether the beams of each sentence have its source's keys and values bit for bit (`start_decoding`)
+    beams_share_source: bool = True
 
     def room(self, config, dtype):
         """Room for one more position in the keys and values, before `layer` is asked for each layer."""
@@ -388,8 +390,10 @@ class DecodingState:
 
     def reorder(self, rows):
         """Row i goes on from row rows[i]: a beam of the same sentence, whose source is the same, or, with
-        fewer rows than before, the rows of the sentences still decoded (and a beam of theirs)."""
-        if len(rows) != len(self.source_bias) // self.heads:
+        fewer rows than before, the rows of the sentences still decoded (and a beam of theirs). The
+        source's keys and values go along only where a beam's may differ from another's of its sentence
+        (`beams_share_source`): the original reorders them too."""
+        if len(rows) != len(self.source_bias) // self.heads or not self.beams_share_source:
             heads = self.heads
             head_rows = (rows[:, None] * heads + torch.arange(heads, device=rows.device)).flatten()
             self.source = [(_select_rows(keys_t, head_rows), values.index_select(0, head_rows))
@@ -397,6 +401,16 @@ class DecodingState:
             self.source_bias = self.source_bias.index_select(0, head_rows)
         if self.kv is not None:
             self.rows = rows if self.rows is None else self.rows[rows]
+
+
+def _beams_apart(t, sentences, group):
+    """Whether any beam of a sentence holds other values in t than the sentence's first beam, bit for bit
+    (a 0-d tensor), t's first dimension holding the sentences' `group` beams in turn (each beam's heads
+    one after the other). The beams' copies of a source's keys come from one matmul over all their rows,
+    which MKL may round apart for a few of them (where a thread's share is 1-3 rows: with 16 threads or
+    more, on short batches); the original's beams then read their ancestor's copy."""
+    beams = t.reshape(sentences, group, -1)
+    return (beams != beams[:, :1]).any()
 
 
 def _select_rows(keys_t, rows):
@@ -584,10 +598,12 @@ class TransformerModel(nn.Module):
         bias = src_enc.new_zeros(padding.shape, dtype=compute_dtype(src_enc)).masked_fill_(padding, -float("inf"))
         bias = bias[:, None, None, :]
         bias = bias.expand(-1, self.config.n_heads, 1, -1).flatten(0, 1)
-        return DecodingState([a.source_keys_values(src_enc) for a in self.encoder_attn], bias, self.config.n_heads,
-                             min(max_len, self.config.n_positions),
+        source = [a.source_keys_values(src_enc) for a in self.encoder_attn]
+        apart = group > 1 and bool(torch.stack([_beams_apart(t, len(src_enc) // group, group)
+                                                for kv in source for t in kv]).any())  # one host read
+        return DecodingState(source, bias, self.config.n_heads, min(max_len, self.config.n_positions),
                              projections=[a.side_by_side() for a in self.attentions] if in_free_roundings() else None,
-                             reorder_by_layer=src_enc.is_cpu)
+                             reorder_by_layer=src_enc.is_cpu, beams_share_source=not apart)
 
     def step(self, words, lang, state):
         """Last-layer hidden states (rows, dim) of the next position of each row, whose token ids there
