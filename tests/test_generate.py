@@ -10,6 +10,7 @@ from conftest import train_reverser
 import xlm.model.generate as generate_module
 import xlm.model.linear as linear_module
 import xlm.model.attention as attention_module
+import xlm.model.transformer as transformer_module
 from xlm.model.generate import SYNC_EVERY, argmax_rows, generate_beam, generate_greedy, syncs_after, topk_rows
 from xlm.model.linear import free_roundings, rows_may_change, rows_rounded_otherwise
 from xlm.model.transformer import Packing, TransformerConfig, TransformerModel
@@ -491,6 +492,7 @@ def test_beams_read_their_ancestors_copy_of_the_source_where_the_copies_differ(r
         return out.tolist(), lengths.tolist(), list(offered)
     alike = decode()
     monkeypatch.setattr(MultiHeadAttention, "source_keys_values", apart)
+    monkeypatch.setattr(transformer_module, "rows_round_alike", lambda *args: False)  # as MKL's with many threads
     assert decode() == alike
 
 

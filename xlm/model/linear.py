@@ -292,6 +292,14 @@ def rows_may_change(before, after, dtype):
     return after > 0 and before not in otherwise and after not in otherwise
 
 
+def rows_round_alike(rows, dtype, device):
+    """Whether a matmul of this many rows gives equal rows for equal rows of its input: on the CPU in
+    float32, where MKL rounds each row as in a large matmul (`rows_rounded_otherwise`); not known
+    elsewhere (False)."""
+    return (device.type == "cpu" and dtype == torch.float32
+            and rows not in rows_rounded_otherwise(torch.get_num_threads()))
+
+
 def _k_block_candidates(k):
     """Ways to cut a dot product of length k into blocks summed one after the other: whole, in halves,
     in blocks of a fixed width (the last one shorter)."""

@@ -20,7 +20,7 @@ from .attention import (PADDED_ATTENTION_KERNELS, attention_with_dropout, origin
                         varlen_attention)
 from .dropout import dropout
 from .linear import (Linear, bucket_rows, calls_f_linear, cross_entropy, in_free_roundings, linear, pads_rows,
-                     rows_may_change)
+                     rows_may_change, rows_round_alike)
 from .memory import HashingMemory, MemoryConfig
 
 N_MAX_POSITIONS = 512  # the original's fixed position table; checkpoints without `n_positions` have it
@@ -352,7 +352,7 @@ class DecodingState:
     reordered: torch.Tensor = None  # in spare's memory: kv's rows in that order, filled layer by layer
     length: int = 0            # positions filled
     reorder_by_layer: bool = True  # False on a GPU: all layers at once, one kernel, where launches count
-    # whether the beams of each sentence have its source's keys and values bit for bit (`start_decoding`)
+    # whether the beams of each sentence hold the same copy of its source's keys and values (`start_decoding`)
     beams_share_source: bool = True
 
     def room(self, config, dtype):
@@ -410,7 +410,7 @@ def _beams_apart(t, sentences, group):
     which MKL may round apart for a few of them (where a thread's share is 1-3 rows: with 16 threads or
     more, on short batches); the original's beams then read their ancestor's copy."""
     beams = t.reshape(sentences, group, -1)
-    return (beams != beams[:, :1]).any()
+    return (beams[:, 1:] != beams[:, :1]).any()
 
 
 def _select_rows(keys_t, rows):
@@ -599,8 +599,11 @@ class TransformerModel(nn.Module):
         bias = bias[:, None, None, :]
         bias = bias.expand(-1, self.config.n_heads, 1, -1).flatten(0, 1)
         source = [a.source_keys_values(src_enc) for a in self.encoder_attn]
-        apart = group > 1 and bool(torch.stack([_beams_apart(t, len(src_enc) // group, group)
-                                                for kv in source for t in kv]).any())  # one host read
+        # the beams' copies are equal where the keys' and values' matmuls round every row alike
+        rows = src_enc.shape[0] * src_enc.shape[1]
+        apart = (group > 1 and not rows_round_alike(rows, compute_dtype(src_enc), src_enc.device)
+                 and bool(torch.stack([_beams_apart(t, len(src_enc) // group, group)
+                                       for kv in source for t in kv]).any()))
         return DecodingState(source, bias, self.config.n_heads, min(max_len, self.config.n_positions),
                              projections=[a.side_by_side() for a in self.attentions] if in_free_roundings() else None,
                              reorder_by_layer=src_enc.is_cpu, beams_share_source=not apart)
