@@ -14,10 +14,15 @@ files byte for byte. Last, both translate.py translate the valid English sentenc
 (greedy, the original's only mode; two batch sizes): the outputs must be the same bytes.
 
     python -m bench.compare_flags [--original /work/orig-cpu] [--data_path data/processed/sample] [--only clm,pc]
+        [--threads 16]
 
 --data_path is a folder of binarized files (run-sample.sh writes data/processed/sample); they are converted
 to the original's .pth layout in a temporary folder, which both sides read. The original runs from
 --original (patched for PyTorch 2 and the CPU, as bench.compare_original says) through bench/run_original.py.
+--threads runs the compared commands (not the original's pretraining) with that many threads, whatever
+the cores: MKL partitions a matmul's rows by the thread count, so a 2-core machine checks the roundings
+of a larger one's (MKL_DYNAMIC=FALSE keeps MKL to the count; a passive wait keeps oversubscribed threads
+from spinning).
 """
 import argparse
 import glob
@@ -164,10 +169,18 @@ def last_log(output):
     return json.loads(logs[-1]) if logs else None
 
 
-def run(side, cwd, command, flags, dump, data):
+def threads_env(threads):
+    """The environment of a compared command: this one, or with `threads` threads (see --threads)."""
+    if threads is None:
+        return None
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "MKL_DYNAMIC": "FALSE",
+            "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def run(side, cwd, command, flags, dump, data, env=None):
     start = time.perf_counter()
     p = subprocess.run(command + ["--exp_name", side, "--dump_path", dump, "--data_path", data] + flags.split(),
-                       cwd=cwd, capture_output=True, text=True)
+                       cwd=cwd, capture_output=True, text=True, env=env)
     output = p.stdout + p.stderr
     log = last_log(output)
     return {"rc": p.returncode, "metrics": sorted(log) if log else None, "scores": log,
@@ -249,7 +262,7 @@ def pretrain(original, names, cases, dump, data):
     return paths
 
 
-def compare_translate(original, checkpoint, files, tmp):
+def compare_translate(original, checkpoint, files, tmp, env=None):
     """Both translate.py on the valid English sentences of the en-fr pairs: {batch size: same output}."""
     source = os.path.join(tmp, "translate_input.en")
     corpus = load_binarized(next(f for f in files if f.endswith("valid.en-fr.en.pth")))
@@ -266,7 +279,7 @@ def compare_translate(original, checkpoint, files, tmp):
                 p = subprocess.run(command + ["--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr",
                                               "--batch_size", str(batch_size), "--output_path", outputs[side],
                                               "--dump_path", os.path.join(tmp, "translate_logs"), "--exp_name", side],
-                                   cwd=cwd, stdin=stdin, capture_output=True, text=True)
+                                   cwd=cwd, stdin=stdin, capture_output=True, text=True, env=env)
             seconds[side] = round(time.perf_counter() - start, 1)
             if p.returncode != 0:
                 sys.exit(f"{side}'s translate.py failed: {(p.stdout + p.stderr)[-2000:]}")
@@ -318,7 +331,9 @@ def main():
     parser.add_argument("--only", help="comma-separated case names")
     parser.add_argument("--keep", help="work in this folder (data, checkpoints, runs) and keep it, to look into a "
                                        "difference; by default a temporary folder")
+    parser.add_argument("--threads", type=int, help="threads of the compared commands (default: torch's, the cores)")
     args = parser.parse_args()
+    env = threads_env(args.threads)
     if not os.path.isfile(os.path.join(args.original, "train.py")):
         sys.exit(f"--original {args.original}: no train.py there")
     files = glob.glob(os.path.join(args.data_path, "*.pth"))
@@ -333,7 +348,7 @@ def main():
             save_original(load_binarized(f), os.path.join(data, os.path.basename(f)))
         result = {"benchmark": "compare_flags", "command": "python -m bench.compare_flags " + " ".join(sys.argv[1:]),
                   "original": os.path.abspath(args.original), "data": os.path.abspath(args.data_path),
-                  "device_name": cpu_model(), "common_flags": TINY, "cases": {}}
+                  "device_name": cpu_model(), "threads": args.threads, "common_flags": TINY, "cases": {}}
         translating = not args.only or "translate" in names
         names = [name for name in names if name != "translate"]
         checkpoints = pretrain(args.original, names + ["translate"] * translating,
@@ -342,8 +357,8 @@ def main():
         for name in names:
             flags = f"{TINY} {cases[name]}".format(**checkpoints)
             dump = os.path.join(tmp, "dump", name)
-            original = run("original", args.original, ORIGINAL, flags, dump, data)
-            ours = run("xlm", REPO, [sys.executable, "train.py"], flags, dump, data)
+            original = run("original", args.original, ORIGINAL, flags, dump, data, env)
+            ours = run("xlm", REPO, [sys.executable, "train.py"], flags, dump, data, env)
             case = result["cases"][name] = {"flags": cases[name], "same": same(name, original, ours),
                                             "original": original, "xlm": ours}
             if original["hypotheses"] != ours["hypotheses"]:
@@ -353,7 +368,7 @@ def main():
             print(f"{name}: {'as expected' if case['same'] else 'DIFFERENT'} (exit {original['rc']} / {ours['rc']}, "
                   f"{original['seconds']} / {ours['seconds']} s)", file=sys.stderr, flush=True)
         if translating:
-            result["translate"] = compare_translate(args.original, checkpoints["mt"], files, tmp)
+            result["translate"] = compare_translate(args.original, checkpoints["mt"], files, tmp, env)
     result["all_as_expected"] = (all(c["same"] for c in result["cases"].values())
                                  and all(t["same_output"] for t in result.get("translate", {}).values()))
     print(json.dumps(result, indent=1))
