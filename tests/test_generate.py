@@ -517,8 +517,8 @@ class HostReads(TorchDispatchMode):
 @pytest.mark.parametrize("generate", ["greedy", "beam"])
 def test_decoding_reads_the_host_every_few_steps(monkeypatch, generate):
     """</s> made impossible, so every step runs: where a host read waits for the device, one per
-    SYNC_EVERY steps, after 1, 2 and 4 steps, and the final trim; beam search also reads once at the
-    start whether the beams' copies of each source are equal (`beams_share_source`)."""
+    SYNC_EVERY steps, after 1, 2 and 4 steps, and the final trim; beam search may read once more at the
+    start, whether the beams' copies of each source are equal (`beams_share_source`)."""
     monkeypatch.setattr(generate_module, "reads_on_host", lambda device: False)  # as on CUDA
     enc, dec = [m.eval() for m in model_pair(seed=1)]
     dec.pred_layer.proj.bias[1] = -1e4
