@@ -16,6 +16,7 @@ in float64.
 """
 import argparse
 import json
+import os
 import random
 import sys
 import types
@@ -170,7 +171,8 @@ def main():
     parser.add_argument("--original", default="/work/orig-cpu", help="the original XLM, patched for the CPU")
     parser.add_argument("--trials", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads of both sides (MKL's roundings of a few rows depend on it)")
+                        help="CPU threads of both sides (MKL's roundings of a few rows depend on it; more than the "
+                             "cores with MKL_DYNAMIC=FALSE in the environment, which keeps MKL to the count)")
     parser.add_argument("--device", default="cpu",
                         help="cuda: both sides decode on the GPU (float32; TF32 off, torch's default)")
     parser.add_argument("--dims", default="32,48,64", help="the models' dimensions to draw from")
@@ -209,7 +211,9 @@ def main():
             cases.append({**what, "verdict": verdict})
             print(f"{verdict}: {what}", file=sys.stderr, flush=True)
     result = {"benchmark": "compare_decoding", "command": "python -m bench.compare_decoding " + " ".join(sys.argv[1:]),
-              "original": args.original, "torch": torch.__version__, "threads": args.threads, "device_name":
+              "original": args.original, "torch": torch.__version__, "threads": args.threads,
+              "environment": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MKL_DYNAMIC")},
+              "device_name":
               torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
               "decodings": sum(counts.values()), **counts, "not_equal": cases,
               "bit_for_bit": {"encoder_outputs": bits["encoder_outputs"], "decodings": bits["decodings"],
