@@ -14,7 +14,7 @@ files byte for byte. Last, both translate.py translate the valid English sentenc
 (greedy, the original's only mode; two batch sizes): the outputs must be the same bytes.
 
     python -m bench.compare_flags [--original /work/orig-cpu] [--data_path data/processed/sample] [--only clm,pc]
-        [--threads 16]
+        [--threads 16] [--nproc 2]
 
 --data_path is a folder of binarized files (run-sample.sh writes data/processed/sample); they are converted
 to the original's .pth layout in a temporary folder, which both sides read. The original runs from
@@ -23,6 +23,11 @@ to the original's .pth layout in a temporary folder, which both sides read. The 
 the cores: MKL partitions a matmul's rows by the thread count, so a 2-core machine checks the roundings
 of a larger one's (MKL_DYNAMIC=FALSE keeps MKL to the count; a passive wait keeps oversubscribed threads
 from spinning).
+--nproc starts each compared command as N processes (`torchrun --standalone`, gloo on the CPU; the original
+through its torch.distributed.launch path, as bench/run_original.py says), one thread each unless --threads
+says otherwise: the files, logs and checkpoints must be the same as above, and where both sides evaluate
+the same checkpoint, the scores too (the original evaluates everything on every rank, xlm splits the
+batches and sentences among the ranks). translate.py runs as one process.
 """
 import argparse
 import glob
@@ -31,6 +36,7 @@ import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -39,7 +45,7 @@ from contextlib import contextmanager
 
 from bench.data_pipeline import cpu_model
 from xlm.data.binarized import load_binarized, save_original
-from xlm.model.checkpoint import read_checkpoint
+from xlm.model.checkpoint import read_checkpoint, strip_module_prefix
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORIGINAL = [sys.executable, os.path.join(REPO, "bench", "run_original.py")]  # run from the original's folder
@@ -162,6 +168,20 @@ XLM_ALSO_RUNS = {
                    "the original rewrites adam to sparseadam for the memory values, then has no sparseadam",
                    "Unknown optimization method"),
 }
+# with several processes, the original fails where xlm runs: {its error: why}
+FAILS_WITH_PROCESSES = {
+    "Expected to have finished reduction in the prior iteration":
+        "without apex, its DistributedDataParallel stops at a step that leaves a parameter without a gradient "
+        "(PC's output layer, the encoder's prediction layer in translation steps)",
+    "Error(s) in loading state_dict for DistributedDataParallel":
+        "it resumes a checkpoint only with as many processes as wrote it (the keys' `module.` prefix)",
+}
+EXCEPTION = re.compile(r"^(?:\[rank\d+\]: )?([\w.]*(?:Error|Exception)\b.*)$", re.MULTILINE)
+
+
+def fails_with_processes(original):
+    """Why the original failed where several processes are known to make it fail, or None."""
+    return next((why for error, why in FAILS_WITH_PROCESSES.items() if error in (original["error"] or "")), None)
 
 
 def last_log(output):
@@ -177,29 +197,43 @@ def threads_env(threads):
             "OMP_WAIT_POLICY": "PASSIVE"}
 
 
+def launcher(nproc):
+    """How a compared command starts: python, or torchrun with nproc processes (see --nproc)."""
+    if nproc is None:
+        return [sys.executable]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+
+
 def run(side, cwd, command, flags, dump, data, env=None):
     start = time.perf_counter()
     p = subprocess.run(command + ["--exp_name", side, "--dump_path", dump, "--data_path", data] + flags.split(),
                        cwd=cwd, capture_output=True, text=True, env=env)
     output = p.stdout + p.stderr
     log = last_log(output)
-    return {"rc": p.returncode, "metrics": sorted(log) if log else None, "scores": log,
+    # the first exception's line (a failed rank's, before torchrun's summary)
+    errors = [m[1] for m in EXCEPTION.finditer(output)]
+    return {"rc": p.returncode, "error": errors[0][:300] if errors else None,
+            "metrics": sorted(log) if log else None, "scores": log,
             "n_logs": output.count("__log__:"),
             "seconds": round(time.perf_counter() - start, 1), "files": written_files(os.path.join(dump, side)),
             "hypotheses": hypotheses(os.path.join(dump, side)), "weights": weight_shapes(os.path.join(dump, side)),
             "last_line": (output.strip().splitlines() or [""])[-1][-300:]}
 
 
-def same(name, original, ours):
+def same(name, original, ours, nproc=None):
     if name in XLM_ALSO_RUNS:
-        return XLM_ALSO_RUNS[name][2] in original["last_line"] and ours["rc"] == 0
+        return XLM_ALSO_RUNS[name][2] in original["last_line"] + (original["error"] or "") and ours["rc"] == 0
+    if nproc and original["rc"] != 0 and fails_with_processes(original):
+        return ours["rc"] == 0
     if original["rc"] != ours["rc"] or original["metrics"] != ours["metrics"]:
         return False
     if original["rc"] != 0:  # a refused command: the original has written params.pkl and train.log, xlm nothing
         return True
     further = 1 if name in RESUMED else 0
+    # with several processes, the original's --eval_only logs its scores on every rank
+    logs_per_run = (nproc or 1) if "--eval_only true" in CASES.get(name, "") else 1
     if (original["scores"]["epoch"] != ours["scores"]["epoch"] + further
-            or original["n_logs"] != ours["n_logs"] + further
+            or original["n_logs"] != (ours["n_logs"] + further) * logs_per_run
             or not set(original["files"]) <= set(ours["files"]) or original["weights"] != ours["weights"]):
         return False
     if name in SAME_SCORES:
@@ -222,7 +256,7 @@ def weight_shapes(experiments):
     if not paths:
         return None
     checkpoint = read_checkpoint(paths[0])
-    return {name: {key: list(value.shape) for key, value in checkpoint[name].items()}
+    return {name: {key: list(value.shape) for key, value in strip_module_prefix(checkpoint[name]).items()}
             for name in ("model", "encoder", "decoder") if name in checkpoint}
 
 
@@ -332,8 +366,9 @@ def main():
     parser.add_argument("--keep", help="work in this folder (data, checkpoints, runs) and keep it, to look into a "
                                        "difference; by default a temporary folder")
     parser.add_argument("--threads", type=int, help="threads of the compared commands (default: torch's, the cores)")
+    parser.add_argument("--nproc", type=int, help="processes of each compared train.py command (default: one)")
     args = parser.parse_args()
-    env = threads_env(args.threads)
+    env = threads_env(args.threads if args.threads or not args.nproc else 1)
     if not os.path.isfile(os.path.join(args.original, "train.py")):
         sys.exit(f"--original {args.original}: no train.py there")
     files = glob.glob(os.path.join(args.data_path, "*.pth"))
@@ -348,7 +383,8 @@ def main():
             save_original(load_binarized(f), os.path.join(data, os.path.basename(f)))
         result = {"benchmark": "compare_flags", "command": "python -m bench.compare_flags " + " ".join(sys.argv[1:]),
                   "original": os.path.abspath(args.original), "data": os.path.abspath(args.data_path),
-                  "device_name": cpu_model(), "threads": args.threads, "common_flags": TINY, "cases": {}}
+                  "device_name": cpu_model(), "threads": args.threads, "nproc": args.nproc, "common_flags": TINY,
+                  "cases": {}}
         translating = not args.only or "translate" in names
         names = [name for name in names if name != "translate"]
         checkpoints = pretrain(args.original, names + ["translate"] * translating,
@@ -357,14 +393,16 @@ def main():
         for name in names:
             flags = f"{TINY} {cases[name]}".format(**checkpoints)
             dump = os.path.join(tmp, "dump", name)
-            original = run("original", args.original, ORIGINAL, flags, dump, data, env)
-            ours = run("xlm", REPO, [sys.executable, "train.py"], flags, dump, data, env)
-            case = result["cases"][name] = {"flags": cases[name], "same": same(name, original, ours),
+            original = run("original", args.original, launcher(args.nproc) + ORIGINAL[1:], flags, dump, data, env)
+            ours = run("xlm", REPO, launcher(args.nproc) + ["train.py"], flags, dump, data, env)
+            case = result["cases"][name] = {"flags": cases[name], "same": same(name, original, ours, args.nproc),
                                             "original": original, "xlm": ours}
             if original["hypotheses"] != ours["hypotheses"]:
                 case["hypothesis_lines_differing"] = differing_lines(dump)
             if name in XLM_ALSO_RUNS:
                 case["expected"] = "the original fails, xlm runs: " + XLM_ALSO_RUNS[name][1]
+            elif args.nproc and fails_with_processes(original) and ours["rc"] == 0:
+                case["expected"] = "the original fails, xlm runs: " + fails_with_processes(original)
             print(f"{name}: {'as expected' if case['same'] else 'DIFFERENT'} (exit {original['rc']} / {ours['rc']}, "
                   f"{original['seconds']} / {ours['seconds']} s)", file=sys.stderr, flush=True)
         if translating:
