@@ -5,7 +5,7 @@ Every dataset has the same interface, used by `BatchIterator`:
   shard(key, rank, world_size) -> the part of a global batch that one rank of a distributed run reads
   collate(key) -> the batch, as torch tensors
 A global batch is split among ranks by rows, so a run on N ranks sees the same global batches as one
-process with an N times larger batch.
+process with an N times larger batch (or each rank reads whole batches: `BatchIterator`'s own_batches).
 
 Batches are batch-first: `x` is (batch, length) of token ids, `lengths` is (batch,). Sentences are
 `</s> w1 ... wn </s>` (EOS at both ends, as in the original XLM) padded with <pad>.

@@ -8,17 +8,21 @@ class BatchIterator:
     """Batches of `dataset`, pass after pass (or one pass with repeat=False).
 
     The order of pass p depends only on (seed, p), so every rank computes the same sequence of global
-    batches and reads its own rows of each (`dataset.shard`): N ranks together see exactly the
-    batches of one process with an N times larger batch. The whole position is (pass, position),
-    which `state_dict` returns: a resumed iterator yields exactly the batch the interrupted one would
-    have.
+    batches and reads its own part of each: its rows (`dataset.shard`), so that N ranks together see
+    exactly the batches of one process with an N times larger batch; or, with own_batches, a whole batch
+    of its own, N consecutive batches of the pass making a global batch (the pass's last N - 1 or fewer
+    batches left out), so that each rank's batch is drawn as one process's is, as in the original, where
+    every rank draws its own. The whole position is (pass, position), which `state_dict` returns: a
+    resumed iterator yields exactly the batch the interrupted one would have.
     """
 
-    def __init__(self, dataset, seed=0, rank=0, world_size=1, shuffle=True, repeat=True, min_rows=1):
+    def __init__(self, dataset, seed=0, rank=0, world_size=1, shuffle=True, repeat=True, min_rows=1,
+                 own_batches=False):
         if not 0 <= rank < world_size:
             raise DataError(f"rank {rank} is not in [0, world_size={world_size})")
         self.dataset, self.seed, self.rank, self.world_size = dataset, seed, rank, world_size
         self.min_rows = min_rows  # the fewest sentences of a global batch each rank must get
+        self.own_batches = own_batches
         self.shuffle, self.repeat = shuffle, repeat
         self.pass_index, self.position = 0, 0
         self._plan, self._plan_pass = None, None
@@ -28,8 +32,12 @@ class BatchIterator:
             rng = np.random.default_rng([self.seed, p]) if self.shuffle else None
             # a batch of fewer sentences than ranks (the short end of a --tokens_per_batch bucket) would leave
             # a rank nothing (or fewer than min_rows): every rank drops it alike
-            self._plan = [key for key in self.dataset.batches(rng)
-                          if self.dataset.splits(key, self.world_size * self.min_rows)]
+            n = self.world_size
+            if self.own_batches:
+                batches = [key for key in self.dataset.batches(rng) if self.dataset.splits(key, self.min_rows)]
+                self._plan = [batches[i:i + n] for i in range(0, len(batches) - n + 1, n)]
+            else:
+                self._plan = [key for key in self.dataset.batches(rng) if self.dataset.splits(key, n * self.min_rows)]
             self._plan_pass = p
             if not self._plan:
                 raise DataError("the dataset has no batch")
@@ -43,7 +51,9 @@ class BatchIterator:
         return self
 
     def __next__(self):
-        return self.dataset.collate(self.dataset.shard(self.next_global_key(), self.rank, self.world_size))
+        key = self.next_global_key()
+        own = key[self.rank] if self.own_batches else self.dataset.shard(key, self.rank, self.world_size)
+        return self.dataset.collate(own)
 
     def start_pass(self):
         """Begin the next pass, unless at the start of one (a fine-tuning epoch reads at most one pass, each
@@ -53,11 +63,12 @@ class BatchIterator:
 
     def rows_left_in_pass(self):
         """The sentences (all ranks') of the batches the current pass has still to yield."""
-        return sum(len(key) for key in self._batches_of_pass(self.pass_index)[self.position:])
+        keys = self._batches_of_pass(self.pass_index)[self.position:]
+        return sum(len(part) for key in keys for part in (key if self.own_batches else [key]))
 
     def next_global_key(self):
-        """The key of the next global batch (all ranks' rows), for callers that need more than its
-        collated tensors, e.g. which examples it holds."""
+        """The key of the next global batch (all ranks' rows; with own_batches, a list of each rank's batch),
+        for callers that need more than its collated tensors, e.g. which examples it holds."""
         plan = self._batches_of_pass(self.pass_index)
         if self.position >= len(plan):
             if not self.repeat:
