@@ -166,6 +166,8 @@ def test_ranks_with_batches_of_their_own_read_consecutive_batches_of_one_process
         for step in range(per_pass // 4):
             for r, it in enumerate(ranks):
                 assert torch.equal(next(it).x, whole[p * per_pass + 4 * step + r].x)
+    with pytest.raises(DataError, match="the dataset has no batch for each of 10 ranks"):
+        next(BatchIterator(dataset, seed=5, rank=0, world_size=10, own_batches=True))
 
 
 def test_a_batch_of_fewer_sentences_than_ranks_is_dropped_by_every_rank(tmp_path):

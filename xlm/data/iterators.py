@@ -30,8 +30,8 @@ class BatchIterator:
     def _batches_of_pass(self, p):
         if self._plan_pass != p:
             rng = np.random.default_rng([self.seed, p]) if self.shuffle else None
-            # a batch of fewer sentences than ranks (the short end of a --tokens_per_batch bucket) would leave
-            # a rank nothing (or fewer than min_rows): every rank drops it alike
+            # a batch that would leave a rank fewer than min_rows sentences (the short end of a
+            # --tokens_per_batch bucket, split among more ranks than it has sentences): every rank drops it alike
             n = self.world_size
             if self.own_batches:
                 batches = [key for key in self.dataset.batches(rng) if self.dataset.splits(key, self.min_rows)]
@@ -40,7 +40,7 @@ class BatchIterator:
                 self._plan = [key for key in self.dataset.batches(rng) if self.dataset.splits(key, n * self.min_rows)]
             self._plan_pass = p
             if not self._plan:
-                raise DataError("the dataset has no batch")
+                raise DataError("the dataset has no batch" + (f" for each of {n} ranks" if n > 1 else ""))
         return self._plan
 
     def __len__(self):
