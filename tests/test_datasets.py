@@ -214,7 +214,7 @@ def test_pc_steps_on_two_ranks_skip_or_train_alike(small_sample):
 def test_train_py_ranks_read_whole_batches_of_sentences_and_pairs(small_sample):
     """Each of 2 ranks reads a whole batch of --batch_size sentences (TLM, AE, MT): batch 2 x i + r of one
     process's order, as each of the original's ranks draws a batch of its own from one length bucket (a batch
-    of 2 x B pairs split between the ranks trained TLM 4-6% worse per step than the original)."""
+    of 2 x B pairs split between the ranks trained TLM 3-6% worse per step than the original)."""
     from xlm.data.loader import load_training_data
     from xlm.train.build import build_iterators
     from xlm.train.distributed import DistInfo

@@ -43,7 +43,7 @@ def build_iterators(params, data, info, logger=None):
     world = info.world_size
     # sentences and pairs: each rank a batch of its own, of --batch_size or --tokens_per_batch, as the
     # original's ranks draw theirs (a global batch cut from one length bucket, split among the ranks, trained
-    # TLM 4-6% worse per step on 2 ranks); stream rows: a rank's share of a global batch
+    # TLM 3-6% worse per step on 2 ranks); stream rows: a rank's share of a global batch
     batching = global_batching(params, 1)
 
     def add(key, dataset, rank=info.rank, world_size=world, min_rows=1):
