@@ -121,7 +121,7 @@ def test_a_checkpoint_of_another_number_of_ranks_points_to_reload_model(small_sa
     main(argv(small_sample, tmp_path, "two"))
     path = tmp_path / "t" / "two" / "checkpoint.pth"
     data = read_checkpoint(str(path))
-    for state in data["train_state"]["iterators"].values():
+    for state in data["train_state"]["iterators"][0].values():
         state["world_size"] = 2  # as a 2-rank run saves it
     save_checkpoint(data, str(path))
     message = setup_error(small_sample, tmp_path, "other", "--reload_checkpoint", path)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import xlm
-from conftest import ROOT, python
+from conftest import ROOT, python, torchrun
 from xlm.data.bpe import remove_bpe
 from xlm.fileio import DataError
 from xlm.model.checkpoint import read_checkpoint, save_checkpoint
@@ -307,6 +307,26 @@ def test_torchrun_two_ranks_match_one_process(small_sample, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "test" / "ddp" / "train.jsonl").read_text().splitlines()]
     rates = [(r["words_per_s"], r["words_per_s_all_ranks"]) for r in rows if r["kind"] == "train"]
     assert len(rates) == 20 and all(total == pytest.approx(2 * own) for own, total in rates)
+
+
+def test_torchrun_ranks_draw_their_own_rounds_and_resume_them(small_sample, tmp_path):
+    """Each rank draws its own rounds, as each of the original's ranks does (`--mlm_steps en,fr`: two draws of
+    en or fr a round, so that an update averages a mix of languages); the checkpoint keeps every rank's data
+    positions, and a run resumed at the end of epoch 0 gives the losses of the uninterrupted run."""
+    flags = ["train.py", "--exp_name", "t", "--lgs", "en-fr", "--mlm_steps", "en,fr", "--epoch_size", "48",
+             "--batch_size", "4", "--log_interval", "1", "--optimizer", "adam,lr=0.001", "--emb_dim", "32",
+             "--n_layers", "1", "--n_heads", "4", "--bptt", "16", "--dump_path", tmp_path, "--data_path", small_sample]
+    for exp_id, epochs in (("whole", 2), ("resumed", 1), ("resumed", 2)):
+        command, env = torchrun(*flags, "--exp_id", exp_id, "--max_epoch", epochs)
+        proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    positions = read_checkpoint(tmp_path / "t" / "whole" / "checkpoint.pth")["train_state"]["iterators"]
+    assert len(positions) == 2
+    read = [{key: (state["pass"], state["position"]) for key, state in rank.items()} for rank in positions]
+    assert read[0] != read[1], read  # rank 1 read en and fr other times than rank 0
+    whole, resumed = (losses_of((tmp_path / "t" / exp_id / "train.log").read_text()) for exp_id in ("whole", "resumed"))
+    assert "Resumed from" in (tmp_path / "t" / "resumed" / "train.log").read_text()
+    assert len(whole) == 12 and resumed == whole
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -36,7 +36,7 @@ def set_rng_state(state, device):
 
 
 def restore_rng_state(saved, info, logger):
-    """This rank's state of the ranks' saved random states (`gather_rng_states`) restored and returned; None,
+    """This rank's state of the ranks' saved random states (`gather_rank_states`) restored and returned; None,
     with a warning, for a run saved with another number of ranks."""
     if len(saved) != info.world_size:
         logger.warning("Resuming with %i ranks a run saved with %i: random states are not restored",
@@ -46,13 +46,22 @@ def restore_rng_state(saved, info, logger):
     return saved[info.rank]
 
 
-def gather_rng_states(state, info):
-    """Every rank's random state, on rank 0 (only rank 0 writes checkpoints)."""
+def gather_rank_states(state, info):
+    """Every rank's `state` (its random states, its data positions), on rank 0 (only rank 0 writes checkpoints)."""
     if not info.multi:
         return [state]
     states = [None] * info.world_size
     dist.all_gather_object(states, state)
     return states
+
+
+def saved_positions(saved, info):
+    """This rank's data positions of a checkpoint's (`gather_rank_states`); a checkpoint of another number of
+    ranks gives rank 0's, which the iterators refuse, naming the number. Before 2026-12-06 checkpoints held
+    one set for all ranks, whose rounds were the same."""
+    if isinstance(saved, dict):
+        return saved
+    return saved[info.rank] if len(saved) == info.world_size else saved[0]
 
 
 def save_training_checkpoint(path, models, optimizers, dico, params, train_state):

@@ -70,7 +70,7 @@ class StepEngine:
             self.unsynced |= self.ran
         if update:
             if self.multi:
-                for module in self.modules:  # the same order on every rank: they run the same steps
+                for module in self.modules:  # the same order on every rank: they run the same objectives
                     if module in self.unsynced and module not in self.ran:
                         all_reduce_mean_grads(module)
                 self.unsynced.clear()

@@ -33,7 +33,7 @@ from ..progress import Progress
 from .distributed import all_reduce_sum, broadcast_from_master, full_float32, shutdown, to_device
 from .engine import StepEngine, amp_dtype
 from .build import global_batching
-from .checkpointing import differing_flags, gather_rng_states, load_optimizer_states, restore_rng_state, rng_state
+from .checkpointing import differing_flags, gather_rank_states, load_optimizer_states, restore_rng_state, rng_state
 from .experiment import failure_logged, release_folders, removed_on_failure, resume_command, start_experiment
 from .options import bool_flag, check_optimizer, check_sentence_batching, set_experiment_names
 from .schedules import build_optimizer
@@ -372,7 +372,7 @@ class FineTuner:
 
     def save_checkpoint(self):
         """Rank 0 writes it; every rank takes part, as random states are gathered."""
-        rng = gather_rng_states(rng_state(self.info.device), self.info)
+        rng = gather_rank_states(rng_state(self.info.device), self.info)
         if not self.info.is_master:
             return
         optimizers = {f"{name}_optimizer": o.state_dict() for name, o in self.optimizers.items()}

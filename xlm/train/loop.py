@@ -27,8 +27,8 @@ from ..objectives.lm import MaskingConfig
 from ..objectives.mt import mt_loss
 from ..objectives.pc import pc_loss
 from .build import build_iterators, build_models, build_optimizers, check_backend, check_metrics
-from .checkpointing import gather_rng_states, load_training_checkpoint, restore_rng_state, rng_state, \
-    save_training_checkpoint
+from .checkpointing import (gather_rank_states, load_training_checkpoint, restore_rng_state, rng_state,
+                            save_training_checkpoint, saved_positions)
 from .compile import BucketPadded
 from .distributed import all_reduce_sum, broadcast_from_master, full_float32, shutdown
 from .engine import StepEngine, amp_dtype
@@ -36,7 +36,7 @@ from .experiment import (failure_logged, release_folders, removed_on_failure, re
                          start_experiment)
 from ..host_memory import keep_freed_memory
 from .options import parse_params
-from .pipeline import Plan, Prefetcher, training_sizes
+from .pipeline import Plan, Prefetcher, step_names, training_sizes
 from .schedules import LambdaSchedule
 from .signals import EvaluationStopped, StopSignals
 
@@ -107,8 +107,12 @@ class Trainer:
         sizes = {} if params.eval_only else training_sizes(params, self.data, self.iterators)
         masking = MaskingConfig.from_params(params, self.data.dico, self.data.n_words)
         self.masking_generator = torch.Generator().manual_seed(params.seed * 1000 + info.rank)
-        self.round_rng = np.random.default_rng(params.seed)  # the same on every rank: ranks run the same steps
+        # each rank draws its own rounds (which language of each objective, AE's and BT's order), as each of the
+        # original's ranks does, so that an update averages a mix of languages (with one draw for all ranks,
+        # TLM trained 5% worse per step on 4 ranks); rank 0 draws one process's rounds ([s, 0] seeds as s does)
+        self.round_rng = np.random.default_rng([params.seed, info.rank])
         self.plan = Plan(params, self.iterators, masking, self.masking_generator, self.round_rng, sizes, self.lambdas)
+        self.step_names = sorted(step_names(params), key=lambda name: original_order(name, params.langs))
         torch.manual_seed(params.seed + info.rank)  # dropout differs between ranks
         # best values are stored raw, with the original's starting points, as its checkpoints hold them
         self.state = LoopState(best_metrics={m.lstrip("_"): (1e12 if m.startswith("_") else -1e12)
@@ -130,8 +134,8 @@ class Trainer:
         rng = {**rng_state(self.info.device), "masking": self.consumed["masking"], "rounds": self.consumed["rounds"]}
         return {**asdict(self.state), "scaler": self.engine.scaler.state_dict(),
                 "pending": self.engine.pending_gradients(self.models),
-                "rng": gather_rng_states(rng, self.info), "world_size": self.info.world_size,
-                "iterators": self.consumed["iterators"]}
+                "rng": gather_rank_states(rng, self.info), "world_size": self.info.world_size,
+                "iterators": gather_rank_states(self.consumed["iterators"], self.info)}
 
     def save(self, name):
         """Write <dump>/<name>.pth (rank 0); every rank takes part because random states are gathered."""
@@ -175,10 +179,11 @@ class Trainer:
             self.state.best_stopping_criterion = initial.best_stopping_criterion
             self.state.decrease_counts, self.state.stopping_metric = 0, initial.stopping_metric
         if "scaler" in saved:
+            positions = saved_positions(saved["iterators"], self.info)
             for key, it in self.iterators.items():
-                if "|".join(key) in saved["iterators"]:
+                if "|".join(key) in positions:
                     try:
-                        it.load_state_dict(saved["iterators"]["|".join(key)])
+                        it.load_state_dict(positions["|".join(key)])
                     except DataError as e:  # another number of ranks, or another --seed
                         raise DataError(f"{path}: {e}; or start a new run from its weights (--reload_model "
                                         "takes them alone)") from None
@@ -255,11 +260,12 @@ class Trainer:
             self.logger.warning("Non-finite loss or float16 overflow: %i update(s) skipped before iteration %i "
                                 "(%i so far)", skipped, s.n_total_iter, self.engine.n_skipped)
         self.fold_loss_sums()
-        names = sorted(s.losses, key=lambda name: original_order(name, p.langs))  # the same on every rank
-        sums = all_reduce_sum([s.losses[k][0] for k in names] + [s.losses[k][1] for k in names] +
-                              [s.n_words], self.info)
+        # every step's name, run since the last line on this rank or not (each rank draws its own rounds)
+        names = self.step_names
+        totals = [s.losses.get(name, (0.0, 0)) for name in names]
+        sums = all_reduce_sum([t[0] for t in totals] + [t[1] for t in totals] + [s.n_words], self.info)
         k = len(names)
-        means = {n: sums[i] / max(sums[k + i], 1) for i, n in enumerate(names)}
+        means = {n: sums[i] / sums[k + i] for i, n in enumerate(names) if sums[k + i]}
         # the rates of this rank, as the original prints them (a log read beside the original's must not
         # show N ranks as N times the speed); the losses are the means over every rank's batches
         words, sents = s.n_words, s.n_sents

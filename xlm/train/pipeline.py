@@ -45,6 +45,18 @@ def training_sizes(params, data, iterators):
     return {step: size(step) for step in params.clm_steps + params.mlm_steps + params.pc_steps + params.mt_steps}
 
 
+def step_name(objective, langs):
+    """A step's name on the progress line, as the original's: MLM-en, MLM-en-fr, AE-en, BT-en-fr-en."""
+    return "-".join([objective.upper()] + [lg for lg in langs if lg])
+
+
+def step_names(params):
+    """The name of every step a run's rounds may hold."""
+    steps = {"clm": params.clm_steps, "mlm": params.mlm_steps, "pc": params.pc_steps,
+             "ae": [(lang,) for lang in params.ae_steps], "mt": params.mt_steps, "bt": params.bt_steps}
+    return [step_name(objective, langs) for objective, group in steps.items() for langs in group]
+
+
 def sample_round(steps, sizes, alpha, rng, n=5):
     """The steps of one round of an objective, as the original draws them: min(n, #monolingual) draws
     among the monolingual steps, then min(n, #pairs) among the pairs, with replacement; uniform, or with
@@ -90,7 +102,7 @@ class Plan:
                     continue
                 work = self.makers[objective](*langs)
                 work.objective, work.langs, work.lam = objective, tuple(langs), lam
-                work.name = work.name or "-".join([objective.upper()] + [lg for lg in langs if lg])
+                work.name = step_name(objective, langs)
                 work.states = self.states()
                 yield work
             n_total_iter += 1
