@@ -108,8 +108,8 @@ class Trainer:
         masking = MaskingConfig.from_params(params, self.data.dico, self.data.n_words)
         self.masking_generator = torch.Generator().manual_seed(params.seed * 1000 + info.rank)
         # each rank draws its own rounds (which language of each objective, AE's and BT's order), as each of the
-        # original's ranks does, so that an update averages a mix of languages (with one draw for all ranks,
-        # TLM trained 5% worse per step on 4 ranks); rank 0 draws one process's rounds ([s, 0] seeds as s does)
+        # original's ranks does: an update averages a mix of languages. Rank 0 draws one process's rounds
+        # ([s, 0] seeds as s does)
         self.round_rng = np.random.default_rng([params.seed, info.rank])
         self.plan = Plan(params, self.iterators, masking, self.masking_generator, self.round_rng, sizes, self.lambdas)
         self.step_names = sorted(step_names(params), key=lambda name: original_order(name, params.langs))
