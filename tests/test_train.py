@@ -285,22 +285,25 @@ def test_a_killed_write_keeps_the_previous_checkpoint(tmp_path):
 
 
 def test_torchrun_two_ranks_match_one_process(small_sample, tmp_path):
-    """2 ranks (gloo) x batch 4 see the global batches of one process x batch 8: same losses."""
-    flags = ["--lgs", "en", "--clm_steps", "en", "--max_epoch", "1", "--log_interval", "1",
+    """2 ranks (gloo) read batches 2i and 2i + 1 of one process's order, each a window of the stream laid out
+    in --batch_size rows, as each of the original's ranks reads its own: the updates of one process that
+    accumulates the gradients of 2 batches, the same losses."""
+    flags = ["--lgs", "en", "--clm_steps", "en", "--max_epoch", "1", "--log_interval", "1", "--batch_size", "4",
              "--optimizer", "adam,lr=0.001", "--emb_dim", "32", "--n_layers", "2", "--n_heads", "4", "--bptt", "32",
              "--exp_name", "test", "--dump_path", str(tmp_path), "--data_path", str(small_sample)]
     # the original counts an epoch in sentences per process: 2 ranks reach 80 when one process reaches 160
-    python("train.py", *flags, "--exp_id", "single", "--batch_size", "8", "--epoch_size", "160")
+    python("train.py", *flags, "--exp_id", "single", "--accumulate_gradients", "2", "--epoch_size", "160")
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-                    "train.py", *flags, "--exp_id", "ddp", "--batch_size", "4", "--epoch_size", "80"],
+                    "train.py", *flags, "--exp_id", "ddp", "--epoch_size", "80"],
                    cwd=ROOT, env=env, check=True,
                    capture_output=True)
     single = losses_of((tmp_path / "test" / "single" / "train.log").read_text())
     ddp = losses_of((tmp_path / "test" / "ddp" / "train.log").read_text())
-    assert single.keys() == ddp.keys() and len(single) == 20
-    for it in single:
-        a, b = (float(v) for v in (single[it].split(":")[1], ddp[it].split(":")[1]))
+    assert len(single) == 40 and len(ddp) == 20
+    for it in ddp:
+        a = sum(float(single[2 * it - k].split(":")[1]) for k in (0, 1)) / 2
+        b = float(ddp[it].split(":")[1])
         assert abs(a - b) < 1e-4 * max(1, abs(a)), (it, a, b)
     assert (tmp_path / "test" / "ddp" / "train.log-1").exists()
     # words/s is rank 0's own, as the original prints it (each rank predicts 4 x 32 tokens a step here)
@@ -422,9 +425,10 @@ def test_per_rank_shards_replace_the_train_file(small_sample, tmp_path):
     iterators = build_iterators(params, rank1, DistInfo(rank=1, world_size=2, local_rank=1))
     fr = rank1.mono["fr"]["train"]
     own = next(BatchIterator(StreamDataset(fr, 4, 16, rank1.n_words), iterators[("pred", "en")].seed)).x
-    whole = next(BatchIterator(StreamDataset(fr, 8, 16, rank1.n_words), iterators[("pred", "fr")].seed)).x
-    assert torch.equal(next(iterators[("pred", "en")]).x, own)          # its own batches of --batch_size
-    assert torch.equal(next(iterators[("pred", "fr")]).x, whole[4:])    # its rows of a global batch of 2 x 4
+    single = BatchIterator(StreamDataset(fr, 4, 16, rank1.n_words), iterators[("pred", "fr")].seed)
+    assert torch.equal(next(iterators[("pred", "en")]).x, own)  # all of its own shard, in batches of --batch_size
+    next(single)
+    assert torch.equal(next(iterators[("pred", "fr")]).x, next(single).x)  # batch 2 x i + 1 of one process's
     # AE and BT read all of the rank's own shard, in batches of --batch_size (they read half of it, in halves
     # of global batches of its sentences)
     params = parse_params(["--exp_name", "x", "--lgs", "en-fr", "--encoder_only", "false", "--ae_steps", "en,fr",

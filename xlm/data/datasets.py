@@ -2,10 +2,12 @@
 
 Every dataset has the same interface, used by `BatchIterator`:
   batches(rng) -> list of global batch keys for one pass (shuffled with `rng`, in order when rng is None)
-  shard(key, rank, world_size) -> the part of a global batch that one rank of a distributed run reads
   collate(key) -> the batch, as torch tensors
-A global batch is split among ranks by rows, so a run on N ranks sees the same global batches as one
-process with an N times larger batch (or each rank reads whole batches: `BatchIterator`'s own_batches).
+and sentence datasets also
+  shard(key, rank, world_size) -> the part of a global batch that one rank of a distributed run reads
+A global batch of sentences can be split among ranks by rows, so that a run on N ranks sees the same global
+batches as one process with an N times larger batch (glue-xnli.py); or each rank reads whole batches
+(`BatchIterator`'s own_batches: train.py).
 
 Batches are batch-first: `x` is (batch, length) of token ids, `lengths` is (batch,). Sentences are
 `</s> w1 ... wn </s>` (EOS at both ends, as in the original XLM) padded with <pad>.
@@ -85,10 +87,10 @@ def bucket_batches(lengths, rng=None, batch_size=32, tokens_per_batch=-1, max_ba
 
 class StreamDataset:
     """A corpus as one token stream (EOS between sentences) for CLM/MLM, laid out like the original:
-    the stream is left-padded with EOS and cut into `batch_size` columns of contiguous text (the
-    global batch size: per-rank batch size x ranks), and batch i is rows [i*bptt, (i+1)*bptt) of the
-    columns, with an EOS before the first row. Columns are read from disk batch by batch, so memory
-    does not depend on the corpus size. Batches are returned batch-first: column j is row j."""
+    the stream is left-padded with EOS and cut into `batch_size` columns of contiguous text, and batch
+    i is rows [i*bptt, (i+1)*bptt) of the columns, with an EOS before the first row. Columns are read
+    from disk batch by batch, so memory does not depend on the corpus size. Batches are returned
+    batch-first: column j is row j."""
 
     def __init__(self, corpus, batch_size, bptt, n_words=None):
         if len(corpus.sentences) == 0:
@@ -104,14 +106,7 @@ class StreamDataset:
         return [(int(i), 0, self.batch_size) for i in order]
 
     def splits(self, key, world_size):
-        return True  # every batch has batch_size rows, which shard checks
-
-    def shard(self, key, rank, world_size):
-        i = key[0]
-        if self.batch_size % world_size:
-            raise DataError(f"a stream batch of {self.batch_size} rows cannot be split among {world_size} ranks")
-        rows = self.batch_size // world_size
-        return i, rank * rows, (rank + 1) * rows
+        return True  # every batch has batch_size rows
 
     def _read(self, lo, hi):
         """Positions [lo, hi) of the EOS-left-padded stream."""

@@ -8,8 +8,8 @@ class BatchIterator:
     """Batches of `dataset`, pass after pass (or one pass with repeat=False).
 
     The order of pass p depends only on (seed, p), so every rank computes the same sequence of global
-    batches and reads its own part of each: its rows (`dataset.shard`), so that N ranks together see
-    exactly the batches of one process with an N times larger batch; or, with own_batches, a whole batch
+    batches and reads its own part of each: its rows (`dataset.shard`: sentences), so that N ranks together
+    see exactly the batches of one process with an N times larger batch; or, with own_batches, a whole batch
     of its own, N consecutive batches of the pass making a global batch (the pass's last N - 1 or fewer
     batches left out), so that each rank's batch is drawn as one process's is, as in the original, where
     every rank draws its own. The whole position is (pass, position), which `state_dict` returns: a
@@ -52,7 +52,10 @@ class BatchIterator:
 
     def __next__(self):
         key = self.next_global_key()
-        own = key[self.rank] if self.own_batches else self.dataset.shard(key, self.rank, self.world_size)
+        if self.own_batches:
+            own = key[self.rank]
+        else:  # one process reads the whole batch (a stream has no shards: its ranks read their own batches)
+            own = self.dataset.shard(key, self.rank, self.world_size) if self.world_size > 1 else key
         return self.dataset.collate(own)
 
     def start_pass(self):

@@ -41,16 +41,16 @@ def build_iterators(params, data, info, logger=None):
     a pass of the pairs each) must not see the same batches in lockstep."""
     iterators, pair_sets = {}, {}
     world = info.world_size
-    # sentences and pairs: each rank a batch of its own, of --batch_size or --tokens_per_batch, as the
-    # original's ranks draw theirs (a global batch cut from one length bucket, split among the ranks, trained
-    # TLM 3-6% worse per step on 2 ranks); stream rows: a rank's share of a global batch
+    # each rank a batch of its own, as each of the original's ranks draws its own: --batch_size (or
+    # --tokens_per_batch) sentences or pairs, or a window of the stream laid out in --batch_size rows. (A
+    # global batch cut from one length bucket and split among the ranks trained TLM 3-6% worse per step on 2
+    # ranks; each rank's rows of a window of a stream laid out in N x --batch_size rows, 4.4% on 4 ranks.)
     batching = global_batching(params, 1)
 
     def add(key, dataset, rank=info.rank, world_size=world, min_rows=1):
         if key not in iterators:
             seed = zlib.crc32("|".join(map(str, (params.seed,) + key)).encode())  # the same on every rank
-            iterators[key] = BatchIterator(dataset, seed, rank, world_size, min_rows=min_rows,
-                                           own_batches=not isinstance(dataset, StreamDataset))
+            iterators[key] = BatchIterator(dataset, seed, rank, world_size, min_rows=min_rows, own_batches=True)
 
     def add_pair(objective, l1, l2, min_rows=1):
         """The step l1-l2's iterator, over the pair's dataset, which both directions share."""
@@ -67,13 +67,10 @@ def build_iterators(params, data, info, logger=None):
 
     for objective, steps in (("causal", params.clm_steps), ("pred", params.mlm_steps)):
         for l1, l2 in steps:
-            if l2 is None and l1 in data.sharded:
-                # this rank's own shard file: its own batches, not rows of global ones
-                add((objective, l1), StreamDataset(data.mono[l1]["train"], params.batch_size, params.bptt,
-                                                   data.n_words), 0, 1)
-            elif l2 is None:
-                add((objective, l1), StreamDataset(data.mono[l1]["train"], params.batch_size * world, params.bptt,
-                                                   data.n_words))
+            if l2 is None:
+                stream = StreamDataset(data.mono[l1]["train"], params.batch_size, params.bptt, data.n_words)
+                # this rank's own shard file (the original's train.<lang>.<rank>.pth): all of it, alone
+                add((objective, l1), stream, *((0, 1) if l1 in data.sharded else ()))
             else:
                 add_pair(objective, l1, l2)
     for objective, langs in (("ae", params.ae_steps), ("bt", [l1 for l1, _, _ in params.bt_steps])):
