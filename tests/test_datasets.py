@@ -38,7 +38,7 @@ def test_stream_batches_are_the_originals_transposed(tmp_path, bs, bptt):
     expected = original_stream(np.asarray(corpus.sentences), bs, bptt)
     assert dataset.n_batches == len(expected)
     for i, rows in enumerate(expected):
-        batch = dataset.collate((i, 0, bs))
+        batch = dataset.collate(i)
         assert batch.x.shape == (bs, bptt) and (batch.lengths == bptt).all()
         assert np.array_equal(batch.x.numpy(), rows.T)
 

@@ -103,7 +103,7 @@ class StreamDataset:
 
     def batches(self, rng=None):
         order = rng.permutation(self.n_batches) if rng is not None else range(self.n_batches)
-        return [(int(i), 0, self.batch_size) for i in order]
+        return [int(i) for i in order]
 
     def splits(self, key, world_size):
         return True  # every batch has batch_size rows
@@ -116,17 +116,16 @@ class StreamDataset:
             out[start - lo:] = self.corpus.sentences[start - self.pad:hi - self.pad]
         return out
 
-    def collate(self, key):
-        """key = (batch index, first column, end column)."""
-        i, first, end = key
-        x = np.empty((end - first, self.bptt), dtype=np.int64)
-        for row, j in enumerate(range(first, end)):
-            lo = j * self.column_len + i * self.bptt - 1
+    def collate(self, i):
+        """Batch (window) i."""
+        x = np.empty((self.batch_size, self.bptt), dtype=np.int64)
+        for row in range(self.batch_size):
+            lo = row * self.column_len + i * self.bptt - 1
             x[row] = self._read(lo, lo + self.bptt)
             if i == 0:
                 x[row, 0] = EOS_INDEX
         x = _limit_vocab(x, self.n_words)
-        return Batch(torch.from_numpy(x), torch.full((end - first,), self.bptt, dtype=torch.int64))
+        return Batch(torch.from_numpy(x), torch.full((self.batch_size,), self.bptt, dtype=torch.int64))
 
 
 @dataclass
