@@ -47,9 +47,12 @@ def build_iterators(params, data, info, logger=None):
     # ranks; each rank's rows of a window of a stream laid out in N x --batch_size rows, 4.4% on 4 ranks.)
     batching = global_batching(params, 1)
 
-    def add(key, dataset, rank=info.rank, world_size=world, min_rows=1):
+    def add(key, dataset, alone=False, min_rows=1):
+        """alone: the dataset is this rank's own shard file (the original's train.<lang>.<rank>.pth), all of
+        it read by this rank."""
         if key not in iterators:
             seed = zlib.crc32("|".join(map(str, (params.seed,) + key)).encode())  # the same on every rank
+            rank, world_size = (0, 1) if alone else (info.rank, world)
             iterators[key] = BatchIterator(dataset, seed, rank, world_size, min_rows=min_rows, own_batches=True)
 
     def add_pair(objective, l1, l2, min_rows=1):
@@ -69,18 +72,14 @@ def build_iterators(params, data, info, logger=None):
         for l1, l2 in steps:
             if l2 is None:
                 stream = StreamDataset(data.mono[l1]["train"], params.batch_size, params.bptt, data.n_words)
-                # this rank's own shard file (the original's train.<lang>.<rank>.pth): all of it, alone
-                add((objective, l1), stream, *((0, 1) if l1 in data.sharded else ()))
+                add((objective, l1), stream, alone=l1 in data.sharded)
             else:
                 add_pair(objective, l1, l2)
     for objective, langs in (("ae", params.ae_steps), ("bt", [l1 for l1, _, _ in params.bt_steps])):
         for lang in langs:
             dataset = SentenceDataset(data.mono[lang]["train"], batching, params.max_len, data.n_words)
             check_unlimited_lengths(params, objective, dataset)
-            if lang in data.sharded:  # this rank's own shard file: all of it, alone
-                add((objective, lang), dataset, 0, 1)
-            else:
-                add((objective, lang), dataset)
+            add((objective, lang), dataset, alone=lang in data.sharded)
     for objective, steps in (("align", params.pc_steps), ("mt", params.mt_steps)):
         for l1, l2 in steps:
             # a PC step skips a batch of one pair (its negatives come from the other pairs), as the original;
