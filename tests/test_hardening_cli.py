@@ -1,5 +1,6 @@
 """Command lines a careless user types: refused before any work with one line naming the flag, output
 locations checked first, and no experiment folder left behind by a run that fails in its set-up."""
+import argparse
 import io
 import json
 import os
@@ -14,8 +15,10 @@ from conftest import ROOT, load_script, python
 from test_glue_xnli import finetune_flags, toy_tasks  # noqa: F401  (the toy XNLI/GLUE data)
 from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
 from xlm.fileio import DataError
+from xlm.model.memory import MemoryConfig
 from xlm.model.checkpoint import checkpoint_payload, save_checkpoint
 from xlm.model.transformer import TransformerConfig, TransformerModel
+from xlm.train.finetune import parse_params as finetune_params
 from xlm.train.options import parse_params
 
 TINY = ["--emb_dim", "32", "--n_layers", "2", "--n_heads", "4", "--batch_size", "8", "--bptt", "32", "--max_len", "40",
@@ -154,6 +157,27 @@ def test_help_lists_the_flags_a_switch_adds(capsys):
     with pytest.raises(SystemExit):
         parse_params(["--help"])
     assert "--mem_knn" not in capsys.readouterr().out
+
+
+def test_every_flag_has_a_help_line(monkeypatch):
+    """train.py (with the flags --use_memory and --asm add), glue-xnli.py and translate.py explain each flag in
+    --help (the original's product-key memory options, named after its dataclass fields, aside)."""
+    parsers = []
+
+    def captured(parser, args=None, namespace=None):
+        parsers.append(parser)
+        raise SystemExit(0)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", captured)
+    for parse in (lambda: parse_params(["--use_memory", "true", "--asm", "true"]),
+                  lambda: finetune_params([]),
+                  lambda: load_script(ROOT / "translate.py").parse_args([])):
+        with pytest.raises(SystemExit):
+            parse()
+    assert len(parsers) == 3
+    memory_fields = {f"--mem_{name}" for name in [*MemoryConfig.__dataclass_fields__, *MemoryConfig.UNSUPPORTED]}
+    silent = [a.option_strings[0] for p in parsers for a in p._actions
+              if not a.help and a.option_strings[0] not in memory_fields]
+    assert silent == []
 
 
 def argv(data, dump, exp_id, *flags):

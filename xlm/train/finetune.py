@@ -47,19 +47,20 @@ FINETUNE_BATCHING_FLAGS = ("batch_size", "max_batch_size", "tokens_per_batch", "
 def build_parser():
     p = argparse.ArgumentParser(description="Fine-tune a pretrained XLM on XNLI / GLUE")
     a = p.add_argument
-    a("--exp_name", type=str, default="")
-    a("--dump_path", type=str, default="")
-    a("--exp_id", type=str, default="")
+    a("--exp_name", type=str, default="", help="experiment name (required)")
+    a("--dump_path", type=str, default="", help="experiments go to DUMP_PATH/EXP_NAME/EXP_ID/")
+    a("--exp_id", type=str, default="", help="run id (empty: $SLURM_JOB_ID, or a random one)")
     a("--transfer_tasks", type=str, default="", help=f"comma list of {', '.join(TASKS)}")
     a("--model_path", type=str, default="", help="pretrained model .pth")
     a("--data_path", type=str, default="", help="folder with eval/XNLI/ and/or eval/<GLUE task>/")
-    a("--max_vocab", type=int, default=-1)
-    a("--min_count", type=int, default=0)
+    a("--max_vocab", type=int, default=-1, help="keep the N first words of the vocabulary (-1: all)")
+    a("--min_count", type=int, default=0, help="drop the words seen fewer than N times")
     a("--max_len", type=int, default=256, help="training sentences are cut to this many tokens")
-    a("--group_by_size", type=bool_flag, default=False)
-    a("--batch_size", type=int, default=32)
-    a("--max_batch_size", type=int, default=0)
-    a("--tokens_per_batch", type=int, default=-1)
+    a("--group_by_size", type=bool_flag, default=False, help="batch examples of similar lengths together")
+    a("--batch_size", type=int, default=32, help="examples per batch and process")
+    a("--max_batch_size", type=int, default=0, help="with --tokens_per_batch: at most N examples a batch (0: no limit)")
+    a("--tokens_per_batch", type=int, default=-1, help="batches of about N tokens instead of --batch_size examples "
+      "(-1: off)")
     a("--finetune_layers", type=str, default="0:_1",
       help="'i:j': 0 the embeddings, k the k-th layer, _ a minus sign (0:_1 = everything)")
     a("--embedder_only", type=bool_flag, default=False,
@@ -68,7 +69,7 @@ def build_parser():
     a("--dropout", type=float, default=0, help="dropout before the classifier")
     a("--optimizer_e", type=str, default="adam,lr=0.0001", help="optimizer of the pretrained model's parameters")
     a("--optimizer_p", type=str, default="adam,lr=0.0001", help="optimizer of the classifier")
-    a("--n_epochs", type=int, default=100)
+    a("--n_epochs", type=int, default=100, help="epochs to train")
     a("--epoch_size", type=int, default=-1, help="training sentences per epoch, at most one pass (-1: one pass)")
     a("--xnli_train_lang", type=str, default="en", help="the language XNLI is trained on (xlm)")
     a("--seed", type=int, default=0, help="random seed (xlm)")
@@ -76,9 +77,10 @@ def build_parser():
     a("--fp16", type=bool_flag, default=False, help="float16 autocast with loss scaling (xlm)")
     a("--bf16", type=bool_flag, default=False, help="bfloat16 autocast (xlm)")
     a("--debug_train", type=bool_flag, default=False, help="train on the valid files (fast loading)")
-    a("--debug_slurm", type=bool_flag, default=False)
-    a("--local_rank", "--local-rank", type=int, default=-1)  # the latter from torch.distributed.launch
-    a("--master_port", type=int, default=-1)
+    a("--debug_slurm", type=bool_flag, default=False, help="inside a SLURM job, ignore its tasks")
+    a("--local_rank", "--local-rank", type=int, default=-1,  # the latter from torch.distributed.launch
+      help="set by torch.distributed.launch")
+    a("--master_port", type=int, default=-1, help="srun jobs of several tasks: rank 0's port, in 10001..20000")
     return p
 
 

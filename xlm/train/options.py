@@ -33,91 +33,115 @@ def bool_flag(s):
 def add_memory_flags(parser):
     for name, f in MemoryConfig.__dataclass_fields__.items():
         parser.add_argument(f"--mem_{name}", type=bool_flag if f.type is bool else f.type, default=f.default)
-    parser.add_argument("--mem_values_optimizer", type=str, default="adam,lr=0.001")
+    parser.add_argument("--mem_values_optimizer", type=str, default="adam,lr=0.001",
+                        help="optimizer of the memory values (--optimizer's syntax)")
     for name, default in MemoryConfig.UNSUPPORTED.items():
         parser.add_argument(f"--mem_{name}", type=bool_flag if isinstance(default, bool) else str, default=default)
-    parser.add_argument("--mem_enc_positions", type=str, default="")
-    parser.add_argument("--mem_dec_positions", type=str, default="")
+    where = "comma list of layers: K replaces layer K's feed-forward by a memory, K+ adds one after layer K"
+    parser.add_argument("--mem_enc_positions", type=str, default="", help="encoder memories: " + where)
+    parser.add_argument("--mem_dec_positions", type=str, default="", help="decoder memories: " + where)
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description="XLM pretraining and translation training")
+    p = argparse.ArgumentParser(description="XLM pretraining and translation training",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     # experiment
-    a("--dump_path", type=str, default="./dumped/")
-    a("--exp_name", type=str, default="")
-    a("--save_periodic", type=int, default=0)
-    a("--exp_id", type=str, default="")
+    a("--dump_path", type=str, default="./dumped/", help="experiments go to DUMP_PATH/EXP_NAME/EXP_ID/")
+    a("--exp_name", type=str, default="", help="experiment name (required)")
+    a("--save_periodic", type=int, default=0, help="also save periodic-EPOCH.pth every N epochs (0: never)")
+    a("--exp_id", type=str, default="", help="run id (empty: $SLURM_JOB_ID, or a random one); a rerun with the "
+      "same id resumes from its checkpoint.pth")
     a("--seed", type=int, default=0, help="random seed (xlm)")
     a("--checkpoint_every", type=int, default=0,
       help="also save checkpoint.pth every N iterations, not only at the end of each epoch (xlm; 0 = off)")
     a("--log_interval", type=int, default=5, help="iterations between progress lines (xlm)")
     # precision
-    a("--fp16", type=bool_flag, default=False)
-    a("--amp", type=int, default=-1)
+    a("--fp16", type=bool_flag, default=False, help="float16 autocast with loss scaling (torch.amp)")
+    a("--amp", type=int, default=-1, help="apex opt level of old command lines, accepted: 1-3 need --fp16 true, "
+      "0 means float32, -1 off")
     a("--bf16", type=bool_flag, default=False, help="bfloat16 autocast (xlm)")
     a("--compile", type=bool_flag, default=False,
       help="torch.compile the training forward; padded batches are padded to a multiple of 8 tokens (xlm)")
     # model
-    a("--encoder_only", type=bool_flag, default=True)
-    a("--emb_dim", type=int, default=512)
-    a("--n_layers", type=int, default=4)
-    a("--n_heads", type=int, default=8)
-    a("--dropout", type=float, default=0)
-    a("--attention_dropout", type=float, default=0)
-    a("--gelu_activation", type=bool_flag, default=False)
-    a("--share_inout_emb", type=bool_flag, default=True)
-    a("--sinusoidal_embeddings", type=bool_flag, default=False)
-    a("--use_lang_emb", type=bool_flag, default=True)
-    a("--use_memory", type=bool_flag, default=False)
-    a("--asm", type=bool_flag, default=False)
-    a("--context_size", type=int, default=0)
-    a("--word_pred", type=float, default=0.15)
-    a("--sample_alpha", type=float, default=0)
-    a("--word_mask_keep_rand", type=str, default="0.8,0.1,0.1")
-    a("--word_shuffle", type=float, default=0)
-    a("--word_dropout", type=float, default=0)
-    a("--word_blank", type=float, default=0)
+    a("--encoder_only", type=bool_flag, default=True, help="one model (CLM, MLM, TLM, PC); false: an encoder and "
+      "a decoder (AE, MT, BT)")
+    a("--emb_dim", type=int, default=512, help="model dimension (the feed-forward layers are 4x wider)")
+    a("--n_layers", type=int, default=4, help="layers of the model (of the encoder and of the decoder each)")
+    a("--n_heads", type=int, default=8, help="attention heads (must divide --emb_dim)")
+    a("--dropout", type=float, default=0, help="dropout")
+    a("--attention_dropout", type=float, default=0, help="dropout on the attention weights")
+    a("--gelu_activation", type=bool_flag, default=False, help="GELU in the feed-forward layers (false: ReLU)")
+    a("--share_inout_emb", type=bool_flag, default=True, help="the output layer's weight is the word embeddings")
+    a("--sinusoidal_embeddings", type=bool_flag, default=False, help="fixed sinusoidal position embeddings")
+    a("--use_lang_emb", type=bool_flag, default=True, help="add language embeddings")
+    a("--use_memory", type=bool_flag, default=False, help="product-key memory layers (adds the --mem_* flags)")
+    a("--asm", type=bool_flag, default=False, help="adaptive softmax output (adds --asm_cutoffs, --asm_div_value)")
+    a("--context_size", type=int, default=0, help="CLM: the first N positions of a stream row are not predicted")
+    a("--word_pred", type=float, default=0.15, help="MLM: share of the tokens predicted")
+    a("--sample_alpha", type=float, default=0, help="MLM: pick the predicted tokens with probability "
+      "count^-ALPHA (0: uniformly)")
+    a("--word_mask_keep_rand", type=str, default="0.8,0.1,0.1", help="MLM: probabilities that a predicted token "
+      "is masked, kept, or replaced by a random word")
+    a("--word_shuffle", type=float, default=0, help="AE noise: shuffle words by at most K positions (0: off, or > 1)")
+    a("--word_dropout", type=float, default=0, help="AE noise: probability to drop a word")
+    a("--word_blank", type=float, default=0, help="AE noise: probability to mask a word")
     # data
-    a("--data_path", type=str, default="")
-    a("--lgs", type=str, default="")
-    a("--max_vocab", type=int, default=-1)
-    a("--min_count", type=int, default=0)
-    a("--lg_sampling_factor", type=float, default=-1)
-    a("--bptt", type=int, default=256)
-    a("--max_len", type=int, default=100)
-    a("--group_by_size", type=bool_flag, default=True)
-    a("--batch_size", type=int, default=32)
-    a("--max_batch_size", type=int, default=0)
-    a("--tokens_per_batch", type=int, default=-1)
+    a("--data_path", type=str, default="", help="folder of the binarized files (train.en.pth, valid.en-fr.fr.pth, "
+      "...)")
+    a("--lgs", type=str, default="", help="languages, joined by '-' (en-fr-de); their ids are in sorted order")
+    a("--max_vocab", type=int, default=-1, help="keep the N first words of the vocabulary (-1: all)")
+    a("--min_count", type=int, default=0, help="drop the words seen fewer than N times")
+    a("--lg_sampling_factor", type=float, default=-1, help="CLM/MLM/PC steps: draw each round's steps with probability "
+      "~ (training sentences)^FACTOR (-1: every step once a round)")
+    a("--bptt", type=int, default=256, help="tokens per row of a text stream (CLM, MLM)")
+    a("--max_len", type=int, default=100, help="longest training sentence kept, in tokens (0: no limit)")
+    a("--group_by_size", type=bool_flag, default=True, help="batch sentences of similar lengths together")
+    a("--batch_size", type=int, default=32, help="sentences (or stream rows) per batch and process")
+    a("--max_batch_size", type=int, default=0, help="with --tokens_per_batch: at most N sentences a batch (0: no "
+      "limit)")
+    a("--tokens_per_batch", type=int, default=-1, help="batches of about N tokens per process instead of "
+      "--batch_size sentences (-1: off)")
     a("--tokens_per_batch_padded", type=bool_flag, default=False,
       help="count padding in --tokens_per_batch (sentences x longest <= budget): smaller batches, bounded memory (xlm)")
-    a("--split_data", type=bool_flag, default=False)
+    a("--split_data", type=bool_flag, default=False, help="accepted; the processes always read data of their own")
     # training
-    a("--optimizer", type=str, default="adam,lr=0.0001")
-    a("--clip_grad_norm", type=float, default=5)
-    a("--epoch_size", type=int, default=100000)
-    a("--max_epoch", type=int, default=100000)
-    a("--stopping_criterion", type=str, default="")
-    a("--validation_metrics", type=str, default="")
-    a("--accumulate_gradients", type=int, default=1)
+    a("--optimizer", type=str, default="adam,lr=0.0001", help="NAME[,key=value...]: adam, adam_inverse_sqrt, "
+      "adam_cosine, sgd, adagrad, rmsprop, ...")
+    a("--clip_grad_norm", type=float, default=5, help="clip the gradients' norm to this (0: off)")
+    a("--epoch_size", type=int, default=100000, help="training sentences between evaluations")
+    a("--max_epoch", type=int, default=100000, help="epochs to train")
+    a("--stopping_criterion", type=str, default="", help="METRIC,N: stop after N epochs without a better METRIC "
+      "(_METRIC: smaller is better)")
+    a("--validation_metrics", type=str, default="", help="comma list of metrics to save best-METRIC.pth on "
+      "(_METRIC: smaller is better)")
+    a("--accumulate_gradients", type=int, default=1, help="objective steps per update")
     for obj in ("mlm", "clm", "pc", "ae", "mt", "bt"):
-        a(f"--lambda_{obj}", type=str, default="1")
+        a(f"--lambda_{obj}", type=str, default="1", help=f"weight of the {obj.upper()} losses: a number, or a "
+          "schedule ITER:VALUE,ITER:VALUE,... (linear between points)")
+    steps = {"clm": "CLM steps: languages (en) or pairs (en-fr)", "mlm": "MLM steps: languages (en), TLM pairs (en-fr)",
+             "mt": "supervised MT steps: src-tgt pairs", "ae": "denoising auto-encoder steps: languages",
+             "bt": "back-translation steps: lang1-lang2-lang1 triples", "pc": "parallel classification steps: pairs"}
     for obj in ("clm", "mlm", "mt", "ae", "bt", "pc"):
-        a(f"--{obj}_steps", type=str, default="")
-    a("--reload_emb", type=str, default="")
-    a("--reload_model", type=str, default="")
-    a("--reload_checkpoint", type=str, default="")
-    a("--beam_size", type=int, default=1)
-    a("--length_penalty", type=float, default=1)
-    a("--early_stopping", type=bool_flag, default=False)
-    a("--eval_bleu", type=bool_flag, default=False)
-    a("--eval_only", type=bool_flag, default=False)
-    a("--debug_train", type=bool_flag, default=False)
-    a("--debug_slurm", type=bool_flag, default=False)
-    a("--debug", action="store_true")
-    a("--local_rank", "--local-rank", type=int, default=-1)  # the latter from torch.distributed.launch
-    a("--master_port", type=int, default=-1)
+        a(f"--{obj}_steps", type=str, default="", help=steps[obj] + ", comma-separated")
+    a("--reload_emb", type=str, default="", help="word embeddings to start from (fastText .bin, or .vec text)")
+    a("--reload_model", type=str, default="", help="weights to start from: a model, or ENCODER,DECODER (either may "
+      "be empty)")
+    a("--reload_checkpoint", type=str, default="", help="a checkpoint to resume training from")
+    a("--beam_size", type=int, default=1, help="BLEU evaluation: beam size (1: greedy)")
+    a("--length_penalty", type=float, default=1, help="beam search: length penalty (< 1 favours short outputs)")
+    a("--early_stopping", type=bool_flag, default=False, help="beam search: stop a sentence at --beam_size "
+      "finished hypotheses")
+    a("--eval_bleu", type=bool_flag, default=False, help="evaluate BLEU of the MT and BT directions")
+    a("--eval_only", type=bool_flag, default=False, help="evaluate, then exit")
+    a("--debug_train", type=bool_flag, default=False, help="train on the valid files (loads fast)")
+    a("--debug_slurm", type=bool_flag, default=False,
+      help="inside a SLURM job, ignore its tasks: one process, or torchrun's")
+    a("--debug", action="store_true", help="--exp_name debug, a random --exp_id, --debug_train and --debug_slurm")
+    a("--local_rank", "--local-rank", type=int, default=-1,  # the latter from torch.distributed.launch
+      help="set by torch.distributed.launch (torchrun sets LOCAL_RANK instead)")
+    a("--master_port", type=int, default=-1,
+      help="srun jobs of several tasks: rank 0's port, in 10001..20000 (required there)")
     return p
 
 
@@ -130,8 +154,10 @@ def parse_params(argv=None):
     if known.use_memory:
         add_memory_flags(parser)
     if known.asm:
-        parser.add_argument("--asm_cutoffs", type=str, default="8000,20000")
-        parser.add_argument("--asm_div_value", type=float, default=4)
+        parser.add_argument("--asm_cutoffs", type=str, default="8000,20000",
+                            help="adaptive softmax: word ids where its clusters start")
+        parser.add_argument("--asm_div_value", type=float, default=4,
+                            help="adaptive softmax: each cluster's dimension is the one before's / this")
     params = parser.parse_args(argv)
     params.command = " ".join(["python", "train.py"] + argv)
     check_params(params)
