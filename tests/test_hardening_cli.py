@@ -15,7 +15,6 @@ from conftest import ROOT, load_script, python
 from test_glue_xnli import finetune_flags, toy_tasks  # noqa: F401  (the toy XNLI/GLUE data)
 from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
 from xlm.fileio import DataError
-from xlm.model.memory import MemoryConfig
 from xlm.model.checkpoint import checkpoint_payload, save_checkpoint
 from xlm.model.transformer import TransformerConfig, TransformerModel
 from xlm.train.finetune import parse_params as finetune_params
@@ -161,7 +160,7 @@ def test_help_lists_the_flags_a_switch_adds(capsys):
 
 def test_every_flag_has_a_help_line(monkeypatch):
     """train.py (with the flags --use_memory and --asm add), glue-xnli.py and translate.py explain each flag in
-    --help (the original's product-key memory options, named after its dataclass fields, aside)."""
+    --help."""
     parsers = []
 
     def captured(parser, args=None, namespace=None):
@@ -174,10 +173,7 @@ def test_every_flag_has_a_help_line(monkeypatch):
         with pytest.raises(SystemExit):
             parse()
     assert len(parsers) == 3
-    memory_fields = {f"--mem_{name}" for name in [*MemoryConfig.__dataclass_fields__, *MemoryConfig.UNSUPPORTED]}
-    silent = [a.option_strings[0] for p in parsers for a in p._actions
-              if not a.help and a.option_strings[0] not in memory_fields]
-    assert silent == []
+    assert [a.option_strings[0] for p in parsers for a in p._actions if not a.help] == []
 
 
 def argv(data, dump, exp_id, *flags):

@@ -46,6 +46,35 @@ class MemoryConfig:
     value_dropout: float = 0.0
     sparse: bool = False
 
+    # what --help says of each
+    HELP = {"implementation": "pq_fast or pq_default: product keys, the same computation",
+            "k_dim": "dimension of a query (two halves, one per set of sub-keys)",
+            "v_dim": "dimension of a value (-1: the layer's output)",
+            "heads": "heads (queries) a memory reads with",
+            "knn": "values each head reads (the best of knn x knn products of sub-keys)",
+            "n_keys": "sub-keys per half: n_keys^2 values",
+            "modulo_size": "share the values: slot index modulo this (-1: n_keys^2 values)",
+            "keys_type": "initial sub-keys: uniform or gaussian",
+            "keys_normalized_init": "initial sub-keys of unit norm",
+            "keys_learn": "train the sub-keys",
+            "use_different_keys": "sub-keys of each head its own",
+            "query_detach_input": "no gradient into the layer below through the queries",
+            "query_layer_sizes": "the query network's sizes, first and last 0 (the input, heads x k_dim); '': "
+                                 "the input is the query",
+            "query_bias": "biases in the query network",
+            "query_batchnorm": "batch normalisation in the query network",
+            "query_net_learn": "train the query network",
+            "value_zero_init": "initial values 0 (else normal, std v_dim^-0.5)",
+            "normalize_query": "each half of a query of unit norm",
+            "temperature": "divide the scores by this",
+            "score_softmax": "softmax over each head's knn scores",
+            "score_subtract": "subtract the scores' min, mean or median ('': nothing)",
+            "score_normalize": "scores divided by their sum of magnitudes",
+            "input_dropout": "dropout on the memory's input",
+            "query_dropout": "dropout on the queries",
+            "value_dropout": "dropout on the memory's output",
+            "sparse": "sparse gradients of the values (an adam --mem_values_optimizer becomes sparse Adam)"}
+
     # options of the original that only its image/experimental variants use: refused if set
     UNSUPPORTED = {"share_values": False, "input2d": False, "multi_query_net": False, "grouped_conv": False,
                    "shuffle_indices": False, "shuffle_query": False, "query_residual": False,

@@ -32,11 +32,13 @@ def bool_flag(s):
 
 def add_memory_flags(parser):
     for name, f in MemoryConfig.__dataclass_fields__.items():
-        parser.add_argument(f"--mem_{name}", type=bool_flag if f.type is bool else f.type, default=f.default)
+        parser.add_argument(f"--mem_{name}", type=bool_flag if f.type is bool else f.type, default=f.default,
+                            help=MemoryConfig.HELP[name])
     parser.add_argument("--mem_values_optimizer", type=str, default="adam,lr=0.001",
                         help="optimizer of the memory values (--optimizer's syntax)")
     for name, default in MemoryConfig.UNSUPPORTED.items():
-        parser.add_argument(f"--mem_{name}", type=bool_flag if isinstance(default, bool) else str, default=default)
+        parser.add_argument(f"--mem_{name}", type=bool_flag if isinstance(default, bool) else str, default=default,
+                            help="the original's experimental variant: not supported")
     where = "comma list of layers: K replaces layer K's feed-forward by a memory, K+ adds one after layer K"
     parser.add_argument("--mem_enc_positions", type=str, default="", help="encoder memories: " + where)
     parser.add_argument("--mem_dec_positions", type=str, default="", help="decoder memories: " + where)
