@@ -92,6 +92,7 @@ CASES = {
     "mlm_stopping": "--lgs en --mlm_steps en --validation_metrics _valid_mlm_ppl "
                     "--stopping_criterion _valid_mlm_ppl,2",
     "eval_only": "--lgs en --mlm_steps en --eval_only true",
+    "metrics_not_computed": "--lgs en-fr --mlm_steps en-fr --validation_metrics _valid_mlm_ppl,valid_en-fr_mt_bleu",
     "lambda_schedules": "--lgs en-fr --clm_steps en --mlm_steps fr --lambda_clm 0:0,10:1 --lambda_mlm 0.5",
     "lambda_pc": "--lgs en-fr --pc_steps en-fr --lambda_pc 0:0.5,10:1",
     "save_periodic": "--lgs en --mlm_steps en --save_periodic 1 --max_epoch 3 --validation_metrics _valid_mlm_ppl",

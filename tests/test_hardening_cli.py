@@ -198,14 +198,14 @@ def setup_error(*args):
 def test_a_run_failing_in_its_setup_leaves_no_folder(small_sample, tmp_path, keep_signal_handlers, monkeypatch):
     """Errors found once the data is read: the folders the run made are removed, an existing one is kept."""
     assert "unknown metrics valid_xx_mlm_ppl" in setup_error(small_sample, tmp_path / "new", "a",
-                                                             "--validation_metrics", "valid_xx_mlm_ppl")
+                                                             "--stopping_criterion", "valid_xx_mlm_ppl,1")
     assert "--asm_cutoffs 8000,20000: each cutoff must be below the" in setup_error(
         small_sample, tmp_path / "new", "b", "--asm", "true", "--share_inout_emb", "false")
     assert not (tmp_path / "new").exists()
     kept = tmp_path / "old" / "t" / "c"
     kept.mkdir(parents=True)
     (kept / "notes.txt").write_text("mine")
-    assert "unknown metrics" in setup_error(small_sample, tmp_path / "old", "c", "--validation_metrics", "nope")
+    assert "unknown metrics" in setup_error(small_sample, tmp_path / "old", "c", "--stopping_criterion", "nope,1")
     assert (kept / "notes.txt").read_text() == "mine"
     # a run beside it in the folders it made (a sweep's other exp_id, started at once) keeps its own
     from xlm.train import loop
@@ -303,7 +303,8 @@ def test_max_len_0_keeps_every_training_sentence_and_names_one_the_model_cannot_
 def test_what_a_resume_or_reload_cannot_keep_is_warned_about(small_sample, tmp_path, keep_signal_handlers):
     """A rerun that adds a step, or whose flags build another model with weights of the same shapes, or
     whose languages take other ids, goes on with a warning for each; so do metrics read the wrong way
-    round and an evaluation of random weights."""
+    round or not computed (as the original, which warns at each evaluation) and an evaluation of random
+    weights."""
     from xlm.train.loop import main
 
     def log(exp_id):
@@ -311,13 +312,18 @@ def test_what_a_resume_or_reload_cannot_keep_is_warned_about(small_sample, tmp_p
 
     main(argv(small_sample, tmp_path, "a"))
     main(argv(small_sample, tmp_path, "a", "--max_epoch", 2, "--clm_steps", "en", "--n_heads", 2,
-              "--validation_metrics", "valid_en_mlm_ppl,_valid_en_mlm_acc", "--batch_size", 4))
+              "--validation_metrics", "valid_en_mlm_ppl,_valid_en_mlm_acc,valid_xx_mlm_ppl", "--batch_size", 4))
     text = log("a")
     assert "resumed with other flags than the run's (--batch_size 8 there, 4 here)" in text
     assert "Resumed from" in text and "no saved position for the causal batches of en: they start afresh" in text
     assert "was trained with other flags (--n_heads 4 there, 2 here)" in text
     assert "valid_en_mlm_ppl: a higher perplexity is taken as better; write _valid_en_mlm_ppl" in text
     assert "_valid_en_mlm_acc: the leading '_' takes a lower score as better" in text
+    assert "--validation_metrics: unknown metrics valid_xx_mlm_ppl, for which no best model is saved; this run " \
+           "computes valid_en_clm_ppl" in text
+    assert text.count('Metric "valid_xx_mlm_ppl" not found in scores!') == 1  # at the one evaluation
+    assert (tmp_path / "t" / "a" / "best-valid_en_mlm_ppl.pth").exists()
+    assert not (tmp_path / "t" / "a" / "best-valid_xx_mlm_ppl.pth").exists()
     model = tmp_path / "t" / "a" / "checkpoint.pth"
     main(["--exp_name", "t", "--exp_id", "b", "--dump_path", str(tmp_path), "--data_path", str(small_sample),
           "--lgs", "de-en", "--mlm_steps", "en", *TINY, "--reload_model", str(model), "--n_heads", "2",
@@ -337,13 +343,13 @@ def test_a_second_run_in_a_running_runs_folder_is_refused_and_removes_nothing(sm
     (folder / "train.log").write_text("the first run's log")
     hold_folder(str(folder))
     try:
-        proc = python("train.py", *argv(small_sample, tmp_path, "busy", "--validation_metrics", "nope"), check=False)
+        proc = python("train.py", *argv(small_sample, tmp_path, "busy", "--stopping_criterion", "nope,1"), check=False)
         one_error_line(proc, f"{folder}: another run is using this experiment folder")
         assert (folder / "train.log").read_text() == "the first run's log"
     finally:
         release_folders()
-    proc = python("train.py", *argv(small_sample, tmp_path, "busy", "--validation_metrics", "nope"), check=False)
-    one_error_line(proc, "error: --validation_metrics: unknown metrics nope; this run computes")
+    proc = python("train.py", *argv(small_sample, tmp_path, "busy", "--stopping_criterion", "nope,1"), check=False)
+    one_error_line(proc, "error: --stopping_criterion: unknown metrics nope; this run computes")
 
 
 def test_values_the_original_reads_as_off_are_off(tmp_path):

@@ -398,8 +398,8 @@ def test_bad_inputs_are_one_clear_line(small_sample, tmp_path):
                   "--dump_path", tmp_path, check=False)
     assert proc.returncode != 0 and "missing data files:" in proc.stderr and "train.ro.pth" in proc.stderr
     proc = python("train.py", "--exp_name", "x", "--lgs", "en", "--mlm_steps", "en", "--data_path", small_sample,
-                  "--dump_path", tmp_path, "--validation_metrics", "valid_en_clm_ppl", check=False)
-    assert proc.returncode != 0 and "unknown metrics valid_en_clm_ppl" in proc.stderr
+                  "--dump_path", tmp_path, "--stopping_criterion", "valid_en_clm_ppl,2", check=False)
+    assert proc.returncode != 0 and "--stopping_criterion: unknown metrics valid_en_clm_ppl" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

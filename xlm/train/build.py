@@ -160,19 +160,25 @@ def check_backend(params, info):
 
 
 def check_metrics(params, logger):
-    """Refuse metrics the run does not compute; warn of a perplexity taken as better when higher (a name
+    """Refuse a --stopping_criterion the run does not compute (the original fails at the end of the first
+    epoch); warn of --validation_metrics it does not compute (the original runs on, warning at each
+    evaluation and saving no best model for them, as here), of a perplexity taken as better when higher (a name
     without the leading '_' that marks smaller as better), or an accuracy or BLEU when lower: either keeps
     the worst model as the best."""
     known = metric_names(params)
     by_flag = {"--validation_metrics": list(filter(None, params.validation_metrics.split(","))),
                "--stopping_criterion": [params.stopping_criterion.split(",")[0]] if params.stopping_criterion else []}
-    unknown = {flag: [m.lstrip("_") for m in given if m.lstrip("_") not in known] for flag, given in by_flag.items()}
-    if any(unknown.values()):
-        names = list(dict.fromkeys(m for ms in unknown.values() for m in ms))
-        bleu = " (BLEU needs --eval_bleu true)" if any(m.endswith("_mt_bleu") for m in names) and \
+    for flag, given in by_flag.items():
+        unknown = list(dict.fromkeys(m.lstrip("_") for m in given if m.lstrip("_") not in known))
+        if not unknown:
+            continue
+        bleu = " (BLEU needs --eval_bleu true)" if any(m.endswith("_mt_bleu") for m in unknown) and \
             not getattr(params, "eval_bleu", False) else ""
-        raise DataError(f"{' and '.join(f for f, ms in unknown.items() if ms)}: unknown metrics {', '.join(names)}"
-                        f"{bleu}; this run computes {', '.join(known)}")
+        computed = f"this run computes {', '.join(known)}"
+        if flag == "--stopping_criterion":
+            raise DataError(f"{flag}: unknown metrics {', '.join(unknown)}{bleu}; {computed}")
+        logger.warning("%s: unknown metrics %s%s, for which no best model is saved; %s", flag, ", ".join(unknown),
+                       bleu, computed)
     for metric in by_flag["--validation_metrics"] + by_flag["--stopping_criterion"]:
         if metric.endswith("_ppl") and not metric.startswith("_"):
             logger.warning("%s: a higher perplexity is taken as better; write _%s to keep the lowest",

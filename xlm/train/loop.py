@@ -312,6 +312,9 @@ class Trainer:
         p, s = self.params, self.state
         for metric in filter(None, p.validation_metrics.split(",")):
             name, smaller = metric.lstrip("_"), metric.startswith("_")
+            if name not in scores:  # warned of at the start too (`check_metrics`)
+                self.logger.warning('Metric "%s" not found in scores!', name)
+                continue
             if (scores[name] < s.best_metrics[name]) if smaller else (scores[name] > s.best_metrics[name]):
                 s.best_metrics[name] = scores[name]
                 self.logger.info("New best score for %s: %.6f", name, scores[name])
