@@ -241,6 +241,13 @@ def test_a_rerun_after_the_stopping_criterion_ended_the_run_trains_no_more(small
     log = (tmp_path / "t" / "s" / "train.log").read_text()
     assert "--stopping_criterion follows valid_en_mlm_acc, where the saved run followed _valid_en_mlm_ppl" in log
     assert "Starting epoch 1" in log and "New best validation score" in log
+    # a perplexity without its '_' (higher taken as better) is never better while training lowers it; the
+    # line shows the count before the epoch's, as the original's
+    main(argv(small_sample, tmp_path, "u", "--stopping_criterion", "valid_en_mlm_ppl,1", "--max_epoch", 5))
+    log = (tmp_path / "t" / "u" / "train.log").read_text()
+    assert "Not a better validation score (0 / 1)." in log and "Not a better validation score (1 / 1)." in log
+    assert "Stopping criterion has been below its best value for more than 1 epochs" in log
+    assert "Starting epoch 3" not in log
 
 
 def test_a_parallel_sentence_longer_than_the_positions_stops_the_run_at_its_start(small_sample, sample_data,

@@ -327,9 +327,9 @@ class Trainer:
             if factor * scores[name] > factor * s.best_stopping_criterion:
                 s.best_stopping_criterion, s.decrease_counts = scores[name], 0
                 self.logger.info("New best validation score: %f", scores[name])
-            else:
-                s.decrease_counts += 1
+            else:  # the count before this epoch's, as the original's line
                 self.logger.info("Not a better validation score (%i / %s).", s.decrease_counts, patience)
+                s.decrease_counts += 1
             if s.decrease_counts > int(patience):
                 self.logger.info("Stopping criterion has been below its best value for more than %s epochs. "
                                  "Ending the experiment...", patience)
