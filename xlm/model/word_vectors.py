@@ -10,11 +10,14 @@ import torch
 from ..fileio import DataError, check_file
 
 
-def read_vec(path, dim, words):
-    """{word: float32 vector} for the `words` found in a .vec file; the first line of a word counts, as the
-    original. Lines of other words are not parsed beyond their word: a 2M-word file is read in seconds."""
+def read_vec(path, dim, words, logger):
+    """{word: float32 vector} for the `words` found in a .vec file. As the original: the first valid line of
+    a word counts, and a line of a dictionary word whose vector is not `dim` numbers is skipped with a
+    warning (a bad line stops nothing); the header's count of vectors may differ from the file's, as it
+    does in a file cut with `head -n`. Lines of other words are not parsed beyond their word: a 2M-word
+    file is read in seconds."""
     check_file(path)
-    vectors, n_lines, n_twice = {}, 0, 0
+    vectors, n_lines, n_twice, invalid = {}, 0, 0, []
     with open(path, "rb") as f:
         header = f.readline().split()
         try:
@@ -37,16 +40,23 @@ def read_vec(path, dim, words):
             try:
                 vector = np.array(values.split(), dtype=np.float32)
             except ValueError:
-                raise DataError(f"{path}, line {line_no}: a value of the vector of {word!r} is not a number") from None
-            if vector.shape != (dim,):
-                raise DataError(f"{path}, line {line_no}: {len(vector)} values for {word!r}, expected {dim}")
+                vector = None
+            if vector is None or vector.shape != (dim,):
+                invalid.append(line_no)
+                continue
             vectors[word] = vector
+    if n_twice:
+        logger.warning("%s: repeated words: %i lines skipped (the first vector of a word is used)", path, n_twice)
+    if invalid:
+        logger.warning("%s: %i lines skipped, their vectors not %i numbers (the first: line %i)", path,
+                       len(invalid), dim, invalid[0])
     if n_lines != n_file:
-        raise DataError(f"{path}: the header announces {n_file} vectors, the file has {n_lines} (truncated?)")
-    return vectors, n_twice
+        logger.warning("%s: the header announces %i vectors, the file has %i (cut short, or truncated)", path,
+                       n_file, n_lines)
+    return vectors
 
 
-def read_fasttext_bin(path, dim, words):
+def read_fasttext_bin(path, dim, words, logger):
     """{word: vector} for the `words` in the vocabulary of a fastText binary model (no subword vectors
     for the others, as the original)."""
     check_file(path)
@@ -61,7 +71,7 @@ def read_fasttext_bin(path, dim, words):
         raise DataError(f"{path}: not a fastText model ({e})") from None
     if model.get_dimension() != dim:
         raise DataError(f"{path}: vectors of dimension {model.get_dimension()}, the model's --emb_dim is {dim}")
-    return {w: model.get_word_vector(w).astype(np.float32) for w in model.words if w in words}, 0
+    return {w: model.get_word_vector(w).astype(np.float32) for w in model.words if w in words}
 
 
 @torch.no_grad()
@@ -85,9 +95,7 @@ def reload_word_vectors(models, dico, path, logger):
     (encoder and decoder alike, as the original)."""
     dim = models[0].config.emb_dim
     read = read_fasttext_bin if path.endswith(".bin") else read_vec
-    vectors, n_twice = read(path, dim, dico.word2id)
-    if n_twice:
-        logger.warning("%s: repeated words: %i lines skipped (the first vector of a word is used)", path, n_twice)
+    vectors = read(path, dim, dico.word2id, logger)
     for model in models:
         n_found = set_word_vectors(model, dico, vectors)
     logger.info("Pretrained %i/%i words (%.3f%%) from %s", n_found, len(dico), 100 * n_found / len(dico), path)
