@@ -307,3 +307,22 @@ def test_a_plain_pickle_is_refused_without_torchs_warning(tmp_path, recwarn):
     with pytest.raises(DataError, match="not a PyTorch checkpoint"):
         read_checkpoint(str(path))
     assert not [w for w in recwarn if "pickle protocol" in str(w.message)]
+
+
+def test_resuming_a_checkpoint_of_another_kind_names_its_kind(data, tmp_path):
+    """--reload_checkpoint of a glue-xnli.py checkpoint, or of an encoder-decoder one in an encoder-only run
+    and the reverse: one error saying what the file is, before any warning about its flags."""
+    dico = load_binarized(data / "train.en.pth").dico
+    original_style_checkpoint(tmp_path / "mlm.pth", dico)
+    mlm = read_checkpoint(tmp_path / "mlm.pth")
+    save_checkpoint({**mlm, "classifier": {}, "task": "XNLI"}, tmp_path / "glue.pth")
+    encoder_decoder = {k: v for k, v in mlm.items() if k != "model"}
+    save_checkpoint({**encoder_decoder, "encoder": mlm["model"], "decoder": mlm["model"]}, tmp_path / "mt.pth")
+    cases = [("glue.pth", {"model": None}, "a glue-xnli.py checkpoint (task XNLI), not train.py's"),
+             ("mlm.pth", {"encoder": None, "decoder": None}, "an encoder-only checkpoint ('model' weights), where "
+                                                             "this run (--encoder_only false) resumes 'encoder'"),
+             ("mt.pth", {"model": None}, "a translation checkpoint ('encoder' and 'decoder' weights), where this "
+                                         "run (--encoder_only true) resumes 'model'")]
+    for name, models, message in cases:
+        with pytest.raises(DataError, match=f"^{re.escape(str(tmp_path / name))}: {re.escape(message)}"):
+            load_training_checkpoint(tmp_path / name, models, {}, None, dico)

@@ -150,6 +150,24 @@ def differing_flags(params, saved, names):
             if k in saved and saved[k] != getattr(params, k)]
 
 
+def check_kind(data, models, path):
+    """Refuse a checkpoint of another kind than the run's models: a fine-tuning one, or the other of
+    encoder-only and encoder-decoder, whose weights --reload_model can take where they fit."""
+    if "classifier" in data:
+        raise DataError(f"{path}: a glue-xnli.py checkpoint (task {data.get('task', '?')}), not train.py's: rerun "
+                        "glue-xnli.py to resume it, or start from its encoder with --reload_model")
+    missing = [name for name in models if name not in data]
+    if not missing:
+        return
+    if "model" in data:
+        raise DataError(f"{path}: an encoder-only checkpoint ('model' weights), where this run (--encoder_only "
+                        f"false) resumes 'encoder' and 'decoder': start from it with --reload_model {path},{path}")
+    if "encoder" in data:
+        raise DataError(f"{path}: a translation checkpoint ('encoder' and 'decoder' weights), where this run "
+                        "(--encoder_only true) resumes 'model'")
+    raise DataError(f"{path}: no '{missing[0]}' weights to resume from")
+
+
 def load_training_checkpoint(path, models, optimizers, logger, dico, params=None):
     """Restore weights and optimizer states; returns the file's train_state. A file written by the
     original code keeps no such state: then the weights, the counters and the optimizer states return
@@ -157,6 +175,7 @@ def load_training_checkpoint(path, models, optimizers, logger, dico, params=None
     itself does not restore). The file's vocabulary must be the data's `dico`; flags of `params` that
     build another model than the file's are warned of."""
     data = read_checkpoint(path)
+    check_kind(data, models, path)
     check_vocabulary(data, dico, path)
     if params is not None and isinstance(data.get("params"), dict):
         saved = data["params"]
@@ -166,8 +185,6 @@ def load_training_checkpoint(path, models, optimizers, logger, dico, params=None
             logger.warning("%s: resumed with other flags than the run's (%s): it goes on with this command's",
                            path, "; ".join(changed))
     for name, model in models.items():
-        if name not in data:
-            raise DataError(f"{path}: no '{name}' weights to resume from")
         load_weights(model, data[name], f"{path} ({name})")
     load_optimizer_states(optimizers, data, path, logger, untrained_positions(models))
     state = data.get("train_state")
