@@ -209,6 +209,19 @@ def test_sinusoidal_adaptive_softmax_and_encoder_contract():
     assert torch.isfinite(loss) and model.get_scores(h[:, 0]).shape == (2, len(WORDS))
 
 
+def test_lengths_that_do_not_fit_the_batch_are_refused():
+    """The original's asserts: a batch in its (length, batch) layout, or lengths past the rows, fail at once
+    rather than giving wrong vectors or an IndexError."""
+    model = TransformerModel(TransformerConfig(n_words=len(WORDS), emb_dim=32, n_layers=1, n_heads=4))
+    x, lengths = padded_batch(len(WORDS), [5, 3])
+    with pytest.raises(ValueError, match=r"lengths of shape \(2,\) for x of 5 rows of 2 tokens: one length per row "
+                                         r"\(x is \(batch, length\), not the original XLM's \(length, batch\)\)"):
+        model(x.t(), lengths)
+    with pytest.raises(ValueError, match="a length of 9 for rows of 5 tokens"):
+        model(x, torch.tensor([9, 3]))
+    assert model(x, lengths).shape == (2, 5, 32)
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_unpadded_fast_path_equals_the_masked_one(causal):
     model = TransformerModel(TransformerConfig(n_words=len(WORDS), emb_dim=32, n_layers=2, n_heads=4, n_langs=2))

@@ -89,6 +89,17 @@ def gelu_as_original(x):
     return torch.mul(x, 0.5).mul_(torch.erf(x / math.sqrt(2.0)).add_(1.0))
 
 
+def check_lengths(lengths, bs, slen):
+    """The original's checks of a batch's lengths: one per row, none past the row (the longest read only
+    where that is free, `reads_on_host`). x is (batch, length) here, where the original's is (length,
+    batch): its callers' batches fail the first."""
+    if lengths.shape != (bs,):
+        raise ValueError(f"lengths of shape {tuple(lengths.shape)} for x of {bs} rows of {slen} tokens: one length "
+                         "per row (x is (batch, length), not the original XLM's (length, batch))")
+    if reads_on_host(lengths.device) and bs and int(lengths.max()) > slen:
+        raise ValueError(f"a length of {int(lengths.max())} for rows of {slen} tokens")
+
+
 def reads_on_host(device):
     """Whether the model reads tensor values on the host, where that is free (on the CPU): to leave the
     padding of a batch out of all but attention (`Packing`), and for the last layer's queries at the
@@ -485,6 +496,8 @@ class TransformerModel(nn.Module):
         """
         bs, slen = x.shape
         device = x.device
+        if lengths is not None:
+            check_lengths(lengths, bs, slen)
         if positions is None:
             if slen > self.config.n_positions:
                 raise ValueError(f"{slen} tokens in a row, but the model has {self.config.n_positions} positions")
