@@ -82,6 +82,7 @@ CASES = {
     "mlm_memory": f"--lgs en --mlm_steps en {MEMORY} --mem_enc_positions 0",
     "mlm_memory_after": f"--lgs en --mlm_steps en {MEMORY} --mem_enc_positions 0+ "
                         "--mem_values_optimizer adam,lr=0.01",
+    "mlm_memory_shuffled": f"--lgs en --mlm_steps en {MEMORY} --mem_enc_positions 0 --mem_shuffle_indices true",
     "mt_memory": f"--lgs en-fr --encoder_only false --mt_steps en-fr {MEMORY} --mem_enc_positions 0 "
                  "--mem_dec_positions 0",
     "clm_asm": "--lgs en --clm_steps en --asm true --asm_cutoffs 2000,4000 --share_inout_emb false",
@@ -126,6 +127,8 @@ PRETRAINED = {
                f"{TRAINED}", "best-valid_mlm_ppl.pth"),
     "variants": (f"--lgs en-fr --clm_steps en,fr {VARIANTS} --validation_metrics _valid_clm_ppl {TRAINED}",
                  "best-valid_clm_ppl.pth"),
+    "memory_shuffled": (f"--lgs en-fr --mlm_steps en,fr {MEMORY} --mem_enc_positions 0 --mem_shuffle_indices true "
+                        f"--validation_metrics _valid_mlm_ppl {TRAINED}", "best-valid_mlm_ppl.pth"),
 }
 # resumed from a checkpoint of epoch 0: the original's --max_epoch counts the epochs of each process (it
 # trains max_epoch more), xlm's the epochs from 0 (README), so the original ends one epoch further
@@ -152,6 +155,8 @@ SAME_SCORES = {
     "scores_memory": f"--lgs en-fr --mlm_steps en,fr {MEMORY} --mem_enc_positions 0+ --eval_only true "
                      "--reload_model {memory}",
     "scores_variants": f"--lgs en-fr --clm_steps en,fr {VARIANTS} --eval_only true --reload_model {{variants}}",
+    "scores_memory_shuffled": f"--lgs en-fr --mlm_steps en,fr {MEMORY} --mem_enc_positions 0 --mem_shuffle_indices "
+                              "true --eval_only true --reload_model {memory_shuffled}",
     "scores_mt_greedy": "--lgs en-fr --encoder_only false --mt_steps en-fr,fr-en --eval_bleu true --eval_only true "
                         "--reload_model {mt},{mt}",
     "scores_mt_beam": "--lgs en-fr --encoder_only false --mt_steps en-fr,fr-en --eval_bleu true --eval_only true "

@@ -143,6 +143,25 @@ def test_memory_layers_train_and_load_with_original_names(tmp_path):
     torch.testing.assert_close(loaded.encoder(x, lengths, langs=0), model.eval()(x, lengths, langs=0))
 
 
+def test_shuffled_memory_indices_read_each_heads_slots_through_its_permutation():
+    """--mem_shuffle_indices: the original's `head_permutations` buffer (heads, n_keys^2), saved with the
+    weights, maps the slots each head finds to its values; with one permutation for every head, that reads
+    the values a memory without it holds in the permuted order."""
+    from xlm.model.memory import HashingMemory, MemoryConfig
+    config = dict(k_dim=16, heads=2, knn=4, n_keys=8)
+    shuffled = HashingMemory(32, 32, MemoryConfig(**config, shuffle_indices=True))
+    assert "head_permutations" in shuffled.state_dict() and shuffled.head_permutations.shape == (2, 64)
+    assert sorted(shuffled.head_permutations[0].tolist()) == list(range(64))
+    permutation = torch.randperm(64, generator=torch.Generator().manual_seed(1))
+    shuffled.head_permutations.copy_(permutation.expand(2, 64))
+    plain = HashingMemory(32, 32, MemoryConfig(**config))
+    plain.load_state_dict({k: v for k, v in shuffled.state_dict().items() if k != "head_permutations"})
+    with torch.no_grad():
+        plain.values.weight.copy_(shuffled.values.weight[permutation])
+    x = torch.randn(3, 5, 32)
+    torch.testing.assert_close(shuffled.eval()(x), plain.eval()(x))
+
+
 @pytest.mark.parametrize("keys_type", ["gaussian", "uniform"])
 def test_memory_keys_start_at_the_originals_scale(keys_type):
     """The original's sub-keys: numpy's standard normal (variance 1), or uniform in +-1/sqrt(k_dim / 2) as

@@ -45,6 +45,7 @@ class MemoryConfig:
     query_dropout: float = 0.0
     value_dropout: float = 0.0
     sparse: bool = False
+    shuffle_indices: bool = False
 
     # what --help says of each
     HELP = {"implementation": "pq_fast or pq_default: product keys, the same computation",
@@ -73,11 +74,12 @@ class MemoryConfig:
             "input_dropout": "dropout on the memory's input",
             "query_dropout": "dropout on the queries",
             "value_dropout": "dropout on the memory's output",
-            "sparse": "sparse gradients of the values (an adam --mem_values_optimizer becomes sparse Adam)"}
+            "sparse": "sparse gradients of the values (an adam --mem_values_optimizer becomes sparse Adam)",
+            "shuffle_indices": "each head maps the slots it finds to the values in its own random order"}
 
     # options of the original that only its image/experimental variants use: refused if set
     UNSUPPORTED = {"share_values": False, "input2d": False, "multi_query_net": False, "grouped_conv": False,
-                   "shuffle_indices": False, "shuffle_query": False, "query_residual": False,
+                   "shuffle_query": False, "query_residual": False,
                    "query_kernel_sizes": ""}
 
     @classmethod
@@ -214,6 +216,10 @@ class HashingMemory(nn.Module):
             raise DataError(f"--mem_query_layer_sizes '': the queries are the {input_dim} input features, so "
                             f"--mem_k_dim must be {input_dim}")
         self.query_proj = QueryMLP(input_dim, config) if config.layer_sizes else QueryIdentity(config.heads)
+        if config.shuffle_indices:  # the original's buffer, saved with the weights
+            self.register_buffer("head_permutations", torch.stack(
+                [torch.randperm(config.n_keys ** 2, generator=torch.Generator().manual_seed(1000 + h))
+                 for h in range(config.heads)]))
         if not config.query_net_learn:
             for p in self.query_proj.parameters():
                 p.requires_grad = False
@@ -248,6 +254,8 @@ class HashingMemory(nn.Module):
         per_head = [self._top_knn(query[:, h], h) for h in range(c.heads)]
         scores = torch.stack([s for s, _ in per_head], 1)                # (n, heads, knn)
         indices = torch.stack([i for _, i in per_head], 1)
+        if c.shuffle_indices:
+            indices = self.head_permutations[torch.arange(c.heads, device=indices.device)[:, None], indices]
         if c.modulo_size != -1:
             indices = indices % c.modulo_size
         if c.temperature != 1:
