@@ -143,6 +143,35 @@ def test_memory_layers_train_and_load_with_original_names(tmp_path):
     torch.testing.assert_close(loaded.encoder(x, lengths, langs=0), model.eval()(x, lengths, langs=0))
 
 
+def test_checkpoints_hold_model_flags_in_the_forms_the_originals_loaders_read(tmp_path):
+    """The original's translate.py and glue-xnli.py build a checkpoint's model from its params as its
+    train.py parsed them: xlm writes --asm_cutoffs, the memory positions and query sizes that way, with the
+    sizes it derives; a dict already in those forms passes unchanged, and xlm reads either back."""
+    from xlm.data.dictionary import Dictionary
+    from xlm.model.checkpoint import checkpoint_payload, config_from_params, parsed_model_flags
+    from xlm.train.options import parse_params
+    params = vars(parse_params([
+        "--exp_name", "x", "--data_path", str(tmp_path), "--lgs", "en-fr", "--encoder_only", "false",
+        "--mt_steps", "en-fr", "--emb_dim", "32", "--n_layers", "2", "--n_heads", "4", "--asm", "true",
+        "--asm_cutoffs", "20,35", "--share_inout_emb", "false", "--use_memory", "true", "--mem_enc_positions", "0+",
+        "--mem_dec_positions", "1", "--mem_n_keys", "8", "--mem_k_dim", "16", "--mem_heads", "2", "--mem_knn", "4",
+        "--mem_query_layer_sizes", "0,64,0"]))
+    dico = Dictionary(dict(enumerate(WORDS)), {w: i for i, w in enumerate(WORDS)},
+                      {w: (0 if i < 14 else 100 - i) for i, w in enumerate(WORDS)})
+    encoder = TransformerModel(config_from_params({**params, "n_langs": 2}, len(WORDS)))
+    decoder = TransformerModel(config_from_params({**params, "n_langs": 2}, len(WORDS), is_decoder=True))
+    saved = checkpoint_payload(dico, {**params, "n_langs": 2}, encoder=encoder, decoder=decoder)["params"]
+    assert saved["asm_cutoffs"] == [20, 35] and saved["mem_query_layer_sizes"] == [0, 64, 0]
+    assert saved["mem_enc_positions"] == [(0, "after")] and saved["mem_dec_positions"] == [(1, "in")]
+    assert (saved["n_indices"], saved["mem_size"], saved["mem_product_quantization"]) == (64, 64, True)
+    assert parsed_model_flags(saved) == saved
+    torch.save({"encoder": encoder.state_dict(), "decoder": decoder.state_dict(), "params": saved,
+                "dico_id2word": dico.id2word, "dico_word2id": dico.word2id, "dico_counts": dico.counts},
+               tmp_path / "mt.pth")
+    loaded = xlm.load_model(tmp_path / "mt.pth")
+    assert loaded.decoder.config.mem_positions == [(1, "in")] and loaded.encoder.config.asm_cutoffs == (20, 35)
+
+
 def test_shuffled_memory_indices_read_each_heads_slots_through_its_permutation():
     """--mem_shuffle_indices: the original's `head_permutations` buffer (heads, n_keys^2), saved with the
     weights, maps the slots each head finds to its values; with one permutation for every head, that reads

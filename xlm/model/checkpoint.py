@@ -294,9 +294,11 @@ def load_model(path):
 def checkpoint_payload(dico, params, model=None, encoder=None, decoder=None, **extra):
     """The dict the original writes (and reads): weights, params and the vocabulary. params gets the
     vocabulary's size and special indices, which the original's training derives into its params and
-    its translate.py reads back from them."""
-    params = {**params, "n_words": len(dico), "bos_index": dico.bos_index, "eos_index": dico.eos_index,
-              "pad_index": dico.pad_index, "unk_index": dico.unk_index, "mask_index": MASK_INDEX}
+    its translate.py reads back from them, and the model flags in the forms its loaders build the model
+    from (`parsed_model_flags`)."""
+    params = {**parsed_model_flags(params), "n_words": len(dico), "bos_index": dico.bos_index,
+              "eos_index": dico.eos_index, "pad_index": dico.pad_index, "unk_index": dico.unk_index,
+              "mask_index": MASK_INDEX}
     payload = {}
     if model is not None:
         payload["model"] = model.state_dict()
@@ -305,6 +307,29 @@ def checkpoint_payload(dico, params, model=None, encoder=None, decoder=None, **e
     payload.update(dico_id2word=dict(dico.id2word), dico_word2id=dict(dico.word2id),
                    dico_counts=dict(dico.counts), params=params, **extra)
     return payload
+
+
+def parsed_model_flags(params):
+    """params with the model flags that the original parses at start-up as it keeps them, since its
+    translate.py and glue-xnli.py build a checkpoint's model from them: --asm_cutoffs and
+    --mem_query_layer_sizes as lists of ints, the memory positions as (layer, 'in' | 'after') pairs, and
+    the memory sizes it derives (n_indices, mem_size, mem_product_quantization). Values already parsed (a
+    checkpoint of the original's params) stay as they are."""
+    params = dict(params)
+    if params.get("asm") and isinstance(params.get("asm_cutoffs"), str):
+        params["asm_cutoffs"] = _int_list(params["asm_cutoffs"])
+    if params.get("use_memory"):
+        for key in ("mem_enc_positions", "mem_dec_positions"):
+            if isinstance(params.get(key), str):
+                params[key] = parse_mem_positions(params[key], params["n_layers"], key)
+        sizes = params.get("mem_query_layer_sizes")
+        if isinstance(sizes, str) and sizes:
+            params["mem_query_layer_sizes"] = _int_list(sizes)
+        config = MemoryConfig.from_params(params)
+        params.setdefault("n_indices", config.n_keys ** 2)
+        params.setdefault("mem_size", config.size)
+        params.setdefault("mem_product_quantization", True)
+    return params
 
 
 def plain(value, where="checkpoint"):
