@@ -15,7 +15,7 @@ from conftest import ROOT, load_script, python
 from test_glue_xnli import finetune_flags, toy_tasks  # noqa: F401  (the toy XNLI/GLUE data)
 from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
 from xlm.fileio import DataError
-from xlm.model.checkpoint import checkpoint_payload, save_checkpoint
+from xlm.model.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint
 from xlm.model.transformer import TransformerConfig, TransformerModel
 from xlm.train.finetune import parse_params as finetune_params
 from xlm.train.options import parse_params
@@ -545,6 +545,12 @@ def test_glue_xnli_resumed_with_other_flags_goes_on(toy_tasks, tmp_path):  # noq
     assert "the encoder optimizer state does not fit" in proc.stderr + proc.stdout
     assert f"goes on fine-tuning {toy_tasks / 'model.pth'}: the weights of --model_path {copy} are not used" in \
         proc.stderr + proc.stdout
+    # the checkpoint still names the model its weights come from, so a third run says the same
+    checkpoint = next((tmp_path / "dumped").rglob("checkpoint-SST-2.pth"))
+    assert read_checkpoint(checkpoint)["finetune_params"]["model_path"] == str(toy_tasks / "model.pth")
+    flags[flags.index("--model_path") + 1] = str(toy_tasks / "model.pth")
+    proc = python("glue-xnli.py", *flags, "--transfer_tasks", "SST-2", "--n_epochs", 3, "--finetune_layers", "1:1")
+    assert "goes on fine-tuning" not in proc.stderr + proc.stdout
     flags[flags.index("--model_path") + 1] = str(tmp_path)
     one_error_line(python("glue-xnli.py", *flags, "--transfer_tasks", "SST-2", check=False),
                    f"--model_path: {tmp_path} is a folder, not a model checkpoint")

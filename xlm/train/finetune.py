@@ -152,6 +152,7 @@ class FineTuner:
         torch.manual_seed(self.seed)  # the same classifier initialisation on every rank
         loaded = load_model(params.model_path)
         self.pretrained_params, self.dico = loaded.params, loaded.dico
+        self.model_path = params.model_path  # where the weights come from: a resumed run's own model's
         self.lang2id = dict(loaded.params.get("lang2id") or {})
         encoder = loaded.encoder
         if loaded.decoder is not None:
@@ -358,8 +359,9 @@ class FineTuner:
     def payload(self, **extra):
         return checkpoint_payload(self.dico, self.pretrained_params, model=self.model.encoder,
                                   classifier=self.model.proj.state_dict(), task=self.task_name,
-                                  finetune_params={k: v for k, v in vars(self.params).items()
-                                                   if isinstance(v, (str, int, float, bool, list))}, **extra)
+                                  finetune_params={**{k: v for k, v in vars(self.params).items()
+                                                      if isinstance(v, (str, int, float, bool, list))},
+                                                   "model_path": self.model_path}, **extra)
 
     def save_best(self, scores):
         metric = self.validation_metric
@@ -399,6 +401,7 @@ class FineTuner:
         if saved_model and os.path.realpath(saved_model) != os.path.realpath(self.params.model_path):
             self.logger.warning("%s goes on fine-tuning %s: the weights of --model_path %s are not used",
                                 self.checkpoint_path, saved_model, self.params.model_path)
+            self.model_path = saved_model
         state = data["train_state"]
         self.epoch, self.best = state["epoch"], state["best"]
         self.done_sentences, self.done_steps = state.get("done_sentences", 0), state.get("done_steps", 0)
