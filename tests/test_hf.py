@@ -200,6 +200,7 @@ def test_from_hf_checks_its_output_first(tmp_path):
     a_file.write_text("Hello, world.\n")
     one_line_error(["from-hf", folder, tmp_path], r"is a folder, expected an output file name")
     one_line_error(["from-hf", folder, a_file / "x.pth"], r"a.txt/x.pth: .*a.txt is not a folder")
+    one_line_error(["from-hf", folder, a_file], r"a.txt: exists; from-hf writes a new file")
     assert a_file.read_text() == "Hello, world.\n"
     convert(["from-hf", str(folder), str(tmp_path / "new" / "x.pth")])  # missing parents are made
     assert xlm.load_model(tmp_path / "new" / "x.pth").decoder is None
@@ -249,11 +250,10 @@ DAMAGES = {
 @pytest.mark.parametrize("damage", DAMAGES)
 def test_damaged_hf_folder_is_one_error(tmp_path, damage, capsys):
     _, folder = hf_folder(tmp_path / "hf", n_langs=2)
-    (tmp_path / "o.pth").write_bytes(b"an earlier conversion")
     change, match = DAMAGES[damage]
     change(folder)
     one_line_error(["from-hf", folder, tmp_path / "o.pth"], match)
-    assert (tmp_path / "o.pth").read_bytes() == b"an earlier conversion"
+    assert not (tmp_path / "o.pth").exists()
     no_temporaries(tmp_path)
     assert "MISMATCH" not in capsys.readouterr().err  # transformers' report on the shapes is not printed
 

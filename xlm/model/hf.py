@@ -179,8 +179,11 @@ def _read_weights(transformers, hf_dir, weights_path):
 
 
 def from_hf(hf_dir, out_path):
-    """Write a checkpoint of the original's layout from an HF XLMWithLMHeadModel folder with a vocab.json."""
+    """Write a checkpoint of the original's layout from an HF XLMWithLMHeadModel folder with a vocab.json,
+    to a new file `out_path` (as to-hf writes a new folder: nothing already there is replaced)."""
     transformers = _transformers()
+    if os.path.isfile(out_path):
+        raise DataError(f"{out_path}: exists; from-hf writes a new file (remove this one or choose another name)")
     if not os.path.exists(hf_dir):
         raise DataError(f"{hf_dir}: no such folder")
     if not os.path.isdir(hf_dir):
