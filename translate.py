@@ -86,14 +86,18 @@ def parse_args(argv=None):
     return args
 
 
+UNKNOWN_WARNING = 0.02  # the share of unknown words in the input that is warned of
+
+
 def read_input(stream, dico, max_tokens):
     """Token ids of every input line; an empty or too long line is an error naming it. A literal </s>,
     <pad>, <s> or <specialN> is dropped with a warning, as preprocess.py does (it would end the sentence
     or be read as padding); <unk> stays the unknown word."""
-    sentences, dropped = [], []
+    sentences, dropped, n_words, n_unknown = [], [], 0, 0
     for line_no, raw in enumerate(stream, 1):
         words = decode_utf8(raw, "<stdin>", line_no).split()
         ids = [dico.index(w) for w in words]
+        n_words, n_unknown = n_words + len(ids), n_unknown + ids.count(UNK_INDEX)
         kept = [i for i in ids if i >= N_RESERVED or i == UNK_INDEX]
         if len(kept) < len(ids):
             dropped.append(line_no)
@@ -109,6 +113,9 @@ def read_input(stream, dico, max_tokens):
     if dropped:
         print(f"warning: <stdin>: special tokens removed from {len(dropped)} lines (first at line {dropped[0]})",
               file=sys.stderr)
+    if n_unknown > UNKNOWN_WARNING * n_words:  # BPE'd text of the model's languages has almost none
+        print(f"warning: <stdin>: {n_unknown} of {n_words} words ({100 * n_unknown / n_words:.1f}%) are not in the "
+              "model's vocabulary: is the input tokenized and BPE'd with the model's codes?", file=sys.stderr)
     return sentences
 
 
@@ -219,6 +226,9 @@ def main(argv=None):
     device = torch.device(args.device)
     model.encoder.to(device)
     model.decoder.to(device)
+    if sys.stdin.isatty():  # not a pipe or a file: the user may be waiting for the command
+        print("Reading the sentences to translate from the terminal, one per line; Ctrl-D ends them",
+              file=sys.stderr)
     text = sys.stdin.buffer.read()
     sentences = read_input(io.BytesIO(text), model.dico, model.encoder.config.n_positions - 2)
     LOG.info("Languages of the model: %s. Read %i sentences from stdin: %s to %s", ", ".join(lang2id), len(sentences),

@@ -57,6 +57,19 @@ def test_empty_input_gives_an_empty_output(checkpoint, tmp_path):
     assert out.read_text() == "" and "warning: <stdin>: no input; the output is empty" in proc.stderr
 
 
+def test_input_of_unknown_words_is_warned_of(checkpoint, tmp_path):
+    """Text that is not tokenized and BPE'd as the model's is mostly unknown words: translated, with a
+    warning saying how many (input of the model's words has none)."""
+    proc = python("translate.py", "--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr",
+                  "--output_path", tmp_path / "raw.fr", input="Hello, a b world!\nc d\n")
+    assert "warning: <stdin>: 2 of 6 words (33.3%) are not in the model's vocabulary: is the input tokenized " \
+           "and BPE'd with the model's codes?" in proc.stderr
+    assert len((tmp_path / "raw.fr").read_text().splitlines()) == 2
+    proc = python("translate.py", "--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr",
+                  "--output_path", tmp_path / "ok.fr", input="\n".join(LINES) + "\n")
+    assert "vocabulary" not in proc.stderr
+
+
 def test_exp_name_keeps_a_log(checkpoint, tmp_path):
     out = tmp_path / "out.fr"
     python("translate.py", "--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr", "--output_path", out,
