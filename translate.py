@@ -40,8 +40,12 @@ LOG.setLevel(logging.INFO)
 LOG.propagate = False
 
 
+class DescribedDefaults(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help: the module's docstring as written, and each flag's default."""
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=DescribedDefaults)
     p.add_argument("--dump_path", type=str, default="./dumped/", help="with --exp_name: where the log goes")
     p.add_argument("--exp_name", type=str, default="", help="log to DUMP_PATH/EXP_NAME/EXP_ID/translate.log")
     p.add_argument("--exp_id", type=str, default="", help="with --exp_name (empty: translate)")
@@ -71,8 +75,9 @@ def parse_args(argv=None):
         check_output(args.output_path)
     except DataError as e:
         raise DataError(f"--output_path {e}") from None
-    if args.batch_size < 1 or args.beam_size < 1:
-        raise DataError("--batch_size and --beam_size must be >= 1")
+    for flag in ("batch_size", "beam_size"):
+        if getattr(args, flag) < 1:
+            raise DataError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     if args.exp_name:
         check_folder_name(args.exp_name, "exp_name")
         check_folder_name(args.exp_id or "translate", "exp_id")
@@ -154,9 +159,13 @@ class PartialOutput:
             except (OSError, ValueError, KeyError, TypeError) as e:
                 raise DataError(f"{self.record_path}: unreadable ({e}); remove it and {self.path} to start "
                                 "again") from None
-            if record.get("identity") != identity:
-                raise DataError(f"{self.path}: the partial output of another command (its input, model or flags "
-                                f"differ); remove it and {self.record_path} to start again")
+            saved = record.get("identity")
+            if saved != identity:
+                names = {"input_sha256": "input", "model": "--model_path file (path, size or time)"}
+                differ = [names.get(k, f"--{k}") for k in identity if not isinstance(saved, dict)
+                          or saved.get(k) != identity[k]]
+                raise DataError(f"{self.path}: the partial output of another command (it had another "
+                                f"{', '.join(differ)}); remove it and {self.record_path} to start again")
             if not os.path.isfile(self.path) or os.path.getsize(self.path) < self.size:
                 raise DataError(f"{self.path}: shorter than {self.record_path} says (lost in a crash?); remove "
                                 "both to start again")

@@ -34,7 +34,9 @@ def one_error_line(proc, message):
     (["--mlm_steps", "en-fr", "--max_len", "600"], "--max_len 600"),
     (["--pc_steps", "en-fr", "--max_len", "300"], "--pc_steps reads a pair as one sequence of up to 603"),
     (["--n_heads", "0"], "--n_heads must be >= 1"),
-    (["--emb_dim", "0"], "--emb_dim and --n_heads must be >= 1"),
+    (["--encoder_only", "false", "--bt_steps", "en-fr"], "--bt_steps: cannot parse 'en-fr' (expected three languages, "
+                                                        "the first and last the same, e.g. en-fr-en)"),
+    (["--emb_dim", "0"], "--emb_dim must be >= 1, got 0"),
     (["--emb_dim", "30"], "--emb_dim 30 must be a multiple of --n_heads 4"),
     (["--n_layers", "-1"], "--n_layers -1"),
     (["--encoder_only", "false", "--mlm_steps", "", "--ae_steps", "en", "--n_layers", "0"], "--n_layers 0"),
@@ -491,8 +493,8 @@ def test_translate_checks_its_output_folder_first(mt_checkpoint, tmp_path):
     ro.mkdir()
     with read_only(ro), pytest.raises(DataError, match="--output_path .*: cannot write in"):
         parse_args(common + ["--output_path", str(ro / "out.fr")])
-    for flags, message in [(["--beam_size", "0"], "--beam_size must be >= 1"),
-                           (["--batch_size", "0"], "--batch_size"),
+    for flags, message in [(["--beam_size", "0"], "^--beam_size must be >= 1, got 0$"),
+                           (["--batch_size", "0"], "^--batch_size must be >= 1, got 0$"),
                            (["--exp_name", "x", "--exp_id", "../y"], "--exp_id '../y'"),
                            (["--device", "nonsense"], "--device nonsense"),
                            (["--output_path", ""], "--output_path is empty")]:
@@ -568,7 +570,8 @@ def test_glue_xnli_flags(toy_tasks, tmp_path):  # noqa: F811
     from xlm.train.finetune import parse_params as finetune_options
     for args, message in [(["--optimizer_e", "adam,lr=-1"], "--optimizer_e: lr=-1"),
                           (["--optimizer_p", "adam,beta2=2"], "--optimizer_p: Adam: invalid"),
-                          (["--batch_size", "0"], "--batch_size"),
+                          (["--batch_size", "0"], "^--batch_size must be positive, got 0$"),
+                          (["--n_epochs", "0"], "^--n_epochs must be positive, got 0$"),
                           (["--max_vocab", "3"], "--max_vocab 3"),
                           (["--tokens_per_batch", "0"], "--tokens_per_batch must be"),
                           (["--max_len", "0"], "--max_len must be >= 1"),

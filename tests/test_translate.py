@@ -157,10 +157,12 @@ def test_a_stopped_translation_goes_on_where_it_stopped(checkpoint, tmp_path):
     with open(partial, "a") as f:
         f.write("a line of the batch a kill interrupted\n")
 
-    for other, other_text in [(["--beam_size", "2"], text), (["--batch_size", "3"], text),
-                              ([], text.replace("a b c", "a b"))]:
+    for other, other_text, what in [(["--beam_size", "2"], text, "--beam_size"),
+                                    (["--batch_size", "3"], text, "--batch_size"),
+                                    ([], text.replace("a b c", "a b"), "input")]:
         proc = python("translate.py", *flags, *other, "--output_path", out, input=other_text, check=False)
-        assert proc.returncode != 0 and f"{partial}: the partial output of another command" in proc.stderr
+        assert proc.returncode != 0 and f"{partial}: the partial output of another command (it had another {what})" in \
+            proc.stderr
 
     proc = python("translate.py", *flags, "--output_path", out, input=text)
     assert f"Going on after line 4 of {partial}" in proc.stderr

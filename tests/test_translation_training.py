@@ -154,6 +154,6 @@ def test_a_cut_vocabulary_reads_the_references_words_beyond_it_as_unk(small_samp
     log = (dump / "train.log").read_text()
     assert "valid_en-fr_mt_bleu" in scores_of(log)[0]
     # as the original logs them (--max_len 30)
-    assert re.search(r"mt training sentences of en-fr: removed \d+ of \d+, empty or longer than --max_len 30", log)
+    assert re.search(r"MT training sentences of en-fr: removed \d+ of \d+, empty or longer than --max_len 30", log)
     reference = (dump / "hypotheses" / "ref.en-fr.valid.txt").read_text(encoding="utf-8")
     assert "<unk>" in reference and len(reference.splitlines()) == 150

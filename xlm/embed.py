@@ -5,8 +5,8 @@
     vectors = encoder.encode(["Hello world!", "How are you?"], lang="en")   # (2, 1024) float tensor
 
 Each sentence goes through the same steps as the training data: Moses tokenization for its
-language, lower-casing and accent removal if the model was trained so (the XNLI-15 models were; the
-17- and 100-language models were not), BPE with the model's codes, and the model's vocabulary
+language, lower-casing and accent removal with `lowercase=True` (which a model trained on such text
+needs and no checkpoint records: the XNLI-15 models were, the 17- and 100-language models were not), BPE with the model's codes, and the model's vocabulary
 (unknown subwords become <unk>). The vector is the last layer at the first position (`</s>`), the
 sentence representation the paper fine-tunes for XNLI.
 """

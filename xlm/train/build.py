@@ -24,6 +24,10 @@ def global_batching(params, world_size):
                            params.group_by_size, getattr(params, "tokens_per_batch_padded", False))
 
 
+# the steps on pairs, by their iterators' keys (the original's), as the log names them
+PAIR_STEPS = {"causal": "CLM", "pred": "TLM", "align": "PC", "mt": "MT"}
+
+
 def check_unlimited_lengths(params, objective, dataset):
     """With --max_len 0 (no limit, as the original) every non-empty training sentence is kept: one longer
     than the model's positions is refused now, named, where the original fails in an embedding lookup
@@ -62,8 +66,8 @@ def build_iterators(params, data, info, logger=None):
             dataset = ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len, data.n_words)
             check_unlimited_lengths(params, objective, dataset)
             if logger and dataset.n_removed:  # the original logs it too
-                logger.info("%s training sentences of %s-%s: removed %i of %i, empty%s", objective, a, b,
-                            dataset.n_removed, dataset.n_removed + len(dataset.indices),
+                logger.info("%s training sentences of %s-%s: removed %i of %i, empty%s", PAIR_STEPS[objective], a,
+                            b, dataset.n_removed, dataset.n_removed + len(dataset.indices),
                             f" or longer than --max_len {params.max_len}" if params.max_len else "")
             pair_sets[(objective, a, b)] = dataset
         add((objective, l1, l2), pair_sets[(objective, a, b)], min_rows=min_rows)

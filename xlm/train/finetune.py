@@ -45,7 +45,8 @@ FINETUNE_BATCHING_FLAGS = ("batch_size", "max_batch_size", "tokens_per_batch", "
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description="Fine-tune a pretrained XLM on XNLI / GLUE")
+    p = argparse.ArgumentParser(description="Fine-tune a pretrained XLM on XNLI / GLUE",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--exp_name", type=str, default="", help="experiment name (required)")
     a("--dump_path", type=str, default="", help="experiments go to DUMP_PATH/EXP_NAME/EXP_ID/")
@@ -109,8 +110,9 @@ def parse_params(argv=None):
         check_optimizer(getattr(params, flag), flag)
     if params.fp16 and params.bf16:
         raise DataError("--fp16 and --bf16 exclude each other")
-    if params.batch_size < 1 or params.n_epochs < 1:
-        raise DataError("--batch_size and --n_epochs must be positive")
+    for flag in ("batch_size", "n_epochs"):
+        if getattr(params, flag) < 1:
+            raise DataError(f"--{flag} must be positive, got {getattr(params, flag)}")
     if params.epoch_size == 0 or params.epoch_size < -1:
         raise DataError("--epoch_size must be positive, or -1 for one pass over the training set")
     if params.log_interval < 1:

@@ -166,6 +166,11 @@ def parse_params(argv=None):
     return params
 
 
+# what each kind of step list holds, for its error
+STEP_FORMS = {"mono_or_pair": "a language or a pair, e.g. en or en-fr", "pair": "a pair, e.g. en-fr",
+              "mono": "a language, e.g. en", "triple": "three languages, the first and last the same, e.g. en-fr-en"}
+
+
 def parse_steps(value, flag, langs, kind):
     """'en,fr,en-fr' -> [('en', None), ('fr', None), ('en', 'fr')] with the original's rules."""
     steps = []
@@ -173,7 +178,7 @@ def parse_steps(value, flag, langs, kind):
         parts = item.split("-")
         if kind == "mono_or_pair" and len(parts) not in (1, 2) or kind == "pair" and len(parts) != 2 \
                 or kind == "mono" and len(parts) != 1 or kind == "triple" and len(parts) != 3:
-            raise DataError(f"--{flag}: cannot parse '{item}'")
+            raise DataError(f"--{flag}: cannot parse '{item}' (expected {STEP_FORMS[kind]})")
         for lg in parts:
             if lg not in langs:
                 raise DataError(f"--{flag}: language '{lg}' is not in --lgs")
@@ -361,8 +366,9 @@ def check_precision_and_loop_flags(params):
 
 def check_model_flags(params):
     """The model's size and variants, and its positions against --max_len."""
-    if params.emb_dim < 1 or params.n_heads < 1:
-        raise DataError("--emb_dim and --n_heads must be >= 1")
+    for flag in ("emb_dim", "n_heads"):
+        if getattr(params, flag) < 1:
+            raise DataError(f"--{flag} must be >= 1, got {getattr(params, flag)}")
     if params.n_layers < (0 if params.encoder_only else 1):
         raise DataError(f"--n_layers {params.n_layers}: must be >= 1 (>= 0 for an encoder only; a decoder needs "
                         "layers to read the source)")
