@@ -116,6 +116,13 @@ def test_xnli_zero_shot_run(toy_tasks):
         torch.load(path, weights_only=True)  # plain types: no allow-list needed
     assert data["task"] == "XNLI" and data["classifier"]["1.weight"].shape == (3, 32)
     assert loaded.encoder.config.n_layers == 2
+    # its classifier predicts from the sentence vectors, as the README shows
+    from xlm.model.embedder import sentence_vectors
+    assert loaded.task == "XNLI" and loaded.classifier["1.weight"].shape == (3, 32)
+    x = torch.tensor([[1, 20, 21, 1, 22, 1], [1, 23, 1, 24, 1, 2]])
+    logits = torch.nn.functional.linear(sentence_vectors(loaded.encoder, x, torch.tensor([6, 5])),
+                                        loaded.classifier["1.weight"], loaded.classifier["1.bias"])
+    assert logits.shape == (2, 3) and torch.isfinite(logits).all()
 
     # rerunning the command with more epochs resumes after the last finished epoch
     proc = finetune(toy_tasks, "--transfer_tasks", "XNLI", "--n_epochs", 3)

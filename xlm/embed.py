@@ -6,9 +6,9 @@
 
 Each sentence goes through the same steps as the training data: Moses tokenization for its
 language, lower-casing and accent removal with `lowercase=True` (which a model trained on such text
-needs and no checkpoint records: the XNLI-15 models were, the 17- and 100-language models were not), BPE with the model's codes, and the model's vocabulary
-(unknown subwords become <unk>). The vector is the last layer at the first position (`</s>`), the
-sentence representation the paper fine-tunes for XNLI.
+needs and no checkpoint records: the XNLI-15 models were, the 17- and 100-language models were not),
+BPE with the model's codes, and the model's vocabulary (unknown subwords become <unk>). The vector is
+the last layer at the first position (`</s>`), the sentence representation the paper fine-tunes for XNLI.
 """
 import numpy as np
 import torch

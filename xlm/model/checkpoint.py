@@ -252,13 +252,18 @@ class LoadedModel:
     decoder: TransformerModel  # None for a pretrained (single) model
     dico: Dictionary
     params: dict
+    # a glue-xnli.py checkpoint's head (sentence vector -> Dropout -> Linear): the Linear's "1.weight"
+    # (n_outputs, dim) and "1.bias", and its task; None elsewhere
+    classifier: dict = None
+    task: str = None
 
 
 def load_model(path):
     """Load a checkpoint of the original's layout (pretrained or translation) on CPU, in eval mode.
 
-    Returns `.encoder`, `.decoder` (None for a pretrained model), `.dico` and `.params`. Move the
-    models to a device with `.to(device)`.
+    Returns `.encoder`, `.decoder` (None for a pretrained model), `.dico` and `.params`, and for a
+    fine-tuned model of glue-xnli.py `.classifier` and `.task`. Move the models to a device with
+    `.to(device)`.
     """
     data = read_checkpoint(path)
     params = {} if data.get("params") is None else data["params"]
@@ -288,7 +293,11 @@ def load_model(path):
         except DataError as e:
             raise DataError(f"{path}: {e}") from None
         models.append(model.eval())
-    return LoadedModel(models[0], models[1] if len(models) > 1 else None, dico, params)
+    classifier = data.get("classifier")
+    if classifier is not None and not (isinstance(classifier, dict) and {"1.weight", "1.bias"} <= set(classifier)):
+        raise DataError(f"{path}: 'classifier' is not the weights of glue-xnli.py's classifier")
+    return LoadedModel(models[0], models[1] if len(models) > 1 else None, dico, params, classifier,
+                       data.get("task") if classifier is not None else None)
 
 
 def checkpoint_payload(dico, params, model=None, encoder=None, decoder=None, **extra):

@@ -159,6 +159,9 @@ class FineTuner:
         encoder = loaded.encoder
         if loaded.decoder is not None:
             logger.info("%s: a translation model; fine-tuning its encoder", params.model_path)
+        if loaded.classifier is not None:
+            logger.info("%s: a model fine-tuned on %s; fine-tuning its encoder with a new classifier for %s",
+                        params.model_path, loaded.task, task)
         for memory in encoder.memories.values():
             # a model pretrained with --mem_sparse true: its memory values' gradients dense, for the Adam of
             # --optimizer_e (the original's fine-tuning fails there)
