@@ -55,6 +55,9 @@ def test_unsupervised_and_supervised_mt(small_sample, tmp_path):
     log = (dump / "train.log").read_text()
     assert "decoder-only parameters (cross-attention) keep their initialisation" in log
     assert "AE-en:" in log and "BT-en-fr-en:" in log and "BT-fr-en-fr:" in log
+    # as the original logs them (TINY's --max_len 30)
+    assert re.search(r"AE training sentences of en: removed \d+ of \d+, empty or longer than --max_len 30", log)
+    assert re.search(r"BT training sentences of fr: removed \d+ of \d+, empty or longer than --max_len 30", log)
     scores = scores_of(log)
     assert {"valid_en-fr_mt_ppl", "valid_en-fr_mt_acc", "valid_en-fr_mt_bleu", "valid_fr-en_mt_bleu",
             "test_fr-en_mt_bleu"} <= set(scores[0])

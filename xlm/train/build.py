@@ -59,16 +59,19 @@ def build_iterators(params, data, info, logger=None):
             rank, world_size = (0, 1) if alone else (info.rank, world)
             iterators[key] = BatchIterator(dataset, seed, rank, world_size, min_rows=min_rows, own_batches=True)
 
+    def log_removed(what, dataset):
+        if logger and dataset.n_removed:  # the original logs it too
+            logger.info("%s: removed %i of %i, empty%s", what, dataset.n_removed,
+                        dataset.n_removed + len(dataset.indices),
+                        f" or longer than --max_len {params.max_len}" if params.max_len else "")
+
     def add_pair(objective, l1, l2, min_rows=1):
         """The step l1-l2's iterator, over the pair's dataset, which both directions share."""
         a, b = sorted((l1, l2))
         if (objective, a, b) not in pair_sets:
             dataset = ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len, data.n_words)
             check_unlimited_lengths(params, objective, dataset)
-            if logger and dataset.n_removed:  # the original logs it too
-                logger.info("%s training sentences of %s-%s: removed %i of %i, empty%s", PAIR_STEPS[objective], a,
-                            b, dataset.n_removed, dataset.n_removed + len(dataset.indices),
-                            f" or longer than --max_len {params.max_len}" if params.max_len else "")
+            log_removed(f"{PAIR_STEPS[objective]} training sentences of {a}-{b}", dataset)
             pair_sets[(objective, a, b)] = dataset
         add((objective, l1, l2), pair_sets[(objective, a, b)], min_rows=min_rows)
 
@@ -83,6 +86,7 @@ def build_iterators(params, data, info, logger=None):
         for lang in langs:
             dataset = SentenceDataset(data.mono[lang]["train"], batching, params.max_len, data.n_words)
             check_unlimited_lengths(params, objective, dataset)
+            log_removed(f"{objective.upper()} training sentences of {lang}", dataset)
             add((objective, lang), dataset, alone=lang in data.sharded)
     for objective, steps in (("align", params.pc_steps), ("mt", params.mt_steps)):
         for l1, l2 in steps:
