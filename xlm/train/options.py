@@ -139,7 +139,9 @@ def build_parser():
     a("--debug_train", type=bool_flag, default=False, help="train on the valid files (loads fast)")
     a("--debug_slurm", type=bool_flag, default=False,
       help="inside a SLURM job, ignore its tasks: one process, or torchrun's")
-    a("--debug", action="store_true", help="--exp_name debug, a random --exp_id, --debug_train and --debug_slurm")
+    a("--debug", action="store_true",
+      help="--exp_name debug, a random --exp_id (one given is kept, where the original replaced it), --debug_train "
+           "and --debug_slurm")
     a("--local_rank", "--local-rank", type=int, default=-1,  # the latter from torch.distributed.launch
       help="set by torch.distributed.launch (torchrun sets LOCAL_RANK instead)")
     a("--master_port", type=int, default=-1,
