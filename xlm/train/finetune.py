@@ -154,7 +154,7 @@ class FineTuner:
         torch.manual_seed(self.seed)  # the same classifier initialisation on every rank
         loaded = load_model(params.model_path)
         self.pretrained_params, self.dico = loaded.params, loaded.dico
-        self.model_path = params.model_path  # where the weights come from: a resumed run's own model's
+        self.model_path = params.model_path  # where the weights come from (resumed: the checkpoint's model)
         self.lang2id = dict(loaded.params.get("lang2id") or {})
         encoder = loaded.encoder
         if loaded.decoder is not None:
