@@ -10,9 +10,8 @@ from conftest import train_reverser
 import xlm.model.generate as generate_module
 import xlm.model.linear as linear_module
 import xlm.model.attention as attention_module
-import xlm.model.transformer as transformer_module
 from xlm.model.generate import SYNC_EVERY, argmax_rows, generate_beam, generate_greedy, syncs_after, topk_rows
-from xlm.model.linear import free_roundings, rows_may_change, rows_rounded_otherwise
+from xlm.model.linear import free_roundings, matmul_shapes, row_roundings, rows_may_change, small_rows
 from xlm.model.transformer import Packing, TransformerConfig, TransformerModel
 
 N_WORDS = 12  # 0..3 special, 4..11 "letters"
@@ -262,35 +261,40 @@ def decode_recorded(dec, monkeypatch, generate, drop=True):
             recorded.remove()
 
 
-def test_rows_rounded_otherwise_holds_for_other_widths(threads):
-    """MKL's roundings by number of rows, found on one shape, hold for the model's: a row of an m-row
-    matmul equals that of a large one exactly where m is not among `rows_rounded_otherwise`."""
-    otherwise = rows_rounded_otherwise(threads)
-    assert {1, 2, 3} <= otherwise
+def test_row_roundings_hold_for_other_matrices(threads):
+    """MKL's roundings by number of rows, found on random matrices of a shape, hold for others of that
+    shape: a row of an m-row matmul equals that of a large one exactly where m is not among those
+    `row_roundings` finds; where it says the larger numbers settle, they round as the large one does.
+    One row always takes other kernels (a matrix-vector product)."""
     g = torch.Generator().manual_seed(1)
-    for width, out in ((256, 1024), (1024, 256), (128, 8000)):
-        x, weight, bias = (torch.randn(*shape, generator=g) for shape in ((80, width), (out, width), (out,)))
+    bound = small_rows(threads)
+    for width, out in ((256, 1024), (1024, 256), (128, 8000), (32, 24)):
+        otherwise, settled = row_roundings(width, out, threads)
+        assert 1 in otherwise
+        x, weight, bias = (torch.randn(*shape, generator=g) for shape in ((4 * bound, width), (out, width), (out,)))
         full = F.linear(x, weight, bias)
-        assert {m for m in range(1, 80) if not torch.equal(F.linear(x[:m], weight, bias), full[:m])} == otherwise
+        assert {m for m in range(1, bound) if not torch.equal(F.linear(x[:m], weight, bias), full[:m])} == otherwise
+        if settled:
+            assert all(torch.equal(F.linear(x[:m], weight, bias), full[:m]) for m in (bound + 2, 2 * bound + 7))
 
 
 def test_rows_may_change_where_each_row_rounds_alike(threads):
-    otherwise = rows_rounded_otherwise(threads)
-    assert rows_may_change(160, 20, torch.float32) and rows_may_change(32, 4, torch.float32)
-    assert not rows_may_change(32, 3, torch.float32) and not rows_may_change(3, 8, torch.float32)
-    assert not rows_may_change(32, 0, torch.float32)
-    assert rows_may_change(32, 6, torch.float32) == (6 not in otherwise)
-    assert rows_may_change(30, 30, torch.float32) and rows_may_change(32, 3, torch.bfloat16)
+    """Both numbers of rows must round alike through every shape of the model."""
+    shapes = frozenset({(32, 128), (128, 32), (32, 24)})
+    found = [row_roundings(*shape, threads) for shape in shapes]
+    otherwise, settled = frozenset().union(*(o for o, _ in found)), all(s for _, s in found)
+    for before, after in ((32, 6), (32, 20), (12, 7), (3, 8)):
+        assert rows_may_change(before, after, torch.float32, shapes) == (not {before, after} & otherwise)
+    assert not rows_may_change(32, 1, torch.float32, shapes) and not rows_may_change(32, 0, torch.float32, shapes)
+    assert rows_may_change(400, 300, torch.float32, shapes) == settled
+    assert rows_may_change(30, 30, torch.float32, shapes) and rows_may_change(32, 1, torch.bfloat16, shapes)
     with free_roundings():  # back-translation's generation: nothing compares it
-        assert rows_may_change(30, 3, torch.float32)
+        assert rows_may_change(30, 1, torch.float32, shapes)
 
 
-def fewest_rows(before, left):
+def fewest_rows(before, left, shapes):
     """What `still_decoded` keeps of `before` rows, `left` of them unfinished."""
-    otherwise = rows_rounded_otherwise(torch.get_num_threads())
-    if before in otherwise:
-        return before
-    return next(k for k in range(left, before + 1) if k not in otherwise)
+    return next((k for k in range(left, before) if rows_may_change(before, k, torch.float32, shapes)), before)
 
 
 MORE_SOURCES = SOURCES + [[6, 6, 7, 4, 10, 9, 5, 8], [8], [4, 4]]
@@ -317,7 +321,7 @@ def test_greedy_leaves_finished_sentences_out(reverser, monkeypatch, threads, n_
     rows, expected = n_sentences, [n_sentences]
     for step in range(len(seen.rows) - 1):
         if syncs_after(step + 1, sync_every):
-            rows = fewest_rows(rows, int((lengths - 2 > step).sum()))
+            rows = fewest_rows(rows, int((lengths - 2 > step).sum()), matmul_shapes(dec))
         expected.append(rows)
     assert seen.rows == expected
     assert len(seen.rows) == first_read_from(int(lengths.max()) - 1, sync_every)
@@ -355,8 +359,9 @@ def test_beam_leaves_done_sentences_out(reverser, monkeypatch, threads, beam_siz
     assert len(set(alone)) > 1
     assert whole_seen.rows == [beam_size * len(sources)] * first_read_from(max(alone), 2)
     assert len(seen.rows) == len(whole_seen.rows)
-    otherwise = rows_rounded_otherwise(threads)
-    assert min(seen.rows) < beam_size * len(sources) and not otherwise & set(seen.rows)
+    whole_rows = beam_size * len(sources)
+    assert min(seen.rows) < whole_rows
+    assert all(rows_may_change(whole_rows, rows, torch.float32, matmul_shapes(dec)) for rows in seen.rows)
 
 
 def finished_hypotheses(dec, src_enc, src_len, n_words, max_len):
@@ -492,7 +497,6 @@ def test_beams_read_their_ancestors_copy_of_the_source_where_the_copies_differ(r
         return out.tolist(), lengths.tolist(), list(offered)
     alike = decode()
     monkeypatch.setattr(MultiHeadAttention, "source_keys_values", apart)
-    monkeypatch.setattr(transformer_module, "rows_round_alike", lambda *args: False)  # as MKL's with many threads
     assert decode() == alike
 
 
@@ -602,7 +606,8 @@ def test_evaluation_leaves_the_padding_out_where_rows_round_alike(monkeypatch, t
         padded = enc(x, lengths, langs=0)
     real = torch.arange(x.shape[1])[None, :] < lengths[:, None]
     assert torch.equal(out[real], padded[real])
-    assert bool(packed) == rows_may_change(x.numel(), int(lengths.sum()), torch.float32)
+    layers = matmul_shapes(enc.attentions, enc.ffns)
+    assert bool(packed) == rows_may_change(x.numel(), int(lengths.sum()), torch.float32, layers)
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ of a matmul, which depend on its number of rows, stay the same (`rows_may_change
 """
 import torch
 
-from .linear import in_free_roundings, rows_may_change, weights_packed
+from .linear import in_free_roundings, matmul_shapes, rows_may_change, weights_packed
 from .transformer import compute_dtype, reads_on_host
 
 SYNC_EVERY = 8  # where a host read waits for the device
@@ -43,13 +43,13 @@ def host_read_interval(device, sync_every):
     return 1 if reads_on_host(device) else SYNC_EVERY
 
 
-def still_decoded(finished, group, dtype):
+def still_decoded(finished, group, dtype, shapes):
     """The sentences to decode from here on (their indices, in order), of those decoded so far, given which
     are finished (finished (n,), on the CPU), each `group` rows (its beams); or None for all of them.
     The unfinished ones, and as few finished ones as make a number of rows that rounds as the present
-    number does (`rows_may_change`)."""
+    number does through linear layers of these shapes (`rows_may_change`)."""
     n, left = len(finished), (~finished).nonzero().squeeze(1)
-    keep = next((k for k in range(len(left), n) if rows_may_change(n * group, k * group, dtype)), n)
+    keep = next((k for k in range(len(left), n) if rows_may_change(n * group, k * group, dtype, shapes)), n)
     if keep == n:
         return None
     return torch.cat([left, finished.nonzero().squeeze(1)[:keep - len(left)]]).sort().values
@@ -115,7 +115,7 @@ def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, use_cac
     unfinished = torch.ones(bs, dtype=torch.bool, device=device)
     state = decoder.start_decoding(src_enc, src_len, max_len) if use_cache else None
     drops_rows = use_cache and reads_on_host(device)
-    dtype = compute_dtype(src_enc)
+    dtype, shapes = compute_dtype(src_enc), matmul_shapes(decoder)
     live = slice(None)  # the rows decoded: all, or their indices once some are left out (`still_decoded`)
     cur_len = 1
     while cur_len < max_len:
@@ -135,7 +135,7 @@ def generate_greedy(decoder, src_enc, src_len, tgt_lang_id, max_len=200, use_cac
         if syncs_after(cur_len - 1, sync_every):
             if not unfinished.any():
                 break
-            kept = still_decoded(~unfinished[live], 1, dtype) if drops_rows else None
+            kept = still_decoded(~unfinished[live], 1, dtype, shapes) if drops_rows else None
             if kept is not None:
                 live = torch.arange(bs, device=device)[live][kept]
                 state.reorder(kept)
@@ -220,7 +220,7 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
     state = decoder.start_decoding(src_enc, src_len, max_len, group=beam_size)
     buffer = torch.empty(bs * beam_size, n_words, device=device)
     drops_rows = reads_on_host(device)
-    dtype = compute_dtype(src_enc)
+    dtype, shapes = compute_dtype(src_enc), matmul_shapes(decoder)
     searched = torch.arange(bs, device=device)  # the sentences searched (see `still_decoded`)
     decoded = torch.full((bs, max_len), pad, dtype=torch.long, device=device)
     length = torch.zeros(bs, dtype=torch.long, device=device)
@@ -254,7 +254,7 @@ def generate_beam(decoder, src_enc, src_len, tgt_lang_id, beam_size, length_pena
         if syncs_after(cur_len - 1, sync_every):
             if hyps.done.all():
                 break
-            kept = still_decoded(hyps.done, beam_size, dtype) if drops_rows else None
+            kept = still_decoded(hyps.done, beam_size, dtype, shapes) if drops_rows else None
             if kept is not None:  # the others are done: their answers are final
                 gone = torch.ones(n, dtype=torch.bool, device=device).index_fill_(0, kept, False)
                 best, best_length = hyps.best(eos)

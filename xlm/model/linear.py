@@ -263,17 +263,28 @@ def _weight_blocks(weight, bounds):
 
 
 @functools.cache
-def rows_rounded_otherwise(threads):
-    """The numbers of rows, below 4 x max(16, threads), whose float32 F.linear (MKL's sgemm) with this many
-    threads rounds a row's result otherwise than a large matmul does, on this CPU; larger numbers are taken
-    to round alike. MKL splits the rows among the threads, and a share of 1-3 rows takes other kernels. On
-    an AMD EPYC (Zen 5), for any widths: 1-3 rows with 1, 3 or 4 threads; also 5-7 and 9-11 with 2; up
-    to 51 with 32 threads, 227 with 96; never a multiple of 4."""
+def row_roundings(in_features, out_features, threads):
+    """How float32 F.linear (MKL's sgemm) of this shape, with this many threads, rounds a row by the number
+    of rows of its matmul, on this CPU: (otherwise, settled), otherwise the numbers of rows below
+    `small_rows` that round a row otherwise than a matmul of 4 x small_rows rows does, settled whether the
+    larger numbers probed all round as that one does (larger numbers are then taken to round alike). MKL
+    splits the rows among the threads, and a share of a few rows takes other kernels. On an AMD EPYC
+    (Zen 5), for any shape: 1-3 rows with 1, 3 or 4 threads; also 5-7 and 9-11 with 2; up to 51 with 32
+    threads, 227 with 96; never a multiple of 4. On an Intel Xeon (AVX-512) the numbers grow with the
+    width and depend on the shape: with one thread 1 row from 16 to 40 wide, 1-10 at 256, 1-15 from 384;
+    with two, up to 128-485 rows for some shapes from 1,024 wide (not settled)."""
     bound = small_rows(threads)
     g = torch.Generator().manual_seed(0)
-    x, weight, bias = (torch.randn(*shape, generator=g) for shape in ((bound, 64), (128, 64), (128,)))
+    x, weight, bias = (torch.randn(*shape, generator=g)
+                       for shape in ((4 * bound, in_features), (out_features, in_features), (out_features,)))
     full = F.linear(x, weight, bias)
-    return frozenset(m for m in range(1, bound) if not torch.equal(F.linear(x[:m], weight, bias), full[:m]))
+
+    def alike(m):
+        return torch.equal(F.linear(x[:m], weight, bias), full[:m])
+    otherwise = frozenset(m for m in range(1, bound) if not alike(m))
+    settled = all(alike(m) for m in (bound, bound + 1, 3 * bound // 2 + 3, 2 * bound - 1, 2 * bound, 3 * bound + 5,
+                                     4 * bound - 1))
+    return otherwise, settled
 
 
 def small_rows(threads):
@@ -281,23 +292,26 @@ def small_rows(threads):
     return 4 * max(16, threads)
 
 
-def rows_may_change(before, after, dtype):
-    """Whether the model may compute `after` rows where the original computes `before` (leaving finished
-    sentences or padding out), its translations staying the original's bit for bit: in float32 on the
-    CPU, where MKL rounds each row alike with both numbers (`rows_rounded_otherwise`); and always where
-    nothing is compared to the original: inside `free_roundings` and in other dtypes."""
+def rows_may_change(before, after, dtype, shapes):
+    """Whether a model whose linear layers have these shapes ((in, out) pairs: `matmul_shapes`) may
+    compute `after` rows where the original computes `before` (leaving finished sentences or padding
+    out), its translations staying the original's bit for bit: in float32 on the CPU, where MKL rounds
+    each row alike with both numbers (`row_roundings`); and always where nothing is compared to the
+    original: inside `free_roundings` and in other dtypes."""
     if _free_roundings[0] or before == after or dtype != torch.float32:
         return True
-    otherwise = rows_rounded_otherwise(torch.get_num_threads())
-    return after > 0 and before not in otherwise and after not in otherwise
+    threads = torch.get_num_threads()
+    for shape in shapes:
+        otherwise, settled = row_roundings(*shape, threads)
+        if before in otherwise or after in otherwise or not settled and max(before, after) >= small_rows(threads):
+            return False
+    return after > 0
 
 
-def rows_round_alike(rows, dtype, device):
-    """Whether a matmul of this many rows gives equal rows for equal rows of its input: on the CPU in
-    float32, where MKL rounds each row as in a large matmul (`rows_rounded_otherwise`); not known
-    elsewhere (False)."""
-    return (device.type == "cpu" and dtype == torch.float32
-            and rows not in rows_rounded_otherwise(torch.get_num_threads()))
+def matmul_shapes(*modules):
+    """The (in, out) shapes of the linear layers in these modules, for `rows_may_change`."""
+    return frozenset((m.in_features, m.out_features) for module in modules for m in module.modules()
+                     if isinstance(m, nn.Linear))
 
 
 def _k_block_candidates(k):
@@ -331,7 +345,7 @@ def mkl_k_blocks(k, threads):
     threads, on this CPU, as bounds (0, ..., k), or None if none of `_k_block_candidates` is it (another
     BLAS, another CPU). MKL adds the blocks' sums one after the other to the bias, and on the project's
     AMD EPYC (Zen 5) sums a block as oneDNN does, for any number of rows, outputs and threads tried
-    (not in `rows_rounded_otherwise`): a block of k <= 192, two halves up to 384, blocks of 192 beyond.
+    (not in `row_roundings`): a block of k <= 192, two halves up to 384, blocks of 192 beyond.
     oneDNN computing each block then gives MKL's values bit for bit, 1.4-2.8x faster on beam search's
     shapes (160 rows; `python -m bench.cpu_matmul`). Found once per process and width, on random
     matrices; `linear` also checks the first call of each shape against F.linear (another CPU's MKL may

@@ -19,8 +19,8 @@ from torch.nn.attention import sdpa_kernel
 from .attention import (PADDED_ATTENTION_KERNELS, attention_with_dropout, original_attention, varlen_applies,
                         varlen_attention)
 from .dropout import dropout
-from .linear import (Linear, bucket_rows, calls_f_linear, cross_entropy, in_free_roundings, linear, pads_rows,
-                     rows_may_change, rows_round_alike)
+from .linear import (Linear, bucket_rows, calls_f_linear, cross_entropy, in_free_roundings, linear, matmul_shapes,
+                     pads_rows, rows_may_change)
 from .memory import HashingMemory, MemoryConfig
 
 N_MAX_POSITIONS = 512  # the original's fixed position table; checkpoints without `n_positions` have it
@@ -521,8 +521,11 @@ class TransformerModel(nn.Module):
         packing = keep = None
         if on_host and not all_real:
             tokens = flat_positions(real)
-            # evaluation packs only where the matmuls round each row as on the original's padded batch
-            if self.training or rows_may_change(bs * slen, len(tokens), compute_dtype(self.embeddings.weight)):
+            # evaluation packs only where the matmuls round each row as on the original's padded batch (the
+            # output layer is not among them: it reads the predicted positions alone, as the original's)
+            layers = (m for name, m in self.named_children() if name != "pred_layer")
+            if self.training or rows_may_change(bs * slen, len(tokens), compute_dtype(self.embeddings.weight),
+                                                matmul_shapes(*layers)):
                 packing = Packing(tokens, bs, slen, self._packed_rows(len(tokens)))
         elif on_host and (n_rows := self._packed_rows(bs * slen)) != bs * slen:
             # no padding, but fewer rows than the linear layers pad to: packed, so that none of them copies
@@ -612,11 +615,8 @@ class TransformerModel(nn.Module):
         bias = bias[:, None, None, :]
         bias = bias.expand(-1, self.config.n_heads, 1, -1).flatten(0, 1)
         source = [a.source_keys_values(src_enc) for a in self.encoder_attn]
-        # the beams' copies are equal where the keys' and values' matmuls round every row alike
-        rows = src_enc.shape[0] * src_enc.shape[1]
-        apart = (group > 1 and not rows_round_alike(rows, compute_dtype(src_enc), src_enc.device)
-                 and bool(torch.stack([_beams_apart(t, len(src_enc) // group, group)
-                                       for kv in source for t in kv]).any()))
+        apart = group > 1 and bool(torch.stack([_beams_apart(t, len(src_enc) // group, group)
+                                                for kv in source for t in kv]).any())
         return DecodingState(source, bias, self.config.n_heads, min(max_len, self.config.n_positions),
                              projections=[a.side_by_side() for a in self.attentions] if in_free_roundings() else None,
                              reorder_by_layer=src_enc.is_cpu, beams_share_source=not apart)
