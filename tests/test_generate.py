@@ -263,19 +263,47 @@ def decode_recorded(dec, monkeypatch, generate, drop=True):
 
 def test_row_roundings_hold_for_other_matrices(threads):
     """MKL's roundings by number of rows, found on random matrices of a shape, hold for others of that
-    shape: a row of an m-row matmul equals that of a large one exactly where m is not among those
-    `row_roundings` finds; where it says the larger numbers settle, they round as the large one does.
-    One row always takes other kernels (a matrix-vector product)."""
+    shape: a row of an m-row matmul equals that of a large one (here 32 x small_rows rows) exactly where m
+    is not among those `row_roundings` finds; where it says the larger numbers settle, they round as the
+    large one does. One row always takes other kernels (a matrix-vector product). (2048, 512): on an
+    Intel Xeon with two threads, 256 rows still round otherwise than 700."""
     g = torch.Generator().manual_seed(1)
     bound = small_rows(threads)
-    for width, out in ((256, 1024), (1024, 256), (128, 8000), (32, 24)):
+    for width, out in ((256, 1024), (1024, 256), (128, 8000), (32, 24), (2048, 512)):
         otherwise, settled = row_roundings(width, out, threads)
         assert 1 in otherwise
-        x, weight, bias = (torch.randn(*shape, generator=g) for shape in ((4 * bound, width), (out, width), (out,)))
+        x, weight, bias = (torch.randn(*shape, generator=g) for shape in ((32 * bound, width), (out, width), (out,)))
         full = F.linear(x, weight, bias)
-        assert {m for m in range(1, bound) if not torch.equal(F.linear(x[:m], weight, bias), full[:m])} == otherwise
         if settled:
-            assert all(torch.equal(F.linear(x[:m], weight, bias), full[:m]) for m in (bound + 2, 2 * bound + 7))
+            assert {m for m in range(1, bound) if not torch.equal(F.linear(x[:m], weight, bias), full[:m])} == otherwise
+            assert all(torch.equal(F.linear(x[:m], weight, bias), full[:m]) for m in (bound + 2, 4 * bound, 11 * bound))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("dim", [128, 192, 256])
+def test_maps_side_by_side_give_each_maps_values(threads, dim):
+    """Attention computes its query, key and value maps in one matmul; outside training and
+    `free_roundings`, only for numbers of rows whose values are each map's own (on an Intel Xeon with two
+    threads, 4 and 5 rows 128 or 192 wide were not)."""
+    from xlm.model.transformer import MultiHeadAttention
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(4, dim, 0.0)
+    maps = (attention.q_lin, attention.k_lin, attention.v_lin)
+    x = torch.randn(1, 80, dim)
+    for m in range(1, 81):
+        for linears in (maps, maps[1:]):
+            side_by_side = attention._projections(x[:, :m], *linears)
+            assert torch.equal(side_by_side, torch.cat([lin(x[:, :m]) for lin in linears], dim=-1))
+
+
+def test_matmul_shapes_name_every_matmul_over_the_rows():
+    """The shapes whose roundings decide whether rows may change: the linear layers', the attention's maps
+    side by side, and a memory's sub-key scores (a matmul with its keys, not a linear layer)."""
+    from xlm.model.memory import MemoryConfig
+    config = TransformerConfig(n_words=40, emb_dim=32, n_layers=2, n_heads=4, mem_positions=[(1, "after")],
+                               memory=MemoryConfig(k_dim=24, heads=2, knn=4, n_keys=10, query_batchnorm=False))
+    assert matmul_shapes(TransformerModel(config)) == {(32, 32), (32, 96), (32, 64), (32, 128), (128, 32),
+                                                       (32, 40), (32, 48), (12, 10)}
 
 
 def test_rows_may_change_where_each_row_rounds_alike(threads):

@@ -18,7 +18,8 @@ elsewhere; so do CUDA, autocast and torch.compile (which has its own CPU kernels
 
 Elsewhere every linear layer is F.linear: on a CPU with AVX2 alone (Zen 3) MKL's kernels are the faster
 (oneDNN's at 0.6-1.15x their speed, most below 0.9x), and on Intel's AVX-512 CPUs MKL has AVX-512 kernels
-of its own (oneDNN's at 0.45-1.01x their speed on an Intel Xeon). `XLM_ONEDNN=1` in the environment forces oneDNN, `XLM_ONEDNN=0` turns it off.
+of its own (oneDNN's at 0.45-1.01x their speed on an Intel Xeon). `XLM_ONEDNN=1` in the environment forces
+oneDNN, `XLM_ONEDNN=0` turns it off.
 """
 import contextlib
 import functools
@@ -266,53 +267,73 @@ def _weight_blocks(weight, bounds):
 def row_roundings(in_features, out_features, threads):
     """How float32 F.linear (MKL's sgemm) of this shape, with this many threads, rounds a row by the number
     of rows of its matmul, on this CPU: (otherwise, settled), otherwise the numbers of rows below
-    `small_rows` that round a row otherwise than a matmul of 4 x small_rows rows does, settled whether the
-    larger numbers probed all round as that one does (larger numbers are then taken to round alike). MKL
-    splits the rows among the threads, and a share of a few rows takes other kernels. On an AMD EPYC
-    (Zen 5), for any shape: 1-3 rows with 1, 3 or 4 threads; also 5-7 and 9-11 with 2; up to 51 with 32
-    threads, 227 with 96; never a multiple of 4. On an Intel Xeon (AVX-512) the numbers grow with the
-    width and depend on the shape: with one thread 1 row from 16 to 40 wide, 1-10 at 256, 1-15 from 384;
-    with two, up to 128-485 rows for some shapes from 1,024 wide (not settled). Found once per process,
-    shape and thread count: 0.2 s for a 256 x 8,000 output layer, 10 s for 1,024 x 95,000 (one core)."""
+    `small_rows` that round a row otherwise than a large matmul does, settled whether the larger numbers
+    probed all round as a large matmul does (larger numbers are then taken to round alike). The large
+    matmul is the first of 4, 8, 16 x small_rows rows that rounds as one 4 times as large; where none
+    does, every number is taken to round otherwise. MKL splits the rows among the threads, and a share of a few
+    rows takes other kernels. On an AMD EPYC (Zen 5), for any shape: 1-3 rows with 1, 3 or 4 threads;
+    also 5-7 and 9-11 with 2; up to 51 with 32 threads, 227 with 96; never a multiple of 4. On an Intel
+    Xeon (AVX-512) the numbers grow with the width and depend on the shape: with one thread 1 row from 16
+    to 40 wide, 1-10 at 256, 1-15 from 384; with two, up to 128-512 rows for some shapes from 1,024 wide
+    (not settled). Found once per process, shape and thread count: 0.2 s for a 256 x 8,000 output layer,
+    10 s for 1,024 x 95,000 (one core)."""
     bound = small_rows(threads)
     g = torch.Generator().manual_seed(0)
     x, weight, bias = (torch.randn(*shape, generator=g)
-                       for shape in ((4 * bound, in_features), (out_features, in_features), (out_features,)))
-    full = F.linear(x, weight, bias)
+                       for shape in ((64 * bound, in_features), (out_features, in_features), (out_features,)))
+    large = 4 * bound
+    while True:
+        # against 4 times as many rows: on an Intel Xeon with two threads, 256 and 512 rows 4,096 wide round
+        # alike, and otherwise than 768 or more
+        reference = F.linear(x[:4 * large], weight, bias)
+        if torch.equal(F.linear(x[:large], weight, bias), reference[:large]):
+            break
+        if 4 * large == len(x):
+            return frozenset(range(1, bound)), False
+        large *= 2
 
     def alike(m):
-        return torch.equal(F.linear(x[:m], weight, bias), full[:m])
+        return torch.equal(F.linear(x[:m], weight, bias), reference[:m])
     otherwise = frozenset(m for m in range(1, bound) if not alike(m))
-    settled = all(alike(m) for m in (bound, bound + 1, 3 * bound // 2 + 3, 2 * bound - 1, 2 * bound, 3 * bound + 5,
-                                     4 * bound - 1))
+    settled = all(alike(m) for m in (bound, bound + 1, (bound + large) // 2 + 3, large - 1, large + 5,
+                                     2 * large + 3, 4 * large - 1))
     return otherwise, settled
 
 
 def small_rows(threads):
-    """Below this many rows, MKL's sgemm may round a row otherwise than in a large matmul."""
+    """Below this many rows, MKL's sgemm may round a row otherwise than in a large matmul (on the AMD
+    EPYCs; beyond it on an Intel Xeon with two threads and wide layers: `row_roundings` finds them)."""
     return 4 * max(16, threads)
 
 
-def rows_may_change(before, after, dtype, shapes):
-    """Whether a model whose linear layers have these shapes ((in, out) pairs: `matmul_shapes`) may
-    compute `after` rows where the original computes `before` (leaving finished sentences or padding
-    out), its translations staying the original's bit for bit: in float32 on the CPU, where MKL rounds
-    each row alike with both numbers (`row_roundings`); and always where nothing is compared to the
-    original: inside `free_roundings` and in other dtypes."""
-    if _free_roundings[0] or before == after or dtype != torch.float32:
+def rounds_as_large(rows, dtype, shapes):
+    """Whether float32 F.linear of this many rows rounds each row as a large matmul does through every
+    shape ((in, out) pairs: `matmul_shapes`), on the CPU (`row_roundings`); always inside `free_roundings`
+    and in other dtypes, where nothing is compared to the original."""
+    if _free_roundings[0] or dtype != torch.float32:
         return True
     threads = torch.get_num_threads()
     for shape in sorted(shapes, key=lambda s: s[0] * s[1]):  # the cheaper probes first: one may settle it
         otherwise, settled = row_roundings(*shape, threads)
-        if before in otherwise or after in otherwise or not settled and max(before, after) >= small_rows(threads):
+        if rows in otherwise or not settled and rows >= small_rows(threads):
             return False
-    return after > 0
+    return True
+
+
+def rows_may_change(before, after, dtype, shapes):
+    """Whether a model whose linear layers have these shapes may compute `after` rows where the original
+    computes `before` (leaving finished sentences or padding out), its translations staying the
+    original's bit for bit: where both numbers round each row as a large matmul does (`rounds_as_large`)."""
+    return before == after or after > 0 and rounds_as_large(before, dtype, shapes) and \
+        rounds_as_large(after, dtype, shapes)
 
 
 def matmul_shapes(*modules):
-    """The (in, out) shapes of the linear layers in these modules, for `rows_may_change`."""
-    return frozenset((m.in_features, m.out_features) for module in modules for m in module.modules()
-                     if isinstance(m, nn.Linear))
+    """The (in, out) shapes of the matmuls over rows in these modules, for `rows_may_change`: their linear
+    layers', and those a module computes otherwise, which it names in its `own_matmul_shapes`."""
+    return frozenset(shape for module in modules for m in module.modules()
+                     for shape in ([(m.in_features, m.out_features)] if isinstance(m, nn.Linear) else
+                                   m.own_matmul_shapes() if hasattr(m, "own_matmul_shapes") else []))
 
 
 def _k_block_candidates(k):

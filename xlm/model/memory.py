@@ -224,6 +224,10 @@ class HashingMemory(nn.Module):
             for p in self.query_proj.parameters():
                 p.requires_grad = False
 
+    def own_matmul_shapes(self):
+        """The sub-key scores' matmul (`_top_knn`), over the rows of the memory's input, for `matmul_shapes`."""
+        return [(self.config.k_dim // 2, self.config.n_keys)]
+
     def _sub_keys(self, head):
         if self.config.use_different_keys:
             return self.keys[head, 0], self.keys[head, 1]

@@ -20,7 +20,7 @@ from .attention import (PADDED_ATTENTION_KERNELS, attention_with_dropout, origin
                         varlen_attention)
 from .dropout import dropout
 from .linear import (Linear, bucket_rows, calls_f_linear, cross_entropy, in_free_roundings, linear, matmul_shapes,
-                     pads_rows, rows_may_change)
+                     pads_rows, rounds_as_large, rows_may_change)
 from .memory import HashingMemory, MemoryConfig
 
 N_MAX_POSITIONS = 512  # the original's fixed position table; checkpoints without `n_positions` have it
@@ -166,8 +166,19 @@ class MultiHeadAttention(nn.Module):
 
     @staticmethod
     def _projections(x, *linears):
-        """x through the linear maps side by side, as one matmul (a wider one runs closer to the peak)."""
-        return linear(x, *MultiHeadAttention._stacked(linears))
+        """x through the linear maps side by side, as one matmul (a wider one runs closer to the peak),
+        unless the original's roundings are kept and its number of rows rounds otherwise than a large
+        matmul through either shape: there the maps' own matmuls, the original's (on an Intel Xeon with two
+        threads, 4 and 5 rows 128 or 192 wide gave other values side by side)."""
+        dim, rows = x.shape[-1], x.numel() // x.shape[-1]
+        if torch.is_grad_enabled() or not x.is_cpu or \
+                rounds_as_large(rows, compute_dtype(x), [(dim, dim), (dim, dim * len(linears))]):
+            return linear(x, *MultiHeadAttention._stacked(linears))
+        return torch.cat([lin(x) for lin in linears], dim=-1)
+
+    def own_matmul_shapes(self):
+        """The maps side by side (`_projections`), for `matmul_shapes`."""
+        return [(self.dim, 3 * self.dim), (self.dim, 2 * self.dim)]
 
     def _heads(self, x):
         bs, n, _ = x.shape
