@@ -270,13 +270,13 @@ def row_roundings(in_features, out_features, threads):
     `small_rows` that round a row otherwise than a large matmul does, settled whether the larger numbers
     probed all round as a large matmul does (larger numbers are then taken to round alike). The large
     matmul is the first of 4, 8, 16 x small_rows rows that rounds as one 4 times as large; where none
-    does, every number is taken to round otherwise. MKL splits the rows among the threads, and a share of a few
-    rows takes other kernels. On an AMD EPYC (Zen 5), for any shape: 1-3 rows with 1, 3 or 4 threads;
+    does, every number is taken to round otherwise. MKL splits the rows among the threads, and a share of
+    a few rows takes other kernels. On an AMD EPYC (Zen 5), for any shape: 1-3 rows with 1, 3 or 4 threads;
     also 5-7 and 9-11 with 2; up to 51 with 32 threads, 227 with 96; never a multiple of 4. On an Intel
     Xeon (AVX-512) the numbers grow with the width and depend on the shape: with one thread 1 row from 16
     to 40 wide, 1-10 at 256, 1-15 from 384; with two, up to 128-512 rows for some shapes from 1,024 wide
-    (not settled). Found once per process, shape and thread count: 0.2 s for a 256 x 8,000 output layer,
-    10 s for 1,024 x 95,000 (one core)."""
+    (not settled). Found once per process, shape and thread count: 0.3 s for a 256 x 8,000 output layer,
+    16 s for 1,024 x 95,000 (one core)."""
     bound = small_rows(threads)
     g = torch.Generator().manual_seed(0)
     x, weight, bias = (torch.randn(*shape, generator=g)

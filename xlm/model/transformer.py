@@ -429,8 +429,8 @@ def _beams_apart(t, sentences, group):
     """Whether any beam of a sentence holds other values in t than the sentence's first beam (a 0-d
     tensor), t's first dimension holding the sentences' `group` beams in turn (each beam's heads one
     after the other). The beams' copies of a source's keys come from one matmul over all their rows,
-    which MKL may round apart for a few of them (where a thread's share is 1-3 rows: with 16 threads or
-    more, on short batches); the original's beams then read their ancestor's copy."""
+    which MKL may round apart for a few of them (on the AMD EPYCs where a thread's share is 1-3 rows: with
+    16 threads or more, on short batches); the original's beams then read their ancestor's copy."""
     beams = t.reshape(sentences, group, -1)
     return (beams[:, 1:] != beams[:, :1]).any()
 
