@@ -100,3 +100,22 @@ def test_an_fp16_update_reads_nothing_on_the_host(small_sample, tmp_path, monkey
     run_steps(trainer, 3, mode)
     assert mode.found == [] and trainer.engine.n_micro == 3
     assert trainer.engine.settle() == 0  # read here, at a log line
+
+
+def test_a_run_resumed_in_another_precision_goes_on_and_says_so(small_sample, tmp_path):
+    """A run saved without float16 (bf16 GPUs) and resumed with it (fp16 GPUs) starts from GradScaler's first
+    scale; the other way round the loss scale is left out. Either way the log names the change."""
+    def run(precision, epochs):
+        base = flags(small_sample, tmp_path, "moved", 40)
+        base[base.index("--fp16"):base.index("--fp16") + 2] = precision
+        base[base.index("--max_epoch") + 1] = str(epochs)
+        loop.main(base)
+        return read_checkpoint(tmp_path / "fp16" / "moved" / "checkpoint.pth")["train_state"]
+
+    assert run(["--bf16", "true"], 1)["epoch"] == 1  # the epoch to resume at
+    state = run(["--fp16", "true"], 2)
+    assert state["epoch"] == 2 and state["scaler"]["scale"] > 0
+    assert run(["--fp16", "false"], 3)["scaler"] == {}
+    log = (tmp_path / "fp16" / "moved" / "train.log").read_text()
+    assert "resumed with other flags than the run's (--fp16 False there, True here; --bf16 True there, False here)" in log
+    assert "(--fp16 True there, False here)" in log

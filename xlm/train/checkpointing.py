@@ -80,7 +80,7 @@ def save_training_checkpoint(path, models, optimizers, dico, params, train_state
 # what a resumed run may change, but rarely means to: its batches (their saved positions are then read in
 # other batches) and its updates
 BATCHING_FLAGS = ("batch_size", "bptt", "tokens_per_batch", "max_len", "group_by_size", "optimizer",
-                  "accumulate_gradients")
+                  "accumulate_gradients", "fp16", "bf16")
 
 
 def load_optimizer_states(optimizers, data, path, logger, untrained=()):

@@ -155,8 +155,14 @@ class StepEngine:
             grads[name] = {k: g.cpu().clone() for (k, _), g, h in zip(named, dense, held.tolist()) if h}
         return {"grads": grads, "sparse": sparse, "nonfinite": float(nonfinite)}
 
+    def load_scaler_state(self, state):
+        """The loss scale saved with a run; one saved without float16 (a disabled scaler's state is empty)
+        and resumed with it starts from GradScaler's first scale, as a new float16 run does."""
+        if state or not self.scaler.is_enabled():
+            self.scaler.load_state_dict(state)
+
     def load_state_dict(self, state, models=None):
-        self.scaler.load_state_dict(state["scaler"])
+        self.load_scaler_state(state["scaler"])
         self.n_micro, self.n_skipped = state["n_micro"], state["n_skipped"]
         self.skipped.fill_(self.n_skipped)
         pending = state.get("pending")

@@ -41,7 +41,8 @@ from .signals import EvaluationStopped, StopSignals
 
 # what a resumed fine-tuning may change, but rarely means to (train.py's BATCHING_FLAGS)
 FINETUNE_BATCHING_FLAGS = ("batch_size", "max_batch_size", "tokens_per_batch", "max_len", "group_by_size",
-                           "optimizer_e", "optimizer_p", "finetune_layers", "dropout", "epoch_size", "seed")
+                           "optimizer_e", "optimizer_p", "finetune_layers", "dropout", "epoch_size", "seed", "fp16",
+                           "bf16")
 
 
 def build_parser():
@@ -414,7 +415,7 @@ class FineTuner:
             self.iterator.load_state_dict(state["iterator"])
         except DataError as e:
             raise DataError(f"{self.checkpoint_path}: {e}") from None
-        self.engine.scaler.load_state_dict(state["scaler"])
+        self.engine.load_scaler_state(state["scaler"])
         if "torch_rng" in state:  # a checkpoint of an earlier version: rank 0's CPU state alone
             torch.set_rng_state(state["torch_rng"])
         else:  # dropout goes on as it would have
