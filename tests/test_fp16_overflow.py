@@ -117,5 +117,6 @@ def test_a_run_resumed_in_another_precision_goes_on_and_says_so(small_sample, tm
     assert state["epoch"] == 2 and state["scaler"]["scale"] > 0
     assert run(["--fp16", "false"], 3)["scaler"] == {}
     log = (tmp_path / "fp16" / "moved" / "train.log").read_text()
-    assert "resumed with other flags than the run's (--fp16 False there, True here; --bf16 True there, False here)" in log
+    assert ("resumed with other flags than the run's (--fp16 False there, True here; --bf16 True there, False "
+            "here)") in log
     assert "(--fp16 True there, False here)" in log

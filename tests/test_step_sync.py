@@ -12,6 +12,7 @@ from xlm.model import transformer
 from xlm.train import adam
 from xlm.train.loop import Trainer
 from xlm.train.options import parse_params
+from xlm.train.pipeline import Prefetcher
 
 aten = torch.ops.aten
 SYNCING = {aten._local_scalar_dense.default, aten.nonzero.default, aten.masked_select.default, aten.item.default,
@@ -48,17 +49,21 @@ def translation_trainer(small_sample, tmp_path, *flags):
 
 
 def run_steps(trainer, n_rounds, mode):
-    """Rounds of the plan (made outside the mode, as the background thread makes them), trained inside it."""
-    items = trainer.plan.items(0)
+    """Rounds of the plan, made by train.py's background thread (outside the mode; pinned on a GPU, whose
+    copies to the device are then asynchronous), trained inside the mode."""
+    items = Prefetcher(trainer.plan.items(0), pin=trainer.info.device.type == "cuda")
     objectives = set()
-    for _ in range(n_rounds):
-        for work in iter(lambda: next(items), None):
-            if work.kind == "round":
-                break
-            if work.kind == "step":
-                objectives.add(work.objective)
-                with mode:
-                    trainer.optimize(work.name, lambda: trainer.loss(work), work.lam)
+    try:
+        for _ in range(n_rounds):
+            for work in iter(lambda: next(items), None):
+                if work.kind == "round":
+                    break
+                if work.kind == "step":
+                    objectives.add(work.objective)
+                    with mode:
+                        trainer.optimize(work.name, lambda: trainer.loss(work), work.lam)
+    finally:
+        items.close()
     return objectives
 
 
