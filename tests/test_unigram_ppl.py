@@ -123,3 +123,21 @@ def test_command_line_prints_the_ratio(run):
     assert out[0].split() == ["masked", "tokens", "of", "model", "ppl", "unigram", "ppl", "ratio"]
     name, model, unigram, ratio = out[-1].split()
     assert name == "valid_mlm_ppl" and float(ratio) == pytest.approx(float(model) / float(unigram), rel=0.02)
+
+
+def test_data_of_another_vocabulary_is_refused(run, tmp_path):
+    """Data binarized with two words swapped (or with another vocabulary) would be scored as other words:
+    refused as train.py refuses it, naming the file and the first id that differs."""
+    data, dump, texts, dico = run
+    words = [dico.id2word[i] for i in range(N_SPECIAL, len(dico))]
+    words[0], words[1] = words[1], words[0]
+    swapped = Dictionary.from_words([(dico.id2word[i], 0) for i in range(N_SPECIAL)] +
+                                    [(w, dico.counts[w]) for w in words])
+    for name in texts:
+        (tmp_path / name).write_text((data / name).read_text())
+        binarize(tmp_path / name, swapped, tmp_path / f"{name}.pth", 1)
+    proc = python("tools/unigram_ppl.py", dump / "best-valid_mlm_ppl.pth", "--data_path", tmp_path, check=False)
+    assert proc.returncode == 1 and proc.stdout == "" and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: {tmp_path / 'valid.en.pth'}: {dump / 'best-valid_mlm_ppl.pth'}: the "
+                                  f"checkpoint's vocabulary is not the data's: id {N_SPECIAL} is {dico[N_SPECIAL]!r} "
+                                  f"in the checkpoint but {words[0]!r} in the data"), proc.stderr

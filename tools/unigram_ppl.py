@@ -26,7 +26,7 @@ from xlm.data.binarized import load_binarized  # noqa: E402
 from xlm.data.dictionary import UNK_INDEX  # noqa: E402
 from xlm.evaluation.lm import eval_subset, eval_targets, pair_batches, score_batches, stream_windows  # noqa: E402
 from xlm.fileio import DataError  # noqa: E402
-from xlm.model.checkpoint import load_model  # noqa: E402
+from xlm.model.checkpoint import check_vocabulary, load_model  # noqa: E402
 
 
 def require_mlm_steps(path, params, unknown_ok=False):
@@ -39,6 +39,20 @@ def require_mlm_steps(path, params, unknown_ok=False):
     if not params.get("mlm_steps"):
         raise DataError(f"{path}: the run has no MLM/TLM steps (--mlm_steps)")
     return params["mlm_steps"]
+
+
+def check_data_vocabulary(corpus, loaded, model_path):
+    """Refuse a corpus binarized with another vocabulary than the model's, as train.py refuses it (after the
+    run's --max_vocab / --min_count): its ids would be scored as other words, with no error from the sizes."""
+    corpus.dico.max_vocab(loaded.params.get("max_vocab", -1))
+    corpus.dico.min_count(loaded.params.get("min_count", 0))
+    # check_vocabulary reads the checkpoint's vocabulary from the file's dict: the loaded model's, in that form
+    saved = {"dico_id2word": loaded.dico.id2word, "dico_word2id": loaded.dico.word2id,
+             "dico_counts": loaded.dico.counts}
+    try:
+        check_vocabulary(saved, corpus.dico, model_path)
+    except DataError as e:
+        raise DataError(f"{corpus.path}: {e}") from None
 
 
 def unigram_log_probs(corpus, n_words):
@@ -73,7 +87,9 @@ def compare(model_path, data_path=None, split="valid"):
         path = os.path.join(data_path, name + ".pth")
         if not os.path.isfile(path):
             raise DataError(f"{path}: missing (the run's data; give --data_path if it moved)")
-        return load_binarized(path)
+        data = load_binarized(path)
+        check_data_vocabulary(data, loaded, model_path)
+        return data
 
     rows = []
     for l1, l2 in p.mlm_steps:
