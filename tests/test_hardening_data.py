@@ -2,6 +2,8 @@
 exits non-zero with one `error:` line naming the file, line or flag — never a hang (every run has a
 timeout), never a traceback — and leaves no temporary file behind."""
 import contextlib
+import errno
+import multiprocessing
 import os
 import random
 import signal
@@ -13,6 +15,7 @@ import pytest
 
 from conftest import ROOT
 from xlm.data.binarized import load_binarized
+from xlm.fileio import DataError
 
 FAST = ROOT / "tools" / "fastBPE" / "fast"
 # FASTBPE="" runs the Python fastBPE; the compiled one where tools/install_fastbpe.sh could build it
@@ -356,7 +359,8 @@ def test_tokenize_language_codes():
 
 
 def test_binarize_in_parallel_writes_the_same_bytes(tmp_path):
-    """The workers that replace multiprocessing.Pool keep the blocks in order (3 workers, 4 blocks)."""
+    """The workers that replace multiprocessing.Pool keep the blocks in order (as many workers as cores, up to
+    3, for 4 blocks)."""
     from xlm.data.binarized import binarize
     from xlm.data.dictionary import Dictionary
 
@@ -369,3 +373,52 @@ def test_binarize_in_parallel_writes_the_same_bytes(tmp_path):
     for threads in (1, 3):
         binarize(tmp_path / "text", dico, tmp_path / f"out{threads}", threads)
     assert (tmp_path / "out1").read_bytes() == (tmp_path / "out3").read_bytes()
+
+
+def test_preprocess_starts_no_more_workers_than_blocks_or_cores(files, monkeypatch):
+    """--threads 100000 on a small file starts one worker, not 100,000 (which filled the memory); a worker
+    that cannot be started is one error naming --threads."""
+    proc = cli(["preprocess.py", files / "vocab", files / "in", files / "out.pth", "--threads", "100000"])
+    assert proc.returncode == 0, proc.stderr_text
+    from xlm.data import binarized
+    from xlm.data.dictionary import Dictionary
+    (files / "big").write_text("a b c\n" * (1 << 19), encoding="utf-8")  # 3 MiB: 3 blocks
+    monkeypatch.setattr(binarized.os, "cpu_count", lambda: 8)
+    started = []
+
+    def start(self):
+        started.append(self)
+        raise OSError(errno.EMFILE, "Too many open files")
+    monkeypatch.setattr(multiprocessing.context.ForkProcess, "start", start)
+    with pytest.raises(DataError, match=r"cannot start 3 worker processes \(Too many open files\): use fewer "
+                                        r"\(--threads\)"):
+        binarized.binarize(files / "big", Dictionary.read_vocab(files / "vocab"), files / "big.pth", threads=100)
+    assert len(started) == 1 and not (files / "big.pth").exists()
+
+
+def test_a_failed_write_is_one_error_and_the_previous_file_stays(tmp_path):
+    """A full disk while atomic_write's block writes (preprocess.py, convert_binarized.py, a checkpoint, the
+    hypotheses) is one error naming the file; the previous file stays and no temporary one is left. Other
+    errors go through as they are."""
+    from xlm.fileio import atomic_write
+    path = tmp_path / "out.pth"
+    path.write_bytes(b"before")
+    with pytest.raises(DataError, match=r"out.pth: cannot write it \(No space left on device\); the previous file"):
+        with atomic_write(path) as f:
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with pytest.raises(RuntimeError, match="a bug"):
+        with atomic_write(path) as f:
+            raise RuntimeError("a bug")
+    assert path.read_bytes() == b"before" and [p.name for p in tmp_path.iterdir()] == ["out.pth"]
+
+
+@pytest.mark.parametrize("command", [["preprocess.py", "{vocab}", "{in}", "{out}"],
+                                     ["tools/fastbpe", "applybpe", "{out}", "{in}", "{codes}"]],
+                         ids=["preprocess", "applybpe"])
+def test_an_output_named_as_a_folder_is_refused_before_the_work(files, command):
+    """`nope/` names a folder, not a file: refused up front (it used to pass the check, then fail at the end)."""
+    out = str(files / "nope") + os.sep
+    proc = cli([a.format(vocab=files / "vocab", codes=files / "codes", out=out, **{"in": files / "in"})
+                for a in command])
+    assert_one_error(proc, "nope/: is a folder, expected an output file name")

@@ -115,7 +115,7 @@ def check_output(path):
     """Fail before any work, naming `path`, if a file cannot be written there: the folder is missing,
     not a folder, read-only or not ours, or `path` is a folder. Tries it for real (an empty temporary
     file, removed at once), which also catches read-only file systems and ACLs."""
-    if os.path.isdir(path):
+    if os.path.isdir(path) or os.fspath(path).endswith(os.sep):
         raise DataError(f"{path}: is a folder, expected an output file name")
     try:
         # named unlike atomic_write's files: rank 0 of a distributed run removes those it finds at start
@@ -187,7 +187,7 @@ def writing_stdout():
     except BrokenPipeError:
         _end_now(128 + signal.SIGPIPE)
     except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+        if e.errno not in WRITE_ERRORS:
             raise
         print(f"error: cannot write the output ({e.strerror})", file=sys.stderr, flush=True)
         _end_now(1)
@@ -213,10 +213,34 @@ def atomic_write(path, mode="wb"):
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+            try:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            except (OSError, RuntimeError) as e:
+                reason = failed_write(e, tmp)
+                if reason is None:
+                    raise
+                raise DataError(f"{path}: cannot write it ({reason}); the previous file, if any, is kept") from None
         os.replace(tmp, path)
+
+
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+
+
+def failed_write(error, path):
+    """Why writing `path` failed, if `error` is a failed write: a full disk or quota, a file too large, an I/O
+    error (torch.save reports them as a RuntimeError of its own, which names no cause: a file system
+    with no space left is taken to be it); else None."""
+    if isinstance(error, OSError):
+        return error.strerror if error.errno in WRITE_ERRORS else None
+    if "PytorchStreamWriter" not in str(error) and "unexpected pos" not in str(error):
+        return None
+    try:
+        full = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < (1 << 20)
+    except OSError:
+        full = False
+    return os.strerror(errno.ENOSPC) if full else str(error).strip().splitlines()[0]
 
 
 @contextmanager

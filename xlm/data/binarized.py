@@ -393,10 +393,15 @@ def _in_order(fn, items, n_workers):
     workers, conns = [], []
     try:
         for _ in range(n_workers):
-            conn, child = ctx.Pipe()
-            conns.append(conn)
-            workers.append(ctx.Process(target=_serve, args=(fn, child, conns), daemon=True))
-            workers[-1].start()
+            try:
+                conn, child = ctx.Pipe()
+                conns.append(conn)
+                worker = ctx.Process(target=_serve, args=(fn, child, conns), daemon=True)
+                worker.start()
+            except OSError as e:
+                raise DataError(f"cannot start {n_workers} worker processes ({e.strerror}): use fewer "
+                                "(--threads)") from None
+            workers.append(worker)
             child.close()
         items, in_flight, end = iter(items), deque(), object()  # in_flight: the worker of each item sent, in order
 
@@ -426,11 +431,16 @@ def _in_order(fn, items, n_workers):
             conn.close()
 
 
+BINARIZE_BLOCK = 1 << 20  # bytes of text a worker indexes at a time
+
+
 def binarize(text_path, dico, output_path, threads=None):
-    """Index a tokenized text file against `dico` into our format; returns the loaded corpus."""
+    """Index a tokenized text file against `dico` into our format, with up to `threads` worker processes
+    (no more than the cores, nor than the file's blocks); returns the loaded corpus."""
     check_file(text_path)
-    threads = threads or os.cpu_count() or 1
-    blocks = iter_line_blocks(text_path, 1 << 20, desc=f"binarize {os.path.basename(text_path)}")
+    n_blocks = -(-os.path.getsize(text_path) // BINARIZE_BLOCK)
+    threads = max(1, min(threads or os.cpu_count() or 1, os.cpu_count() or 1, n_blocks))
+    blocks = iter_line_blocks(text_path, BINARIZE_BLOCK, desc=f"binarize {os.path.basename(text_path)}")
     with atomic_write(output_path) as f:
         if threads == 1:
             dropped, empty, control = _write_ours(f, (_index_block(b, dico.word2id) for b in blocks), dico)

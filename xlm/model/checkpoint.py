@@ -369,10 +369,5 @@ def save_checkpoint(payload, path):
     write that fails (a full disk) is a DataError naming the file; the previous file stays."""
     payload = plain(payload)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    try:
-        with atomic_write(path) as f:
-            torch.save(payload, f)
-    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0]
-        raise DataError(f"{path}: cannot write the checkpoint ({reason}); the previous one, if any, is kept") \
-            from None
+    with atomic_write(path) as f:
+        torch.save(payload, f)
