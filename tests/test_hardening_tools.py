@@ -3,11 +3,12 @@ no traceback, and no output lost (outputs in a missing folder, --help, counts be
 model where a masked LM is needed)."""
 import json
 import os
+import sys
 
 import pytest
 import torch
 
-from conftest import ROOT, python
+from conftest import ROOT, python, run
 from test_compare_logs import XLM_LOG
 from test_hardening_cli import mt_checkpoint, one_error_line  # noqa: F401  (the random MT model)
 from xlm.data.binarized import binarize
@@ -24,14 +25,19 @@ def tool(name, *args, **kw):
     return python(TOOLS / name, *args, check=False, **kw)
 
 
+def tool_redirected(redirect, name, *args):
+    """A tool run with a shell's redirection of its standard streams: `< FILE` (bytes), `>&-`, `<&-`."""
+    return run(["sh", "-c", f'"$@" {redirect}', "sh", sys.executable, TOOLS / name, *args], check=False)
+
+
 @pytest.fixture(scope="module")
 def mlm_checkpoint(tmp_path_factory):
-    """A random (untrained) encoder of an MLM run, with the run's params."""
+    """A random (untrained) encoder of an MLM run of two languages (TLM input can be made), with the run's params."""
     vocab = SPECIAL_WORDS + WORDS
     torch.manual_seed(0)
-    model = TransformerModel(TransformerConfig(n_words=len(vocab), emb_dim=16, n_layers=1, n_heads=2, n_langs=1))
-    params = dict(emb_dim=16, n_layers=1, n_heads=2, n_langs=1, lang2id={"en": 0}, id2lang={0: "en"},
-                  encoder_only=True, n_words=len(vocab), mlm_steps=[("en", None)])
+    model = TransformerModel(TransformerConfig(n_words=len(vocab), emb_dim=16, n_layers=1, n_heads=2, n_langs=2))
+    params = dict(emb_dim=16, n_layers=1, n_heads=2, n_langs=2, lang2id={"en": 0, "fr": 1}, id2lang={0: "en", 1: "fr"},
+                  encoder_only=True, n_words=len(vocab), mlm_steps=[("en", None), ("fr", None)])
     path = tmp_path_factory.mktemp("mlm") / "mlm.pth"
     save_checkpoint(checkpoint_payload(Dictionary.from_words([(w, 0) for w in vocab]), params, model=model.eval()),
                     path)
@@ -204,3 +210,24 @@ def test_compare_logs_unknown_metric_and_a_folder(run_folder):
                    f"error: {run_folder}: is a folder, expected a train.log file (the run's is {log})")
     proc = tool("compare_logs.py", log, "--metrics", "valid")
     assert proc.returncode == 0 and "valid_mlm_ppl" in proc.stdout, proc.stderr
+
+
+# ----------------------------------------------------------------------------- fill_mask.py's input lines
+
+def test_fill_mask_names_the_line_of_a_sentence_it_cannot_take(tmp_path, mlm_checkpoint):
+    """A line longer than the model's positions (alone or as a translation), invalid UTF-8, and a line
+    without a word to mask are one error naming the line of standard input (and of --translations)."""
+    (tmp_path / "long").write_text("the cat\n" + "the " * 600 + "\n")
+    proc = tool_redirected(f"< {tmp_path / 'long'}", "fill_mask.py", mlm_checkpoint, "--lang", "en", "--mask", "0")
+    one_error_line(proc, "error: <stdin>:2: the sentence has 600 subwords, more than the 510 that the model's 512 "
+                         "positions hold with the two </s>")
+    (tmp_path / "two").write_text("cat\ncat\n")
+    proc = tool_redirected(f"< {tmp_path / 'two'}", "fill_mask.py", mlm_checkpoint, "--lang", "en", "--mask", "0",
+                           "--translations", tmp_path / "long", "--translation_lang", "fr")
+    one_error_line(proc, f"error: <stdin>:2, {tmp_path / 'long'}:2: the translation has 600 subwords")
+    (tmp_path / "bad").write_bytes(b"the cat\nthe \xff cat\n")
+    proc = tool_redirected(f"< {tmp_path / 'bad'}", "fill_mask.py", mlm_checkpoint, "--lang", "en", "--mask", "0")
+    one_error_line(proc, "error: <stdin>:2: invalid UTF-8 (invalid start byte at byte 5 of the line)")
+    assert proc.stdout == ""
+    proc = tool("fill_mask.py", mlm_checkpoint, "--lang", "en", "--mask", "random", input="the cat\n\n. ,\n")
+    one_error_line(proc, "error: <stdin>:3: --mask random: no word to mask in '. ,'")

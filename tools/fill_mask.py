@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from xlm.data.datasets import batch_sentences  # noqa: E402
 from xlm.data.dictionary import MASK_INDEX  # noqa: E402
 from xlm.embed import SentenceEncoder  # noqa: E402
-from xlm.fileio import DataError, read_lines  # noqa: E402
+from xlm.fileio import DataError, iter_stdin_blocks, read_lines  # noqa: E402
 from xlm.objectives.lm import concat_pair  # noqa: E402
 from tools.unigram_ppl import require_mlm_steps  # noqa: E402
 
@@ -117,6 +117,12 @@ class MaskFiller:
         """The run's TLM step order: (context, sentence) unless only (sentence, context) was trained."""
         return (context_lang, lang) in self.tlm_steps or (lang, context_lang) not in self.tlm_steps
 
+    def check_length(self, tokens, what):
+        longest = self.model.config.n_positions - 2  # and the two </s> around it (TLM: around each side)
+        if len(tokens) > longest:
+            raise DataError(f"{what} has {len(tokens)} subwords, more than the {longest} that the model's "
+                            f"{self.model.config.n_positions} positions hold with the two </s>")
+
     def predict(self, tokens, flags, lang, context=None, context_lang=None):
         """Log-probabilities (masked tokens, n_words); context: the translation's tokens, or None."""
         ids = [MASK_INDEX if f else self.dico.index(t) for t, f in zip(tokens, flags)]
@@ -150,12 +156,16 @@ def show(filler, sentence, lang, indices, top_k, translation=None, translation_l
     tokens, flags = mask_words(words, indices)
     if not any(flags):
         raise DataError(f"nothing to predict in '{sentence}': write <mask> or give --mask")
+    filler.check_length(tokens, "the sentence")
+    context = None
+    if translation is not None:
+        context = " ".join(" ".join(w) for w in words_of(filler.encoder, translation, translation_lang)).split()
+        filler.check_length(context, "the translation")
     shown = " ".join(f"[{t or 'MASK'}]" if f else t for t, f in zip(tokens, flags))
     truths = [t for t, f in zip(tokens, flags) if f]
     runs = [(None, filler.predict(tokens, flags, lang))]
     print(f"{lang}: {shown}", file=out)
     if translation is not None:
-        context = " ".join(" ".join(w) for w in words_of(filler.encoder, translation, translation_lang)).split()
         print(f"{translation_lang}: {' '.join(context)}", file=out)
         runs.append((context, filler.predict(tokens, flags, lang, context, translation_lang)))
     for k, truth in enumerate(truths):
@@ -192,6 +202,13 @@ def parse_mask(spec, seed):
         raise DataError(f"--mask {spec}: expected word indices like 3 or 1,-2, or 'random'") from None
 
 
+def stdin_lines():
+    """[(where, line)] of standard input, where is '<stdin>:N'; a line of invalid UTF-8 is a DataError naming it."""
+    if sys.stdin is None:  # started with <&-
+        raise DataError("standard input is closed: give the sentences as arguments")
+    return [(f"<stdin>:{first + i}", line) for first, lines in iter_stdin_blocks() for i, line in enumerate(lines)]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a pretrained model (MLM/TLM) in the original's checkpoint layout")
@@ -216,18 +233,22 @@ def main(argv=None):
         raise DataError("--summary needs --translations")
     if args.translation is not None and not args.translation.strip():
         raise DataError("--translation is empty")
+    if sys.stdout is None:  # started with >&-: print() would drop every line, silently
+        raise DataError("standard output is closed")
+    # (where, sentence): where names the line of standard input an error is about; an argument is shown whole
+    sentences = [(None, s) for s in args.sentences] or stdin_lines()
     if not args.translations:
-        sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        sentences = [(where, s) for where, s in sentences if s.strip()]
         if not sentences:
             raise DataError("no sentence: give it as an argument or on standard input")
         translations = [args.translation] * len(sentences)
     else:  # line by line: an empty line stays, so that the two files stay aligned
-        sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
         translations = read_lines(args.translations)
         if len(translations) != len(sentences):
             raise DataError(f"--translations {args.translations}: {len(translations)} lines for {len(sentences)} "
                             f"sentences")
-        pairs = [(s, t) for s, t in zip(sentences, translations) if s.strip() and t.strip()]
+        pairs = [((f"{where + ', ' if where else ''}{args.translations}:{i}", s), t)
+                 for i, ((where, s), t) in enumerate(zip(sentences, translations), 1) if s.strip() and t.strip()]
         if not pairs:
             raise DataError(f"--translations {args.translations}: no pair of non-empty lines")
         sentences, translations = (list(x) for x in zip(*pairs))
@@ -238,8 +259,13 @@ def main(argv=None):
     filler = MaskFiller(args.checkpoint, args.codes, args.vocab, args.lowercase)
     indices = parse_mask(args.mask, args.seed)
     out = io.StringIO() if args.summary else sys.stdout
-    scores = [show(filler, sentence, args.lang, indices, args.top_k, translation, args.translation_lang, out)
-              for sentence, translation in zip(sentences, translations)]
+    scores = []
+    for (where, sentence), translation in zip(sentences, translations):
+        try:
+            scores.append(show(filler, sentence, args.lang, indices, args.top_k, translation, args.translation_lang,
+                               out))
+        except DataError as e:
+            raise DataError(f"{where}: {e}" if where else str(e)) from None
     if args.translations:
         print(summary(scores, args.translation_lang))
 
