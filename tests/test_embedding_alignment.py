@@ -2,10 +2,12 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import ROOT, load_script, main_in_process, python
 from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
+from xlm.fileio import DataError
 from xlm.model.checkpoint import checkpoint_payload, save_checkpoint
 from xlm.model.transformer import TransformerConfig, TransformerModel
 
@@ -79,8 +81,8 @@ def test_bpe_split_words_are_the_mean_of_their_subwords(tmp_path, capsys):
     result = json.loads(align(capsys, tmp_path / "m.pth", lexicon, "--codes", codes).stdout)
     mean = vec[:2].mean(axis=0)
     assert abs(result["l2"] - np.linalg.norm(mean - vec[2])) < 1e-5 and result["pairs"] == 1
-    proc = align(capsys, tmp_path / "m.pth", lexicon)
-    assert proc.returncode == 1 and "no translation pair has both words" in proc.stderr
+    with pytest.raises(DataError, match="no translation pair has both words"):
+        align(capsys, tmp_path / "m.pth", lexicon)
     lexicon.write_text("cat dog chat\n")
-    proc = align(capsys, tmp_path / "m.pth", lexicon)
-    assert proc.returncode == 1 and f"{lexicon}:1: expected 'src_word tgt_word'" in proc.stderr
+    with pytest.raises(DataError, match=f"{lexicon}:1: expected 'src_word tgt_word'"):
+        align(capsys, tmp_path / "m.pth", lexicon)

@@ -231,3 +231,21 @@ def test_fill_mask_names_the_line_of_a_sentence_it_cannot_take(tmp_path, mlm_che
     assert proc.stdout == ""
     proc = tool("fill_mask.py", mlm_checkpoint, "--lang", "en", "--mask", "random", input="the cat\n\n. ,\n")
     one_error_line(proc, "error: <stdin>:3: --mask random: no word to mask in '. ,'")
+
+
+# ----------------------------------------------------------------------------- embedding_alignment.py
+
+def test_embedding_alignment_bad_lexicon_and_candidates(tmp_path, mlm_checkpoint):
+    (tmp_path / "lexicon").write_text("cat here\n")
+    (tmp_path / "binary").write_bytes(b"cat here\n\xff\xfe bad\n")
+    one_error_line(tool("embedding_alignment.py", mlm_checkpoint, tmp_path / "binary"),
+                   f"error: {tmp_path / 'binary'}:2: invalid UTF-8")
+    one_error_line(tool("embedding_alignment.py", mlm_checkpoint, tmp_path / "lexicon", "--candidates",
+                        tmp_path / "binary"), f"error: {tmp_path / 'binary'}:2: invalid UTF-8")
+    (tmp_path / "unknown").write_text("zebra\nunicorn\n")
+    one_error_line(tool("embedding_alignment.py", mlm_checkpoint, tmp_path / "lexicon", "--candidates",
+                        tmp_path / "unknown"),
+                   f"error: {tmp_path / 'unknown'}: none of its 2 words is in the vocabulary (give --codes")
+    (tmp_path / "bad").write_text("cat here now\n")
+    one_error_line(tool("embedding_alignment.py", mlm_checkpoint, tmp_path / "bad"),
+                   f"error: {tmp_path / 'bad'}:1: expected 'src_word tgt_word', found 3 fields")

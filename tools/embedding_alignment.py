@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from xlm.data.bpe import BPEApplier  # noqa: E402
-from xlm.fileio import DataError, atomic_write, check_file, check_output  # noqa: E402
+from xlm.fileio import DataError, atomic_write, check_output, read_lines  # noqa: E402
 from xlm.model.checkpoint import dico_from_checkpoint, read_checkpoint, strip_module_prefix  # noqa: E402
 
 
@@ -59,25 +59,21 @@ class WordVectors:
 
 
 def read_lexicon(path):
-    check_file(path)
     pairs = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2:
-                raise DataError(f"{path}:{i}: expected 'src_word tgt_word', found {len(fields)} fields")
-            pairs.append(tuple(fields))
+    for i, line in enumerate(read_lines(path), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise DataError(f"{path}:{i}: expected 'src_word tgt_word', found {len(fields)} fields")
+        pairs.append(tuple(fields))
     if not pairs:
         raise DataError(f"{path}: no translation pair")
     return pairs
 
 
 def read_words(path):
-    check_file(path)
-    with open(path, encoding="utf-8") as f:
-        return list(dict.fromkeys(line.split()[0] for line in f if line.split()))
+    return list(dict.fromkeys(line.split()[0] for line in read_lines(path) if line.split()))
 
 
 def unit(x):
@@ -126,17 +122,18 @@ def main(argv=None):
                    help="target words to retrieve from (first field a line; default: the lexicon's)")
     p.add_argument("--output", default=None, help="also write the JSON here")
     a = p.parse_args(argv)
-    try:
-        if a.output:
-            check_output(a.output)  # before the models are read
-        pairs = read_lexicon(a.lexicon)
-        candidates = read_words(a.candidates) if a.candidates else None
-        src = WordVectors(a.checkpoint, a.codes)
-        tgt = WordVectors(a.tgt_checkpoint, a.codes) if a.tgt_checkpoint else src
-        result = alignment(src, tgt, pairs, candidates)
-    except DataError as e:
-        print(f"embedding_alignment.py: {e}", file=sys.stderr)
-        return 1
+    if sys.stdout is None:  # started with >&-: print() would drop the result, silently
+        raise DataError("standard output is closed")
+    if a.output:
+        check_output(a.output)  # before the models are read
+    pairs = read_lexicon(a.lexicon)
+    candidates = read_words(a.candidates) if a.candidates else None
+    src = WordVectors(a.checkpoint, a.codes)
+    tgt = WordVectors(a.tgt_checkpoint, a.codes) if a.tgt_checkpoint else src
+    if candidates is not None and all(tgt[w] is None for w in candidates):
+        raise DataError(f"{a.candidates}: none of its {len(candidates)} words is in the vocabulary"
+                        f"{'' if a.codes else ' (give --codes to split them into subwords)'}")
+    result = alignment(src, tgt, pairs, candidates)
     if result["missing_words"]:
         shown = result["missing_words"][:10]
         print(f"{len(result['missing_words'])} words not in the vocabulary, skipped: {' '.join(shown)}"
@@ -146,8 +143,10 @@ def main(argv=None):
     if a.output:
         with atomic_write(a.output, "w") as f:
             f.write(text + "\n")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        main()
+    except DataError as e:
+        sys.exit(f"error: {e}")
