@@ -249,3 +249,13 @@ def test_embedding_alignment_bad_lexicon_and_candidates(tmp_path, mlm_checkpoint
     (tmp_path / "bad").write_text("cat here now\n")
     one_error_line(tool("embedding_alignment.py", mlm_checkpoint, tmp_path / "bad"),
                    f"error: {tmp_path / 'bad'}:1: expected 'src_word tgt_word', found 3 fields")
+
+
+def test_compare_logs_and_plot_log_on_a_binary_or_special_file(run_folder):
+    binary = b"INFO - 12/02/26 10:00:00 - 0:00:00 - \xff\xfe\n"
+    (run_folder / "train.log").write_bytes(binary)
+    one_error_line(tool("compare_logs.py", run_folder / "train.log"),
+                   f"error: {run_folder / 'train.log'}:1: invalid UTF-8 (invalid start byte at byte 38 of the line)")
+    one_error_line(tool("compare_logs.py", os.devnull), f"error: {os.devnull}: not a regular file")
+    (run_folder / "train.jsonl").write_bytes(b'{"kind": "train"}\n' + binary)
+    one_error_line(tool("plot_log.py", run_folder), f"error: {run_folder / 'train.jsonl'}:2: invalid UTF-8")

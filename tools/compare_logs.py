@@ -17,7 +17,7 @@ import sys
 from datetime import datetime
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from xlm.fileio import DataError  # noqa: E402
+from xlm.fileio import DataError, iter_line_blocks  # noqa: E402
 from xlm.train.logging import logged_scores  # noqa: E402
 
 LINE = re.compile(r"^[A-Z]+ - (\d\d/\d\d/\d\d \d\d:\d\d:\d\d) - [^-]+ - (.*)$")
@@ -31,30 +31,29 @@ def read_log(path):
         inside = os.path.join(path, "train.log")
         hint = f" (the run's is {inside})" if os.path.isfile(inside) else ""
         raise DataError(f"{path}: is a folder, expected a train.log file{hint}")
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file")
     epochs, started, ended, updates, speeds = [], None, None, None, []
     spans_evaluation = False  # the next progress line's window holds an evaluation (in the original's log)
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            m = LINE.match(line.rstrip("\n"))
-            if not m:
-                continue
-            when, text = datetime.strptime(m.group(1), "%m/%d/%y %H:%M:%S"), m.group(2)
-            if START.search(text):
-                started, speeds, spans_evaluation = when, [], bool(epochs)
-            elif END.search(text):
-                ended = when
-            elif (p := PROGRESS.match(text)):
-                updates = int(p.group(1))
-                if not spans_evaluation:
-                    speeds.append(float(p.group(2)))
-                spans_evaluation = False
-            elif (scores := logged_scores(text, path, line_no)) is not None:
-                timing = {"train_s": (ended - started).total_seconds() if started and ended else None,
-                          "eval_s": (when - ended).total_seconds() if ended else None,
-                          "updates": updates, "words/s": sum(speeds) / len(speeds) if speeds else None}
-                epochs.append({**timing, **scores})
+    # a missing, empty or non-UTF-8 file is an error naming it (and the line of the first bad byte)
+    numbered = ((n, line) for first, lines in iter_line_blocks(path) for n, line in enumerate(lines, first))
+    for line_no, line in numbered:
+        m = LINE.match(line)
+        if not m:
+            continue
+        when, text = datetime.strptime(m.group(1), "%m/%d/%y %H:%M:%S"), m.group(2)
+        if START.search(text):
+            started, speeds, spans_evaluation = when, [], bool(epochs)
+        elif END.search(text):
+            ended = when
+        elif (p := PROGRESS.match(text)):
+            updates = int(p.group(1))
+            if not spans_evaluation:
+                speeds.append(float(p.group(2)))
+            spans_evaluation = False
+        elif (scores := logged_scores(text, path, line_no)) is not None:
+            timing = {"train_s": (ended - started).total_seconds() if started and ended else None,
+                      "eval_s": (when - ended).total_seconds() if ended else None,
+                      "updates": updates, "words/s": sum(speeds) / len(speeds) if speeds else None}
+            epochs.append({**timing, **scores})
     if not epochs:
         raise DataError(f"{path}: no __log__ line (no finished epoch)")
     return epochs

@@ -11,20 +11,21 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from xlm.fileio import DataError, atomic_write, check_output  # noqa: E402
+from xlm.fileio import DataError, atomic_write, check_output, iter_line_blocks  # noqa: E402
 
 
 def read_events(path):
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise DataError(f"{path}: no such file (is this a run's dump folder?)")
     train, evals = [], []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            try:
-                event = json.loads(line)
-            except ValueError:
-                raise DataError(f"{path}:{line_no}: not a JSON line") from None
-            (train if event.get("kind") == "train" else evals).append(event)
+    # an empty, non-regular or non-UTF-8 file is an error naming it (and the line of the first bad byte)
+    numbered = ((n, line) for first, lines in iter_line_blocks(path) for n, line in enumerate(lines, first))
+    for line_no, line in numbered:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            raise DataError(f"{path}:{line_no}: not a JSON line") from None
+        (train if event.get("kind") == "train" else evals).append(event)
     if not train and not evals:
         raise DataError(f"{path}: no events yet")
     return train, evals
