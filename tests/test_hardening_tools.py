@@ -259,3 +259,21 @@ def test_compare_logs_and_plot_log_on_a_binary_or_special_file(run_folder):
     one_error_line(tool("compare_logs.py", os.devnull), f"error: {os.devnull}: not a regular file")
     (run_folder / "train.jsonl").write_bytes(b'{"kind": "train"}\n' + binary)
     one_error_line(tool("plot_log.py", run_folder), f"error: {run_folder / 'train.jsonl'}:2: invalid UTF-8")
+
+
+# ----------------------------------------------------------------------------- closed standard streams
+
+@pytest.mark.parametrize("script, args", [
+    ("lowercase_and_remove_accent.py", []), ("bleu.py", ["hyp", "ref"]), ("compare_logs.py", ["train.log"]),
+    ("plot_log.py", ["dump"]), ("unigram_ppl.py", ["m.pth"]), ("fill_mask.py", ["m.pth", "--lang", "en", "a"]),
+    ("embedding_alignment.py", ["m.pth", "lexicon"])])
+def test_closed_stdout_is_one_error_line(script, args):
+    """`>&-` leaves sys.stdout None: print() would drop every line and exit 0, a write would raise."""
+    proc = tool_redirected("< /dev/null >&-", script, *args)
+    one_error_line(proc, "error: standard output is closed")
+
+
+@pytest.mark.parametrize("script, args", [("lowercase_and_remove_accent.py", []),
+                                          ("fill_mask.py", ["m.pth", "--lang", "en"])])
+def test_closed_stdin_is_one_error_line(script, args):
+    one_error_line(tool_redirected("<&-", script, *args), "error: standard input is closed")

@@ -26,6 +26,8 @@ def main():
     parser.add_argument("reference")
     parser.add_argument("--lang", help="the target language (Moses' detokenizer rules): also the detokenized BLEU")
     args = parser.parse_args()
+    if sys.stdout is None:  # started with >&-: print() would drop the output, silently
+        raise DataError("standard output is closed")
     hypotheses = [remove_bpe(line.rstrip("\r")) for line in read_lines(args.hypotheses)]
     references = [remove_bpe(line.rstrip("\r")) for line in read_lines(args.reference)]
     if len(hypotheses) != len(references):

@@ -85,6 +85,8 @@ def main():
     parser.add_argument("--labels", default="", help="comma-separated run names (default: run1, run2, ...)")
     parser.add_argument("--metrics", default="", help="comma-separated substrings of metric names")
     args = parser.parse_args()
+    if sys.stdout is None:  # started with >&-: print() would drop the output, silently
+        raise DataError("standard output is closed")
     labels = args.labels.split(",") if args.labels else [f"run{i + 1}" for i in range(len(args.logs))]
     if len(labels) != len(args.logs):
         raise DataError(f"--labels: {len(labels)} names for {len(args.logs)} logs")

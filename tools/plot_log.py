@@ -76,6 +76,8 @@ def main(argv=None):
     parser.add_argument("dump", metavar="DUMP_DIR", help="the run's folder (where train.jsonl is)")
     parser.add_argument("out", metavar="OUT.png", nargs="?", help="the image (default: DUMP_DIR/curves.png)")
     args = parser.parse_args(argv)
+    if sys.stdout is None:  # started with >&-: print() would drop the output, silently
+        raise DataError("standard output is closed")
     print(plot(args.dump, args.out or os.path.join(args.dump, "curves.png")))
 
 

@@ -122,6 +122,8 @@ def main(argv=None):
     parser.add_argument("--data_path", help="the run's --data_path, if the data moved")
     parser.add_argument("--split", default="valid", choices=("valid", "test"))
     args = parser.parse_args(argv)
+    if sys.stdout is None:  # started with >&-: print() would drop the output, silently
+        raise DataError("standard output is closed")
     rows = compare(args.checkpoint, args.data_path, args.split)
     print(f"{'masked tokens of':<22} {'model ppl':>10} {'unigram ppl':>12} {'ratio':>6}")
     for name, ppl, unigram in rows:
