@@ -27,13 +27,13 @@ import torch
 from xlm.data.bpe import remove_bpe
 from xlm.data.datasets import batch_sentences
 from xlm.data.dictionary import N_RESERVED, UNK_INDEX
-from xlm.fileio import DataError, atomic_write, check_output, decode_utf8, exit_on_signals
+from xlm.fileio import DataError, atomic_write, check_output, decode_utf8, exit_on_signals, failed_write
 from xlm.host_memory import keep_freed_memory
 from xlm.model.checkpoint import load_model
 from xlm.model.generate import generate_beam, generate_greedy
 from xlm.model.linear import onednn_chosen, weights_packed
 from xlm.progress import Progress
-from xlm.train.options import bool_flag, check_folder_name
+from xlm.train.options import bool_flag, finite_float, check_folder_name
 
 LOG = logging.getLogger("xlm.translate")  # to dump_path/exp_name/exp_id/translate.log with --exp_name; else nowhere
 LOG.setLevel(logging.INFO)
@@ -55,7 +55,7 @@ def parse_args(argv=None):
     p.add_argument("--src_lang", type=str, required=True, help="the language of the input (stdin: tokenized, BPE)")
     p.add_argument("--tgt_lang", type=str, required=True, help="the language to translate into")
     p.add_argument("--beam_size", type=int, default=1, help="1: greedy decoding (the original's only mode)")
-    p.add_argument("--length_penalty", type=float, default=1.0, help="beam search: < 1 favours short outputs")
+    p.add_argument("--length_penalty", type=finite_float, default=1.0, help="beam search: < 1 favours short outputs")
     p.add_argument("--early_stopping", type=bool_flag, default=False,
                    help="beam search: stop a sentence at --beam_size finished hypotheses")
     p.add_argument("--remove_bpe", type=bool_flag, default=False, help="write the output without BPE (xlm)")
@@ -151,6 +151,8 @@ class PartialOutput:
         self.output_path, self.identity, self.record_every = output_path, identity, record_every
         self.path, self.record_path = output_path + ".partial", output_path + ".partial.json"
         self.lines, self.size, self.recorded_at = 0, 0, time.monotonic()
+        if os.path.isdir(self.path):
+            raise DataError(f"{self.path}: is a folder, where the translations are written as they are made")
         if os.path.exists(self.record_path):
             try:
                 with open(self.record_path, encoding="utf-8") as f:
@@ -169,6 +171,7 @@ class PartialOutput:
             if not os.path.isfile(self.path) or os.path.getsize(self.path) < self.size:
                 raise DataError(f"{self.path}: shorter than {self.record_path} says (lost in a crash?); remove "
                                 "both to start again")
+        self.recorded_lines = self.lines
         self.file = open(self.path, "r+b" if self.lines else "wb")
         self.file.truncate(self.size)  # lines written after the last record are written again
         self.file.seek(self.size)
@@ -185,7 +188,7 @@ class PartialOutput:
         os.fsync(self.file.fileno())  # the lines before the record that counts them
         with atomic_write(self.record_path, "w") as f:
             json.dump({"identity": self.identity, "lines": self.lines, "bytes": self.size}, f)
-        self.recorded_at = time.monotonic()
+        self.recorded_at, self.recorded_lines = time.monotonic(), self.lines
 
     def finish(self):
         self.file.close()
@@ -235,6 +238,8 @@ def main(argv=None):
     device = torch.device(args.device)
     model.encoder.to(device)
     model.decoder.to(device)
+    if sys.stdin is None:
+        raise DataError("standard input is closed: give the sentences to translate on it (< FILE)")
     if sys.stdin.isatty():  # not a pipe or a file: the user may be waiting for the command
         print("Reading the sentences to translate from the terminal, one per line; Ctrl-D ends them",
               file=sys.stderr)
@@ -252,6 +257,12 @@ def main(argv=None):
         say(f"Going on after line {output.lines} of {output.path}, written by a stopped run of this command")
     try:
         translate_into(output, model, sentences, lang2id[args.src_lang], lang2id[args.tgt_lang], args, device)
+    except OSError as e:
+        if failed_write(e, output.path) is None:
+            raise
+        # the lines of the last record are kept (a rerun goes on after them); recording more would fail too
+        raise DataError(f"{output.path}: cannot write it ({e.strerror}); {output.recorded_lines} translated "
+                        "lines kept: rerun the command to go on") from None
     except BaseException:  # a signal (exit_on_signals), Ctrl-C, an error: what is written is kept
         output.record()
         say(f"{output.lines} translated lines kept in {output.path}: rerun the command to go on")

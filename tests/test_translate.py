@@ -1,6 +1,8 @@
 """translate.py as a user runs it, with a translation checkpoint of a model trained to reverse."""
 import re
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -116,7 +118,11 @@ def test_bad_flags(checkpoint, tmp_path):
     for flags, message in [(["--src_lang", "en", "--tgt_lang", "en"], "must differ"),
                            (["--src_lang", "en", "--tgt_lang", "de"], "language 'de' is not one of the model's"),
                            (["--src_lang", "en", "--tgt_lang", "fr", "--output_path", tmp_path / "exists"],
-                            "already exists")]:
+                            "already exists"),
+                           (["--src_lang", "en", "--tgt_lang", "fr", "--length_penalty", "nan"],
+                            "argument --length_penalty: expected a finite number, got 'nan'"),
+                           (["--src_lang", "en", "--tgt_lang", "fr", "--output_path", f"{tmp_path / 'nope'}/"],
+                            "nope/: is a folder, expected an output file name")]:
         if "--output_path" not in flags:
             flags = flags + ["--output_path", tmp_path / "o"]
         proc = python("translate.py", "--model_path", checkpoint, *flags, input="a\n", check=False)
@@ -183,3 +189,51 @@ def test_progress_lines_where_stderr_is_no_terminal(checkpoint, tmp_path):
     assert all(re.fullmatch(r"translate: \d/7 sentences, [\d.]+ sentences/s, ETA \d+:\d\d:\d\d", line)
                for line in lines), lines
     assert "\r" not in proc.stderr  # no bar
+
+
+FULL_AT_BATCH = """
+import errno, os, sys
+sys.path.insert(0, {root!r})
+import translate
+write, calls = translate.PartialOutput.write, []
+
+def full(self, lines):  # a record after each batch, the disk full at the third
+    calls.append(1)
+    if len(calls) == 3:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    write(self, lines)
+    self.record()
+
+translate.PartialOutput.write = full
+try:
+    translate.main({args!r})
+except translate.DataError as e:
+    sys.exit(f"error: {{e}}")
+"""
+
+
+def test_a_full_disk_is_one_error_and_the_rerun_goes_on(checkpoint, tmp_path):
+    """The disk full while translations are written: one error naming the partial file and the lines kept
+    (those of the last record); the rerun goes on after them. A closed standard input, or a folder in place
+    of the partial file, is one error too."""
+    flags = ["--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr", "--batch_size", "2"]
+    text = "\n".join(LINES) + "\n"
+    python("translate.py", *flags, "--output_path", tmp_path / "whole.fr", input=text)
+    out = tmp_path / "parts.fr"
+    args = [str(f) for f in [*flags, "--output_path", out]]
+    proc = python("-c", FULL_AT_BATCH.format(root=str(ROOT), args=args), input=text, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {out}.partial: cannot write it (No space left on device); 4 translated lines kept: rerun the "
+        "command to go on")
+    python("translate.py", *flags, "--output_path", out, input=text)
+    assert out.read_text() == (tmp_path / "whole.fr").read_text()
+
+    closed = subprocess.run(["bash", "-c", 'exec "$@" <&-', "-", sys.executable, "translate.py", *map(str, flags),
+                             "--output_path", str(tmp_path / "closed.fr")], cwd=ROOT, capture_output=True, text=True)
+    assert closed.returncode == 1 and closed.stderr.strip().splitlines()[-1] == (
+        "error: standard input is closed: give the sentences to translate on it (< FILE)"), closed.stderr
+    (tmp_path / "dir.fr.partial").mkdir()
+    proc = python("translate.py", *flags, "--output_path", tmp_path / "dir.fr", input=text, check=False)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'dir.fr.partial'}: is a folder, where the translations are written as they are made")

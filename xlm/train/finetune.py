@@ -35,7 +35,7 @@ from .engine import StepEngine, amp_dtype
 from .build import global_batching
 from .checkpointing import differing_flags, gather_rank_states, load_optimizer_states, restore_rng_state, rng_state
 from .experiment import failure_logged, release_folders, removed_on_failure, resume_command, start_experiment
-from .options import bool_flag, check_optimizer, check_sentence_batching, set_experiment_names
+from .options import bool_flag, finite_float, check_optimizer, check_sentence_batching, set_experiment_names
 from .schedules import build_optimizer
 from .signals import EvaluationStopped, StopSignals
 
@@ -68,7 +68,7 @@ def build_parser():
     a("--embedder_only", type=bool_flag, default=False,
       help="freeze the whole pretrained model and train the classifier only (xlm; = --finetune_layers 1:0)")
     a("--weighted_training", type=bool_flag, default=False, help="class-weighted loss (GLUE)")
-    a("--dropout", type=float, default=0, help="dropout before the classifier")
+    a("--dropout", type=finite_float, default=0, help="dropout before the classifier")
     a("--optimizer_e", type=str, default="adam,lr=0.0001", help="optimizer of the pretrained model's parameters")
     a("--optimizer_p", type=str, default="adam,lr=0.0001", help="optimizer of the classifier")
     a("--n_epochs", type=int, default=100, help="epochs to train")

@@ -30,9 +30,19 @@ def bool_flag(s):
     raise argparse.ArgumentTypeError("expected a boolean: true/false, on/off, 1/0")
 
 
+def finite_float(s):
+    """A float flag's value; nan and inf are refused (a nan --length_penalty or --dropout runs on, silently
+    wrong)."""
+    value = finite_number(s)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {s!r}")
+    return value
+
+
 def add_memory_flags(parser):
     for name, f in MemoryConfig.__dataclass_fields__.items():
-        parser.add_argument(f"--mem_{name}", type=bool_flag if f.type is bool else f.type, default=f.default,
+        kind = {bool: bool_flag, float: finite_float}.get(f.type, f.type)
+        parser.add_argument(f"--mem_{name}", type=kind, default=f.default,
                             help=MemoryConfig.HELP[name])
     parser.add_argument("--mem_values_optimizer", type=str, default="adam,lr=0.001",
                         help="optimizer of the memory values (--optimizer's syntax)")
@@ -71,8 +81,8 @@ def build_parser():
     a("--emb_dim", type=int, default=512, help="model dimension (the feed-forward layers are 4x wider)")
     a("--n_layers", type=int, default=4, help="layers of the model (of the encoder and of the decoder each)")
     a("--n_heads", type=int, default=8, help="attention heads (must divide --emb_dim)")
-    a("--dropout", type=float, default=0, help="dropout")
-    a("--attention_dropout", type=float, default=0, help="dropout on the attention weights")
+    a("--dropout", type=finite_float, default=0, help="dropout")
+    a("--attention_dropout", type=finite_float, default=0, help="dropout on the attention weights")
     a("--gelu_activation", type=bool_flag, default=False, help="GELU in the feed-forward layers (false: ReLU)")
     a("--share_inout_emb", type=bool_flag, default=True, help="the output layer's weight is the word embeddings")
     a("--sinusoidal_embeddings", type=bool_flag, default=False, help="fixed sinusoidal position embeddings")
@@ -80,22 +90,23 @@ def build_parser():
     a("--use_memory", type=bool_flag, default=False, help="product-key memory layers (adds the --mem_* flags)")
     a("--asm", type=bool_flag, default=False, help="adaptive softmax output (adds --asm_cutoffs, --asm_div_value)")
     a("--context_size", type=int, default=0, help="CLM: the first N positions of a stream row are not predicted")
-    a("--word_pred", type=float, default=0.15, help="MLM: share of the tokens predicted")
-    a("--sample_alpha", type=float, default=0, help="MLM: pick the predicted tokens with probability "
+    a("--word_pred", type=finite_float, default=0.15, help="MLM: share of the tokens predicted")
+    a("--sample_alpha", type=finite_float, default=0, help="MLM: pick the predicted tokens with probability "
       "count^-ALPHA (0: uniformly)")
     a("--word_mask_keep_rand", type=str, default="0.8,0.1,0.1", help="MLM: probabilities that a predicted token "
       "is masked, kept, or replaced by a random word")
-    a("--word_shuffle", type=float, default=0, help="AE noise: shuffle words by at most K positions (0: off, or > 1)")
-    a("--word_dropout", type=float, default=0, help="AE noise: probability to drop a word")
-    a("--word_blank", type=float, default=0, help="AE noise: probability to mask a word")
+    a("--word_shuffle", type=finite_float, default=0,
+      help="AE noise: shuffle words by at most K positions (0: off, or > 1)")
+    a("--word_dropout", type=finite_float, default=0, help="AE noise: probability to drop a word")
+    a("--word_blank", type=finite_float, default=0, help="AE noise: probability to mask a word")
     # data
     a("--data_path", type=str, default="", help="folder of the binarized files (train.en.pth, valid.en-fr.fr.pth, "
       "...)")
     a("--lgs", type=str, default="", help="languages, joined by '-' (en-fr-de); their ids are in sorted order")
     a("--max_vocab", type=int, default=-1, help="keep the N first words of the vocabulary (-1: all)")
     a("--min_count", type=int, default=0, help="drop the words seen fewer than N times")
-    a("--lg_sampling_factor", type=float, default=-1, help="CLM/MLM/PC steps: draw each round's steps with probability "
-      "~ (training sentences)^FACTOR (-1: every step once a round)")
+    a("--lg_sampling_factor", type=finite_float, default=-1, help="CLM/MLM/PC steps: draw each round's steps with "
+      "probability ~ (training sentences)^FACTOR (-1: every step once a round)")
     a("--bptt", type=int, default=256, help="tokens per row of a text stream (CLM, MLM)")
     a("--max_len", type=int, default=100, help="longest training sentence kept, in tokens (0: no limit)")
     a("--group_by_size", type=bool_flag, default=True, help="batch sentences of similar lengths together")
@@ -110,7 +121,7 @@ def build_parser():
     # training
     a("--optimizer", type=str, default="adam,lr=0.0001", help="NAME[,key=value...]: adam, adam_inverse_sqrt, "
       "adam_cosine, sgd, adagrad, rmsprop, ...")
-    a("--clip_grad_norm", type=float, default=5, help="clip the gradients' norm to this (0: off)")
+    a("--clip_grad_norm", type=finite_float, default=5, help="clip the gradients' norm to this (0: off)")
     a("--epoch_size", type=int, default=100000, help="training sentences between evaluations")
     a("--max_epoch", type=int, default=100000, help="epochs to train")
     a("--stopping_criterion", type=str, default="", help="METRIC,N: stop after N epochs without a better METRIC "
@@ -131,7 +142,7 @@ def build_parser():
       "be empty)")
     a("--reload_checkpoint", type=str, default="", help="a checkpoint to resume training from")
     a("--beam_size", type=int, default=1, help="BLEU evaluation: beam size (1: greedy)")
-    a("--length_penalty", type=float, default=1, help="beam search: length penalty (< 1 favours short outputs)")
+    a("--length_penalty", type=finite_float, default=1, help="beam search: length penalty (< 1 favours short outputs)")
     a("--early_stopping", type=bool_flag, default=False, help="beam search: stop a sentence at --beam_size "
       "finished hypotheses")
     a("--eval_bleu", type=bool_flag, default=False, help="evaluate BLEU of the MT and BT directions")
@@ -160,7 +171,7 @@ def parse_params(argv=None):
     if known.asm:
         parser.add_argument("--asm_cutoffs", type=str, default="8000,20000",
                             help="adaptive softmax: word ids where its clusters start")
-        parser.add_argument("--asm_div_value", type=float, default=4,
+        parser.add_argument("--asm_div_value", type=finite_float, default=4,
                             help="adaptive softmax: each cluster's dimension is the one before's / this")
     params = parser.parse_args(argv)
     params.command = " ".join(["python", "train.py"] + argv)
