@@ -3,6 +3,7 @@ no traceback, and no output lost (outputs in a missing folder, --help, counts be
 model where a masked LM is needed)."""
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -111,7 +112,8 @@ def test_output_folders_under_a_file(tmp_path):
 
 @pytest.mark.parametrize("script, shown", [("plot_log.py", "DUMP_DIR"), ("corpus_summary.py", "FOLDER"),
                                            ("lowercase_and_remove_accent.py", "stdin to stdout"),
-                                           ("fastbpe", "fastbpe learnbpe N FILE")])
+                                           ("fastbpe", "fastbpe learnbpe N FILE"),
+                                           ("input_from_sgm.py", "input-from-sgm.perl")])
 def test_help(script, shown):
     proc = tool(script, "--help", input="")
     assert proc.returncode == 0 and shown in proc.stdout and proc.stderr == "", proc.stdout + proc.stderr
@@ -266,14 +268,27 @@ def test_compare_logs_and_plot_log_on_a_binary_or_special_file(run_folder):
 @pytest.mark.parametrize("script, args", [
     ("lowercase_and_remove_accent.py", []), ("bleu.py", ["hyp", "ref"]), ("compare_logs.py", ["train.log"]),
     ("plot_log.py", ["dump"]), ("unigram_ppl.py", ["m.pth"]), ("fill_mask.py", ["m.pth", "--lang", "en", "a"]),
-    ("embedding_alignment.py", ["m.pth", "lexicon"])])
+    ("embedding_alignment.py", ["m.pth", "lexicon"]), ("input_from_sgm.py", [])])
 def test_closed_stdout_is_one_error_line(script, args):
     """`>&-` leaves sys.stdout None: print() would drop every line and exit 0, a write would raise."""
     proc = tool_redirected("< /dev/null >&-", script, *args)
     one_error_line(proc, "error: standard output is closed")
 
 
-@pytest.mark.parametrize("script, args", [("lowercase_and_remove_accent.py", []),
+@pytest.mark.parametrize("script, args", [("lowercase_and_remove_accent.py", []), ("input_from_sgm.py", []),
                                           ("fill_mask.py", ["m.pth", "--lang", "en"])])
 def test_closed_stdin_is_one_error_line(script, args):
     one_error_line(tool_redirected("<&-", script, *args), "error: standard input is closed")
+
+
+# ----------------------------------------------------------------------------- input_from_sgm.py
+
+def test_input_from_sgm_unclosed_seg_is_linear_and_named():
+    """A <seg> the file never closes takes every later line (input-from-sgm.perl's rule): joined in linear
+    time (a search of the whole joined line at each line took minutes for 20,000 lines), no line for it, as
+    the Perl script, and a warning naming the line that opened it."""
+    sgm = b'<doc>\n<seg id="1">a</seg>\n<seg id="2">never closed\n' + b"more text\n" * 20000
+    proc = subprocess.run([sys.executable, TOOLS / "input_from_sgm.py"], input=sgm, capture_output=True, timeout=30)
+    assert proc.returncode == 0 and proc.stdout == b"a\n", proc.stderr
+    assert proc.stderr.decode().splitlines() == ["warning: <stdin>:3: a <seg> that the input never closes: no line "
+                                                 "for it, as input-from-sgm.perl"]

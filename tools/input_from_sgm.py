@@ -7,34 +7,60 @@ Moses' input-from-sgm.perl, which the original XLM's get-data-nmt.sh runs:
 
     python tools/input_from_sgm.py < newstest2013-ref.en.sgm > valid.en
 
-Bytes in, bytes out, as the Perl script reads them: the tokenizer after it checks the UTF-8.
+Bytes in, bytes out, as the Perl script reads them: the tokenizer after it checks the UTF-8. An element
+that the input never closes gives no line, as in the Perl script, and a warning naming the line that
+opened it (every line after it is taken as its text).
 """
+import argparse
+import os
 import re
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from xlm.fileio import writing_stdout  # noqa: E402
+
 OPENED = re.compile(rb"<seg[^>]+>", re.IGNORECASE)
+CLOSED = re.compile(rb"</seg>", re.IGNORECASE)
 ELEMENT = re.compile(rb"<seg[^>]+>\s*(.*)\s*</seg>", re.IGNORECASE)  # greedy: to the line's last </seg>
 
 
-def segments(lines):
-    """The text of each element of lines (bytes, with or without their b'\\n')."""
-    lines = iter(lines)
-    for line in lines:
-        line = line.removesuffix(b"\n")
-        while OPENED.search(line) and not ELEMENT.search(line):
-            more = next(lines, None)
-            if more is None:  # an element the file leaves open: no text
+def segments(lines, unclosed=None):
+    """The text of each element of lines (bytes, with or without their b'\\n'); unclosed(line number) is
+    called for an element that the input leaves open."""
+    numbered = enumerate(lines, 1)
+    for line_no, line in numbered:
+        line = bytearray(line.removesuffix(b"\n"))
+        opened = OPENED.search(line)
+        if not opened:
+            continue
+        # the Perl script joins lines until one </seg> follows the first opening tag; each search here
+        # starts where the last ended (less a </seg> cut by the line end), so a long element stays linear
+        searched = opened.end()
+        while not CLOSED.search(line, searched):
+            searched = max(opened.end(), len(line) - len(b"</seg>"))
+            more = next(numbered, None)
+            if more is None:
+                if unclosed:
+                    unclosed(line_no)
                 break
-            line += more.removesuffix(b"\n")
-        element = ELEMENT.search(line)
-        if element:
+            line += more[1].removesuffix(b"\n")
+        else:  # a </seg> came: the element's text
+            element = ELEMENT.search(line)
             yield re.sub(rb"\s+", b" ", element.group(1)).strip(b" ")
 
 
+def warn_unclosed(line_no):
+    print(f"warning: <stdin>:{line_no}: a <seg> that the input never closes: no line for it, as "
+          "input-from-sgm.perl", file=sys.stderr)
+
+
 def main():
-    out = sys.stdout.buffer
-    for text in segments(sys.stdin.buffer):
-        out.write(text + b"\n")
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    if sys.stdin is None or sys.stdout is None:  # started with <&- or >&-
+        sys.exit(f"error: standard {'input' if sys.stdin is None else 'output'} is closed")
+    with writing_stdout():
+        for text in segments(sys.stdin.buffer, warn_unclosed):
+            sys.stdout.buffer.write(text + b"\n")
 
 
 if __name__ == "__main__":
