@@ -74,6 +74,21 @@ def test_bleu_tool_scores_translate_outputs(tmp_path):
     assert failed.stderr.strip() == f"error: {tmp_path / 'hyp'}: 3 lines, but {tmp_path / 'ref'} has 2"
 
 
+def test_bleu_tool_on_lines_without_a_word(tmp_path):
+    """Where multi-bleu.perl fails (the original's evaluation logs -1): hypotheses without a word score 0, as
+    sacrebleu scores them, with a warning; references without a word are one error naming the file."""
+    (tmp_path / "empty").write_text("\n\n", encoding="utf-8")
+    (tmp_path / "ref").write_text("the cat\na dog\n", encoding="utf-8")
+    proc = python(ROOT / "tools" / "bleu.py", tmp_path / "empty", tmp_path / "ref", "--lang", "en")
+    assert [line.split(" (")[0] for line in proc.stdout.splitlines()] == ["BLEU = 0.00", "BLEU = 0.00"]
+    assert proc.stderr.startswith(f"warning: {tmp_path / 'empty'}: no word in any of its 2 lines"), proc.stderr
+    for hypotheses in ("empty", "ref"):
+        failed = python(ROOT / "tools" / "bleu.py", tmp_path / hypotheses, tmp_path / "empty", check=False)
+        assert failed.returncode == 1 and failed.stdout == ""
+        assert failed.stderr == f"error: {tmp_path / 'empty'}: no word in any of its 2 lines, nothing to score " \
+                                "against\n"
+
+
 def test_runs_of_many_languages_evaluate_subsets_and_write_each_directions_own_references(tmp_path):
     """Runs of more than 30 languages evaluate 1,500 valid pairs from the 15 XNLI languages and 600 from
     the others, by the source language (the original's sizes). The original took both directions'

@@ -32,8 +32,17 @@ def main():
     references = [remove_bpe(line.rstrip("\r")) for line in read_lines(args.reference)]
     if len(hypotheses) != len(references):
         raise DataError(f"{args.hypotheses}: {len(hypotheses)} lines, but {args.reference} has {len(references)}")
-    print(f"BLEU = {tokenized_bleu(hypotheses, references):.2f} (tokenized, multi-bleu.perl's; "
-          f"{len(hypotheses)} sentences)")
+    # multi-bleu.perl fails where a side has no word: it exits 1 on such references, and divides by zero on
+    # such hypotheses (the original's evaluation then logs -1), which sacrebleu scores 0
+    if not any(line.split() for line in references):
+        raise DataError(f"{args.reference}: no word in any of its {len(references)} lines, nothing to score against")
+    if any(line.split() for line in hypotheses):
+        score = tokenized_bleu(hypotheses, references)
+    else:
+        score = 0.0
+        print(f"warning: {args.hypotheses}: no word in any of its {len(hypotheses)} lines (the original's "
+              "evaluation logs -1 for them)", file=sys.stderr)
+    print(f"BLEU = {score:.2f} (tokenized, multi-bleu.perl's; {len(hypotheses)} sentences)")
     if args.lang:
         score, signature = detokenized_bleu(hypotheses, references, args.lang)
         print(f"BLEU = {score:.2f} (detokenized, sacrebleu {signature})")
