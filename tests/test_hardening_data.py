@@ -422,3 +422,32 @@ def test_an_output_named_as_a_folder_is_refused_before_the_work(files, command):
     proc = cli([a.format(vocab=files / "vocab", codes=files / "codes", out=out, **{"in": files / "in"})
                 for a in command])
     assert_one_error(proc, "nope/: is a folder, expected an output file name")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("fastbpe", BACKENDS)
+@pytest.mark.parametrize("command", [["applybpe_stream", "{codes}"], ["getvocab", "{in}"], ["learnbpe", "5", "{in}"]],
+                         ids=["applybpe_stream", "getvocab", "learnbpe"])
+def test_fastbpe_on_a_full_disk_is_one_error(files, fastbpe, command):
+    """The compiled tool does not check its writes: its output cut short, it exited with status 0."""
+    args = [a.format(codes=files / "codes", **{"in": files / "in"}) for a in command]
+    with open(files / "in", "rb") as stdin, open("/dev/full", "wb") as full:
+        proc = subprocess.run([sys.executable, "tools/fastbpe", *args], stdin=stdin, stdout=full,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "FASTBPE": fastbpe},
+                              timeout=60)
+    proc.stderr_text = proc.stderr
+    assert_one_error(proc, "cannot write the output (No space left on device)")
+
+
+@pytest.mark.parametrize("fastbpe", BACKENDS)
+def test_learnbpe_asked_for_far_more_codes_than_pairs_ends_at_once(files, fastbpe):
+    """fastBPE writes merges of count 0 up to N (hours for N = 2^31 - 1): N is bounded by the text's size;
+    above fastBPE's int it is refused."""
+    start_time = time.monotonic()
+    proc = cli(["tools/fastbpe", "learnbpe", "2147483647", files / "in"], fastbpe)
+    assert proc.returncode == 0 and time.monotonic() - start_time < 30, proc.stderr_text
+    codes = proc.stdout_text.splitlines()
+    assert codes and all(int(line.split()[2]) > 0 for line in codes), codes
+    assert "fewer than the 2147483647 codes asked for" in proc.stderr_text
+    assert_one_error(cli(["tools/fastbpe", "learnbpe", "2147483648", files / "in"], fastbpe),
+                     "learnbpe N: at most 2147483647 merges (fastBPE reads N as an int), got '2147483648'")

@@ -8,9 +8,11 @@ streams and its last word dropped when nothing follows it, as fastBPE does when 
 """
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 
 from . import bpe
 from ..fileio import DataError, atomic_write, check_file, check_output, decode_utf8, remove_stale_tmp
@@ -30,6 +32,9 @@ def binary():
 
 
 def _check_exit(command, returncode, err):
+    if returncode == -signal.SIGBUS:  # applybpe writes its output through a memory map
+        raise DataError(f"fastBPE {command} failed (SIGBUS): its output could not be written (no space left on "
+                        "the device?)")
     if returncode != 0:
         err.seek(0)
         lines = err.read().decode("utf-8", "replace").strip().splitlines() or ["no message"]
@@ -73,10 +78,27 @@ def _copy_stdin_lines(sink):
         sink.flush()
 
 
+def _relay(source, out, failed, proc):
+    """Copy `source` (a pipe) to `out` as it comes; a write that fails (a full disk, a closed reader) stops
+    the tool, and the error goes into `failed`."""
+    try:
+        while chunk := os.read(source.fileno(), 1 << 16):
+            out.write(chunk)
+            out.flush()  # applybpe_stream answers each line as it comes
+    except OSError as e:
+        failed.append(e)
+        proc.kill()
+
+
 def _piped(command, feed, out):
-    """Run `fast COMMAND...` on what `feed(pipe)` writes to its standard input."""
+    """Run `fast COMMAND...` on what `feed(pipe)` writes to its standard input; its output goes to `out`
+    through this process, since the compiled tool does not check its writes (its output cut short by a
+    full disk, it exits with status 0): a failed write is raised here, as this process's own."""
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([binary(), *command], stdin=subprocess.PIPE, stdout=out, stderr=err)
+        proc = subprocess.Popen([binary(), *command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+        failed = []
+        relay = threading.Thread(target=_relay, args=(proc.stdout, out, failed, proc), daemon=True)
+        relay.start()
         try:
             feed(proc.stdin)
         except BrokenPipeError:
@@ -88,6 +110,10 @@ def _piped(command, feed, out):
             with contextlib.suppress(BrokenPipeError):
                 proc.stdin.close()
             proc.wait()
+            relay.join()
+            proc.stdout.close()
+        if failed:
+            raise failed[0]
         _check_exit(command[0], proc.returncode, err)
 
 
@@ -119,13 +145,16 @@ def learnbpe(n_codes, paths, out):
     """Codes to the binary file `out`: fastBPE's, up to the last merge of a pair that occurs in the text.
     Past it (more codes asked for than the text has pairs to merge) fastBPE writes merges of count 0, one
     of them again and again, which its applybpe then aborts on: those are left out, with a warning."""
+    for path in paths:
+        check_file(path)
+    # each merge of a pair that occurs shortens the text by a symbol at least: there are fewer than its
+    # bytes, and past them fastBPE goes on writing merges of count 0 up to N (hours for a large N)
+    n_learned = min(n_codes, sum(os.path.getsize(path) for path in paths))
     with tempfile.TemporaryFile() as codes:
         if binary():
-            _on_stdin(["learnbpe", str(n_codes)], paths, codes, bpe.nothing_to_learn(paths))  # fastBPE crashes on it
+            _on_stdin(["learnbpe", str(n_learned)], paths, codes, bpe.nothing_to_learn(paths))  # it crashes on it
         else:
-            for path in paths:
-                check_file(path)
-            codes.write(bpe.codes_text(bpe.learn_bpe(paths, n_codes)).encode("utf-8"))
+            codes.write(bpe.codes_text(bpe.learn_bpe(paths, n_learned)).encode("utf-8"))
         codes.seek(0)
         n_kept = 0
         for line in codes:
