@@ -27,7 +27,7 @@ import torch
 from xlm.data.bpe import remove_bpe
 from xlm.data.datasets import batch_sentences
 from xlm.data.dictionary import N_RESERVED, UNK_INDEX
-from xlm.fileio import DataError, atomic_write, check_output, decode_utf8, exit_on_signals, failed_write
+from xlm.fileio import DataError, atomic_write, check_output, check_streams, decode_utf8, exit_on_signals, failed_write
 from xlm.host_memory import keep_freed_memory
 from xlm.model.checkpoint import load_model
 from xlm.model.generate import generate_beam, generate_greedy
@@ -238,8 +238,7 @@ def main(argv=None):
     device = torch.device(args.device)
     model.encoder.to(device)
     model.decoder.to(device)
-    if sys.stdin is None:
-        raise DataError("standard input is closed: give the sentences to translate on it (< FILE)")
+    check_streams("stdin", hint=": give the sentences to translate on it (< FILE)")
     if sys.stdin.isatty():  # not a pipe or a file: the user may be waiting for the command
         print("Reading the sentences to translate from the terminal, one per line; Ctrl-D ends them",
               file=sys.stderr)

@@ -17,7 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from xlm.data.bpe import remove_bpe  # noqa: E402
 from xlm.evaluation.bleu import detokenized_bleu, tokenized_bleu  # noqa: E402
-from xlm.fileio import DataError, read_lines  # noqa: E402
+from xlm.fileio import DataError, check_streams, read_lines  # noqa: E402
 
 
 def main():
@@ -26,8 +26,7 @@ def main():
     parser.add_argument("reference")
     parser.add_argument("--lang", help="the target language (Moses' detokenizer rules): also the detokenized BLEU")
     args = parser.parse_args()
-    if sys.stdout is None:  # started with >&-: print() would drop the output, silently
-        raise DataError("standard output is closed")
+    check_streams("stdout")
     hypotheses = [remove_bpe(line.rstrip("\r")) for line in read_lines(args.hypotheses)]
     references = [remove_bpe(line.rstrip("\r")) for line in read_lines(args.reference)]
     if len(hypotheses) != len(references):

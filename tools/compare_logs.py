@@ -17,7 +17,7 @@ import sys
 from datetime import datetime
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from xlm.fileio import DataError, iter_line_blocks  # noqa: E402
+from xlm.fileio import DataError, check_streams, iter_line_blocks  # noqa: E402
 from xlm.train.logging import logged_scores  # noqa: E402
 
 LINE = re.compile(r"^[A-Z]+ - (\d\d/\d\d/\d\d \d\d:\d\d:\d\d) - [^-]+ - (.*)$")
@@ -85,8 +85,7 @@ def main():
     parser.add_argument("--labels", default="", help="comma-separated run names (default: run1, run2, ...)")
     parser.add_argument("--metrics", default="", help="comma-separated substrings of metric names")
     args = parser.parse_args()
-    if sys.stdout is None:  # started with >&-: print() would drop the output, silently
-        raise DataError("standard output is closed")
+    check_streams("stdout")
     labels = args.labels.split(",") if args.labels else [f"run{i + 1}" for i in range(len(args.logs))]
     if len(labels) != len(args.logs):
         raise DataError(f"--labels: {len(labels)} names for {len(args.logs)} logs")

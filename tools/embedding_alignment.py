@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from xlm.data.bpe import BPEApplier  # noqa: E402
-from xlm.fileio import DataError, atomic_write, check_output, read_lines  # noqa: E402
+from xlm.fileio import DataError, atomic_write, check_output, check_streams, read_lines  # noqa: E402
 from xlm.model.checkpoint import dico_from_checkpoint, read_checkpoint, strip_module_prefix  # noqa: E402
 
 
@@ -122,8 +122,7 @@ def main(argv=None):
                    help="target words to retrieve from (first field a line; default: the lexicon's)")
     p.add_argument("--output", default=None, help="also write the JSON here")
     a = p.parse_args(argv)
-    if sys.stdout is None:  # started with >&-: print() would drop the result, silently
-        raise DataError("standard output is closed")
+    check_streams("stdout")
     if a.output:
         check_output(a.output)  # before the models are read
     pairs = read_lexicon(a.lexicon)

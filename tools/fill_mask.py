@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from xlm.data.datasets import batch_sentences  # noqa: E402
 from xlm.data.dictionary import MASK_INDEX  # noqa: E402
 from xlm.embed import SentenceEncoder  # noqa: E402
-from xlm.fileio import DataError, iter_stdin_blocks, read_lines  # noqa: E402
+from xlm.fileio import DataError, check_streams, iter_stdin_blocks, read_lines  # noqa: E402
 from xlm.objectives.lm import concat_pair  # noqa: E402
 from tools.unigram_ppl import require_mlm_steps  # noqa: E402
 
@@ -204,8 +204,7 @@ def parse_mask(spec, seed):
 
 def stdin_lines():
     """[(where, line)] of standard input, where is '<stdin>:N'; a line of invalid UTF-8 is a DataError naming it."""
-    if sys.stdin is None:  # started with <&-
-        raise DataError("standard input is closed: give the sentences as arguments")
+    check_streams("stdin", hint=": give the sentences as arguments")
     return [(f"<stdin>:{first + i}", line) for first, lines in iter_stdin_blocks() for i, line in enumerate(lines)]
 
 
@@ -233,8 +232,7 @@ def main(argv=None):
         raise DataError("--summary needs --translations")
     if args.translation is not None and not args.translation.strip():
         raise DataError("--translation is empty")
-    if sys.stdout is None:  # started with >&-: print() would drop every line, silently
-        raise DataError("standard output is closed")
+    check_streams("stdout")
     # (where, sentence): where names the line of standard input an error is about; an argument is shown whole
     sentences = [(None, s) for s in args.sentences] or stdin_lines()
     if not args.translations:

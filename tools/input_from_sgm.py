@@ -17,7 +17,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from xlm.fileio import writing_stdout  # noqa: E402
+from xlm.fileio import DataError, check_streams, writing_stdout  # noqa: E402
 
 OPENED = re.compile(rb"<seg[^>]+>", re.IGNORECASE)
 CLOSED = re.compile(rb"</seg>", re.IGNORECASE)
@@ -56,8 +56,10 @@ def warn_unclosed(line_no):
 
 def main():
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
-    if sys.stdin is None or sys.stdout is None:  # started with <&- or >&-
-        sys.exit(f"error: standard {'input' if sys.stdin is None else 'output'} is closed")
+    try:
+        check_streams("stdin", "stdout")
+    except DataError as e:
+        sys.exit(f"error: {e}")
     with writing_stdout():
         for text in segments(sys.stdin.buffer, warn_unclosed):
             sys.stdout.buffer.write(text + b"\n")

@@ -11,7 +11,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from xlm.fileio import DataError, atomic_write, check_output, iter_line_blocks  # noqa: E402
+from xlm.fileio import DataError, atomic_write, check_output, check_streams, iter_line_blocks  # noqa: E402
 
 
 def read_events(path):
@@ -76,8 +76,7 @@ def main(argv=None):
     parser.add_argument("dump", metavar="DUMP_DIR", help="the run's folder (where train.jsonl is)")
     parser.add_argument("out", metavar="OUT.png", nargs="?", help="the image (default: DUMP_DIR/curves.png)")
     args = parser.parse_args(argv)
-    if sys.stdout is None:  # started with >&-: print() would drop the output, silently
-        raise DataError("standard output is closed")
+    check_streams("stdout")
     print(plot(args.dump, args.out or os.path.join(args.dump, "curves.png")))
 
 

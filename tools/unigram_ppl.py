@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from xlm.data.binarized import load_binarized  # noqa: E402
 from xlm.data.dictionary import UNK_INDEX  # noqa: E402
 from xlm.evaluation.lm import eval_subset, eval_targets, pair_batches, score_batches, stream_windows  # noqa: E402
-from xlm.fileio import DataError  # noqa: E402
+from xlm.fileio import DataError, check_streams  # noqa: E402
 from xlm.model.checkpoint import check_vocabulary, load_model  # noqa: E402
 
 
@@ -122,8 +122,7 @@ def main(argv=None):
     parser.add_argument("--data_path", help="the run's --data_path, if the data moved")
     parser.add_argument("--split", default="valid", choices=("valid", "test"))
     args = parser.parse_args(argv)
-    if sys.stdout is None:  # started with >&-: print() would drop the output, silently
-        raise DataError("standard output is closed")
+    check_streams("stdout")
     rows = compare(args.checkpoint, args.data_path, args.split)
     print(f"{'masked tokens of':<22} {'model ppl':>10} {'unigram ppl':>12} {'ratio':>6}")
     for name, ppl, unigram in rows:

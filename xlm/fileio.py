@@ -175,6 +175,14 @@ def exit_on_signals():
         signal.signal(signum, stop)
 
 
+def check_streams(*names, hint=""):
+    """Fail before any work where a standard stream the command uses ("stdin", "stdout") was closed by its
+    caller (`<&-`, `>&-`): Python then makes it None, and print() drops what it writes, silently."""
+    for name in names:
+        if getattr(sys, name) is None:
+            raise DataError(f"standard {'input' if name == 'stdin' else 'output'} is closed{hint}")
+
+
 @contextmanager
 def writing_stdout():
     """Around a filter that writes to standard output: a reader that stopped early (`| head`) ends the
