@@ -317,3 +317,9 @@ def test_labels_are_read_as_the_original_reads_them(tmp_path):
     path.write_text("1\n\n0\n")
     with pytest.raises(DataError, match="SST-2 has 2 classes, the file has 3 distinct labels"):
         read_labels(path, "SST-2")
+    path.write_text("0.5\n4.25\n")
+    assert read_labels(path, "STS-B")[0].tolist() == [0.5, 4.25]
+    for bad in ("nan", "1e999", "abc"):  # nan or inf would make every loss nan, silently
+        path.write_text(f"0.5\n{bad}\n")
+        with pytest.raises(DataError, match=f"train.label:2: STS-B labels must be finite numbers, got '{bad}'"):
+            read_labels(path, "STS-B")

@@ -81,19 +81,20 @@ def test_a_bad_file_is_one_clear_error(dico, tmp_path, content, message):
 
 
 def test_bad_lines_are_skipped_and_a_cut_file_is_read_as_the_original_reads_them(dico, tmp_path, caplog):
-    """Vectors of other lengths or with a value that is not a number are skipped with one warning, and a
-    header counting more vectors than the file has (a file cut with `head -n`) is warned of: the other lines
-    load, as in the original. A later valid line of a word whose first was bad counts."""
+    """Vectors of other lengths or with a value that is not a finite number (the original loads nan) are
+    skipped with one warning, and a header counting more vectors than the file has (a file cut with
+    `head -n`) is warned of: the other lines load, as in the original. A later valid line of a word whose
+    first was bad counts."""
     vec = vectors(3)
     path = tmp_path / "cut.vec"
     lines = ["2000000 8", "dog " + " ".join(map(str, vec[0])), "cat 1 2 3 x 5 6 7 8", "mat 1 2 3 4 5 6 7",
-             "cat " + " ".join(map(str, vec[1])), "sat " + " ".join(map(str, vec[2]))]
+             "mat nan 2 3 4 5 6 7 inf", "cat " + " ".join(map(str, vec[1])), "sat " + " ".join(map(str, vec[2]))]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     m, logger = model(dico), logging.getLogger("test_word_vectors")
     with caplog.at_level(logging.INFO, logger="test_word_vectors"):
         reload_word_vectors([m], dico, str(path), logger)
-    assert f"{path}: 2 lines skipped, their vectors not 8 numbers (the first: line 3)" in caplog.text
-    assert f"{path}: the header announces 2000000 vectors, the file has 5" in caplog.text
+    assert f"{path}: 3 lines skipped, their vectors not 8 finite numbers (the first: line 3)" in caplog.text
+    assert f"{path}: the header announces 2000000 vectors, the file has 6" in caplog.text
     assert f"Pretrained 3/{len(dico)} words" in caplog.text
     for word, v in (("dog", vec[0]), ("cat", vec[1]), ("sat", vec[2])):
         assert torch.equal(m.embeddings.weight[dico.word2id[word]], torch.from_numpy(v))

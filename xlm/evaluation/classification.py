@@ -19,6 +19,7 @@ from ..data.dictionary import EOS_INDEX, Dictionary
 from ..fileio import DataError, check_file, decode_utf8
 from ..objectives.lm import concat_pair
 from ..train.distributed import gather_to_master, own_share
+from ..train.schedules import finite_number
 
 
 @dataclass(frozen=True)
@@ -148,11 +149,10 @@ def read_labels(path, task_name, label_set=None):
     with open(path, "rb") as f:
         lines = [line.rstrip() for line in decode_utf8(f.read(), path).splitlines()]  # as the original
     if task_name == "STS-B":
-        try:
-            scores = np.array([float(s) for s in lines], dtype=np.float32)
-        except ValueError as e:
-            raise DataError(f"{path}: STS-B labels must be numbers ({e})") from None
-        return scores, None
+        for line_no, text in enumerate(lines, 1):
+            if finite_number(text) is None:  # nan or 1e999 would make every loss nan, silently
+                raise DataError(f"{path}:{line_no}: STS-B labels must be finite numbers, got {text!r}")
+        return np.array([float(s) for s in lines], dtype=np.float32), None
     if task_name == "XNLI":
         label_set = XNLI_LABELS
     elif label_set is None:

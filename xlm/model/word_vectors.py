@@ -41,14 +41,14 @@ def read_vec(path, dim, words, logger):
                 vector = np.array(values.split(), dtype=np.float32)
             except ValueError:
                 vector = None
-            if vector is None or vector.shape != (dim,):
+            if vector is None or vector.shape != (dim,) or not np.isfinite(vector).all():
                 invalid.append(line_no)
                 continue
             vectors[word] = vector
     if n_twice:
         logger.warning("%s: repeated words: %i lines skipped (the first vector of a word is used)", path, n_twice)
     if invalid:
-        logger.warning("%s: %i lines skipped, their vectors not %i numbers (the first: line %i)", path,
+        logger.warning("%s: %i lines skipped, their vectors not %i finite numbers (the first: line %i)", path,
                        len(invalid), dim, invalid[0])
     if n_lines != n_file:
         logger.warning("%s: the header announces %i vectors, the file has %i (cut short, or truncated)", path,
