@@ -11,13 +11,8 @@ the English GLUE tasks, with the original XLM's command line.
 Several GPUs: torchrun --nproc_per_node N glue-xnli.py ...; rerunning a command with the same
 --exp_id resumes it.
 """
-import sys
-
-from xlm.fileio import DataError
+from xlm.cli import run
 from xlm.train.finetune import main
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DataError as e:
-        sys.exit(f"error: {e}")
+    run(main, "lower --batch_size or --tokens_per_batch; the last checkpoint is kept")

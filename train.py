@@ -7,13 +7,8 @@
 Several GPUs: torchrun --nproc_per_node N train.py ...; SLURM: srun (one task per GPU) with
 --master_port. Rerunning a command with the same --exp_id resumes it exactly.
 """
-import sys
-
-from xlm.fileio import DataError
+from xlm.cli import run
 from xlm.train.loop import main
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DataError as e:
-        sys.exit(f"error: {e}")
+    run(main, "lower --batch_size, --tokens_per_batch or --bptt, or the model's size; the last checkpoint is kept")

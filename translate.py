@@ -27,6 +27,7 @@ import torch
 from xlm.data.bpe import remove_bpe
 from xlm.data.datasets import batch_sentences
 from xlm.data.dictionary import N_RESERVED, UNK_INDEX
+from xlm.cli import run
 from xlm.fileio import DataError, atomic_write, check_output, check_streams, decode_utf8, exit_on_signals, failed_write
 from xlm.host_memory import keep_freed_memory
 from xlm.model.checkpoint import load_model
@@ -277,7 +278,4 @@ def say(message):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DataError as e:
-        sys.exit(f"error: {e}")
+    run(main, "lower --batch_size or --beam_size; the lines translated are kept")

@@ -192,3 +192,12 @@ def test_slices_are_read_whole_however_short_each_read(tmp_path, vocab, monkeypa
     os.truncate(tmp_path / "x.pth", binarized.DATA_OFFSET + 10)
     with pytest.raises(DataError, match=f"x.pth: the file ends before its {len(whole)} tokens"):
         sentences[:]
+
+
+def test_a_model_checkpoint_given_as_data_is_named_so(tmp_path):
+    """A checkpoint in place of a corpus (a --data_path of the wrong folder) is told apart from a corrupt file."""
+    path = tmp_path / "train.en.pth"
+    torch.save({"model": {"embeddings.weight": torch.zeros(2, 2)}, "params": {}}, path)
+    with pytest.raises(DataError, match="train.en.pth: holds tensors \\(a model checkpoint\\?\\), not a binarized "
+                                        "corpus"):
+        load_binarized(path)

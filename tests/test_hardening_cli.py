@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import subprocess
+import sys
 from contextlib import contextmanager
 
 import pytest
@@ -656,3 +657,22 @@ def test_the_default_dump_path_names_the_user_as_the_original(monkeypatch):
     assert user_name() == pwd.getpwuid(os.getuid()).pw_name
     monkeypatch.setenv("USER", "alice")
     assert user_name() == "alice"
+
+
+@pytest.mark.skipif(not hasattr(os, "setpgid"), reason="needs resource limits (POSIX)")
+def test_a_model_too_large_for_memory_is_one_error(small_sample, tmp_path):
+    """An allocation that fails (here a 400,000-wide embedding under a 6 GB address-space limit) is one line
+    saying what to lower, not a traceback; no experiment folder is left."""
+    import resource
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+    proc = subprocess.run([sys.executable, "train.py", "--exp_name", "big", "--dump_path", str(tmp_path), "--data_path",
+                           str(small_sample), "--lgs", "en", "--mlm_steps", "en", "--emb_dim", "400000",
+                           "--n_heads", "8"], cwd=ROOT, capture_output=True, text=True, preexec_fn=limited,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert last.startswith("error: out of memory (") and last.endswith(
+        "lower --batch_size, --tokens_per_batch or --bptt, or the model's size; the last checkpoint is kept")
+    assert not (tmp_path / "big").exists()

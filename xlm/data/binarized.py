@@ -213,13 +213,19 @@ class _RestrictedUnpickler(pickle.Unpickler):
     }
 
     def find_class(self, module, name):
+        if module.split(".")[0] == "torch":
+            raise TensorsFound
         try:
             return self.ALLOWED[module, name]
         except KeyError:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}") from None
 
     def persistent_load(self, pid):
-        raise pickle.UnpicklingError("tensors are not expected in a binarized corpus")
+        raise TensorsFound
+
+
+class TensorsFound(pickle.UnpicklingError):
+    """A torch.save file with tensors in it: a model checkpoint, where a binarized corpus has none."""
 
 
 def _unpickle_torch_file(path):
@@ -244,6 +250,8 @@ def _load_original(path):
         data = _unpickle_torch_file(path)
     except DataError:
         raise
+    except TensorsFound:
+        raise DataError(f"{path}: holds tensors (a model checkpoint?), not a binarized corpus") from None
     except Exception as e:  # a damaged pickle fails in many ways, none of which runs code from the file
         raise DataError(f"{path}: cannot read as an original XLM binarized file ({type(e).__name__}: {e})") from None
     if not isinstance(data, dict) or not {"dico", "positions", "sentences", "unk_words"} <= set(data):
