@@ -26,7 +26,7 @@ from xlm.data.binarized import load_binarized  # noqa: E402
 from xlm.data.dictionary import UNK_INDEX  # noqa: E402
 from xlm.evaluation.lm import eval_subset, eval_targets, pair_batches, score_batches, stream_windows  # noqa: E402
 from xlm.fileio import DataError, check_streams  # noqa: E402
-from xlm.model.checkpoint import check_vocabulary, load_model  # noqa: E402
+from xlm.model.checkpoint import check_same_vocabulary, load_model  # noqa: E402
 
 
 def require_mlm_steps(path, params, unknown_ok=False):
@@ -46,11 +46,8 @@ def check_data_vocabulary(corpus, loaded, model_path):
     run's --max_vocab / --min_count): its ids would be scored as other words, with no error from the sizes."""
     corpus.dico.max_vocab(loaded.params.get("max_vocab", -1))
     corpus.dico.min_count(loaded.params.get("min_count", 0))
-    # check_vocabulary reads the checkpoint's vocabulary from the file's dict: the loaded model's, in that form
-    saved = {"dico_id2word": loaded.dico.id2word, "dico_word2id": loaded.dico.word2id,
-             "dico_counts": loaded.dico.counts}
     try:
-        check_vocabulary(saved, corpus.dico, model_path)
+        check_same_vocabulary(loaded.dico, corpus.dico, model_path)
     except DataError as e:
         raise DataError(f"{corpus.path}: {e}") from None
 

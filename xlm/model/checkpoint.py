@@ -118,7 +118,11 @@ def dico_from_checkpoint(data, path=""):
 def check_vocabulary(data, dico, path):
     """Refuse a checkpoint whose words are not `dico`'s at the same ids: its embedding rows would be read
     as other words, with no error from the shapes when the sizes agree."""
-    saved = dico_from_checkpoint(data, path)
+    check_same_vocabulary(dico_from_checkpoint(data, path), dico, path)
+
+
+def check_same_vocabulary(saved, dico, path):
+    """`check_vocabulary` of a checkpoint's vocabulary already read (`saved`, a Dictionary)."""
     diff = saved.first_difference(dico)
     if diff is None:
         return
