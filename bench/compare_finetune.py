@@ -55,14 +55,19 @@ CASES = {
     "vocab_limits": "--transfer_tasks XNLI --max_vocab 40 --min_count 2",
     "unknown_task": "--transfer_tasks XNLI,MNLI",
     "glue_tokens_per_batch": "--transfer_tasks MRPC,STS-B --tokens_per_batch 300",
+    "glue_group_by_size": "--transfer_tasks SST-2,QNLI --group_by_size true",
 }
 # sets the original fails and xlm runs: the original's last line, and why
 XLM_ALSO_RUNS = {
     "xnli_debug_train": ("AssertionError", "the original's --debug_train reads the valid sentences with the train "
                                            "labels; xlm reads the valid labels with them"),
     "glue_tokens_per_batch": ("AssertionError", "the original's GLUE evaluation asserts that its batches come in "
-                                                "sentence order, which --tokens_per_batch (batches grouped by length) "
-                                                "breaks; xlm puts the predictions back in order"),
+                                                "sentence order, which --tokens_per_batch and --group_by_size true "
+                                                "(batches grouped by length) break; xlm puts the predictions back in "
+                                                "order"),
+    "glue_group_by_size": ("AssertionError", "the original's GLUE evaluation refuses batches grouped by length "
+                                             "without shuffling (one sentence) or asserts they come in sentence "
+                                             "order (pairs); xlm puts the predictions back in order"),
 }
 PRETRAIN = ("--lgs en-es-fr --mlm_steps en,es,fr --emb_dim 32 --n_layers 2 --n_heads 4 --batch_size 8 --bptt 32 "
             "--epoch_size 1600 --max_epoch 1 --optimizer adam,lr=0.003")
