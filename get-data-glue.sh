@@ -47,7 +47,7 @@ for line in sys.stdin: print(norm.normalize(line.rstrip("\n")))'
 columns() {  # n, file, its source (named in the message): every line has N tab-separated columns or more (fetch's
   # check of MRPC's plain files, which are used as they come)
   awk -F'\t' -v n="$1" -v src="$3" '{ sub(/\r$/, "") }
-    NF < n { printf "get-data-glue.sh: %s:%d: fewer than %d tab-separated columns\n", src, FNR, n > "/dev/stderr"; exit 1 }' "$2"
+    NF < n { printf "error: get-data-glue.sh: %s:%d: fewer than %d tab-separated columns\n", src, FNR, n > "/dev/stderr"; exit 1 }' "$2"
 }
 
 # Each spec "OUT|SRC|SKIP|C1|C2|CL" is one output file OUT from the columns of the tab-separated SRC after its
@@ -67,7 +67,7 @@ write_splits() {  # spec...
       FNR <= skip { next }
       { sub(/\r$/, "") }
       NF < need {
-        printf "get-data-glue.sh: %s:%d: fewer than %d tab-separated columns%s\n", src, FNR, need,
+        printf "error: get-data-glue.sh: %s:%d: fewer than %d tab-separated columns%s\n", src, FNR, need,
           fetched == "" ? "" : " (remove " fetched " to fetch it again)" > "/dev/stderr"
         exit 1
       }

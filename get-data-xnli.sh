@@ -73,7 +73,7 @@ for lg in $TRAIN_LANGS; do
   # a CR before the newline (a file saved with CRLF line ends) is never content
   tail -n +2 "$tsv" | awk -F'\t' -v src="$tsv" -v dir="$TMP" '
     { sub(/\r$/, "") }
-    NF < 3 { printf "get-data-xnli.sh: %s:%d: fewer than 3 tab-separated columns\n", src, NR + 1 > "/dev/stderr"; exit 1 }
+    NF < 3 { printf "error: get-data-xnli.sh: %s:%d: fewer than 3 tab-separated columns\n", src, NR + 1 > "/dev/stderr"; exit 1 }
     { print $1 > (dir "/p"); print $2 > (dir "/h"); print ($3 == "contradictory" ? "contradiction" : $3) > (dir "/label") }'
   [ -f "$TMP/label" ] || die "$tsv: no examples"
   # English as the original prepares it: lower-cased, not tokenized; a translation as its language's test set
@@ -91,9 +91,9 @@ for lg in $LANGS; do
     awk -F'\t' -v lg="$lg" -v src="$tsv" -v dir="$TMP" '
       { sub(/\r$/, "") }
       $1 != lg { next }
-      NF < 8 { printf "get-data-xnli.sh: %s:%d: fewer than 8 tab-separated columns\n", src, NR > "/dev/stderr"; bad = 1; exit 1 }
+      NF < 8 { printf "error: get-data-xnli.sh: %s:%d: fewer than 8 tab-separated columns\n", src, NR > "/dev/stderr"; bad = 1; exit 1 }
       { n++; print $2 > (dir "/label"); print $7 > (dir "/p"); print $8 > (dir "/h") }
-      END { if (!bad && !n) { printf "get-data-xnli.sh: %s: no rows for language %s\n", src, lg > "/dev/stderr"; exit 1 } }' "$tsv"
+      END { if (!bad && !n) { printf "error: get-data-xnli.sh: %s: no rows for language %s\n", src, lg > "/dev/stderr"; exit 1 } }' "$tsv"
     tokenize_lower "$lg" "$TMP/p" "$TMP/h"
     write_split "$out" "$TMP/p" "$TMP/h" "$TMP/label"
   done

@@ -51,7 +51,7 @@ for task in $TASKS; do
     awk -F'\t' -v src="$in" -v n="$n_sent" -v dir="$tmp" '
       FNR == 1 { cols = NF }
       NF != cols || (NF != n && NF != n + 1) {
-        printf "prepare-glue.sh: %s:%d: expected %d or %d tab-separated columns, like every line of the file\n", src, FNR, n, n + 1 > "/dev/stderr"
+        printf "error: prepare-glue.sh: %s:%d: expected %d or %d tab-separated columns, like every line of the file\n", src, FNR, n, n + 1 > "/dev/stderr"
         exit 1
       }
       { print $1 > (dir "/s1"); if (n == 2) print $2 > (dir "/s2"); if (NF > n) print $NF > (dir "/label") }' "$in"

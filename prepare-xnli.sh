@@ -54,7 +54,7 @@ for pair in "${PAIRS[@]}"; do
   awk -F'\t' -v src="$in" -v dir="$tmp" '
     NR == 1 && $0 == "premise\thypo\tlabel" { next }
     NF != 3 || $3 !~ /^(contradiction|neutral|entailment)$/ {
-      printf "prepare-xnli.sh: %s:%d: not premise<TAB>hypo<TAB>label with label contradiction, neutral or entailment\n", src, NR > "/dev/stderr"
+      printf "error: prepare-xnli.sh: %s:%d: not premise<TAB>hypo<TAB>label with label contradiction, neutral or entailment\n", src, NR > "/dev/stderr"
       exit 1
     }
     { print $1 > (dir "/s1"); print $2 > (dir "/s2"); print $3 > (dir "/label") }' "$in"

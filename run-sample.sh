@@ -48,7 +48,7 @@ if [ ! -s "$OUT/codes" ]; then
   echo "$N_CODES" > "$OUT/codes.n_codes"  # what was asked: learnbpe stops early when no pair is left
   mv "$OUT/codes.tmp" "$OUT/codes"
 elif learnt=$(cat "$OUT/codes.n_codes" 2> /dev/null || wc -l < "$OUT/codes"); [ "$learnt" -ne "$N_CODES" ]; then
-  echo "run-sample.sh: $OUT/codes was learnt with N_CODES=$learnt, not N_CODES=$N_CODES: remove $OUT/codes" \
+  echo "error: run-sample.sh: $OUT/codes was learnt with N_CODES=$learnt, not N_CODES=$N_CODES: remove $OUT/codes" \
     "(the files made with it are then made again) or choose another OUT" >&2
   exit 1
 fi

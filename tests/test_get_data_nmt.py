@@ -142,7 +142,7 @@ def test_bad_flags_are_refused_before_anything_is_written(tmp_path):
             (["--src", "en", *base, "--mirror", "no/such/folder"], "--mirror: 'no/such/folder' is neither")):
         proc = run(["bash", str(ROOT / "get-data-nmt.sh"), *args], check=False)
         assert proc.returncode != 0 and len(proc.stderr.splitlines()) == 1, (args, proc.stderr)
-        assert proc.stderr.startswith(f"get-data-nmt.sh: {message}"), (args, proc.stderr)
+        assert proc.stderr.startswith(f"error: get-data-nmt.sh: {message}"), (args, proc.stderr)
         assert not data.exists(), args
 
 
@@ -160,16 +160,16 @@ def test_reloaded_codes_and_vocabulary_are_read_before_any_work(tmp_path):
     bad.write_text("the 5\nof 9\n")
     proc = run([*command, "--reload_vocab", str(bad)], check=False)
     assert proc.returncode != 0 and proc.stderr.startswith(
-        f"get-data-nmt.sh: --reload_vocab: {bad}:2: counts must not increase"), proc.stderr
+        f"error: get-data-nmt.sh: --reload_vocab: {bad}:2: counts must not increase"), proc.stderr
     proc = run([*command, "--reload_vocab", str(vocab), "--reload_codes", str(vocab)], check=False)
-    assert proc.stderr.startswith(f"get-data-nmt.sh: --reload_codes: {vocab}:"), proc.stderr
+    assert proc.stderr.startswith(f"error: get-data-nmt.sh: --reload_codes: {vocab}:"), proc.stderr
     assert not data.exists()
     processed = data / "processed" / "en-fr"
     processed.mkdir(parents=True)
     (processed / "vocab.en-fr").write_text(other.read_text())  # an earlier run's copy
     proc = run([*command, "--reload_vocab", str(vocab)], check=False)
     assert proc.returncode != 0 and proc.stderr.startswith(
-        f"get-data-nmt.sh: --reload_vocab {vocab} differs from {processed / 'vocab.en-fr'}"), proc.stderr
+        f"error: get-data-nmt.sh: --reload_vocab {vocab} differs from {processed / 'vocab.en-fr'}"), proc.stderr
     assert os.listdir(data) == ["processed"]
 
 
@@ -203,5 +203,5 @@ def test_archives_missing_from_a_mirror_folder_are_named_before_any_work(mirror,
     proc = run(["bash", str(ROOT / "get-data-nmt.sh"), "--src", "en", "--tgt", "fr", "--mirror", str(partial),
                 "--data_path", str(data)], check=False)
     assert proc.returncode != 0 and proc.stderr == \
-        f"get-data-nmt.sh: not in the mirror {partial}: news.2009.fr.shuffled.gz dev.tgz\n"
+        f"error: get-data-nmt.sh: not in the mirror {partial}: news.2009.fr.shuffled.gz dev.tgz\n"
     assert not [p for p in data.rglob("*") if p.is_file()]

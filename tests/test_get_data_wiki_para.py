@@ -142,7 +142,7 @@ def test_wiki_corrupt_dump_is_a_clear_error(tmp_path):
     data = tmp_path / "data"
     proc = get_data("get-data-wiki.sh", "fr", mirror, data, check=False)
     assert proc.returncode != 0
-    assert proc.stderr.strip() == f"get-data-wiki.sh: {mirror / DUMP}: corrupt archive"
+    assert proc.stderr.strip() == f"error: get-data-wiki.sh: {mirror / DUMP}: corrupt archive"
     assert not any(p.is_file() for p in (data / "wiki").rglob("*"))
 
 
@@ -226,7 +226,7 @@ def test_para_corrupt_or_wrong_archive_is_a_clear_error(para_mirror, tmp_path):
     bad.write_bytes(bytes(blob))
     data = tmp_path / "data"
     proc = get_data("get-data-para.sh", "en-tr", broken, data, check=False)
-    assert proc.returncode != 0 and proc.stderr.strip() == f"get-data-para.sh: {bad}: corrupt archive"
+    assert proc.returncode != 0 and proc.stderr.strip() == f"error: get-data-para.sh: {bad}: corrupt archive"
     # every archive is checked before any is unpacked
     assert sorted(p.name for p in (data / "para").iterdir()) == ["SETIMES.en-tr.txt.zip"]
 
@@ -271,7 +271,7 @@ def test_wiki_dump_not_utf8_is_one_line(tmp_path):
     proc = get_data("get-data-wiki.sh", "fr", mirror, data, check=False)
     assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     dump = data / "wiki" / "bz2" / DUMP
-    assert proc.stderr.startswith(f"get-data-wiki.sh: {dump}: WikiExtractor failed ("), proc.stderr
+    assert proc.stderr.startswith(f"error: get-data-wiki.sh: {dump}: WikiExtractor failed ("), proc.stderr
     assert "remove it to fetch it again" in proc.stderr
     assert list((data / "wiki" / "txt").iterdir()) == []
 
@@ -308,7 +308,7 @@ def test_para_sides_of_unequal_length_are_one_error(para_mirror, tmp_path):
     proc = get_data("get-data-para.sh", "en-tr", broken, data, "--n_valid", "3", "--n_test", "4", check=False)
     archive = data / "para" / "TED2013.en-tr.txt.zip"
     assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert proc.stderr.startswith(f"get-data-para.sh: {archive}: TED2013.en-tr.en has 5 lines but "
+    assert proc.stderr.startswith(f"error: get-data-para.sh: {archive}: TED2013.en-tr.en has 5 lines but "
                                   "TED2013.en-tr.tr has 4 lines"), proc.stderr
     assert not archive.exists()
     assert not list((data / "para").glob("en-tr.*")) and not list((data / "para").glob("*.tmp"))

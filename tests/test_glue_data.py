@@ -236,7 +236,7 @@ def test_errors(mirror, codes_vocab, tmp_path):
     (broken / "RTE.zip").write_bytes((folder / "RTE.zip").read_bytes()[:200])
     data = tmp_path / "data"
     proc = get_data(broken, data, "--tasks", "RTE", check=False)
-    assert proc.returncode != 0 and proc.stderr.strip() == f"get-data-glue.sh: {broken}/RTE.zip: corrupt archive"
+    assert proc.returncode != 0 and proc.stderr.strip() == f"error: get-data-glue.sh: {broken}/RTE.zip: corrupt archive"
     assert [p.name for p in (data / "glue").iterdir()] == []
 
     proc = get_data(folder, data, "--tasks", "RTE,AX", check=False)
@@ -244,9 +244,9 @@ def test_errors(mirror, codes_vocab, tmp_path):
 
     codes, vocab = codes_vocab
     for args, message in (
-            (["--codes", str(tmp_path / "missing")], f"prepare-glue.sh: BPE codes {tmp_path}/missing not found"),
-            (["--tasks", "RTE"], f"prepare-glue.sh: {data}/glue/RTE/train.xlm.tsv not found"),
-            (["--tasks", "SST-2,CoLA,SST-2"], "prepare-glue.sh: --tasks: 'SST-2' given twice")):
+            (["--codes", str(tmp_path / "missing")], f"error: prepare-glue.sh: BPE codes {tmp_path}/missing not found"),
+            (["--tasks", "RTE"], f"error: prepare-glue.sh: {data}/glue/RTE/train.xlm.tsv not found"),
+            (["--tasks", "SST-2,CoLA,SST-2"], "error: prepare-glue.sh: --tasks: 'SST-2' given twice")):
         proc = prepare(codes, vocab, data, *args, check=False)
         assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert proc.stderr.startswith(message), proc.stderr
@@ -260,8 +260,8 @@ def test_errors(mirror, codes_vocab, tmp_path):
     (sst / "dev.xlm.tsv").write_text("a good film .\t1\nnot\tgood .\t0\n", encoding="utf-8")
     proc = prepare(codes, vocab, data, "--tasks", "SST-2", check=False)
     assert proc.returncode != 0, proc.stdout
-    assert proc.stderr.strip() == f"prepare-glue.sh: {sst}/dev.xlm.tsv:2: expected 1 or 2 tab-separated columns, " \
-                                  "like every line of the file"
+    assert proc.stderr.strip() == (f"error: prepare-glue.sh: {sst}/dev.xlm.tsv:2: expected 1 or 2 tab-separated "
+                                   "columns, like every line of the file")
     assert [p.name for p in (data / "eval").iterdir()] == []
 
 
@@ -279,7 +279,7 @@ def test_truncated_mrpc_file_is_named_and_not_kept(mirror, tmp_path):
     proc = get_data(broken, data, "--tasks", "MRPC", check=False)
     assert proc.returncode != 0
     assert proc.stderr.strip() == \
-        f"get-data-glue.sh: {broken}/msr_paraphrase_train.txt:3: fewer than 5 tab-separated columns", proc.stderr
+        f"error: get-data-glue.sh: {broken}/msr_paraphrase_train.txt:3: fewer than 5 tab-separated columns", proc.stderr
     assert [p.name for p in (data / "glue" / "MRPC").iterdir()] == []
     get_data(folder, data, "--tasks", "MRPC")
     assert read_rows(data / "glue" / "MRPC" / "train.xlm.tsv") == expected["MRPC", "train"]
@@ -296,10 +296,11 @@ def test_arguments(tmp_path):
             (["--tasks"], "--tasks: missing value"), (["--bogus", "1"], "unknown argument --bogus")):
         proc = run(["bash", str(ROOT / "get-data-glue.sh"), "--data_path", str(tmp_path / "data"), *args],
                    check=False)
-        assert proc.returncode != 0 and proc.stderr.strip() == f"get-data-glue.sh: {message}", (args, proc.stderr)
+        assert proc.returncode != 0, (args, proc.stderr)
+        assert proc.stderr.strip() == f"error: get-data-glue.sh: {message}", (args, proc.stderr)
         assert not (tmp_path / "data").exists()
     proc = run(["bash", str(ROOT / "prepare-glue.sh"), "--bogus"], check=False, cwd=tmp_path)
-    assert proc.returncode != 0 and proc.stderr.strip() == "prepare-glue.sh: unknown argument --bogus"
+    assert proc.returncode != 0 and proc.stderr.strip() == "error: prepare-glue.sh: unknown argument --bogus"
 
 
 def test_labels_are_read_as_the_original_reads_them(tmp_path):

@@ -49,7 +49,7 @@ def test_codes_learned_anew_redo_what_the_earlier_codes_made(sample_data, tmp_pa
         (out / "tok" / f.name).write_text("".join(f.open(encoding="utf-8").readlines()[:300]), encoding="utf-8")
     (out / "codes").write_text((sample_data / "codes").read_text(encoding="utf-8"), encoding="utf-8")
     proc = run(["env", f"OUT={out}", "N_CODES=200", "PRETRAIN=0", "bash", str(ROOT / "run-sample.sh")], check=False)
-    assert proc.returncode == 1 and proc.stderr.strip() == f"run-sample.sh: {out}/codes was learnt with " \
+    assert proc.returncode == 1 and proc.stderr.strip() == f"error: run-sample.sh: {out}/codes was learnt with " \
         f"N_CODES=3000, not N_CODES=200: remove {out}/codes (the files made with it are then made again) or " \
         "choose another OUT"
     (out / "codes").unlink()

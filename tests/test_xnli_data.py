@@ -201,7 +201,7 @@ def test_corrupt_archive_is_a_clear_error(mirror, tmp_path):
     data = tmp_path / "data"
     proc = get_data(broken, data, check=False)
     assert proc.returncode != 0
-    assert proc.stderr.strip() == f"get-data-xnli.sh: {broken}/XNLI-1.0.zip: corrupt archive"
+    assert proc.stderr.strip() == f"error: get-data-xnli.sh: {broken}/XNLI-1.0.zip: corrupt archive"
     # nothing unpacked, nothing half-written; the good archive was checked and kept for the next run
     assert sorted(os.listdir(data / "xnli")) == ["XNLI-MT-1.0.zip"]
 
@@ -212,7 +212,7 @@ def test_a_missing_word_segmenter_stops_before_any_download(mirror, tmp_path):
     proc = run(["bash", str(ROOT / "get-data-xnli.sh"), "--mirror", str(mirror), "--data_path", str(data),
                 "--langs", "en,zh"], check=False)
     assert proc.returncode == 1 and proc.stderr.strip() == (
-        "get-data-xnli.sh: tokenizing 'zh' needs the jieba word segmenter: pip install 'xlm[zh]'; install it or "
+        "error: get-data-xnli.sh: tokenizing 'zh' needs the jieba word segmenter: pip install 'xlm[zh]'; install it or "
         "leave zh out with --langs and --train_langs")
     assert not data.exists()
 
@@ -226,11 +226,12 @@ def test_prepare_errors(codes_vocab, tmp_path):
     for split in ("train", "valid", "test"):
         (xnli / f"en.{split}").write_text("premise\thypo\tlabel\na b\tc\tneutral\n", encoding="utf-8")
     for args, message in (
-            (["--codes", str(tmp_path / "missing")], f"prepare-xnli.sh: BPE codes {tmp_path}/missing not found"),
-            (["--vocab", str(tmp_path / "missing")], f"prepare-xnli.sh: vocabulary {tmp_path}/missing not found"),
-            (["--langs", "en,fr"], f"prepare-xnli.sh: {xnli}/fr.valid not found"),
-            (["--langs", "en,xx"], "prepare-xnli.sh: --langs: 'xx' is not an XNLI language"),
-            (["--langs", "en,en"], "prepare-xnli.sh: --langs: 'en' given twice")):
+            (["--codes", str(tmp_path / "missing")], f"error: prepare-xnli.sh: BPE codes {tmp_path}/missing not found"),
+            (["--vocab", str(tmp_path / "missing")],
+             f"error: prepare-xnli.sh: vocabulary {tmp_path}/missing not found"),
+            (["--langs", "en,fr"], f"error: prepare-xnli.sh: {xnli}/fr.valid not found"),
+            (["--langs", "en,xx"], "error: prepare-xnli.sh: --langs: 'xx' is not an XNLI language"),
+            (["--langs", "en,en"], "error: prepare-xnli.sh: --langs: 'en' given twice")):
         proc = prepare(codes, vocab, data, *args, check=False)
         assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert proc.stderr.startswith(message), proc.stderr
@@ -248,7 +249,7 @@ def test_prepare_errors(codes_vocab, tmp_path):
                           (vocab, codes, f"--codes: {vocab}: 'WORD COUNT' on every line: a vocabulary")):
         proc = prepare(c, v, data, "--langs", "en", check=False)
         assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-        assert proc.stderr.startswith(f"prepare-xnli.sh: {message}"), proc.stderr
+        assert proc.stderr.startswith(f"error: prepare-xnli.sh: {message}"), proc.stderr
         assert list(out.iterdir()) == []
     # a job that fails (here binarization to a name taken by a folder) fails the script, after the others, and
     # no label file is put in place beside missing sentence files
@@ -265,7 +266,7 @@ def test_prepare_arguments(codes_vocab, tmp_path):
     for args, message in ((["--bogus"], "unknown argument --bogus"), (["--bogus", "1"], "unknown argument --bogus"),
                           (["--langs"], "--langs: missing value"), (["stray"], "unknown argument stray")):
         proc = prepare(codes, vocab, tmp_path, *args, check=False)
-        assert proc.returncode != 0 and proc.stderr.strip() == f"prepare-xnli.sh: {message}", (args, proc.stderr)
+        assert proc.returncode != 0 and proc.stderr.strip() == f"error: prepare-xnli.sh: {message}", (args, proc.stderr)
     assert not (tmp_path / "processed").exists()
 
 
@@ -295,9 +296,9 @@ def test_get_data_arguments(mirror, tmp_path):
         proc = run(["bash", str(ROOT / "get-data-xnli.sh"), "--mirror", bad, "--data_path", str(tmp_path)],
                    check=False)
         assert proc.returncode != 0 and proc.stderr.strip() == \
-            f"get-data-xnli.sh: --mirror: '{bad}' is neither an existing folder nor an http(s):// or file:// URL"
+            f"error: get-data-xnli.sh: --mirror: '{bad}' is neither an existing folder nor an http(s):// or file:// URL"
     proc = run(["bash", str(ROOT / "get-data-xnli.sh"), "--data_path", str(tmp_path), "--bogus"], check=False)
-    assert proc.returncode != 0 and proc.stderr.strip() == "get-data-xnli.sh: unknown argument --bogus"
+    assert proc.returncode != 0 and proc.stderr.strip() == "error: get-data-xnli.sh: unknown argument --bogus"
     proc = get_data(mirror, tmp_path, "--langs", "en,xx", check=False)
     assert proc.returncode != 0 and "--langs: 'xx' is not an XNLI language" in proc.stderr
     proc = get_data(mirror, tmp_path, "--train_langs", "en,xx", check=False)

@@ -29,7 +29,7 @@
 # Every output appears under its final name only when complete, and a step whose output exists is skipped,
 # so an interrupted script can simply be run again.
 
-die() { echo "$(basename "$0"): $*" >&2; exit 1; }
+die() { echo "error: $(basename "$0"): $*" >&2; exit 1; }
 
 XNLI_LANGS="ar bg de el en es fr hi ru sw th tr ur vi zh"  # the 15 languages of XNLI
 
