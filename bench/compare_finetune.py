@@ -6,12 +6,14 @@ written by xlm too. Also the seconds of each whole command. Prints one JSON obje
 differs.
 
     python -m bench.compare_finetune [--original /work/orig-cpu] [--only xnli,glue_pairs] [--keep DIR]
+        [--random 20 --seed 1]
 
 The tasks come from tools/toy_languages.py's classification examples (premise, hypothesis, label): XNLI
 as prepare-xnli.sh lays it out (training data in en only; the original reads valid and test files of all
 15 XNLI languages, so the 12 the model lacks get copies of es's), and every GLUE task as prepare-glue.sh
 lays it out, labels derived from the XNLI label (test labels for MRPC only, as GLUE has them). Both sides
-read the same files, in the original's binarized format.
+read the same files, in the original's binarized format. --random N runs N flag sets drawn at random
+(`random_flags`, --seed) in place of the cases.
 """
 import argparse
 import json
@@ -20,7 +22,7 @@ import shutil
 import subprocess
 import sys
 
-from bench.compare_flags import ORIGINAL, REPO, chosen, run, work_folder
+from bench.compare_flags import ORIGINAL, REPO, chosen, random_cases, run, work_folder
 from bench.data_pipeline import cpu_model
 from xlm.data.binarized import binarize, load_binarized, save_original
 from xlm.data.dictionary import Dictionary
@@ -69,6 +71,30 @@ XLM_ALSO_RUNS = {
                                              "without shuffling (one sentence) or asserts they come in sentence "
                                              "order (pairs); xlm puts the predictions back in order"),
 }
+TASKS = ["XNLI", *GLUE]
+RANDOM_OPTIONS = {
+    "--finetune_layers": ["0:_1", "0:0", "1:_1", "2:_1", "0:1"], "--dropout": ["0", "0.1", "0.3"],
+    "--epoch_size": ["-1", "40", "80"], "--max_batch_size": ["0", "4"], "--max_len": ["10", "20", "256"],
+    "--weighted_training": ["true", "false"], "--batch_size": ["4", "8", "16"], "--n_epochs": ["1", "2"],
+    "--optimizer_e": ["adam,lr=0.0005", "sgd,lr=0.01", "adam_inverse_sqrt,lr=0.001,warmup_updates=5"],
+    "--optimizer_p": ["adam,lr=0.0005", "sgd,lr=0.1", "adam,lr=0.001,weight_decay=0.01"],
+}
+
+
+def random_flags(rng):
+    """One to three tasks, and RANDOM_OPTIONS each with probability 0.35; batches grouped by length
+    (--group_by_size, --tokens_per_batch) with XNLI alone, since the original's GLUE evaluation fails on
+    them (the glue_* cases above)."""
+    tasks = rng.sample(TASKS, rng.randint(1, 3))
+    flags = {"--transfer_tasks": ",".join(tasks)}
+    flags.update({k: rng.choice(v) for k, v in RANDOM_OPTIONS.items() if rng.random() < 0.35})
+    if tasks == ["XNLI"] and rng.random() < 0.5:
+        flag, value = rng.choice([("--group_by_size", "true"), ("--tokens_per_batch", "150"),
+                                  ("--tokens_per_batch", "300")])
+        flags[flag] = value
+    return " ".join(f"{k} {v}" for k, v in flags.items())
+
+
 PRETRAIN = ("--lgs en-es-fr --mlm_steps en,es,fr --emb_dim 32 --n_layers 2 --n_heads 4 --batch_size 8 --bptt 32 "
             "--epoch_size 1600 --max_epoch 1 --optimizer adam,lr=0.003")
 
@@ -155,10 +181,17 @@ def main():
     parser.add_argument("--original", default="/work/orig-cpu", help="the original XLM, patched for the CPU")
     parser.add_argument("--only", help="comma-separated case names")
     parser.add_argument("--keep", help="work in this folder and keep it; by default a temporary folder")
+    parser.add_argument("--random", type=int, metavar="N", help="N flag sets drawn at random (--seed) in place of "
+                                                                "the cases above (with --only: besides those)")
+    parser.add_argument("--seed", type=int, default=0, help="of --random")
     args = parser.parse_args()
     if not os.path.isfile(os.path.join(args.original, "glue-xnli.py")):
         sys.exit(f"--original {args.original}: no glue-xnli.py there")
-    names = chosen(args.only, CASES)
+    names = chosen(args.only, CASES) if args.only or not args.random else []
+    if args.random:
+        drawn = random_cases(args.seed, args.random, random_flags)
+        CASES.update(drawn)
+        names += list(drawn)
     with work_folder(args.keep) as tmp:
         raw, data = os.path.join(tmp, "raw"), os.path.join(tmp, "data")
         subprocess.run([sys.executable, os.path.join(REPO, "tools", "toy_languages.py"), "--out", raw,

@@ -14,7 +14,7 @@ files byte for byte. Last, both translate.py translate the valid English sentenc
 (greedy, the original's only mode; two batch sizes): the outputs must be the same bytes.
 
     python -m bench.compare_flags [--original /work/orig-cpu] [--data_path data/processed/sample] [--only clm,pc]
-        [--threads 16] [--nproc 2]
+        [--threads 16] [--nproc 2] [--random 20 --seed 1]
 
 --data_path is a folder of binarized files (run-sample.sh writes data/processed/sample); they are converted
 to the original's .pth layout in a temporary folder, which both sides read. The original runs from
@@ -28,6 +28,8 @@ through its torch.distributed.launch path, as bench/run_original.py says), one t
 says otherwise: the files, logs and checkpoints must be the same as above, and where both sides evaluate
 the same checkpoint, the scores too (the original evaluates everything on every rank, xlm splits the
 batches and sentences among the ranks). translate.py runs as one process.
+--random N runs N flag sets drawn at random from the objectives, languages and options of the cases
+(`random_flags`; --seed picks them), combinations that no case names, in place of the cases.
 """
 import argparse
 import glob
@@ -183,6 +185,75 @@ FAILS_WITH_PROCESSES = {
         "it resumes a checkpoint only with as many processes as wrote it (the keys' `module.` prefix)",
 }
 EXCEPTION = re.compile(r"^(?:\[rank\d+\]: )?([\w.]*(?:Error|Exception)\b.*)$", re.MULTILINE)
+
+
+# what random flag sets draw from (--random): each flag is given with probability 0.4, else left to its default
+RANDOM_OPTIONS = {
+    "--gelu_activation": ["true", "false"], "--sinusoidal_embeddings": ["true", "false"],
+    "--use_lang_emb": ["true", "false"], "--share_inout_emb": ["true", "false"], "--dropout": ["0", "0.1"],
+    "--attention_dropout": ["0", "0.1"], "--group_by_size": ["true", "false"], "--batch_size": ["4", "8", "16"],
+    "--bptt": ["8", "16", "32"], "--max_len": ["20", "40", "100"], "--tokens_per_batch": ["-1", "200", "500"],
+    "--max_batch_size": ["0", "6"], "--clip_grad_norm": ["0", "1", "5"], "--max_epoch": ["1", "2"],
+    "--epoch_size": ["100", "160"], "--min_count": ["0", "3"], "--max_vocab": ["-1", "2000"],
+    "--optimizer": ["adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.001,warmup_updates=10", "adam,lr=0.001",
+                    "sgd,lr=0.1", "adam_cosine,warmup_updates=5,lr=0.001,init_period=20",
+                    "adam,lr=0.001,weight_decay=0.01", "adadelta"],
+}
+
+
+def random_flags(rng):
+    """One flag set: languages, objectives (an encoder, or an encoder-decoder with AE, MT and BT steps,
+    maybe CLM and MLM ones), their options, and model, batching and optimizer options (RANDOM_OPTIONS)."""
+    langs = rng.choice([["en"], ["en", "fr"], ["en", "fr"], ["de", "en", "fr"]])
+    pairs = [p for p in ("de-en", "en-fr") if set(p.split("-")) <= set(langs)]
+    some = lambda items: ",".join(rng.sample(items, rng.randint(1, len(items))))  # noqa: E731
+    flags = {"--lgs": "-".join(langs)}
+    if pairs and rng.random() < 0.45:
+        flags["--encoder_only"] = "false"
+        a, b = rng.choice(pairs).split("-")
+        steps = {"--ae_steps": some(langs), "--mt_steps": some([f"{a}-{b}", f"{b}-{a}"]),
+                 "--bt_steps": rng.choice([f"{a}-{b}-{a}", f"{b}-{a}-{b}"]), "--mlm_steps": some(langs),
+                 "--clm_steps": some(langs)}
+        chances = {"--ae_steps": 0.5, "--mt_steps": 0.5, "--bt_steps": 0.5, "--mlm_steps": 0.2, "--clm_steps": 0.15}
+        drawn = {k: v for k, v in steps.items() if rng.random() < chances[k]}
+        flags.update(drawn or {"--bt_steps": steps["--bt_steps"]})
+        if "--ae_steps" in flags or rng.random() < 0.3:
+            flags.update({"--word_shuffle": rng.choice(["0", "3"]), "--word_dropout": rng.choice(["0", "0.1"]),
+                          "--word_blank": rng.choice(["0", "0.1"])})
+        if rng.random() < 0.5:
+            flags["--eval_bleu"] = "true"
+            if rng.random() < 0.5:
+                flags.update({"--beam_size": rng.choice(["2", "3"]), "--length_penalty": rng.choice(["0.6", "1.3"]),
+                              "--early_stopping": rng.choice(["true", "false"])})
+    else:
+        for kind in set(rng.sample(["clm", "mlm", "mlm", "pc"], rng.randint(1, 2))):
+            if kind == "pc":
+                if pairs:
+                    flags["--pc_steps"] = rng.choice(pairs)
+            else:
+                flags[f"--{kind}_steps"] = some(langs + pairs)
+        if len(flags) == 1:  # a PC step drawn without a pair to take it
+            flags["--mlm_steps"] = langs[0]
+        if "--mlm_steps" in flags:
+            for flag, values in (("--word_pred", ["0.1", "0.25"]), ("--sample_alpha", ["0.3", "0.5"]),
+                                 ("--word_mask_keep_rand", ["0.6,0.2,0.2", "1,0,0", "0.5,0.5,0"])):
+                if rng.random() < 0.3:
+                    flags[flag] = rng.choice(values)
+        if "--clm_steps" in flags and rng.random() < 0.3:
+            flags["--context_size"] = rng.choice(["1", "4"])
+        if len(langs) > 1 and rng.random() < 0.3:
+            flags["--lg_sampling_factor"] = rng.choice(["0.5", "0.7"])
+    heads = rng.choice([2, 4])
+    flags.update({"--emb_dim": str(heads * rng.choice([8, 12, 16])), "--n_heads": str(heads),
+                  "--n_layers": rng.choice(["1", "2"])})
+    flags.update({k: rng.choice(v) for k, v in RANDOM_OPTIONS.items() if rng.random() < 0.4})
+    return " ".join(f"{k} {v}" for k, v in flags.items())
+
+
+def random_cases(seed, n, draw=random_flags):
+    """n flag sets of `draw(rng)`, named random<seed>_<i>: combinations no case names."""
+    rng = random.Random(seed)
+    return {f"random{seed}_{i}": draw(rng) for i in range(n)}
 
 
 def fails_with_processes(original):
@@ -373,6 +444,9 @@ def main():
                                        "difference; by default a temporary folder")
     parser.add_argument("--threads", type=int, help="threads of the compared commands (default: torch's, the cores)")
     parser.add_argument("--nproc", type=int, help="processes of each compared train.py command (default: one)")
+    parser.add_argument("--random", type=int, metavar="N", help="N flag sets drawn at random (--seed) in place of "
+                                                                "the cases above (with --only: besides those)")
+    parser.add_argument("--seed", type=int, default=0, help="of --random")
     args = parser.parse_args()
     env = threads_env(args.threads if args.threads or not args.nproc else 1)
     if not os.path.isfile(os.path.join(args.original, "train.py")):
@@ -381,7 +455,11 @@ def main():
     if not files:
         sys.exit(f"--data_path {args.data_path}: no .pth files (run `PRETRAIN=0 bash run-sample.sh` first)")
     cases = {**CASES, **{name: flags for name, (flags, _, _) in XLM_ALSO_RUNS.items()}}
-    names = chosen(args.only, cases, extra=["translate"])
+    names = chosen(args.only, cases, extra=["translate"]) if args.only or not args.random else []
+    if args.random:
+        drawn = random_cases(args.seed, args.random)
+        cases.update(drawn)
+        names += list(drawn)
     with work_folder(args.keep) as tmp:
         data = os.path.join(tmp, "data")
         os.makedirs(data)
@@ -391,7 +469,7 @@ def main():
                   "original": os.path.abspath(args.original), "data": os.path.abspath(args.data_path),
                   "device_name": cpu_model(), "threads": args.threads, "nproc": args.nproc, "common_flags": TINY,
                   "cases": {}}
-        translating = not args.only or "translate" in names
+        translating = not args.only and not args.random or "translate" in names
         names = [name for name in names if name != "translate"]
         checkpoints = pretrain(args.original, names + ["translate"] * translating,
                                {**cases, "translate": "{mt}"}, os.path.join(tmp, "pretrained"), data)
