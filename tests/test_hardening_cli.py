@@ -1,6 +1,7 @@
 """Command lines a careless user types: refused before any work with one line naming the flag, output
 locations checked first, and no experiment folder left behind by a run that fails in its set-up."""
 import argparse
+import importlib.util
 import io
 import json
 import os
@@ -659,7 +660,7 @@ def test_the_default_dump_path_names_the_user_as_the_original(monkeypatch):
     assert user_name() == "alice"
 
 
-@pytest.mark.skipif(not hasattr(os, "setpgid"), reason="needs resource limits (POSIX)")
+@pytest.mark.skipif(importlib.util.find_spec("resource") is None, reason="needs resource limits (POSIX)")
 def test_a_model_too_large_for_memory_is_one_error(small_sample, tmp_path):
     """An allocation that fails (here a 400,000-wide embedding under a 6 GB address-space limit) is one line
     saying what to lower, not a traceback; no experiment folder is left."""
