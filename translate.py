@@ -14,6 +14,7 @@ Translations are written as they are made, to OUTPUT.partial: a rerun of a stopp
 crash, Ctrl-C) goes on after the last batch written, and OUTPUT appears when all are done.
 """
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -192,10 +193,17 @@ class PartialOutput:
         self.recorded_at, self.recorded_lines = time.monotonic(), self.lines
 
     def finish(self):
+        self.file.flush()
+        os.fsync(self.file.fileno())
         self.file.close()
         if os.path.exists(self.record_path):  # first: a partial file without a record is started again
             os.remove(self.record_path)
         os.replace(self.path, self.output_path)
+
+    def abandon(self):
+        """Close the file where a write failed: what its buffer holds is lost (the next run writes it again)."""
+        with contextlib.suppress(OSError):
+            self.file.close()
 
 
 @weights_packed()  # in oneDNN's layout once for all batches, on the CPU
@@ -257,17 +265,17 @@ def main(argv=None):
         say(f"Going on after line {output.lines} of {output.path}, written by a stopped run of this command")
     try:
         translate_into(output, model, sentences, lang2id[args.src_lang], lang2id[args.tgt_lang], args, device)
-    except OSError as e:
-        if failed_write(e, output.path) is None:
-            raise
-        # the lines of the last record are kept (a rerun goes on after them); recording more would fail too
-        raise DataError(f"{output.path}: cannot write it ({e.strerror}); {output.recorded_lines} translated "
-                        "lines kept: rerun the command to go on") from None
-    except BaseException:  # a signal (exit_on_signals), Ctrl-C, an error: what is written is kept
-        output.record()
-        say(f"{output.lines} translated lines kept in {output.path}: rerun the command to go on")
+        output.finish()
+    except BaseException as e:  # a signal (exit_on_signals), Ctrl-C, an error: what is written is kept
+        if isinstance(e, OSError) and failed_write(e, output.path):
+            # the lines of the last record are kept (a rerun goes on after them); recording more would fail too
+            output.abandon()
+            raise DataError(f"{output.path}: cannot write it ({e.strerror}); {output.recorded_lines} translated "
+                            "lines kept: rerun the command to go on") from None
+        if not output.file.closed:  # else finish() got past it
+            output.record()
+            say(f"{output.lines} translated lines kept in {output.path}: rerun the command to go on")
         raise
-    output.finish()
     say(f"Translated {len(sentences)} sentences to {args.output_path}")
 
 

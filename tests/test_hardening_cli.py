@@ -677,3 +677,15 @@ def test_a_model_too_large_for_memory_is_one_error(small_sample, tmp_path):
     assert last.startswith("error: out of memory (") and last.endswith(
         "lower --batch_size, --tokens_per_batch or --bptt, or the model's size; the last checkpoint is kept")
     assert not (tmp_path / "big").exists()
+
+
+def test_float_flags_refuse_nan_and_inf_but_a_norm_bound_of_inf():
+    """nan or inf run on silently wrong (a nan --length_penalty, --dropout, an STS-B label); --clip_grad_norm
+    inf is no clipping, which the original runs."""
+    from xlm.train.options import finite_float, norm_bound
+    assert finite_float("1e-3") == 0.001 and norm_bound("inf") == float("inf") and norm_bound("5") == 5.0
+    for bad in ("nan", "inf", "-inf", "1e999", "x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected a finite number"):
+            finite_float(bad)
+    with pytest.raises(argparse.ArgumentTypeError):
+        norm_bound("nan")

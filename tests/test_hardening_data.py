@@ -3,6 +3,7 @@ exits non-zero with one `error:` line naming the file, line or flag — never a 
 timeout), never a traceback — and leaves no temporary file behind."""
 import contextlib
 import errno
+import importlib.util
 import multiprocessing
 import os
 import random
@@ -358,11 +359,13 @@ def test_tokenize_language_codes():
     assert len(out["xx"][1].splitlines()) == 1 and "warning" in out["xx"][1] and "'xx'" in out["xx"][1]
 
 
-def test_binarize_in_parallel_writes_the_same_bytes(tmp_path):
-    """The workers that replace multiprocessing.Pool keep the blocks in order (as many workers as cores, up to
-    3, for 4 blocks)."""
+def test_binarize_in_parallel_writes_the_same_bytes(tmp_path, monkeypatch):
+    """The workers that replace multiprocessing.Pool keep the blocks in order (3 workers, 4 blocks, whatever
+    the cores)."""
+    from xlm.data import binarized
     from xlm.data.binarized import binarize
     from xlm.data.dictionary import Dictionary
+    monkeypatch.setattr(binarized.os, "cpu_count", lambda: 8)
 
     (tmp_path / "vocab").write_text("".join(f"w{i} {500 - i}\n" for i in range(500)), encoding="utf-8")
     rng = random.Random(0)
@@ -451,3 +454,33 @@ def test_learnbpe_asked_for_far_more_codes_than_pairs_ends_at_once(files, fastbp
     assert "fewer than the 2147483647 codes asked for" in proc.stderr_text
     assert_one_error(cli(["tools/fastbpe", "learnbpe", "2147483648", files / "in"], fastbpe),
                      "learnbpe N: at most 2147483647 merges (fastBPE reads N as an int), got '2147483648'")
+
+
+ATOMIC_WRITE_UNDER_A_LIMIT = """
+import resource, signal, sys
+sys.path.insert(0, {root!r})
+from xlm.fileio import DataError, atomic_write
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
+try:
+    with atomic_write({path!r}, {mode!r}) as f:
+        f.write({data!r})
+except DataError as e:
+    sys.exit(f"error: {{e}}")
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("resource") is None or not hasattr(signal, "SIGXFSZ"),
+                    reason="needs POSIX resource limits")
+@pytest.mark.parametrize("mode, data", [("w", "x" * 300), ("wb", b"x" * 300), ("wb", b"x" * 20_000)],
+                         ids=["text_in_the_buffer", "bytes_in_the_buffer", "bytes_past_the_buffer"])
+def test_a_write_that_fails_at_its_flush_is_one_error(tmp_path, mode, data):
+    """A file that fits Python's write buffer fails at the flush or the close, not at write(): one error too."""
+    path = tmp_path / "out"
+    path.write_text("before")
+    proc = subprocess.run([sys.executable, "-c", ATOMIC_WRITE_UNDER_A_LIMIT.format(root=str(ROOT), path=str(path),
+                                                                                  mode=mode, data=data)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stderr == f"error: {path}: cannot write it (File too large); the previous " \
+        "file, if any, is kept\n", proc.stderr
+    assert path.read_text() == "before" and [p.name for p in tmp_path.iterdir()] == ["out"]

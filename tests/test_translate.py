@@ -1,5 +1,6 @@
 """translate.py as a user runs it, with a translation checkpoint of a model trained to reverse."""
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -228,6 +229,15 @@ def test_a_full_disk_is_one_error_and_the_rerun_goes_on(checkpoint, tmp_path):
         "command to go on")
     python("translate.py", *flags, "--output_path", out, input=text)
     assert out.read_text() == (tmp_path / "whole.fr").read_text()
+
+    def no_room():  # every write past 0 bytes fails with EFBIG, as on a full disk: here at the output's last flush
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    small = subprocess.run([sys.executable, "translate.py", *map(str, flags), "--output_path", str(tmp_path / "s.fr")],
+                           input=text, cwd=ROOT, capture_output=True, text=True, preexec_fn=no_room)
+    assert small.returncode == 1 and small.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 's.fr'}.partial: cannot write it (File too large); 0 translated lines kept: rerun the "
+        "command to go on"), small.stderr
 
     closed = subprocess.run(["bash", "-c", 'exec "$@" <&-', "-", sys.executable, "translate.py", *map(str, flags),
                              "--output_path", str(tmp_path / "closed.fr")], cwd=ROOT, capture_output=True, text=True)

@@ -3,6 +3,7 @@
 Every error about user input is a `DataError` whose message names the file (and line when there is
 one), so a command line tool can print it as one line and exit.
 """
+import contextlib
 import errno
 import json
 import multiprocessing
@@ -220,16 +221,19 @@ def atomic_write(path, mode="wb"):
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            try:
-                yield f
-                f.flush()
-                os.fsync(f.fileno())
-            except (OSError, RuntimeError) as e:
-                reason = failed_write(e, tmp)
-                if reason is None:
-                    raise
-                raise DataError(f"{path}: cannot write it ({reason}); the previous file, if any, is kept") from None
+        f = os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+        try:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        except BaseException as e:
+            with contextlib.suppress(OSError):  # what its buffer still holds cannot be written either
+                f.close()
+            reason = failed_write(e, tmp) if isinstance(e, (OSError, RuntimeError)) else None
+            if reason is None:
+                raise
+            raise DataError(f"{path}: cannot write it ({reason}); the previous file, if any, is kept") from None
+        f.close()
         os.replace(tmp, path)
 
 

@@ -79,13 +79,16 @@ def _copy_stdin_lines(sink):
 
 
 def _relay(source, out, failed, proc):
-    """Copy `source` (a pipe) to `out` as it comes; a write that fails (a full disk, a closed reader) stops
-    the tool, and the error goes into `failed`."""
+    """Copy `source` (a pipe) to the file `out` as it comes (applybpe_stream answers each line at once);
+    a write that fails (a full disk, a closed reader) stops the tool, and the error goes into `failed`.
+    It writes to the file descriptor, past `out`'s buffer, so that a thread stuck on a reader that stopped
+    reading holds no lock the interpreter's exit would wait for."""
     try:
         while chunk := os.read(source.fileno(), 1 << 16):
-            out.write(chunk)
-            out.flush()  # applybpe_stream answers each line as it comes
-    except OSError as e:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(out.fileno(), view):]
+    except (OSError, ValueError) as e:  # ValueError: `source` closed by a run that stopped without waiting
         failed.append(e)
         proc.kill()
 
@@ -97,12 +100,15 @@ def _piped(command, feed, out):
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen([binary(), *command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
         failed = []
+        out.flush()  # what `out` holds goes first
         relay = threading.Thread(target=_relay, args=(proc.stdout, out, failed, proc), daemon=True)
         relay.start()
+        stopped = True
         try:
             feed(proc.stdin)
+            stopped = False
         except BrokenPipeError:
-            pass  # the tool stopped reading: its exit status and message say why
+            stopped = False  # the tool stopped reading: its exit status and message say why
         except BaseException:
             proc.kill()
             raise
@@ -110,7 +116,8 @@ def _piped(command, feed, out):
             with contextlib.suppress(BrokenPipeError):
                 proc.stdin.close()
             proc.wait()
-            relay.join()
+            # stopped (a signal, an error): not held by a relay stuck on a reader that stopped reading
+            relay.join(1.0 if stopped else None)
             proc.stdout.close()
         if failed:
             raise failed[0]
@@ -171,7 +178,6 @@ def getvocab(paths, out):
     if not binary():
         out.write(bpe.vocab_text(bpe.get_vocab(paths)).encode("utf-8"))
         return
-    out.flush()
     _on_stdin(["getvocab"], paths, out)
 
 
@@ -200,5 +206,5 @@ def applybpe_stream(codes_path, vocab_path=None):
         return
     with tempfile.TemporaryDirectory() as tmp_dir:
         codes = _checked_codes(codes_path, vocab_path, tmp_dir)
-        sys.stdout.flush()
+        sys.stdout.flush()  # the text layer's too
         _piped(["applybpe_stream", codes] + ([vocab_path] if vocab_path else []), _copy_stdin_lines, sys.stdout.buffer)

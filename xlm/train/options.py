@@ -6,6 +6,7 @@ of the code uses (langs, lang2id, step lists, ...). A flag combination that cann
 """
 import argparse
 import getpass
+import math
 import os
 import random
 import re
@@ -28,6 +29,11 @@ def bool_flag(s):
     if s.lower() in ("off", "false", "0"):
         return False
     raise argparse.ArgumentTypeError("expected a boolean: true/false, on/off, 1/0")
+
+
+def norm_bound(s):
+    """--clip_grad_norm's value: a finite float, or inf (no clipping: the original runs it so)."""
+    return math.inf if s.strip().lower() in ("inf", "+inf", "infinity") else finite_float(s)
 
 
 def finite_float(s):
@@ -121,7 +127,7 @@ def build_parser():
     # training
     a("--optimizer", type=str, default="adam,lr=0.0001", help="NAME[,key=value...]: adam, adam_inverse_sqrt, "
       "adam_cosine, sgd, adagrad, rmsprop, ...")
-    a("--clip_grad_norm", type=finite_float, default=5, help="clip the gradients' norm to this (0: off)")
+    a("--clip_grad_norm", type=norm_bound, default=5, help="clip the gradients' norm to this (0: off)")
     a("--epoch_size", type=int, default=100000, help="training sentences between evaluations")
     a("--max_epoch", type=int, default=100000, help="epochs to train")
     a("--stopping_criterion", type=str, default="", help="METRIC,N: stop after N epochs without a better METRIC "
