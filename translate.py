@@ -35,7 +35,7 @@ from xlm.model.checkpoint import load_model
 from xlm.model.generate import generate_beam, generate_greedy
 from xlm.model.linear import onednn_chosen, weights_packed
 from xlm.progress import Progress
-from xlm.train.options import bool_flag, finite_float, check_folder_name
+from xlm.train.options import bool_flag, check_folder_name, finite_float
 
 LOG = logging.getLogger("xlm.translate")  # to dump_path/exp_name/exp_id/translate.log with --exp_name; else nowhere
 LOG.setLevel(logging.INFO)

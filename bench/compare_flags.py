@@ -206,7 +206,10 @@ def random_flags(rng):
     maybe CLM and MLM ones), their options, and model, batching and optimizer options (RANDOM_OPTIONS)."""
     langs = rng.choice([["en"], ["en", "fr"], ["en", "fr"], ["de", "en", "fr"]])
     pairs = [p for p in ("de-en", "en-fr") if set(p.split("-")) <= set(langs)]
-    some = lambda items: ",".join(rng.sample(items, rng.randint(1, len(items))))  # noqa: E731
+
+    def some(items):
+        return ",".join(rng.sample(items, rng.randint(1, len(items))))
+
     flags = {"--lgs": "-".join(langs)}
     if pairs and rng.random() < 0.45:
         flags["--encoder_only"] = "false"

@@ -149,10 +149,11 @@ def read_labels(path, task_name, label_set=None):
     with open(path, "rb") as f:
         lines = [line.rstrip() for line in decode_utf8(f.read(), path).splitlines()]  # as the original
     if task_name == "STS-B":
-        for line_no, text in enumerate(lines, 1):
-            if finite_number(text) is None:  # nan or 1e999 would make every loss nan, silently
-                raise DataError(f"{path}:{line_no}: STS-B labels must be finite numbers, got {text!r}")
-        return np.array([float(s) for s in lines], dtype=np.float32), None
+        scores = [finite_number(text) for text in lines]  # nan or 1e999 would make every loss nan, silently
+        if None in scores:
+            line_no = scores.index(None)
+            raise DataError(f"{path}:{line_no + 1}: STS-B labels must be finite numbers, got {lines[line_no]!r}")
+        return np.array(scores, dtype=np.float32), None
     if task_name == "XNLI":
         label_set = XNLI_LABELS
     elif label_set is None:
