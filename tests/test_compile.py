@@ -6,6 +6,7 @@ from torch._dynamo.utils import counters
 
 import xlm.model.attention as attention
 import xlm.model.transformer as transformer
+import xlm.train.compile
 from xlm.data.datasets import Batch
 from xlm.model.attention import varlen_attention
 from xlm.model.transformer import TransformerConfig, TransformerModel, flat_positions
@@ -74,6 +75,25 @@ def test_compiled_training_matches_eager_and_compiles_once():
     # with index tensors for the predicted positions there is no graph break at h[pred_mask]; torch marks
     # the sizes dynamic when they first change, so a second compilation may happen
     assert graphs <= 3
+
+
+def test_batch_sizes_past_the_cpu_matmul_thresholds_do_not_recompile(monkeypatch):
+    """Under torch.compile the linear layers are F.linear whatever the batch's size: the CPU's choice of
+    kernel by size (`mkl_order_blocks`' 2^21 multiply-adds) had put each size's side of it in a guard, and
+    these batches of 64-wide layers, crossing it, compiled the forward 3 times (now once)."""
+    monkeypatch.setitem(xlm.train.compile.COMPILE_OPTIONS, "backend", "eager")  # the guards are Dynamo's
+    torch.manual_seed(0)
+    model = TransformerModel(TransformerConfig(n_words=60, emb_dim=64, n_layers=1, n_heads=4, n_langs=3))
+    forward = BucketPadded(model)
+    torch._dynamo.reset()
+    counters.clear()
+    generator = torch.Generator().manual_seed(4)
+    for bs, longest in [(6, 20), (5, 17), (7, 30), (4, 12), (8, 25), (3, 9), (2, 40), (30, 60), (40, 100)]:
+        batch = sentences(bs, generator, longest)
+        x, pred_mask, y = mask_for_training(batch.x, batch.lengths, MaskingConfig(n_words=60), generator)
+        forward(x, batch.lengths, langs=1, pred_mask=flat_positions(pred_mask), y=y).backward()
+    # rows x 64 x 192 crosses 2^21 between the small batches and the large ones
+    assert counters["stats"]["unique_graphs"] <= 2
 
 
 @pytest.mark.parametrize("asm", [False, True], ids=["softmax", "adaptive_softmax"])

@@ -80,6 +80,37 @@ def test_free_roundings_take_the_faster_kernels(reverser, monkeypatch):
     assert torch.equal(exact[0], free[0]) and torch.equal(exact[1], free[1])
 
 
+def test_side_by_side_maps_are_not_cast_again_at_each_step(reverser, monkeypatch):
+    """Under autocast (bf16 back-translation) a decoding step's q/k/v weights side by side are made in the
+    steps' dtype once a decoding: autocast caches its casts of trained weights only, and cast these (not
+    trained) again at every step and layer. The translations are those of autocast's casts."""
+    enc, dec = reverser
+
+    class Casts(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.shapes = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._to_copy.default and (kwargs or {}).get("dtype") == torch.bfloat16:
+                self.shapes.append(tuple(args[0].shape))
+            return func(*args, **(kwargs or {}))
+
+    def translate():
+        with torch.autocast("cpu", dtype=torch.bfloat16), free_roundings():
+            src = encode(enc, SOURCES)
+            with Casts() as casts:
+                out = generate_greedy(dec, *src, tgt_lang_id=1, max_len=12)
+        return out, casts.shapes.count((3 * dec.config.emb_dim, dec.config.emb_dim))
+
+    (out, lengths), casts = translate()
+    assert lengths.max() > 5 and casts == dec.config.n_layers
+    side_by_side = type(dec.attentions[0]).side_by_side
+    monkeypatch.setattr(type(dec.attentions[0]), "side_by_side", lambda a, dtype: side_by_side(a, torch.float32))
+    (cast_by_autocast, _), casts = translate()
+    assert casts > 5 * dec.config.n_layers and torch.equal(cast_by_autocast, out)
+
+
 def encode(enc, seqs):
     x, xl = batch(seqs)
     return enc(x, xl, langs=0), xl

@@ -398,10 +398,12 @@ MIN_MKL_ORDER_MACS = 2 ** 21
 def mkl_order_blocks(x, weight):
     """The blocks (see `mkl_k_blocks`) in which `linear` computes float32 F.linear(x, weight) without
     gradient through oneDNN, bit for bit, or None where it calls F.linear."""
+    if not _onednn_at_hand(x, weight) or _with_gradient(x, weight):
+        return None
     k = weight.shape[1]
     rows = x.numel() // k if k else 0
     macs = rows * k * weight.shape[0]
-    if macs < MIN_MKL_ORDER_MACS or not _onednn_at_hand(x, weight) or _with_gradient(x, weight):
+    if macs < MIN_MKL_ORDER_MACS:
         return None
     bounds = mkl_k_blocks(k, torch.get_num_threads())
     if (bounds is None or macs < MIN_MKL_ORDER_MACS * (len(bounds) - 1)
@@ -448,6 +450,8 @@ def calls_f_linear(x, weight):
 def linear(x, weight, bias=None):
     """F.linear; in float32 on the CPU, through oneDNN: in training in its own order, without gradient in
     MKL's where it can (see the module's docstring)."""
+    if not _cpu_float32(x, weight):  # first: on CUDA and under torch.compile no size is looked at (no guards)
+        return F.linear(x, weight, bias)
     if uses_onednn(x, weight):
         if _with_gradient(x, weight):
             return _OneDNNLinear.apply(x, weight, bias)

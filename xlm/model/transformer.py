@@ -252,10 +252,13 @@ class MultiHeadAttention(nn.Module):
         """The queries of x (n, dim), as (n * heads, 1, head_dim)."""
         return self.q_lin(x).view(len(x) * self.n_heads, 1, self.dim // self.n_heads)
 
-    def side_by_side(self):
+    def side_by_side(self, dtype):
         """The query, key and value maps' weights and biases side by side, as parameters (which
-        `weights_packed` packs), for the decoding steps of `free_roundings` (`step`)."""
-        return [nn.Parameter(t, requires_grad=False) for t in self._stacked((self.q_lin, self.k_lin, self.v_lin))]
+        `weights_packed` packs), for the decoding steps of `free_roundings` (`step`); in the dtype the
+        steps compute in (autocast's: it caches its casts of trained weights only, and would cast these
+        again at every step)."""
+        return [nn.Parameter(t.to(dtype), requires_grad=False)
+                for t in self._stacked((self.q_lin, self.k_lin, self.v_lin))]
 
     def step(self, x, keys, values, t, qkv=None):
         """Self-attention of position t of each row, x (rows, dim), over positions 0..t, whose keys and
@@ -629,7 +632,8 @@ class TransformerModel(nn.Module):
         apart = group > 1 and bool(torch.stack([_beams_apart(t, len(src_enc) // group, group)
                                                 for kv in source for t in kv]).any())
         return DecodingState(source, bias, self.config.n_heads, min(max_len, self.config.n_positions),
-                             projections=[a.side_by_side() for a in self.attentions] if in_free_roundings() else None,
+                             projections=([a.side_by_side(compute_dtype(src_enc)) for a in self.attentions]
+                                          if in_free_roundings() else None),
                              reorder_by_layer=src_enc.is_cpu, beams_share_source=not apart)
 
     def step(self, words, lang, state):
