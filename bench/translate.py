@@ -63,6 +63,16 @@ def main():
     batches = [batch_sentences([corpus[k] for k in range(i, min(i + args.batch_size, args.sentences))])
                for i in range(0, args.sentences, args.batch_size)]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else nullcontext()
+    # whether each batch's beams read one copy of their source's keys (the device rounded its rows alike),
+    # or each beam its own, reordered with the beams at every step as the original does: a cost on a GPU
+    shared = []
+    start_decoding = dec.start_decoding
+
+    def recording(*args, **kwargs):
+        state = start_decoding(*args, **kwargs)
+        shared.append(state.beams_share_source)
+        return state
+    dec.start_decoding = recording
     for name, decode in (("greedy", lambda e, n, m: generate_greedy(dec, e, n, 1, max_len=m)),
                          ("beam5", lambda e, n, m: generate_beam(dec, e, n, 1, beam_size=5, max_len=m))):
         generated = 0
@@ -81,6 +91,9 @@ def main():
                                     "sentences_per_s": round(args.sentences / seconds, 2),
                                     "generated_tokens_per_s": round(generated / seconds, 1)}
         print(name, result[f"decode_{name}"], file=sys.stderr, flush=True)
+
+    result["decode_beam5"]["batches_sharing_the_source"] = f"{sum(shared[-len(batches):])} of {len(batches)}"
+    del dec.start_decoding
 
     if not args.skip_translate_py:
         ckpt = os.path.join(tmp.name, "mt.pth")
