@@ -33,8 +33,6 @@ def one_error_line(proc, message):
 
 @pytest.mark.parametrize("flags, message", [
     (["--bptt", "1000"], "--bptt 1000 is longer than the 512 positions"),
-    (["--mlm_steps", "en-fr", "--max_len", "600"], "--max_len 600"),
-    (["--pc_steps", "en-fr", "--max_len", "300"], "--pc_steps reads a pair as one sequence of up to 603"),
     (["--n_heads", "0"], "--n_heads must be >= 1"),
     (["--encoder_only", "false", "--bt_steps", "en-fr"], "--bt_steps: cannot parse 'en-fr' (expected three languages, "
                                                         "the first and last the same, e.g. en-fr-en)"),
@@ -284,10 +282,11 @@ def test_a_parallel_sentence_longer_than_the_positions_stops_the_run_at_its_star
     assert "valid_en_fr_mlm_ppl" in (tmp_path / "dumped" / "t" / "empty" / "train.log").read_text()
 
 
-def test_max_len_0_keeps_every_training_sentence_and_names_one_the_model_cannot_hold(
+def test_max_len_0_or_past_the_positions_keeps_every_training_sentence_and_names_one_the_model_cannot_hold(
         small_sample, sample_data, tmp_path, keep_signal_handlers):
-    """--max_len 0 is the original's "no limit" (the original then fails in an embedding lookup when a
-    sentence beyond the positions is drawn); PC reads a pair as one sequence, TLM each side from position 0."""
+    """--max_len 0 is the original's "no limit", and a --max_len past the positions (600; 256 with PC, whose
+    pair is one sequence) its too: the original then fails in an embedding lookup when a sentence beyond
+    the positions is drawn, and runs where none is there; TLM reads each side from position 0."""
     from xlm.train.loop import main
     data = tmp_path / "data"
     data.mkdir()
@@ -301,14 +300,21 @@ def test_max_len_0_keeps_every_training_sentence_and_names_one_the_model_cannot_
     log = (tmp_path / "dumped" / "t" / "tlm" / "train.log").read_text()
     assert "removed" not in log and "__log__" in log  # the long pair is kept, not left out
     message = setup_error(data, tmp_path / "dumped", "pc", "--mlm_steps", "", "--pc_steps", "en-fr", "--max_len", "0")
-    assert message == f"{data}/train.en-fr.en.pth, {data}/train.en-fr.fr.pth: pair 1 makes a sequence of 553 " \
-        "positions with its three </s>, more than the model's 512 (--max_len 0 keeps every training sentence)"
+    for max_len in ("0", "300"):
+        message = setup_error(data, tmp_path / "dumped", f"pc{max_len}", "--mlm_steps", "", "--pc_steps", "en-fr",
+                              "--max_len", max_len)
+        assert message == f"{data}/train.en-fr.en.pth, {data}/train.en-fr.fr.pth: pair 1 makes a sequence of 553 " \
+            f"positions with its three </s>, more than the model's 512 (--max_len {max_len} keeps it)"
+    # at 256, 2 x 256 + 3 > 512 too, but the long pair is left out (300 > 256): it trains, as the original
+    main(argv(data, tmp_path / "dumped", "pc256", "--mlm_steps", "", "--pc_steps", "en-fr", "--max_len", "256"))
+    assert "__log__" in (tmp_path / "dumped" / "t" / "pc256" / "train.log").read_text()
     (data / "train.en-fr.fr").write_text("le chat\n" + " ".join(["le"] * 600) + "\n")
     (data / "train.en-fr.fr.pth").unlink()
     python("preprocess.py", sample_data / "vocab", data / "train.en-fr.fr")
-    message = setup_error(data, tmp_path / "dumped", "long", "--mlm_steps", "en-fr", "--max_len", "0")
-    assert message == f"{data}/train.en-fr.fr.pth: sentence 1 has 600 tokens, more than the 510 that the " \
-        "model's 512 positions hold with the two </s> (--max_len 0 keeps every training sentence)"
+    for max_len in ("0", "600"):
+        message = setup_error(data, tmp_path / "dumped", f"long{max_len}", "--mlm_steps", "en-fr", "--max_len", max_len)
+        assert message == f"{data}/train.en-fr.fr.pth: sentence 1 has 600 tokens, more than the 510 that the " \
+            f"model's 512 positions hold with the two </s> (--max_len {max_len} keeps it)"
 
 
 def test_what_a_resume_or_reload_cannot_keep_is_warned_about(small_sample, tmp_path, keep_signal_handlers):

@@ -28,14 +28,16 @@ def global_batching(params, world_size):
 PAIR_STEPS = {"causal": "CLM", "pred": "TLM", "align": "PC", "mt": "MT"}
 
 
-def check_unlimited_lengths(params, objective, dataset):
-    """With --max_len 0 (no limit, as the original) every non-empty training sentence is kept: one longer
-    than the model's positions is refused now, named, where the original fails in an embedding lookup
-    once drawn. PC reads a pair as one sequence."""
-    if not params.max_len:
+def check_long_sentences(params, objective, dataset):
+    """Where --max_len keeps training sentences longer than the model's positions (0, no limit, or a length
+    past them, both the original's), one that is there is refused now, named, where the original fails in
+    an embedding lookup once it is drawn. PC reads a pair as one sequence, `</s> x1 </s> x2 </s>`."""
+    joined = objective == "align"
+    longest = 2 * params.max_len + 3 if joined else params.max_len + 2
+    if not params.max_len or longest > params.n_positions:
         corpora = [dataset.corpus] if isinstance(dataset, SentenceDataset) else [dataset.corpus1, dataset.corpus2]
-        check_fits(corpora, dataset.indices, params.n_positions, joined=objective == "align",
-                   note=" (--max_len 0 keeps every training sentence)")
+        check_fits(corpora, dataset.indices, params.n_positions, joined=joined,
+                   note=f" (--max_len {params.max_len} keeps it)")
 
 
 def build_iterators(params, data, info, logger=None):
@@ -70,7 +72,7 @@ def build_iterators(params, data, info, logger=None):
         a, b = sorted((l1, l2))
         if (objective, a, b) not in pair_sets:
             dataset = ParallelDataset(*data.para[(a, b)]["train"], batching, params.max_len, data.n_words)
-            check_unlimited_lengths(params, objective, dataset)
+            check_long_sentences(params, objective, dataset)
             log_removed(f"{PAIR_STEPS[objective]} training sentences of {a}-{b}", dataset)
             pair_sets[(objective, a, b)] = dataset
         add((objective, l1, l2), pair_sets[(objective, a, b)], min_rows=min_rows)
@@ -85,7 +87,7 @@ def build_iterators(params, data, info, logger=None):
     for objective, langs in (("ae", params.ae_steps), ("bt", [l1 for l1, _, _ in params.bt_steps])):
         for lang in langs:
             dataset = SentenceDataset(data.mono[lang]["train"], batching, params.max_len, data.n_words)
-            check_unlimited_lengths(params, objective, dataset)
+            check_long_sentences(params, objective, dataset)
             log_removed(f"{objective.upper()} training sentences of {lang}", dataset)
             add((objective, lang), dataset, alone=lang in data.sharded)
     for objective, steps in (("align", params.pc_steps), ("mt", params.mt_steps)):

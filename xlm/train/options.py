@@ -257,18 +257,12 @@ def check_optimizer(spec, flag):
 
 
 def check_positions(params, n_positions, source=""):
-    """Refuse inputs longer than the position table, which torch would report deep in an embedding lookup."""
+    """Refuse a stream longer than the position table, which torch would report deep in an embedding
+    lookup. A --max_len past the table is the original's too: the sentences are checked once read
+    (`check_long_sentences`)."""
     lm_steps = list(params.clm_steps) + list(params.mlm_steps)
     if any(l2 is None for _, l2 in lm_steps) and params.bptt > n_positions:
         raise DataError(f"--bptt {params.bptt} is longer than the {n_positions} positions of the model{source}")
-    sentences = any(l2 is not None for _, l2 in lm_steps) or params.ae_steps or params.bt_steps or params.mt_steps
-    if sentences and params.max_len + 2 > n_positions:  # with 0 (no limit), the data are checked once read
-        raise DataError(f"--max_len {params.max_len}: a sentence and its two </s> would not fit the "
-                        f"{n_positions} positions of the model{source}")
-    # PC reads a pair as one sequence with continuous positions, `</s> x1 </s> x2 </s>`
-    if params.pc_steps and 2 * params.max_len + 3 > n_positions:
-        raise DataError(f"--max_len {params.max_len}: --pc_steps reads a pair as one sequence of up to "
-                        f"{2 * params.max_len + 3} tokens, more than the {n_positions} positions of the model{source}")
 
 
 def check_languages_and_steps(params):
