@@ -355,12 +355,23 @@ def test_torchrun_ranks_draw_their_own_rounds_and_resume_them(small_sample, tmp_
     (["--mlm_steps", "en", "--eval_bleu", "true"], "--eval_bleu needs --mt_steps or --bt_steps"),
     (["--encoder_only", "false", "--ae_steps", "en", "--reload_model", "a.pth"], "'encoder_path,decoder_path'"),
     (["--mlm_steps", "en", "--reload_model", "missing.pth"], "is not a file"),
+    (["--mlm_steps", "en", "--reload_model", "a.pth,b.pth"], "a.pth,b.pth is not a file (one path for an encoder"),
     (["--mlm_steps", "en", "--use_memory", "true", "--mem_k_dim", "15"], "must be even"),
 ])
 def test_bad_flag_combinations(tmp_path, flags, message):
     argv = ["--exp_name", "x", "--lgs", "en-fr", "--data_path", str(tmp_path), *flags]
     with pytest.raises(DataError, match=re.escape(message)):
         parse_params(argv)
+
+
+def test_an_encoders_path_may_hold_a_comma(tmp_path):
+    """As the original, an encoder's --reload_model is the whole value: a sweep's folder `lr=0.001,bs=32`."""
+    path = tmp_path / "lr=0.001,bs=32" / "best.pth"
+    path.parent.mkdir()
+    path.write_bytes(b"")
+    params = parse_params(["--exp_name", "x", "--lgs", "en-fr", "--data_path", str(tmp_path), "--mlm_steps", "en",
+                           "--reload_model", str(path)])
+    assert params.reload_model_paths == [str(path)]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -308,10 +308,11 @@ def check_languages_and_steps(params):
         raise DataError("--lg_sampling_factor must be -1 (off) or > 0")
     if params.beam_size < 1:
         raise DataError("--beam_size must be >= 1")
-    params.reload_model_paths = params.reload_model.split(",") if params.reload_model else []
-    if params.reload_model and (len(params.reload_model_paths) != (1 if params.encoder_only else 2)):
-        raise DataError("--reload_model: one path for an encoder (--encoder_only true)" if params.encoder_only else
-                        "--reload_model: 'encoder_path,decoder_path' with --encoder_only false (the same path "
+    # an encoder's path is the whole value, commas included (a sweep's folder), as the original reads it
+    params.reload_model_paths = ([] if not params.reload_model else [params.reload_model] if params.encoder_only
+                                 else params.reload_model.split(","))
+    if params.reload_model and len(params.reload_model_paths) != (1 if params.encoder_only else 2):
+        raise DataError("--reload_model: 'encoder_path,decoder_path' with --encoder_only false (the same path "
                         "twice to start both from one model; either empty to leave that one fresh)")
 
 
@@ -446,7 +447,8 @@ def check_reloaded_files(params):
     """The files that --reload_model, --reload_emb and --reload_checkpoint name."""
     for path in params.reload_model_paths:
         if path and not os.path.isfile(path):
-            raise DataError(f"--reload_model: {path} is not a file")
+            two = " (one path for an encoder: --encoder_only true)" if params.encoder_only and "," in path else ""
+            raise DataError(f"--reload_model: {path} is not a file{two}")
     if params.reload_emb and not os.path.isfile(params.reload_emb):
         raise DataError(f"--reload_emb: {params.reload_emb} is not a file")
     if params.reload_checkpoint and not os.path.isfile(params.reload_checkpoint):
