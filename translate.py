@@ -11,7 +11,8 @@ the original does: a batch's longest source sets the max_len of all its translat
 original's output.
 
 Translations are written as they are made, to OUTPUT.partial: a rerun of a stopped command (a kill, a
-crash, Ctrl-C) goes on after the last batch written, and OUTPUT appears when all are done.
+crash, Ctrl-C) goes on after the last batch written, and OUTPUT appears when all are done. An OUTPUT that
+is there and not a file (/dev/stdout, a named pipe) is written straight to, as the original does.
 """
 import argparse
 import contextlib
@@ -71,10 +72,11 @@ def parse_args(argv=None):
                         "not torchrun")
     if not args.output_path:
         raise DataError("--output_path is empty: name the file to write the translations to")
-    if os.path.exists(args.output_path):
+    if os.path.isfile(args.output_path):
         raise DataError(f"--output_path {args.output_path} already exists")
     try:  # found now, not once everything is translated
-        check_output(args.output_path)
+        if not is_stream(args.output_path):
+            check_output(args.output_path)
     except DataError as e:
         raise DataError(f"--output_path {e}") from None
     for flag in ("batch_size", "beam_size"):
@@ -142,6 +144,37 @@ def translate_batch(model, sentences, src_id, tgt_id, args, device):
     return [row[1:n - 1] for row, n in zip(y, y_len)]
 
 
+def is_stream(path):
+    """Whether path is there and neither a file nor a folder: /dev/stdout, a named pipe, /dev/null (the
+    original writes to them, its check being for files only)."""
+    return os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path)
+
+
+class StreamOutput:
+    """The output lines written straight to a stream (`is_stream`), which no rerun can go on from."""
+
+    def __init__(self, path):
+        self.path, self.lines, self.recorded_lines = path, 0, 0
+        self.file = open(path, "wb")
+
+    def write(self, lines):
+        self.file.write("".join(line + "\n" for line in lines).encode("utf-8"))
+        self.lines += len(lines)
+
+    def record(self):
+        self.file.flush()
+
+    def finish(self):
+        self.file.close()
+
+    def abandon(self):
+        with contextlib.suppress(OSError):
+            self.file.close()
+
+    def kept(self):
+        return f"{self.lines} translated lines written to {self.path} (not a file: a rerun starts again)"
+
+
 class PartialOutput:
     """The output lines written so far, in OUTPUT.partial, and in OUTPUT.partial.json what they translate
     (the input's SHA-256, the model file, the flags that change a translation) and how many complete lines
@@ -205,6 +238,9 @@ class PartialOutput:
         with contextlib.suppress(OSError):
             self.file.close()
 
+    def kept(self):
+        return f"{self.lines} translated lines kept in {self.path}: rerun the command to go on"
+
 
 @weights_packed()  # in oneDNN's layout once for all batches, on the CPU
 def translate_into(output, model, sentences, src_id, tgt_id, args, device):
@@ -260,7 +296,8 @@ def main(argv=None):
                     model_file.st_size, model_file.st_mtime_ns],
                     **{k: getattr(args, k) for k in ("src_lang", "tgt_lang", "batch_size", "beam_size",
                                                      "length_penalty", "early_stopping", "remove_bpe")})
-    output = PartialOutput(args.output_path, identity)
+    output = StreamOutput(args.output_path) if is_stream(args.output_path) else PartialOutput(args.output_path,
+                                                                                             identity)
     if output.lines:
         say(f"Going on after line {output.lines} of {output.path}, written by a stopped run of this command")
     try:
@@ -274,7 +311,7 @@ def main(argv=None):
                             "lines kept: rerun the command to go on") from None
         if not output.file.closed:  # else finish() got past it
             output.record()
-            say(f"{output.lines} translated lines kept in {output.path}: rerun the command to go on")
+            say(output.kept())
         raise
     say(f"Translated {len(sentences)} sentences to {args.output_path}")
 

@@ -1,4 +1,5 @@
 """translate.py as a user runs it, with a translation checkpoint of a model trained to reverse."""
+import os
 import re
 import resource
 import signal
@@ -50,6 +51,21 @@ def test_translate_keeps_the_order_and_translates(checkpoint, tmp_path):
     python("translate.py", "--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr",
            "--output_path", beam, "--beam_size", "4", "--length_penalty", "1.0", input="\n".join(LINES) + "\n")
     assert len(beam.read_text().splitlines()) == len(LINES)
+
+
+def test_an_output_that_is_not_a_file_is_written_to(checkpoint, tmp_path):
+    """As the original (whose check is for files only): --output_path /dev/stdout, or a named pipe, gets
+    the translations straight, the file's lines, and no .partial file beside it."""
+    args = ["--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr", "--batch_size", "3"]
+    python("translate.py", *args, "--output_path", tmp_path / "out.fr", input="\n".join(LINES) + "\n")
+    proc = python("translate.py", *args, "--output_path", "/dev/stdout", input="\n".join(LINES) + "\n")
+    assert proc.stdout == (tmp_path / "out.fr").read_text()
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    reader = subprocess.Popen(["cat", str(pipe)], stdout=subprocess.PIPE, text=True)
+    python("translate.py", *args, "--output_path", pipe, input="\n".join(LINES) + "\n")
+    assert reader.communicate(timeout=60)[0] == (tmp_path / "out.fr").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.fr", "pipe"]
 
 
 def test_empty_input_gives_an_empty_output(checkpoint, tmp_path):
