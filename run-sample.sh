@@ -81,7 +81,7 @@ python train.py --exp_name sample_mlm_tlm --exp_id ${EXP_ID:-sample} --dump_path
   --emb_dim 64 --n_layers 2 --n_heads 4 --dropout 0.1 --attention_dropout 0.1 --gelu_activation true \
   --batch_size 64 --bptt 8 --max_len 60 --optimizer adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.005,warmup_updates=500 \
   --epoch_size 32000 --max_epoch ${MAX_EPOCH:-10} --validation_metrics _valid_mlm_ppl --stopping_criterion _valid_mlm_ppl,10 \
-  --log_interval 20 | grep -E "End of epoch|valid_.*mlm_ppl ->|Reached|Resumed"
+  --log_interval 20 2>&1 | grep -E "End of epoch|valid_.*mlm_ppl ->|Reached|Resumed|error|Error"
 echo "Pretraining done: $RUN/ (train.log, checkpoint.pth, best-valid_mlm_ppl.pth)"
 
 echo

@@ -96,7 +96,7 @@ def finetune(root, *args, exp_id="run", check=True):
 
 
 def logged_scores(proc):
-    return [json.loads(line.split("__log__:", 1)[1]) for line in proc.stdout.splitlines() if "__log__:" in line]
+    return [json.loads(line.split("__log__:", 1)[1]) for line in proc.stderr.splitlines() if "__log__:" in line]
 
 
 def test_xnli_zero_shot_run(toy_tasks):
@@ -106,7 +106,7 @@ def test_xnli_zero_shot_run(toy_tasks):
     for lg in LANGS:
         for split in ("valid", "test"):
             assert 0 <= scores[-1][f"xnli_{split}_{lg}_acc"] <= 100
-    assert "sent/s" in proc.stdout and "ETA epoch" in proc.stdout
+    assert "sent/s" in proc.stderr and "ETA epoch" in proc.stderr
     dump = toy_tasks / "dumped" / "ft" / "run"
     best = dump / "best-xnli_valid_en_acc.pth"
     assert best.is_file() and (dump / "checkpoint-XNLI.pth").is_file()
@@ -126,7 +126,7 @@ def test_xnli_zero_shot_run(toy_tasks):
 
     # rerunning the command with more epochs resumes after the last finished epoch
     proc = finetune(toy_tasks, "--transfer_tasks", "XNLI", "--n_epochs", 3)
-    assert "resumed from" in proc.stdout and [s["epoch"] for s in logged_scores(proc)] == [2]
+    assert "resumed from" in proc.stderr and [s["epoch"] for s in logged_scores(proc)] == [2]
 
 
 def test_evaluation_shows_its_progress(toy_tasks):
@@ -172,9 +172,9 @@ def test_resumes_a_checkpoint_of_an_earlier_version(toy_tasks):
     torch.save(data, path)
     proc = finetune(toy_tasks, "--transfer_tasks", "XNLI", "--n_epochs", 2, "--epoch_size", 32, "--batch_size", 8,
                     exp_id="old")
-    assert "resumed from" in proc.stdout and [s["epoch"] for s in logged_scores(proc)] == [1]
+    assert "resumed from" in proc.stderr and [s["epoch"] for s in logged_scores(proc)] == [1]
     # as train.py: a changed flag of the batches or the updates is warned of
-    assert "resumed with other flags than the run's (--batch_size 16 there, 8 here)" in proc.stdout
+    assert "resumed with other flags than the run's (--batch_size 16 there, 8 here)" in proc.stderr
 
 
 def test_torchrun_resumes_every_ranks_dropout(toy_tasks):
@@ -238,12 +238,12 @@ def test_a_signal_saves_mid_epoch_and_the_rerun_fine_tunes_as_one_run(toy_tasks,
     proc = python("-c", SIGNALLED_AT_CALL.format(module=module, owner=owner, attr=attr, call=call, args=flags),
                   check=False)
     assert proc.returncode == 128 + signal.SIGUSR1, proc.stderr[-3000:]
-    assert "Stopped by signal 10 after saving" in proc.stdout and "SST-2" not in proc.stdout.split("Stopped")[-1]
+    assert "Stopped by signal 10 after saving" in proc.stderr and "SST-2" not in proc.stderr.split("Stopped")[-1]
     assert scontrol.read_text() == "requeue 4243\n"
     assert [s["epoch"] for s in logged_scores(proc)] == [0]
 
     proc = finetune(toy_tasks, "--transfer_tasks", "XNLI,SST-2", *args, exp_id=f"parts{run_id}")
-    assert "XNLI: resumed from" in proc.stdout and f"at epoch 1, sentence {sentence}" in proc.stdout
+    assert "XNLI: resumed from" in proc.stderr and f"at epoch 1, sentence {sentence}" in proc.stderr
     assert [s["epoch"] for s in logged_scores(proc)] == [1, 0, 0, 1, 1]  # XNLI's epoch 1, SST-2's valid and test
     dump = toy_tasks / "dumped" / "ft"
     whole, parts = (read_checkpoint(str(dump / run / "checkpoint-XNLI.pth")) for run in (f"whole{run_id}",
@@ -307,7 +307,7 @@ def test_an_epoch_reads_at_most_one_pass_each_in_its_own_order(toy_tasks):
     starts a pass of its own."""
     from xlm.data.iterators import BatchIterator
     proc = finetune(toy_tasks, "--transfer_tasks", "SST-2", "--n_epochs", 2, "--epoch_size", 1000, exp_id="pass")
-    assert re.findall(r"epoch (\d) - (\d+)/(\d+) sentences", proc.stdout) == [
+    assert re.findall(r"epoch (\d) - (\d+)/(\d+) sentences", proc.stderr) == [
         (epoch, done, "240") for epoch in "01" for done in ("80", "160", "240")]
     iterator = BatchIterator(type("Rows", (), {"batches": lambda self, rng: [[0, 1], [2], [3, 4]],
                                                "splits": lambda self, key, n: True})())
@@ -333,7 +333,7 @@ def test_tasks_of_one_command_draw_their_own_randomness(toy_tasks, tmp_path):
                         (data / "eval" / task / (name + suffix)).symlink_to(source.parent / (source.name + suffix))
     proc = python("glue-xnli.py", *finetune_flags(toy_tasks, "two"), "--data_path", data, "--transfer_tasks",
                   "MNLI-m,MNLI-mm", "--n_epochs", 1, "--dropout", 0.1)
-    losses = {task: re.findall(rf"{task} - epoch 0 - .*? - loss (\S+)", proc.stdout) for task in ("MNLI-m", "MNLI-mm")}
+    losses = {task: re.findall(rf"{task} - epoch 0 - .*? - loss (\S+)", proc.stderr) for task in ("MNLI-m", "MNLI-mm")}
     assert len(losses["MNLI-m"]) == len(losses["MNLI-mm"]) > 1 and losses["MNLI-m"] != losses["MNLI-mm"]
 
 
@@ -486,4 +486,4 @@ def test_a_model_pretrained_with_sparse_memory_gradients_fine_tunes(toy_tasks):
 def test_weighted_training_of_a_regression_says_it_is_unweighted(toy_tasks):
     proc = finetune(toy_tasks, "--transfer_tasks", "STS-B", "--n_epochs", 1, "--epoch_size", 32,
                     "--weighted_training", "true", exp_id="weighted_sts")
-    assert "--weighted_training: STS-B is trained unweighted (a regression)" in proc.stdout
+    assert "--weighted_training: STS-B is trained unweighted (a regression)" in proc.stderr

@@ -54,7 +54,7 @@ pretrain() {  # seed: 2. MLM+TLM pretraining
   python train.py --exp_name sample_mlm_tlm --exp_id mlm_tlm --dump_path "$dump" --seed "$1" \
     --data_path "$DATA" --lgs en-fr --mlm_steps en,fr,en-fr $MODEL --attention_dropout 0.1 --batch_size 64 --bptt 8 --max_len 60 \
     --optimizer adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.005,warmup_updates=500 --epoch_size "$MLM_EPOCH_SIZE" \
-    --max_epoch "$MLM_EPOCHS" --validation_metrics _valid_mlm_ppl --log_interval 50 > /dev/null
+    --max_epoch "$MLM_EPOCHS" --validation_metrics _valid_mlm_ppl --log_interval 50 > "$OUT/seed$1/mlm_tlm.out" 2>&1
   touch "$dump/sample_mlm_tlm/mlm_tlm/done"
 }
 # 3. supervised MT, from scratch and from the MLM+TLM (same architecture as the pretrained model)

@@ -76,7 +76,7 @@ mlm() {  # seed
   python train.py --exp_name toy_mlm --exp_id mlm --dump_path "$dump" --data_path "$OUT/seed$1/processed" --lgs la-lb \
     --mlm_steps la,lb $MODEL --batch_size 64 --bptt 32 --seed "$1" \
     --optimizer adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.002,warmup_updates=100 \
-    --epoch_size "$MLM_EPOCH_SIZE" --max_epoch "$MLM_EPOCHS" --log_interval 50 > /dev/null
+    --epoch_size "$MLM_EPOCH_SIZE" --max_epoch "$MLM_EPOCHS" --log_interval 50 > "$OUT/seed$1/mlm.out" 2>&1
   touch "$dump/toy_mlm/mlm/done"
 }
 AEBT="--lgs la-lb --encoder_only false --ae_steps la,lb --bt_steps la-lb-la,lb-la-lb --word_shuffle 3

@@ -59,7 +59,7 @@ mlm() {  # seed, name, --mlm_steps
   python train.py --exp_name toy_word_emb --exp_id "$2" --dump_path "$dump" --data_path "$OUT/seed$1/processed" \
     --lgs la-lb --mlm_steps "$3" $MODEL --batch_size 64 --bptt 32 --seed "$1" \
     --optimizer adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.002,warmup_updates=100 --epoch_size "$EPOCH_SIZE" \
-    --max_epoch "$EPOCHS" --log_interval 100 > /dev/null
+    --max_epoch "$EPOCHS" --log_interval 100 > "$OUT/seed$1/mlm_$2.out" 2>&1
   touch "$dump/toy_word_emb/$2/done"
 }
 

@@ -88,7 +88,7 @@ pretrain() {  # seed, name, --mlm_steps, --epoch_size
   python train.py --exp_name toy_pretrain --exp_id "$2" --dump_path "$out/dumped" --data_path "$out/processed" \
     --lgs la-lb-lc --mlm_steps "$3" $MODEL --batch_size 64 --bptt 32 --seed "$1" \
     --optimizer adam_inverse_sqrt,beta1=0.9,beta2=0.98,lr=0.002,warmup_updates=100 --epoch_size "$4" \
-    --max_epoch "$PRETRAIN_EPOCHS" --log_interval 50 > /dev/null
+    --max_epoch "$PRETRAIN_EPOCHS" --log_interval 50 > "$out/pretrain_$2.out" 2>&1
   cp "$out/dumped/toy_pretrain/$2/checkpoint.pth" "$out/$2.pth"
 }
 none() {  # seed: the same architecture and vocabulary with fresh random weights
@@ -109,7 +109,7 @@ finetune() {  # seed, init
   python glue-xnli.py --exp_name toy_xnli --exp_id "$2" --dump_path "$out/dumped" --model_path "$out/$2.pth" \
     --data_path "$out/processed" --transfer_tasks XNLI --xnli_train_lang la --optimizer_e adam,lr=0.0005 \
     --optimizer_p adam,lr=0.0005 --finetune_layers 0:_1 --batch_size 32 --n_epochs "$FT_EPOCHS" \
-    --epoch_size -1 --log_interval 100 --seed "$1" > /dev/null
+    --epoch_size -1 --log_interval 100 --seed "$1" > "$out/xnli_$2.out" 2>&1
   touch "$out/dumped/toy_xnli/$2/done"
 }
 

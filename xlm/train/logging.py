@@ -40,7 +40,8 @@ LOGGER = "xlm.train"
 
 
 def create_logger(path, rank):
-    """Rank 0 logs to `path` and the console; rank r > 0 to `path-r` only."""
+    """Rank 0 logs to `path` and the console (stderr, as the original: a job's `2>` file or SLURM's
+    `--error` gets the log); rank r > 0 to `path-r` only."""
     logger = logging.getLogger(LOGGER)
     logger.handlers.clear()
     logger.setLevel(logging.INFO)
@@ -50,7 +51,7 @@ def create_logger(path, rank):
     file_handler.setFormatter(formatter)
     logger.addHandler(file_handler)
     if rank == 0:
-        console = logging.StreamHandler(sys.stdout)
+        console = logging.StreamHandler(sys.stderr)
         console.setFormatter(formatter)
         logger.addHandler(console)
     return logger

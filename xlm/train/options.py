@@ -408,6 +408,7 @@ def check_model_flags(params):
             raise DataError(f"--asm_cutoffs '{params.asm_cutoffs}': increasing positive integers, e.g. 8000,20000")
         if params.asm_div_value <= 1:
             raise DataError("--asm_div_value must be > 1: each cluster of words gets a smaller projection")
+    params.n_positions = N_MAX_POSITIONS  # a reloaded model's own table replaces it once read (build_models)
     if not params.reload_model_paths or not any(params.reload_model_paths):
         check_positions(params, N_MAX_POSITIONS)  # a reloaded model may have another table: checked once read
 
