@@ -54,7 +54,7 @@ def cpu_vendor():
 def onednn_chosen():
     """Whether float32 linear layers on the CPU go through oneDNN: where this torch has it and the CPU is
     AMD's with AVX-512, where MKL runs its AVX2 kernels (on Intel's AVX-512 CPUs MKL has AVX-512 kernels
-    of its own: on an Intel Xeon, one core, 141-161 GFLOP/s on an MLM step's shapes against oneDNN's
+    of its own: on an Intel Xeon, one core, 136-161 GFLOP/s on an MLM step's shapes against oneDNN's
     64-153), unless the environment's XLM_ONEDNN says otherwise (1: wherever this torch has it, 0: never)."""
     choice = os.environ.get("XLM_ONEDNN", "")
     if choice not in ("", "0", "1"):
@@ -450,7 +450,8 @@ def calls_f_linear(x, weight):
 def linear(x, weight, bias=None):
     """F.linear; in float32 on the CPU, through oneDNN: in training in its own order, without gradient in
     MKL's where it can (see the module's docstring)."""
-    if not _cpu_float32(x, weight):  # first: on CUDA and under torch.compile no size is looked at (no guards)
+    # first: on CUDA, under torch.compile (no size looked at, no guards) and where MKL is chosen, F.linear
+    if not _onednn_at_hand(x, weight):
         return F.linear(x, weight, bias)
     if uses_onednn(x, weight):
         if _with_gradient(x, weight):
