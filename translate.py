@@ -29,7 +29,7 @@ import torch
 from xlm.data.bpe import remove_bpe
 from xlm.data.datasets import batch_sentences
 from xlm.data.dictionary import N_RESERVED, UNK_INDEX
-from xlm.cli import run
+from xlm.cli import OriginalFlagsFirst, run
 from xlm.fileio import DataError, atomic_write, check_output, check_streams, decode_utf8, exit_on_signals, failed_write
 from xlm.host_memory import keep_freed_memory
 from xlm.model.checkpoint import load_model
@@ -48,7 +48,8 @@ class DescribedDefaults(argparse.RawDescriptionHelpFormatter, argparse.ArgumentD
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=DescribedDefaults)
+    own_flags = ("--beam_size", "--length_penalty", "--early_stopping", "--remove_bpe", "--device")
+    p = OriginalFlagsFirst(description=__doc__, formatter_class=DescribedDefaults, own_flags=own_flags)
     p.add_argument("--dump_path", type=str, default="./dumped/", help="with --exp_name: where the log goes")
     p.add_argument("--exp_name", type=str, default="", help="log to DUMP_PATH/EXP_NAME/EXP_ID/translate.log")
     p.add_argument("--exp_id", type=str, default="", help="with --exp_name (empty: translate)")

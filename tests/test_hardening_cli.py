@@ -19,7 +19,7 @@ from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
 from xlm.fileio import DataError
 from xlm.model.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint
 from xlm.model.transformer import TransformerConfig, TransformerModel
-from xlm.train.finetune import parse_params as finetune_params
+from xlm.train.finetune import build_parser as finetune_parser, parse_params as finetune_params
 from xlm.train.options import parse_params
 
 TINY = ["--emb_dim", "32", "--n_layers", "2", "--n_heads", "4", "--batch_size", "8", "--bptt", "32", "--max_len", "40",
@@ -107,6 +107,27 @@ def test_torch_distributed_launch_spelling_of_the_local_rank(tmp_path):
             "--lgs", "en-fr", "--mlm_steps", "en", *TINY]
     assert parse_params(argv + ["--local-rank=1"]).local_rank == 1  # torch.distributed.launch's
     assert parse_params(argv + ["--local_rank", "1"]).local_rank == 1
+
+
+def test_an_abbreviation_means_the_original_flag_it_starts(tmp_path, capsys):
+    """The original's commands may shorten a flag to any start that names one of its flags; xlm's own flags
+    must not make such a start ambiguous (--tokens_per_batch_padded, --compile, --log_interval, --fp16 of
+    glue-xnli.py, --device of translate.py, ...). A start ambiguous in the original stays an error."""
+    argv = ["--exp_name", "t", "--exp_id", "x", "--dump_path", str(tmp_path), "--data_path", str(tmp_path),
+            "--lgs", "en-fr", "--mlm_steps", "en", *TINY]
+    params = parse_params(argv + ["--tokens", "500", "--clm_steps", "en", "--co=3", "--lo", "1",
+                                  "--tokens_per_batch_p", "true"])
+    assert (params.tokens_per_batch, params.context_size, params.local_rank) == (500, 3, 1)
+    assert params.tokens_per_batch_padded and params.command.endswith("--co=3 --lo 1 --tokens_per_batch_p true")
+    with pytest.raises(SystemExit):
+        parse_params(argv + ["--max", "50"])  # --max_len, --max_vocab, ...
+    assert "ambiguous option: --max" in capsys.readouterr().err
+    tuned = finetune_parser().parse_args(["--b", "8", "--f", "1:2"])
+    assert (tuned.batch_size, tuned.finetune_layers, tuned.fp16) == (8, "1:2", False)
+    args = load_script(ROOT / "translate.py").parse_args(["--d", str(tmp_path), "--model_path", "m.pth",
+                                                          "--output_path", str(tmp_path / "out"), "--src", "en",
+                                                          "--tgt", "fr", "--b", "4"])
+    assert (args.dump_path, args.batch_size, args.beam_size) == (str(tmp_path), 4, 1)
 
 
 def test_resuming_with_other_ranks_or_seed_names_what_to_change():

@@ -1,10 +1,40 @@
-"""The top of the scripts that build a model (train.py, glue-xnli.py, translate.py): an error the user can
-mend is one line and exit status 1, not a traceback."""
+"""The top of the scripts that build a model (train.py, glue-xnli.py, translate.py): their command lines read
+as the original's, and an error the user can mend is one line and exit status 1, not a traceback."""
+import argparse
 import sys
 
 import torch
 
 from .fileio import DataError
+
+
+class OriginalFlagsFirst(argparse.ArgumentParser):
+    """An ArgumentParser where an abbreviation that names one of the original's flags means that flag, though
+    a flag of xlm's own (`own_flags`) starts the same: `--tokens 2000` is --tokens_per_batch as in the
+    original, not ambiguous with --tokens_per_batch_padded."""
+
+    def __init__(self, *args, own_flags=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.own_flags = set(own_flags)
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(self.spelled_out(args), namespace)
+
+    def spelled_out(self, args):
+        flags = [flag for flag in self._option_string_actions if flag.startswith("--")]
+        originals = [flag for flag in flags if flag not in self.own_flags]
+        spelled = []
+        for i, arg in enumerate(args):
+            if arg == "--":  # the rest are values
+                return spelled + args[i:]
+            name, equals, value = arg.partition("=")
+            if name.startswith("--") and name not in flags:
+                meant = [flag for flag in originals if flag.startswith(name)]
+                if len(meant) == 1:
+                    arg = meant[0] + equals + value
+            spelled.append(arg)
+        return spelled
 
 
 def out_of_memory(error):

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..cli import OriginalFlagsFirst
 from ..data.iterators import BatchIterator
 from ..evaluation.classification import TASKS, TaskData, predict, task_scores
 from ..fileio import DataError, atomic_write
@@ -45,9 +46,14 @@ FINETUNE_BATCHING_FLAGS = ("batch_size", "max_batch_size", "tokens_per_batch", "
                            "bf16")
 
 
+# glue-xnli.py's flags that the original lacks: an abbreviation still means the original's flag it starts
+OWN_FLAGS = ("--xnli_train_lang", "--embedder_only", "--seed", "--log_interval", "--fp16", "--bf16", "--local_rank",
+             "--local-rank", "--master_port")
+
+
 def build_parser():
-    p = argparse.ArgumentParser(description="Fine-tune a pretrained XLM on XNLI / GLUE",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OriginalFlagsFirst(description="Fine-tune a pretrained XLM on XNLI / GLUE",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter, own_flags=OWN_FLAGS)
     a = p.add_argument
     a("--exp_name", type=str, default="", help="experiment name (required)")
     a("--dump_path", type=str, default="", help="experiments go to DUMP_PATH/EXP_NAME/EXP_ID/")

@@ -15,6 +15,7 @@ import sys
 
 import torch
 
+from ..cli import OriginalFlagsFirst
 from ..fileio import DataError
 from ..data.dictionary import N_RESERVED
 from ..model.linear import onednn_chosen
@@ -60,9 +61,14 @@ def add_memory_flags(parser):
     parser.add_argument("--mem_dec_positions", type=str, default="", help="decoder memories: " + where)
 
 
+# train.py's flags that the original lacks: an abbreviation still means the original's flag it starts
+OWN_FLAGS = ("--seed", "--checkpoint_every", "--log_interval", "--bf16", "--compile", "--tokens_per_batch_padded",
+             "--local-rank")
+
+
 def build_parser():
-    p = argparse.ArgumentParser(description="XLM pretraining and translation training",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OriginalFlagsFirst(description="XLM pretraining and translation training",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter, own_flags=OWN_FLAGS)
     a = p.add_argument
     # experiment
     a("--dump_path", type=str, default="./dumped/", help="experiments go to DUMP_PATH/EXP_NAME/EXP_ID/")
