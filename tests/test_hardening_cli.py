@@ -58,7 +58,7 @@ def one_error_line(proc, message):
     (["--attention_dropout", "-1"], "--attention_dropout must be in [0, 1)"),
     (["--seed", "-1"], "--seed"),
     (["--max_vocab", "5"], "--max_vocab 5"),
-    (["--max_epoch", "0"], "--max_epoch"),
+    (["--max_epoch", "-1"], "--max_epoch must be >= 0 (0: set up and stop"),
     (["--lambda_mlm", "0"], "--lambda_* of 0"),
     (["--lambda_mlm", "0:1,100:0"], "--lambda_* of 0"),
     (["--lambda_mlm", "-1"], "--lambda_mlm: a loss coefficient must not be negative"),
@@ -600,7 +600,7 @@ def test_glue_xnli_flags(toy_tasks, tmp_path):  # noqa: F811
     for args, message in [(["--optimizer_e", "adam,lr=-1"], "--optimizer_e: lr=-1"),
                           (["--optimizer_p", "adam,beta2=2"], "--optimizer_p: Adam: invalid"),
                           (["--batch_size", "0"], "^--batch_size must be positive, got 0$"),
-                          (["--n_epochs", "0"], "^--n_epochs must be positive, got 0$"),
+                          (["--n_epochs", "-1"], "^--n_epochs must be >= 0 .*, got -1$"),
                           (["--max_vocab", "3"], "--max_vocab 3"),
                           (["--tokens_per_batch", "0"], "--tokens_per_batch must be"),
                           (["--max_len", "0"], "--max_len must be >= 1"),
@@ -611,6 +611,16 @@ def test_glue_xnli_flags(toy_tasks, tmp_path):  # noqa: F811
                           (["--exp_id", "../up"], "--exp_id '../up'")]:
         with pytest.raises(DataError, match=message.replace("(", r"\(")):
             finetune_options([str(a) for a in finetune_flags(toy_tasks, "err")] + ["--transfer_tasks", "XNLI", *args])
+
+
+def test_zero_epochs_set_up_and_stop(small_sample, toy_tasks, tmp_path):  # noqa: F811
+    """--max_epoch 0 and --n_epochs 0 read the data and build the model, then stop, as in the original (a
+    check of a set-up); a negative count is refused."""
+    proc = python("train.py", *argv(small_sample, tmp_path / "dumped", "zero", "--max_epoch", 0))
+    assert "Reached --max_epoch 0." in proc.stderr and "model: " in proc.stderr
+    assert not list((tmp_path / "dumped").rglob("*.pth"))
+    proc = python("glue-xnli.py", *finetune_flags(toy_tasks, "zero"), "--transfer_tasks", "SST-2", "--n_epochs", 0)
+    assert "Traceback" not in proc.stderr and "starting epoch" not in proc.stderr
 
 
 def test_a_bad_xlm_onednn_is_refused_with_the_flags(toy_tasks, mt_checkpoint, tmp_path, monkeypatch):  # noqa: F811

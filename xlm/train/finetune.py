@@ -117,9 +117,10 @@ def parse_params(argv=None):
         check_optimizer(getattr(params, flag), flag)
     if params.fp16 and params.bf16:
         raise DataError("--fp16 and --bf16 exclude each other")
-    for flag in ("batch_size", "n_epochs"):
-        if getattr(params, flag) < 1:
-            raise DataError(f"--{flag} must be positive, got {getattr(params, flag)}")
+    if params.batch_size < 1:
+        raise DataError(f"--batch_size must be positive, got {params.batch_size}")
+    if params.n_epochs < 0:
+        raise DataError(f"--n_epochs must be >= 0 (0: set up and stop, as the original), got {params.n_epochs}")
     if params.epoch_size == 0 or params.epoch_size < -1:
         raise DataError("--epoch_size must be positive, or -1 for one pass over the training set")
     if params.log_interval < 1:
@@ -459,7 +460,8 @@ class FineTuner:
             self.save_best(scores)
             self.epoch += 1
             self.save_checkpoint()
-        self.logger.info("%s: done, best %s %.2f", self.task_name, self.validation_metric, self.best)
+        if self.best is not None:  # None after --n_epochs 0
+            self.logger.info("%s: done, best %s %.2f", self.task_name, self.validation_metric, self.best)
 
 
 def check_task_files(params):

@@ -377,7 +377,7 @@ def check_precision_and_loop_flags(params):
     if params.epoch_size < 1:
         raise DataError("--epoch_size must be positive (-1, 'the parallel data size', is broken in the original)")
     for flag, least, note in (("log_interval", 1, ""), ("checkpoint_every", 0, " (0: off)"),
-                              ("max_epoch", 0 if params.eval_only else 1, "")):
+                              ("max_epoch", 0, " (0: set up and stop, as the original)")):
         if getattr(params, flag) < least:
             raise DataError(f"--{flag} must be >= {least}{note}")
     if not 0 <= params.seed < 2 ** 32:
