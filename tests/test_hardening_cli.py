@@ -595,6 +595,29 @@ def test_xnli_missing_test_files_are_an_error_before_training(toy_tasks, tmp_pat
     assert " - epoch " not in proc.stderr and not (toy_tasks / "dumped" / "ft" / "missing").exists()
 
 
+def test_a_training_set_lacking_a_class_trains_and_keeps_the_ids(toy_tasks, tmp_path):  # noqa: F811
+    """An SST-2 train.label of one class (a sample of the set) trains, as in the original; the class keeps
+    the id the other splits' labels give it ("1" is 1, where the original made it 0 in training). A task
+    whose files hold fewer labels than its classes is warned of."""
+    from xlm.data.binarized import load_binarized
+    from xlm.evaluation.classification import TaskData
+    data = partial_copy(toy_tasks, tmp_path, {"train.label"})
+    n_train = len((toy_tasks / "data" / "eval" / "SST-2" / "train.label").read_text().splitlines())
+    (data / "eval" / "SST-2" / "train.label").write_text("1\n" * n_train)
+    dico = load_binarized(data / "eval" / "SST-2" / "train.s1.pth").dico
+    train, label_set = TaskData(str(data), dico).split("SST-2", "train")
+    assert label_set == ("0", "1") and set(train.labels.tolist()) == {1}
+    proc = finetune(toy_tasks, data, "--transfer_tasks", "SST-2")
+    assert proc.returncode == 0 and "valid_sst-2_acc" in proc.stderr and "label files hold" not in proc.stderr
+    for split in ("valid", "test"):
+        path = data / "eval" / "SST-2" / f"{split}.label"
+        n_lines = len(path.read_text().splitlines())
+        path.unlink()
+        path.write_text("1\n" * n_lines)
+    proc = finetune(toy_tasks, data, "--transfer_tasks", "SST-2")
+    assert proc.returncode == 0 and "SST-2 has 2 classes; its label files hold 1 (1)" in proc.stderr
+
+
 def test_glue_xnli_flags(toy_tasks, tmp_path):  # noqa: F811
     from xlm.train.finetune import parse_params as finetune_options
     for args, message in [(["--optimizer_e", "adam,lr=-1"], "--optimizer_e: lr=-1"),

@@ -37,6 +37,7 @@ TASKS = {
     "WNLI": Task(2, True, GLUE), "AX_MNLI-m": Task(3, True, GLUE), "XNLI": Task(3, True, ("acc",)),
 }
 XNLI_LABELS = ("contradiction", "neutral", "entailment")
+GLUE_CLASSIFICATION = [name for name, task in TASKS.items() if task.n_outputs > 1 and name != "XNLI"]
 
 
 # ----------------------------------------------------------------------------- scores
@@ -142,12 +143,32 @@ def predict(model, data, lang_id, info, autocast, check=None):
     return np.concatenate(outputs)[np.argsort(order)]
 
 
-def read_labels(path, task_name, label_set=None):
-    """Labels of a `.label` file: XNLI names, GLUE strings (ids in the sorted order of the training
-    set's labels) or STS-B scores. Returns (labels, label_set)."""
+def label_lines(path):
+    """A .label file's lines without their trailing spaces and tabs, as the original reads them."""
     check_file(path)
     with open(path, "rb") as f:
-        lines = [line.rstrip() for line in decode_utf8(f.read(), path).splitlines()]  # as the original
+        return [line.rstrip() for line in decode_utf8(f.read(), path).splitlines()]
+
+
+def class_names(paths, task_name):
+    """A GLUE classification task's labels in sorted order, which gives their ids, from the label files of
+    all its splits: a training set may lack a class (a sample of it), where the original, numbering each
+    split's own labels, gave a class one id in training and another in evaluation. QQP's rows without a
+    label are the first class, as in the original."""
+    names = set()
+    for path in paths:
+        names.update(label_lines(path))
+    names = tuple(sorted(names - ({""} if task_name == "QQP" else set())))
+    if len(names) > TASKS[task_name].n_outputs:
+        raise DataError(f"{', '.join(map(str, paths))}: {task_name} has {TASKS[task_name].n_outputs} classes, "
+                        f"the labels are {len(names)} ({', '.join(names[:10])})")
+    return names
+
+
+def read_labels(path, task_name, label_set=None):
+    """Labels of a `.label` file: XNLI names, GLUE strings (ids in `label_set`'s order, by default the
+    file's own sorted labels) or STS-B scores. Returns (labels, label_set)."""
+    lines = label_lines(path)
     if task_name == "STS-B":
         scores = [finite_number(text) for text in lines]  # nan or 1e999 would make every loss nan, silently
         if None in scores:
@@ -157,12 +178,7 @@ def read_labels(path, task_name, label_set=None):
     if task_name == "XNLI":
         label_set = XNLI_LABELS
     elif label_set is None:
-        # the original numbered each split's own sorted labels, which shifts ids when a split lacks a class
-        # QQP's data has rows without a label: the original reads them as the first class
-        label_set = tuple(sorted(set(lines) - ({""} if task_name == "QQP" else set())))
-        if len(label_set) != TASKS[task_name].n_outputs:
-            raise DataError(f"{path}: {task_name} has {TASKS[task_name].n_outputs} classes, the file has "
-                            f"{len(label_set)} distinct labels ({', '.join(label_set[:10])})")
+        label_set = class_names([path], task_name)
     ids = {label: i for i, label in enumerate(label_set)}
     if task_name == "QQP":
         ids.setdefault("", 0)
@@ -214,12 +230,20 @@ class TaskData:
         label_path = os.path.join(folder, f"{name}.label{suffix}")
         labels = None
         if os.path.exists(label_path):
+            if label_set is None and task_name in GLUE_CLASSIFICATION:
+                label_set = class_names(self.label_files(task_name, lang), task_name)
             labels, label_set = read_labels(label_path, task_name, label_set)
             if len(labels) != len(s1):
                 raise DataError(f"{label_path}: {len(labels)} labels for {len(s1)} sentences in {s1.path}")
         elif split != "test":
             raise DataError(f"missing labels: {label_path}")
         return LabelledSplit(dataset, labels, s1.path), label_set
+
+    def label_files(self, task_name, lang=None):
+        """The label files of a task's splits that exist."""
+        folder, suffix = os.path.join(self.data_path, "eval", task_name), f".{lang}" if lang else ""
+        paths = [os.path.join(folder, f"{split}.label{suffix}") for split in ("train", "valid", "test")]
+        return [path for path in paths if os.path.exists(path)]
 
     def missing_files(self, task_name, split, lang=None):
         """The files of a split that do not exist: sentences (s2 for pairs), and labels."""

@@ -226,6 +226,9 @@ class FineTuner:
                                                 file_split="valid" if p.debug_train else None)
         if self.train.labels is None:
             raise DataError(f"{self.train.path}: the training set has no labels")
+        if self.label_set is not None and len(self.label_set) < self.task.n_outputs:
+            self.logger.warning("%s has %i classes; its label files hold %i (%s), numbered in sorted order", task,
+                                self.task.n_outputs, len(self.label_set), ", ".join(self.label_set))
         self.eval_splits = {}
         for split in ("valid", "test"):
             for lang in self.eval_langs:
