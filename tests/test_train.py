@@ -676,3 +676,15 @@ def test_the_progress_line_lists_losses_in_the_originals_order():
     names = ["MT-en-fr", "MLM-fr", "BT-en-fr-en", "AE-fr", "MLM-en-fr", "CLM-fr", "AE-en", "MLM-en", "MT-fr-en"]
     assert sorted(names, key=lambda n: original_order(n, ["en", "fr"])) == \
         ["CLM-fr", "MLM-en", "MLM-fr", "MLM-en-fr", "AE-en", "AE-fr", "MT-en-fr", "MT-fr-en", "BT-en-fr-en"]
+
+
+def test_scores_come_in_the_original_order(small_sample, tmp_path):
+    """Each split's CLM, MLM and MT scores, then its means over the languages (after MT's), valid before
+    test: the order of the original's `__log__` line, which a log reader may count on."""
+    proc = train(small_sample, tmp_path, "order", "--encoder_only", "false", "--lgs", "en-fr", "--clm_steps", "en",
+                 "--mlm_steps", "en,fr", "--mt_steps", "en-fr", "--eval_only", "true")
+    expected = ["epoch"]
+    for split in ("valid", "test"):
+        for name in ("en_clm", "en_mlm", "fr_mlm", "en-fr_mt", "clm", "mlm"):
+            expected += [f"{split}_{name}_ppl", f"{split}_{name}_acc"]
+    assert list(scores_of(proc.stderr)[0]) == expected

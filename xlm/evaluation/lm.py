@@ -89,28 +89,26 @@ def score_batches(model, batches, objective, device, autocast, usage=None):
 
 
 @torch.no_grad()
-def evaluate_lm(models, data, params, info=DistInfo(), autocast=None, log=None, check=None):
-    """Scores for every clm/mlm step on valid and test, in the original's order and names, of
-    models["clm"] and models["mlm"]; `log`, if given, is called with a progress message after each
-    evaluated set, `check` on every rank before each batch (own_share). Each rank of `info` evaluates
-    batches (stream windows) i ≡ rank (mod world size) and the sums are added up, so every rank returns the
-    scores of the whole sets."""
+def evaluate_lm(models, data, params, info=DistInfo(), autocast=None, log=None, check=None, splits=("valid", "test")):
+    """Scores for every clm/mlm step on `splits`, in the original's order and names, of models["clm"] and
+    models["mlm"] (their means over the languages: `stream_means`); `log`, if given, is called with a
+    progress message after each evaluated set, `check` on every rank before each batch (own_share). Each
+    rank of `info` evaluates batches (stream windows) i ≡ rank (mod world size) and the sums are added up,
+    so every rank returns the scores of the whole sets."""
     autocast = autocast or nullcontext()
     was_training = {m: m.training for m in models.values()}
     for m in was_training:
         m.eval()
     scores = {}
     lang_id = params.lang2id
-    for split in ("valid", "test"):
+    for split in splits:
         for objective, steps in (("clm", params.clm_steps), ("mlm", params.mlm_steps)):
-            mono = []
             for l1, l2 in steps:
                 name = set_name(split, objective, l1, l2)
                 if l2 is None:
                     lang = lang_id[l1] if params.n_langs > 1 else None
                     batches = stream_windows(data.mono[l1][split], params.bptt, data.n_words, lang,
                                              eval_subset(params, split, l1)[0])
-                    mono.append(name)
                 else:
                     a, b = sorted((l1, l2))
                     c1, c2 = data.para[(a, b)][split]
@@ -137,12 +135,20 @@ def evaluate_lm(models, data, params, info=DistInfo(), autocast=None, log=None, 
                     log(f"Evaluated {name}: ppl {ppl:.2f}, acc {acc:.2f}% ({time.time() - start:.1f}s)"
                         + ("" if n else ": no token to predict (runs of more than 5 languages evaluate the first "
                            "1/5 of a valid stream's bptt windows, 1/10 of a test stream's, none of a shorter one)"))
-            if mono:
-                scores[f"{split}_{objective}_ppl"] = float(np.mean([scores[f"{m}_ppl"] for m in mono]))
-                scores[f"{split}_{objective}_acc"] = float(np.mean([scores[f"{m}_acc"] for m in mono]))
     for m, training in was_training.items():
         m.train(training)
     return scores
+
+
+def stream_means(scores, params, split):
+    """The original's `valid_clm_ppl`, `valid_mlm_acc`, ...: the means of a split's monolingual scores,
+    which it reports after all of the split's others (MT's included)."""
+    means = {}
+    for objective, steps in (("clm", params.clm_steps), ("mlm", params.mlm_steps)):
+        mono = [set_name(split, objective, l1, None) for l1, l2 in steps if l2 is None]
+        for metric in ("ppl", "acc") if mono else ():
+            means[f"{split}_{objective}_{metric}"] = float(np.mean([scores[f"{m}_{metric}"] for m in mono]))
+    return means
 
 
 def model_name(params, objective):
@@ -164,7 +170,7 @@ def memory_prefix(split, objective, l1, l2):
 
 
 def metric_names(params):
-    """Every score a run reports (evaluate_lm, evaluate_mt), to check --validation_metrics and
+    """Every score a run reports (evaluate_lm, evaluate_mt, stream_means), to check --validation_metrics and
     --stopping_criterion before training starts."""
     from .mt import mt_directions
 
@@ -177,11 +183,12 @@ def metric_names(params):
                 if split == "valid":
                     names += memory_metric_names(params, memory_prefix(split, objective, l1, l2),
                                                  [model_name(params, objective)])
-            if any(l2 is None for _, l2 in steps):
-                names += [f"{split}_{objective}_ppl", f"{split}_{objective}_acc"]
         for src, tgt in mt_directions(params):
             names += [f"{split}_{src}-{tgt}_mt_ppl", f"{split}_{src}-{tgt}_mt_acc"]
             if split == "valid":
                 names += memory_metric_names(params, f"{split}_{src}-{tgt}", ["encoder", "decoder"])
             names += [f"{split}_{src}-{tgt}_mt_bleu"] if params.eval_bleu else []
+        for objective, steps in (("clm", params.clm_steps), ("mlm", params.mlm_steps)):
+            if any(l2 is None for _, l2 in steps):
+                names += [f"{split}_{objective}_ppl", f"{split}_{objective}_acc"]
     return names

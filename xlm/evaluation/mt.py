@@ -144,15 +144,15 @@ def score_pairs(encoder, decoder, s, t, src, tgt, params, usage, device, autocas
 
 @torch.no_grad()
 def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, epoch=0, dump=".", log=None,
-                check=None):
-    """Teacher-forced ppl / acc and, with --eval_bleu, BLEU of every direction on valid and test. Each
+                check=None, splits=("valid", "test")):
+    """Teacher-forced ppl / acc and, with --eval_bleu, BLEU of every direction on `splits`. Each
     rank of `info` takes batches i ≡ rank (mod world size), calling `check` before each (own_share); rank 0
     gathers the hypotheses, writes the files and scores BLEU, and every rank returns the same scores."""
     autocast = autocast or nullcontext()
     was_training = encoder.training
     encoder.eval(), decoder.eval()
     scores = {}
-    for split in ("valid", "test"):
+    for split in splits:
         for src, tgt in mt_directions(params):
             start = time.time()
             dataset, c_tgt = _direction(data, params, split, src, tgt)

@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data.datasets import Batch
 from ..data.loader import load_training_data
-from ..evaluation.lm import evaluate_lm, model_name
+from ..evaluation.lm import evaluate_lm, model_name, stream_means
 from ..evaluation.mt import check_evaluated_pairs, evaluate_mt, write_references
 from ..fileio import DataError
 from ..model.checkpoint import checkpoint_payload, save_checkpoint
@@ -295,11 +295,14 @@ class Trainer:
         check = functools.partial(self.signals.check_evaluation, self.info)
         log = self.logger.info
         with full_float32(), weights_packed():
-            scores.update(evaluate_lm(lm_models, self.data, self.params, self.info, self.engine.autocast(), log,
-                                      check))
-            if not self.params.encoder_only:
-                scores.update(evaluate_mt(m["encoder"], m["decoder"], self.data, self.params, self.info,
-                                          self.engine.autocast(), self.state.epoch, self.dump, log, check))
+            for split in ("valid", "test"):  # the original's order of the scores
+                scores.update(evaluate_lm(lm_models, self.data, self.params, self.info, self.engine.autocast(), log,
+                                          check, splits=[split]))
+                if not self.params.encoder_only:
+                    scores.update(evaluate_mt(m["encoder"], m["decoder"], self.data, self.params, self.info,
+                                              self.engine.autocast(), self.state.epoch, self.dump, log, check,
+                                              splits=[split]))
+                scores.update(stream_means(scores, self.params, split))
         for k, v in scores.items():
             self.logger.info("%s -> %.6f", k, v)
         if self.info.is_master:
