@@ -5,7 +5,8 @@
 
 writes OUTPUT (default INPUT.pth, the original XLM's name) in xlm's memory-friendly format, or with
 --format original in the original's torch.save layout. As in the original, an existing output is not
-rebuilt: it is loaded, checked against the vocabulary, and summarised.
+rebuilt: it is loaded, checked against the vocabulary, and summarised. What it says goes to stderr, as the
+original's log.
 """
 import argparse
 import logging
@@ -49,7 +50,7 @@ def main(argv=None):
         corpus = load_binarized(output)
         if corpus.dico != dico:
             raise DataError(f"{output} exists and was binarized with a different vocabulary than {args.vocab}")
-        print(f"{output} already exists, not rebuilt.")
+        logging.info("%s already exists, not rebuilt.", output)
     else:
         start = time.perf_counter()
         if args.format == "original":
@@ -62,8 +63,9 @@ def main(argv=None):
             binarize(args.input, dico, output, args.threads)
         corpus = load_binarized(output)
         seconds = time.perf_counter() - start
-        print(f"Saved {output} in {seconds:.1f}s ({len(corpus) / seconds:.0f} lines/s).")
-    print(corpus.summary())
+        logging.info("Saved %s in %.1fs (%.0f lines/s).", output, seconds, len(corpus) / seconds)
+    for line in corpus.summary().splitlines():
+        logging.info(line)
 
 
 if __name__ == "__main__":

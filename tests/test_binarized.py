@@ -25,9 +25,10 @@ def test_preprocess_writes_input_pth_and_summary(tmp_path, vocab):
     text = tmp_path / "train.en"
     text.write_text("the cat sat\n\nthe dog sat on the mat\nthe </s> cat <special1> <unk>\n", encoding="utf-8")
     proc = python("preprocess.py", vocab, text)
-    assert "12 words (19 unique) in 4 sentences." in proc.stdout
+    assert "12 words (19 unique) in 4 sentences." in proc.stderr and proc.stdout == ""  # a log, as the original's
     # the original's summary line, and a literal <unk> counted as unknown as the original counts it
-    assert "2 unknown words (2 unique), covering 16.67% of the data." in proc.stdout and "dog: 1" in proc.stdout
+    assert "2 unknown words (2 unique), covering 16.67% of the data." in proc.stderr and "dog: 1" in proc.stderr
+    assert "Read 19 words from the vocabulary file" in proc.stderr  # the original's count: with the specials
     assert "empty lines" in proc.stderr and "special tokens removed" in proc.stderr
     corpus = load_binarized(str(text) + ".pth")
     assert len(corpus) == 4 and corpus.n_unk == 2 and corpus.unk_words == {"dog": 1, "<unk>": 1}
@@ -37,7 +38,7 @@ def test_preprocess_writes_input_pth_and_summary(tmp_path, vocab):
     assert isinstance(corpus[0], np.ndarray) and corpus[0].dtype == np.uint16
     assert np.asarray(corpus.sentences)[corpus.positions[:, 1]].tolist() == [1, 1, 1, 1]  # EOS after each
     # an existing output is reused (as the original does), and a different vocabulary is refused
-    assert "already exists" in python("preprocess.py", vocab, text).stdout
+    assert "already exists" in python("preprocess.py", vocab, text).stderr
     other = tmp_path / "other"
     other.write_text("a 3\n", encoding="utf-8")
     proc = python("preprocess.py", other, text, check=False)
@@ -121,7 +122,7 @@ def test_bad_inputs_leave_no_output(tmp_path, vocab):
 def test_a_very_long_unknown_word_is_cut_in_the_summary(tmp_path, vocab):
     text = tmp_path / "binary.en"
     text.write_text("the cat\n" + "x" * 5000 + "\n", encoding="utf-8")
-    summary = python("preprocess.py", vocab, text).stdout
+    summary = python("preprocess.py", vocab, text).stderr
     assert "x" * 200 + "... (5000 characters): 1" in summary and "x" * 201 not in summary
 
 

@@ -92,7 +92,8 @@ class Dictionary:
         if specials:
             logger.warning("%s: skipped the lines of %s, special tokens with ids of their own, as the original XLM "
                            "does", path, ", ".join(specials))
-        logger.info("Read %i words from the vocabulary file %s.", len(entries) - N_RESERVED, path)
+        logger.info("Read %i words from the vocabulary file %s: the %i special words and %i of the file.",
+                    len(entries), path, N_RESERVED, len(entries) - N_RESERVED)
         return cls.from_words(entries)
 
     def __len__(self):
