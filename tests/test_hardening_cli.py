@@ -68,9 +68,11 @@ def one_error_line(proc, message):
     (["--use_memory", "true", "--mem_enc_positions", "1", "--mem_heads", "0"], "--mem_heads must be >= 1"),
     (["--use_memory", "true", "--mem_enc_positions", "1", "--mem_values_optimizer", "adam,lr=-2"],
      "--mem_values_optimizer: lr=-2"),
-    (["--exp_id", "../x"], "--exp_id '../x' must be a plain folder name"),
+    (["--exp_id", "../x"], "--exp_id '../x' must be a folder below --dump_path"),
+    (["--exp_name", "a/../../x"], "--exp_name 'a/../../x' must be a folder below --dump_path"),
+    (["--exp_name", "/tmp/x"], "--exp_name '/tmp/x' must be a folder below --dump_path"),
+    (["--exp_name", "./"], "--exp_name './' must be a folder below --dump_path"),
     (["--exp_id", ".."], "--exp_id '..'"),
-    (["--exp_name", "a/b"], "--exp_name 'a/b'"),
     (["--lgs", "en,fr"], "languages are separated by '-'"),
     (["--encoder_only", "false", "--ae_steps", "en", "--reload_model", "m.pth"], "'encoder_path,decoder_path'"),
     (["--optimizer", "adam,lr=0.001,lr=0.1"], "--optimizer: lr is given twice"),
@@ -644,6 +646,16 @@ def test_zero_epochs_set_up_and_stop(small_sample, toy_tasks, tmp_path):  # noqa
     assert not list((tmp_path / "dumped").rglob("*.pth"))
     proc = python("glue-xnli.py", *finetune_flags(toy_tasks, "zero"), "--transfer_tasks", "SST-2", "--n_epochs", 0)
     assert "Traceback" not in proc.stderr and "starting epoch" not in proc.stderr
+
+
+def test_nested_experiment_names_as_the_original(small_sample, tmp_path):
+    """--exp_name sweep/lr1 and a nested --exp_id make their folders below --dump_path, as the original's
+    `mkdir -p`; the same command resumes there."""
+    flags = argv(small_sample, tmp_path / "dumped", "seed/1", "--exp_name", "sweep/lr1")  # one epoch
+    python("train.py", *flags)
+    run = tmp_path / "dumped" / "sweep" / "lr1" / "seed" / "1"
+    assert (run / "train.log").is_file() and (run / "checkpoint.pth").is_file()
+    assert f"Resumed from {run / 'checkpoint.pth'}: epoch 1" in python("train.py", *flags, "--max_epoch", 2).stderr
 
 
 def test_a_bad_xlm_onednn_is_refused_with_the_flags(toy_tasks, mt_checkpoint, tmp_path, monkeypatch):  # noqa: F811

@@ -251,9 +251,12 @@ def user_name():
 
 
 def check_folder_name(value, flag):
-    """One folder name: a separator or '..' would put the run outside --dump_path."""
-    if value in (".", "..") or "/" in value or (os.altsep and os.altsep in value):
-        raise DataError(f"--{flag} '{value}' must be a plain folder name (no '/', not '.' or '..')")
+    """A folder below --dump_path: a name, or several (`xnli/run1`, which the original's `mkdir -p` makes
+    too); an absolute path or '..' would put the run elsewhere."""
+    parts = value.replace(os.altsep or os.sep, os.sep).split(os.sep)
+    if os.path.isabs(value) or ".." in parts or not value.strip("./" + (os.altsep or "")):
+        raise DataError(f"--{flag} '{value}' must be a folder below --dump_path (a name, or names joined by '/'; "
+                        "not absolute, no '..')")
 
 
 def check_optimizer(spec, flag):
