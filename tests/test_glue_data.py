@@ -316,7 +316,8 @@ def test_labels_are_read_as_the_original_reads_them(tmp_path):
     path.write_text("neutral \nentailment\t\n")
     assert read_labels(path, "XNLI")[0].tolist() == [XNLI_LABELS.index("neutral"), XNLI_LABELS.index("entailment")]
     path.write_text("1\n\n0\n")
-    with pytest.raises(DataError, match="SST-2 has 2 classes, the labels are 3 "):
+    with pytest.raises(DataError, match=r"line 3: unknown label '0' \(SST-2 has 2 classes, and the labels before "
+                                        r"it are '', '1'\)"):
         read_labels(path, "SST-2")
     path.write_text("0.5\n4.25\n")
     assert read_labels(path, "STS-B")[0].tolist() == [0.5, 4.25]

@@ -155,14 +155,16 @@ def class_names(paths, task_name):
     all its splits: a training set may lack a class (a sample of it), where the original, numbering each
     split's own labels, gave a class one id in training and another in evaluation. QQP's rows without a
     label are the first class, as in the original."""
-    names = set()
+    names, n_classes = set(), TASKS[task_name].n_outputs
     for path in paths:
-        names.update(label_lines(path))
-    names = tuple(sorted(names - ({""} if task_name == "QQP" else set())))
-    if len(names) > TASKS[task_name].n_outputs:
-        raise DataError(f"{', '.join(map(str, paths))}: {task_name} has {TASKS[task_name].n_outputs} classes, "
-                        f"the labels are {len(names)} ({', '.join(names[:10])})")
-    return names
+        for line_no, label in enumerate(label_lines(path), 1):
+            if label in names or (label == "" and task_name == "QQP"):
+                continue
+            if len(names) == n_classes:
+                raise DataError(f"{path}, line {line_no}: unknown label {label!r} ({task_name} has {n_classes} "
+                                f"classes, and the labels before it are {', '.join(map(repr, sorted(names)))})")
+            names.add(label)
+    return tuple(sorted(names))
 
 
 def read_labels(path, task_name, label_set=None):
