@@ -327,6 +327,20 @@ def test_maps_side_by_side_give_each_maps_values(threads, dim):
             assert torch.equal(side_by_side, torch.cat([lin(x[:, :m]) for lin in linears], dim=-1))
 
 
+def test_maps_side_by_side_off_the_cpu_only_where_roundings_are_free():
+    """On CUDA cuBLAS picks its kernel by the matmul's shape, so the maps side by side may round otherwise
+    than the original's three matmuls: evaluation and decoding keep the three, training and
+    `free_roundings` stack them (a meta tensor stands for the GPU's: the decision reads only its device)."""
+    from xlm.model.transformer import MultiHeadAttention
+    x = torch.empty(2, 5, 64, device="meta")
+    assert MultiHeadAttention._side_by_side_rounds_alike(x, 3)  # gradients on: training
+    with torch.no_grad():
+        assert not MultiHeadAttention._side_by_side_rounds_alike(x, 3)
+        assert not MultiHeadAttention._side_by_side_rounds_alike(x.half(), 2)
+        with free_roundings():
+            assert MultiHeadAttention._side_by_side_rounds_alike(x, 3)
+
+
 def test_matmul_shapes_name_every_matmul_over_the_rows():
     """The shapes whose roundings decide whether rows may change: the linear layers', the attention's maps
     side by side, and a memory's sub-key scores (a matmul with its keys, not a linear layer)."""

@@ -121,9 +121,21 @@ def test_a_task_that_sees_one_gpu_uses_it(monkeypatch):
     """srun --gpus-per-task=1 (or cgroups) shows each task its own GPU as cuda:0, whatever its local rank."""
     import torch
     from xlm.train.distributed import cuda_device
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert cuda_device(3) == torch.device("cuda", 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert cuda_device(3) == torch.device("cuda", 3)
     with pytest.raises(DataError, match="local rank 5 but only 4 GPUs"):
         cuda_device(5)
+
+
+def test_processes_sharing_one_visible_gpu_are_one_clear_error(monkeypatch):
+    """torchrun --nproc_per_node 2 where one GPU is visible: NCCL would stop at the first collective with
+    "Duplicate GPU detected"; one line names the cause instead."""
+    import torch
+    from xlm.train.distributed import cuda_device
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(DataError, match="2 processes on this node .* but one GPU is visible"):
+        cuda_device(1)

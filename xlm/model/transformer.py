@@ -165,14 +165,22 @@ class MultiHeadAttention(nn.Module):
         return torch.cat([lin.weight for lin in linears]), torch.cat([lin.bias for lin in linears])
 
     @staticmethod
+    def _side_by_side_rounds_alike(x, n_maps):
+        """Whether n_maps maps of x side by side, as one matmul (a wider one runs closer to the peak), give
+        each map's own values, or need not: in training and `free_roundings`; on the CPU, where the number
+        of rows rounds as a large matmul through both shapes (on an Intel Xeon with two threads, 4 and 5
+        rows 128 or 192 wide gave other values side by side). Not on CUDA, where cuBLAS picks its kernel,
+        hence its order of sums, by the matmul's shape."""
+        if torch.is_grad_enabled() or in_free_roundings():
+            return True
+        dim = x.shape[-1]
+        return x.is_cpu and rounds_as_large(x.numel() // dim, compute_dtype(x), [(dim, dim), (dim, dim * n_maps)])
+
+    @staticmethod
     def _projections(x, *linears):
-        """x through the linear maps side by side, as one matmul (a wider one runs closer to the peak),
-        unless the original's roundings are kept and its number of rows rounds otherwise than a large
-        matmul through either shape: there the maps' own matmuls, the original's (on an Intel Xeon with two
-        threads, 4 and 5 rows 128 or 192 wide gave other values side by side)."""
-        dim, rows = x.shape[-1], x.numel() // x.shape[-1]
-        if torch.is_grad_enabled() or not x.is_cpu or \
-                rounds_as_large(rows, compute_dtype(x), [(dim, dim), (dim, dim * len(linears))]):
+        """x through the linear maps: side by side where that rounds as each map alone does, otherwise
+        the maps' own matmuls, the original's."""
+        if MultiHeadAttention._side_by_side_rounds_alike(x, len(linears)):
             return linear(x, *MultiHeadAttention._stacked(linears))
         return torch.cat([lin(x) for lin in linears], dim=-1)
 

@@ -79,6 +79,10 @@ def cuda_device(local_rank):
     (srun --gpus-per-task=1, or cgroups), where local rank 1 would ask for a second GPU that is not there."""
     visible = torch.cuda.device_count()
     if visible == 1:
+        sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this node
+        if sharing > 1:
+            raise DataError(f"{sharing} processes on this node (torchrun --nproc_per_node) but one GPU is "
+                            "visible: NCCL gives each process a GPU of its own; start one process per GPU")
         return torch.device("cuda", 0)
     if local_rank >= visible:
         raise DataError(f"local rank {local_rank} but only {visible} GPUs are visible: start one task per GPU")
