@@ -9,6 +9,9 @@
 # a copy of the original XLM in $XLM_ORIGINAL (default .orig/, made by `bash bench/patch_original.sh GIT_DIR .orig`)
 # is run beside xlm in step 8. On the project's device machine, whose $OUT
 # takes back 8 files: run(command="bash bench/gpu.sh", carry=[".whl", ".orig", "tools/fastBPE"]).
+# All steps take longer than one call (600 s) may run: make two calls, the equalities first,
+#   STEPS=sync_tests,decoding_vs_original,train_eager,nccl_run,translate,train_compiled bash bench/gpu.sh
+# then the rest by name (status.txt lists what ran; each call adds its lines).
 # Steps (each one's failure is recorded and the next one runs):
 #   1. the mlm_tlm_xnli15_1024 size (12 x 1024, bptt 256, bf16): MLM and TLM steps eager, with MFU and a
 #      profile (kernel families, the device's busy share)
@@ -150,7 +153,8 @@ if [ -f "$XLM_ORIGINAL/xlm/__init__.py" ]; then
   run decoding_vs_original python -m bench.compare_decoding --original "$XLM_ORIGINAL" "${DECODING_TRIALS[@]}"
 fi
 
-make_toy
+# the toy languages of steps 6 and 8 (a call with STEPS=... naming neither skips them)
+if want nccl_run || want vs_original; then make_toy; fi
 
 # 4-5. compiled, the Adam kernels, MT and BT; decoding
 # profiled too: whether fewer, fused kernels leave the device busier (a step bound by the host gains most)
