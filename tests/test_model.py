@@ -203,6 +203,26 @@ def test_memory_keys_start_at_the_originals_scale(keys_type):
     assert abs(keys.std().item() / expected - 1) < 0.02
 
 
+@pytest.mark.parametrize("keys_type,normalized", [("uniform", False), ("gaussian", False), ("uniform", True)])
+def test_memory_keys_are_the_originals_draws(keys_type, normalized):
+    """The original draws the sub-keys of head h, half j with numpy's RandomState(2h + j), whatever the run's
+    seed: each run starts from those very keys (uniform in +-1/sqrt(half), or standard normal; rows of unit
+    norm with --mem_keys_normalized_init), rounded to float32 after the draw."""
+    import numpy as np
+    from xlm.model.checkpoint import config_from_params
+    params = original_params(use_memory=True, mem_enc_positions=[(0, "after")], mem_k_dim=16, mem_heads=2,
+                             mem_knn=4, mem_n_keys=12, mem_keys_type=keys_type, mem_keys_normalized_init=normalized)
+    torch.manual_seed(7)
+    keys = TransformerModel(config_from_params(params, len(WORDS))).memories["0_after"].keys.detach()
+    for h in range(2):
+        for j in range(2):
+            rng = np.random.RandomState(2 * h + j)
+            draw = rng.randn(12, 8) if keys_type == "gaussian" else rng.uniform(-8 ** -0.5, 8 ** -0.5, (12, 8))
+            if normalized:
+                draw /= np.linalg.norm(draw, axis=1, keepdims=True)
+            assert torch.equal(keys[h, j], torch.from_numpy(draw.astype(np.float32)))
+
+
 def test_memory_without_a_query_network_reads_the_input_as_every_heads_query():
     """--mem_query_layer_sizes '' (the original's QueryIdentity): no query weights; each head's query is the
     input itself, which must then have --mem_k_dim features."""

@@ -8,6 +8,7 @@ top-k lists are rescored to keep the overall top `knn`. Parameter names (`keys`,
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -178,16 +179,18 @@ class QueryMLP(nn.Module):
 
 
 def _random_keys(n, dim, config, seed):
-    """Sub-keys from a fixed-seed generator, so two memories built alike start alike."""
-    g = torch.Generator().manual_seed(seed)
+    """Sub-keys drawn as the original draws them, by numpy's generator with a fixed seed (in float64, then
+    rounded): every memory of every run starts from the original's keys, whatever the run's seed (a draw of
+    the same law from another generator would be one other start shared by all of xlm's runs)."""
+    rng = np.random.RandomState(seed)
     if config.keys_type == "gaussian":  # unit variance, as the original's (unlike the uniform keys' bound)
-        keys = torch.randn(n, dim, generator=g)
+        keys = rng.randn(n, dim)
     else:
         bound = 1 / math.sqrt(dim)
-        keys = torch.rand(n, dim, generator=g) * 2 * bound - bound
+        keys = rng.uniform(-bound, bound, (n, dim))
     if config.keys_normalized_init:
-        keys = keys / keys.norm(dim=1, keepdim=True)
-    return keys
+        keys /= np.linalg.norm(keys, axis=1, keepdims=True)
+    return torch.from_numpy(keys.astype(np.float32))
 
 
 class HashingMemory(nn.Module):
