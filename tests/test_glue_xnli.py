@@ -177,6 +177,20 @@ def test_resumes_a_checkpoint_of_an_earlier_version(toy_tasks):
     assert "resumed with other flags than the run's (--batch_size 16 there, 8 here)" in proc.stderr
 
 
+def test_a_rerun_with_another_seed_is_refused_without_saying_it_goes_on(toy_tasks):
+    """The run's data order was drawn with its --seed: a rerun of the same --exp_id with another is one
+    error, not also a warning that it goes on with the new flags."""
+    finetune(toy_tasks, "--transfer_tasks", "XNLI", "--n_epochs", 1, "--epoch_size", 32, exp_id="reseeded")
+    proc = finetune(toy_tasks, "--transfer_tasks", "XNLI", "--n_epochs", 2, "--epoch_size", 32, "--seed", 3,
+                    exp_id="reseeded", check=False)
+    assert proc.returncode == 1
+    assert "its data order was drawn with another --seed: resume it with the run's own" in proc.stderr
+    assert "goes on with this command's" not in proc.stderr
+    again = finetune(toy_tasks, "--transfer_tasks", "XNLI", "--n_epochs", 1, "--epoch_size", 32, exp_id="reseeded")
+    assert "already holds the 1 epoch(s) asked for: nothing to train (another --exp_id fine-tunes anew)" in again.stderr
+    assert not logged_scores(again)
+
+
 def test_torchrun_resumes_every_ranks_dropout(toy_tasks):
     """2 ranks with dropout: 1 epoch, then the command rerun for 2, fine-tunes as 2 epochs in one go
     (weights, optimizers, data order and each rank's random states are restored)."""

@@ -41,9 +41,9 @@ from .schedules import build_optimizer
 from .signals import EvaluationStopped, StopSignals
 
 # what a resumed fine-tuning may change, but rarely means to (train.py's BATCHING_FLAGS)
+# (not --seed: a run resumed with another is refused, its data order having been drawn with its own)
 FINETUNE_BATCHING_FLAGS = ("batch_size", "max_batch_size", "tokens_per_batch", "max_len", "group_by_size",
-                           "optimizer_e", "optimizer_p", "finetune_layers", "dropout", "epoch_size", "seed", "fp16",
-                           "bf16")
+                           "optimizer_e", "optimizer_p", "finetune_layers", "dropout", "epoch_size", "fp16", "bf16")
 
 
 # glue-xnli.py's flags that the original lacks: an abbreviation still means the original's flag it starts
@@ -443,6 +443,9 @@ class FineTuner:
 
     def run(self):
         """The task's epochs, or up to where a signal stops them (`signals.stopped`)."""
+        if 0 < self.params.n_epochs <= self.epoch:  # resumed: the original would fine-tune again
+            self.logger.warning("%s: %s already holds the %i epoch(s) asked for: nothing to train (another --exp_id "
+                                "fine-tunes anew)", self.task_name, self.checkpoint_path, self.epoch)
         while self.epoch < self.params.n_epochs:
             self.logger.info("============ %s: starting epoch %i ... ============", self.task_name, self.epoch)
             if self.train_epoch():
