@@ -49,6 +49,20 @@ def draws(batch, cfg, n, seed=0):
     return [mask_for_training(batch.x, batch.lengths, cfg, g) for _ in range(n)]
 
 
+def test_a_batch_that_draws_no_token_predicts_one():
+    """The original stops there (torch.multinomial of 0 samples): a batch whose draw picks nothing predicts
+    one token, drawn at random among those that may be predicted (never padding nor a row's first)."""
+    b = realistic_batch()
+    t = torch.arange(b.x.shape[1])[None, :]
+    allowed = (t < b.lengths[:, None]) & (t > 0)
+    picked = set()
+    for x, pred_mask, y in draws(b, MaskingConfig(word_pred=0.0, n_words=30), 30):
+        assert int(pred_mask.sum()) == 1 and bool(allowed[pred_mask].all())
+        assert torch.equal(y, b.x[pred_mask])
+        picked.add(int(pred_mask.flatten().nonzero()))
+    assert len(picked) > 10
+
+
 def test_training_mask_rate_and_excluded_positions():
     """Original: each position with probability word_pred, then pad and row 0 (position 0) removed;
     the final </s> can be predicted. Targets are the clean tokens; other positions are untouched."""
