@@ -9,7 +9,7 @@
 # a copy of the original XLM in $XLM_ORIGINAL (default .orig/, made by `bash bench/patch_original.sh GIT_DIR .orig`)
 # is run beside xlm in step 8. On the project's device machine, whose $OUT
 # takes back 8 files: run(command="bash bench/gpu.sh", carry=[".whl", ".orig", "tools/fastBPE"]).
-# All steps take longer than one call (600 s) may run: make two calls, the equalities first,
+# All the steps take longer than one call may run there (600 s): make two calls, the equalities first,
 #   STEPS=sync_tests,decoding_vs_original,train_eager,nccl_run,translate,train_compiled bash bench/gpu.sh
 # then the rest by name (status.txt lists what ran; each call adds its lines).
 # Steps (each one's failure is recorded and the next one runs):

@@ -187,7 +187,7 @@ def test_a_rerun_with_another_seed_is_refused_without_saying_it_goes_on(toy_task
     assert "its data order was drawn with another --seed: resume it with the run's own" in proc.stderr
     assert "goes on with this command's" not in proc.stderr
     again = finetune(toy_tasks, "--transfer_tasks", "XNLI", "--n_epochs", 1, "--epoch_size", 32, exp_id="reseeded")
-    assert "already holds the 1 epoch(s) asked for: nothing to train (another --exp_id fine-tunes anew)" in again.stderr
+    assert "has 1 epoch(s) done, --n_epochs 1: nothing to train (another --exp_id fine-tunes anew)" in again.stderr
     assert not logged_scores(again)
 
 

@@ -444,8 +444,9 @@ class FineTuner:
     def run(self):
         """The task's epochs, or up to where a signal stops them (`signals.stopped`)."""
         if 0 < self.params.n_epochs <= self.epoch:  # resumed: the original would fine-tune again
-            self.logger.warning("%s: %s already holds the %i epoch(s) asked for: nothing to train (another --exp_id "
-                                "fine-tunes anew)", self.task_name, self.checkpoint_path, self.epoch)
+            self.logger.warning("%s: %s has %i epoch(s) done, --n_epochs %i: nothing to train (another --exp_id "
+                                "fine-tunes anew)", self.task_name, self.checkpoint_path, self.epoch,
+                                self.params.n_epochs)
         while self.epoch < self.params.n_epochs:
             self.logger.info("============ %s: starting epoch %i ... ============", self.task_name, self.epoch)
             if self.train_epoch():
