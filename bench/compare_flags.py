@@ -267,6 +267,16 @@ FAILS_AT_RANDOM = {
 }
 
 
+BOTH_DIVERGED = "both diverge: the original goes on with NaN scores, xlm stops with one line"
+
+
+def both_diverged(original, ours):
+    """Both runs diverged: the original goes on with NaN scores (exit 0), xlm stops with one line once 20
+    updates in a row were skipped for a non-finite loss (exit 1)."""
+    nan = any(isinstance(v, float) and math.isnan(v) for v in (original["scores"] or {}).values())
+    return original["rc"] == 0 and nan and ours["rc"] != 0 and "updates in a row skipped" in ours["last_line"]
+
+
 def known_failure(original, nproc=None):
     """Why the original failed where it is known to fail (with several processes, or at random), or None."""
     known = {**FAILS_AT_RANDOM, **(FAILS_WITH_PROCESSES if nproc else {})}
@@ -314,6 +324,8 @@ def same(name, original, ours, nproc=None):
         return XLM_ALSO_RUNS[name][2] in original["last_line"] + (original["error"] or "") and ours["rc"] == 0
     if original["rc"] != 0 and known_failure(original, nproc):
         return ours["rc"] == 0
+    if both_diverged(original, ours):
+        return True
     if original["rc"] != ours["rc"] or original["metrics"] != ours["metrics"]:
         return False
     if original["rc"] != 0:  # a refused command: the original has written params.pkl and train.log, xlm nothing
@@ -497,6 +509,8 @@ def main():
                 case["hypothesis_lines_differing"] = differing_lines(dump)
             if name in XLM_ALSO_RUNS:
                 case["expected"] = "the original fails, xlm runs: " + XLM_ALSO_RUNS[name][1]
+            elif both_diverged(original, ours):
+                case["expected"] = BOTH_DIVERGED
             elif known_failure(original, args.nproc) and ours["rc"] == 0:
                 case["expected"] = "the original fails, xlm runs: " + known_failure(original, args.nproc)
             print(f"{name}: {'as expected' if case['same'] else 'DIFFERENT'} (exit {original['rc']} / {ours['rc']}, "

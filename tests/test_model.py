@@ -181,6 +181,14 @@ def test_shuffled_memory_indices_read_each_heads_slots_through_its_permutation()
     shuffled = HashingMemory(32, 32, MemoryConfig(**config, shuffle_indices=True))
     assert "head_permutations" in shuffled.state_dict() and shuffled.head_permutations.shape == (2, 64)
     assert sorted(shuffled.head_permutations[0].tolist()) == list(range(64))
+    # drawn as the original draws them, by torch's generator at the model's build: each memory its own, and
+    # another seed others
+    def built(seed):
+        torch.manual_seed(seed)
+        return [HashingMemory(32, 32, MemoryConfig(**config, shuffle_indices=True)).head_permutations
+                for _ in range(2)]
+    first, second = built(4)
+    assert torch.equal(built(4)[0], first) and not torch.equal(first, second) and not torch.equal(built(5)[0], first)
     permutation = torch.randperm(64, generator=torch.Generator().manual_seed(1))
     shuffled.head_permutations.copy_(permutation.expand(2, 64))
     plain = HashingMemory(32, 32, MemoryConfig(**config))
@@ -189,6 +197,25 @@ def test_shuffled_memory_indices_read_each_heads_slots_through_its_permutation()
         plain.values.weight.copy_(shuffled.values.weight[permutation])
     x = torch.randn(3, 5, 32)
     torch.testing.assert_close(shuffled.eval()(x), plain.eval()(x))
+
+
+def test_a_deeper_query_network_has_the_originals_names(tmp_path):
+    """--mem_query_layer_sizes 0,48,0: the original keeps the network in a list of one
+    (`query_mlps.0.0.weight`, `query_mlps.0.2.weight`); xlm's checkpoints of before (`query_mlps.0.weight`,
+    `query_mlps.2.weight`) still load."""
+    from xlm.model.checkpoint import config_from_params
+    params = original_params(use_memory=True, mem_enc_positions=[(0, "after")], mem_k_dim=16, mem_heads=2,
+                             mem_knn=4, mem_n_keys=8, mem_query_layer_sizes="0,48,0", mem_query_batchnorm=True)
+    model = TransformerModel(config_from_params(params, len(WORDS)))
+    names = {k.split("query_mlps.")[1] for k in model.state_dict() if "query_mlps" in k}
+    assert names == {"0.0.weight", "0.0.bias", "0.1.weight", "0.1.bias", "0.1.running_mean", "0.1.running_var",
+                     "0.1.num_batches_tracked", "0.3.weight", "0.3.bias", "0.4.weight", "0.4.bias",
+                     "0.4.running_mean", "0.4.running_var", "0.4.num_batches_tracked"}
+    before = {k.replace("query_mlps.0.", "query_mlps."): v for k, v in model.state_dict().items()}
+    again = TransformerModel(config_from_params(params, len(WORDS)))
+    again.load_state_dict(before)
+    for k, v in model.state_dict().items():
+        assert torch.equal(again.state_dict()[k], v), k
 
 
 @pytest.mark.parametrize("keys_type", ["gaussian", "uniform"])

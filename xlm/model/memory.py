@@ -6,6 +6,7 @@ top-k lists are rescored to keep the overall top `knn`. Parameter names (`keys`,
 `query_proj.query_mlps.*`) are the original XLM's, so its PKM checkpoints load as they are.
 """
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,11 +172,25 @@ class QueryMLP(nn.Module):
                 layers.append(nn.BatchNorm1d(d_out))
             if i < len(sizes) - 2:
                 layers.append(nn.ReLU())
-        self.query_mlps = nn.Sequential(*layers)
+        # the original's parameter names: a single layer is `query_mlps.0.weight`, a deeper network sits in a
+        # list of one (`query_mlps.0.0.weight`, `query_mlps.0.2.weight`, ...)
+        if len(sizes) == 2:
+            self.query_mlps = nn.Sequential(*layers)
+        else:
+            self.query_mlps = nn.ModuleList([nn.Sequential(*layers)])
+            self._register_load_state_dict_pre_hook(self._names_of_before)
         self.heads, self.k_dim = config.heads, config.k_dim
 
+    @staticmethod
+    def _names_of_before(state_dict, prefix, *args):
+        """xlm's checkpoints written before 2026-12-07 named a deeper network's layers `query_mlps.<i>.*`."""
+        old = re.compile(re.escape(prefix) + r"query_mlps\.(\d+\.[a-z_]+)$")
+        for key in [k for k in state_dict if old.match(k)]:
+            state_dict[prefix + "query_mlps.0." + old.match(key).group(1)] = state_dict.pop(key)
+
     def forward(self, x):
-        return self.query_mlps(x.reshape(-1, x.shape[-1])).view(-1, self.k_dim)  # (n * heads, k_dim)
+        net = self.query_mlps if isinstance(self.query_mlps, nn.Sequential) else self.query_mlps[0]
+        return net(x.reshape(-1, x.shape[-1])).view(-1, self.k_dim)  # (n * heads, k_dim)
 
 
 def _random_keys(n, dim, config, seed):
@@ -219,10 +234,9 @@ class HashingMemory(nn.Module):
             raise DataError(f"--mem_query_layer_sizes '': the queries are the {input_dim} input features, so "
                             f"--mem_k_dim must be {input_dim}")
         self.query_proj = QueryMLP(input_dim, config) if config.layer_sizes else QueryIdentity(config.heads)
-        if config.shuffle_indices:  # the original's buffer, saved with the weights
+        if config.shuffle_indices:  # the original's buffer, saved with the weights, drawn as it draws them
             self.register_buffer("head_permutations", torch.stack(
-                [torch.randperm(config.n_keys ** 2, generator=torch.Generator().manual_seed(1000 + h))
-                 for h in range(config.heads)]))
+                [torch.randperm(config.n_keys ** 2) for h in range(config.heads)]))
         if not config.query_net_learn:
             for p in self.query_proj.parameters():
                 p.requires_grad = False
