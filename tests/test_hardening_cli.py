@@ -83,6 +83,8 @@ def one_error_line(proc, message):
     (["--use_memory", "true", "--mem_enc_positions", "abc"], "--mem_enc_positions: 'abc' is not a layer number"),
     (["--use_memory", "true", "--mem_enc_positions", "0+,0+"], "--mem_enc_positions: '0+' appears twice"),
     (["--use_memory", "true", "--mem_dec_positions", "0"], "--mem_dec_positions: a model with --encoder_only true"),
+    (["--use_memory", "true", "--mem_enc_positions", "0", "--mem_query_batchnorm", "true", "--mlm_steps", "en,en-fr"],
+     "--mem_query_batchnorm true with --mlm_steps: these steps train on padded sentence batches"),
 ])
 def test_impossible_flags_are_refused_at_parse_time(tmp_path, flags, message):
     argv = ["--exp_name", "t", "--exp_id", "x", "--dump_path", str(tmp_path), "--data_path", str(tmp_path),
@@ -102,6 +104,20 @@ def test_numbers_are_read_as_the_original_reads_them(tmp_path):
                                   "8e-1,1e-1,1e-1", "--clm_steps", "en", "--context_size", "30"])
     assert params.lambda_mlm == "1e-3" and params.word_mask == 0.8
     assert parse_params(argv + ["--clm_steps", "en", "--context_size", "40", "--eval_only", "true"]).context_size == 40
+
+
+def test_a_memory_query_batchnorm_trains_on_streams_alone(tmp_path):
+    """As the original (which stops at the first batch of sentences): padding would enter the batch
+    statistics. Streams train with it, and every step evaluates with it (batch normalisation's running
+    statistics then)."""
+    argv = ["--exp_name", "t", "--exp_id", "x", "--dump_path", str(tmp_path), "--data_path", str(tmp_path),
+            "--lgs", "en-fr", *TINY, "--use_memory", "true", "--mem_enc_positions", "0",
+            "--mem_query_batchnorm", "true"]
+    assert parse_params(argv + ["--mlm_steps", "en", "--clm_steps", "en,fr"]).mem_query_batchnorm
+    assert parse_params(argv + ["--mlm_steps", "en,en-fr", "--eval_only", "true"]).mem_query_batchnorm
+    for steps in (["--clm_steps", "en-fr"], ["--pc_steps", "en-fr"], ["--encoder_only", "false", "--ae_steps", "en"]):
+        with pytest.raises(DataError, match=f"--mem_query_batchnorm true with --{steps[-2][2:]}"):
+            parse_params(argv + steps)
 
 
 def test_torch_distributed_launch_spelling_of_the_local_rank(tmp_path):

@@ -440,6 +440,14 @@ def check_memory_flags(params):
                         "--mem_enc_positions")
     if not (encoder or decoder):
         raise DataError("--use_memory true needs --mem_enc_positions (e.g. 4,7 or 7+)")
+    padded = [f"--{kind}_steps" for kind, steps in (
+        ("clm", [s for s in params.clm_steps if s[1]]), ("mlm", [s for s in params.mlm_steps if s[1]]),
+        ("pc", params.pc_steps), ("ae", params.ae_steps), ("mt", params.mt_steps), ("bt", params.bt_steps)) if steps]
+    if params.mem_query_batchnorm and padded and not params.eval_only:
+        raise DataError(f"--mem_query_batchnorm true with {', '.join(padded)}: these steps train on padded "
+                        "sentence batches, whose padding would enter the query network's batch statistics (the "
+                        "original stops at their first batch); only streams (CLM and MLM of one language) train "
+                        "with it")
     # as the original: "" means --optimizer, and sparse updates turn adam into sparseadam (which the
     # original forgot to define: it stopped at start-up)
     params.mem_values_optimizer = params.mem_values_optimizer or params.optimizer
