@@ -115,6 +115,7 @@ def test_a_memory_query_batchnorm_trains_on_streams_alone(tmp_path):
             "--mem_query_batchnorm", "true"]
     assert parse_params(argv + ["--mlm_steps", "en", "--clm_steps", "en,fr"]).mem_query_batchnorm
     assert parse_params(argv + ["--mlm_steps", "en,en-fr", "--eval_only", "true"]).mem_query_batchnorm
+    assert parse_params(argv + ["--mlm_steps", "en", "--pc_steps", "en-fr", "--lambda_pc", "0"]).mem_query_batchnorm
     for steps in (["--clm_steps", "en-fr"], ["--pc_steps", "en-fr"], ["--encoder_only", "false", "--ae_steps", "en"]):
         with pytest.raises(DataError, match=f"--mem_query_batchnorm true with --{steps[-2][2:]}"):
             parse_params(argv + steps)

@@ -22,7 +22,7 @@ import torch
 from ..data.binarized import MAGIC as BINARIZED_MAGIC
 from ..data.dictionary import MASK_INDEX, Dictionary
 from ..fileio import DataError, atomic_write, check_file
-from .memory import MemoryConfig, parse_mem_positions
+from .memory import MemoryConfig, parse_mem_positions, rename_query_keys_of_before
 from .transformer import N_MAX_POSITIONS, TransformerConfig, TransformerModel
 
 try:
@@ -232,6 +232,7 @@ def _hint(key, saved, wanted):
 def load_weights(model, state_dict, name="model"):
     """Load a state dict strictly; one error listing every missing, unexpected or misshapen key."""
     state_dict = strip_module_prefix(state_dict, name)
+    rename_query_keys_of_before(model, state_dict)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]

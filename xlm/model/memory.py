@@ -178,19 +178,21 @@ class QueryMLP(nn.Module):
             self.query_mlps = nn.Sequential(*layers)
         else:
             self.query_mlps = nn.ModuleList([nn.Sequential(*layers)])
-            self._register_load_state_dict_pre_hook(self._names_of_before)
         self.heads, self.k_dim = config.heads, config.k_dim
-
-    @staticmethod
-    def _names_of_before(state_dict, prefix, *args):
-        """xlm's checkpoints written before 2026-12-07 named a deeper network's layers `query_mlps.<i>.*`."""
-        old = re.compile(re.escape(prefix) + r"query_mlps\.(\d+\.[a-z_]+)$")
-        for key in [k for k in state_dict if old.match(k)]:
-            state_dict[prefix + "query_mlps.0." + old.match(key).group(1)] = state_dict.pop(key)
 
     def forward(self, x):
         net = self.query_mlps if isinstance(self.query_mlps, nn.Sequential) else self.query_mlps[0]
         return net(x.reshape(-1, x.shape[-1])).view(-1, self.k_dim)  # (n * heads, k_dim)
+
+
+def rename_query_keys_of_before(model, state_dict):
+    """xlm's checkpoints written before 2026-12-07 named a deeper query network's layers `query_mlps.<i>.*`,
+    the original (and xlm since) `query_mlps.0.<i>.*`: such keys of `state_dict` renamed in place."""
+    for prefix, module in model.named_modules():
+        if isinstance(module, QueryMLP) and isinstance(module.query_mlps, nn.ModuleList):
+            old = re.compile(re.escape(f"{prefix}.query_mlps.") + r"(\d+\.[a-z_]+)$")
+            for key in [k for k in state_dict if old.match(k)]:
+                state_dict[f"{prefix}.query_mlps.0.{old.match(key).group(1)}"] = state_dict.pop(key)
 
 
 def _random_keys(n, dim, config, seed):

@@ -440,9 +440,12 @@ def check_memory_flags(params):
                         "--mem_enc_positions")
     if not (encoder or decoder):
         raise DataError("--use_memory true needs --mem_enc_positions (e.g. 4,7 or 7+)")
+    # the steps the original reaches (a coefficient of 0 skips them before their batch) on sentence batches
     padded = [f"--{kind}_steps" for kind, steps in (
         ("clm", [s for s in params.clm_steps if s[1]]), ("mlm", [s for s in params.mlm_steps if s[1]]),
-        ("pc", params.pc_steps), ("ae", params.ae_steps), ("mt", params.mt_steps), ("bt", params.bt_steps)) if steps]
+        ("pc", params.pc_steps), ("ae", params.ae_steps), ("mt", params.mt_steps), ("bt", params.bt_steps))
+        if steps and any(v > 0 for _, v in LambdaSchedule.parse(getattr(params, f"lambda_{kind}"),
+                                                                f"lambda_{kind}").points)]
     if params.mem_query_batchnorm and padded and not params.eval_only:
         raise DataError(f"--mem_query_batchnorm true with {', '.join(padded)}: these steps train on padded "
                         "sentence batches, whose padding would enter the query network's batch statistics (the "
