@@ -440,17 +440,18 @@ def check_memory_flags(params):
                         "--mem_enc_positions")
     if not (encoder or decoder):
         raise DataError("--use_memory true needs --mem_enc_positions (e.g. 4,7 or 7+)")
-    # the steps the original reaches (a coefficient of 0 skips them before their batch) on sentence batches
-    padded = [f"--{kind}_steps" for kind, steps in (
-        ("clm", [s for s in params.clm_steps if s[1]]), ("mlm", [s for s in params.mlm_steps if s[1]]),
-        ("pc", params.pc_steps), ("ae", params.ae_steps), ("mt", params.mt_steps), ("bt", params.bt_steps))
-        if steps and any(v > 0 for _, v in LambdaSchedule.parse(getattr(params, f"lambda_{kind}"),
-                                                                f"lambda_{kind}").points)]
-    if params.mem_query_batchnorm and padded and not params.eval_only:
-        raise DataError(f"--mem_query_batchnorm true with {', '.join(padded)}: these steps train on padded "
-                        "sentence batches, whose padding would enter the query network's batch statistics (the "
-                        "original stops at their first batch); only streams (CLM and MLM of one language) train "
-                        "with it")
+    if params.mem_query_batchnorm and not params.eval_only:
+        # the steps on sentence batches that the original reaches (a coefficient of 0 skips them before their batch)
+        padded = [f"--{kind}_steps" for kind, steps in (
+            ("clm", [s for s in params.clm_steps if s[1]]), ("mlm", [s for s in params.mlm_steps if s[1]]),
+            ("pc", params.pc_steps), ("ae", params.ae_steps), ("mt", params.mt_steps), ("bt", params.bt_steps))
+            if steps and any(v > 0 for _, v in LambdaSchedule.parse(getattr(params, f"lambda_{kind}"),
+                                                                    f"lambda_{kind}").points)]
+        if padded:
+            raise DataError(f"--mem_query_batchnorm true with {', '.join(padded)}: these steps train on padded "
+                            "sentence batches, whose padding would enter the query network's batch statistics (the "
+                            "original stops at their first batch); only streams (CLM and MLM of one language) "
+                            "train with it")
     # as the original: "" means --optimizer, and sparse updates turn adam into sparseadam (which the
     # original forgot to define: it stopped at start-up)
     params.mem_values_optimizer = params.mem_values_optimizer or params.optimizer
