@@ -3,7 +3,6 @@ batches on CUDA, the original's operations (evaluation and decoding, whose outpu
 bit for bit), and attention with the CPU's cheaper dropout on the weights (training on the CPU); the
 masks they add to the scores.
 """
-import functools
 import importlib.util
 import math
 import os
@@ -42,13 +41,15 @@ def varlen_attention(q, k, v, kv_lengths):
     return out.view(bs, qlen, heads, d).transpose(1, 2)
 
 
-@functools.cache
+# looked up without importing it (see `varlen_attn`)
+VARLEN_MODULE_FOUND = importlib.util.find_spec("torch.nn.attention.varlen") is not None
+
+
 def has_varlen_kernel():
-    """Whether this torch has `torch.nn.attention.varlen` (2.9 and later), looked up without importing it,
-    and XLM_VARLEN=0 is not set (the way back to masked attention, should the kernel fail on some GPU)."""
-    if os.environ.get("XLM_VARLEN", "1") == "0":
-        return False
-    return importlib.util.find_spec("torch.nn.attention.varlen") is not None
+    """Whether this torch has `torch.nn.attention.varlen` (2.9 and later) and XLM_VARLEN=0 is not set (the
+    way back to masked attention, should the kernel fail on some GPU). No functools.cache: torch.compile
+    warns at every function it traces through one."""
+    return os.environ.get("XLM_VARLEN", "1") != "0" and VARLEN_MODULE_FOUND
 
 
 def varlen_applies(q, dropout):
