@@ -133,9 +133,9 @@ def read_input(stream, dico, max_tokens):
 def translate_batch(model, sentences, src_id, tgt_id, args, device):
     """Translations (id lists without </s>) of one batch, in its order."""
     batch = batch_sentences([s.numpy() for s in sentences])
+    max_len = int(1.5 * int(batch.lengths.max()) + 10)  # read on the host copy: the GPU's would wait for the encoder
     x, lengths = batch.x.to(device), batch.lengths.to(device)
     enc = model.encoder(x, lengths, langs=src_id)
-    max_len = int(1.5 * int(lengths.max()) + 10)
     if args.beam_size == 1:
         y, y_len = generate_greedy(model.decoder, enc, lengths, tgt_id, max_len=max_len)
     else:
