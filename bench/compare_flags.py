@@ -54,6 +54,10 @@ ORIGINAL = [sys.executable, os.path.join(REPO, "bench", "run_original.py")]  # r
 TINY = ("--emb_dim 32 --n_layers 1 --n_heads 4 --batch_size 8 --bptt 16 --max_len 40 --epoch_size 160 "
         "--max_epoch 1 --tokens_per_batch -1")
 MEMORY = "--use_memory true --mem_n_keys 16 --mem_k_dim 16 --mem_heads 2 --mem_knn 4"
+# the paper's baseline: a flat memory, per-head random keys, or every +-1 vector of 6 dimensions as a key
+FLAT = "--use_memory true --mem_implementation flat --mem_n_keys 48 --mem_k_dim 16 --mem_heads 2 --mem_knn 4"
+FLAT_BINARY = ("--use_memory true --mem_implementation flat --mem_keys_type binary --mem_n_keys 64 --mem_k_dim 6 "
+               "--mem_use_different_keys false --mem_heads 2 --mem_knn 4")
 NOISE = "--word_shuffle 3 --word_dropout 0.1 --word_blank 0.1"
 # the model's options off their defaults, in one model
 VARIANTS = ("--asm true --asm_cutoffs 2000,4000 --share_inout_emb false --sinusoidal_embeddings true "
@@ -85,6 +89,7 @@ CASES = {
     "mlm_memory_after": f"--lgs en --mlm_steps en {MEMORY} --mem_enc_positions 0+ "
                         "--mem_values_optimizer adam,lr=0.01",
     "mlm_memory_shuffled": f"--lgs en --mlm_steps en {MEMORY} --mem_enc_positions 0 --mem_shuffle_indices true",
+    "mlm_memory_flat": f"--lgs en --mlm_steps en {FLAT} --mem_enc_positions 0 --mem_normalize_query true",
     "mt_memory": f"--lgs en-fr --encoder_only false --mt_steps en-fr {MEMORY} --mem_enc_positions 0 "
                  "--mem_dec_positions 0",
     "clm_asm": "--lgs en --clm_steps en --asm true --asm_cutoffs 2000,4000 --share_inout_emb false",
@@ -131,6 +136,8 @@ PRETRAINED = {
                  "best-valid_clm_ppl.pth"),
     "memory_shuffled": (f"--lgs en-fr --mlm_steps en,fr {MEMORY} --mem_enc_positions 0 --mem_shuffle_indices true "
                         f"--validation_metrics _valid_mlm_ppl {TRAINED}", "best-valid_mlm_ppl.pth"),
+    "memory_flat": (f"--lgs en-fr --mlm_steps en,fr {FLAT_BINARY} --mem_enc_positions 0+ "
+                    f"--validation_metrics _valid_mlm_ppl {TRAINED}", "best-valid_mlm_ppl.pth"),
 }
 # resumed from a checkpoint of epoch 0: the original's --max_epoch counts the epochs of each process (it
 # trains max_epoch more), xlm's the epochs from 0 (README), so the original ends one epoch further
@@ -159,6 +166,8 @@ SAME_SCORES = {
     "scores_variants": f"--lgs en-fr --clm_steps en,fr {VARIANTS} --eval_only true --reload_model {{variants}}",
     "scores_memory_shuffled": f"--lgs en-fr --mlm_steps en,fr {MEMORY} --mem_enc_positions 0 --mem_shuffle_indices "
                               "true --eval_only true --reload_model {memory_shuffled}",
+    "scores_memory_flat": f"--lgs en-fr --mlm_steps en,fr {FLAT_BINARY} --mem_enc_positions 0+ --eval_only true "
+                          "--reload_model {memory_flat}",
     "scores_mt_greedy": "--lgs en-fr --encoder_only false --mt_steps en-fr,fr-en --eval_bleu true --eval_only true "
                         "--reload_model {mt},{mt}",
     "scores_mt_beam": "--lgs en-fr --encoder_only false --mt_steps en-fr,fr-en --eval_bleu true --eval_only true "

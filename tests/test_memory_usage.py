@@ -11,6 +11,7 @@ import xlm.model.transformer as transformer
 from test_train import TINY, scores_of, train
 from xlm.data.loader import load_training_data
 from xlm.evaluation.memory import MemoryUsage, usage_statistics
+from xlm.model.checkpoint import read_checkpoint
 from xlm.objectives.lm import lm_scores
 from xlm.train.build import build_models
 from xlm.train.options import parse_params
@@ -50,6 +51,26 @@ def test_a_run_reports_them_for_the_valid_sets(small_sample, tmp_path):
     assert not [n for n in names if n.startswith("test") and "_mem_" in n]
     assert 0 < scores[metric] <= 100
     assert (tmp_path / "test" / "mem" / f"best-{metric}.pth").is_file()
+
+
+def test_a_flat_memory_trains_and_reloads(small_sample, tmp_path):
+    """--mem_implementation flat with binary keys (2^5 keys of 5 dimensions) after layer 0: a run, its valid
+    statistics over the 32 slots, and its best model evaluated again with --eval_only, the same scores; the
+    checkpoint says what the original derives (32 indices, no product keys)."""
+    metric = "valid_en_mlm_ppl"
+    flat = ["--use_memory", "true", "--mem_implementation", "flat", "--mem_keys_type", "binary", "--mem_k_dim", "5",
+            "--mem_n_keys", "32", "--mem_heads", "2", "--mem_knn", "4", "--mem_use_different_keys", "false",
+            "--mem_enc_positions", "0+", "--lgs", "en-fr", "--mlm_steps", "en"]
+    train(small_sample, tmp_path, "flat", *flat, "--epoch_size", "64", "--max_epoch", "1", "--validation_metrics",
+          f"_{metric}")
+    scores = scores_of((tmp_path / "test" / "flat" / "train.log").read_text())[0]
+    assert 0 < scores["valid_en_self.model.memories.0_after_mem_used"] <= 100
+    best = tmp_path / "test" / "flat" / f"best-{metric}.pth"
+    params = read_checkpoint(best)["params"]
+    assert (params["n_indices"], params["mem_size"], params["mem_product_quantization"]) == (32, 32, False)
+    train(small_sample, tmp_path, "again", *flat, "--eval_only", "true", "--reload_model", str(best))
+    again = scores_of((tmp_path / "test" / "again" / "train.log").read_text())[0]
+    assert again[metric] == pytest.approx(scores[metric], rel=1e-6)
 
 
 @pytest.mark.parametrize("packs", [True, False], ids=["padding left out (CPU)", "padding computed (GPU)"])

@@ -270,6 +270,66 @@ def test_memory_without_a_query_network_reads_the_input_as_every_heads_query():
         TransformerModel(config_from_params({**params, "mem_use_different_keys": False}, len(WORDS)))
 
 
+def flat_memory(**kw):
+    from xlm.model.memory import HashingMemory, MemoryConfig
+    config = MemoryConfig(**{**dict(implementation="flat", k_dim=8, heads=2, knn=3, n_keys=20), **kw})
+    config.check()
+    torch.manual_seed(0)
+    return HashingMemory(16, 16, config)
+
+
+@pytest.mark.parametrize("kw", [{}, dict(use_different_keys=False, keys_type="gaussian", normalize_query=True),
+                                dict(k_dim=4, n_keys=16, keys_type="binary", use_different_keys=False)],
+                         ids=["per-head keys", "shared, normalized queries", "binary keys"])
+def test_a_flat_memory_reads_the_values_of_its_best_keys(kw):
+    """--mem_implementation flat (the paper's baseline): each head scores its whole query against every key
+    and reads the values of the knn best, weighted by the softmax of their scores; computed here row by
+    row and head by head."""
+    memory = flat_memory(**kw)
+    c = memory.config
+    x = torch.randn(5, 16)
+    with torch.no_grad():
+        queries = memory.query_proj(x).view(5, c.heads, c.k_dim)
+        expected = torch.zeros(5, 16)
+        for row in range(5):
+            for head in range(c.heads):
+                q = queries[row, head]
+                if c.normalize_query:
+                    q = q / q.norm()
+                keys = memory.keys[head] if c.use_different_keys else memory.keys
+                best = (keys @ q).topk(c.knn)
+                for w, i in zip(best.values.softmax(0), best.indices):
+                    expected[row] += w * memory.values.weight[i]
+        torch.testing.assert_close(memory(x), expected)
+    assert memory.values.weight.shape == (c.n_keys, 16) and c.size == c.n_keys
+
+
+def test_a_flat_memorys_keys_are_the_originals():
+    """Its keys as the original makes them: head h's drawn by numpy's RandomState(h) (shared ones by
+    RandomState(0)), uniform in +-1/sqrt(k_dim); binary keys every vector of +-1/sqrt(k_dim), coordinate j of
+    row i the sign of bit j of i."""
+    per_head = flat_memory().keys.detach()
+    for h in range(2):
+        draw = np.random.RandomState(h).uniform(-8 ** -0.5, 8 ** -0.5, (20, 8)).astype(np.float32)
+        assert torch.equal(per_head[h], torch.from_numpy(draw))
+    binary = flat_memory(k_dim=3, n_keys=8, keys_type="binary", use_different_keys=False).keys.detach()
+    expected = [[(1 if i >> j & 1 else -1) / 3 ** 0.5 for j in range(3)] for i in range(8)]
+    torch.testing.assert_close(binary, torch.tensor(expected, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(implementation="dense"), "use pq_fast, pq_default"),
+    (dict(implementation="pq_fast", keys_type="binary", use_different_keys=False), "with --mem_implementation flat"),
+    (dict(keys_type="binary", use_different_keys=False), "--mem_n_keys must be 256"),
+    (dict(keys_type="binary", k_dim=4, n_keys=16), "--mem_use_different_keys false"),
+    (dict(heads=1), "a flat memory with one head has one set of keys"),
+    (dict(modulo_size=20), r"--mem_modulo_size must be -1 or in \[1, 20\)"),
+])
+def test_flat_memory_flags_that_cannot_work(kw, message):
+    with pytest.raises(DataError, match=message):
+        flat_memory(**kw)
+
+
 def test_a_last_layer_memorys_query_batchnorm_sees_every_token():
     """The last layer computes only the predicted rows; a memory there with --mem_query_batchnorm would take its
     batch statistics over those alone (one row: a crash), where the original's take every token."""

@@ -384,8 +384,10 @@ def test_an_encoders_path_may_hold_a_comma(tmp_path):
     (["--lgs", "en-fr", "--mlm_steps", "en", "--amp", "5"], "--amp must be"),
     (["--lgs", "en-fr", "--mlm_steps", "en", "--use_memory", "true", "--mem_enc_positions", "9"],
      "memory position 9 is not a layer of a 4-layer model"),
-    (["--lgs", "en-fr", "--mlm_steps", "en", "--use_memory", "true", "--mem_implementation", "flat"],
-     "only product keys"),
+    (["--lgs", "en-fr", "--mlm_steps", "en", "--use_memory", "true", "--mem_implementation", "dense"],
+     "--mem_implementation dense: use pq_fast, pq_default"),
+    (["--lgs", "en-fr", "--mlm_steps", "en", "--use_memory", "true", "--mem_implementation", "flat", "--mem_knn", "40",
+      "--mem_n_keys", "32", "--mem_enc_positions", "1"], "more than the --mem_n_keys 32 keys"),
 ])
 def test_more_bad_flags(tmp_path, argv, message):
     if "--data_path" not in argv:

@@ -340,9 +340,9 @@ def parsed_model_flags(params):
         if isinstance(sizes, str) and sizes:
             params["mem_query_layer_sizes"] = _int_list(sizes)
         config = MemoryConfig.from_params(params)
-        params.setdefault("n_indices", config.n_keys ** 2)
+        params.setdefault("n_indices", config.n_indices)
         params.setdefault("mem_size", config.size)
-        params.setdefault("mem_product_quantization", True)
+        params.setdefault("mem_product_quantization", config.product_keys)
     return params
 
 

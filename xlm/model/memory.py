@@ -2,8 +2,10 @@
 
 A memory reads `knn` of `n_keys**2` value slots per head: the query is split in two halves, each
 half is scored against its own `n_keys` sub-keys, and the best `knn x knn` combinations of the two
-top-k lists are rescored to keep the overall top `knn`. Parameter names (`keys`, `values.weight`,
-`query_proj.query_mlps.*`) are the original XLM's, so its PKM checkpoints load as they are.
+top-k lists are rescored to keep the overall top `knn`. The paper's baseline, a flat memory
+(`--mem_implementation flat`), scores the whole query against `n_keys` keys, one per value slot.
+Parameter names (`keys`, `values.weight`, `query_proj.query_mlps.*`) are the original XLM's, so its
+memory checkpoints load as they are.
 """
 import math
 import re
@@ -50,14 +52,16 @@ class MemoryConfig:
     shuffle_indices: bool = False
 
     # what --help says of each
-    HELP = {"implementation": "pq_fast or pq_default: product keys, the same computation",
+    HELP = {"implementation": "pq_fast or pq_default: product keys, the same computation; flat: n_keys keys, "
+                              "each scored against the whole query",
             "k_dim": "dimension of a query (two halves, one per set of sub-keys)",
             "v_dim": "dimension of a value (-1: the layer's output)",
             "heads": "heads (queries) a memory reads with",
-            "knn": "values each head reads (the best of knn x knn products of sub-keys)",
-            "n_keys": "sub-keys per half: n_keys^2 values",
+            "knn": "values each head reads (product keys: the best of knn x knn products of sub-keys)",
+            "n_keys": "sub-keys per half: n_keys^2 values (flat: n_keys keys and values)",
             "modulo_size": "share the values: slot index modulo this (-1: n_keys^2 values)",
-            "keys_type": "initial sub-keys: uniform or gaussian",
+            "keys_type": "initial keys: uniform, gaussian, or binary (flat memories of 2^k_dim keys: every "
+                         "vector of +-1/sqrt(k_dim))",
             "keys_normalized_init": "initial sub-keys of unit norm",
             "keys_learn": "train the sub-keys",
             "use_different_keys": "sub-keys of each head its own",
@@ -98,13 +102,25 @@ class MemoryConfig:
         return config
 
     def check(self):
-        if self.implementation not in ("pq_fast", "pq_default"):
-            raise DataError(f"--mem_implementation {self.implementation}: only product keys (pq_fast, pq_default) "
-                            "are supported")
-        if self.keys_type not in ("uniform", "gaussian"):
-            raise DataError(f"--mem_keys_type {self.keys_type}: use uniform or gaussian")
-        if self.k_dim < 2 or self.k_dim % 2:
+        if self.implementation not in ("pq_fast", "pq_default", "flat"):
+            raise DataError(f"--mem_implementation {self.implementation}: use pq_fast, pq_default (product keys, "
+                            "the same computation) or flat")
+        if self.keys_type not in ("uniform", "gaussian", "binary"):
+            raise DataError(f"--mem_keys_type {self.keys_type}: use uniform, gaussian or binary")
+        if self.product_keys and (self.k_dim < 2 or self.k_dim % 2):
             raise DataError("--mem_k_dim must be even: each half of the query scores one set of sub-keys")
+        if self.keys_type == "binary":
+            # the original's product keys would make 2^(k_dim/2) sub-keys of a half where n_keys must be
+            # 2^k_dim: a query would reach a corner of the memory alone
+            if self.product_keys:
+                raise DataError("--mem_keys_type binary: with --mem_implementation flat only")
+            if self.n_keys != 1 << self.k_dim or self.use_different_keys or self.keys_normalized_init:
+                raise DataError(f"--mem_keys_type binary: every vector of +-1 in --mem_k_dim {self.k_dim} "
+                                f"dimensions is a key, so --mem_n_keys must be {1 << self.k_dim}, with "
+                                "--mem_use_different_keys false and --mem_keys_normalized_init false")
+        if not self.product_keys and self.use_different_keys and self.heads < 2:
+            raise DataError("--mem_use_different_keys true: a flat memory with one head has one set of keys; "
+                            "use --mem_heads >= 2 or --mem_use_different_keys false")
         if self.score_subtract not in ("", "min", "mean", "median") or (self.score_subtract and self.knn < 2):
             raise DataError("--mem_score_subtract must be '', min, mean or median, and needs --mem_knn >= 2")
         sizes = self.layer_sizes
@@ -114,17 +130,26 @@ class MemoryConfig:
         if not sizes and self.heads > 1 and not self.use_different_keys:
             raise DataError("--mem_query_layer_sizes '': with --mem_heads > 1, the heads' queries are the same "
                             "input; they need --mem_use_different_keys true")
-        if self.modulo_size != -1 and not 1 <= self.modulo_size < self.n_keys ** 2:
-            raise DataError("--mem_modulo_size must be -1 or in [1, mem_n_keys**2)")
+        if self.modulo_size != -1 and not 1 <= self.modulo_size < self.n_indices:
+            raise DataError(f"--mem_modulo_size must be -1 or in [1, {self.n_indices}) (the slots the keys index)")
 
     @property
     def layer_sizes(self):
         return [int(s) for s in str(self.query_layer_sizes).split(",") if s != ""]
 
     @property
+    def product_keys(self):
+        return self.implementation != "flat"
+
+    @property
+    def n_indices(self):
+        """The slots the keys index: n_keys^2 products of sub-keys, or n_keys flat keys."""
+        return self.n_keys ** 2 if self.product_keys else self.n_keys
+
+    @property
     def size(self):
         """Number of value slots."""
-        return self.n_keys ** 2 if self.modulo_size == -1 else self.modulo_size
+        return self.n_indices if self.modulo_size == -1 else self.modulo_size
 
 
 def parse_mem_positions(spec, n_layers, flag="mem_enc_positions"):
@@ -195,8 +220,14 @@ def rename_query_keys_of_before(model, state_dict):
                 state_dict[f"{prefix}.query_mlps.0.{old.match(key).group(1)}"] = state_dict.pop(key)
 
 
+def _binary_keys(dim):
+    """The 2^dim vectors of +-1/sqrt(dim), row i's coordinate j the sign of bit j of i (the original's order)."""
+    bits = (torch.arange(1 << dim)[:, None] >> torch.arange(dim)[None, :]) & 1
+    return (bits.float() * 2 - 1) / math.sqrt(dim)
+
+
 def _random_keys(n, dim, config, seed):
-    """Sub-keys drawn as the original draws them, by numpy's generator with a fixed seed (in float64, then
+    """Keys drawn as the original draws them, by numpy's generator with a fixed seed (in float64, then
     rounded): every memory of every run starts from the original's keys, whatever the run's seed (a draw of
     the same law from another generator would be one other start shared by all of xlm's runs)."""
     rng = np.random.RandomState(seed)
@@ -211,14 +242,22 @@ def _random_keys(n, dim, config, seed):
 
 
 class HashingMemory(nn.Module):
-    """A product-key memory reading `input_dim` features and writing `output_dim` (or v_dim) ones."""
+    """A product-key (or flat) memory reading `input_dim` features and writing `output_dim` (or v_dim) ones."""
 
     def __init__(self, input_dim, output_dim, config):
         super().__init__()
         self.config = config
         self.v_dim = config.v_dim if config.v_dim > 0 else output_dim
         half = config.k_dim // 2
-        if config.use_different_keys:
+        if not config.product_keys:
+            if config.keys_type == "binary":
+                keys = _binary_keys(config.k_dim)                       # (n_keys, k_dim)
+            elif config.use_different_keys:
+                keys = torch.stack([_random_keys(config.n_keys, config.k_dim, config, h)
+                                    for h in range(config.heads)])      # (heads, n_keys, k_dim)
+            else:
+                keys = _random_keys(config.n_keys, config.k_dim, config, 0)  # (n_keys, k_dim), shared by all
+        elif config.use_different_keys:
             keys = torch.stack([torch.stack([_random_keys(config.n_keys, half, config, 2 * h + j) for j in range(2)])
                                 for h in range(config.heads)])          # (heads, 2, n_keys, half)
         else:
@@ -238,14 +277,15 @@ class HashingMemory(nn.Module):
         self.query_proj = QueryMLP(input_dim, config) if config.layer_sizes else QueryIdentity(config.heads)
         if config.shuffle_indices:  # the original's buffer, saved with the weights, drawn as it draws them
             self.register_buffer("head_permutations", torch.stack(
-                [torch.randperm(config.n_keys ** 2) for h in range(config.heads)]))
+                [torch.randperm(config.n_indices) for h in range(config.heads)]))
         if not config.query_net_learn:
             for p in self.query_proj.parameters():
                 p.requires_grad = False
 
     def own_matmul_shapes(self):
-        """The sub-key scores' matmul (`_top_knn`), over the rows of the memory's input, for `matmul_shapes`."""
-        return [(self.config.k_dim // 2, self.config.n_keys)]
+        """The keys' scores' matmul (`_top_knn`), over the rows of the memory's input, for `matmul_shapes`."""
+        c = self.config
+        return [(c.k_dim // 2 if c.product_keys else c.k_dim, c.n_keys)]
 
     def _sub_keys(self, head):
         if self.config.use_different_keys:
@@ -255,6 +295,11 @@ class HashingMemory(nn.Module):
     def _top_knn(self, query, head):
         """Scores and indices of the `knn` best slots for (n, k_dim) queries of one head."""
         knn, n_keys = self.config.knn, self.config.n_keys
+        if not self.config.product_keys:
+            if self.config.normalize_query:
+                query = F.normalize(query, dim=-1)
+            keys = self.keys[head] if self.config.use_different_keys else self.keys
+            return F.linear(query, keys).topk(knn, dim=1)
         q1, q2 = query.chunk(2, dim=-1)
         if self.config.normalize_query:
             q1, q2 = F.normalize(q1, dim=-1), F.normalize(q2, dim=-1)
