@@ -59,7 +59,7 @@ class MemoryConfig:
             "heads": "heads (queries) a memory reads with",
             "knn": "values each head reads (product keys: the best of knn x knn products of sub-keys)",
             "n_keys": "sub-keys per half: n_keys^2 values (flat: n_keys keys and values)",
-            "modulo_size": "share the values: slot index modulo this (-1: n_keys^2 values)",
+            "modulo_size": "share the values: slot index modulo this (-1: a value per slot)",
             "keys_type": "initial keys: uniform, gaussian, or binary (flat memories of 2^k_dim keys: every "
                          "vector of +-1/sqrt(k_dim))",
             "keys_normalized_init": "initial sub-keys of unit norm",
