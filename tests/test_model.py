@@ -324,6 +324,8 @@ def test_a_flat_memorys_keys_are_the_originals():
     (dict(keys_type="binary", k_dim=4, n_keys=16), "--mem_use_different_keys false"),
     (dict(heads=1), "a flat memory with one head has one set of keys"),
     (dict(modulo_size=20), r"--mem_modulo_size must be -1 or in \[1, 20\)"),
+    (dict(k_dim=1), "--mem_k_dim 1: a query has at least 2 dimensions"),
+    (dict(k_dim=0), "--mem_k_dim 0: a query has at least 2 dimensions"),
 ])
 def test_flat_memory_flags_that_cannot_work(kw, message):
     with pytest.raises(DataError, match=message):

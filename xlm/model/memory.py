@@ -54,7 +54,7 @@ class MemoryConfig:
     # what --help says of each
     HELP = {"implementation": "pq_fast or pq_default: product keys, the same computation; flat: n_keys keys, "
                               "each scored against the whole query",
-            "k_dim": "dimension of a query (two halves, one per set of sub-keys)",
+            "k_dim": "dimension of a query (product keys: two halves, one per set of sub-keys)",
             "v_dim": "dimension of a value (-1: the layer's output)",
             "heads": "heads (queries) a memory reads with",
             "knn": "values each head reads (product keys: the best of knn x knn products of sub-keys)",
@@ -72,7 +72,7 @@ class MemoryConfig:
             "query_batchnorm": "batch normalisation in the query network",
             "query_net_learn": "train the query network",
             "value_zero_init": "initial values 0 (else normal, std v_dim^-0.5)",
-            "normalize_query": "each half of a query of unit norm",
+            "normalize_query": "queries of unit norm (product keys: each half)",
             "temperature": "divide the scores by this",
             "score_softmax": "softmax over each head's knn scores",
             "score_subtract": "subtract the scores' min, mean or median ('': nothing)",
@@ -107,7 +107,9 @@ class MemoryConfig:
                             "the same computation) or flat")
         if self.keys_type not in ("uniform", "gaussian", "binary"):
             raise DataError(f"--mem_keys_type {self.keys_type}: use uniform, gaussian or binary")
-        if self.product_keys and (self.k_dim < 2 or self.k_dim % 2):
+        if self.k_dim < 2:
+            raise DataError(f"--mem_k_dim {self.k_dim}: a query has at least 2 dimensions")
+        if self.product_keys and self.k_dim % 2:
             raise DataError("--mem_k_dim must be even: each half of the query scores one set of sub-keys")
         if self.keys_type == "binary":
             # the original's product keys would make 2^(k_dim/2) sub-keys of a half where n_keys must be
