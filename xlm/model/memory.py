@@ -120,6 +120,10 @@ class MemoryConfig:
                 raise DataError(f"--mem_keys_type binary: every vector of +-1 in --mem_k_dim {self.k_dim} "
                                 f"dimensions is a key, so --mem_n_keys must be {1 << self.k_dim}, with "
                                 "--mem_use_different_keys false and --mem_keys_normalized_init false")
+        if self.knn > self.n_keys:
+            keys = "sub-keys of each half" if self.product_keys else "keys"
+            raise DataError(f"--mem_knn {self.knn}: a query cannot select more than the --mem_n_keys {self.n_keys} "
+                            f"{keys}")
         if not self.product_keys and self.use_different_keys and self.heads < 2:
             raise DataError("--mem_use_different_keys true: a flat memory with one head has one set of keys; "
                             "use --mem_heads >= 2 or --mem_use_different_keys false")

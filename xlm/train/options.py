@@ -430,10 +430,6 @@ def check_memory_flags(params):
     for name in ("heads", "knn", "n_keys"):
         if getattr(params, f"mem_{name}") < 1:
             raise DataError(f"--mem_{name} must be >= 1")
-    if params.mem_knn > params.mem_n_keys:
-        keys = "keys" if params.mem_implementation == "flat" else "sub-keys of each half"
-        raise DataError(f"--mem_knn {params.mem_knn}: a query cannot select more than the --mem_n_keys "
-                        f"{params.mem_n_keys} {keys}")
     encoder = parse_mem_positions(params.mem_enc_positions, params.n_layers, "mem_enc_positions")
     decoder = parse_mem_positions(params.mem_dec_positions, params.n_layers, "mem_dec_positions")
     if decoder and params.encoder_only:
