@@ -17,7 +17,7 @@
 # when complete; outputs that exist are skipped.
 set -euo pipefail
 MAIN=$(cd "$(dirname "$0")" && pwd)
-source "$MAIN/tools/data_lib.sh"  # fetch, extract, tokenize_lower, parse_options, check_mirror, die
+source "$MAIN/tools/data_lib.sh"  # fetch, extract, tokenize_lower, parse_options, check_mirror, die, scratch_folder
 GLUE_TASKS="MNLI QQP QNLI SST-2 CoLA MRPC RTE STS-B WNLI"
 URL=https://dl.fbaipublicfiles.com/glue/data
 MRPC_URL=https://dl.fbaipublicfiles.com/senteval/senteval_data
@@ -32,9 +32,7 @@ for task in $TASKS; do
 done
 
 GLUE=$DATA/glue
-mkdir -p "$GLUE"
-TMP=$(mktemp -d "$GLUE/.tmp.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
+scratch_folder "$GLUE"
 
 normalize() {  # stdin -> stdout: the original's SST-2 steps, replace-unicode-punctuation.perl |
   # normalize-punctuation.perl -l en | remove-non-printing-char.perl, as xlm's tokenizer does them

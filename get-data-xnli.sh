@@ -23,7 +23,7 @@
 # every output is written under a temporary name and renamed when complete; outputs that exist are skipped.
 set -euo pipefail
 MAIN=$(cd "$(dirname "$0")" && pwd)
-source "$MAIN/tools/data_lib.sh"  # fetch, extract, tokenize_lower, parse_options, check_mirror, check_segmenter, die, XNLI_LANGS
+source "$MAIN/tools/data_lib.sh"  # fetch, extract, tokenize_lower, parse_options, check_mirror, check_segmenter, die, scratch_folder, XNLI_LANGS
 URL=https://dl.fbaipublicfiles.com/XNLI
 DATA=./data MIRROR='' LANGS=$XNLI_LANGS TRAIN_LANGS=en
 parse_options "mirror=MIRROR data_path=DATA langs=LANGS train_langs=TRAIN_LANGS" "$@"
@@ -56,8 +56,7 @@ for f in $(for lg in $TRAIN_LANGS; do train_tsv $lg; done) "$OUT/xnli.dev.tsv" "
   [ -f "$f" ] || die "$f not found (remove $(dirname "$f") to unpack its archive again)"
 done
 
-TMP=$(mktemp -d "$OUT/.tmp.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
+scratch_folder "$OUT"
 HEADER=$'premise\thypo\tlabel'
 
 write_split() {  # output file, premises, hypotheses, labels: header + pasted columns, renamed when complete

@@ -17,7 +17,7 @@
 # output is written under a temporary name and renamed when complete; outputs that exist are skipped.
 set -euo pipefail
 MAIN=$(cd "$(dirname "$0")" && pwd)
-source "$MAIN/tools/data_lib.sh"  # die, prepare_options, put_in_place
+source "$MAIN/tools/data_lib.sh"  # die, prepare_options, put_in_place, scratch_folder
 GLUE_TASKS="MNLI-m MNLI-mm QQP QNLI SST-2 CoLA MRPC RTE STS-B WNLI"
 CODES=codes_en VOCAB=vocab_en
 INPUT=data/glue OUTPUT=data/processed/XLM_en/eval ITEMS=$GLUE_TASKS
@@ -31,9 +31,7 @@ for task in $TASKS; do
   done
 done
 
-mkdir -p "$OUTPUT"
-TMP=$(mktemp -d "$OUTPUT/.tmp.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
+scratch_folder "$OUTPUT"
 
 # every file is read and split into sentences and labels before anything is written; then the labels are
 # put in place, and the sentence files BPE'd and binarized, two at a time

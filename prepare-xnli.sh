@@ -20,7 +20,7 @@
 # renamed when complete; outputs that exist are skipped.
 set -euo pipefail
 MAIN=$(cd "$(dirname "$0")" && pwd)
-source "$MAIN/tools/data_lib.sh"  # die, prepare_options, put_in_place, XNLI_LANGS
+source "$MAIN/tools/data_lib.sh"  # die, prepare_options, put_in_place, scratch_folder, XNLI_LANGS
 CODES=codes_xnli_15 VOCAB=vocab_xnli_15
 INPUT=data/xnli/XNLI-1.0 OUTPUT=data/processed/XLM15/eval/XNLI ITEMS=$XNLI_LANGS
 prepare_options langs "$@"
@@ -35,9 +35,7 @@ for lg in $LANGS; do
   done
 done
 
-mkdir -p "$OUTPUT"
-TMP=$(mktemp -d "$OUTPUT/.tmp.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
+scratch_folder "$OUTPUT"
 
 # every file is read and split into sentences and labels before anything is written; then the labels are
 # put in place, and the sentence files BPE'd and binarized, two at a time

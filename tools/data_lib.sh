@@ -246,6 +246,13 @@ EOF
   ) || die "$err"
 }
 
+scratch_folder() {  # folder: TMP, a new folder inside FOLDER (made if missing) for the partial files, removed
+  # when the script exits, whatever the exit
+  mkdir -p "$1" || die "cannot make $1"
+  TMP=$(mktemp -d "$1/.tmp.XXXXXX") || die "cannot make a folder in $1"
+  trap 'rm -rf "$TMP"' EXIT
+}
+
 put_in_place() {  # for every i, SOURCES[i] to OUTPUTS[i] (its folder made): a file of sentences is BPE'd there with
   # $CODES and binarized to OUTPUTS[i].pth with $VOCAB, in a job of tools/jobs.sh ($JOBS at a time, default 2); then,
   # if every job succeeded, a file named label is moved there; outputs that exist are kept
