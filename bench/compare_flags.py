@@ -39,6 +39,7 @@ import math
 import os
 import random
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -262,10 +263,68 @@ def random_flags(rng):
     return " ".join(f"{k} {v}" for k, v in flags.items())
 
 
+def random_memory_flags(rng, flags):
+    """Product-key or flat memories (with probability 0.35) for a flag set of `random_flags`, their place
+    in the layers of its encoder or decoder, and the options of their keys, queries and scores, each given
+    with probability 0.25 (combinations both sides accept; refused ones have cases of their own). Not
+    pq_default: the original's calls faiss' GPU search even on a CPU (xlm computes it as pq_fast)."""
+    if rng.random() >= 0.35:
+        return ""
+    n_layers = int(re.search(r"--n_layers (\d)", flags)[1])
+
+    def positions():
+        layers = rng.sample(range(n_layers), rng.randint(1, n_layers))
+        return ",".join(f"{k}{rng.choice(['', '+'])}" for k in sorted(layers))
+
+    heads = rng.choice([1, 2, 4])
+    memory = {"--use_memory": "true", "--mem_heads": str(heads)}
+    sides = ["enc", "dec"] if "--encoder_only false" in flags else ["enc"]
+    for side in rng.sample(sides, rng.randint(1, len(sides))):
+        memory[f"--mem_{side}_positions"] = positions()
+    binary = rng.random() < 0.15
+    memory["--mem_implementation"] = "flat" if binary else rng.choice(["pq_fast", "pq_fast", "flat"])
+    flat = memory["--mem_implementation"] == "flat"
+    if binary:
+        k_dim = rng.choice([5, 6])
+        memory.update({"--mem_keys_type": "binary", "--mem_k_dim": str(k_dim), "--mem_n_keys": str(1 << k_dim),
+                       "--mem_use_different_keys": "false"})
+    else:
+        memory.update({"--mem_k_dim": rng.choice(["8", "16"]),
+                       "--mem_n_keys": rng.choice(["32", "64", "100"] if flat else ["8", "16", "32"])})
+        if rng.random() < 0.25:
+            memory["--mem_keys_type"] = "gaussian"
+        if rng.random() < 0.25:
+            memory["--mem_keys_normalized_init"] = "true"
+        if heads == 1 and flat or rng.random() < 0.25:
+            memory["--mem_use_different_keys"] = "false"
+    memory["--mem_knn"] = rng.choice(["2", "4", "8"])
+    different_keys = memory.get("--mem_use_different_keys") != "false"
+    n_indices = int(memory["--mem_n_keys"]) ** (1 if flat else 2)
+    options = {
+        "--mem_shuffle_indices": ["true"], "--mem_normalize_query": ["true"], "--mem_query_batchnorm": ["true"],
+        "--mem_score_subtract": ["min", "mean", "median"], "--mem_score_normalize": ["true"],
+        "--mem_score_softmax": ["false"], "--mem_temperature": ["0.5", "2"], "--mem_value_zero_init": ["true"],
+        "--mem_keys_learn": ["false"], "--mem_query_detach_input": ["true"], "--mem_query_bias": ["false"],
+        "--mem_query_net_learn": ["false"], "--mem_input_dropout": ["0.1"], "--mem_query_dropout": ["0.1"],
+        "--mem_value_dropout": ["0.1"], "--mem_values_optimizer": ["''", "adam,lr=0.0005"],
+        "--mem_modulo_size": [str(n_indices // 2 + 1)],
+        "--mem_query_layer_sizes": ["0,32,0"] + (["''"] if heads == 1 or different_keys else []),
+    }
+    memory.update({k: rng.choice(v) for k, v in options.items() if rng.random() < 0.25})
+    return " " + " ".join(f"{k} {v}" for k, v in memory.items())
+
+
 def random_cases(seed, n, draw=random_flags):
     """n flag sets of `draw(rng)`, named random<seed>_<i>: combinations no case names."""
     rng = random.Random(seed)
     return {f"random{seed}_{i}": draw(rng) for i in range(n)}
+
+
+def with_random_memories(cases, seed):
+    """`random_memory_flags` added to each of the cases, from a generator of its own: a seed draws the same
+    other flags as before memories were drawn."""
+    rng = random.Random(f"memory{seed}")
+    return {name: flags + random_memory_flags(rng, flags) for name, flags in cases.items()}
 
 
 # the original fails at random where xlm runs, with one process or more: {its error: why}
@@ -314,7 +373,7 @@ def launcher(nproc):
 
 def run(side, cwd, command, flags, dump, data, env=None):
     start = time.perf_counter()
-    p = subprocess.run(command + ["--exp_name", side, "--dump_path", dump, "--data_path", data] + flags.split(),
+    p = subprocess.run(command + ["--exp_name", side, "--dump_path", dump, "--data_path", data] + shlex.split(flags),
                        cwd=cwd, capture_output=True, text=True, env=env)
     output = p.stdout + p.stderr
     log = last_log(output)
@@ -490,7 +549,7 @@ def main():
     cases = {**CASES, **{name: flags for name, (flags, _, _) in XLM_ALSO_RUNS.items()}}
     names = chosen(args.only, cases, extra=["translate"]) if args.only or not args.random else []
     if args.random:
-        drawn = random_cases(args.seed, args.random)
+        drawn = with_random_memories(random_cases(args.seed, args.random), args.seed)
         cases.update(drawn)
         names += list(drawn)
     with work_folder(args.keep) as tmp:
