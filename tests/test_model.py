@@ -332,6 +332,27 @@ def test_flat_memory_flags_that_cannot_work(kw, message):
         flat_memory(**kw)
 
 
+@pytest.mark.parametrize("kw, message", [
+    (dict(score_normalize=True), "add --mem_score_subtract or --mem_score_softmax false"),
+    (dict(temperature=0.0), "--mem_temperature 0: the scores are divided by it"),
+    (dict(input_dropout=1.0), r"--mem_input_dropout must be in \[0, 1\)"),
+    (dict(query_dropout=-0.1), r"--mem_query_dropout must be in \[0, 1\)"),
+    (dict(value_dropout=1.5), r"--mem_value_dropout must be in \[0, 1\)"),
+    (dict(query_layer_sizes="0,-3,0"), "its hidden sizes >= 1 between"),
+    (dict(query_layer_sizes="0,a,0"), "'0,a,0': whole numbers separated by commas"),
+    (dict(n_keys=0), "--mem_n_keys must be >= 1"),
+])
+def test_memory_flags_the_original_asserts_against(kw, message):
+    """Refused with a message where the original's check_params asserts (or a dropout of -0.1 crashed in
+    the random draw of its mask); the accepted neighbours pass."""
+    from xlm.model.memory import MemoryConfig
+    with pytest.raises(DataError, match=message):
+        MemoryConfig(**{**dict(k_dim=16, heads=2, knn=4, n_keys=8), **kw}).check()
+    for accepted in (dict(score_normalize=True, score_softmax=False), dict(score_normalize=True, score_subtract="min"),
+                     dict(temperature=-1.0), dict(input_dropout=0.9), dict(query_layer_sizes="0,,0")):
+        MemoryConfig(**{**dict(k_dim=16, heads=2, knn=4, n_keys=8), **accepted}).check()
+
+
 def test_a_last_layer_memorys_query_batchnorm_sees_every_token():
     """The last layer computes only the predicted rows; a memory there with --mem_query_batchnorm would take its
     batch statistics over those alone (one row: a crash), where the original's take every token."""

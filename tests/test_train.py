@@ -390,6 +390,8 @@ def test_an_encoders_path_may_hold_a_comma(tmp_path):
       "--mem_n_keys", "32", "--mem_enc_positions", "1"], "more than the --mem_n_keys 32 keys"),
     (["--lgs", "en-fr", "--mlm_steps", "en", "--use_memory", "true", "--mem_knn", "40", "--mem_n_keys", "32",
       "--mem_enc_positions", "1"], "more than the --mem_n_keys 32 sub-keys of each half"),
+    (["--lgs", "en-fr", "--mlm_steps", "en", "--use_memory", "true", "--mem_enc_positions", "1", "--emb_dim", "64",
+      "--mem_v_dim", "32"], "--mem_v_dim 32: a memory's output joins the hidden states of --emb_dim 64"),
 ])
 def test_more_bad_flags(tmp_path, argv, message):
     if "--data_path" not in argv:

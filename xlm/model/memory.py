@@ -102,6 +102,9 @@ class MemoryConfig:
         return config
 
     def check(self):
+        for name in ("heads", "knn", "n_keys"):
+            if getattr(self, name) < 1:
+                raise DataError(f"--mem_{name} must be >= 1")
         if self.implementation not in ("pq_fast", "pq_default", "flat"):
             raise DataError(f"--mem_implementation {self.implementation}: use pq_fast, pq_default (product keys, "
                             "the same computation) or flat")
@@ -129,10 +132,23 @@ class MemoryConfig:
                             "use --mem_heads >= 2 or --mem_use_different_keys false")
         if self.score_subtract not in ("", "min", "mean", "median") or (self.score_subtract and self.knn < 2):
             raise DataError("--mem_score_subtract must be '', min, mean or median, and needs --mem_knn >= 2")
-        sizes = self.layer_sizes
-        if sizes and (len(sizes) < 2 or sizes[0] != 0 or sizes[-1] != 0):
-            raise DataError("--mem_query_layer_sizes must start and end with 0, e.g. 0,0 or 0,512,0, or be '' "
-                            "(no query network)")
+        if self.score_normalize and self.score_softmax and not self.score_subtract:
+            # as the original asserts: the softmax's weights already sum to 1
+            raise DataError("--mem_score_normalize true rescales the scores after --mem_score_softmax, whose "
+                            "weights already sum to 1: add --mem_score_subtract or --mem_score_softmax false")
+        if self.temperature == 0:
+            raise DataError("--mem_temperature 0: the scores are divided by it")
+        for name in ("input_dropout", "query_dropout", "value_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise DataError(f"--mem_{name} must be in [0, 1)")
+        try:
+            sizes = self.layer_sizes
+        except ValueError:
+            raise DataError(f"--mem_query_layer_sizes {self.query_layer_sizes!r}: whole numbers separated by commas, "
+                            "e.g. 0,512,0") from None
+        if sizes and (len(sizes) < 2 or sizes[0] != 0 or sizes[-1] != 0 or min(sizes[1:-1], default=1) < 1):
+            raise DataError("--mem_query_layer_sizes must start and end with 0, its hidden sizes >= 1 between, "
+                            "e.g. 0,0 or 0,512,0, or be '' (no query network)")
         if not sizes and self.heads > 1 and not self.use_different_keys:
             raise DataError("--mem_query_layer_sizes '': with --mem_heads > 1, the heads' queries are the same "
                             "input; they need --mem_use_different_keys true")

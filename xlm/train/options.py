@@ -427,9 +427,9 @@ def check_memory_flags(params):
     if not params.use_memory:
         return
     MemoryConfig.from_params(vars(params))
-    for name in ("heads", "knn", "n_keys"):
-        if getattr(params, f"mem_{name}") < 1:
-            raise DataError(f"--mem_{name} must be >= 1")
+    if params.mem_v_dim > 0 and params.mem_v_dim != params.emb_dim:
+        raise DataError(f"--mem_v_dim {params.mem_v_dim}: a memory's output joins the hidden states of --emb_dim "
+                        f"{params.emb_dim}; use -1 (the default) or {params.emb_dim}")
     encoder = parse_mem_positions(params.mem_enc_positions, params.n_layers, "mem_enc_positions")
     decoder = parse_mem_positions(params.mem_dec_positions, params.n_layers, "mem_dec_positions")
     if decoder and params.encoder_only:
