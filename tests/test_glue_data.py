@@ -319,9 +319,11 @@ def test_labels_are_read_as_the_original_reads_them(tmp_path):
     with pytest.raises(DataError, match=r"line 3: unknown label '0' \(SST-2 has 2 classes, and the labels before "
                                         r"it are '', '1'\)"):
         read_labels(path, "SST-2")
-    path.write_text("0.5\n4.25\n")
-    assert read_labels(path, "STS-B")[0].tolist() == [0.5, 4.25]
-    for bad in ("nan", "1e999", "abc"):  # nan or inf would make every loss nan, silently
+    path.write_text("0.5\n4.25\n0\n5\n")
+    assert read_labels(path, "STS-B")[0].tolist() == [0.5, 4.25, 0, 5]
+    # nan or inf would make every loss nan, silently; the original asserts the range
+    for bad in ("nan", "1e999", "abc", "5.5", "-0.1"):
         path.write_text(f"0.5\n{bad}\n")
-        with pytest.raises(DataError, match=f"train.label:2: STS-B labels must be finite numbers, got '{bad}'"):
+        with pytest.raises(DataError, match=f"train.label:2: STS-B labels are similarity scores from 0 to 5, "
+                                            f"got '{bad}'"):
             read_labels(path, "STS-B")

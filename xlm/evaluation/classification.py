@@ -173,9 +173,9 @@ def read_labels(path, task_name, label_set=None):
     lines = label_lines(path)
     if task_name == "STS-B":
         scores = [finite_number(text) for text in lines]  # nan or 1e999 would make every loss nan, silently
-        if None in scores:
-            line_no = scores.index(None)
-            raise DataError(f"{path}:{line_no + 1}: STS-B labels must be finite numbers, got {lines[line_no]!r}")
+        for line_no, (score, text) in enumerate(zip(scores, lines), 1):
+            if score is None or not 0 <= score <= 5:  # the original asserts the range
+                raise DataError(f"{path}:{line_no}: STS-B labels are similarity scores from 0 to 5, got {text!r}")
         return np.array(scores, dtype=np.float32), None
     if task_name == "XNLI":
         label_set = XNLI_LABELS
