@@ -1,9 +1,9 @@
 """The original XLM's glue-xnli.py and xlm's, side by side on the same command lines and files: for each
 flag set both fine-tune the same pretrained model (an MLM the original trains first on toy languages named
-en, es and fr) on toy XNLI and GLUE tasks, and the exit codes, the number of `__log__` lines, the metric
-names of the last one must be the same, and every file the original writes in its run's folder must be
-written by xlm too. Also the seconds of each whole command. Prints one JSON object; exit status 1 if any set
-differs.
+en, es and fr; for the *_memory* sets, one with product-key memories) on toy XNLI and GLUE tasks, and the
+exit codes, the number of `__log__` lines, the metric names of the last one must be the same, and every
+file the original writes in its run's folder must be written by xlm too. Also the seconds of each whole
+command. Prints one JSON object; exit status 1 if any set differs.
 
     python -m bench.compare_finetune [--original /work/orig-cpu] [--only xnli,glue_pairs] [--keep DIR]
         [--random 20 --seed 1]
@@ -58,6 +58,9 @@ CASES = {
     "unknown_task": "--transfer_tasks XNLI,MNLI",
     "glue_tokens_per_batch": "--transfer_tasks MRPC,STS-B --tokens_per_batch 300",
     "glue_group_by_size": "--transfer_tasks SST-2,QNLI --group_by_size true",
+    "xnli_memory": "--transfer_tasks XNLI --model_path {memory}",
+    "glue_memory": "--transfer_tasks SST-2,STS-B --finetune_layers 1:_1 --model_path {memory}",
+    "xnli_memory_in_a_layer": "--transfer_tasks XNLI --model_path {memory_in}",
 }
 # sets the original fails and xlm runs: the original's last line, and why
 XLM_ALSO_RUNS = {
@@ -67,6 +70,9 @@ XLM_ALSO_RUNS = {
                                                 "sentence order, which --tokens_per_batch and --group_by_size true "
                                                 "(batches grouped by length) break; xlm puts the predictions back in "
                                                 "order"),
+    "xnli_memory_in_a_layer": ("AttributeError", "the original's embedder adds each fine-tuned layer's feed-forward "
+                                                 "network to the optimizer, and a memory in its place is None there; "
+                                                 "xlm fine-tunes the memory instead"),
     "glue_group_by_size": ("AssertionError", "the original's GLUE evaluation refuses batches grouped by length "
                                              "without shuffling (one sentence) or asserts they come in sentence "
                                              "order (pairs); xlm puts the predictions back in order"),
@@ -97,6 +103,10 @@ def random_flags(rng):
 
 PRETRAIN = ("--lgs en-es-fr --mlm_steps en,es,fr --emb_dim 32 --n_layers 2 --n_heads 4 --batch_size 8 --bptt 32 "
             "--epoch_size 1600 --max_epoch 1 --optimizer adam,lr=0.003")
+# the pretrained models a case may name: memories after layer 1, or also in place of layer 0's feed-forward
+# network; the other cases fine-tune {mlm}
+MEMORY = "--use_memory true --mem_n_keys 16 --mem_k_dim 16 --mem_heads 2 --mem_knn 4 --mem_enc_positions"
+PRETRAINED = {"mlm": PRETRAIN, "memory": f"{PRETRAIN} {MEMORY} 1+", "memory_in": f"{PRETRAIN} {MEMORY} 0,1+"}
 
 
 def write_tasks(raw, data):
@@ -145,8 +155,9 @@ def write_tasks(raw, data):
     return dico
 
 
-def pretrain(original, raw, dico, tmp):
-    """An MLM of en, es and fr trained by the original on the toy monolingual data: its checkpoint.pth."""
+def pretrain(original, raw, dico, tmp, names):
+    """MLMs of en, es and fr trained by the original on the toy monolingual data, those of PRETRAINED that
+    the cases `names` fine-tune: {name: its checkpoint.pth}."""
     mono = os.path.join(tmp, "mono")
     os.makedirs(mono)
     for lg in LANGS:
@@ -154,11 +165,16 @@ def pretrain(original, raw, dico, tmp):
             path = os.path.join(mono, f"{split}.{lg}.pth")
             binarize(os.path.join(raw, "mono", f"{split}.{lg}"), dico, path)
             save_original(load_binarized(path), path)
-    p = subprocess.run(ORIGINAL + f"{PRETRAIN} --exp_name mlm --exp_id p --dump_path {tmp}/pretrained "
-                       f"--data_path {mono}".split(), cwd=original, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"the original could not train the MLM: {(p.stdout + p.stderr)[-2000:]}")
-    return os.path.join(tmp, "pretrained", "mlm", "p", "checkpoint.pth")
+    paths = {}
+    for model, flags in PRETRAINED.items():
+        if model != "mlm" and not any("{" + model + "}" in CASES[name] for name in names):
+            continue
+        p = subprocess.run(ORIGINAL + f"{flags} --exp_name {model} --exp_id p --dump_path {tmp}/pretrained "
+                           f"--data_path {mono}".split(), cwd=original, capture_output=True, text=True)
+        if p.returncode != 0:
+            sys.exit(f"the original could not train the {model} MLM: {(p.stdout + p.stderr)[-2000:]}")
+        paths[model] = os.path.join(tmp, "pretrained", model, "p", "checkpoint.pth")
+    return paths
 
 
 def same(name, original, ours):
@@ -201,13 +217,14 @@ def main():
                         "--n_test", "100", "--n_cls_train", "240", "--n_cls_eval", "45", "--vocab_size", "60"],
                        check=True, capture_output=True)
         dico = write_tasks(raw, data)
-        model = pretrain(args.original, raw, dico, tmp)
+        models = pretrain(args.original, raw, dico, tmp, names)
         result = {"benchmark": "compare_finetune",
                   "command": "python -m bench.compare_finetune " + " ".join(sys.argv[1:]),
                   "original": os.path.abspath(args.original), "device_name": cpu_model(),
-                  "pretrained": PRETRAIN, "common_flags": COMMON, "cases": {}}
+                  "pretrained": {m: PRETRAINED[m] for m in models}, "common_flags": COMMON, "cases": {}}
         for name in names:
-            flags = f"{COMMON} {CASES[name]} --model_path {model}"
+            flags = f"{COMMON} {CASES[name]}".format(**models)
+            flags += "" if "--model_path" in flags else f" --model_path {models['mlm']}"
             dump = os.path.join(tmp, "dump", name)
             original = run("original", args.original, ORIGINAL + ["glue-xnli.py"], flags, dump, data)
             ours = run("xlm", REPO, [sys.executable, "glue-xnli.py"], flags, dump, data)
