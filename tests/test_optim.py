@@ -253,9 +253,20 @@ def test_optimizer_strings():
     assert sparse.param_groups[0]["betas"] == (0.8, 0.999) and sparse.param_groups[0]["lr"] == 0.01
     for spec, message in [("sparseadam,weight_decay=0.1", "'weight_decay' is not an option of sparseadam"),
                           ("adam_inverse_sqrt,warmup_updates=0", "warmup_updates > 0"),
-                          ("adamw,lr=0.1", "unknown optimizer 'adamw'")]:
+                          ("adamw,lr=0.1", "unknown optimizer 'adamw'"),
+                          # a pair cannot be one number (adam's raised a TypeError, rprop's failed at its step)
+                          ("adam,lr=0.1,betas=0.5", "betas is a pair, which key=number cannot give: use beta1="),
+                          ("rprop,lr=0.01,step_sizes=1", "step_sizes is a pair"),
+                          # as the original: only the constructor's positional parameters (differentiable=1
+                          # failed at the first step), less torch's internals
+                          ("sgd,lr=0.1,differentiable=1", "'differentiable' is not an option of sgd (its options: "
+                                                          "lr, momentum, dampening, weight_decay, nesterov)"),
+                          ("sgd,lr=0.1,maximize=1", "'maximize' is not an option of sgd"),
+                          ("rmsprop,lr=0.01,capturable=1", "'capturable' is not an option of rmsprop")]:
         with pytest.raises(DataError, match=re.escape(message)):
             build_optimizer([torch.zeros(3, requires_grad=True)], spec)
+    rmsprop = build_optimizer([torch.zeros(3, requires_grad=True)], "rmsprop,lr=0.01,centered=1,maximize=1")
+    assert rmsprop.param_groups[0]["centered"] and rmsprop.param_groups[0]["maximize"]
 
 
 # ---------------------------------------------------------------------------------------------- lambdas

@@ -1,6 +1,7 @@
 """Loss-coefficient schedules (`--lambda_*`) and optimizers with their learning-rate schedules
 (`--optimizer 'adam_inverse_sqrt,lr=0.0001,warmup_updates=4000'`), with the original's syntaxes and
 formulas; gradient clipping that also takes the sparse gradients of the memory values (`--mem_sparse`)."""
+import inspect
 import math
 import re
 from dataclasses import dataclass
@@ -81,9 +82,27 @@ def parse_optimizer(spec, flag="optimizer"):
         options[key] = float(value)
         if options[key] < 0:
             raise DataError(f"--{flag}: {key}={value} must not be negative")
+        if key == "betas" or name in OPTIMIZERS and torch_option_default(name, key, flag) is PAIR:
+            raise DataError(f"--{flag}: {key} is a pair, which key=number cannot give"
+                            + (": use beta1= and beta2=" if name in ADAM_FAMILY else ""))
     if name == "sgd" and "lr" not in options:
         raise DataError(f"--{flag}: sgd needs lr=...")
     return name, options
+
+
+PAIR = object()
+
+
+def torch_option_default(name, key, flag):
+    """The default of option `key` of torch's optimizer `name`, PAIR for a pair. As the original (which
+    checks them with inspect.getfullargspec), only the constructor's positional parameters are options; of
+    those, `capturable` (CUDA graphs) and `differentiable` (a step inside autograd) are torch's internals."""
+    parameters = inspect.signature(OPTIMIZERS[name].__init__).parameters.values()
+    options = {p.name: p.default for p in parameters if p.kind == p.POSITIONAL_OR_KEYWORD
+               and p.name not in ("self", "params", "capturable", "differentiable")}
+    if key not in options:
+        raise DataError(f"--{flag}: '{key}' is not an option of {name} (its options: {', '.join(options)})")
+    return PAIR if isinstance(options[key], tuple) else options[key]
 
 
 def build_optimizer(parameters, spec, flag="optimizer"):
