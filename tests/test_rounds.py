@@ -51,6 +51,15 @@ def test_rounds_sampled_by_size(alpha):
     check_frequencies(MLM_STEPS, sizes, alpha)
 
 
+def test_a_large_sampling_factor_draws_the_largest_corpus():
+    """--lg_sampling_factor 1000: sizes ** 1000 overflowed (NaN probabilities, a traceback at the first
+    round); the shares are those of the limit, all draws from the largest."""
+    rng = np.random.default_rng(0)
+    steps, sizes = [("en", None), ("fr", None), ("de", None)], {("en", None): 5000, ("fr", None): 4000,
+                                                                ("de", None): 3000}
+    assert {s for _ in range(50) for s in sample_round(steps, sizes, 1000, rng)} == {("en", None)}
+
+
 def test_few_steps_draw_with_replacement():
     """--mlm_steps en,fr: two draws a round, so some rounds run en twice and fr never, as the original."""
     rng = np.random.default_rng(0)

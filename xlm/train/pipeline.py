@@ -68,7 +68,9 @@ def sample_round(steps, sizes, alpha, rng, n=5):
             continue
         p = None
         if alpha != -1:
-            p = np.array([sizes[s] for s in group], dtype=np.float64) ** alpha
+            # in logs: a large alpha would overflow sizes ** alpha (or underflow the original's shares ** alpha)
+            log_p = alpha * np.log(np.array([sizes[s] for s in group], dtype=np.float64))
+            p = np.exp(log_p - log_p.max())
             p /= p.sum()
         drawn += [group[i] for i in rng.choice(len(group), size=min(n, len(group)), p=p, replace=True)]
     return drawn
