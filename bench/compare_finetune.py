@@ -13,11 +13,12 @@ as prepare-xnli.sh lays it out (training data in en only; the original reads val
 15 XNLI languages, so the 12 the model lacks get copies of es's), and every GLUE task as prepare-glue.sh
 lays it out, labels derived from the XNLI label (test labels for MRPC only, as GLUE has them). Both sides
 read the same files, in the original's binarized format. --random N runs N flag sets drawn at random
-(`random_flags`, --seed) in place of the cases.
+(`random_flags`, --seed; a quarter of them fine-tune the model with memories) in place of the cases.
 """
 import argparse
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -208,6 +209,10 @@ def main():
     names = chosen(args.only, CASES) if args.only or not args.random else []
     if args.random:
         drawn = random_cases(args.seed, args.random, random_flags)
+        # a quarter fine-tune the model with memories after a layer, drawn apart: a seed's other flags stay
+        memory_rng = random.Random(f"memory{args.seed}")
+        drawn = {name: flags + (" --model_path {memory}" if memory_rng.random() < 0.25 else "")
+                 for name, flags in drawn.items()}
         CASES.update(drawn)
         names += list(drawn)
     with work_folder(args.keep) as tmp:
