@@ -282,3 +282,11 @@ def test_bleu_evaluation_shows_its_progress(small_sample, tmp_path, monkeypatch,
     ranks.patch(monkeypatch, 1)
     mt.evaluate_mt(models["encoder"], models["decoder"], data, params, DistInfo(rank=1, world_size=2), dump=tmp_path)
     assert "BLEU:" not in capsys.readouterr().err
+
+
+def test_a_diverged_models_perplexity_is_inf():
+    """A mean cross-entropy beyond 709.78 overflowed math.exp: the run stopped with a traceback at its
+    evaluation (seen with --optimizer adam,beta2=0); the original's np.exp logs inf."""
+    from xlm.evaluation.lm import perplexity
+    assert perplexity(6.0, 3) == pytest.approx(np.exp(2.0))
+    assert perplexity(1000.0, 1) == float("inf") and np.isnan(perplexity(float("nan"), 1))

@@ -21,6 +21,15 @@ from .memory import MemoryUsage, memory_metric_names
 XNLI_LANGS = {"ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh"}
 
 
+def perplexity(xe, n):
+    """exp of the mean cross-entropy of n predictions; inf where that overflows (a diverged model), as the
+    original's np.exp gives it."""
+    try:
+        return math.exp(xe / n)
+    except OverflowError:
+        return math.inf
+
+
 def eval_subset(params, split, lang):
     """(subsample, n_sentences) of the original's evaluation of runs with many languages: streams keep
     their first 1/subsample bptt windows, sentence sets their first n_sentences (None: all)."""
@@ -127,7 +136,7 @@ def evaluate_lm(models, data, params, info=DistInfo(), autocast=None, log=None, 
                 xe, n, correct = all_reduce_sum(list(score_batches(models[objective], own, objective, info.device,
                                                               autocast, usage)), info)
                 # nothing to predict (a stream shorter than its subsample): the original's 1e9 and 0
-                ppl, acc = (math.exp(xe / n), 100.0 * correct / n) if n else (1e9, 0.0)
+                ppl, acc = (perplexity(xe, n), 100.0 * correct / n) if n else (1e9, 0.0)
                 scores[f"{name}_ppl"], scores[f"{name}_acc"] = ppl, acc
                 if usage:
                     scores.update(usage.scores(memory_prefix(split, objective, l1, l2), info))

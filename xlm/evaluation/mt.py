@@ -1,7 +1,6 @@
 """Translation evaluation under the original's names: `valid_en-fr_mt_ppl`, `valid_en-fr_mt_acc`
 (teacher forcing) and with --eval_bleu `valid_en-fr_mt_bleu` (multi-bleu's tokenized BLEU), with the
 original's reference and hypothesis files in <dump>/hypotheses/ (references written when a run starts)."""
-import math
 import os
 import time
 from contextlib import nullcontext
@@ -20,7 +19,7 @@ from ..progress import Progress
 from ..objectives.lm import clm_targets
 from .bleu import reference_for_bleu, tokenized_bleu
 from ..train.distributed import DistInfo, all_reduce_sum, broadcast_from_master, gather_to_master, own_share
-from .lm import eval_subset
+from .lm import eval_subset, perplexity
 from .memory import MemoryUsage
 
 
@@ -172,7 +171,7 @@ def evaluate_mt(encoder, decoder, data, params, info=DistInfo(), autocast=None, 
                     progress.update(1)
             name = f"{split}_{src}-{tgt}_mt"
             xe, n, correct = all_reduce_sum([xe, n, correct], info)
-            scores[f"{name}_ppl"], scores[f"{name}_acc"] = math.exp(xe / max(n, 1)), 100.0 * correct / max(n, 1)
+            scores[f"{name}_ppl"], scores[f"{name}_acc"] = perplexity(xe, max(n, 1)), 100.0 * correct / max(n, 1)
             if usage:
                 scores.update(usage.scores(f"{split}_{src}-{tgt}", info))
             if params.eval_bleu:
