@@ -390,6 +390,14 @@ def test_an_encoders_path_may_hold_a_comma(tmp_path):
       "--mem_n_keys", "32", "--mem_enc_positions", "1"], "more than the --mem_n_keys 32 keys"),
     (["--lgs", "en-fr", "--mlm_steps", "en", "--use_memory", "true", "--mem_knn", "40", "--mem_n_keys", "32",
       "--mem_enc_positions", "1"], "more than the --mem_n_keys 32 sub-keys of each half"),
+    # an IndexError while the data was read
+    (["--lgs", "en-fr", "--eval_only", "true"], "nothing to evaluate: give --clm_steps"),
+    # the original made '' a language; xlm dropped it: another model
+    (["--lgs", "en--fr", "--mlm_steps", "en"], "--lgs 'en--fr': an empty language name"),
+    (["--lgs", "en-fr-", "--mlm_steps", "en"], "--lgs 'en-fr-': an empty language name"),
+    # the original asserts it; xlm trained from scratch
+    (["--lgs", "en-fr", "--encoder_only", "false", "--mt_steps", "en-fr", "--reload_model", ","],
+     "--reload_model ',' names no checkpoint"),
     (["--lgs", "en-fr", "--mlm_steps", "en", "--use_memory", "true", "--mem_enc_positions", "1", "--emb_dim", "64",
       "--mem_v_dim", "32"], "--mem_v_dim 32: a memory's output joins the hidden states of --emb_dim 64"),
 ])

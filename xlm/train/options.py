@@ -277,9 +277,12 @@ def check_positions(params, n_positions, source=""):
 def check_languages_and_steps(params):
     """The languages (ids in alphabetical order, not the --lgs order, as the original), the steps of each
     objective, and the flags that go with them."""
-    params.langs = ["en"] if params.lgs == "debug" else [lg for lg in params.lgs.split("-") if lg]
+    params.langs = ["en"] if params.lgs == "debug" else params.lgs.split("-") if params.lgs else []
     if not params.langs:
         raise DataError("--lgs is required, e.g. --lgs en-fr")
+    if "" in params.langs:
+        # the original would take '' as a language, with an id and an embedding of its own
+        raise DataError(f"--lgs '{params.lgs}': an empty language name (languages are separated by one '-')")
     if any("," in lg for lg in params.langs):
         raise DataError(f"--lgs '{params.lgs}': languages are separated by '-' (--lgs en-fr), not ','")
     if len(set(params.langs)) != len(params.langs):
@@ -297,9 +300,9 @@ def check_languages_and_steps(params):
     translation = params.mt_steps or params.ae_steps or params.bt_steps
     if translation and params.encoder_only:
         raise DataError("--mt_steps, --ae_steps and --bt_steps train an encoder-decoder: add --encoder_only false")
-    if not (params.clm_steps or params.mlm_steps or params.pc_steps or translation) and not params.eval_only:
-        raise DataError("nothing to train: give --clm_steps, --mlm_steps, --pc_steps, --mt_steps, --ae_steps or "
-                        "--bt_steps")
+    if not (params.clm_steps or params.mlm_steps or params.pc_steps or translation):
+        raise DataError(f"nothing to {'evaluate' if params.eval_only else 'train'}: give --clm_steps, --mlm_steps, "
+                        "--pc_steps, --mt_steps, --ae_steps or --bt_steps")
     if params.pc_steps and params.tokens_per_batch == -1 and params.batch_size < 2:
         raise DataError("--pc_steps needs --batch_size >= 2: a pair's negative examples are the other pairs of its "
                         "batch (a batch of one is skipped)")
@@ -323,6 +326,9 @@ def check_languages_and_steps(params):
     if params.reload_model and len(params.reload_model_paths) != (1 if params.encoder_only else 2):
         raise DataError("--reload_model: 'encoder_path,decoder_path' with --encoder_only false (the same path "
                         "twice to start both from one model; either empty to leave that one fresh)")
+    if params.reload_model and not any(params.reload_model_paths):
+        raise DataError("--reload_model ',' names no checkpoint: give the encoder's, the decoder's or both "
+                        "(the original refuses it too)")
 
 
 def check_data_flags(params):
