@@ -96,6 +96,9 @@ def reload_word_vectors(models, dico, path, logger):
     dim = models[0].config.emb_dim
     read = read_fasttext_bin if path.endswith(".bin") else read_vec
     vectors = read(path, dim, dico.word2id, logger)
+    if not vectors:  # the original stopped on an empty np.concatenate
+        raise DataError(f"--reload_emb {path}: no valid vector of a word of the {len(dico)}-word dictionary "
+                        "(vectors of another language, or of text without this run's BPE?)")
     for model in models:
         n_found = set_word_vectors(model, dico, vectors)
     logger.info("Pretrained %i/%i words (%.3f%%) from %s", n_found, len(dico), 100 * n_found / len(dico), path)
