@@ -377,6 +377,7 @@ def test_an_encoders_path_may_hold_a_comma(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--lgs", "en", "--mlm_steps", "en"], "--exp_name is required"),
     (["--exp_name", "x", "--mlm_steps", "en"], "--lgs is required"),
+    (["--exp_name", " ", "--lgs", "en", "--mlm_steps", "en"], "--exp_name is required"),  # as the original asserts
     (["--exp_name", "x", "--lgs", "en-fr-en", "--mlm_steps", "en"], "appears twice in 'en-fr-en'"),
     (["--exp_name", "x", "--lgs", "en", "--mlm_steps", "en", "--data_path", "/nonexistent"], "is not a directory"),
     (["--lgs", "en-fr", "--mlm_steps", "en", "--accumulate_gradients", "0"], "--accumulate_gradients must be"),

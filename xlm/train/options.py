@@ -229,7 +229,7 @@ def parse_float_list(value, flag, n):
 
 def set_experiment_names(params):
     """The run folder dump_path/exp_name/exp_id, with the original's defaults."""
-    if not params.exp_name:
+    if not params.exp_name.strip():
         raise DataError("--exp_name is required: runs are stored in dump_path/exp_name/exp_id")
     # a random id (no --exp_id, no job id) is named in the line that says how to resume
     params.exp_id_drawn = not (params.exp_id or os.environ.get("CHRONOS_JOB_ID") or os.environ.get("SLURM_JOB_ID"))
