@@ -427,6 +427,9 @@ def test_accuracy_is_the_originals_float():
     (["--transfer_tasks", "XNLI", "--optimizer_e", "adam,lr=1e-4"], "--optimizer_e"),
     (["--transfer_tasks", "XNLI", "--fp16", "true", "--bf16", "true"], "exclude each other"),
     (["--transfer_tasks", "XNLI", "--epoch_size", "0"], "--epoch_size"),
+    # the original asserts both; xlm skipped the empty name, and sparseadam failed at the first step
+    (["--transfer_tasks", "XNLI,"], "--transfer_tasks 'XNLI,': an empty task name"),
+    (["--transfer_tasks", "XNLI", "--optimizer_p", "sparseadam,lr=0.1"], "--optimizer_p sparseadam takes only"),
 ])
 def test_bad_flags(toy_tasks, args, message):
     with pytest.raises(DataError, match=message.replace("(", r"\(")):

@@ -96,9 +96,11 @@ def parse_params(argv=None):
     params = build_parser().parse_args(argv)
     params.command = " ".join(["python", "glue-xnli.py"] + list(argv if argv is not None else sys.argv[1:]))
     set_experiment_names(params)
-    params.transfer_tasks = [t for t in params.transfer_tasks.split(",") if t]
+    params.transfer_tasks = params.transfer_tasks.split(",") if params.transfer_tasks else []
     if not params.transfer_tasks:
         raise DataError(f"--transfer_tasks is required: a comma list of {', '.join(TASKS)}")
+    if "" in params.transfer_tasks:  # the original asserts
+        raise DataError(f"--transfer_tasks '{','.join(params.transfer_tasks)}': an empty task name")
     for task in params.transfer_tasks:
         if task not in TASKS:
             raise DataError(f"--transfer_tasks: unknown task '{task}' (one of {', '.join(TASKS)})")

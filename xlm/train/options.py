@@ -259,9 +259,13 @@ def check_folder_name(value, flag):
                         "not absolute, no '..')")
 
 
-def check_optimizer(spec, flag):
+def check_optimizer(spec, flag, memory_values=False):
     """Build the optimizer of --`flag` on a dummy parameter, so that a value torch refuses (lr=-1,
-    beta1=1.5) is refused now rather than when the model exists."""
+    beta1=1.5) is refused now rather than when the model exists. sparseadam (which the original lacks) is
+    for the memory values' sparse gradients alone."""
+    if parse_optimizer(spec, flag)[0] == "sparseadam" and not memory_values:
+        raise DataError(f"--{flag} sparseadam takes only sparse gradients: it is for the memory values "
+                        "(--mem_values_optimizer with --mem_sparse true)")
     build_optimizer([torch.nn.Parameter(torch.zeros(1))], spec, flag)
 
 
@@ -482,12 +486,9 @@ def check_reloaded_files(params):
 
 def check_schedule_and_metric_flags(params):
     """Optimizers, loss coefficients (--lambda_*), --stopping_criterion."""
-    if parse_optimizer(params.optimizer)[0] == "sparseadam":
-        raise DataError("--optimizer sparseadam takes only sparse gradients: it is for the memory values "
-                        "(--mem_values_optimizer with --mem_sparse true)")
     check_optimizer(params.optimizer, "optimizer")
     if params.use_memory:
-        check_optimizer(params.mem_values_optimizer, "mem_values_optimizer")
+        check_optimizer(params.mem_values_optimizer, "mem_values_optimizer", memory_values=True)
     trained = []
     for obj in ("mlm", "clm", "pc", "ae", "mt", "bt"):
         schedule = LambdaSchedule.parse(getattr(params, f"lambda_{obj}"), f"lambda_{obj}")
