@@ -36,7 +36,7 @@ from xlm.model.checkpoint import load_model
 from xlm.model.generate import generate_beam, generate_greedy
 from xlm.model.linear import onednn_chosen, weights_packed
 from xlm.progress import Progress
-from xlm.train.options import bool_flag, check_folder_name, finite_float
+from xlm.train.options import bool_flag, check_folder_name, length_penalty
 
 LOG = logging.getLogger("xlm.translate")  # to dump_path/exp_name/exp_id/translate.log with --exp_name; else nowhere
 LOG.setLevel(logging.INFO)
@@ -59,7 +59,7 @@ def parse_args(argv=None):
     p.add_argument("--src_lang", type=str, required=True, help="the language of the input (stdin: tokenized, BPE)")
     p.add_argument("--tgt_lang", type=str, required=True, help="the language to translate into")
     p.add_argument("--beam_size", type=int, default=1, help="1: greedy decoding (the original's only mode)")
-    p.add_argument("--length_penalty", type=finite_float, default=1.0, help="beam search: < 1 favours short outputs")
+    p.add_argument("--length_penalty", type=length_penalty, default=1.0, help="beam search: < 1 favours short outputs")
     p.add_argument("--early_stopping", type=bool_flag, default=False,
                    help="beam search: stop a sentence at --beam_size finished hypotheses")
     p.add_argument("--remove_bpe", type=bool_flag, default=False, help="write the output without BPE (xlm)")

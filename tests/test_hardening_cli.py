@@ -771,10 +771,14 @@ def test_a_model_too_large_for_memory_is_one_error(small_sample, tmp_path):
 def test_float_flags_refuse_nan_and_inf_but_a_norm_bound_of_inf():
     """nan or inf run on silently wrong (a nan --length_penalty, --dropout, an STS-B label); --clip_grad_norm
     inf is no clipping, which the original runs."""
-    from xlm.train.options import finite_float, norm_bound
+    from xlm.train.options import finite_float, length_penalty, norm_bound
     assert finite_float("1e-3") == 0.001 and norm_bound("inf") == float("inf") and norm_bound("5") == 5.0
     for bad in ("nan", "inf", "-inf", "1e999", "x"):
         with pytest.raises(argparse.ArgumentTypeError, match="expected a finite number"):
             finite_float(bad)
     with pytest.raises(argparse.ArgumentTypeError):
         norm_bound("nan")
+    # beyond, n ** penalty overflowed at a long hypothesis (an OverflowError in beam search)
+    assert length_penalty("50") == 50 and length_penalty("-0.6") == -0.6
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a number from -50 to 50, got '174'"):
+        length_penalty("174")

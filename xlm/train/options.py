@@ -46,6 +46,15 @@ def finite_float(s):
     return value
 
 
+def length_penalty(s):
+    """--length_penalty: a finite number within +-50, where n ** penalty stays a double for any hypothesis
+    length (the original stops with an OverflowError past it: 512 ** 114)."""
+    value = finite_float(s)
+    if abs(value) > 50:
+        raise argparse.ArgumentTypeError(f"expected a number from -50 to 50, got {s!r}")
+    return value
+
+
 def add_memory_flags(parser):
     for name, f in MemoryConfig.__dataclass_fields__.items():
         kind = {bool: bool_flag, float: finite_float}.get(f.type, f.type)
@@ -154,7 +163,8 @@ def build_parser():
       "be empty)")
     a("--reload_checkpoint", type=str, default="", help="a checkpoint to resume training from")
     a("--beam_size", type=int, default=1, help="BLEU evaluation: beam size (1: greedy)")
-    a("--length_penalty", type=finite_float, default=1, help="beam search: length penalty (< 1 favours short outputs)")
+    a("--length_penalty", type=length_penalty, default=1,
+      help="beam search: length penalty (< 1 favours short outputs)")
     a("--early_stopping", type=bool_flag, default=False, help="beam search: stop a sentence at --beam_size "
       "finished hypotheses")
     a("--eval_bleu", type=bool_flag, default=False, help="evaluate BLEU of the MT and BT directions")
