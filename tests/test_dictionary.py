@@ -59,6 +59,8 @@ def test_max_vocab_and_min_count(tmp_path):
     # str.isdigit() takes a superscript two, which int() refuses
     ("a 5\nb \u00b2\n", "vocab:2: expected 'WORD COUNT'"),
     ("a 5\nb 6\n", "vocab:2: counts must not increase"),
+    # the original's bound: its check of the counts starts from 1e18
+    ("a 1000000000000000001\nb 6\n", "vocab:1: count 1000000000000000001 is larger than 10\\^18"),
     # the original reads a lone carriage return as a line's end: 'b' and ' 4', not the word b
     ("a 5\nb\r 4\nc 3\n", "vocab:2: expected 'WORD COUNT', got 'b'"),
     ("", "vocab: file is empty"),

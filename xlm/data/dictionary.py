@@ -73,6 +73,8 @@ class Dictionary:
             if len(fields) != 2 or not fields[1].isdecimal():
                 raise DataError(f"{path}:{line_no}: expected 'WORD COUNT', got {line.rstrip()!r}")
             word, count = fields[0], int(fields[1])
+            if count > 10 ** 18:  # the original's bound (its check starts from 1e18)
+                raise DataError(f"{path}:{line_no}: count {count} is larger than 10^18")
             if word in SPECIAL_WORDS:  # a corpus with literal `<unk>`s gives such a line; the original skips it
                 specials.append(word)
                 continue
