@@ -504,3 +504,27 @@ def test_weighted_training_of_a_regression_says_it_is_unweighted(toy_tasks):
     proc = finetune(toy_tasks, "--transfer_tasks", "STS-B", "--n_epochs", 1, "--epoch_size", 32,
                     "--weighted_training", "true", exp_id="weighted_sts")
     assert "--weighted_training: STS-B is trained unweighted (a regression)" in proc.stderr
+
+
+def test_examples_longer_than_the_positions_are_refused_before_training(tmp_path):
+    """A valid pair of 700 + 10 tokens stopped the run in an embedding lookup after an epoch's training
+    (the original's IndexError); a training one only if --max_len keeps it (each sentence is cut to it)."""
+    from xlm.data.datasets import ParallelDataset, SentenceDataset
+    from xlm.data.dictionary import SPECIAL_WORDS
+    from xlm.evaluation.classification import LabelledSplit
+    dico = Dictionary.from_words([(w, 0) for w in SPECIAL_WORDS] + [("a", 3), ("b", 2)])
+    corpora = []
+    for name, lengths in (("s1", (5, 700, 3)), ("s2", (4, 10, 2))):
+        (tmp_path / name).write_text("".join(" ".join("a" * n) + "\n" for n in lengths), encoding="utf-8")
+        corpora.append(binarize(tmp_path / name, dico, tmp_path / f"{name}.pth", threads=1))
+    pairs = LabelledSplit(ParallelDataset(*corpora, keep_empty=True), None)
+    with pytest.raises(DataError, match=r"s1.pth, .*s2.pth: pair 1 takes 713 positions with its </s>, more than "
+                                        r"the model's 512"):
+        pairs.check_fits(512)
+    pairs.check_fits(512, max_len=256)  # training cuts each sentence to 256 tokens: 256 + 12 - 1
+    with pytest.raises(DataError, match="pair 1 cut to --max_len 600 takes 611 positions"):
+        pairs.check_fits(512, max_len=600)
+    single = LabelledSplit(SentenceDataset(corpora[0]), None)
+    with pytest.raises(DataError, match="s1.pth: sentence 1 takes 702 positions"):
+        single.check_fits(512)
+    single.check_fits(702)

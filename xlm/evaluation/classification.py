@@ -123,6 +123,24 @@ class LabelledSplit:
         return x, lengths, langs, self.dataset.indices[key]
 
 
+    def check_fits(self, n_positions, max_len=0):
+        """Refuse now, naming it, the longest example (cut to max_len tokens a sentence, training's
+        `batch`; whole in evaluation, as the original evaluates) if the model's positions cannot hold it:
+        it stopped the run in an embedding lookup when read, after an epoch's training for a valid one."""
+        pair = isinstance(self.dataset, ParallelDataset)
+        corpora = [self.dataset.corpus1, self.dataset.corpus2] if pair else [self.dataset.corpus]
+        sides = [c.lengths[self.dataset.indices] + 2 for c in corpora]
+        if max_len > 0:
+            sides = [np.minimum(side, max_len) for side in sides]
+        total = sides[0] + sides[1] - 1 if pair else sides[0]  # a pair: </s> s1 </s> s2 </s>
+        if len(total) and total.max() > n_positions:
+            i = int(total.argmax())
+            cut = f" cut to --max_len {max_len}" if max_len > 0 else ""
+            raise DataError(f"{', '.join(str(c.path) for c in corpora)}: {'pair' if pair else 'sentence'} "
+                            f"{self.dataset.indices[i]}{cut} takes {int(total[i])} positions with its </s>, more "
+                            f"than the model's {n_positions}")
+
+
 @torch.no_grad()
 def predict(model, data, lang_id, info, autocast, check=None):
     """The outputs (n, n_outputs) of `model` on a LabelledSplit, in sentence order, on rank 0 (None on

@@ -236,6 +236,10 @@ class FineTuner:
             for lang in self.eval_langs:
                 if split == "valid" or data.has_split(task, split, lang):
                     self.eval_splits[(split, lang)] = data.split(task, split, lang, label_set=self.label_set)[0]
+        n_positions = self.model.encoder.config.n_positions
+        self.train.check_fits(n_positions, p.max_len)
+        for split in self.eval_splits.values():
+            split.check_fits(n_positions)
         self.iterator = BatchIterator(self.train.dataset, self.seed, self.info.rank, self.info.world_size)
         self.class_weights = None
         if p.weighted_training and (self.task.n_outputs == 1 or task == "XNLI"):  # as the original
