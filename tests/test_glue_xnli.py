@@ -528,3 +528,20 @@ def test_examples_longer_than_the_positions_are_refused_before_training(tmp_path
     with pytest.raises(DataError, match="s1.pth: sentence 1 takes 702 positions"):
         single.check_fits(512)
     single.check_fits(702)
+
+
+def test_a_checkpoint_that_is_not_the_tasks_is_one_clear_error(toy_tasks):
+    """A pretrained model in place of checkpoint-XNLI.pth stopped the resume with a KeyError, another
+    task's classifier with load_state_dict's size mismatch."""
+    import shutil
+    folder = toy_tasks / "dumped" / "ft" / "foreign"
+    folder.mkdir(parents=True)
+    shutil.copy(toy_tasks / "model.pth", folder / "checkpoint-XNLI.pth")
+    proc = finetune(toy_tasks, "--transfer_tasks", "XNLI", "--n_epochs", 1, exp_id="foreign", check=False)
+    assert proc.returncode == 1 and "checkpoint-XNLI.pth: not a checkpoint of glue-xnli.py (no classifier, " \
+        "train_state); move it away" in proc.stderr.splitlines()[-1], proc.stderr[-2000:]
+    finetune(toy_tasks, "--transfer_tasks", "SST-2", "--n_epochs", 1, "--epoch_size", 32, exp_id="sst")
+    shutil.copy(toy_tasks / "dumped" / "ft" / "sst" / "checkpoint-SST-2.pth", folder / "checkpoint-XNLI.pth")
+    proc = finetune(toy_tasks, "--transfer_tasks", "XNLI", "--n_epochs", 1, exp_id="foreign", check=False)
+    assert proc.returncode == 1 and "(classifier) weights do not fit the model: shape mismatch: 1.weight: " \
+        "checkpoint (2, 32) vs model (3, 32)" in proc.stderr.splitlines()[-1], proc.stderr[-2000:]

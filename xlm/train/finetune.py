@@ -411,8 +411,12 @@ class FineTuner:
         if not os.path.isfile(self.checkpoint_path):
             return
         data = read_checkpoint(self.checkpoint_path)
+        missing = [key for key in ("model", "classifier", "train_state") if key not in data]
+        if missing:
+            raise DataError(f"{self.checkpoint_path}: not a checkpoint of glue-xnli.py (no {', '.join(missing)}); "
+                            "move it away to fine-tune this task afresh")
         load_weights(self.model.encoder, data["model"], f"{self.checkpoint_path} (model)")
-        self.model.proj.load_state_dict(data["classifier"])
+        load_weights(self.model.proj, data["classifier"], f"{self.checkpoint_path} (classifier)")
         load_optimizer_states(self.optimizers, data, self.checkpoint_path, self.logger)
         saved_params = data.get("finetune_params", {})
         changed = differing_flags(self.params, saved_params, FINETUNE_BATCHING_FLAGS)
