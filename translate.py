@@ -176,6 +176,18 @@ class StreamOutput:
         return f"{self.lines} translated lines written to {self.path} (not a file: a rerun starts again)"
 
 
+def count_lines(path, size):
+    """The newlines in the first `size` bytes of a file."""
+    n = 0
+    with open(path, "rb") as f:
+        while size > 0:
+            chunk = f.read(min(size, 1 << 24))
+            if not chunk:
+                break
+            n, size = n + chunk.count(b"\n"), size - len(chunk)
+    return n
+
+
 class PartialOutput:
     """The output lines written so far, in OUTPUT.partial, and in OUTPUT.partial.json what they translate
     (the input's SHA-256, the model file, the flags that change a translation) and how many complete lines
@@ -194,6 +206,8 @@ class PartialOutput:
                 with open(self.record_path, encoding="utf-8") as f:
                     record = json.load(f)
                 self.lines, self.size = record["lines"], record["bytes"]
+                if not all(type(n) is int and n >= 0 for n in (self.lines, self.size)):
+                    raise ValueError("its lines and bytes are not counts")
             except (OSError, ValueError, KeyError, TypeError) as e:
                 raise DataError(f"{self.record_path}: unreadable ({e}); remove it and {self.path} to start "
                                 "again") from None
@@ -207,6 +221,9 @@ class PartialOutput:
             if not os.path.isfile(self.path) or os.path.getsize(self.path) < self.size:
                 raise DataError(f"{self.path}: shorter than {self.record_path} says (lost in a crash?); remove "
                                 "both to start again")
+            if count_lines(self.path, self.size) != self.lines:
+                raise DataError(f"{self.path}: its first {self.size} bytes do not hold the {self.lines} lines "
+                                f"{self.record_path} says; remove both to start again")
         self.recorded_lines = self.lines
         self.file = open(self.path, "r+b" if self.lines else "wb")
         self.file.truncate(self.size)  # lines written after the last record are written again

@@ -1,4 +1,5 @@
 """translate.py as a user runs it, with a translation checkpoint of a model trained to reverse."""
+import json
 import os
 import re
 import resource
@@ -11,6 +12,7 @@ import torch
 
 from conftest import ROOT, python, train_reverser
 from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
+from xlm.fileio import DataError
 from xlm.model.checkpoint import checkpoint_payload, save_checkpoint
 
 WORDS = ["a", "b", "c", "d", "e", "f", "g", "h"]
@@ -263,3 +265,26 @@ def test_a_full_disk_is_one_error_and_the_rerun_goes_on(checkpoint, tmp_path):
     proc = python("translate.py", *flags, "--output_path", tmp_path / "dir.fr", input=text, check=False)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path / 'dir.fr.partial'}: is a folder, where the translations are written as they are made")
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"lines": -3, "bytes": 4}, "unreadable (its lines and bytes are not counts)"),
+    ({"lines": 1, "bytes": 1.5}, "unreadable (its lines and bytes are not counts)"),
+    ({"lines": "abc", "bytes": 4}, "unreadable (its lines and bytes are not counts)"),
+    # more lines than the file holds: the output came out short, silently
+    ({"lines": 10 ** 6, "bytes": 4}, "its first 4 bytes do not hold the 1000000 lines"),
+])
+def test_a_damaged_partial_record_is_refused(tmp_path, monkeypatch, record, message):
+    """The record beside OUTPUT.partial is only ever written whole, but one edited by hand made a
+    TypeError, an OSError of truncate(-5), or an output missing lines."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    import translate
+    out = tmp_path / "o.fr"
+    (tmp_path / "o.fr.partial").write_text("a b\nc\nd\n")
+    (tmp_path / "o.fr.partial.json").write_text(json.dumps({"identity": {"x": 1}, **record}))
+    with pytest.raises(DataError, match=re.escape(message)):
+        translate.PartialOutput(str(out), {"x": 1})
+    (tmp_path / "o.fr.partial.json").write_text(json.dumps({"identity": {"x": 1}, "lines": 2, "bytes": 6}))
+    kept = translate.PartialOutput(str(out), {"x": 1})
+    assert kept.lines == 2 and (tmp_path / "o.fr.partial").read_text() == "a b\nc\n"
+    kept.abandon()
