@@ -122,7 +122,6 @@ class LabelledSplit:
         langs = torch.full_like(x, lang_id) if lang_id is not None else None
         return x, lengths, langs, self.dataset.indices[key]
 
-
     def check_fits(self, n_positions, max_len=0):
         """Refuse now, naming it, the longest example (cut to max_len tokens a sentence, training's
         `batch`; whole in evaluation, as the original evaluates) if the model's positions cannot hold it:
