@@ -518,14 +518,14 @@ def test_examples_longer_than_the_positions_are_refused_before_training(tmp_path
         (tmp_path / name).write_text("".join(" ".join("a" * n) + "\n" for n in lengths), encoding="utf-8")
         corpora.append(binarize(tmp_path / name, dico, tmp_path / f"{name}.pth", threads=1))
     pairs = LabelledSplit(ParallelDataset(*corpora, keep_empty=True), None)
-    with pytest.raises(DataError, match=r"s1.pth, .*s2.pth: pair 1 takes 713 positions with its </s>, more than "
-                                        r"the model's 512"):
+    with pytest.raises(DataError, match=r"s1.pth, .*s2.pth: pair 1 makes a sequence of 713 positions with its three "
+                                        r"</s>, more than the model's 512$"):
         pairs.check_fits(512)
     pairs.check_fits(512, max_len=256)  # training cuts each sentence to 256 tokens: 256 + 12 - 1
-    with pytest.raises(DataError, match="pair 1 cut to --max_len 600 takes 611 positions"):
+    with pytest.raises(DataError, match=r"pair 1 makes a sequence of 611 positions .* \(cut to --max_len 600\)"):
         pairs.check_fits(512, max_len=600)
     single = LabelledSplit(SentenceDataset(corpora[0]), None)
-    with pytest.raises(DataError, match="s1.pth: sentence 1 takes 702 positions"):
+    with pytest.raises(DataError, match="s1.pth: sentence 1 has 700 tokens, more than the 510 that the model's 512"):
         single.check_fits(512)
     single.check_fits(702)
 

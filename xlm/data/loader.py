@@ -5,6 +5,8 @@ that rank (get-data-wiki.sh style data split for multi-GPU runs)."""
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..fileio import DataError
 from .binarized import load_binarized
 
@@ -41,25 +43,29 @@ def corpus_path(params, name, local_rank):
     return os.path.join(params.data_path, name + ".pth")
 
 
-def check_fits(corpora, indices, n_positions, joined=False, note=""):
+def check_fits(corpora, indices, n_positions, joined=False, note="", max_len=0):
     """Sentences `indices` of the corpora (of a pair: line-aligned) that the model's positions cannot hold
     stop the run now, named, not when the evaluation or a training step reads them: each with its two
-    </s>, or with joined, a pair as one sequence of continuous positions, `</s> x1 </s> x2 </s>` (PC)."""
+    </s>, or with joined, a pair as one sequence of continuous positions, `</s> x1 </s> x2 </s>` (PC,
+    classification); with max_len, each sentence cut to that many positions first (fine-tuning's batches)."""
     if len(indices) == 0:
         return
+    sides = [corpus.lengths[indices] + 2 for corpus in corpora]
+    if max_len > 0:
+        sides = [np.minimum(side, max_len) for side in sides]
     if joined:
-        total = corpora[0].lengths[indices] + corpora[1].lengths[indices] + 3
+        total = sides[0] + sides[1] - 1
         i = int(total.argmax())
         if total[i] > n_positions:
             raise DataError(f"{corpora[0].path}, {corpora[1].path}: pair {indices[i]} makes a sequence of "
                             f"{int(total[i])} positions with its three </s>, more than the model's {n_positions}{note}")
         return
-    for corpus in corpora:
-        lengths = corpus.lengths[indices]
-        i = int(lengths.argmax())
-        if lengths[i] + 2 > n_positions:
-            raise DataError(f"{corpus.path}: sentence {indices[i]} has {int(lengths[i])} tokens, more than the "
-                            f"{n_positions - 2} that the model's {n_positions} positions hold with the two </s>{note}")
+    for corpus, side in zip(corpora, sides):
+        i = int(side.argmax())
+        if side[i] > n_positions:
+            raise DataError(f"{corpus.path}: sentence {indices[i]} has {int(corpus.lengths[indices[i]])} tokens, "
+                            f"more than the {n_positions - 2} that the model's {n_positions} positions hold with the "
+                            f"two </s>{note}")
 
 
 def load_training_data(params, logger=None, local_rank=None):

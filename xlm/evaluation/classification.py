@@ -16,6 +16,7 @@ import torch
 from ..data.binarized import load_binarized
 from ..data.datasets import Batch, BatchingOptions, ParallelDataset, SentenceDataset
 from ..data.dictionary import EOS_INDEX, Dictionary
+from ..data.loader import check_fits
 from ..fileio import DataError, check_file, decode_utf8
 from ..objectives.lm import concat_pair
 from ..train.distributed import gather_to_master, own_share
@@ -123,21 +124,13 @@ class LabelledSplit:
         return x, lengths, langs, self.dataset.indices[key]
 
     def check_fits(self, n_positions, max_len=0):
-        """Refuse now, naming it, the longest example (cut to max_len tokens a sentence, training's
-        `batch`; whole in evaluation, as the original evaluates) if the model's positions cannot hold it:
-        it stopped the run in an embedding lookup when read, after an epoch's training for a valid one."""
+        """Refuse now, naming it, an example the model's positions cannot hold (in training, each sentence
+        cut to max_len first, as `batch`; whole in evaluation, as the original evaluates): it stopped the run
+        in an embedding lookup when read, after an epoch's training for a valid one."""
         pair = isinstance(self.dataset, ParallelDataset)
         corpora = [self.dataset.corpus1, self.dataset.corpus2] if pair else [self.dataset.corpus]
-        sides = [c.lengths[self.dataset.indices] + 2 for c in corpora]
-        if max_len > 0:
-            sides = [np.minimum(side, max_len) for side in sides]
-        total = sides[0] + sides[1] - 1 if pair else sides[0]  # a pair: </s> s1 </s> s2 </s>
-        if len(total) and total.max() > n_positions:
-            i = int(total.argmax())
-            cut = f" cut to --max_len {max_len}" if max_len > 0 else ""
-            raise DataError(f"{', '.join(str(c.path) for c in corpora)}: {'pair' if pair else 'sentence'} "
-                            f"{self.dataset.indices[i]}{cut} takes {int(total[i])} positions with its </s>, more "
-                            f"than the model's {n_positions}")
+        check_fits(corpora, self.dataset.indices, n_positions, joined=pair, max_len=max_len,
+                   note=f" (cut to --max_len {max_len})" if max_len > 0 else "")
 
 
 @torch.no_grad()
