@@ -82,7 +82,10 @@ def parse_optimizer(spec, flag="optimizer"):
         options[key] = float(value)
         if options[key] < 0:
             raise DataError(f"--{flag}: {key}={value} must not be negative")
-        if key == "betas" or name in OPTIMIZERS and torch_option_default(name, key, flag) is PAIR:
+        if name in OPTIMIZERS and key not in torch_options(name):
+            raise DataError(f"--{flag}: '{key}' is not an option of {name} (its options: "
+                            f"{', '.join(torch_options(name))})")
+        if key == "betas" or name in OPTIMIZERS and isinstance(torch_options(name)[key], tuple):
             raise DataError(f"--{flag}: {key} is a pair, which key=number cannot give"
                             + (": use beta1= and beta2=" if name in ADAM_FAMILY else ""))
     if name == "sgd" and "lr" not in options:
@@ -90,19 +93,13 @@ def parse_optimizer(spec, flag="optimizer"):
     return name, options
 
 
-PAIR = object()
-
-
-def torch_option_default(name, key, flag):
-    """The default of option `key` of torch's optimizer `name`, PAIR for a pair. As the original (which
-    checks them with inspect.getfullargspec), only the constructor's positional parameters are options; of
-    those, `capturable` (CUDA graphs) and `differentiable` (a step inside autograd) are torch's internals."""
+def torch_options(name):
+    """{option: default} of torch's optimizer `name`. As the original (which checks them with
+    inspect.getfullargspec), only the constructor's positional parameters are options; of those,
+    `capturable` (CUDA graphs) and `differentiable` (a step inside autograd) are torch's internals."""
     parameters = inspect.signature(OPTIMIZERS[name].__init__).parameters.values()
-    options = {p.name: p.default for p in parameters if p.kind == p.POSITIONAL_OR_KEYWORD
-               and p.name not in ("self", "params", "capturable", "differentiable")}
-    if key not in options:
-        raise DataError(f"--{flag}: '{key}' is not an option of {name} (its options: {', '.join(options)})")
-    return PAIR if isinstance(options[key], tuple) else options[key]
+    return {p.name: p.default for p in parameters if p.kind == p.POSITIONAL_OR_KEYWORD
+            and p.name not in ("self", "params", "capturable", "differentiable")}
 
 
 def build_optimizer(parameters, spec, flag="optimizer"):
