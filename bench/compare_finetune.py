@@ -62,6 +62,7 @@ CASES = {
     "xnli_memory": "--transfer_tasks XNLI --model_path {memory}",
     "glue_memory": "--transfer_tasks SST-2,STS-B --finetune_layers 1:_1 --model_path {memory}",
     "xnli_memory_in_a_layer": "--transfer_tasks XNLI --model_path {memory_in}",
+    "xnli_memory_batchnorm": "--transfer_tasks XNLI --model_path {memory_bn}",
 }
 # sets the original fails and xlm runs: the original's last line, and why
 XLM_ALSO_RUNS = {
@@ -104,10 +105,11 @@ def random_flags(rng):
 
 PRETRAIN = ("--lgs en-es-fr --mlm_steps en,es,fr --emb_dim 32 --n_layers 2 --n_heads 4 --batch_size 8 --bptt 32 "
             "--epoch_size 1600 --max_epoch 1 --optimizer adam,lr=0.003")
-# the pretrained models a case may name: memories after layer 1, or also in place of layer 0's feed-forward
-# network; the other cases fine-tune {mlm}
+# the pretrained models a case may name: memories after layer 1 (with a batchnorm in their query network), or
+# also in place of layer 0's feed-forward network; the other cases fine-tune {mlm}
 MEMORY = "--use_memory true --mem_n_keys 16 --mem_k_dim 16 --mem_heads 2 --mem_knn 4 --mem_enc_positions"
-PRETRAINED = {"mlm": PRETRAIN, "memory": f"{PRETRAIN} {MEMORY} 1+", "memory_in": f"{PRETRAIN} {MEMORY} 0,1+"}
+PRETRAINED = {"mlm": PRETRAIN, "memory": f"{PRETRAIN} {MEMORY} 1+", "memory_in": f"{PRETRAIN} {MEMORY} 0,1+",
+              "memory_bn": f"{PRETRAIN} {MEMORY} 1+ --mem_query_batchnorm true"}
 
 
 def write_tasks(raw, data):
