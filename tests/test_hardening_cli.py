@@ -614,6 +614,25 @@ def test_xnli_missing_test_files_are_an_error_before_training(toy_tasks, tmp_pat
     assert " - epoch " not in proc.stderr and not (toy_tasks / "dumped" / "ft" / "missing").exists()
 
 
+@pytest.mark.parametrize("task, name, label, message", [
+    ("STS-B", "valid.label", "7", "STS-B labels are similarity scores from 0 to 5, got '7'"),
+    ("XNLI", "test.label.fr", "maybe", "unknown label 'maybe'"),
+    ("MRPC", "train.label", "2", "unknown label '2' (MRPC has 2 classes"),
+])
+def test_a_later_tasks_bad_label_is_named_before_the_first_trains(toy_tasks, tmp_path, task, name,  # noqa: F811
+                                                                   label, message):
+    """The labels of every task are read before the first trains: a bad one in the third task's files is
+    not found after two tasks' epochs."""
+    data = partial_copy(toy_tasks, tmp_path, set())
+    lines = (toy_tasks / "data" / "eval" / task / name).read_text().splitlines()
+    (data / "eval" / task / name).unlink()  # a link to the shared file
+    (data / "eval" / task / name).write_text("\n".join(lines[:-1] + [label]) + "\n")
+    proc = finetune(toy_tasks, data, "--transfer_tasks", f"SST-2,{'MRPC' if task != 'MRPC' else 'STS-B'},{task}",
+                    "--dump_path", tmp_path / "dumped")  # a run of the old code would have left checkpoints
+    one_error_line(proc, f"{data / 'eval' / task / name}")
+    assert message in proc.stderr.strip().splitlines()[-1] and " - epoch " not in proc.stderr
+
+
 def test_a_training_set_lacking_a_class_trains_and_keeps_the_ids(toy_tasks, tmp_path):  # noqa: F811
     """An SST-2 train.label of one class (a sample of the set) trains, as in the original; the class keeps
     the id the other splits' labels give it ("1" is 1, where the original made it 0 in training). A task

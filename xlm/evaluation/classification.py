@@ -251,10 +251,18 @@ class TaskData:
             raise DataError(f"missing labels: {label_path}")
         return LabelledSplit(dataset, labels, s1.path), label_set
 
-    def label_files(self, task_name, lang=None):
+    def check_labels(self, task_name, lang=None, splits=("train", "valid", "test")):
+        """Read the label files of a task's splits (in a language) as the splits will: a bad label is
+        named now, not when the task's turn comes after others have trained."""
+        label_set = class_names(self.label_files(task_name, lang), task_name) \
+            if task_name in GLUE_CLASSIFICATION else None
+        for path in self.label_files(task_name, lang, splits):
+            read_labels(path, task_name, label_set)
+
+    def label_files(self, task_name, lang=None, splits=("train", "valid", "test")):
         """The label files of a task's splits that exist."""
         folder, suffix = os.path.join(self.data_path, "eval", task_name), f".{lang}" if lang else ""
-        paths = [os.path.join(folder, f"{split}.label{suffix}") for split in ("train", "valid", "test")]
+        paths = [os.path.join(folder, f"{split}.label{suffix}") for split in splits]
         return [path for path in paths if os.path.exists(path)]
 
     def missing_files(self, task_name, split, lang=None):

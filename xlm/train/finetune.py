@@ -485,14 +485,16 @@ def check_task_files(params):
     """Every file the tasks will read, before the first of them trains: XNLI's training language, and
     each language with any XNLI file must have all of them, or the mean accuracy would silently leave it
     out. A language of the model without any XNLI file (e.g. one XNLI does not cover) is not evaluated.
-    The model file is read first: an unreadable one is the first error."""
+    The model file is read first: an unreadable one is the first error. The labels of the tasks after
+    the first are read too (the first's are read as it starts)."""
     model_langs = (read_checkpoint(params.model_path).get("params") or {}).get("lang2id") or {}
     data = TaskData(params.data_path, None)
-    missing = []
+    missing, languages = [], {}  # task -> the languages of its files (None: GLUE's, without one)
     for task in params.transfer_tasks:
         if task != "XNLI":
             missing += data.missing_files(task, "valid" if params.debug_train else "train") + \
                 data.missing_files(task, "valid")
+            languages[task] = [None]
             continue
         if params.xnli_train_lang not in model_langs:
             raise DataError(f"--xnli_train_lang {params.xnli_train_lang}: not a language of the model "
@@ -501,11 +503,16 @@ def check_task_files(params):
         present = {name.split(".")[2] for name in (os.listdir(folder) if os.path.isdir(folder) else [])
                    if name.count(".") >= 2}
         missing += data.missing_files(task, "valid" if params.debug_train else "train", params.xnli_train_lang)
-        for lang in sorted(set(model_langs) & (present | {params.xnli_train_lang})):
+        languages[task] = sorted(set(model_langs) & (present | {params.xnli_train_lang}))
+        for lang in languages[task]:
             missing += data.missing_files(task, "valid", lang) + data.missing_files(task, "test", lang)
     if missing:
         raise DataError(f"missing {len(missing)} data file(s): {', '.join(missing[:6])}"
                         f"{', ...' if len(missing) > 6 else ''}")
+    for task in params.transfer_tasks[1:]:
+        for lang in languages[task]:
+            trains = (lang is None or lang == params.xnli_train_lang) and not params.debug_train
+            data.check_labels(task, lang, ("train", "valid", "test") if trains else ("valid", "test"))
 
 
 def main(argv=None):
