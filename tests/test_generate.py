@@ -157,6 +157,7 @@ def test_topk_rows_is_torch_topk(width, k, monkeypatch):
     """Beam search's top-k through the blocks' maxima: torch.topk's values and indices, where the k best
     are all different and beat the rest; elsewhere (equal scores, which torch.topk orders its own way,
     NaN) torch.topk itself answers."""
+    monkeypatch.setattr(generate_module, "TOPK_DIRECT_SCORES", 0)  # these few scores go through the blocks
     g, block = torch.Generator().manual_seed(width + k), generate_module.TOPK_BLOCK
     distinct = torch.randn(6, width, generator=g)
     beam_like = torch.log_softmax(3 * torch.randn(6, width, generator=g), -1)
@@ -172,7 +173,7 @@ def test_topk_rows_is_torch_topk(width, k, monkeypatch):
         kth_twice[:, :(k + 1) * block:block] = torch.cat([torch.arange(10.0 + k - 1, 9.0, -1), torch.tensor([10.0])])
     blocks_answer = -(-width // block) > k
     empty = distinct[:0]
-    cases = {"distinct": blocks_answer, "beam_like": blocks_answer, "last_block": blocks_answer, "empty": blocks_answer,
+    cases = {"distinct": blocks_answer, "beam_like": blocks_answer, "last_block": blocks_answer, "empty": False,
              "ties": False, "infinite": False, "nan": False, "equal_best": False, "kth_twice": False}
     whole_rows, topk = [], torch.topk
     monkeypatch.setattr(torch, "topk", lambda x, *a, **kw: whole_rows.append(x.shape[1] == width) or topk(x, *a, **kw))
@@ -188,9 +189,10 @@ def test_topk_rows_is_torch_topk(width, k, monkeypatch):
 
 
 @pytest.mark.parametrize("width", [7, 128, 130, 1000, 8054])
-def test_argmax_rows_is_argmax(width):
+def test_argmax_rows_is_argmax(width, monkeypatch):
     """Greedy decoding's pick inside `free_roundings`, through the blocks' maxima: torch's argmax, the
     first of equal scores, NaN before all."""
+    monkeypatch.setattr(generate_module, "ARGMAX_DIRECT_SCORES", 0)  # these few scores go through the blocks
     g = torch.Generator().manual_seed(width)
     distinct = torch.randn(6, width, generator=g)
     ties = torch.randint(-3, 3, (6, width), generator=g).float()
@@ -203,6 +205,25 @@ def test_argmax_rows_is_argmax(width):
     for name, scores in (("distinct", distinct), ("ties", ties), ("infinite", infinite), ("last", last), ("nan", nan),
                          ("first_and_last", first_and_last), ("no row", distinct[:0])):
         assert torch.equal(argmax_rows(scores), scores.argmax(1)), name
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_few_scores_go_to_torch_at_once(threads, monkeypatch):
+    """A few sentences' scores (a small batch, or the last unfinished sentences) are one torch.topk or
+    argmax call, whose fixed cost is below the blocks' dozen calls; many go through the blocks. Each way
+    gives torch's answer."""
+    calls, topk = [], torch.topk
+    monkeypatch.setattr(torch, "topk", lambda x, *a, **kw: calls.append(x.shape) or topk(x, *a, **kw))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    g = torch.Generator().manual_seed(threads)
+    for rows, direct in ((7, True), (12 * threads, True), (13 * threads, False), (64, False)):
+        scores = torch.randn(rows, 8054, generator=g)
+        calls.clear()
+        values, indices = topk_rows(scores, 1)
+        assert torch.equal(indices, topk(scores, 1, dim=1).indices)
+        assert (calls == [scores.shape]) == direct, rows
+        assert torch.equal(argmax_rows(scores), scores.argmax(1))
+    assert generate_module.few_scores(torch.zeros(7, 8054), generate_module.ARGMAX_DIRECT_SCORES) == (threads == 2)
 
 
 def test_the_trained_model_reverses(reverser):

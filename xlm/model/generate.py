@@ -56,6 +56,16 @@ def still_decoded(finished, group, dtype, shapes):
 
 
 TOPK_BLOCK = 128  # scores per block of `topk_rows` (64-512 measured, this the fastest)
+# up to these many scores a thread, torch's own topk / argmax: the blocks' dozen small calls cost a fixed
+# 125 us (`topk_rows`) or 55 us (`argmax_rows`) on a Zen 3, more than torch's scan of so few scores
+TOPK_DIRECT_SCORES, ARGMAX_DIRECT_SCORES = 100_000, 50_000
+
+
+def few_scores(scores, per_thread):
+    """Whether torch's own call over the rows of scores (n, width), spread over the threads row by row,
+    reads at most `per_thread` scores a thread."""
+    n, width = scores.shape
+    return n * width <= per_thread * min(torch.get_num_threads(), max(n, 1))
 
 
 def block_maxima(scores):
@@ -74,10 +84,11 @@ def topk_rows(scores, k):
     largest maxima is at most the (k+1)-th maximum, so where the k best scores of those blocks are all
     different and beat it and the rest of those blocks, they are the answer, whatever the order of the
     search; otherwise (equal scores, NaN) torch.topk answers, which breaks ties its own way. A beam step
-    of a trained 2 x 128 model (32 sentences, 5 x 8,054 scores each) took 250 us instead of 720."""
+    of a trained 2 x 128 model (32 sentences, 5 x 8,054 scores each) took 250 us instead of 720. Few
+    scores (`few_scores`) go to torch.topk at once."""
     n, width = scores.shape
     block = TOPK_BLOCK
-    if not scores.is_cpu or -(-width // block) <= k:
+    if not scores.is_cpu or -(-width // block) <= k or few_scores(scores, TOPK_DIRECT_SCORES):
         return torch.topk(scores, k, dim=1)
     block_max, best_blocks = block_maxima(scores).topk(k + 1, dim=1)
     index = (best_blocks[:, :k, None] * block + torch.arange(block)).view(n, k * block)
@@ -92,9 +103,10 @@ def topk_rows(scores, k):
 def argmax_rows(scores):
     """scores.argmax(1), the first of each row's largest (NaN the largest), found on the CPU among the
     scores of the block whose maximum comes first among the largest (blocks of TOPK_BLOCK): torch's argmax
-    along rows takes a slow loop, 140 us for 32 rows of 8,000 scores against 46 us this way."""
+    along rows takes a slow loop, 140 us for 32 rows of 8,000 scores against 46 us this way. Few scores
+    (`few_scores`) go to argmax at once."""
     width, block = scores.shape[1], TOPK_BLOCK
-    if not scores.is_cpu or width < block:
+    if not scores.is_cpu or width < block or few_scores(scores, ARGMAX_DIRECT_SCORES):
         return scores.argmax(1)
     index = block_maxima(scores).argmax(1, keepdim=True) * block + torch.arange(block)
     # past the last score: the last one again, which argmax finds first at its own place
