@@ -253,11 +253,13 @@ class TaskData:
 
     def check_labels(self, task_name, lang=None, splits=("train", "valid", "test")):
         """Read the label files of a task's splits (in a language) as the splits will: a bad label is
-        named now, not when the task's turn comes after others have trained."""
-        label_set = class_names(self.label_files(task_name, lang), task_name) \
-            if task_name in GLUE_CLASSIFICATION else None
+        named now, not when the task's turn comes after others have trained. A GLUE classification task's
+        classes come from all its label files at once, which finds any label too many."""
+        if task_name in GLUE_CLASSIFICATION:
+            class_names(self.label_files(task_name, lang), task_name)
+            return
         for path in self.label_files(task_name, lang, splits):
-            read_labels(path, task_name, label_set)
+            read_labels(path, task_name)
 
     def label_files(self, task_name, lang=None, splits=("train", "valid", "test")):
         """The label files of a task's splits that exist."""
