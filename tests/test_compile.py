@@ -3,6 +3,7 @@ import warnings
 
 import pytest
 import torch
+import torch._inductor.config
 import torch.nn.functional as F
 from torch._dynamo.utils import counters
 
@@ -53,9 +54,11 @@ def test_padding_to_a_bucket_keeps_the_loss():
     assert padded.item() == pytest.approx(loss.item(), rel=1e-6)
 
 
-def test_compiled_training_matches_eager_and_compiles_once():
+def test_compiled_training_matches_eager_and_compiles_once(monkeypatch):
     """Four TLM steps of varying shapes (with Adam updates), eager and through BucketPadded: the same
     losses, and the compiled forward is not compiled again for each new shape."""
+    # Inductor's kernels without SIMD: the same graphs and lowering, a third less of g++'s time on 2 cores
+    monkeypatch.setattr(torch._inductor.config.cpp, "vec_isa_ok", False)
     losses = {}
     for name in ("eager", "compiled"):
         model = tiny(dropout=0.0)
