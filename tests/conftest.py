@@ -12,6 +12,11 @@ import xlm.model.linear as linear_module
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
 
+# The suite starts the scripts hundreds of times: where the environment turns Python's bytecode cache off
+# (PYTHONDONTWRITEBYTECODE), each start compiled xlm's modules again (0.1 s of train.py's 2 s start-up).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
+
 
 def run(args, input=None, check=True, cwd=None):
     """Run a command of the project as a user would; returns the CompletedProcess (text mode)."""
