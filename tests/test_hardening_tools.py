@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, python, run
+from conftest import ROOT, load_script, python, run
 from test_compare_logs import XLM_LOG
 from test_hardening_cli import mt_checkpoint, one_error_line  # noqa: F401  (the random MT model)
 from xlm.data.binarized import binarize
@@ -216,23 +216,31 @@ def test_compare_logs_unknown_metric_and_a_folder(run_folder):
 
 # ----------------------------------------------------------------------------- fill_mask.py's input lines
 
-def test_fill_mask_names_the_line_of_a_sentence_it_cannot_take(tmp_path, mlm_checkpoint):
+def test_fill_mask_names_the_line_of_a_sentence_it_cannot_take(tmp_path, mlm_checkpoint, monkeypatch, capsys):
     """A line longer than the model's positions (alone or as a translation), invalid UTF-8, and a line
-    without a word to mask are one error naming the line of standard input (and of --translations)."""
+    without a word to mask are one error naming the line of standard input (and of --translations): the
+    first through the command, the others in this process (a start of the tool costs seconds)."""
     (tmp_path / "long").write_text("the cat\n" + "the " * 600 + "\n")
     proc = tool_redirected(f"< {tmp_path / 'long'}", "fill_mask.py", mlm_checkpoint, "--lang", "en", "--mask", "0")
     one_error_line(proc, "error: <stdin>:2: the sentence has 600 subwords, more than the 510 that the model's 512 "
                          "positions hold with the two </s>")
-    (tmp_path / "two").write_text("cat\ncat\n")
-    proc = tool_redirected(f"< {tmp_path / 'two'}", "fill_mask.py", mlm_checkpoint, "--lang", "en", "--mask", "0",
-                           "--translations", tmp_path / "long", "--translation_lang", "fr")
-    one_error_line(proc, f"error: <stdin>:2, {tmp_path / 'long'}:2: the translation has 600 subwords")
-    (tmp_path / "bad").write_bytes(b"the cat\nthe \xff cat\n")
-    proc = tool_redirected(f"< {tmp_path / 'bad'}", "fill_mask.py", mlm_checkpoint, "--lang", "en", "--mask", "0")
-    one_error_line(proc, "error: <stdin>:2: invalid UTF-8 (invalid start byte at byte 5 of the line)")
-    assert proc.stdout == ""
-    proc = tool("fill_mask.py", mlm_checkpoint, "--lang", "en", "--mask", "random", input="the cat\n\n. ,\n")
-    one_error_line(proc, "error: <stdin>:3: --mask random: no word to mask in '. ,'")
+    fill_mask = load_script(TOOLS / "fill_mask.py", "fill_mask_tool").main
+
+    def error(stdin, *args):
+        (tmp_path / "stdin").write_bytes(stdin)
+        with open(tmp_path / "stdin", encoding="utf-8") as f:
+            monkeypatch.setattr(sys, "stdin", f)
+            with pytest.raises(DataError) as raised:
+                fill_mask([str(mlm_checkpoint), "--lang", "en", *map(str, args)])
+        return str(raised.value), capsys.readouterr().out
+
+    message, _ = error(b"cat\ncat\n", "--mask", "0", "--translations", tmp_path / "long", "--translation_lang", "fr")
+    assert message.startswith(f"<stdin>:2, {tmp_path / 'long'}:2: the translation has 600 subwords")
+    # standard input is read whole before anything is printed
+    assert error(b"the cat\nthe \xff cat\n", "--mask", "0") == \
+        ("<stdin>:2: invalid UTF-8 (invalid start byte at byte 5 of the line)", "")
+    message, _ = error(b"the cat\n\n. ,\n", "--mask", "random")
+    assert message == "<stdin>:3: --mask random: no word to mask in '. ,'"
 
 
 # ----------------------------------------------------------------------------- embedding_alignment.py
