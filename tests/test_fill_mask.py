@@ -1,6 +1,7 @@
 """tools/fill_mask.py: masked-word predictions of a checkpoint, against transformers' XLMWithLMHeadModel
 forward on the input written out by the MLM/TLM rule."""
 import math
+import sys
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from conftest import ROOT, load_script, python, random_hf_xlm
 from xlm.convert import main as convert
 from xlm.data.bpe import learn_bpe, write_codes
 from xlm.data.dictionary import SPECIAL_WORDS
+from xlm.fileio import DataError
 
 fill_mask = load_script(ROOT / "tools" / "fill_mask.py")
 
@@ -94,18 +96,20 @@ def test_command_line_prints_the_oracle_top_k(model):
     assert "alone" in out[2] and "with en" in out[3]
 
 
-def test_bad_mask_index_is_one_line(model):
+def test_bad_mask_index_is_one_line(model, tmp_path, monkeypatch):
+    """The first mistake through the command (one error line), the others through `main` in this process."""
     _, folder = model
     proc = python(ROOT / "tools" / "fill_mask.py", folder / "model.pth", "--lang", "en", "--mask", "9", "the file",
                   check=False)
     assert proc.returncode != 0 and proc.stderr.strip() == "error: --mask 9: the sentence has 2 words (the file)"
-    proc = python(ROOT / "tools" / "fill_mask.py", folder / "model.pth", "--lang", "en", "--mask", "0", input="\n\n",
-                  check=False)
-    assert proc.returncode != 0 and proc.stderr.strip() == "error: no sentence: give it as an argument or on " \
-        "standard input"
-    proc = python(ROOT / "tools" / "fill_mask.py", folder / "model.pth", "--lang", "fr", "--mask", "0", "le fichier",
-                  "--translation", " ", "--translation_lang", "en", check=False)
-    assert proc.returncode != 0 and proc.stderr.strip() == "error: --translation is empty"
+    (tmp_path / "blank").write_text("\n\n")
+    with open(tmp_path / "blank", encoding="utf-8") as f, pytest.raises(DataError) as raised:
+        monkeypatch.setattr(sys, "stdin", f)
+        fill_mask.main([str(folder / "model.pth"), "--lang", "en", "--mask", "0"])
+    assert str(raised.value) == "no sentence: give it as an argument or on standard input"
+    with pytest.raises(DataError, match="^--translation is empty$"):
+        fill_mask.main([str(folder / "model.pth"), "--lang", "fr", "--mask", "0", "le fichier", "--translation", " ",
+                        "--translation_lang", "en"])
 
 
 def test_translations_file_sums_up_alone_and_with_translation(model, tmp_path):
