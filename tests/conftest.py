@@ -170,13 +170,19 @@ def torchrun(*args):
 
 
 @pytest.fixture(scope="session")
-def two_rank_reference(small_sample, tmp_path_factory):
-    """train.log of an uninterrupted torchrun run of TWO_RANK_FLAGS: what killed, signalled and resumed runs
-    of the same command must reproduce."""
+def two_rank_run(small_sample, tmp_path_factory):
+    """The folder of an uninterrupted torchrun run of TWO_RANK_FLAGS."""
     dump = tmp_path_factory.mktemp("two_ranks")
     command, env = torchrun(*TWO_RANK_FLAGS, "--exp_id", "whole", "--dump_path", dump, "--data_path", small_sample)
     subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
-    return (dump / "test" / "whole" / "train.log").read_text()
+    return dump / "test" / "whole"
+
+
+@pytest.fixture(scope="session")
+def two_rank_reference(two_rank_run):
+    """train.log of the uninterrupted run: what killed, signalled and resumed runs of the same command must
+    reproduce."""
+    return (two_rank_run / "train.log").read_text()
 
 
 def random_hf_xlm(path, words, seed=0, bias_scale=0.1, **config):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import xlm
-from conftest import ROOT, python, torchrun
+from conftest import ROOT, TWO_RANK_FLAGS, python, torchrun
 from xlm.data.bpe import remove_bpe
 from xlm.fileio import DataError
 from xlm.model.checkpoint import read_checkpoint, save_checkpoint
@@ -284,32 +284,25 @@ def test_a_killed_write_keeps_the_previous_checkpoint(tmp_path):
     assert read_checkpoint(path)["epoch"] == 1 and torch.equal(read_checkpoint(path)["model"]["w"], torch.ones(3))
 
 
-def test_torchrun_two_ranks_match_one_process(small_sample, tmp_path):
+def test_torchrun_two_ranks_match_one_process(small_sample, two_rank_run, tmp_path):
     """2 ranks (gloo) read batches 2i and 2i + 1 of one process's order, each a window of the stream laid out
     in --batch_size rows, as each of the original's ranks reads its own: the updates of one process that
     accumulates the gradients of 2 batches, the same losses."""
-    flags = ["--lgs", "en", "--clm_steps", "en", "--max_epoch", "1", "--log_interval", "1", "--batch_size", "4",
-             "--optimizer", "adam,lr=0.001", "--emb_dim", "32", "--n_layers", "2", "--n_heads", "4", "--bptt", "32",
-             "--exp_name", "test", "--dump_path", str(tmp_path), "--data_path", str(small_sample)]
-    # the original counts an epoch in sentences per process: 2 ranks reach 80 when one process reaches 160
-    python("train.py", *flags, "--exp_id", "single", "--accumulate_gradients", "2", "--epoch_size", "160")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-                    "train.py", *flags, "--exp_id", "ddp", "--epoch_size", "80"],
-                   cwd=ROOT, env=env, check=True,
-                   capture_output=True)
+    # the original counts an epoch in sentences per process: 2 ranks reach 24 when one process reaches 48
+    flags = [*TWO_RANK_FLAGS[1:], "--exp_id", "single", "--dump_path", tmp_path, "--data_path", small_sample]
+    python("train.py", *flags, "--accumulate_gradients", "2", "--epoch_size", "48")
     single = losses_of((tmp_path / "test" / "single" / "train.log").read_text())
-    ddp = losses_of((tmp_path / "test" / "ddp" / "train.log").read_text())
-    assert len(single) == 40 and len(ddp) == 20
+    ddp = losses_of((two_rank_run / "train.log").read_text())
+    assert len(single) == 48 and len(ddp) == 24
     for it in ddp:
         a = sum(float(single[2 * it - k].split(":")[1]) for k in (0, 1)) / 2
         b = float(ddp[it].split(":")[1])
         assert abs(a - b) < 1e-4 * max(1, abs(a)), (it, a, b)
-    assert (tmp_path / "test" / "ddp" / "train.log-1").exists()
+    assert (two_rank_run / "train.log-1").exists()
     # words/s is rank 0's own, as the original prints it (each rank predicts 4 x 32 tokens a step here)
-    rows = [json.loads(line) for line in (tmp_path / "test" / "ddp" / "train.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (two_rank_run / "train.jsonl").read_text().splitlines()]
     rates = [(r["words_per_s"], r["words_per_s_all_ranks"]) for r in rows if r["kind"] == "train"]
-    assert len(rates) == 20 and all(total == pytest.approx(2 * own) for own, total in rates)
+    assert len(rates) == 24 and all(total == pytest.approx(2 * own) for own, total in rates)
 
 
 def test_torchrun_ranks_draw_their_own_rounds_and_resume_them(small_sample, tmp_path):
