@@ -277,17 +277,15 @@ def prep_files(tmp_path_factory):
     return root
 
 
-def preprocess_case(rng, files, tmp):
+def preprocess_case(rng, files, tmp, n):
     target = rng.choice(["text", "vocab", "ours.pth", "original.pth"])
     what, data = damage((files / target).read_bytes(), rng)
-    damaged = tmp / f"damaged.{target}"
+    damaged = tmp / f"{n}.damaged.{target}"
     damaged.write_bytes(data)
     vocab = damaged if target == "vocab" else files / "vocab"
     text = damaged if target == "text" else files / "text"
-    output = damaged if target.endswith(".pth") else tmp / "out.pth"
-    if output.exists() and not target.endswith(".pth"):
-        output.unlink()
-    args = ["preprocess.py", vocab, text, output, "--threads", str(rng.choice([1, 2]))]
+    output = damaged if target.endswith(".pth") else tmp / f"{n}.out.pth"
+    args = [vocab, text, output, "--threads", str(rng.choice([1, 2]))]
     if rng.random() < 0.3:
         args += ["--format", "original"]
 
@@ -303,16 +301,16 @@ def preprocess_case(rng, files, tmp):
             return False
         source = decoded(text.read_bytes())
         return source is not None and sentences_of(corpus) == text_oracle(source, corpus.dico.word2id)
-    return f"preprocess.py, {target} damaged ({what}), {' '.join(map(str, args[4:]))}", args, correct
+    return f"preprocess.py, {target} damaged ({what}), {' '.join(map(str, args[3:]))}", args, correct
 
 
 def test_preprocess_damaged_inputs(prep_files, tmp_path):
     problems = []
     rng = random.Random(SEED)
-    for n in range(30):
-        described, args, correct = preprocess_case(rng, prep_files, tmp_path)
-        proc = command(args)
-        check_outcome(problems, f"case {n}: {described}", proc.returncode, proc.stderr, correct)
+    cases = [preprocess_case(rng, prep_files, tmp_path, n) for n in range(30)]
+    results = run_in_one_process(tmp_path, "preprocess.py", [(args, os.devnull) for _, args, _ in cases])
+    for n, ((described, _, correct), (code, stderr)) in enumerate(zip(cases, results)):
+        check_outcome(problems, f"case {n}: {described}", code, stderr.encode(), correct)
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems)
 
 
@@ -620,8 +618,8 @@ def wrong_kind_files(tmp, bpe_files, prep_files, model_files):
 
 
 def test_commands_given_files_of_the_wrong_kind(bpe_files, prep_files, model_files, tmp_path):
-    """Every file argument of every command given each file of another kind: fastbpe and preprocess.py one
-    process a call, translate.py all in one."""
+    """Every file argument of every command given each file of another kind: fastbpe one process a call
+    (it runs the compiled fastBPE), preprocess.py's calls all in one process, translate.py's too."""
     problems = []
     kinds = wrong_kind_files(tmp_path, bpe_files, prep_files, model_files)
     text, codes = bpe_files / "text", bpe_files / "codes"
@@ -638,15 +636,17 @@ def test_commands_given_files_of_the_wrong_kind(bpe_files, prep_files, model_fil
             proc = fastbpe(*args, stdin=stdin)
             check_outcome(problems, f"fastbpe {args[0]} given a {kind} file as {args[-1]}", proc.returncode,
                           proc.stderr, lambda: may_succeed)
-        if output.exists():
-            output.unlink()
-        for args in (["preprocess.py", path, prep_files / "text", output], ["preprocess.py", prep_files / "vocab",
-                                                                            path, output]):
-            proc = command([*args, "--threads", "1"])
-            check_outcome(problems, f"preprocess.py given a {kind} file as {args[1]}", proc.returncode,
-                          proc.stderr, lambda: output.exists() and corpus_invariants(load_binarized(output)) is None)
-            if output.exists():
-                output.unlink()
+    preprocess = []  # (what, args): each file as the vocabulary, then as the text, all in one process
+    for kind, path in kinds.items():
+        for role, vocab, sentences in (("vocabulary", path, prep_files / "text"),
+                                       ("text", prep_files / "vocab", path)):
+            preprocess.append((f"a {kind} file as the {role}",
+                               [vocab, sentences, tmp_path / f"{len(preprocess)}.pth"]))
+    results = run_in_one_process(tmp_path, "preprocess.py", [([*args, "--threads", 1], os.devnull)
+                                                             for _, args in preprocess])
+    for (what, (_, _, output)), (code, stderr) in zip(preprocess, results):
+        check_outcome(problems, f"preprocess.py given {what}", code, stderr.encode(),
+                      lambda: output.exists() and corpus_invariants(load_binarized(output)) is None)
     stdin = tmp_path / "in"
     stdin.write_text(" ".join(MT_WORDS[:5]) + "\n")
     cases = [(["--model_path", path, "--src_lang", "en", "--tgt_lang", "fr", "--output_path", tmp_path / f"{i}.out"],
