@@ -167,29 +167,23 @@ def test_offline_run_writes_what_glue_xnli_reads(mirror, codes_vocab, tmp_path):
     assert "skipped" in prepare(codes, vocab, data).stdout
     assert before == {p: p.stat().st_mtime_ns for p in list(out.iterdir()) + list(xnli.iterdir())}
 
-
-def test_translate_train_sets(mirror, codes_vocab, tmp_path):
-    """--train_langs en,fr also writes fr.train, XNLI-MT's French translation of the train set, tokenized and
-    lower-cased as fr's valid and test sets; prepare-xnli.sh then writes its train files, which glue-xnli.py
-    reads for --xnli_train_lang fr (the paper's translate-train)."""
-    data = tmp_path / "data"
+    # the same command with --train_langs en,fr then adds fr.train, XNLI-MT's French translation of the train
+    # set, tokenized and lower-cased as fr's valid and test sets; prepare-xnli.sh then writes its train files,
+    # which glue-xnli.py reads for --xnli_train_lang fr (the paper's translate-train)
     get_data(mirror, data, "--train_langs", "en,fr")
-    xnli = data / "xnli" / "XNLI-1.0"
     expected_fr = [(lowercase_and_remove_accent(tokenize(p, "fr")), lowercase_and_remove_accent(tokenize(h, "fr")),
                     "contradiction" if y == "contradictory" else y) for p, h, y in TRAIN_FR]
     assert [tuple(line.split("\t")) for line in read_lines(xnli / "fr.train")[1:]] == expected_fr
     assert expected_fr[0][0] == "l' eleve a lu le livre , dit-il ."  # tokenized: not the raw text lower-cased
     assert [tuple(line.split("\t")) for line in read_lines(xnli / "en.train")[1:]] == EXPECTED[("train", "en")]
     assert not (xnli / "de.train").exists()
-
-    codes, vocab = codes_vocab
     prepare(codes, vocab, data)
-    out = data / "processed" / "eval" / "XNLI"
     assert read_lines(out / "train.label.fr") == [y for _, _, y in expected_fr]
     assert [bpe.remove_bpe(line) for line in read_lines(out / "train.s1.fr")] == [p for p, _, _ in expected_fr]
     assert not (out / "train.s1.de.pth").exists()
-    labelled, _ = TaskData(str(data / "processed"), Dictionary.read_vocab(str(vocab))).split("XNLI", "train", "fr")
+    labelled, _ = TaskData(str(data / "processed"), dico).split("XNLI", "train", "fr")
     assert [XNLI_LABELS[i] for i in labelled.labels] == [y for _, _, y in expected_fr]
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # what the first run made is kept as it was
 
 
 def test_corrupt_archive_is_a_clear_error(mirror, tmp_path):
