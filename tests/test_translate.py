@@ -1,4 +1,5 @@
 """translate.py as a user runs it, with a translation checkpoint of a model trained to reverse."""
+import io
 import json
 import os
 import re
@@ -132,6 +133,15 @@ def test_bad_input_lines_are_named(checkpoint, tmp_path, text, message):
     assert proc.returncode != 0 and message in proc.stderr and not (tmp_path / "out").exists()
 
 
+def translate_in_process(monkeypatch, argv, text):
+    """translate.py's main in this process (a subprocess costs seconds), `text` on its standard input; the
+    signal handlers it installs, which would be pytest's, left out."""
+    translate = load_script(ROOT / "translate.py", "translate_script")
+    monkeypatch.setattr(translate, "exit_on_signals", lambda: None)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+    translate.main([str(a) for a in argv])
+
+
 def test_bad_flags(checkpoint, tmp_path, capsys):
     """One error line from the command (a language the checkpoint lacks: found after loading it); the
     flags' own checks in this process (a subprocess each would cost seconds)."""
@@ -172,7 +182,7 @@ translate.main({args!r})
 """
 
 
-def test_a_stopped_translation_goes_on_where_it_stopped(checkpoint, tmp_path):
+def test_a_stopped_translation_goes_on_where_it_stopped(checkpoint, tmp_path, monkeypatch):
     """SIGTERM in the third batch of 2 lines: 4 lines kept in OUTPUT.partial, no OUTPUT; the rerun goes on
     after them (a line written after the last record, as by a kill, is written again) and gives the
     uninterrupted output. Another input or other flags are refused, naming the partial file."""
@@ -192,9 +202,9 @@ def test_a_stopped_translation_goes_on_where_it_stopped(checkpoint, tmp_path):
     for other, other_text, what in [(["--beam_size", "2"], text, "--beam_size"),
                                     (["--batch_size", "3"], text, "--batch_size"),
                                     ([], text.replace("a b c", "a b"), "input")]:
-        proc = python("translate.py", *flags, *other, "--output_path", out, input=other_text, check=False)
-        assert proc.returncode != 0 and f"{partial}: the partial output of another command (it had another {what})" in \
-            proc.stderr
+        with pytest.raises(DataError, match=re.escape(f"{partial}: the partial output of another command (it had "
+                                                      f"another {what})")):
+            translate_in_process(monkeypatch, [*flags, *other, "--output_path", out], other_text)
 
     proc = python("translate.py", *flags, "--output_path", out, input=text)
     assert f"Going on after line 4 of {partial}" in proc.stderr
@@ -238,7 +248,7 @@ except translate.DataError as e:
 """
 
 
-def test_a_full_disk_is_one_error_and_the_rerun_goes_on(checkpoint, tmp_path):
+def test_a_full_disk_is_one_error_and_the_rerun_goes_on(checkpoint, tmp_path, monkeypatch):
     """The disk full while translations are written: one error naming the partial file and the lines kept
     (those of the last record); the rerun goes on after them. A closed standard input, or a folder in place
     of the partial file, is one error too."""
@@ -269,9 +279,10 @@ def test_a_full_disk_is_one_error_and_the_rerun_goes_on(checkpoint, tmp_path):
     assert closed.returncode == 1 and closed.stderr.strip().splitlines()[-1] == (
         "error: standard input is closed: give the sentences to translate on it (< FILE)"), closed.stderr
     (tmp_path / "dir.fr.partial").mkdir()
-    proc = python("translate.py", *flags, "--output_path", tmp_path / "dir.fr", input=text, check=False)
-    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
-        f"error: {tmp_path / 'dir.fr.partial'}: is a folder, where the translations are written as they are made")
+    with pytest.raises(DataError) as raised:
+        translate_in_process(monkeypatch, [*flags, "--output_path", tmp_path / "dir.fr"], text)
+    assert str(raised.value) == f"{tmp_path / 'dir.fr.partial'}: is a folder, where the translations are written as " \
+        "they are made"
 
 
 @pytest.mark.parametrize("record, message", [
