@@ -602,8 +602,9 @@ def test_glue_xnli_resumed_with_other_flags_goes_on(toy_tasks, tmp_path):  # noq
     proc = python("glue-xnli.py", *flags, "--transfer_tasks", "SST-2", "--n_epochs", 3, "--finetune_layers", "1:1")
     assert "goes on fine-tuning" not in proc.stderr + proc.stdout
     flags[flags.index("--model_path") + 1] = str(tmp_path)
-    one_error_line(python("glue-xnli.py", *flags, "--transfer_tasks", "SST-2", check=False),
-                   f"--model_path: {tmp_path} is a folder, not a model checkpoint")
+    with pytest.raises(DataError) as raised:
+        finetune_params([*flags, "--transfer_tasks", "SST-2"])
+    assert str(raised.value) == f"--model_path: {tmp_path} is a folder, not a model checkpoint (.pth)"
 
 
 def test_xnli_missing_test_files_are_an_error_before_training(toy_tasks, tmp_path):  # noqa: F811

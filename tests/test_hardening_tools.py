@@ -3,6 +3,7 @@ no traceback, and no output lost (outputs in a missing folder, --help, counts be
 model where a masked LM is needed)."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -20,6 +21,7 @@ from xlm.model.transformer import TransformerConfig, TransformerModel
 
 TOOLS = ROOT / "tools"
 WORDS = ["the", "cat", "is", "here"]
+fill_mask_main = load_script(TOOLS / "fill_mask.py", "fill_mask_tool").main  # errors checked in process
 
 
 def tool(name, *args, **kw):
@@ -139,17 +141,17 @@ def test_corpus_summary_goes_on_past_a_corpus_it_cannot_read(tmp_path):
 
 # ----------------------------------------------------------------------------- counts below 1
 
-@pytest.mark.parametrize("top_k", ["-3", "0"])
-def test_fill_mask_top_k_at_least_1(mlm_checkpoint, top_k):
-    proc = tool("fill_mask.py", mlm_checkpoint, "the cat is here", "--lang", "en", "--mask", "1", "--top_k", top_k)
-    one_error_line(proc, f"error: --top_k must be >= 1, got {top_k}")
+def test_fill_mask_top_k(mlm_checkpoint, capsys):
+    """--top_k below 1 through the command (one error line, nothing printed); 0 and one beyond the
+    vocabulary through `main` in this process (a start of the tool costs seconds)."""
+    proc = tool("fill_mask.py", mlm_checkpoint, "the cat is here", "--lang", "en", "--mask", "1", "--top_k", "-3")
+    one_error_line(proc, "error: --top_k must be >= 1, got -3")
     assert proc.stdout == ""
-
-
-def test_fill_mask_top_k_beyond_the_vocabulary(mlm_checkpoint):
-    proc = tool("fill_mask.py", mlm_checkpoint, "the cat is here", "--lang", "en", "--mask", "1", "--top_k", "1000")
-    assert proc.returncode == 0, proc.stderr
-    assert len(proc.stdout.split("|")[1].split()) == 2 * len(SPECIAL_WORDS + WORDS)  # every word, with its p
+    args = [str(mlm_checkpoint), "the cat is here", "--lang", "en", "--mask", "1", "--top_k"]
+    with pytest.raises(DataError, match="^--top_k must be >= 1, got 0$"):
+        fill_mask_main([*args, "0"])
+    fill_mask_main([*args, "1000"])
+    assert len(capsys.readouterr().out.split("|")[1].split()) == 2 * len(SPECIAL_WORDS + WORDS)  # every word, its p
 
 
 @pytest.mark.parametrize("backend", ["python", "compiled"])
@@ -177,13 +179,14 @@ def test_other_counts_below_their_least(tmp_path):
 # ----------------------------------------------------------------------------- what the model was trained for
 
 def test_fill_mask_and_unigram_ppl_refuse_a_translation_model(mt_checkpoint):  # noqa: F811
-    proc = tool("fill_mask.py", mt_checkpoint, "a b c", "--lang", "en", "--mask", "1")
-    one_error_line(proc, f"error: {mt_checkpoint}: the run has no MLM/TLM steps (--mlm_steps)")
     one_error_line(tool("unigram_ppl.py", mt_checkpoint),
                    f"error: {mt_checkpoint}: the run has no MLM/TLM steps (--mlm_steps)")
+    with pytest.raises(DataError) as raised:
+        fill_mask_main([str(mt_checkpoint), "a b c", "--lang", "en", "--mask", "1"])
+    assert str(raised.value) == f"{mt_checkpoint}: the run has no MLM/TLM steps (--mlm_steps)"
 
 
-def test_fill_mask_refuses_a_run_without_mlm_steps(tmp_path, mlm_checkpoint):
+def test_fill_mask_refuses_a_run_without_mlm_steps(tmp_path, mlm_checkpoint, capsys):
     """A run's params that list no MLM/TLM step (an MT or CLM run) say its output layer never learned to
     fill masks, encoder-decoder or not; params that do not say (a converted model) are taken as they are."""
     from xlm.model.checkpoint import read_checkpoint
@@ -193,11 +196,13 @@ def test_fill_mask_refuses_a_run_without_mlm_steps(tmp_path, mlm_checkpoint):
         if steps is not None:
             params["mlm_steps"] = steps
         save_checkpoint({**data, "params": params}, tmp_path / "m.pth")
-        proc = tool("fill_mask.py", tmp_path / "m.pth", "the cat is here", "--lang", "en", "--mask", "1")
+        args = [str(tmp_path / "m.pth"), "the cat is here", "--lang", "en", "--mask", "1"]
         if refused:
-            one_error_line(proc, "the run has no MLM/TLM steps (--mlm_steps)")
+            with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'm.pth'}: the run has no MLM/TLM steps")):
+                fill_mask_main(args)
         else:
-            assert proc.returncode == 0 and "[cat]" in proc.stdout, proc.stderr
+            fill_mask_main(args)
+            assert "[cat]" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- compare_logs.py
@@ -224,14 +229,12 @@ def test_fill_mask_names_the_line_of_a_sentence_it_cannot_take(tmp_path, mlm_che
     proc = tool_redirected(f"< {tmp_path / 'long'}", "fill_mask.py", mlm_checkpoint, "--lang", "en", "--mask", "0")
     one_error_line(proc, "error: <stdin>:2: the sentence has 600 subwords, more than the 510 that the model's 512 "
                          "positions hold with the two </s>")
-    fill_mask = load_script(TOOLS / "fill_mask.py", "fill_mask_tool").main
-
     def error(stdin, *args):
         (tmp_path / "stdin").write_bytes(stdin)
         with open(tmp_path / "stdin", encoding="utf-8") as f:
             monkeypatch.setattr(sys, "stdin", f)
             with pytest.raises(DataError) as raised:
-                fill_mask([str(mlm_checkpoint), "--lang", "en", *map(str, args)])
+                fill_mask_main([str(mlm_checkpoint), "--lang", "en", *map(str, args)])
         return str(raised.value), capsys.readouterr().out
 
     message, _ = error(b"cat\ncat\n", "--mask", "0", "--translations", tmp_path / "long", "--translation_lang", "fr")
