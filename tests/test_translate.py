@@ -71,25 +71,24 @@ def test_an_output_that_is_not_a_file_is_written_to(checkpoint, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.fr", "pipe"]
 
 
-def test_empty_input_gives_an_empty_output(checkpoint, tmp_path):
+def test_empty_input_gives_an_empty_output(checkpoint, tmp_path, monkeypatch, capsys):
     """As the original: an empty shard of a split corpus is translated into an empty file, with a warning."""
     out = tmp_path / "out.fr"
-    proc = python("translate.py", "--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr",
-                  "--output_path", out, input="")
-    assert out.read_text() == "" and "warning: <stdin>: no input; the output is empty" in proc.stderr
+    translate_in_process(monkeypatch, ["--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr",
+                                       "--output_path", out], "")
+    assert out.read_text() == "" and "warning: <stdin>: no input; the output is empty" in capsys.readouterr().err
 
 
-def test_input_of_unknown_words_is_warned_of(checkpoint, tmp_path):
+def test_input_of_unknown_words_is_warned_of(checkpoint, tmp_path, monkeypatch, capsys):
     """Text that is not tokenized and BPE'd as the model's is mostly unknown words: translated, with a
     warning saying how many (input of the model's words has none)."""
-    proc = python("translate.py", "--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr",
-                  "--output_path", tmp_path / "raw.fr", input="Hello, a b world!\nc d\n")
+    args = ["--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr", "--output_path"]
+    translate_in_process(monkeypatch, [*args, tmp_path / "raw.fr"], "Hello, a b world!\nc d\n")
     assert "warning: <stdin>: 2 of 6 words (33.3%) are not in the model's vocabulary: is the input tokenized " \
-           "and BPE'd with the model's codes?" in proc.stderr
+           "and BPE'd with the model's codes?" in capsys.readouterr().err
     assert len((tmp_path / "raw.fr").read_text().splitlines()) == 2
-    proc = python("translate.py", "--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr",
-                  "--output_path", tmp_path / "ok.fr", input="\n".join(LINES) + "\n")
-    assert "vocabulary" not in proc.stderr
+    translate_in_process(monkeypatch, [*args, tmp_path / "ok.fr"], "\n".join(LINES) + "\n")
+    assert "vocabulary" not in capsys.readouterr().err
 
 
 def test_exp_name_keeps_a_log(checkpoint, tmp_path):
@@ -123,14 +122,14 @@ def test_batches_follow_the_input_order_as_the_original(tmp_path):
     assert [len(line.split()) for line in out.read_text().splitlines()] == [511, 511]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("a b\n\nc\n", "<stdin>:2: empty line"),
-    ("a b\n" + " ".join(["a"] * 600) + "\n", "<stdin>:2: 600 tokens, more than the 510"),
-])
-def test_bad_input_lines_are_named(checkpoint, tmp_path, text, message):
-    proc = python("translate.py", "--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr",
-                  "--output_path", tmp_path / "out", input=text, check=False)
-    assert proc.returncode != 0 and message in proc.stderr and not (tmp_path / "out").exists()
+def test_bad_input_lines_are_named(checkpoint, tmp_path, monkeypatch):
+    """An empty line through the command (an error, no output written), a line too long in this process."""
+    args = ["--model_path", checkpoint, "--src_lang", "en", "--tgt_lang", "fr", "--output_path", tmp_path / "out"]
+    proc = python("translate.py", *args, input="a b\n\nc\n", check=False)
+    assert proc.returncode == 1 and proc.stderr == "error: <stdin>:2: empty line (every line must hold a sentence)\n"
+    with pytest.raises(DataError, match="^<stdin>:2: 600 tokens, more than the 510"):
+        translate_in_process(monkeypatch, args, "a b\n" + " ".join(["a"] * 600) + "\n")
+    assert not (tmp_path / "out").exists()
 
 
 def translate_in_process(monkeypatch, argv, text):
