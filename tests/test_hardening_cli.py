@@ -575,10 +575,15 @@ def partial_copy(toy_tasks, tmp_path, removed):  # noqa: F811
     return tmp_path / "data"
 
 
-def finetune(toy_tasks, data, *args):  # noqa: F811
+def flags_on(toy_tasks, data):  # noqa: F811
+    """glue-xnli.py's flags of the toy tasks, reading `data`."""
     flags = [str(a) for a in finetune_flags(toy_tasks, "missing")]
     flags[flags.index("--data_path") + 1] = str(data)
-    return python("glue-xnli.py", *flags, "--n_epochs", 1, *args, check=False)
+    return flags
+
+
+def finetune(toy_tasks, data, *args):  # noqa: F811
+    return python("glue-xnli.py", *flags_on(toy_tasks, data), "--n_epochs", 1, *args, check=False)
 
 
 def test_glue_xnli_resumed_with_other_flags_goes_on(toy_tasks, tmp_path):  # noqa: F811
@@ -615,23 +620,28 @@ def test_xnli_missing_test_files_are_an_error_before_training(toy_tasks, tmp_pat
     assert " - epoch " not in proc.stderr and not (toy_tasks / "dumped" / "ft" / "missing").exists()
 
 
-@pytest.mark.parametrize("task, name, label, message", [
-    ("STS-B", "valid.label", "7", "STS-B labels are similarity scores from 0 to 5, got '7'"),
-    ("XNLI", "test.label.fr", "maybe", "unknown label 'maybe'"),
-    ("MRPC", "train.label", "2", "unknown label '2' (MRPC has 2 classes"),
-])
-def test_a_later_tasks_bad_label_is_named_before_the_first_trains(toy_tasks, tmp_path, task, name,  # noqa: F811
-                                                                   label, message):
+def test_a_later_tasks_bad_label_is_named_before_the_first_trains(toy_tasks, tmp_path):  # noqa: F811
     """The labels of every task are read before the first trains: a bad one in the third task's files is
-    not found after two tasks' epochs."""
-    data = partial_copy(toy_tasks, tmp_path, set())
-    lines = (toy_tasks / "data" / "eval" / task / name).read_text().splitlines()
-    (data / "eval" / task / name).unlink()  # a link to the shared file
-    (data / "eval" / task / name).write_text("\n".join(lines[:-1] + [label]) + "\n")
-    proc = finetune(toy_tasks, data, "--transfer_tasks", f"SST-2,{'MRPC' if task != 'MRPC' else 'STS-B'},{task}",
-                    "--dump_path", tmp_path / "dumped")  # a run of the old code would have left checkpoints
-    one_error_line(proc, f"{data / 'eval' / task / name}")
-    assert message in proc.stderr.strip().splitlines()[-1] and " - epoch " not in proc.stderr
+    not found after two tasks' epochs. The first case through the command, the others through the checks
+    glue-xnli.py makes before its first task (`check_task_files`) in this process."""
+    from xlm.train.finetune import check_task_files
+    for n, (task, name, label, message) in enumerate([
+            ("MRPC", "train.label", "2", "unknown label '2' (MRPC has 2 classes"),
+            ("STS-B", "valid.label", "7", "STS-B labels are similarity scores from 0 to 5, got '7'"),
+            ("XNLI", "test.label.fr", "maybe", "unknown label 'maybe'")]):
+        data = partial_copy(toy_tasks, tmp_path / str(n), set())
+        lines = (toy_tasks / "data" / "eval" / task / name).read_text().splitlines()
+        (data / "eval" / task / name).unlink()  # a link to the shared file
+        (data / "eval" / task / name).write_text("\n".join(lines[:-1] + [label]) + "\n")
+        tasks = ["--transfer_tasks", f"SST-2,{'MRPC' if task != 'MRPC' else 'STS-B'},{task}"]
+        if n == 0:  # (a run of the old code would have left checkpoints in --dump_path)
+            proc = finetune(toy_tasks, data, *tasks, "--dump_path", tmp_path / "dumped")
+            one_error_line(proc, f"{data / 'eval' / task / name}")
+            assert message in proc.stderr.strip().splitlines()[-1] and " - epoch " not in proc.stderr
+            continue
+        with pytest.raises(DataError) as raised:
+            check_task_files(finetune_params([*flags_on(toy_tasks, data), *tasks]))
+        assert str(raised.value).startswith(str(data / "eval" / task / name)) and message in str(raised.value)
 
 
 def test_a_training_set_lacking_a_class_trains_and_keeps_the_ids(toy_tasks, tmp_path):  # noqa: F811
