@@ -21,7 +21,7 @@ from xlm.fileio import DataError
 from xlm.model.checkpoint import checkpoint_payload, load_model, read_checkpoint, save_checkpoint
 from xlm.model.embedder import finetuned_parameters, parse_layer_range
 from xlm.model.transformer import TransformerConfig, TransformerModel
-from xlm.train.finetune import FineTuner, parse_params as finetune_options
+from xlm.train.finetune import FineTuner, check_task_files, parse_params as finetune_options
 
 LANGS = ("de", "en", "fr")
 
@@ -437,12 +437,15 @@ def test_bad_flags(toy_tasks, args, message):
 
 
 def test_mistakes_are_one_clear_error(toy_tasks):
-    """Errors found once the model and the data are read: one line each, no traceback."""
-    for args, message in [(["--xnli_train_lang", "sw"], "--xnli_train_lang sw: not a language of the model"),
-                          (["--max_vocab", "30"], "not the model's"),
+    """Errors found once the model and the data are read: one line each, no traceback. (The language, found
+    by the checks before the first task, in this process.)"""
+    for args, message in [(["--max_vocab", "30"], "not the model's"),
                           (["--finetune_layers", "0:9"], "--finetune_layers: '0:9' is outside 0..2")]:
         proc = finetune(toy_tasks, "--transfer_tasks", "XNLI", "--n_epochs", 1, *args, exp_id="err", check=False)
         assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    with pytest.raises(DataError, match="^--xnli_train_lang sw: not a language of the model"):
+        check_task_files(finetune_options([str(a) for a in finetune_flags(toy_tasks, "err")] +
+                                          ["--transfer_tasks", "XNLI", "--xnli_train_lang", "sw"]))
 
 
 def test_mismatched_label_file_is_an_error(toy_tasks, tmp_path):
