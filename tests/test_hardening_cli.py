@@ -19,7 +19,7 @@ from xlm.data.dictionary import SPECIAL_WORDS, Dictionary
 from xlm.fileio import DataError
 from xlm.model.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint
 from xlm.model.transformer import TransformerConfig, TransformerModel
-from xlm.train.finetune import build_parser as finetune_parser, parse_params as finetune_params
+from xlm.train.finetune import build_parser as finetune_parser, check_task_files, parse_params as finetune_params
 from xlm.train.options import parse_params
 
 TINY = ["--emb_dim", "32", "--n_layers", "2", "--n_heads", "4", "--batch_size", "8", "--bptt", "32", "--max_len", "40",
@@ -624,7 +624,6 @@ def test_a_later_tasks_bad_label_is_named_before_the_first_trains(toy_tasks, tmp
     """The labels of every task are read before the first trains: a bad one in the third task's files is
     not found after two tasks' epochs. The first case through the command, the others through the checks
     glue-xnli.py makes before its first task (`check_task_files`) in this process."""
-    from xlm.train.finetune import check_task_files
     for n, (task, name, label, message) in enumerate([
             ("MRPC", "train.label", "2", "unknown label '2' (MRPC has 2 classes"),
             ("STS-B", "valid.label", "7", "STS-B labels are similarity scores from 0 to 5, got '7'"),

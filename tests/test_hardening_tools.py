@@ -229,6 +229,7 @@ def test_fill_mask_names_the_line_of_a_sentence_it_cannot_take(tmp_path, mlm_che
     proc = tool_redirected(f"< {tmp_path / 'long'}", "fill_mask.py", mlm_checkpoint, "--lang", "en", "--mask", "0")
     one_error_line(proc, "error: <stdin>:2: the sentence has 600 subwords, more than the 510 that the model's 512 "
                          "positions hold with the two </s>")
+
     def error(stdin, *args):
         (tmp_path / "stdin").write_bytes(stdin)
         with open(tmp_path / "stdin", encoding="utf-8") as f:
