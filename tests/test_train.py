@@ -119,12 +119,12 @@ RESUME_FLAGS = ["--lgs", "en-fr", "--mlm_steps", "en,en-fr", "--clm_steps", "fr"
                 "--optimizer", "adam_inverse_sqrt,lr=0.001,warmup_updates=10"]
 
 
-def test_sigkill_then_rerun_resumes_exactly(small_sample, tmp_path, monkeypatch):
-    """128 dimensions: training's matmuls go through oneDNN (xlm/model/linear.py; XLM_ONEDNN=1 whatever the
-    CPU), as on AMD CPUs with AVX-512. Runs of 32 dimensions, through MKL, resume exactly in test_faults.py,
-    test_accumulation.py and test_torchrun_ranks_draw_their_own_rounds_and_resume_them."""
-    monkeypatch.setenv("XLM_ONEDNN", "1")
-    width = ["--emb_dim", "128"]
+# 128 dimensions: CPU training's matmuls go through oneDNN (xlm/model/linear.py; XLM_ONEDNN=1 whatever the
+# CPU), 32 through MKL
+@pytest.mark.parametrize("width", [[], ["--emb_dim", "128"]], ids=["mkl", "onednn"])
+def test_sigkill_then_rerun_resumes_exactly(small_sample, tmp_path, width, monkeypatch):
+    if width:
+        monkeypatch.setenv("XLM_ONEDNN", "1")
     train(small_sample, tmp_path, "whole", *RESUME_FLAGS, *width)
     reference = (tmp_path / "test" / "whole" / "train.log").read_text()
     # the same command, killed with SIGKILL in the middle of the second epoch, then run again
