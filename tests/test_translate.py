@@ -18,6 +18,7 @@ from xlm.model.checkpoint import checkpoint_payload, save_checkpoint
 
 WORDS = ["a", "b", "c", "d", "e", "f", "g", "h"]
 VOCAB = SPECIAL_WORDS + WORDS
+translate_script = load_script(ROOT / "translate.py", "translate_script")  # its functions, called in process
 
 
 def save_translation_model(enc, dec, path):
@@ -135,10 +136,9 @@ def test_bad_input_lines_are_named(checkpoint, tmp_path, monkeypatch):
 def translate_in_process(monkeypatch, argv, text):
     """translate.py's main in this process (a subprocess costs seconds), `text` on its standard input; the
     signal handlers it installs, which would be pytest's, left out."""
-    translate = load_script(ROOT / "translate.py", "translate_script")
-    monkeypatch.setattr(translate, "exit_on_signals", lambda: None)
+    monkeypatch.setattr(translate_script, "exit_on_signals", lambda: None)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
-    translate.main([str(a) for a in argv])
+    translate_script.main([str(a) for a in argv])
 
 
 def test_bad_flags(checkpoint, tmp_path, capsys):
@@ -148,7 +148,7 @@ def test_bad_flags(checkpoint, tmp_path, capsys):
                   "--output_path", tmp_path / "o", input="a\n", check=False)
     assert proc.returncode == 1 and proc.stderr == "error: language 'de' is not one of the model's: en, fr\n"
     assert not (tmp_path / "o").exists()
-    parse_args = load_script(ROOT / "translate.py", "translate_script").parse_args
+    parse_args = translate_script.parse_args
     (tmp_path / "exists").write_text("x")
     for flags, message in [(["--src_lang", "en", "--tgt_lang", "en"], "must differ"),
                            (["--src_lang", "en", "--tgt_lang", "fr", "--output_path", tmp_path / "exists"],
