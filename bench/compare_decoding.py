@@ -12,7 +12,7 @@ done beam search goes on from another row). Prints one JSON object; exit status 
 in float64.
 
     python -m bench.compare_decoding [--original /work/orig-cpu] [--trials 300] [--threads 1] [--device cuda]
-                                     [--dims 32,48,64] [--n_words 24,60,203]
+                                     [--dims 32,48,64] [--n_words 24,60,203,8000]
 """
 import argparse
 import json
@@ -46,7 +46,7 @@ def original_model(orig, xlm_model, config, is_encoder):
     return model.eval()
 
 
-def trial(orig, seed, device, dims=(32, 48, 64), vocabularies=(24, 60, 203)):
+def trial(orig, seed, device, dims=(32, 48, 64), vocabularies=(24, 60, 203, 8000)):
     """A random encoder-decoder on both sides and a random batch on `device`; yields (what, decode_xlm,
     decode_orig)."""
     r = random.Random(seed)
@@ -176,7 +176,8 @@ def main():
     parser.add_argument("--device", default="cpu",
                         help="cuda: both sides decode on the GPU (float32; TF32 off, torch's default)")
     parser.add_argument("--dims", default="32,48,64", help="the models' dimensions to draw from")
-    parser.add_argument("--n_words", default="24,60,203", help="the vocabulary sizes to draw from")
+    parser.add_argument("--n_words", default="24,60,203,8000",
+                        help="the vocabulary sizes to draw from (8,000: enough scores for topk_rows's block search)")
     args = parser.parse_args()
     dims, vocabularies = (tuple(map(int, a.split(","))) for a in (args.dims, args.n_words))
     device = torch.device(args.device)
