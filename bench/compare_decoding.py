@@ -46,7 +46,7 @@ def original_model(orig, xlm_model, config, is_encoder):
     return model.eval()
 
 
-def trial(orig, seed, device, dims=(32, 48, 64), vocabularies=(24, 60, 203, 8000)):
+def trial(orig, seed, device, dims, vocabularies):
     """A random encoder-decoder on both sides and a random batch on `device`; yields (what, decode_xlm,
     decode_orig)."""
     r = random.Random(seed)
