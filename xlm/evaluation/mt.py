@@ -84,10 +84,11 @@ def write_references(data, params, dump):
                         f.write(reference_for_bleu(_sentences(data.dico, c_tgt[i])) + "\n")
 
 
-def bleu_hypotheses(decoder, enc, len1, tgt, params):
+def bleu_hypotheses(decoder, enc, len1, longest, tgt, params):
     """The hypotheses of BLEU for a batch (token ids without the </s> at both ends), decoded as the original
-    decodes them: greedy, or beam search with --beam_size > 1, up to 1.5 x the longest source + 10 tokens."""
-    max_len = int(1.5 * int(len1.max()) + 10)
+    decodes them: greedy, or beam search with --beam_size > 1, up to 1.5 x the longest source (`longest`,
+    read from the batch on the host, not from len1 on the device) + 10 tokens."""
+    max_len = int(1.5 * longest + 10)
     if params.beam_size == 1:
         out, out_len = generate_greedy(decoder, enc, len1, params.lang2id[tgt], max_len=max_len)
     else:
@@ -137,7 +138,7 @@ def score_pairs(encoder, decoder, s, t, src, tgt, params, usage, device, autocas
             h = h[pred_mask] if usage else h
             logits = decoder.get_scores(h).float()
         if params.eval_bleu:
-            hyps = bleu_hypotheses(decoder, enc, len1, tgt, params)
+            hyps = bleu_hypotheses(decoder, enc, len1, int(s.lengths.max()), tgt, params)
     return F.cross_entropy(logits, y, reduction="sum").item(), len(y), (logits.argmax(-1) == y).sum().item(), hyps
 
 
