@@ -290,3 +290,43 @@ def test_a_diverged_models_perplexity_is_inf():
     from xlm.evaluation.lm import perplexity
     assert perplexity(6.0, 3) == pytest.approx(np.exp(2.0))
     assert perplexity(1000.0, 1) == float("inf") and np.isnan(perplexity(float("nan"), 1))
+
+
+@torch.no_grad()
+def test_scores_round_as_the_original_where_that_costs_little(small_sample, tmp_path, monkeypatch):
+    """Where MKL's kernels are chosen (`onednn_chosen`), evaluation scores in the original's roundings
+    (`scoring_roundings`): a batch's teacher-forced cross-entropy and correct predictions are those of the
+    padded computation outside free_roundings (the original's arithmetic, as CUDA's path computes it) to
+    the last bit, so that accuracies are the original's, not only close (free roundings turned a near tie
+    of the two best scores the other way in 1 of 45,909 predictions). Where oneDNN is chosen, and off the
+    CPU, the scores are free; evaluate_lm follows the same rule."""
+    import xlm.model.transformer as transformer
+    from xlm.objectives.lm import clm_targets
+    monkeypatch.setattr(linear_module, "onednn_chosen", lambda: False)
+    params, data = translation_eval(small_sample, tmp_path, "--eval_bleu", "false")
+    torch.manual_seed(3)
+    models = build_models(params, data.dico, torch.device("cpu"), logging.getLogger("test"))
+    enc, dec = models["encoder"].eval(), models["decoder"].eval()
+    dataset, _ = mt._direction(data, params, "valid", "en", "fr")
+    s, t = dataset.collate(dataset.batches(None)[-1])  # the longest sentences, some padded
+    assert not bool((s.lengths == s.lengths.max()).all() and (t.lengths == t.lengths.max()).all())
+    xe, n, correct, _ = mt.score_pairs(enc, dec, s, t, "en", "fr", params, None, torch.device("cpu"), nullcontext())
+    with monkeypatch.context() as m:
+        m.setattr(transformer, "reads_on_host", lambda device: False)
+        src = enc(s.x, s.lengths, langs=params.lang2id["en"])
+        pred_mask, y = clm_targets(t.x, t.lengths)
+        h = dec(t.x, t.lengths, langs=params.lang2id["fr"], causal=True, src_enc=src, src_len=s.lengths)
+        logits = dec.get_scores(h[pred_mask]).float()
+    assert (xe, n, correct) == (torch.nn.functional.cross_entropy(logits, y, reduction="sum").item(), len(y),
+                                (logits.argmax(-1) == y).sum().item())
+
+    free = []
+    lm_scores = lm.lm_scores
+    monkeypatch.setattr(lm, "lm_scores", lambda *a, **k: free.append(linear_module.in_free_roundings()) or
+                        lm_scores(*a, **k))
+    lm.evaluate_lm({"clm": dec, "mlm": enc}, data, params, splits=("valid",))
+    monkeypatch.setattr(linear_module, "onednn_chosen", lambda: True)
+    lm.evaluate_lm({"clm": dec, "mlm": enc}, data, params, splits=("valid",))
+    assert set(free[:len(free) // 2]) == {False} and set(free[len(free) // 2:]) == {True}
+    with linear_module.scoring_roundings(torch.device("meta")):
+        assert linear_module.in_free_roundings()

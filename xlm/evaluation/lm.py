@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..data.datasets import BatchingOptions, ParallelDataset, StreamDataset
-from ..model.linear import free_roundings
+from ..model.linear import scoring_roundings
 from ..objectives.lm import clm_targets, concat_pair, lm_scores, mask_for_eval
 from ..train.distributed import DistInfo, all_reduce_sum, own_share, to_device
 from .memory import MemoryUsage, memory_metric_names
@@ -81,16 +81,14 @@ def _stack(batches, group):
 
 def score_batches(model, batches, objective, device, autocast, usage=None):
     """(sum of cross-entropy, predictions, correct predictions) over batches of eval_targets; the reads
-    of the model's memories counted in `usage` (a MemoryUsage), if given. The linear layers go through
-    oneDNN on the CPU (xlm/model/linear.py): scores differ from MKL's in the 7th digit, as they already
-    differ from the original's (its sums run in another order), and evaluation takes 1.5x less time."""
+    of the model's memories counted in `usage` (a MemoryUsage), if given, in `scoring_roundings`."""
     xe, n, correct = 0.0, 0, 0
     move = functools.partial(to_device, device=device)
     for x, lengths, positions, langs, pred_mask, y in batches:
         if len(y) == 0:
             continue
         x, lengths = move(x), move(lengths)
-        with autocast, usage.reading(x, lengths) if usage else nullcontext(), free_roundings():
+        with autocast, usage.reading(x, lengths) if usage else nullcontext(), scoring_roundings(device):
             s, k, c = lm_scores(model, x, lengths, move(langs), move(positions), move(pred_mask), move(y),
                                 causal=objective == "clm", every_position=bool(usage))
         xe, n, correct = xe + s, n + k, correct + c

@@ -13,7 +13,7 @@ from ..data.datasets import BatchingOptions, ParallelDataset
 from ..data.loader import check_fits
 from ..data.dictionary import UNK_WORD
 from ..fileio import atomic_write
-from ..model.linear import free_roundings
+from ..model.linear import scoring_roundings
 from ..model.generate import generate_beam, generate_greedy
 from ..progress import Progress
 from ..objectives.lm import clm_targets
@@ -125,13 +125,13 @@ def score_pairs(encoder, decoder, s, t, src, tgt, params, usage, device, autocas
     x1, len1, x2, len2 = (v.to(device) for v in (s.x, s.lengths, t.x, t.lengths))
     hyps = None
     with autocast:
-        # the encoder output of BLEU's translations has MKL's roundings, the original's (see
-        # xlm/model/linear.py); the rest of the scoring goes through oneDNN, as evaluate_lm's
+        # the encoder output of BLEU's translations has the original's roundings (see xlm/model/linear.py);
+        # the rest of the scoring has evaluate_lm's
         with usage.reading(x1, len1) if usage else nullcontext(), \
-                nullcontext() if params.eval_bleu else free_roundings():
+                nullcontext() if params.eval_bleu else scoring_roundings(x1.device):
             enc = encoder(x1, len1, langs=params.lang2id[src])
         pred_mask, y = clm_targets(x2, len2)  # teacher forcing
-        with usage.reading(x2, len2) if usage else nullcontext(), free_roundings():
+        with usage.reading(x2, len2) if usage else nullcontext(), scoring_roundings(x2.device):
             # the memories' statistics count every position: the last layer computes them all
             h = decoder(x2, len2, langs=params.lang2id[tgt], causal=True, src_enc=enc, src_len=len1,
                         pred_mask=None if usage else pred_mask)
