@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The main job on the bundled sample data (data/sample): tokenize, learn and apply BPE, build the
 # vocabulary, binarize, and summarise the corpora, with the original XLM's file names, into
-# data/processed/sample/ (override with OUT=...; N_CODES=... BPE codes, default 8000); then a short MLM+TLM
+# data/processed/sample/ (override with OUT=...; N_CODES=... BPE codes, default 8000; SAMPLE=... another folder
+# of raw text in the sample's layout, mono/ and para/, e.g. the sample's lines joined five by five for long
+# sentences: `paste -d' ' - - - - - < data/sample/mono/train.en`); then a short MLM+TLM
 # pretraining of a small English-French XLM (PRETRAIN=0 skips it) that prints its validation perplexities.
 # Steps whose outputs exist are skipped, and rerunning resumes (or ends at once if the run is complete).
 set -euo pipefail
 cd "$(dirname "$0")"
-SRC=data/sample
+SRC=${SAMPLE:-data/sample}
 OUT=${OUT:-data/processed/sample}
 N_CODES=${N_CODES:-8000}
 LANGS="en fr de"
