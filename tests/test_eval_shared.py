@@ -328,5 +328,7 @@ def test_scores_round_as_the_original_where_that_costs_little(small_sample, tmp_
     monkeypatch.setattr(linear_module, "onednn_chosen", lambda: True)
     lm.evaluate_lm({"clm": dec, "mlm": enc}, data, params, splits=("valid",))
     assert set(free[:len(free) // 2]) == {False} and set(free[len(free) // 2:]) == {True}
-    with linear_module.scoring_roundings(torch.device("meta")):
-        assert linear_module.in_free_roundings()
+    monkeypatch.setattr(linear_module, "onednn_chosen", lambda: False)
+    for device in (torch.device("meta"), "meta", "cpu"):  # tools pass a device's name
+        with linear_module.scoring_roundings(device):
+            assert linear_module.in_free_roundings() == (device != "cpu")

@@ -246,13 +246,13 @@ def free_roundings():
 
 
 def scoring_roundings(device):
-    """The roundings of evaluation's scores (perplexities, accuracies) on `device`: free (`free_roundings`)
-    off the CPU and where oneDNN's linear layers are chosen (`onednn_chosen`), where evaluation then takes
-    1.3-1.7x less time (a 512 x 4 MT and MLM on a Zen 5); elsewhere the original's, at 1-7% more time (MKL's
-    kernels, the same models), which give its accuracies exactly: free roundings turn a near tie of the two
-    best scores the other way now and then (1 of 45,909 predictions of a small MT model, a tie in xlm's
-    roundings that the original's broke)."""
-    return free_roundings() if device.type != "cpu" or onednn_chosen() else contextlib.nullcontext()
+    """The roundings of evaluation's scores (perplexities, accuracies) on `device` (or its name): free
+    (`free_roundings`) off the CPU and where oneDNN's linear layers are chosen (`onednn_chosen`), where
+    evaluation then takes 1.3-1.7x less time (a 512 x 4 MT and MLM on a Zen 5); elsewhere the original's, at
+    1-7% more time (MKL's kernels, the same models), which give its accuracies exactly: free roundings turn a
+    near tie of the two best scores the other way now and then (1 of 45,909 predictions of a small MT model,
+    a tie in xlm's roundings that the original's broke)."""
+    return free_roundings() if torch.device(device).type != "cpu" or onednn_chosen() else contextlib.nullcontext()
 
 
 def in_free_roundings():
