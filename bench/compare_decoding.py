@@ -1,18 +1,17 @@
 """Greedy and beam decoding, xlm's against the original's, on many random models and batches: sizes,
-vocabularies, tied or untied embeddings, GELU or ReLU, batch sizes 1-32 (xlm leaves finished sentences out
-where the rows are a multiple of 4), beam 1-5, length penalties, early stopping on and off, max_len from
-2 to the evaluation's 1.5 x length + 10. The output layer's bias of </s> is raised so that sentences end
-at varied lengths, as a trained model's do. Both sides decode the same encoder output in float32; an
-output that differs is decoded again in float64 on both sides: if they then agree, the float32 difference
-was a near tie of two scores rounded apart, not a difference of rules. Beyond the outputs, it counts the
-decodings whose numbers are the original's bit for bit: the encoder output, every logit of greedy
-decoding for the sentences not yet finished, every hypothesis score of beam search (the original
-computes finished sentences from other inputs: a greedy one's hidden states are zeroed as padding, a
-done beam search goes on from another row). Prints one JSON object; exit status 1 if any output differs
-in float64.
+vocabularies, tied or untied embeddings, GELU or ReLU, sources of 1 to 20 words (--source_len), batch sizes
+1-32 (xlm leaves finished sentences out where the rows are a multiple of 4), beam 1-5, length penalties, early
+stopping on and off, max_len from 2 to the evaluation's 1.5 x length + 10. The output layer's bias of </s> is
+raised so that sentences end at varied lengths, as a trained model's do. Both sides decode the same encoder
+output in float32; an output that differs is decoded again in float64 on both sides: if they then agree, the
+float32 difference was a near tie of two scores rounded apart, not a difference of rules. Beyond the outputs,
+it counts the decodings whose numbers are the original's bit for bit: the encoder output, every logit of
+greedy decoding for the sentences not yet finished, every hypothesis score of beam search (the original
+computes finished sentences from other inputs: a greedy one's hidden states are zeroed as padding, a done beam
+search goes on from another row). Prints one JSON object; exit status 1 if any output differs in float64.
 
     python -m bench.compare_decoding [--original /work/orig-cpu] [--trials 300] [--threads 1] [--device cuda]
-                                     [--dims 32,48,64] [--n_words 24,60,203,8000]
+                                     [--dims 32,48,64] [--n_words 24,60,203,8000] [--source_len 20]
 """
 import argparse
 import json
@@ -46,9 +45,9 @@ def original_model(orig, xlm_model, config, is_encoder):
     return model.eval()
 
 
-def trial(orig, seed, device, dims, vocabularies):
-    """A random encoder-decoder on both sides and a random batch on `device`; yields (what, decode_xlm,
-    decode_orig)."""
+def trial(orig, seed, device, dims, vocabularies, source_len=20):
+    """A random encoder-decoder on both sides and a random batch of sources of 1 to source_len words on
+    `device`; yields (what, decode_xlm, decode_orig)."""
     r = random.Random(seed)
     dim, heads = r.choice([(d, 2 if d < 48 else 4 if d <= 64 else 8) for d in dims])
     config = dict(n_words=r.choice(vocabularies), emb_dim=dim, n_layers=r.choice([1, 2, 3]), n_heads=heads,
@@ -64,7 +63,7 @@ def trial(orig, seed, device, dims, vocabularies):
     o_encoder = original_model(orig, encoder, encoder.config, True).to(device)
     o_decoder = original_model(orig, decoder, decoder.config, False).to(device)
     words = range(len(SPECIAL_WORDS), config["n_words"])
-    batch = batch_sentences([np.array([r.choice(words) for _ in range(r.randint(1, 20))], dtype=np.int64)
+    batch = batch_sentences([np.array([r.choice(words) for _ in range(r.randint(1, source_len))], dtype=np.int64)
                              for _ in range(r.choice([1, 2, 3, 4, 7, 8, 12, 16, 32]))])
     longest = int(batch.lengths.max())
     batch = Batch(batch.x.to(device), batch.lengths.to(device))
@@ -178,6 +177,7 @@ def main():
     parser.add_argument("--dims", default="32,48,64", help="the models' dimensions to draw from")
     parser.add_argument("--n_words", default="24,60,203,8000",
                         help="the vocabulary sizes to draw from (8,000: enough scores for topk_rows's block search)")
+    parser.add_argument("--source_len", type=int, default=20, help="the longest source sentence drawn (words)")
     args = parser.parse_args()
     dims, vocabularies = (tuple(map(int, a.split(","))) for a in (args.dims, args.n_words))
     device = torch.device(args.device)
@@ -188,7 +188,7 @@ def main():
     bits = {"encoder_outputs": 0, "decodings": 0}
     cases, lengths, left_out = [], [], 0
     for seed in range(args.trials):
-        for what, encoded, ours, theirs, models in trial(orig, seed, device, dims, vocabularies):
+        for what, encoded, ours, theirs, models in trial(orig, seed, device, dims, vocabularies, args.source_len):
             x_enc, o_enc = encoded()
             bits["encoder_outputs"] += torch.equal(x_enc, o_enc)
             numbers.start()
